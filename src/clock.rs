@@ -1,0 +1,149 @@
+//! Time for timestamps, ack timeouts and age retention: the system clock or a [`ManualClock`].
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::record::{Nanos, to_nanos};
+
+/// A clock that moves only when told to, for tests: ack timeouts and age retention fire when
+/// [`advance`](Self::advance) passes them, with no sleeping.
+///
+/// Cloning gives another handle to the same clock. Give one to
+/// [`BrokerBuilder::clock`](crate::BrokerBuilder::clock) and keep one to advance. It starts at
+/// 2026-01-01T00:00:00Z, so message timestamps are stable across runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use embus::{Broker, ManualClock, QueueOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = ManualClock::new();
+/// let bus = Broker::builder().clock(clock.clone()).open()?;
+/// let jobs = bus.queue_with::<u32>("jobs", QueueOptions::default().ack_timeout(Duration::from_secs(30)))?;
+/// jobs.producer().send(7)?;
+/// let mut worker = jobs.consumer();
+/// let first = worker.recv()?;
+/// clock.advance(Duration::from_secs(31)); // the delivery times out
+/// let again = worker.recv()?;
+/// assert_eq!((again.payload(), again.delivery_count()), (&7, 2));
+/// # drop(first); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ManualClock {
+    inner: Arc<ManualInner>,
+}
+
+struct ManualInner {
+    state: Mutex<ManualState>,
+}
+
+struct ManualState {
+    now: Nanos,
+    listeners: Vec<Weak<dyn Wake>>,
+}
+
+/// Woken when a manual clock moves, so waits on virtual deadlines re-check.
+pub(crate) trait Wake: Send + Sync {
+    fn wake_all(&self);
+}
+
+impl ManualClock {
+    /// 2026-01-01T00:00:00Z in nanoseconds since the Unix epoch.
+    const START: Nanos = 1_767_225_600_000_000_000;
+
+    /// A clock at 2026-01-01T00:00:00Z.
+    pub fn new() -> Self {
+        Self::starting_at(crate::record::to_system_time(Self::START))
+    }
+
+    /// A clock at `time`.
+    pub fn starting_at(time: SystemTime) -> Self {
+        let state = ManualState {
+            now: to_nanos(time),
+            listeners: Vec::new(),
+        };
+        Self {
+            inner: Arc::new(ManualInner {
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> SystemTime {
+        crate::record::to_system_time(self.inner.state.lock().now)
+    }
+
+    /// Moves the clock forward by `by`, then wakes every broker using it so that expired ack
+    /// timeouts and age retention take effect before this returns to a waiting consumer.
+    pub fn advance(&self, by: Duration) {
+        let listeners = {
+            let mut state = self.inner.state.lock();
+            state.now = state
+                .now
+                .saturating_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX));
+            state.listeners.retain(|l| l.strong_count() > 0);
+            state.listeners.clone()
+        };
+        for listener in listeners.iter().filter_map(Weak::upgrade) {
+            listener.wake_all();
+        }
+    }
+
+    fn nanos(&self) -> Nanos {
+        self.inner.state.lock().now
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
+    }
+}
+
+/// The broker's time source.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Clock {
+    #[default]
+    System,
+    Manual(ManualClock),
+}
+
+impl Clock {
+    pub(crate) fn now(&self) -> Nanos {
+        match self {
+            Self::System => to_nanos(SystemTime::now()),
+            Self::Manual(clock) => clock.nanos(),
+        }
+    }
+
+    /// Registers a broker to be woken when a manual clock moves.
+    pub(crate) fn listen(&self, listener: Weak<dyn Wake>) {
+        if let Self::Manual(clock) = self {
+            clock.inner.state.lock().listeners.push(listener);
+        }
+    }
+
+    /// The real instant to wake at for a clock deadline: `None` for a manual clock, whose
+    /// deadlines pass only through `advance` (which wakes waiters itself).
+    pub(crate) fn wake_at(&self, deadline: Nanos) -> Option<Instant> {
+        match self {
+            Self::System => {
+                let now = self.now();
+                Some(Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)))
+            }
+            Self::Manual(_) => None,
+        }
+    }
+}

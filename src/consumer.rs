@@ -1,0 +1,318 @@
+//! [`Consumer`]: receives from a topic (as a subscriber or a group member) or from a queue, with
+//! the crossbeam family of `recv` methods and iterators.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::broker::Payload;
+use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::message::Message;
+use crate::notify::{Backoff, Deadline};
+use crate::queue::QueueConsumer;
+use crate::topic::{Member, Subscriber};
+
+/// A receiver: a topic subscriber ([`Topic::subscribe`](crate::Topic::subscribe)), a consumer
+/// group member ([`Topic::join_group`](crate::Topic::join_group)) or a queue consumer
+/// ([`Queue::consumer`](crate::Queue::consumer)).
+///
+/// A consumer owns a cursor or a membership, so it is `Send` but not `Clone`. Dropping it ends
+/// the membership (its partitions are rebalanced) and releases its unacked deliveries.
+///
+/// # Blocking
+///
+/// `recv` waits until a message arrives or the broker closes. Once the broker is closed, the
+/// receive methods return whatever was already available, then `Disconnected`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use embus::{Broker, RecvTimeoutError, Start};
+///
+/// let bus = Broker::memory();
+/// let t = bus.topic::<u32>("t")?;
+/// let mut sub = t.subscribe(Start::Earliest)?;
+/// assert_eq!(sub.recv_timeout(Duration::from_millis(1)).unwrap_err(), RecvTimeoutError::Timeout);
+/// t.producer().send(1)?;
+/// assert_eq!(sub.recv()?.payload(), &1);
+/// # Ok(()) }
+/// ```
+pub struct Consumer<T> {
+    flavor: Flavor<T>,
+}
+
+enum Flavor<T> {
+    Subscriber(Subscriber<T>),
+    Member(Member<T>),
+    Queue(QueueConsumer<T>),
+}
+
+/// One attempt to take a message.
+pub(crate) enum Poll<T> {
+    Ready(Message<T>),
+    Lagged(u64),
+    Empty,
+}
+
+/// What a flavor of consumer reads from. `poll(true)` also registers the current thread to be
+/// woken when that might change its answer, under the same locks it checked.
+pub(crate) trait Source<T> {
+    fn poll(&mut self, register: bool) -> Poll<T>;
+    fn is_closed(&self) -> bool;
+    /// A moment to re-check even if nobody wakes us (the next ack timeout).
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Why a receive returned no message.
+enum Fail {
+    /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
+    Empty,
+    Disconnected,
+    Lagged(u64),
+}
+
+fn receive<T>(source: &mut impl Source<T>, deadline: Deadline) -> Result<Message<T>, Fail> {
+    let mut backoff = Backoff::new();
+    let mut register = false;
+    loop {
+        match source.poll(register) {
+            Poll::Ready(message) => return Ok(message),
+            Poll::Lagged(skipped) => return Err(Fail::Lagged(skipped)),
+            Poll::Empty => {}
+        }
+        if source.is_closed() {
+            return Err(Fail::Disconnected);
+        }
+        if deadline.passed() {
+            return Err(Fail::Empty);
+        }
+        if register {
+            deadline.park(source.wake_at());
+        } else {
+            register = !backoff.snooze();
+        }
+    }
+}
+
+impl<T: Payload> Consumer<T> {
+    pub(crate) fn subscriber(s: Subscriber<T>) -> Self {
+        Self {
+            flavor: Flavor::Subscriber(s),
+        }
+    }
+
+    pub(crate) fn member(m: Member<T>) -> Self {
+        Self {
+            flavor: Flavor::Member(m),
+        }
+    }
+
+    pub(crate) fn queue(q: QueueConsumer<T>) -> Self {
+        Self {
+            flavor: Flavor::Queue(q),
+        }
+    }
+
+    fn receive(&mut self, deadline: Deadline) -> Result<Message<T>, Fail> {
+        match &mut self.flavor {
+            Flavor::Subscriber(s) => receive(s, deadline),
+            Flavor::Member(m) => receive(m, deadline),
+            Flavor::Queue(q) => receive(q, deadline),
+        }
+    }
+
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    /// [`RecvError::Disconnected`] once the broker is closed and nothing is left;
+    /// [`RecvError::Lagged`] once after this consumer fell behind retention under
+    /// [`Overflow::Lag`](crate::Overflow::Lag).
+    pub fn recv(&mut self) -> Result<Message<T>, RecvError> {
+        self.receive(Deadline::Never).map_err(|fail| match fail {
+            Fail::Lagged(skipped) => RecvError::Lagged { skipped },
+            Fail::Empty | Fail::Disconnected => RecvError::Disconnected,
+        })
+    }
+
+    /// Takes a message if one is ready now.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`], or as [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Message<T>, TryRecvError> {
+        self.receive(Deadline::Now).map_err(|fail| match fail {
+            Fail::Empty => TryRecvError::Empty,
+            Fail::Disconnected => TryRecvError::Disconnected,
+            Fail::Lagged(skipped) => TryRecvError::Lagged { skipped },
+        })
+    }
+
+    /// Waits at most `timeout` (real time) for a message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`], or as [`recv`](Self::recv).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<T>, RecvTimeoutError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv().map_err(RecvTimeoutError::from),
+        }
+    }
+
+    /// Waits until `deadline` (real time) for a message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`], or as [`recv`](Self::recv).
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Message<T>, RecvTimeoutError> {
+        self.receive(Deadline::At(deadline))
+            .map_err(|fail| match fail {
+                Fail::Empty => RecvTimeoutError::Timeout,
+                Fail::Disconnected => RecvTimeoutError::Disconnected,
+                Fail::Lagged(skipped) => RecvTimeoutError::Lagged { skipped },
+            })
+    }
+
+    /// A blocking iterator. It yields `Err(RecvError::Lagged { .. })` and keeps going, and ends
+    /// when the broker is closed and nothing is left.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let t = bus.topic::<u32>("t")?;
+    /// let mut sub = t.subscribe(embus::Start::Earliest)?;
+    /// t.producer().send_batch(vec![1, 2, 3])?;
+    /// drop(t);
+    /// bus.close()?;
+    /// let got: Vec<u32> = sub.iter().map(|m| m.map(|m| *m.payload())).collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn iter(&mut self) -> Iter<'_, T> {
+        Iter { consumer: self }
+    }
+
+    /// An iterator over what is ready now, without waiting. Yields `Err(RecvError::Lagged { .. })`
+    /// and keeps going; ends when nothing is ready or the broker is closed.
+    pub fn try_iter(&mut self) -> TryIter<'_, T> {
+        TryIter { consumer: self }
+    }
+
+    /// Messages this consumer has yet to receive: for a subscriber, retained messages past its
+    /// position; for a group member, unacked messages of its partitions; for a queue consumer,
+    /// the queue's ready messages.
+    pub fn lag(&self) -> u64 {
+        match &self.flavor {
+            Flavor::Subscriber(s) => s.lag(),
+            Flavor::Member(m) => m.lag(),
+            Flavor::Queue(q) => q.ready(),
+        }
+    }
+
+    /// The partitions this consumer reads: all of them for a subscriber, the assigned ones for a
+    /// group member (none for an idle member), `[0]` for a queue consumer.
+    pub fn partitions(&self) -> Vec<u32> {
+        match &self.flavor {
+            Flavor::Subscriber(s) => s.partitions(),
+            Flavor::Member(m) => m.assigned(),
+            Flavor::Queue(_) => vec![0],
+        }
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.flavor {
+            Flavor::Subscriber(_) => "subscriber",
+            Flavor::Member(_) => "group member",
+            Flavor::Queue(_) => "queue consumer",
+        };
+        f.debug_struct("Consumer")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The blocking iterator of [`Consumer::iter`].
+pub struct Iter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+}
+
+/// The non-blocking iterator of [`Consumer::try_iter`].
+pub struct TryIter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+}
+
+/// The owning blocking iterator of `Consumer`'s `IntoIterator`.
+pub struct IntoIter<T> {
+    consumer: Consumer<T>,
+}
+
+fn next_blocking<T: Payload>(consumer: &mut Consumer<T>) -> Option<Result<Message<T>, RecvError>> {
+    match consumer.recv() {
+        Err(RecvError::Disconnected) => None,
+        other => Some(other),
+    }
+}
+
+impl<T: Payload> Iterator for Iter<'_, T> {
+    type Item = Result<Message<T>, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        next_blocking(self.consumer)
+    }
+}
+
+impl<T: Payload> Iterator for IntoIter<T> {
+    type Item = Result<Message<T>, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        next_blocking(&mut self.consumer)
+    }
+}
+
+impl<T: Payload> Iterator for TryIter<'_, T> {
+    type Item = Result<Message<T>, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.consumer.try_recv() {
+            Ok(message) => Some(Ok(message)),
+            Err(TryRecvError::Lagged { skipped }) => Some(Err(RecvError::Lagged { skipped })),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+}
+
+impl<'a, T: Payload> IntoIterator for &'a mut Consumer<T> {
+    type Item = Result<Message<T>, RecvError>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: Payload> IntoIterator for Consumer<T> {
+    type Item = Result<Message<T>, RecvError>;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        IntoIter { consumer: self }
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Iter { .. }")
+    }
+}
+
+impl<T> fmt::Debug for TryIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TryIter { .. }")
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IntoIter { .. }")
+    }
+}

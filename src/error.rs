@@ -1,0 +1,360 @@
+//! Every public error type: the broker-level [`Error`] and the per-operation send and receive errors.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A broker-level failure: declaring topics and queues, acking, closing, waiting for idle.
+///
+/// Messages name the topic, queue or group concerned. Send and receive operations have their own
+/// error types ([`SendError`], [`RecvError`], ...) so a failed send can hand its message back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name is already declared with another payload type, kind or options.
+    #[error("`{name}` is already declared as {existing}, not as {requested}")]
+    Mismatch {
+        /// The topic or queue name.
+        name: String,
+        /// What the existing declaration is (kind, payload type, options).
+        existing: String,
+        /// What this declaration asked for.
+        requested: String,
+    },
+    /// The topic, queue or group name is not acceptable.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// An option value is out of range or contradicts another option.
+    #[error("invalid option `{option}` for `{name}`: {reason}")]
+    InvalidOption {
+        /// The topic or queue being declared.
+        name: String,
+        /// The option at fault, named as its setter.
+        option: &'static str,
+        /// Why the value was rejected.
+        reason: &'static str,
+    },
+    /// The broker was closed (by [`Broker::close`](crate::Broker::close) or by dropping its last
+    /// handle).
+    #[error("broker is closed")]
+    Closed,
+    /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
+    #[error("broker still busy after {waited:?}: {busy}")]
+    NotIdle {
+        /// How long the call waited.
+        waited: Duration,
+        /// The first topic or queue found busy, and why (e.g. "queue `jobs`: 2 ready, 1 in flight").
+        busy: String,
+    },
+}
+
+/// A convenience alias with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `Debug` without `T: Debug` (crossbeam, tokio): the message shows as `..`, an error in full.
+macro_rules! opaque_debug {
+    ($ty:ident { $($variant:ident($($field:tt),*)),* }) => {
+        impl<T> fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant($($field),*) => {
+                        let mut t = f.debug_tuple(stringify!($variant));
+                        $(opaque_debug!(@field t, $field);)*
+                        t.finish()
+                    })*
+                }
+            }
+        }
+    };
+    (@field $t:ident, _) => { $t.field(&format_args!("..")); };
+    (@field $t:ident, $e:ident) => { $t.field($e); };
+}
+
+/// Returned by [`Producer::send`](crate::Producer::send): the message was not sent and is handed
+/// back.
+pub enum SendError<T> {
+    /// The broker is closed; the message was not stored.
+    Disconnected(T),
+    /// The store could not take the message (the durable store's I/O or encoding); nothing was
+    /// written. A memory broker never returns this.
+    Failed(T, Error),
+}
+
+/// Returned by [`Producer::try_send`](crate::Producer::try_send): the message was not sent and is
+/// handed back.
+pub enum TrySendError<T> {
+    /// The topic (under [`Overflow::Block`](crate::Overflow::Block)) or the queue is at capacity.
+    Full(T),
+    /// The broker is closed; the message was not stored.
+    Disconnected(T),
+    /// See [`SendError::Failed`].
+    Failed(T, Error),
+}
+
+/// Returned by [`Producer::send_timeout`](crate::Producer::send_timeout) and
+/// [`send_deadline`](crate::Producer::send_deadline): the message was not sent and is handed back.
+pub enum SendTimeoutError<T> {
+    /// There was no room before the deadline.
+    Timeout(T),
+    /// The broker is closed; the message was not stored.
+    Disconnected(T),
+    /// See [`SendError::Failed`].
+    Failed(T, Error),
+}
+
+opaque_debug!(SendError { Disconnected(_), Failed(_, e) });
+opaque_debug!(TrySendError { Full(_), Disconnected(_), Failed(_, e) });
+opaque_debug!(SendTimeoutError { Timeout(_), Disconnected(_), Failed(_, e) });
+
+impl<T> SendError<T> {
+    /// Returns the message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Disconnected(msg) | Self::Failed(msg, _) => msg,
+        }
+    }
+
+    /// Whether the send failed because the broker is closed.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
+        match self {
+            Self::Disconnected(msg) => SendError::Disconnected(f(msg)),
+            Self::Failed(msg, e) => SendError::Failed(f(msg), e),
+        }
+    }
+}
+
+impl<T> TrySendError<T> {
+    /// Returns the message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(msg) | Self::Disconnected(msg) | Self::Failed(msg, _) => msg,
+        }
+    }
+
+    /// Whether the send failed because there was no room.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether the send failed because the broker is closed.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> SendTimeoutError<T> {
+    /// Returns the message that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Timeout(msg) | Self::Disconnected(msg) | Self::Failed(msg, _) => msg,
+        }
+    }
+
+    /// Whether the deadline passed before there was room.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether the send failed because the broker is closed.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected(_))
+    }
+}
+
+impl<T> From<SendError<T>> for TrySendError<T> {
+    fn from(err: SendError<T>) -> Self {
+        match err {
+            SendError::Disconnected(msg) => Self::Disconnected(msg),
+            SendError::Failed(msg, e) => Self::Failed(msg, e),
+        }
+    }
+}
+
+impl<T> From<SendError<T>> for SendTimeoutError<T> {
+    fn from(err: SendError<T>) -> Self {
+        match err {
+            SendError::Disconnected(msg) => Self::Disconnected(msg),
+            SendError::Failed(msg, e) => Self::Failed(msg, e),
+        }
+    }
+}
+
+const CLOSED: &str = "sending on a closed broker";
+const FAILED: &str = "message could not be stored";
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Disconnected(_) => CLOSED,
+            Self::Failed(..) => FAILED,
+        })
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "sending on a full topic or queue",
+            Self::Disconnected(_) => CLOSED,
+            Self::Failed(..) => FAILED,
+        })
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Timeout(_) => "timed out waiting for room to send",
+            Self::Disconnected(_) => CLOSED,
+            Self::Failed(..) => FAILED,
+        })
+    }
+}
+
+macro_rules! failed_source {
+    ($($ty:ident),*) => {$(
+        impl<T> std::error::Error for $ty<T> {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    Self::Failed(_, e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+failed_source!(SendError, TrySendError, SendTimeoutError);
+
+/// Returned by [`Consumer::recv`](crate::Consumer::recv) and yielded by
+/// [`Consumer::iter`](crate::Consumer::iter).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum RecvError {
+    /// The broker is closed and nothing more will arrive.
+    Disconnected,
+    /// This consumer fell behind the topic's retention ([`Overflow::Lag`](crate::Overflow::Lag)):
+    /// `skipped` messages were trimmed before it read them. It stays subscribed and the next
+    /// receive returns the oldest retained message.
+    Lagged {
+        /// How many messages this consumer will never see.
+        skipped: u64,
+    },
+}
+
+/// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TryRecvError {
+    /// Nothing is ready now.
+    Empty,
+    /// The broker is closed and nothing more will arrive.
+    Disconnected,
+    /// See [`RecvError::Lagged`].
+    Lagged {
+        /// How many messages this consumer will never see.
+        skipped: u64,
+    },
+}
+
+/// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
+/// [`recv_deadline`](crate::Consumer::recv_deadline).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// The broker is closed and nothing more will arrive.
+    Disconnected,
+    /// See [`RecvError::Lagged`].
+    Lagged {
+        /// How many messages this consumer will never see.
+        skipped: u64,
+    },
+}
+
+impl TryRecvError {
+    /// Whether nothing was ready.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+
+    /// Whether the broker is closed.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl RecvTimeoutError {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+
+    /// Whether the broker is closed.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl RecvError {
+    /// Whether the broker is closed (the end of the stream).
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Self::Disconnected)
+    }
+}
+
+impl From<RecvError> for TryRecvError {
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Disconnected => Self::Disconnected,
+            RecvError::Lagged { skipped } => Self::Lagged { skipped },
+        }
+    }
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Disconnected => Self::Disconnected,
+            RecvError::Lagged { skipped } => Self::Lagged { skipped },
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disconnected => f.write_str("receiving on a closed broker"),
+            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+        }
+    }
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("receiving on an empty topic or queue"),
+            Self::Disconnected => f.write_str("receiving on a closed broker"),
+            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+        }
+    }
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out waiting to receive"),
+            Self::Disconnected => f.write_str("receiving on a closed broker"),
+            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+impl std::error::Error for TryRecvError {}
+impl std::error::Error for RecvTimeoutError {}

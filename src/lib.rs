@@ -1,0 +1,99 @@
+//! An embeddable, in-process message bus: durable-by-design publish/subscribe and point-to-point
+//! messaging between the threads and modules of one application, with no network hop and no
+//! server to run.
+//!
+//! - A [`Topic`] is a partitioned, retained log. Every [`subscribe`](Topic::subscribe)r sees every
+//!   message; a consumer group ([`join_group`](Topic::join_group)) splits the partitions among its
+//!   members with at-least-once delivery; messages stay until [`Retention`] trims them and can be
+//!   replayed from an offset or a time.
+//! - A [`Queue`] delivers each message to exactly one consumer, deletes it once acked, redelivers
+//!   it on nack, drop, consumer drop or ack timeout, and moves it to a dead-letter queue after
+//!   too many deliveries.
+//! - [`Producer`] and [`Consumer`] serve both, with crossbeam-channel's method families
+//!   (`send`/`try_send`/`send_timeout`, `recv`/`try_recv`/`recv_timeout`/`iter`).
+//!
+//! # Quickstart
+//!
+//! ```
+//! use embus::{Broker, Start, TopicOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Broker::memory();
+//!
+//! // Publish/subscribe: every subscriber sees every message.
+//! let orders = bus.topic_with::<String>("orders", TopicOptions::default().partitions(2))?;
+//! let mut audit = orders.subscribe(Start::Earliest)?;
+//! let mut billing = orders.join_group("billing")?; // shares partitions with other members
+//! orders.producer().send("espresso".to_string())?;
+//! assert_eq!(audit.recv()?.payload(), "espresso");
+//! let order = billing.recv()?;
+//! order.ack()?; // the group moves past it
+//!
+//! // Point-to-point: each job goes to one worker, and is gone once acked.
+//! let jobs = bus.queue::<String>("jobs")?;
+//! jobs.producer().send("resize".to_string())?;
+//! let mut worker = jobs.consumer();
+//! let job = worker.recv()?;
+//! assert_eq!(job.payload(), "resize");
+//! job.ack()?;
+//! assert!(jobs.is_empty());
+//! # Ok(()) }
+//! ```
+//!
+//! # Testing with embus
+//!
+//! [`Broker::memory`] is cheap. A [`ManualClock`] drives ack timeouts and age retention without
+//! sleeping, and [`Broker::wait_idle`] waits (with a deadline) until queues are drained and groups
+//! have caught up.
+//!
+//! # It is not
+//!
+//! - a network broker: producers and consumers live in one process;
+//! - a database: messages are retained by count, size and age, not queried;
+//! - durable yet: this release keeps everything in memory. The durable store (redb) arrives
+//!   behind the same API.
+//!
+//! # Threads
+//!
+//! A memory broker starts no thread; everything runs in the threads that call it.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod broker;
+mod builder;
+mod clock;
+mod codec;
+mod consumer;
+mod error;
+mod message;
+mod notify;
+mod options;
+mod producer;
+mod queue;
+mod record;
+mod store;
+mod topic;
+
+pub use crate::broker::{Broker, Payload};
+pub use crate::builder::BrokerBuilder;
+pub use crate::clock::ManualClock;
+pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
+pub use crate::error::{
+    Error, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+pub use crate::message::Message;
+pub use crate::options::{Overflow, QueueOptions, Retention, Start, TopicOptions};
+pub use crate::producer::Producer;
+pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
+pub use crate::record::{Headers, Receipt, Record};
+pub use crate::topic::Topic;

@@ -1,0 +1,189 @@
+//! [`Message`]: what a consumer receives — the record, where it was stored, and how to settle it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::error::Error;
+use crate::queue::{QueueCore, ReleaseReason};
+use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
+use crate::topic::{Group, Slot, TopicCore};
+
+/// A received message: payload, key, headers, partition, offset, timestamp and delivery count.
+///
+/// From a queue or a consumer group, settle it with [`ack`](Self::ack) or [`nack`](Self::nack).
+/// Dropping it unsettled releases it for redelivery, like a nack (a dropped delivery). From a
+/// plain subscriber both are no-ops: a subscriber's position is its own.
+///
+/// Payloads are shared, not copied, between the subscribers that receive them.
+pub struct Message<T> {
+    entry: Arc<Entry<T>>,
+    /// Replaces the entry's key and headers (a dead letter's added headers).
+    meta: Option<Arc<Meta>>,
+    ts: Nanos,
+    partition: u32,
+    offset: u64,
+    delivery_count: u32,
+    settle: Settle<T>,
+}
+
+enum Settle<T> {
+    Nothing,
+    Group(GroupAck<T>),
+    Queue(QueueAck<T>),
+}
+
+/// How a group delivery reaches its group.
+pub(crate) struct GroupAck<T> {
+    pub(crate) topic: Arc<TopicCore<T>>,
+    pub(crate) group: Arc<Group>,
+    pub(crate) member: u64,
+}
+
+/// How a queue delivery reaches its queue.
+pub(crate) struct QueueAck<T> {
+    pub(crate) queue: Arc<QueueCore<T>>,
+    pub(crate) delivery: u64,
+    pub(crate) id: u64,
+}
+
+impl<T> Message<T> {
+    pub(crate) fn plain(slot: &Slot<T>, partition: u32, offset: u64) -> Self {
+        Self::from_slot(slot, partition, offset, 1, Settle::Nothing)
+    }
+
+    pub(crate) fn group(
+        slot: &Slot<T>,
+        partition: u32,
+        offset: u64,
+        count: u32,
+        ack: GroupAck<T>,
+    ) -> Self {
+        Self::from_slot(slot, partition, offset, count, Settle::Group(ack))
+    }
+
+    fn from_slot(
+        slot: &Slot<T>,
+        partition: u32,
+        offset: u64,
+        delivery_count: u32,
+        settle: Settle<T>,
+    ) -> Self {
+        Self {
+            entry: Arc::clone(&slot.entry),
+            meta: None,
+            ts: slot.ts,
+            partition,
+            offset,
+            delivery_count,
+            settle,
+        }
+    }
+
+    pub(crate) fn queue(item: &crate::queue::QueueItem<T>, ack: QueueAck<T>) -> Self {
+        Self {
+            entry: Arc::clone(&item.entry),
+            meta: item.meta.clone(),
+            ts: item.ts,
+            partition: 0,
+            offset: item.id,
+            delivery_count: item.count,
+            settle: Settle::Queue(ack),
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.entry.payload
+    }
+
+    /// The key, if the record had one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.meta().and_then(|m| m.key.as_deref())
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        self.meta().map_or(&NO_HEADERS, |m| &m.headers)
+    }
+
+    /// The partition (0 for a queue).
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The offset in the partition (for a queue, the message's sequence number).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// When the broker accepted the message, on its clock.
+    pub fn timestamp(&self) -> SystemTime {
+        to_system_time(self.ts)
+    }
+
+    /// How many times this message has been delivered, this time included (1 for a first
+    /// delivery; always 1 from a plain subscriber).
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        self.meta.as_deref().or(self.entry.meta.as_deref())
+    }
+
+    /// Settles the message as done: a queue deletes it, a group moves its position past it.
+    /// Acking a queue delivery whose ack timeout already passed does nothing (it is being
+    /// redelivered). A no-op for a plain subscriber.
+    ///
+    /// # Errors
+    /// None in memory mode; the `Result` is for the durable store.
+    pub fn ack(mut self) -> Result<(), Error> {
+        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+            Settle::Nothing => {}
+            Settle::Group(g) => g.group.ack(&g.topic, self.partition, self.offset),
+            Settle::Queue(q) => q.queue.ack(q.delivery, q.id),
+        }
+        Ok(())
+    }
+
+    /// Releases the message for redelivery (to any consumer of the queue, or to the partition's
+    /// owner in a group), or to the dead-letter queue once `max_deliveries` is reached. A no-op
+    /// for a plain subscriber.
+    ///
+    /// # Errors
+    /// None in memory mode; the `Result` is for the durable store.
+    pub fn nack(mut self) -> Result<(), Error> {
+        self.release(ReleaseReason::Nack);
+        Ok(())
+    }
+
+    fn release(&mut self, reason: ReleaseReason) {
+        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+            Settle::Nothing => {}
+            Settle::Group(g) => {
+                g.group
+                    .release(self.partition, self.offset, g.member, self.delivery_count)
+            }
+            Settle::Queue(q) => q.queue.release(q.delivery, reason),
+        }
+    }
+}
+
+impl<T> Drop for Message<T> {
+    fn drop(&mut self) {
+        self.release(ReleaseReason::Dropped);
+    }
+}
+
+impl<T> fmt::Debug for Message<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("delivery_count", &self.delivery_count)
+            .field("key", &self.key())
+            .field("headers", self.headers())
+            .finish_non_exhaustive()
+    }
+}

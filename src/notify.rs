@@ -1,0 +1,167 @@
+//! Waking blocked consumers and producers: waiter lists, deadlines and the idle signal.
+//!
+//! A thread that finds nothing to do registers itself (under the lock of what it waits on) and
+//! parks; whoever changes that state takes the list and unparks it after unlocking. Registering
+//! and checking under the same lock means no wakeup is lost; a stale unpark only causes one extra
+//! check. Before parking, a waiter re-checks a few times with `yield_now` (a bounded backoff, as in
+//! crossbeam-channel and parking_lot): a consumer that keeps pace with its producer then rarely
+//! needs a futex wake per message. Nothing ever busy-waits unboundedly or sleeps to poll.
+
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How long an operation may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// Do not wait at all (`try_*`).
+    Now,
+    /// Wait until this instant (`*_timeout`, `*_deadline`).
+    At(Instant),
+    /// Wait as long as it takes.
+    Never,
+}
+
+impl Deadline {
+    pub(crate) fn passed(self) -> bool {
+        match self {
+            Self::Now => true,
+            Self::At(at) => Instant::now() >= at,
+            Self::Never => false,
+        }
+    }
+
+    /// Parks the current thread until unparked, this deadline, or `wake` (whichever is first).
+    pub(crate) fn park(self, wake: Option<Instant>) {
+        let until = match (self, wake) {
+            (Self::Now, _) => return,
+            (Self::At(at), Some(w)) => Some(at.min(w)),
+            (Self::At(at), None) => Some(at),
+            (Self::Never, w) => w,
+        };
+        match until {
+            Some(at) => thread::park_timeout(at.saturating_duration_since(Instant::now())),
+            None => thread::park(),
+        }
+    }
+}
+
+/// The threads waiting on one thing (a partition, a queue, a group), each at most once.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Vec<(u64, Thread)>);
+
+impl Waiters {
+    /// Registers the current thread under `id` (a consumer or producer id).
+    pub(crate) fn register(&mut self, id: u64) {
+        if !self.0.iter().any(|(i, _)| *i == id) {
+            self.0.push((id, thread::current()));
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.0.retain(|(i, _)| *i != id);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Takes every waiter; call [`Woken::wake`] after releasing the lock.
+    pub(crate) fn take(&mut self) -> Woken {
+        Woken(std::mem::take(&mut self.0))
+    }
+}
+
+/// Waiters taken from a list, to be unparked outside the lock.
+#[must_use]
+pub(crate) struct Woken(Vec<(u64, Thread)>);
+
+impl Woken {
+    pub(crate) fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    pub(crate) fn wake(self) {
+        for (_, thread) in self.0 {
+            thread.unpark();
+        }
+    }
+
+    pub(crate) fn join(&mut self, other: Woken) {
+        self.0.extend(other.0);
+    }
+}
+
+/// Bounded re-checking before parking: a few spins, then a few yields.
+pub(crate) struct Backoff(u32);
+
+impl Backoff {
+    const SPIN: u32 = 4;
+    const YIELD: u32 = 10;
+
+    pub(crate) fn new() -> Self {
+        Self(0)
+    }
+
+    /// Waits a little; `false` once it is time to park instead.
+    pub(crate) fn snooze(&mut self) -> bool {
+        if self.0 < Self::SPIN {
+            for _ in 0..1 << self.0 {
+                std::hint::spin_loop();
+            }
+        } else if self.0 < Self::YIELD {
+            thread::yield_now();
+        } else {
+            return false;
+        }
+        self.0 += 1;
+        true
+    }
+}
+
+/// Lets [`Broker::wait_idle`](crate::Broker::wait_idle) sleep until something that could make the
+/// bus idle happens (an ack, a drain, a clock advance, close).
+#[derive(Debug, Default)]
+pub(crate) struct IdleSignal {
+    waiting: AtomicUsize,
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl IdleSignal {
+    /// Cheap when nobody waits: one atomic load.
+    pub(crate) fn notify(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            *self.generation.lock() += 1;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Runs `check` until it returns `Ok`, or `deadline` passes (then the last `Err`). `check`
+    /// also says when to re-check even without a notification (the next ack timeout).
+    pub(crate) fn wait_until<E>(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut() -> Result<(), (E, Option<Instant>)>,
+    ) -> Result<(), E> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            let seen = *self.generation.lock();
+            match check() {
+                Ok(()) => break Ok(()),
+                Err((err, _)) if Instant::now() >= deadline => break Err(err),
+                Err((_, wake)) => {
+                    let mut generation = self.generation.lock();
+                    if *generation == seen {
+                        let at = wake.map_or(deadline, |w| w.min(deadline));
+                        let _timed_out = self.changed.wait_until(&mut generation, at);
+                    }
+                }
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}

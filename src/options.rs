@@ -1,0 +1,391 @@
+//! Topic and queue options, and where a subscription starts: plain data, validated in one place.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+
+/// How many messages a topic keeps per partition, by count, bytes and age.
+///
+/// Limits combine: a message is trimmed as soon as any limit is exceeded (and, under
+/// [`Overflow::Block`], no consumer still needs it). Limits apply per partition, like Kafka's
+/// `retention.bytes`.
+///
+/// Bytes are a message's encoded size (bincode) plus its key and headers. In memory mode the size
+/// is counted without producing any bytes, and only when a byte limit is set.
+///
+/// ```
+/// use std::time::Duration;
+/// use embus::Retention;
+///
+/// let r = Retention::messages(10_000).and_bytes(64 << 20).and_age(Duration::from_secs(3600));
+/// assert_eq!(r.max_messages(), Some(10_000));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Retention {
+    messages: Option<u64>,
+    bytes: Option<u64>,
+    age: Option<Duration>,
+}
+
+impl Retention {
+    /// The default: 65,536 messages per partition, no byte or age limit.
+    pub const DEFAULT_MESSAGES: u64 = 1 << 16;
+
+    /// Keep at most `n` messages per partition.
+    pub fn messages(n: u64) -> Self {
+        Self::unlimited().and_messages(n)
+    }
+
+    /// Keep at most `n` bytes per partition.
+    pub fn bytes(n: u64) -> Self {
+        Self::unlimited().and_bytes(n)
+    }
+
+    /// Keep messages for at most `age`, measured on the broker's clock.
+    pub fn age(age: Duration) -> Self {
+        Self::unlimited().and_age(age)
+    }
+
+    /// Keep everything: memory grows without bound, and [`Overflow::Block`] never blocks.
+    pub fn unlimited() -> Self {
+        Self {
+            messages: None,
+            bytes: None,
+            age: None,
+        }
+    }
+
+    /// Adds (or replaces) the count limit.
+    #[must_use]
+    pub fn and_messages(mut self, n: u64) -> Self {
+        self.messages = Some(n);
+        self
+    }
+
+    /// Adds (or replaces) the byte limit.
+    #[must_use]
+    pub fn and_bytes(mut self, n: u64) -> Self {
+        self.bytes = Some(n);
+        self
+    }
+
+    /// Adds (or replaces) the age limit.
+    #[must_use]
+    pub fn and_age(mut self, age: Duration) -> Self {
+        self.age = Some(age);
+        self
+    }
+
+    /// The count limit, if any.
+    pub fn max_messages(&self) -> Option<u64> {
+        self.messages
+    }
+
+    /// The byte limit, if any.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.bytes
+    }
+
+    /// The age limit, if any.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.age
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::messages(Self::DEFAULT_MESSAGES)
+    }
+}
+
+impl fmt::Debug for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Retention");
+        if let Some(n) = self.messages {
+            s.field("messages", &n);
+        }
+        if let Some(n) = self.bytes {
+            s.field("bytes", &n);
+        }
+        if let Some(d) = self.age {
+            s.field("age", &d);
+        }
+        s.finish()
+    }
+}
+
+/// What a topic does when a slow reader would need more than retention allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Overflow {
+    /// Trim anyway; the slow reader gets [`RecvError::Lagged`](crate::RecvError::Lagged) once and
+    /// continues from the oldest retained message (tokio `broadcast`, Kafka). The default: a
+    /// forgotten subscriber never stalls producers.
+    #[default]
+    Lag,
+    /// Producers wait until every subscriber and consumer group has read (groups: acked) the
+    /// oldest message. Memory stays bounded and nothing is skipped.
+    Block,
+}
+
+/// Options of a topic, given to [`Broker::topic_with`](crate::Broker::topic_with).
+///
+/// ```
+/// use embus::{Overflow, Retention, TopicOptions};
+///
+/// let opts = TopicOptions::default()
+///     .partitions(4)
+///     .retention(Retention::messages(1_000))
+///     .overflow(Overflow::Block);
+/// assert_eq!(opts.partition_count(), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TopicOptions {
+    partitions: u32,
+    retention: Retention,
+    overflow: Overflow,
+}
+
+impl TopicOptions {
+    /// The most partitions a topic may have.
+    pub const MAX_PARTITIONS: u32 = 4096;
+
+    /// Number of partitions, the topic's parallelism for consumer groups. Default 1; must be in
+    /// `1..=4096`.
+    #[must_use]
+    pub fn partitions(mut self, n: u32) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// Retention limits per partition. Default [`Retention::default`] (65,536 messages).
+    #[must_use]
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// What happens when a slow reader would exceed retention. Default [`Overflow::Lag`].
+    #[must_use]
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// The partition count.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The retention limits.
+    pub fn retention_limits(&self) -> Retention {
+        self.retention
+    }
+
+    /// The overflow policy.
+    pub fn overflow_policy(&self) -> Overflow {
+        self.overflow
+    }
+
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Error> {
+        let bad = |option, reason| Err(invalid(name, option, reason));
+        if self.partitions == 0 {
+            return bad("partitions", "a topic needs at least one partition");
+        }
+        if self.partitions > Self::MAX_PARTITIONS {
+            return bad("partitions", "at most 4096 partitions");
+        }
+        if self.retention.messages == Some(0) {
+            return bad("retention", "Retention::messages must be at least 1");
+        }
+        if self.retention.bytes == Some(0) {
+            return bad("retention", "Retention::bytes must be at least 1");
+        }
+        if self.retention.age == Some(Duration::ZERO) {
+            return bad("retention", "Retention::age must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+impl Default for TopicOptions {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            retention: Retention::default(),
+            overflow: Overflow::default(),
+        }
+    }
+}
+
+/// Options of a queue, given to [`Broker::queue_with`](crate::Broker::queue_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use embus::QueueOptions;
+///
+/// let opts = QueueOptions::default()
+///     .capacity(10_000)
+///     .ack_timeout(Duration::from_secs(30))
+///     .max_deliveries(5)
+///     .dead_letter("jobs.dead")
+///     .prefetch(16);
+/// assert_eq!(opts.max_delivery_count(), Some(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueueOptions {
+    capacity: usize,
+    ack_timeout: Option<Duration>,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<String>,
+    prefetch: Option<u32>,
+}
+
+impl QueueOptions {
+    /// The default capacity: 65,536 messages.
+    pub const DEFAULT_CAPACITY: usize = 1 << 16;
+    /// The default ack timeout: 30 seconds (NATS JetStream's `AckWait`).
+    pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Most messages the queue holds, ready and in flight together; then `send` blocks and
+    /// `try_send` returns [`TrySendError::Full`](crate::TrySendError::Full). Default 65,536; at
+    /// least 1. Dead-lettered messages are accepted by their dead-letter queue even beyond its
+    /// capacity, so that nothing is dropped.
+    #[must_use]
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// How long a consumer may hold a delivery before it is redelivered. Default 30 s, on the
+    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it).
+    #[must_use]
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = Some(timeout);
+        self
+    }
+
+    /// Never redeliver because of time: a delivery stays in flight until acked, nacked or
+    /// dropped.
+    #[must_use]
+    pub fn no_ack_timeout(mut self) -> Self {
+        self.ack_timeout = None;
+        self
+    }
+
+    /// After `n` deliveries that end without an ack, the message moves to the dead-letter queue.
+    /// Requires [`dead_letter`](Self::dead_letter), so nothing is ever dropped. Default: no limit.
+    #[must_use]
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = Some(n);
+        self
+    }
+
+    /// The name of the dead-letter queue, an ordinary `Queue<T>` of the same payload type, created
+    /// (with default options) when this queue is declared unless it exists already.
+    #[must_use]
+    pub fn dead_letter(mut self, queue: impl Into<String>) -> Self {
+        self.dead_letter = Some(queue.into());
+        self
+    }
+
+    /// Most unacked deliveries one consumer may hold; its `recv` waits until it acks one.
+    /// Default: no limit (RabbitMQ's `basic.qos` 0).
+    #[must_use]
+    pub fn prefetch(mut self, n: u32) -> Self {
+        self.prefetch = Some(n);
+        self
+    }
+
+    /// The capacity.
+    pub fn capacity_limit(&self) -> usize {
+        self.capacity
+    }
+
+    /// The ack timeout, if any.
+    pub fn ack_timeout_duration(&self) -> Option<Duration> {
+        self.ack_timeout
+    }
+
+    /// The delivery limit, if any.
+    pub fn max_delivery_count(&self) -> Option<u32> {
+        self.max_deliveries
+    }
+
+    /// The dead-letter queue's name, if any.
+    pub fn dead_letter_queue(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    /// The per-consumer prefetch limit, if any.
+    pub fn prefetch_limit(&self) -> Option<u32> {
+        self.prefetch
+    }
+
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Error> {
+        let bad = |option, reason| Err(invalid(name, option, reason));
+        if self.capacity == 0 {
+            return bad("capacity", "a queue needs room for at least one message");
+        }
+        if self.ack_timeout == Some(Duration::ZERO) {
+            return bad(
+                "ack_timeout",
+                "must be longer than zero (or use no_ack_timeout)",
+            );
+        }
+        if self.max_deliveries == Some(0) {
+            return bad("max_deliveries", "must be at least 1");
+        }
+        if self.max_deliveries.is_some() && self.dead_letter.is_none() {
+            return bad(
+                "max_deliveries",
+                "needs a dead_letter queue to move messages to",
+            );
+        }
+        if self.prefetch == Some(0) {
+            return bad("prefetch", "must be at least 1");
+        }
+        if let Some(dlq) = &self.dead_letter {
+            if dlq == name {
+                return bad("dead_letter", "a queue cannot be its own dead-letter queue");
+            }
+            crate::broker::validate_name(dlq)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            capacity: Self::DEFAULT_CAPACITY,
+            ack_timeout: Some(Self::DEFAULT_ACK_TIMEOUT),
+            max_deliveries: None,
+            dead_letter: None,
+            prefetch: None,
+        }
+    }
+}
+
+/// Where a subscriber starts reading, in every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained message.
+    Earliest,
+    /// Only messages sent after subscribing.
+    Latest,
+    /// This offset in every partition. Below the oldest retained message, the first receive
+    /// reports [`RecvError::Lagged`](crate::RecvError::Lagged) with how many are gone; beyond the
+    /// end of a partition, reading starts at its end.
+    Offset(u64),
+    /// The first message whose timestamp is at or after this time.
+    Time(SystemTime),
+}
+
+fn invalid(name: &str, option: &'static str, reason: &'static str) -> Error {
+    Error::InvalidOption {
+        name: name.to_owned(),
+        option,
+        reason,
+    }
+}

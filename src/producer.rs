@@ -1,0 +1,199 @@
+//! [`Producer`]: sends to a topic or a queue — `send`, `try_send`, `send_timeout`,
+//! `send_deadline`, `send_record`, `send_batch`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Life, Payload};
+use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
+use crate::notify::Deadline;
+use crate::queue::QueueCore;
+use crate::record::{Receipt, Record};
+use crate::topic::TopicCore;
+
+/// Sends messages to one topic or queue. Cheap to clone; keeps the broker open.
+///
+/// Every failed send hands the message back inside its error ([`SendError::into_inner`]).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use embus::{Broker, Record, Receipt};
+/// let bus = Broker::memory();
+/// let p = bus.topic::<String>("orders")?.producer();
+/// let r: Receipt = p.send("first".to_string())?;
+/// assert_eq!((r.partition, r.offset), (0, 0));
+/// let r = p.send_record(Record::new("second".to_string()).key("customer-42").header("trace-id", b"abc"))?;
+/// assert_eq!(r.offset, 1);
+/// # Ok(()) }
+/// ```
+pub struct Producer<T> {
+    target: Target<T>,
+    _life: Arc<Life>,
+}
+
+enum Target<T> {
+    Topic(Arc<TopicCore<T>>),
+    Queue(Arc<QueueCore<T>>),
+}
+
+/// Why the engine did not take a record.
+pub(crate) enum Fail {
+    /// No room before the deadline.
+    Full,
+    Disconnected,
+    Failed(Error),
+}
+
+impl<T> Clone for Producer<T> {
+    fn clone(&self) -> Self {
+        let target = match &self.target {
+            Target::Topic(t) => Target::Topic(Arc::clone(t)),
+            Target::Queue(q) => Target::Queue(Arc::clone(q)),
+        };
+        Self {
+            target,
+            _life: Arc::clone(&self._life),
+        }
+    }
+}
+
+impl<T: Payload> Producer<T> {
+    pub(crate) fn topic(core: Arc<TopicCore<T>>, life: Arc<Life>) -> Self {
+        Self {
+            target: Target::Topic(core),
+            _life: life,
+        }
+    }
+
+    pub(crate) fn queue(core: Arc<QueueCore<T>>, life: Arc<Life>) -> Self {
+        Self {
+            target: Target::Queue(core),
+            _life: life,
+        }
+    }
+
+    fn publish(&self, record: Record<T>, deadline: Deadline) -> Result<Receipt, (Record<T>, Fail)> {
+        match &self.target {
+            Target::Topic(t) => t.publish(record, deadline),
+            Target::Queue(q) => q.publish(record, deadline),
+        }
+    }
+
+    /// Sends a message, waiting for room if the queue is full or the topic is full under
+    /// [`Overflow::Block`](crate::Overflow::Block).
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] if the broker is closed, with the message.
+    pub fn send(&self, msg: T) -> Result<Receipt, SendError<T>> {
+        self.send_record(Record::new(msg))
+            .map_err(|e| e.map(Record::into_payload))
+    }
+
+    /// Sends a record with a key and headers, waiting for room like [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); the record is handed back.
+    pub fn send_record(&self, record: Record<T>) -> Result<Receipt, SendError<Record<T>>> {
+        self.publish(record, Deadline::Never)
+            .map_err(|(record, fail)| match fail {
+                Fail::Disconnected | Fail::Full => SendError::Disconnected(record),
+                Fail::Failed(e) => SendError::Failed(record, e),
+            })
+    }
+
+    /// Sends a message only if there is room now.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, QueueOptions, TrySendError};
+    /// let bus = Broker::memory();
+    /// let q = bus.queue_with::<u32>("small", QueueOptions::default().capacity(1))?;
+    /// let p = q.producer();
+    /// p.try_send(1)?;
+    /// match p.try_send(2) {
+    ///     Err(TrySendError::Full(msg)) => assert_eq!(msg, 2),
+    ///     other => panic!("expected Full, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_send(&self, msg: T) -> Result<Receipt, TrySendError<T>> {
+        self.publish(Record::new(msg), Deadline::Now)
+            .map_err(|(record, fail)| {
+                let msg = record.into_payload();
+                match fail {
+                    Fail::Full => TrySendError::Full(msg),
+                    Fail::Disconnected => TrySendError::Disconnected(msg),
+                    Fail::Failed(e) => TrySendError::Failed(msg, e),
+                }
+            })
+    }
+
+    /// Sends a message, waiting at most `timeout` (real time) for room.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] or [`SendTimeoutError::Disconnected`], with the message.
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<Receipt, SendTimeoutError<T>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.send_deadline(msg, deadline),
+            None => self.send(msg).map_err(SendTimeoutError::from),
+        }
+    }
+
+    /// Sends a message, waiting until `deadline` (real time) for room.
+    ///
+    /// # Errors
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<Receipt, SendTimeoutError<T>> {
+        self.publish(Record::new(msg), Deadline::At(deadline))
+            .map_err(|(record, fail)| {
+                let msg = record.into_payload();
+                match fail {
+                    Fail::Full => SendTimeoutError::Timeout(msg),
+                    Fail::Disconnected => SendTimeoutError::Disconnected(msg),
+                    Fail::Failed(e) => SendTimeoutError::Failed(msg, e),
+                }
+            })
+    }
+
+    /// Sends messages in order, waiting for room like [`send`](Self::send). Returns one receipt
+    /// per message.
+    ///
+    /// # Errors
+    /// If the broker closes part-way, the error holds the messages that were not sent (the
+    /// earlier ones were).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let receipts = bus.topic::<u32>("t")?.producer().send_batch(vec![1, 2, 3])?;
+    /// assert_eq!(receipts.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1, 2]);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_batch(&self, msgs: Vec<T>) -> Result<Vec<Receipt>, SendError<Vec<T>>> {
+        let mut receipts = Vec::with_capacity(msgs.len());
+        let mut rest = msgs.into_iter();
+        while let Some(msg) = rest.next() {
+            match self.send(msg) {
+                Ok(receipt) => receipts.push(receipt),
+                Err(err) => {
+                    return Err(err.map(|msg| std::iter::once(msg).chain(rest).collect()));
+                }
+            }
+        }
+        Ok(receipts)
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, name) = match &self.target {
+            Target::Topic(t) => ("topic", &t.name),
+            Target::Queue(q) => ("queue", &q.name),
+        };
+        f.debug_struct("Producer").field(kind, name).finish()
+    }
+}

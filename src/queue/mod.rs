@@ -1,0 +1,490 @@
+//! Point-to-point: [`Queue`], where each message goes to one consumer and is deleted once acked.
+//!
+//! # Ordering
+//!
+//! First deliveries go out in send order. A redelivered message goes back to the front of the
+//! queue, so it is retried before newer messages, but after whatever was handed out meanwhile.
+//!
+//! # Redelivery
+//!
+//! A delivery ends with [`Message::ack`](crate::Message::ack) (the message is deleted) or without
+//! one: [`Message::nack`](crate::Message::nack), dropping the message, dropping its consumer, or
+//! the ack timeout passing on the broker's clock. Then the message is ready again and its
+//! delivery count rises by one on the next delivery. Delivery is at-least-once.
+//!
+//! # Dead letters
+//!
+//! With [`QueueOptions::max_deliveries`](crate::QueueOptions::max_deliveries), a message whose
+//! delivery number `max_deliveries` ends without an ack moves to the dead-letter queue (an
+//! ordinary `Queue<T>`), keeping its payload, key, headers and timestamp, with headers added:
+//! [`DEAD_LETTER_QUEUE`], [`DEAD_LETTER_REASON`] (`nack`, `dropped` or `ack-timeout`) and
+//! [`DEAD_LETTER_DELIVERIES`].
+//!
+//! # Capacity
+//!
+//! A queue holds at most its capacity of unacked messages (ready plus in flight): `send` blocks
+//! until an ack makes room and `try_send` hands the message back in
+//! [`TrySendError::Full`](crate::TrySendError::Full).
+
+mod state;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use self::state::{Item, QueueState, Reason, Released};
+use crate::broker::{Control, Life, Payload, Shared};
+use crate::consumer::{Consumer, Poll, Source};
+use crate::message::{Message, QueueAck};
+use crate::notify::{Deadline, Woken};
+use crate::options::QueueOptions;
+use crate::producer::{Fail, Producer};
+use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
+use crate::store::Progress;
+
+pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
+
+/// Header naming the queue a dead letter came from.
+pub const DEAD_LETTER_QUEUE: &str = "embus-dead-letter-queue";
+/// Header saying why a message was dead-lettered: `nack`, `dropped` or `ack-timeout`.
+pub const DEAD_LETTER_REASON: &str = "embus-dead-letter-reason";
+/// Header with how many times the message was delivered before it was dead-lettered (decimal).
+pub const DEAD_LETTER_DELIVERIES: &str = "embus-dead-letter-deliveries";
+
+/// A handle to a queue. Cheap to clone; keeps the broker open.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use embus::{Broker, QueueOptions};
+///
+/// let bus = Broker::memory();
+/// let jobs = bus.queue_with::<String>("jobs", QueueOptions::default().max_deliveries(2).dead_letter("jobs.dead"))?;
+/// jobs.producer().send("flaky".to_string())?;
+/// let mut worker = jobs.consumer();
+/// worker.recv()?.nack()?;
+/// worker.recv()?.nack()?; // second delivery fails too: dead-lettered
+/// let dead = bus.queue::<String>("jobs.dead")?;
+/// let d = dead.consumer().recv()?;
+/// assert_eq!(d.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
+/// # Ok(()) }
+/// ```
+pub struct Queue<T> {
+    pub(crate) core: Arc<QueueCore<T>>,
+    life: Arc<Life>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+            life: Arc::clone(&self.life),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.core.name)
+            .field("options", &self.core.options)
+            .finish()
+    }
+}
+
+impl<T: Payload> Queue<T> {
+    pub(crate) fn new(core: Arc<QueueCore<T>>, life: Arc<Life>) -> Self {
+        Self { core, life }
+    }
+
+    /// A producer for this queue.
+    pub fn producer(&self) -> Producer<T> {
+        Producer::queue(Arc::clone(&self.core), Arc::clone(&self.life))
+    }
+
+    /// A consumer. Consumers of one queue compete: each message goes to one of them.
+    pub fn consumer(&self) -> Consumer<T> {
+        let id = self.core.shared.next_id();
+        Consumer::queue(QueueConsumer {
+            queue: Arc::clone(&self.core),
+            id,
+            wake: None,
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The options the queue was created with.
+    pub fn options(&self) -> &QueueOptions {
+        &self.core.options
+    }
+
+    /// Messages ready for delivery (not counting those in flight).
+    pub fn len(&self) -> usize {
+        self.core.with_expired(|s| s.ready_len())
+    }
+
+    /// Whether no message is ready or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.core
+            .with_expired(|s| s.ready_len() + s.in_flight() == 0)
+    }
+
+    /// Messages delivered and not yet acked, nacked or timed out.
+    pub fn in_flight(&self) -> usize {
+        self.core.with_expired(|s| s.in_flight())
+    }
+
+    /// How many messages this queue has moved to its dead-letter queue so far.
+    pub fn dead_lettered(&self) -> u64 {
+        self.core.with_expired(|s| s.dead_lettered)
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.core.options.capacity_limit()
+    }
+}
+
+/// The engine of one queue.
+pub(crate) struct QueueCore<T> {
+    pub(crate) name: String,
+    options: QueueOptions,
+    ack_timeout: Option<Nanos>,
+    state: Mutex<QueueState<T>>,
+    /// Unacked messages (ready + in flight), reserved before a message is stored.
+    occupied: AtomicUsize,
+    dead_letter: Option<Arc<QueueCore<T>>>,
+    is_dead_letter_target: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<T> QueueCore<T> {
+    pub(crate) fn new(
+        name: &str,
+        options: QueueOptions,
+        dead_letter: Option<Arc<Self>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            ack_timeout: options
+                .ack_timeout_duration()
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            options,
+            state: Mutex::new(QueueState::new()),
+            occupied: AtomicUsize::new(0),
+            dead_letter,
+            is_dead_letter_target: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    pub(crate) fn mark_dead_letter_target(&self) {
+        self.is_dead_letter_target.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes one unit of capacity, if there is one.
+    fn reserve(&self) -> bool {
+        let capacity = self.options.capacity_limit();
+        self.occupied
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Returns capacity (an ack or a dead-lettering) and takes the producers to wake.
+    fn unreserve(&self, state: &mut QueueState<T>) -> Woken {
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        if state.writers.is_empty() {
+            Woken::none()
+        } else {
+            state.writers.take()
+        }
+    }
+
+    /// Stores and enqueues one record, waiting for capacity until `deadline`.
+    pub(crate) fn publish(
+        &self,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        if let Err(fail) = self.wait_for_room(deadline) {
+            return Err((record, fail));
+        }
+        let mut record = Some(record);
+        let mut id = 0;
+        let stored = self.shared.store.append(&mut || {
+            let Some(record) = record.take() else { return };
+            let entry = Arc::new(Entry::new(record, 0));
+            let now = self.shared.clock.now();
+            let mut state = self.state.lock();
+            id = state.push(now, entry, None);
+            let woken = if state.readers.is_empty() {
+                Woken::none()
+            } else {
+                state.readers.take()
+            };
+            drop(state);
+            woken.wake();
+        });
+        match (stored, record) {
+            (Ok(()), None) => Ok(Receipt {
+                partition: 0,
+                offset: id,
+            }),
+            (Err(e), Some(record)) => {
+                let woken = self.unreserve(&mut self.state.lock());
+                woken.wake();
+                Err((record, Fail::Failed(e)))
+            }
+            _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
+        }
+    }
+
+    fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
+        let mut id = None;
+        loop {
+            if self.shared.is_closed() {
+                return Err(Fail::Disconnected);
+            }
+            if self.reserve() {
+                break;
+            }
+            let mut state = self.state.lock();
+            // Re-check under the lock that acks release capacity under, so no wakeup is lost.
+            if self.reserve() {
+                break;
+            }
+            if deadline.passed() {
+                return Err(Fail::Full);
+            }
+            let waiter = *id.get_or_insert_with(|| self.shared.next_id());
+            state.writers.register(waiter);
+            drop(state);
+            deadline.park(None);
+        }
+        if let Some(waiter) = id {
+            self.state.lock().writers.remove(waiter);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` after processing expired ack timeouts.
+    fn with_expired<R>(&self, f: impl FnOnce(&mut QueueState<T>) -> R) -> R {
+        let mut state = self.state.lock();
+        let (dead, woken) = self.expire(&mut state);
+        let result = f(&mut state);
+        drop(state);
+        self.after_release(dead, woken);
+        result
+    }
+
+    /// Releases every delivery whose ack timeout has passed.
+    fn expire(&self, state: &mut QueueState<T>) -> (Vec<(Item<T>, Reason)>, Woken) {
+        if self.ack_timeout.is_none() {
+            return (Vec::new(), Woken::none());
+        }
+        let expired = state.expired(self.shared.clock.now());
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        // Newest first, so that requeueing at the front keeps the oldest in front.
+        for delivery in expired.into_iter().rev() {
+            self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
+        }
+        (dead, woken)
+    }
+
+    fn release_locked(
+        &self,
+        state: &mut QueueState<T>,
+        delivery: u64,
+        reason: Reason,
+        dead: &mut Vec<(Item<T>, Reason)>,
+        woken: &mut Woken,
+    ) {
+        match state.release(delivery, reason, self.options.max_delivery_count()) {
+            Released::Requeued => woken.join(state.readers.take()),
+            Released::Dead(item, reason) => {
+                woken.join(self.unreserve(state));
+                dead.push((item, reason));
+            }
+            Released::Stale => {}
+        }
+    }
+
+    /// Moves dead letters on and wakes whoever a release freed, outside the lock.
+    fn after_release(&self, dead: Vec<(Item<T>, Reason)>, woken: Woken) {
+        woken.wake();
+        if dead.is_empty() {
+            return;
+        }
+        if let Some(dlq) = &self.dead_letter {
+            for (item, reason) in dead {
+                dlq.push_dead_letter(item, &self.name, reason);
+            }
+        }
+        self.shared.idle.notify();
+    }
+
+    /// Accepts a dead letter from another queue, beyond capacity if need be.
+    fn push_dead_letter(&self, item: Item<T>, from: &str, reason: Reason) {
+        let original = item.meta.as_deref().or(item.entry.meta.as_deref());
+        let mut headers = original.map_or_else(Headers::new, |m| m.headers.clone());
+        headers.push(DEAD_LETTER_QUEUE, from);
+        headers.push(
+            DEAD_LETTER_REASON,
+            match reason {
+                Reason::Nack => "nack",
+                Reason::Dropped => "dropped",
+                Reason::Timeout => "ack-timeout",
+            },
+        );
+        headers.push(DEAD_LETTER_DELIVERIES, item.count.to_string());
+        let meta = Meta {
+            key: original.and_then(|m| m.key.clone()),
+            headers,
+        };
+        self.occupied.fetch_add(1, Ordering::AcqRel);
+        let mut state = self.state.lock();
+        state.push(item.ts, item.entry, Some(Arc::new(meta)));
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+    }
+
+    pub(crate) fn ack(&self, delivery: u64, id: u64) {
+        let mut state = self.state.lock();
+        if !state.ack(delivery) {
+            return;
+        }
+        let woken = self.unreserve(&mut state);
+        drop(state);
+        self.shared.store.progress(Progress::QueueAck {
+            queue: &self.name,
+            id,
+        });
+        woken.wake();
+        self.shared.idle.notify();
+    }
+
+    pub(crate) fn release(&self, delivery: u64, reason: Reason) {
+        let mut state = self.state.lock();
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
+        drop(state);
+        self.after_release(dead, woken);
+    }
+}
+
+/// A competing consumer of a queue.
+pub(crate) struct QueueConsumer<T> {
+    queue: Arc<QueueCore<T>>,
+    id: u64,
+    /// When to wake for the next ack timeout (system clock only).
+    wake: Option<std::time::Instant>,
+}
+
+impl<T: Payload> QueueConsumer<T> {
+    pub(crate) fn ready(&self) -> u64 {
+        self.queue.with_expired(|s| s.ready_len() as u64)
+    }
+}
+
+impl<T: Payload> Source<T> for QueueConsumer<T> {
+    fn poll(&mut self, register: bool) -> Poll<T> {
+        let queue = &self.queue;
+        let mut state = queue.state.lock();
+        let (dead, woken) = queue.expire(&mut state);
+        let now = queue.shared.clock.now();
+        let deadline = queue.ack_timeout.map(|t| now.saturating_add(t));
+        let poll = match state.deliver(self.id, queue.options.prefetch_limit(), deadline) {
+            Some((item, delivery)) => {
+                let (id, count) = (item.id, item.count);
+                queue.shared.store.progress(Progress::QueueDelivery {
+                    queue: &queue.name,
+                    id,
+                    count,
+                });
+                let ack = QueueAck {
+                    queue: Arc::clone(queue),
+                    delivery,
+                    id,
+                };
+                Poll::Ready(Message::queue(item, ack))
+            }
+            None => {
+                if register {
+                    state.readers.register(self.id);
+                    self.wake = state
+                        .next_deadline()
+                        .and_then(|d| queue.shared.clock.wake_at(d));
+                }
+                Poll::Empty
+            }
+        };
+        drop(state);
+        queue.after_release(dead, woken);
+        poll
+    }
+
+    fn is_closed(&self) -> bool {
+        self.queue.shared.is_closed()
+    }
+
+    fn wake_at(&self) -> Option<std::time::Instant> {
+        self.wake
+    }
+}
+
+impl<T> Drop for QueueConsumer<T> {
+    fn drop(&mut self) {
+        let queue = &self.queue;
+        let mut state = queue.state.lock();
+        state.readers.remove(self.id);
+        let held = state.held_by(self.id);
+        state.forget_consumer(self.id);
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        for delivery in held {
+            queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
+        }
+        drop(state);
+        queue.after_release(dead, woken);
+    }
+}
+
+impl<T: Payload> Control for QueueCore<T> {
+    fn wake_all(&self) {
+        let mut state = self.state.lock();
+        let mut woken = state.readers.take();
+        woken.join(state.writers.take());
+        drop(state);
+        woken.wake();
+    }
+
+    fn busy(&self, _now: Nanos) -> Option<String> {
+        let parked_only = self.is_dead_letter_target.load(Ordering::Relaxed);
+        self.with_expired(|s| {
+            let ready = if parked_only { 0 } else { s.ready_len() };
+            (ready + s.in_flight() > 0).then(|| {
+                format!(
+                    "queue `{}`: {} ready, {} in flight",
+                    self.name,
+                    s.ready_len(),
+                    s.in_flight()
+                )
+            })
+        })
+    }
+
+    fn next_deadline(&self) -> Option<Nanos> {
+        self.state.lock().next_deadline()
+    }
+}

@@ -1,0 +1,350 @@
+//! Consumer groups: membership, partition assignment, rebalancing, acks and group positions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Log, TopicCore};
+use crate::broker::Payload;
+use crate::consumer::{Poll, Source};
+use crate::message::Message;
+use crate::notify::{Waiters, Woken};
+use crate::store::Progress;
+
+/// A named group on one topic. It outlives its members: a group that everyone left keeps its
+/// position (and, under `Block`, keeps producers waiting for it).
+pub(crate) struct Group {
+    name: String,
+    state: Mutex<GroupState>,
+}
+
+struct GroupState {
+    /// Member ids in join order; partition `p` belongs to `members[p % members.len()]`.
+    members: Vec<u64>,
+    parts: Vec<Part>,
+    /// Members waiting for a redelivery or a new assignment.
+    waiters: Waiters,
+}
+
+/// The group's state in one partition.
+struct Part {
+    owner: Option<u64>,
+    /// The next offset never delivered.
+    next: u64,
+    /// Delivered but not acked, by offset.
+    pending: BTreeMap<u64, Pending>,
+    /// Pending offsets released for redelivery.
+    ready: BTreeSet<u64>,
+    /// This group's cursor slot in the partition's log.
+    cursor: usize,
+    /// The first unacked offset, as last published to the log's cursor.
+    position: u64,
+}
+
+struct Pending {
+    /// Deliveries so far.
+    count: u32,
+    /// The member holding the current delivery, if any.
+    holder: Option<u64>,
+}
+
+impl Part {
+    fn first_unacked(&self) -> u64 {
+        self.pending
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next)
+            .min(self.next)
+    }
+
+    /// Publishes a moved position to the log (for `Block`) and the store.
+    fn settle<T>(
+        &mut self,
+        log: &mut Log<T>,
+        topic: &TopicCore<T>,
+        group: &str,
+        partition: u32,
+    ) -> Woken {
+        let position = self.first_unacked();
+        if position == self.position {
+            return Woken::none();
+        }
+        self.position = position;
+        topic.shared.store.progress(Progress::GroupPosition {
+            topic: &topic.name,
+            group,
+            partition,
+            offset: position,
+        });
+        log.set_cursor(self.cursor, position)
+    }
+
+    /// Drops what retention trimmed; returns how many undelivered messages were lost.
+    fn skip_trimmed(&mut self, base: u64) -> u64 {
+        let mut skipped = 0;
+        if self.next < base {
+            skipped += base - self.next;
+            self.next = base;
+        }
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= base {
+                break;
+            }
+            let (offset, pending) = entry.remove_entry();
+            if pending.holder.is_none() {
+                self.ready.remove(&offset);
+                skipped += 1;
+            }
+        }
+        skipped
+    }
+}
+
+impl Group {
+    pub(crate) fn new(name: &str, cursors: Vec<(u64, usize)>) -> Self {
+        let parts = cursors
+            .into_iter()
+            .map(|(at, cursor)| Part {
+                owner: None,
+                next: at,
+                pending: BTreeMap::new(),
+                ready: BTreeSet::new(),
+                cursor,
+                position: at,
+            })
+            .collect();
+        let state = GroupState {
+            members: Vec::new(),
+            parts,
+            waiters: Waiters::default(),
+        };
+        Self {
+            name: name.to_owned(),
+            state: Mutex::new(state),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn positions(&self) -> Vec<u64> {
+        self.state
+            .lock()
+            .parts
+            .iter()
+            .map(Part::first_unacked)
+            .collect()
+    }
+
+    /// Messages retained or pending that the group has not acked.
+    pub(crate) fn behind<T>(&self, topic: &TopicCore<T>) -> u64 {
+        let state = self.state.lock();
+        state
+            .parts
+            .iter()
+            .zip(topic.partitions.iter())
+            .map(|(part, log)| log.lock().end().saturating_sub(part.first_unacked()))
+            .sum()
+    }
+
+    pub(crate) fn take_waiters(&self) -> Woken {
+        self.state.lock().waiters.take()
+    }
+
+    fn assigned(&self, member: u64) -> Vec<u32> {
+        let state = self.state.lock();
+        (0..state.parts.len() as u32)
+            .filter(|&p| state.parts[p as usize].owner == Some(member))
+            .collect()
+    }
+
+    fn join(&self, member: u64) {
+        let mut state = self.state.lock();
+        state.members.push(member);
+        let woken = rebalance(&mut state);
+        drop(state);
+        woken.wake();
+    }
+
+    fn leave<T>(&self, topic: &TopicCore<T>, member: u64) {
+        let mut state = self.state.lock();
+        state.members.retain(|&m| m != member);
+        state.waiters.remove(member);
+        let woken = rebalance(&mut state);
+        drop(state);
+        for log in topic.partitions.iter() {
+            log.lock().readers.remove(member);
+        }
+        woken.wake();
+    }
+
+    /// Acks a delivery (whoever holds it now: the work is done).
+    pub(crate) fn ack<T>(&self, topic: &TopicCore<T>, partition: u32, offset: u64) {
+        let mut state = self.state.lock();
+        let Some(part) = state.parts.get_mut(partition as usize) else {
+            return;
+        };
+        if part.pending.remove(&offset).is_none() {
+            return;
+        }
+        part.ready.remove(&offset);
+        let woken = part.settle(
+            &mut topic.partitions[partition as usize].lock(),
+            topic,
+            &self.name,
+            partition,
+        );
+        drop(state);
+        woken.wake();
+        topic.shared.idle.notify();
+    }
+
+    /// Makes a delivery ready again, if `member` still holds that very delivery.
+    pub(crate) fn release(&self, partition: u32, offset: u64, member: u64, count: u32) {
+        let mut state = self.state.lock();
+        let Some(part) = state.parts.get_mut(partition as usize) else {
+            return;
+        };
+        match part.pending.get_mut(&offset) {
+            Some(p) if p.holder == Some(member) && p.count == count => p.holder = None,
+            _ => return,
+        }
+        part.ready.insert(offset);
+        let woken = state.waiters.take();
+        drop(state);
+        woken.wake();
+    }
+}
+
+/// Reassigns partitions; a partition that changes owner has its deliveries made ready again.
+fn rebalance(state: &mut GroupState) -> Woken {
+    let members = &state.members;
+    for (p, part) in state.parts.iter_mut().enumerate() {
+        let owner = (!members.is_empty()).then(|| members[p % members.len()]);
+        if owner != part.owner {
+            part.owner = owner;
+            for (&offset, pending) in &mut part.pending {
+                if pending.holder.take().is_some() {
+                    part.ready.insert(offset);
+                }
+            }
+        }
+    }
+    state.waiters.take()
+}
+
+/// A group member: the consumer side of a membership.
+pub(crate) struct Member<T> {
+    topic: Arc<TopicCore<T>>,
+    group: Arc<Group>,
+    id: u64,
+    turn: usize,
+}
+
+impl<T: Payload> Member<T> {
+    pub(crate) fn join(topic: Arc<TopicCore<T>>, group: Arc<Group>) -> Self {
+        let id = topic.shared.next_id();
+        group.join(id);
+        Self {
+            topic,
+            group,
+            id,
+            turn: 0,
+        }
+    }
+
+    pub(crate) fn assigned(&self) -> Vec<u32> {
+        self.group.assigned(self.id)
+    }
+
+    /// Messages in this member's partitions not yet acked by the group.
+    pub(crate) fn lag(&self) -> u64 {
+        let state = self.group.state.lock();
+        state
+            .parts
+            .iter()
+            .zip(self.topic.partitions.iter())
+            .filter(|(part, _)| part.owner == Some(self.id))
+            .map(|(part, log)| log.lock().end().saturating_sub(part.first_unacked()))
+            .sum()
+    }
+}
+
+impl<T: Payload> Source<T> for Member<T> {
+    fn poll(&mut self, register: bool) -> Poll<T> {
+        let group = &self.group;
+        let topic = &self.topic;
+        let mut state = group.state.lock();
+        let n = state.parts.len();
+        for i in 0..n {
+            let p = (self.turn + i) % n;
+            let part = &mut state.parts[p];
+            if part.owner != Some(self.id) {
+                continue;
+            }
+            let mut log = topic.partitions[p].lock();
+            topic.trim_for_read(&mut log);
+            let skipped = part.skip_trimmed(log.base());
+            if skipped > 0 {
+                let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                drop(log);
+                drop(state);
+                woken.wake();
+                return Poll::Lagged(skipped);
+            }
+            let offset = match part.ready.pop_first() {
+                Some(offset) => offset,
+                None if part.next < log.end() => {
+                    part.next += 1;
+                    part.pending.insert(
+                        part.next - 1,
+                        Pending {
+                            count: 0,
+                            holder: None,
+                        },
+                    );
+                    part.next - 1
+                }
+                None => {
+                    if register {
+                        log.readers.register(self.id);
+                    }
+                    continue;
+                }
+            };
+            let Some(slot) = log.get(offset) else {
+                continue;
+            };
+            let Some(pending) = part.pending.get_mut(&offset) else {
+                continue;
+            };
+            pending.count += 1;
+            pending.holder = Some(self.id);
+            let ack = crate::message::GroupAck {
+                topic: Arc::clone(topic),
+                group: Arc::clone(group),
+                member: self.id,
+            };
+            let message = Message::group(slot, p as u32, offset, pending.count, ack);
+            self.turn = (p + 1) % n;
+            return Poll::Ready(message);
+        }
+        if register {
+            state.waiters.register(self.id);
+        }
+        Poll::Empty
+    }
+
+    fn is_closed(&self) -> bool {
+        self.topic.shared.is_closed()
+    }
+}
+
+impl<T> Drop for Member<T> {
+    fn drop(&mut self) {
+        self.group.leave(&self.topic, self.id);
+    }
+}

@@ -1,0 +1,389 @@
+//! Publish/subscribe: [`Topic`], a partitioned, retained log.
+//!
+//! # Partitions and offsets
+//!
+//! A topic has a fixed number of partitions. A record with a key goes to the partition its key
+//! hashes to (Kafka's murmur2, so the mapping is stable); a record without a key goes round-robin.
+//! Each partition numbers its messages 0, 1, 2, ... with no gaps, and stamps them with the
+//! broker's clock, never going backwards.
+//!
+//! # Retention and overflow
+//!
+//! Messages stay until [`Retention`](crate::Retention) trims them (per partition: count, bytes,
+//! age); reading does not remove them. When a slow reader would need a trimmed message, the
+//! [`Overflow`](crate::Overflow) policy decides: `Lag` trims anyway and the reader gets
+//! [`RecvError::Lagged`](crate::RecvError::Lagged) once, then continues from the oldest retained
+//! message; `Block` makes producers wait until every subscriber and group has moved on, so memory
+//! stays bounded and nothing is skipped. Under `Block`, concurrent producers that found room at
+//! the same moment may each add one message beyond the limit.
+//!
+//! # Subscribers
+//!
+//! [`Topic::subscribe`] gives an independent reader that sees every retained message from its
+//! [`Start`](crate::Start), in offset order per partition.
+//!
+//! # Consumer groups
+//!
+//! [`Topic::join_group`] makes the consumer a member of a named group: the group's members share
+//! the partitions (each partition has one owner; members beyond the partition count stay idle),
+//! and rebalance when one joins or is dropped. Delivery is at-least-once: the group's position in
+//! each partition is its first unacked offset; a nacked or dropped message is redelivered, and a
+//! partition's unacked messages go to its next owner.
+
+mod group;
+mod log;
+mod partition;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::Mutex;
+
+pub(crate) use self::group::{Group, Member};
+pub(crate) use self::log::{Limits, Log, Slot};
+pub(crate) use self::subscriber::Subscriber;
+
+use crate::broker::{Control, Life, Payload, Shared};
+use crate::consumer::Consumer;
+use crate::error::Error;
+use crate::notify::{Deadline, Woken};
+use crate::options::{Start, TopicOptions};
+use crate::producer::{Fail, Producer};
+use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
+
+/// A handle to a topic. Cheap to clone; keeps the broker open.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use embus::{Broker, Start, TopicOptions};
+///
+/// let bus = Broker::memory();
+/// let orders = bus.topic_with::<u32>("orders", TopicOptions::default().partitions(2))?;
+/// let mut audit = orders.subscribe(Start::Earliest)?;
+/// let mut billing = orders.join_group("billing")?;
+/// orders.producer().send(7)?;
+/// assert_eq!(audit.recv()?.payload(), &7);
+/// let m = billing.recv()?;
+/// assert_eq!(m.payload(), &7);
+/// m.ack()?;
+/// # Ok(()) }
+/// ```
+pub struct Topic<T> {
+    core: Arc<TopicCore<T>>,
+    life: Arc<Life>,
+}
+
+impl<T> Clone for Topic<T> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+            life: Arc::clone(&self.life),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Topic<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.core.name)
+            .field("options", &self.core.options)
+            .finish()
+    }
+}
+
+impl<T: Payload> Topic<T> {
+    pub(crate) fn new(core: Arc<TopicCore<T>>, life: Arc<Life>) -> Self {
+        Self { core, life }
+    }
+
+    /// A producer for this topic.
+    pub fn producer(&self) -> Producer<T> {
+        Producer::topic(Arc::clone(&self.core), Arc::clone(&self.life))
+    }
+
+    /// An independent subscriber that reads every partition from `start`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, Start};
+    /// let bus = Broker::memory();
+    /// let t = bus.topic::<u8>("t")?;
+    /// let p = t.producer();
+    /// p.send(1)?;
+    /// let mut late = t.subscribe(Start::Latest)?;
+    /// let mut replay = t.subscribe(Start::Offset(0))?;
+    /// p.send(2)?;
+    /// assert_eq!(late.recv()?.payload(), &2);
+    /// assert_eq!(replay.recv()?.payload(), &1);
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, start: Start) -> Result<Consumer<T>, Error> {
+        self.check_open()?;
+        Ok(Consumer::subscriber(Subscriber::new(
+            Arc::clone(&self.core),
+            start,
+        )))
+    }
+
+    /// Joins the consumer group `name`, creating it at [`Start::Earliest`] if new.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::Closed`].
+    pub fn join_group(&self, name: &str) -> Result<Consumer<T>, Error> {
+        self.join_group_with(name, Start::Earliest)
+    }
+
+    /// Joins the consumer group `name`; if the group is new it starts at `start` (an existing
+    /// group keeps its position).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`]; [`Error::Closed`].
+    pub fn join_group_with(&self, name: &str, start: Start) -> Result<Consumer<T>, Error> {
+        crate::broker::validate_name(name)?;
+        self.check_open()?;
+        let group = self.core.group(name, start);
+        Ok(Consumer::member(Member::join(
+            Arc::clone(&self.core),
+            group,
+        )))
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The partition count.
+    pub fn partitions(&self) -> u32 {
+        self.core.options.partition_count()
+    }
+
+    /// The options the topic was created with.
+    pub fn options(&self) -> TopicOptions {
+        self.core.options
+    }
+
+    /// The retained offsets of `partition`: `earliest..next`, or `None` if there is no such
+    /// partition.
+    pub fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
+        let log = self.core.partitions.get(partition as usize)?.lock();
+        Some(log.base()..log.end())
+    }
+
+    /// How many messages are retained, over all partitions.
+    pub fn retained(&self) -> u64 {
+        self.core
+            .partitions
+            .iter()
+            .map(|p| p.lock().len() as u64)
+            .sum()
+    }
+
+    /// A group's position per partition (its first unacked offset), or `None` if no consumer
+    /// has joined a group of that name.
+    pub fn group_position(&self, name: &str) -> Option<Vec<u64>> {
+        let group = self.core.groups.lock().get(name).cloned()?;
+        Some(group.positions())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.core.shared.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The engine of one topic, shared by its handles, producers and consumers.
+pub(crate) struct TopicCore<T> {
+    pub(crate) name: String,
+    pub(crate) options: TopicOptions,
+    pub(crate) limits: Limits,
+    pub(crate) partitions: Box<[Mutex<Log<T>>]>,
+    round_robin: AtomicU32,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<T: Payload> TopicCore<T> {
+    pub(crate) fn new(name: &str, options: TopicOptions, shared: Arc<Shared>) -> Self {
+        Self {
+            name: name.to_owned(),
+            options,
+            limits: Limits::new(&options),
+            partitions: (0..options.partition_count())
+                .map(|_| Mutex::new(Log::new()))
+                .collect(),
+            round_robin: AtomicU32::new(0),
+            groups: Mutex::new(HashMap::new()),
+            shared,
+        }
+    }
+
+    fn pick_partition(&self, key: Option<&[u8]>) -> u32 {
+        let n = self.options.partition_count();
+        match key {
+            _ if n == 1 => 0,
+            Some(key) => partition::for_key(key, n),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    /// The size byte retention counts; 0 (and no work) without a byte limit.
+    fn size_of(&self, record: &Record<T>) -> u32 {
+        if self.limits.bytes.is_none() {
+            return 0;
+        }
+        let len = crate::codec::encoded_len(&record.payload)
+            + record.key.as_ref().map_or(0, |k| k.len())
+            + record.headers.byte_len();
+        u32::try_from(len).unwrap_or(u32::MAX)
+    }
+
+    /// Where a reader starting at `start` begins in `log`.
+    pub(crate) fn start_offset(log: &Log<T>, start: Start) -> u64 {
+        match start {
+            Start::Earliest => log.base(),
+            Start::Latest => log.end(),
+            Start::Offset(offset) => offset.min(log.end()),
+            Start::Time(time) => log.seek(to_nanos(time)),
+        }
+    }
+
+    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`.
+    pub(crate) fn publish(
+        &self,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        if self.shared.is_closed() {
+            return Err((record, Fail::Disconnected));
+        }
+        let partition = self.pick_partition(record.key.as_deref());
+        let size = self.size_of(&record);
+        let entry = Arc::new(Entry::new(record, size));
+        let log = &self.partitions[partition as usize];
+        if self.limits.block {
+            if let Err(fail) = self.wait_for_room(log, size, deadline) {
+                return Err((unshare(entry), fail));
+            }
+        }
+        let mut entry = Some(entry);
+        let mut offset = 0;
+        let stored = self.shared.store.append(&mut || {
+            let Some(entry) = entry.take() else { return };
+            let now = self.shared.clock.now();
+            let mut log = log.lock();
+            // Under `Block` this only trims what no reader needs; room was checked above.
+            log.trim(&self.limits, now, Some(size));
+            let (at, woken) = log.push(now, entry);
+            drop(log);
+            woken.wake();
+            offset = at;
+        });
+        // The store runs `publish` exactly when it returns `Ok`.
+        match (stored, entry) {
+            (Ok(()), None) => Ok(Receipt { partition, offset }),
+            (Err(e), Some(entry)) => Err((unshare(entry), Fail::Failed(e))),
+            _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
+        }
+    }
+
+    /// Waits until `log` has room for `size` more bytes and one more message (`Block`).
+    fn wait_for_room(
+        &self,
+        log: &Mutex<Log<T>>,
+        size: u32,
+        deadline: Deadline,
+    ) -> Result<(), Fail> {
+        let id = self.shared.next_id();
+        loop {
+            let now = self.shared.clock.now();
+            let mut guard = log.lock();
+            if self.shared.is_closed() {
+                return Err(Fail::Disconnected);
+            }
+            if guard.trim(&self.limits, now, Some(size)) {
+                guard.writers.remove(id);
+                return Ok(());
+            }
+            if deadline.passed() {
+                guard.writers.remove(id);
+                return Err(Fail::Full);
+            }
+            guard.writers.register(id);
+            drop(guard);
+            deadline.park(None);
+        }
+    }
+
+    /// Gets or creates a group.
+    fn group(&self, name: &str, start: Start) -> Arc<Group> {
+        let mut groups = self.groups.lock();
+        let group = groups.entry(name.to_owned()).or_insert_with(|| {
+            let cursors = self
+                .partitions
+                .iter()
+                .map(|log| {
+                    let mut log = log.lock();
+                    let at = Self::start_offset(&log, start);
+                    (at, log.add_cursor(at))
+                })
+                .collect();
+            Arc::new(Group::new(name, cursors))
+        });
+        Arc::clone(group)
+    }
+
+    /// Trims by age (when set) before a read, so readers never see expired messages.
+    pub(crate) fn trim_for_read(&self, log: &mut Log<T>) {
+        if self.limits.age.is_some() {
+            log.trim(&self.limits, self.shared.clock.now(), None);
+        }
+    }
+}
+
+fn unshare<T>(entry: Arc<Entry<T>>) -> Record<T> {
+    match Arc::try_unwrap(entry) {
+        Ok(entry) => entry.into_record(),
+        Err(_) => unreachable!("an unpublished entry is never shared"),
+    }
+}
+
+impl<T: Payload> Control for TopicCore<T> {
+    fn wake_all(&self) {
+        let mut woken = Woken::none();
+        for log in self.partitions.iter() {
+            woken.join(log.lock().take_all_waiters());
+        }
+        for group in self.groups.lock().values() {
+            woken.join(group.take_waiters());
+        }
+        woken.wake();
+    }
+
+    fn busy(&self, _now: Nanos) -> Option<String> {
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        groups.iter().find_map(|group| {
+            let behind = group.behind(self);
+            (behind > 0).then(|| {
+                format!(
+                    "group `{}` on topic `{}`: {behind} messages not acked",
+                    group.name(),
+                    self.name
+                )
+            })
+        })
+    }
+
+    fn next_deadline(&self) -> Option<Nanos> {
+        None
+    }
+}
