@@ -306,7 +306,7 @@ impl Broker {
             },
         )?;
         if let Some(dlq) = &dead_letter {
-            dlq.mark_dead_letter_target();
+            dlq.add_feeder(&core);
         }
         Ok(Queue::new(core, Arc::clone(&self.life)))
     }
@@ -396,7 +396,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn wait_idle(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         let shared = &self.shared;
         shared.idle.wait_until(deadline, || {
             if shared.is_closed() {

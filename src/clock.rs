@@ -141,7 +141,7 @@ impl Clock {
         match self {
             Self::System => {
                 let now = self.now();
-                Some(Instant::now() + Duration::from_nanos(deadline.saturating_sub(now)))
+                Instant::now().checked_add(Duration::from_nanos(deadline.saturating_sub(now)))
             }
             Self::Manual(_) => None,
         }

@@ -148,6 +148,14 @@ impl<T> TrySendError<T> {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected(_))
     }
+
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> TrySendError<U> {
+        match self {
+            Self::Full(msg) => TrySendError::Full(f(msg)),
+            Self::Disconnected(msg) => TrySendError::Disconnected(f(msg)),
+            Self::Failed(msg, e) => TrySendError::Failed(f(msg), e),
+        }
+    }
 }
 
 impl<T> SendTimeoutError<T> {
@@ -166,6 +174,14 @@ impl<T> SendTimeoutError<T> {
     /// Whether the send failed because the broker is closed.
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Self::Disconnected(_))
+    }
+
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> SendTimeoutError<U> {
+        match self {
+            Self::Timeout(msg) => SendTimeoutError::Timeout(f(msg)),
+            Self::Disconnected(msg) => SendTimeoutError::Disconnected(f(msg)),
+            Self::Failed(msg, e) => SendTimeoutError::Failed(f(msg), e),
+        }
     }
 }
 
@@ -240,8 +256,9 @@ pub enum RecvError {
     /// The broker is closed and nothing more will arrive.
     Disconnected,
     /// This consumer fell behind the topic's retention ([`Overflow::Lag`](crate::Overflow::Lag)):
-    /// `skipped` messages were trimmed before it read them. It stays subscribed and the next
-    /// receive returns the oldest retained message.
+    /// `skipped` messages of one partition were trimmed before it read them. It stays subscribed
+    /// and continues from that partition's oldest retained message. Reported once per partition
+    /// that fell behind.
     Lagged {
         /// How many messages this consumer will never see.
         skipped: u64,

@@ -55,8 +55,10 @@ pub(crate) struct Waiters(Vec<(u64, Thread)>);
 impl Waiters {
     /// Registers the current thread under `id` (a consumer or producer id).
     pub(crate) fn register(&mut self, id: u64) {
-        if !self.0.iter().any(|(i, _)| *i == id) {
-            self.0.push((id, thread::current()));
+        // A consumer may have moved to another thread since it last registered.
+        match self.0.iter_mut().find(|(i, _)| *i == id) {
+            Some(waiter) => waiter.1 = thread::current(),
+            None => self.0.push((id, thread::current())),
         }
     }
 
@@ -139,11 +141,12 @@ impl IdleSignal {
         }
     }
 
-    /// Runs `check` until it returns `Ok`, or `deadline` passes (then the last `Err`). `check`
-    /// also says when to re-check even without a notification (the next ack timeout).
+    /// Runs `check` until it returns `Ok`, or `deadline` passes (then the last `Err`; `None`
+    /// waits as long as it takes). `check` also says when to re-check even without a
+    /// notification (the next ack timeout).
     pub(crate) fn wait_until<E>(
         &self,
-        deadline: Instant,
+        deadline: Option<Instant>,
         mut check: impl FnMut() -> Result<(), (E, Option<Instant>)>,
     ) -> Result<(), E> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -151,12 +154,16 @@ impl IdleSignal {
             let seen = *self.generation.lock();
             match check() {
                 Ok(()) => break Ok(()),
-                Err((err, _)) if Instant::now() >= deadline => break Err(err),
+                Err((err, _)) if deadline.is_some_and(|d| Instant::now() >= d) => break Err(err),
                 Err((_, wake)) => {
                     let mut generation = self.generation.lock();
                     if *generation == seen {
-                        let at = wake.map_or(deadline, |w| w.min(deadline));
-                        let _timed_out = self.changed.wait_until(&mut generation, at);
+                        match wake.into_iter().chain(deadline).min() {
+                            Some(at) => {
+                                let _timed_out = self.changed.wait_until(&mut generation, at);
+                            }
+                            None => self.changed.wait(&mut generation),
+                        }
                     }
                 }
             }

@@ -121,14 +121,20 @@ impl<T: Payload> Producer<T> {
     /// # Ok(()) }
     /// ```
     pub fn try_send(&self, msg: T) -> Result<Receipt, TrySendError<T>> {
-        self.publish(Record::new(msg), Deadline::Now)
-            .map_err(|(record, fail)| {
-                let msg = record.into_payload();
-                match fail {
-                    Fail::Full => TrySendError::Full(msg),
-                    Fail::Disconnected => TrySendError::Disconnected(msg),
-                    Fail::Failed(e) => TrySendError::Failed(msg, e),
-                }
+        self.try_send_record(Record::new(msg))
+            .map_err(|e| e.map(Record::into_payload))
+    }
+
+    /// Sends a record with a key and headers only if there is room now.
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send); the record is handed back.
+    pub fn try_send_record(&self, record: Record<T>) -> Result<Receipt, TrySendError<Record<T>>> {
+        self.publish(record, Deadline::Now)
+            .map_err(|(record, fail)| match fail {
+                Fail::Full => TrySendError::Full(record),
+                Fail::Disconnected => TrySendError::Disconnected(record),
+                Fail::Failed(e) => TrySendError::Failed(record, e),
             })
     }
 
@@ -137,10 +143,8 @@ impl<T: Payload> Producer<T> {
     /// # Errors
     /// [`SendTimeoutError::Timeout`] or [`SendTimeoutError::Disconnected`], with the message.
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<Receipt, SendTimeoutError<T>> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.send_deadline(msg, deadline),
-            None => self.send(msg).map_err(SendTimeoutError::from),
-        }
+        self.send_record_timeout(Record::new(msg), timeout)
+            .map_err(|e| e.map(Record::into_payload))
     }
 
     /// Sends a message, waiting until `deadline` (real time) for room.
@@ -148,14 +152,39 @@ impl<T: Payload> Producer<T> {
     /// # Errors
     /// As [`send_timeout`](Self::send_timeout).
     pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<Receipt, SendTimeoutError<T>> {
-        self.publish(Record::new(msg), Deadline::At(deadline))
-            .map_err(|(record, fail)| {
-                let msg = record.into_payload();
-                match fail {
-                    Fail::Full => SendTimeoutError::Timeout(msg),
-                    Fail::Disconnected => SendTimeoutError::Disconnected(msg),
-                    Fail::Failed(e) => SendTimeoutError::Failed(msg, e),
-                }
+        self.send_record_deadline(Record::new(msg), deadline)
+            .map_err(|e| e.map(Record::into_payload))
+    }
+
+    /// Sends a record, waiting at most `timeout` (real time) for room.
+    ///
+    /// # Errors
+    /// As [`send_timeout`](Self::send_timeout); the record is handed back.
+    pub fn send_record_timeout(
+        &self,
+        record: Record<T>,
+        timeout: Duration,
+    ) -> Result<Receipt, SendTimeoutError<Record<T>>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.send_record_deadline(record, deadline),
+            None => self.send_record(record).map_err(SendTimeoutError::from),
+        }
+    }
+
+    /// Sends a record, waiting until `deadline` (real time) for room.
+    ///
+    /// # Errors
+    /// As [`send_timeout`](Self::send_timeout); the record is handed back.
+    pub fn send_record_deadline(
+        &self,
+        record: Record<T>,
+        deadline: Instant,
+    ) -> Result<Receipt, SendTimeoutError<Record<T>>> {
+        self.publish(record, Deadline::At(deadline))
+            .map_err(|(record, fail)| match fail {
+                Fail::Full => SendTimeoutError::Timeout(record),
+                Fail::Disconnected => SendTimeoutError::Disconnected(record),
+                Fail::Failed(e) => SendTimeoutError::Failed(record, e),
             })
     }
 

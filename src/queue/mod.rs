@@ -29,8 +29,8 @@
 mod state;
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -128,10 +128,9 @@ impl<T: Payload> Queue<T> {
         self.core.with_expired(|s| s.ready_len())
     }
 
-    /// Whether no message is ready or in flight.
+    /// Whether no message is ready (`len() == 0`; some may still be in flight).
     pub fn is_empty(&self) -> bool {
-        self.core
-            .with_expired(|s| s.ready_len() + s.in_flight() == 0)
+        self.len() == 0
     }
 
     /// Messages delivered and not yet acked, nacked or timed out.
@@ -159,7 +158,8 @@ pub(crate) struct QueueCore<T> {
     /// Unacked messages (ready + in flight), reserved before a message is stored.
     occupied: AtomicUsize,
     dead_letter: Option<Arc<QueueCore<T>>>,
-    is_dead_letter_target: AtomicBool,
+    /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
+    feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -179,13 +179,34 @@ impl<T> QueueCore<T> {
             state: Mutex::new(QueueState::new()),
             occupied: AtomicUsize::new(0),
             dead_letter,
-            is_dead_letter_target: AtomicBool::new(false),
+            feeders: Mutex::new(Vec::new()),
             shared,
         }
     }
 
-    pub(crate) fn mark_dead_letter_target(&self) {
-        self.is_dead_letter_target.store(true, Ordering::Relaxed);
+    /// Records that `source` dead-letters into this queue.
+    pub(crate) fn add_feeder(&self, source: &Arc<Self>) {
+        let mut feeders = self.feeders.lock();
+        feeders.retain(|f| f.strong_count() > 0 && !std::ptr::eq(f.as_ptr(), Arc::as_ptr(source)));
+        feeders.push(Arc::downgrade(source));
+    }
+
+    fn feeders(&self) -> Vec<Arc<Self>> {
+        self.feeders
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
+    /// looking at the feeders; returns their earliest next deadline.
+    fn expire_feeders(&self) -> Option<Nanos> {
+        let feeders = self.feeders();
+        feeders
+            .iter()
+            .filter_map(|f| f.with_expired(|s| s.next_deadline()))
+            .min()
     }
 
     /// Takes one unit of capacity, if there is one.
@@ -198,14 +219,15 @@ impl<T> QueueCore<T> {
             .is_ok()
     }
 
-    /// Returns capacity (an ack or a dead-lettering) and takes the producers to wake.
-    fn unreserve(&self, state: &mut QueueState<T>) -> Woken {
+    /// Returns the capacity of a message that left (acked or dead-lettered) and takes the
+    /// producers to wake, and the consumers too when one may be waiting for its prefetch window.
+    fn left(&self, state: &mut QueueState<T>) -> Woken {
         self.occupied.fetch_sub(1, Ordering::AcqRel);
-        if state.writers.is_empty() {
-            Woken::none()
-        } else {
-            state.writers.take()
+        let mut woken = state.writers.take();
+        if self.options.prefetch_limit().is_some() {
+            woken.join(state.readers.take());
         }
+        woken
     }
 
     /// Stores and enqueues one record, waiting for capacity until `deadline`.
@@ -239,8 +261,8 @@ impl<T> QueueCore<T> {
                 offset: id,
             }),
             (Err(e), Some(record)) => {
-                let woken = self.unreserve(&mut self.state.lock());
-                woken.wake();
+                self.occupied.fetch_sub(1, Ordering::AcqRel);
+                self.state.lock().writers.take().wake();
                 Err((record, Fail::Failed(e)))
             }
             _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
@@ -311,7 +333,7 @@ impl<T> QueueCore<T> {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
             Released::Requeued => woken.join(state.readers.take()),
             Released::Dead(item, reason) => {
-                woken.join(self.unreserve(state));
+                woken.join(self.left(state));
                 dead.push((item, reason));
             }
             Released::Stale => {}
@@ -360,17 +382,21 @@ impl<T> QueueCore<T> {
 
     pub(crate) fn ack(&self, delivery: u64, id: u64) {
         let mut state = self.state.lock();
-        if !state.ack(delivery) {
-            return;
+        // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
+        let (dead, mut woken) = self.expire(&mut state);
+        let acked = state.ack(delivery);
+        if acked {
+            woken.join(self.left(&mut state));
         }
-        let woken = self.unreserve(&mut state);
         drop(state);
-        self.shared.store.progress(Progress::QueueAck {
-            queue: &self.name,
-            id,
-        });
-        woken.wake();
-        self.shared.idle.notify();
+        if acked {
+            self.shared.store.progress(Progress::QueueAck {
+                queue: &self.name,
+                id,
+            });
+            self.shared.idle.notify();
+        }
+        self.after_release(dead, woken);
     }
 
     pub(crate) fn release(&self, delivery: u64, reason: Reason) {
@@ -400,6 +426,7 @@ impl<T: Payload> QueueConsumer<T> {
 impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, register: bool) -> Poll<T> {
         let queue = &self.queue;
+        let feeder_deadline = queue.expire_feeders();
         let mut state = queue.state.lock();
         let (dead, woken) = queue.expire(&mut state);
         let now = queue.shared.clock.now();
@@ -422,9 +449,12 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             None => {
                 if register {
                     state.readers.register(self.id);
-                    self.wake = state
+                    let next = state
                         .next_deadline()
-                        .and_then(|d| queue.shared.clock.wake_at(d));
+                        .into_iter()
+                        .chain(feeder_deadline)
+                        .min();
+                    self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
                 }
                 Poll::Empty
             }
@@ -452,7 +482,8 @@ impl<T> Drop for QueueConsumer<T> {
         state.forget_consumer(self.id);
         let mut dead = Vec::new();
         let mut woken = Woken::none();
-        for delivery in held {
+        // Newest first, so that requeueing at the front keeps the oldest in front.
+        for delivery in held.into_iter().rev() {
             queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
         }
         drop(state);
@@ -462,6 +493,8 @@ impl<T> Drop for QueueConsumer<T> {
 
 impl<T: Payload> Control for QueueCore<T> {
     fn wake_all(&self) {
+        // A clock advance fires ack timeouts here, even if no consumer is looking.
+        self.with_expired(|_| ());
         let mut state = self.state.lock();
         let mut woken = state.readers.take();
         woken.join(state.writers.take());
@@ -470,7 +503,7 @@ impl<T: Payload> Control for QueueCore<T> {
     }
 
     fn busy(&self, _now: Nanos) -> Option<String> {
-        let parked_only = self.is_dead_letter_target.load(Ordering::Relaxed);
+        let parked_only = !self.feeders.lock().is_empty();
         self.with_expired(|s| {
             let ready = if parked_only { 0 } else { s.ready_len() };
             (ready + s.in_flight() > 0).then(|| {

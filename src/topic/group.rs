@@ -20,7 +20,7 @@ pub(crate) struct Group {
 }
 
 struct GroupState {
-    /// Member ids in join order; partition `p` belongs to `members[p % members.len()]`.
+    /// Member ids in join order (see [`rebalance`]).
     members: Vec<u64>,
     parts: Vec<Part>,
     /// Members waiting for a redelivery or a new assignment.
@@ -140,13 +140,13 @@ impl Group {
     }
 
     /// Messages retained or pending that the group has not acked.
-    pub(crate) fn behind<T>(&self, topic: &TopicCore<T>) -> u64 {
+    pub(crate) fn behind<T: Payload>(&self, topic: &TopicCore<T>) -> u64 {
         let state = self.state.lock();
         state
             .parts
             .iter()
             .zip(topic.partitions.iter())
-            .map(|(part, log)| log.lock().end().saturating_sub(part.first_unacked()))
+            .map(|(part, log)| topic.retained_after(log, part.first_unacked()))
             .sum()
     }
 
@@ -219,11 +219,30 @@ impl Group {
     }
 }
 
-/// Reassigns partitions; a partition that changes owner has its deliveries made ready again.
+/// Reassigns partitions stickily: each member gets a fair share (members earlier in join order
+/// take the remainder; members beyond the partition count get none), and a partition keeps its
+/// owner while that owner is still within its share. A partition that changes owner has its
+/// deliveries made ready again.
 fn rebalance(state: &mut GroupState) -> Woken {
-    let members = &state.members;
-    for (p, part) in state.parts.iter_mut().enumerate() {
-        let owner = (!members.is_empty()).then(|| members[p % members.len()]);
+    let (n, m) = (state.parts.len(), state.members.len());
+    let share = |i: usize| n / m.max(1) + usize::from(i < n % m.max(1));
+    let mut owned = vec![0; m];
+    let index = |owner: Option<u64>| owner.and_then(|o| state.members.iter().position(|&x| x == o));
+    let mut owners: Vec<Option<usize>> = state.parts.iter().map(|p| index(p.owner)).collect();
+    for owner in &mut owners {
+        match *owner {
+            Some(i) if owned[i] < share(i) => owned[i] += 1,
+            _ => *owner = None,
+        }
+    }
+    for owner in owners.iter_mut().filter(|o| o.is_none()) {
+        *owner = (0..m).find(|&i| owned[i] < share(i));
+        if let Some(i) = *owner {
+            owned[i] += 1;
+        }
+    }
+    for (part, owner) in state.parts.iter_mut().zip(owners) {
+        let owner = owner.map(|i| state.members[i]);
         if owner != part.owner {
             part.owner = owner;
             for (&offset, pending) in &mut part.pending {
@@ -268,7 +287,7 @@ impl<T: Payload> Member<T> {
             .iter()
             .zip(self.topic.partitions.iter())
             .filter(|(part, _)| part.owner == Some(self.id))
-            .map(|(part, log)| log.lock().end().saturating_sub(part.first_unacked()))
+            .map(|(part, log)| self.topic.retained_after(log, part.first_unacked()))
             .sum()
     }
 }
@@ -293,6 +312,7 @@ impl<T: Payload> Source<T> for Member<T> {
                 drop(log);
                 drop(state);
                 woken.wake();
+                topic.shared.idle.notify();
                 return Poll::Lagged(skipped);
             }
             let offset = match part.ready.pop_first() {

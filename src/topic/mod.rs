@@ -172,17 +172,19 @@ impl<T: Payload> Topic<T> {
     /// The retained offsets of `partition`: `earliest..next`, or `None` if there is no such
     /// partition.
     pub fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
-        let log = self.core.partitions.get(partition as usize)?.lock();
+        let mut log = self.core.partitions.get(partition as usize)?.lock();
+        self.core.trim_for_read(&mut log);
         Some(log.base()..log.end())
     }
 
     /// How many messages are retained, over all partitions.
     pub fn retained(&self) -> u64 {
-        self.core
-            .partitions
-            .iter()
-            .map(|p| p.lock().len() as u64)
-            .sum()
+        let count = |log: &Mutex<Log<T>>| {
+            let mut log = log.lock();
+            self.core.trim_for_read(&mut log);
+            log.len() as u64
+        };
+        self.core.partitions.iter().map(count).sum()
     }
 
     /// A group's position per partition (its first unacked offset), or `None` if no consumer
@@ -247,14 +249,24 @@ impl<T: Payload> TopicCore<T> {
         u32::try_from(len).unwrap_or(u32::MAX)
     }
 
-    /// Where a reader starting at `start` begins in `log`.
-    pub(crate) fn start_offset(log: &Log<T>, start: Start) -> u64 {
-        match start {
+    /// Registers a reader cursor at `start` in `log` (after dropping expired messages, so a
+    /// new reader never starts on one); returns its position and cursor slot.
+    pub(crate) fn add_reader(&self, log: &mut Log<T>, start: Start) -> (u64, usize) {
+        self.trim_for_read(log);
+        let at = match start {
             Start::Earliest => log.base(),
             Start::Latest => log.end(),
             Start::Offset(offset) => offset.min(log.end()),
             Start::Time(time) => log.seek(to_nanos(time)),
-        }
+        };
+        (at, log.add_cursor(at))
+    }
+
+    /// Retained messages at or after `position` in `log`.
+    pub(crate) fn retained_after(&self, log: &Mutex<Log<T>>, position: u64) -> u64 {
+        let mut log = log.lock();
+        self.trim_for_read(&mut log);
+        log.end() - position.clamp(log.base(), log.end())
     }
 
     /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`.
@@ -331,11 +343,7 @@ impl<T: Payload> TopicCore<T> {
             let cursors = self
                 .partitions
                 .iter()
-                .map(|log| {
-                    let mut log = log.lock();
-                    let at = Self::start_offset(&log, start);
-                    (at, log.add_cursor(at))
-                })
+                .map(|log| self.add_reader(&mut log.lock(), start))
                 .collect();
             Arc::new(Group::new(name, cursors))
         });

@@ -30,11 +30,7 @@ impl<T: Payload> Subscriber<T> {
         let cursors = topic
             .partitions
             .iter()
-            .map(|log| {
-                let mut log = log.lock();
-                let at = TopicCore::start_offset(&log, start);
-                (at, log.add_cursor(at))
-            })
+            .map(|log| topic.add_reader(&mut log.lock(), start))
             .collect();
         let id = topic.shared.next_id();
         Self {
@@ -57,7 +53,7 @@ impl<T: Payload> Subscriber<T> {
             .partitions
             .iter()
             .zip(&self.cursors)
-            .map(|(log, &(next, _))| log.lock().end().saturating_sub(next))
+            .map(|(log, &(next, _))| self.topic.retained_after(log, next))
             .sum();
         fetched + self.buffer.len() as u64
     }

@@ -1,0 +1,510 @@
+//! Dead letters: `max_deliveries`, the dead-letter queue's contents and headers, and its options.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{BRIEF, WAIT, take};
+use embus::{
+    Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Error, ManualClock,
+    Message, Queue, QueueOptions, Record, TryRecvError,
+};
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Just past [`ACK_TIMEOUT`].
+const PAST_TIMEOUT: Duration = Duration::from_secs(31);
+/// How long a helper thread waits for a wake-up the test then waits `WAIT` for. Longer than
+/// `WAIT`, so that a missed wake-up fails the test rather than being hidden by the last
+/// re-check a wait makes at its own deadline.
+const THREAD_WAIT: Duration = Duration::from_secs(WAIT.as_secs() * 2);
+
+fn manual_bus() -> (ManualClock, Broker) {
+    let clock = ManualClock::new();
+    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    (clock, bus)
+}
+
+fn dead_letter_options(max_deliveries: u32) -> QueueOptions {
+    QueueOptions::default()
+        .ack_timeout(ACK_TIMEOUT)
+        .max_deliveries(max_deliveries)
+        .dead_letter("jobs.dead")
+}
+
+/// `jobs`, dead-lettering to `jobs.dead` after `max_deliveries`, and `jobs.dead`.
+fn jobs_with_dead_letters(bus: &Broker, max_deliveries: u32) -> (Queue<String>, Queue<String>) {
+    let jobs = bus
+        .queue_with("jobs", dead_letter_options(max_deliveries))
+        .unwrap();
+    let dead = bus.queue("jobs.dead").unwrap();
+    (jobs, dead)
+}
+
+fn header<'a, T>(m: &'a Message<T>, name: &str) -> Option<&'a str> {
+    m.headers()
+        .get(name)
+        .map(|v| std::str::from_utf8(v).unwrap())
+}
+
+/// The dead-letter headers of `m`: (queue, reason, deliveries).
+fn dead_letter_headers<T>(m: &Message<T>) -> (Option<&str>, Option<&str>, Option<&str>) {
+    (
+        header(m, DEAD_LETTER_QUEUE),
+        header(m, DEAD_LETTER_REASON),
+        header(m, DEAD_LETTER_DELIVERIES),
+    )
+}
+
+// ---- Moving after max_deliveries ----
+
+#[test]
+fn message_is_requeued_until_max_deliveries_then_moved() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 3);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    for count in 1..=2 {
+        let m = worker.recv_timeout(WAIT).unwrap();
+        assert_eq!(m.delivery_count(), count);
+        m.nack().unwrap();
+        assert_eq!((jobs.len(), dead.len()), (1, 0), "requeued, not dead yet");
+    }
+    let last = worker.recv_timeout(WAIT).unwrap();
+    assert_eq!(last.delivery_count(), 3);
+    last.nack().unwrap();
+
+    assert!(jobs.is_empty());
+    assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(dead.len(), 1);
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.payload(), "flaky");
+    assert_eq!(
+        d.delivery_count(),
+        1,
+        "a first delivery from the dead-letter queue"
+    );
+}
+
+#[test]
+fn dead_letter_keeps_payload_key_headers_and_timestamp() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    let sent_at = clock.now();
+    jobs.producer()
+        .send_record(
+            Record::new("flaky".to_string())
+                .key("customer-42")
+                .header("trace-id", b"abc")
+                .header("attempt-note", b"first"),
+        )
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
+
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.payload(), "flaky");
+    assert_eq!(d.key(), Some(&b"customer-42"[..]));
+    let originals: Vec<(&str, &[u8])> = d.headers().iter().take(2).collect();
+    assert_eq!(
+        originals,
+        [("trace-id", &b"abc"[..]), ("attempt-note", &b"first"[..])],
+        "the original headers come first, in order"
+    );
+    assert_eq!(
+        d.headers().len(),
+        5,
+        "original headers plus the three added"
+    );
+    assert_eq!(d.timestamp(), sent_at, "the original timestamp");
+}
+
+#[test]
+fn dead_letter_without_key_or_headers_gets_only_the_added_headers() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("plain".to_string()).unwrap();
+    jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.key(), None);
+    let names: Vec<&str> = d.headers().iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            DEAD_LETTER_QUEUE,
+            DEAD_LETTER_REASON,
+            DEAD_LETTER_DELIVERIES
+        ]
+    );
+}
+
+#[test]
+fn nacked_dead_letter_names_queue_reason_nack_and_deliveries() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 2);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        dead_letter_headers(&d),
+        (Some("jobs"), Some("nack"), Some("2"))
+    );
+}
+
+#[test]
+fn dropped_delivery_is_dead_lettered_with_reason_dropped() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    drop(worker.recv_timeout(WAIT).unwrap());
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.payload(), "flaky");
+    assert_eq!(
+        dead_letter_headers(&d),
+        (Some("jobs"), Some("dropped"), Some("1"))
+    );
+}
+
+#[test]
+fn dropped_consumer_dead_letters_its_deliveries_with_reason_dropped() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 2);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    let mut first = jobs.consumer();
+    first.recv_timeout(WAIT).unwrap().nack().unwrap();
+    let _held = first.recv_timeout(WAIT).unwrap();
+    drop(first);
+    assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        dead_letter_headers(&d),
+        (Some("jobs"), Some("dropped"), Some("2"))
+    );
+}
+
+#[test]
+fn timed_out_delivery_is_dead_lettered_with_reason_ack_timeout() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("slow".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    let _late = worker.recv_timeout(WAIT).unwrap();
+    clock.advance(PAST_TIMEOUT);
+    assert_eq!(jobs.in_flight(), 0, "the delivery timed out");
+    assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.payload(), "slow");
+    assert_eq!(
+        dead_letter_headers(&d),
+        (Some("jobs"), Some("ack-timeout"), Some("1"))
+    );
+}
+
+#[test]
+fn clock_advance_alone_moves_a_timed_out_message_to_the_dead_letter_queue() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("slow".to_string()).unwrap();
+    // Keep the consumer: dropping it would release the delivery at once.
+    let mut worker = jobs.consumer();
+    let _late = worker.recv_timeout(WAIT).unwrap();
+    clock.advance(PAST_TIMEOUT);
+    // Nothing has looked at `jobs` since the advance: the dead-letter queue's consumer must
+    // still see the message ("ack timeouts fire" on advance).
+    let d = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(d.payload(), "slow");
+}
+
+#[test]
+fn clock_advance_wakes_a_dead_letter_consumer_blocked_on_another_thread() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("slow".to_string()).unwrap();
+    // Keep the consumer: dropping it would release the delivery at once.
+    let mut worker = jobs.consumer();
+    let _late = worker.recv_timeout(WAIT).unwrap();
+
+    let mut monitor = dead.consumer();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (got_tx, got_rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        let got = monitor.recv_timeout(THREAD_WAIT).map(|m| {
+            let payload = m.payload().clone();
+            m.ack().unwrap();
+            payload
+        });
+        got_tx.send(got).unwrap();
+    });
+    started_rx.recv_timeout(WAIT).unwrap();
+    assert!(
+        got_rx.recv_timeout(BRIEF).is_err(),
+        "no dead letter before the timeout"
+    );
+    clock.advance(PAST_TIMEOUT);
+    assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), Ok("slow".to_string()));
+    handle.join().unwrap();
+}
+
+#[test]
+fn acked_messages_are_never_dead_lettered() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("fine".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    assert_eq!(take(&mut worker, 1), ["fine"]);
+    clock.advance(PAST_TIMEOUT * 10);
+    assert_eq!(jobs.dead_lettered(), 0);
+    assert!(dead.is_empty());
+}
+
+#[test]
+fn dead_lettered_counts_the_messages_moved() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer()
+        .send_batch(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+        .unwrap();
+    let mut worker = jobs.consumer();
+    assert_eq!(jobs.dead_lettered(), 0);
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    worker.recv_timeout(WAIT).unwrap().ack().unwrap();
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    assert_eq!(jobs.dead_lettered(), 2);
+    assert_eq!(
+        dead.dead_lettered(),
+        0,
+        "the dead-letter queue moved nothing"
+    );
+    let mut inspector = dead.consumer();
+    assert_eq!(take(&mut inspector, 2), ["a", "c"]);
+}
+
+#[test]
+fn dead_letter_queue_accepts_dead_letters_beyond_its_capacity() {
+    let bus = Broker::memory();
+    let dead = bus
+        .queue_with::<String>("jobs.dead", QueueOptions::default().capacity(1))
+        .unwrap();
+    let jobs = bus
+        .queue_with::<String>("jobs", dead_letter_options(1))
+        .unwrap();
+    jobs.producer()
+        .send_batch(vec!["a".to_string(), "b".to_string()])
+        .unwrap();
+    let mut worker = jobs.consumer();
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    worker.recv_timeout(WAIT).unwrap().nack().unwrap();
+    assert_eq!(jobs.dead_lettered(), 2);
+    assert_eq!(dead.len(), 2, "nothing dropped");
+    assert!(
+        dead.producer()
+            .try_send("c".to_string())
+            .unwrap_err()
+            .is_full(),
+        "ordinary sends still respect the capacity"
+    );
+    let mut inspector = dead.consumer();
+    assert_eq!(take(&mut inspector, 2), ["a", "b"]);
+}
+
+#[test]
+fn dead_lettering_frees_capacity_for_a_blocked_send() {
+    let bus = Broker::memory();
+    let jobs = bus
+        .queue_with::<String>("jobs", dead_letter_options(1).capacity(1))
+        .unwrap();
+    let producer = jobs.producer();
+    producer.send("a".to_string()).unwrap();
+    let mut worker = jobs.consumer();
+    let first = worker.recv_timeout(WAIT).unwrap();
+
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let sender = {
+        let producer = producer.clone();
+        thread::spawn(move || {
+            let result = producer.send("b".to_string()).map_err(|e| e.into_inner());
+            sent_tx.send(result).unwrap();
+        })
+    };
+    assert!(sent_rx.recv_timeout(BRIEF).is_err(), "the queue is full");
+    first.nack().unwrap();
+    sent_rx
+        .recv_timeout(WAIT)
+        .expect("dead-lettering frees room")
+        .unwrap();
+    sender.join().unwrap();
+    assert_eq!(take(&mut worker, 1), ["b"]);
+}
+
+#[test]
+fn dead_lettering_from_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window() {
+    let bus = Broker::memory();
+    let jobs = bus
+        .queue_with::<String>("jobs", dead_letter_options(1).prefetch(1))
+        .unwrap();
+    jobs.producer()
+        .send_batch(vec!["a".to_string(), "b".to_string()])
+        .unwrap();
+    let mut worker = jobs.consumer();
+    let (handed_tx, handed_rx) = mpsc::channel();
+    let (got_tx, got_rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        handed_tx.send(worker.recv_timeout(WAIT).unwrap()).unwrap();
+        let next = worker.recv_timeout(THREAD_WAIT).map(|m| {
+            let payload = m.payload().clone();
+            m.ack().unwrap();
+            payload
+        });
+        got_tx.send(next).unwrap();
+    });
+    let first = handed_rx.recv_timeout(WAIT).unwrap();
+    assert!(
+        got_rx.recv_timeout(BRIEF).is_err(),
+        "prefetch window is full"
+    );
+    first.nack().unwrap(); // the last allowed delivery: dead-lettered, window open
+    assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), Ok("b".to_string()));
+    handle.join().unwrap();
+    assert_eq!(jobs.dead_lettered(), 1);
+}
+
+// ---- Declaration ----
+
+#[test]
+fn dead_letter_queue_is_declared_with_the_source_queue() {
+    let bus = Broker::memory();
+    let jobs = bus
+        .queue_with::<String>("jobs", dead_letter_options(1))
+        .unwrap();
+    jobs.producer().send("flaky".to_string()).unwrap();
+    jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
+    // Declared afterwards with `queue`, it is the queue that already holds the dead letter.
+    let dead = bus.queue::<String>("jobs.dead").unwrap();
+    assert_eq!(dead.len(), 1);
+    match bus.queue::<u32>("jobs.dead") {
+        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
+        other => panic!("expected Mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration() {
+    let bus = Broker::memory();
+    bus.queue::<u32>("jobs.dead").unwrap();
+    match bus.queue_with::<String>("jobs", dead_letter_options(1)) {
+        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
+        other => panic!("expected Mismatch naming the dead-letter queue, got {other:?}"),
+    }
+}
+
+#[test]
+fn dead_letter_naming_a_topic_is_a_mismatch_at_declaration() {
+    let bus = Broker::memory();
+    bus.topic::<String>("jobs.dead").unwrap();
+    match bus.queue_with::<String>("jobs", dead_letter_options(1)) {
+        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
+        other => panic!("expected Mismatch naming the dead-letter queue, got {other:?}"),
+    }
+}
+
+#[test]
+fn max_deliveries_without_dead_letter_is_an_invalid_option() {
+    let bus = Broker::memory();
+    match bus.queue_with::<String>("jobs", QueueOptions::default().max_deliveries(3)) {
+        Err(Error::InvalidOption { name, option, .. }) => {
+            assert_eq!((name.as_str(), option), ("jobs", "max_deliveries"))
+        }
+        other => panic!("expected InvalidOption, got {other:?}"),
+    }
+}
+
+#[test]
+fn queue_cannot_be_its_own_dead_letter_queue() {
+    let bus = Broker::memory();
+    let options = QueueOptions::default()
+        .max_deliveries(3)
+        .dead_letter("jobs");
+    match bus.queue_with::<String>("jobs", options) {
+        Err(Error::InvalidOption { name, option, .. }) => {
+            assert_eq!((name.as_str(), option), ("jobs", "dead_letter"))
+        }
+        other => panic!("expected InvalidOption, got {other:?}"),
+    }
+}
+
+#[test]
+fn dead_letter_with_an_invalid_name_is_rejected() {
+    let bus = Broker::memory();
+    let options = QueueOptions::default()
+        .max_deliveries(3)
+        .dead_letter("jobs dead");
+    match bus.queue_with::<String>("jobs", options) {
+        Err(Error::InvalidName { name, .. }) => assert_eq!(name, "jobs dead"),
+        other => panic!("expected InvalidName, got {other:?}"),
+    }
+}
+
+// ---- wait_idle ----
+
+#[test]
+fn wait_idle_ignores_dead_letters_parked_in_the_dead_letter_queue() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
+    assert_eq!(dead.len(), 1);
+    bus.wait_idle(WAIT).unwrap();
+}
+
+#[test]
+fn wait_idle_names_a_dead_letter_queue_with_a_delivery_in_flight() {
+    let bus = Broker::memory();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("flaky".to_string()).unwrap();
+    jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
+    let mut inspector = dead.consumer();
+    let held = inspector.recv_timeout(WAIT).unwrap();
+    match bus.wait_idle(Duration::ZERO) {
+        Err(Error::NotIdle { busy, .. }) => {
+            assert!(
+                busy.contains("`jobs.dead`"),
+                "should name jobs.dead: {busy}"
+            )
+        }
+        other => panic!("expected NotIdle, got {other:?}"),
+    }
+    held.ack().unwrap();
+    bus.wait_idle(WAIT).unwrap();
+}
+
+#[test]
+fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery() {
+    let (clock, bus) = manual_bus();
+    let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
+    jobs.producer().send("slow".to_string()).unwrap();
+    // Keep the consumer: dropping it would release the delivery at once.
+    let mut worker = jobs.consumer();
+    let _late = worker.recv_timeout(WAIT).unwrap();
+
+    let (idle_tx, idle_rx) = mpsc::channel();
+    let waiter = {
+        let bus = bus.clone();
+        thread::spawn(move || idle_tx.send(bus.wait_idle(THREAD_WAIT)).unwrap())
+    };
+    assert!(
+        idle_rx.recv_timeout(BRIEF).is_err(),
+        "a delivery is in flight"
+    );
+    clock.advance(PAST_TIMEOUT);
+    idle_rx
+        .recv_timeout(WAIT)
+        .expect("wait_idle returns after the advance")
+        .unwrap();
+    waiter.join().unwrap();
+    assert_eq!((jobs.dead_lettered(), dead.len()), (1, 1));
+}
