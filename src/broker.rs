@@ -281,30 +281,36 @@ impl Broker {
         if let Some(o) = &options {
             o.validate(name)?;
         }
-        // The dead-letter queue first, so a type mismatch there fails this declaration.
+        let declared = options.clone().map(DeclaredOptions::Queue);
+        // A mismatch on `name` itself must not leave a new dead-letter queue behind.
+        let existing = lookup(
+            &self.shared.registry.lock(),
+            name,
+            Kind::Queue,
+            declared.as_ref(),
+        )?;
+        if let Some(core) = existing {
+            return Ok(Queue::new(core, Arc::clone(&self.life)));
+        }
+        // Then the dead-letter queue, so a type mismatch there fails this declaration.
         let dead_letter = match options.as_ref().and_then(QueueOptions::dead_letter_queue) {
             Some(dlq) => Some(self.declare_queue::<T>(dlq, None)?.core),
             None => None,
         };
-        let core = self.declare::<QueueCore<T>>(
-            name,
-            Kind::Queue,
-            options.clone().map(DeclaredOptions::Queue),
-            || {
-                let o = options.clone().unwrap_or_default();
-                let core = Arc::new(QueueCore::<T>::new(
-                    name,
-                    o.clone(),
-                    dead_letter.clone(),
-                    Arc::clone(&self.shared),
-                ));
-                (
-                    DeclaredOptions::Queue(o),
-                    Arc::clone(&core) as Arc<dyn Control>,
-                    core,
-                )
-            },
-        )?;
+        let core = self.declare::<QueueCore<T>>(name, Kind::Queue, declared, || {
+            let o = options.clone().unwrap_or_default();
+            let core = Arc::new(QueueCore::<T>::new(
+                name,
+                o.clone(),
+                dead_letter.clone(),
+                Arc::clone(&self.shared),
+            ));
+            (
+                DeclaredOptions::Queue(o),
+                Arc::clone(&core) as Arc<dyn Control>,
+                core,
+            )
+        })?;
         if let Some(dlq) = &dead_letter {
             dlq.add_feeder(&core);
         }
@@ -320,20 +326,11 @@ impl Broker {
         create: impl FnOnce() -> (DeclaredOptions, Arc<dyn Control>, Arc<C>),
     ) -> Result<Arc<C>, Error> {
         let mut registry = self.shared.registry.lock();
+        if let Some(core) = lookup(&registry, name, kind, options.as_ref())? {
+            return Ok(core);
+        }
         if self.shared.is_closed() {
             return Err(Error::Closed);
-        }
-        if let Some(existing) = registry.get(name) {
-            let type_matches = existing.type_id == TypeId::of::<C>();
-            let options_match = options.as_ref().is_none_or(|o| *o == existing.options);
-            return match Arc::clone(&existing.core).downcast::<C>() {
-                Ok(core) if type_matches && options_match && existing.kind == kind => Ok(core),
-                _ => Err(Error::Mismatch {
-                    name: name.to_owned(),
-                    existing: existing.describe(),
-                    requested: describe_request::<C>(kind, options.as_ref()),
-                }),
-            };
         }
         let (declared_options, control, core) = create();
         registry.insert(
@@ -427,6 +424,31 @@ impl Broker {
         } else {
             Ok(())
         }
+    }
+}
+
+/// The existing declaration of `name`, if it matches kind, type and (when given) options.
+///
+/// # Errors
+/// [`Error::Mismatch`].
+fn lookup<C: Any + Send + Sync>(
+    registry: &HashMap<String, Declared>,
+    name: &str,
+    kind: Kind,
+    options: Option<&DeclaredOptions>,
+) -> Result<Option<Arc<C>>, Error> {
+    let Some(existing) = registry.get(name) else {
+        return Ok(None);
+    };
+    let type_matches = existing.type_id == TypeId::of::<C>();
+    let options_match = options.is_none_or(|o| *o == existing.options);
+    match Arc::clone(&existing.core).downcast::<C>() {
+        Ok(core) if type_matches && options_match && existing.kind == kind => Ok(Some(core)),
+        _ => Err(Error::Mismatch {
+            name: name.to_owned(),
+            existing: existing.describe(),
+            requested: describe_request::<C>(kind, options),
+        }),
     }
 }
 

@@ -38,6 +38,9 @@ use crate::topic::{Member, Subscriber};
 /// ```
 pub struct Consumer<T> {
     flavor: Flavor<T>,
+    /// Set once a receive returned `Disconnected`: it stays the answer (a queue message
+    /// released after close does not come back to life).
+    disconnected: bool,
 }
 
 enum Flavor<T> {
@@ -99,27 +102,35 @@ impl<T: Payload> Consumer<T> {
     pub(crate) fn subscriber(s: Subscriber<T>) -> Self {
         Self {
             flavor: Flavor::Subscriber(s),
+            disconnected: false,
         }
     }
 
     pub(crate) fn member(m: Member<T>) -> Self {
         Self {
             flavor: Flavor::Member(m),
+            disconnected: false,
         }
     }
 
     pub(crate) fn queue(q: QueueConsumer<T>) -> Self {
         Self {
             flavor: Flavor::Queue(q),
+            disconnected: false,
         }
     }
 
     fn receive(&mut self, deadline: Deadline) -> Result<Message<T>, Fail> {
-        match &mut self.flavor {
+        if self.disconnected {
+            return Err(Fail::Disconnected);
+        }
+        let result = match &mut self.flavor {
             Flavor::Subscriber(s) => receive(s, deadline),
             Flavor::Member(m) => receive(m, deadline),
             Flavor::Queue(q) => receive(q, deadline),
-        }
+        };
+        self.disconnected = matches!(result, Err(Fail::Disconnected));
+        result
     }
 
     /// Waits for the next message.

@@ -279,7 +279,11 @@ impl<T> QueueCore<T> {
                 break;
             }
             let mut state = self.state.lock();
-            // Re-check under the lock that acks release capacity under, so no wakeup is lost.
+            // Re-check under the lock that acks release capacity and close wakes waiters under,
+            // so no wakeup is lost.
+            if self.shared.is_closed() {
+                return Err(Fail::Disconnected);
+            }
             if self.reserve() {
                 break;
             }
