@@ -1,0 +1,172 @@
+//! Memory per retained topic message beyond its payload (performance.md §6.1 M9: ≤ 64 B for a
+//! `u64`, stretch ≤ 40 B).
+//!
+//! A counting `#[global_allocator]` (wrapping `System`) tracks live heap bytes as requested by
+//! `Layout`. For each N it builds a fresh 1-partition memory topic that retains N messages, with
+//! no subscriber, sends N `u64` messages from one thread and reports
+//! `(live bytes after − live bytes before) / N − 8`. It also prints allocations per message and,
+//! for reference, the resident-set growth per message (`/proc/self/statm`, Linux), which adds
+//! what `malloc` rounds up and its per-chunk headers.
+//!
+//! ```text
+//! cargo bench --bench memory_overhead
+//! ```
+//!
+//! The gate for N = 100,000 is also a regression test: `tests/memory_overhead.rs`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use embus::{Broker, Retention, TopicOptions};
+
+/// Counts live bytes and allocation calls; otherwise `System`.
+struct Counting;
+
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counters
+// are plain atomics and never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as u64, Relaxed);
+            ALLOCS.fetch_add(1, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as `alloc`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as u64, Relaxed);
+            ALLOCS.fetch_add(1, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (so from `System`) with this `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size() as u64, Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as `dealloc`, and the caller upholds `realloc`'s contract for `new_size`.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(new_size as u64, Relaxed);
+            LIVE.fetch_sub(layout.size() as u64, Relaxed);
+            ALLOCS.fetch_add(1, Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Resident set size in bytes, if `/proc/self/statm` is there (Linux, 4 KiB pages assumed).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+struct Measured {
+    per_message: f64,
+    allocs_per_message: f64,
+    rss_per_message: Option<f64>,
+}
+
+/// Live bytes added by retaining `n` `u64` messages in a fresh topic, per message.
+fn measure(n: u64) -> Measured {
+    let bus = Broker::memory();
+    let topic = bus
+        .topic_with::<u64>(
+            "retained",
+            TopicOptions::default().retention(Retention::messages(n)),
+        )
+        .expect("topic");
+    let producer = topic.producer();
+    let (live, allocs, rss0) = (LIVE.load(Relaxed), ALLOCS.load(Relaxed), rss());
+    for i in 0..n {
+        producer.send(i).expect("send");
+    }
+    let grown = LIVE.load(Relaxed) - live;
+    let calls = ALLOCS.load(Relaxed) - allocs;
+    let rss_grown = rss().zip(rss0).map(|(a, b)| a.saturating_sub(b));
+    assert_eq!(topic.retained(), n, "every message retained");
+    let per = |bytes: u64| bytes as f64 / n as f64;
+    Measured {
+        per_message: per(grown) - 8.0,
+        allocs_per_message: per(calls),
+        rss_per_message: rss_grown.map(|b| per(b) - 8.0),
+    }
+}
+
+/// The table row for one `n`, measured in this (fresh) process.
+fn row(n: u64) -> String {
+    let m = measure(n);
+    format!(
+        "| {:>9} | {:>16.2} | {:>10.3} | {:>22} | {} |",
+        n,
+        m.per_message,
+        m.allocs_per_message,
+        m.rss_per_message
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}")),
+        if m.per_message <= TARGET {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    )
+}
+
+const TARGET: f64 = 64.0;
+const SIZES: [u64; 3] = [65_536, 100_000, 1_000_000];
+
+fn main() {
+    // Each N runs in a child process of its own, so memory freed by one measurement cannot be
+    // reused by the next one and the RSS column stays meaningful.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--child")
+        .and_then(|i| args.get(i + 1))
+    {
+        println!("{}", row(n.parse().expect("--child N")));
+        return;
+    }
+    println!(
+        "embus memory per retained u64 message, beyond the 8-byte payload (target ≤ {TARGET} B)\n"
+    );
+    println!(
+        "| {:>9} | {:>16} | {:>10} | {:>22} | verdict |",
+        "N", "overhead B/msg", "allocs/msg", "RSS growth − 8, B/msg"
+    );
+    println!(
+        "|{}|{}|{}|{}|{}|",
+        "-".repeat(11),
+        "-".repeat(18),
+        "-".repeat(12),
+        "-".repeat(24),
+        "-".repeat(9)
+    );
+    let exe = std::env::current_exe().expect("own path");
+    for n in SIZES {
+        let out = std::process::Command::new(&exe)
+            .args(["--child", &n.to_string()])
+            .output()
+            .expect("run child");
+        assert!(out.status.success(), "child for N = {n} failed: {out:?}");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    println!(
+        "\noverhead: live heap bytes requested (Layout sizes), the gate. RSS: resident growth in a fresh \
+         process, including malloc's chunk headers and rounding (reference only)."
+    );
+}
