@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::queue::{QueueCore, ReleaseReason};
+use crate::queue::{ConsumerLink, ReleaseReason};
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
 use crate::topic::{Group, Slot, TopicCore};
 
@@ -42,7 +42,7 @@ pub(crate) struct GroupAck<T> {
 
 /// How a queue delivery reaches its queue.
 pub(crate) struct QueueAck<T> {
-    pub(crate) queue: Arc<QueueCore<T>>,
+    pub(crate) link: Arc<ConsumerLink<T>>,
     pub(crate) delivery: u64,
     pub(crate) id: u64,
 }
@@ -142,7 +142,7 @@ impl<T> Message<T> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => {}
             Settle::Group(g) => g.group.ack(&g.topic, self.partition, self.offset),
-            Settle::Queue(q) => q.queue.ack(q.delivery, q.id),
+            Settle::Queue(q) => q.link.queue.ack(q.delivery, q.id),
         }
         Ok(())
     }
@@ -165,7 +165,7 @@ impl<T> Message<T> {
                 g.group
                     .release(self.partition, self.offset, g.member, self.delivery_count)
             }
-            Settle::Queue(q) => q.queue.release(q.delivery, reason),
+            Settle::Queue(q) => q.link.queue.release(q.delivery, reason),
         }
     }
 }

@@ -29,7 +29,7 @@
 mod state;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -107,7 +107,9 @@ impl<T: Payload> Queue<T> {
     pub fn consumer(&self) -> Consumer<T> {
         let id = self.core.shared.next_id();
         Consumer::queue(QueueConsumer {
-            queue: Arc::clone(&self.core),
+            link: Arc::new(ConsumerLink {
+                queue: Arc::clone(&self.core),
+            }),
             id,
             wake: None,
         })
@@ -157,9 +159,12 @@ pub(crate) struct QueueCore<T> {
     state: Mutex<QueueState<T>>,
     /// Unacked messages (ready + in flight), reserved before a message is stored.
     occupied: AtomicUsize,
+    /// Ready messages, published under the lock so consumers can skip it when there are none.
+    ready: AtomicUsize,
     dead_letter: Option<Arc<QueueCore<T>>>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
+    has_feeders: AtomicBool,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -178,8 +183,10 @@ impl<T> QueueCore<T> {
             options,
             state: Mutex::new(QueueState::new()),
             occupied: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
             dead_letter,
             feeders: Mutex::new(Vec::new()),
+            has_feeders: AtomicBool::new(false),
             shared,
         }
     }
@@ -189,6 +196,7 @@ impl<T> QueueCore<T> {
         let mut feeders = self.feeders.lock();
         feeders.retain(|f| f.strong_count() > 0 && !std::ptr::eq(f.as_ptr(), Arc::as_ptr(source)));
         feeders.push(Arc::downgrade(source));
+        self.has_feeders.store(true, Ordering::Release);
     }
 
     fn feeders(&self) -> Vec<Arc<Self>> {
@@ -202,6 +210,9 @@ impl<T> QueueCore<T> {
     /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
     /// looking at the feeders; returns their earliest next deadline.
     fn expire_feeders(&self) -> Option<Nanos> {
+        if !self.has_feeders.load(Ordering::Acquire) {
+            return None;
+        }
         let feeders = self.feeders();
         feeders
             .iter()
@@ -247,11 +258,8 @@ impl<T> QueueCore<T> {
             let now = self.shared.clock.now();
             let mut state = self.state.lock();
             id = state.push(now, entry, None);
-            let woken = if state.readers.is_empty() {
-                Woken::none()
-            } else {
-                state.readers.take()
-            };
+            self.ready.store(state.ready_len(), Ordering::Release);
+            let woken = state.readers.take();
             drop(state);
             woken.wake();
         });
@@ -301,22 +309,32 @@ impl<T> QueueCore<T> {
         Ok(())
     }
 
+    /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
+    fn timed_now(&self) -> Option<Nanos> {
+        self.ack_timeout.map(|_| self.shared.clock.now())
+    }
+
     /// Runs `f` after processing expired ack timeouts.
     fn with_expired<R>(&self, f: impl FnOnce(&mut QueueState<T>) -> R) -> R {
+        let now = self.timed_now();
         let mut state = self.state.lock();
-        let (dead, woken) = self.expire(&mut state);
+        let (dead, woken) = self.expire(&mut state, now);
         let result = f(&mut state);
         drop(state);
         self.after_release(dead, woken);
         result
     }
 
-    /// Releases every delivery whose ack timeout has passed.
-    fn expire(&self, state: &mut QueueState<T>) -> (Vec<(Item<T>, Reason)>, Woken) {
-        if self.ack_timeout.is_none() {
+    /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts).
+    fn expire(
+        &self,
+        state: &mut QueueState<T>,
+        now: Option<Nanos>,
+    ) -> (Vec<(Item<T>, Reason)>, Woken) {
+        let Some(now) = now else {
             return (Vec::new(), Woken::none());
-        }
-        let expired = state.expired(self.shared.clock.now());
+        };
+        let expired = state.expired(now);
         let mut dead = Vec::new();
         let mut woken = Woken::none();
         // Newest first, so that requeueing at the front keeps the oldest in front.
@@ -335,7 +353,10 @@ impl<T> QueueCore<T> {
         woken: &mut Woken,
     ) {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
-            Released::Requeued => woken.join(state.readers.take()),
+            Released::Requeued => {
+                self.ready.store(state.ready_len(), Ordering::Release);
+                woken.join(state.readers.take());
+            }
             Released::Dead(item, reason) => {
                 woken.join(self.left(state));
                 dead.push((item, reason));
@@ -379,15 +400,17 @@ impl<T> QueueCore<T> {
         self.occupied.fetch_add(1, Ordering::AcqRel);
         let mut state = self.state.lock();
         state.push(item.ts, item.entry, Some(Arc::new(meta)));
+        self.ready.store(state.ready_len(), Ordering::Release);
         let woken = state.readers.take();
         drop(state);
         woken.wake();
     }
 
     pub(crate) fn ack(&self, delivery: u64, id: u64) {
+        let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
-        let (dead, mut woken) = self.expire(&mut state);
+        let (dead, mut woken) = self.expire(&mut state, now);
         let acked = state.ack(delivery);
         if acked {
             woken.join(self.left(&mut state));
@@ -413,9 +436,15 @@ impl<T> QueueCore<T> {
     }
 }
 
+/// A consumer's own handle on its queue: its deliveries clone this `Arc`, not the queue's, so
+/// competing consumers do not contend on one reference count.
+pub(crate) struct ConsumerLink<T> {
+    pub(crate) queue: Arc<QueueCore<T>>,
+}
+
 /// A competing consumer of a queue.
 pub(crate) struct QueueConsumer<T> {
-    queue: Arc<QueueCore<T>>,
+    link: Arc<ConsumerLink<T>>,
     id: u64,
     /// When to wake for the next ack timeout (system clock only).
     wake: Option<std::time::Instant>,
@@ -423,19 +452,26 @@ pub(crate) struct QueueConsumer<T> {
 
 impl<T: Payload> QueueConsumer<T> {
     pub(crate) fn ready(&self) -> u64 {
-        self.queue.with_expired(|s| s.ready_len() as u64)
+        self.link.queue.with_expired(|s| s.ready_len() as u64)
     }
 }
 
 impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, register: bool) -> Poll<T> {
-        let queue = &self.queue;
+        let queue = &self.link.queue;
         let feeder_deadline = queue.expire_feeders();
+        if !register && queue.ready.load(Ordering::Acquire) == 0 {
+            // Nothing ready: don't take the lock (timeouts are processed when registering).
+            return Poll::Empty;
+        }
+        let now = queue.timed_now();
         let mut state = queue.state.lock();
-        let (dead, woken) = queue.expire(&mut state);
-        let now = queue.shared.clock.now();
-        let deadline = queue.ack_timeout.map(|t| now.saturating_add(t));
-        let poll = match state.deliver(self.id, queue.options.prefetch_limit(), deadline) {
+        let (dead, woken) = queue.expire(&mut state, now);
+        let deadline = now
+            .zip(queue.ack_timeout)
+            .map(|(now, t)| now.saturating_add(t));
+        let delivered = state.deliver(self.id, queue.options.prefetch_limit(), deadline);
+        let poll = match delivered {
             Some((item, delivery)) => {
                 let (id, count) = (item.id, item.count);
                 queue.shared.store.progress(Progress::QueueDelivery {
@@ -444,7 +480,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                     count,
                 });
                 let ack = QueueAck {
-                    queue: Arc::clone(queue),
+                    link: Arc::clone(&self.link),
                     delivery,
                     id,
                 };
@@ -463,13 +499,14 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                 Poll::Empty
             }
         };
+        queue.ready.store(state.ready_len(), Ordering::Release);
         drop(state);
         queue.after_release(dead, woken);
         poll
     }
 
     fn is_closed(&self) -> bool {
-        self.queue.shared.is_closed()
+        self.link.queue.shared.is_closed()
     }
 
     fn wake_at(&self) -> Option<std::time::Instant> {
@@ -479,7 +516,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
 
 impl<T> Drop for QueueConsumer<T> {
     fn drop(&mut self) {
-        let queue = &self.queue;
+        let queue = &self.link.queue;
         let mut state = queue.state.lock();
         state.readers.remove(self.id);
         let held = state.held_by(self.id);
@@ -507,7 +544,7 @@ impl<T: Payload> Control for QueueCore<T> {
     }
 
     fn busy(&self, _now: Nanos) -> Option<String> {
-        let parked_only = !self.feeders.lock().is_empty();
+        let parked_only = self.has_feeders.load(Ordering::Acquire);
         self.with_expired(|s| {
             let ready = if parked_only { 0 } else { s.ready_len() };
             (ready + s.in_flight() > 0).then(|| {

@@ -6,7 +6,9 @@
 //! 1. [`Store::append`] before a message becomes visible: the store makes the records durable
 //!    (write-ahead) and then runs `publish`, which appends them to the in-memory logs. A durable
 //!    store runs `publish` for concurrent callers in commit order, so in-memory offsets match the
-//!    stored ones.
+//!    stored ones. `publish` may decline when a `Block` topic has no room (the engine then waits
+//!    and calls `append` again); in memory mode that costs nothing, and a durable store must
+//!    reserve room before it commits instead.
 //! 2. [`Store::progress`] after acks, nacks, delivery counts and group positions change.
 //!
 //! [`MemoryStore`] keeps nothing: the in-memory logs are the truth, `append` just publishes, and

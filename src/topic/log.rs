@@ -2,6 +2,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::notify::{Waiters, Woken};
 use crate::options::{Overflow, TopicOptions};
@@ -57,7 +60,40 @@ pub(crate) enum Read {
     Empty,
 }
 
-/// One partition: retained messages `base..base + slots.len()`.
+/// A partition: its log behind a lock, and its end offset published for lock-free "anything
+/// new?" checks by readers.
+pub(crate) struct Partition<T> {
+    log: Mutex<Log<T>>,
+    end: AtomicU64,
+}
+
+impl<T> Partition<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            log: Mutex::new(Log::new()),
+            end: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Log<T>> {
+        self.log.lock()
+    }
+
+    /// Whether a message at or after `offset` may exist (false means certainly none). A reader
+    /// behind the oldest retained message always sees `true`, since `base <= end`.
+    pub(crate) fn has_from(&self, offset: u64) -> bool {
+        self.end.load(Ordering::Acquire) > offset
+    }
+
+    /// Appends under `log`'s lock (after [`Log::trim`] made room) and publishes the new end.
+    pub(crate) fn push(&self, log: &mut Log<T>, now: Nanos, entry: Arc<Entry<T>>) -> (u64, Woken) {
+        let pushed = log.push(now, entry);
+        self.end.store(log.end(), Ordering::Release);
+        pushed
+    }
+}
+
+/// One partition's log: retained messages `base..base + slots.len()`.
 pub(crate) struct Log<T> {
     base: u64,
     slots: VecDeque<Slot<T>>,
@@ -154,7 +190,7 @@ impl<T> Log<T> {
 
     /// Appends a message (after [`trim`](Self::trim) made room) and returns its offset and the
     /// readers to wake.
-    pub(crate) fn push(&mut self, now: Nanos, entry: Arc<Entry<T>>) -> (u64, Woken) {
+    fn push(&mut self, now: Nanos, entry: Arc<Entry<T>>) -> (u64, Woken) {
         let offset = self.end();
         self.last_ts = self.last_ts.max(now);
         self.bytes += u64::from(entry.size);

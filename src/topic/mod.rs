@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use parking_lot::Mutex;
 
 pub(crate) use self::group::{Group, Member};
-pub(crate) use self::log::{Limits, Log, Slot};
+pub(crate) use self::log::{Limits, Log, Partition, Slot};
 pub(crate) use self::subscriber::Subscriber;
 
 use crate::broker::{Control, Life, Payload, Shared};
@@ -179,7 +179,7 @@ impl<T: Payload> Topic<T> {
 
     /// How many messages are retained, over all partitions.
     pub fn retained(&self) -> u64 {
-        let count = |log: &Mutex<Log<T>>| {
+        let count = |log: &Partition<T>| {
             let mut log = log.lock();
             self.core.trim_for_read(&mut log);
             log.len() as u64
@@ -208,7 +208,7 @@ pub(crate) struct TopicCore<T> {
     pub(crate) name: String,
     pub(crate) options: TopicOptions,
     pub(crate) limits: Limits,
-    pub(crate) partitions: Box<[Mutex<Log<T>>]>,
+    pub(crate) partitions: Box<[Partition<T>]>,
     round_robin: AtomicU32,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     pub(crate) shared: Arc<Shared>,
@@ -221,7 +221,7 @@ impl<T: Payload> TopicCore<T> {
             options,
             limits: Limits::new(&options),
             partitions: (0..options.partition_count())
-                .map(|_| Mutex::new(Log::new()))
+                .map(|_| Partition::new())
                 .collect(),
             round_robin: AtomicU32::new(0),
             groups: Mutex::new(HashMap::new()),
@@ -263,7 +263,7 @@ impl<T: Payload> TopicCore<T> {
     }
 
     /// Retained messages at or after `position` in `log`.
-    pub(crate) fn retained_after(&self, log: &Mutex<Log<T>>, position: u64) -> u64 {
+    pub(crate) fn retained_after(&self, log: &Partition<T>, position: u64) -> u64 {
         let mut log = log.lock();
         self.trim_for_read(&mut log);
         log.end() - position.clamp(log.base(), log.end())
@@ -280,58 +280,68 @@ impl<T: Payload> TopicCore<T> {
         }
         let partition = self.pick_partition(record.key.as_deref());
         let size = self.size_of(&record);
-        let entry = Arc::new(Entry::new(record, size));
-        let log = &self.partitions[partition as usize];
-        if self.limits.block {
-            if let Err(fail) = self.wait_for_room(log, size, deadline) {
-                return Err((unshare(entry), fail));
-            }
-        }
-        let mut entry = Some(entry);
-        let mut offset = 0;
-        let stored = self.shared.store.append(&mut || {
-            let Some(entry) = entry.take() else { return };
-            let now = self.shared.clock.now();
-            let mut log = log.lock();
-            // Under `Block` this only trims what no reader needs; room was checked above.
-            log.trim(&self.limits, now, Some(size));
-            let (at, woken) = log.push(now, entry);
-            drop(log);
-            woken.wake();
-            offset = at;
-        });
-        // The store runs `publish` exactly when it returns `Ok`.
-        match (stored, entry) {
-            (Ok(()), None) => Ok(Receipt { partition, offset }),
-            (Err(e), Some(entry)) => Err((unshare(entry), Fail::Failed(e))),
-            _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
+        let part = &self.partitions[partition as usize];
+        let mut entry = Some(Arc::new(Entry::new(record, size)));
+        loop {
+            let mut offset = None;
+            let stored = self.shared.store.append(&mut || {
+                let Some(e) = entry.take() else { return };
+                let now = self.shared.clock.now();
+                let mut log = part.lock();
+                if log.trim(&self.limits, now, Some(size)) {
+                    let (at, woken) = part.push(&mut log, now, e);
+                    drop(log);
+                    woken.wake();
+                    offset = Some(at);
+                } else {
+                    entry = Some(e); // no room under `Block`: declined
+                }
+            });
+            let fail = match (stored, offset) {
+                (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
+                (Ok(()), None) => match self.wait_for_room(part, size, deadline) {
+                    Ok(()) => continue,
+                    Err(fail) => fail,
+                },
+                (Err(e), None) => Fail::Failed(e),
+                (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
+            };
+            return match entry.map(Arc::try_unwrap) {
+                Some(Ok(entry)) => Err((entry.into_record(), fail)),
+                _ => unreachable!("an unpublished entry is never shared"),
+            };
         }
     }
 
     /// Waits until `log` has room for `size` more bytes and one more message (`Block`).
     fn wait_for_room(
         &self,
-        log: &Mutex<Log<T>>,
+        part: &Partition<T>,
         size: u32,
         deadline: Deadline,
     ) -> Result<(), Fail> {
         let id = self.shared.next_id();
         loop {
-            let now = self.shared.clock.now();
-            let mut guard = log.lock();
+            // Only age retention needs the time to make room.
+            let now = if self.limits.age.is_some() {
+                self.shared.clock.now()
+            } else {
+                0
+            };
+            let mut log = part.lock();
             if self.shared.is_closed() {
                 return Err(Fail::Disconnected);
             }
-            if guard.trim(&self.limits, now, Some(size)) {
-                guard.writers.remove(id);
+            if log.trim(&self.limits, now, Some(size)) {
+                log.writers.remove(id);
                 return Ok(());
             }
             if deadline.passed() {
-                guard.writers.remove(id);
+                log.writers.remove(id);
                 return Err(Fail::Full);
             }
-            guard.writers.register(id);
-            drop(guard);
+            log.writers.register(id);
+            drop(log);
             deadline.park(None);
         }
     }
@@ -355,13 +365,6 @@ impl<T: Payload> TopicCore<T> {
         if self.limits.age.is_some() {
             log.trim(&self.limits, self.shared.clock.now(), None);
         }
-    }
-}
-
-fn unshare<T>(entry: Arc<Entry<T>>) -> Record<T> {
-    match Arc::try_unwrap(entry) {
-        Ok(entry) => entry.into_record(),
-        Err(_) => unreachable!("an unpublished entry is never shared"),
     }
 }
 

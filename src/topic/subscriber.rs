@@ -68,7 +68,11 @@ impl<T: Payload> Source<T> for Subscriber<T> {
         for i in 0..n {
             let p = (self.turn + i) % n;
             let (next, cursor) = &mut self.cursors[p];
-            let mut log = self.topic.partitions[p].lock();
+            let partition = &self.topic.partitions[p];
+            if !register && !partition.has_from(*next) {
+                continue; // nothing new: no need to take the lock
+            }
+            let mut log = partition.lock();
             self.topic.trim_for_read(&mut log);
             let buffer = &mut self.buffer;
             let read = log.read(next, CHUNK, |offset, slot| {
