@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::error::Error;
 use crate::queue::{ConsumerLink, ReleaseReason};
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
-use crate::topic::{Group, Slot, TopicCore};
+use crate::topic::{Group, StoredRef, TopicCore};
 
 /// A received message: payload, key, headers, partition, offset, timestamp and delivery count.
 ///
@@ -17,14 +17,22 @@ use crate::topic::{Group, Slot, TopicCore};
 ///
 /// Payloads are shared, not copied, between the subscribers that receive them.
 pub struct Message<T> {
-    entry: Arc<Entry<T>>,
-    /// Replaces the entry's key and headers (a dead letter's added headers).
-    meta: Option<Arc<Meta>>,
-    ts: Nanos,
+    body: Body<T>,
     partition: u32,
     offset: u64,
     delivery_count: u32,
     settle: Settle<T>,
+}
+
+/// Where the payload lives: a topic's log segment, or a queue's shared entry.
+enum Body<T> {
+    Log(StoredRef<T>),
+    Queue {
+        entry: Arc<Entry<T>>,
+        /// Replaces the entry's key and headers (a dead letter's added headers).
+        meta: Option<Arc<Meta>>,
+        ts: Nanos,
+    },
 }
 
 enum Settle<T> {
@@ -48,31 +56,28 @@ pub(crate) struct QueueAck<T> {
 }
 
 impl<T> Message<T> {
-    pub(crate) fn plain(slot: &Slot<T>, partition: u32, offset: u64) -> Self {
-        Self::from_slot(slot, partition, offset, 1, Settle::Nothing)
+    pub(crate) fn plain(stored: StoredRef<T>, partition: u32) -> Self {
+        Self::from_log(stored, partition, 1, Settle::Nothing)
     }
 
     pub(crate) fn group(
-        slot: &Slot<T>,
+        stored: StoredRef<T>,
         partition: u32,
-        offset: u64,
         count: u32,
         ack: GroupAck<T>,
     ) -> Self {
-        Self::from_slot(slot, partition, offset, count, Settle::Group(ack))
+        Self::from_log(stored, partition, count, Settle::Group(ack))
     }
 
-    fn from_slot(
-        slot: &Slot<T>,
+    fn from_log(
+        stored: StoredRef<T>,
         partition: u32,
-        offset: u64,
         delivery_count: u32,
         settle: Settle<T>,
     ) -> Self {
+        let offset = stored.offset();
         Self {
-            entry: Arc::clone(&slot.entry),
-            meta: None,
-            ts: slot.ts,
+            body: Body::Log(stored),
             partition,
             offset,
             delivery_count,
@@ -82,9 +87,11 @@ impl<T> Message<T> {
 
     pub(crate) fn queue(item: &crate::queue::QueueItem<T>, ack: QueueAck<T>) -> Self {
         Self {
-            entry: Arc::clone(&item.entry),
-            meta: item.meta.clone(),
-            ts: item.ts,
+            body: Body::Queue {
+                entry: Arc::clone(&item.entry),
+                meta: item.meta.clone(),
+                ts: item.ts,
+            },
             partition: 0,
             offset: item.id,
             delivery_count: item.count,
@@ -92,9 +99,16 @@ impl<T> Message<T> {
         }
     }
 
+    fn entry(&self) -> &Entry<T> {
+        match &self.body {
+            Body::Log(stored) => &stored.get().entry,
+            Body::Queue { entry, .. } => entry,
+        }
+    }
+
     /// The payload.
     pub fn payload(&self) -> &T {
-        &self.entry.payload
+        &self.entry().payload
     }
 
     /// The key, if the record had one.
@@ -119,7 +133,10 @@ impl<T> Message<T> {
 
     /// When the broker accepted the message, on its clock.
     pub fn timestamp(&self) -> SystemTime {
-        to_system_time(self.ts)
+        to_system_time(match &self.body {
+            Body::Log(stored) => stored.get().ts,
+            Body::Queue { ts, .. } => *ts,
+        })
     }
 
     /// How many times this message has been delivered, this time included (1 for a first
@@ -129,7 +146,10 @@ impl<T> Message<T> {
     }
 
     fn meta(&self) -> Option<&Meta> {
-        self.meta.as_deref().or(self.entry.meta.as_deref())
+        match &self.body {
+            Body::Log(stored) => stored.get().entry.meta.as_deref(),
+            Body::Queue { entry, meta, .. } => meta.as_deref().or(entry.meta.as_deref()),
+        }
     }
 
     /// Settles the message as done: a queue deletes it, a group moves its position past it.

@@ -335,7 +335,7 @@ impl<T: Payload> Source<T> for Member<T> {
                     continue;
                 }
             };
-            let Some(slot) = log.get(offset) else {
+            let Some(stored) = log.stored(offset) else {
                 continue;
             };
             let Some(pending) = part.pending.get_mut(&offset) else {
@@ -348,7 +348,7 @@ impl<T: Payload> Source<T> for Member<T> {
                 group: Arc::clone(group),
                 member: self.id,
             };
-            let message = Message::group(slot, p as u32, offset, pending.count, ack);
+            let message = Message::group(stored, p as u32, pending.count, ack);
             self.turn = (p + 1) % n;
             return Poll::Ready(message);
         }

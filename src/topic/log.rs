@@ -1,8 +1,16 @@
-//! `Log`: one partition's in-memory hot tail — offsets, trimming by retention, `Block` or `Lag`.
+//! `Partition`: one partition's in-memory log — segments of write-once slots that readers follow
+//! without the lock, gap-free offsets, trimming by retention, `Block` or `Lag`.
+//!
+//! Producers append under the partition's lock: they set the next slot of the tail segment (a
+//! `OnceLock`, written once) and then publish the new end offset. A reader that is caught up
+//! needs no lock at all: it loads the end offset, reads the slot from the segment it holds, and
+//! follows the segment's `next` link. Trimming moves the published base; a whole segment is
+//! freed once every offset in it is below the base and no reader holds it. Segment links are
+//! weak, so a stalled reader pins at most one segment, never the chain after it.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -10,19 +18,53 @@ use crate::notify::{Waiters, Woken};
 use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
 
-/// A retained message and its timestamp (kept beside the `Arc` so the log can stay monotone and
-/// trim by age without touching the entry).
-pub(crate) struct Slot<T> {
+/// Slots per segment: one allocation per this many messages.
+const SEGMENT: u64 = 128;
+
+/// A retained message and its (monotone) timestamp.
+pub(crate) struct Stored<T> {
     pub(crate) ts: Nanos,
-    pub(crate) entry: Arc<Entry<T>>,
+    pub(crate) entry: Entry<T>,
 }
 
-impl<T> Clone for Slot<T> {
-    fn clone(&self) -> Self {
+/// `SEGMENT` consecutive offsets from `start`.
+pub(crate) struct Segment<T> {
+    start: u64,
+    slots: Box<[OnceLock<Stored<T>>]>,
+    next: OnceLock<Weak<Segment<T>>>,
+}
+
+impl<T> Segment<T> {
+    fn new(start: u64) -> Self {
         Self {
-            ts: self.ts,
-            entry: Arc::clone(&self.entry),
+            start,
+            slots: (0..SEGMENT).map(|_| OnceLock::new()).collect(),
+            next: OnceLock::new(),
         }
+    }
+
+    fn get(&self, offset: u64) -> Option<&Stored<T>> {
+        let index = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.slots.get(index)?.get()
+    }
+}
+
+/// A shared handle on one published message (what a topic `Message` holds).
+pub(crate) struct StoredRef<T> {
+    segment: Arc<Segment<T>>,
+    offset: u64,
+}
+
+impl<T> StoredRef<T> {
+    pub(crate) fn get(&self) -> &Stored<T> {
+        match self.segment.get(self.offset) {
+            Some(stored) => stored,
+            None => unreachable!("a StoredRef points at a published slot"),
+        }
+    }
+
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
@@ -50,28 +92,81 @@ impl Limits {
     }
 }
 
+/// What the log publishes for lock-free readers.
+#[derive(Default)]
+struct Published {
+    /// Offsets below this are set (slots are written before `end` moves past them).
+    end: AtomicU64,
+    /// Offsets below this are trimmed.
+    base: AtomicU64,
+    /// A producer waits for room (`Block`): readers that move their cursor must wake it.
+    writers_waiting: AtomicBool,
+}
+
+/// One partition: the log behind its lock, and what readers may look at without it.
+pub(crate) struct Partition<T> {
+    log: Mutex<Log<T>>,
+    published: Arc<Published>,
+}
+
+/// One partition's log: retained offsets `base..end`.
+pub(crate) struct Log<T> {
+    base: u64,
+    end: u64,
+    /// Segments covering at least `base..end`, oldest first.
+    segments: VecDeque<Arc<Segment<T>>>,
+    bytes: u64,
+    last_ts: Nanos,
+    published: Arc<Published>,
+    /// Positions of readers that `Block` must wait for: subscribers' next offsets and groups'
+    /// first unacked offsets. `None` marks a free slot.
+    cursors: Vec<Option<Arc<AtomicU64>>>,
+    /// Consumers waiting for a message.
+    pub(crate) readers: Waiters,
+    /// Producers waiting for room (`Block`).
+    pub(crate) writers: Waiters,
+}
+
 /// What a read found.
-pub(crate) enum Read {
-    /// Messages were handed to the output.
-    Got,
-    /// The cursor was below the oldest retained message; it now points there.
+pub(crate) enum Read<T> {
+    Got(StoredRef<T>),
+    /// The reader was below the oldest retained message; it now points there.
     Lagged(u64),
-    /// Nothing at or after the cursor.
+    /// Nothing at or after the reader's position.
     Empty,
 }
 
-/// A partition: its log behind a lock, and its end offset published for lock-free "anything
-/// new?" checks by readers.
-pub(crate) struct Partition<T> {
-    log: Mutex<Log<T>>,
-    end: AtomicU64,
+/// A reader's position in one partition (a subscriber has one per partition).
+pub(crate) struct Reader<T> {
+    next: u64,
+    segment: Option<Arc<Segment<T>>>,
+    cursor: Arc<AtomicU64>,
+    cursor_slot: usize,
+}
+
+impl<T> Reader<T> {
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
 }
 
 impl<T> Partition<T> {
     pub(crate) fn new() -> Self {
+        let published = Arc::new(Published::default());
+        let log = Log {
+            base: 0,
+            end: 0,
+            segments: VecDeque::new(),
+            bytes: 0,
+            last_ts: 0,
+            published: Arc::clone(&published),
+            cursors: Vec::new(),
+            readers: Waiters::default(),
+            writers: Waiters::default(),
+        };
         Self {
-            log: Mutex::new(Log::new()),
-            end: AtomicU64::new(0),
+            log: Mutex::new(log),
+            published,
         }
     }
 
@@ -79,48 +174,94 @@ impl<T> Partition<T> {
         self.log.lock()
     }
 
-    /// Whether a message at or after `offset` may exist (false means certainly none). A reader
-    /// behind the oldest retained message always sees `true`, since `base <= end`.
-    pub(crate) fn has_from(&self, offset: u64) -> bool {
-        self.end.load(Ordering::Acquire) > offset
-    }
-
-    /// Appends under `log`'s lock (after [`Log::trim`] made room) and publishes the new end.
-    pub(crate) fn push(&self, log: &mut Log<T>, now: Nanos, entry: Arc<Entry<T>>) -> (u64, Woken) {
-        let pushed = log.push(now, entry);
-        self.end.store(log.end(), Ordering::Release);
-        pushed
-    }
-}
-
-/// One partition's log: retained messages `base..base + slots.len()`.
-pub(crate) struct Log<T> {
-    base: u64,
-    slots: VecDeque<Slot<T>>,
-    bytes: u64,
-    last_ts: Nanos,
-    /// Positions of readers that `Block` must wait for: subscribers' next offsets and groups'
-    /// first unacked offsets. `None` marks a free slot.
-    cursors: Vec<Option<u64>>,
-    /// Consumers waiting for a message.
-    pub(crate) readers: Waiters,
-    /// Producers waiting for room (`Block`).
-    pub(crate) writers: Waiters,
-}
-
-impl<T> Log<T> {
-    pub(crate) fn new() -> Self {
-        Self {
-            base: 0,
-            slots: VecDeque::new(),
-            bytes: 0,
-            last_ts: 0,
-            cursors: Vec::new(),
-            readers: Waiters::default(),
-            writers: Waiters::default(),
+    /// Registers a reader at `position` (under the lock).
+    pub(crate) fn reader(&self, log: &mut Log<T>, position: u64) -> Reader<T> {
+        let (cursor_slot, cursor) = log.add_cursor(position);
+        Reader {
+            next: position,
+            segment: None,
+            cursor,
+            cursor_slot,
         }
     }
 
+    /// Drops a reader's cursor; returns the producers to wake.
+    pub(crate) fn remove_reader(&self, log: &mut Log<T>, reader: &Reader<T>) -> Woken {
+        log.remove_cursor(reader.cursor_slot)
+    }
+
+    /// Reads the next message without the lock, if that can be decided without it: `None`
+    /// means take the lock and use [`read_locked`](Self::read_locked). `lag` says retention
+    /// may trim past readers (`Overflow::Lag`).
+    pub(crate) fn read_fast(&self, reader: &mut Reader<T>, lag: bool) -> Option<Read<T>> {
+        if reader.next >= self.published.end.load(Ordering::Acquire) {
+            return Some(Read::Empty);
+        }
+        if lag && reader.next < self.published.base.load(Ordering::Acquire) {
+            return None;
+        }
+        let segment = reader.segment.as_ref()?;
+        if reader.next >= segment.start + SEGMENT {
+            let next = segment.next.get().and_then(Weak::upgrade)?;
+            reader.segment = Some(next);
+        }
+        let segment = reader.segment.as_ref()?;
+        segment.get(reader.next)?;
+        let got = StoredRef {
+            segment: Arc::clone(segment),
+            offset: reader.next,
+        };
+        self.advance(reader);
+        Some(Read::Got(got))
+    }
+
+    /// Reads the next message under the lock, registering waiter `id` when there is none.
+    pub(crate) fn read_locked(
+        &self,
+        log: &mut Log<T>,
+        reader: &mut Reader<T>,
+        register: Option<u64>,
+    ) -> (Read<T>, Woken) {
+        if reader.next < log.base {
+            let skipped = log.base - reader.next;
+            reader.next = log.base;
+            reader.segment = None;
+            return (
+                Read::Lagged(skipped),
+                log.set_cursor(reader.cursor_slot, reader.next),
+            );
+        }
+        match log.stored(reader.next) {
+            Some(got) => {
+                reader.segment = Some(Arc::clone(&got.segment));
+                reader.next += 1;
+                (
+                    Read::Got(got),
+                    log.set_cursor(reader.cursor_slot, reader.next),
+                )
+            }
+            None => {
+                if let Some(id) = register {
+                    log.readers.register(id);
+                }
+                (Read::Empty, Woken::none())
+            }
+        }
+    }
+
+    /// Moves a lock-free reader's cursor, waking producers that wait for room.
+    fn advance(&self, reader: &mut Reader<T>) {
+        reader.next += 1;
+        reader.cursor.store(reader.next, Ordering::SeqCst);
+        // Pairs with `Log::wait_for_room`: either it sees the new cursor or we see its flag.
+        if self.published.writers_waiting.load(Ordering::SeqCst) {
+            let woken = self.lock().take_writers();
+            woken.wake();
+        }
+    }
+}
+
+impl<T> Log<T> {
     /// The oldest retained offset.
     pub(crate) fn base(&self) -> u64 {
         self.base
@@ -128,34 +269,71 @@ impl<T> Log<T> {
 
     /// The offset the next message will get.
     pub(crate) fn end(&self) -> u64 {
-        self.base + self.slots.len() as u64
+        self.end
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        usize::try_from(self.end - self.base).unwrap_or(usize::MAX)
     }
 
-    pub(crate) fn get(&self, offset: u64) -> Option<&Slot<T>> {
-        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        self.slots.get(index)
+    /// A handle on the retained message at `offset`.
+    pub(crate) fn stored(&self, offset: u64) -> Option<StoredRef<T>> {
+        if offset < self.base || offset >= self.end {
+            return None;
+        }
+        let first = self.segments.front()?.start;
+        let index = usize::try_from((offset - first) / SEGMENT).ok()?;
+        let segment = self.segments.get(index)?;
+        segment.get(offset)?;
+        Some(StoredRef {
+            segment: Arc::clone(segment),
+            offset,
+        })
+    }
+
+    fn get(&self, offset: u64) -> Option<&Stored<T>> {
+        let first = self.segments.front()?.start;
+        let index = usize::try_from(offset.checked_sub(first)? / SEGMENT).ok()?;
+        self.segments.get(index)?.get(offset)
     }
 
     /// The first offset whose timestamp is at or after `ts` (timestamps are monotone).
     pub(crate) fn seek(&self, ts: Nanos) -> u64 {
-        self.base + self.slots.partition_point(|s| s.ts < ts) as u64
+        let (mut lo, mut hi) = (self.base, self.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).is_some_and(|s| s.ts < ts) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Whether the oldest message may be trimmed now.
     fn can_trim(&self, limits: &Limits) -> bool {
-        !self.slots.is_empty()
-            && (!limits.block || self.cursors.iter().flatten().all(|&c| c > self.base))
+        self.base < self.end
+            && (!limits.block
+                || self
+                    .cursors
+                    .iter()
+                    .flatten()
+                    .all(|c| c.load(Ordering::SeqCst) > self.base))
     }
 
     fn pop(&mut self) {
-        if let Some(slot) = self.slots.pop_front() {
-            self.base += 1;
-            self.bytes -= u64::from(slot.entry.size);
+        let size = self.get(self.base).map_or(0, |s| s.entry.size);
+        self.bytes -= u64::from(size);
+        self.base += 1;
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.start + SEGMENT <= self.base)
+        {
+            self.segments.pop_front();
         }
+        self.published.base.store(self.base, Ordering::Release);
     }
 
     /// Trims what retention allows, making room for one more message of `size` bytes when
@@ -163,8 +341,7 @@ impl<T> Log<T> {
     pub(crate) fn trim(&mut self, limits: &Limits, now: Nanos, incoming: Option<u32>) -> bool {
         if let Some(age) = limits.age {
             while self
-                .slots
-                .front()
+                .get(self.base)
                 .is_some_and(|s| s.ts.saturating_add(age) <= now)
                 && self.can_trim(limits)
             {
@@ -173,7 +350,7 @@ impl<T> Log<T> {
         }
         let (count, size) = incoming.map_or((0, 0), |size| (1, u64::from(size)));
         loop {
-            let len = self.slots.len() as u64;
+            let len = self.end - self.base;
             let over_count = limits.messages.is_some_and(|max| len + count > max);
             let over_bytes = limits
                 .bytes
@@ -190,82 +367,87 @@ impl<T> Log<T> {
 
     /// Appends a message (after [`trim`](Self::trim) made room) and returns its offset and the
     /// readers to wake.
-    fn push(&mut self, now: Nanos, entry: Arc<Entry<T>>) -> (u64, Woken) {
-        let offset = self.end();
+    pub(crate) fn push(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Woken) {
+        let offset = self.end;
+        if self
+            .segments
+            .back()
+            .is_none_or(|s| offset >= s.start + SEGMENT)
+        {
+            let segment = Arc::new(Segment::new(offset));
+            if let Some(tail) = self.segments.back() {
+                let _ = tail.next.set(Arc::downgrade(&segment));
+            }
+            self.segments.push_back(segment);
+        }
         self.last_ts = self.last_ts.max(now);
         self.bytes += u64::from(entry.size);
-        self.slots.push_back(Slot {
-            ts: self.last_ts,
-            entry,
-        });
-        let woken = if self.readers.is_empty() {
-            Woken::none()
-        } else {
-            self.readers.take()
-        };
-        (offset, woken)
+        if let Some(tail) = self.segments.back() {
+            let slot = Stored {
+                ts: self.last_ts,
+                entry,
+            };
+            // Offsets are handed out once, under the lock: the slot is always empty.
+            let _ = tail.slots[(offset - tail.start) as usize].set(slot);
+        }
+        self.end += 1;
+        self.published.end.store(self.end, Ordering::Release);
+        (offset, self.readers.take())
     }
 
-    /// Copies up to `max` messages from `*next` on into `out` and advances `*next`.
-    pub(crate) fn read(
-        &self,
-        next: &mut u64,
-        max: usize,
-        mut out: impl FnMut(u64, &Slot<T>),
-    ) -> Read {
-        if *next < self.base {
-            let skipped = self.base - *next;
-            *next = self.base;
-            return Read::Lagged(skipped);
-        }
-        let Some(start) = self.get(*next).map(|_| (*next - self.base) as usize) else {
-            return Read::Empty;
+    fn add_cursor(&mut self, position: u64) -> (usize, Arc<AtomicU64>) {
+        let cursor = Arc::new(AtomicU64::new(position));
+        let slot = match self.cursors.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.cursors.push(None);
+                self.cursors.len() - 1
+            }
         };
-        let n = max.min(self.slots.len() - start);
-        for (i, slot) in self.slots.range(start..start + n).enumerate() {
-            out(*next + i as u64, slot);
-        }
-        *next += n as u64;
-        Read::Got
+        self.cursors[slot] = Some(Arc::clone(&cursor));
+        (slot, cursor)
     }
 
-    pub(crate) fn add_cursor(&mut self, position: u64) -> usize {
-        if let Some(free) = self.cursors.iter().position(Option::is_none) {
-            self.cursors[free] = Some(position);
-            free
-        } else {
-            self.cursors.push(Some(position));
-            self.cursors.len() - 1
-        }
+    /// Registers a cursor that is moved under the lock (a group's position).
+    pub(crate) fn add_locked_cursor(&mut self, position: u64) -> usize {
+        self.add_cursor(position).0
     }
 
     /// Moves a cursor; returns the producers to wake if one may now have room.
-    pub(crate) fn set_cursor(&mut self, cursor: usize, position: u64) -> Woken {
-        if let Some(c) = self.cursors.get_mut(cursor) {
-            *c = Some(position);
+    pub(crate) fn set_cursor(&mut self, slot: usize, position: u64) -> Woken {
+        if let Some(Some(c)) = self.cursors.get(slot) {
+            c.store(position, Ordering::SeqCst);
         }
-        if self.writers.is_empty() {
-            Woken::none()
-        } else {
-            self.writers.take()
-        }
+        self.take_writers()
     }
 
-    pub(crate) fn remove_cursor(&mut self, cursor: usize) -> Woken {
-        if let Some(c) = self.cursors.get_mut(cursor) {
+    fn remove_cursor(&mut self, slot: usize) -> Woken {
+        if let Some(c) = self.cursors.get_mut(slot) {
             *c = None;
         }
+        self.take_writers()
+    }
+
+    /// Registers producer `id` as waiting for room: call before re-checking with `trim`.
+    pub(crate) fn wait_for_room(&mut self, id: u64) {
+        self.writers.register(id);
+        self.published.writers_waiting.store(true, Ordering::SeqCst);
+    }
+
+    fn take_writers(&mut self) -> Woken {
         if self.writers.is_empty() {
-            Woken::none()
-        } else {
-            self.writers.take()
+            return Woken::none();
         }
+        self.published
+            .writers_waiting
+            .store(false, Ordering::SeqCst);
+        self.writers.take()
     }
 
     /// Every waiter, for close and clock advances.
     pub(crate) fn take_all_waiters(&mut self) -> Woken {
         let mut woken = self.readers.take();
-        woken.join(self.writers.take());
+        woken.join(self.take_writers());
         woken
     }
 }
@@ -274,12 +456,12 @@ impl<T> Log<T> {
 mod tests {
     use super::*;
 
-    fn entry(size: u32) -> Arc<Entry<u64>> {
-        Arc::new(Entry {
+    fn entry(size: u32) -> Entry<u64> {
+        Entry {
             payload: 0,
             meta: None,
             size,
-        })
+        }
     }
 
     fn limits(messages: Option<u64>, bytes: Option<u64>, block: bool) -> Limits {
@@ -291,21 +473,28 @@ mod tests {
         }
     }
 
+    fn append(p: &Partition<u64>, l: &Limits, n: u64) {
+        let mut log = p.lock();
+        for _ in 0..n {
+            assert!(log.trim(l, 0, Some(0)));
+            let _ = log.push(0, entry(0));
+        }
+    }
+
     #[test]
     fn count_retention_trims_oldest_and_keeps_offsets() {
-        let mut log = Log::new();
-        let l = limits(Some(3), None, false);
-        for i in 0..5 {
-            assert!(log.trim(&l, 0, Some(0)));
-            assert_eq!(log.push(0, entry(0)).0, i);
-        }
-        assert_eq!((log.base(), log.end(), log.len()), (2, 5, 3));
+        let p = Partition::new();
+        append(&p, &limits(Some(3), None, false), 300);
+        let log = p.lock();
+        assert_eq!((log.base(), log.end(), log.len()), (297, 300, 3));
+        assert!(log.segments.len() <= 2, "whole trimmed segments are freed");
     }
 
     #[test]
     fn byte_retention_counts_sizes() {
-        let mut log = Log::new();
+        let p = Partition::new();
         let l = limits(None, Some(10), false);
+        let mut log = p.lock();
         for _ in 0..3 {
             assert!(log.trim(&l, 0, Some(4)));
             let _ = log.push(0, entry(4));
@@ -316,13 +505,11 @@ mod tests {
 
     #[test]
     fn block_keeps_what_a_cursor_needs() {
-        let mut log = Log::new();
+        let p = Partition::new();
         let l = limits(Some(2), None, true);
-        let c = log.add_cursor(0);
-        for _ in 0..2 {
-            assert!(log.trim(&l, 0, Some(0)));
-            let _ = log.push(0, entry(0));
-        }
+        let c = p.lock().add_locked_cursor(0);
+        append(&p, &l, 2);
+        let mut log = p.lock();
         assert!(!log.trim(&l, 0, Some(0)), "cursor at 0 holds the log full");
         let _ = log.set_cursor(c, 1);
         assert!(log.trim(&l, 0, Some(0)));
@@ -330,31 +517,45 @@ mod tests {
     }
 
     #[test]
-    fn read_reports_lag_once_then_continues() {
-        let mut log = Log::new();
-        let l = limits(Some(2), None, false);
-        for _ in 0..4 {
-            assert!(log.trim(&l, 0, Some(0)));
-            let _ = log.push(0, entry(0));
-        }
-        let mut next = 0;
-        assert!(matches!(
-            log.read(&mut next, 10, |_, _| {}),
-            Read::Lagged(2)
-        ));
+    fn readers_cross_segments_without_the_lock_and_report_lag_once() {
+        let p = Partition::new();
+        let l = limits(Some(2 * SEGMENT), None, false);
+        let mut reader = {
+            let mut log = p.lock();
+            p.reader(&mut log, 0)
+        };
+        append(&p, &l, 10);
         let mut seen = Vec::new();
-        assert!(matches!(
-            log.read(&mut next, 10, |o, _| seen.push(o)),
-            Read::Got
-        ));
-        assert_eq!(seen, [2, 3]);
-        assert!(matches!(log.read(&mut next, 10, |_, _| {}), Read::Empty));
+        loop {
+            let read = match p.read_fast(&mut reader, true) {
+                Some(read) => read,
+                None => p.read_locked(&mut p.lock(), &mut reader, None).0,
+            };
+            match read {
+                Read::Got(got) => seen.push(got.offset()),
+                Read::Empty => break,
+                Read::Lagged(_) => panic!("no lag yet"),
+            }
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        append(&p, &l, 3 * SEGMENT);
+        let read = p.read_fast(&mut reader, true);
+        assert!(read.is_none(), "behind the base: the lock decides");
+        let (read, _) = p.read_locked(&mut p.lock(), &mut reader, None);
+        assert!(
+            matches!(read, Read::Lagged(n) if n == SEGMENT),
+            "394 sent, 256 kept: 10..138 gone"
+        );
+        assert!(
+            matches!(p.read_locked(&mut p.lock(), &mut reader, None).0, Read::Got(g) if g.offset() == SEGMENT + 10)
+        );
     }
 
     #[test]
     fn timestamps_stay_monotone_and_seekable() {
-        let mut log = Log::new();
+        let p = Partition::new();
         let l = limits(None, None, false);
+        let mut log = p.lock();
         for now in [10, 5, 20] {
             assert!(log.trim(&l, now, Some(0)));
             let _ = log.push(now, entry(0));

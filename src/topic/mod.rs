@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use parking_lot::Mutex;
 
 pub(crate) use self::group::{Group, Member};
-pub(crate) use self::log::{Limits, Log, Partition, Slot};
+pub(crate) use self::log::{Limits, Log, Partition, Read, Reader, StoredRef};
 pub(crate) use self::subscriber::Subscriber;
 
 use crate::broker::{Control, Life, Payload, Shared};
@@ -249,17 +249,16 @@ impl<T: Payload> TopicCore<T> {
         u32::try_from(len).unwrap_or(u32::MAX)
     }
 
-    /// Registers a reader cursor at `start` in `log` (after dropping expired messages, so a
-    /// new reader never starts on one); returns its position and cursor slot.
-    pub(crate) fn add_reader(&self, log: &mut Log<T>, start: Start) -> (u64, usize) {
+    /// Where a reader starting at `start` begins (after dropping expired messages, so a new
+    /// reader never starts on one).
+    pub(crate) fn start_offset(&self, log: &mut Log<T>, start: Start) -> u64 {
         self.trim_for_read(log);
-        let at = match start {
+        match start {
             Start::Earliest => log.base(),
             Start::Latest => log.end(),
             Start::Offset(offset) => offset.min(log.end()),
             Start::Time(time) => log.seek(to_nanos(time)),
-        };
-        (at, log.add_cursor(at))
+        }
     }
 
     /// Retained messages at or after `position` in `log`.
@@ -281,7 +280,7 @@ impl<T: Payload> TopicCore<T> {
         let partition = self.pick_partition(record.key.as_deref());
         let size = self.size_of(&record);
         let part = &self.partitions[partition as usize];
-        let mut entry = Some(Arc::new(Entry::new(record, size)));
+        let mut entry = Some(Entry::new(record, size));
         loop {
             let mut offset = None;
             let stored = self.shared.store.append(&mut || {
@@ -289,7 +288,7 @@ impl<T: Payload> TopicCore<T> {
                 let now = self.shared.clock.now();
                 let mut log = part.lock();
                 if log.trim(&self.limits, now, Some(size)) {
-                    let (at, woken) = part.push(&mut log, now, e);
+                    let (at, woken) = log.push(now, e);
                     drop(log);
                     woken.wake();
                     offset = Some(at);
@@ -306,9 +305,9 @@ impl<T: Payload> TopicCore<T> {
                 (Err(e), None) => Fail::Failed(e),
                 (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
             };
-            return match entry.map(Arc::try_unwrap) {
-                Some(Ok(entry)) => Err((entry.into_record(), fail)),
-                _ => unreachable!("an unpublished entry is never shared"),
+            return match entry {
+                Some(entry) => Err((entry.into_record(), fail)),
+                None => unreachable!("an entry that was not published is handed back"),
             };
         }
     }
@@ -340,7 +339,12 @@ impl<T: Payload> TopicCore<T> {
                 log.writers.remove(id);
                 return Err(Fail::Full);
             }
-            log.writers.register(id);
+            log.wait_for_room(id);
+            // Re-check now that readers moving their cursors will see us waiting.
+            if log.trim(&self.limits, now, Some(size)) {
+                log.writers.remove(id);
+                return Ok(());
+            }
             drop(log);
             deadline.park(None);
         }
@@ -353,7 +357,11 @@ impl<T: Payload> TopicCore<T> {
             let cursors = self
                 .partitions
                 .iter()
-                .map(|log| self.add_reader(&mut log.lock(), start))
+                .map(|part| {
+                    let mut log = part.lock();
+                    let at = self.start_offset(&mut log, start);
+                    (at, log.add_locked_cursor(at))
+                })
                 .collect();
             Arc::new(Group::new(name, cursors))
         });
