@@ -85,7 +85,13 @@ fn receive<T>(source: &mut impl Source<T>, deadline: Deadline) -> Result<Message
             Poll::Empty => {}
         }
         if source.is_closed() {
-            return Err(Fail::Disconnected);
+            // The poll above may have looked (lock-free) before the last sends became
+            // visible; seeing `closed` makes them visible, so look once more under the locks.
+            return match source.poll(true) {
+                Poll::Ready(message) => Ok(message),
+                Poll::Lagged(skipped) => Err(Fail::Lagged(skipped)),
+                Poll::Empty => Err(Fail::Disconnected),
+            };
         }
         if deadline.passed() {
             return Err(Fail::Empty);

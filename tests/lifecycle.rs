@@ -547,3 +547,37 @@ fn disconnected_is_final_even_when_a_held_delivery_is_released_after_close() {
         TryRecvError::Disconnected
     );
 }
+
+/// Regression: a subscriber that saw "nothing new" without the lock, was preempted, then saw
+/// the broker closed, returned `Disconnected` and missed the last messages sent before the
+/// close. Several subscribers per round oversubscribe the cores so preemption happens.
+#[test]
+fn every_message_sent_before_the_last_handle_drops_is_received() {
+    const SENT: u64 = 2_000;
+    for round in 0..50 {
+        let bus = Broker::memory();
+        let topic = bus.topic::<u64>("t").unwrap();
+        let producer = topic.producer();
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let mut sub = topic.subscribe(Start::Earliest).unwrap();
+                thread::spawn(move || {
+                    let mut got = 0u64;
+                    while let Ok(m) = sub.recv() {
+                        assert_eq!(*m.payload(), got, "in order, no gaps");
+                        got += 1;
+                    }
+                    got
+                })
+            })
+            .collect();
+        drop((bus, topic));
+        for i in 0..SENT {
+            producer.send(i).unwrap();
+        }
+        drop(producer); // the last handle: closes the broker
+        for reader in readers {
+            assert_eq!(reader.join().unwrap(), SENT, "round {round}");
+        }
+    }
+}
