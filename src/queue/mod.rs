@@ -38,7 +38,7 @@ use self::state::{Item, QueueState, Reason, Released};
 use crate::broker::{Control, Life, Payload, Shared};
 use crate::consumer::{Consumer, Poll, Source};
 use crate::message::{Message, QueueAck};
-use crate::notify::{Deadline, Woken};
+use crate::notify::{Backoff, Deadline, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
@@ -279,12 +279,16 @@ impl<T> QueueCore<T> {
 
     fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
         let mut id = None;
+        let mut backoff = Backoff::new();
         loop {
             if self.shared.is_closed() {
                 return Err(Fail::Disconnected);
             }
             if self.reserve() {
                 break;
+            }
+            if !deadline.passed() && backoff.snooze() {
+                continue; // consumers usually ack within a few yields
             }
             let mut state = self.state.lock();
             // Re-check under the lock that acks release capacity and close wakes waiters under,

@@ -49,7 +49,7 @@ pub(crate) use self::subscriber::Subscriber;
 use crate::broker::{Control, Life, Payload, Shared};
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::notify::{Deadline, Woken};
+use crate::notify::{Backoff, Deadline, Woken};
 use crate::options::{Start, TopicOptions};
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
@@ -320,6 +320,7 @@ impl<T: Payload> TopicCore<T> {
         deadline: Deadline,
     ) -> Result<(), Fail> {
         let id = self.shared.next_id();
+        let mut backoff = Backoff::new();
         loop {
             // Only age retention needs the time to make room.
             let now = if self.limits.age.is_some() {
@@ -338,6 +339,9 @@ impl<T: Payload> TopicCore<T> {
             if deadline.passed() {
                 log.writers.remove(id);
                 return Err(Fail::Full);
+            }
+            if backoff.snooze() {
+                continue; // readers usually make room within a few yields
             }
             log.wait_for_room(id);
             // Re-check now that readers moving their cursors will see us waiting.
