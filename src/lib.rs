@@ -97,3 +97,8 @@ pub use crate::producer::Producer;
 pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
 pub use crate::record::{Headers, Receipt, Record};
 pub use crate::topic::Topic;
+
+/// The README's examples, compiled and run as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
