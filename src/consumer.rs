@@ -2,12 +2,13 @@
 //! the crossbeam family of `recv` methods and iterators.
 
 use std::fmt;
+use std::task::{Context, Poll as TaskPoll};
 use std::time::{Duration, Instant};
 
 use crate::broker::Payload;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
-use crate::notify::{Backoff, Deadline};
+use crate::notify::{Backoff, Deadline, Wait};
 use crate::queue::QueueConsumer;
 use crate::topic::{Member, Subscriber};
 
@@ -38,6 +39,8 @@ use crate::topic::{Member, Subscriber};
 /// ```
 pub struct Consumer<T> {
     flavor: Flavor<T>,
+    /// A receive decided by [`Select`](crate::Select), handed out by the next receive.
+    stash: Option<Result<Message<T>, Fail>>,
     /// Set once a receive returned `Disconnected`: it stays the answer (a queue message
     /// released after close does not come back to life).
     disconnected: bool,
@@ -59,7 +62,7 @@ pub(crate) enum Poll<T> {
 /// What a flavor of consumer reads from. `poll(true)` also registers the current thread to be
 /// woken when that might change its answer, under the same locks it checked.
 pub(crate) trait Source<T> {
-    fn poll(&mut self, register: bool) -> Poll<T>;
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T>;
     fn is_closed(&self) -> bool;
     /// A moment to re-check even if nobody wakes us (the next ack timeout).
     fn wake_at(&self) -> Option<Instant> {
@@ -68,30 +71,42 @@ pub(crate) trait Source<T> {
 }
 
 /// Why a receive returned no message.
-enum Fail {
+pub(crate) enum Fail {
     /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
     Empty,
     Disconnected,
     Lagged(u64),
 }
 
+/// One look at `source`: `Some` once the receive is decided (a message, a lag, or closed with
+/// nothing left), `None` if the caller should wait.
+fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message<T>, Fail>> {
+    fn decided<T>(poll: Poll<T>) -> Option<Result<Message<T>, Fail>> {
+        match poll {
+            Poll::Ready(message) => Some(Ok(message)),
+            Poll::Lagged(skipped) => Some(Err(Fail::Lagged(skipped))),
+            Poll::Empty => None,
+        }
+    }
+    if let Some(result) = decided(source.poll(wait)) {
+        return Some(result);
+    }
+    if source.is_closed() {
+        // The poll above may have looked (lock-free) before the last sends became visible;
+        // seeing `closed` makes them visible, so look once more under the locks.
+        let locked = if wait.registers() { wait } else { Wait::Thread };
+        return Some(decided(source.poll(locked)).unwrap_or(Err(Fail::Disconnected)));
+    }
+    None
+}
+
+/// The blocking receive: look, back off briefly, then register and park until `deadline`.
 fn receive<T>(source: &mut impl Source<T>, deadline: Deadline) -> Result<Message<T>, Fail> {
     let mut backoff = Backoff::new();
     let mut register = false;
     loop {
-        match source.poll(register) {
-            Poll::Ready(message) => return Ok(message),
-            Poll::Lagged(skipped) => return Err(Fail::Lagged(skipped)),
-            Poll::Empty => {}
-        }
-        if source.is_closed() {
-            // The poll above may have looked (lock-free) before the last sends became
-            // visible; seeing `closed` makes them visible, so look once more under the locks.
-            return match source.poll(true) {
-                Poll::Ready(message) => Ok(message),
-                Poll::Lagged(skipped) => Err(Fail::Lagged(skipped)),
-                Poll::Empty => Err(Fail::Disconnected),
-            };
+        if let Some(result) = look(source, if register { Wait::Thread } else { Wait::No }) {
+            return result;
         }
         if deadline.passed() {
             return Err(Fail::Empty);
@@ -104,39 +119,100 @@ fn receive<T>(source: &mut impl Source<T>, deadline: Deadline) -> Result<Message
     }
 }
 
+impl<T: Payload> Source<T> for Flavor<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
+        match self {
+            Self::Subscriber(s) => s.poll(wait),
+            Self::Member(m) => m.poll(wait),
+            Self::Queue(q) => q.poll(wait),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Subscriber(s) => s.is_closed(),
+            Self::Member(m) => m.is_closed(),
+            Self::Queue(q) => q.is_closed(),
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        match self {
+            Self::Subscriber(s) => s.wake_at(),
+            Self::Member(m) => m.wake_at(),
+            Self::Queue(q) => q.wake_at(),
+        }
+    }
+}
+
 impl<T: Payload> Consumer<T> {
-    pub(crate) fn subscriber(s: Subscriber<T>) -> Self {
+    fn new(flavor: Flavor<T>) -> Self {
         Self {
-            flavor: Flavor::Subscriber(s),
+            flavor,
+            stash: None,
             disconnected: false,
         }
+    }
+
+    pub(crate) fn subscriber(s: Subscriber<T>) -> Self {
+        Self::new(Flavor::Subscriber(s))
     }
 
     pub(crate) fn member(m: Member<T>) -> Self {
-        Self {
-            flavor: Flavor::Member(m),
-            disconnected: false,
-        }
+        Self::new(Flavor::Member(m))
     }
 
     pub(crate) fn queue(q: QueueConsumer<T>) -> Self {
-        Self {
-            flavor: Flavor::Queue(q),
-            disconnected: false,
-        }
+        Self::new(Flavor::Queue(q))
+    }
+
+    /// Records a decided receive: `Disconnected` stays the answer from then on.
+    fn settle(&mut self, result: Result<Message<T>, Fail>) -> Result<Message<T>, Fail> {
+        self.disconnected |= matches!(result, Err(Fail::Disconnected));
+        result
     }
 
     fn receive(&mut self, deadline: Deadline) -> Result<Message<T>, Fail> {
+        if let Some(result) = self.stash.take() {
+            return self.settle(result);
+        }
         if self.disconnected {
             return Err(Fail::Disconnected);
         }
-        let result = match &mut self.flavor {
-            Flavor::Subscriber(s) => receive(s, deadline),
-            Flavor::Member(m) => receive(m, deadline),
-            Flavor::Queue(q) => receive(q, deadline),
+        let result = receive(&mut self.flavor, deadline);
+        self.settle(result)
+    }
+
+    /// Takes the next message if one is decided, registering `cx`'s waker otherwise.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> TaskPoll<Result<Message<T>, RecvError>> {
+        let result = match self.stash.take() {
+            Some(result) => Some(result),
+            None if self.disconnected => Some(Err(Fail::Disconnected)),
+            // A cheap look first; then register the waker under the locks and look again.
+            None => look(&mut self.flavor, Wait::No)
+                .or_else(|| look(&mut self.flavor, Wait::Task(cx.waker()))),
         };
-        self.disconnected = matches!(result, Err(Fail::Disconnected));
-        result
+        match result {
+            Some(result) => TaskPoll::Ready(self.settle(result).map_err(Fail::into_recv_error)),
+            None => TaskPoll::Pending,
+        }
+    }
+
+    /// For [`Select`](crate::Select): looks without taking the result away, keeping it for the
+    /// next receive. `true` once a receive would not wait.
+    pub(crate) fn select_poll(&mut self, wait: Wait<'_>) -> bool {
+        if self.stash.is_some() || self.disconnected {
+            return true;
+        }
+        self.stash = look(&mut self.flavor, wait);
+        self.stash.is_some()
+    }
+
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        self.flavor.wake_at()
     }
 
     /// Waits for the next message.
@@ -146,10 +222,7 @@ impl<T: Payload> Consumer<T> {
     /// [`RecvError::Lagged`] once after this consumer fell behind retention under
     /// [`Overflow::Lag`](crate::Overflow::Lag).
     pub fn recv(&mut self) -> Result<Message<T>, RecvError> {
-        self.receive(Deadline::Never).map_err(|fail| match fail {
-            Fail::Lagged(skipped) => RecvError::Lagged { skipped },
-            Fail::Empty | Fail::Disconnected => RecvError::Disconnected,
-        })
+        self.receive(Deadline::Never).map_err(Fail::into_recv_error)
     }
 
     /// Takes a message if one is ready now.
@@ -231,6 +304,26 @@ impl<T: Payload> Consumer<T> {
             Flavor::Subscriber(s) => s.partitions(),
             Flavor::Member(m) => m.assigned(),
             Flavor::Queue(_) => vec![0],
+        }
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Forgets this consumer's waker registrations (a dropped future leaves none behind).
+    pub(crate) fn unregister(&mut self) {
+        match &mut self.flavor {
+            Flavor::Subscriber(s) => s.unregister(),
+            Flavor::Member(m) => m.unregister(),
+            Flavor::Queue(q) => q.unregister(),
+        }
+    }
+}
+
+impl Fail {
+    fn into_recv_error(self) -> RecvError {
+        match self {
+            Self::Lagged(skipped) => RecvError::Lagged { skipped },
+            Self::Empty | Self::Disconnected => RecvError::Disconnected,
         }
     }
 }

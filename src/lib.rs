@@ -68,6 +68,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod asynchronous;
 mod broker;
 mod builder;
 mod clock;
@@ -80,9 +81,11 @@ mod options;
 mod producer;
 mod queue;
 mod record;
+mod select;
 mod store;
 mod topic;
 
+pub use crate::asynchronous::{RecvFut, RecvStream, SendFut};
 pub use crate::broker::{Broker, Payload};
 pub use crate::builder::BrokerBuilder;
 pub use crate::clock::ManualClock;
@@ -96,6 +99,7 @@ pub use crate::options::{Overflow, QueueOptions, Retention, Start, TopicOptions}
 pub use crate::producer::Producer;
 pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
 pub use crate::record::{Headers, Receipt, Record};
+pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::topic::Topic;
 
 /// The README's examples, compiled and run as doctests so they cannot drift.

@@ -7,6 +7,7 @@
 //! crossbeam-channel and parking_lot): a consumer that keeps pace with its producer then rarely
 //! needs a futex wake per message. Nothing ever busy-waits unboundedly or sleeps to poll.
 
+use std::task::Waker;
 use std::thread::{self, Thread};
 use std::time::Instant;
 
@@ -48,17 +49,57 @@ impl Deadline {
     }
 }
 
-/// The threads waiting on one thing (a partition, a queue, a group), each at most once.
+/// How a caller that finds nothing to do waits: not at all, by parking its thread, or through an
+/// async task's waker. Blocking and async calls share every engine path; only this differs.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait<'a> {
+    /// Don't register (a first, cheap look; `try_*`).
+    No,
+    /// Park the current thread until woken.
+    Thread,
+    /// Wake this task.
+    Task(&'a Waker),
+}
+
+impl Wait<'_> {
+    /// Whether the caller registers to be woken (and so must look under the lock).
+    pub(crate) fn registers(self) -> bool {
+        !matches!(self, Wait::No)
+    }
+}
+
+/// Something to wake: a parked thread or a task.
+#[derive(Debug)]
+enum Signal {
+    Thread(Thread),
+    Task(Waker),
+}
+
+impl Signal {
+    fn wake(self) {
+        match self {
+            Self::Thread(thread) => thread.unpark(),
+            Self::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// The threads and tasks waiting on one thing (a partition, a queue, a group), each id once.
 #[derive(Debug, Default)]
-pub(crate) struct Waiters(Vec<(u64, Thread)>);
+pub(crate) struct Waiters(Vec<(u64, Signal)>);
 
 impl Waiters {
-    /// Registers the current thread under `id` (a consumer or producer id).
-    pub(crate) fn register(&mut self, id: u64) {
-        // A consumer may have moved to another thread since it last registered.
+    /// Registers waiter `id` (a consumer, producer or future) the way `wait` says.
+    pub(crate) fn register(&mut self, id: u64, wait: Wait<'_>) {
+        let signal = match wait {
+            Wait::No => return,
+            Wait::Thread => Signal::Thread(thread::current()),
+            Wait::Task(waker) => Signal::Task(waker.clone()),
+        };
+        // The same id may come back from another thread, or with another waker.
         match self.0.iter_mut().find(|(i, _)| *i == id) {
-            Some(waiter) => waiter.1 = thread::current(),
-            None => self.0.push((id, thread::current())),
+            Some(waiter) => waiter.1 = signal,
+            None => self.0.push((id, signal)),
         }
     }
 
@@ -76,9 +117,9 @@ impl Waiters {
     }
 }
 
-/// Waiters taken from a list, to be unparked outside the lock.
+/// Waiters taken from a list, to be woken outside the lock.
 #[must_use]
-pub(crate) struct Woken(Vec<(u64, Thread)>);
+pub(crate) struct Woken(Vec<(u64, Signal)>);
 
 impl Woken {
     pub(crate) fn none() -> Self {
@@ -86,8 +127,8 @@ impl Woken {
     }
 
     pub(crate) fn wake(self) {
-        for (_, thread) in self.0 {
-            thread.unpark();
+        for (_, signal) in self.0 {
+            signal.wake();
         }
     }
 

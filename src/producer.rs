@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::{Life, Payload};
 use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
-use crate::notify::Deadline;
+use crate::notify::{Deadline, Wait};
 use crate::queue::QueueCore;
 use crate::record::{Receipt, Record};
 use crate::topic::TopicCore;
@@ -77,6 +77,24 @@ impl<T: Payload> Producer<T> {
         match &self.target {
             Target::Topic(t) => t.publish(record, deadline),
             Target::Queue(q) => q.publish(record, deadline),
+        }
+    }
+
+    /// One attempt to send for [`SendFut`](crate::SendFut): on `Full`, registers waiter `id` as
+    /// `wait` says. A topic's partition is picked once and kept in `partition`.
+    pub(crate) fn try_send_waiting(
+        &self,
+        record: Record<T>,
+        partition: &mut Option<u32>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        match &self.target {
+            Target::Topic(t) => {
+                let p = *partition.get_or_insert_with(|| t.pick_partition(record.key.as_deref()));
+                t.try_publish(p, record, id, wait)
+            }
+            Target::Queue(q) => q.try_publish(record, id, wait),
         }
     }
 
@@ -214,6 +232,27 @@ impl<T: Payload> Producer<T> {
             }
         }
         Ok(receipts)
+    }
+}
+
+impl<T> Producer<T> {
+    /// Forgets waiter `id` (a dropped [`SendFut`](crate::SendFut)).
+    pub(crate) fn forget_waiter(&self, partition: Option<u32>, id: u64) {
+        match &self.target {
+            Target::Topic(t) => {
+                if let Some(p) = partition {
+                    t.forget_writer(p, id);
+                }
+            }
+            Target::Queue(q) => q.forget_writer(id),
+        }
+    }
+
+    pub(crate) fn next_waiter_id(&self) -> u64 {
+        match &self.target {
+            Target::Topic(t) => t.shared.next_id(),
+            Target::Queue(q) => q.shared.next_id(),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ use self::state::{Item, QueueState, Reason, Released};
 use crate::broker::{Control, Life, Payload, Shared};
 use crate::consumer::{Consumer, Poll, Source};
 use crate::message::{Message, QueueAck};
-use crate::notify::{Backoff, Deadline, Woken};
+use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
@@ -151,6 +151,13 @@ impl<T: Payload> Queue<T> {
     }
 }
 
+/// The outcome of asking for capacity.
+enum Room {
+    Reserved,
+    Registered,
+    Closed,
+}
+
 /// The engine of one queue.
 pub(crate) struct QueueCore<T> {
     pub(crate) name: String,
@@ -247,9 +254,39 @@ impl<T> QueueCore<T> {
         record: Record<T>,
         deadline: Deadline,
     ) -> Result<Receipt, (Record<T>, Fail)> {
-        if let Err(fail) = self.wait_for_room(deadline) {
-            return Err((record, fail));
+        match self.wait_for_room(deadline) {
+            Ok(()) => self.append(record),
+            Err(fail) => Err((record, fail)),
         }
+    }
+
+    /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
+    /// (re-checking under the lock, so no wakeup is lost). For `send_async`.
+    pub(crate) fn try_publish(
+        &self,
+        record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        if self.shared.is_closed() {
+            return Err((record, Fail::Disconnected));
+        }
+        if !self.reserve() {
+            let room = match wait {
+                Wait::No => Room::Registered,
+                wait => self.register_writer(id, wait),
+            };
+            match room {
+                Room::Reserved => {}
+                Room::Registered => return Err((record, Fail::Full)),
+                Room::Closed => return Err((record, Fail::Disconnected)),
+            }
+        }
+        self.append(record)
+    }
+
+    /// Stores and enqueues a record whose capacity is reserved.
+    fn append(&self, record: Record<T>) -> Result<Receipt, (Record<T>, Fail)> {
         let mut record = Some(record);
         let mut id = 0;
         let stored = self.shared.store.append(&mut || {
@@ -277,40 +314,53 @@ impl<T> QueueCore<T> {
         }
     }
 
+    /// Registers waiter `id` for capacity, then re-checks under the lock that acks release
+    /// capacity and close wakes waiters under.
+    fn register_writer(&self, id: u64, wait: Wait<'_>) -> Room {
+        let mut state = self.state.lock();
+        if self.shared.is_closed() {
+            return Room::Closed;
+        }
+        state.writers.register(id, wait);
+        if self.reserve() {
+            state.writers.remove(id);
+            return Room::Reserved;
+        }
+        Room::Registered
+    }
+
+    /// Forgets waiter `id` (a dropped `send_async` future).
+    pub(crate) fn forget_writer(&self, id: u64) {
+        self.state.lock().writers.remove(id);
+    }
+
     fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
         let mut id = None;
         let mut backoff = Backoff::new();
-        loop {
+        let result = loop {
             if self.shared.is_closed() {
-                return Err(Fail::Disconnected);
+                break Err(Fail::Disconnected);
             }
             if self.reserve() {
-                break;
-            }
-            if !deadline.passed() && backoff.snooze() {
-                continue; // consumers usually ack within a few yields
-            }
-            let mut state = self.state.lock();
-            // Re-check under the lock that acks release capacity and close wakes waiters under,
-            // so no wakeup is lost.
-            if self.shared.is_closed() {
-                return Err(Fail::Disconnected);
-            }
-            if self.reserve() {
-                break;
+                break Ok(());
             }
             if deadline.passed() {
-                return Err(Fail::Full);
+                break Err(Fail::Full);
+            }
+            if backoff.snooze() {
+                continue; // consumers usually ack within a few yields
             }
             let waiter = *id.get_or_insert_with(|| self.shared.next_id());
-            state.writers.register(waiter);
-            drop(state);
-            deadline.park(None);
-        }
+            match self.register_writer(waiter, Wait::Thread) {
+                Room::Reserved => return Ok(()),
+                Room::Closed => return Err(Fail::Disconnected),
+                Room::Registered => deadline.park(None),
+            }
+        };
         if let Some(waiter) = id {
-            self.state.lock().writers.remove(waiter);
+            self.forget_writer(waiter);
         }
-        Ok(())
+        result
     }
 
     /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
@@ -461,10 +511,10 @@ impl<T: Payload> QueueConsumer<T> {
 }
 
 impl<T: Payload> Source<T> for QueueConsumer<T> {
-    fn poll(&mut self, register: bool) -> Poll<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         let feeder_deadline = queue.expire_feeders();
-        if !register && queue.ready.load(Ordering::Acquire) == 0 {
+        if !wait.registers() && queue.ready.load(Ordering::Acquire) == 0 {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
@@ -491,8 +541,8 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                 Poll::Ready(Message::queue(item, ack))
             }
             None => {
-                if register {
-                    state.readers.register(self.id);
+                if wait.registers() {
+                    state.readers.register(self.id, wait);
                     let next = state
                         .next_deadline()
                         .into_iter()
@@ -515,6 +565,13 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
 
     fn wake_at(&self) -> Option<std::time::Instant> {
         self.wake
+    }
+}
+
+impl<T> QueueConsumer<T> {
+    /// Forgets this consumer's waker registrations.
+    pub(crate) fn unregister(&mut self) {
+        self.link.queue.state.lock().readers.remove(self.id);
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Log, TopicCore};
 use crate::broker::Payload;
 use crate::consumer::{Poll, Source};
 use crate::message::Message;
-use crate::notify::{Waiters, Woken};
+use crate::notify::{Wait, Waiters, Woken};
 use crate::store::Progress;
 
 /// A named group on one topic. It outlives its members: a group that everyone left keeps its
@@ -293,7 +293,7 @@ impl<T: Payload> Member<T> {
 }
 
 impl<T: Payload> Source<T> for Member<T> {
-    fn poll(&mut self, register: bool) -> Poll<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let group = &self.group;
         let topic = &self.topic;
         let mut state = group.state.lock();
@@ -329,9 +329,7 @@ impl<T: Payload> Source<T> for Member<T> {
                     part.next - 1
                 }
                 None => {
-                    if register {
-                        log.readers.register(self.id);
-                    }
+                    log.readers.register(self.id, wait);
                     continue;
                 }
             };
@@ -352,14 +350,22 @@ impl<T: Payload> Source<T> for Member<T> {
             self.turn = (p + 1) % n;
             return Poll::Ready(message);
         }
-        if register {
-            state.waiters.register(self.id);
-        }
+        state.waiters.register(self.id, wait);
         Poll::Empty
     }
 
     fn is_closed(&self) -> bool {
         self.topic.shared.is_closed()
+    }
+}
+
+impl<T> Member<T> {
+    /// Forgets this consumer's waker registrations.
+    pub(crate) fn unregister(&mut self) {
+        self.group.state.lock().waiters.remove(self.id);
+        for part in self.topic.partitions.iter() {
+            part.lock().readers.remove(self.id);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::notify::{Waiters, Woken};
+use crate::notify::{Wait, Waiters, Woken};
 use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
 
@@ -215,12 +215,14 @@ impl<T> Partition<T> {
         Some(Read::Got(got))
     }
 
-    /// Reads the next message under the lock, registering waiter `id` when there is none.
+    /// Reads the next message under the lock, registering waiter `id` as `wait` says when there
+    /// is none.
     pub(crate) fn read_locked(
         &self,
         log: &mut Log<T>,
         reader: &mut Reader<T>,
-        register: Option<u64>,
+        id: u64,
+        wait: Wait<'_>,
     ) -> (Read<T>, Woken) {
         if reader.next < log.base {
             let skipped = log.base - reader.next;
@@ -241,9 +243,7 @@ impl<T> Partition<T> {
                 )
             }
             None => {
-                if let Some(id) = register {
-                    log.readers.register(id);
-                }
+                log.readers.register(id, wait);
                 (Read::Empty, Woken::none())
             }
         }
@@ -429,8 +429,8 @@ impl<T> Log<T> {
     }
 
     /// Registers producer `id` as waiting for room: call before re-checking with `trim`.
-    pub(crate) fn wait_for_room(&mut self, id: u64) {
-        self.writers.register(id);
+    pub(crate) fn wait_for_room(&mut self, id: u64, wait: Wait<'_>) {
+        self.writers.register(id, wait);
         self.published.writers_waiting.store(true, Ordering::SeqCst);
     }
 
@@ -529,7 +529,7 @@ mod tests {
         loop {
             let read = match p.read_fast(&mut reader, true) {
                 Some(read) => read,
-                None => p.read_locked(&mut p.lock(), &mut reader, None).0,
+                None => p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0,
             };
             match read {
                 Read::Got(got) => seen.push(got.offset()),
@@ -541,13 +541,13 @@ mod tests {
         append(&p, &l, 3 * SEGMENT);
         let read = p.read_fast(&mut reader, true);
         assert!(read.is_none(), "behind the base: the lock decides");
-        let (read, _) = p.read_locked(&mut p.lock(), &mut reader, None);
+        let (read, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
         assert!(
             matches!(read, Read::Lagged(n) if n == SEGMENT),
             "394 sent, 256 kept: 10..138 gone"
         );
         assert!(
-            matches!(p.read_locked(&mut p.lock(), &mut reader, None).0, Read::Got(g) if g.offset() == SEGMENT + 10)
+            matches!(p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0, Read::Got(g) if g.offset() == SEGMENT + 10)
         );
     }
 

@@ -49,7 +49,7 @@ pub(crate) use self::subscriber::Subscriber;
 use crate::broker::{Control, Life, Payload, Shared};
 use crate::consumer::Consumer;
 use crate::error::Error;
-use crate::notify::{Backoff, Deadline, Woken};
+use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
@@ -229,7 +229,7 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    fn pick_partition(&self, key: Option<&[u8]>) -> u32 {
+    pub(crate) fn pick_partition(&self, key: Option<&[u8]>) -> u32 {
         let n = self.options.partition_count();
         match key {
             _ if n == 1 => 0,
@@ -271,68 +271,121 @@ impl<T: Payload> TopicCore<T> {
     /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`.
     pub(crate) fn publish(
         &self,
-        record: Record<T>,
+        mut record: Record<T>,
         deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        let partition = self.pick_partition(record.key.as_deref());
+        let size = self.size_of(&record);
+        loop {
+            match self.publish_once(partition, record, size) {
+                Err((declined, Fail::Full)) => record = declined,
+                done => return done,
+            }
+            if let Err(fail) = self.wait_for_room(partition, size, deadline) {
+                return Err((record, fail));
+            }
+        }
+    }
+
+    /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
+    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`.
+    pub(crate) fn try_publish(
+        &self,
+        partition: u32,
+        mut record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        let size = self.size_of(&record);
+        loop {
+            match self.publish_once(partition, record, size) {
+                Err((declined, Fail::Full)) if wait.registers() => record = declined,
+                done => return done,
+            }
+            match self.register_writer(partition, size, id, wait) {
+                Ok(true) => continue, // room appeared meanwhile
+                Ok(false) => return Err((record, Fail::Full)),
+                Err(fail) => return Err((record, fail)),
+            }
+        }
+    }
+
+    /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise).
+    fn publish_once(
+        &self,
+        partition: u32,
+        record: Record<T>,
+        size: u32,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         if self.shared.is_closed() {
             return Err((record, Fail::Disconnected));
         }
-        let partition = self.pick_partition(record.key.as_deref());
-        let size = self.size_of(&record);
         let part = &self.partitions[partition as usize];
         let mut entry = Some(Entry::new(record, size));
-        loop {
-            let mut offset = None;
-            let stored = self.shared.store.append(&mut || {
-                let Some(e) = entry.take() else { return };
-                let now = self.shared.clock.now();
-                let mut log = part.lock();
-                if log.trim(&self.limits, now, Some(size)) {
-                    let (at, woken) = log.push(now, e);
-                    drop(log);
-                    woken.wake();
-                    offset = Some(at);
-                } else {
-                    entry = Some(e); // no room under `Block`: declined
-                }
-            });
-            let fail = match (stored, offset) {
-                (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
-                (Ok(()), None) => match self.wait_for_room(part, size, deadline) {
-                    Ok(()) => continue,
-                    Err(fail) => fail,
-                },
-                (Err(e), None) => Fail::Failed(e),
-                (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
-            };
-            return match entry {
-                Some(entry) => Err((entry.into_record(), fail)),
-                None => unreachable!("an entry that was not published is handed back"),
-            };
+        let mut offset = None;
+        let stored = self.shared.store.append(&mut || {
+            let Some(e) = entry.take() else { return };
+            let now = self.shared.clock.now();
+            let mut log = part.lock();
+            if log.trim(&self.limits, now, Some(size)) {
+                let (at, woken) = log.push(now, e);
+                drop(log);
+                woken.wake();
+                offset = Some(at);
+            } else {
+                entry = Some(e); // no room under `Block`: declined
+            }
+        });
+        let fail = match (stored, offset) {
+            (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
+            (Ok(()), None) => Fail::Full,
+            (Err(e), None) => Fail::Failed(e),
+            (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
+        };
+        match entry {
+            Some(entry) => Err((entry.into_record(), fail)),
+            None => unreachable!("an entry that was not published is handed back"),
         }
     }
 
-    /// Waits until `log` has room for `size` more bytes and one more message (`Block`).
-    fn wait_for_room(
+    /// Whether `log` has room for one more message of `size` bytes, trimming what it may.
+    fn has_room(&self, log: &mut Log<T>, size: u32) -> bool {
+        // Only age retention needs the time to make room.
+        let now = self.limits.age.map_or(0, |_| self.shared.clock.now());
+        log.trim(&self.limits, now, Some(size))
+    }
+
+    /// Registers waiter `id` for room in `partition`, then re-checks under the same lock:
+    /// `Ok(true)` if there is room after all (and the waiter is removed again).
+    fn register_writer(
         &self,
-        part: &Partition<T>,
+        partition: u32,
         size: u32,
-        deadline: Deadline,
-    ) -> Result<(), Fail> {
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<bool, Fail> {
+        let mut log = self.partitions[partition as usize].lock();
+        if self.shared.is_closed() {
+            return Err(Fail::Disconnected);
+        }
+        log.wait_for_room(id, wait);
+        let room = self.has_room(&mut log, size);
+        if room {
+            log.writers.remove(id);
+        }
+        Ok(room)
+    }
+
+    /// Waits until `partition` has room for one more message of `size` bytes (`Block`).
+    fn wait_for_room(&self, partition: u32, size: u32, deadline: Deadline) -> Result<(), Fail> {
         let id = self.shared.next_id();
         let mut backoff = Backoff::new();
         loop {
-            // Only age retention needs the time to make room.
-            let now = if self.limits.age.is_some() {
-                self.shared.clock.now()
-            } else {
-                0
-            };
-            let mut log = part.lock();
+            let mut log = self.partitions[partition as usize].lock();
             if self.shared.is_closed() {
                 return Err(Fail::Disconnected);
             }
-            if log.trim(&self.limits, now, Some(size)) {
+            if self.has_room(&mut log, size) {
                 log.writers.remove(id);
                 return Ok(());
             }
@@ -340,16 +393,13 @@ impl<T: Payload> TopicCore<T> {
                 log.writers.remove(id);
                 return Err(Fail::Full);
             }
+            drop(log);
             if backoff.snooze() {
                 continue; // readers usually make room within a few yields
             }
-            log.wait_for_room(id);
-            // Re-check now that readers moving their cursors will see us waiting.
-            if log.trim(&self.limits, now, Some(size)) {
-                log.writers.remove(id);
+            if self.register_writer(partition, size, id, Wait::Thread)? {
                 return Ok(());
             }
-            drop(log);
             deadline.park(None);
         }
     }
@@ -376,6 +426,15 @@ impl<T: Payload> TopicCore<T> {
     pub(crate) fn trim_for_read(&self, log: &mut Log<T>) {
         if self.limits.age.is_some() {
             log.trim(&self.limits, self.shared.clock.now(), None);
+        }
+    }
+}
+
+impl<T> TopicCore<T> {
+    /// Forgets waiter `id` (a dropped `send_async` future).
+    pub(crate) fn forget_writer(&self, partition: u32, id: u64) {
+        if let Some(part) = self.partitions.get(partition as usize) {
+            part.lock().writers.remove(id);
         }
     }
 }

@@ -6,7 +6,7 @@ use super::{Read, Reader, TopicCore};
 use crate::broker::Payload;
 use crate::consumer::{Poll, Source};
 use crate::message::Message;
-use crate::notify::Woken;
+use crate::notify::{Wait, Woken};
 use crate::options::Start;
 
 pub(crate) struct Subscriber<T> {
@@ -51,10 +51,10 @@ impl<T: Payload> Subscriber<T> {
 }
 
 impl<T: Payload> Source<T> for Subscriber<T> {
-    fn poll(&mut self, register: bool) -> Poll<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let topic = &self.topic;
         // Age retention is applied under the lock, so age-limited topics always take it.
-        let fast = !register && topic.limits.age.is_none();
+        let fast = !wait.registers() && topic.limits.age.is_none();
         let n = self.readers.len();
         for i in 0..n {
             let p = (self.turn + i) % n;
@@ -65,8 +65,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
                 _ => {
                     let mut log = part.lock();
                     topic.trim_for_read(&mut log);
-                    let (read, woken) =
-                        part.read_locked(&mut log, reader, register.then_some(self.id));
+                    let (read, woken) = part.read_locked(&mut log, reader, self.id, wait);
                     drop(log);
                     woken.wake();
                     read
@@ -89,6 +88,15 @@ impl<T: Payload> Source<T> for Subscriber<T> {
 
     fn is_closed(&self) -> bool {
         self.topic.shared.is_closed()
+    }
+}
+
+impl<T> Subscriber<T> {
+    /// Forgets this consumer's waker registrations.
+    pub(crate) fn unregister(&mut self) {
+        for part in self.topic.partitions.iter() {
+            part.lock().readers.remove(self.id);
+        }
     }
 }
 

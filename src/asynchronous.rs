@@ -1,0 +1,301 @@
+//! The async front-end: [`RecvFut`], [`RecvStream`] and [`SendFut`], runtime-agnostic.
+//!
+//! They run the same engine as the blocking calls; only the waiting differs (a task's `Waker`
+//! is registered where a blocking call would park its thread). No runtime is needed: they work
+//! on tokio, smol, async-std or `futures::executor`.
+//!
+//! # Cancel safety
+//!
+//! - [`RecvFut`] and [`RecvStream`] take a message only when they return it: dropping one before
+//!   it completes loses nothing, and the message goes to the next receive.
+//! - [`SendFut`] either sends in the `poll` that returns its receipt or not at all: dropping it
+//!   while it waits for room drops the message unsent (it never appears to consumers).
+//! - A dropped future removes its waker from everything it waited on.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::{FusedFuture, FusedStream, Stream};
+
+use crate::broker::Payload;
+use crate::consumer::Consumer;
+use crate::error::{RecvError, SendError};
+use crate::message::Message;
+use crate::notify::Wait;
+use crate::producer::{Fail, Producer};
+use crate::record::{Receipt, Record};
+
+/// The future of [`Consumer::recv_async`]: resolves like [`Consumer::recv`].
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping it before it completes loses no message.
+#[must_use = "futures do nothing unless polled"]
+pub struct RecvFut<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    state: State,
+}
+
+/// Where a future or stream is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    /// Returned `Pending`: a waker is registered.
+    Waiting,
+    Done,
+}
+
+impl<T: Payload> Consumer<T> {
+    /// Receives the next message asynchronously; the same results as [`recv`](Self::recv).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped future loses no message (usable in `tokio::select!`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// let mut worker = jobs.consumer();
+    /// jobs.producer().send(7)?;
+    /// let job = futures_executor_block_on(worker.recv_async())?;
+    /// assert_eq!(job.payload(), &7);
+    /// # Ok(()) }
+    /// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// ```
+    pub fn recv_async(&mut self) -> RecvFut<'_, T> {
+        RecvFut {
+            consumer: self,
+            state: State::Idle,
+        }
+    }
+
+    /// A stream of messages, borrowing this consumer. It yields `Err(RecvError::Lagged { .. })`
+    /// and keeps going, and ends when the broker is closed and nothing is left.
+    pub fn stream(&mut self) -> RecvStream<'_, T> {
+        RecvStream {
+            consumer: Holder::Borrowed(self),
+            state: State::Idle,
+        }
+    }
+
+    /// A stream of messages that owns this consumer; see [`stream`](Self::stream).
+    pub fn into_stream(self) -> RecvStream<'static, T> {
+        RecvStream {
+            consumer: Holder::Owned(self),
+            state: State::Idle,
+        }
+    }
+}
+
+impl<T: Payload> Future for RecvFut<'_, T> {
+    type Output = Result<Message<T>, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.consumer.poll_recv(cx) {
+            Poll::Ready(result) => {
+                this.state = State::Done;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                this.state = State::Waiting;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Payload> FusedFuture for RecvFut<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+impl<T> Unpin for RecvFut<'_, T> {}
+
+impl<T> Drop for RecvFut<'_, T> {
+    fn drop(&mut self) {
+        if self.state == State::Waiting {
+            self.consumer.unregister();
+        }
+    }
+}
+
+impl<T> fmt::Debug for RecvFut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecvFut { .. }")
+    }
+}
+
+enum Holder<'a, T> {
+    Borrowed(&'a mut Consumer<T>),
+    Owned(Consumer<T>),
+}
+
+impl<T> Holder<'_, T> {
+    fn get(&mut self) -> &mut Consumer<T> {
+        match self {
+            Self::Borrowed(c) => c,
+            Self::Owned(c) => c,
+        }
+    }
+}
+
+/// The stream of [`Consumer::stream`] and [`Consumer::into_stream`]: items are
+/// `Result<Message<T>, RecvError>` (lag is not the end); it ends when the broker is closed.
+///
+/// # Cancel safety
+///
+/// Cancel safe: a `next()` future dropped before it completes loses no message.
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream<'a, T> {
+    consumer: Holder<'a, T>,
+    state: State,
+}
+
+impl<T: Payload> Stream for RecvStream<'_, T> {
+    type Item = Result<Message<T>, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.state == State::Done {
+            return Poll::Ready(None);
+        }
+        match this.consumer.get().poll_recv(cx) {
+            Poll::Ready(Err(RecvError::Disconnected)) => {
+                this.state = State::Done;
+                Poll::Ready(None)
+            }
+            Poll::Ready(item) => {
+                this.state = State::Idle;
+                Poll::Ready(Some(item))
+            }
+            Poll::Pending => {
+                this.state = State::Waiting;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: Payload> FusedStream for RecvStream<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+impl<T> Unpin for RecvStream<'_, T> {}
+
+impl<T> Drop for RecvStream<'_, T> {
+    fn drop(&mut self) {
+        if self.state == State::Waiting {
+            self.consumer.get().unregister();
+        }
+    }
+}
+
+impl<T> fmt::Debug for RecvStream<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecvStream { .. }")
+    }
+}
+
+/// The future of [`Producer::send_async`]: resolves like [`Producer::send`], waiting for room
+/// without blocking the executor.
+///
+/// # Cancel safety
+///
+/// Dropping it before it completes means the message was not sent (it never reaches a
+/// consumer); it is dropped with the future. If it returned its receipt, it was sent.
+#[must_use = "futures do nothing unless polled"]
+pub struct SendFut<'a, T> {
+    producer: &'a Producer<T>,
+    record: Option<Record<T>>,
+    partition: Option<u32>,
+    id: u64,
+    state: State,
+}
+
+impl<T: Payload> Producer<T> {
+    /// Sends a message asynchronously, waiting for room (a full queue, or a topic under
+    /// [`Overflow::Block`](crate::Overflow::Block)) without blocking the executor.
+    ///
+    /// # Cancel safety
+    ///
+    /// Either sent (the future returned its receipt) or not sent at all.
+    pub fn send_async(&self, msg: T) -> SendFut<'_, T> {
+        SendFut {
+            producer: self,
+            record: Some(Record::new(msg)),
+            partition: None,
+            id: self.next_waiter_id(),
+            state: State::Idle,
+        }
+    }
+}
+
+impl<T: Payload> Future for SendFut<'_, T> {
+    type Output = Result<Receipt, SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(record) = this.record.take() else {
+            // Polled after completion: nothing left to send.
+            return Poll::Pending;
+        };
+        let wait = Wait::Task(cx.waker());
+        let sent = this
+            .producer
+            .try_send_waiting(record, &mut this.partition, this.id, wait);
+        match sent {
+            Err((record, Fail::Full)) => {
+                this.record = Some(record);
+                this.state = State::Waiting;
+                Poll::Pending
+            }
+            done => {
+                if this.state == State::Waiting {
+                    this.producer.forget_waiter(this.partition, this.id);
+                }
+                this.state = State::Done;
+                Poll::Ready(done.map_err(|(record, fail)| {
+                    let msg = record.into_payload();
+                    match fail {
+                        Fail::Failed(e) => SendError::Failed(msg, e),
+                        Fail::Full | Fail::Disconnected => SendError::Disconnected(msg),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl<T: Payload> FusedFuture for SendFut<'_, T> {
+    fn is_terminated(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+impl<T> Unpin for SendFut<'_, T> {}
+
+impl<T> Drop for SendFut<'_, T> {
+    fn drop(&mut self) {
+        if self.state == State::Waiting {
+            self.producer.forget_waiter(self.partition, self.id);
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendFut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SendFut { .. }")
+    }
+}
