@@ -10,7 +10,10 @@
 //!   it on nack, drop, consumer drop or ack timeout, and moves it to a dead-letter queue after
 //!   too many deliveries.
 //! - [`Producer`] and [`Consumer`] serve both, with crossbeam-channel's method families
-//!   (`send`/`try_send`/`send_timeout`, `recv`/`try_recv`/`recv_timeout`/`iter`).
+//!   (`send`/`try_send`/`send_timeout`, `recv`/`try_recv`/`recv_timeout`/`iter`), and async
+//!   ones on the same engine ([`Producer::send_async`], [`Consumer::recv_async`],
+//!   [`Consumer::stream`]) that need no particular runtime. [`Select`] waits on several
+//!   consumers at once from blocking code.
 //!
 //! # Quickstart
 //!
@@ -52,6 +55,13 @@
 //! - a database: messages are retained by count, size and age, not queried;
 //! - durable yet: this release keeps everything in memory. The durable store (redb) arrives
 //!   behind the same API.
+//!
+//! # Async
+//!
+//! The futures work on any executor (tokio, smol, async-std, `futures::executor`): a task that
+//! finds nothing registers its `Waker` exactly where a blocking call would park its thread.
+//! Receives are cancel safe (a dropped `recv_async` loses no message) and a dropped
+//! `send_async` either sent or did not; see [`RecvFut`] and [`SendFut`].
 //!
 //! # Threads
 //!
