@@ -581,3 +581,66 @@ fn every_message_sent_before_the_last_handle_drops_is_received() {
         }
     }
 }
+
+/// Regression: a send racing `close` could return `Ok` after a draining consumer had already
+/// got `Disconnected`, so an acknowledged message was never delivered. Topic and queue.
+#[test]
+fn no_send_is_acknowledged_after_its_consumer_saw_the_end() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    for round in 0..100 {
+        let bus = Broker::memory();
+        let topic = bus.topic::<u64>("t").unwrap();
+        let queue = bus
+            .queue_with::<u64>("q", QueueOptions::default().capacity(1 << 30))
+            .unwrap();
+        let mut sub = topic.subscribe(Start::Earliest).unwrap();
+        let mut worker = queue.consumer();
+        let oks = Arc::new(AtomicU64::new(0));
+        let producers: Vec<_> = [topic.producer(), queue.producer()]
+            .into_iter()
+            .map(|p| {
+                let oks = Arc::clone(&oks);
+                thread::spawn(move || {
+                    let mut i = 0;
+                    while p.send(i).is_ok() {
+                        oks.fetch_add(1, SeqCst);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let readers = [
+            thread::spawn(move || sub.iter().count() as u64),
+            thread::spawn(move || {
+                let mut n = 0;
+                while let Ok(m) = worker.recv() {
+                    m.ack().unwrap();
+                    n += 1;
+                }
+                n
+            }),
+        ];
+        // Close while both producers are sending (a condition, not a sleep).
+        let deadline = std::time::Instant::now() + WAIT;
+        while oks.load(SeqCst) < 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "producers never got going"
+            );
+            thread::yield_now();
+        }
+        drop((topic, queue));
+        bus.close().unwrap();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let received: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert_eq!(
+            received,
+            oks.load(SeqCst),
+            "round {round}: acknowledged but never received"
+        );
+    }
+}

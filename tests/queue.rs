@@ -749,3 +749,32 @@ fn queue_with_zero_capacity_is_an_invalid_option() {
         other => panic!("expected InvalidOption, got {other:?}"),
     }
 }
+
+/// Regression: with the system clock, `try_recv` skipped the queue's lock whenever nothing was
+/// ready, so a delivery whose ack timeout had passed was never redelivered to it.
+#[test]
+fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock() {
+    let bus = Broker::memory();
+    let jobs = bus
+        .queue_with::<u32>(
+            "jobs",
+            QueueOptions::default().ack_timeout(Duration::from_millis(1)),
+        )
+        .unwrap();
+    jobs.producer().send(1).unwrap();
+    let mut first = jobs.consumer();
+    let held = first.try_recv().unwrap();
+    let mut second = jobs.consumer();
+    let deadline = std::time::Instant::now() + WAIT;
+    let again = loop {
+        match second.try_recv() {
+            Ok(m) => break m,
+            Err(TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("the timed-out delivery never came back: {e}"),
+        }
+    };
+    assert_eq!((*again.payload(), again.delivery_count()), (1, 2));
+    drop(held);
+}

@@ -29,7 +29,7 @@
 mod state;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -168,6 +168,9 @@ pub(crate) struct QueueCore<T> {
     occupied: AtomicUsize,
     /// Ready messages, published under the lock so consumers can skip it when there are none.
     ready: AtomicUsize,
+    /// The earliest ack deadline (`u64::MAX`: none), so a lock-free look knows when a
+    /// timed-out delivery may be waiting to be redelivered.
+    earliest: AtomicU64,
     dead_letter: Option<Arc<QueueCore<T>>>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
@@ -191,6 +194,7 @@ impl<T> QueueCore<T> {
             state: Mutex::new(QueueState::new()),
             occupied: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
+            earliest: AtomicU64::new(u64::MAX),
             dead_letter,
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
@@ -288,29 +292,39 @@ impl<T> QueueCore<T> {
     /// Stores and enqueues a record whose capacity is reserved.
     fn append(&self, record: Record<T>) -> Result<Receipt, (Record<T>, Fail)> {
         let mut record = Some(record);
-        let mut id = 0;
+        let mut id = None;
         let stored = self.shared.store.append(&mut || {
-            let Some(record) = record.take() else { return };
-            let entry = Arc::new(Entry::new(record, 0));
+            let Some(r) = record.take() else { return };
             let now = self.shared.clock.now();
             let mut state = self.state.lock();
-            id = state.push(now, entry, None);
-            self.ready.store(state.ready_len(), Ordering::Release);
+            // Under the lock that close's wake-up takes: a consumer's last look after close
+            // sees every message that returned a receipt.
+            if self.shared.is_closed() {
+                record = Some(r);
+                return;
+            }
+            id = Some(state.push(now, Arc::new(Entry::new(r, 0)), None));
+            self.publish_hints(&state);
             let woken = state.readers.take();
             drop(state);
             woken.wake();
         });
-        match (stored, record) {
-            (Ok(()), None) => Ok(Receipt {
-                partition: 0,
-                offset: id,
-            }),
-            (Err(e), Some(record)) => {
-                self.occupied.fetch_sub(1, Ordering::AcqRel);
-                self.state.lock().writers.take().wake();
-                Err((record, Fail::Failed(e)))
+        let fail = match (stored, id) {
+            (Ok(()), Some(offset)) => {
+                return Ok(Receipt {
+                    partition: 0,
+                    offset,
+                });
             }
-            _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
+            (Ok(()), None) => Fail::Disconnected,
+            (Err(e), None) => Fail::Failed(e),
+            (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
+        };
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        self.state.lock().writers.take().wake();
+        match record {
+            Some(record) => Err((record, fail)),
+            None => unreachable!("a record that was not published is handed back"),
         }
     }
 
@@ -363,6 +377,22 @@ impl<T> QueueCore<T> {
         result
     }
 
+    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline.
+    fn publish_hints(&self, state: &QueueState<T>) {
+        self.ready.store(state.ready_len(), Ordering::Release);
+        let earliest = state.next_deadline().unwrap_or(u64::MAX);
+        self.earliest.store(earliest, Ordering::Release);
+    }
+
+    /// Whether a lock-free look may skip the lock: nothing ready and no ack deadline passed.
+    fn nothing_to_deliver(&self) -> bool {
+        if self.ready.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let earliest = self.earliest.load(Ordering::Acquire);
+        earliest == u64::MAX || self.shared.clock.now() < earliest
+    }
+
     /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
     fn timed_now(&self) -> Option<Nanos> {
         self.ack_timeout.map(|_| self.shared.clock.now())
@@ -408,7 +438,7 @@ impl<T> QueueCore<T> {
     ) {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
             Released::Requeued => {
-                self.ready.store(state.ready_len(), Ordering::Release);
+                self.publish_hints(&state);
                 woken.join(state.readers.take());
             }
             Released::Dead(item, reason) => {
@@ -454,7 +484,7 @@ impl<T> QueueCore<T> {
         self.occupied.fetch_add(1, Ordering::AcqRel);
         let mut state = self.state.lock();
         state.push(item.ts, item.entry, Some(Arc::new(meta)));
-        self.ready.store(state.ready_len(), Ordering::Release);
+        self.publish_hints(&state);
         let woken = state.readers.take();
         drop(state);
         woken.wake();
@@ -514,7 +544,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         let feeder_deadline = queue.expire_feeders();
-        if !wait.registers() && queue.ready.load(Ordering::Acquire) == 0 {
+        if !wait.registers() && queue.nothing_to_deliver() {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
@@ -553,7 +583,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                 Poll::Empty
             }
         };
-        queue.ready.store(state.ready_len(), Ordering::Release);
+        queue.publish_hints(&state);
         drop(state);
         queue.after_release(dead, woken);
         poll

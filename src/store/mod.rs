@@ -38,8 +38,9 @@ pub(crate) enum Progress<'a> {
     },
 }
 
-/// Persistence behind the in-memory logs. Object-safe; called once per batch, not per message
-/// lock, and never while an engine lock is held.
+/// Persistence behind the in-memory logs. Object-safe. `append` is never called while an
+/// engine lock is held; `progress` may be (it must only queue the change for the next commit,
+/// never wait for I/O: an ack does not wait for its own fsync).
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// Stores the records about to be published (durably, for a durable store), then runs
     /// `publish`. Memory mode: runs `publish` at once.

@@ -334,6 +334,8 @@ impl<T: Payload> Source<T> for Member<T> {
                 }
             };
             let Some(stored) = log.stored(offset) else {
+                // Unreachable after `skip_trimmed`; keep the offset deliverable regardless.
+                part.ready.insert(offset);
                 continue;
             };
             let Some(pending) = part.pending.get_mut(&offset) else {

@@ -435,13 +435,20 @@ impl<T> Log<T> {
     }
 
     fn take_writers(&mut self) -> Woken {
-        if self.writers.is_empty() {
-            return Woken::none();
-        }
         self.published
             .writers_waiting
             .store(false, Ordering::SeqCst);
         self.writers.take()
+    }
+
+    /// Forgets waiting producer `id`; the flag readers check stays set only while one waits.
+    pub(crate) fn remove_writer(&mut self, id: u64) {
+        self.writers.remove(id);
+        if self.writers.is_empty() {
+            self.published
+                .writers_waiting
+                .store(false, Ordering::SeqCst);
+        }
     }
 
     /// Every waiter, for close and clock advances.
@@ -549,6 +556,27 @@ mod tests {
         assert!(
             matches!(p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0, Read::Got(g) if g.offset() == SEGMENT + 10)
         );
+    }
+
+    /// Regression: after a producer found room on its re-check, the flag readers check stayed
+    /// set, and every lock-free read took the lock from then on.
+    #[test]
+    fn the_writers_waiting_flag_clears_when_no_writer_waits() {
+        let p = Partition::new();
+        let l = limits(Some(1000), None, true);
+        let mut reader = {
+            let mut log = p.lock();
+            p.reader(&mut log, 0)
+        };
+        append(&p, &l, 10);
+        let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
+        {
+            let mut log = p.lock();
+            log.wait_for_room(42, Wait::Thread);
+            assert!(log.trim(&l, 0, Some(0)));
+            log.remove_writer(42);
+        }
+        assert!(!p.published.writers_waiting.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -323,10 +323,18 @@ impl<T: Payload> TopicCore<T> {
         let part = &self.partitions[partition as usize];
         let mut entry = Some(Entry::new(record, size));
         let mut offset = None;
+        let mut closed = false;
         let stored = self.shared.store.append(&mut || {
             let Some(e) = entry.take() else { return };
             let now = self.shared.clock.now();
             let mut log = part.lock();
+            // Under the lock that close's wake-up takes: a consumer's last look after close
+            // sees every push that returned a receipt.
+            if self.shared.is_closed() {
+                closed = true;
+                entry = Some(e);
+                return;
+            }
             if log.trim(&self.limits, now, Some(size)) {
                 let (at, woken) = log.push(now, e);
                 drop(log);
@@ -338,6 +346,7 @@ impl<T: Payload> TopicCore<T> {
         });
         let fail = match (stored, offset) {
             (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
+            (Ok(()), None) if closed => Fail::Disconnected,
             (Ok(()), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
@@ -371,7 +380,7 @@ impl<T: Payload> TopicCore<T> {
         log.wait_for_room(id, wait);
         let room = self.has_room(&mut log, size);
         if room {
-            log.writers.remove(id);
+            log.remove_writer(id);
         }
         Ok(room)
     }
@@ -386,11 +395,11 @@ impl<T: Payload> TopicCore<T> {
                 return Err(Fail::Disconnected);
             }
             if self.has_room(&mut log, size) {
-                log.writers.remove(id);
+                log.remove_writer(id);
                 return Ok(());
             }
             if deadline.passed() {
-                log.writers.remove(id);
+                log.remove_writer(id);
                 return Err(Fail::Full);
             }
             drop(log);
@@ -434,7 +443,7 @@ impl<T> TopicCore<T> {
     /// Forgets waiter `id` (a dropped `send_async` future).
     pub(crate) fn forget_writer(&self, partition: u32, id: u64) {
         if let Some(part) = self.partitions.get(partition as usize) {
-            part.lock().writers.remove(id);
+            part.lock().remove_writer(id);
         }
     }
 }
