@@ -438,7 +438,7 @@ impl<T> QueueCore<T> {
     ) {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
             Released::Requeued => {
-                self.publish_hints(&state);
+                self.publish_hints(state);
                 woken.join(state.readers.take());
             }
             Released::Dead(item, reason) => {
