@@ -28,6 +28,13 @@
 //! | (ref) fan-out, tokio lags | 5 | tokio `broadcast(1024)`; `Lagged(k)` counted as `k` lost deliveries | as above |
 //! | (ref) fan-out, both lag | 5 | tokio `broadcast(1024)`, lossy | default options (Lag, 65,536), lossy |
 //! | mpmc queue 1→2 + ack (oversubscribed) | 3 | crossbeam `bounded(1024)`, 2 receivers, no acks | `QueueOptions::default().capacity(1024)` (30 s ack timeout on), `ack` each |
+//! | async 1→1 | 2 tokio workers | tokio `mpsc::channel(1024)`, `send().await` / `recv().await` | topic as spsc, `send_async().await` / `recv_async().await` |
+//! | (ref) async queue 1→1 + ack | 2 tokio workers | tokio `mpsc::channel(1024)` | `QueueOptions::default().capacity(1024)`, `recv_async().await`, `ack` each |
+//!
+//! The async rows run the same way on tasks instead of threads ([`drive_async`]): one
+//! multi-thread tokio runtime with 2 workers (the machine's 2 cores), shared by both sides and
+//! built once outside the clock; the producer task and each receiver task meet at a barrier and
+//! take their own timestamps, as the threads do.
 //!
 //! Every run checks what arrived: lossless runs must deliver every message to every receiver
 //! (count and checksum); lossy runs report the share of deliveries lost, and their rate counts
@@ -35,8 +42,9 @@
 //! the clock runs from the producer's first send to the last receiver seeing the end, and
 //! receivers are dropped after it stops.
 
+use std::future::Future;
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use embus::{Broker, Consumer, Overflow, Payload, Producer, QueueOptions, RecvError, Retention};
@@ -246,12 +254,32 @@ fn drive<T: Msg, S: Tx<T>, R: Rx<T>>(
             .collect();
         (start, results)
     });
+    let (tallies, rxs): (Vec<Tally>, Vec<R>) = results
+        .into_iter()
+        .map(|(end, got, lost, sum, rx)| ((end, got, lost, sum), rx))
+        .unzip();
+    drop(rxs);
+    finish(n, start, &tallies, receivers, delivery, lossless)
+}
+
+/// What one receiver reports: when it saw the end, messages got, deliveries lost, checksum.
+type Tally = (Instant, u64, u64, u64);
+
+/// Checks what arrived (count and checksum) and computes the run's rate, for [`drive`] and
+/// [`drive_async`] alike.
+fn finish(
+    n: u64,
+    start: Instant,
+    results: &[Tally],
+    receivers: u64,
+    delivery: Delivery,
+    lossless: bool,
+) -> Run {
     let end = results.iter().map(|r| r.0).max().expect("a receiver");
     let elapsed = end.saturating_duration_since(start);
     let delivered: u64 = results.iter().map(|r| r.1).sum();
     let lost: u64 = results.iter().map(|r| r.2).sum();
     let checksum = results.iter().fold(0u64, |a, r| a.wrapping_add(r.3));
-    drop(results);
     let expected_sum = (0..n).fold(0u64, u64::wrapping_add);
     let (want, want_sum) = match delivery {
         Delivery::Each => (n * receivers, expected_sum.wrapping_mul(receivers)),
@@ -275,6 +303,130 @@ fn drive<T: Msg, S: Tx<T>, R: Rx<T>>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The async body: the same run on tokio tasks instead of threads
+
+/// [`Tx`] for async senders: waits for room without blocking the worker.
+trait AsyncTx<T>: Send + 'static {
+    fn send(&mut self, msg: T) -> impl Future<Output = ()> + Send;
+}
+
+/// [`Rx`] for async receivers.
+trait AsyncRx<T>: Send + 'static {
+    fn step(&mut self) -> impl Future<Output = Step> + Send;
+}
+
+impl<T: Msg> AsyncTx<T> for tokio::sync::mpsc::Sender<T> {
+    async fn send(&mut self, msg: T) {
+        if tokio::sync::mpsc::Sender::send(self, msg).await.is_err() {
+            panic!("receiver alive");
+        }
+    }
+}
+
+impl<T: Msg> AsyncRx<T> for tokio::sync::mpsc::Receiver<T> {
+    async fn step(&mut self) -> Step {
+        match self.recv().await {
+            Some(m) => Step::Got(m.sum()),
+            None => Step::Closed,
+        }
+    }
+}
+
+impl<T: Msg + Payload> AsyncTx<T> for Producer<T> {
+    async fn send(&mut self, msg: T) {
+        if self.send_async(msg).await.is_err() {
+            panic!("broker open");
+        }
+    }
+}
+
+impl<T: Msg + Payload> AsyncRx<T> for EmbusRx<T> {
+    async fn step(&mut self) -> Step {
+        match self.consumer.recv_async().await {
+            Ok(m) => {
+                let sum = m.payload().sum();
+                if self.ack {
+                    m.ack().expect("memory ack");
+                }
+                Step::Got(sum)
+            }
+            Err(RecvError::Lagged { skipped }) => Step::Lost(skipped),
+            Err(RecvError::Disconnected) => Step::Closed,
+        }
+    }
+}
+
+/// The runtime of the async rows, shared by both sides: multi-thread, 2 workers (the machine
+/// has 2 cores). Built once, outside any clock.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// [`drive`] on tasks: one producer task sends `n` messages with `.await` then drops its
+/// sender; each receiver task receives until `Closed`. Same clock (producer's first send to
+/// the last receiver's `Closed`, each taking its own timestamp after a barrier) and the same
+/// checks.
+fn drive_async<T: Msg, S: AsyncTx<T>, R: AsyncRx<T>>(
+    n: u64,
+    (mut tx, rxs): (S, Vec<R>),
+    delivery: Delivery,
+    lossless: bool,
+) -> Run {
+    let receivers = rxs.len() as u64;
+    let barrier = Arc::new(tokio::sync::Barrier::new(rxs.len() + 1));
+    let (start, results) = runtime().block_on(async move {
+        let consumers: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| {
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    let (mut got, mut lost, mut sum) = (0u64, 0u64, 0u64);
+                    barrier.wait().await;
+                    loop {
+                        match rx.step().await {
+                            Step::Got(v) => {
+                                got += 1;
+                                sum = sum.wrapping_add(v);
+                            }
+                            Step::Lost(k) => lost += k,
+                            Step::Closed => break,
+                        }
+                    }
+                    (Instant::now(), got, lost, black_box(sum), rx)
+                })
+            })
+            .collect();
+        let producer = tokio::spawn(async move {
+            barrier.wait().await;
+            let start = Instant::now();
+            for i in 0..n {
+                tx.send(T::make(i)).await;
+            }
+            drop(tx);
+            start
+        });
+        let start = producer.await.expect("producer");
+        let mut results = Vec::with_capacity(consumers.len());
+        for consumer in consumers {
+            results.push(consumer.await.expect("consumer"));
+        }
+        (start, results)
+    });
+    let (tallies, rxs): (Vec<Tally>, Vec<R>) = results
+        .into_iter()
+        .map(|(end, got, lost, sum, rx)| ((end, got, lost, sum), rx))
+        .unzip();
+    drop(rxs);
+    finish(n, start, &tallies, receivers, delivery, lossless)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Setups (untimed): build a fresh channel, topic or queue for each run
 
 type Pair<S, R> = (S, Vec<R>);
@@ -294,6 +446,11 @@ fn tokio_broadcast<T: Msg + Clone>(
     let mut rxs: Vec<_> = (1..receivers).map(|_| tx.subscribe()).collect();
     rxs.push(rx);
     (tx, rxs)
+}
+
+fn tokio_mpsc<T: Msg>() -> Pair<tokio::sync::mpsc::Sender<T>, tokio::sync::mpsc::Receiver<T>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    (tx, vec![rx])
 }
 
 /// A fresh memory broker with one topic and `subscribers` subscribers at `Earliest`. Only the
@@ -458,6 +615,35 @@ fn scenarios() -> Vec<Scenario> {
                 drive::<u64, _, _>(
                     n,
                     embus_queue(QueueOptions::default().capacity(1024), 2),
+                    One,
+                    true,
+                )
+            }),
+        },
+        Scenario {
+            name: "async 1→1 u64",
+            baseline: "tokio mpsc::channel(1024)",
+            embus: "Block, 1024 retained",
+            n: 2_000_000,
+            target: 0.7,
+            gate: true,
+            run_baseline: Box::new(|n| drive_async::<u64, _, _>(n, tokio_mpsc(), Each, true)),
+            run_embus: Box::new(|n| {
+                drive_async::<u64, _, _>(n, embus_topic(blocking_1024(), 1), Each, true)
+            }),
+        },
+        Scenario {
+            name: "async queue 1→1 u64 + ack (ref)",
+            baseline: "tokio mpsc::channel(1024), no ack",
+            embus: "capacity(1024), ack each",
+            n: 2_000_000,
+            target: 0.33,
+            gate: false,
+            run_baseline: Box::new(|n| drive_async::<u64, _, _>(n, tokio_mpsc(), One, true)),
+            run_embus: Box::new(|n| {
+                drive_async::<u64, _, _>(
+                    n,
+                    embus_queue(QueueOptions::default().capacity(1024), 1),
                     One,
                     true,
                 )

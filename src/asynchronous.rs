@@ -102,6 +102,9 @@ impl<T: Payload> Future for RecvFut<'_, T> {
         let this = self.get_mut();
         match this.consumer.poll_recv(cx) {
             Poll::Ready(result) => {
+                if this.state == State::Waiting {
+                    this.consumer.finish_wait();
+                }
                 this.state = State::Done;
                 Poll::Ready(result)
             }
@@ -169,7 +172,11 @@ impl<T: Payload> Stream for RecvStream<'_, T> {
         if this.state == State::Done {
             return Poll::Ready(None);
         }
-        match this.consumer.get().poll_recv(cx) {
+        let polled = this.consumer.get().poll_recv(cx);
+        if polled.is_ready() && this.state == State::Waiting {
+            this.consumer.get().finish_wait();
+        }
+        match polled {
             Poll::Ready(Err(RecvError::Disconnected)) => {
                 this.state = State::Done;
                 Poll::Ready(None)

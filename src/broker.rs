@@ -20,6 +20,7 @@ use crate::options::{QueueOptions, TopicOptions};
 use crate::queue::{Queue, QueueCore};
 use crate::record::Nanos;
 use crate::store::Store;
+use crate::timer::Timer;
 use crate::topic::{Topic, TopicCore};
 
 /// The handle to one bus. Cheap to clone; every clone is the same bus.
@@ -34,7 +35,9 @@ use crate::topic::{Topic, TopicCore};
 ///
 /// A memory broker runs no thread of its own: all work happens in the calling threads (ack
 /// timeouts and age retention are checked whenever a consumer or [`wait_idle`](Self::wait_idle)
-/// looks, and a waiting consumer wakes itself at the next ack deadline).
+/// looks, and a waiting consumer wakes itself at the next ack deadline). The one exception is a
+/// timer thread, started the first time an async receive waits for a real-time ack deadline
+/// (a task cannot wake itself); it stops when the broker closes.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +62,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     registry: Mutex<HashMap<String, Declared>>,
     pub(crate) store: Arc<dyn Store>,
+    /// Wakes async receives at real-time ack deadlines (a thread only once one waits).
+    pub(crate) timer: Arc<Timer>,
 }
 
 /// Keeps the broker open; the last one dropped closes it. Held by `Broker`, `Topic`, `Queue` and
@@ -163,6 +168,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             registry: Mutex::new(HashMap::new()),
             store,
+            timer: Arc::default(),
         });
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         shared.clock.listen(weak);
@@ -512,6 +518,7 @@ impl Shared {
         for d in &declared {
             d.control.wake_all();
         }
+        self.timer.close();
         self.idle.notify();
     }
 }

@@ -317,6 +317,16 @@ impl<T> Consumer<T> {
             Flavor::Queue(q) => q.unregister(),
         }
     }
+
+    /// After a future that waited got its result: forgets the registrations the wake-up did not
+    /// take, so no stale waker stays behind.
+    pub(crate) fn finish_wait(&mut self) {
+        match &mut self.flavor {
+            Flavor::Subscriber(s) => s.finish_wait(),
+            Flavor::Member(m) => m.finish_wait(),
+            Flavor::Queue(q) => q.finish_wait(),
+        }
+    }
 }
 
 impl Fail {

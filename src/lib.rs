@@ -93,6 +93,7 @@ mod queue;
 mod record;
 mod select;
 mod store;
+mod timer;
 mod topic;
 
 pub use crate::asynchronous::{RecvFut, RecvStream, SendFut};

@@ -112,6 +112,7 @@ impl<T: Payload> Queue<T> {
             }),
             id,
             wake: None,
+            timed: false,
         })
     }
 
@@ -532,6 +533,8 @@ pub(crate) struct QueueConsumer<T> {
     id: u64,
     /// When to wake for the next ack timeout (system clock only).
     wake: Option<std::time::Instant>,
+    /// Whether the broker's timer holds an entry for this consumer.
+    timed: bool,
 }
 
 impl<T: Payload> QueueConsumer<T> {
@@ -579,6 +582,11 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                         .chain(feeder_deadline)
                         .min();
                     self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
+                    if let (Wait::Task(waker), Some(at)) = (wait, self.wake) {
+                        // A task cannot park until the deadline: the timer wakes it.
+                        queue.shared.timer.wake_at(at, self.id, waker);
+                        self.timed = true;
+                    }
                 }
                 Poll::Empty
             }
@@ -602,6 +610,16 @@ impl<T> QueueConsumer<T> {
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
         self.link.queue.state.lock().readers.remove(self.id);
+        self.finish_wait();
+    }
+
+    /// After a wait ended with a result: drops the timer entry (a task that got its message
+    /// must not be woken later). The reader registration is already gone: whatever woke it
+    /// took the list.
+    pub(crate) fn finish_wait(&mut self) {
+        if std::mem::take(&mut self.timed) {
+            self.link.queue.shared.timer.cancel(self.id);
+        }
     }
 }
 

@@ -362,6 +362,12 @@ impl<T: Payload> Source<T> for Member<T> {
 }
 
 impl<T> Member<T> {
+    /// After a wait ended with a result: registrations on the group and the other partitions
+    /// are still there.
+    pub(crate) fn finish_wait(&mut self) {
+        self.unregister();
+    }
+
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
         self.group.state.lock().waiters.remove(self.id);

@@ -92,6 +92,14 @@ impl<T: Payload> Source<T> for Subscriber<T> {
 }
 
 impl<T> Subscriber<T> {
+    /// After a wait ended with a result: with several partitions, the registrations on the
+    /// others are still there (a send only takes its own partition's list).
+    pub(crate) fn finish_wait(&mut self) {
+        if self.readers.len() > 1 {
+            self.unregister();
+        }
+    }
+
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
         for part in self.topic.partitions.iter() {
