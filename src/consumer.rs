@@ -59,6 +59,12 @@ pub(crate) enum Poll<T> {
     Empty,
 }
 
+impl<T> Poll<T> {
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready(_))
+    }
+}
+
 /// What a flavor of consumer reads from. `poll(true)` also registers the current thread to be
 /// woken when that might change its answer, under the same locks it checked.
 pub(crate) trait Source<T> {
@@ -188,13 +194,20 @@ impl<T: Payload> Consumer<T> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> TaskPoll<Result<Message<T>, RecvError>> {
+        let mut registered = false;
         let result = match self.stash.take() {
             Some(result) => Some(result),
             None if self.disconnected => Some(Err(Fail::Disconnected)),
             // A cheap look first; then register the waker under the locks and look again.
-            None => look(&mut self.flavor, Wait::No)
-                .or_else(|| look(&mut self.flavor, Wait::Task(cx.waker()))),
+            None => look(&mut self.flavor, Wait::No).or_else(|| {
+                registered = true;
+                look(&mut self.flavor, Wait::Task(cx.waker()))
+            }),
         };
+        if registered && result.is_some() {
+            // Registered on some lists, then found a result on another: forget the rest.
+            self.finish_wait();
+        }
         match result {
             Some(result) => TaskPoll::Ready(self.settle(result).map_err(Fail::into_recv_error)),
             None => TaskPoll::Pending,

@@ -90,7 +90,8 @@ impl<'a> Select<'a> {
         }
     }
 
-    /// Returns the index of a consumer whose next receive will not wait, if one is ready now.
+    /// Returns the index of a consumer whose next receive will not wait, if one is ready now
+    /// (`None` with no consumers).
     pub fn try_ready(self) -> Option<usize> {
         self.wait(Deadline::Now)
     }
@@ -98,7 +99,7 @@ impl<'a> Select<'a> {
     /// Like [`ready`](Self::ready), waiting at most `timeout` (real time).
     ///
     /// # Errors
-    /// [`ReadyTimeoutError`] if no consumer became ready in time.
+    /// [`ReadyTimeoutError`] if no consumer became ready in time (at once with no consumers).
     pub fn ready_timeout(self, timeout: Duration) -> Result<usize, ReadyTimeoutError> {
         let deadline = match Instant::now().checked_add(timeout) {
             Some(at) => Deadline::At(at),
@@ -108,10 +109,13 @@ impl<'a> Select<'a> {
     }
 
     fn wait(mut self, deadline: Deadline) -> Option<usize> {
-        assert!(
-            !self.consumers.is_empty(),
-            "Select::ready with no consumers would wait forever"
-        );
+        if self.consumers.is_empty() {
+            assert!(
+                deadline != Deadline::Never,
+                "Select::ready with no consumers would wait forever"
+            );
+            return None;
+        }
         let mut backoff = Backoff::new();
         let mut register = false;
         loop {

@@ -33,7 +33,8 @@ impl Timer {
         if state.closed {
             return;
         }
-        state.entries.retain(|(_, i, _)| *i != id);
+        // Dropped after unlocking: dropping a waker may drop a task whose future unregisters.
+        let _replaced = take_entry(&mut state.entries, id);
         state.entries.push((at, id, waker.clone()));
         if state.thread.is_none() {
             let timer = Arc::clone(self);
@@ -49,16 +50,16 @@ impl Timer {
 
     /// Forgets waiter `id`'s entry.
     pub(crate) fn cancel(&self, id: u64) {
-        self.state.lock().entries.retain(|(_, i, _)| *i != id);
+        let removed = take_entry(&mut self.state.lock().entries, id);
+        drop(removed); // after unlocking, as in `wake_at`
     }
 
     /// Stops the thread (and waits for it, unless called from it).
     pub(crate) fn close(&self) {
-        let thread = {
+        let (thread, _entries) = {
             let mut state = self.state.lock();
             state.closed = true;
-            state.entries.clear();
-            state.thread.take()
+            (state.thread.take(), std::mem::take(&mut state.entries))
         };
         self.changed.notify_one();
         if let Some(thread) = thread {
@@ -91,6 +92,12 @@ impl Timer {
             }
         }
     }
+}
+
+/// Removes waiter `id`'s entry, returning it so the caller drops it outside the lock.
+fn take_entry(entries: &mut Vec<(Instant, u64, Waker)>, id: u64) -> Option<(Instant, u64, Waker)> {
+    let index = entries.iter().position(|(_, i, _)| *i == id)?;
+    Some(entries.swap_remove(index))
 }
 
 impl fmt::Debug for Timer {

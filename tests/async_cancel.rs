@@ -599,3 +599,53 @@ fn cancelled_sends_either_sent_or_not_under_a_concurrent_consumer() {
     assert_eq!(got, sent, "received exactly what was reported sent");
     assert_eq!((queue.len(), queue.in_flight()), (0, 0));
 }
+
+/// A task whose executor is gone: waking it does nothing, and dropping its last waker drops
+/// the future it owns (as a simple executor does once its run queue is dropped).
+struct OrphanTask {
+    stream: std::sync::Mutex<Option<embus::RecvStream<'static, u32>>>,
+}
+
+impl Wake for OrphanTask {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Regression: the timer dropped wakers under its own lock; a waker holding the last reference
+/// to a task dropped that task's stream, whose drop re-entered the timer: `close` deadlocked.
+#[test]
+fn close_does_not_deadlock_when_a_dropped_waker_drops_a_timed_receive() {
+    let bus = Broker::memory();
+    let jobs = bus
+        .queue_with::<u32>(
+            "jobs",
+            QueueOptions::default().ack_timeout(std::time::Duration::from_secs(30)),
+        )
+        .unwrap();
+    jobs.producer().send(1).unwrap();
+    let mut holder = jobs.consumer();
+    let _in_flight = holder.recv().unwrap(); // an ack deadline exists: the wait below is timed
+    let task = Arc::new(OrphanTask {
+        stream: std::sync::Mutex::new(Some(jobs.consumer().into_stream())),
+    });
+    {
+        let waker = Waker::from(Arc::clone(&task));
+        let mut guard = task.stream.lock().unwrap();
+        let stream = guard.as_mut().unwrap();
+        assert!(
+            stream
+                .poll_next_unpin(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+    }
+    drop(task); // now only the queue's waiter list and the timer hold the task
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        drop(jobs);
+        bus.close().unwrap();
+        done.send(()).unwrap();
+    });
+    assert!(
+        finished.recv_timeout(WAIT).is_ok(),
+        "Broker::close deadlocked"
+    );
+}

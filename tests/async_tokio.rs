@@ -863,3 +863,37 @@ async fn async_group_members_split_a_topic_and_every_message_is_acked_once() {
         within(m).await.unwrap();
     }
 }
+
+/// Regression: a dead-letter queue's consumer that started waiting before its feeder had any
+/// delivery knew no deadline, so a dead letter made by an ack timeout never woke it (the
+/// worker holding the message is stuck; nobody else looks at the feeder queue).
+#[test]
+fn a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bus = Broker::memory();
+        let work = bus
+            .queue_with::<u32>(
+                "work",
+                QueueOptions::default()
+                    .ack_timeout(Duration::from_millis(50))
+                    .max_deliveries(1)
+                    .dead_letter("work.dead"),
+            )
+            .unwrap();
+        let mut dead = bus.queue::<u32>("work.dead").unwrap().consumer();
+        let waiting = tokio::spawn(async move { dead.recv_async().await.map(|m| *m.payload()) });
+        tokio::task::yield_now().await; // the waiter registers (current-thread: it ran)
+        work.producer().send(5).unwrap();
+        let mut stuck = work.consumer();
+        let _held = stuck.recv().unwrap(); // never acked: dead-lettered after 50 ms
+        let got = tokio::time::timeout(WAIT, waiting).await;
+        assert!(
+            matches!(got, Ok(Ok(Ok(5)))),
+            "the dead letter never woke its consumer: {got:?}"
+        );
+    });
+}

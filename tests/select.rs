@@ -543,3 +543,13 @@ fn a_select_loop_receives_everything_from_two_busy_producers() {
         RecvTimeoutError::Timeout
     );
 }
+
+/// Only `ready` waits forever (and so panics) without consumers; the others just report nothing.
+#[test]
+fn try_ready_and_ready_timeout_without_consumers_report_nothing() {
+    assert_eq!(Select::new().try_ready(), None);
+    assert_eq!(
+        Select::new().ready_timeout(Duration::from_millis(1)),
+        Err(embus::ReadyTimeoutError)
+    );
+}

@@ -582,17 +582,27 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                         .chain(feeder_deadline)
                         .min();
                     self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
-                    if let (Wait::Task(waker), Some(at)) = (wait, self.wake) {
-                        // A task cannot park until the deadline: the timer wakes it.
-                        queue.shared.timer.wake_at(at, self.id, waker);
-                        self.timed = true;
-                    }
                 }
                 Poll::Empty
             }
         };
+        // A feeder's first in-flight delivery gives this queue's waiting consumers (it is a
+        // dead-letter queue) a deadline they did not know when they registered.
+        let wake_dead_letters = poll.is_ready()
+            && queue.dead_letter.is_some()
+            && queue.earliest.load(Ordering::Acquire) == u64::MAX;
         queue.publish_hints(&state);
         drop(state);
+        if let (Poll::Empty, Wait::Task(waker), Some(at)) = (&poll, wait, self.wake) {
+            // A task cannot park until the deadline: the timer wakes it (registered after
+            // unlocking, since it may drop an older waker).
+            queue.shared.timer.wake_at(at, self.id, waker);
+            self.timed = true;
+        }
+        if let (true, Some(dlq)) = (wake_dead_letters, &queue.dead_letter) {
+            let woken = dlq.state.lock().readers.take();
+            woken.wake();
+        }
         queue.after_release(dead, woken);
         poll
     }
