@@ -65,8 +65,9 @@ impl<T> Poll<T> {
     }
 }
 
-/// What a flavor of consumer reads from. `poll(true)` also registers the current thread to be
-/// woken when that might change its answer, under the same locks it checked.
+/// What a flavor of consumer reads from. A `poll` whose `wait` registers also registers the
+/// caller (thread or task) to be woken when its answer might change, under the same locks it
+/// checked; one that does not may answer from lock-free state.
 pub(crate) trait Source<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T>;
     fn is_closed(&self) -> bool;
