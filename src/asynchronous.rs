@@ -215,17 +215,21 @@ impl<T> fmt::Debug for RecvStream<'_, T> {
     }
 }
 
-/// The future of [`Producer::send_async`]: resolves like [`Producer::send`], waiting for room
-/// without blocking the executor.
+/// The future of [`Producer::send_async`] (`M` = `T`) and [`Producer::send_record_async`]
+/// (`M` = `Record<T>`): resolves like [`Producer::send`] / [`send_record`](Producer::send_record),
+/// waiting for room without blocking the executor. A failed send hands back an `M`.
 ///
 /// # Cancel safety
 ///
 /// Dropping it before it completes means the message was not sent (it never reaches a
-/// consumer); it is dropped with the future. If it returned its receipt, it was sent.
+/// consumer); it is dropped with the future. If it returned its receipt, it was sent. Polling
+/// it again after it completed returns `Pending` (see `FusedFuture::is_terminated`).
 #[must_use = "futures do nothing unless polled"]
-pub struct SendFut<'a, T> {
+pub struct SendFut<'a, T, M = T> {
     producer: &'a Producer<T>,
     record: Option<Record<T>>,
+    /// What a failed send hands back: the payload, or the whole record.
+    hand_back: fn(Record<T>) -> M,
     partition: Option<u32>,
     id: u64,
     state: State,
@@ -239,9 +243,28 @@ impl<T: Payload> Producer<T> {
     ///
     /// Either sent (the future returned its receipt) or not sent at all.
     pub fn send_async(&self, msg: T) -> SendFut<'_, T> {
+        self.send_future(Record::new(msg), Record::into_payload)
+    }
+
+    /// Sends a record with a key and headers asynchronously, like
+    /// [`send_async`](Self::send_async); a failed send hands the record back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Either sent (the future returned its receipt) or not sent at all.
+    pub fn send_record_async(&self, record: Record<T>) -> SendFut<'_, T, Record<T>> {
+        self.send_future(record, |record| record)
+    }
+
+    fn send_future<M>(
+        &self,
+        record: Record<T>,
+        hand_back: fn(Record<T>) -> M,
+    ) -> SendFut<'_, T, M> {
         SendFut {
             producer: self,
-            record: Some(Record::new(msg)),
+            record: Some(record),
+            hand_back,
             partition: None,
             id: self.next_waiter_id(),
             state: State::Idle,
@@ -249,8 +272,8 @@ impl<T: Payload> Producer<T> {
     }
 }
 
-impl<T: Payload> Future for SendFut<'_, T> {
-    type Output = Result<Receipt, SendError<T>>;
+impl<T: Payload, M> Future for SendFut<'_, T, M> {
+    type Output = Result<Receipt, SendError<M>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -273,8 +296,9 @@ impl<T: Payload> Future for SendFut<'_, T> {
                     this.producer.forget_waiter(this.partition, this.id);
                 }
                 this.state = State::Done;
+                let hand_back = this.hand_back;
                 Poll::Ready(done.map_err(|(record, fail)| {
-                    let msg = record.into_payload();
+                    let msg = hand_back(record);
                     match fail {
                         Fail::Failed(e) => SendError::Failed(msg, e),
                         Fail::Full | Fail::Disconnected => SendError::Disconnected(msg),
@@ -285,15 +309,15 @@ impl<T: Payload> Future for SendFut<'_, T> {
     }
 }
 
-impl<T: Payload> FusedFuture for SendFut<'_, T> {
+impl<T: Payload, M> FusedFuture for SendFut<'_, T, M> {
     fn is_terminated(&self) -> bool {
         self.state == State::Done
     }
 }
 
-impl<T> Unpin for SendFut<'_, T> {}
+impl<T, M> Unpin for SendFut<'_, T, M> {}
 
-impl<T> Drop for SendFut<'_, T> {
+impl<T, M> Drop for SendFut<'_, T, M> {
     fn drop(&mut self) {
         if self.state == State::Waiting {
             self.producer.forget_waiter(self.partition, self.id);
@@ -301,7 +325,7 @@ impl<T> Drop for SendFut<'_, T> {
     }
 }
 
-impl<T> fmt::Debug for SendFut<'_, T> {
+impl<T, M> fmt::Debug for SendFut<'_, T, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SendFut { .. }")
     }

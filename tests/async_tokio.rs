@@ -897,3 +897,32 @@ fn a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter() {
         );
     });
 }
+
+#[test]
+fn send_record_async_carries_key_and_headers_and_hands_the_record_back_when_closed() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let bus = Broker::memory();
+        let topic = bus.topic::<u32>("t").unwrap();
+        let mut sub = topic.subscribe(Start::Earliest).unwrap();
+        let producer = topic.producer();
+        let record = embus::Record::new(7).key("k").header("trace", b"abc");
+        let receipt = producer.send_record_async(record).await.unwrap();
+        let m = sub.recv_async().await.unwrap();
+        assert_eq!((m.offset(), *m.payload()), (receipt.offset, 7));
+        assert_eq!(
+            (m.key(), m.headers().get("trace")),
+            (Some(&b"k"[..]), Some(&b"abc"[..]))
+        );
+
+        bus.close().unwrap();
+        let back = producer
+            .send_record_async(embus::Record::new(8).key("k2"))
+            .await
+            .unwrap_err()
+            .into_inner();
+        assert_eq!((*back.payload(), back.key_bytes()), (8, Some(&b"k2"[..])));
+    });
+}
