@@ -59,6 +59,12 @@ pub(crate) enum Poll<T> {
     Empty,
 }
 
+impl<T> Poll<T> {
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready(_))
+    }
+}
+
 /// What a flavor of consumer reads from. A `poll` whose `wait` registers also registers the
 /// caller (thread or task) to be woken when its answer might change, under the same locks it
 /// checked; one that does not may answer from lock-free state.

@@ -162,7 +162,7 @@ impl<T> Message<T> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => {}
             Settle::Group(g) => g.group.ack(&g.topic, self.partition, self.offset),
-            Settle::Queue(q) => q.link.queue.ack(&q.link, q.delivery, q.id),
+            Settle::Queue(q) => q.link.queue.ack(q.delivery, q.id),
         }
         Ok(())
     }
@@ -185,7 +185,7 @@ impl<T> Message<T> {
                 g.group
                     .release(self.partition, self.offset, g.member, self.delivery_count)
             }
-            Settle::Queue(q) => q.link.queue.release(&q.link, q.delivery, reason),
+            Settle::Queue(q) => q.link.queue.release(q.delivery, reason),
         }
     }
 }

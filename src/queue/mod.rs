@@ -26,28 +26,25 @@
 //! until an ack makes room and `try_send` hands the message back in
 //! [`TrySendError::Full`](crate::TrySendError::Full).
 
-mod consumer;
-mod flight;
+mod state;
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
-use self::flight::Ended;
-pub(crate) use self::flight::{Item as QueueItem, Reason as ReleaseReason};
-use self::flight::{Item, Reason};
+use self::state::{Item, QueueState, Reason, Released};
 use crate::broker::{Control, Life, Payload, Shared};
-use crate::consumer::Consumer;
-use crate::notify::{Backoff, Deadline, Wait, Waiters};
+use crate::consumer::{Consumer, Poll, Source};
+use crate::message::{Message, QueueAck};
+use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
 use crate::store::Progress;
+
+pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
 
 /// Header naming the queue a dead letter came from.
 pub const DEAD_LETTER_QUEUE: &str = "embus-dead-letter-queue";
@@ -108,7 +105,15 @@ impl<T: Payload> Queue<T> {
 
     /// A consumer. Consumers of one queue compete: each message goes to one of them.
     pub fn consumer(&self) -> Consumer<T> {
-        Consumer::queue(QueueConsumer::new(&self.core))
+        let id = self.core.shared.next_id();
+        Consumer::queue(QueueConsumer {
+            link: Arc::new(ConsumerLink {
+                queue: Arc::clone(&self.core),
+            }),
+            id,
+            wake: None,
+            timed: false,
+        })
     }
 
     /// The queue's name.
@@ -123,8 +128,7 @@ impl<T: Payload> Queue<T> {
 
     /// Messages ready for delivery (not counting those in flight).
     pub fn len(&self) -> usize {
-        self.core.expire_due();
-        self.core.ready_len()
+        self.core.with_expired(|s| s.ready_len())
     }
 
     /// Whether no message is ready (`len() == 0`; some may still be in flight).
@@ -134,14 +138,12 @@ impl<T: Payload> Queue<T> {
 
     /// Messages delivered and not yet acked, nacked or timed out.
     pub fn in_flight(&self) -> usize {
-        self.core.expire_due();
-        self.core.in_flight.load(Ordering::Acquire)
+        self.core.with_expired(|s| s.in_flight())
     }
 
     /// How many messages this queue has moved to its dead-letter queue so far.
     pub fn dead_lettered(&self) -> u64 {
-        self.core.expire_due();
-        self.core.dead_lettered.load(Ordering::Acquire)
+        self.core.with_expired(|s| s.dead_lettered)
     }
 
     /// The capacity.
@@ -158,49 +160,23 @@ enum Room {
 }
 
 /// The engine of one queue.
-///
-/// First deliveries wait in a lock-free channel (crossbeam-channel), redeliveries in a short
-/// `retry` list served first; each consumer keeps its own deliveries in flight behind a lock no
-/// other consumer takes, so a send, a receive and an ack rarely meet on one lock. Counts are
-/// atomics.
 pub(crate) struct QueueCore<T> {
     pub(crate) name: String,
-    pub(crate) options: QueueOptions,
-    pub(crate) ack_timeout: Option<Nanos>,
-    ready_tx: Sender<Item<T>>,
-    ready_rx: Receiver<Item<T>>,
-    /// Redeliveries, served before `ready`; front first.
-    retry: Mutex<VecDeque<Item<T>>>,
-    retry_len: AtomicUsize,
-    next_id: AtomicU64,
-    /// Queue-wide delivery order, so releases from several consumers requeue in order.
-    pub(crate) delivery_order: AtomicU64,
+    options: QueueOptions,
+    ack_timeout: Option<Nanos>,
+    state: Mutex<QueueState<T>>,
     /// Unacked messages (ready + in flight), reserved before a message is stored.
     occupied: AtomicUsize,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) dead_lettered: AtomicU64,
-    /// Producers between their closed check and their push (see `append`).
-    sending: AtomicUsize,
-    /// Every consumer's link, for ack timeouts (whoever looks expires everyone's).
-    links: Mutex<Vec<Weak<ConsumerLink<T>>>>,
-    /// The earliest ack deadline in flight (`u64::MAX`: none); never later than the truth.
+    /// Ready messages, published under the lock so consumers can skip it when there are none.
+    ready: AtomicUsize,
+    /// The earliest ack deadline (`u64::MAX`: none), so a lock-free look knows when a
+    /// timed-out delivery may be waiting to be redelivered.
     earliest: AtomicU64,
-    waiters: Mutex<QueueWaiters>,
-    readers_waiting: AtomicBool,
-    writers_waiting: AtomicBool,
     dead_letter: Option<Arc<QueueCore<T>>>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     has_feeders: AtomicBool,
     pub(crate) shared: Arc<Shared>,
-}
-
-#[derive(Default)]
-struct QueueWaiters {
-    /// Consumers waiting for a message (or for their prefetch window).
-    readers: Waiters,
-    /// Producers waiting for capacity.
-    writers: Waiters,
 }
 
 impl<T> QueueCore<T> {
@@ -210,28 +186,16 @@ impl<T> QueueCore<T> {
         dead_letter: Option<Arc<Self>>,
         shared: Arc<Shared>,
     ) -> Self {
-        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         Self {
             name: name.to_owned(),
             ack_timeout: options
                 .ack_timeout_duration()
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             options,
-            ready_tx,
-            ready_rx,
-            retry: Mutex::new(VecDeque::new()),
-            retry_len: AtomicUsize::new(0),
-            next_id: AtomicU64::new(0),
-            delivery_order: AtomicU64::new(0),
+            state: Mutex::new(QueueState::new()),
             occupied: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            dead_lettered: AtomicU64::new(0),
-            sending: AtomicUsize::new(0),
-            links: Mutex::new(Vec::new()),
+            ready: AtomicUsize::new(0),
             earliest: AtomicU64::new(u64::MAX),
-            waiters: Mutex::new(QueueWaiters::default()),
-            readers_waiting: AtomicBool::new(false),
-            writers_waiting: AtomicBool::new(false),
             dead_letter,
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
@@ -247,42 +211,26 @@ impl<T> QueueCore<T> {
         self.has_feeders.store(true, Ordering::Release);
     }
 
-    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
-    /// looking at the feeders; returns their earliest next deadline.
-    pub(crate) fn expire_feeders(&self) -> Option<Nanos> {
-        if !self.has_feeders.load(Ordering::Acquire) {
-            return None;
-        }
-        let feeders: Vec<Arc<Self>> = self
-            .feeders
+    fn feeders(&self) -> Vec<Arc<Self>> {
+        self.feeders
             .lock()
             .iter()
             .filter_map(Weak::upgrade)
-            .collect();
+            .collect()
+    }
+
+    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
+    /// looking at the feeders; returns their earliest next deadline.
+    fn expire_feeders(&self) -> Option<Nanos> {
+        if !self.has_feeders.load(Ordering::Acquire) {
+            return None;
+        }
+        let feeders = self.feeders();
         feeders
             .iter()
-            .filter_map(|f| {
-                f.expire_due();
-                f.next_deadline()
-            })
+            .filter_map(|f| f.with_expired(|s| s.next_deadline()))
             .min()
     }
-
-    pub(crate) fn ready_len(&self) -> usize {
-        self.retry_len.load(Ordering::Acquire) + self.ready_rx.len()
-    }
-
-    pub(crate) fn next_deadline(&self) -> Option<Nanos> {
-        let earliest = self.earliest.load(Ordering::Acquire);
-        (earliest != u64::MAX).then_some(earliest)
-    }
-
-    /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
-    pub(crate) fn timed_now(&self) -> Option<Nanos> {
-        self.ack_timeout.map(|_| self.shared.clock.now())
-    }
-
-    // ===== capacity =====
 
     /// Takes one unit of capacity, if there is one.
     fn reserve(&self) -> bool {
@@ -294,51 +242,16 @@ impl<T> QueueCore<T> {
             .is_ok()
     }
 
-    /// Returns the capacity of a message that left (acked or dead-lettered), waking producers
-    /// that wait for it, and consumers too when one may wait for its prefetch window.
-    fn left(&self) {
+    /// Returns the capacity of a message that left (acked or dead-lettered) and takes the
+    /// producers to wake, and the consumers too when one may be waiting for its prefetch window.
+    fn left(&self, state: &mut QueueState<T>) -> Woken {
         self.occupied.fetch_sub(1, Ordering::AcqRel);
-        fence(Ordering::SeqCst);
-        if self.writers_waiting.load(Ordering::SeqCst) {
-            let woken = {
-                let mut waiters = self.waiters.lock();
-                self.writers_waiting.store(false, Ordering::SeqCst);
-                waiters.writers.take()
-            };
-            woken.wake();
-        }
+        let mut woken = state.writers.take();
         if self.options.prefetch_limit().is_some() {
-            self.wake_readers();
+            woken.join(state.readers.take());
         }
+        woken
     }
-
-    /// Wakes waiting consumers, if any (one atomic load when none wait).
-    fn wake_readers(&self) {
-        fence(Ordering::SeqCst);
-        if self.readers_waiting.load(Ordering::SeqCst) {
-            let woken = {
-                let mut waiters = self.waiters.lock();
-                self.readers_waiting.store(false, Ordering::SeqCst);
-                waiters.readers.take()
-            };
-            woken.wake();
-        }
-    }
-
-    /// Registers consumer `id` to be woken; the caller re-checks afterwards.
-    pub(crate) fn register_reader(&self, id: u64, wait: Wait<'_>) {
-        let mut waiters = self.waiters.lock();
-        waiters.readers.register(id, wait);
-        self.readers_waiting.store(true, Ordering::SeqCst);
-        drop(waiters);
-        fence(Ordering::SeqCst);
-    }
-
-    pub(crate) fn forget_reader(&self, id: u64) {
-        self.waiters.lock().readers.remove(id);
-    }
-
-    // ===== sending =====
 
     /// Stores and enqueues one record, waiting for capacity until `deadline`.
     pub(crate) fn publish(
@@ -353,7 +266,7 @@ impl<T> QueueCore<T> {
     }
 
     /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
-    /// (re-checking afterwards, so no wakeup is lost). For `send_async`.
+    /// (re-checking under the lock, so no wakeup is lost). For `send_async`.
     pub(crate) fn try_publish(
         &self,
         record: Record<T>,
@@ -379,62 +292,53 @@ impl<T> QueueCore<T> {
 
     /// Stores and enqueues a record whose capacity is reserved.
     fn append(&self, record: Record<T>) -> Result<Receipt, (Record<T>, Fail)> {
-        // A consumer's last look after close waits until no send is between its closed check
-        // and its push, so every message that returned a receipt is seen.
-        self.sending.fetch_add(1, Ordering::SeqCst);
-        let result = if self.shared.is_closed() {
-            Err((record, Fail::Disconnected))
-        } else {
-            let mut record = Some(record);
-            let mut id = None;
-            let stored = self.shared.store.append(&mut || {
-                let Some(r) = record.take() else { return };
-                let ts = self.shared.clock.now();
-                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let entry = Arc::new(Entry::new(r, 0));
-                // An unbounded channel we hold both ends of: sending cannot fail.
-                let _ = self.ready_tx.send(Item {
-                    id: n,
-                    ts,
-                    entry,
-                    meta: None,
-                    count: 0,
-                });
-                id = Some(n);
-            });
-            match (stored, id, record) {
-                (Ok(()), Some(offset), _) => Ok(Receipt {
+        let mut record = Some(record);
+        let mut id = None;
+        let stored = self.shared.store.append(&mut || {
+            let Some(r) = record.take() else { return };
+            let now = self.shared.clock.now();
+            let mut state = self.state.lock();
+            // Under the lock that close's wake-up takes: a consumer's last look after close
+            // sees every message that returned a receipt.
+            if self.shared.is_closed() {
+                record = Some(r);
+                return;
+            }
+            id = Some(state.push(now, Arc::new(Entry::new(r, 0)), None));
+            self.publish_hints(&state);
+            let woken = state.readers.take();
+            drop(state);
+            woken.wake();
+        });
+        let fail = match (stored, id) {
+            (Ok(()), Some(offset)) => {
+                return Ok(Receipt {
                     partition: 0,
                     offset,
-                }),
-                (Err(e), None, Some(record)) => Err((record, Fail::Failed(e))),
-                _ => unreachable!("a store ran `publish` if and only if it returned Ok"),
+                });
             }
+            (Ok(()), None) => Fail::Disconnected,
+            (Err(e), None) => Fail::Failed(e),
+            (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
         };
-        self.sending.fetch_sub(1, Ordering::SeqCst);
-        match result {
-            Ok(receipt) => {
-                self.wake_readers();
-                Ok(receipt)
-            }
-            Err(failed) => {
-                self.occupied.fetch_sub(1, Ordering::AcqRel);
-                Err(failed)
-            }
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        self.state.lock().writers.take().wake();
+        match record {
+            Some(record) => Err((record, fail)),
+            None => unreachable!("a record that was not published is handed back"),
         }
     }
 
-    /// Registers waiter `id` for capacity, then re-checks.
+    /// Registers waiter `id` for capacity, then re-checks under the lock that acks release
+    /// capacity and close wakes waiters under.
     fn register_writer(&self, id: u64, wait: Wait<'_>) -> Room {
-        let mut waiters = self.waiters.lock();
+        let mut state = self.state.lock();
         if self.shared.is_closed() {
             return Room::Closed;
         }
-        waiters.writers.register(id, wait);
-        self.writers_waiting.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        state.writers.register(id, wait);
         if self.reserve() {
-            waiters.writers.remove(id);
+            state.writers.remove(id);
             return Room::Reserved;
         }
         Room::Registered
@@ -442,7 +346,7 @@ impl<T> QueueCore<T> {
 
     /// Forgets waiter `id` (a dropped `send_async` future).
     pub(crate) fn forget_writer(&self, id: u64) {
-        self.waiters.lock().writers.remove(id);
+        self.state.lock().writers.remove(id);
     }
 
     fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
@@ -474,68 +378,87 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// Waits until no producer is between its closed check and its push (a consumer's last
-    /// look after close). Sends are short and never block here.
-    pub(crate) fn settle_sends(&self) {
-        while self.sending.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
+    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline.
+    fn publish_hints(&self, state: &QueueState<T>) {
+        self.ready.store(state.ready_len(), Ordering::Release);
+        let earliest = state.next_deadline().unwrap_or(u64::MAX);
+        self.earliest.store(earliest, Ordering::Release);
     }
 
-    // ===== delivering and settling =====
+    /// Whether a lock-free look may skip the lock: nothing ready and no ack deadline passed.
+    fn nothing_to_deliver(&self) -> bool {
+        if self.ready.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let earliest = self.earliest.load(Ordering::Acquire);
+        earliest == u64::MAX || self.shared.clock.now() < earliest
+    }
 
-    /// Takes the next message to deliver: redeliveries first, then first deliveries.
-    pub(crate) fn take_ready(&self) -> Option<Item<T>> {
-        if self.retry_len.load(Ordering::Acquire) > 0 {
-            let mut retry = self.retry.lock();
-            if let Some(item) = retry.pop_front() {
-                self.retry_len.store(retry.len(), Ordering::Release);
-                return Some(item);
+    /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
+    fn timed_now(&self) -> Option<Nanos> {
+        self.ack_timeout.map(|_| self.shared.clock.now())
+    }
+
+    /// Runs `f` after processing expired ack timeouts.
+    fn with_expired<R>(&self, f: impl FnOnce(&mut QueueState<T>) -> R) -> R {
+        let now = self.timed_now();
+        let mut state = self.state.lock();
+        let (dead, woken) = self.expire(&mut state, now);
+        let result = f(&mut state);
+        drop(state);
+        self.after_release(dead, woken);
+        result
+    }
+
+    /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts).
+    fn expire(
+        &self,
+        state: &mut QueueState<T>,
+        now: Option<Nanos>,
+    ) -> (Vec<(Item<T>, Reason)>, Woken) {
+        let Some(now) = now else {
+            return (Vec::new(), Woken::none());
+        };
+        let expired = state.expired(now);
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        // Newest first, so that requeueing at the front keeps the oldest in front.
+        for delivery in expired.into_iter().rev() {
+            self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
+        }
+        (dead, woken)
+    }
+
+    fn release_locked(
+        &self,
+        state: &mut QueueState<T>,
+        delivery: u64,
+        reason: Reason,
+        dead: &mut Vec<(Item<T>, Reason)>,
+        woken: &mut Woken,
+    ) {
+        match state.release(delivery, reason, self.options.max_delivery_count()) {
+            Released::Requeued => {
+                self.publish_hints(state);
+                woken.join(state.readers.take());
             }
-        }
-        self.ready_rx.try_recv().ok()
-    }
-
-    /// Records a new delivery's deadline; the first one in flight wakes the dead-letter queue's
-    /// waiting consumers so they learn it.
-    pub(crate) fn note_deadline(&self, deadline: Option<Nanos>) {
-        if let Some(at) = deadline {
-            let before = self.earliest.fetch_min(at, Ordering::AcqRel);
-            if before == u64::MAX {
-                if let Some(dlq) = &self.dead_letter {
-                    dlq.wake_readers();
-                }
+            Released::Dead(item, reason) => {
+                woken.join(self.left(state));
+                dead.push((item, reason));
             }
+            Released::Stale => {}
         }
     }
 
-    /// Puts ended deliveries back (newest first at the front, so the oldest is next), or
-    /// moves those past `max_deliveries` to the dead-letter queue.
-    pub(crate) fn release_all(&self, mut ended: Vec<Ended<T>>, reason: Reason) {
-        if ended.is_empty() {
+    /// Moves dead letters on and wakes whoever a release freed, outside the lock.
+    fn after_release(&self, dead: Vec<(Item<T>, Reason)>, woken: Woken) {
+        woken.wake();
+        if dead.is_empty() {
             return;
         }
-        self.in_flight.fetch_sub(ended.len(), Ordering::AcqRel);
-        ended.sort_by_key(|e| e.order);
-        let max = self.options.max_delivery_count();
-        let (dead, requeue): (Vec<_>, Vec<_>) = ended
-            .into_iter()
-            .partition(|e| max.is_some_and(|max| e.item.count >= max));
-        if !requeue.is_empty() {
-            let mut retry = self.retry.lock();
-            for e in requeue.into_iter().rev() {
-                retry.push_front(e.item);
-            }
-            self.retry_len.store(retry.len(), Ordering::Release);
-            drop(retry);
-            self.wake_readers();
-        }
-        // Newest first, as the requeue above (and as releasing one by one would).
-        for e in dead.into_iter().rev() {
-            self.dead_lettered.fetch_add(1, Ordering::AcqRel);
-            self.left();
-            if let Some(dlq) = &self.dead_letter {
-                dlq.push_dead_letter(e.item, &self.name, reason);
+        if let Some(dlq) = &self.dead_letter {
+            for (item, reason) in dead {
+                dlq.push_dead_letter(item, &self.name, reason);
             }
         }
         self.shared.idle.notify();
@@ -560,122 +483,201 @@ impl<T> QueueCore<T> {
             headers,
         };
         self.occupied.fetch_add(1, Ordering::AcqRel);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let dead = Item {
-            id,
-            ts: item.ts,
-            entry: item.entry,
-            meta: Some(Arc::new(meta)),
-            count: 0,
-        };
-        let _ = self.ready_tx.send(dead);
-        self.wake_readers();
+        let mut state = self.state.lock();
+        state.push(item.ts, item.entry, Some(Arc::new(meta)));
+        self.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
     }
 
-    /// Acks a delivery of `link`'s consumer. A delivery whose ack timeout already passed is
-    /// released as timed out instead (the message is redelivered), even if nobody looked yet.
-    pub(crate) fn ack(&self, link: &ConsumerLink<T>, delivery: u64, id: u64) {
+    pub(crate) fn ack(&self, delivery: u64, id: u64) {
         let now = self.timed_now();
-        let mut flight = link.flight.lock();
-        let expired = match (flight.deadline(delivery), now) {
-            (None, _) => return, // already ended
-            (Some(Some(at)), Some(now)) => at <= now,
-            _ => false,
-        };
-        let Some(ended) = flight.end(delivery) else {
-            return;
-        };
-        drop(flight);
-        if expired {
-            self.release_all(vec![ended], Reason::Timeout);
-            return;
+        let mut state = self.state.lock();
+        // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
+        let (dead, mut woken) = self.expire(&mut state, now);
+        let acked = state.ack(delivery);
+        if acked {
+            woken.join(self.left(&mut state));
         }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.left();
-        self.shared.store.progress(Progress::QueueAck {
-            queue: &self.name,
-            id,
-        });
-        self.shared.idle.notify();
+        drop(state);
+        if acked {
+            self.shared.store.progress(Progress::QueueAck {
+                queue: &self.name,
+                id,
+            });
+            self.shared.idle.notify();
+        }
+        self.after_release(dead, woken);
     }
 
-    /// Ends a delivery of `link`'s consumer without an ack.
-    pub(crate) fn release(&self, link: &ConsumerLink<T>, delivery: u64, reason: Reason) {
-        let ended = link.flight.lock().end(delivery);
-        self.release_all(ended.into_iter().collect(), reason);
+    pub(crate) fn release(&self, delivery: u64, reason: Reason) {
+        let mut state = self.state.lock();
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
+        drop(state);
+        self.after_release(dead, woken);
     }
+}
 
-    /// Processes ack timeouts if one may have passed (a clock read only when some delivery has
-    /// a deadline).
-    pub(crate) fn expire_due(&self) {
-        if self.earliest.load(Ordering::Acquire) == u64::MAX {
-            return;
+/// A consumer's own handle on its queue: its deliveries clone this `Arc`, not the queue's, so
+/// competing consumers do not contend on one reference count.
+pub(crate) struct ConsumerLink<T> {
+    pub(crate) queue: Arc<QueueCore<T>>,
+}
+
+/// A competing consumer of a queue.
+pub(crate) struct QueueConsumer<T> {
+    link: Arc<ConsumerLink<T>>,
+    id: u64,
+    /// When to wake for the next ack timeout (system clock only).
+    wake: Option<std::time::Instant>,
+    /// Whether the broker's timer holds an entry for this consumer.
+    timed: bool,
+}
+
+impl<T: Payload> QueueConsumer<T> {
+    pub(crate) fn ready(&self) -> u64 {
+        self.link.queue.with_expired(|s| s.ready_len() as u64)
+    }
+}
+
+impl<T: Payload> Source<T> for QueueConsumer<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
+        let queue = &self.link.queue;
+        let feeder_deadline = queue.expire_feeders();
+        if !wait.registers() && queue.nothing_to_deliver() {
+            // Nothing ready: don't take the lock (timeouts are processed when registering).
+            return Poll::Empty;
         }
-        if let Some(now) = self.timed_now() {
-            if now >= self.earliest.load(Ordering::Acquire) {
-                self.expire(now);
+        let now = queue.timed_now();
+        let mut state = queue.state.lock();
+        let (dead, woken) = queue.expire(&mut state, now);
+        let deadline = now
+            .zip(queue.ack_timeout)
+            .map(|(now, t)| now.saturating_add(t));
+        let delivered = state.deliver(self.id, queue.options.prefetch_limit(), deadline);
+        let poll = match delivered {
+            Some((item, delivery)) => {
+                let (id, count) = (item.id, item.count);
+                queue.shared.store.progress(Progress::QueueDelivery {
+                    queue: &queue.name,
+                    id,
+                    count,
+                });
+                let ack = QueueAck {
+                    link: Arc::clone(&self.link),
+                    delivery,
+                    id,
+                };
+                Poll::Ready(Message::queue(item, ack))
             }
-        }
-    }
-
-    /// Releases every delivery, of every consumer, whose ack deadline is at or before `now`.
-    fn expire(&self, now: Nanos) {
-        let mut links = self.links.lock();
-        links.retain(|l| l.strong_count() > 0);
-        // Reset, then lower again from every table: a delivery made meanwhile lowers it
-        // after its insert, which this scan (or its own fetch_min) sees.
-        self.earliest.store(u64::MAX, Ordering::SeqCst);
-        let mut expired = Vec::new();
-        for link in links.iter().filter_map(Weak::upgrade) {
-            let mut flight = link.flight.lock();
-            expired.extend(flight.expire(now));
-            if let Some(at) = flight.next_deadline() {
-                self.earliest.fetch_min(at, Ordering::AcqRel);
+            None => {
+                if wait.registers() {
+                    state.readers.register(self.id, wait);
+                    let next = state
+                        .next_deadline()
+                        .into_iter()
+                        .chain(feeder_deadline)
+                        .min();
+                    self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
+                }
+                Poll::Empty
             }
+        };
+        // A feeder's first in-flight delivery gives this queue's waiting consumers (it is a
+        // dead-letter queue) a deadline they did not know when they registered.
+        let wake_dead_letters = poll.is_ready()
+            && queue.dead_letter.is_some()
+            && queue.earliest.load(Ordering::Acquire) == u64::MAX;
+        queue.publish_hints(&state);
+        drop(state);
+        if let (Poll::Empty, Wait::Task(waker), Some(at)) = (&poll, wait, self.wake) {
+            // A task cannot park until the deadline: the timer wakes it (registered after
+            // unlocking, since it may drop an older waker).
+            queue.shared.timer.wake_at(at, self.id, waker);
+            self.timed = true;
         }
-        drop(links);
-        self.release_all(expired, Reason::Timeout);
+        if let (true, Some(dlq)) = (wake_dead_letters, &queue.dead_letter) {
+            let woken = dlq.state.lock().readers.take();
+            woken.wake();
+        }
+        queue.after_release(dead, woken);
+        poll
     }
 
-    pub(crate) fn add_link(&self, link: &Arc<ConsumerLink<T>>) {
-        self.links.lock().push(Arc::downgrade(link));
+    fn is_closed(&self) -> bool {
+        self.link.queue.shared.is_closed()
+    }
+
+    fn wake_at(&self) -> Option<std::time::Instant> {
+        self.wake
+    }
+}
+
+impl<T> QueueConsumer<T> {
+    /// Forgets this consumer's waker registrations.
+    pub(crate) fn unregister(&mut self) {
+        self.link.queue.state.lock().readers.remove(self.id);
+        self.finish_wait();
+    }
+
+    /// After a wait ended with a result: drops the timer entry (a task that got its message
+    /// must not be woken later). The reader registration is already gone: whatever woke it
+    /// took the list.
+    pub(crate) fn finish_wait(&mut self) {
+        if std::mem::take(&mut self.timed) {
+            self.link.queue.shared.timer.cancel(self.id);
+        }
+    }
+}
+
+impl<T> Drop for QueueConsumer<T> {
+    fn drop(&mut self) {
+        let queue = &self.link.queue;
+        let mut state = queue.state.lock();
+        state.readers.remove(self.id);
+        let held = state.held_by(self.id);
+        state.forget_consumer(self.id);
+        let mut dead = Vec::new();
+        let mut woken = Woken::none();
+        // Newest first, so that requeueing at the front keeps the oldest in front.
+        for delivery in held.into_iter().rev() {
+            queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
+        }
+        drop(state);
+        queue.after_release(dead, woken);
     }
 }
 
 impl<T: Payload> Control for QueueCore<T> {
     fn wake_all(&self) {
         // A clock advance fires ack timeouts here, even if no consumer is looking.
-        if let Some(now) = self.timed_now() {
-            self.expire(now);
-        }
-        let woken = {
-            let mut waiters = self.waiters.lock();
-            let mut woken = waiters.readers.take();
-            woken.join(waiters.writers.take());
-            woken
-        };
+        self.with_expired(|_| ());
+        let mut state = self.state.lock();
+        let mut woken = state.readers.take();
+        woken.join(state.writers.take());
+        drop(state);
         woken.wake();
     }
 
     fn busy(&self, _now: Nanos) -> Option<String> {
-        self.expire_due();
         let parked_only = self.has_feeders.load(Ordering::Acquire);
-        let in_flight = self.in_flight.load(Ordering::Acquire);
-        let ready = self.ready_len();
-        let busy = if parked_only {
-            in_flight > 0
-        } else {
-            self.occupied.load(Ordering::Acquire) > 0
-        };
-        busy.then(|| {
-            format!(
-                "queue `{}`: {ready} ready, {in_flight} in flight",
-                self.name
-            )
+        self.with_expired(|s| {
+            let ready = if parked_only { 0 } else { s.ready_len() };
+            (ready + s.in_flight() > 0).then(|| {
+                format!(
+                    "queue `{}`: {} ready, {} in flight",
+                    self.name,
+                    s.ready_len(),
+                    s.in_flight()
+                )
+            })
         })
     }
 
     fn next_deadline(&self) -> Option<Nanos> {
-        QueueCore::next_deadline(self)
+        self.state.lock().next_deadline()
     }
 }
