@@ -546,12 +546,13 @@ impl<T: Payload> QueueConsumer<T> {
 impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
-        let feeder_deadline = queue.expire_feeders();
+        queue.expire_feeders(); // their timed-out deliveries are this queue's dead letters
         if !wait.registers() && queue.nothing_to_deliver() {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
         let now = queue.timed_now();
+        let mut own_deadline = None;
         let mut state = queue.state.lock();
         let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
@@ -576,12 +577,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             None => {
                 if wait.registers() {
                     state.readers.register(self.id, wait);
-                    let next = state
-                        .next_deadline()
-                        .into_iter()
-                        .chain(feeder_deadline)
-                        .min();
-                    self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
+                    own_deadline = state.next_deadline();
                 }
                 Poll::Empty
             }
@@ -593,6 +589,13 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             && queue.earliest.load(Ordering::Acquire) == u64::MAX;
         queue.publish_hints(&state);
         drop(state);
+        if wait.registers() && !poll.is_ready() {
+            // The feeders' deadlines are read again after registering: a feeder's first
+            // delivery from here on wakes us (see `wake_dead_letters`), and one before is seen.
+            let feeder_deadline = queue.expire_feeders();
+            let next = own_deadline.into_iter().chain(feeder_deadline).min();
+            self.wake = next.and_then(|d| queue.shared.clock.wake_at(d));
+        }
         if let (Poll::Empty, Wait::Task(waker), Some(at)) = (&poll, wait, self.wake) {
             // A task cannot park until the deadline: the timer wakes it (registered after
             // unlocking, since it may drop an older waker).
