@@ -29,6 +29,11 @@ use crate::record::{Receipt, Record};
 
 /// The future of [`Consumer::recv_async`]: resolves like [`Consumer::recv`].
 ///
+/// Polling it again after it completed starts another receive (use
+/// `FusedFuture::is_terminated` to tell). A received message dropped without an ack, for
+/// instance in a losing `select!` arm that received but discarded it, is redelivered like any
+/// dropped delivery.
+///
 /// # Cancel safety
 ///
 /// Cancel safe: dropping it before it completes loses no message.
