@@ -508,3 +508,29 @@ fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery() {
     waiter.join().unwrap();
     assert_eq!((jobs.dead_lettered(), dead.len()), (1, 1));
 }
+
+/// A delivery whose ack timeout passed (system clock, nobody looked yet) and is then nacked
+/// ends as timed out: its dead letter says `ack-timeout`, not `nack`.
+#[test]
+fn a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout() {
+    let bus = Broker::memory();
+    let options = QueueOptions::default()
+        .ack_timeout(Duration::from_millis(1))
+        .max_deliveries(1)
+        .dead_letter("jobs.dead");
+    let jobs = bus.queue_with::<u32>("jobs", options).unwrap();
+    let dead = bus.queue::<u32>("jobs.dead").unwrap();
+    jobs.producer().send(1).unwrap();
+    let mut worker = jobs.consumer();
+    let late = worker.recv_timeout(WAIT).unwrap();
+    let due = std::time::Instant::now() + Duration::from_millis(5);
+    while std::time::Instant::now() < due {
+        std::thread::yield_now(); // the system clock passes the 1 ms deadline
+    }
+    late.nack().unwrap();
+    let letter = dead.consumer().recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        letter.headers().get(DEAD_LETTER_REASON),
+        Some(&b"ack-timeout"[..])
+    );
+}

@@ -512,9 +512,11 @@ impl<T> QueueCore<T> {
     }
 
     pub(crate) fn release(&self, delivery: u64, reason: Reason) {
+        let now = self.timed_now();
         let mut state = self.state.lock();
-        let mut dead = Vec::new();
-        let mut woken = Woken::none();
+        // A delivery whose timeout passed ends as timed out (its dead letter says so), even if
+        // nobody looked yet; it is then stale here.
+        let (mut dead, mut woken) = self.expire(&mut state, now);
         self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
         drop(state);
         self.after_release(dead, woken);
@@ -639,12 +641,13 @@ impl<T> QueueConsumer<T> {
 impl<T> Drop for QueueConsumer<T> {
     fn drop(&mut self) {
         let queue = &self.link.queue;
+        let now = queue.timed_now();
         let mut state = queue.state.lock();
         state.readers.remove(self.id);
+        // As in `release`: overdue deliveries end as timed out first.
+        let (mut dead, mut woken) = queue.expire(&mut state, now);
         let held = state.held_by(self.id);
         state.forget_consumer(self.id);
-        let mut dead = Vec::new();
-        let mut woken = Woken::none();
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in held.into_iter().rev() {
             queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
