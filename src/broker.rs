@@ -28,7 +28,7 @@ use crate::topic::{Topic, TopicCore};
 /// The bus stays open while any [`Broker`], [`Topic`], [`Queue`] or
 /// [`Producer`](crate::Producer) handle exists. When the last one is dropped, or on
 /// [`close`](Self::close), it closes: blocked producers and consumers wake, sends fail with
-/// `Disconnected` and handing the message back, and consumers receive what was already
+/// `Disconnected` (handing the message back), and consumers receive what was already
 /// available, then `Disconnected`.
 ///
 /// # Threads
