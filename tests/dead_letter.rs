@@ -386,41 +386,37 @@ fn dead_letter_queue_is_declared_with_the_source_queue() {
     // Declared afterwards with `queue`, it is the queue that already holds the dead letter.
     let dead = bus.queue::<String>("jobs.dead").unwrap();
     assert_eq!(dead.len(), 1);
-    match bus.queue::<u32>("jobs.dead") {
-        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
-        other => panic!("expected Mismatch, got {other:?}"),
-    }
+    common::expect_mismatch(bus.queue::<u32>("jobs.dead"), "jobs.dead");
 }
 
 #[test]
 fn dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration() {
     let bus = Broker::memory();
     bus.queue::<u32>("jobs.dead").unwrap();
-    match bus.queue_with::<String>("jobs", dead_letter_options(1)) {
-        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
-        other => panic!("expected Mismatch naming the dead-letter queue, got {other:?}"),
-    }
+    common::expect_mismatch(
+        bus.queue_with::<String>("jobs", dead_letter_options(1)),
+        "jobs.dead",
+    );
 }
 
 #[test]
 fn dead_letter_naming_a_topic_is_a_mismatch_at_declaration() {
     let bus = Broker::memory();
     bus.topic::<String>("jobs.dead").unwrap();
-    match bus.queue_with::<String>("jobs", dead_letter_options(1)) {
-        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs.dead"),
-        other => panic!("expected Mismatch naming the dead-letter queue, got {other:?}"),
-    }
+    common::expect_mismatch(
+        bus.queue_with::<String>("jobs", dead_letter_options(1)),
+        "jobs.dead",
+    );
 }
 
 #[test]
 fn max_deliveries_without_dead_letter_is_an_invalid_option() {
     let bus = Broker::memory();
-    match bus.queue_with::<String>("jobs", QueueOptions::default().max_deliveries(3)) {
-        Err(Error::InvalidOption { name, option, .. }) => {
-            assert_eq!((name.as_str(), option), ("jobs", "max_deliveries"))
-        }
-        other => panic!("expected InvalidOption, got {other:?}"),
-    }
+    common::expect_invalid_option(
+        bus.queue_with::<String>("jobs", QueueOptions::default().max_deliveries(3)),
+        "jobs",
+        "max_deliveries",
+    );
 }
 
 #[test]
@@ -429,12 +425,11 @@ fn queue_cannot_be_its_own_dead_letter_queue() {
     let options = QueueOptions::default()
         .max_deliveries(3)
         .dead_letter("jobs");
-    match bus.queue_with::<String>("jobs", options) {
-        Err(Error::InvalidOption { name, option, .. }) => {
-            assert_eq!((name.as_str(), option), ("jobs", "dead_letter"))
-        }
-        other => panic!("expected InvalidOption, got {other:?}"),
-    }
+    common::expect_invalid_option(
+        bus.queue_with::<String>("jobs", options),
+        "jobs",
+        "dead_letter",
+    );
 }
 
 #[test]

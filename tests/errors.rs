@@ -17,49 +17,6 @@ use serde::{Deserialize, Serialize};
 struct Opaque(u64);
 
 #[track_caller]
-fn expect_mismatch<T: Debug>(result: Result<T, Error>, name: &str) -> String {
-    match result {
-        Err(err @ Error::Mismatch { .. }) => {
-            let Error::Mismatch { name: n, .. } = &err else {
-                unreachable!()
-            };
-            assert_eq!(n, name);
-            let message = err.to_string();
-            assert!(
-                message.contains(&format!("`{name}`")),
-                "the message should name `{name}`: {message}"
-            );
-            message
-        }
-        other => panic!("expected Error::Mismatch for `{name}`, got {other:?}"),
-    }
-}
-
-#[track_caller]
-fn expect_invalid_option<T: Debug>(result: Result<T, Error>, name: &str, option: &str) {
-    match result {
-        Err(err @ Error::InvalidOption { .. }) => {
-            let Error::InvalidOption {
-                name: n,
-                option: o,
-                reason,
-            } = &err
-            else {
-                unreachable!()
-            };
-            assert_eq!((n.as_str(), *o), (name, option));
-            assert!(!reason.is_empty());
-            let message = err.to_string();
-            assert!(
-                message.contains(name) && message.contains(option),
-                "the message should name `{name}` and `{option}`: {message}"
-            );
-        }
-        other => panic!("expected InvalidOption `{option}` for `{name}`, got {other:?}"),
-    }
-}
-
-#[track_caller]
 fn expect_invalid_name<T: Debug>(result: Result<T, Error>, name: &str) {
     match result {
         Err(err @ Error::InvalidName { .. }) => {
@@ -83,10 +40,10 @@ fn expect_invalid_name<T: Debug>(result: Result<T, Error>, name: &str) {
 fn a_topic_redeclared_with_another_payload_type_is_a_mismatch() {
     let bus = Broker::memory();
     let orders = bus.topic::<u64>("orders").unwrap();
-    let message = expect_mismatch(bus.topic::<String>("orders"), "orders");
+    let message = common::expect_mismatch(bus.topic::<String>("orders"), "orders");
     assert!(message.contains("u64"), "{message}");
     assert!(message.contains("String"), "{message}");
-    expect_mismatch(
+    common::expect_mismatch(
         bus.topic_with::<String>("orders", TopicOptions::default()),
         "orders",
     );
@@ -104,9 +61,9 @@ fn a_topic_redeclared_with_another_payload_type_is_a_mismatch() {
 fn a_queue_redeclared_with_another_payload_type_is_a_mismatch() {
     let bus = Broker::memory();
     let _jobs = bus.queue::<String>("jobs").unwrap();
-    let message = expect_mismatch(bus.queue::<Vec<u8>>("jobs"), "jobs");
+    let message = common::expect_mismatch(bus.queue::<Vec<u8>>("jobs"), "jobs");
     assert!(message.contains("queue"), "{message}");
-    expect_mismatch(
+    common::expect_mismatch(
         bus.queue_with::<u32>("jobs", QueueOptions::default()),
         "jobs",
     );
@@ -119,19 +76,19 @@ fn topic_with_other_options_is_a_mismatch() {
         .partitions(4)
         .retention(Retention::messages(100));
     let topic = bus.topic_with::<u64>("metrics", options).unwrap();
-    expect_mismatch(
+    common::expect_mismatch(
         bus.topic_with::<u64>("metrics", options.partitions(2)),
         "metrics",
     );
-    expect_mismatch(
+    common::expect_mismatch(
         bus.topic_with::<u64>("metrics", options.retention(Retention::messages(101))),
         "metrics",
     );
-    expect_mismatch(
+    common::expect_mismatch(
         bus.topic_with::<u64>("metrics", options.overflow(embus::Overflow::Block)),
         "metrics",
     );
-    expect_mismatch(
+    common::expect_mismatch(
         bus.topic_with::<u64>("metrics", TopicOptions::default()),
         "metrics",
     );
@@ -160,7 +117,7 @@ fn queue_with_other_options_is_a_mismatch() {
         options.clone().prefetch(1),
         QueueOptions::default(),
     ] {
-        expect_mismatch(bus.queue_with::<u64>("jobs", other), "jobs");
+        common::expect_mismatch(bus.queue_with::<u64>("jobs", other), "jobs");
     }
     let again = bus.queue_with::<u64>("jobs", options).unwrap();
     again.producer().send(3).unwrap();
@@ -172,22 +129,22 @@ fn topics_and_queues_share_one_namespace() {
     let bus = Broker::memory();
     let _topic = bus.topic::<u64>("events").unwrap();
     let _queue = bus.queue::<u64>("jobs").unwrap();
-    let message = expect_mismatch(bus.queue::<u64>("events"), "events");
+    let message = common::expect_mismatch(bus.queue::<u64>("events"), "events");
     assert!(
         message.contains("topic") && message.contains("queue"),
         "{message}"
     );
-    expect_mismatch(
+    common::expect_mismatch(
         bus.queue_with::<u64>("events", QueueOptions::default()),
         "events",
     );
-    expect_mismatch(bus.topic::<u64>("jobs"), "jobs");
-    expect_mismatch(
+    common::expect_mismatch(bus.topic::<u64>("jobs"), "jobs");
+    common::expect_mismatch(
         bus.topic_with::<u64>("jobs", TopicOptions::default()),
         "jobs",
     );
     // A dead-letter queue may not take a topic's name either.
-    expect_mismatch(
+    common::expect_mismatch(
         bus.queue_with::<u64>("work", QueueOptions::default().dead_letter("events")),
         "events",
     );
@@ -197,7 +154,7 @@ fn topics_and_queues_share_one_namespace() {
 fn a_dead_letter_queue_of_another_payload_type_is_a_mismatch() {
     let bus = Broker::memory();
     let _dead = bus.queue::<String>("jobs.dead").unwrap();
-    expect_mismatch(
+    common::expect_mismatch(
         bus.queue_with::<u64>("jobs", QueueOptions::default().dead_letter("jobs.dead")),
         "jobs.dead",
     );
@@ -304,7 +261,7 @@ fn out_of_range_topic_options_are_invalid_option() {
         ),
     ];
     for (options, option) in cases {
-        expect_invalid_option(
+        common::expect_invalid_option(
             bus.topic_with::<u64>("bad-topic", options),
             "bad-topic",
             option,
@@ -352,7 +309,7 @@ fn out_of_range_queue_options_are_invalid_option() {
         ),
     ];
     for (options, option) in cases {
-        expect_invalid_option(
+        common::expect_invalid_option(
             bus.queue_with::<u64>("bad-queue", options),
             "bad-queue",
             option,

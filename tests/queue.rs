@@ -733,21 +733,20 @@ fn queue_with_other_options_is_a_mismatch() {
     let bus = Broker::memory();
     bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(5))
         .unwrap();
-    match bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(6)) {
-        Err(Error::Mismatch { name, .. }) => assert_eq!(name, "jobs"),
-        other => panic!("expected Mismatch, got {other:?}"),
-    }
+    common::expect_mismatch(
+        bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(6)),
+        "jobs",
+    );
 }
 
 #[test]
 fn queue_with_zero_capacity_is_an_invalid_option() {
     let bus = Broker::memory();
-    match bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(0)) {
-        Err(Error::InvalidOption { name, option, .. }) => {
-            assert_eq!((name.as_str(), option), ("jobs", "capacity"))
-        }
-        other => panic!("expected InvalidOption, got {other:?}"),
-    }
+    common::expect_invalid_option(
+        bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(0)),
+        "jobs",
+        "capacity",
+    );
 }
 
 /// Regression: with the system clock, `try_recv` skipped the queue's lock whenever nothing was
