@@ -101,7 +101,11 @@ fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message
     if source.is_closed() {
         // The poll above may have looked (lock-free) before the last sends became visible;
         // seeing `closed` makes them visible, so look once more under the locks.
-        let locked = if wait.registers() { wait } else { Wait::Thread };
+        let locked = if wait.takes_locks() {
+            wait
+        } else {
+            Wait::Locked
+        };
         return Some(decided(source.poll(locked)).unwrap_or(Err(Fail::Disconnected)));
     }
     None

@@ -55,6 +55,8 @@ impl Deadline {
 pub(crate) enum Wait<'a> {
     /// Don't register (a first, cheap look; `try_*`).
     No,
+    /// Look under the locks, but register nothing (the last look after close).
+    Locked,
     /// Park the current thread until woken.
     Thread,
     /// Wake this task.
@@ -62,8 +64,8 @@ pub(crate) enum Wait<'a> {
 }
 
 impl Wait<'_> {
-    /// Whether the caller registers to be woken (and so must look under the lock).
-    pub(crate) fn registers(self) -> bool {
+    /// Whether the caller looks under the locks (lock-free shortcuts are for `No` only).
+    pub(crate) fn takes_locks(self) -> bool {
         !matches!(self, Wait::No)
     }
 }
@@ -92,7 +94,7 @@ impl Waiters {
     /// Registers waiter `id` (a consumer, producer or future) the way `wait` says.
     pub(crate) fn register(&mut self, id: u64, wait: Wait<'_>) {
         let signal = match wait {
-            Wait::No => return,
+            Wait::No | Wait::Locked => return,
             Wait::Thread => Signal::Thread(thread::current()),
             Wait::Task(waker) => Signal::Task(waker.clone()),
         };

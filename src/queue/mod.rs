@@ -549,7 +549,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         queue.expire_feeders(); // their timed-out deliveries are this queue's dead letters
-        if !wait.registers() && queue.nothing_to_deliver() {
+        if !wait.takes_locks() && queue.nothing_to_deliver() {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
@@ -577,7 +577,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                 Poll::Ready(Message::queue(item, ack))
             }
             None => {
-                if wait.registers() {
+                if wait.takes_locks() {
                     state.readers.register(self.id, wait);
                     own_deadline = state.next_deadline();
                 }
@@ -591,7 +591,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             && queue.earliest.load(Ordering::Acquire) == u64::MAX;
         queue.publish_hints(&state);
         drop(state);
-        if wait.registers() && !poll.is_ready() {
+        if wait.takes_locks() && !poll.is_ready() {
             // The feeders' deadlines are read again after registering: a feeder's first
             // delivery from here on wakes us (see `wake_dead_letters`), and one before is seen.
             let feeder_deadline = queue.expire_feeders();

@@ -299,7 +299,7 @@ impl<T: Payload> TopicCore<T> {
         let size = self.size_of(&record);
         loop {
             match self.publish_once(partition, record, size) {
-                Err((declined, Fail::Full)) if wait.registers() => record = declined,
+                Err((declined, Fail::Full)) if wait.takes_locks() => record = declined,
                 done => return done,
             }
             match self.register_writer(partition, size, id, wait) {

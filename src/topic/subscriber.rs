@@ -54,7 +54,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let topic = &self.topic;
         // Age retention is applied under the lock, so age-limited topics always take it.
-        let fast = !wait.registers() && topic.limits.age.is_none();
+        let fast = !wait.takes_locks() && topic.limits.age.is_none();
         let n = self.readers.len();
         for i in 0..n {
             let p = (self.turn + i) % n;
