@@ -206,12 +206,13 @@ impl<T: Payload> Producer<T> {
             })
     }
 
-    /// Sends messages in order, waiting for room like [`send`](Self::send). Returns one receipt
-    /// per message.
+    /// Sends messages, waiting for room like [`send`](Self::send), and returns one receipt per
+    /// message, in order. Messages for one partition keep their order; a topic takes each
+    /// partition's share under one lock and one clock read.
     ///
     /// # Errors
-    /// If the broker closes part-way, the error holds the messages that were not sent (the
-    /// earlier ones were).
+    /// If the broker closes part-way, the error holds the messages that were not sent, in
+    /// order (the others were).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -221,17 +222,18 @@ impl<T: Payload> Producer<T> {
     /// # Ok(()) }
     /// ```
     pub fn send_batch(&self, msgs: Vec<T>) -> Result<Vec<Receipt>, SendError<Vec<T>>> {
-        let mut receipts = Vec::with_capacity(msgs.len());
-        let mut rest = msgs.into_iter();
-        while let Some(msg) = rest.next() {
-            match self.send(msg) {
-                Ok(receipt) => receipts.push(receipt),
-                Err(err) => {
-                    return Err(err.map(|msg| std::iter::once(msg).chain(rest).collect()));
-                }
+        let records: Vec<Record<T>> = msgs.into_iter().map(Record::new).collect();
+        let result = match &self.target {
+            Target::Topic(t) => t.publish_batch(records),
+            Target::Queue(q) => q.publish_batch(records),
+        };
+        result.map_err(|(unsent, fail)| {
+            let msgs = unsent.into_iter().map(Record::into_payload).collect();
+            match fail {
+                Fail::Failed(e) => SendError::Failed(msgs, e),
+                Fail::Full | Fail::Disconnected => SendError::Disconnected(msgs),
             }
-        }
-        Ok(receipts)
+        })
     }
 }
 

@@ -1117,3 +1117,45 @@ fn block_applies_per_partition() {
     assert!(p.try_send(2).unwrap_err().is_full());
     assert_eq!(t.retained(), 2);
 }
+
+#[test]
+fn send_batch_waits_for_room_under_block_and_keeps_order_per_partition() {
+    let bus = Broker::memory();
+    let options = TopicOptions::default()
+        .partitions(2)
+        .retention(Retention::messages(2))
+        .overflow(Overflow::Block);
+    let t = bus.topic_with::<u64>("t", options).unwrap();
+    let mut sub = t.subscribe(Start::Earliest).unwrap();
+    let p = t.producer();
+    let sender = std::thread::spawn(move || p.send_batch((0..20).collect()).unwrap());
+    let mut got: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for _ in 0..20 {
+        let m = sub.recv_timeout(WAIT).unwrap();
+        got.entry(m.partition())
+            .or_default()
+            .push((m.offset(), *m.payload()));
+    }
+    let receipts = sender.join().unwrap();
+    assert_eq!(receipts.len(), 20);
+    for (partition, messages) in &got {
+        let offsets: Vec<u64> = messages.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as u64).collect::<Vec<_>>(),
+            "partition {partition}"
+        );
+        assert!(
+            messages.windows(2).all(|w| w[0].1 < w[1].1),
+            "payloads in send order"
+        );
+    }
+    for (i, r) in receipts.iter().enumerate() {
+        let (offset, payload) = got[&r.partition][r.offset as usize];
+        assert_eq!(
+            (offset, payload),
+            (r.offset, i as u64),
+            "receipt {i} points at its message"
+        );
+    }
+}

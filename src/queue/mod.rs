@@ -265,6 +265,25 @@ impl<T> QueueCore<T> {
         }
     }
 
+    /// Stores and enqueues records in order, waiting for capacity for each; on failure hands
+    /// back the records not sent.
+    pub(crate) fn publish_batch(
+        &self,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        let mut receipts = Vec::with_capacity(records.len());
+        let mut rest = records.into_iter();
+        while let Some(record) = rest.next() {
+            match self.publish(record, Deadline::Never) {
+                Ok(receipt) => receipts.push(receipt),
+                Err((record, fail)) => {
+                    return Err((std::iter::once(record).chain(rest).collect(), fail));
+                }
+            }
+        }
+        Ok(receipts)
+    }
+
     /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
     /// (re-checking under the lock, so no wakeup is lost). For `send_async`.
     pub(crate) fn try_publish(

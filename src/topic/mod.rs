@@ -287,6 +287,87 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
+    /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
+    /// for as many records as have room; waits for room (under `Block`) like `publish`. On
+    /// failure, hands back the records not sent, in input order.
+    pub(crate) fn publish_batch(
+        &self,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        let len = records.len();
+        let mut runs: Vec<Vec<(usize, Record<T>)>> =
+            (0..self.partitions.len()).map(|_| Vec::new()).collect();
+        for (index, record) in records.into_iter().enumerate() {
+            let partition = self.pick_partition(record.key.as_deref());
+            runs[partition as usize].push((index, record));
+        }
+        let mut receipts = vec![None; len];
+        let mut runs = runs.into_iter().enumerate();
+        while let Some((partition, run)) = runs.next() {
+            let partition = partition as u32;
+            let mut pending = run.into_iter().peekable();
+            while pending.peek().is_some() {
+                let result = self.append_run(partition, &mut pending, &mut receipts);
+                let size = pending.peek().map(|(_, r)| self.size_of(r));
+                let fail = match (result, size) {
+                    (Ok(()), None) => break,
+                    (Ok(()), Some(size)) => {
+                        match self.wait_for_room(partition, size, Deadline::Never) {
+                            Ok(()) => continue,
+                            Err(fail) => fail,
+                        }
+                    }
+                    (Err(fail), _) => fail,
+                };
+                let mut unsent: Vec<(usize, Record<T>)> = pending.collect();
+                unsent.extend(runs.flat_map(|(_, run)| run));
+                unsent.sort_by_key(|(index, _)| *index);
+                return Err((unsent.into_iter().map(|(_, r)| r).collect(), fail));
+            }
+        }
+        Ok(receipts.into_iter().flatten().collect())
+    }
+
+    /// Appends records from `pending` to `partition` under one lock while they have room;
+    /// `Err` only if the store failed or the broker closed.
+    fn append_run(
+        &self,
+        partition: u32,
+        pending: &mut std::iter::Peekable<std::vec::IntoIter<(usize, Record<T>)>>,
+        receipts: &mut [Option<Receipt>],
+    ) -> Result<(), Fail> {
+        let part = &self.partitions[partition as usize];
+        let mut closed = false;
+        let stored = self.shared.store.append(&mut || {
+            let now = self.shared.clock.now();
+            let mut log = part.lock();
+            if self.shared.is_closed() {
+                closed = true;
+                return;
+            }
+            let mut woken = Woken::none();
+            while let Some((_, record)) = pending.peek() {
+                let size = self.size_of(record);
+                if !log.trim(&self.limits, now, Some(size)) {
+                    break; // no room under `Block`
+                }
+                let Some((index, record)) = pending.next() else {
+                    break;
+                };
+                let (offset, readers) = log.push(now, Entry::new(record, size));
+                woken.join(readers);
+                receipts[index] = Some(Receipt { partition, offset });
+            }
+            drop(log);
+            woken.wake();
+        });
+        match (stored, closed) {
+            (Err(e), _) => Err(Fail::Failed(e)),
+            (Ok(()), true) => Err(Fail::Disconnected),
+            (Ok(()), false) => Ok(()),
+        }
+    }
+
     /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
     /// says (re-checking under the lock, so no wakeup is lost). For `send_async`.
     pub(crate) fn try_publish(
