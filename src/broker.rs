@@ -74,7 +74,8 @@ pub(crate) struct Life {
 
 impl Drop for Life {
     fn drop(&mut self) {
-        self.shared.close();
+        // Nobody is left to report a failed final flush to; every send that failed said so.
+        let _ = self.shared.close();
     }
 }
 
@@ -155,7 +156,38 @@ impl Broker {
         Self::from_parts(Clock::System, Arc::new(crate::store::MemoryStore))
     }
 
-    /// A builder for a broker with a [`ManualClock`](crate::ManualClock).
+    /// Opens (or creates) a durable broker on the redb file at `path`, with
+    /// [`Durability::Immediate`](crate::Durability::Immediate): a send returns once its message
+    /// is fsynced, and topics, queues, group positions and unacked messages survive restarts
+    /// and crashes. See [`BrokerBuilder`] for the other settings.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the file cannot be opened (or another broker has it open);
+    /// [`Error::Corrupt`] if it is not a readable embus store; [`Error::Incompatible`] if it is
+    /// one of another format version. Each names the path.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("embus-doc-open-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("app.embus");
+    /// {
+    ///     let bus = embus::Broker::open(&path)?;
+    ///     bus.queue::<String>("jobs")?.producer().send("resize".to_string())?;
+    ///     bus.close()?;
+    /// }
+    /// let bus = embus::Broker::open(&path)?; // after a restart
+    /// let job = bus.queue::<String>("jobs")?.consumer().recv()?;
+    /// assert_eq!(job.payload(), "resize");
+    /// job.ack()?;
+    /// # bus.close()?; std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        Self::builder().path(path).open()
+    }
+
+    /// A builder: a durable store's path and durability, or a [`ManualClock`](crate::ManualClock).
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder::new()
     }
@@ -261,18 +293,22 @@ impl Broker {
         if let Some(o) = &options {
             o.validate(name)?;
         }
+        let (options, stored) = self.stored::<T, _>(name, Kind::Topic, options)?;
         let core = self.declare::<TopicCore<T>>(
             name,
             Kind::Topic,
             options.map(DeclaredOptions::Topic),
             || {
                 let o = options.unwrap_or_default();
-                let core = Arc::new(TopicCore::<T>::new(name, o, Arc::clone(&self.shared)));
-                (
+                let core = TopicCore::<T>::create(name, o, Arc::clone(&self.shared))?;
+                if !stored {
+                    self.remember::<T, _>(name, Kind::Topic, &o);
+                }
+                Ok((
                     DeclaredOptions::Topic(o),
                     Arc::clone(&core) as Arc<dyn Control>,
                     core,
-                )
+                ))
             },
         )?;
         Ok(Topic::new(core, Arc::clone(&self.life)))
@@ -287,6 +323,7 @@ impl Broker {
         if let Some(o) = &options {
             o.validate(name)?;
         }
+        let (options, stored) = self.stored::<T, _>(name, Kind::Queue, options)?;
         let declared = options.clone().map(DeclaredOptions::Queue);
         // A mismatch on `name` itself must not leave a new dead-letter queue behind.
         let existing = lookup(
@@ -305,17 +342,20 @@ impl Broker {
         };
         let core = self.declare::<QueueCore<T>>(name, Kind::Queue, declared, || {
             let o = options.clone().unwrap_or_default();
-            let core = Arc::new(QueueCore::<T>::new(
+            let core = QueueCore::<T>::create(
                 name,
                 o.clone(),
                 dead_letter.clone(),
                 Arc::clone(&self.shared),
-            ));
-            (
+            )?;
+            if !stored {
+                self.remember::<T, _>(name, Kind::Queue, &o);
+            }
+            Ok((
                 DeclaredOptions::Queue(o),
                 Arc::clone(&core) as Arc<dyn Control>,
                 core,
-            )
+            ))
         })?;
         if let Some(dlq) = &dead_letter {
             dlq.add_feeder(&core);
@@ -329,7 +369,7 @@ impl Broker {
         name: &str,
         kind: Kind,
         options: Option<DeclaredOptions>,
-        create: impl FnOnce() -> (DeclaredOptions, Arc<dyn Control>, Arc<C>),
+        create: impl FnOnce() -> Result<(DeclaredOptions, Arc<dyn Control>, Arc<C>), Error>,
     ) -> Result<Arc<C>, Error> {
         let mut registry = self.shared.registry.lock();
         if let Some(core) = lookup(&registry, name, kind, options.as_ref())? {
@@ -338,7 +378,7 @@ impl Broker {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
-        let (declared_options, control, core) = create();
+        let (declared_options, control, core) = create()?;
         registry.insert(
             name.to_owned(),
             Declared {
@@ -353,11 +393,70 @@ impl Broker {
         Ok(core)
     }
 
+    /// The options `name` was stored with by an earlier run (durable mode), checked against
+    /// what this declaration asks: `(options to use, whether they are stored already)`.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the stored declaration has another kind, payload type or options.
+    fn stored<T: 'static, O>(
+        &self,
+        name: &str,
+        kind: Kind,
+        requested: Option<O>,
+    ) -> Result<(Option<O>, bool), Error>
+    where
+        O: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        if self.shared.registry.lock().contains_key(name) {
+            return Ok((requested, true)); // declared in this run: `lookup` checks it
+        }
+        let Some(stored) = self.shared.store.declared(name)? else {
+            return Ok((requested, false));
+        };
+        use crate::codec::Codec;
+        let options: Option<O> = crate::codec::Bincode::decode(&stored.options).ok();
+        let same_kind = stored.queue == (kind == Kind::Queue);
+        let same_type = stored.type_name == type_name::<T>();
+        let same_options = requested.is_none() || requested == options;
+        match options {
+            Some(options) if same_kind && same_type && same_options => Ok((Some(options), true)),
+            _ => Err(Error::Mismatch {
+                name: name.to_owned(),
+                existing: format!(
+                    "a stored {} of {}",
+                    if stored.queue { "queue" } else { "topic" },
+                    stored.type_name
+                ),
+                requested: format!(
+                    "a {} of {} with {}",
+                    kind.name(),
+                    type_name::<T>(),
+                    requested.map_or_else(|| "default options".to_owned(), |o| format!("{o:?}"))
+                ),
+            }),
+        }
+    }
+
+    /// Stores a new declaration (durable mode), so a reopen knows it.
+    fn remember<T: 'static, O: Serialize>(&self, name: &str, kind: Kind, options: &O) {
+        use crate::codec::Codec;
+        let mut bytes = Vec::new();
+        if crate::codec::Bincode::encode(options, &mut bytes).is_ok() {
+            let declaration = crate::store::Declaration {
+                queue: kind == Kind::Queue,
+                type_name: type_name::<T>().to_owned(),
+                options: bytes,
+            };
+            self.shared.store.declare(name, declaration);
+        }
+    }
+
     /// Closes the bus for every handle: blocked calls wake, sends fail with `Disconnected`,
     /// consumers drain what was available and then get `Disconnected`. Closing twice is fine.
     ///
     /// # Errors
-    /// None in memory mode; the durable store reports a failed final flush here.
+    /// None in memory mode. A durable broker flushes and stops its writer thread here, and
+    /// reports a failed final commit ([`Error::Poisoned`]).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -370,8 +469,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn close(self) -> Result<(), Error> {
-        self.shared.close();
-        Ok(())
+        self.shared.close()
     }
 
     /// Whether the bus is closed.
@@ -508,9 +606,9 @@ impl Shared {
             .collect()
     }
 
-    fn close(&self) {
+    fn close(&self) -> Result<(), Error> {
         if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+            return Ok(());
         }
         // Dropping the registry breaks the cycles core -> Shared -> registry -> core; consumers
         // keep what they use alive until they are dropped.
@@ -520,6 +618,8 @@ impl Shared {
         }
         self.timer.close();
         self.idle.notify();
+        // Sends that staged before the flag was set are committed and published here.
+        self.store.close()
     }
 }
 

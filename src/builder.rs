@@ -1,13 +1,15 @@
 //! [`BrokerBuilder`]: configures a broker before opening it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::broker::Broker;
 use crate::clock::{Clock, ManualClock};
 use crate::error::Error;
+use crate::options::Durability;
+use crate::store::{DurableOptions, DurableStore, MemoryStore, Store};
 
-/// Configures a [`Broker`]. Today it sets the clock; the durable store's path and durability
-/// arrive with it.
+/// Configures a [`Broker`]: memory or durable (a path), durability, clock.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,10 +17,25 @@ use crate::error::Error;
 /// let bus = embus::Broker::builder().clock(clock.clone()).open()?; // no path: memory
 /// # drop(bus); Ok(()) }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct BrokerBuilder {
     clock: Clock,
+    path: Option<PathBuf>,
+    durability: Durability,
+    backend: Option<crate::store::OpenWith>,
+    cache_bytes: Option<usize>,
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("clock", &self.clock)
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("storage_backend", &self.backend.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerBuilder {
@@ -33,14 +50,52 @@ impl BrokerBuilder {
         self
     }
 
+    /// Makes the broker durable on the redb file at `path` (created if missing).
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// When a durable broker's `send` returns (default [`Durability::Immediate`]). Ignored in
+    /// memory mode.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Stores through this redb storage backend instead of the file at `path` (which still
+    /// names the store in errors): redb's `InMemoryBackend` for durable semantics without a
+    /// file, or a backend of your own that injects faults in tests.
+    pub fn storage_backend(mut self, backend: impl redb::StorageBackend) -> Self {
+        self.backend = Some(Box::new(move |builder: &redb::Builder| {
+            builder.create_with_backend(backend)
+        }));
+        self
+    }
+
+    /// redb's page cache size (redb's default: 1 GiB, allocated as it fills).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_bytes = Some(bytes);
+        self
+    }
+
     /// Opens the broker.
     ///
     /// # Errors
-    /// None for a memory broker; the `Result` is for the durable store.
+    /// None for a memory broker; for a durable one, as [`Broker::open`].
     pub fn open(self) -> Result<Broker, Error> {
-        Ok(Broker::from_parts(
-            self.clock,
-            Arc::new(crate::store::MemoryStore),
-        ))
+        let store: Arc<dyn Store> = match (self.path, self.backend) {
+            (None, None) => Arc::new(MemoryStore),
+            (path, backend) => {
+                let path = path.unwrap_or_else(|| PathBuf::from("<storage backend>"));
+                let options = DurableOptions {
+                    durability: self.durability,
+                    backend,
+                    cache_bytes: self.cache_bytes,
+                };
+                Arc::new(DurableStore::open(&path, options)?)
+            }
+        };
+        Ok(Broker::from_parts(self.clock, store))
     }
 }

@@ -1,9 +1,70 @@
-//! Payload sizes for byte retention, counted through bincode 2 without producing bytes. The only
-//! file that imports `bincode`.
+//! Payload encoding: the [`Codec`] trait and its default, [`Bincode`] (bincode 2, pinned: upstream
+//! is unmaintained, so everything else reaches it through this trait). The only file that
+//! imports `bincode`. Memory mode never encodes; it only counts sizes for byte retention.
 
 use bincode::enc::write::Writer;
 use bincode::error::EncodeError;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How payloads become bytes in a durable store, and back.
+///
+/// The durable store encodes every payload once, on the sending thread, and decodes only what
+/// it reads back from the file (after a reopen, or for a reader behind the in-memory tail).
+/// [`Bincode`] is the default and the only codec a broker uses today; the trait keeps the
+/// payload format replaceable without touching the engine.
+///
+/// ```
+/// use embus::codec::{Bincode, Codec};
+/// let mut bytes = Vec::new();
+/// Bincode::encode(&("order", 42u32), &mut bytes)?;
+/// let back: (String, u32) = Bincode::decode(&bytes)?;
+/// assert_eq!(back, ("order".to_string(), 42));
+/// # Ok::<(), embus::codec::CodecError>(())
+/// ```
+pub trait Codec: Send + Sync + 'static {
+    /// Appends `value`'s encoding to `out`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the value cannot be encoded (e.g. a map serde cannot size).
+    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
+
+    /// Decodes a value from exactly `bytes`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the bytes are not an encoding of a `T` (or have bytes left over).
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(pub String);
+
+/// bincode 2 with its standard configuration (varint integers), through serde.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+impl Codec for Bincode {
+    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+            .map(drop)
+            .map_err(|e| CodecError(e.to_string()))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| CodecError(e.to_string()))?;
+        if used == bytes.len() {
+            Ok(value)
+        } else {
+            Err(CodecError(format!(
+                "{} bytes left over after the payload",
+                bytes.len() - used
+            )))
+        }
+    }
+}
 
 /// A bincode writer that keeps only the count.
 struct Counter(usize);
@@ -28,7 +89,7 @@ pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::encoded_len;
+    use super::*;
 
     #[test]
     fn counts_like_bincode_standard() {
@@ -36,5 +97,15 @@ mod tests {
         assert_eq!(encoded_len(&7u64), 1);
         assert_eq!(encoded_len(&"hello".to_string()), 6);
         assert_eq!(encoded_len(&vec![0u8; 300]), 300 + 3);
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_leftovers() {
+        let mut bytes = Vec::new();
+        Bincode::encode(&"hi".to_string(), &mut bytes).unwrap();
+        assert_eq!(bytes.len(), encoded_len(&"hi".to_string()));
+        bytes.push(0);
+        assert!(Bincode::decode::<String>(&bytes).is_err(), "a byte left over");
+        assert!(Bincode::decode::<String>(&[0xff, 0xff]).is_err());
     }
 }

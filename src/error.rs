@@ -42,6 +42,66 @@ pub enum Error {
     /// handle).
     #[error("broker is closed")]
     Closed,
+    /// The store's file could not be opened, read or written (I/O, the file is open
+    /// elsewhere, ...).
+    #[error("storage error on {path:?}: {message}")]
+    Storage {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The file is not a readable embus store: garbage, a damaged page, or a record whose
+    /// checksum does not match.
+    #[error("{path:?} is corrupt: {detail}")]
+    Corrupt {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// What is wrong, and where.
+        detail: String,
+    },
+    /// The file is an embus store of another format version.
+    #[error("{path:?} has embus format version {found}; this build reads version {expected}")]
+    Incompatible {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The version in the file.
+        found: u64,
+        /// The version this build reads and writes.
+        expected: u64,
+    },
+    /// A commit failed earlier, so the store refuses writes until the broker is reopened (a
+    /// failed fsync is never retried: the pages it covered may be lost). Messages whose send
+    /// returned this were not stored.
+    #[error("store {path:?} refuses writes after a failed commit: {cause}")]
+    Poisoned {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// A payload could not be encoded for the durable store (nothing was written).
+    #[error("cannot encode a payload for `{name}`: {message}")]
+    Encode {
+        /// The topic or queue.
+        name: String,
+        /// The codec's message.
+        message: String,
+    },
+    /// A stored payload could not be decoded as the declared type. `bytes` is the raw payload.
+    #[error("cannot decode the stored payload at {partition}/{offset} of `{name}`: {message}")]
+    Decode {
+        /// The topic or queue.
+        name: String,
+        /// The partition (0 for a queue).
+        partition: u32,
+        /// The offset (a queue: the message id).
+        offset: u64,
+        /// The codec's message.
+        message: String,
+        /// The payload as stored.
+        bytes: Vec<u8>,
+    },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {

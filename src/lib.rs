@@ -82,7 +82,7 @@ mod asynchronous;
 mod broker;
 mod builder;
 mod clock;
-mod codec;
+pub mod codec;
 mod consumer;
 mod error;
 mod message;
@@ -106,7 +106,9 @@ pub use crate::error::{
     TrySendError,
 };
 pub use crate::message::Message;
-pub use crate::options::{Overflow, QueueOptions, Retention, Start, TopicOptions};
+pub use crate::options::{Durability, Overflow, QueueOptions, Retention, Start, TopicOptions};
+/// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
+pub use redb;
 pub use crate::producer::Producer;
 pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
 pub use crate::record::{Headers, Receipt, Record};

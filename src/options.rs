@@ -21,7 +21,7 @@ use crate::error::Error;
 /// let r = Retention::messages(10_000).and_bytes(64 << 20).and_age(Duration::from_secs(3600));
 /// assert_eq!(r.max_messages(), Some(10_000));
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Retention {
     messages: Option<u64>,
     bytes: Option<u64>,
@@ -116,7 +116,9 @@ impl fmt::Debug for Retention {
 }
 
 /// What a topic does when a slow reader would need more than retention allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Overflow {
     /// Trim anyway; the slow reader gets [`RecvError::Lagged`](crate::RecvError::Lagged) once and
     /// continues from the oldest retained message (tokio `broadcast`, Kafka). The default: a
@@ -139,7 +141,7 @@ pub enum Overflow {
 ///     .overflow(Overflow::Block);
 /// assert_eq!(opts.partition_count(), 4);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TopicOptions {
     partitions: u32,
     retention: Retention,
@@ -232,7 +234,7 @@ impl Default for TopicOptions {
 ///     .prefetch(16);
 /// assert_eq!(opts.max_delivery_count(), Some(5));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct QueueOptions {
     capacity: usize,
     ack_timeout: Option<Duration>,
@@ -388,4 +390,32 @@ fn invalid(name: &str, option: &'static str, reason: &'static str) -> Error {
         option,
         reason,
     }
+}
+
+/// When a durable broker's `send` returns, and what a crash can take back.
+///
+/// Every commit embus makes is a durable (fsynced) redb commit; the modes differ in whether a
+/// send waits for it.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use embus::{Broker, Durability};
+/// let bus = Broker::builder()
+///     .path("app.embus")
+///     .durability(Durability::Interval(Duration::from_millis(10)))
+///     .open()?;
+/// # drop(bus); Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// `send` returns `Ok` only after the commit holding the message is fsynced: an acknowledged
+    /// send survives a process crash and a power loss. Concurrent sends share one commit.
+    #[default]
+    Immediate,
+    /// `send` returns `Ok` as soon as the writer thread has the message; the writer commits (and
+    /// fsyncs) at most once per interval. A crash loses at most the acknowledged sends of the
+    /// last interval and the commit in progress, and never corrupts the file. Consumers still
+    /// see a message only after it is stored.
+    Interval(Duration),
 }

@@ -42,7 +42,8 @@ use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
-use crate::store::Progress;
+use crate::error::Error;
+use crate::store::{self, Append, Progress, Sink};
 
 pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
 
@@ -173,84 +174,82 @@ pub(crate) struct QueueCore<T> {
     /// timed-out delivery may be waiting to be redelivered.
     earliest: AtomicU64,
     dead_letter: Option<Arc<QueueCore<T>>>,
+    /// What the durable store's writer publishes into.
+    sink: Arc<dyn Sink>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     has_feeders: AtomicBool,
     pub(crate) shared: Arc<Shared>,
 }
 
-impl<T> QueueCore<T> {
-    pub(crate) fn new(
+/// A queue as the store's writer sees it.
+struct QueueSink<T> {
+    queue: Weak<QueueCore<T>>,
+    table: String,
+}
+
+impl<T: Payload> Sink for QueueSink<T> {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn publish(&self, upto: u64) {
+        let Some(queue) = self.queue.upgrade() else {
+            return;
+        };
+        let mut state = queue.state.lock();
+        state.publish_staged(upto);
+        queue.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+    }
+
+    fn floor(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl<T: Payload> QueueCore<T> {
+    /// Creates the queue, restoring its messages (with their delivery counts) from the store.
+    pub(crate) fn create(
         name: &str,
         options: QueueOptions,
         dead_letter: Option<Arc<Self>>,
         shared: Arc<Shared>,
-    ) -> Self {
-        Self {
+    ) -> Result<Arc<Self>, Error> {
+        let table = store::queue_table(name);
+        let restored = shared.store.restore(&table)?;
+        let mut state = QueueState::new();
+        let mut occupied = 0;
+        if restored.base < restored.end {
+            for row in shared.store.load(&table, restored.base, u64::MAX)? {
+                let (ts, entry) = store::decode_row::<T>(name, 0, &row)?;
+                state.restore(row.key, ts, Arc::new(entry), row.deliveries);
+                occupied += 1;
+            }
+        }
+        state.start_ids_at(restored.end);
+        let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             name: name.to_owned(),
             ack_timeout: options
                 .ack_timeout_duration()
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             options,
-            state: Mutex::new(QueueState::new()),
-            occupied: AtomicUsize::new(0),
-            ready: AtomicUsize::new(0),
+            state: Mutex::new(state),
+            occupied: AtomicUsize::new(occupied),
+            ready: AtomicUsize::new(occupied),
             earliest: AtomicU64::new(u64::MAX),
             dead_letter,
+            sink: Arc::new(QueueSink {
+                queue: Weak::clone(me),
+                table,
+            }),
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
             shared,
-        }
-    }
-
-    /// Records that `source` dead-letters into this queue.
-    pub(crate) fn add_feeder(&self, source: &Arc<Self>) {
-        let mut feeders = self.feeders.lock();
-        feeders.retain(|f| f.strong_count() > 0 && !std::ptr::eq(f.as_ptr(), Arc::as_ptr(source)));
-        feeders.push(Arc::downgrade(source));
-        self.has_feeders.store(true, Ordering::Release);
-    }
-
-    fn feeders(&self) -> Vec<Arc<Self>> {
-        self.feeders
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-
-    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
-    /// looking at the feeders; returns their earliest next deadline.
-    fn expire_feeders(&self) -> Option<Nanos> {
-        if !self.has_feeders.load(Ordering::Acquire) {
-            return None;
-        }
-        let feeders = self.feeders();
-        feeders
-            .iter()
-            .filter_map(|f| f.with_expired(|s| s.next_deadline()))
-            .min()
-    }
-
-    /// Takes one unit of capacity, if there is one.
-    fn reserve(&self) -> bool {
-        let capacity = self.options.capacity_limit();
-        self.occupied
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Returns the capacity of a message that left (acked or dead-lettered) and takes the
-    /// producers to wake, and the consumers too when one may be waiting for its prefetch window.
-    fn left(&self, state: &mut QueueState<T>) -> Woken {
-        self.occupied.fetch_sub(1, Ordering::AcqRel);
-        let mut woken = state.writers.take();
-        if self.options.prefetch_limit().is_some() {
-            woken.join(state.readers.take());
-        }
-        woken
+        });
+        Ok(core)
     }
 
     /// Stores and enqueues one record, waiting for capacity until `deadline`.
@@ -311,25 +310,13 @@ impl<T> QueueCore<T> {
 
     /// Stores and enqueues a record whose capacity is reserved.
     fn append(&self, record: Record<T>) -> Result<Receipt, (Record<T>, Fail)> {
-        let mut record = Some(record);
-        let mut id = None;
-        let stored = self.shared.store.append(&mut || {
-            let Some(r) = record.take() else { return };
-            let now = self.shared.clock.now();
-            let mut state = self.state.lock();
-            // Under the lock that close's wake-up takes: a consumer's last look after close
-            // sees every message that returned a receipt.
-            if self.shared.is_closed() {
-                record = Some(r);
-                return;
-            }
-            id = Some(state.push(now, Arc::new(Entry::new(r, 0)), None));
-            self.publish_hints(&state);
-            let woken = state.readers.take();
-            drop(state);
-            woken.wake();
-        });
-        let fail = match (stored, id) {
+        let mut job = QueueJob {
+            queue: self,
+            entry: Some(Arc::new(Entry::new(record, 0))),
+            id: None,
+        };
+        let stored = self.shared.store.append(&mut job);
+        let fail = match (stored, job.id) {
             (Ok(()), Some(offset)) => {
                 return Ok(Receipt {
                     partition: 0,
@@ -342,10 +329,63 @@ impl<T> QueueCore<T> {
         };
         self.occupied.fetch_sub(1, Ordering::AcqRel);
         self.state.lock().writers.take().wake();
-        match record {
-            Some(record) => Err((record, fail)),
-            None => unreachable!("a record that was not published is handed back"),
+        match job.entry.map(Arc::try_unwrap) {
+            Some(Ok(entry)) => Err((entry.into_record(), fail)),
+            _ => unreachable!("a record that was not published is handed back"),
         }
+    }
+
+}
+
+impl<T> QueueCore<T> {
+    /// Records that `source` dead-letters into this queue.
+    pub(crate) fn add_feeder(&self, source: &Arc<Self>) {
+        let mut feeders = self.feeders.lock();
+        feeders.retain(|f| f.strong_count() > 0 && !std::ptr::eq(f.as_ptr(), Arc::as_ptr(source)));
+        feeders.push(Arc::downgrade(source));
+        self.has_feeders.store(true, Ordering::Release);
+    }
+
+    fn feeders(&self) -> Vec<Arc<Self>> {
+        self.feeders
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
+    /// looking at the feeders; returns their earliest next deadline.
+    fn expire_feeders(&self) -> Option<Nanos> {
+        if !self.has_feeders.load(Ordering::Acquire) {
+            return None;
+        }
+        let feeders = self.feeders();
+        feeders
+            .iter()
+            .filter_map(|f| f.with_expired(|s| s.next_deadline()))
+            .min()
+    }
+
+    /// Takes one unit of capacity, if there is one.
+    fn reserve(&self) -> bool {
+        let capacity = self.options.capacity_limit();
+        self.occupied
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Returns the capacity of a message that left (acked or dead-lettered) and takes the
+    /// producers to wake, and the consumers too when one may be waiting for its prefetch window.
+    fn left(&self, state: &mut QueueState<T>) -> Woken {
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        let mut woken = state.writers.take();
+        if self.options.prefetch_limit().is_some() {
+            woken.join(state.readers.take());
+        }
+        woken
     }
 
     /// Registers waiter `id` for capacity, then re-checks under the lock that acks release
@@ -503,7 +543,14 @@ impl<T> QueueCore<T> {
         };
         self.occupied.fetch_add(1, Ordering::AcqRel);
         let mut state = self.state.lock();
-        state.push(item.ts, item.entry, Some(Arc::new(meta)));
+        let to_id = state.push(item.ts, item.entry, Some(Arc::new(meta.clone())));
+        self.shared.store.progress(Progress::DeadLetter {
+            queue: from,
+            id: item.id,
+            to: &self.name,
+            to_id,
+            headers: &meta.headers,
+        });
         self.publish_hints(&state);
         let woken = state.readers.take();
         drop(state);
@@ -704,5 +751,62 @@ impl<T: Payload> Control for QueueCore<T> {
 
     fn next_deadline(&self) -> Option<Nanos> {
         self.state.lock().next_deadline()
+    }
+}
+
+/// One record to a queue, as the store sees it.
+struct QueueJob<'a, T> {
+    queue: &'a QueueCore<T>,
+    /// The entry, until published or staged (and again if handed back).
+    entry: Option<Arc<Entry<T>>>,
+    id: Option<u64>,
+}
+
+impl<T: Payload> Append for QueueJob<'_, T> {
+    fn publish(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let queue = self.queue;
+        let now = queue.shared.clock.now();
+        let mut state = queue.state.lock();
+        // Under the lock that close's wake-up takes: a consumer's last look after close sees
+        // every message that returned a receipt.
+        if queue.shared.is_closed() {
+            self.entry = Some(entry);
+            return;
+        }
+        self.id = Some(state.push(now, entry, None));
+        queue.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let body = self.entry.as_ref().map(|e| store::encode_entry(&self.queue.name, e));
+        body.into_iter().collect()
+    }
+
+    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let queue = self.queue;
+        let now = queue.shared.clock.now();
+        let mut state = queue.state.lock();
+        if queue.shared.is_closed() {
+            self.entry = Some(entry);
+            return;
+        }
+        let id = state.stage(now, entry);
+        stage(&queue.sink, id, now, 0);
+        self.id = Some(id);
+    }
+
+    fn unstage(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.entry = self.queue.state.lock().unstage(id);
+        }
     }
 }

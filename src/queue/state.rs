@@ -43,6 +43,9 @@ pub(crate) enum Released<T> {
 
 pub(crate) struct QueueState<T> {
     next_id: u64,
+    /// Messages stored ahead of publishing (durable mode), in id order; `None` once taken back
+    /// after a failed commit.
+    staged: VecDeque<(u64, Option<Item<T>>)>,
     ready: VecDeque<Item<T>>,
     /// In-flight deliveries by delivery number (`delivery_base + index`); `None` once ended.
     deliveries: VecDeque<Option<InFlight<T>>>,
@@ -59,6 +62,7 @@ impl<T> QueueState<T> {
     pub(crate) fn new() -> Self {
         Self {
             next_id: 0,
+            staged: VecDeque::new(),
             ready: VecDeque::new(),
             deliveries: VecDeque::new(),
             delivery_base: 0,
@@ -90,6 +94,53 @@ impl<T> QueueState<T> {
             count: 0,
         });
         id
+    }
+
+    /// Durable mode: keeps a new message aside until its commit; returns its id.
+    pub(crate) fn stage(&mut self, ts: Nanos, entry: Arc<Entry<T>>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let item = Item {
+            id,
+            ts,
+            entry,
+            meta: None,
+            count: 0,
+        };
+        self.staged.push_back((id, Some(item)));
+        id
+    }
+
+    /// Takes a staged message back (its commit failed).
+    pub(crate) fn unstage(&mut self, id: u64) -> Option<Arc<Entry<T>>> {
+        let slot = self.staged.iter_mut().find(|(at, _)| *at == id)?;
+        slot.1.take().map(|item| item.entry)
+    }
+
+    /// Makes the staged messages with ids below `upto` ready (they are committed).
+    pub(crate) fn publish_staged(&mut self, upto: u64) {
+        while self.staged.front().is_some_and(|(id, _)| *id < upto) {
+            if let Some((_, Some(item))) = self.staged.pop_front() {
+                self.ready.push_back(item);
+            }
+        }
+    }
+
+    /// Adds a message read back from the store (ids ascending), with its deliveries so far.
+    pub(crate) fn restore(&mut self, id: u64, ts: Nanos, entry: Arc<Entry<T>>, count: u32) {
+        self.next_id = self.next_id.max(id + 1);
+        self.ready.push_back(Item {
+            id,
+            ts,
+            entry,
+            meta: None,
+            count,
+        });
+    }
+
+    /// Ids from here on are new.
+    pub(crate) fn start_ids_at(&mut self, next: u64) {
+        self.next_id = self.next_id.max(next);
     }
 
     /// Hands the next ready message to `consumer`, unless its prefetch limit is reached.

@@ -1,16 +1,43 @@
 //! `MemoryStore`: persistence that keeps nothing; the in-memory logs are the truth.
 
-use super::{Progress, Store};
+use super::{Append, Declaration, Loaded, Progress, Restored, Store};
+use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MemoryStore;
 
 impl Store for MemoryStore {
-    fn append(&self, publish: &mut dyn FnMut()) -> Result<(), crate::Error> {
-        publish();
+    fn append(&self, job: &mut dyn Append) -> Result<(), Error> {
+        job.publish();
         Ok(())
     }
 
     fn progress(&self, _change: Progress<'_>) {}
+
+    fn declared(&self, _name: &str) -> Result<Option<Declaration>, Error> {
+        Ok(None)
+    }
+
+    fn declare(&self, _name: &str, _declaration: Declaration) {}
+
+    fn restore(&self, _table: &str) -> Result<Restored, Error> {
+        Ok(Restored::default())
+    }
+
+    fn groups(&self, _topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
+        Ok(Vec::new())
+    }
+
+    fn load(&self, _table: &str, _from: u64, _to: u64) -> Result<Vec<Loaded>, Error> {
+        Ok(Vec::new())
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }

@@ -334,6 +334,15 @@ impl<T: Payload> Source<T> for Member<T> {
                 }
             };
             let Some(stored) = log.stored(offset) else {
+                if offset < log.hot() {
+                    // Unreadable in the store (checksum or decoding): skipped, and said so.
+                    part.pending.remove(&offset);
+                    let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                    drop(log);
+                    drop(state);
+                    woken.wake();
+                    return Poll::Lagged(1);
+                }
                 // Unreachable after `skip_trimmed`; keep the offset deliverable regardless.
                 part.ready.insert(offset);
                 continue;

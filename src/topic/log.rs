@@ -35,6 +35,20 @@ pub(crate) struct Segment<T> {
 }
 
 impl<T> Segment<T> {
+    /// A detached segment holding messages read back from the store.
+    fn cold(start: u64, rows: Vec<(u64, Stored<T>)>) -> Self {
+        let segment = Self::new(start);
+        for (offset, stored) in rows {
+            if let Some(slot) = usize::try_from(offset - start)
+                .ok()
+                .and_then(|i| segment.slots.get(i))
+            {
+                let _ = slot.set(stored);
+            }
+        }
+        segment
+    }
+
     fn new(start: u64) -> Self {
         Self {
             start,
@@ -109,10 +123,35 @@ pub(crate) struct Partition<T> {
     published: Arc<Published>,
 }
 
-/// One partition's log: retained offsets `base..end`.
+/// Reads retained messages back from the durable store: `(offset, message)` for the offsets
+/// in `from..to` that are readable (a row that fails its checksum or does not decode is left
+/// out, and readers see it as skipped).
+pub(crate) type Loader<T> = Box<dyn Fn(u64, u64) -> Vec<(u64, Stored<T>)> + Send + Sync>;
+
+/// Retained messages below the in-memory tail (after a reopen): read from the store in chunks.
+struct Cold<T> {
+    load: Loader<T>,
+    /// The last chunk read, for readers.
+    chunk: Option<Arc<Segment<T>>>,
+    /// Timestamps and sizes of offsets `meta_start..`, for trimming and seeking.
+    meta_start: u64,
+    meta: VecDeque<(Nanos, u32)>,
+}
+
+/// Offsets read from the store at once.
+const COLD_CHUNK: u64 = 1024;
+
+/// One partition's log: retained offsets `base..end`; those below `hot` are only in the store.
 pub(crate) struct Log<T> {
     base: u64,
+    hot: u64,
     end: u64,
+    cold: Option<Cold<T>>,
+    /// Records stored ahead of publishing (durable mode): offsets `end..end + staged.len()`;
+    /// `None` once taken back after a failed commit.
+    staged: VecDeque<Option<Stored<T>>>,
+    staged_bytes: u64,
+    staged_ts: Nanos,
     /// Segments covering at least `base..end`, oldest first.
     segments: VecDeque<Arc<Segment<T>>>,
     bytes: u64,
@@ -151,13 +190,32 @@ impl<T> Reader<T> {
 }
 
 impl<T> Partition<T> {
-    pub(crate) fn new() -> Self {
+    #[cfg(test)]
+    fn new() -> Self {
+        Self::restored(0, 0, 0, None)
+    }
+
+    /// A partition whose retained offsets `base..end` (of `bytes` counted bytes) are in the
+    /// store, read back through `load`.
+    pub(crate) fn restored(base: u64, end: u64, bytes: u64, load: Option<Loader<T>>) -> Self {
         let published = Arc::new(Published::default());
+        published.base.store(base, Ordering::Relaxed);
+        published.end.store(end, Ordering::Relaxed);
         let log = Log {
-            base: 0,
-            end: 0,
+            base,
+            hot: end,
+            end,
+            cold: load.map(|load| Cold {
+                load,
+                chunk: None,
+                meta_start: base,
+                meta: VecDeque::new(),
+            }),
+            staged: VecDeque::new(),
+            staged_bytes: 0,
+            staged_ts: 0,
             segments: VecDeque::new(),
-            bytes: 0,
+            bytes,
             last_ts: 0,
             published: Arc::clone(&published),
             cursors: Vec::new(),
@@ -233,6 +291,15 @@ impl<T> Partition<T> {
                 log.set_cursor(reader.cursor_slot, reader.next),
             );
         }
+        if reader.next < log.hot && log.stored(reader.next).is_none() {
+            // Unreadable in the store (checksum or decoding): skipped, and said so.
+            reader.next += 1;
+            reader.segment = None;
+            return (
+                Read::Lagged(1),
+                log.set_cursor(reader.cursor_slot, reader.next),
+            );
+        }
         match log.stored(reader.next) {
             Some(got) => {
                 reader.segment = Some(Arc::clone(&got.segment));
@@ -276,10 +343,33 @@ impl<T> Log<T> {
         usize::try_from(self.end - self.base).unwrap_or(usize::MAX)
     }
 
-    /// A handle on the retained message at `offset`.
-    pub(crate) fn stored(&self, offset: u64) -> Option<StoredRef<T>> {
+    /// The first offset held in memory; `base..hot` are read from the store.
+    pub(crate) fn hot(&self) -> u64 {
+        self.hot
+    }
+
+    /// A handle on the retained message at `offset` (read from the store below `hot`).
+    pub(crate) fn stored(&mut self, offset: u64) -> Option<StoredRef<T>> {
         if offset < self.base || offset >= self.end {
             return None;
+        }
+        if offset < self.hot {
+            let hot = self.hot;
+            let cold = self.cold.as_mut()?;
+            let cached = cold.chunk.as_ref().is_some_and(|c| {
+                offset >= c.start && offset < c.start + SEGMENT && c.get(offset).is_some()
+            });
+            if !cached {
+                let to = (offset + SEGMENT).min(hot);
+                let rows = (cold.load)(offset, to);
+                cold.chunk = Some(Arc::new(Segment::cold(offset, rows)));
+            }
+            let segment = cold.chunk.as_ref()?;
+            segment.get(offset)?;
+            return Some(StoredRef {
+                segment: Arc::clone(segment),
+                offset,
+            });
         }
         let first = self.segments.front()?.start;
         let index = usize::try_from((offset - first) / SEGMENT).ok()?;
@@ -297,12 +387,39 @@ impl<T> Log<T> {
         self.segments.get(index)?.get(offset)
     }
 
+    /// Timestamp and counted size of a retained offset (read from the store below `hot`; an
+    /// unreadable row counts as expired and empty, so it never holds retention up).
+    fn meta(&mut self, offset: u64) -> Option<(Nanos, u32)> {
+        if offset >= self.hot {
+            return self.get(offset).map(|s| (s.ts, s.entry.size));
+        }
+        let hot = self.hot;
+        let cold = self.cold.as_mut()?;
+        let index = offset.checked_sub(cold.meta_start)?;
+        if index >= cold.meta.len() as u64 {
+            // Load a chunk from `offset` (readers seek and trim from the front).
+            let to = (offset + COLD_CHUNK).min(hot);
+            let rows = (cold.load)(offset, to);
+            cold.meta_start = offset;
+            cold.meta.clear();
+            let mut rows = rows.into_iter().peekable();
+            for at in offset..to {
+                match rows.next_if(|(o, _)| *o == at) {
+                    Some((_, s)) => cold.meta.push_back((s.ts, s.entry.size)),
+                    None => cold.meta.push_back((0, 0)),
+                }
+            }
+            return cold.meta.front().copied();
+        }
+        cold.meta.get(usize::try_from(index).ok()?).copied()
+    }
+
     /// The first offset whose timestamp is at or after `ts` (timestamps are monotone).
-    pub(crate) fn seek(&self, ts: Nanos) -> u64 {
+    pub(crate) fn seek(&mut self, ts: Nanos) -> u64 {
         let (mut lo, mut hi) = (self.base, self.end);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.get(mid).is_some_and(|s| s.ts < ts) {
+            if self.meta(mid).is_some_and(|(at, _)| at < ts) {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -323,9 +440,13 @@ impl<T> Log<T> {
     }
 
     fn pop(&mut self) {
-        let size = self.get(self.base).map_or(0, |s| s.entry.size);
-        self.bytes -= u64::from(size);
+        let size = self.meta(self.base).map_or(0, |(_, size)| size);
+        self.bytes = self.bytes.saturating_sub(u64::from(size));
         self.base += 1;
+        self.hot = self.hot.max(self.base);
+        if self.base >= self.hot {
+            self.cold = None; // everything read back from the store is trimmed
+        }
         while self
             .segments
             .front()
@@ -340,15 +461,19 @@ impl<T> Log<T> {
     /// `incoming` is set. Returns whether that room exists (it may not under `Block`).
     pub(crate) fn trim(&mut self, limits: &Limits, now: Nanos, incoming: Option<u32>) -> bool {
         if let Some(age) = limits.age {
-            while self
-                .get(self.base)
-                .is_some_and(|s| s.ts.saturating_add(age) <= now)
-                && self.can_trim(limits)
+            while self.can_trim(limits)
+                && self
+                    .meta(self.base)
+                    .is_some_and(|(ts, _)| ts.saturating_add(age) <= now)
             {
                 self.pop();
             }
         }
-        let (count, size) = incoming.map_or((0, 0), |size| (1, u64::from(size)));
+        // Staged records (durable mode) have their room reserved already.
+        let staged = self.staged.len() as u64;
+        let (count, size) = incoming.map_or((staged, self.staged_bytes), |size| {
+            (staged + 1, self.staged_bytes + u64::from(size))
+        });
         loop {
             let len = self.end - self.base;
             let over_count = limits.messages.is_some_and(|max| len + count > max);
@@ -393,6 +518,41 @@ impl<T> Log<T> {
         self.end += 1;
         self.published.end.store(self.end, Ordering::Release);
         (offset, self.readers.take())
+    }
+
+    /// Durable mode: keeps a record (whose room [`trim`](Self::trim) found) aside until its
+    /// commit; returns its offset and timestamp.
+    pub(crate) fn stage(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Nanos) {
+        let ts = now.max(self.last_ts).max(self.staged_ts);
+        self.staged_ts = ts;
+        self.staged_bytes += u64::from(entry.size);
+        self.staged.push_back(Some(Stored { ts, entry }));
+        (self.end + self.staged.len() as u64 - 1, ts)
+    }
+
+    /// Takes a staged record back (its commit failed).
+    pub(crate) fn unstage(&mut self, offset: u64) -> Option<Entry<T>> {
+        let index = usize::try_from(offset.checked_sub(self.end)?).ok()?;
+        let stored = self.staged.get_mut(index)?.take()?;
+        self.staged_bytes -= u64::from(stored.entry.size);
+        Some(stored.entry)
+    }
+
+    /// Publishes the staged records below `upto` (they are committed); returns the readers to
+    /// wake.
+    pub(crate) fn publish_staged(&mut self, limits: &Limits, upto: u64) -> Woken {
+        let mut woken = Woken::none();
+        while self.end < upto {
+            let Some(Some(stored)) = self.staged.pop_front() else {
+                break;
+            };
+            self.staged_bytes -= u64::from(stored.entry.size);
+            // Room was reserved when staging; this only trims what `Lag` lets go.
+            self.trim(limits, stored.ts, Some(stored.entry.size));
+            let (_, readers) = self.push(stored.ts, stored.entry);
+            woken.join(readers);
+        }
+        woken
     }
 
     fn add_cursor(&mut self, position: u64) -> (usize, Arc<AtomicU64>) {

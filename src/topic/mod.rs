@@ -35,15 +35,15 @@ mod log;
 mod partition;
 mod subscriber;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 pub(crate) use self::group::{Group, Member};
-pub(crate) use self::log::{Limits, Log, Partition, Read, Reader, StoredRef};
+pub(crate) use self::log::{Limits, Loader, Log, Partition, Read, Reader, StoredRef};
 pub(crate) use self::subscriber::Subscriber;
 
 use crate::broker::{Control, Life, Payload, Shared};
@@ -53,6 +53,7 @@ use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
+use crate::store::{self, Append, Sink};
 
 /// A handle to a topic. Cheap to clone; keeps the broker open.
 ///
@@ -209,24 +210,103 @@ pub(crate) struct TopicCore<T> {
     pub(crate) options: TopicOptions,
     pub(crate) limits: Limits,
     pub(crate) partitions: Box<[Partition<T>]>,
+    /// What the durable store's writer publishes into, per partition.
+    sinks: Box<[Arc<dyn Sink>]>,
     round_robin: AtomicU32,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A partition as the store's writer sees it.
+struct PartitionSink<T> {
+    topic: Weak<TopicCore<T>>,
+    partition: u32,
+    table: String,
+}
+
+impl<T: Payload> Sink for PartitionSink<T> {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn publish(&self, upto: u64) {
+        let Some(topic) = self.topic.upgrade() else {
+            return;
+        };
+        let mut log = topic.partitions[self.partition as usize].lock();
+        let woken = log.publish_staged(&topic.limits, upto);
+        drop(log);
+        woken.wake();
+    }
+
+    fn floor(&self) -> Option<u64> {
+        let topic = self.topic.upgrade()?;
+        let base = topic.partitions[self.partition as usize].lock().base();
+        Some(base)
+    }
+}
+
 impl<T: Payload> TopicCore<T> {
-    pub(crate) fn new(name: &str, options: TopicOptions, shared: Arc<Shared>) -> Self {
-        Self {
+    /// Creates the topic, restoring its partitions and groups from the store.
+    pub(crate) fn create(
+        name: &str,
+        options: TopicOptions,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Self>, Error> {
+        let mut partitions = Vec::new();
+        for p in 0..options.partition_count() {
+            let table = store::partition_table(name, p);
+            let restored = shared.store.restore(&table)?;
+            let load = (restored.base < restored.end).then(|| {
+                let store = Arc::clone(&shared.store);
+                let loader: Loader<T> = Box::new(move |from, to| {
+                    let rows = store.load(&table, from, to).unwrap_or_default();
+                    let decoded = rows.iter().filter_map(|row| {
+                        let (ts, entry) = store::decode_row::<T>("", p, row).ok()?;
+                        Some((row.key, log::Stored { ts, entry }))
+                    });
+                    decoded.collect()
+                });
+                loader
+            });
+            partitions.push(Partition::restored(
+                restored.base,
+                restored.end,
+                restored.bytes,
+                load,
+            ));
+        }
+        let stored_groups = shared.store.groups(name)?;
+        let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             name: name.to_owned(),
             options,
             limits: Limits::new(&options),
-            partitions: (0..options.partition_count())
-                .map(|_| Partition::new())
+            partitions: partitions.into(),
+            sinks: (0..options.partition_count())
+                .map(|partition| {
+                    Arc::new(PartitionSink {
+                        topic: Weak::clone(me),
+                        partition,
+                        table: store::partition_table(name, partition),
+                    }) as Arc<dyn Sink>
+                })
                 .collect(),
             round_robin: AtomicU32::new(0),
             groups: Mutex::new(HashMap::new()),
             shared,
+        });
+        let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
+        names.dedup();
+        for group in names {
+            let at = |p: u32| {
+                stored_groups
+                    .iter()
+                    .find(|(g, q, _)| g == group && *q == p)
+                    .map(|(_, _, offset)| *offset)
+            };
+            core.group_at(group, Start::Earliest, at);
         }
+        Ok(core)
     }
 
     pub(crate) fn pick_partition(&self, key: Option<&[u8]>) -> u32 {
@@ -302,13 +382,15 @@ impl<T: Payload> TopicCore<T> {
             runs[partition as usize].push((index, record));
         }
         let mut receipts = vec![None; len];
+        let mut returned = Vec::new();
         let mut runs = runs.into_iter().enumerate();
         while let Some((partition, run)) = runs.next() {
             let partition = partition as u32;
-            let mut pending = run.into_iter().peekable();
-            while pending.peek().is_some() {
-                let result = self.append_run(partition, &mut pending, &mut receipts);
-                let size = pending.peek().map(|(_, r)| self.size_of(r));
+            let mut pending: VecDeque<(usize, Record<T>)> = run.into();
+            while !pending.is_empty() {
+                let result =
+                    self.append_run(partition, &mut pending, &mut receipts, &mut returned);
+                let size = pending.front().map(|(_, r)| self.size_of(r));
                 let fail = match (result, size) {
                     (Ok(()), None) => break,
                     (Ok(()), Some(size)) => {
@@ -319,7 +401,8 @@ impl<T: Payload> TopicCore<T> {
                     }
                     (Err(fail), _) => fail,
                 };
-                let mut unsent: Vec<(usize, Record<T>)> = pending.collect();
+                let mut unsent: Vec<(usize, Record<T>)> = returned;
+                unsent.extend(pending);
                 unsent.extend(runs.flat_map(|(_, run)| run));
                 unsent.sort_by_key(|(index, _)| *index);
                 return Err((unsent.into_iter().map(|(_, r)| r).collect(), fail));
@@ -329,39 +412,26 @@ impl<T: Payload> TopicCore<T> {
     }
 
     /// Appends records from `pending` to `partition` under one lock while they have room;
-    /// `Err` only if the store failed or the broker closed.
+    /// `Err` only if the store failed or the broker closed (records the store handed back are
+    /// pushed to `returned`).
     fn append_run(
         &self,
         partition: u32,
-        pending: &mut std::iter::Peekable<std::vec::IntoIter<(usize, Record<T>)>>,
+        pending: &mut VecDeque<(usize, Record<T>)>,
         receipts: &mut [Option<Receipt>],
+        returned: &mut Vec<(usize, Record<T>)>,
     ) -> Result<(), Fail> {
-        let part = &self.partitions[partition as usize];
-        let mut closed = false;
-        let stored = self.shared.store.append(&mut || {
-            let now = self.shared.clock.now();
-            let mut log = part.lock();
-            if self.shared.is_closed() {
-                closed = true;
-                return;
-            }
-            let mut woken = Woken::none();
-            while let Some((_, record)) = pending.peek() {
-                let size = self.size_of(record);
-                if !log.trim(&self.limits, now, Some(size)) {
-                    break; // no room under `Block`
-                }
-                let Some((index, record)) = pending.next() else {
-                    break;
-                };
-                let (offset, readers) = log.push(now, Entry::new(record, size));
-                woken.join(readers);
-                receipts[index] = Some(Receipt { partition, offset });
-            }
-            drop(log);
-            woken.wake();
-        });
-        match (stored, closed) {
+        let mut job = RunJob {
+            topic: self,
+            partition,
+            pending,
+            receipts,
+            staged: Vec::new(),
+            returned,
+            closed: false,
+        };
+        let stored = self.shared.store.append(&mut job);
+        match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
             (Ok(()), true) => Err(Fail::Disconnected),
             (Ok(()), false) => Ok(()),
@@ -401,40 +471,38 @@ impl<T: Payload> TopicCore<T> {
         if self.shared.is_closed() {
             return Err((record, Fail::Disconnected));
         }
-        let part = &self.partitions[partition as usize];
-        let mut entry = Some(Entry::new(record, size));
-        let mut offset = None;
-        let mut closed = false;
-        let stored = self.shared.store.append(&mut || {
-            let Some(e) = entry.take() else { return };
-            let now = self.shared.clock.now();
-            let mut log = part.lock();
-            // Under the lock that close's wake-up takes: a consumer's last look after close
-            // sees every push that returned a receipt.
-            if self.shared.is_closed() {
-                closed = true;
-                entry = Some(e);
-                return;
-            }
-            if log.trim(&self.limits, now, Some(size)) {
-                let (at, woken) = log.push(now, e);
-                drop(log);
-                woken.wake();
-                offset = Some(at);
-            } else {
-                entry = Some(e); // no room under `Block`: declined
-            }
-        });
-        let fail = match (stored, offset) {
+        let mut job = OneJob {
+            topic: self,
+            partition,
+            entry: Some(Entry::new(record, size)),
+            offset: None,
+            closed: false,
+        };
+        let stored = self.shared.store.append(&mut job);
+        let fail = match (stored, job.offset) {
             (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
-            (Ok(()), None) if closed => Fail::Disconnected,
+            (Ok(()), None) if job.closed => Fail::Disconnected,
             (Ok(()), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
         };
-        match entry {
+        match job.entry {
             Some(entry) => Err((entry.into_record(), fail)),
             None => unreachable!("an entry that was not published is handed back"),
+        }
+    }
+
+    /// Room for `size` more bytes in `log` now, under its lock: `Err(closed)` if none.
+    fn room(&self, log: &mut Log<T>, now: Nanos, size: u32) -> Result<(), bool> {
+        // Under the lock that close's wake-up takes: a consumer's last look after close sees
+        // every push that returned a receipt.
+        if self.shared.is_closed() {
+            return Err(true);
+        }
+        if log.trim(&self.limits, now, Some(size)) {
+            Ok(())
+        } else {
+            Err(false) // no room under `Block`: declined
         }
     }
 
@@ -496,14 +564,21 @@ impl<T: Payload> TopicCore<T> {
 
     /// Gets or creates a group.
     fn group(&self, name: &str, start: Start) -> Arc<Group> {
+        self.group_at(name, start, |_| None)
+    }
+
+    /// Gets or creates a group, at `stored(partition)` where known (restored) or `start`.
+    fn group_at(&self, name: &str, start: Start, stored: impl Fn(u32) -> Option<u64>) -> Arc<Group> {
         let mut groups = self.groups.lock();
         let group = groups.entry(name.to_owned()).or_insert_with(|| {
-            let cursors = self
-                .partitions
-                .iter()
-                .map(|part| {
+            let cursors = (0..)
+                .zip(self.partitions.iter())
+                .map(|(p, part)| {
                     let mut log = part.lock();
-                    let at = self.start_offset(&mut log, start);
+                    let at = match stored(p) {
+                        Some(at) => at.clamp(log.base(), log.end()),
+                        None => self.start_offset(&mut log, start),
+                    };
                     (at, log.add_locked_cursor(at))
                 })
                 .collect();
@@ -557,5 +632,156 @@ impl<T: Payload> Control for TopicCore<T> {
 
     fn next_deadline(&self) -> Option<Nanos> {
         None
+    }
+}
+
+/// One record to one partition, as the store sees it.
+struct OneJob<'a, T> {
+    topic: &'a TopicCore<T>,
+    partition: u32,
+    /// The entry, until published or staged (and again if handed back).
+    entry: Option<Entry<T>>,
+    offset: Option<u64>,
+    closed: bool,
+}
+
+impl<T: Payload> Append for OneJob<'_, T> {
+    fn publish(&mut self) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let now = self.topic.shared.clock.now();
+        let mut log = self.topic.partitions[self.partition as usize].lock();
+        match self.topic.room(&mut log, now, entry.size) {
+            Ok(()) => {
+                let (at, woken) = log.push(now, entry);
+                drop(log);
+                woken.wake();
+                self.offset = Some(at);
+            }
+            Err(closed) => {
+                self.closed = closed;
+                self.entry = Some(entry);
+            }
+        }
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let body = self.entry.as_ref().map(|e| store::encode_entry(&self.topic.name, e));
+        body.into_iter().collect()
+    }
+
+    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let now = self.topic.shared.clock.now();
+        let p = self.partition as usize;
+        let mut log = self.topic.partitions[p].lock();
+        match self.topic.room(&mut log, now, entry.size) {
+            Ok(()) => {
+                let size = entry.size;
+                let (offset, ts) = log.stage(now, entry);
+                stage(&self.topic.sinks[p], offset, ts, size);
+                self.offset = Some(offset);
+            }
+            Err(closed) => {
+                self.closed = closed;
+                self.entry = Some(entry);
+            }
+        }
+    }
+
+    fn unstage(&mut self) {
+        if let Some(offset) = self.offset.take() {
+            let mut log = self.topic.partitions[self.partition as usize].lock();
+            self.entry = log.unstage(offset);
+        }
+    }
+}
+
+/// A run of records to one partition (`send_batch`), as the store sees it.
+struct RunJob<'a, 'b, T> {
+    topic: &'a TopicCore<T>,
+    partition: u32,
+    pending: &'b mut VecDeque<(usize, Record<T>)>,
+    receipts: &'b mut [Option<Receipt>],
+    /// Staged records: input index and offset.
+    staged: Vec<(usize, u64)>,
+    returned: &'b mut Vec<(usize, Record<T>)>,
+    closed: bool,
+}
+
+impl<T: Payload> RunJob<'_, '_, T> {
+    /// Under the partition lock: moves records that have room out of `pending`, in order.
+    fn take(&mut self, log: &mut Log<T>, mut put: impl FnMut(&mut Log<T>, usize, Entry<T>) -> u64) {
+        let now = self.topic.shared.clock.now();
+        while let Some((_, record)) = self.pending.front() {
+            let size = self.topic.size_of(record);
+            match self.topic.room(log, now, size) {
+                Ok(()) => {}
+                Err(closed) => {
+                    self.closed = closed;
+                    break;
+                }
+            }
+            let Some((index, record)) = self.pending.pop_front() else {
+                break;
+            };
+            let offset = put(log, index, Entry::new(record, size));
+            self.receipts[index] = Some(Receipt {
+                partition: self.partition,
+                offset,
+            });
+        }
+    }
+}
+
+impl<T: Payload> Append for RunJob<'_, '_, T> {
+    fn publish(&mut self) {
+        let now = self.topic.shared.clock.now();
+        let mut log = self.topic.partitions[self.partition as usize].lock();
+        let mut woken = Woken::none();
+        self.take(&mut log, |log, _, entry| {
+            let (offset, readers) = log.push(now, entry);
+            woken.join(readers);
+            offset
+        });
+        drop(log);
+        woken.wake();
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let name = &self.topic.name;
+        let encode = |(_, r): &(usize, Record<T>)| {
+            store::encode(name, &r.payload, r.key.as_deref(), &r.headers)
+        };
+        self.pending.iter().map(encode).collect()
+    }
+
+    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+        let p = self.partition as usize;
+        let sink = &self.topic.sinks[p];
+        let mut log = self.topic.partitions[p].lock();
+        let now = self.topic.shared.clock.now();
+        let mut staged = std::mem::take(&mut self.staged);
+        self.take(&mut log, |log, index, entry| {
+            let size = entry.size;
+            let (offset, ts) = log.stage(now, entry);
+            stage(sink, offset, ts, size);
+            staged.push((index, offset));
+            offset
+        });
+        self.staged = staged;
+    }
+
+    fn unstage(&mut self) {
+        let mut log = self.topic.partitions[self.partition as usize].lock();
+        for (index, offset) in self.staged.drain(..) {
+            self.receipts[index] = None;
+            if let Some(entry) = log.unstage(offset) {
+                self.returned.push((index, entry.into_record()));
+            }
+        }
     }
 }

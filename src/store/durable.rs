@@ -1,0 +1,765 @@
+//! `DurableStore`: the redb file behind a durable broker, and the writer thread that owns its
+//! write transactions (group commit).
+//!
+//! # Write path
+//!
+//! A producer encodes its records on its own thread, then stages them under the target's lock
+//! (a partition or a queue): the engine gives each its key (offset or id) and keeps the record
+//! aside, and the store hands the bytes to the writer, numbered in order, still under that
+//! lock. The writer takes everything queued, writes it in one transaction (acks, delivery
+//! counts, dead-letter moves, group positions and trims ride along), commits, then publishes
+//! the staged records to the in-memory logs in key order, and only then marks them committed.
+//! So nothing is visible before it is stored, and concurrent sends share one fsync.
+//!
+//! With [`Durability::Immediate`](crate::Durability::Immediate) a send returns once its commit
+//! is durable. With [`Durability::Interval`](crate::Durability::Interval) it returns once the
+//! writer has it; the writer commits at most once per interval (every commit is a durable redb
+//! commit; redb's non-durable commits would not survive a process crash), so a crash loses at
+//! most the sends of the last interval plus one commit.
+//!
+//! # Failure
+//!
+//! A failed commit poisons the store: the senders waiting for it, and every later send, get
+//! [`Error::Poisoned`] with their messages back; nothing is retried (a failed fsync may have
+//! dropped pages). Reopening the file recovers the last durable commit.
+//!
+//! # Layout (format version 1)
+//!
+//! - `embus.meta`: `"format" -> 1`.
+//! - `embus.declarations`: name -> kind, payload type name and options.
+//! - `t.<topic>.<partition>`: offset -> record ([`format`](super::format)).
+//! - `q.<queue>`: id -> record; `c.<queue>`: id -> deliveries so far (delivered messages only).
+//! - `embus.ends`: table -> next key and retained bytes (what a trimmed-empty table cannot say).
+//! - `embus.groups`: (topic, group, partition) -> first unacked offset.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use super::format;
+use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Store};
+use crate::codec::{Bincode, Codec};
+use crate::error::Error;
+use crate::options::Durability;
+use crate::record::{Headers, Nanos};
+
+/// The format version this build writes (and the only one it opens).
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
+const DECLARATIONS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.declarations");
+const ENDS: TableDefinition<'static, &str, (u64, u64)> = TableDefinition::new("embus.ends");
+const GROUPS: TableDefinition<'static, (&str, &str, u32), u64> = TableDefinition::new("embus.groups");
+
+fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(table)
+}
+
+fn counts(table: &str) -> String {
+    format!("c.{}", table.strip_prefix("q.").unwrap_or(table))
+}
+
+/// At most this many sends may wait for a commit in `Interval` mode before senders wait too.
+const MAX_QUEUED: u64 = 1 << 16;
+/// At most this many requests go into one commit.
+const MAX_BATCH: usize = 1 << 14;
+
+/// How to open the file.
+pub(crate) struct Options {
+    pub(crate) durability: Durability,
+    /// Opens the database on a custom storage backend instead of the file.
+    pub(crate) backend: Option<OpenWith>,
+    pub(crate) cache_bytes: Option<usize>,
+}
+
+/// Opens a redb database on a backend the caller chose.
+pub(crate) type OpenWith =
+    Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
+
+/// What the writer does with one queued item.
+enum Request {
+    Append {
+        sink: Arc<dyn Sink>,
+        key: u64,
+        ts: Nanos,
+        size: u32,
+        value: Vec<u8>,
+    },
+    Ack {
+        queue: String,
+        id: u64,
+    },
+    Delivery {
+        queue: String,
+        id: u64,
+        count: u32,
+    },
+    DeadLetter {
+        queue: String,
+        id: u64,
+        to: String,
+        to_id: u64,
+        headers: Headers,
+    },
+    Position {
+        topic: String,
+        group: String,
+        partition: u32,
+        offset: u64,
+    },
+    Declare(String, Vec<u8>),
+    /// Nothing to write: makes `flush` wait for a commit.
+    Sync,
+}
+
+/// The sender side, numbered: requests reach the writer in `seq` order.
+struct Order {
+    seq: u64,
+    tx: Option<Sender<(u64, Request)>>,
+}
+
+/// What the writer has done.
+struct Done {
+    /// Every request up to this number is committed and published.
+    committed: u64,
+    /// The first failed commit: requests from this number on are not stored.
+    failed: Option<(u64, String)>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` once closed: the file is released even while consumers still hold the broker's
+    /// parts.
+    db: Mutex<Option<Arc<Database>>>,
+    durability: Durability,
+    order: Mutex<Order>,
+    done: Mutex<Done>,
+    changed: Condvar,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The redb-backed store of [`Broker::open`](crate::Broker::open).
+#[derive(Clone)]
+pub(crate) struct DurableStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A storage error naming the file.
+fn storage(path: &Path, e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::DatabaseAlreadyOpen => Error::Storage {
+            path: path.to_owned(),
+            message: "the file is open in another broker or process".to_owned(),
+        },
+        redb::Error::Corrupted(detail) => Error::Corrupt {
+            path: path.to_owned(),
+            detail,
+        },
+        e => Error::Storage {
+            path: path.to_owned(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl DurableStore {
+    /// Opens (or creates) the store at `path`, checks its format version and starts the writer.
+    pub(crate) fn open(path: &Path, options: Options) -> Result<Self, Error> {
+        let existed = path.exists();
+        let mut builder = Database::builder();
+        if let Some(bytes) = options.cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        // redb's debug builds assert on some corrupt files; a garbage file is an error here.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match options.backend {
+                Some(open) => open(&builder),
+                None => builder.create(path),
+            }
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                return Err(Error::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("not a redb file: {e}"),
+                });
+            }
+            Ok(Err(e)) => return Err(storage(path, e)),
+            Err(_) => {
+                return Err(Error::Corrupt {
+                    path: path.to_owned(),
+                    detail: "redb failed while opening the file".to_owned(),
+                });
+            }
+        };
+        if !existed {
+            sync_parent(path);
+        }
+        check_format(path, &db)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            db: Mutex::new(Some(Arc::new(db))),
+            durability: options.durability,
+            order: Mutex::new(Order { seq: 0, tx: Some(tx) }),
+            done: Mutex::new(Done {
+                committed: 0,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+            writer: Mutex::new(None),
+        });
+        let writer = Writer {
+            db: inner.db.lock().clone().ok_or(Error::Closed)?,
+            inner: Arc::clone(&inner),
+            rx,
+            ends: HashMap::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("embus-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Storage {
+                path: path.to_owned(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        *inner.writer.lock() = Some(handle);
+        Ok(Self { inner })
+    }
+
+    fn send(&self, request: Request) -> Option<u64> {
+        let mut order = self.inner.order.lock();
+        let tx = order.tx.as_ref()?;
+        let seq = order.seq + 1;
+        tx.send((seq, request)).ok()?;
+        order.seq = seq;
+        Some(seq)
+    }
+
+    /// Waits until request `seq` is committed (`Ok`) or failed.
+    fn wait(&self, seq: u64) -> Result<(), Error> {
+        let mut done = self.inner.done.lock();
+        loop {
+            if let Some((from, cause)) = &done.failed {
+                if *from <= seq {
+                    return Err(self.poisoned(cause));
+                }
+            }
+            if done.committed >= seq {
+                return Ok(());
+            }
+            self.inner.changed.wait(&mut done);
+        }
+    }
+
+    fn poisoned(&self, cause: &str) -> Error {
+        Error::Poisoned {
+            path: self.inner.path.clone(),
+            cause: cause.to_owned(),
+        }
+    }
+
+    fn check_healthy(&self) -> Result<(), Error> {
+        match &self.inner.done.lock().failed {
+            Some((_, cause)) => Err(self.poisoned(cause)),
+            None => Ok(()),
+        }
+    }
+
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, Error> {
+        let db = self.inner.db.lock().clone().ok_or(Error::Closed)?;
+        let txn = db.begin_read().map_err(|e| storage(&self.inner.path, e))?;
+        f(&txn).map_err(|e| storage(&self.inner.path, e))
+    }
+}
+
+/// Fsyncs the directory holding a new file, so the file's name survives a power loss.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all(); // best effort: not every platform can sync a directory
+    }
+}
+
+/// Checks (or, in a new file, writes) the format version.
+fn check_format(path: &Path, db: &Database) -> Result<(), Error> {
+    let stored = {
+        let txn = db.begin_read().map_err(|e| storage(path, e))?;
+        let table = match txn.open_table(META) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(storage(path, e)),
+        };
+        match table {
+            Some(t) => t
+                .get("format")
+                .map_err(|e| storage(path, e))?
+                .map(|v| v.value()),
+            None => {
+                let tables = txn.list_tables().map_err(|e| storage(path, e))?.count();
+                if tables > 0 {
+                    return Err(Error::Corrupt {
+                        path: path.to_owned(),
+                        detail: "a redb file, but not an embus store (no format version)".into(),
+                    });
+                }
+                None
+            }
+        }
+    };
+    match stored {
+        Some(FORMAT_VERSION) => Ok(()),
+        Some(found) => Err(Error::Incompatible {
+            path: path.to_owned(),
+            found,
+            expected: FORMAT_VERSION,
+        }),
+        None => {
+            let txn = db.begin_write().map_err(|e| storage(path, e))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| storage(path, e))?;
+                meta.insert("format", FORMAT_VERSION)
+                    .map_err(|e| storage(path, e))?;
+            }
+            txn.commit().map_err(|e| storage(path, e))
+        }
+    }
+}
+
+impl Store for DurableStore {
+    fn append(&self, job: &mut dyn Append) -> Result<(), Error> {
+        self.check_healthy()?;
+        let bodies = job.encode()?;
+        let mut bodies = bodies.into_iter();
+        let mut last = None;
+        let mut refused = false;
+        job.stage(&mut |sink, key, ts, size| {
+            let value = bodies.next().unwrap_or_default();
+            let request = Request::Append {
+                sink: Arc::clone(sink),
+                key,
+                ts,
+                size,
+                value,
+            };
+            match self.send(request) {
+                Some(seq) => last = Some(seq),
+                None => refused = true,
+            }
+        });
+        if refused {
+            // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
+            job.unstage();
+            return Err(Error::Closed);
+        }
+        let Some(last) = last else {
+            return Ok(()); // nothing staged: the job says why (no room, or closed)
+        };
+        let result = match self.inner.durability {
+            Durability::Immediate => self.wait(last),
+            Durability::Interval(_) => {
+                let committed = self.inner.done.lock().committed;
+                if last.saturating_sub(committed) > MAX_QUEUED {
+                    self.wait(last - MAX_QUEUED)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if result.is_err() && self.inner.done.lock().committed < last {
+            job.unstage();
+        }
+        result
+    }
+
+    fn progress(&self, change: Progress<'_>) {
+        let request = match change {
+            Progress::QueueAck { queue, id } => Request::Ack {
+                queue: super::queue_table(queue),
+                id,
+            },
+            Progress::QueueDelivery { queue, id, count } => Request::Delivery {
+                queue: super::queue_table(queue),
+                id,
+                count,
+            },
+            Progress::DeadLetter {
+                queue,
+                id,
+                to,
+                to_id,
+                headers,
+            } => Request::DeadLetter {
+                queue: super::queue_table(queue),
+                id,
+                to: super::queue_table(to),
+                to_id,
+                headers: headers.clone(),
+            },
+            Progress::GroupPosition {
+                topic,
+                group,
+                partition,
+                offset,
+            } => Request::Position {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                partition,
+                offset,
+            },
+        };
+        // After close there is nothing to record progress in; reopening redelivers.
+        let _ = self.send(request);
+    }
+
+    fn declared(&self, name: &str) -> Result<Option<Declaration>, Error> {
+        let bytes = self.read(|txn| {
+            let table = match txn.open_table(DECLARATIONS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(name)?.map(|v| v.value().to_vec()))
+        })?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        Bincode::decode(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                path: self.inner.path.clone(),
+                detail: format!("declaration of `{name}`: {e}"),
+            })
+    }
+
+    fn declare(&self, name: &str, declaration: Declaration) {
+        let mut bytes = Vec::new();
+        if Bincode::encode(&declaration, &mut bytes).is_ok() {
+            let _ = self.send(Request::Declare(name.to_owned(), bytes));
+        }
+    }
+
+    fn restore(&self, table: &str) -> Result<Restored, Error> {
+        self.read(|txn| {
+            let (end, bytes) = match txn.open_table(ENDS) {
+                Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
+                Err(e) => return Err(e.into()),
+            };
+            let (base, end) = match txn.open_table(records(table)) {
+                Ok(t) => {
+                    let last = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+                    let end = end.max(last);
+                    (t.first()?.map_or(end, |(k, _)| k.value()), end)
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => (end, end),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(Restored { base, end, bytes })
+        })
+    }
+
+    fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
+        self.read(|txn| {
+            let table = match txn.open_table(GROUPS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.range((topic, "", 0)..)? {
+                let (k, v) = row?;
+                let (t, group, partition) = k.value();
+                if t != topic {
+                    break;
+                }
+                out.push((group.to_owned(), partition, v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn load(&self, table: &str, from: u64, to: u64) -> Result<Vec<Loaded>, Error> {
+        let counts_table = counts(table);
+        self.read(|txn| {
+            let rows = match txn.open_table(records(table)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let deliveries = match txn.open_table(TableDefinition::<u64, u32>::new(&counts_table))
+            {
+                Ok(t) => Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in rows.range(from..to)? {
+                let (k, v) = row?;
+                let key = k.value();
+                let deliveries = match &deliveries {
+                    Some(c) => c.get(key)?.map_or(0, |c| c.value()),
+                    None => 0,
+                };
+                out.push(Loaded {
+                    key,
+                    value: v.value().to_vec(),
+                    deliveries,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        match self.send(Request::Sync) {
+            Some(seq) => self.wait(seq),
+            None => self.check_healthy(),
+        }
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        let result = self.flush();
+        self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
+        if let Some(handle) = self.inner.writer.lock().take() {
+            if handle.join().is_err() {
+                return Err(self.poisoned("the writer thread panicked"));
+            }
+        }
+        self.inner.db.lock().take(); // releases the file (readers mid-chunk finish first)
+        result.and_then(|()| self.check_healthy())
+    }
+}
+
+/// The writer thread: owns every write transaction.
+struct Writer {
+    db: Arc<Database>,
+    inner: Arc<Inner>,
+    rx: Receiver<(u64, Request)>,
+    /// Per table: next key and retained bytes, as stored.
+    ends: HashMap<String, (u64, u64)>,
+}
+
+/// Per sink touched by a commit: publish up to this key.
+struct Touched {
+    sink: Arc<dyn Sink>,
+    upto: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_commit = Instant::now();
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            if let Durability::Interval(every) = self.inner.durability {
+                // Linger until the interval since the last commit has passed.
+                let until = last_commit + every;
+                while batch.len() < MAX_BATCH {
+                    match self.rx.recv_deadline(until) {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+            }
+            batch.extend(self.rx.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
+            let first_seq = batch[0].0;
+            let last_seq = batch[batch.len() - 1].0;
+            if self.inner.done.lock().failed.is_some() {
+                continue; // poisoned: nothing more is written
+            }
+            let result = self.commit(batch);
+            last_commit = Instant::now();
+            let mut done = self.inner.done.lock();
+            match result {
+                Ok(()) => done.committed = last_seq,
+                Err(e) => done.failed = Some((first_seq, e.to_string())),
+            }
+            drop(done);
+            self.inner.changed.notify_all();
+        }
+    }
+
+    /// Writes and commits one batch, then publishes what it stored.
+    fn commit(&mut self, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut ends = std::mem::take(&mut self.ends);
+        let written = write_batch(&txn, batch, &mut touched, &mut ends);
+        let result = written.and_then(|()| {
+            for t in &touched {
+                if let Some(floor) = t.sink.floor() {
+                    trim(&txn, t.sink.table(), floor, &mut ends)?;
+                }
+            }
+            save_ends(&txn, &touched, &ends)?;
+            txn.commit()?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.ends = ends;
+                for t in touched {
+                    t.sink.publish(t.upto);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e), // `ends` is stale now, but nothing is written after a failure
+        }
+    }
+}
+
+fn write_batch(
+    txn: &WriteTransaction,
+    batch: Vec<(u64, Request)>,
+    touched: &mut Vec<Touched>,
+    ends: &mut HashMap<String, (u64, u64)>,
+) -> Result<(), redb::Error> {
+    for (_, request) in batch {
+        match request {
+            Request::Append {
+                sink,
+                key,
+                ts,
+                size,
+                mut value,
+            } => {
+                format::seal(&mut value, ts, size);
+                let table = sink.table();
+                txn.open_table(records(table))?.insert(key, value.as_slice())?;
+                let end = end_of(txn, ends, table)?;
+                end.0 = end.0.max(key + 1);
+                end.1 += u64::from(size);
+                match touched.iter_mut().find(|t| Arc::ptr_eq(&t.sink, &sink)) {
+                    Some(t) => t.upto = t.upto.max(key + 1),
+                    None => touched.push(Touched { sink, upto: key + 1 }),
+                }
+            }
+            Request::Ack { queue, id } => {
+                txn.open_table(records(&queue))?.remove(id)?;
+                let counts = counts(&queue);
+                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                    .remove(id)?;
+            }
+            Request::Delivery { queue, id, count } => {
+                let counts = counts(&queue);
+                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                    .insert(id, count)?;
+            }
+            Request::DeadLetter {
+                queue,
+                id,
+                to,
+                to_id,
+                headers,
+            } => {
+                let moved = {
+                    let mut from = txn.open_table(records(&queue))?;
+                    let removed = from.remove(id)?;
+                    removed.and_then(|v| {
+                        let row = format::open(v.value()).ok()?;
+                        Some(format::with_headers(&row, &headers))
+                    })
+                };
+                let counts = counts(&queue);
+                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                    .remove(id)?;
+                // A queue's ids only need to stay unique among its stored rows, so the
+                // dead-letter queue's end is not recorded here (see `restore`).
+                if let Some(value) = moved {
+                    txn.open_table(records(&to))?
+                        .insert(to_id, value.as_slice())?;
+                }
+            }
+            Request::Position {
+                topic,
+                group,
+                partition,
+                offset,
+            } => {
+                txn.open_table(GROUPS)?
+                    .insert((topic.as_str(), group.as_str(), partition), offset)?;
+            }
+            Request::Declare(name, bytes) => {
+                txn.open_table(DECLARATIONS)?
+                    .insert(name.as_str(), bytes.as_slice())?;
+            }
+            Request::Sync => {}
+        }
+    }
+    Ok(())
+}
+
+/// The stored end of `table`, loaded on first use.
+fn end_of<'a>(
+    txn: &WriteTransaction,
+    ends: &'a mut HashMap<String, (u64, u64)>,
+    table: &str,
+) -> Result<&'a mut (u64, u64), redb::Error> {
+    if !ends.contains_key(table) {
+        let stored = txn.open_table(ENDS)?.get(table)?.map_or((0, 0), |v| v.value());
+        ends.insert(table.to_owned(), stored);
+    }
+    Ok(ends.entry(table.to_owned()).or_default())
+}
+
+/// Deletes the rows of `table` below `floor`.
+fn trim(
+    txn: &WriteTransaction,
+    table: &str,
+    floor: u64,
+    ends: &mut HashMap<String, (u64, u64)>,
+) -> Result<(), redb::Error> {
+    let mut rows = txn.open_table(records(table))?;
+    if rows.first()?.is_none_or(|(k, _)| k.value() >= floor) {
+        return Ok(());
+    }
+    let mut freed = 0u64;
+    rows.retain_in(..floor, |_, value| {
+        freed += u64::from(format::open(value).map_or(0, |r| r.size));
+        false
+    })?;
+    drop(rows);
+    let end = end_of(txn, ends, table)?;
+    end.1 = end.1.saturating_sub(freed);
+    Ok(())
+}
+
+fn save_ends(
+    txn: &WriteTransaction,
+    touched: &[Touched],
+    ends: &HashMap<String, (u64, u64)>,
+) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(ENDS)?;
+    for t in touched {
+        if let Some(end) = ends.get(t.sink.table()) {
+            table.insert(t.sink.table(), *end)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Durable mode: what survives a reopen, integrity errors, poisoning.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use embus::{Broker, Error, QueueOptions, Retention, Start, TopicOptions};
+
+/// A fresh directory for one test's store.
+fn dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("embus-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn topic_messages_options_and_group_positions_survive_a_reopen() {
+    let path = dir("topic-reopen").join("bus.embus");
+    let options = TopicOptions::default()
+        .partitions(2)
+        .retention(Retention::messages(1000));
+    {
+        let bus = Broker::open(&path).unwrap();
+        let t = bus.topic_with::<String>("orders", options).unwrap();
+        let p = t.producer();
+        for i in 0..10 {
+            p.send_record(embus::Record::new(format!("o{i}")).key(format!("k{}", i % 3)))
+                .unwrap();
+        }
+        let mut g = t.join_group("billing").unwrap();
+        for _ in 0..4 {
+            g.recv_timeout(common::WAIT).unwrap().ack().unwrap();
+        }
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let t = bus.topic::<String>("orders").unwrap();
+    assert_eq!(t.options(), options, "options come back with `topic`");
+    assert_eq!(t.retained(), 10);
+    let mut all = t.subscribe(Start::Earliest).unwrap();
+    let mut seen: Vec<String> = (0..10)
+        .map(|_| all.recv_timeout(common::WAIT).unwrap().payload().clone())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    let positions = t.group_position("billing").unwrap();
+    assert_eq!(positions.iter().sum::<u64>(), 4, "4 acked before the reopen");
+    let mut g = t.join_group("billing").unwrap();
+    for _ in 0..6 {
+        g.recv_timeout(common::WAIT).unwrap().ack().unwrap();
+    }
+    let extra = g.try_recv().map(|m| (m.partition(), m.offset(), m.payload().clone()));
+    assert!(extra.is_err(), "the acked 4 are not redelivered: {extra:?} {:?}", t.group_position("billing"));
+    // New sends continue the offsets.
+    let ends: Vec<u64> = (0..2).map(|p| t.offsets(p).unwrap().end).collect();
+    assert_eq!(ends.iter().sum::<u64>(), 10);
+    let r = t.producer().send("new".to_string()).unwrap();
+    assert_eq!(r.offset, ends[r.partition as usize]);
+    bus.close().unwrap();
+}
+
+#[test]
+fn queue_contents_delivery_counts_and_dead_letters_survive_a_reopen() {
+    let path = dir("queue-reopen").join("bus.embus");
+    let options = QueueOptions::default()
+        .max_deliveries(2)
+        .dead_letter("jobs.dead");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let q = bus.queue_with::<u32>("jobs", options.clone()).unwrap();
+        let p = q.producer();
+        for i in 0..5 {
+            p.send(i).unwrap();
+        }
+        let mut c = q.consumer();
+        c.recv_timeout(common::WAIT).unwrap().ack().unwrap(); // 0 done
+        c.recv_timeout(common::WAIT).unwrap().nack().unwrap(); // 1: first delivery failed
+        c.recv_timeout(common::WAIT).unwrap().nack().unwrap(); // 1 again: dead
+        let in_flight = c.recv_timeout(common::WAIT).unwrap(); // 2, held at the crash
+        assert_eq!(*in_flight.payload(), 2);
+        std::mem::forget(in_flight);
+        std::mem::forget(c); // as if the process died: nothing released
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<u32>("jobs").unwrap();
+    assert_eq!(q.options(), &options);
+    assert_eq!(q.len(), 3, "2 (was in flight), 3 and 4");
+    let mut c = q.consumer();
+    let first = c.recv_timeout(common::WAIT).unwrap();
+    assert_eq!((*first.payload(), first.delivery_count()), (2, 2));
+    first.ack().unwrap();
+    let dead = bus.queue::<u32>("jobs.dead").unwrap();
+    let d = dead.consumer().recv_timeout(common::WAIT).unwrap();
+    assert_eq!(*d.payload(), 1);
+    assert_eq!(d.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
+    d.ack().unwrap();
+    bus.close().unwrap();
+}
+
+#[test]
+fn a_stored_declaration_is_checked_on_reopen() {
+    let path = dir("declaration").join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        bus.topic::<u64>("ticks").unwrap();
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    assert!(matches!(bus.topic::<String>("ticks"), Err(Error::Mismatch { .. })));
+    assert!(matches!(bus.queue::<u64>("ticks"), Err(Error::Mismatch { .. })));
+    let other = TopicOptions::default().partitions(3);
+    assert!(matches!(bus.topic_with::<u64>("ticks", other), Err(Error::Mismatch { .. })));
+    bus.topic::<u64>("ticks").unwrap();
+}
+
+#[test]
+fn retention_trims_the_file_and_it_stops_growing() {
+    let path = dir("retention").join("bus.embus");
+    let bus = Broker::open(&path).unwrap();
+    let t = bus
+        .topic_with::<Vec<u8>>("t", TopicOptions::default().retention(Retention::messages(100)))
+        .unwrap();
+    let p = t.producer();
+    let mut sizes = Vec::new();
+    for round in 0..6 {
+        p.send_batch((0..2000).map(|_| vec![round as u8; 200]).collect())
+            .unwrap();
+        bus.topic::<Vec<u8>>("t").unwrap();
+        sizes.push(std::fs::metadata(&path).unwrap().len());
+    }
+    assert_eq!(t.retained(), 100);
+    assert!(
+        sizes[5] <= sizes[1] + sizes[1] / 5,
+        "the file keeps growing under steady churn: {sizes:?}"
+    );
+    bus.close().unwrap();
+    let bus = Broker::open(&path).unwrap();
+    assert_eq!(bus.topic::<Vec<u8>>("t").unwrap().retained(), 100);
+}
+
+#[test]
+fn a_garbage_file_is_a_clear_error_naming_the_path() {
+    let path = dir("garbage").join("bus.embus");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
+    let err = Broker::open(&path).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { .. } | Error::Storage { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("bus.embus"), "{err}");
+}
+
+#[test]
+fn a_second_broker_on_the_same_file_is_refused() {
+    let path = dir("twice").join("bus.embus");
+    let bus = Broker::open(&path).unwrap();
+    let err = Broker::open(&path).unwrap_err();
+    assert!(err.to_string().contains("bus.embus"), "{err}");
+    bus.close().unwrap();
+    Broker::open(&path).unwrap().close().unwrap();
+}
+
+#[test]
+fn interval_mode_acknowledges_before_the_commit_and_consumers_see_it_after() {
+    let path = dir("interval").join("bus.embus");
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(embus::Durability::Interval(Duration::from_millis(5)))
+        .open()
+        .unwrap();
+    let q = bus.queue::<u32>("q").unwrap();
+    for i in 0..100 {
+        q.producer().send(i).unwrap();
+    }
+    let mut c = q.consumer();
+    for i in 0..100 {
+        let m = c.recv_timeout(common::WAIT).unwrap();
+        assert_eq!(*m.payload(), i);
+        m.ack().unwrap();
+    }
+    bus.close().unwrap();
+}
