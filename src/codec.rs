@@ -105,7 +105,10 @@ mod tests {
         Bincode::encode(&"hi".to_string(), &mut bytes).unwrap();
         assert_eq!(bytes.len(), encoded_len(&"hi".to_string()));
         bytes.push(0);
-        assert!(Bincode::decode::<String>(&bytes).is_err(), "a byte left over");
+        assert!(
+            Bincode::decode::<String>(&bytes).is_err(),
+            "a byte left over"
+        );
         assert!(Bincode::decode::<String>(&[0xff, 0xff]).is_err());
     }
 }

@@ -107,13 +107,13 @@ pub use crate::error::{
 };
 pub use crate::message::Message;
 pub use crate::options::{Durability, Overflow, QueueOptions, Retention, Start, TopicOptions};
-/// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
-pub use redb;
 pub use crate::producer::Producer;
 pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
 pub use crate::record::{Headers, Receipt, Record};
 pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::topic::Topic;
+/// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
+pub use redb;
 
 /// The README's examples, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]

@@ -48,13 +48,23 @@ fn topic_messages_options_and_group_positions_survive_a_reopen() {
     expected.sort();
     assert_eq!(seen, expected);
     let positions = t.group_position("billing").unwrap();
-    assert_eq!(positions.iter().sum::<u64>(), 4, "4 acked before the reopen");
+    assert_eq!(
+        positions.iter().sum::<u64>(),
+        4,
+        "4 acked before the reopen"
+    );
     let mut g = t.join_group("billing").unwrap();
     for _ in 0..6 {
         g.recv_timeout(common::WAIT).unwrap().ack().unwrap();
     }
-    let extra = g.try_recv().map(|m| (m.partition(), m.offset(), m.payload().clone()));
-    assert!(extra.is_err(), "the acked 4 are not redelivered: {extra:?} {:?}", t.group_position("billing"));
+    let extra = g
+        .try_recv()
+        .map(|m| (m.partition(), m.offset(), m.payload().clone()));
+    assert!(
+        extra.is_err(),
+        "the acked 4 are not redelivered: {extra:?} {:?}",
+        t.group_position("billing")
+    );
     // New sends continue the offsets.
     let ends: Vec<u64> = (0..2).map(|p| t.offsets(p).unwrap().end).collect();
     assert_eq!(ends.iter().sum::<u64>(), 10);
@@ -97,7 +107,10 @@ fn queue_contents_delivery_counts_and_dead_letters_survive_a_reopen() {
     let dead = bus.queue::<u32>("jobs.dead").unwrap();
     let d = dead.consumer().recv_timeout(common::WAIT).unwrap();
     assert_eq!(*d.payload(), 1);
-    assert_eq!(d.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
+    assert_eq!(
+        d.headers().get(embus::DEAD_LETTER_REASON),
+        Some(&b"nack"[..])
+    );
     d.ack().unwrap();
     bus.close().unwrap();
 }
@@ -111,10 +124,19 @@ fn a_stored_declaration_is_checked_on_reopen() {
         bus.close().unwrap();
     }
     let bus = Broker::open(&path).unwrap();
-    assert!(matches!(bus.topic::<String>("ticks"), Err(Error::Mismatch { .. })));
-    assert!(matches!(bus.queue::<u64>("ticks"), Err(Error::Mismatch { .. })));
+    assert!(matches!(
+        bus.topic::<String>("ticks"),
+        Err(Error::Mismatch { .. })
+    ));
+    assert!(matches!(
+        bus.queue::<u64>("ticks"),
+        Err(Error::Mismatch { .. })
+    ));
     let other = TopicOptions::default().partitions(3);
-    assert!(matches!(bus.topic_with::<u64>("ticks", other), Err(Error::Mismatch { .. })));
+    assert!(matches!(
+        bus.topic_with::<u64>("ticks", other),
+        Err(Error::Mismatch { .. })
+    ));
     bus.topic::<u64>("ticks").unwrap();
 }
 
@@ -123,7 +145,10 @@ fn retention_trims_the_file_and_it_stops_growing() {
     let path = dir("retention").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let t = bus
-        .topic_with::<Vec<u8>>("t", TopicOptions::default().retention(Retention::messages(100)))
+        .topic_with::<Vec<u8>>(
+            "t",
+            TopicOptions::default().retention(Retention::messages(100)),
+        )
         .unwrap();
     let p = t.producer();
     let mut sizes = Vec::new();
@@ -183,5 +208,36 @@ fn interval_mode_acknowledges_before_the_commit_and_consumers_see_it_after() {
         assert_eq!(*m.payload(), i);
         m.ack().unwrap();
     }
+    bus.close().unwrap();
+}
+
+#[test]
+fn a_slow_reader_far_behind_the_memory_tail_reads_from_the_store_without_lag() {
+    let path = dir("cold-reader").join("bus.embus");
+    let bus = Broker::open(&path).unwrap();
+    let t = bus
+        .topic_with::<u64>(
+            "t",
+            TopicOptions::default().retention(Retention::messages(1 << 20)),
+        )
+        .unwrap();
+    let mut slow = t.subscribe(Start::Earliest).unwrap();
+    let mut group = t.join_group("g").unwrap();
+    let n = 30_000u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        t.producer().send_batch(chunk.to_vec()).unwrap();
+    }
+    for expected in 0..n {
+        let m = slow.recv_timeout(common::WAIT).unwrap();
+        assert_eq!((m.offset(), *m.payload()), (expected, expected));
+    }
+    for expected in 0..n {
+        let m = group.recv_timeout(common::WAIT).unwrap();
+        assert_eq!((m.offset(), *m.payload()), (expected, expected));
+        m.ack().unwrap();
+    }
+    // A reader from a time or offset in the stored part finds its place too.
+    let mut late = t.subscribe(Start::Offset(123)).unwrap();
+    assert_eq!(*late.recv_timeout(common::WAIT).unwrap().payload(), 123);
     bus.close().unwrap();
 }

@@ -37,12 +37,12 @@ use parking_lot::Mutex;
 use self::state::{Item, QueueState, Reason, Released};
 use crate::broker::{Control, Life, Payload, Shared};
 use crate::consumer::{Consumer, Poll, Source};
+use crate::error::Error;
 use crate::message::{Message, QueueAck};
 use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
-use crate::error::Error;
 use crate::store::{self, Append, Progress, Sink};
 
 pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
@@ -334,7 +334,6 @@ impl<T: Payload> QueueCore<T> {
             _ => unreachable!("a record that was not published is handed back"),
         }
     }
-
 }
 
 impl<T> QueueCore<T> {
@@ -784,7 +783,10 @@ impl<T: Payload> Append for QueueJob<'_, T> {
     }
 
     fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let body = self.entry.as_ref().map(|e| store::encode_entry(&self.queue.name, e));
+        let body = self
+            .entry
+            .as_ref()
+            .map(|e| store::encode_entry(&self.queue.name, e));
         body.into_iter().collect()
     }
 

@@ -40,10 +40,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
-use redb::{
-    Database, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::format;
 use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Store};
@@ -56,9 +53,11 @@ use crate::record::{Headers, Nanos};
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
-const DECLARATIONS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.declarations");
+const DECLARATIONS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("embus.declarations");
 const ENDS: TableDefinition<'static, &str, (u64, u64)> = TableDefinition::new("embus.ends");
-const GROUPS: TableDefinition<'static, (&str, &str, u32), u64> = TableDefinition::new("embus.groups");
+const GROUPS: TableDefinition<'static, (&str, &str, u32), u64> =
+    TableDefinition::new("embus.groups");
 
 fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(table)
@@ -190,12 +189,11 @@ impl DurableStore {
             builder.set_cache_size(bytes);
         }
         // redb's debug builds assert on some corrupt files; a garbage file is an error here.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            match options.backend {
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match options.backend {
                 Some(open) => open(&builder),
                 None => builder.create(path),
-            }
-        }));
+            }));
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
@@ -223,7 +221,10 @@ impl DurableStore {
             path: path.to_owned(),
             db: Mutex::new(Some(Arc::new(db))),
             durability: options.durability,
-            order: Mutex::new(Order { seq: 0, tx: Some(tx) }),
+            order: Mutex::new(Order {
+                seq: 0,
+                tx: Some(tx),
+            }),
             done: Mutex::new(Done {
                 committed: 0,
                 failed: None,
@@ -504,6 +505,10 @@ impl Store for DurableStore {
         })
     }
 
+    fn reads_back(&self) -> bool {
+        true
+    }
+
     fn load(&self, table: &str, from: u64, to: u64) -> Result<Vec<Loaded>, Error> {
         let counts_table = counts(table);
         self.read(|txn| {
@@ -512,8 +517,7 @@ impl Store for DurableStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(e.into()),
             };
-            let deliveries = match txn.open_table(TableDefinition::<u64, u32>::new(&counts_table))
-            {
+            let deliveries = match txn.open_table(TableDefinition::<u64, u32>::new(&counts_table)) {
                 Ok(t) => Some(t),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(e.into()),
@@ -586,7 +590,11 @@ impl Writer {
                     }
                 }
             }
-            batch.extend(self.rx.try_iter().take(MAX_BATCH.saturating_sub(batch.len())));
+            batch.extend(
+                self.rx
+                    .try_iter()
+                    .take(MAX_BATCH.saturating_sub(batch.len())),
+            );
             let first_seq = batch[0].0;
             let last_seq = batch[batch.len() - 1].0;
             if self.inner.done.lock().failed.is_some() {
@@ -651,13 +659,17 @@ fn write_batch(
             } => {
                 format::seal(&mut value, ts, size);
                 let table = sink.table();
-                txn.open_table(records(table))?.insert(key, value.as_slice())?;
+                txn.open_table(records(table))?
+                    .insert(key, value.as_slice())?;
                 let end = end_of(txn, ends, table)?;
                 end.0 = end.0.max(key + 1);
                 end.1 += u64::from(size);
                 match touched.iter_mut().find(|t| Arc::ptr_eq(&t.sink, &sink)) {
                     Some(t) => t.upto = t.upto.max(key + 1),
-                    None => touched.push(Touched { sink, upto: key + 1 }),
+                    None => touched.push(Touched {
+                        sink,
+                        upto: key + 1,
+                    }),
                 }
             }
             Request::Ack { queue, id } => {
@@ -722,7 +734,10 @@ fn end_of<'a>(
     table: &str,
 ) -> Result<&'a mut (u64, u64), redb::Error> {
     if !ends.contains_key(table) {
-        let stored = txn.open_table(ENDS)?.get(table)?.map_or((0, 0), |v| v.value());
+        let stored = txn
+            .open_table(ENDS)?
+            .get(table)?
+            .map_or((0, 0), |v| v.value());
         ends.insert(table.to_owned(), stored);
     }
     Ok(ends.entry(table.to_owned()).or_default())

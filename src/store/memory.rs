@@ -29,6 +29,10 @@ impl Store for MemoryStore {
         Ok(Vec::new())
     }
 
+    fn reads_back(&self) -> bool {
+        false
+    }
+
     fn load(&self, _table: &str, _from: u64, _to: u64) -> Result<Vec<Loaded>, Error> {
         Ok(Vec::new())
     }

@@ -128,6 +128,10 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// Stored group positions of `topic`: (group, partition, first unacked offset).
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error>;
 
+    /// Whether stored messages can be read back ([`load`](Self::load)), so the engine may keep
+    /// only a tail of each partition in memory.
+    fn reads_back(&self) -> bool;
+
     /// Rows of `table` with keys in `from..to` (all rows with `to == u64::MAX`).
     fn load(&self, table: &str, from: u64, to: u64) -> Result<Vec<Loaded>, Error>;
 
@@ -196,5 +200,10 @@ pub(crate) fn encode_entry<T: serde::Serialize>(
 ) -> Result<Vec<u8>, Error> {
     let meta = entry.meta.as_deref();
     let headers = meta.map_or(&crate::record::NO_HEADERS, |m| &m.headers);
-    encode(name, &entry.payload, meta.and_then(|m| m.key.as_deref()), headers)
+    encode(
+        name,
+        &entry.payload,
+        meta.and_then(|m| m.key.as_deref()),
+        headers,
+    )
 }

@@ -141,12 +141,19 @@ struct Cold<T> {
 /// Offsets read from the store at once.
 const COLD_CHUNK: u64 = 1024;
 
+/// Durable mode: messages per partition kept in memory (whole segments beyond it are dropped,
+/// and read back from the store if a reader needs them).
+const HOT_LIMIT: u64 = 64 * SEGMENT;
+
 /// One partition's log: retained offsets `base..end`; those below `hot` are only in the store.
 pub(crate) struct Log<T> {
     base: u64,
     hot: u64,
     end: u64,
     cold: Option<Cold<T>>,
+    /// Durable mode: at most about this many messages stay in memory; older retained ones are
+    /// read back from the store.
+    hot_limit: Option<u64>,
     /// Records stored ahead of publishing (durable mode): offsets `end..end + staged.len()`;
     /// `None` once taken back after a failed commit.
     staged: VecDeque<Option<Stored<T>>>,
@@ -196,7 +203,7 @@ impl<T> Partition<T> {
     }
 
     /// A partition whose retained offsets `base..end` (of `bytes` counted bytes) are in the
-    /// store, read back through `load`.
+    /// store, read back through `load` (durable mode, which keeps only a tail in memory).
     pub(crate) fn restored(base: u64, end: u64, bytes: u64, load: Option<Loader<T>>) -> Self {
         let published = Arc::new(Published::default());
         published.base.store(base, Ordering::Relaxed);
@@ -205,6 +212,7 @@ impl<T> Partition<T> {
             base,
             hot: end,
             end,
+            hot_limit: load.as_ref().map(|_| HOT_LIMIT),
             cold: load.map(|load| Cold {
                 load,
                 chunk: None,
@@ -444,9 +452,6 @@ impl<T> Log<T> {
         self.bytes = self.bytes.saturating_sub(u64::from(size));
         self.base += 1;
         self.hot = self.hot.max(self.base);
-        if self.base >= self.hot {
-            self.cold = None; // everything read back from the store is trimmed
-        }
         while self
             .segments
             .front()
@@ -517,7 +522,25 @@ impl<T> Log<T> {
         }
         self.end += 1;
         self.published.end.store(self.end, Ordering::Release);
+        if let Some(limit) = self.hot_limit {
+            self.cool(limit);
+        }
         (offset, self.readers.take())
+    }
+
+    /// Drops whole segments beyond the newest `limit` messages from memory (they are stored).
+    fn cool(&mut self, limit: u64) {
+        while self.end - self.hot > limit + SEGMENT {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            let next = front.start + SEGMENT;
+            if next > self.end {
+                break;
+            }
+            self.hot = self.hot.max(next);
+            self.segments.pop_front();
+        }
     }
 
     /// Durable mode: keeps a record (whose room [`trim`](Self::trim) found) aside until its

@@ -257,7 +257,7 @@ impl<T: Payload> TopicCore<T> {
         for p in 0..options.partition_count() {
             let table = store::partition_table(name, p);
             let restored = shared.store.restore(&table)?;
-            let load = (restored.base < restored.end).then(|| {
+            let load = shared.store.reads_back().then(|| {
                 let store = Arc::clone(&shared.store);
                 let loader: Loader<T> = Box::new(move |from, to| {
                     let rows = store.load(&table, from, to).unwrap_or_default();
@@ -388,8 +388,7 @@ impl<T: Payload> TopicCore<T> {
             let partition = partition as u32;
             let mut pending: VecDeque<(usize, Record<T>)> = run.into();
             while !pending.is_empty() {
-                let result =
-                    self.append_run(partition, &mut pending, &mut receipts, &mut returned);
+                let result = self.append_run(partition, &mut pending, &mut receipts, &mut returned);
                 let size = pending.front().map(|(_, r)| self.size_of(r));
                 let fail = match (result, size) {
                     (Ok(()), None) => break,
@@ -568,7 +567,12 @@ impl<T: Payload> TopicCore<T> {
     }
 
     /// Gets or creates a group, at `stored(partition)` where known (restored) or `start`.
-    fn group_at(&self, name: &str, start: Start, stored: impl Fn(u32) -> Option<u64>) -> Arc<Group> {
+    fn group_at(
+        &self,
+        name: &str,
+        start: Start,
+        stored: impl Fn(u32) -> Option<u64>,
+    ) -> Arc<Group> {
         let mut groups = self.groups.lock();
         let group = groups.entry(name.to_owned()).or_insert_with(|| {
             let cursors = (0..)
@@ -667,7 +671,10 @@ impl<T: Payload> Append for OneJob<'_, T> {
     }
 
     fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let body = self.entry.as_ref().map(|e| store::encode_entry(&self.topic.name, e));
+        let body = self
+            .entry
+            .as_ref()
+            .map(|e| store::encode_entry(&self.topic.name, e));
         body.into_iter().collect()
     }
 
