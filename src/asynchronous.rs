@@ -8,8 +8,10 @@
 //!
 //! - [`RecvFut`] and [`RecvStream`] take a message only when they return it: dropping one before
 //!   it completes loses nothing, and the message goes to the next receive.
-//! - [`SendFut`] either sends in the `poll` that returns its receipt or not at all: dropping it
-//!   while it waits for room drops the message unsent (it never appears to consumers).
+//! - [`SendFut`] sends or not at all: dropping it while it waits for room drops the message
+//!   unsent (it never appears to consumers). On a durable broker the future then waits for
+//!   the commit without blocking the executor; dropped during that wait, the message is still
+//!   stored and delivered (only the receipt is lost).
 //! - A dropped future removes its waker from everything it waited on.
 
 use std::fmt;
@@ -26,6 +28,7 @@ use crate::message::Message;
 use crate::notify::Wait;
 use crate::producer::{Fail, Producer};
 use crate::record::{Receipt, Record};
+use crate::store::Ticket;
 
 /// The future of [`Consumer::recv_async`]: resolves like [`Consumer::recv`].
 ///
@@ -238,6 +241,8 @@ pub struct SendFut<'a, T, M = T> {
     partition: Option<u32>,
     id: u64,
     state: State,
+    /// Sent to a durable store: the receipt, once its commit is done.
+    storing: Option<(Receipt, Ticket)>,
 }
 
 impl<T: Payload> Producer<T> {
@@ -246,7 +251,8 @@ impl<T: Payload> Producer<T> {
     ///
     /// # Cancel safety
     ///
-    /// Either sent (the future returned its receipt) or not sent at all.
+    /// Dropped while waiting for room: not sent. Dropped while a durable broker commits it:
+    /// sent anyway (the receipt is lost).
     pub fn send_async(&self, msg: T) -> SendFut<'_, T> {
         self.send_future(Record::new(msg), Record::into_payload)
     }
@@ -256,7 +262,7 @@ impl<T: Payload> Producer<T> {
     ///
     /// # Cancel safety
     ///
-    /// Either sent (the future returned its receipt) or not sent at all.
+    /// As [`send_async`](Self::send_async).
     pub fn send_record_async(&self, record: Record<T>) -> SendFut<'_, T, Record<T>> {
         self.send_future(record, |record| record)
     }
@@ -273,6 +279,7 @@ impl<T: Payload> Producer<T> {
             partition: None,
             id: self.next_waiter_id(),
             state: State::Idle,
+            storing: None,
         }
     }
 }
@@ -282,6 +289,21 @@ impl<T: Payload, M> Future for SendFut<'_, T, M> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let Some((receipt, ticket)) = this.storing {
+            let stored = match this.producer.poll_stored(ticket, cx.waker()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(stored) => stored,
+            };
+            this.storing = None;
+            this.state = State::Done;
+            // A failed commit hands the message back; if it is not staged any more, it was
+            // published after all.
+            let back = stored.err().and_then(|e| Some((this.producer.take_back(receipt)?, e)));
+            return Poll::Ready(match back {
+                Some((record, e)) => Err(SendError::Failed((this.hand_back)(record), e)),
+                None => Ok(receipt),
+            });
+        }
         let Some(record) = this.record.take() else {
             // Polled after completion: nothing left to send.
             return Poll::Pending;
@@ -296,13 +318,21 @@ impl<T: Payload, M> Future for SendFut<'_, T, M> {
                 this.state = State::Waiting;
                 Poll::Pending
             }
+            Ok((receipt, Some(ticket))) => {
+                if this.state == State::Waiting {
+                    this.producer.forget_waiter(this.partition, this.id);
+                }
+                this.state = State::Idle;
+                this.storing = Some((receipt, ticket));
+                Pin::new(this).poll(cx) // registers for the commit, or finds it done
+            }
             done => {
                 if this.state == State::Waiting {
                     this.producer.forget_waiter(this.partition, this.id);
                 }
                 this.state = State::Done;
                 let hand_back = this.hand_back;
-                Poll::Ready(done.map_err(|(record, fail)| {
+                Poll::Ready(done.map(|(receipt, _)| receipt).map_err(|(record, fail)| {
                     let msg = hand_back(record);
                     match fail {
                         Fail::Failed(e) => SendError::Failed(msg, e),

@@ -37,6 +37,10 @@ enum Target<T> {
     Queue(Arc<QueueCore<T>>),
 }
 
+/// A record taken by the engine: its receipt, and for `send_async` on a durable store the
+/// commit to wait for.
+pub(crate) type Sent = (Receipt, Option<crate::store::Ticket>);
+
 /// Why the engine did not take a record.
 pub(crate) enum Fail {
     /// No room before the deadline.
@@ -88,13 +92,34 @@ impl<T: Payload> Producer<T> {
         partition: &mut Option<u32>,
         id: u64,
         wait: Wait<'_>,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
+    ) -> Result<Sent, (Record<T>, Fail)> {
         match &self.target {
             Target::Topic(t) => {
                 let p = *partition.get_or_insert_with(|| t.pick_partition(record.key.as_deref()));
                 t.try_publish(p, record, id, wait)
             }
             Target::Queue(q) => q.try_publish(record, id, wait),
+        }
+    }
+
+    /// Whether a staged send is stored ([`SendFut`](crate::SendFut) on a durable store).
+    pub(crate) fn poll_stored(
+        &self,
+        ticket: crate::store::Ticket,
+        waker: &std::task::Waker,
+    ) -> std::task::Poll<Result<(), Error>> {
+        let shared = match &self.target {
+            Target::Topic(t) => &t.shared,
+            Target::Queue(q) => &q.shared,
+        };
+        shared.store.poll_stored(ticket, waker)
+    }
+
+    /// Takes back a staged record whose commit failed; `None` if it was published after all.
+    pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
+        match &self.target {
+            Target::Topic(t) => t.take_back(receipt),
+            Target::Queue(q) => q.take_back(receipt),
         }
     }
 

@@ -241,3 +241,25 @@ fn a_slow_reader_far_behind_the_memory_tail_reads_from_the_store_without_lag() {
     assert_eq!(*late.recv_timeout(common::WAIT).unwrap().payload(), 123);
     bus.close().unwrap();
 }
+
+#[test]
+fn send_async_waits_for_the_commit_without_blocking_and_survives_a_reopen() {
+    let path = dir("async").join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let t = bus.topic::<u32>("t").unwrap();
+        let q = bus.queue::<u32>("q").unwrap();
+        let (tp, qp) = (t.producer(), q.producer());
+        futures::executor::block_on(async {
+            for i in 0..20 {
+                let (a, b) = futures::join!(tp.send_async(i), qp.send_async(i));
+                assert_eq!(a.unwrap().offset, u64::from(i));
+                assert_eq!(b.unwrap().offset, u64::from(i));
+            }
+        });
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    assert_eq!(bus.topic::<u32>("t").unwrap().retained(), 20);
+    assert_eq!(bus.queue::<u32>("q").unwrap().len(), 20);
+}

@@ -41,7 +41,7 @@ use crate::error::Error;
 use crate::message::{Message, QueueAck};
 use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
-use crate::producer::{Fail, Producer};
+use crate::producer::{Fail, Producer, Sent};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
 use crate::store::{self, Append, Progress, Sink};
 
@@ -259,7 +259,7 @@ impl<T: Payload> QueueCore<T> {
         deadline: Deadline,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         match self.wait_for_room(deadline) {
-            Ok(()) => self.append(record),
+            Ok(()) => self.append(record, false).map(|(receipt, _)| receipt),
             Err(fail) => Err((record, fail)),
         }
     }
@@ -284,13 +284,14 @@ impl<T: Payload> QueueCore<T> {
     }
 
     /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
-    /// (re-checking under the lock, so no wakeup is lost). For `send_async`.
+    /// (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable store's
+    /// commit is not waited for (poll the ticket).
     pub(crate) fn try_publish(
         &self,
         record: Record<T>,
         id: u64,
         wait: Wait<'_>,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
+    ) -> Result<Sent, (Record<T>, Fail)> {
         if self.shared.is_closed() {
             return Err((record, Fail::Disconnected));
         }
@@ -305,25 +306,27 @@ impl<T: Payload> QueueCore<T> {
                 Room::Closed => return Err((record, Fail::Disconnected)),
             }
         }
-        self.append(record)
+        self.append(record, true)
     }
 
-    /// Stores and enqueues a record whose capacity is reserved.
-    fn append(&self, record: Record<T>) -> Result<Receipt, (Record<T>, Fail)> {
+    /// Stores and enqueues a record whose capacity is reserved (with `defer`, a durable
+    /// store's commit may still be pending: the ticket).
+    fn append(&self, record: Record<T>, defer: bool) -> Result<Sent, (Record<T>, Fail)> {
         let mut job = QueueJob {
             queue: self,
             entry: Some(Arc::new(Entry::new(record, 0))),
             id: None,
         };
-        let stored = self.shared.store.append(&mut job);
+        let stored = self.shared.store.append(&mut job, defer);
         let fail = match (stored, job.id) {
-            (Ok(()), Some(offset)) => {
-                return Ok(Receipt {
+            (Ok(ticket), Some(offset)) => {
+                let receipt = Receipt {
                     partition: 0,
                     offset,
-                });
+                };
+                return Ok((receipt, ticket));
             }
-            (Ok(()), None) => Fail::Disconnected,
+            (Ok(_), None) => Fail::Disconnected,
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
         };
@@ -400,6 +403,18 @@ impl<T> QueueCore<T> {
             return Room::Reserved;
         }
         Room::Registered
+    }
+
+    /// Takes back a staged message whose commit failed (`send_async`), returning its
+    /// capacity; `None` if it was published after all.
+    pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
+        let mut state = self.state.lock();
+        let entry = state.unstage(receipt.offset)?;
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        let woken = state.writers.take();
+        drop(state);
+        woken.wake();
+        Arc::try_unwrap(entry).ok().map(Entry::into_record)
     }
 
     /// Forgets waiter `id` (a dropped `send_async` future).

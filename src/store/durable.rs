@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -43,7 +44,7 @@ use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::format;
-use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Store};
+use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Store, Ticket};
 use crate::codec::{Bincode, Codec};
 use crate::error::Error;
 use crate::options::Durability;
@@ -132,6 +133,8 @@ struct Done {
     committed: u64,
     /// The first failed commit: requests from this number on are not stored.
     failed: Option<(u64, String)>,
+    /// Tasks waiting for a request number (`send_async`).
+    wakers: Vec<(u64, Waker)>,
 }
 
 struct Inner {
@@ -228,6 +231,7 @@ impl DurableStore {
             done: Mutex::new(Done {
                 committed: 0,
                 failed: None,
+                wakers: Vec::new(),
             }),
             changed: Condvar::new(),
             writer: Mutex::new(None),
@@ -237,6 +241,7 @@ impl DurableStore {
             inner: Arc::clone(&inner),
             rx,
             ends: HashMap::new(),
+            trim_next: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())
@@ -262,15 +267,19 @@ impl DurableStore {
     fn wait(&self, seq: u64) -> Result<(), Error> {
         let mut done = self.inner.done.lock();
         loop {
-            if let Some((from, cause)) = &done.failed {
-                if *from <= seq {
-                    return Err(self.poisoned(cause));
-                }
-            }
-            if done.committed >= seq {
-                return Ok(());
+            if let Poll::Ready(result) = self.outcome(&done, seq) {
+                return result;
             }
             self.inner.changed.wait(&mut done);
+        }
+    }
+
+    /// Whether request `seq` is committed or failed.
+    fn outcome(&self, done: &Done, seq: u64) -> Poll<Result<(), Error>> {
+        match &done.failed {
+            Some((from, cause)) if *from <= seq => Poll::Ready(Err(self.poisoned(cause))),
+            _ if done.committed >= seq => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
         }
     }
 
@@ -355,7 +364,7 @@ fn check_format(path: &Path, db: &Database) -> Result<(), Error> {
 }
 
 impl Store for DurableStore {
-    fn append(&self, job: &mut dyn Append) -> Result<(), Error> {
+    fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
         self.check_healthy()?;
         let bodies = job.encode()?;
         let mut bodies = bodies.into_iter();
@@ -381,9 +390,10 @@ impl Store for DurableStore {
             return Err(Error::Closed);
         }
         let Some(last) = last else {
-            return Ok(()); // nothing staged: the job says why (no room, or closed)
+            return Ok(None); // nothing staged: the job says why (no room, or closed)
         };
         let result = match self.inner.durability {
+            Durability::Immediate if defer => return Ok(Some(Ticket(last))),
             Durability::Immediate => self.wait(last),
             Durability::Interval(_) => {
                 let committed = self.inner.done.lock().committed;
@@ -397,7 +407,17 @@ impl Store for DurableStore {
         if result.is_err() && self.inner.done.lock().committed < last {
             job.unstage();
         }
-        result
+        result.map(|()| None)
+    }
+
+    fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>> {
+        let mut done = self.inner.done.lock();
+        let outcome = self.outcome(&done, ticket.0);
+        if outcome.is_pending() {
+            done.wakers.retain(|(_, w)| !w.will_wake(waker));
+            done.wakers.push((ticket.0, waker.clone()));
+        }
+        outcome
     }
 
     fn progress(&self, change: Progress<'_>) {
@@ -567,12 +587,17 @@ struct Writer {
     rx: Receiver<(u64, Request)>,
     /// Per table: next key and retained bytes, as stored.
     ends: HashMap<String, (u64, u64)>,
+    /// Sinks published by the last commit: their retention is applied to the file in the next
+    /// one (whatever it holds: `close` always makes one).
+    trim_next: Vec<Arc<dyn Sink>>,
 }
 
 /// Per sink touched by a commit: publish up to this key.
 struct Touched {
     sink: Arc<dyn Sink>,
     upto: u64,
+    /// Counted bytes appended.
+    bytes: u64,
 }
 
 impl Writer {
@@ -607,8 +632,16 @@ impl Writer {
                 Ok(()) => done.committed = last_seq,
                 Err(e) => done.failed = Some((first_seq, e.to_string())),
             }
+            let failed = done.failed.is_some();
+            let (woken, waiting) = std::mem::take(&mut done.wakers)
+                .into_iter()
+                .partition(|(seq, _)| failed || *seq <= last_seq);
+            done.wakers = waiting;
             drop(done);
             self.inner.changed.notify_all();
+            for (_, waker) in woken {
+                waker.wake();
+            }
         }
     }
 
@@ -619,21 +652,31 @@ impl Writer {
         let mut touched: Vec<Touched> = Vec::new();
         let mut ends = std::mem::take(&mut self.ends);
         let written = write_batch(&txn, batch, &mut touched, &mut ends);
+        let trimmed = &self.trim_next;
         let result = written.and_then(|()| {
-            for t in &touched {
-                if let Some(floor) = t.sink.floor() {
-                    trim(&txn, t.sink.table(), floor, &mut ends)?;
+            let mut saved: Vec<&str> = Vec::new();
+            let sinks = touched.iter().map(|t| &t.sink).chain(trimmed);
+            for sink in sinks {
+                if let Some(floor) = sink.floor() {
+                    trim(&txn, sink.table(), floor, &mut ends)?;
+                }
+                if !saved.contains(&sink.table()) {
+                    saved.push(sink.table());
                 }
             }
-            save_ends(&txn, &touched, &ends)?;
+            save_ends(&txn, &saved, &ends)?;
             txn.commit()?;
             Ok(())
         });
         match result {
             Ok(()) => {
                 self.ends = ends;
+                self.trim_next.clear();
                 for t in touched {
                     t.sink.publish(t.upto);
+                    if t.sink.floor().is_some() {
+                        self.trim_next.push(t.sink);
+                    }
                 }
                 Ok(())
             }
@@ -642,12 +685,15 @@ impl Writer {
     }
 }
 
+/// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
+/// apply in order (an ack or a move only ever follows the commit of what it refers to).
 fn write_batch(
     txn: &WriteTransaction,
     batch: Vec<(u64, Request)>,
     touched: &mut Vec<Touched>,
     ends: &mut HashMap<String, (u64, u64)>,
 ) -> Result<(), redb::Error> {
+    let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     for (_, request) in batch {
         match request {
             Request::Append {
@@ -658,19 +704,21 @@ fn write_batch(
                 mut value,
             } => {
                 format::seal(&mut value, ts, size);
-                let table = sink.table();
-                txn.open_table(records(table))?
-                    .insert(key, value.as_slice())?;
-                let end = end_of(txn, ends, table)?;
-                end.0 = end.0.max(key + 1);
-                end.1 += u64::from(size);
-                match touched.iter_mut().find(|t| Arc::ptr_eq(&t.sink, &sink)) {
-                    Some(t) => t.upto = t.upto.max(key + 1),
-                    None => touched.push(Touched {
-                        sink,
-                        upto: key + 1,
-                    }),
-                }
+                let at = match touched.iter().position(|t| Arc::ptr_eq(&t.sink, &sink)) {
+                    Some(at) => at,
+                    None => {
+                        touched.push(Touched {
+                            sink,
+                            upto: 0,
+                            bytes: 0,
+                        });
+                        touched.len() - 1
+                    }
+                };
+                let t = &mut touched[at];
+                t.upto = t.upto.max(key + 1);
+                t.bytes += u64::from(size);
+                appends.push((at, value, key));
             }
             Request::Ack { queue, id } => {
                 txn.open_table(records(&queue))?.remove(id)?;
@@ -724,6 +772,18 @@ fn write_batch(
             Request::Sync => {}
         }
     }
+    appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
+    let mut appends = appends.into_iter().peekable();
+    for (at, t) in touched.iter().enumerate() {
+        let mut table = txn.open_table(records(t.sink.table()))?;
+        while let Some((_, value, key)) = appends.next_if(|(of, _, _)| *of == at) {
+            table.insert(key, value.as_slice())?;
+        }
+        drop(table);
+        let end = end_of(txn, ends, t.sink.table())?;
+        end.0 = end.0.max(t.upto);
+        end.1 += t.bytes;
+    }
     Ok(())
 }
 
@@ -767,13 +827,13 @@ fn trim(
 
 fn save_ends(
     txn: &WriteTransaction,
-    touched: &[Touched],
+    tables: &[&str],
     ends: &HashMap<String, (u64, u64)>,
 ) -> Result<(), redb::Error> {
     let mut table = txn.open_table(ENDS)?;
-    for t in touched {
-        if let Some(end) = ends.get(t.sink.table()) {
-            table.insert(t.sink.table(), *end)?;
+    for name in tables {
+        if let Some(end) = ends.get(*name) {
+            table.insert(*name, *end)?;
         }
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! `MemoryStore`: persistence that keeps nothing; the in-memory logs are the truth.
 
-use super::{Append, Declaration, Loaded, Progress, Restored, Store};
+use std::task::{Poll, Waker};
+
+use super::{Append, Declaration, Loaded, Progress, Restored, Store, Ticket};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -8,9 +10,13 @@ use crate::error::Error;
 pub(crate) struct MemoryStore;
 
 impl Store for MemoryStore {
-    fn append(&self, job: &mut dyn Append) -> Result<(), Error> {
+    fn append(&self, job: &mut dyn Append, _defer: bool) -> Result<Option<Ticket>, Error> {
         job.publish();
-        Ok(())
+        Ok(None)
+    }
+
+    fn poll_stored(&self, _ticket: Ticket, _waker: &Waker) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn progress(&self, _change: Progress<'_>) {}

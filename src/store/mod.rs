@@ -23,6 +23,7 @@ pub(crate) use memory::MemoryStore;
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use crate::error::Error;
 use crate::record::Nanos;
@@ -106,12 +107,22 @@ pub(crate) struct Loaded {
     pub(crate) deliveries: u32,
 }
 
+/// A send staged in the store whose commit is still pending (`send_async` in durable mode):
+/// poll it with [`Store::poll_stored`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(pub(crate) u64);
+
 /// Persistence behind the in-memory logs. Object-safe. `append` is never called while an
 /// engine lock is held; `progress` may be (it only queues the change for the next commit,
 /// never waits for I/O: an ack does not wait for its own fsync).
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
-    /// Stores the job's records (durably, for a durable store) and publishes them.
-    fn append(&self, job: &mut dyn Append) -> Result<(), Error>;
+    /// Stores the job's records (durably, for a durable store) and publishes them. With
+    /// `defer`, a durable store returns once the records are staged, with a ticket to poll
+    /// instead of waiting for the commit.
+    fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error>;
+
+    /// Whether the staged send behind `ticket` is stored: `Pending` registers `waker`.
+    fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>>;
 
     /// Records consumer progress.
     fn progress(&self, change: Progress<'_>);

@@ -474,10 +474,15 @@ impl<T> Log<T> {
                 self.pop();
             }
         }
-        // Staged records (durable mode) have their room reserved already.
-        let staged = self.staged.len() as u64;
-        let (count, size) = incoming.map_or((staged, self.staged_bytes), |size| {
-            (staged + 1, self.staged_bytes + u64::from(size))
+        // Under `Block`, staged records (durable mode) hold their room already; under `Lag`
+        // they will trim what they must when they are published.
+        let (staged, staged_bytes) = if limits.block {
+            (self.staged.len() as u64, self.staged_bytes)
+        } else {
+            (0, 0)
+        };
+        let (count, size) = incoming.map_or((staged, staged_bytes), |size| {
+            (staged + 1, staged_bytes + u64::from(size))
         });
         loop {
             let len = self.end - self.base;
@@ -575,6 +580,9 @@ impl<T> Log<T> {
             let (_, readers) = self.push(stored.ts, stored.entry);
             woken.join(readers);
         }
+        // A published record is trimmable now, where a staged one was not: under `Block`, a
+        // producer that found only staged records in the way may have room.
+        woken.join(self.take_writers());
         woken
     }
 

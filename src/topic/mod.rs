@@ -51,7 +51,7 @@ use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
-use crate::producer::{Fail, Producer};
+use crate::producer::{Fail, Producer, Sent};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
 use crate::store::{self, Append, Sink};
 
@@ -276,6 +276,12 @@ impl<T: Payload> TopicCore<T> {
                 load,
             ));
         }
+        // Retention as of now: a crash may have left the file one commit behind the trims.
+        let limits = Limits::new(&options);
+        let now = shared.clock.now();
+        for part in &partitions {
+            part.lock().trim(&limits, now, None);
+        }
         let stored_groups = shared.store.groups(name)?;
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             name: name.to_owned(),
@@ -357,9 +363,9 @@ impl<T: Payload> TopicCore<T> {
         let partition = self.pick_partition(record.key.as_deref());
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size) {
+            match self.publish_once(partition, record, size, false) {
                 Err((declined, Fail::Full)) => record = declined,
-                done => return done,
+                done => return done.map(|(receipt, _)| receipt),
             }
             if let Err(fail) = self.wait_for_room(partition, size, deadline) {
                 return Err((record, fail));
@@ -429,26 +435,27 @@ impl<T: Payload> TopicCore<T> {
             returned,
             closed: false,
         };
-        let stored = self.shared.store.append(&mut job);
+        let stored = self.shared.store.append(&mut job, false);
         match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
-            (Ok(()), true) => Err(Fail::Disconnected),
-            (Ok(()), false) => Ok(()),
+            (Ok(_), true) => Err(Fail::Disconnected),
+            (Ok(_), false) => Ok(()),
         }
     }
 
     /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
-    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`.
+    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable
+    /// store's commit is not waited for (poll the ticket).
     pub(crate) fn try_publish(
         &self,
         partition: u32,
         mut record: Record<T>,
         id: u64,
         wait: Wait<'_>,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
+    ) -> Result<Sent, (Record<T>, Fail)> {
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size) {
+            match self.publish_once(partition, record, size, true) {
                 Err((declined, Fail::Full)) if wait.takes_locks() => record = declined,
                 done => return done,
             }
@@ -460,13 +467,15 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise).
+    /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise); with
+    /// `defer`, a durable store's commit may still be pending (the ticket).
     fn publish_once(
         &self,
         partition: u32,
         record: Record<T>,
         size: u32,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
+        defer: bool,
+    ) -> Result<Sent, (Record<T>, Fail)> {
         if self.shared.is_closed() {
             return Err((record, Fail::Disconnected));
         }
@@ -477,11 +486,11 @@ impl<T: Payload> TopicCore<T> {
             offset: None,
             closed: false,
         };
-        let stored = self.shared.store.append(&mut job);
+        let stored = self.shared.store.append(&mut job, defer);
         let fail = match (stored, job.offset) {
-            (Ok(()), Some(offset)) => return Ok(Receipt { partition, offset }),
-            (Ok(()), None) if job.closed => Fail::Disconnected,
-            (Ok(()), None) => Fail::Full,
+            (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
+            (Ok(_), None) if job.closed => Fail::Disconnected,
+            (Ok(_), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
         };
@@ -600,6 +609,14 @@ impl<T: Payload> TopicCore<T> {
 }
 
 impl<T> TopicCore<T> {
+    /// Takes back a staged record whose commit failed (`send_async`); `None` if it was
+    /// published after all.
+    pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
+        let part = self.partitions.get(receipt.partition as usize)?;
+        let entry = part.lock().unstage(receipt.offset)?;
+        Some(entry.into_record())
+    }
+
     /// Forgets waiter `id` (a dropped `send_async` future).
     pub(crate) fn forget_writer(&self, partition: u32, id: u64) {
         if let Some(part) = self.partitions.get(partition as usize) {
