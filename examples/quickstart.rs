@@ -1,5 +1,7 @@
 //! The quickstart: a topic with an audit subscriber and a billing consumer group, and a job
-//! queue with two workers, a retry and a dead-letter queue. Runs in memory; nothing to install.
+//! queue with two workers, a retry and a dead-letter queue, in memory; then the same API on a
+//! durable store (a redb file in the system's temp directory) that survives a restart.
+//! Nothing to install.
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -117,5 +119,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         jobs.dead_lettered()
     );
     bus.close()?;
+
+    durable()
+}
+
+/// The same API on a file: what was sent and not yet acked is there after a restart.
+fn durable() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("embus-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("shop.embus");
+    {
+        let bus = Broker::open(&path)?; // every send returns once it is fsynced
+        let jobs = bus.queue::<String>("invoices")?;
+        jobs.producer()
+            .send_batch(vec!["invoice-1".into(), "invoice-2".into()])?; // one commit
+        let mut worker = jobs.consumer();
+        let first = worker.recv()?;
+        println!("durable: sent 2 invoices, acking {}", first.payload());
+        first.ack()?;
+        bus.close()?; // the writer thread commits what is queued and stops
+    }
+    let bus = Broker::open(&path)?; // a restart
+    let jobs = bus.queue::<String>("invoices")?;
+    let left = jobs.consumer().recv()?;
+    println!(
+        "durable: after reopening {}, {} is still there (delivery {})",
+        path.display(),
+        left.payload(),
+        left.delivery_count()
+    );
+    left.ack()?;
+    bus.close()?;
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -49,12 +49,26 @@
 //! sleeping, and [`Broker::wait_idle`] waits (with a deadline) until queues are drained and groups
 //! have caught up.
 //!
+//! # Durable mode
+//!
+//! [`Broker::open`] (or [`Broker::builder`]`.path(..)`) runs the same API on a redb file:
+//! topics with their options and retained messages, group positions, and queues with their
+//! messages and delivery counts survive restarts and `kill -9`. What "acknowledged" means:
+//!
+//! - [`Durability::Immediate`] (the default): `send` returns `Ok` once the commit holding the
+//!   message is fsynced. Concurrent sends share one commit; `send_batch` is one commit.
+//! - [`Durability::Interval`]: `send` returns once the store's writer thread has the message;
+//!   it commits at most once per interval, so a crash loses at most that window of sends.
+//!
+//! In both modes a consumer sees a message only after it is stored, and acks, delivery counts
+//! and group positions ride the next commit without waiting for it (a crash can redeliver a
+//! message whose ack was not yet stored, never lose one).
+//!
 //! # It is not
 //!
-//! - a network broker: producers and consumers live in one process;
-//! - a database: messages are retained by count, size and age, not queried;
-//! - durable yet: this release keeps everything in memory. The durable store (redb) arrives
-//!   behind the same API.
+//! - a network broker: producers and consumers live in one process (one process at a time
+//!   opens a store file);
+//! - a database: messages are retained by count, size and age, not queried.
 //!
 //! # Async
 //!
@@ -65,7 +79,11 @@
 //!
 //! # Threads
 //!
-//! A memory broker starts no thread; everything runs in the threads that call it.
+//! A memory broker starts no thread; everything runs in the threads that call it. A durable
+//! broker starts one writer thread (`embus-writer`) that owns the redb write transactions; it
+//! stops when the broker closes ([`Broker::close`] or dropping the last handle), after
+//! committing what was queued. Either kind starts a timer thread the first time an async
+//! receive waits for a real-time ack deadline; it stops on close.
 
 #![forbid(unsafe_code)]
 #![warn(
