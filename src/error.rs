@@ -88,20 +88,10 @@ pub enum Error {
         /// The codec's message.
         message: String,
     },
-    /// A stored payload could not be decoded as the declared type. `bytes` is the raw payload.
-    #[error("cannot decode the stored payload at {partition}/{offset} of `{name}`: {message}")]
-    Decode {
-        /// The topic or queue.
-        name: String,
-        /// The partition (0 for a queue).
-        partition: u32,
-        /// The offset (a queue: the message id).
-        offset: u64,
-        /// The codec's message.
-        message: String,
-        /// The payload as stored.
-        bytes: Vec<u8>,
-    },
+    /// A stored payload could not be decoded as the declared type (or failed its checksum);
+    /// the raw bytes are in [`Undecodable::bytes`].
+    #[error("{0}")]
+    Decode(Box<Undecodable>),
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {
@@ -110,6 +100,23 @@ pub enum Error {
         /// The first topic or queue found busy, and why (e.g. "queue `jobs`: 2 ready, 1 in flight").
         busy: String,
     },
+}
+
+/// A stored record that could not be read back as its declared payload type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode the stored payload at {partition}/{offset} of `{name}`: {message}")]
+#[non_exhaustive]
+pub struct Undecodable {
+    /// The topic or queue.
+    pub name: String,
+    /// The partition (0 for a queue).
+    pub partition: u32,
+    /// The offset (for a queue, the message id).
+    pub offset: u64,
+    /// What the codec (or the checksum) said.
+    pub message: String,
+    /// The payload as stored (the whole record if its checksum failed).
+    pub bytes: Vec<u8>,
 }
 
 /// A convenience alias with [`Error`] as the default error type.

@@ -121,7 +121,7 @@ pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
 pub use crate::error::{
     Error, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    TrySendError, Undecodable,
 };
 pub use crate::message::Message;
 pub use crate::options::{Durability, Overflow, QueueOptions, Retention, Start, TopicOptions};

@@ -62,10 +62,10 @@ impl Timer {
             (state.thread.take(), std::mem::take(&mut state.entries))
         };
         self.changed.notify_one();
-        if let Some(thread) = thread {
-            if thread.thread().id() != thread::current().id() {
-                let _ = thread.join();
-            }
+        if let Some(thread) = thread
+            && thread.thread().id() != thread::current().id()
+        {
+            let _ = thread.join();
         }
     }
 

@@ -828,11 +828,12 @@ impl TopicModel {
 
     fn group_release(&mut self, p: usize, offset: u64, member: u64, count: u32) {
         let part = &mut self.parts[p];
-        if let Some(pending) = part.pending.get_mut(&offset) {
-            if pending.holder == Some(member) && pending.count == count {
-                pending.holder = None;
-                part.ready.insert(offset);
-            }
+        if let Some(pending) = part.pending.get_mut(&offset)
+            && pending.holder == Some(member)
+            && pending.count == count
+        {
+            pending.holder = None;
+            part.ready.insert(offset);
         }
     }
 

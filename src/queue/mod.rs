@@ -43,7 +43,7 @@ use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::QueueOptions;
 use crate::producer::{Fail, Producer, Sent};
 use crate::record::{Entry, Headers, Meta, Nanos, Receipt, Record};
-use crate::store::{self, Append, Progress, Sink};
+use crate::store::{self, Append, Progress, Sink, Stager};
 
 pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
 
@@ -805,7 +805,7 @@ impl<T: Payload> Append for QueueJob<'_, T> {
         body.into_iter().collect()
     }
 
-    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+    fn stage(&mut self, stager: &mut dyn Stager) {
         let Some(entry) = self.entry.take() else {
             return;
         };
@@ -817,8 +817,9 @@ impl<T: Payload> Append for QueueJob<'_, T> {
             return;
         }
         let id = state.stage(now, entry);
-        stage(&queue.sink, id, now, 0);
+        stager.record(&queue.sink, id, now, 0);
         self.id = Some(id);
+        stager.end();
     }
 
     fn unstage(&mut self) {

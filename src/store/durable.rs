@@ -37,14 +37,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::format;
-use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Store, Ticket};
+use super::{Append, Declaration, Loaded, Progress, Restored, Sink, Stager, Store, Ticket};
 use crate::codec::{Bincode, Codec};
 use crate::error::Error;
 use crate::options::Durability;
@@ -87,12 +87,10 @@ pub(crate) type OpenWith =
 
 /// What the writer does with one queued item.
 enum Request {
+    /// A run of records staged under one lock (a send, or one partition's share of a batch).
     Append {
         sink: Arc<dyn Sink>,
-        key: u64,
-        ts: Nanos,
-        size: u32,
-        value: Vec<u8>,
+        records: Vec<Staged>,
     },
     Ack {
         queue: String,
@@ -119,6 +117,52 @@ enum Request {
     Declare(String, Vec<u8>),
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
+}
+
+/// One staged record: key, timestamp, counted size and bytes (sealed by the writer).
+struct Staged {
+    key: u64,
+    ts: Nanos,
+    size: u32,
+    value: Vec<u8>,
+}
+
+/// Collects what a job stages and hands it to the writer as one request.
+struct Collect<'a> {
+    store: &'a DurableStore,
+    bodies: std::vec::IntoIter<Vec<u8>>,
+    sink: Option<Arc<dyn Sink>>,
+    run: Vec<Staged>,
+    /// The number of the last request sent.
+    last: Option<u64>,
+    /// The writer had stopped.
+    refused: bool,
+}
+
+impl Stager for Collect<'_> {
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32) {
+        if self.sink.is_none() {
+            self.sink = Some(Arc::clone(sink));
+        }
+        let value = self.bodies.next().unwrap_or_default();
+        self.run.push(Staged {
+            key,
+            ts,
+            size,
+            value,
+        });
+    }
+
+    fn end(&mut self) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.run);
+        match self.store.send(Request::Append { sink, records }) {
+            Some(seq) => self.last = Some(seq),
+            None => self.refused = true,
+        }
+    }
 }
 
 /// The sender side, numbered: requests reach the writer in `seq` order.
@@ -366,24 +410,16 @@ fn check_format(path: &Path, db: &Database) -> Result<(), Error> {
 impl Store for DurableStore {
     fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
         self.check_healthy()?;
-        let bodies = job.encode()?;
-        let mut bodies = bodies.into_iter();
-        let mut last = None;
-        let mut refused = false;
-        job.stage(&mut |sink, key, ts, size| {
-            let value = bodies.next().unwrap_or_default();
-            let request = Request::Append {
-                sink: Arc::clone(sink),
-                key,
-                ts,
-                size,
-                value,
-            };
-            match self.send(request) {
-                Some(seq) => last = Some(seq),
-                None => refused = true,
-            }
-        });
+        let mut collect = Collect {
+            store: self,
+            bodies: job.encode()?.into_iter(),
+            sink: None,
+            run: Vec::new(),
+            last: None,
+            refused: false,
+        };
+        job.stage(&mut collect);
+        let (last, refused) = (collect.last, collect.refused);
         if refused {
             // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
             job.unstage();
@@ -570,10 +606,10 @@ impl Store for DurableStore {
     fn close(&self) -> Result<(), Error> {
         let result = self.flush();
         self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
-        if let Some(handle) = self.inner.writer.lock().take() {
-            if handle.join().is_err() {
-                return Err(self.poisoned("the writer thread panicked"));
-            }
+        if let Some(handle) = self.inner.writer.lock().take()
+            && handle.join().is_err()
+        {
+            return Err(self.poisoned("the writer thread panicked"));
         }
         self.inner.db.lock().take(); // releases the file (readers mid-chunk finish first)
         result.and_then(|()| self.check_healthy())
@@ -603,30 +639,45 @@ struct Touched {
 impl Writer {
     fn run(mut self) {
         let mut last_commit = Instant::now();
+        // The last commit's request count and duration, for the linger below.
+        let (mut last_len, mut last_took) = (0, Duration::ZERO);
         while let Ok(first) = self.rx.recv() {
             let mut batch = vec![first];
-            if let Durability::Interval(every) = self.inner.durability {
-                // Linger until the interval since the last commit has passed.
-                let until = last_commit + every;
-                while batch.len() < MAX_BATCH {
+            batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
+            // How long to wait for more before committing. Interval mode: until the interval
+            // since the last commit has passed. Immediate mode: when fewer requests came than
+            // last time, a little (a quarter of a commit, at most 1 ms), because the senders
+            // the last commit released are about to send again; otherwise they would wait for
+            // a whole commit and alternate in two half-size groups.
+            let until = match self.inner.durability {
+                Durability::Interval(every) => Some(last_commit + every),
+                Durability::Immediate if batch.len() < last_len => {
+                    Some(Instant::now() + (last_took / 4).min(Duration::from_millis(1)))
+                }
+                Durability::Immediate => None,
+            };
+            if let Some(until) = until {
+                let enough = match self.inner.durability {
+                    Durability::Interval(_) => MAX_BATCH,
+                    Durability::Immediate => last_len.min(MAX_BATCH),
+                };
+                while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
                         Ok(request) => batch.push(request),
                         Err(_) => break,
                     }
                 }
             }
-            batch.extend(
-                self.rx
-                    .try_iter()
-                    .take(MAX_BATCH.saturating_sub(batch.len())),
-            );
+            last_len = batch.len();
             let first_seq = batch[0].0;
             let last_seq = batch[batch.len() - 1].0;
             if self.inner.done.lock().failed.is_some() {
                 continue; // poisoned: nothing more is written
             }
+            let started = Instant::now();
             let result = self.commit(batch);
             last_commit = Instant::now();
+            last_took = last_commit - started;
             let mut done = self.inner.done.lock();
             match result {
                 Ok(()) => done.committed = last_seq,
@@ -696,14 +747,7 @@ fn write_batch(
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     for (_, request) in batch {
         match request {
-            Request::Append {
-                sink,
-                key,
-                ts,
-                size,
-                mut value,
-            } => {
-                format::seal(&mut value, ts, size);
+            Request::Append { sink, records } => {
                 let at = match touched.iter().position(|t| Arc::ptr_eq(&t.sink, &sink)) {
                     Some(at) => at,
                     None => {
@@ -716,9 +760,12 @@ fn write_batch(
                     }
                 };
                 let t = &mut touched[at];
-                t.upto = t.upto.max(key + 1);
-                t.bytes += u64::from(size);
-                appends.push((at, value, key));
+                for mut record in records {
+                    format::seal(&mut record.value, record.ts, record.size);
+                    t.upto = t.upto.max(record.key + 1);
+                    t.bytes += u64::from(record.size);
+                    appends.push((at, record.value, record.key));
+                }
             }
             Request::Ack { queue, id } => {
                 txn.open_table(records(&queue))?.remove(id)?;

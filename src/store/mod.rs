@@ -63,12 +63,21 @@ pub(crate) trait Append {
 
     /// Durable mode, under the target's lock: reserves room for as many records as fit, in
     /// order, gives each its key (offset or id) and timestamp, keeps it aside for
-    /// [`Sink::publish`], and calls `stage(sink, key, ts, size)` for it (which hands its bytes to
-    /// the writer, still under the lock, so keys reach the writer in order).
-    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32));
+    /// [`Sink::publish`], and tells `stager` of it; then, still under the lock, calls
+    /// [`Stager::end`] (which hands the run to the writer, so keys reach it in order).
+    fn stage(&mut self, stager: &mut dyn Stager);
 
     /// Durable mode, after a failed commit: takes the staged records back, for the error.
     fn unstage(&mut self);
+}
+
+/// What a durable store collects from [`Append::stage`].
+pub(crate) trait Stager {
+    /// One staged record of `sink`: its key, timestamp and counted size (its bytes are the
+    /// next of those [`Append::encode`] returned).
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32);
+    /// The run is complete (called under the target's lock, even if nothing was staged).
+    fn end(&mut self);
 }
 
 /// A log the writer publishes into after a commit: a topic partition or a queue.
@@ -171,12 +180,14 @@ pub(crate) fn decode_row<T: serde::de::DeserializeOwned>(
     row: &Loaded,
 ) -> Result<(Nanos, crate::record::Entry<T>), Error> {
     use crate::codec::Codec;
-    let fail = |message: String, bytes: &[u8]| Error::Decode {
-        name: name.to_owned(),
-        partition,
-        offset: row.key,
-        message,
-        bytes: bytes.to_vec(),
+    let fail = |message: String, bytes: &[u8]| {
+        Error::Decode(Box::new(crate::error::Undecodable {
+            name: name.to_owned(),
+            partition,
+            offset: row.key,
+            message,
+            bytes: bytes.to_vec(),
+        }))
     };
     let opened = format::open(&row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
     let payload = crate::codec::Bincode::decode(opened.payload)

@@ -53,7 +53,7 @@ use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
 use crate::producer::{Fail, Producer, Sent};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
-use crate::store::{self, Append, Sink};
+use crate::store::{self, Append, Sink, Stager};
 
 /// A handle to a topic. Cheap to clone; keeps the broker open.
 ///
@@ -695,7 +695,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         body.into_iter().collect()
     }
 
-    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+    fn stage(&mut self, stager: &mut dyn Stager) {
         let Some(entry) = self.entry.take() else {
             return;
         };
@@ -706,7 +706,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
             Ok(()) => {
                 let size = entry.size;
                 let (offset, ts) = log.stage(now, entry);
-                stage(&self.topic.sinks[p], offset, ts, size);
+                stager.record(&self.topic.sinks[p], offset, ts, size);
                 self.offset = Some(offset);
             }
             Err(closed) => {
@@ -714,6 +714,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
                 self.entry = Some(entry);
             }
         }
+        stager.end();
     }
 
     fn unstage(&mut self) {
@@ -783,7 +784,7 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         self.pending.iter().map(encode).collect()
     }
 
-    fn stage(&mut self, stage: &mut dyn FnMut(&Arc<dyn Sink>, u64, Nanos, u32)) {
+    fn stage(&mut self, stager: &mut dyn Stager) {
         let p = self.partition as usize;
         let sink = &self.topic.sinks[p];
         let mut log = self.topic.partitions[p].lock();
@@ -792,11 +793,12 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;
             let (offset, ts) = log.stage(now, entry);
-            stage(sink, offset, ts, size);
+            stager.record(sink, offset, ts, size);
             staged.push((index, offset));
             offset
         });
         self.staged = staged;
+        stager.end();
     }
 
     fn unstage(&mut self) {
