@@ -229,9 +229,12 @@ impl<T> fmt::Debug for RecvStream<'_, T> {
 ///
 /// # Cancel safety
 ///
-/// Dropping it before it completes means the message was not sent (it never reaches a
-/// consumer); it is dropped with the future. If it returned its receipt, it was sent. Polling
-/// it again after it completed returns `Pending` (see `FusedFuture::is_terminated`).
+/// Dropping it while it waits for room means the message was not sent (it never reaches a
+/// consumer); it is dropped with the future. On a durable broker, once there was room the
+/// message is handed to the store and the future waits for the commit: dropped then, the
+/// message is still stored and delivered, only the receipt is lost. If it returned its
+/// receipt, it was sent. Polling it again after it completed returns `Pending` (see
+/// `FusedFuture::is_terminated`).
 #[must_use = "futures do nothing unless polled"]
 pub struct SendFut<'a, T, M = T> {
     producer: &'a Producer<T>,
@@ -298,7 +301,9 @@ impl<T: Payload, M> Future for SendFut<'_, T, M> {
             this.state = State::Done;
             // A failed commit hands the message back; if it is not staged any more, it was
             // published after all.
-            let back = stored.err().and_then(|e| Some((this.producer.take_back(receipt)?, e)));
+            let back = stored
+                .err()
+                .and_then(|e| Some((this.producer.take_back(receipt)?, e)));
             return Poll::Ready(match back {
                 Some((record, e)) => Err(SendError::Failed((this.hand_back)(record), e)),
                 None => Ok(receipt),

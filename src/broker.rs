@@ -57,6 +57,9 @@ pub struct Broker {
 /// State every handle and engine part reaches: the registry, the clock, the closed flag.
 pub(crate) struct Shared {
     closed: AtomicBool,
+    /// Set once close has let the store publish everything it will: from then on, records
+    /// still staged (their commit failed) will never be published.
+    settled: AtomicBool,
     pub(crate) clock: Clock,
     pub(crate) idle: IdleSignal,
     next_id: AtomicU64,
@@ -195,6 +198,7 @@ impl Broker {
     pub(crate) fn from_parts(clock: Clock, store: Arc<dyn Store>) -> Self {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             clock,
             idle: IdleSignal::default(),
             next_id: AtomicU64::new(1),
@@ -617,9 +621,20 @@ impl Shared {
             d.control.wake_all();
         }
         self.timer.close();
+        // Sends that staged before the flag was set are committed and published here; until
+        // then a consumer that sees them staged keeps waiting (`has_settled`).
+        let result = self.store.close();
+        self.settled.store(true, Ordering::Release);
+        for d in &declared {
+            d.control.wake_all();
+        }
         self.idle.notify();
-        // Sends that staged before the flag was set are committed and published here.
-        self.store.close()
+        result
+    }
+
+    /// Whether close has let the store publish all it will (see `settled`).
+    pub(crate) fn has_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 }
 

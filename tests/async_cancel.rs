@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
-use common::WAIT;
+use common::{Backend, WAIT, both_backends};
 use embus::{
     Broker, Consumer, Overflow, Producer, QueueOptions, Retention, Start, TopicOptions,
     TryRecvError,
@@ -116,9 +116,9 @@ fn assert_nothing_ready(consumer: &mut Consumer<u32>, what: &str) {
 // recv_async: a dropped future loses nothing
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_recv_async_dropped_while_pending_loses_nothing() {
-    let bus = Broker::memory();
+both_backends!(a_recv_async_dropped_while_pending_loses_nothing);
+fn a_recv_async_dropped_while_pending_loses_nothing(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let (_, waker) = counting_waker();
         let mut fut = consumer.recv_async();
@@ -135,9 +135,9 @@ fn a_recv_async_dropped_while_pending_loses_nothing() {
     }
 }
 
-#[test]
-fn a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing() {
-    let bus = Broker::memory();
+both_backends!(a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing);
+fn a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
@@ -157,9 +157,9 @@ fn a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing() {
     }
 }
 
-#[tokio::test]
-async fn recv_async_cancelled_by_select_then_the_next_recv_gets_the_message() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test] async recv_async_cancelled_by_select_then_the_next_recv_gets_the_message);
+async fn recv_async_cancelled_by_select_then_the_next_recv_gets_the_message(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         // A deterministic cancellation: the receive is polled first (pending), then the
         // other branch completes and the receive is dropped.
@@ -187,9 +187,9 @@ async fn recv_async_cancelled_by_select_then_the_next_recv_gets_the_message() {
     }
 }
 
-#[tokio::test]
-async fn a_stream_next_cancelled_loses_nothing() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test] async a_stream_next_cancelled_loses_nothing);
+async fn a_stream_next_cancelled_loses_nothing(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let mut stream = consumer.stream();
         tokio::select! {
@@ -209,25 +209,26 @@ async fn a_stream_next_cancelled_loses_nothing() {
     }
 }
 
-#[test]
-fn many_cancelled_receives_lose_nothing_under_a_concurrent_producer() {
-    const N: u32 = 2_000;
-    let bus = Broker::memory();
+both_backends!(many_cancelled_receives_lose_nothing_under_a_concurrent_producer);
+fn many_cancelled_receives_lose_nothing_under_a_concurrent_producer(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(2_000u32);
+    let bus = backend.bus();
     let queue = bus.queue::<u32>("q").unwrap();
     let mut consumer = queue.consumer();
     let producer = queue.producer();
     let sender = thread::spawn(move || {
-        for i in 0..N {
+        for i in 0..n {
             producer.send(i).unwrap();
         }
     });
     let (_, waker) = counting_waker();
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
-    while got.len() < N as usize {
+    while got.len() < n as usize {
         assert!(
             std::time::Instant::now() < deadline,
-            "only {} of {N} received",
+            "only {} of {n} received",
             got.len()
         );
         // Poll once, then drop the future whatever happened: completed or cancelled.
@@ -241,7 +242,7 @@ fn many_cancelled_receives_lose_nothing_under_a_concurrent_producer() {
     sender.join().unwrap();
     assert_eq!(
         got,
-        (0..N).collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>(),
         "in order, none lost or doubled"
     );
     assert_eq!((queue.len(), queue.in_flight()), (0, 0));
@@ -251,9 +252,9 @@ fn many_cancelled_receives_lose_nothing_under_a_concurrent_producer() {
 // recv_async: wakers
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_pending_recv_async_is_woken_exactly_once_by_a_send() {
-    let bus = Broker::memory();
+both_backends!(a_pending_recv_async_is_woken_exactly_once_by_a_send);
+fn a_pending_recv_async_is_woken_exactly_once_by_a_send(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
@@ -272,9 +273,9 @@ fn a_pending_recv_async_is_woken_exactly_once_by_a_send() {
     }
 }
 
-#[test]
-fn a_recv_async_dropped_while_pending_leaves_no_waker() {
-    let bus = Broker::memory();
+both_backends!(a_recv_async_dropped_while_pending_leaves_no_waker);
+fn a_recv_async_dropped_while_pending_leaves_no_waker(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
@@ -298,9 +299,9 @@ fn a_recv_async_dropped_while_pending_leaves_no_waker() {
     }
 }
 
-#[test]
-fn a_completed_recv_async_leaves_no_waker_on_other_partitions() {
-    let bus = Broker::memory();
+both_backends!(a_completed_recv_async_leaves_no_waker_on_other_partitions);
+fn a_completed_recv_async_leaves_no_waker_on_other_partitions(backend: Backend) {
+    let bus = backend.bus();
     let mut stale = Vec::new();
     for (what, producer, mut consumer) in each_consumer(&bus).into_iter().skip(1) {
         let (counter, waker) = counting_waker();
@@ -330,9 +331,9 @@ fn a_completed_recv_async_leaves_no_waker_on_other_partitions() {
     );
 }
 
-#[test]
-fn a_dropped_stream_leaves_no_waker_on_other_partitions() {
-    let bus = Broker::memory();
+both_backends!(a_dropped_stream_leaves_no_waker_on_other_partitions);
+fn a_dropped_stream_leaves_no_waker_on_other_partitions(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u32>("t", TopicOptions::default().partitions(2))
         .unwrap();
@@ -359,9 +360,9 @@ fn a_dropped_stream_leaves_no_waker_on_other_partitions() {
     assert_eq!(counter.wakes(), 1, "a dropped stream was woken");
 }
 
-#[test]
-fn a_dropped_pending_stream_leaves_no_waker() {
-    let bus = Broker::memory();
+both_backends!(a_dropped_pending_stream_leaves_no_waker);
+fn a_dropped_pending_stream_leaves_no_waker(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, consumer) in each_consumer(&bus) {
         let (counter, waker) = counting_waker();
         let mut stream = consumer.into_stream();
@@ -375,9 +376,9 @@ fn a_dropped_pending_stream_leaves_no_waker() {
     }
 }
 
-#[test]
-fn a_later_poll_with_a_new_waker_replaces_the_old_one() {
-    let bus = Broker::memory();
+both_backends!(a_later_poll_with_a_new_waker_replaces_the_old_one);
+fn a_later_poll_with_a_new_waker_replaces_the_old_one(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u32>("q").unwrap();
     let mut consumer = queue.consumer();
     let (first, first_waker) = counting_waker();
@@ -397,9 +398,9 @@ fn a_later_poll_with_a_new_waker_replaces_the_old_one() {
 // send_async: sent or not, never half
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_send_async_dropped_while_waiting_on_a_full_queue_never_sends() {
-    let bus = Broker::memory();
+both_backends!(a_send_async_dropped_while_waiting_on_a_full_queue_never_sends);
+fn a_send_async_dropped_while_waiting_on_a_full_queue_never_sends(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -437,9 +438,9 @@ fn a_send_async_dropped_while_waiting_on_a_full_queue_never_sends() {
     assert_eq!(queue.len(), 0);
 }
 
-#[test]
-fn a_waiting_send_async_on_a_full_queue_is_woken_once_by_an_ack_and_then_sends() {
-    let bus = Broker::memory();
+both_backends!(a_waiting_send_async_on_a_full_queue_is_woken_once_by_an_ack_and_then_sends);
+fn a_waiting_send_async_on_a_full_queue_is_woken_once_by_an_ack_and_then_sends(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -454,13 +455,38 @@ fn a_waiting_send_async_on_a_full_queue_is_woken_once_by_an_ack_and_then_sends()
     assert_eq!(counter.wakes(), 0, "a delivery makes no room");
     m.ack().unwrap();
     assert_eq!(counter.wakes(), 1, "the ack makes room");
-    match poll_once(&mut fut, &waker) {
-        Poll::Ready(Ok(receipt)) => assert_eq!(receipt.partition, 0),
-        other => panic!("expected a receipt, got {other:?}"),
-    }
+    let receipt = poll_sent(backend, &mut fut, &waker, &counter);
+    assert_eq!(receipt.partition, 0);
     assert!(fut.is_terminated());
     drop(fut);
     assert_eq!(*consumer.try_recv().unwrap().payload(), 2);
+}
+
+/// Polls a send that was just woken for room to its receipt: at once in memory; on a durable
+/// broker it stages and is woken once more by its commit.
+fn poll_sent<F>(backend: Backend, fut: &mut F, waker: &Waker, counter: &Counter) -> embus::Receipt
+where
+    F: Future<Output = Result<embus::Receipt, embus::SendError<u32>>> + Unpin,
+{
+    let woken = counter.wakes();
+    match poll_once(fut, waker) {
+        Poll::Ready(Ok(receipt)) => return receipt,
+        Poll::Pending if backend.is_durable() => {}
+        other => panic!("expected a receipt, got {other:?}"),
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while counter.wakes() == woken {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never woke the send"
+        );
+        thread::yield_now();
+    }
+    assert_eq!(counter.wakes(), woken + 1, "woken once by the commit");
+    match poll_once(fut, waker) {
+        Poll::Ready(Ok(receipt)) => receipt,
+        other => panic!("expected a receipt after the commit, got {other:?}"),
+    }
 }
 
 fn block_topic(bus: &Broker) -> embus::Topic<u32> {
@@ -473,9 +499,9 @@ fn block_topic(bus: &Broker) -> embus::Topic<u32> {
     .unwrap()
 }
 
-#[test]
-fn a_send_async_dropped_while_waiting_on_a_full_block_topic_never_sends() {
-    let bus = Broker::memory();
+both_backends!(a_send_async_dropped_while_waiting_on_a_full_block_topic_never_sends);
+fn a_send_async_dropped_while_waiting_on_a_full_block_topic_never_sends(backend: Backend) {
+    let bus = backend.bus();
     let topic = block_topic(&bus);
     let producer = topic.producer();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -505,9 +531,9 @@ fn a_send_async_dropped_while_waiting_on_a_full_block_topic_never_sends() {
     assert_eq!(*sub.try_recv().unwrap().payload(), 3);
 }
 
-#[test]
-fn a_waiting_send_async_on_a_full_block_topic_is_woken_once_by_the_read() {
-    let bus = Broker::memory();
+both_backends!(a_waiting_send_async_on_a_full_block_topic_is_woken_once_by_the_read);
+fn a_waiting_send_async_on_a_full_block_topic_is_woken_once_by_the_read(backend: Backend) {
+    let bus = backend.bus();
     let topic = block_topic(&bus);
     let producer = topic.producer();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -519,16 +545,14 @@ fn a_waiting_send_async_on_a_full_block_topic_is_woken_once_by_the_read() {
     assert!(poll_once(&mut fut, &waker).is_pending(), "still full");
     assert_eq!(*sub.try_recv().unwrap().payload(), 1);
     assert_eq!(counter.wakes(), 1, "the read makes room");
-    match poll_once(&mut fut, &waker) {
-        Poll::Ready(Ok(receipt)) => assert_eq!(receipt.offset, 1),
-        other => panic!("expected a receipt, got {other:?}"),
-    }
+    let receipt = poll_sent(backend, &mut fut, &waker, &counter);
+    assert_eq!(receipt.offset, 1);
     assert_eq!(*sub.try_recv().unwrap().payload(), 2);
 }
 
-#[tokio::test]
-async fn send_async_cancelled_by_select_on_a_full_queue_never_sends() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test] async send_async_cancelled_by_select_on_a_full_queue_never_sends);
+async fn send_async_cancelled_by_select_on_a_full_queue_never_sends(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -552,13 +576,19 @@ async fn send_async_cancelled_by_select_on_a_full_queue_never_sends() {
     assert_eq!(*consumer.try_recv().unwrap().payload(), 4);
 }
 
+#[test]
+// Memory only: on a durable broker a send dropped while its commit is pending is still
+// delivered (without its receipt), and two polls never cover an fsync; tests/durable.rs covers
+// that contract.
+fn cancelled_sends_either_sent_or_not_under_a_concurrent_consumer_memory() {
+    cancelled_sends_either_sent_or_not_under_a_concurrent_consumer(Backend::Memory);
+}
 /// Races cancellation against a consumer thread making room: every send either returned its
 /// receipt (and arrives exactly once) or was cancelled (and never arrives).
-#[test]
-fn cancelled_sends_either_sent_or_not_under_a_concurrent_consumer() {
+fn cancelled_sends_either_sent_or_not_under_a_concurrent_consumer(backend: Backend) {
     const ATTEMPTS: u32 = 2_000;
     const END: u32 = u32::MAX;
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -610,11 +640,11 @@ impl Wake for OrphanTask {
     fn wake(self: Arc<Self>) {}
 }
 
+both_backends!(close_does_not_deadlock_when_a_dropped_waker_drops_a_timed_receive);
 /// Regression: the timer dropped wakers under its own lock; a waker holding the last reference
 /// to a task dropped that task's stream, whose drop re-entered the timer: `close` deadlocked.
-#[test]
-fn close_does_not_deadlock_when_a_dropped_waker_drops_a_timed_receive() {
-    let bus = Broker::memory();
+fn close_does_not_deadlock_when_a_dropped_waker_drops_a_timed_receive(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>(
             "jobs",

@@ -263,3 +263,25 @@ fn send_async_waits_for_the_commit_without_blocking_and_survives_a_reopen() {
     assert_eq!(bus.topic::<u32>("t").unwrap().retained(), 20);
     assert_eq!(bus.queue::<u32>("q").unwrap().len(), 20);
 }
+
+#[test]
+fn a_send_async_dropped_while_its_commit_is_pending_is_still_delivered() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let path = dir("async-drop").join("bus.embus");
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<u32>("q").unwrap();
+    let producer = q.producer();
+    let mut fut = producer.send_async(7);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Usually `Pending` (staged, the fsync still running); a fast disk may finish first.
+    if let Poll::Ready(sent) = std::pin::Pin::new(&mut fut).poll(&mut cx) {
+        sent.unwrap();
+    }
+    drop(fut);
+    let m = q.consumer().recv_timeout(common::WAIT).unwrap();
+    assert_eq!(*m.payload(), 7);
+    m.ack().unwrap();
+    bus.close().unwrap();
+}

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
     Broker, Consumer, Error, ManualClock, Overflow, QueueOptions, RecvError, RecvTimeoutError,
     Retention, SendError, SendTimeoutError, Start, TopicOptions, TryRecvError, TrySendError,
@@ -54,9 +54,9 @@ fn recv_all(consumer: &mut Consumer<u64>) -> Vec<u64> {
 
 // ---- which handles keep the bus open -------------------------------------------------------
 
-#[test]
-fn broker_clone_keeps_the_bus_open() {
-    let bus = Broker::memory();
+both_backends!(broker_clone_keeps_the_bus_open);
+fn broker_clone_keeps_the_bus_open(backend: Backend) {
+    let bus = backend.bus();
     let other = bus.clone();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -73,9 +73,9 @@ fn broker_clone_keeps_the_bus_open() {
     );
 }
 
-#[test]
-fn a_topic_handle_alone_keeps_the_bus_open() {
-    let bus = Broker::memory();
+both_backends!(a_topic_handle_alone_keeps_the_bus_open);
+fn a_topic_handle_alone_keeps_the_bus_open(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     drop(bus);
@@ -99,9 +99,9 @@ fn a_topic_handle_alone_keeps_the_bus_open() {
     );
 }
 
-#[test]
-fn a_queue_handle_alone_keeps_the_bus_open() {
-    let bus = Broker::memory();
+both_backends!(a_queue_handle_alone_keeps_the_bus_open);
+fn a_queue_handle_alone_keeps_the_bus_open(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut worker = queue.consumer();
     drop(bus);
@@ -116,9 +116,9 @@ fn a_queue_handle_alone_keeps_the_bus_open() {
     );
 }
 
-#[test]
-fn a_producer_alone_keeps_the_bus_open() {
-    let bus = Broker::memory();
+both_backends!(a_producer_alone_keeps_the_bus_open);
+fn a_producer_alone_keeps_the_bus_open(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -152,10 +152,10 @@ fn a_producer_alone_keeps_the_bus_open() {
     );
 }
 
-#[test]
-fn consumers_messages_and_clocks_do_not_keep_the_bus_open() {
+both_backends!(consumers_messages_and_clocks_do_not_keep_the_bus_open);
+fn consumers_messages_and_clocks_do_not_keep_the_bus_open(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let topic = bus.topic::<u64>("t").unwrap();
     // A dead-letter queue (declared by the broker itself) does not hold the bus open either.
     let queue = bus
@@ -195,9 +195,9 @@ fn consumers_messages_and_clocks_do_not_keep_the_bus_open() {
 
 // ---- dropping the last handle wakes blocked consumers ------------------------------------------
 
-#[test]
-fn dropping_the_last_handle_disconnects_a_blocked_subscriber() {
-    let bus = Broker::memory();
+both_backends!(dropping_the_last_handle_disconnects_a_blocked_subscriber);
+fn dropping_the_last_handle_disconnects_a_blocked_subscriber(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let done = recv_on_thread(topic.subscribe(Start::Latest).unwrap());
     assert!(done.recv_timeout(BRIEF).is_err(), "recv returned early");
@@ -213,9 +213,9 @@ fn dropping_the_last_handle_disconnects_a_blocked_subscriber() {
     );
 }
 
-#[test]
-fn dropping_the_last_handle_disconnects_a_blocked_group_member() {
-    let bus = Broker::memory();
+both_backends!(dropping_the_last_handle_disconnects_a_blocked_group_member);
+fn dropping_the_last_handle_disconnects_a_blocked_group_member(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>("t", TopicOptions::default().partitions(3))
         .unwrap();
@@ -227,9 +227,9 @@ fn dropping_the_last_handle_disconnects_a_blocked_group_member() {
     );
 }
 
-#[test]
-fn dropping_the_last_handle_disconnects_a_blocked_queue_consumer() {
-    let bus = Broker::memory();
+both_backends!(dropping_the_last_handle_disconnects_a_blocked_queue_consumer);
+fn dropping_the_last_handle_disconnects_a_blocked_queue_consumer(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     let done = recv_on_thread(queue.consumer());
     drop(bus);
@@ -244,9 +244,9 @@ fn dropping_the_last_handle_disconnects_a_blocked_queue_consumer() {
     );
 }
 
-#[test]
-fn dropping_the_last_handle_ends_a_blocked_iterator() {
-    let bus = Broker::memory();
+both_backends!(dropping_the_last_handle_ends_a_blocked_iterator);
+fn dropping_the_last_handle_ends_a_blocked_iterator(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let sub = topic.subscribe(Start::Earliest).unwrap();
     let producer = topic.producer();
@@ -263,9 +263,9 @@ fn dropping_the_last_handle_ends_a_blocked_iterator() {
 
 // ---- close() ----------------------------------------------------------------------------------
 
-#[test]
-fn close_wakes_blocked_consumers_of_every_kind() {
-    let bus = Broker::memory();
+both_backends!(close_wakes_blocked_consumers_of_every_kind);
+fn close_wakes_blocked_consumers_of_every_kind(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>("t", TopicOptions::default().partitions(2))
         .unwrap();
@@ -288,9 +288,9 @@ fn close_wakes_blocked_consumers_of_every_kind() {
     drop((topic, queue));
 }
 
-#[test]
-fn close_wakes_a_producer_blocked_on_a_full_queue_and_hands_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(close_wakes_a_producer_blocked_on_a_full_queue_and_hands_the_message_back);
+fn close_wakes_a_producer_blocked_on_a_full_queue_and_hands_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u64>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -314,9 +314,9 @@ fn close_wakes_a_producer_blocked_on_a_full_queue_and_hands_the_message_back() {
     assert_eq!(recv_all(&mut worker), [1]);
 }
 
-#[test]
-fn close_wakes_a_producer_in_send_timeout_with_disconnected_not_timeout() {
-    let bus = Broker::memory();
+both_backends!(close_wakes_a_producer_in_send_timeout_with_disconnected_not_timeout);
+fn close_wakes_a_producer_in_send_timeout_with_disconnected_not_timeout(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<String>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -332,9 +332,9 @@ fn close_wakes_a_producer_in_send_timeout_with_disconnected_not_timeout() {
     assert_eq!(err.into_inner(), "second");
 }
 
-#[test]
-fn close_wakes_a_producer_blocked_on_a_full_block_topic() {
-    let bus = Broker::memory();
+both_backends!(close_wakes_a_producer_blocked_on_a_full_block_topic);
+fn close_wakes_a_producer_blocked_on_a_full_block_topic(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -362,9 +362,9 @@ fn close_wakes_a_producer_blocked_on_a_full_block_topic() {
     assert_eq!(recv_all(&mut slow), [1]);
 }
 
-#[test]
-fn close_wakes_a_blocked_wait_idle() {
-    let bus = Broker::memory();
+both_backends!(close_wakes_a_blocked_wait_idle);
+fn close_wakes_a_blocked_wait_idle(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     queue.producer().send(1).unwrap(); // nobody consumes: never idle
     let waiter = bus.clone();
@@ -380,9 +380,9 @@ fn close_wakes_a_blocked_wait_idle() {
     ));
 }
 
-#[test]
-fn after_close_consumers_drain_what_was_available_then_disconnect() {
-    let bus = Broker::memory();
+both_backends!(after_close_consumers_drain_what_was_available_then_disconnect);
+fn after_close_consumers_drain_what_was_available_then_disconnect(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>("t", TopicOptions::default().partitions(2))
         .unwrap();
@@ -416,9 +416,9 @@ fn after_close_consumers_drain_what_was_available_then_disconnect() {
     );
 }
 
-#[test]
-fn after_close_sends_fail_with_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(after_close_sends_fail_with_the_message_back);
+fn after_close_sends_fail_with_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<String>("t").unwrap();
     let queue = bus.queue::<String>("q").unwrap();
     bus.close().unwrap();
@@ -446,9 +446,9 @@ fn after_close_sends_fail_with_the_message_back() {
     }
 }
 
-#[test]
-fn a_message_received_before_close_can_still_be_settled() {
-    let bus = Broker::memory();
+both_backends!(a_message_received_before_close_can_still_be_settled);
+fn a_message_received_before_close_can_still_be_settled(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut worker = queue.consumer();
@@ -464,9 +464,9 @@ fn a_message_received_before_close_can_still_be_settled() {
     c.ack().unwrap();
 }
 
-#[test]
-fn declaring_after_close_is_error_closed() {
-    let bus = Broker::memory();
+both_backends!(declaring_after_close_is_error_closed);
+fn declaring_after_close_is_error_closed(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let queue = bus.queue::<u64>("q").unwrap();
     bus.clone().close().unwrap();
@@ -495,9 +495,9 @@ fn declaring_after_close_is_error_closed() {
     assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Disconnected);
 }
 
-#[test]
-fn close_twice_is_fine_and_is_closed_reports_it() {
-    let bus = Broker::memory();
+both_backends!(close_twice_is_fine_and_is_closed_reports_it);
+fn close_twice_is_fine_and_is_closed_reports_it(backend: Backend) {
+    let bus = backend.bus();
     assert!(!bus.is_closed());
     let a = bus.clone();
     let b = bus.clone();
@@ -510,6 +510,7 @@ fn close_twice_is_fine_and_is_closed_reports_it() {
     bus.close().unwrap();
 }
 
+// Memory only: it is about the builder without a path, which opens a memory broker.
 #[test]
 fn builder_opens_an_independent_memory_broker() {
     let clock = ManualClock::new();
@@ -531,9 +532,9 @@ fn builder_opens_an_independent_memory_broker() {
         .unwrap();
 }
 
-#[test]
-fn disconnected_is_final_even_when_a_held_delivery_is_released_after_close() {
-    let bus = Broker::memory();
+both_backends!(disconnected_is_final_even_when_a_held_delivery_is_released_after_close);
+fn disconnected_is_final_even_when_a_held_delivery_is_released_after_close(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     queue.producer().send(1).unwrap();
     let mut worker = queue.consumer();
@@ -548,14 +549,15 @@ fn disconnected_is_final_even_when_a_held_delivery_is_released_after_close() {
     );
 }
 
+both_backends!(every_message_sent_before_the_last_handle_drops_is_received);
 /// Regression: a subscriber that saw "nothing new" without the lock, was preempted, then saw
 /// the broker closed, returned `Disconnected` and missed the last messages sent before the
 /// close. Several subscribers per round oversubscribe the cores so preemption happens.
-#[test]
-fn every_message_sent_before_the_last_handle_drops_is_received() {
-    const SENT: u64 = 2_000;
-    for round in 0..50 {
-        let bus = Broker::memory();
+fn every_message_sent_before_the_last_handle_drops_is_received(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let sent = backend.scale(2_000u64);
+    for round in 0..backend.scale(50) {
+        let bus = backend.bus();
         let topic = bus.topic::<u64>("t").unwrap();
         let producer = topic.producer();
         let readers: Vec<_> = (0..6)
@@ -572,25 +574,26 @@ fn every_message_sent_before_the_last_handle_drops_is_received() {
             })
             .collect();
         drop((bus, topic));
-        for i in 0..SENT {
+        for i in 0..sent {
             producer.send(i).unwrap();
         }
         drop(producer); // the last handle: closes the broker
         for reader in readers {
-            assert_eq!(reader.join().unwrap(), SENT, "round {round}");
+            assert_eq!(reader.join().unwrap(), sent, "round {round}");
         }
     }
 }
 
+both_backends!(no_send_is_acknowledged_after_its_consumer_saw_the_end);
 /// Regression: a send racing `close` could return `Ok` after a draining consumer had already
 /// got `Disconnected`, so an acknowledged message was never delivered. Topic and queue.
-#[test]
-fn no_send_is_acknowledged_after_its_consumer_saw_the_end() {
+fn no_send_is_acknowledged_after_its_consumer_saw_the_end(backend: Backend) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-    for round in 0..100 {
-        let bus = Broker::memory();
+    // Fewer rounds on a durable broker, where every send waits for an fsync.
+    for round in 0..backend.scale(100) {
+        let bus = backend.bus();
         let topic = bus.topic::<u64>("t").unwrap();
         let queue = bus
             .queue_with::<u64>("q", QueueOptions::default().capacity(1 << 30))

@@ -693,7 +693,9 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     }
 
     fn is_closed(&self) -> bool {
-        self.link.queue.shared.is_closed()
+        // Closed, and nothing staged will be published any more.
+        let queue = &self.link.queue;
+        queue.shared.is_closed() && (queue.shared.has_settled() || !queue.state.lock().has_staged())
     }
 
     fn wake_at(&self) -> Option<std::time::Instant> {

@@ -111,6 +111,11 @@ impl<T> QueueState<T> {
         id
     }
 
+    /// Whether a staged message may still be published.
+    pub(crate) fn has_staged(&self) -> bool {
+        self.staged.iter().any(|(_, item)| item.is_some())
+    }
+
     /// Takes a staged message back (its commit failed).
     pub(crate) fn unstage(&mut self, id: u64) -> Option<Arc<Entry<T>>> {
         let slot = self.staged.iter_mut().find(|(at, _)| *at == id)?;

@@ -35,8 +35,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::task::{Poll, Waker};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -761,7 +761,7 @@ fn write_batch(
                 };
                 let t = &mut touched[at];
                 for mut record in records {
-                    format::seal(&mut record.value, record.ts, record.size);
+                    format::seal(&mut record.value, record.key, record.ts, record.size);
                     t.upto = t.upto.max(record.key + 1);
                     t.bytes += u64::from(record.size);
                     appends.push((at, record.value, record.key));
@@ -789,8 +789,8 @@ fn write_batch(
                     let mut from = txn.open_table(records(&queue))?;
                     let removed = from.remove(id)?;
                     removed.and_then(|v| {
-                        let row = format::open(v.value()).ok()?;
-                        Some(format::with_headers(&row, &headers))
+                        let row = format::open(id, v.value()).ok()?;
+                        Some(format::with_headers(&row, to_id, &headers))
                     })
                 };
                 let counts = counts(&queue);
@@ -862,8 +862,8 @@ fn trim(
         return Ok(());
     }
     let mut freed = 0u64;
-    rows.retain_in(..floor, |_, value| {
-        freed += u64::from(format::open(value).map_or(0, |r| r.size));
+    rows.retain_in(..floor, |key, value| {
+        freed += u64::from(format::open(key, value).map_or(0, |r| r.size));
         false
     })?;
     drop(rows);

@@ -4,7 +4,8 @@
 //! ```text
 //! offset  size  field
 //! 0       1     format version (1)
-//! 1       4     CRC-32 (IEEE) of every byte after this field, little-endian
+//! 1       4     CRC-32 (IEEE) of the row's key (8 bytes, little-endian) and every byte
+//!               after this field, little-endian
 //! 5       8     timestamp, nanoseconds since the Unix epoch, little-endian
 //! 13      4     size counted by byte retention, little-endian
 //! 17      4     key length + 1 (0: no key), little-endian; then the key
@@ -57,13 +58,21 @@ fn put_headers(out: &mut Vec<u8>, headers: &Headers) {
     }
 }
 
-/// Fills in version, timestamp, size and checksum.
-pub(crate) fn seal(value: &mut [u8], ts: Nanos, size: u32) {
+/// Fills in version, timestamp, size and the checksum, which also covers the row's `key` (a
+/// damaged key must not pass off a record as another offset's).
+pub(crate) fn seal(value: &mut [u8], key: u64, ts: Nanos, size: u32) {
     value[0] = RECORD_VERSION;
     value[5..13].copy_from_slice(&ts.to_le_bytes());
     value[13..17].copy_from_slice(&size.to_le_bytes());
-    let crc = crc32fast::hash(&value[5..]);
+    let crc = checksum(key, &value[5..]);
     value[1..5].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn checksum(key: u64, rest: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&key.to_le_bytes());
+    hasher.update(rest);
+    hasher.finalize()
 }
 
 /// A checked stored record: its fields borrowed from the value.
@@ -97,15 +106,15 @@ impl std::fmt::Display for Bad {
     }
 }
 
-/// Checks a stored value and splits it into fields.
-pub(crate) fn open(value: &[u8]) -> Result<Row<'_>, Bad> {
+/// Checks the value stored under `key` and splits it into fields.
+pub(crate) fn open(key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     let mut r = Reader(value);
     let version = r.take(1)?[0];
     if version != RECORD_VERSION {
         return Err(Bad::Version(version));
     }
     let crc = r.u32()?;
-    if crc32fast::hash(r.0) != crc {
+    if checksum(key, r.0) != crc {
         return Err(Bad::Checksum);
     }
     let ts = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Bad::Truncated)?);
@@ -129,8 +138,8 @@ pub(crate) fn open(value: &[u8]) -> Result<Row<'_>, Bad> {
     })
 }
 
-/// A stored value with its headers replaced (a dead letter's added headers), re-sealed.
-pub(crate) fn with_headers(row: &Row<'_>, headers: &Headers) -> Vec<u8> {
+/// A stored value with its headers replaced (a dead letter's added headers), sealed for `key`.
+pub(crate) fn with_headers(row: &Row<'_>, key: u64, headers: &Headers) -> Vec<u8> {
     let mut out = vec![0; HEAD];
     match row.key {
         Some(key) => {
@@ -141,7 +150,7 @@ pub(crate) fn with_headers(row: &Row<'_>, headers: &Headers) -> Vec<u8> {
     }
     put_headers(&mut out, headers);
     out.extend_from_slice(row.payload);
-    seal(&mut out, row.ts, row.size);
+    seal(&mut out, key, row.ts, row.size);
     out
 }
 
@@ -190,14 +199,14 @@ mod tests {
         headers.push("h", b"v");
         let mut value =
             encode_body::<Bincode, _>(&"payload".to_string(), Some(b"k"), &headers).unwrap();
-        seal(&mut value, 7, 3);
+        seal(&mut value, 42, 7, 3);
         value
     }
 
     #[test]
     fn round_trips() {
         let value = sealed();
-        let row = open(&value).unwrap();
+        let row = open(42, &value).unwrap();
         assert_eq!((row.ts, row.size, row.key), (7, 3, Some(&b"k"[..])));
         assert_eq!(row.headers.get("h"), Some(&b"v"[..]));
         let payload: String = Bincode::decode(row.payload).unwrap();
@@ -211,11 +220,20 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = value.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(open(&bad).is_err(), "flip at {byte}.{bit} went unnoticed");
+                assert!(
+                    open(42, &bad).is_err(),
+                    "flip at {byte}.{bit} went unnoticed"
+                );
             }
         }
         for len in 0..value.len() {
-            assert!(open(&value[..len]).is_err(), "truncation to {len}");
+            assert!(open(42, &value[..len]).is_err(), "truncation to {len}");
+        }
+        for bit in 0..64 {
+            assert!(
+                open(42 ^ (1 << bit), &value).is_err(),
+                "key bit {bit} went unnoticed"
+            );
         }
     }
 
@@ -223,6 +241,6 @@ mod tests {
     fn another_version_is_named() {
         let mut value = sealed();
         value[0] = 9;
-        assert_eq!(open(&value).unwrap_err(), Bad::Version(9));
+        assert_eq!(open(42, &value).unwrap_err(), Bad::Version(9));
     }
 }

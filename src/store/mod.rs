@@ -189,7 +189,8 @@ pub(crate) fn decode_row<T: serde::de::DeserializeOwned>(
             bytes: bytes.to_vec(),
         }))
     };
-    let opened = format::open(&row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
+    let opened =
+        format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
     let payload = crate::codec::Bincode::decode(opened.payload)
         .map_err(|e| fail(e.to_string(), opened.payload))?;
     let entry = crate::record::Entry {

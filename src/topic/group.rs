@@ -366,7 +366,7 @@ impl<T: Payload> Source<T> for Member<T> {
     }
 
     fn is_closed(&self) -> bool {
-        self.topic.shared.is_closed()
+        self.topic.has_ended()
     }
 }
 

@@ -558,6 +558,11 @@ impl<T> Log<T> {
         (self.end + self.staged.len() as u64 - 1, ts)
     }
 
+    /// Whether a staged record may still be published.
+    pub(crate) fn has_staged(&self) -> bool {
+        self.staged.iter().any(Option::is_some)
+    }
+
     /// Takes a staged record back (its commit failed).
     pub(crate) fn unstage(&mut self, offset: u64) -> Option<Entry<T>> {
         let index = usize::try_from(offset.checked_sub(self.end)?).ok()?;

@@ -609,6 +609,13 @@ impl<T: Payload> TopicCore<T> {
 }
 
 impl<T> TopicCore<T> {
+    /// Closed, and nothing staged will be published any more: a consumer's end.
+    pub(crate) fn has_ended(&self) -> bool {
+        let shared = &self.shared;
+        shared.is_closed()
+            && (shared.has_settled() || !self.partitions.iter().any(|p| p.lock().has_staged()))
+    }
+
     /// Takes back a staged record whose commit failed (`send_async`); `None` if it was
     /// published after all.
     pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {

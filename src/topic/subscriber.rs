@@ -87,7 +87,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
     }
 
     fn is_closed(&self) -> bool {
-        self.topic.shared.is_closed()
+        self.topic.has_ended()
     }
 }
 
