@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::thread;
 
-use common::WAIT;
-use embus::{Broker, QueueOptions, RecvError, Retention, SendError, Start, TopicOptions};
+use common::{Backend, WAIT, both_backends};
+use embus::{QueueOptions, RecvError, Retention, SendError, Start, TopicOptions};
 use futures::StreamExt;
 use futures::executor::{LocalPool, ThreadPool, block_on, block_on_stream};
 use futures::task::LocalSpawnExt;
@@ -29,9 +29,9 @@ fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     }
 }
 
-#[test]
-fn block_on_recv_async_waits_for_a_send_from_another_thread() {
-    let bus = Broker::memory();
+both_backends!(block_on_recv_async_waits_for_a_send_from_another_thread);
+fn block_on_recv_async_waits_for_a_send_from_another_thread(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u32>("q").unwrap();
     let topic = bus.topic::<u32>("t").unwrap();
     let mut worker = queue.consumer();
@@ -51,9 +51,9 @@ fn block_on_recv_async_waits_for_a_send_from_another_thread() {
     assert_eq!((queue.len(), queue.in_flight()), (0, 0));
 }
 
-#[test]
-fn block_on_send_async_waits_for_room_made_by_another_thread() {
-    let bus = Broker::memory();
+both_backends!(block_on_send_async_waits_for_room_made_by_another_thread);
+fn block_on_send_async_waits_for_room_made_by_another_thread(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -73,9 +73,9 @@ fn block_on_send_async_waits_for_room_made_by_another_thread() {
     assert_eq!(receipts.wait(), (0..50).collect::<Vec<u64>>());
 }
 
-#[test]
-fn block_on_recv_async_after_close_drains_then_disconnects() {
-    let bus = Broker::memory();
+both_backends!(block_on_recv_async_after_close_drains_then_disconnects);
+fn block_on_recv_async_after_close_drains_then_disconnects(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u32>("q").unwrap();
     let mut worker = queue.consumer();
     queue.producer().send(1).unwrap();
@@ -99,9 +99,9 @@ fn block_on_recv_async_after_close_drains_then_disconnects() {
     }
 }
 
-#[test]
-fn block_on_a_waiting_recv_async_wakes_on_close() {
-    let bus = Broker::memory();
+both_backends!(block_on_a_waiting_recv_async_wakes_on_close);
+fn block_on_a_waiting_recv_async_wakes_on_close(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u32>("q").unwrap();
     let mut worker = queue.consumer();
     let waiting = on_thread_spawned(move || block_on(worker.recv_async()).map(|m| *m.payload()));
@@ -109,13 +109,13 @@ fn block_on_a_waiting_recv_async_wakes_on_close() {
     assert_eq!(waiting.wait(), Err(RecvError::Disconnected));
 }
 
+both_backends!(local_pool_producer_and_consumer_tasks_take_turns_through_a_full_queue);
 /// A producer task and a consumer task on one thread, through a queue of capacity 1: each one
 /// waits for the other at every message, so every hand-off goes through a waker.
-#[test]
-fn local_pool_producer_and_consumer_tasks_take_turns_through_a_full_queue() {
+fn local_pool_producer_and_consumer_tasks_take_turns_through_a_full_queue(backend: Backend) {
     const N: u32 = 200;
-    let got = on_thread(|| {
-        let bus = Broker::memory();
+    let got = on_thread(move || {
+        let bus = backend.bus();
         let queue = bus
             .queue_with::<u32>("q", QueueOptions::default().capacity(1))
             .unwrap();
@@ -147,11 +147,11 @@ fn local_pool_producer_and_consumer_tasks_take_turns_through_a_full_queue() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
 
-#[test]
-fn local_pool_block_topic_producer_waits_for_a_stream_reader() {
+both_backends!(local_pool_block_topic_producer_waits_for_a_stream_reader);
+fn local_pool_block_topic_producer_waits_for_a_stream_reader(backend: Backend) {
     const N: u32 = 200;
-    let got = on_thread(|| {
-        let bus = Broker::memory();
+    let got = on_thread(move || {
+        let bus = backend.bus();
         let topic = bus
             .topic_with::<u32>(
                 "t",
@@ -181,10 +181,10 @@ fn local_pool_block_topic_producer_waits_for_a_stream_reader() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
 
-#[test]
-fn local_pool_several_waiting_receivers_each_get_one() {
-    let got = on_thread(|| {
-        let bus = Broker::memory();
+both_backends!(local_pool_several_waiting_receivers_each_get_one);
+fn local_pool_several_waiting_receivers_each_get_one(backend: Backend) {
+    let got = on_thread(move || {
+        let bus = backend.bus();
         let queue = bus.queue::<u32>("q").unwrap();
         let mut pool = LocalPool::new();
         let spawner = pool.spawner();
@@ -212,11 +212,12 @@ fn local_pool_several_waiting_receivers_each_get_one() {
     assert_eq!(got, (0..4).collect::<HashSet<_>>());
 }
 
-#[test]
-fn thread_pool_competing_consumers_get_every_message_exactly_once() {
-    const N: u32 = 2_000;
+both_backends!(thread_pool_competing_consumers_get_every_message_exactly_once);
+fn thread_pool_competing_consumers_get_every_message_exactly_once(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(2_000u32);
     let pool = ThreadPool::builder().pool_size(4).create().unwrap();
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().capacity(8).no_ack_timeout())
         .unwrap();
@@ -239,13 +240,13 @@ fn thread_pool_competing_consumers_get_every_message_exactly_once() {
     for p in 0..2 {
         let producer = queue.producer();
         pool.spawn_ok(async move {
-            for i in 0..N / 2 {
-                producer.send_async(p * (N / 2) + i).await.unwrap();
+            for i in 0..n / 2 {
+                producer.send_async(p * (n / 2) + i).await.unwrap();
             }
         });
     }
     let mut seen = HashSet::new();
-    for _ in 0..N {
+    for _ in 0..n {
         let v = rx.recv_timeout(WAIT).expect("a message never came");
         assert!(seen.insert(v), "{v} delivered twice");
     }
@@ -256,12 +257,12 @@ fn thread_pool_competing_consumers_get_every_message_exactly_once() {
             .expect("a consumer did not end on close");
     }
     assert!(rx.try_recv().is_err(), "nothing beyond N");
-    assert_eq!(seen, (0..N).collect::<HashSet<_>>());
+    assert_eq!(seen, (0..n).collect::<HashSet<_>>());
 }
 
-#[test]
-fn block_on_stream_yields_lagged_then_the_rest_then_ends() {
-    let bus = Broker::memory();
+both_backends!(block_on_stream_yields_lagged_then_the_rest_then_ends);
+fn block_on_stream_yields_lagged_then_the_rest_then_ends(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u32>(
             "lossy",
@@ -282,9 +283,9 @@ fn block_on_stream_yields_lagged_then_the_rest_then_ends() {
     );
 }
 
-#[test]
-fn futures_select_on_block_on_over_consumers_of_two_types() {
-    let bus = Broker::memory();
+both_backends!(futures_select_on_block_on_over_consumers_of_two_types);
+fn futures_select_on_block_on_over_consumers_of_two_types(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let news = bus.topic::<String>("news").unwrap();
     let mut worker = jobs.consumer();

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::WAIT;
+use common::{Backend, Bus, WAIT, both_backends};
 use embus::{
     Broker, Consumer, ManualClock, Overflow, Producer, QueueOptions, RecvError, RecvFut,
     RecvStream, Retention, SendError, SendFut, Start, TopicOptions, TryRecvError,
@@ -63,10 +63,12 @@ fn each_consumer(bus: &Broker) -> Vec<(&'static str, Producer<u32>, Consumer<u32
 }
 
 /// Like [`each_consumer`], each on a broker of its own (for tests that close it).
-fn each_consumer_on_its_own_broker() -> Vec<(&'static str, Broker, Producer<u32>, Consumer<u32>)> {
+fn each_consumer_on_its_own_broker(
+    backend: Backend,
+) -> Vec<(&'static str, Bus, Producer<u32>, Consumer<u32>)> {
     (0..3)
         .map(|i| {
-            let bus = Broker::memory();
+            let bus = backend.bus();
             let (what, producer, consumer) = each_consumer(&bus).swap_remove(i);
             (what, bus, producer, consumer)
         })
@@ -99,9 +101,9 @@ fn block_topic(bus: &Broker) -> embus::Topic<u32> {
 // recv_async
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_returns_a_message_sent_before() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_returns_a_message_sent_before);
+async fn recv_async_returns_a_message_sent_before(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         producer.send(5).unwrap();
         let m = within(consumer.recv_async()).await.unwrap();
@@ -115,9 +117,9 @@ async fn recv_async_returns_a_message_sent_before() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_waits_for_a_send_from_another_task_current_thread() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_waits_for_a_send_from_another_task_current_thread);
+async fn recv_async_waits_for_a_send_from_another_task_current_thread(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let mut fut = consumer.recv_async();
         assert!(
@@ -133,9 +135,9 @@ async fn recv_async_waits_for_a_send_from_another_task_current_thread() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn recv_async_waits_for_a_send_from_another_task_multi_thread() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async recv_async_waits_for_a_send_from_another_task_multi_thread);
+async fn recv_async_waits_for_a_send_from_another_task_multi_thread(backend: Backend) {
+    let bus = backend.bus();
     for (what, producer, mut consumer) in each_consumer(&bus) {
         let receiver = tokio::spawn(async move {
             let m = consumer.recv_async().await.unwrap();
@@ -148,9 +150,9 @@ async fn recv_async_waits_for_a_send_from_another_task_multi_thread() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_waiting_recv_async_ends_with_disconnected_when_the_broker_closes() {
-    for (what, bus, _producer, mut consumer) in each_consumer_on_its_own_broker() {
+both_backends!(#[tokio::test(flavor = "current_thread")] async a_waiting_recv_async_ends_with_disconnected_when_the_broker_closes);
+async fn a_waiting_recv_async_ends_with_disconnected_when_the_broker_closes(backend: Backend) {
+    for (what, bus, _producer, mut consumer) in each_consumer_on_its_own_broker(backend) {
         let mut fut = consumer.recv_async();
         assert!(futures::poll!(&mut fut).is_pending(), "{what}");
         bus.close().unwrap();
@@ -167,9 +169,9 @@ async fn a_waiting_recv_async_ends_with_disconnected_when_the_broker_closes() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_drains_what_was_sent_before_close_then_disconnects() {
-    for (what, bus, producer, mut consumer) in each_consumer_on_its_own_broker() {
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_drains_what_was_sent_before_close_then_disconnects);
+async fn recv_async_drains_what_was_sent_before_close_then_disconnects(backend: Backend) {
+    for (what, bus, producer, mut consumer) in each_consumer_on_its_own_broker(backend) {
         producer.send(1).unwrap();
         producer.send(2).unwrap();
         bus.close().unwrap();
@@ -189,9 +191,9 @@ async fn recv_async_drains_what_was_sent_before_close_then_disconnects() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_reports_lagged_once_and_continues() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_reports_lagged_once_and_continues);
+async fn recv_async_reports_lagged_once_and_continues(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u32>(
             "lossy",
@@ -208,9 +210,9 @@ async fn recv_async_reports_lagged_once_and_continues() {
     assert_eq!(*within(sub.recv_async()).await.unwrap().payload(), 4);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_with_prefetch_waits_for_an_ack() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_with_prefetch_waits_for_an_ack);
+async fn recv_async_with_prefetch_waits_for_an_ack(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>("q", QueueOptions::default().prefetch(1))
         .unwrap();
@@ -226,9 +228,9 @@ async fn recv_async_with_prefetch_waits_for_an_ack() {
     assert_eq!(*within(fut).await.unwrap().payload(), 2);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn an_idle_group_member_waiting_in_recv_async_takes_over_on_rebalance() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async an_idle_group_member_waiting_in_recv_async_takes_over_on_rebalance);
+async fn an_idle_group_member_waiting_in_recv_async_takes_over_on_rebalance(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u32>("t").unwrap(); // one partition: the second member is idle
     let mut first = topic.join_group("g").unwrap();
     let mut second = topic.join_group("g").unwrap();
@@ -244,10 +246,10 @@ async fn an_idle_group_member_waiting_in_recv_async_takes_over_on_rebalance() {
     assert_eq!(topic.group_position("g"), Some(vec![1]));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_manual_clock_advance_wakes_recv_async_for_a_redelivery() {
+both_backends!(#[tokio::test(flavor = "current_thread")] async a_manual_clock_advance_wakes_recv_async_for_a_redelivery);
+async fn a_manual_clock_advance_wakes_recv_async_for_a_redelivery(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let queue = bus
         .queue_with::<u32>(
             "q",
@@ -265,11 +267,11 @@ async fn a_manual_clock_advance_wakes_recv_async_for_a_redelivery() {
     assert_eq!((*m.payload(), m.delivery_count()), (1, 2));
 }
 
+both_backends!(blocking_recv_gets_a_redelivery_after_a_real_ack_timeout);
 /// The blocking control for the next test: `recv` wakes by itself when a real-time ack timeout
 /// passes.
-#[test]
-fn blocking_recv_gets_a_redelivery_after_a_real_ack_timeout() {
-    let bus = Broker::memory();
+fn blocking_recv_gets_a_redelivery_after_a_real_ack_timeout(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>(
             "q",
@@ -284,9 +286,9 @@ fn blocking_recv_gets_a_redelivery_after_a_real_ack_timeout() {
     assert_eq!((*m.payload(), m.delivery_count()), (1, 2));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn recv_async_gets_a_redelivery_after_a_real_ack_timeout() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async recv_async_gets_a_redelivery_after_a_real_ack_timeout);
+async fn recv_async_gets_a_redelivery_after_a_real_ack_timeout(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>(
             "q",
@@ -305,9 +307,9 @@ async fn recv_async_gets_a_redelivery_after_a_real_ack_timeout() {
 // send_async
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "current_thread")]
-async fn send_async_returns_the_receipt_of_what_it_sent() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async send_async_returns_the_receipt_of_what_it_sent);
+async fn send_async_returns_the_receipt_of_what_it_sent(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u32>("t").unwrap();
     let producer = topic.producer();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -321,9 +323,9 @@ async fn send_async_returns_the_receipt_of_what_it_sent() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_async_waits_for_room_in_a_full_queue() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async send_async_waits_for_room_in_a_full_queue);
+async fn send_async_waits_for_room_in_a_full_queue(backend: Backend) {
+    let bus = backend.bus();
     let queue = small_queue(&bus);
     let producer = queue.producer();
     producer.send(1).unwrap();
@@ -344,9 +346,9 @@ async fn send_async_waits_for_room_in_a_full_queue() {
     assert_eq!((queue.len(), queue.in_flight()), (0, 0));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn send_async_waits_for_room_in_a_full_block_topic() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async send_async_waits_for_room_in_a_full_block_topic);
+async fn send_async_waits_for_room_in_a_full_block_topic(backend: Backend) {
+    let bus = backend.bus();
     let topic = block_topic(&bus);
     let producer = topic.producer();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -359,9 +361,9 @@ async fn send_async_waits_for_room_in_a_full_block_topic() {
     assert_eq!(*within(sub.recv_async()).await.unwrap().payload(), 2);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn send_async_on_a_closed_broker_hands_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async send_async_on_a_closed_broker_hands_the_message_back);
+async fn send_async_on_a_closed_broker_hands_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<String>("q").unwrap();
     let topic = bus.topic::<String>("t").unwrap();
     bus.close().unwrap();
@@ -378,9 +380,9 @@ async fn send_async_on_a_closed_broker_hands_the_message_back() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_waiting_send_async_fails_with_its_message_when_the_broker_closes() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async a_waiting_send_async_fails_with_its_message_when_the_broker_closes);
+async fn a_waiting_send_async_fails_with_its_message_when_the_broker_closes(backend: Backend) {
+    let bus = backend.bus();
     let queue = small_queue(&bus);
     let topic = block_topic(&bus);
     let _sub = topic.subscribe(Start::Earliest).unwrap();
@@ -410,9 +412,9 @@ async fn a_waiting_send_async_fails_with_its_message_when_the_broker_closes() {
 // Streams
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_stream_yields_lagged_and_continues_then_ends_on_close() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async a_stream_yields_lagged_and_continues_then_ends_on_close);
+async fn a_stream_yields_lagged_and_continues_then_ends_on_close(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u32>(
             "lossy",
@@ -444,9 +446,9 @@ async fn a_stream_yields_lagged_and_continues_then_ends_on_close() {
     assert!(within(stream.next()).await.is_none(), "stays ended");
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_stream_drains_what_was_sent_before_close() {
-    for (what, bus, producer, consumer) in each_consumer_on_its_own_broker() {
+both_backends!(#[tokio::test(flavor = "current_thread")] async a_stream_drains_what_was_sent_before_close);
+async fn a_stream_drains_what_was_sent_before_close(backend: Backend) {
+    for (what, bus, producer, consumer) in each_consumer_on_its_own_broker(backend) {
         producer.send_batch(vec![1, 2, 3]).unwrap();
         let collect = tokio::spawn(async move {
             let mut got: Vec<u32> = Vec::new();
@@ -465,10 +467,10 @@ async fn a_stream_drains_what_was_sent_before_close() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owned_stream_in_a_spawned_task_gets_everything_in_order() {
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async an_owned_stream_in_a_spawned_task_gets_everything_in_order);
+async fn an_owned_stream_in_a_spawned_task_gets_everything_in_order(backend: Backend) {
     const N: u32 = 500;
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let topic = bus.topic::<u32>("t").unwrap();
     let stream = topic.subscribe(Start::Earliest).unwrap().into_stream();
     let reader = tokio::spawn(stream.map(|m| *m.unwrap().payload()).collect::<Vec<_>>());
@@ -484,9 +486,9 @@ async fn an_owned_stream_in_a_spawned_task_gets_everything_in_order() {
 // Waiting on many: tokio::select! and futures::select!
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "current_thread")]
-async fn tokio_select_picks_the_consumer_that_received() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async tokio_select_picks_the_consumer_that_received);
+async fn tokio_select_picks_the_consumer_that_received(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let news = bus.topic::<String>("news").unwrap();
     let mut worker = jobs.consumer();
@@ -519,24 +521,25 @@ async fn tokio_select_picks_the_consumer_that_received() {
     assert_eq!(reader.try_recv().unwrap_err(), TryRecvError::Empty);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokio_select_in_a_loop_loses_nothing_from_either_consumer() {
-    const N: u32 = 1_000;
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async tokio_select_in_a_loop_loses_nothing_from_either_consumer);
+async fn tokio_select_in_a_loop_loses_nothing_from_either_consumer(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(1_000u32);
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let news = bus.topic::<String>("news").unwrap();
     let mut worker = jobs.consumer();
     let mut reader = news.subscribe(Start::Earliest).unwrap();
     let (jp, np) = (jobs.producer(), news.producer());
     let senders = [
-        thread::spawn(move || (0..N).for_each(|i| assert_eq!(jp.send(i).unwrap().partition, 0))),
+        thread::spawn(move || (0..n).for_each(|i| assert_eq!(jp.send(i).unwrap().partition, 0))),
         thread::spawn(move || {
-            (0..N).for_each(|i| assert_eq!(np.send(i.to_string()).unwrap().partition, 0))
+            (0..n).for_each(|i| assert_eq!(np.send(i.to_string()).unwrap().partition, 0))
         }),
     ];
     let (mut got_jobs, mut got_news) = (Vec::new(), Vec::new());
     within(async {
-        while got_jobs.len() < N as usize || got_news.len() < N as usize {
+        while got_jobs.len() < n as usize || got_news.len() < n as usize {
             // Every iteration drops the losing branch's future.
             tokio::select! {
                 m = worker.recv_async() => {
@@ -552,14 +555,14 @@ async fn tokio_select_in_a_loop_loses_nothing_from_either_consumer() {
     for s in senders {
         s.join().unwrap();
     }
-    assert_eq!(got_jobs, (0..N).collect::<Vec<_>>());
-    assert_eq!(got_news, (0..N).collect::<Vec<_>>());
+    assert_eq!(got_jobs, (0..n).collect::<Vec<_>>());
+    assert_eq!(got_news, (0..n).collect::<Vec<_>>());
     assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn futures_select_takes_the_futures_without_fuse() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async futures_select_takes_the_futures_without_fuse);
+async fn futures_select_takes_the_futures_without_fuse(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let news = bus.topic::<String>("news").unwrap();
     let mut worker = jobs.consumer();
@@ -610,9 +613,9 @@ async fn futures_select_takes_the_futures_without_fuse() {
     assert_eq!(receipt.partition, 0);
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn futures_select_over_streams() {
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "current_thread")] async futures_select_over_streams);
+async fn futures_select_over_streams(backend: Backend) {
+    let bus = backend.bus();
     let a = bus.topic::<u32>("a").unwrap();
     let b = bus.topic::<u32>("b").unwrap();
     let mut sa = a.subscribe(Start::Earliest).unwrap().into_stream();
@@ -640,15 +643,16 @@ async fn futures_select_over_streams() {
 // Mixed: async and blocking on the same queue or topic
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_producers_with_a_blocking_consumer_thread() {
-    const N: u32 = 500;
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async async_producers_with_a_blocking_consumer_thread);
+async fn async_producers_with_a_blocking_consumer_thread(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(500u32);
+    let bus = backend.bus();
     let queue = small_queue(&bus); // capacity 1: the async producers wait for the thread's acks
     let mut consumer = queue.consumer();
     let (tx, rx) = mpsc::channel();
     let blocking = thread::spawn(move || {
-        for _ in 0..2 * N {
+        for _ in 0..2 * n {
             let m = consumer.recv_timeout(WAIT).unwrap();
             tx.send(*m.payload()).unwrap();
             m.ack().unwrap();
@@ -658,8 +662,8 @@ async fn async_producers_with_a_blocking_consumer_thread() {
         .map(|t| {
             let producer = queue.producer();
             tokio::spawn(async move {
-                for i in 0..N {
-                    producer.send_async(t * N + i).await.unwrap();
+                for i in 0..n {
+                    producer.send_async(t * n + i).await.unwrap();
                 }
             })
         })
@@ -673,42 +677,43 @@ async fn async_producers_with_a_blocking_consumer_thread() {
     let got: Vec<u32> = rx.try_iter().collect();
     let mut sorted = got.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, (0..2 * N).collect::<Vec<_>>());
+    assert_eq!(sorted, (0..2 * n).collect::<Vec<_>>());
     for t in 0..2 {
-        let mine: Vec<u32> = got.iter().copied().filter(|v| v / N == t).collect();
+        let mine: Vec<u32> = got.iter().copied().filter(|v| v / n == t).collect();
         assert_eq!(
             mine,
-            (t * N..(t + 1) * N).collect::<Vec<_>>(),
+            (t * n..(t + 1) * n).collect::<Vec<_>>(),
             "per-producer order"
         );
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocking_producer_thread_with_async_consumers() {
-    const N: u32 = 500;
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async a_blocking_producer_thread_with_async_consumers);
+async fn a_blocking_producer_thread_with_async_consumers(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(500u32);
+    let bus = backend.bus();
     let topic = block_topic(&bus); // keeps 1: the thread waits for the async subscriber
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     let queue = small_queue(&bus);
     let mut worker = queue.consumer();
     let (tp, qp) = (topic.producer(), queue.producer());
     let producer = thread::spawn(move || {
-        for i in 0..N {
+        for i in 0..n {
             tp.send_timeout(i, WAIT).unwrap();
             qp.send_timeout(i, WAIT).unwrap();
         }
     });
     let from_topic = tokio::spawn(async move {
         let mut got = Vec::new();
-        for _ in 0..N {
+        for _ in 0..n {
             got.push(*sub.recv_async().await.unwrap().payload());
         }
         got
     });
     let from_queue = tokio::spawn(async move {
         let mut got = Vec::new();
-        for _ in 0..N {
+        for _ in 0..n {
             let m = worker.recv_async().await.unwrap();
             got.push(*m.payload());
             m.ack().unwrap();
@@ -717,21 +722,21 @@ async fn a_blocking_producer_thread_with_async_consumers() {
     });
     assert_eq!(
         within(from_topic).await.unwrap(),
-        (0..N).collect::<Vec<_>>()
+        (0..n).collect::<Vec<_>>()
     );
     assert_eq!(
         within(from_queue).await.unwrap(),
-        (0..N).collect::<Vec<_>>()
+        (0..n).collect::<Vec<_>>()
     );
     tokio::task::spawn_blocking(move || producer.join().unwrap())
         .await
         .unwrap();
 }
 
-#[test]
-fn a_blocking_producer_thread_with_an_async_consumer_on_a_current_thread_runtime() {
+both_backends!(a_blocking_producer_thread_with_an_async_consumer_on_a_current_thread_runtime);
+fn a_blocking_producer_thread_with_an_async_consumer_on_a_current_thread_runtime(backend: Backend) {
     const N: u32 = 300;
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let queue = small_queue(&bus);
     let producer = queue.producer();
     let mut worker = queue.consumer();
@@ -761,11 +766,12 @@ fn a_blocking_producer_thread_with_an_async_consumer_on_a_current_thread_runtime
 // Competing async consumers
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn competing_async_consumers_get_every_message_exactly_once() {
-    const N: u32 = 2_000;
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async competing_async_consumers_get_every_message_exactly_once);
+async fn competing_async_consumers_get_every_message_exactly_once(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(2_000u32);
     const CONSUMERS: usize = 6;
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<u32>(
             "jobs",
@@ -799,8 +805,8 @@ async fn competing_async_consumers_get_every_message_exactly_once() {
         .map(|p| {
             let producer = queue.producer();
             tokio::spawn(async move {
-                for i in 0..N / 2 {
-                    producer.send_async(p * (N / 2) + i).await.unwrap();
+                for i in 0..n / 2 {
+                    producer.send_async(p * (n / 2) + i).await.unwrap();
                 }
             })
         })
@@ -809,7 +815,7 @@ async fn competing_async_consumers_get_every_message_exactly_once() {
         within(p).await.unwrap();
     }
     let mut seen = HashSet::new();
-    for _ in 0..N {
+    for _ in 0..n {
         let v = within(rx.recv()).await.expect("a consumer task failed");
         assert!(seen.insert(v), "{v} delivered twice");
     }
@@ -818,16 +824,17 @@ async fn competing_async_consumers_get_every_message_exactly_once() {
     for c in consumers {
         total += within(c).await.unwrap();
     }
-    assert_eq!(total, N as usize);
-    assert_eq!(seen, (0..N).collect::<HashSet<_>>());
+    assert_eq!(total, n as usize);
+    assert_eq!(seen, (0..n).collect::<HashSet<_>>());
     assert!(rx.try_recv().is_err(), "nothing beyond N");
     assert_eq!((queue.len(), queue.in_flight()), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn async_group_members_split_a_topic_and_every_message_is_acked_once() {
-    const N: u32 = 1_000;
-    let bus = Broker::memory();
+both_backends!(#[tokio::test(flavor = "multi_thread", worker_threads = 4)] async async_group_members_split_a_topic_and_every_message_is_acked_once);
+async fn async_group_members_split_a_topic_and_every_message_is_acked_once(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(1_000u32);
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u32>("t", TopicOptions::default().partitions(4))
         .unwrap();
@@ -846,17 +853,17 @@ async fn async_group_members_split_a_topic_and_every_message_is_acked_once() {
         .collect();
     drop(tx);
     let producer = topic.producer();
-    for i in 0..N {
+    for i in 0..n {
         producer.send_async(i).await.unwrap();
     }
     let mut seen = HashSet::new();
-    for _ in 0..N {
+    for _ in 0..n {
         let v = within(rx.recv()).await.expect("a member task failed");
         assert!(seen.insert(v), "{v} delivered twice");
     }
     assert_eq!(
         topic.group_position("g").unwrap().iter().sum::<u64>(),
-        u64::from(N)
+        u64::from(n)
     );
     bus.close().unwrap();
     for m in members {
@@ -864,17 +871,17 @@ async fn async_group_members_split_a_topic_and_every_message_is_acked_once() {
     }
 }
 
+both_backends!(a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter);
 /// Regression: a dead-letter queue's consumer that started waiting before its feeder had any
 /// delivery knew no deadline, so a dead letter made by an ack timeout never woke it (the
 /// worker holding the message is stuck; nobody else looks at the feeder queue).
-#[test]
-fn a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter() {
+fn a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter(backend: Backend) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let bus = Broker::memory();
+        let bus = backend.bus();
         let work = bus
             .queue_with::<u32>(
                 "work",
@@ -898,13 +905,15 @@ fn a_waiting_dead_letter_consumer_wakes_for_an_ack_timeout_dead_letter() {
     });
 }
 
-#[test]
-fn send_record_async_carries_key_and_headers_and_hands_the_record_back_when_closed() {
+both_backends!(send_record_async_carries_key_and_headers_and_hands_the_record_back_when_closed);
+fn send_record_async_carries_key_and_headers_and_hands_the_record_back_when_closed(
+    backend: Backend,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let bus = Broker::memory();
+        let bus = backend.bus();
         let topic = bus.topic::<u32>("t").unwrap();
         let mut sub = topic.subscribe(Start::Earliest).unwrap();
         let producer = topic.producer();

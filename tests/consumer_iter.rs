@@ -6,10 +6,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Broker, Consumer, ManualClock, Message, QueueOptions, Record, RecvError, RecvTimeoutError,
-    Retention, Start, TopicOptions, TryRecvError,
+    Consumer, ManualClock, Message, QueueOptions, Record, RecvError, RecvTimeoutError, Retention,
+    Start, TopicOptions, TryRecvError,
 };
 
 fn payloads(messages: Vec<Result<Message<u64>, RecvError>>) -> Vec<Result<u64, RecvError>> {
@@ -21,9 +21,9 @@ fn payloads(messages: Vec<Result<Message<u64>, RecvError>>) -> Vec<Result<u64, R
 
 // ---- recv, try_recv, recv_timeout, recv_deadline -------------------------------------------
 
-#[test]
-fn recv_waits_for_a_message_from_another_thread() {
-    let bus = Broker::memory();
+both_backends!(recv_waits_for_a_message_from_another_thread);
+fn recv_waits_for_a_message_from_another_thread(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut sub = topic.subscribe(Start::Latest).unwrap();
@@ -48,9 +48,9 @@ fn recv_waits_for_a_message_from_another_thread() {
     receiver.join().unwrap();
 }
 
-#[test]
-fn try_recv_is_empty_until_a_message_is_ready() {
-    let bus = Broker::memory();
+both_backends!(try_recv_is_empty_until_a_message_is_ready);
+fn try_recv_is_empty_until_a_message_is_ready(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut consumers: Vec<Consumer<u64>> = vec![
@@ -72,9 +72,9 @@ fn try_recv_is_empty_until_a_message_is_ready() {
     }
 }
 
-#[test]
-fn recv_timeout_times_out_then_receives() {
-    let bus = Broker::memory();
+both_backends!(recv_timeout_times_out_then_receives);
+fn recv_timeout_times_out_then_receives(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     let started = Instant::now();
@@ -94,9 +94,9 @@ fn recv_timeout_times_out_then_receives() {
     );
 }
 
-#[test]
-fn recv_deadline_waits_until_the_deadline() {
-    let bus = Broker::memory();
+both_backends!(recv_deadline_waits_until_the_deadline);
+fn recv_deadline_waits_until_the_deadline(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut worker = queue.consumer();
 
@@ -134,9 +134,9 @@ fn recv_deadline_waits_until_the_deadline() {
 
 // ---- iter --------------------------------------------------------------------------------------
 
-#[test]
-fn iter_yields_messages_in_order_and_ends_after_close() {
-    let bus = Broker::memory();
+both_backends!(iter_yields_messages_in_order_and_ends_after_close);
+fn iter_yields_messages_in_order_and_ends_after_close(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     topic.producer().send_batch(vec![1, 2, 3]).unwrap();
@@ -148,9 +148,9 @@ fn iter_yields_messages_in_order_and_ends_after_close() {
     assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Disconnected);
 }
 
-#[test]
-fn iter_blocks_for_messages_sent_later() {
-    let bus = Broker::memory();
+both_backends!(iter_blocks_for_messages_sent_later);
+fn iter_blocks_for_messages_sent_later(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     let producer = topic.producer();
@@ -173,9 +173,9 @@ fn iter_blocks_for_messages_sent_later() {
     assert!(rx.try_recv().is_err());
 }
 
-#[test]
-fn iter_over_a_group_and_a_queue_acks_as_it_goes() {
-    let bus = Broker::memory();
+both_backends!(iter_over_a_group_and_a_queue_acks_as_it_goes);
+fn iter_over_a_group_and_a_queue_acks_as_it_goes(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>("t", TopicOptions::default().partitions(3))
         .unwrap();
@@ -211,9 +211,9 @@ fn iter_over_a_group_and_a_queue_acks_as_it_goes() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn iter_yields_lagged_and_keeps_going() {
-    let bus = Broker::memory();
+both_backends!(iter_yields_lagged_and_keeps_going);
+fn iter_yields_lagged_and_keeps_going(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -241,9 +241,9 @@ fn iter_yields_lagged_and_keeps_going() {
     assert_eq!(from_group, expected);
 }
 
-#[test]
-fn iter_reports_lag_in_the_middle_of_a_stream() {
-    let bus = Broker::memory();
+both_backends!(iter_reports_lag_in_the_middle_of_a_stream);
+fn iter_reports_lag_in_the_middle_of_a_stream(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -266,9 +266,9 @@ fn iter_reports_lag_in_the_middle_of_a_stream() {
     assert_eq!(payloads(sub.iter().take(1).collect()), [Ok(7)]);
 }
 
-#[test]
-fn a_subscriber_starting_below_retention_gets_lagged_first() {
-    let bus = Broker::memory();
+both_backends!(a_subscriber_starting_below_retention_gets_lagged_first);
+fn a_subscriber_starting_below_retention_gets_lagged_first(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -292,9 +292,9 @@ fn a_subscriber_starting_below_retention_gets_lagged_first() {
 
 // ---- try_iter ---------------------------------------------------------------------------------
 
-#[test]
-fn try_iter_drains_what_is_ready_and_stops_without_blocking() {
-    let bus = Broker::memory();
+both_backends!(try_iter_drains_what_is_ready_and_stops_without_blocking);
+fn try_iter_drains_what_is_ready_and_stops_without_blocking(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let producer = topic.producer();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -314,9 +314,9 @@ fn try_iter_drains_what_is_ready_and_stops_without_blocking() {
     assert!(sub.try_iter().next().is_none());
 }
 
-#[test]
-fn try_iter_over_a_queue_acks_and_stops_when_empty() {
-    let bus = Broker::memory();
+both_backends!(try_iter_over_a_queue_acks_and_stops_when_empty);
+fn try_iter_over_a_queue_acks_and_stops_when_empty(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     let mut worker = queue.consumer();
     queue.producer().send_batch(vec![1, 2, 3]).unwrap();
@@ -334,9 +334,9 @@ fn try_iter_over_a_queue_acks_and_stops_when_empty() {
     assert!(worker.try_iter().next().is_none());
 }
 
-#[test]
-fn try_iter_yields_lagged_and_keeps_going() {
-    let bus = Broker::memory();
+both_backends!(try_iter_yields_lagged_and_keeps_going);
+fn try_iter_yields_lagged_and_keeps_going(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -353,9 +353,9 @@ fn try_iter_yields_lagged_and_keeps_going() {
 
 // ---- IntoIterator -------------------------------------------------------------------------------
 
-#[test]
-fn for_loop_over_a_mutable_consumer_borrows_it() {
-    let bus = Broker::memory();
+both_backends!(for_loop_over_a_mutable_consumer_borrows_it);
+fn for_loop_over_a_mutable_consumer_borrows_it(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<u64>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     topic.producer().send_batch(vec![1, 2, 3, 4]).unwrap();
@@ -378,9 +378,9 @@ fn for_loop_over_a_mutable_consumer_borrows_it() {
     assert_eq!(seen, [1, 2, 4]);
 }
 
-#[test]
-fn into_iter_owns_the_consumer() {
-    let bus = Broker::memory();
+both_backends!(into_iter_owns_the_consumer);
+fn into_iter_owns_the_consumer(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus.queue::<u64>("q").unwrap();
     queue.producer().send_batch(vec![1, 2, 3]).unwrap();
     let worker = queue.consumer();
@@ -406,11 +406,11 @@ fn into_iter_owns_the_consumer() {
 
 // ---- Message accessors --------------------------------------------------------------------------
 
-#[test]
-fn topic_message_accessors() {
+both_backends!(topic_message_accessors);
+fn topic_message_accessors(backend: Backend) {
     let clock = ManualClock::new();
     let t0 = clock.now();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let topic = bus
         .topic_with::<u64>("t", TopicOptions::default().partitions(4))
         .unwrap();
@@ -480,10 +480,10 @@ fn topic_message_accessors() {
     assert_eq!(replay.try_recv().unwrap_err(), TryRecvError::Empty);
 }
 
-#[test]
-fn group_message_delivery_count_rises_on_redelivery() {
+both_backends!(group_message_delivery_count_rises_on_redelivery);
+fn group_message_delivery_count_rises_on_redelivery(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let topic = bus.topic::<u64>("t").unwrap();
     let mut member = topic.join_group("g").unwrap();
     let receipt = topic
@@ -506,10 +506,10 @@ fn group_message_delivery_count_rises_on_redelivery() {
     assert_eq!(topic.group_position("g"), Some(vec![1]));
 }
 
-#[test]
-fn queue_message_accessors() {
+both_backends!(queue_message_accessors);
+fn queue_message_accessors(backend: Backend) {
     let clock = ManualClock::starting_at(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000));
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let queue = bus
         .queue_with::<u64>(
             "q",

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{BRIEF, WAIT, take};
+use common::{BRIEF, Backend, Bus, WAIT, both_backends, take};
 use embus::{
     Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Error, ManualClock,
     Message, Queue, QueueOptions, Record, TryRecvError,
@@ -20,9 +20,10 @@ const PAST_TIMEOUT: Duration = Duration::from_secs(31);
 /// re-check a wait makes at its own deadline.
 const THREAD_WAIT: Duration = Duration::from_secs(WAIT.as_secs() * 2);
 
-fn manual_bus() -> (ManualClock, Broker) {
+/// A broker on `backend` on a manual clock, and the clock.
+fn manual_bus(backend: Backend) -> (ManualClock, Bus) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     (clock, bus)
 }
 
@@ -59,9 +60,9 @@ fn dead_letter_headers<T>(m: &Message<T>) -> (Option<&str>, Option<&str>, Option
 
 // ---- Moving after max_deliveries ----
 
-#[test]
-fn message_is_requeued_until_max_deliveries_then_moved() {
-    let bus = Broker::memory();
+both_backends!(message_is_requeued_until_max_deliveries_then_moved);
+fn message_is_requeued_until_max_deliveries_then_moved(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 3);
     jobs.producer().send("flaky".to_string()).unwrap();
     let mut worker = jobs.consumer();
@@ -87,9 +88,9 @@ fn message_is_requeued_until_max_deliveries_then_moved() {
     );
 }
 
-#[test]
-fn dead_letter_keeps_payload_key_headers_and_timestamp() {
-    let (clock, bus) = manual_bus();
+both_backends!(dead_letter_keeps_payload_key_headers_and_timestamp);
+fn dead_letter_keeps_payload_key_headers_and_timestamp(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     let sent_at = clock.now();
     jobs.producer()
@@ -120,9 +121,9 @@ fn dead_letter_keeps_payload_key_headers_and_timestamp() {
     assert_eq!(d.timestamp(), sent_at, "the original timestamp");
 }
 
-#[test]
-fn dead_letter_without_key_or_headers_gets_only_the_added_headers() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_without_key_or_headers_gets_only_the_added_headers);
+fn dead_letter_without_key_or_headers_gets_only_the_added_headers(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("plain".to_string()).unwrap();
     jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
@@ -139,9 +140,9 @@ fn dead_letter_without_key_or_headers_gets_only_the_added_headers() {
     );
 }
 
-#[test]
-fn nacked_dead_letter_names_queue_reason_nack_and_deliveries() {
-    let bus = Broker::memory();
+both_backends!(nacked_dead_letter_names_queue_reason_nack_and_deliveries);
+fn nacked_dead_letter_names_queue_reason_nack_and_deliveries(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 2);
     jobs.producer().send("flaky".to_string()).unwrap();
     let mut worker = jobs.consumer();
@@ -154,9 +155,9 @@ fn nacked_dead_letter_names_queue_reason_nack_and_deliveries() {
     );
 }
 
-#[test]
-fn dropped_delivery_is_dead_lettered_with_reason_dropped() {
-    let bus = Broker::memory();
+both_backends!(dropped_delivery_is_dead_lettered_with_reason_dropped);
+fn dropped_delivery_is_dead_lettered_with_reason_dropped(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("flaky".to_string()).unwrap();
     let mut worker = jobs.consumer();
@@ -169,9 +170,9 @@ fn dropped_delivery_is_dead_lettered_with_reason_dropped() {
     );
 }
 
-#[test]
-fn dropped_consumer_dead_letters_its_deliveries_with_reason_dropped() {
-    let bus = Broker::memory();
+both_backends!(dropped_consumer_dead_letters_its_deliveries_with_reason_dropped);
+fn dropped_consumer_dead_letters_its_deliveries_with_reason_dropped(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 2);
     jobs.producer().send("flaky".to_string()).unwrap();
     let mut first = jobs.consumer();
@@ -186,9 +187,9 @@ fn dropped_consumer_dead_letters_its_deliveries_with_reason_dropped() {
     );
 }
 
-#[test]
-fn timed_out_delivery_is_dead_lettered_with_reason_ack_timeout() {
-    let (clock, bus) = manual_bus();
+both_backends!(timed_out_delivery_is_dead_lettered_with_reason_ack_timeout);
+fn timed_out_delivery_is_dead_lettered_with_reason_ack_timeout(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("slow".to_string()).unwrap();
     let mut worker = jobs.consumer();
@@ -204,9 +205,9 @@ fn timed_out_delivery_is_dead_lettered_with_reason_ack_timeout() {
     );
 }
 
-#[test]
-fn clock_advance_alone_moves_a_timed_out_message_to_the_dead_letter_queue() {
-    let (clock, bus) = manual_bus();
+both_backends!(clock_advance_alone_moves_a_timed_out_message_to_the_dead_letter_queue);
+fn clock_advance_alone_moves_a_timed_out_message_to_the_dead_letter_queue(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("slow".to_string()).unwrap();
     // Keep the consumer: dropping it would release the delivery at once.
@@ -219,9 +220,9 @@ fn clock_advance_alone_moves_a_timed_out_message_to_the_dead_letter_queue() {
     assert_eq!(d.payload(), "slow");
 }
 
-#[test]
-fn clock_advance_wakes_a_dead_letter_consumer_blocked_on_another_thread() {
-    let (clock, bus) = manual_bus();
+both_backends!(clock_advance_wakes_a_dead_letter_consumer_blocked_on_another_thread);
+fn clock_advance_wakes_a_dead_letter_consumer_blocked_on_another_thread(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("slow".to_string()).unwrap();
     // Keep the consumer: dropping it would release the delivery at once.
@@ -250,9 +251,9 @@ fn clock_advance_wakes_a_dead_letter_consumer_blocked_on_another_thread() {
     handle.join().unwrap();
 }
 
-#[test]
-fn acked_messages_are_never_dead_lettered() {
-    let (clock, bus) = manual_bus();
+both_backends!(acked_messages_are_never_dead_lettered);
+fn acked_messages_are_never_dead_lettered(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("fine".to_string()).unwrap();
     let mut worker = jobs.consumer();
@@ -262,9 +263,9 @@ fn acked_messages_are_never_dead_lettered() {
     assert!(dead.is_empty());
 }
 
-#[test]
-fn dead_lettered_counts_the_messages_moved() {
-    let bus = Broker::memory();
+both_backends!(dead_lettered_counts_the_messages_moved);
+fn dead_lettered_counts_the_messages_moved(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer()
         .send_batch(vec!["a".to_string(), "b".to_string(), "c".to_string()])
@@ -284,9 +285,9 @@ fn dead_lettered_counts_the_messages_moved() {
     assert_eq!(take(&mut inspector, 2), ["a", "c"]);
 }
 
-#[test]
-fn dead_letter_queue_accepts_dead_letters_beyond_its_capacity() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_queue_accepts_dead_letters_beyond_its_capacity);
+fn dead_letter_queue_accepts_dead_letters_beyond_its_capacity(backend: Backend) {
+    let bus = backend.bus();
     let dead = bus
         .queue_with::<String>("jobs.dead", QueueOptions::default().capacity(1))
         .unwrap();
@@ -312,9 +313,9 @@ fn dead_letter_queue_accepts_dead_letters_beyond_its_capacity() {
     assert_eq!(take(&mut inspector, 2), ["a", "b"]);
 }
 
-#[test]
-fn dead_lettering_frees_capacity_for_a_blocked_send() {
-    let bus = Broker::memory();
+both_backends!(dead_lettering_frees_capacity_for_a_blocked_send);
+fn dead_lettering_frees_capacity_for_a_blocked_send(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<String>("jobs", dead_letter_options(1).capacity(1))
         .unwrap();
@@ -341,9 +342,11 @@ fn dead_lettering_frees_capacity_for_a_blocked_send() {
     assert_eq!(take(&mut worker, 1), ["b"]);
 }
 
-#[test]
-fn dead_lettering_from_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window() {
-    let bus = Broker::memory();
+both_backends!(dead_lettering_from_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window);
+fn dead_lettering_from_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window(
+    backend: Backend,
+) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<String>("jobs", dead_letter_options(1).prefetch(1))
         .unwrap();
@@ -375,9 +378,9 @@ fn dead_lettering_from_another_thread_wakes_a_consumer_waiting_for_its_prefetch_
 
 // ---- Declaration ----
 
-#[test]
-fn dead_letter_queue_is_declared_with_the_source_queue() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_queue_is_declared_with_the_source_queue);
+fn dead_letter_queue_is_declared_with_the_source_queue(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<String>("jobs", dead_letter_options(1))
         .unwrap();
@@ -389,9 +392,9 @@ fn dead_letter_queue_is_declared_with_the_source_queue() {
     common::expect_mismatch(bus.queue::<u32>("jobs.dead"), "jobs.dead");
 }
 
-#[test]
-fn dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration);
+fn dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration(backend: Backend) {
+    let bus = backend.bus();
     bus.queue::<u32>("jobs.dead").unwrap();
     common::expect_mismatch(
         bus.queue_with::<String>("jobs", dead_letter_options(1)),
@@ -399,9 +402,9 @@ fn dead_letter_queue_of_another_payload_type_is_a_mismatch_at_declaration() {
     );
 }
 
-#[test]
-fn dead_letter_naming_a_topic_is_a_mismatch_at_declaration() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_naming_a_topic_is_a_mismatch_at_declaration);
+fn dead_letter_naming_a_topic_is_a_mismatch_at_declaration(backend: Backend) {
+    let bus = backend.bus();
     bus.topic::<String>("jobs.dead").unwrap();
     common::expect_mismatch(
         bus.queue_with::<String>("jobs", dead_letter_options(1)),
@@ -409,9 +412,9 @@ fn dead_letter_naming_a_topic_is_a_mismatch_at_declaration() {
     );
 }
 
-#[test]
-fn max_deliveries_without_dead_letter_is_an_invalid_option() {
-    let bus = Broker::memory();
+both_backends!(max_deliveries_without_dead_letter_is_an_invalid_option);
+fn max_deliveries_without_dead_letter_is_an_invalid_option(backend: Backend) {
+    let bus = backend.bus();
     common::expect_invalid_option(
         bus.queue_with::<String>("jobs", QueueOptions::default().max_deliveries(3)),
         "jobs",
@@ -419,9 +422,9 @@ fn max_deliveries_without_dead_letter_is_an_invalid_option() {
     );
 }
 
-#[test]
-fn queue_cannot_be_its_own_dead_letter_queue() {
-    let bus = Broker::memory();
+both_backends!(queue_cannot_be_its_own_dead_letter_queue);
+fn queue_cannot_be_its_own_dead_letter_queue(backend: Backend) {
+    let bus = backend.bus();
     let options = QueueOptions::default()
         .max_deliveries(3)
         .dead_letter("jobs");
@@ -432,9 +435,9 @@ fn queue_cannot_be_its_own_dead_letter_queue() {
     );
 }
 
-#[test]
-fn dead_letter_with_an_invalid_name_is_rejected() {
-    let bus = Broker::memory();
+both_backends!(dead_letter_with_an_invalid_name_is_rejected);
+fn dead_letter_with_an_invalid_name_is_rejected(backend: Backend) {
+    let bus = backend.bus();
     let options = QueueOptions::default()
         .max_deliveries(3)
         .dead_letter("jobs dead");
@@ -446,9 +449,9 @@ fn dead_letter_with_an_invalid_name_is_rejected() {
 
 // ---- wait_idle ----
 
-#[test]
-fn wait_idle_ignores_dead_letters_parked_in_the_dead_letter_queue() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_ignores_dead_letters_parked_in_the_dead_letter_queue);
+fn wait_idle_ignores_dead_letters_parked_in_the_dead_letter_queue(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("flaky".to_string()).unwrap();
     jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
@@ -456,9 +459,9 @@ fn wait_idle_ignores_dead_letters_parked_in_the_dead_letter_queue() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn wait_idle_names_a_dead_letter_queue_with_a_delivery_in_flight() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_names_a_dead_letter_queue_with_a_delivery_in_flight);
+fn wait_idle_names_a_dead_letter_queue_with_a_delivery_in_flight(backend: Backend) {
+    let bus = backend.bus();
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("flaky".to_string()).unwrap();
     jobs.consumer().recv_timeout(WAIT).unwrap().nack().unwrap();
@@ -477,9 +480,9 @@ fn wait_idle_names_a_dead_letter_queue_with_a_delivery_in_flight() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery() {
-    let (clock, bus) = manual_bus();
+both_backends!(wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery);
+fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let (jobs, dead) = jobs_with_dead_letters(&bus, 1);
     jobs.producer().send("slow".to_string()).unwrap();
     // Keep the consumer: dropping it would release the delivery at once.
@@ -504,11 +507,11 @@ fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery() {
     assert_eq!((jobs.dead_lettered(), dead.len()), (1, 1));
 }
 
+both_backends!(a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout);
 /// A delivery whose ack timeout passed (system clock, nobody looked yet) and is then nacked
 /// ends as timed out: its dead letter says `ack-timeout`, not `nack`.
-#[test]
-fn a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout() {
-    let bus = Broker::memory();
+fn a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout(backend: Backend) {
+    let bus = backend.bus();
     let options = QueueOptions::default()
         .ack_timeout(Duration::from_millis(1))
         .max_deliveries(1)

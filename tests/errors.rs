@@ -5,9 +5,9 @@ mod common;
 use std::fmt::Debug;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Broker, Error, ManualClock, QueueOptions, RecvError, RecvTimeoutError, Retention, SendError,
+    Error, ManualClock, QueueOptions, RecvError, RecvTimeoutError, Retention, SendError,
     SendTimeoutError, Start, TopicOptions, TryRecvError, TrySendError,
 };
 use serde::{Deserialize, Serialize};
@@ -36,9 +36,9 @@ fn expect_invalid_name<T: Debug>(result: Result<T, Error>, name: &str) {
 
 // ---- Mismatch -------------------------------------------------------------------------------
 
-#[test]
-fn a_topic_redeclared_with_another_payload_type_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(a_topic_redeclared_with_another_payload_type_is_a_mismatch);
+fn a_topic_redeclared_with_another_payload_type_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let orders = bus.topic::<u64>("orders").unwrap();
     let message = common::expect_mismatch(bus.topic::<String>("orders"), "orders");
     assert!(message.contains("u64"), "{message}");
@@ -57,9 +57,9 @@ fn a_topic_redeclared_with_another_payload_type_is_a_mismatch() {
     assert_eq!(common::take(&mut sub, 1), [1]);
 }
 
-#[test]
-fn a_queue_redeclared_with_another_payload_type_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(a_queue_redeclared_with_another_payload_type_is_a_mismatch);
+fn a_queue_redeclared_with_another_payload_type_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let _jobs = bus.queue::<String>("jobs").unwrap();
     let message = common::expect_mismatch(bus.queue::<Vec<u8>>("jobs"), "jobs");
     assert!(message.contains("queue"), "{message}");
@@ -69,9 +69,9 @@ fn a_queue_redeclared_with_another_payload_type_is_a_mismatch() {
     );
 }
 
-#[test]
-fn topic_with_other_options_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(topic_with_other_options_is_a_mismatch);
+fn topic_with_other_options_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let options = TopicOptions::default()
         .partitions(4)
         .retention(Retention::messages(100));
@@ -99,9 +99,9 @@ fn topic_with_other_options_is_a_mismatch() {
     assert_eq!(common::take(&mut sub, 1), [5]);
 }
 
-#[test]
-fn queue_with_other_options_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(queue_with_other_options_is_a_mismatch);
+fn queue_with_other_options_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let options = QueueOptions::default()
         .capacity(10)
         .ack_timeout(Duration::from_secs(5))
@@ -124,9 +124,9 @@ fn queue_with_other_options_is_a_mismatch() {
     assert_eq!(common::take(&mut jobs.consumer(), 1), [3]);
 }
 
-#[test]
-fn topics_and_queues_share_one_namespace() {
-    let bus = Broker::memory();
+both_backends!(topics_and_queues_share_one_namespace);
+fn topics_and_queues_share_one_namespace(backend: Backend) {
+    let bus = backend.bus();
     let _topic = bus.topic::<u64>("events").unwrap();
     let _queue = bus.queue::<u64>("jobs").unwrap();
     let message = common::expect_mismatch(bus.queue::<u64>("events"), "events");
@@ -150,9 +150,9 @@ fn topics_and_queues_share_one_namespace() {
     );
 }
 
-#[test]
-fn a_dead_letter_queue_of_another_payload_type_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(a_dead_letter_queue_of_another_payload_type_is_a_mismatch);
+fn a_dead_letter_queue_of_another_payload_type_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let _dead = bus.queue::<String>("jobs.dead").unwrap();
     common::expect_mismatch(
         bus.queue_with::<u64>("jobs", QueueOptions::default().dead_letter("jobs.dead")),
@@ -160,9 +160,9 @@ fn a_dead_letter_queue_of_another_payload_type_is_a_mismatch() {
     );
 }
 
-#[test]
-fn topic_and_queue_by_name_return_the_existing_one_whatever_its_options() {
-    let bus = Broker::memory();
+both_backends!(topic_and_queue_by_name_return_the_existing_one_whatever_its_options);
+fn topic_and_queue_by_name_return_the_existing_one_whatever_its_options(backend: Backend) {
+    let bus = backend.bus();
     let options = TopicOptions::default()
         .partitions(4)
         .retention(Retention::messages(10).and_age(Duration::from_secs(60)));
@@ -186,9 +186,9 @@ fn topic_and_queue_by_name_return_the_existing_one_whatever_its_options() {
 
 // ---- InvalidName ------------------------------------------------------------------------------
 
-#[test]
-fn bad_names_are_invalid_name_everywhere() {
-    let bus = Broker::memory();
+both_backends!(bad_names_are_invalid_name_everywhere);
+fn bad_names_are_invalid_name_everywhere(backend: Backend) {
+    let bus = backend.bus();
     let longest = "n".repeat(249);
     let too_long = "n".repeat(250);
     let bad = [
@@ -229,9 +229,9 @@ fn bad_names_are_invalid_name_everywhere() {
 
 // ---- InvalidOption ----------------------------------------------------------------------------
 
-#[test]
-fn out_of_range_topic_options_are_invalid_option() {
-    let bus = Broker::memory();
+both_backends!(out_of_range_topic_options_are_invalid_option);
+fn out_of_range_topic_options_are_invalid_option(backend: Backend) {
+    let bus = backend.bus();
     let cases = [
         (TopicOptions::default().partitions(0), "partitions"),
         (TopicOptions::default().partitions(5000), "partitions"),
@@ -288,9 +288,9 @@ fn out_of_range_topic_options_are_invalid_option() {
     .unwrap();
 }
 
-#[test]
-fn out_of_range_queue_options_are_invalid_option() {
-    let bus = Broker::memory();
+both_backends!(out_of_range_queue_options_are_invalid_option);
+fn out_of_range_queue_options_are_invalid_option(backend: Backend) {
+    let bus = backend.bus();
     let dlq = || QueueOptions::default().dead_letter("bad-queue.dead");
     let cases = [
         (QueueOptions::default().capacity(0), "capacity"),
@@ -329,12 +329,12 @@ fn out_of_range_queue_options_are_invalid_option() {
 
 // ---- broker-level Error ----------------------------------------------------------------------
 
-#[test]
-fn error_is_a_std_error_that_boxes_and_names_what_is_busy() {
+both_backends!(error_is_a_std_error_that_boxes_and_names_what_is_busy);
+fn error_is_a_std_error_that_boxes_and_names_what_is_busy(backend: Backend) {
     fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<Error>();
 
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let jobs = bus.queue::<u64>("jobs").unwrap();
     jobs.producer().send(1).unwrap();
     let err = bus.wait_idle(Duration::ZERO).unwrap_err();
@@ -346,9 +346,9 @@ fn error_is_a_std_error_that_boxes_and_names_what_is_busy() {
 
 // ---- send errors ------------------------------------------------------------------------------
 
-#[test]
-fn try_send_on_a_full_queue_hands_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(try_send_on_a_full_queue_hands_the_message_back);
+fn try_send_on_a_full_queue_hands_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<Opaque>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -363,9 +363,9 @@ fn try_send_on_a_full_queue_hands_the_message_back() {
     assert_eq!(err.into_inner().0, 2);
 }
 
-#[test]
-fn send_timeout_on_a_full_queue_times_out_with_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(send_timeout_on_a_full_queue_times_out_with_the_message_back);
+fn send_timeout_on_a_full_queue_times_out_with_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let queue = bus
         .queue_with::<Opaque>("q", QueueOptions::default().capacity(1))
         .unwrap();
@@ -391,9 +391,9 @@ fn send_timeout_on_a_full_queue_times_out_with_the_message_back() {
     producer.send_timeout(Opaque(4), WAIT).unwrap();
 }
 
-#[test]
-fn send_errors_on_a_closed_broker_hand_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(send_errors_on_a_closed_broker_hand_the_message_back);
+fn send_errors_on_a_closed_broker_hand_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let topic = bus.topic::<Opaque>("t").unwrap();
     let producer = topic.producer();
     bus.close().unwrap();
@@ -423,8 +423,8 @@ fn send_errors_on_a_closed_broker_hand_the_message_back() {
     );
 }
 
-#[test]
-fn send_error_converts_into_try_send_and_send_timeout_errors() {
+both_backends!(send_error_converts_into_try_send_and_send_timeout_errors);
+fn send_error_converts_into_try_send_and_send_timeout_errors(backend: Backend) {
     let err: TrySendError<Opaque> = SendError::Disconnected(Opaque(1)).into();
     assert!(err.is_disconnected());
     assert_eq!(err.into_inner().0, 1);
@@ -438,21 +438,21 @@ fn send_error_converts_into_try_send_and_send_timeout_errors() {
         producer.send(Opaque(3))?;
         Ok(())
     }
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let producer = bus.queue::<Opaque>("q").unwrap().producer();
     forward(&producer).unwrap();
     bus.close().unwrap();
     assert_eq!(forward(&producer).unwrap_err().into_inner().0, 3);
 }
 
-#[test]
-fn send_errors_are_std_errors_without_payload_bounds() {
+both_backends!(send_errors_are_std_errors_without_payload_bounds);
+fn send_errors_are_std_errors_without_payload_bounds(backend: Backend) {
     fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<SendError<Opaque>>();
     assert_error::<TrySendError<Opaque>>();
     assert_error::<SendTimeoutError<Opaque>>();
     // A message without Debug is still printable too.
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let queue = bus.queue::<Opaque>("q").unwrap();
     queue.producer().send(Opaque(1)).unwrap();
     let message = queue.consumer().recv_timeout(WAIT).unwrap();
@@ -462,8 +462,8 @@ fn send_errors_are_std_errors_without_payload_bounds() {
 
 // ---- receive errors -----------------------------------------------------------------------------
 
-#[test]
-fn receive_errors_are_copy_eq_and_convert() {
+both_backends!(receive_errors_are_copy_eq_and_convert);
+fn receive_errors_are_copy_eq_and_convert(backend: Backend) {
     fn assert_copy_eq<E: Copy + Eq + Debug + std::error::Error + Send + Sync + 'static>() {}
     assert_copy_eq::<RecvError>();
     assert_copy_eq::<TryRecvError>();
@@ -499,7 +499,7 @@ fn receive_errors_are_copy_eq_and_convert() {
     assert!(RecvTimeoutError::Disconnected.is_disconnected());
 
     // The errors a real consumer returns compare equal to the constants.
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let mut sub = bus
         .topic::<u64>("t")
         .unwrap()
@@ -518,10 +518,10 @@ fn receive_errors_are_copy_eq_and_convert() {
 
 // ---- nothing panics on user input ---------------------------------------------------------------
 
-#[test]
-fn extreme_durations_times_and_offsets_do_not_panic() {
+both_backends!(extreme_durations_times_and_offsets_do_not_panic);
+fn extreme_durations_times_and_offsets_do_not_panic(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let topic = bus
         .topic_with::<u64>(
             "t",
@@ -568,17 +568,17 @@ fn extreme_durations_times_and_offsets_do_not_panic() {
     bus.close().unwrap();
 }
 
-#[test]
-fn wait_idle_with_a_huge_timeout_does_not_panic() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_with_a_huge_timeout_does_not_panic);
+fn wait_idle_with_a_huge_timeout_does_not_panic(backend: Backend) {
+    let bus = backend.bus();
     bus.queue::<u64>("q").unwrap();
     // Idle already: returns at once, whatever the timeout.
     bus.wait_idle(Duration::MAX).unwrap();
 }
 
-#[test]
-fn a_failed_queue_declaration_leaves_no_dead_letter_queue_behind() {
-    let bus = Broker::memory();
+both_backends!(a_failed_queue_declaration_leaves_no_dead_letter_queue_behind);
+fn a_failed_queue_declaration_leaves_no_dead_letter_queue_behind(backend: Backend) {
+    let bus = backend.bus();
     let _jobs = bus.queue::<u32>("jobs").unwrap();
     let err = bus
         .queue_with::<u32>("jobs", QueueOptions::default().dead_letter("jobs.dead"))

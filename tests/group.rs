@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
     Broker, Consumer, Error, ManualClock, Message, Overflow, Payload, RecvTimeoutError, Retention,
     Start, Topic, TopicOptions,
@@ -55,9 +55,9 @@ fn assert_covers(members: &[&Consumer<u64>], partitions: u32) {
 // Assignment and rebalancing
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_single_member_owns_every_partition() {
-    let bus = Broker::memory();
+both_backends!(a_single_member_owns_every_partition);
+fn a_single_member_owns_every_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 3);
     let mut a = t.join_group("g").unwrap();
     assert_eq!(a.partitions(), [0, 1, 2]);
@@ -67,9 +67,9 @@ fn a_single_member_owns_every_partition() {
     assert_eq!(got, [0, 1, 2, 3, 4, 5]);
 }
 
-#[test]
-fn partitions_spread_evenly_over_members() {
-    let bus = Broker::memory();
+both_backends!(partitions_spread_evenly_over_members);
+fn partitions_spread_evenly_over_members(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 4);
     let a = t.join_group("g").unwrap();
     let b = t.join_group("g").unwrap();
@@ -78,9 +78,9 @@ fn partitions_spread_evenly_over_members() {
     assert_eq!(b.partitions().len(), 2);
 }
 
-#[test]
-fn each_member_receives_only_its_partitions_and_every_message_once() {
-    let bus = Broker::memory();
+both_backends!(each_member_receives_only_its_partitions_and_every_message_once);
+fn each_member_receives_only_its_partitions_and_every_message_once(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 4);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -109,9 +109,9 @@ fn each_member_receives_only_its_partitions_and_every_message_once() {
     );
 }
 
-#[test]
-fn rebalances_when_a_member_joins() {
-    let bus = Broker::memory();
+both_backends!(rebalances_when_a_member_joins);
+fn rebalances_when_a_member_joins(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let a = t.join_group("g").unwrap();
     assert_eq!(a.partitions(), [0, 1]);
@@ -121,9 +121,9 @@ fn rebalances_when_a_member_joins() {
     assert_eq!(b.partitions().len(), 1);
 }
 
-#[test]
-fn joined_member_receives_new_messages_of_its_partitions() {
-    let bus = Broker::memory();
+both_backends!(joined_member_receives_new_messages_of_its_partitions);
+fn joined_member_receives_new_messages_of_its_partitions(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -137,9 +137,9 @@ fn joined_member_receives_new_messages_of_its_partitions() {
     ma.ack().unwrap();
 }
 
-#[test]
-fn rebalances_when_a_member_is_dropped() {
-    let bus = Broker::memory();
+both_backends!(rebalances_when_a_member_is_dropped);
+fn rebalances_when_a_member_is_dropped(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     let b = t.join_group("g").unwrap();
@@ -158,9 +158,9 @@ fn rebalances_when_a_member_is_dropped() {
     assert_eq!(got, [0, 1].into(), "the survivor reads both partitions");
 }
 
-#[test]
-fn members_beyond_the_partition_count_stay_idle() {
-    let bus = Broker::memory();
+both_backends!(members_beyond_the_partition_count_stay_idle);
+fn members_beyond_the_partition_count_stay_idle(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut members: Vec<Consumer<u64>> = (0..3).map(|_| t.join_group("g").unwrap()).collect();
     assert_covers(&members.iter().collect::<Vec<_>>(), 2);
@@ -181,9 +181,9 @@ fn members_beyond_the_partition_count_stay_idle() {
     }
 }
 
-#[test]
-fn idle_member_takes_over_when_an_owner_is_dropped() {
-    let bus = Broker::memory();
+both_backends!(idle_member_takes_over_when_an_owner_is_dropped);
+fn idle_member_takes_over_when_an_owner_is_dropped(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut members: Vec<Consumer<u64>> = (0..3).map(|_| t.join_group("g").unwrap()).collect();
     let idle = members
@@ -203,9 +203,9 @@ fn idle_member_takes_over_when_an_owner_is_dropped() {
     m.ack().unwrap();
 }
 
-#[test]
-fn rebalance_converges_after_many_joins_and_drops() {
-    let bus = Broker::memory();
+both_backends!(rebalance_converges_after_many_joins_and_drops);
+fn rebalance_converges_after_many_joins_and_drops(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 5);
     let mut members: Vec<Consumer<u64>> = Vec::new();
     for _ in 0..7 {
@@ -224,9 +224,9 @@ fn rebalance_converges_after_many_joins_and_drops() {
     assert_eq!(members[0].partitions(), [0, 1, 2, 3, 4]);
 }
 
-#[test]
-fn groups_are_independent_and_each_sees_every_message() {
-    let bus = Broker::memory();
+both_backends!(groups_are_independent_and_each_sees_every_message);
+fn groups_are_independent_and_each_sees_every_message(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut billing = t.join_group("billing").unwrap();
     let mut audit = t.join_group("audit").unwrap();
@@ -246,9 +246,9 @@ fn groups_are_independent_and_each_sees_every_message() {
     assert_eq!(t.group_position("audit"), Some(vec![3, 3]));
 }
 
-#[test]
-fn invalid_group_name_is_rejected() {
-    let bus = Broker::memory();
+both_backends!(invalid_group_name_is_rejected);
+fn invalid_group_name_is_rejected(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let err = t.join_group("no spaces").unwrap_err();
     assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
@@ -256,9 +256,9 @@ fn invalid_group_name_is_rejected() {
     assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
 }
 
-#[test]
-fn members_in_threads_share_the_work() {
-    let bus = Broker::memory();
+both_backends!(members_in_threads_share_the_work);
+fn members_in_threads_share_the_work(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 4);
     let members: Vec<Consumer<u64>> = (0..2).map(|_| t.join_group("g").unwrap()).collect();
     let workers: Vec<_> = members
@@ -286,9 +286,9 @@ fn members_in_threads_share_the_work() {
 // Acks and redelivery (at-least-once)
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn acked_message_is_not_redelivered() {
-    let bus = Broker::memory();
+both_backends!(acked_message_is_not_redelivered);
+fn acked_message_is_not_redelivered(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send(7).unwrap();
@@ -298,9 +298,9 @@ fn acked_message_is_not_redelivered() {
     assert_nothing_arrives(&mut a);
 }
 
-#[test]
-fn members_see_each_partition_in_offset_order() {
-    let bus = Broker::memory();
+both_backends!(members_see_each_partition_in_offset_order);
+fn members_see_each_partition_in_offset_order(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..50).collect()).unwrap();
@@ -311,9 +311,9 @@ fn members_see_each_partition_in_offset_order() {
     }
 }
 
-#[test]
-fn nack_redelivers_with_delivery_count_two() {
-    let bus = Broker::memory();
+both_backends!(nack_redelivers_with_delivery_count_two);
+fn nack_redelivers_with_delivery_count_two(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send(7).unwrap();
@@ -329,9 +329,9 @@ fn nack_redelivers_with_delivery_count_two() {
     assert_nothing_arrives(&mut a);
 }
 
-#[test]
-fn delivery_count_keeps_rising_with_each_nack() {
-    let bus = Broker::memory();
+both_backends!(delivery_count_keeps_rising_with_each_nack);
+fn delivery_count_keeps_rising_with_each_nack(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send(7).unwrap();
@@ -343,9 +343,9 @@ fn delivery_count_keeps_rising_with_each_nack() {
     assert_eq!(recv(&mut a).delivery_count(), 5);
 }
 
-#[test]
-fn dropped_message_is_redelivered() {
-    let bus = Broker::memory();
+both_backends!(dropped_message_is_redelivered);
+fn dropped_message_is_redelivered(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send(7).unwrap();
@@ -355,9 +355,9 @@ fn dropped_message_is_redelivered() {
     again.ack().unwrap();
 }
 
-#[test]
-fn nacked_message_keeps_its_key_and_headers() {
-    let bus = Broker::memory();
+both_backends!(nacked_message_keeps_its_key_and_headers);
+fn nacked_message_keeps_its_key_and_headers(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer()
@@ -369,9 +369,9 @@ fn nacked_message_keeps_its_key_and_headers() {
     assert_eq!(again.headers().get("h"), Some(&b"v"[..]));
 }
 
-#[test]
-fn unacked_message_held_by_a_member_is_not_given_to_another() {
-    let bus = Broker::memory();
+both_backends!(unacked_message_held_by_a_member_is_not_given_to_another);
+fn unacked_message_held_by_a_member_is_not_given_to_another(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -387,9 +387,9 @@ fn unacked_message_held_by_a_member_is_not_given_to_another() {
     held.ack().unwrap();
 }
 
-#[test]
-fn a_join_that_leaves_a_partition_in_place_does_not_redeliver_it() {
-    let bus = Broker::memory();
+both_backends!(a_join_that_leaves_a_partition_in_place_does_not_redeliver_it);
+fn a_join_that_leaves_a_partition_in_place_does_not_redeliver_it(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send(7).unwrap();
@@ -402,9 +402,9 @@ fn a_join_that_leaves_a_partition_in_place_does_not_redeliver_it() {
     assert_eq!(t.group_position("g"), Some(vec![1]));
 }
 
-#[test]
-fn blocked_idle_member_wakes_when_it_inherits_a_partition() {
-    let bus = Broker::memory();
+both_backends!(blocked_idle_member_wakes_when_it_inherits_a_partition);
+fn blocked_idle_member_wakes_when_it_inherits_a_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -423,9 +423,9 @@ fn blocked_idle_member_wakes_when_it_inherits_a_partition() {
     assert_eq!(t.group_position("g"), Some(vec![1]));
 }
 
-#[test]
-fn dropped_members_unacked_messages_go_to_the_next_owner() {
-    let bus = Broker::memory();
+both_backends!(dropped_members_unacked_messages_go_to_the_next_owner);
+fn dropped_members_unacked_messages_go_to_the_next_owner(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -452,9 +452,9 @@ fn dropped_members_unacked_messages_go_to_the_next_owner() {
     assert_eq!(t.group_position("g"), Some(vec![3]));
 }
 
-#[test]
-fn released_message_of_a_dropped_member_goes_to_the_next_owner() {
-    let bus = Broker::memory();
+both_backends!(released_message_of_a_dropped_member_goes_to_the_next_owner);
+fn released_message_of_a_dropped_member_goes_to_the_next_owner(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     let mut b = t.join_group("g").unwrap();
@@ -467,9 +467,9 @@ fn released_message_of_a_dropped_member_goes_to_the_next_owner() {
     m.ack().unwrap();
 }
 
-#[test]
-fn unacked_messages_move_with_a_partition_when_a_member_joins() {
-    let bus = Broker::memory();
+both_backends!(unacked_messages_move_with_a_partition_when_a_member_joins);
+fn unacked_messages_move_with_a_partition_when_a_member_joins(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch(vec![0, 1]).unwrap(); // one per partition
@@ -492,9 +492,9 @@ fn unacked_messages_move_with_a_partition_when_a_member_joins() {
     assert_nothing_arrives(&mut b);
 }
 
-#[test]
-fn a_member_that_leaves_with_nothing_in_flight_loses_nothing() {
-    let bus = Broker::memory();
+both_backends!(a_member_that_leaves_with_nothing_in_flight_loses_nothing);
+fn a_member_that_leaves_with_nothing_in_flight_loses_nothing(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     let b = t.join_group("g").unwrap();
@@ -510,9 +510,9 @@ fn a_member_that_leaves_with_nothing_in_flight_loses_nothing() {
 // Group positions
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn group_position_is_none_before_anyone_joins() {
-    let bus = Broker::memory();
+both_backends!(group_position_is_none_before_anyone_joins);
+fn group_position_is_none_before_anyone_joins(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     assert_eq!(t.group_position("g"), None);
     let _a = t.join_group("g").unwrap();
@@ -520,9 +520,9 @@ fn group_position_is_none_before_anyone_joins() {
     assert_eq!(t.group_position("other"), None);
 }
 
-#[test]
-fn group_position_is_the_first_unacked_offset() {
-    let bus = Broker::memory();
+both_backends!(group_position_is_the_first_unacked_offset);
+fn group_position_is_the_first_unacked_offset(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..6).collect()).unwrap();
@@ -552,9 +552,9 @@ fn group_position_is_the_first_unacked_offset() {
     );
 }
 
-#[test]
-fn group_position_is_kept_per_partition() {
-    let bus = Broker::memory();
+both_backends!(group_position_is_kept_per_partition);
+fn group_position_is_kept_per_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..6).collect()).unwrap(); // offsets 0..3 in each partition
@@ -572,9 +572,9 @@ fn group_position_is_kept_per_partition() {
     assert_eq!(t.group_position("g"), Some(vec![3, 3]));
 }
 
-#[test]
-fn nack_does_not_move_the_group_position() {
-    let bus = Broker::memory();
+both_backends!(nack_does_not_move_the_group_position);
+fn nack_does_not_move_the_group_position(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch(vec![0, 1]).unwrap();
@@ -582,9 +582,9 @@ fn nack_does_not_move_the_group_position() {
     assert_eq!(t.group_position("g"), Some(vec![0]));
 }
 
-#[test]
-fn group_keeps_its_position_when_every_member_leaves() {
-    let bus = Broker::memory();
+both_backends!(group_keeps_its_position_when_every_member_leaves);
+fn group_keeps_its_position_when_every_member_leaves(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..4).collect()).unwrap();
@@ -605,9 +605,9 @@ fn group_keeps_its_position_when_every_member_leaves() {
 // Where a group starts
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn new_group_starts_at_earliest() {
-    let bus = Broker::memory();
+both_backends!(new_group_starts_at_earliest);
+fn new_group_starts_at_earliest(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     t.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut a = t.join_group("g").unwrap();
@@ -615,9 +615,9 @@ fn new_group_starts_at_earliest() {
     assert_eq!(common::take(&mut a, 3), [1, 2, 3]);
 }
 
-#[test]
-fn new_group_starts_at_the_oldest_retained_message() {
-    let bus = Broker::memory();
+both_backends!(new_group_starts_at_the_oldest_retained_message);
+fn new_group_starts_at_the_oldest_retained_message(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -631,10 +631,10 @@ fn new_group_starts_at_the_oldest_retained_message() {
     assert_eq!((m.offset(), *m.payload()), (2, 2));
 }
 
-#[test]
-fn new_group_after_age_expiry_starts_at_the_oldest_retained_message() {
+both_backends!(new_group_after_age_expiry_starts_at_the_oldest_retained_message);
+fn new_group_after_age_expiry_starts_at_the_oldest_retained_message(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -652,9 +652,9 @@ fn new_group_after_age_expiry_starts_at_the_oldest_retained_message() {
     assert_eq!(t.group_position("g"), Some(vec![2]));
 }
 
-#[test]
-fn join_group_with_latest_skips_existing_messages() {
-    let bus = Broker::memory();
+both_backends!(join_group_with_latest_skips_existing_messages);
+fn join_group_with_latest_skips_existing_messages(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let p = t.producer();
     p.send_batch((0..4).collect()).unwrap();
@@ -667,9 +667,9 @@ fn join_group_with_latest_skips_existing_messages() {
     m.ack().unwrap();
 }
 
-#[test]
-fn join_group_with_offset_starts_there() {
-    let bus = Broker::memory();
+both_backends!(join_group_with_offset_starts_there);
+fn join_group_with_offset_starts_there(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     t.producer().send_batch((0..5).collect()).unwrap();
     let mut a = t.join_group_with("g", Start::Offset(3)).unwrap();
@@ -677,10 +677,10 @@ fn join_group_with_offset_starts_there() {
     assert_eq!(common::take(&mut a, 2), [3, 4]);
 }
 
-#[test]
-fn join_group_with_time_starts_at_the_first_message_at_or_after_it() {
+both_backends!(join_group_with_time_starts_at_the_first_message_at_or_after_it);
+fn join_group_with_time_starts_at_the_first_message_at_or_after_it(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let t = topic(&bus, 1);
     let p = t.producer();
     p.send(0).unwrap();
@@ -691,9 +691,9 @@ fn join_group_with_time_starts_at_the_first_message_at_or_after_it() {
     assert_eq!(common::take(&mut a, 2), [1, 2]);
 }
 
-#[test]
-fn an_existing_group_keeps_its_position_whatever_start_a_member_asks_for() {
-    let bus = Broker::memory();
+both_backends!(an_existing_group_keeps_its_position_whatever_start_a_member_asks_for);
+fn an_existing_group_keeps_its_position_whatever_start_a_member_asks_for(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     t.producer().send_batch((0..3).collect()).unwrap();
     let mut a = t.join_group("g").unwrap();
@@ -708,9 +708,9 @@ fn an_existing_group_keeps_its_position_whatever_start_a_member_asks_for() {
 // Lag
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn member_lag_counts_unacked_messages_of_its_partitions() {
-    let bus = Broker::memory();
+both_backends!(member_lag_counts_unacked_messages_of_its_partitions);
+fn member_lag_counts_unacked_messages_of_its_partitions(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let mut a = t.join_group("g").unwrap();
     assert_eq!(a.lag(), 0);
@@ -724,9 +724,9 @@ fn member_lag_counts_unacked_messages_of_its_partitions() {
     assert_eq!(a.lag(), 1);
 }
 
-#[test]
-fn member_lag_counts_only_its_own_partitions() {
-    let bus = Broker::memory();
+both_backends!(member_lag_counts_only_its_own_partitions);
+fn member_lag_counts_only_its_own_partitions(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let a = t.join_group("g").unwrap();
     let b = t.join_group("g").unwrap();
@@ -743,9 +743,9 @@ fn member_lag_counts_only_its_own_partitions() {
     assert_eq!(a.lag() + b.lag() + c.lag(), 5);
 }
 
-#[test]
-fn member_lag_counts_only_retained_messages() {
-    let bus = Broker::memory();
+both_backends!(member_lag_counts_only_retained_messages);
+fn member_lag_counts_only_retained_messages(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -758,9 +758,9 @@ fn member_lag_counts_only_retained_messages() {
     assert_eq!(a.lag(), 3);
 }
 
-#[test]
-fn member_behind_lag_retention_gets_lagged_then_continues() {
-    let bus = Broker::memory();
+both_backends!(member_behind_lag_retention_gets_lagged_then_continues);
+fn member_behind_lag_retention_gets_lagged_then_continues(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -784,9 +784,9 @@ fn member_behind_lag_retention_gets_lagged_then_continues() {
 // Overflow::Block
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn block_waits_for_the_group_to_ack() {
-    let bus = Broker::memory();
+both_backends!(block_waits_for_the_group_to_ack);
+fn block_waits_for_the_group_to_ack(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -808,9 +808,9 @@ fn block_waits_for_the_group_to_ack() {
     assert_eq!(p.try_send(2).unwrap().offset, 2);
 }
 
-#[test]
-fn block_send_completes_once_the_group_acks() {
-    let bus = Broker::memory();
+both_backends!(block_send_completes_once_the_group_acks);
+fn block_send_completes_once_the_group_acks(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus
         .topic_with(
             "t",
@@ -838,9 +838,9 @@ fn block_send_completes_once_the_group_acks() {
 // wait_idle
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn wait_idle_succeeds_once_the_group_caught_up() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_succeeds_once_the_group_caught_up);
+fn wait_idle_succeeds_once_the_group_caught_up(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..4).collect()).unwrap();
@@ -848,9 +848,9 @@ fn wait_idle_succeeds_once_the_group_caught_up() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn wait_idle_times_out_while_the_group_has_unacked_messages() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_times_out_while_the_group_has_unacked_messages);
+fn wait_idle_times_out_while_the_group_has_unacked_messages(backend: Backend) {
+    let bus = backend.bus();
     let t: Topic<u64> = bus.topic("orders").unwrap();
     let mut a = t.join_group("billing").unwrap();
     t.producer().send_batch(vec![0, 1]).unwrap();
@@ -864,18 +864,18 @@ fn wait_idle_times_out_while_the_group_has_unacked_messages() {
     }
 }
 
-#[test]
-fn wait_idle_counts_a_group_whose_members_all_left() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_counts_a_group_whose_members_all_left);
+fn wait_idle_counts_a_group_whose_members_all_left(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     drop(t.join_group("g").unwrap());
     t.producer().send(1).unwrap();
     assert!(matches!(bus.wait_idle(BRIEF), Err(Error::NotIdle { .. })));
 }
 
-#[test]
-fn wait_idle_returns_when_another_thread_acks() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_returns_when_another_thread_acks);
+fn wait_idle_returns_when_another_thread_acks(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 2);
     let mut a = t.join_group("g").unwrap();
     t.producer().send_batch((0..20).collect()).unwrap();
@@ -885,9 +885,9 @@ fn wait_idle_returns_when_another_thread_acks() {
     assert_eq!(worker.join().unwrap().len(), 20);
 }
 
-#[test]
-fn wait_idle_ignores_plain_subscribers() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_ignores_plain_subscribers);
+fn wait_idle_ignores_plain_subscribers(backend: Backend) {
+    let bus = backend.bus();
     let t = topic(&bus, 1);
     let _sub = t.subscribe(Start::Earliest).unwrap();
     t.producer().send_batch(vec![0, 1]).unwrap();

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BRIEF, WAIT, take};
+use common::{BRIEF, Backend, Bus, WAIT, both_backends, take};
 use embus::{
     Broker, Error, ManualClock, Message, Queue, QueueOptions, RecvTimeoutError, SendTimeoutError,
     TryRecvError, TrySendError,
@@ -21,10 +21,10 @@ const PAST_TIMEOUT: Duration = Duration::from_secs(31);
 /// re-check a wait makes at its own deadline.
 const THREAD_WAIT: Duration = Duration::from_secs(WAIT.as_secs() * 2);
 
-/// A memory broker on a manual clock, and the clock.
-fn manual_bus() -> (ManualClock, Broker) {
+/// A broker on `backend` on a manual clock, and the clock.
+fn manual_bus(backend: Backend) -> (ManualClock, Bus) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     (clock, bus)
 }
 
@@ -51,9 +51,9 @@ fn assert_not_idle(bus: &Broker, queue: &str) {
 
 // ---- Ordering and distribution ----
 
-#[test]
-fn first_deliveries_come_in_send_order() {
-    let bus = Broker::memory();
+both_backends!(first_deliveries_come_in_send_order);
+fn first_deliveries_come_in_send_order(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let producer = jobs.producer();
     for i in 0..100 {
@@ -67,9 +67,9 @@ fn first_deliveries_come_in_send_order() {
     }
 }
 
-#[test]
-fn receipts_number_queue_messages_in_send_order() {
-    let bus = Broker::memory();
+both_backends!(receipts_number_queue_messages_in_send_order);
+fn receipts_number_queue_messages_in_send_order(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let producer = jobs.producer();
     let receipts: Vec<_> = (0..3).map(|i| producer.send(i).unwrap()).collect();
@@ -83,15 +83,16 @@ fn receipts_number_queue_messages_in_send_order() {
     }
 }
 
-#[test]
-fn competing_consumers_on_threads_receive_each_message_exactly_once() {
-    const N: u64 = 2_000;
+both_backends!(competing_consumers_on_threads_receive_each_message_exactly_once);
+fn competing_consumers_on_threads_receive_each_message_exactly_once(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(2_000u64);
     const K: usize = 4;
     // One per consumer, sent after the real messages: each thread stops at the first it gets,
     // so every thread gets exactly one.
     const STOP: u64 = u64::MAX;
 
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u64>("jobs", QueueOptions::default().no_ack_timeout())
         .unwrap();
@@ -115,7 +116,7 @@ fn competing_consumers_on_threads_receive_each_message_exactly_once() {
         .collect();
 
     let producer = jobs.producer();
-    for i in 0..N {
+    for i in 0..n {
         producer.send(i).unwrap();
     }
     for _ in 0..K {
@@ -133,7 +134,7 @@ fn competing_consumers_on_threads_receive_each_message_exactly_once() {
     }
     let distinct: HashSet<u64> = all.iter().copied().collect();
     assert_eq!(all.len(), distinct.len(), "a message was delivered twice");
-    assert_eq!(distinct, (0..N).collect::<HashSet<_>>());
+    assert_eq!(distinct, (0..n).collect::<HashSet<_>>());
     assert!(jobs.is_empty());
     assert_eq!(jobs.in_flight(), 0);
     bus.wait_idle(WAIT).unwrap();
@@ -141,9 +142,9 @@ fn competing_consumers_on_threads_receive_each_message_exactly_once() {
 
 // ---- Ack ----
 
-#[test]
-fn ack_deletes_the_message() {
-    let (clock, bus) = manual_bus();
+both_backends!(ack_deletes_the_message);
+fn ack_deletes_the_message(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(1).unwrap();
     jobs.producer().send(2).unwrap();
@@ -178,9 +179,9 @@ fn ack_deletes_the_message() {
 
 // ---- Redelivery ----
 
-#[test]
-fn nack_redelivers_with_delivery_count_plus_one() {
-    let bus = Broker::memory();
+both_backends!(nack_redelivers_with_delivery_count_plus_one);
+fn nack_redelivers_with_delivery_count_plus_one(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -194,9 +195,9 @@ fn nack_redelivers_with_delivery_count_plus_one() {
     assert!(jobs.is_empty());
 }
 
-#[test]
-fn dropped_message_is_redelivered_with_delivery_count_plus_one() {
-    let bus = Broker::memory();
+both_backends!(dropped_message_is_redelivered_with_delivery_count_plus_one);
+fn dropped_message_is_redelivered_with_delivery_count_plus_one(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -208,9 +209,9 @@ fn dropped_message_is_redelivered_with_delivery_count_plus_one() {
     assert_eq!(payload_and_count(&again), (7, 2));
 }
 
-#[test]
-fn dropped_consumer_releases_its_deliveries_to_other_consumers() {
-    let bus = Broker::memory();
+both_backends!(dropped_consumer_releases_its_deliveries_to_other_consumers);
+fn dropped_consumer_releases_its_deliveries_to_other_consumers(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send_batch(vec![1, 2]).unwrap();
     let mut first = jobs.consumer();
@@ -233,9 +234,9 @@ fn dropped_consumer_releases_its_deliveries_to_other_consumers() {
     assert_eq!((jobs.len(), jobs.in_flight()), (0, 2));
 }
 
-#[test]
-fn dropped_consumer_deliveries_are_retried_oldest_first_before_newer_messages() {
-    let bus = Broker::memory();
+both_backends!(dropped_consumer_deliveries_are_retried_oldest_first_before_newer_messages);
+fn dropped_consumer_deliveries_are_retried_oldest_first_before_newer_messages(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut first = jobs.consumer();
@@ -256,9 +257,11 @@ fn dropped_consumer_deliveries_are_retried_oldest_first_before_newer_messages() 
     assert_eq!(got, [(1, 2), (2, 2), (3, 1)]);
 }
 
-#[test]
-fn ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery() {
-    let bus = Broker::memory();
+both_backends!(ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery);
+fn ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery(
+    backend: Backend,
+) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send(7).unwrap();
     let mut first = jobs.consumer();
@@ -275,9 +278,9 @@ fn ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redeli
     assert_eq!(payload_and_count(&third), (7, 3));
 }
 
-#[test]
-fn ack_timeout_redelivers_with_delivery_count_plus_one() {
-    let (clock, bus) = manual_bus();
+both_backends!(ack_timeout_redelivers_with_delivery_count_plus_one);
+fn ack_timeout_redelivers_with_delivery_count_plus_one(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -292,9 +295,9 @@ fn ack_timeout_redelivers_with_delivery_count_plus_one() {
     assert_eq!(payload_and_count(&again), (7, 2));
 }
 
-#[test]
-fn clock_advance_wakes_a_consumer_blocked_in_recv_on_another_thread() {
-    let (clock, bus) = manual_bus();
+both_backends!(clock_advance_wakes_a_consumer_blocked_in_recv_on_another_thread);
+fn clock_advance_wakes_a_consumer_blocked_in_recv_on_another_thread(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(7).unwrap();
     let mut first = jobs.consumer();
@@ -324,9 +327,9 @@ fn clock_advance_wakes_a_consumer_blocked_in_recv_on_another_thread() {
     assert!(jobs.is_empty());
 }
 
-#[test]
-fn ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message() {
-    let (clock, bus) = manual_bus();
+both_backends!(ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message);
+fn ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -341,9 +344,9 @@ fn ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message() {
     assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
 }
 
-#[test]
-fn ack_after_the_ack_timeout_passed_is_ignored_even_before_the_redelivery() {
-    let (clock, bus) = manual_bus();
+both_backends!(ack_after_the_ack_timeout_passed_is_ignored_even_before_the_redelivery);
+fn ack_after_the_ack_timeout_passed_is_ignored_even_before_the_redelivery(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -356,9 +359,9 @@ fn ack_after_the_ack_timeout_passed_is_ignored_even_before_the_redelivery() {
     assert_eq!(payload_and_count(&again), (7, 2));
 }
 
-#[test]
-fn no_ack_timeout_keeps_a_delivery_in_flight_however_much_time_passes() {
-    let (clock, bus) = manual_bus();
+both_backends!(no_ack_timeout_keeps_a_delivery_in_flight_however_much_time_passes);
+fn no_ack_timeout_keeps_a_delivery_in_flight_however_much_time_passes(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().no_ack_timeout())
         .unwrap();
@@ -372,9 +375,9 @@ fn no_ack_timeout_keeps_a_delivery_in_flight_however_much_time_passes() {
     assert!(jobs.is_empty());
 }
 
-#[test]
-fn nacked_message_is_retried_before_newer_messages() {
-    let bus = Broker::memory();
+both_backends!(nacked_message_is_retried_before_newer_messages);
+fn nacked_message_is_retried_before_newer_messages(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut worker = jobs.consumer();
@@ -391,9 +394,9 @@ fn nacked_message_is_retried_before_newer_messages() {
     assert_eq!(got, [(1, 2), (2, 1), (3, 1)]);
 }
 
-#[test]
-fn timed_out_deliveries_are_retried_oldest_first_before_newer_messages() {
-    let (clock, bus) = manual_bus();
+both_backends!(timed_out_deliveries_are_retried_oldest_first_before_newer_messages);
+fn timed_out_deliveries_are_retried_oldest_first_before_newer_messages(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut worker = jobs.consumer();
@@ -415,9 +418,9 @@ fn timed_out_deliveries_are_retried_oldest_first_before_newer_messages() {
 
 // ---- Prefetch ----
 
-#[test]
-fn prefetch_limits_unacked_deliveries_per_consumer() {
-    let bus = Broker::memory();
+both_backends!(prefetch_limits_unacked_deliveries_per_consumer);
+fn prefetch_limits_unacked_deliveries_per_consumer(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().prefetch(1))
         .unwrap();
@@ -434,9 +437,9 @@ fn prefetch_limits_unacked_deliveries_per_consumer() {
     assert_eq!(take(&mut worker, 1), [2]);
 }
 
-#[test]
-fn prefetch_limit_of_one_consumer_does_not_hold_back_others() {
-    let bus = Broker::memory();
+both_backends!(prefetch_limit_of_one_consumer_does_not_hold_back_others);
+fn prefetch_limit_of_one_consumer_does_not_hold_back_others(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().prefetch(1))
         .unwrap();
@@ -451,9 +454,9 @@ fn prefetch_limit_of_one_consumer_does_not_hold_back_others() {
     assert_eq!(take(&mut other, 1), [3]);
 }
 
-#[test]
-fn prefetch_window_reopens_after_a_nack() {
-    let bus = Broker::memory();
+both_backends!(prefetch_window_reopens_after_a_nack);
+fn prefetch_window_reopens_after_a_nack(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().prefetch(1))
         .unwrap();
@@ -464,9 +467,9 @@ fn prefetch_window_reopens_after_a_nack() {
     assert_eq!(payload_and_count(&again), (7, 2));
 }
 
-#[test]
-fn ack_on_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window() {
-    let bus = Broker::memory();
+both_backends!(ack_on_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window);
+fn ack_on_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().prefetch(1))
         .unwrap();
@@ -496,9 +499,9 @@ fn ack_on_another_thread_wakes_a_consumer_waiting_for_its_prefetch_window() {
 
 // ---- Capacity ----
 
-#[test]
-fn try_send_on_a_full_queue_hands_the_message_back() {
-    let bus = Broker::memory();
+both_backends!(try_send_on_a_full_queue_hands_the_message_back);
+fn try_send_on_a_full_queue_hands_the_message_back(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<String>("jobs", QueueOptions::default().capacity(2))
         .unwrap();
@@ -515,9 +518,9 @@ fn try_send_on_a_full_queue_hands_the_message_back() {
     assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
 }
 
-#[test]
-fn capacity_counts_deliveries_in_flight_until_acked() {
-    let bus = Broker::memory();
+both_backends!(capacity_counts_deliveries_in_flight_until_acked);
+fn capacity_counts_deliveries_in_flight_until_acked(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().capacity(1))
         .unwrap();
@@ -533,9 +536,9 @@ fn capacity_counts_deliveries_in_flight_until_acked() {
     assert_eq!(take(&mut worker, 1), [2]);
 }
 
-#[test]
-fn send_timeout_on_a_full_queue_times_out_with_the_message() {
-    let bus = Broker::memory();
+both_backends!(send_timeout_on_a_full_queue_times_out_with_the_message);
+fn send_timeout_on_a_full_queue_times_out_with_the_message(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().capacity(1))
         .unwrap();
@@ -548,9 +551,9 @@ fn send_timeout_on_a_full_queue_times_out_with_the_message() {
     assert_eq!(jobs.len(), 1);
 }
 
-#[test]
-fn blocked_send_completes_after_an_ack() {
-    let bus = Broker::memory();
+both_backends!(blocked_send_completes_after_an_ack);
+fn blocked_send_completes_after_an_ack(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>("jobs", QueueOptions::default().capacity(1))
         .unwrap();
@@ -584,9 +587,9 @@ fn blocked_send_completes_after_an_ack() {
 
 // ---- wait_idle ----
 
-#[test]
-fn wait_idle_names_a_queue_with_ready_messages() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_names_a_queue_with_ready_messages);
+fn wait_idle_names_a_queue_with_ready_messages(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send(1).unwrap();
     assert_not_idle(&bus, "jobs");
@@ -596,9 +599,9 @@ fn wait_idle_names_a_queue_with_ready_messages() {
     }
 }
 
-#[test]
-fn wait_idle_names_a_queue_with_deliveries_in_flight() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_names_a_queue_with_deliveries_in_flight);
+fn wait_idle_names_a_queue_with_deliveries_in_flight(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send(1).unwrap();
     let mut worker = jobs.consumer();
@@ -609,9 +612,9 @@ fn wait_idle_names_a_queue_with_deliveries_in_flight() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn wait_idle_succeeds_once_every_message_is_acked() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_succeeds_once_every_message_is_acked);
+fn wait_idle_succeeds_once_every_message_is_acked(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut worker = jobs.consumer();
@@ -619,9 +622,9 @@ fn wait_idle_succeeds_once_every_message_is_acked() {
     bus.wait_idle(WAIT).unwrap();
 }
 
-#[test]
-fn wait_idle_returns_when_a_worker_thread_acks_the_last_message() {
-    let bus = Broker::memory();
+both_backends!(wait_idle_returns_when_a_worker_thread_acks_the_last_message);
+fn wait_idle_returns_when_a_worker_thread_acks_the_last_message(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     jobs.producer().send_batch(vec![1, 2]).unwrap();
     let mut worker = jobs.consumer();
@@ -642,9 +645,9 @@ fn wait_idle_returns_when_a_worker_thread_acks_the_last_message() {
     assert!(jobs.is_empty());
 }
 
-#[test]
-fn wait_idle_waits_through_an_ack_timeout_until_the_redelivery_is_acked() {
-    let (clock, bus) = manual_bus();
+both_backends!(wait_idle_waits_through_an_ack_timeout_until_the_redelivery_is_acked);
+fn wait_idle_waits_through_an_ack_timeout_until_the_redelivery_is_acked(backend: Backend) {
+    let (clock, bus) = manual_bus(backend);
     let jobs = timed_queue(&bus);
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
@@ -676,9 +679,9 @@ fn wait_idle_waits_through_an_ack_timeout_until_the_redelivery_is_acked() {
 
 // ---- Introspection ----
 
-#[test]
-fn queue_consumer_lag_counts_ready_messages() {
-    let bus = Broker::memory();
+both_backends!(queue_consumer_lag_counts_ready_messages);
+fn queue_consumer_lag_counts_ready_messages(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let mut worker = jobs.consumer();
     let idle = jobs.consumer();
@@ -694,16 +697,16 @@ fn queue_consumer_lag_counts_ready_messages() {
     assert_eq!((worker.lag(), idle.lag()), (0, 0));
 }
 
-#[test]
-fn queue_consumer_reads_partition_zero() {
-    let bus = Broker::memory();
+both_backends!(queue_consumer_reads_partition_zero);
+fn queue_consumer_reads_partition_zero(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     assert_eq!(jobs.consumer().partitions(), [0]);
 }
 
-#[test]
-fn queue_reports_its_name_options_and_capacity() {
-    let bus = Broker::memory();
+both_backends!(queue_reports_its_name_options_and_capacity);
+fn queue_reports_its_name_options_and_capacity(backend: Backend) {
+    let bus = backend.bus();
     let options = QueueOptions::default()
         .capacity(5)
         .prefetch(2)
@@ -716,9 +719,9 @@ fn queue_reports_its_name_options_and_capacity() {
 
 // ---- Declaration ----
 
-#[test]
-fn queue_returns_the_existing_queue_whatever_its_options() {
-    let bus = Broker::memory();
+both_backends!(queue_returns_the_existing_queue_whatever_its_options);
+fn queue_returns_the_existing_queue_whatever_its_options(backend: Backend) {
+    let bus = backend.bus();
     let declared = bus
         .queue_with::<u32>("jobs", QueueOptions::default().capacity(5))
         .unwrap();
@@ -728,9 +731,9 @@ fn queue_returns_the_existing_queue_whatever_its_options() {
     assert_eq!(declared.len(), 1, "the same queue");
 }
 
-#[test]
-fn queue_with_other_options_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(queue_with_other_options_is_a_mismatch);
+fn queue_with_other_options_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(5))
         .unwrap();
     common::expect_mismatch(
@@ -739,9 +742,9 @@ fn queue_with_other_options_is_a_mismatch() {
     );
 }
 
-#[test]
-fn queue_with_zero_capacity_is_an_invalid_option() {
-    let bus = Broker::memory();
+both_backends!(queue_with_zero_capacity_is_an_invalid_option);
+fn queue_with_zero_capacity_is_an_invalid_option(backend: Backend) {
+    let bus = backend.bus();
     common::expect_invalid_option(
         bus.queue_with::<u32>("jobs", QueueOptions::default().capacity(0)),
         "jobs",
@@ -749,11 +752,11 @@ fn queue_with_zero_capacity_is_an_invalid_option() {
     );
 }
 
+both_backends!(try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock);
 /// Regression: with the system clock, `try_recv` skipped the queue's lock whenever nothing was
 /// ready, so a delivery whose ack timeout had passed was never redelivered to it.
-#[test]
-fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock() {
-    let bus = Broker::memory();
+fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock(backend: Backend) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>(
             "jobs",

@@ -6,10 +6,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, Bus, WAIT, both_backends};
 use embus::{
-    Broker, Consumer, ManualClock, QueueOptions, ReadyTimeoutError, RecvTimeoutError, Retention,
-    Select, Start, TopicOptions, TryRecvError,
+    Consumer, ManualClock, QueueOptions, ReadyTimeoutError, RecvTimeoutError, Retention, Select,
+    Start, TopicOptions, TryRecvError,
 };
 
 /// How long a `Select` on a helper thread waits; longer than the `WAIT` the test waits for the
@@ -19,7 +19,7 @@ const THREAD_WAIT: Duration = Duration::from_secs(WAIT.as_secs() * 2);
 
 /// Three consumers of three payload types, and the bus.
 struct Three {
-    bus: Broker,
+    bus: Bus,
     news: embus::Topic<String>,
     jobs: embus::Queue<u32>,
     metrics: embus::Topic<u64>,
@@ -28,8 +28,8 @@ struct Three {
     member: Consumer<u64>,
 }
 
-fn three() -> Three {
-    let bus = Broker::memory();
+fn three(backend: Backend) -> Three {
+    let bus = backend.bus();
     let news = bus.topic::<String>("news").unwrap();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let metrics = bus
@@ -85,10 +85,10 @@ impl<R> Pending<R> {
 // Which consumer is ready
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn ready_returns_the_index_of_the_consumer_that_has_a_message() {
+both_backends!(ready_returns_the_index_of_the_consumer_that_has_a_message);
+fn ready_returns_the_index_of_the_consumer_that_has_a_message(backend: Backend) {
     for target in 0..3 {
-        let mut t = three();
+        let mut t = three(backend);
         match target {
             0 => drop(t.news.producer().send("hi".to_string()).unwrap()),
             1 => drop(t.jobs.producer().send(7).unwrap()),
@@ -119,9 +119,9 @@ fn ready_returns_the_index_of_the_consumer_that_has_a_message() {
     }
 }
 
-#[test]
-fn ready_returns_the_first_ready_consumer_in_the_order_added() {
-    let mut t = three();
+both_backends!(ready_returns_the_first_ready_consumer_in_the_order_added);
+fn ready_returns_the_first_ready_consumer_in_the_order_added(backend: Backend) {
+    let mut t = three(backend);
     t.jobs.producer().send(1).unwrap();
     t.metrics.producer().send(2).unwrap();
     let index = Select::new()
@@ -134,9 +134,9 @@ fn ready_returns_the_first_ready_consumer_in_the_order_added() {
     assert_eq!(*t.worker.try_recv().unwrap().payload(), 1);
 }
 
-#[test]
-fn try_ready_is_none_when_nothing_is_ready_and_takes_nothing() {
-    let mut t = three();
+both_backends!(try_ready_is_none_when_nothing_is_ready_and_takes_nothing);
+fn try_ready_is_none_when_nothing_is_ready_and_takes_nothing(backend: Backend) {
+    let mut t = three(backend);
     let none = Select::new()
         .recv(&mut t.reader)
         .recv(&mut t.worker)
@@ -162,9 +162,9 @@ fn ready_with_no_consumers_panics() {
 // The held result
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn the_held_queue_delivery_is_returned_by_the_next_try_recv() {
-    let mut t = three();
+both_backends!(the_held_queue_delivery_is_returned_by_the_next_try_recv);
+fn the_held_queue_delivery_is_returned_by_the_next_try_recv(backend: Backend) {
+    let mut t = three(backend);
     t.jobs.producer().send_batch(vec![1, 2]).unwrap();
     let index = Select::new()
         .recv(&mut t.reader)
@@ -188,9 +188,9 @@ fn the_held_queue_delivery_is_returned_by_the_next_try_recv() {
     assert_empty(&mut t.worker, "worker");
 }
 
-#[test]
-fn the_held_message_comes_before_later_ones_and_survives_other_receives() {
-    let mut t = three();
+both_backends!(the_held_message_comes_before_later_ones_and_survives_other_receives);
+fn the_held_message_comes_before_later_ones_and_survives_other_receives(backend: Backend) {
+    let mut t = three(backend);
     t.news.producer().send("first".to_string()).unwrap();
     assert_eq!(
         Select::new()
@@ -215,9 +215,9 @@ fn the_held_message_comes_before_later_ones_and_survives_other_receives() {
     assert_empty(&mut t.reader, "reader");
 }
 
-#[test]
-fn the_held_message_is_returned_by_every_kind_of_receive() {
-    let mut t = three();
+both_backends!(the_held_message_is_returned_by_every_kind_of_receive);
+fn the_held_message_is_returned_by_every_kind_of_receive(backend: Backend) {
+    let mut t = three(backend);
     let producer = t.news.producer();
     type Receive = fn(&mut Consumer<String>) -> String;
     let receives: [(&str, Receive); 4] = [
@@ -248,9 +248,9 @@ fn the_held_message_is_returned_by_every_kind_of_receive() {
     }
 }
 
-#[test]
-fn the_held_group_delivery_acks_like_any_other() {
-    let mut t = three();
+both_backends!(the_held_group_delivery_acks_like_any_other);
+fn the_held_group_delivery_acks_like_any_other(backend: Backend) {
+    let mut t = three(backend);
     t.metrics.producer().send_batch(vec![1, 2]).unwrap();
     for _ in 0..2 {
         assert_eq!(
@@ -270,9 +270,9 @@ fn the_held_group_delivery_acks_like_any_other() {
 // Lagged and Disconnected are ready too
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn lagged_makes_a_consumer_ready() {
-    let mut t = three();
+both_backends!(lagged_makes_a_consumer_ready);
+fn lagged_makes_a_consumer_ready(backend: Backend) {
+    let mut t = three(backend);
     let lossy = t
         .bus
         .topic_with::<u32>(
@@ -295,9 +295,9 @@ fn lagged_makes_a_consumer_ready() {
     assert_eq!(*sub.try_recv().unwrap().payload(), 4);
 }
 
-#[test]
-fn disconnected_makes_every_consumer_ready_after_what_is_left() {
-    let mut t = three();
+both_backends!(disconnected_makes_every_consumer_ready_after_what_is_left);
+fn disconnected_makes_every_consumer_ready_after_what_is_left(backend: Backend) {
+    let mut t = three(backend);
     t.jobs.producer().send(5).unwrap();
     t.bus.clone().close().unwrap();
     // The queue still has a message: first come the messages, then Disconnected.
@@ -332,9 +332,9 @@ fn disconnected_makes_every_consumer_ready_after_what_is_left() {
 // Timeouts
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn ready_timeout_returns_ready_timeout_error_when_nothing_comes() {
-    let mut t = three();
+both_backends!(ready_timeout_returns_ready_timeout_error_when_nothing_comes);
+fn ready_timeout_returns_ready_timeout_error_when_nothing_comes(backend: Backend) {
+    let mut t = three(backend);
     let start = Instant::now();
     let result = Select::new()
         .recv(&mut t.reader)
@@ -364,9 +364,9 @@ fn ready_timeout_returns_ready_timeout_error_when_nothing_comes() {
     assert_eq!(*t.worker.try_recv().unwrap().payload(), 1);
 }
 
-#[test]
-fn ready_timeout_zero_is_like_try_ready() {
-    let mut t = three();
+both_backends!(ready_timeout_zero_is_like_try_ready);
+fn ready_timeout_zero_is_like_try_ready(backend: Backend) {
+    let mut t = three(backend);
     assert_eq!(
         Select::new()
             .recv(&mut t.worker)
@@ -386,10 +386,10 @@ fn ready_timeout_zero_is_like_try_ready() {
 // Blocked on another thread
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn a_select_blocked_on_another_thread_wakes_on_a_send_to_any_consumer() {
+both_backends!(a_select_blocked_on_another_thread_wakes_on_a_send_to_any_consumer);
+fn a_select_blocked_on_another_thread_wakes_on_a_send_to_any_consumer(backend: Backend) {
     for target in 0..3 {
-        let t = three();
+        let t = three(backend);
         let (mut reader, mut worker, mut member) = (t.reader, t.worker, t.member);
         let waiting = spawn(move || {
             let index = Select::new()
@@ -416,9 +416,9 @@ fn a_select_blocked_on_another_thread_wakes_on_a_send_to_any_consumer() {
     }
 }
 
-#[test]
-fn a_select_blocked_on_another_thread_wakes_on_close() {
-    let t = three();
+both_backends!(a_select_blocked_on_another_thread_wakes_on_close);
+fn a_select_blocked_on_another_thread_wakes_on_close(backend: Backend) {
+    let t = three(backend);
     let (mut reader, mut worker, mut member) = (t.reader, t.worker, t.member);
     let waiting = spawn(move || {
         let index = Select::new()
@@ -433,9 +433,11 @@ fn a_select_blocked_on_another_thread_wakes_on_close() {
     assert_eq!(waiting.wait(), (0, Err(TryRecvError::Disconnected)));
 }
 
-#[test]
-fn a_select_blocked_on_another_thread_wakes_for_a_redelivery_after_a_real_ack_timeout() {
-    let bus = Broker::memory();
+both_backends!(a_select_blocked_on_another_thread_wakes_for_a_redelivery_after_a_real_ack_timeout);
+fn a_select_blocked_on_another_thread_wakes_for_a_redelivery_after_a_real_ack_timeout(
+    backend: Backend,
+) {
+    let bus = backend.bus();
     let jobs = bus
         .queue_with::<u32>(
             "jobs",
@@ -466,10 +468,10 @@ fn a_select_blocked_on_another_thread_wakes_for_a_redelivery_after_a_real_ack_ti
     drop(m);
 }
 
-#[test]
-fn a_select_blocked_on_another_thread_wakes_on_a_manual_clock_advance() {
+both_backends!(a_select_blocked_on_another_thread_wakes_on_a_manual_clock_advance);
+fn a_select_blocked_on_another_thread_wakes_on_a_manual_clock_advance(backend: Backend) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     let jobs = bus
         .queue_with::<u32>(
             "jobs",
@@ -495,18 +497,19 @@ fn a_select_blocked_on_another_thread_wakes_on_a_manual_clock_advance() {
     drop(held);
 }
 
-#[test]
-fn a_select_loop_receives_everything_from_two_busy_producers() {
-    const N: u32 = 2_000;
-    let mut t = three();
+both_backends!(a_select_loop_receives_everything_from_two_busy_producers);
+fn a_select_loop_receives_everything_from_two_busy_producers(backend: Backend) {
+    // Fewer on a durable broker, where every send waits for an fsync.
+    let n = backend.scale(2_000u32);
+    let mut t = three(backend);
     let (np, jp) = (t.news.producer(), t.jobs.producer());
     let senders = [
-        thread::spawn(move || (0..N).for_each(|i| assert!(np.send(i.to_string()).is_ok()))),
-        thread::spawn(move || (0..N).for_each(|i| assert!(jp.send(i).is_ok()))),
+        thread::spawn(move || (0..n).for_each(|i| assert!(np.send(i.to_string()).is_ok()))),
+        thread::spawn(move || (0..n).for_each(|i| assert!(jp.send(i).is_ok()))),
     ];
     let (mut news, mut jobs) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + WAIT;
-    while news.len() < N as usize || jobs.len() < N as usize {
+    while news.len() < n as usize || jobs.len() < n as usize {
         let left = deadline.saturating_duration_since(Instant::now());
         match Select::new()
             .recv(&mut t.reader)
@@ -527,7 +530,7 @@ fn a_select_loop_receives_everything_from_two_busy_producers() {
                 m.ack().unwrap();
             }
             other => panic!(
-                "{other:?} with {} news and {} jobs of {N}",
+                "{other:?} with {} news and {} jobs of {n}",
                 news.len(),
                 jobs.len()
             ),
@@ -536,8 +539,8 @@ fn a_select_loop_receives_everything_from_two_busy_producers() {
     for s in senders {
         s.join().unwrap();
     }
-    assert_eq!(news, (0..N).collect::<Vec<_>>());
-    assert_eq!(jobs, (0..N).collect::<Vec<_>>());
+    assert_eq!(news, (0..n).collect::<Vec<_>>());
+    assert_eq!(jobs, (0..n).collect::<Vec<_>>());
     assert_eq!(
         t.worker.recv_timeout(Duration::ZERO).unwrap_err(),
         RecvTimeoutError::Timeout

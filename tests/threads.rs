@@ -51,6 +51,7 @@ mod linux {
         (handle, rx)
     }
 
+    // Memory only: a durable broker runs a writer thread by design.
     #[test]
     fn no_thread_is_started_or_left_running() {
         let baseline = os_threads();

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{BRIEF, WAIT};
+use common::{BRIEF, Backend, Bus, WAIT, both_backends};
 use embus::{
     Broker, Consumer, Error, ManualClock, Overflow, Payload, Receipt, Record, RecvError,
     RecvTimeoutError, Retention, SendTimeoutError, Start, Topic, TopicOptions, TryRecvError,
@@ -26,10 +26,10 @@ fn partitions(n: u32) -> TopicOptions {
     TopicOptions::default().partitions(n)
 }
 
-/// A memory broker on a manual clock, and the clock.
-fn manual_bus() -> (Broker, ManualClock) {
+/// A broker on `backend` on a manual clock, and the clock.
+fn manual_bus(backend: Backend) -> (Bus, ManualClock) {
     let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let bus = backend.bus_with_clock(clock.clone());
     (bus, clock)
 }
 
@@ -61,9 +61,9 @@ fn assert_empty<T: Payload>(consumer: &mut Consumer<T>) {
 // Declaring topics
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn topic_creates_a_topic_with_default_options() {
-    let bus = Broker::memory();
+both_backends!(topic_creates_a_topic_with_default_options);
+fn topic_creates_a_topic_with_default_options(backend: Backend) {
+    let bus = backend.bus();
     let t = bus.topic::<u64>("t").unwrap();
     assert_eq!(t.name(), "t");
     assert_eq!(t.options(), TopicOptions::default());
@@ -72,9 +72,9 @@ fn topic_creates_a_topic_with_default_options() {
     assert_eq!(t.offsets(1), None);
 }
 
-#[test]
-fn topic_with_applies_its_options() {
-    let bus = Broker::memory();
+both_backends!(topic_with_applies_its_options);
+fn topic_with_applies_its_options(backend: Backend) {
+    let bus = backend.bus();
     let options = partitions(4)
         .retention(Retention::messages(10).and_age(Duration::from_secs(60)))
         .overflow(Overflow::Block);
@@ -87,9 +87,9 @@ fn topic_with_applies_its_options() {
     assert_eq!(t.offsets(4), None);
 }
 
-#[test]
-fn topic_returns_the_existing_topic_whatever_its_options() {
-    let bus = Broker::memory();
+both_backends!(topic_returns_the_existing_topic_whatever_its_options);
+fn topic_returns_the_existing_topic_whatever_its_options(backend: Backend) {
+    let bus = backend.bus();
     let created = topic::<u64>(&bus, partitions(3));
     created.producer().send(1).unwrap();
     let found = bus.topic::<u64>("t").unwrap();
@@ -99,9 +99,9 @@ fn topic_returns_the_existing_topic_whatever_its_options() {
     assert_eq!(next(&mut sub).2, 1);
 }
 
-#[test]
-fn topic_with_other_options_is_a_mismatch() {
-    let bus = Broker::memory();
+both_backends!(topic_with_other_options_is_a_mismatch);
+fn topic_with_other_options_is_a_mismatch(backend: Backend) {
+    let bus = backend.bus();
     let _t = topic::<u64>(&bus, partitions(2));
     let err = bus.topic_with::<u64>("t", partitions(3)).unwrap_err();
     assert!(
@@ -110,9 +110,9 @@ fn topic_with_other_options_is_a_mismatch() {
     );
 }
 
-#[test]
-fn topic_with_invalid_options_is_rejected() {
-    let bus = Broker::memory();
+both_backends!(topic_with_invalid_options_is_rejected);
+fn topic_with_invalid_options_is_rejected(backend: Backend) {
+    let bus = backend.bus();
     for options in [
         partitions(0),
         partitions(TopicOptions::MAX_PARTITIONS + 1),
@@ -132,9 +132,9 @@ fn topic_with_invalid_options_is_rejected() {
 // Producing: receipts, offsets, partitioning
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn offsets_run_from_zero_without_gaps_in_each_partition() {
-    let bus = Broker::memory();
+both_backends!(offsets_run_from_zero_without_gaps_in_each_partition);
+fn offsets_run_from_zero_without_gaps_in_each_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(3));
     let p = t.producer();
     let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
@@ -166,9 +166,9 @@ fn offsets_run_from_zero_without_gaps_in_each_partition() {
     assert_eq!(t.retained(), 60);
 }
 
-#[test]
-fn subscriber_sees_each_partition_in_offset_order_matching_receipts() {
-    let bus = Broker::memory();
+both_backends!(subscriber_sees_each_partition_in_offset_order_matching_receipts);
+fn subscriber_sees_each_partition_in_offset_order_matching_receipts(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(3));
     let p = t.producer();
     let receipts: BTreeMap<u64, Receipt> = (0..30u64).map(|i| (i, p.send(i).unwrap())).collect();
@@ -186,9 +186,9 @@ fn subscriber_sees_each_partition_in_offset_order_matching_receipts() {
     assert_nothing_arrives(&mut sub);
 }
 
-#[test]
-fn unkeyed_records_go_round_robin() {
-    let bus = Broker::memory();
+both_backends!(unkeyed_records_go_round_robin);
+fn unkeyed_records_go_round_robin(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(4));
     let p = t.producer();
     let parts: Vec<u32> = (0..12).map(|i| p.send(i).unwrap().partition).collect();
@@ -206,9 +206,9 @@ fn unkeyed_records_go_round_robin() {
     }
 }
 
-#[test]
-fn records_with_one_key_stay_in_one_partition_in_order() {
-    let bus = Broker::memory();
+both_backends!(records_with_one_key_stay_in_one_partition_in_order);
+fn records_with_one_key_stay_in_one_partition_in_order(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<(String, u32)>(&bus, partitions(4));
     let p = t.producer();
     let keys = ["alice", "bob", "carol", "dave", "erin"];
@@ -243,10 +243,10 @@ fn records_with_one_key_stay_in_one_partition_in_order() {
     }
 }
 
-#[test]
-fn keys_pick_partitions_by_a_stable_hash() {
+both_backends!(keys_pick_partitions_by_a_stable_hash);
+fn keys_pick_partitions_by_a_stable_hash(backend: Backend) {
     // Kafka's default partitioner (murmur2), per the docs: the mapping never changes.
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(8));
     let p = t.producer();
     for (key, partition) in [
@@ -259,9 +259,7 @@ fn keys_pick_partitions_by_a_stable_hash() {
         assert_eq!(r.partition, partition, "key {key}");
     }
     // Another topic (and another broker) with the same partition count agrees.
-    let other = Broker::memory()
-        .topic_with::<u64>("u", partitions(8))
-        .unwrap();
+    let other = backend.bus().topic_with::<u64>("u", partitions(8)).unwrap();
     let r = other
         .producer()
         .send_record(Record::new(0).key("abc"))
@@ -269,9 +267,9 @@ fn keys_pick_partitions_by_a_stable_hash() {
     assert_eq!(r.partition, 3);
 }
 
-#[test]
-fn many_keys_spread_over_every_partition() {
-    let bus = Broker::memory();
+both_backends!(many_keys_spread_over_every_partition);
+fn many_keys_spread_over_every_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(4));
     let p = t.producer();
     let used: BTreeSet<u32> = (0..100u64)
@@ -284,9 +282,9 @@ fn many_keys_spread_over_every_partition() {
     assert_eq!(used, (0..4).collect());
 }
 
-#[test]
-fn key_and_headers_round_trip() {
-    let bus = Broker::memory();
+both_backends!(key_and_headers_round_trip);
+fn key_and_headers_round_trip(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<String>(&bus, partitions(2));
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     t.producer()
@@ -322,9 +320,9 @@ fn key_and_headers_round_trip() {
     );
 }
 
-#[test]
-fn plain_send_has_no_key_and_no_headers() {
-    let bus = Broker::memory();
+both_backends!(plain_send_has_no_key_and_no_headers);
+fn plain_send_has_no_key_and_no_headers(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default());
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     t.producer().send(5).unwrap();
@@ -334,9 +332,9 @@ fn plain_send_has_no_key_and_no_headers() {
     assert_eq!(m.delivery_count(), 1);
 }
 
-#[test]
-fn send_batch_returns_one_receipt_per_message_in_order() {
-    let bus = Broker::memory();
+both_backends!(send_batch_returns_one_receipt_per_message_in_order);
+fn send_batch_returns_one_receipt_per_message_in_order(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default());
     let p = t.producer();
     p.send(100).unwrap();
@@ -349,9 +347,9 @@ fn send_batch_returns_one_receipt_per_message_in_order() {
     assert_eq!(common::take(&mut sub, 4), [1, 2, 3, 4]);
 }
 
-#[test]
-fn send_batch_spreads_unkeyed_messages_round_robin() {
-    let bus = Broker::memory();
+both_backends!(send_batch_spreads_unkeyed_messages_round_robin);
+fn send_batch_spreads_unkeyed_messages_round_robin(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2));
     let receipts = t.producer().send_batch((0..6).collect()).unwrap();
     assert_eq!(receipts.len(), 6);
@@ -361,9 +359,9 @@ fn send_batch_spreads_unkeyed_messages_round_robin() {
     assert_eq!(t.offsets(1), Some(0..3));
 }
 
-#[test]
-fn try_send_and_send_timeout_succeed_when_there_is_room() {
-    let bus = Broker::memory();
+both_backends!(try_send_and_send_timeout_succeed_when_there_is_room);
+fn try_send_and_send_timeout_succeed_when_there_is_room(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default().overflow(Overflow::Block));
     let p = t.producer();
     assert_eq!(
@@ -388,9 +386,9 @@ fn try_send_and_send_timeout_succeed_when_there_is_room() {
 // Timestamps
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn timestamps_come_from_the_broker_clock() {
-    let (bus, clock) = manual_bus();
+both_backends!(timestamps_come_from_the_broker_clock);
+fn timestamps_come_from_the_broker_clock(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(&bus, partitions(2));
     let p = t.producer();
     let t0 = clock.now();
@@ -411,9 +409,9 @@ fn timestamps_come_from_the_broker_clock() {
     assert_eq!(stamps[&3], t0 + Duration::from_millis(5250));
 }
 
-#[test]
-fn messages_sent_at_one_instant_share_its_timestamp() {
-    let (bus, clock) = manual_bus();
+both_backends!(messages_sent_at_one_instant_share_its_timestamp);
+fn messages_sent_at_one_instant_share_its_timestamp(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(&bus, TopicOptions::default());
     t.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut sub = t.subscribe(Start::Earliest).unwrap();
@@ -426,9 +424,9 @@ fn messages_sent_at_one_instant_share_its_timestamp() {
 // Subscribers and start positions
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn start_earliest_reads_every_retained_message() {
-    let bus = Broker::memory();
+both_backends!(start_earliest_reads_every_retained_message);
+fn start_earliest_reads_every_retained_message(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default());
     t.producer().send_batch(vec![1, 2, 3]).unwrap();
     let mut sub = t.subscribe(Start::Earliest).unwrap();
@@ -436,9 +434,9 @@ fn start_earliest_reads_every_retained_message() {
     assert_nothing_arrives(&mut sub);
 }
 
-#[test]
-fn start_latest_reads_only_messages_sent_after_subscribing() {
-    let bus = Broker::memory();
+both_backends!(start_latest_reads_only_messages_sent_after_subscribing);
+fn start_latest_reads_only_messages_sent_after_subscribing(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2));
     let p = t.producer();
     p.send_batch(vec![1, 2, 3, 4]).unwrap();
@@ -451,9 +449,9 @@ fn start_latest_reads_only_messages_sent_after_subscribing() {
     assert_nothing_arrives(&mut sub);
 }
 
-#[test]
-fn start_offset_reads_from_that_offset_in_every_partition() {
-    let bus = Broker::memory();
+both_backends!(start_offset_reads_from_that_offset_in_every_partition);
+fn start_offset_reads_from_that_offset_in_every_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2));
     t.producer().send_batch((0..6).collect()).unwrap(); // offsets 0..3 in each partition
     let mut sub = t.subscribe(Start::Offset(1)).unwrap();
@@ -468,9 +466,9 @@ fn start_offset_reads_from_that_offset_in_every_partition() {
     assert_nothing_arrives(&mut sub);
 }
 
-#[test]
-fn start_offset_beyond_the_end_starts_at_the_end() {
-    let bus = Broker::memory();
+both_backends!(start_offset_beyond_the_end_starts_at_the_end);
+fn start_offset_beyond_the_end_starts_at_the_end(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default());
     let p = t.producer();
     p.send_batch(vec![1, 2]).unwrap();
@@ -480,9 +478,9 @@ fn start_offset_beyond_the_end_starts_at_the_end() {
     assert_eq!(next(&mut sub), (0, 2, 3));
 }
 
-#[test]
-fn start_offset_below_retention_reports_lagged_first() {
-    let bus = Broker::memory();
+both_backends!(start_offset_below_retention_reports_lagged_first);
+fn start_offset_below_retention_reports_lagged_first(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::messages(3)),
@@ -497,9 +495,9 @@ fn start_offset_below_retention_reports_lagged_first() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn start_time_reads_from_the_first_message_at_or_after_that_time() {
-    let (bus, clock) = manual_bus();
+both_backends!(start_time_reads_from_the_first_message_at_or_after_that_time);
+fn start_time_reads_from_the_first_message_at_or_after_that_time(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(&bus, TopicOptions::default());
     let p = t.producer();
     let t0 = clock.now();
@@ -524,9 +522,9 @@ fn start_time_reads_from_the_first_message_at_or_after_that_time() {
     assert_eq!(from(t0 + Duration::from_secs(30)), Vec::<u64>::new());
 }
 
-#[test]
-fn start_time_after_every_message_reads_new_messages() {
-    let (bus, clock) = manual_bus();
+both_backends!(start_time_after_every_message_reads_new_messages);
+fn start_time_after_every_message_reads_new_messages(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(&bus, TopicOptions::default());
     let p = t.producer();
     p.send(1).unwrap();
@@ -538,9 +536,9 @@ fn start_time_after_every_message_reads_new_messages() {
     assert_eq!(next(&mut sub), (0, 1, 2));
 }
 
-#[test]
-fn every_subscriber_sees_every_message() {
-    let bus = Broker::memory();
+both_backends!(every_subscriber_sees_every_message);
+fn every_subscriber_sees_every_message(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(3));
     let mut subs = vec![t.subscribe(Start::Earliest).unwrap()];
     subs.extend((0..3).map(|_| t.subscribe(Start::Latest).unwrap()));
@@ -554,9 +552,9 @@ fn every_subscriber_sees_every_message() {
     }
 }
 
-#[test]
-fn subscriber_wakes_for_messages_sent_from_another_thread() {
-    let bus = Broker::memory();
+both_backends!(subscriber_wakes_for_messages_sent_from_another_thread);
+fn subscriber_wakes_for_messages_sent_from_another_thread(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2));
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -576,9 +574,9 @@ fn subscriber_wakes_for_messages_sent_from_another_thread() {
     assert_eq!(got, (0..200).collect::<Vec<_>>());
 }
 
-#[test]
-fn nack_and_drop_do_not_redeliver_to_a_subscriber() {
-    let bus = Broker::memory();
+both_backends!(nack_and_drop_do_not_redeliver_to_a_subscriber);
+fn nack_and_drop_do_not_redeliver_to_a_subscriber(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, TopicOptions::default());
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     t.producer().send_batch(vec![1, 2, 3]).unwrap();
@@ -589,9 +587,9 @@ fn nack_and_drop_do_not_redeliver_to_a_subscriber() {
     assert_nothing_arrives(&mut sub);
 }
 
-#[test]
-fn subscriber_lag_counts_messages_not_yet_received() {
-    let bus = Broker::memory();
+both_backends!(subscriber_lag_counts_messages_not_yet_received);
+fn subscriber_lag_counts_messages_not_yet_received(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2));
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     assert_eq!(sub.lag(), 0);
@@ -603,9 +601,9 @@ fn subscriber_lag_counts_messages_not_yet_received() {
     assert_eq!(sub.lag(), 0);
 }
 
-#[test]
-fn subscriber_lag_counts_only_retained_messages() {
-    let bus = Broker::memory();
+both_backends!(subscriber_lag_counts_only_retained_messages);
+fn subscriber_lag_counts_only_retained_messages(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::messages(3)),
@@ -616,9 +614,9 @@ fn subscriber_lag_counts_only_retained_messages() {
     assert_eq!(sub.lag(), 3);
 }
 
-#[test]
-fn subscriber_reads_every_partition() {
-    let bus = Broker::memory();
+both_backends!(subscriber_reads_every_partition);
+fn subscriber_reads_every_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(3));
     let sub = t.subscribe(Start::Latest).unwrap();
     assert_eq!(sub.partitions(), [0, 1, 2]);
@@ -628,9 +626,9 @@ fn subscriber_reads_every_partition() {
 // Retention
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn count_retention_keeps_the_newest_messages() {
-    let bus = Broker::memory();
+both_backends!(count_retention_keeps_the_newest_messages);
+fn count_retention_keeps_the_newest_messages(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::messages(3)),
@@ -648,9 +646,9 @@ fn count_retention_keeps_the_newest_messages() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn count_retention_applies_per_partition() {
-    let bus = Broker::memory();
+both_backends!(count_retention_applies_per_partition);
+fn count_retention_applies_per_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(&bus, partitions(2).retention(Retention::messages(2)));
     t.producer().send_batch((0..10).collect()).unwrap(); // five per partition
     assert_eq!(t.offsets(0), Some(3..5));
@@ -658,9 +656,9 @@ fn count_retention_applies_per_partition() {
     assert_eq!(t.retained(), 4);
 }
 
-#[test]
-fn byte_retention_trims_the_oldest_beyond_the_limit() {
-    let bus = Broker::memory();
+both_backends!(byte_retention_trims_the_oldest_beyond_the_limit);
+fn byte_retention_trims_the_oldest_beyond_the_limit(backend: Backend) {
+    let bus = backend.bus();
     // A 9-character string encodes to 10 bytes (bincode: length prefix + bytes).
     let t = topic::<String>(
         &bus,
@@ -682,9 +680,9 @@ fn byte_retention_trims_the_oldest_beyond_the_limit() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn byte_retention_counts_keys() {
-    let bus = Broker::memory();
+both_backends!(byte_retention_counts_keys);
+fn byte_retention_counts_keys(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u8>(
         &bus,
         TopicOptions::default().retention(Retention::bytes(20)),
@@ -698,9 +696,9 @@ fn byte_retention_counts_keys() {
     assert_eq!(t.offsets(0), Some(2..4));
 }
 
-#[test]
-fn byte_retention_counts_headers() {
-    let bus = Broker::memory();
+both_backends!(byte_retention_counts_headers);
+fn byte_retention_counts_headers(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u8>(
         &bus,
         TopicOptions::default().retention(Retention::bytes(20)),
@@ -714,10 +712,10 @@ fn byte_retention_counts_headers() {
     assert_eq!(t.offsets(0), Some(2..4));
 }
 
-#[test]
-fn byte_retention_without_keys_or_headers_keeps_more() {
+both_backends!(byte_retention_without_keys_or_headers_keeps_more);
+fn byte_retention_without_keys_or_headers_keeps_more(backend: Backend) {
     // The control for the two tests above: 1-byte payloads alone, twenty fit in 20 bytes.
-    let bus = Broker::memory();
+    let bus = backend.bus();
     let t = topic::<u8>(
         &bus,
         TopicOptions::default().retention(Retention::bytes(20)),
@@ -726,9 +724,9 @@ fn byte_retention_without_keys_or_headers_keeps_more() {
     assert_eq!(t.offsets(0), Some(5..25));
 }
 
-#[test]
-fn age_retention_trims_messages_older_than_max_age() {
-    let (bus, clock) = manual_bus();
+both_backends!(age_retention_trims_messages_older_than_max_age);
+fn age_retention_trims_messages_older_than_max_age(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -745,9 +743,9 @@ fn age_retention_trims_messages_older_than_max_age() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn age_retention_keeps_messages_younger_than_max_age() {
-    let (bus, clock) = manual_bus();
+both_backends!(age_retention_keeps_messages_younger_than_max_age);
+fn age_retention_keeps_messages_younger_than_max_age(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -762,9 +760,9 @@ fn age_retention_keeps_messages_younger_than_max_age() {
     assert_eq!(t.offsets(0), Some(1..3), "11s old is past 10s");
 }
 
-#[test]
-fn expired_messages_are_not_delivered_to_a_new_subscriber() {
-    let (bus, clock) = manual_bus();
+both_backends!(expired_messages_are_not_delivered_to_a_new_subscriber);
+fn expired_messages_are_not_delivered_to_a_new_subscriber(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -778,9 +776,9 @@ fn expired_messages_are_not_delivered_to_a_new_subscriber() {
     assert_eq!(next(&mut sub), (0, 2, 3));
 }
 
-#[test]
-fn start_time_before_expired_messages_starts_at_the_oldest_retained() {
-    let (bus, clock) = manual_bus();
+both_backends!(start_time_before_expired_messages_starts_at_the_oldest_retained);
+fn start_time_before_expired_messages_starts_at_the_oldest_retained(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -796,9 +794,9 @@ fn start_time_before_expired_messages_starts_at_the_oldest_retained() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn expired_messages_leave_the_retained_offsets_once_the_clock_passes_them() {
-    let (bus, clock) = manual_bus();
+both_backends!(expired_messages_leave_the_retained_offsets_once_the_clock_passes_them);
+fn expired_messages_leave_the_retained_offsets_once_the_clock_passes_them(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -809,9 +807,9 @@ fn expired_messages_leave_the_retained_offsets_once_the_clock_passes_them() {
     assert_eq!(t.offsets(0), Some(2..2));
 }
 
-#[test]
-fn subscriber_that_did_not_read_before_expiry_lags_past_expired_messages() {
-    let (bus, clock) = manual_bus();
+both_backends!(subscriber_that_did_not_read_before_expiry_lags_past_expired_messages);
+fn subscriber_that_did_not_read_before_expiry_lags_past_expired_messages(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default().retention(Retention::age(Duration::from_secs(10))),
@@ -848,9 +846,9 @@ fn lag_is_the_default_overflow() {
     assert_eq!(TopicOptions::default().overflow_policy(), Overflow::Lag);
 }
 
-#[test]
-fn lag_reports_lagged_once_then_continues_from_the_oldest_retained() {
-    let bus = Broker::memory();
+both_backends!(lag_reports_lagged_once_then_continues_from_the_oldest_retained);
+fn lag_reports_lagged_once_then_continues_from_the_oldest_retained(backend: Backend) {
+    let bus = backend.bus();
     let t = lag_topic(&bus, 3);
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -871,9 +869,9 @@ fn lag_reports_lagged_once_then_continues_from_the_oldest_retained() {
     assert_eq!(next(&mut sub), (0, 10, 10), "no second Lagged");
 }
 
-#[test]
-fn lag_is_reported_by_blocking_recv_too() {
-    let bus = Broker::memory();
+both_backends!(lag_is_reported_by_blocking_recv_too);
+fn lag_is_reported_by_blocking_recv_too(backend: Backend) {
+    let bus = backend.bus();
     let t = lag_topic(&bus, 2);
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     t.producer().send_batch((0..5).collect()).unwrap();
@@ -881,9 +879,9 @@ fn lag_is_reported_by_blocking_recv_too() {
     assert_eq!(*sub.recv().unwrap().payload(), 3);
 }
 
-#[test]
-fn lag_never_blocks_the_producer() {
-    let bus = Broker::memory();
+both_backends!(lag_never_blocks_the_producer);
+fn lag_never_blocks_the_producer(backend: Backend) {
+    let bus = backend.bus();
     let t = lag_topic(&bus, 2);
     let _idle = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -893,9 +891,9 @@ fn lag_never_blocks_the_producer() {
     assert_eq!(t.offsets(0), Some(8..10));
 }
 
-#[test]
-fn lagging_subscriber_does_not_affect_a_subscriber_that_keeps_up() {
-    let bus = Broker::memory();
+both_backends!(lagging_subscriber_does_not_affect_a_subscriber_that_keeps_up);
+fn lagging_subscriber_does_not_affect_a_subscriber_that_keeps_up(backend: Backend) {
+    let bus = backend.bus();
     let t = lag_topic(&bus, 2);
     let mut slow = t.subscribe(Start::Earliest).unwrap();
     let mut fast = t.subscribe(Start::Earliest).unwrap();
@@ -911,9 +909,9 @@ fn lagging_subscriber_does_not_affect_a_subscriber_that_keeps_up() {
     assert_eq!(common::take(&mut slow, 2), [4, 5]);
 }
 
-#[test]
-fn lag_across_partitions_reports_every_skipped_message() {
-    let bus = Broker::memory();
+both_backends!(lag_across_partitions_reports_every_skipped_message);
+fn lag_across_partitions_reports_every_skipped_message(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(
         &bus,
         partitions(2)
@@ -936,9 +934,9 @@ fn lag_across_partitions_reports_every_skipped_message() {
     assert_eq!(got, [6, 7, 8, 9]);
 }
 
-#[test]
-fn try_iter_yields_lagged_and_keeps_going() {
-    let bus = Broker::memory();
+both_backends!(try_iter_yields_lagged_and_keeps_going);
+fn try_iter_yields_lagged_and_keeps_going(backend: Backend) {
+    let bus = backend.bus();
     let t = lag_topic(&bus, 3);
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     t.producer().send_batch((0..10).collect()).unwrap();
@@ -963,9 +961,9 @@ fn block_topic(bus: &Broker, keep: u64) -> Topic<u64> {
     )
 }
 
-#[test]
-fn block_try_send_returns_full_with_the_message() {
-    let bus = Broker::memory();
+both_backends!(block_try_send_returns_full_with_the_message);
+fn block_try_send_returns_full_with_the_message(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 2);
     let _slow = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -977,9 +975,9 @@ fn block_try_send_returns_full_with_the_message() {
     assert_eq!(t.offsets(0), Some(0..2), "nothing trimmed, nothing added");
 }
 
-#[test]
-fn block_send_timeout_times_out_with_the_message() {
-    let bus = Broker::memory();
+both_backends!(block_send_timeout_times_out_with_the_message);
+fn block_send_timeout_times_out_with_the_message(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 2);
     let _slow = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -991,9 +989,9 @@ fn block_send_timeout_times_out_with_the_message() {
     assert_eq!(t.offsets(0), Some(0..2));
 }
 
-#[test]
-fn block_send_completes_once_the_subscriber_reads() {
-    let bus = Broker::memory();
+both_backends!(block_send_completes_once_the_subscriber_reads);
+fn block_send_completes_once_the_subscriber_reads(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 2);
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -1024,9 +1022,9 @@ fn block_send_completes_once_the_subscriber_reads() {
     assert_eq!(next(&mut sub), (0, 2, 2));
 }
 
-#[test]
-fn block_keeps_memory_bounded_and_loses_nothing() {
-    let bus = Broker::memory();
+both_backends!(block_keeps_memory_bounded_and_loses_nothing);
+fn block_keeps_memory_bounded_and_loses_nothing(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 4);
     let mut sub = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -1044,9 +1042,9 @@ fn block_keeps_memory_bounded_and_loses_nothing() {
     assert_empty(&mut sub);
 }
 
-#[test]
-fn block_waits_for_every_subscriber() {
-    let bus = Broker::memory();
+both_backends!(block_waits_for_every_subscriber);
+fn block_waits_for_every_subscriber(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 2);
     let mut a = t.subscribe(Start::Earliest).unwrap();
     let mut b = t.subscribe(Start::Earliest).unwrap();
@@ -1058,9 +1056,9 @@ fn block_waits_for_every_subscriber() {
     assert_eq!(p.try_send(2).unwrap().offset, 2);
 }
 
-#[test]
-fn block_stops_waiting_for_a_dropped_subscriber() {
-    let bus = Broker::memory();
+both_backends!(block_stops_waiting_for_a_dropped_subscriber);
+fn block_stops_waiting_for_a_dropped_subscriber(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 2);
     let slow = t.subscribe(Start::Earliest).unwrap();
     let p = t.producer();
@@ -1071,9 +1069,9 @@ fn block_stops_waiting_for_a_dropped_subscriber() {
     assert_eq!(t.offsets(0), Some(1..3));
 }
 
-#[test]
-fn block_without_readers_trims_like_retention() {
-    let bus = Broker::memory();
+both_backends!(block_without_readers_trims_like_retention);
+fn block_without_readers_trims_like_retention(backend: Backend) {
+    let bus = backend.bus();
     let t = block_topic(&bus, 3);
     let p = t.producer();
     for i in 0..10 {
@@ -1082,9 +1080,9 @@ fn block_without_readers_trims_like_retention() {
     assert_eq!(t.offsets(0), Some(7..10));
 }
 
-#[test]
-fn block_keeps_expired_messages_a_subscriber_still_needs() {
-    let (bus, clock) = manual_bus();
+both_backends!(block_keeps_expired_messages_a_subscriber_still_needs);
+fn block_keeps_expired_messages_a_subscriber_still_needs(backend: Backend) {
+    let (bus, clock) = manual_bus(backend);
     let t = topic::<u64>(
         &bus,
         TopicOptions::default()
@@ -1099,9 +1097,9 @@ fn block_keeps_expired_messages_a_subscriber_still_needs() {
     assert_eq!(next(&mut sub), (0, 1, 2));
 }
 
-#[test]
-fn block_applies_per_partition() {
-    let bus = Broker::memory();
+both_backends!(block_applies_per_partition);
+fn block_applies_per_partition(backend: Backend) {
+    let bus = backend.bus();
     let t = topic::<u64>(
         &bus,
         partitions(2)
@@ -1118,9 +1116,9 @@ fn block_applies_per_partition() {
     assert_eq!(t.retained(), 2);
 }
 
-#[test]
-fn send_batch_waits_for_room_under_block_and_keeps_order_per_partition() {
-    let bus = Broker::memory();
+both_backends!(send_batch_waits_for_room_under_block_and_keeps_order_per_partition);
+fn send_batch_waits_for_room_under_block_and_keeps_order_per_partition(backend: Backend) {
+    let bus = backend.bus();
     let options = TopicOptions::default()
         .partitions(2)
         .retention(Retention::messages(2))
