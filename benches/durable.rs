@@ -1,0 +1,1115 @@
+//! Durable mode (redb) against its floors, measured side by side in one process.
+//!
+//! A plain `harness = false` binary, like `benches/throughput.rs`: each section runs its sides in
+//! interleaved rounds (the order rotates and reverses every round, so no side always goes
+//! first; sides compared by a gate are listed next to each other, so they run back to back in
+//! most rounds), prints the median of every figure with its min–max, and the median, min and
+//! max of each per-round ratio. Absolute numbers drift on a shared VM (and a virtual disk's fsync
+//! latency drifts more); ratios are taken within one round. A gate PASSes when the median ratio
+//! meets its target; if only the best round does, it says so (noisy).
+//!
+//! ```text
+//! cargo bench --bench durable                          # full run (about 2–3 minutes)
+//! EMBUS_BENCH_QUICK=1 cargo bench --bench durable      # smoke run: short windows, 3 rounds
+//! cargo bench --bench durable -- open                  # sections whose name contains it
+//! EMBUS_BENCH_ROUNDS=9 cargo bench --bench durable     # rounds (default 7, quick 3)
+//! EMBUS_BENCH_ONLY=D1 cargo bench --bench durable      # sides whose label contains it, no
+//!                                                      # ratios (e.g. under `perf`)
+//! EMBUS_BENCH_DIR=/some/disk cargo bench ...           # where the files go (never tmpfs)
+//! ```
+//!
+//! | section | side | what one run does |
+//! |---|---|---|
+//! | commit | F0 | appends 4 KiB with `write` + `File::sync_data` in a loop: the disk's fsync floor |
+//! | commit | F1 qr / F1 | raw redb, one row (`u64` key, 100-byte value) per `Durability::Immediate` transaction, with and without `set_quick_repair(true)` (embus commits with it) |
+//! | commit | D1 | embus `send` of a 100-byte `Vec<u8>`, one producer, `Durability::Immediate` |
+//! | commit | D2 | 16 producer threads, each sending one message at a time, `Immediate` |
+//! | commit | D1 / D2 10ms | as D1 / D2 with `Durability::Interval(10 ms)` |
+//! | batch | F2 | raw redb, 1000 rows (sequential keys, 100-byte values) per transaction, quick repair |
+//! | batch | D3 | embus `send_batch` of 1000 messages, `Immediate` |
+//! | latency | D7 | one producer, one live subscriber (`Start::Latest`): end-to-end latency (send start → `recv` returns) and the `send` call's duration, p50 and p99 |
+//! | latency | D7 memory | the same in `Broker::memory()` |
+//! | open | open | `Broker::open` + `bus.topic` + the first `recv` of a `Start::Earliest` subscriber, on a store of 10k vs 1M retained messages (quick: 10k vs 200k), after a clean close and after a kill -9 |
+//!
+//! Throughput runs are time-boxed (1 s each, quick 0.25 s): each opens a fresh file (untimed),
+//! makes one untimed write (table creation; embus: the topic's declaration), then runs the clock
+//! from the first timed operation until the store is closed (embus `close`, redb `Database`
+//! drop, which both commit once more), so `Interval` mode is charged for making every counted
+//! send durable. Rates count messages (rows) per second. The embus topics of the throughput
+//! rows have one partition and unlimited retention, so no run pays for trimming, as the raw
+//! redb rows do not.
+//!
+//! D7 paces the producer: after each send it waits for the subscriber to report the message,
+//! then pauses 200 µs, so every message finds the subscriber parked in `recv` (a live consumer
+//! waiting for work). The gate compares durable mode's (e2e p50 − send p50), what durable mode
+//! adds on top of its commit, with memory mode's e2e p50.
+//!
+//! The open section builds each store once (untimed, `send_batch` of 1000 in `Interval(10 ms)`
+//! mode), then each round times, per store, 3 opens after a clean close and 3 after a kill -9
+//! (a run reports the median of its 3: one open is a few fsyncs, as noisy as they are). For a
+//! kill, the bench re-executes itself with `EMBUS_BENCH_CHILD=<path>`: the child opens the
+//! store, sends a few messages (`Immediate`), says so on stdout and waits; the parent reads
+//! that line, SIGKILLs it, and times the open. Every open checks that the first message is offset 0 and
+//! that the end offset is what was sent (the killed child's acknowledged sends included). The
+//! files stay in the OS page cache throughout: these are warm opens.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use embus::redb::{self, TableDefinition};
+use embus::{Broker, Durability, Retention, Start, TopicOptions};
+
+// ---------------------------------------------------------------------------------------------
+// Settings and files
+
+/// Bytes of every message and row value.
+const VALUE: usize = 100;
+/// Messages (rows) per batch in F2 and D3.
+const BATCH: usize = 1000;
+/// Producer threads in D2.
+const THREADS: usize = 16;
+/// The relaxed mode's commit interval.
+const INTERVAL: Duration = Duration::from_millis(10);
+/// The topic of the open section.
+const OPEN_TOPIC: &str = "orders";
+/// Messages the killed child sends before it says so.
+const CHILD_SENDS: u64 = 8;
+/// Opens per run of an open side (the run reports their median).
+const OPEN_SAMPLES: usize = 3;
+
+/// The raw redb rows' table.
+const ROWS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("rows");
+
+struct Ctx {
+    quick: bool,
+    rounds: usize,
+    /// How long one throughput run sends.
+    window: Duration,
+    /// Messages per D7 run.
+    samples: usize,
+    /// Retained messages of the small and the large store (open section).
+    open_sizes: (u64, u64),
+    dir: PathBuf,
+    files: AtomicUsize,
+}
+
+impl Ctx {
+    /// A fresh file name in the bench directory.
+    fn file(&self, label: &str) -> PathBuf {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        let label: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.dir.join(format!("{label}-{n}.db"))
+    }
+
+    /// The window of one run: a quarter for warm-up runs.
+    fn window(&self, warm: bool) -> Duration {
+        if warm { self.window / 4 } else { self.window }
+    }
+}
+
+/// Removes a run's file (and nothing else).
+fn remove(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// The filesystem type holding `dir` (Linux: the longest matching mount in /proc/mounts).
+fn fs_type(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            let point = point.replace("\\040", " ");
+            dir.starts_with(&point)
+                .then(|| (point.len(), kind.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// A 100-byte payload carrying `seq` in its first 8 bytes.
+fn payload(seq: u64) -> Vec<u8> {
+    let mut v = vec![0xA5; VALUE];
+    v[..8].copy_from_slice(&seq.to_le_bytes());
+    v
+}
+
+fn seq_of(payload: &[u8]) -> u64 {
+    u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures: what one run of a side reports
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Operations (messages, rows, fsyncs) per second.
+    Rate,
+    /// Seconds.
+    Time,
+}
+
+/// One measured figure of one run.
+struct Figure {
+    key: &'static str,
+    value: f64,
+    unit: Unit,
+}
+
+fn rate(key: &'static str, ops: u64, elapsed: Duration) -> Figure {
+    Figure {
+        key,
+        value: ops as f64 / elapsed.as_secs_f64(),
+        unit: Unit::Rate,
+    }
+}
+
+fn time(key: &'static str, value: Duration) -> Figure {
+    Figure {
+        key,
+        value: value.as_secs_f64(),
+        unit: Unit::Time,
+    }
+}
+
+fn format_value(value: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Rate if value >= 1e6 => format!("{:.2} M/s", value / 1e6),
+        Unit::Rate if value >= 1e4 => format!("{:.1} k/s", value / 1e3),
+        Unit::Rate => format!("{value:.0} /s"),
+        Unit::Time if value.abs() < 1e-3 => format!("{:.1} µs", value * 1e6),
+        Unit::Time if value.abs() < 1.0 => format!("{:.2} ms", value * 1e3),
+        Unit::Time => format!("{value:.2} s"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// F0, F1, F2: the floors
+
+/// F0: 4 KiB appends, each followed by `sync_data`.
+fn fsync_floor(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let path = ctx.file("f0");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .expect("create the F0 file");
+    let block = [0x5Au8; 4096];
+    let window = ctx.window(warm);
+    let mut n = 0u64;
+    let start = Instant::now();
+    loop {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("sync_data");
+        n += 1;
+        if start.elapsed() >= window {
+            break;
+        }
+    }
+    drop(file);
+    let elapsed = start.elapsed();
+    remove(&path);
+    vec![rate("F0", n, elapsed)]
+}
+
+/// F1 / F2: raw redb, `per_txn` rows of sequential keys per `Immediate` commit.
+fn raw_redb(
+    ctx: &Ctx,
+    warm: bool,
+    key: &'static str,
+    per_txn: usize,
+    quick_repair: bool,
+) -> Vec<Figure> {
+    let path = ctx.file(key);
+    let db = redb::Database::create(&path).expect("create the redb file");
+    let value = payload(0);
+    let commit = |next: &mut u64| {
+        let mut txn = db.begin_write().expect("begin_write");
+        txn.set_durability(redb::Durability::Immediate)
+            .expect("Immediate");
+        txn.set_quick_repair(quick_repair);
+        {
+            let mut table = txn.open_table(ROWS).expect("open_table");
+            for _ in 0..per_txn {
+                table.insert(*next, value.as_slice()).expect("insert");
+                *next += 1;
+            }
+        }
+        txn.commit().expect("commit");
+    };
+    let mut next = 0u64;
+    commit(&mut next); // untimed: creates the table
+    let first = next;
+    let window = ctx.window(warm);
+    let start = Instant::now();
+    loop {
+        commit(&mut next);
+        if start.elapsed() >= window {
+            break;
+        }
+    }
+    drop(db);
+    let elapsed = start.elapsed();
+    remove(&path);
+    vec![rate(key, next - first, elapsed)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// D1, D2, D3: embus throughput
+
+/// A fresh durable broker and its one-partition, unlimited-retention topic, with one message
+/// sent (untimed: the topic's declaration rides that commit).
+fn embus_topic(
+    ctx: &Ctx,
+    label: &str,
+    durability: Durability,
+) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
+    let path = ctx.file(label);
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(durability)
+        .open()
+        .expect("open the durable broker");
+    let options = TopicOptions::default()
+        .partitions(1)
+        .retention(Retention::unlimited());
+    let topic = bus
+        .topic_with::<Vec<u8>>("bench", options)
+        .expect("declare the topic");
+    topic.producer().send(payload(0)).expect("warm send");
+    (path, bus, topic)
+}
+
+/// D1: one producer, `send` one at a time.
+fn embus_single(ctx: &Ctx, warm: bool, key: &'static str, durability: Durability) -> Vec<Figure> {
+    let (path, bus, topic) = embus_topic(ctx, key, durability);
+    let producer = topic.producer();
+    let window = ctx.window(warm);
+    let mut n = 0u64;
+    let start = Instant::now();
+    loop {
+        if producer.send(payload(n)).is_err() {
+            panic!("send failed");
+        }
+        n += 1;
+        if start.elapsed() >= window {
+            break;
+        }
+    }
+    drop(producer);
+    bus.close().expect("close");
+    let elapsed = start.elapsed();
+    drop(topic);
+    remove(&path);
+    vec![rate(key, n, elapsed)]
+}
+
+/// D2: `THREADS` producers, each sending one at a time.
+fn embus_concurrent(
+    ctx: &Ctx,
+    warm: bool,
+    key: &'static str,
+    durability: Durability,
+) -> Vec<Figure> {
+    let (path, bus, topic) = embus_topic(ctx, key, durability);
+    let window = ctx.window(warm);
+    let barrier = Barrier::new(THREADS);
+    let results: Vec<(Instant, u64)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let producer = topic.producer();
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    loop {
+                        if producer.send(payload(n)).is_err() {
+                            panic!("send failed");
+                        }
+                        n += 1;
+                        if start.elapsed() >= window {
+                            break;
+                        }
+                    }
+                    (start, n)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("producer thread"))
+            .collect()
+    });
+    bus.close().expect("close");
+    let start = results.iter().map(|r| r.0).min().expect("a thread");
+    let elapsed = start.elapsed();
+    drop(topic);
+    remove(&path);
+    let n = results.iter().map(|r| r.1).sum();
+    vec![rate(key, n, elapsed)]
+}
+
+/// D3: one producer, `send_batch` of `BATCH`.
+fn embus_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let (path, bus, topic) = embus_topic(ctx, "D3", Durability::Immediate);
+    let producer = topic.producer();
+    let window = ctx.window(warm);
+    let mut n = 0u64;
+    let start = Instant::now();
+    loop {
+        let batch: Vec<Vec<u8>> = (n..n + BATCH as u64).map(payload).collect();
+        if producer.send_batch(batch).is_err() {
+            panic!("send_batch failed");
+        }
+        n += BATCH as u64;
+        if start.elapsed() >= window {
+            break;
+        }
+    }
+    drop(producer);
+    bus.close().expect("close");
+    let elapsed = start.elapsed();
+    drop(topic);
+    remove(&path);
+    vec![rate("D3", n, elapsed)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// D7: live-consumer latency
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// One producer sends `samples` messages, paced by the subscriber's reports; returns the
+/// end-to-end latencies (send start → `recv` returns) and the `send` calls' durations.
+fn ping(bus: &Broker, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let options = TopicOptions::default()
+        .partitions(1)
+        .retention(Retention::messages(4096));
+    let topic = bus
+        .topic_with::<Vec<u8>>("latency", options)
+        .expect("declare the topic");
+    let producer = topic.producer();
+    let mut sub = topic.subscribe(Start::Latest).expect("subscribe");
+    const WARM: usize = 5;
+    let total = samples + WARM;
+    let (report, reports) = crossbeam_channel::bounded::<()>(1);
+    let pause = Duration::from_micros(200);
+    let (starts, mut sends, received) = std::thread::scope(|s| {
+        let consumer = s.spawn(move || {
+            let mut received = Vec::with_capacity(total);
+            for i in 0..total {
+                let m = sub.recv().expect("recv");
+                let at = Instant::now();
+                assert_eq!(seq_of(m.payload()), i as u64, "messages out of order");
+                received.push(at);
+                report.send(()).expect("producer alive");
+            }
+            received
+        });
+        let mut starts = Vec::with_capacity(total);
+        let mut sends = Vec::with_capacity(total);
+        for i in 0..total {
+            let msg = payload(i as u64);
+            let start = Instant::now();
+            if producer.send(msg).is_err() {
+                panic!("send failed");
+            }
+            sends.push(start.elapsed());
+            starts.push(start);
+            reports.recv().expect("consumer alive");
+            std::thread::sleep(pause);
+        }
+        (starts, sends, consumer.join().expect("consumer thread"))
+    });
+    let e2e = received
+        .iter()
+        .zip(&starts)
+        .skip(WARM)
+        .map(|(r, s)| r.saturating_duration_since(*s))
+        .collect();
+    (e2e, sends.split_off(WARM))
+}
+
+fn latency_durable(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let path = ctx.file("d7");
+    let bus = Broker::open(&path).expect("open the durable broker");
+    let samples = if warm { 20 } else { ctx.samples };
+    let (mut e2e, mut sends) = ping(&bus, samples);
+    bus.close().expect("close");
+    remove(&path);
+    e2e.sort();
+    sends.sort();
+    let (e2e50, send50) = (percentile(&e2e, 0.5), percentile(&sends, 0.5));
+    let diff = e2e50.as_secs_f64() - send50.as_secs_f64();
+    vec![
+        time("D7 e2e p50", e2e50),
+        time("D7 e2e p99", percentile(&e2e, 0.99)),
+        time("D7 send p50", send50),
+        Figure {
+            key: "D7 e2e−send p50",
+            value: diff,
+            unit: Unit::Time,
+        },
+    ]
+}
+
+fn latency_memory(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let bus = Broker::memory();
+    let samples = if warm { 20 } else { ctx.samples };
+    let (mut e2e, _) = ping(&bus, samples);
+    bus.close().expect("close");
+    e2e.sort();
+    vec![
+        time("D7 mem e2e p50", percentile(&e2e, 0.5)),
+        time("D7 mem e2e p99", percentile(&e2e, 0.99)),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open time
+
+/// A built store of the open section.
+struct Store {
+    path: PathBuf,
+    /// The end offset it should reopen with.
+    end: std::sync::Mutex<u64>,
+}
+
+/// Builds a store of `n` retained messages with `send_batch`, and closes it cleanly.
+fn build_store(ctx: &Ctx, n: u64) -> Store {
+    let path = ctx.file(&format!("open-{n}"));
+    let started = Instant::now();
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(Durability::Interval(INTERVAL))
+        .open()
+        .expect("open the store to build");
+    let options = TopicOptions::default()
+        .partitions(1)
+        .retention(Retention::messages(2_000_000));
+    let topic = bus
+        .topic_with::<Vec<u8>>(OPEN_TOPIC, options)
+        .expect("declare the topic");
+    let producer = topic.producer();
+    let mut sent = 0u64;
+    while sent < n {
+        let k = (n - sent).min(BATCH as u64);
+        let batch: Vec<Vec<u8>> = (sent..sent + k).map(payload).collect();
+        if producer.send_batch(batch).is_err() {
+            panic!("send_batch failed");
+        }
+        sent += k;
+    }
+    drop(producer);
+    drop(topic);
+    bus.close().expect("close");
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    eprintln!(
+        "  built {} ({n} messages, {:.1} MiB) in {:.1} s",
+        path.display(),
+        size as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    Store {
+        path,
+        end: std::sync::Mutex::new(n),
+    }
+}
+
+/// Times open + `topic` + the first `recv` from `Earliest`, checks what it found, and closes
+/// (untimed).
+fn timed_open(store: &Store) -> Duration {
+    let start = Instant::now();
+    let bus = Broker::open(&store.path).expect("reopen the store");
+    let topic = bus.topic::<Vec<u8>>(OPEN_TOPIC).expect("the stored topic");
+    let mut sub = topic.subscribe(Start::Earliest).expect("subscribe");
+    let first = sub.recv().expect("the first message");
+    let elapsed = start.elapsed();
+    assert_eq!(
+        (first.offset(), seq_of(first.payload())),
+        (0, 0),
+        "the first message"
+    );
+    let end = topic.offsets(0).expect("partition 0").end;
+    let expected = *store.end.lock().expect("end");
+    assert_eq!(
+        end,
+        expected,
+        "{}: end offset after reopen (acknowledged sends lost?)",
+        store.path.display()
+    );
+    drop((first, sub, topic));
+    bus.close().expect("close");
+    elapsed
+}
+
+/// Lets a child process open `store`, send a few messages and get SIGKILLed; returns once it
+/// is dead.
+fn kill_child(store: &Store) {
+    let exe = std::env::current_exe().expect("the bench binary");
+    let mut child = Command::new(exe)
+        .env("EMBUS_BENCH_CHILD", &store.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("child stdout"))
+        .read_line(&mut line)
+        .expect("read the child's line");
+    let end: u64 = line
+        .strip_prefix("sent ")
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the child said {line:?}"));
+    child.kill().expect("SIGKILL the child");
+    let status = child.wait().expect("reap the child");
+    assert!(!status.success(), "the child was killed: {status}");
+    *store.end.lock().expect("end") = end;
+}
+
+/// The child: opens the store, sends `CHILD_SENDS` messages (`Immediate`), says `sent <end>`
+/// and waits to be killed.
+fn child(path: &Path) -> ! {
+    let bus = Broker::open(path).expect("child: open");
+    let topic = bus.topic::<Vec<u8>>(OPEN_TOPIC).expect("child: topic");
+    let producer = topic.producer();
+    let mut end = 0;
+    for _ in 0..CHILD_SENDS {
+        let next = topic.offsets(0).expect("partition 0").end;
+        match producer.send(payload(next)) {
+            Ok(receipt) => end = receipt.offset + 1,
+            Err(_) => panic!("child: send failed"),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "sent {end}").expect("child: stdout");
+    out.flush().expect("child: flush");
+    drop(out);
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections, rounds and the report
+
+type Run = Box<dyn Fn(&Ctx, bool) -> Vec<Figure>>;
+type Setup = Box<dyn FnOnce(&Ctx) -> Vec<Side>>;
+
+struct Side {
+    label: &'static str,
+    what: &'static str,
+    run: Run,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// A per-round ratio of two figures; `None` target: for reference.
+struct Ratio {
+    name: &'static str,
+    num: &'static str,
+    den: &'static str,
+    target: Option<Target>,
+}
+
+struct Section {
+    name: &'static str,
+    sides: Vec<Side>,
+    ratios: Vec<Ratio>,
+    /// Untimed setup before the rounds (the open section builds its stores).
+    setup: Option<Setup>,
+}
+
+fn side(
+    label: &'static str,
+    what: &'static str,
+    run: impl Fn(&Ctx, bool) -> Vec<Figure> + 'static,
+) -> Side {
+    Side {
+        label,
+        what,
+        run: Box::new(run),
+    }
+}
+
+fn ratio(
+    name: &'static str,
+    num: &'static str,
+    den: &'static str,
+    target: Option<Target>,
+) -> Ratio {
+    Ratio {
+        name,
+        num,
+        den,
+        target,
+    }
+}
+
+fn sections() -> Vec<Section> {
+    use Target::{AtLeast, AtMost};
+    let relaxed = Durability::Interval(INTERVAL);
+    vec![
+        Section {
+            name: "commit",
+            sides: vec![
+                side("F0", "fsync floor: 4 KiB write + sync_data", fsync_floor),
+                side(
+                    "F1",
+                    "redb 1 row/txn, Immediate, no quick repair",
+                    |c, w| raw_redb(c, w, "F1", 1, false),
+                ),
+                side(
+                    "F1 qr",
+                    "redb 1 row/txn, Immediate, quick repair",
+                    |c, w| raw_redb(c, w, "F1 qr", 1, true),
+                ),
+                side("D1", "embus send, 1 producer, Immediate", |c, w| {
+                    embus_single(c, w, "D1", Durability::Immediate)
+                }),
+                side("D2", "embus send, 16 producers, Immediate", |c, w| {
+                    embus_concurrent(c, w, "D2", Durability::Immediate)
+                }),
+                side(
+                    "D2 10ms",
+                    "embus send, 16 producers, Interval(10ms)",
+                    move |c, w| embus_concurrent(c, w, "D2 10ms", relaxed),
+                ),
+                side(
+                    "D1 10ms",
+                    "embus send, 1 producer, Interval(10ms)",
+                    move |c, w| embus_single(c, w, "D1 10ms", relaxed),
+                ),
+            ],
+            ratios: vec![
+                ratio("D1 / F1 qr", "D1", "F1 qr", Some(AtLeast(0.8))),
+                ratio("D2 / D1", "D2", "D1", Some(AtLeast(10.0))),
+                ratio("D1 10ms / D1", "D1 10ms", "D1", None),
+                ratio("D2 10ms / D1", "D2 10ms", "D1", None),
+                ratio("D1 / F1 (no qr)", "D1", "F1", None),
+                ratio("F1 qr / F1 (no qr)", "F1 qr", "F1", None),
+                ratio("F1 qr / F0", "F1 qr", "F0", None),
+            ],
+            setup: None,
+        },
+        Section {
+            name: "batch",
+            sides: vec![
+                side(
+                    "F2",
+                    "redb 1000 rows/txn, Immediate, quick repair",
+                    |c, w| raw_redb(c, w, "F2", BATCH, true),
+                ),
+                side("D3", "embus send_batch(1000), Immediate", embus_batch),
+            ],
+            ratios: vec![ratio("D3 / F2", "D3", "F2", Some(AtLeast(0.8)))],
+            setup: None,
+        },
+        Section {
+            name: "latency",
+            sides: vec![
+                side("D7", "durable (Immediate): send → recv", latency_durable),
+                side("D7 memory", "Broker::memory(): send → recv", latency_memory),
+            ],
+            ratios: vec![
+                ratio(
+                    "D7 (e2e−send p50) / mem e2e p50",
+                    "D7 e2e−send p50",
+                    "D7 mem e2e p50",
+                    Some(AtMost(2.0)),
+                ),
+                ratio("D7 e2e p50 / send p50", "D7 e2e p50", "D7 send p50", None),
+            ],
+            setup: None,
+        },
+        Section {
+            name: "open",
+            sides: Vec::new(),
+            ratios: vec![
+                ratio(
+                    "open large / small, clean",
+                    "open large clean",
+                    "open small clean",
+                    Some(AtMost(2.0)),
+                ),
+                ratio(
+                    "open large / small, kill -9",
+                    "open large kill",
+                    "open small kill",
+                    Some(AtMost(2.0)),
+                ),
+            ],
+            setup: Some(Box::new(open_sides)),
+        },
+    ]
+}
+
+/// Builds the open section's stores and returns its sides.
+fn open_sides(ctx: &Ctx) -> Vec<Side> {
+    let (small, large) = ctx.open_sizes;
+    let small = Arc::new(build_store(ctx, small));
+    let large = Arc::new(build_store(ctx, large));
+    // One open is a few milliseconds, mostly fsyncs: each run reports the median of
+    // `OPEN_SAMPLES` opens.
+    let clean = |key: &'static str, store: &Arc<Store>| {
+        let store = Arc::clone(store);
+        move |_: &Ctx, _: bool| {
+            let opens = (0..OPEN_SAMPLES).map(|_| timed_open(&store));
+            vec![time(key, median_duration(opens.collect()))]
+        }
+    };
+    let killed = |key: &'static str, store: &Arc<Store>| {
+        let store = Arc::clone(store);
+        move |_: &Ctx, _: bool| {
+            let opens = (0..OPEN_SAMPLES).map(|_| {
+                kill_child(&store);
+                timed_open(&store)
+            });
+            vec![time(key, median_duration(opens.collect()))]
+        }
+    };
+    vec![
+        side(
+            "open small clean",
+            "open + topic + first recv, clean close",
+            clean("open small clean", &small),
+        ),
+        side(
+            "open large clean",
+            "open + topic + first recv, clean close",
+            clean("open large clean", &large),
+        ),
+        side(
+            "open small kill",
+            "open + topic + first recv, after kill -9",
+            killed("open small kill", &small),
+        ),
+        side(
+            "open large kill",
+            "open + topic + first recv, after kill -9",
+            killed("open large kill", &large),
+        ),
+    ]
+}
+
+fn median_duration(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Every run of every side, by round.
+struct Results {
+    /// (key, unit, index of the side, per-round values), in first-seen order.
+    figures: Vec<(&'static str, Unit, usize, Vec<f64>)>,
+}
+
+impl Results {
+    fn add(&mut self, side: usize, figures: Vec<Figure>) {
+        for f in figures {
+            match self.figures.iter_mut().find(|(k, ..)| *k == f.key) {
+                Some((.., values)) => values.push(f.value),
+                None => self.figures.push((f.key, f.unit, side, vec![f.value])),
+            }
+        }
+    }
+
+    fn values(&self, key: &str) -> &[f64] {
+        self.figures
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .map_or(&[], |(.., v)| v.as_slice())
+    }
+}
+
+/// The order of `k` sides in round `round`: rotated, and reversed every other round.
+fn order(round: usize, k: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..k).map(|i| (i + round) % k).collect();
+    if round % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+fn measure(ctx: &Ctx, sides: &[Side]) -> Results {
+    // Warm-up: page in code, grow allocator arenas, spin up the CPU and the disk.
+    for s in sides {
+        let _ = (s.run)(ctx, true);
+    }
+    let mut results = Results {
+        figures: Vec::new(),
+    };
+    for round in 0..ctx.rounds {
+        let mut line = format!("  round {round}:");
+        for i in order(round, sides.len()) {
+            let figures = (sides[i].run)(ctx, false);
+            for f in &figures {
+                line.push_str(&format!(" {} {}", f.key, format_value(f.value, f.unit)));
+            }
+            results.add(i, figures);
+        }
+        eprintln!("{line}");
+    }
+    results
+}
+
+struct RatioOutcome {
+    median: f64,
+    min: f64,
+    max: f64,
+    verdict: &'static str,
+}
+
+fn judge(r: &Ratio, results: &Results) -> Option<RatioOutcome> {
+    let (num, den) = (results.values(r.num), results.values(r.den));
+    if num.is_empty() || num.len() != den.len() {
+        return None;
+    }
+    let ratios: Vec<f64> = num.iter().zip(den).map(|(n, d)| n / d).collect();
+    let med = median(ratios.clone());
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let verdict = match r.target {
+        None => "(ref)",
+        Some(t) => {
+            let (meets, best) = match t {
+                Target::AtLeast(x) => (med >= x, max >= x),
+                Target::AtMost(x) => (med <= x, min <= x),
+            };
+            match (meets, best) {
+                (true, _) => "PASS",
+                (false, true) => "MISS (best round passes: noisy)",
+                (false, false) => "MISS",
+            }
+        }
+    };
+    Some(RatioOutcome {
+        median: med,
+        min,
+        max,
+        verdict,
+    })
+}
+
+/// One Markdown table row; positive widths left-align, negative right-align.
+fn print_row(widths: &[i32], cells: &[&str]) {
+    let mut line = String::from("|");
+    for (cell, width) in cells.iter().zip(widths) {
+        let w = width.unsigned_abs() as usize;
+        if *width > 0 {
+            line.push_str(&format!(" {cell:<w$} |"));
+        } else {
+            line.push_str(&format!(" {cell:>w$} |"));
+        }
+    }
+    println!("{line}");
+}
+
+fn print_rule(widths: &[i32]) {
+    let rule: Vec<String> = widths
+        .iter()
+        .map(|w| "-".repeat(w.unsigned_abs() as usize))
+        .collect();
+    let cells: Vec<&str> = rule.iter().map(String::as_str).collect();
+    print_row(widths, &cells);
+}
+
+/// The 1-minute load average (Linux), to show how busy the shared machine was.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
+/// Runs matching sides alone (`EMBUS_BENCH_ONLY`), for profiling; no ratios.
+fn profile(ctx: &Ctx, sides: &[Side], only: &str) {
+    for s in sides.iter().filter(|s| s.label.contains(only)) {
+        for round in 0..ctx.rounds {
+            let figures = (s.run)(ctx, false);
+            let shown: Vec<String> = figures
+                .iter()
+                .map(|f| format!("{} {}", f.key, format_value(f.value, f.unit)))
+                .collect();
+            println!("{:<18} round {round}: {}", s.label, shown.join(", "));
+        }
+    }
+}
+
+fn main() {
+    if let Some(path) = std::env::var_os("EMBUS_BENCH_CHILD") {
+        child(Path::new(&path));
+    }
+    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
+    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 3 } else { 7 });
+    // `cargo bench` passes `--bench`; any other argument filters sections by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-durable"),
+        PathBuf::from,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let fs = fs_type(&dir).unwrap_or_else(|| "unknown".to_owned());
+    assert!(
+        !matches!(fs.as_str(), "tmpfs" | "ramfs"),
+        "{} is on {fs}: fsync costs nothing there; set EMBUS_BENCH_DIR to a real disk",
+        dir.display()
+    );
+    let ctx = Ctx {
+        quick,
+        rounds,
+        window: if quick {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        },
+        samples: if quick { 100 } else { 400 },
+        open_sizes: if quick {
+            (10_000, 200_000)
+        } else {
+            (10_000, 1_000_000)
+        },
+        dir,
+        files: AtomicUsize::new(0),
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "embus durable mode vs floors: {} mode, {rounds} rounds, {cpus} CPUs, files in {} ({fs}), load {}",
+        if ctx.quick { "QUICK" } else { "full" },
+        ctx.dir.display(),
+        load()
+    );
+    println!(
+        "throughput runs send for {:?} each; figures are medians of rounds [min–max]; ratios are per round\n",
+        ctx.window
+    );
+    let only = std::env::var("EMBUS_BENCH_ONLY").ok();
+    let started = Instant::now();
+    let mut done = Vec::new();
+    for section in sections() {
+        if !filters.is_empty() && !filters.iter().any(|f| section.name.contains(f.as_str())) {
+            continue;
+        }
+        let Section {
+            name,
+            mut sides,
+            ratios,
+            setup,
+        } = section;
+        // The open section's stores take a while to build: only for `EMBUS_BENCH_ONLY=open…`.
+        if only.as_ref().is_some_and(|o| !o.starts_with("open")) && setup.is_some() {
+            continue;
+        }
+        eprintln!("{name}:");
+        if let Some(setup) = setup {
+            sides.extend(setup(&ctx));
+        }
+        if let Some(only) = &only {
+            profile(&ctx, &sides, only);
+            continue;
+        }
+        let results = measure(&ctx, &sides);
+        done.push((name, sides, ratios, results));
+    }
+    if only.is_some() {
+        let _ = std::fs::remove_dir_all(&ctx.dir);
+        return;
+    }
+
+    println!();
+    const FIGURE_WIDTHS: [i32; 5] = [8, 20, 46, -12, 25];
+    print_row(
+        &FIGURE_WIDTHS,
+        &["section", "figure", "side", "median", "[min–max]"],
+    );
+    print_rule(&FIGURE_WIDTHS);
+    for (name, sides, _, results) in &done {
+        for (key, unit, side, values) in &results.figures {
+            let what = sides[*side].what;
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            print_row(
+                &FIGURE_WIDTHS,
+                &[
+                    name,
+                    key,
+                    what,
+                    &format_value(median(values.clone()), *unit),
+                    &format!(
+                        "[{} – {}]",
+                        format_value(min, *unit),
+                        format_value(max, *unit)
+                    ),
+                ],
+            );
+        }
+    }
+    println!();
+    const RATIO_WIDTHS: [i32; 4] = [34, 26, 7, 31];
+    print_row(
+        &RATIO_WIDTHS,
+        &["ratio", "median [min–max]", "target", "verdict"],
+    );
+    print_rule(&RATIO_WIDTHS);
+    for (_, _, ratios, results) in &done {
+        for r in ratios {
+            let Some(o) = judge(r, results) else { continue };
+            let target = match r.target {
+                Some(Target::AtLeast(x)) => format!("≥{x}"),
+                Some(Target::AtMost(x)) => format!("≤{x}"),
+                None => String::new(),
+            };
+            print_row(
+                &RATIO_WIDTHS,
+                &[
+                    r.name,
+                    &format!("{:.3} [{:.3}–{:.3}]", o.median, o.min, o.max),
+                    &target,
+                    o.verdict,
+                ],
+            );
+        }
+    }
+    println!(
+        "(load average at the end: {}; wall time {:.0} s)",
+        load(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&ctx.dir);
+}
