@@ -70,9 +70,11 @@ pub enum Error {
         /// The version this build reads and writes.
         expected: u64,
     },
-    /// A commit failed earlier, so the store refuses writes until the broker is reopened (a
-    /// failed fsync is never retried: the pages it covered may be lost). Messages whose send
-    /// returned this were not stored.
+    /// A commit failed, so the store refuses writes until the broker is reopened (a failed
+    /// fsync is never retried: the pages it covered may be lost). A send that returned this
+    /// handed its message back and it was not delivered; but if the failure struck the very
+    /// commit it was in, after its bytes reached the disk (a failed final fsync), a reopen may
+    /// find it stored: like a timed-out send to Kafka, treat it as "maybe sent".
     #[error("store {path:?} refuses writes after a failed commit: {cause}")]
     Poisoned {
         /// The store's file.

@@ -285,3 +285,19 @@ fn a_send_async_dropped_while_its_commit_is_pending_is_still_delivered() {
     m.ack().unwrap();
     bus.close().unwrap();
 }
+
+#[test]
+fn a_new_store_appears_only_once_created_and_a_crashed_creation_is_ignored() {
+    let dir = dir("creating");
+    let path = dir.join("bus.embus");
+    // What a crash in the middle of creating leaves behind: a partial file under the
+    // temporary name, never at `path`.
+    std::fs::write(dir.join("bus.embus.creating"), b"half a header").unwrap();
+    let bus = Broker::open(&path).unwrap();
+    assert!(path.exists());
+    assert!(!dir.join("bus.embus.creating").exists());
+    bus.queue::<u8>("q").unwrap().producer().send(1).unwrap();
+    bus.close().unwrap();
+    let bus = Broker::open(&path).unwrap();
+    assert_eq!(bus.queue::<u8>("q").unwrap().len(), 1);
+}

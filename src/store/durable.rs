@@ -230,39 +230,23 @@ fn storage(path: &Path, e: impl Into<redb::Error>) -> Error {
 impl DurableStore {
     /// Opens (or creates) the store at `path`, checks its format version and starts the writer.
     pub(crate) fn open(path: &Path, options: Options) -> Result<Self, Error> {
-        let existed = path.exists();
         let mut builder = Database::builder();
         if let Some(bytes) = options.cache_bytes {
             builder.set_cache_size(bytes);
         }
-        // redb's debug builds assert on some corrupt files; a garbage file is an error here.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match options.backend {
-                Some(open) => open(&builder),
-                None => builder.create(path),
-            }));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
-                if e.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                return Err(Error::Corrupt {
-                    path: path.to_owned(),
-                    detail: format!("not a redb file: {e}"),
-                });
+        let db = match options.backend {
+            Some(open) => {
+                let db = guarded(path, || open(&builder))?;
+                check_format(path, &db)?;
+                db
             }
-            Ok(Err(e)) => return Err(storage(path, e)),
-            Err(_) => {
-                return Err(Error::Corrupt {
-                    path: path.to_owned(),
-                    detail: "redb failed while opening the file".to_owned(),
-                });
+            None if path.exists() => {
+                let db = guarded(path, || builder.create(path))?;
+                check_format(path, &db)?;
+                db
             }
+            None => create(path, &builder)?,
         };
-        if !existed {
-            sync_parent(path);
-        }
-        check_format(path, &db)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
@@ -346,9 +330,67 @@ impl DurableStore {
         f: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, Error> {
         let db = self.inner.db.lock().clone().ok_or(Error::Closed)?;
-        let txn = db.begin_read().map_err(|e| storage(&self.inner.path, e))?;
-        f(&txn).map_err(|e| storage(&self.inner.path, e))
+        // redb's debug builds assert on some damaged pages: an error here, not a panic in a
+        // consumer's `recv`.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let txn = db.begin_read()?;
+            f(&txn)
+        }));
+        match read {
+            Ok(result) => result.map_err(|e| storage(&self.inner.path, e)),
+            Err(_) => Err(Error::Corrupt {
+                path: self.inner.path.clone(),
+                detail: "redb failed while reading a damaged page".to_owned(),
+            }),
+        }
     }
+}
+
+/// Opens a database, turning redb's failures (and its debug-build panics on some damaged
+/// files) into errors naming the path.
+fn guarded(
+    path: &Path,
+    open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
+) -> Result<Database, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: format!("not a redb file: {e}"),
+            })
+        }
+        Ok(Err(e)) => Err(storage(path, e)),
+        Err(_) => Err(Error::Corrupt {
+            path: path.to_owned(),
+            detail: "redb failed while opening the file".to_owned(),
+        }),
+    }
+}
+
+/// Creates a new store under a temporary name and renames it into place once its format
+/// version is committed, so a failure or crash while creating never leaves a half-written
+/// file at `path` that would not open again.
+fn create(path: &Path, builder: &redb::Builder) -> Result<Database, Error> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".creating");
+    let temporary = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temporary); // left by a crash while creating
+    let created = guarded(path, || builder.create(&temporary)).and_then(|db| {
+        check_format(path, &db)?;
+        std::fs::rename(&temporary, path).map_err(|e| Error::Storage {
+            path: path.to_owned(),
+            message: format!("cannot move the new store into place: {e}"),
+        })?;
+        sync_parent(path);
+        Ok(db)
+    });
+    if created.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    created
 }
 
 /// Fsyncs the directory holding a new file, so the file's name survives a power loss.
@@ -522,23 +564,42 @@ impl Store for DurableStore {
     }
 
     fn restore(&self, table: &str) -> Result<Restored, Error> {
-        self.read(|txn| {
+        let (end, bytes, first, last) = self.read(|txn| {
             let (end, bytes) = match txn.open_table(ENDS) {
                 Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
                 Err(e) => return Err(e.into()),
             };
-            let (base, end) = match txn.open_table(records(table)) {
-                Ok(t) => {
-                    let last = t.last()?.map_or(0, |(k, _)| k.value() + 1);
-                    let end = end.max(last);
-                    (t.first()?.map_or(end, |(k, _)| k.value()), end)
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => (end, end),
+            let (first, last) = match txn.open_table(records(table)) {
+                Ok(t) => (
+                    t.first()?.map(|(k, _)| k.value()),
+                    t.last()?.map(|(k, _)| k.value()),
+                ),
+                Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
                 Err(e) => return Err(e.into()),
             };
-            Ok(Restored { base, end, bytes })
-        })
+            Ok((end, bytes, first, last))
+        })?;
+        // Every commit that adds a row records the table's end with it: a key at or past the
+        // recorded end, or keys out of order, mean damage, not data.
+        match (first, last) {
+            (Some(first), Some(last)) if first <= last && last < end => Ok(Restored {
+                base: first,
+                end,
+                bytes,
+            }),
+            (None, None) => Ok(Restored {
+                base: end,
+                end,
+                bytes,
+            }),
+            _ => Err(Error::Corrupt {
+                path: self.inner.path.clone(),
+                detail: format!(
+                    "table `{table}`: keys {first:?}..={last:?} do not fit its recorded end {end}"
+                ),
+            }),
+        }
     }
 
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
@@ -638,6 +699,8 @@ struct Touched {
 
 impl Writer {
     fn run(mut self) {
+        let inner = Arc::clone(&self.inner);
+        let _fuse = Fuse(&inner);
         let mut last_commit = Instant::now();
         // The last commit's request count and duration, for the linger below.
         let (mut last_len, mut last_took) = (0, Duration::ZERO);
@@ -675,13 +738,16 @@ impl Writer {
                 continue; // poisoned: nothing more is written
             }
             let started = Instant::now();
-            let result = self.commit(batch);
+            // redb asserts on some damaged pages: a panic fails this commit like an error.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch)));
             last_commit = Instant::now();
             last_took = last_commit - started;
             let mut done = self.inner.done.lock();
             match result {
-                Ok(()) => done.committed = last_seq,
-                Err(e) => done.failed = Some((first_seq, e.to_string())),
+                Ok(Ok(())) => done.committed = last_seq,
+                Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
+                Err(_) => done.failed = Some((first_seq, "redb panicked in a commit".to_owned())),
             }
             let failed = done.failed.is_some();
             let (woken, waiting) = std::mem::take(&mut done.wakers)
@@ -691,7 +757,7 @@ impl Writer {
             drop(done);
             self.inner.changed.notify_all();
             for (_, waker) in woken {
-                waker.wake();
+                wake_guarded(|| waker.wake());
             }
         }
     }
@@ -702,10 +768,11 @@ impl Writer {
         txn.set_quick_repair(true);
         let mut touched: Vec<Touched> = Vec::new();
         let mut ends = std::mem::take(&mut self.ends);
-        let written = write_batch(&txn, batch, &mut touched, &mut ends);
+        let mut dirty = Vec::new();
+        let written = write_batch(&txn, batch, &mut touched, &mut ends, &mut dirty);
         let trimmed = &self.trim_next;
         let result = written.and_then(|()| {
-            let mut saved: Vec<&str> = Vec::new();
+            let mut saved: Vec<&str> = dirty.iter().map(String::as_str).collect();
             let sinks = touched.iter().map(|t| &t.sink).chain(trimmed);
             for sink in sinks {
                 if let Some(floor) = sink.floor() {
@@ -724,7 +791,8 @@ impl Writer {
                 self.ends = ends;
                 self.trim_next.clear();
                 for t in touched {
-                    t.sink.publish(t.upto);
+                    // The records are stored whatever a consumer's waker does when woken.
+                    wake_guarded(|| t.sink.publish(t.upto));
                     if t.sink.floor().is_some() {
                         self.trim_next.push(t.sink);
                     }
@@ -736,6 +804,34 @@ impl Writer {
     }
 }
 
+/// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
+/// writer thread, on which every durable send depends.
+fn wake_guarded(wake: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake));
+}
+
+/// Fails every waiting and later send if the writer thread ever ends by a panic (it should
+/// not: commits and wakers are guarded), instead of leaving them waiting forever.
+struct Fuse<'a>(&'a Inner);
+
+impl Drop for Fuse<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut done = self.0.done.lock();
+        if done.failed.is_none() {
+            done.failed = Some((done.committed + 1, "the writer thread panicked".to_owned()));
+        }
+        let wakers = std::mem::take(&mut done.wakers);
+        drop(done);
+        self.0.changed.notify_all();
+        for (_, waker) in wakers {
+            wake_guarded(|| waker.wake());
+        }
+    }
+}
+
 /// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
 /// apply in order (an ack or a move only ever follows the commit of what it refers to).
 fn write_batch(
@@ -743,6 +839,7 @@ fn write_batch(
     batch: Vec<(u64, Request)>,
     touched: &mut Vec<Touched>,
     ends: &mut HashMap<String, (u64, u64)>,
+    dirty: &mut Vec<String>,
 ) -> Result<(), redb::Error> {
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     for (_, request) in batch {
@@ -796,11 +893,14 @@ fn write_batch(
                 let counts = counts(&queue);
                 txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
                     .remove(id)?;
-                // A queue's ids only need to stay unique among its stored rows, so the
-                // dead-letter queue's end is not recorded here (see `restore`).
                 if let Some(value) = moved {
                     txn.open_table(records(&to))?
                         .insert(to_id, value.as_slice())?;
+                    let end = end_of(txn, ends, &to)?;
+                    end.0 = end.0.max(to_id + 1);
+                    if !dirty.contains(&to) {
+                        dirty.push(to);
+                    }
                 }
             }
             Request::Position {

@@ -39,8 +39,9 @@ impl<T> Segment<T> {
     fn cold(start: u64, rows: Vec<(u64, Stored<T>)>) -> Self {
         let segment = Self::new(start);
         for (offset, stored) in rows {
-            if let Some(slot) = usize::try_from(offset - start)
-                .ok()
+            if let Some(slot) = offset
+                .checked_sub(start)
+                .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| segment.slots.get(i))
             {
                 let _ = slot.set(stored);
