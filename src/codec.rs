@@ -41,7 +41,11 @@ pub trait Codec: Send + Sync + 'static {
 #[error("{0}")]
 pub struct CodecError(pub String);
 
-/// bincode 2 with its standard configuration (varint integers), through serde.
+/// The most a decoded value may claim to allocate: 1 GiB.
+const DECODE_LIMIT: usize = 1 << 30;
+
+/// bincode 2 with its standard configuration (varint integers), through serde. Decoding
+/// refuses values claiming more than 1 GiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
@@ -53,7 +57,10 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        // A limit makes bincode refuse a damaged length prefix before allocating for it (an
+        // allocation failure aborts the process).
+        let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+        let (value, used) = bincode::serde::decode_from_slice(bytes, config)
             .map_err(|e| CodecError(e.to_string()))?;
         if used == bytes.len() {
             Ok(value)
@@ -110,5 +117,14 @@ mod tests {
             "a byte left over"
         );
         assert!(Bincode::decode::<String>(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_abort() {
+        // varint 0xfd = u64 follows: a string claiming 2^60 bytes.
+        let mut bytes = vec![0xfd];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(Bincode::decode::<String>(&bytes).is_err());
+        assert!(Bincode::decode::<Vec<u64>>(&bytes).is_err());
     }
 }

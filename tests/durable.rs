@@ -301,3 +301,139 @@ fn a_new_store_appears_only_once_created_and_a_crashed_creation_is_ignored() {
     let bus = Broker::open(&path).unwrap();
     assert_eq!(bus.queue::<u8>("q").unwrap().len(), 1);
 }
+
+#[test]
+fn a_new_group_position_is_stored_before_it_moves() {
+    let path = dir("group-latest").join("bus.embus");
+    let options = TopicOptions::default().partitions(2);
+    {
+        let bus = Broker::open(&path).unwrap();
+        let t = bus.topic_with::<u32>("t", options).unwrap();
+        t.producer().send_batch((0..10).collect()).unwrap(); // history
+        let g = t.join_group_with("g", Start::Latest).unwrap();
+        t.producer().send_batch((10..16).collect()).unwrap();
+        drop(g); // left before reading anything
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let t = bus.topic_with::<u32>("t", options).unwrap();
+    let mut g = t.join_group_with("g", Start::Latest).unwrap();
+    let mut got: Vec<u32> = (0..6)
+        .map(|_| {
+            let m = g.recv_timeout(common::WAIT).unwrap();
+            let payload = *m.payload();
+            m.ack().unwrap();
+            payload
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (10..16).collect::<Vec<_>>(),
+        "the sends after joining, not history"
+    );
+    assert!(g.try_recv().is_err());
+}
+
+#[test]
+fn wait_idle_waits_for_sends_not_yet_stored() {
+    let path = dir("idle-staged").join("bus.embus");
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(embus::Durability::Interval(Duration::from_secs(3600)))
+        .open()
+        .unwrap();
+    let q = bus.queue::<u32>("q").unwrap();
+    q.producer().send(1).unwrap(); // acknowledged, committed within the hour
+    assert!(matches!(
+        bus.wait_idle(Duration::ZERO),
+        Err(Error::NotIdle { .. })
+    ));
+    bus.close().unwrap();
+    let bus = Broker::open(&path).unwrap();
+    assert_eq!(
+        bus.queue::<u32>("q").unwrap().len(),
+        1,
+        "close committed it"
+    );
+}
+
+#[test]
+fn a_damaged_queue_message_is_reported_and_the_rest_delivered() {
+    use embus::redb::{ReadableTable, TableDefinition};
+    let path = dir("queue-damage").join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let q = bus.queue::<String>("q").unwrap();
+        for i in 0..5 {
+            q.producer().send(format!("job-{i}")).unwrap();
+        }
+        bus.close().unwrap();
+    }
+    {
+        let db = embus::redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new("q.q"))
+                .unwrap();
+            let mut value = table.get(2).unwrap().unwrap().value().to_vec();
+            let last = value.len() - 1;
+            value[last] ^= 0x01; // one bit of the payload
+            table.insert(2, value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<String>("q").unwrap();
+    assert_eq!(q.undecodable().len(), 1);
+    assert_eq!(q.undecodable()[0].offset, 2);
+    assert!(!q.undecodable()[0].bytes.is_empty());
+    let mut c = q.consumer();
+    let got: Vec<String> = (0..4)
+        .map(|_| {
+            let m = c.recv_timeout(common::WAIT).unwrap();
+            let payload = m.payload().clone();
+            m.ack().unwrap();
+            payload
+        })
+        .collect();
+    assert_eq!(got, ["job-0", "job-1", "job-3", "job-4"]);
+    assert!(c.try_recv().is_err());
+}
+
+#[test]
+fn seeking_by_time_into_the_stored_part_keeps_byte_retention_exact() {
+    let path = dir("seek-bytes").join("bus.embus");
+    let clock = embus::ManualClock::new();
+    // 99 bytes encode to 100 (a one-byte length): 20 fit in 2000.
+    let options = TopicOptions::default().retention(Retention::bytes(2000));
+    let mut times = Vec::new();
+    {
+        let bus = Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let t = bus.topic_with::<Vec<u8>>("t", options).unwrap();
+        for i in 0..20u8 {
+            clock.advance(Duration::from_secs(1));
+            times.push(clock.now());
+            t.producer().send(vec![i; 99]).unwrap();
+        }
+        assert_eq!(t.retained(), 20);
+        bus.close().unwrap();
+    }
+    let bus = Broker::builder()
+        .path(&path)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let t = bus.topic_with::<Vec<u8>>("t", options).unwrap();
+    let mut mid = t.subscribe(Start::Time(times[10])).unwrap();
+    assert_eq!(mid.recv_timeout(common::WAIT).unwrap().payload()[0], 10);
+    clock.advance(Duration::from_secs(1));
+    t.producer().send(vec![20; 99]).unwrap();
+    assert_eq!(t.retained(), 20, "one in, one out");
+    assert_eq!(t.offsets(0), Some(1..21));
+}

@@ -151,6 +151,13 @@ impl<T: Payload> Queue<T> {
     pub fn capacity(&self) -> usize {
         self.core.options.capacity_limit()
     }
+
+    /// Durable mode: stored messages that failed their checksum or did not decode as `T` when
+    /// this run restored the queue, with their raw bytes. They are not delivered and stay in
+    /// the file untouched (nothing is deleted on a guess); the rest of the queue works.
+    pub fn undecodable(&self) -> &[crate::Undecodable] {
+        &self.core.undecodable
+    }
 }
 
 /// The outcome of asking for capacity.
@@ -176,6 +183,8 @@ pub(crate) struct QueueCore<T> {
     dead_letter: Option<Arc<QueueCore<T>>>,
     /// What the durable store's writer publishes into.
     sink: Arc<dyn Sink>,
+    /// Stored messages that did not decode as `T` when the queue was restored.
+    undecodable: Vec<crate::error::Undecodable>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     has_feeders: AtomicBool,
@@ -222,11 +231,17 @@ impl<T: Payload> QueueCore<T> {
         let restored = shared.store.restore(&table)?;
         let mut state = QueueState::new();
         let mut occupied = 0;
+        let mut undecodable = Vec::new();
         if restored.base < restored.end {
             for row in shared.store.load(&table, restored.base, u64::MAX)? {
-                let (ts, entry) = store::decode_row::<T>(name, 0, &row)?;
-                state.restore(row.key, ts, Arc::new(entry), row.deliveries);
-                occupied += 1;
+                match store::decode_row::<T>(name, 0, &row) {
+                    Ok((ts, entry)) => {
+                        state.restore(row.key, ts, Arc::new(entry), row.deliveries);
+                        occupied += 1;
+                    }
+                    Err(Error::Decode(bad)) => undecodable.push(*bad),
+                    Err(e) => return Err(e),
+                }
             }
         }
         state.start_ids_at(restored.end);
@@ -247,6 +262,7 @@ impl<T: Payload> QueueCore<T> {
             }),
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
+            undecodable,
             shared,
         });
         Ok(core)
@@ -753,6 +769,9 @@ impl<T: Payload> Control for QueueCore<T> {
     fn busy(&self, _now: Nanos) -> Option<String> {
         let parked_only = self.has_feeders.load(Ordering::Acquire);
         self.with_expired(|s| {
+            if !parked_only && s.has_staged() {
+                return Some(format!("queue `{}`: sends not yet stored", self.name));
+            }
             let ready = if parked_only { 0 } else { s.ready_len() };
             (ready + s.in_flight() > 0).then(|| {
                 format!(

@@ -564,21 +564,25 @@ impl Store for DurableStore {
     }
 
     fn restore(&self, table: &str) -> Result<Restored, Error> {
-        let (end, bytes, first, last) = self.read(|txn| {
+        let (end, bytes, first, last, last_ts) = self.read(|txn| {
             let (end, bytes) = match txn.open_table(ENDS) {
                 Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
                 Err(e) => return Err(e.into()),
             };
-            let (first, last) = match txn.open_table(records(table)) {
-                Ok(t) => (
-                    t.first()?.map(|(k, _)| k.value()),
-                    t.last()?.map(|(k, _)| k.value()),
-                ),
-                Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
+            let (first, last, last_ts) = match txn.open_table(records(table)) {
+                Ok(t) => {
+                    let last = t.last()?;
+                    let last_ts = last.as_ref().map_or(0, |(k, v)| {
+                        format::open(k.value(), v.value()).map_or(0, |row| row.ts)
+                    });
+                    let last = last.map(|(k, _)| k.value());
+                    (t.first()?.map(|(k, _)| k.value()), last, last_ts)
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => (None, None, 0),
                 Err(e) => return Err(e.into()),
             };
-            Ok((end, bytes, first, last))
+            Ok((end, bytes, first, last, last_ts))
         })?;
         // Every commit that adds a row records the table's end with it: a key at or past the
         // recorded end, or keys out of order, mean damage, not data.
@@ -587,11 +591,13 @@ impl Store for DurableStore {
                 base: first,
                 end,
                 bytes,
+                last_ts,
             }),
             (None, None) => Ok(Restored {
                 base: end,
                 end,
                 bytes,
+                last_ts,
             }),
             _ => Err(Error::Corrupt {
                 path: self.inner.path.clone(),
@@ -719,13 +725,19 @@ impl Writer {
                 }
                 Durability::Immediate => None,
             };
-            if let Some(until) = until {
+            let flushing = batch.iter().any(|(_, r)| matches!(r, Request::Sync));
+            if let Some(until) = until.filter(|_| !flushing) {
                 let enough = match self.inner.durability {
                     Durability::Interval(_) => MAX_BATCH,
                     Durability::Immediate => last_len.min(MAX_BATCH),
                 };
                 while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
+                        // A flush (close, tests) commits now, whatever the interval.
+                        Ok(request) if matches!(request.1, Request::Sync) => {
+                            batch.push(request);
+                            break;
+                        }
                         Ok(request) => batch.push(request),
                         Err(_) => break,
                     }

@@ -107,6 +107,8 @@ pub(crate) struct Restored {
     pub(crate) end: u64,
     /// Sum of the retained records' counted sizes.
     pub(crate) bytes: u64,
+    /// The newest record's timestamp (timestamps never go back, even if the clock does).
+    pub(crate) last_ts: Nanos,
 }
 
 /// A stored row read back: key, value bytes (see [`format`]), and for queues its deliveries.

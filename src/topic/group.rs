@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Log, TopicCore};
+use super::{Cold, Log, TopicCore};
 use crate::broker::Payload;
 use crate::consumer::{Poll, Source};
 use crate::message::Message;
@@ -333,19 +333,31 @@ impl<T: Payload> Source<T> for Member<T> {
                     continue;
                 }
             };
-            let Some(stored) = log.stored(offset) else {
-                if offset < log.hot() {
-                    // Unreadable in the store (checksum or decoding): skipped, and said so.
-                    part.pending.remove(&offset);
-                    let woken = part.settle(&mut log, topic, &group.name, p as u32);
-                    drop(log);
-                    drop(state);
-                    woken.wake();
-                    return Poll::Lagged(1);
+            let stored = match log.stored(offset) {
+                Some(stored) => stored,
+                None if offset < log.hot() => match log.cold(offset) {
+                    Cold::Got(stored) => stored,
+                    Cold::Unreadable => {
+                        // Damaged in the store (checksum or decoding): skipped, and said so.
+                        part.pending.remove(&offset);
+                        let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                        drop(log);
+                        drop(state);
+                        woken.wake();
+                        return Poll::Lagged(1);
+                    }
+                    Cold::Unavailable => {
+                        // The store cannot be read now: keep it; wait (close ends the wait).
+                        part.ready.insert(offset);
+                        log.readers.register(self.id, wait);
+                        continue;
+                    }
+                },
+                None => {
+                    // Unreachable after `skip_trimmed`; keep the offset deliverable regardless.
+                    part.ready.insert(offset);
+                    continue;
                 }
-                // Unreachable after `skip_trimmed`; keep the offset deliverable regardless.
-                part.ready.insert(offset);
-                continue;
             };
             let Some(pending) = part.pending.get_mut(&offset) else {
                 continue;

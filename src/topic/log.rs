@@ -17,6 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::notify::{Wait, Waiters, Woken};
 use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
+use crate::store::Restored;
 
 /// Slots per segment: one allocation per this many messages.
 const SEGMENT: u64 = 128;
@@ -126,11 +127,12 @@ pub(crate) struct Partition<T> {
 
 /// Reads retained messages back from the durable store: `(offset, message)` for the offsets
 /// in `from..to` that are readable (a row that fails its checksum or does not decode is left
-/// out, and readers see it as skipped).
-pub(crate) type Loader<T> = Box<dyn Fn(u64, u64) -> Vec<(u64, Stored<T>)> + Send + Sync>;
+/// out, and readers see it as skipped); `None` if the store could not be read (closed, I/O),
+/// which skips nothing.
+pub(crate) type Loader<T> = Box<dyn Fn(u64, u64) -> Option<Vec<(u64, Stored<T>)>> + Send + Sync>;
 
-/// Retained messages below the in-memory tail (after a reopen): read from the store in chunks.
-struct Cold<T> {
+/// Retained messages below the in-memory tail: read from the store in chunks.
+struct ColdStore<T> {
     load: Loader<T>,
     /// The last chunk read, for readers.
     chunk: Option<Arc<Segment<T>>>,
@@ -151,7 +153,7 @@ pub(crate) struct Log<T> {
     base: u64,
     hot: u64,
     end: u64,
-    cold: Option<Cold<T>>,
+    cold_store: Option<ColdStore<T>>,
     /// Durable mode: at most about this many messages stay in memory; older retained ones are
     /// read back from the store.
     hot_limit: Option<u64>,
@@ -172,6 +174,15 @@ pub(crate) struct Log<T> {
     pub(crate) readers: Waiters,
     /// Producers waiting for room (`Block`).
     pub(crate) writers: Waiters,
+}
+
+/// A read below the in-memory tail.
+pub(crate) enum Cold<T> {
+    Got(StoredRef<T>),
+    /// Damaged in the store (checksum or decoding): never readable.
+    Unreadable,
+    /// The store could not be read now (closed, I/O).
+    Unavailable,
 }
 
 /// What a read found.
@@ -200,12 +211,18 @@ impl<T> Reader<T> {
 impl<T> Partition<T> {
     #[cfg(test)]
     fn new() -> Self {
-        Self::restored(0, 0, 0, None)
+        Self::restored(&Restored::default(), None)
     }
 
     /// A partition whose retained offsets `base..end` (of `bytes` counted bytes) are in the
     /// store, read back through `load` (durable mode, which keeps only a tail in memory).
-    pub(crate) fn restored(base: u64, end: u64, bytes: u64, load: Option<Loader<T>>) -> Self {
+    pub(crate) fn restored(restored: &Restored, load: Option<Loader<T>>) -> Self {
+        let Restored {
+            base,
+            end,
+            bytes,
+            last_ts,
+        } = *restored;
         let published = Arc::new(Published::default());
         published.base.store(base, Ordering::Relaxed);
         published.end.store(end, Ordering::Relaxed);
@@ -214,7 +231,7 @@ impl<T> Partition<T> {
             hot: end,
             end,
             hot_limit: load.as_ref().map(|_| HOT_LIMIT),
-            cold: load.map(|load| Cold {
+            cold_store: load.map(|load| ColdStore {
                 load,
                 chunk: None,
                 meta_start: base,
@@ -225,7 +242,7 @@ impl<T> Partition<T> {
             staged_ts: 0,
             segments: VecDeque::new(),
             bytes,
-            last_ts: 0,
+            last_ts,
             published: Arc::clone(&published),
             cursors: Vec::new(),
             readers: Waiters::default(),
@@ -300,14 +317,24 @@ impl<T> Partition<T> {
                 log.set_cursor(reader.cursor_slot, reader.next),
             );
         }
-        if reader.next < log.hot && log.stored(reader.next).is_none() {
-            // Unreadable in the store (checksum or decoding): skipped, and said so.
-            reader.next += 1;
-            reader.segment = None;
-            return (
-                Read::Lagged(1),
-                log.set_cursor(reader.cursor_slot, reader.next),
-            );
+        if reader.next < log.hot {
+            match log.cold(reader.next) {
+                Cold::Got(_) => {}
+                Cold::Unreadable => {
+                    // Damaged in the store (checksum or decoding): skipped, and said so.
+                    reader.next += 1;
+                    reader.segment = None;
+                    return (
+                        Read::Lagged(1),
+                        log.set_cursor(reader.cursor_slot, reader.next),
+                    );
+                }
+                Cold::Unavailable => {
+                    // The store cannot be read now: skip nothing; wait (close ends the wait).
+                    log.readers.register(id, wait);
+                    return (Read::Empty, Woken::none());
+                }
+            }
         }
         match log.stored(reader.next) {
             Some(got) => {
@@ -363,22 +390,10 @@ impl<T> Log<T> {
             return None;
         }
         if offset < self.hot {
-            let hot = self.hot;
-            let cold = self.cold.as_mut()?;
-            let cached = cold.chunk.as_ref().is_some_and(|c| {
-                offset >= c.start && offset < c.start + SEGMENT && c.get(offset).is_some()
-            });
-            if !cached {
-                let to = (offset + SEGMENT).min(hot);
-                let rows = (cold.load)(offset, to);
-                cold.chunk = Some(Arc::new(Segment::cold(offset, rows)));
-            }
-            let segment = cold.chunk.as_ref()?;
-            segment.get(offset)?;
-            return Some(StoredRef {
-                segment: Arc::clone(segment),
-                offset,
-            });
+            return match self.cold(offset) {
+                Cold::Got(got) => Some(got),
+                Cold::Unreadable | Cold::Unavailable => None,
+            };
         }
         let first = self.segments.front()?.start;
         let index = usize::try_from((offset - first) / SEGMENT).ok()?;
@@ -396,6 +411,31 @@ impl<T> Log<T> {
         self.segments.get(index)?.get(offset)
     }
 
+    /// A retained offset below `hot`, read back from the store (a chunk at a time).
+    pub(crate) fn cold(&mut self, offset: u64) -> Cold<T> {
+        let hot = self.hot;
+        let Some(cold) = self.cold_store.as_mut() else {
+            return Cold::Unreadable;
+        };
+        let cached = cold.chunk.as_ref().is_some_and(|c| {
+            offset >= c.start && offset < c.start + SEGMENT && c.get(offset).is_some()
+        });
+        if !cached {
+            let to = (offset + SEGMENT).min(hot);
+            match (cold.load)(offset, to) {
+                Some(rows) => cold.chunk = Some(Arc::new(Segment::cold(offset, rows))),
+                None => return Cold::Unavailable,
+            }
+        }
+        match cold.chunk.as_ref() {
+            Some(segment) if segment.get(offset).is_some() => Cold::Got(StoredRef {
+                segment: Arc::clone(segment),
+                offset,
+            }),
+            _ => Cold::Unreadable,
+        }
+    }
+
     /// Timestamp and counted size of a retained offset (read from the store below `hot`; an
     /// unreadable row counts as expired and empty, so it never holds retention up).
     fn meta(&mut self, offset: u64) -> Option<(Nanos, u32)> {
@@ -403,12 +443,12 @@ impl<T> Log<T> {
             return self.get(offset).map(|s| (s.ts, s.entry.size));
         }
         let hot = self.hot;
-        let cold = self.cold.as_mut()?;
-        let index = offset.checked_sub(cold.meta_start)?;
-        if index >= cold.meta.len() as u64 {
-            // Load a chunk from `offset` (readers seek and trim from the front).
+        let cold = self.cold_store.as_mut()?;
+        let index = offset.checked_sub(cold.meta_start);
+        if index.is_none_or(|i| i >= cold.meta.len() as u64) {
+            // Load a chunk from `offset` (trimming reads from the front, seeking anywhere).
             let to = (offset + COLD_CHUNK).min(hot);
-            let rows = (cold.load)(offset, to);
+            let rows = (cold.load)(offset, to)?;
             cold.meta_start = offset;
             cold.meta.clear();
             let mut rows = rows.into_iter().peekable();
@@ -420,7 +460,7 @@ impl<T> Log<T> {
             }
             return cold.meta.front().copied();
         }
-        cold.meta.get(usize::try_from(index).ok()?).copied()
+        cold.meta.get(usize::try_from(index?).ok()?).copied()
     }
 
     /// The first offset whose timestamp is at or after `ts` (timestamps are monotone).
@@ -488,9 +528,10 @@ impl<T> Log<T> {
         loop {
             let len = self.end - self.base;
             let over_count = limits.messages.is_some_and(|max| len + count > max);
+            // One message may exceed the byte limit alone (an empty log takes it).
             let over_bytes = limits
                 .bytes
-                .is_some_and(|max| len > 0 && self.bytes + size > max);
+                .is_some_and(|max| len + staged > 0 && self.bytes + size > max);
             if !over_count && !over_bytes {
                 return true;
             }

@@ -43,7 +43,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 pub(crate) use self::group::{Group, Member};
-pub(crate) use self::log::{Limits, Loader, Log, Partition, Read, Reader, StoredRef};
+pub(crate) use self::log::{Cold, Limits, Loader, Log, Partition, Read, Reader, StoredRef};
 pub(crate) use self::subscriber::Subscriber;
 
 use crate::broker::{Control, Life, Payload, Shared};
@@ -53,7 +53,7 @@ use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
 use crate::producer::{Fail, Producer, Sent};
 use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
-use crate::store::{self, Append, Sink, Stager};
+use crate::store::{self, Append, Progress, Sink, Stager};
 
 /// A handle to a topic. Cheap to clone; keeps the broker open.
 ///
@@ -260,21 +260,22 @@ impl<T: Payload> TopicCore<T> {
             let load = shared.store.reads_back().then(|| {
                 let store = Arc::clone(&shared.store);
                 let loader: Loader<T> = Box::new(move |from, to| {
-                    let rows = store.load(&table, from, to).unwrap_or_default();
+                    let rows = match store.load(&table, from, to) {
+                        Ok(rows) => rows,
+                        // Damage: these offsets are unreadable (readers skip them, and say so).
+                        Err(Error::Corrupt { .. }) => Vec::new(),
+                        // Closed, or I/O: skip nothing; readers wait and retry.
+                        Err(_) => return None,
+                    };
                     let decoded = rows.iter().filter_map(|row| {
                         let (ts, entry) = store::decode_row::<T>("", p, row).ok()?;
                         Some((row.key, log::Stored { ts, entry }))
                     });
-                    decoded.collect()
+                    Some(decoded.collect())
                 });
                 loader
             });
-            partitions.push(Partition::restored(
-                restored.base,
-                restored.end,
-                restored.bytes,
-                load,
-            ));
+            partitions.push(Partition::restored(&restored, load));
         }
         // Retention as of now: a crash may have left the file one commit behind the trims.
         let limits = Limits::new(&options);
@@ -586,11 +587,22 @@ impl<T: Payload> TopicCore<T> {
         let group = groups.entry(name.to_owned()).or_insert_with(|| {
             let cursors = (0..)
                 .zip(self.partitions.iter())
-                .map(|(p, part)| {
+                .map(|(partition, part)| {
                     let mut log = part.lock();
-                    let at = match stored(p) {
+                    let at = match stored(partition) {
                         Some(at) => at.clamp(log.base(), log.end()),
-                        None => self.start_offset(&mut log, start),
+                        None => {
+                            let at = self.start_offset(&mut log, start);
+                            // Stored at once: a group that joined at `Latest` and had not
+                            // moved yet must not restart elsewhere after a reopen.
+                            self.shared.store.progress(Progress::GroupPosition {
+                                topic: &self.name,
+                                group: name,
+                                partition,
+                                offset: at,
+                            });
+                            at
+                        }
                     };
                     (at, log.add_locked_cursor(at))
                 })
@@ -646,6 +658,10 @@ impl<T: Payload> Control for TopicCore<T> {
 
     fn busy(&self, _now: Nanos) -> Option<String> {
         let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        if !groups.is_empty() && self.partitions.iter().any(|p| p.lock().has_staged()) {
+            // Sent, not yet committed (durable mode): the groups will have them to read.
+            return Some(format!("topic `{}`: sends not yet stored", self.name));
+        }
         groups.iter().find_map(|group| {
             let behind = group.behind(self);
             (behind > 0).then(|| {
