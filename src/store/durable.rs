@@ -708,29 +708,28 @@ impl Writer {
         let inner = Arc::clone(&self.inner);
         let _fuse = Fuse(&inner);
         let mut last_commit = Instant::now();
-        // The last commit's request count and duration, for the linger below.
-        let (mut last_len, mut last_took) = (0, Duration::ZERO);
+        // The most requests a recent commit carried (decaying by one per commit), and how
+        // long the last commit took, for the linger below.
+        let (mut peak, mut last_took) = (0usize, Duration::ZERO);
         while let Ok(first) = self.rx.recv() {
             let mut batch = vec![first];
             batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
             // How long to wait for more before committing. Interval mode: until the interval
             // since the last commit has passed. Immediate mode: when fewer requests came than
-            // last time, a little (a quarter of a commit, at most 1 ms), because the senders
-            // the last commit released are about to send again; otherwise they would wait for
-            // a whole commit and alternate in two half-size groups.
-            let until = match self.inner.durability {
-                Durability::Interval(every) => Some(last_commit + every),
-                Durability::Immediate if batch.len() < last_len => {
-                    Some(Instant::now() + (last_took / 4).min(Duration::from_millis(1)))
+            // recent commits carried, a little (half a commit, at most 2 ms), because the
+            // senders the last commit released are about to send again; otherwise concurrent
+            // senders split into groups that alternate, each paying a whole commit. A single
+            // sender never waits (its commits carry one request).
+            let (until, enough) = match self.inner.durability {
+                Durability::Interval(every) => (Some(last_commit + every), MAX_BATCH),
+                Durability::Immediate if batch.len() < peak => {
+                    let linger = (last_took / 2).min(Duration::from_millis(2));
+                    (Some(Instant::now() + linger), peak.min(MAX_BATCH))
                 }
-                Durability::Immediate => None,
+                Durability::Immediate => (None, 0),
             };
             let flushing = batch.iter().any(|(_, r)| matches!(r, Request::Sync));
             if let Some(until) = until.filter(|_| !flushing) {
-                let enough = match self.inner.durability {
-                    Durability::Interval(_) => MAX_BATCH,
-                    Durability::Immediate => last_len.min(MAX_BATCH),
-                };
                 while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
                         // A flush (close, tests) commits now, whatever the interval.
@@ -743,7 +742,7 @@ impl Writer {
                     }
                 }
             }
-            last_len = batch.len();
+            peak = batch.len().max(peak.saturating_sub(1));
             let first_seq = batch[0].0;
             let last_seq = batch[batch.len() - 1].0;
             if self.inner.done.lock().failed.is_some() {
