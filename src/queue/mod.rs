@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use self::state::{Item, QueueState, Reason, Released};
 use crate::broker::{Control, Life, Payload, Shared};
@@ -797,20 +797,29 @@ struct QueueJob<'a, T> {
     id: Option<u64>,
 }
 
+impl<'a, T> QueueJob<'a, T> {
+    /// The entry, the time and the queue's lock, unless the broker is closed (checked under
+    /// the lock that close's wake-up takes, so a consumer's last look after close sees every
+    /// message that returned a receipt; the entry stays in the job).
+    fn take(&mut self) -> Option<(Arc<Entry<T>>, Nanos, MutexGuard<'a, QueueState<T>>)> {
+        let entry = self.entry.take()?;
+        let queue = self.queue;
+        let now = queue.shared.clock.now();
+        let state = queue.state.lock();
+        if queue.shared.is_closed() {
+            self.entry = Some(entry);
+            return None;
+        }
+        Some((entry, now, state))
+    }
+}
+
 impl<T: Payload> Append for QueueJob<'_, T> {
     fn publish(&mut self) {
-        let Some(entry) = self.entry.take() else {
+        let Some((entry, now, mut state)) = self.take() else {
             return;
         };
         let queue = self.queue;
-        let now = queue.shared.clock.now();
-        let mut state = queue.state.lock();
-        // Under the lock that close's wake-up takes: a consumer's last look after close sees
-        // every message that returned a receipt.
-        if queue.shared.is_closed() {
-            self.entry = Some(entry);
-            return;
-        }
         self.id = Some(state.push(now, entry, None));
         queue.publish_hints(&state);
         let woken = state.readers.take();
@@ -827,18 +836,11 @@ impl<T: Payload> Append for QueueJob<'_, T> {
     }
 
     fn stage(&mut self, stager: &mut dyn Stager) {
-        let Some(entry) = self.entry.take() else {
+        let Some((entry, now, mut state)) = self.take() else {
             return;
         };
-        let queue = self.queue;
-        let now = queue.shared.clock.now();
-        let mut state = queue.state.lock();
-        if queue.shared.is_closed() {
-            self.entry = Some(entry);
-            return;
-        }
         let id = state.stage(now, entry);
-        stager.record(&queue.sink, id, now, 0);
+        stager.record(&self.queue.sink, id, now, 0);
         self.id = Some(id);
         stager.end();
     }
