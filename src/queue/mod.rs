@@ -797,11 +797,14 @@ struct QueueJob<'a, T> {
     id: Option<u64>,
 }
 
+/// A send's entry, the time, and the queue's lock.
+type Taken<'a, T> = (Arc<Entry<T>>, Nanos, MutexGuard<'a, QueueState<T>>);
+
 impl<'a, T> QueueJob<'a, T> {
     /// The entry, the time and the queue's lock, unless the broker is closed (checked under
     /// the lock that close's wake-up takes, so a consumer's last look after close sees every
     /// message that returned a receipt; the entry stays in the job).
-    fn take(&mut self) -> Option<(Arc<Entry<T>>, Nanos, MutexGuard<'a, QueueState<T>>)> {
+    fn take(&mut self) -> Option<Taken<'a, T>> {
         let entry = self.entry.take()?;
         let queue = self.queue;
         let now = queue.shared.clock.now();
