@@ -1,0 +1,697 @@
+//! Simulated power loss: a storage backend that loses (or tears) every write not yet synced,
+//! with the power cut after each sync point of a reference workload in turn.
+//!
+//! - [`CrashBackend`] keeps the database in memory as two images: `live` (every write and
+//!   set_len applied, what the running broker reads) and `durable` (a copy of `live` taken at
+//!   each `sync_data`). Told to freeze after sync `K`, it keeps serving the broker from `live`
+//!   but `durable` stops advancing: the power was cut after sync `K`, and it records the writes
+//!   issued between sync `K` and sync `K + 1` (the ones a real disk may or may not have kept).
+//! - The reference workload (a topic with 2 partitions and a queue; keyed sends one by one,
+//!   a few batches, queue messages taken and some acked; `Durability::Immediate`) runs once to
+//!   count its syncs `S`, then again for every `K` in `0..=S` on a backend frozen at `K`. Each
+//!   run records, for every send that returned `Ok`, its receipt and the sync count right after
+//!   the `Ok`: a send acknowledged while that count was `<= K` had its commit's fsync inside the
+//!   durable image, so it must survive.
+//! - Each crash image (the durable image, plus torn variants of it: a random subset of the
+//!   unsynced writes applied, some of them only in part, and one variant with every unsynced
+//!   write applied but the last one torn in half) is loaded into a fresh backend and reopened.
+//!   The torn variants respect redb's stated assumptions: single bytes are written atomically,
+//!   and a write never changes bytes outside its range (powersafe overwrite).
+//! - Every reopen must succeed (before the store's first complete commit an `Error` naming the
+//!   file is accepted too), never panic or hang; every acknowledged send must be at its receipt
+//!   offset with its payload (queue messages: unless acked); nothing may be present that was
+//!   never sent; per-partition offsets are contiguous from 0; the reopened store takes a send.
+//!
+//! `EMBUS_POWER_LOSS_TORN=<variants>[,<seed>]` sets how many torn variants each sync point gets
+//! (default 3, the first being the deterministic "last write torn in half" one) and the decimal
+//! seed of the random ones (default fixed; the summary line prints it): raise the count to search
+//! wider, change the seed to search elsewhere.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use embus::redb::StorageBackend;
+use embus::{Broker, Receipt, Record, Start, TopicOptions, TryRecvError};
+
+/// Names the store in errors (nothing is written there).
+const PATH: &str = "power-loss.embus";
+const PARTITIONS: u32 = 2;
+/// Single sends in the workload.
+const SENDS: usize = 30;
+/// How long one workload run or one reopen may take before it counts as hung.
+const LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// The crash-simulating backend
+// ---------------------------------------------------------------------------------------------
+
+/// A mutating operation issued after the last sync of the durable image.
+#[derive(Debug, Clone)]
+enum Op {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Default)]
+struct State {
+    /// Every write and set_len applied: what the broker reads.
+    live: Vec<u8>,
+    /// `live` as of the last sync before the power cut.
+    durable: Vec<u8>,
+    /// `sync_data` calls so far.
+    syncs: u64,
+    /// The power is cut after this sync: `durable` no longer advances.
+    freeze_after: Option<u64>,
+    /// Operations issued after sync `freeze_after` and before the next sync.
+    unsynced: Vec<Op>,
+}
+
+/// An in-memory redb backend that can lose unsynced writes; clones share the same storage.
+#[derive(Clone, Default)]
+struct CrashBackend(Arc<Mutex<State>>);
+
+// By hand: the derived impl would print every byte.
+impl fmt::Debug for CrashBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("CrashBackend")
+            .field("live", &state.live.len())
+            .field("durable", &state.durable.len())
+            .field("syncs", &state.syncs)
+            .field("freeze_after", &state.freeze_after)
+            .finish()
+    }
+}
+
+impl CrashBackend {
+    /// A backend whose power is cut after sync `k` (`None`: never).
+    fn frozen_after(k: Option<u64>) -> Self {
+        let backend = Self::default();
+        backend.state().freeze_after = k;
+        backend
+    }
+
+    /// A backend holding `image`, as found after a reboot.
+    fn from_image(image: Vec<u8>) -> Self {
+        let backend = Self::default();
+        {
+            let mut state = backend.state();
+            state.durable.clone_from(&image);
+            state.live = image;
+        }
+        backend
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn syncs(&self) -> u64 {
+        self.state().syncs
+    }
+
+    /// What the disk holds after the power cut: the durable image, and the operations issued
+    /// after it that may or may not have reached the disk, in order.
+    fn crash_image(&self) -> (Vec<u8>, Vec<Op>) {
+        let state = self.state();
+        (state.durable.clone(), state.unsynced.clone())
+    }
+
+    /// Records `op` if it was issued between the freeze point and the next sync.
+    fn issued(state: &mut State, op: impl FnOnce() -> Op) {
+        if state.freeze_after == Some(state.syncs) {
+            state.unsynced.push(op());
+        }
+    }
+}
+
+fn out_of_range(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: out of range"))
+}
+
+impl StorageBackend for CrashBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        Ok(self.state().live.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let state = self.state();
+        let start = usize::try_from(offset).map_err(|_| out_of_range("read"))?;
+        let source = start
+            .checked_add(out.len())
+            .and_then(|end| state.live.get(start..end))
+            .ok_or_else(|| out_of_range("read"))?;
+        out.copy_from_slice(source);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let mut state = self.state();
+        let n = usize::try_from(len).map_err(|_| out_of_range("set_len"))?;
+        state.live.resize(n, 0);
+        Self::issued(&mut state, || Op::SetLen(len));
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        let mut state = self.state();
+        state.syncs += 1;
+        if state.freeze_after.is_none_or(|k| state.syncs <= k) {
+            let State { live, durable, .. } = &mut *state;
+            durable.clone_from(live);
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut state = self.state();
+        let start = usize::try_from(offset).map_err(|_| out_of_range("write"))?;
+        let target = start
+            .checked_add(data.len())
+            .and_then(|end| state.live.get_mut(start..end))
+            .ok_or_else(|| out_of_range("write"))?;
+        target.copy_from_slice(data);
+        Self::issued(&mut state, || Op::Write {
+            offset,
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Torn images
+// ---------------------------------------------------------------------------------------------
+
+/// splitmix64: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Applies bytes `data[from..to]` of a write at `offset` to `image`, growing it if needed.
+fn apply_part(image: &mut Vec<u8>, offset: u64, data: &[u8], from: usize, to: usize) {
+    if from >= to {
+        return;
+    }
+    let start = offset as usize + from;
+    let end = offset as usize + to;
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    image[start..end].copy_from_slice(&data[from..to]);
+}
+
+/// Variant 0: every unsynced operation reached the disk but the last write, torn in half.
+/// Others: each operation reached the disk or not at random, some writes only in part (a
+/// random contiguous part: single bytes are atomic, and nothing outside the range changes).
+fn torn_image(durable: &[u8], unsynced: &[Op], variant: u64, rng: &mut Rng) -> Vec<u8> {
+    let mut image = durable.to_vec();
+    let last_write = unsynced
+        .iter()
+        .rposition(|op| matches!(op, Op::Write { .. }));
+    for (i, op) in unsynced.iter().enumerate() {
+        match op {
+            Op::SetLen(len) => {
+                if variant == 0 || rng.below(2) == 0 {
+                    image.resize(*len as usize, 0);
+                }
+            }
+            Op::Write { offset, data } if variant == 0 => {
+                let to = if Some(i) == last_write {
+                    data.len() / 2
+                } else {
+                    data.len()
+                };
+                apply_part(&mut image, *offset, data, 0, to);
+            }
+            Op::Write { offset, data } => match rng.below(6) {
+                0 | 1 => {}
+                2 | 3 => apply_part(&mut image, *offset, data, 0, data.len()),
+                4 => apply_part(&mut image, *offset, data, 0, data.len() / 2),
+                _ => {
+                    let a = rng.below(data.len() + 1);
+                    let b = rng.below(data.len() + 1);
+                    apply_part(&mut image, *offset, data, a.min(b), a.max(b));
+                }
+            },
+        }
+    }
+    image
+}
+
+/// `EMBUS_POWER_LOSS_TORN=<variants>[,<seed>]`.
+fn torn_settings() -> (u64, u64) {
+    let (mut variants, mut seed) = (3, 0x5EED_0FB0_5E5A);
+    if let Ok(value) = std::env::var("EMBUS_POWER_LOSS_TORN") {
+        let mut parts = value.split(',').map(str::trim);
+        if let Some(v) = parts.next().filter(|v| !v.is_empty()) {
+            variants = v
+                .parse()
+                .unwrap_or_else(|_| panic!("EMBUS_POWER_LOSS_TORN: bad variant count {v:?}"));
+        }
+        if let Some(s) = parts.next() {
+            seed = s
+                .parse()
+                .unwrap_or_else(|_| panic!("EMBUS_POWER_LOSS_TORN: bad seed {s:?}"));
+        }
+    }
+    (variants, seed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference workload
+// ---------------------------------------------------------------------------------------------
+
+/// A send that returned `Ok`, with the sync count right after it returned.
+#[derive(Debug, Clone)]
+struct Acked {
+    at: Receipt,
+    payload: String,
+    syncs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    /// Syncs when `open` returned: the store's first complete commit is in by then.
+    open_syncs: u64,
+    topic: Vec<Acked>,
+    queue: Vec<Acked>,
+    /// Queue messages acked (they may be gone after the reopen, or not).
+    acked: HashSet<u64>,
+    /// Syncs in all, close included.
+    syncs: u64,
+}
+
+fn topic_options() -> TopicOptions {
+    TopicOptions::default().partitions(PARTITIONS)
+}
+
+fn payload(i: usize) -> String {
+    format!("message {i} {}", "x".repeat(i * 7 % 40))
+}
+
+fn open_on(backend: CrashBackend) -> Result<Broker, embus::Error> {
+    Broker::builder().path(PATH).storage_backend(backend).open()
+}
+
+/// Runs the workload on `backend`; every send must succeed (the backend never fails).
+fn workload(backend: &CrashBackend) -> Run {
+    let mut run = Run::default();
+    let bus = open_on(backend.clone()).unwrap_or_else(|e| panic!("workload: open: {e}"));
+    run.open_syncs = backend.syncs();
+    let topic = bus.topic_with::<String>("t", topic_options()).unwrap();
+    let queue = bus.queue::<String>("q").unwrap();
+    let (events, jobs) = (topic.producer(), queue.producer());
+    let mut worker = queue.consumer();
+    let mut held = Vec::new();
+    let mut n = 0; // payload counter: every payload is unique
+    for i in 0..SENDS {
+        if i % 3 == 2 {
+            let text = payload(n);
+            n += 1;
+            let at = jobs
+                .send(text.clone())
+                .unwrap_or_else(|e| panic!("workload: queue send {i}: {e}"));
+            let syncs = backend.syncs();
+            run.queue.push(Acked {
+                at,
+                payload: text.clone(),
+                syncs,
+            });
+            let m = worker
+                .recv_timeout(common::WAIT)
+                .unwrap_or_else(|e| panic!("workload: queue send {i} not delivered: {e}"));
+            assert_eq!(m.payload(), &text, "workload: queue send {i}: delivered");
+            if i % 2 == 0 {
+                run.acked.insert(m.offset());
+                m.ack().unwrap_or_else(|e| panic!("workload: ack {i}: {e}"));
+            } else {
+                held.push(m);
+            }
+        } else {
+            let text = payload(n);
+            n += 1;
+            let at = events
+                .send_record(Record::new(text.clone()).key(format!("k{}", i % 4)))
+                .unwrap_or_else(|e| panic!("workload: topic send {i}: {e}"));
+            let syncs = backend.syncs();
+            run.topic.push(Acked {
+                at,
+                payload: text,
+                syncs,
+            });
+        }
+        if i == 10 || i == 20 {
+            let texts: Vec<String> = (0..3).map(|j| payload(n + j)).collect();
+            n += 3;
+            let receipts = events
+                .send_batch(texts.clone())
+                .unwrap_or_else(|e| panic!("workload: topic batch at {i}: {e}"));
+            let syncs = backend.syncs();
+            assert_eq!(receipts.len(), texts.len(), "workload: batch receipts");
+            for (at, payload) in receipts.into_iter().zip(texts) {
+                run.topic.push(Acked { at, payload, syncs });
+            }
+            let texts: Vec<String> = (0..2).map(|j| payload(n + j)).collect();
+            n += 2;
+            let receipts = jobs
+                .send_batch(texts.clone())
+                .unwrap_or_else(|e| panic!("workload: queue batch at {i}: {e}"));
+            let syncs = backend.syncs();
+            assert_eq!(receipts.len(), texts.len(), "workload: batch receipts");
+            for (at, text) in receipts.into_iter().zip(texts) {
+                run.queue.push(Acked {
+                    at,
+                    payload: text.clone(),
+                    syncs,
+                });
+                let m = worker
+                    .recv_timeout(common::WAIT)
+                    .unwrap_or_else(|e| panic!("workload: batch message not delivered: {e}"));
+                assert_eq!(m.payload(), &text, "workload: batch message delivered");
+                held.push(m);
+            }
+        }
+    }
+    drop(held);
+    drop((worker, events, jobs, topic, queue));
+    bus.close()
+        .unwrap_or_else(|e| panic!("workload: close: {e}"));
+    run.syncs = backend.syncs();
+    run
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reopening a crash image
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Tally {
+    sync_points: u64,
+    images: u64,
+    opened: u64,
+    /// Images from before the first complete commit that failed to open with an `Error`.
+    refused_early: u64,
+    /// Acknowledged sends that had to be present, and were.
+    acked_checked: u64,
+    /// Sends not (yet) acknowledged at the crash found in the image anyway.
+    unacked_present: u64,
+}
+
+/// Reopens `image` (the power cut after sync `k` of `run`) and checks it; `Err` says why not.
+fn check_image(image: Vec<u8>, run: &Run, k: u64, tally: &mut Tally) -> Result<(), String> {
+    let bus = match open_on(CrashBackend::from_image(image)) {
+        Ok(bus) => bus,
+        Err(e) if k < run.open_syncs => {
+            let message = e.to_string();
+            if !message.contains(PATH) {
+                return Err(format!("reopen failed without naming the file: {message}"));
+            }
+            tally.refused_early += 1;
+            return Ok(());
+        }
+        Err(e) => return Err(format!("reopen failed: {e} ({e:?})")),
+    };
+    tally.opened += 1;
+    let topic = bus
+        .topic_with::<String>("t", topic_options())
+        .map_err(|e| format!("topic after reopen: {e}"))?;
+    let queue = bus
+        .queue::<String>("q")
+        .map_err(|e| format!("queue after reopen: {e}"))?;
+
+    // The topic: contiguous offsets, only what was sent, every acknowledged send.
+    let sent: HashMap<(u32, u64), &Acked> = run
+        .topic
+        .iter()
+        .map(|a| ((a.at.partition, a.at.offset), a))
+        .collect();
+    let mut next = vec![0u64; PARTITIONS as usize];
+    let mut found = HashSet::new();
+    let total = topic.retained();
+    let mut all = topic
+        .subscribe(Start::Earliest)
+        .map_err(|e| format!("subscribe: {e}"))?;
+    for i in 0..total {
+        let m = all
+            .recv_timeout(common::WAIT)
+            .map_err(|e| format!("stored record {i} of {total}: {e}"))?;
+        let at = (m.partition(), m.offset());
+        if m.offset() != next[at.0 as usize] {
+            return Err(format!(
+                "partition {} skips or repeats an offset: {} after {}",
+                at.0,
+                m.offset(),
+                next[at.0 as usize]
+            ));
+        }
+        next[at.0 as usize] += 1;
+        match sent.get(&at) {
+            Some(a) if m.payload() == &a.payload => {
+                if a.syncs > k {
+                    tally.unacked_present += 1;
+                }
+            }
+            Some(a) => {
+                return Err(format!(
+                    "record at {at:?} is {:?}, sent {:?}",
+                    m.payload(),
+                    a.payload
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "record at {at:?} was never sent: {:?}",
+                    m.payload()
+                ));
+            }
+        }
+        found.insert(at);
+    }
+    match all.try_recv() {
+        Err(TryRecvError::Empty) => {}
+        Ok(m) => {
+            return Err(format!(
+                "the topic delivers more than it retains: {:?} at {:?}",
+                m.payload(),
+                (m.partition(), m.offset())
+            ));
+        }
+        Err(e) => return Err(format!("reading the topic: {e}")),
+    }
+    for a in run.topic.iter().filter(|a| a.syncs <= k) {
+        let at = (a.at.partition, a.at.offset);
+        if !found.contains(&at) {
+            return Err(format!(
+                "acknowledged topic send lost: {:?} at {at:?} (acknowledged at sync {})",
+                a.payload, a.syncs
+            ));
+        }
+        tally.acked_checked += 1;
+    }
+
+    // The queue: only what was sent, once; every acknowledged send not acked.
+    let sent: HashMap<u64, &Acked> = run.queue.iter().map(|a| (a.at.offset, a)).collect();
+    let mut found = HashSet::new();
+    let mut worker = queue.consumer();
+    let mut held = Vec::new();
+    for _ in 0..queue.len() {
+        let m = worker
+            .recv_timeout(common::WAIT)
+            .map_err(|e| format!("stored queue message: {e}"))?;
+        match sent.get(&m.offset()) {
+            Some(a) if m.payload() == &a.payload => {
+                if a.syncs > k {
+                    tally.unacked_present += 1;
+                }
+            }
+            Some(a) => {
+                return Err(format!(
+                    "queue message {} is {:?}, sent {:?}",
+                    m.offset(),
+                    m.payload(),
+                    a.payload
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "queue message {} was never sent: {:?}",
+                    m.offset(),
+                    m.payload()
+                ));
+            }
+        }
+        if !found.insert(m.offset()) {
+            return Err(format!("queue message {} delivered twice", m.offset()));
+        }
+        held.push(m);
+    }
+    match worker.try_recv() {
+        Err(TryRecvError::Empty) => {}
+        Ok(m) => {
+            return Err(format!(
+                "the queue delivers more than its length: {} {:?}",
+                m.offset(),
+                m.payload()
+            ));
+        }
+        Err(e) => return Err(format!("reading the queue: {e}")),
+    }
+    for a in run.queue.iter().filter(|a| a.syncs <= k) {
+        if run.acked.contains(&a.at.offset) {
+            continue;
+        }
+        if !found.contains(&a.at.offset) {
+            return Err(format!(
+                "acknowledged queue send lost: {} {:?} (acknowledged at sync {})",
+                a.at.offset, a.payload, a.syncs
+            ));
+        }
+        tally.acked_checked += 1;
+    }
+
+    // The reopened store takes writes again, where the partition left off.
+    let r = topic
+        .producer()
+        .send("after".to_owned())
+        .map_err(|e| format!("send after the reopen: {e}"))?;
+    if r.offset != next[r.partition as usize] {
+        return Err(format!(
+            "offsets do not continue: sent at {} in partition {}, expected {}",
+            r.offset, r.partition, next[r.partition as usize]
+        ));
+    }
+    drop(held);
+    drop((worker, all, topic, queue));
+    bus.close()
+        .map_err(|e| format!("close after the reopen: {e}"))
+}
+
+/// Runs `f` on its own thread: `Err` if it panics or takes longer than [`LIMIT`].
+fn guarded<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(Ok(r)) => {
+            let _ = handle.join();
+            Ok(r)
+        }
+        Ok(Err(panic)) => {
+            let _ = handle.join();
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "(not a string)".to_owned());
+            Err(format!("panicked: {message}"))
+        }
+        Err(_) => Err(format!("still running after {LIMIT:?} (hung)")),
+    }
+}
+
+#[test]
+fn power_loss_at_every_sync_point_loses_nothing_acknowledged() {
+    let started = Instant::now();
+    let (variants, seed) = torn_settings();
+    let reference = guarded(|| workload(&CrashBackend::frozen_after(None)))
+        .unwrap_or_else(|e| panic!("reference run: {e}"));
+    let total = reference.syncs;
+    assert!(
+        total > reference.open_syncs,
+        "the workload synced only {total} times"
+    );
+
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    let mut rng = Rng(seed);
+    for k in 0..=total {
+        tally.sync_points += 1;
+        let backend = CrashBackend::frozen_after(Some(k));
+        let run_backend = backend.clone();
+        let run = match guarded(move || workload(&run_backend)) {
+            Ok(run) => run,
+            Err(e) => {
+                failures.push(format!("crash after sync {k}: workload: {e}"));
+                continue;
+            }
+        };
+        let (durable, unsynced) = backend.crash_image();
+        let run = Arc::new(run);
+        let mut images = vec![("durable image".to_owned(), durable.clone())];
+        for v in 0..variants {
+            let image = torn_image(&durable, &unsynced, v, &mut rng);
+            images.push((
+                format!(
+                    "torn variant {v} (seed {seed}, {} unsynced operations)",
+                    unsynced.len()
+                ),
+                image,
+            ));
+        }
+        for (what, image) in images {
+            tally.images += 1;
+            let run = Arc::clone(&run);
+            let mut local = Tally::default();
+            let result = guarded(move || {
+                let result = check_image(image, &run, k, &mut local);
+                (result, local)
+            });
+            let context = format!("crash after sync {k} of {total}, {what}");
+            match result {
+                Ok((Ok(()), local)) => {
+                    tally.opened += local.opened;
+                    tally.refused_early += local.refused_early;
+                    tally.acked_checked += local.acked_checked;
+                    tally.unacked_present += local.unacked_present;
+                }
+                Ok((Err(e), _)) | Err(e) => failures.push(format!("{context}: {e}")),
+            }
+        }
+    }
+    eprintln!(
+        "power loss: {} sync points tried (0..={total}; the store's first commit is in after \
+         sync {}), {} images reopened ({} opened, {} refused with an error before the first \
+         commit), {} acknowledged messages checked present, {} not-yet-acknowledged messages \
+         found anyway, {variants} torn variants per sync point (seed {seed}), in {:?}",
+        tally.sync_points,
+        reference.open_syncs,
+        tally.images,
+        tally.opened,
+        tally.refused_early,
+        tally.acked_checked,
+        tally.unacked_present,
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} crash images failed:\n{}",
+        failures.len(),
+        tally.images,
+        failures.join("\n")
+    );
+    assert!(
+        tally.acked_checked > 0,
+        "no acknowledged message was checked"
+    );
+}
