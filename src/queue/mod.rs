@@ -28,6 +28,7 @@
 
 mod state;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -287,16 +288,59 @@ impl<T: Payload> QueueCore<T> {
         records: Vec<Record<T>>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         let mut receipts = Vec::with_capacity(records.len());
-        let mut rest = records.into_iter();
-        while let Some(record) = rest.next() {
-            match self.publish(record, Deadline::Never) {
-                Ok(receipt) => receipts.push(receipt),
-                Err((record, fail)) => {
-                    return Err((std::iter::once(record).chain(rest).collect(), fail));
+        let mut rest: VecDeque<Record<T>> = records.into();
+        while !rest.is_empty() {
+            // Room for the first, then as many more as are free now: one store call (one
+            // commit in durable mode) per run.
+            if let Err(fail) = self.wait_for_room(Deadline::Never) {
+                return Err((rest.into(), fail));
+            }
+            let mut take = 1;
+            while take < rest.len() && self.reserve() {
+                take += 1;
+            }
+            let run: Vec<Record<T>> = rest.drain(..take).collect();
+            match self.append_run(run) {
+                Ok(mut sent) => receipts.append(&mut sent),
+                Err((mut back, fail)) => {
+                    back.extend(rest);
+                    return Err((back, fail));
                 }
             }
         }
         Ok(receipts)
+    }
+
+    /// Stores and enqueues records whose capacity is reserved, in one store call.
+    fn append_run(&self, run: Vec<Record<T>>) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        let mut job = QueueRunJob {
+            queue: self,
+            entries: run
+                .into_iter()
+                .map(|r| Arc::new(Entry::new(r, 0)))
+                .collect(),
+            ids: Vec::new(),
+        };
+        let stored = self.shared.store.append(&mut job, false);
+        let fail = match stored {
+            Ok(_) if !job.ids.is_empty() => {
+                let receipt = |offset| Receipt {
+                    partition: 0,
+                    offset,
+                };
+                return Ok(job.ids.into_iter().map(receipt).collect());
+            }
+            Ok(_) => Fail::Disconnected,
+            Err(e) => Fail::Failed(e),
+        };
+        let back: Vec<Record<T>> = job
+            .entries
+            .into_iter()
+            .filter_map(|e| Arc::try_unwrap(e).ok().map(Entry::into_record))
+            .collect();
+        self.occupied.fetch_sub(back.len(), Ordering::AcqRel);
+        self.state.lock().writers.take().wake();
+        Err((back, fail))
     }
 
     /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
@@ -797,32 +841,83 @@ struct QueueJob<'a, T> {
     id: Option<u64>,
 }
 
-/// A send's entry, the time, and the queue's lock.
-type Taken<'a, T> = (Arc<Entry<T>>, Nanos, MutexGuard<'a, QueueState<T>>);
+/// A run of records to a queue (`send_batch`), as the store sees it: all or nothing.
+struct QueueRunJob<'a, T> {
+    queue: &'a QueueCore<T>,
+    /// The entries, until published or staged (and again if handed back).
+    entries: Vec<Arc<Entry<T>>>,
+    ids: Vec<u64>,
+}
 
-impl<'a, T> QueueJob<'a, T> {
-    /// The entry, the time and the queue's lock, unless the broker is closed (checked under
-    /// the lock that close's wake-up takes, so a consumer's last look after close sees every
-    /// message that returned a receipt; the entry stays in the job).
-    fn take(&mut self) -> Option<Taken<'a, T>> {
-        let entry = self.entry.take()?;
+impl<T: Payload> Append for QueueRunJob<'_, T> {
+    fn publish(&mut self) {
         let queue = self.queue;
-        let now = queue.shared.clock.now();
-        let state = queue.state.lock();
-        if queue.shared.is_closed() {
-            self.entry = Some(entry);
-            return None;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let ids = self.entries.drain(..).map(|e| state.push(now, e, None));
+        let ids: Vec<u64> = ids.collect();
+        queue.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+        self.ids = ids;
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let name = &self.queue.name;
+        self.entries
+            .iter()
+            .map(|e| store::encode_entry(name, e))
+            .collect()
+    }
+
+    fn stage(&mut self, stager: &mut dyn Stager) {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(self.entries.len());
+        for entry in std::mem::take(&mut self.entries) {
+            let id = state.stage(now, entry);
+            stager.record(&queue.sink, id, now, 0);
+            ids.push(id);
         }
-        Some((entry, now, state))
+        stager.end();
+        drop(state);
+        self.ids = ids;
+    }
+
+    fn unstage(&mut self) {
+        let mut state = self.queue.state.lock();
+        for id in self.ids.drain(..) {
+            if let Some(entry) = state.unstage(id) {
+                self.entries.push(entry);
+            }
+        }
+    }
+}
+
+impl<T> QueueCore<T> {
+    /// The time and the queue's lock, unless the broker is closed: checked under the lock
+    /// that close's wake-up takes, so a consumer's last look after close sees every message
+    /// that returned a receipt.
+    fn lock_open(&self) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
+        let now = self.shared.clock.now();
+        let state = self.state.lock();
+        (!self.shared.is_closed()).then_some((now, state))
     }
 }
 
 impl<T: Payload> Append for QueueJob<'_, T> {
     fn publish(&mut self) {
-        let Some((entry, now, mut state)) = self.take() else {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
             return;
         };
-        let queue = self.queue;
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
         self.id = Some(state.push(now, entry, None));
         queue.publish_hints(&state);
         let woken = state.readers.take();
@@ -839,11 +934,15 @@ impl<T: Payload> Append for QueueJob<'_, T> {
     }
 
     fn stage(&mut self, stager: &mut dyn Stager) {
-        let Some((entry, now, mut state)) = self.take() else {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let Some(entry) = self.entry.take() else {
             return;
         };
         let id = state.stage(now, entry);
-        stager.record(&self.queue.sink, id, now, 0);
+        stager.record(&queue.sink, id, now, 0);
         self.id = Some(id);
         stager.end();
     }
