@@ -778,8 +778,12 @@ fn open_damaged(path: &Path, written: Option<&Written>, what: &str) -> &'static 
                 message.contains(&file_name),
                 "{what}: the error does not name the file: {message}"
             );
+            // A flip inside the stored format version reads as another version.
             assert!(
-                matches!(e, Error::Corrupt { .. } | Error::Storage { .. }),
+                matches!(
+                    e,
+                    Error::Corrupt { .. } | Error::Storage { .. } | Error::Incompatible { .. }
+                ),
                 "{what}: {e:?}"
             );
             return "error";

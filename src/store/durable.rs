@@ -234,19 +234,28 @@ impl DurableStore {
         if let Some(bytes) = options.cache_bytes {
             builder.set_cache_size(bytes);
         }
-        let db = match options.backend {
-            Some(open) => {
-                let db = guarded(path, || open(&builder))?;
-                check_format(path, &db)?;
-                db
-            }
-            None if path.exists() => {
-                let db = guarded(path, || builder.create(path))?;
-                check_format(path, &db)?;
-                db
-            }
-            None => create(path, &builder)?,
-        };
+        // Checking the format reads the file, and dropping a database that failed the check
+        // runs redb's close: either may meet a damaged page, where redb may panic.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match options.backend {
+                Some(open) => {
+                    let db = guarded(path, || open(&builder))?;
+                    check_format(path, &db)?;
+                    Ok(db)
+                }
+                None if path.exists() => {
+                    let db = guarded(path, || builder.create(path))?;
+                    check_format(path, &db)?;
+                    Ok(db)
+                }
+                None => create(path, &builder),
+            }));
+        let db = opened.unwrap_or_else(|_| {
+            Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: "redb failed while checking the file".to_owned(),
+            })
+        })?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
@@ -678,7 +687,10 @@ impl Store for DurableStore {
         {
             return Err(self.poisoned("the writer thread panicked"));
         }
-        self.inner.db.lock().take(); // releases the file (readers mid-chunk finish first)
+        // Releases the file (readers mid-chunk finish first). redb's close may meet a page it
+        // panicked on earlier: that must not reach the caller of `close` or of a drop.
+        let db = self.inner.db.lock().take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
         result.and_then(|()| self.check_healthy())
     }
 }
