@@ -476,6 +476,27 @@ impl Broker {
         self.shared.close()
     }
 
+    /// Waits until everything sent so far, and every ack, nack and group position recorded so
+    /// far, is committed to the file: a durability point under
+    /// [`Durability::Interval`](crate::Durability::Interval), where `send` returns before its
+    /// commit. Returns at once in memory mode and does nothing more under `Immediate` than
+    /// commit pending acks.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a commit failed; [`Error::Closed`] is not an error here (close
+    /// commits everything itself).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// bus.queue::<u8>("q")?.producer().send(1)?;
+    /// bus.flush()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn flush(&self) -> Result<(), Error> {
+        self.shared.store.flush()
+    }
+
     /// Whether the bus is closed.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()

@@ -41,20 +41,12 @@ fn live() -> u64 {
     LIVE.load(Relaxed)
 }
 
-/// Live bytes once they stop falling: a durable store's writer thread holds requests (acks, and
-/// under `Durability::Interval` sends) until it commits them, after the caller has returned.
-/// Polls until two readings 20 ms apart differ by under 4 KiB (at most 5 s).
-fn settled() -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last = live();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = live();
-        if now.abs_diff(last) < 4 << 10 || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
+/// Live bytes once the store has committed everything asked of it: a durable store's writer
+/// thread holds requests (acks, and under `Durability::Interval` sends) until it commits them,
+/// after the caller has returned.
+fn settled(bus: &Broker) -> u64 {
+    bus.flush().unwrap();
+    live()
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -161,11 +153,11 @@ fn lag_run(bus: &Broker, keep: u64, checkpoint: u64, total: u64, batch: u64) -> 
             }
         }
     };
-    let base = settled();
+    let base = settled(bus);
     send_up_to(0, checkpoint);
-    let at_checkpoint = settled();
+    let at_checkpoint = settled(bus);
     send_up_to(checkpoint, total);
-    let at_total = settled();
+    let at_total = settled(bus);
     assert!(topic.retained() <= keep, "retention is {keep}");
     assert_eq!(topic.offsets(0).unwrap().end, total);
     println!(
@@ -261,19 +253,19 @@ fn block_run(
         }
     };
 
-    let base = settled();
+    let base = settled(bus);
     send(next, keep);
     next += keep;
     assert!(
         matches!(producer.try_send(payload(next)), Err(TrySendError::Full(_))),
         "the window is full"
     );
-    let full = settled();
+    let full = settled(bus);
 
     for _ in 0..refusals {
         assert!(producer.try_send(payload(next)).unwrap_err().is_full());
     }
-    let refused = settled();
+    let refused = settled(bus);
 
     let mut expect = 0;
     for _ in 0..rounds {
@@ -285,14 +277,14 @@ fn block_run(
         next += step;
         assert!(producer.try_send(payload(next)).unwrap_err().is_full());
     }
-    let flowed = settled();
+    let flowed = settled(bus);
 
     while expect < next {
         assert_eq!(recv_one(&mut sub), expect);
         expect += 1;
     }
     assert!(sub.try_recv().unwrap_err().is_empty());
-    let drained = settled();
+    let drained = settled(bus);
 
     println!(
         "{label} Block (keep {keep}): +{} full, +{} after {refusals} refusals, +{} after \
@@ -372,7 +364,7 @@ fn full_queue_run(bus: &Broker, capacity: usize, refusals: u64, batched: bool, a
         .unwrap();
     let producer = queue.producer();
 
-    let base = settled();
+    let base = settled(bus);
     let mut sent = 0u64;
     let started = Instant::now();
     if batched {
@@ -394,12 +386,12 @@ fn full_queue_run(bus: &Broker, capacity: usize, refusals: u64, batched: bool, a
     }
     assert_eq!(sent, capacity as u64);
     let fill_time = started.elapsed();
-    let full = settled();
+    let full = settled(bus);
 
     for _ in 0..refusals {
         assert!(producer.try_send(payload(sent)).unwrap_err().is_full());
     }
-    let refused = settled();
+    let refused = settled(bus);
 
     let started = Instant::now();
     let mut consumer = queue.consumer();
@@ -410,7 +402,7 @@ fn full_queue_run(bus: &Broker, capacity: usize, refusals: u64, batched: bool, a
     drop(consumer);
     bus.wait_idle(WAIT).unwrap();
     let ack_time = started.elapsed();
-    let acked = settled();
+    let acked = settled(bus);
 
     println!(
         "{label} queue (capacity {capacity}): +{} full (filled in {fill_time:?}), +{} after \
