@@ -196,6 +196,7 @@ pub(crate) struct QueueCore<T> {
 struct QueueSink<T> {
     queue: Weak<QueueCore<T>>,
     table: String,
+    counts: String,
 }
 
 impl<T: Payload> Sink for QueueSink<T> {
@@ -217,6 +218,10 @@ impl<T: Payload> Sink for QueueSink<T> {
 
     fn floor(&self) -> Option<u64> {
         None
+    }
+
+    fn counts_table(&self) -> &str {
+        &self.counts
     }
 }
 
@@ -260,6 +265,7 @@ impl<T: Payload> QueueCore<T> {
             sink: Arc::new(QueueSink {
                 queue: Weak::clone(me),
                 table,
+                counts: store::counts_table(name),
             }),
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
@@ -591,17 +597,17 @@ impl<T> QueueCore<T> {
         }
         if let Some(dlq) = &self.dead_letter {
             for (item, reason) in dead {
-                dlq.push_dead_letter(item, &self.name, reason);
+                dlq.push_dead_letter(item, self, reason);
             }
         }
         self.shared.idle.notify();
     }
 
     /// Accepts a dead letter from another queue, beyond capacity if need be.
-    fn push_dead_letter(&self, item: Item<T>, from: &str, reason: Reason) {
+    fn push_dead_letter(&self, item: Item<T>, from: &Self, reason: Reason) {
         let original = item.meta.as_deref().or(item.entry.meta.as_deref());
         let mut headers = original.map_or_else(Headers::new, |m| m.headers.clone());
-        headers.push(DEAD_LETTER_QUEUE, from);
+        headers.push(DEAD_LETTER_QUEUE, &from.name);
         headers.push(
             DEAD_LETTER_REASON,
             match reason {
@@ -619,9 +625,9 @@ impl<T> QueueCore<T> {
         let mut state = self.state.lock();
         let to_id = state.push(item.ts, item.entry, Some(Arc::new(meta.clone())));
         self.shared.store.progress(Progress::DeadLetter {
-            queue: from,
+            queue: &from.sink,
             id: item.id,
-            to: &self.name,
+            to: &self.sink,
             to_id,
             headers: &meta.headers,
         });
@@ -643,7 +649,7 @@ impl<T> QueueCore<T> {
         drop(state);
         if acked {
             self.shared.store.progress(Progress::QueueAck {
-                queue: &self.name,
+                queue: &self.sink,
                 id,
             });
             self.shared.idle.notify();
@@ -705,7 +711,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             Some((item, delivery)) => {
                 let (id, count) = (item.id, item.count);
                 queue.shared.store.progress(Progress::QueueDelivery {
-                    queue: &queue.name,
+                    queue: &queue.sink,
                     id,
                     count,
                 });

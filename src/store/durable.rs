@@ -64,8 +64,13 @@ fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(table)
 }
 
+fn deliveries(table: &str) -> TableDefinition<'_, u64, u32> {
+    TableDefinition::new(table)
+}
+
+/// The delivery-count table beside a queue's records table.
 fn counts(table: &str) -> String {
-    format!("c.{}", table.strip_prefix("q.").unwrap_or(table))
+    super::counts_table(table.strip_prefix("q.").unwrap_or(table))
 }
 
 /// At most this many sends may wait for a commit in `Interval` mode before senders wait too.
@@ -93,18 +98,18 @@ enum Request {
         records: Vec<Staged>,
     },
     Ack {
-        queue: String,
+        queue: Arc<dyn Sink>,
         id: u64,
     },
     Delivery {
-        queue: String,
+        queue: Arc<dyn Sink>,
         id: u64,
         count: u32,
     },
     DeadLetter {
-        queue: String,
+        queue: Arc<dyn Sink>,
         id: u64,
-        to: String,
+        to: Arc<dyn Sink>,
         to_id: u64,
         headers: Headers,
     },
@@ -510,11 +515,11 @@ impl Store for DurableStore {
     fn progress(&self, change: Progress<'_>) {
         let request = match change {
             Progress::QueueAck { queue, id } => Request::Ack {
-                queue: super::queue_table(queue),
+                queue: Arc::clone(queue),
                 id,
             },
             Progress::QueueDelivery { queue, id, count } => Request::Delivery {
-                queue: super::queue_table(queue),
+                queue: Arc::clone(queue),
                 id,
                 count,
             },
@@ -525,9 +530,9 @@ impl Store for DurableStore {
                 to_id,
                 headers,
             } => Request::DeadLetter {
-                queue: super::queue_table(queue),
+                queue: Arc::clone(queue),
                 id,
-                to: super::queue_table(to),
+                to: Arc::clone(to),
                 to_id,
                 headers: headers.clone(),
             },
@@ -888,14 +893,12 @@ fn write_batch(
                 }
             }
             Request::Ack { queue, id } => {
-                txn.open_table(records(&queue))?.remove(id)?;
-                let counts = counts(&queue);
-                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                txn.open_table(records(queue.table()))?.remove(id)?;
+                txn.open_table(deliveries(queue.counts_table()))?
                     .remove(id)?;
             }
             Request::Delivery { queue, id, count } => {
-                let counts = counts(&queue);
-                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                txn.open_table(deliveries(queue.counts_table()))?
                     .insert(id, count)?;
             }
             Request::DeadLetter {
@@ -906,23 +909,23 @@ fn write_batch(
                 headers,
             } => {
                 let moved = {
-                    let mut from = txn.open_table(records(&queue))?;
+                    let mut from = txn.open_table(records(queue.table()))?;
                     let removed = from.remove(id)?;
                     removed.and_then(|v| {
                         let row = format::open(id, v.value()).ok()?;
                         Some(format::with_headers(&row, to_id, &headers))
                     })
                 };
-                let counts = counts(&queue);
-                txn.open_table(TableDefinition::<u64, u32>::new(&counts))?
+                txn.open_table(deliveries(queue.counts_table()))?
                     .remove(id)?;
                 if let Some(value) = moved {
-                    txn.open_table(records(&to))?
+                    let to = to.table();
+                    txn.open_table(records(to))?
                         .insert(to_id, value.as_slice())?;
-                    let end = end_of(txn, ends, &to)?;
+                    let end = end_of(txn, ends, to)?;
                     end.0 = end.0.max(to_id + 1);
-                    if !dirty.contains(&to) {
-                        dirty.push(to);
+                    if !dirty.iter().any(|d| d == to) {
+                        dirty.push(to.to_owned());
                     }
                 }
             }

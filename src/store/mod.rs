@@ -28,18 +28,23 @@ use std::task::{Poll, Waker};
 use crate::error::Error;
 use crate::record::Nanos;
 
-/// What changed in consumer progress, for the store to record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What changed in consumer progress, for the store to record. Queues are named by their
+/// sink, so recording an ack copies no name.
+#[derive(Clone, Copy)]
 pub(crate) enum Progress<'a> {
     /// A queue message was acked (deleted).
-    QueueAck { queue: &'a str, id: u64 },
+    QueueAck { queue: &'a Arc<dyn Sink>, id: u64 },
     /// A queue message was handed out again (delivery count now `count`).
-    QueueDelivery { queue: &'a str, id: u64, count: u32 },
+    QueueDelivery {
+        queue: &'a Arc<dyn Sink>,
+        id: u64,
+        count: u32,
+    },
     /// A queue message moved to its dead-letter queue as `to_id`, with these headers.
     DeadLetter {
-        queue: &'a str,
+        queue: &'a Arc<dyn Sink>,
         id: u64,
-        to: &'a str,
+        to: &'a Arc<dyn Sink>,
         to_id: u64,
         headers: &'a crate::record::Headers,
     },
@@ -89,6 +94,10 @@ pub(crate) trait Sink: Send + Sync {
     /// Rows below this key are no longer retained (topics); `None` for queues, whose rows go
     /// one by one when acked.
     fn floor(&self) -> Option<u64>;
+    /// The redb table of delivery counts (queues only).
+    fn counts_table(&self) -> &str {
+        ""
+    }
 }
 
 /// A declaration as stored: kind, payload type and options (bincode of the options).
@@ -173,6 +182,11 @@ pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
 /// The redb table of a queue.
 pub(crate) fn queue_table(queue: &str) -> String {
     format!("q.{queue}")
+}
+
+/// The redb table of a queue's delivery counts.
+pub(crate) fn counts_table(queue: &str) -> String {
+    format!("c.{queue}")
 }
 
 /// Decodes one stored row, with a typed error naming where it was.
