@@ -30,9 +30,7 @@ fn topic_messages_options_and_group_positions_survive_a_reopen() {
                 .unwrap();
         }
         let mut g = t.join_group("billing").unwrap();
-        for _ in 0..4 {
-            g.recv_timeout(common::WAIT).unwrap().ack().unwrap();
-        }
+        common::take(&mut g, 4);
         bus.close().unwrap();
     }
     let bus = Broker::open(&path).unwrap();
@@ -40,9 +38,7 @@ fn topic_messages_options_and_group_positions_survive_a_reopen() {
     assert_eq!(t.options(), options, "options come back with `topic`");
     assert_eq!(t.retained(), 10);
     let mut all = t.subscribe(Start::Earliest).unwrap();
-    let mut seen: Vec<String> = (0..10)
-        .map(|_| all.recv_timeout(common::WAIT).unwrap().payload().clone())
-        .collect();
+    let mut seen = common::take(&mut all, 10);
     seen.sort();
     let mut expected: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
     expected.sort();
@@ -54,9 +50,7 @@ fn topic_messages_options_and_group_positions_survive_a_reopen() {
         "4 acked before the reopen"
     );
     let mut g = t.join_group("billing").unwrap();
-    for _ in 0..6 {
-        g.recv_timeout(common::WAIT).unwrap().ack().unwrap();
-    }
+    common::take(&mut g, 6);
     let extra = g
         .try_recv()
         .map(|m| (m.partition(), m.offset(), m.payload().clone()));
@@ -203,11 +197,7 @@ fn interval_mode_acknowledges_before_the_commit_and_consumers_see_it_after() {
         q.producer().send(i).unwrap();
     }
     let mut c = q.consumer();
-    for i in 0..100 {
-        let m = c.recv_timeout(common::WAIT).unwrap();
-        assert_eq!(*m.payload(), i);
-        m.ack().unwrap();
-    }
+    assert_eq!(common::take(&mut c, 100), (0..100).collect::<Vec<_>>());
     bus.close().unwrap();
 }
 
@@ -318,14 +308,7 @@ fn a_new_group_position_is_stored_before_it_moves() {
     let bus = Broker::open(&path).unwrap();
     let t = bus.topic_with::<u32>("t", options).unwrap();
     let mut g = t.join_group_with("g", Start::Latest).unwrap();
-    let mut got: Vec<u32> = (0..6)
-        .map(|_| {
-            let m = g.recv_timeout(common::WAIT).unwrap();
-            let payload = *m.payload();
-            m.ack().unwrap();
-            payload
-        })
-        .collect();
+    let mut got = common::take(&mut g, 6);
     got.sort_unstable();
     assert_eq!(
         got,
@@ -390,14 +373,7 @@ fn a_damaged_queue_message_is_reported_and_the_rest_delivered() {
     assert_eq!(q.undecodable()[0].offset, 2);
     assert!(!q.undecodable()[0].bytes.is_empty());
     let mut c = q.consumer();
-    let got: Vec<String> = (0..4)
-        .map(|_| {
-            let m = c.recv_timeout(common::WAIT).unwrap();
-            let payload = m.payload().clone();
-            m.ack().unwrap();
-            payload
-        })
-        .collect();
+    let got = common::take(&mut c, 4);
     assert_eq!(got, ["job-0", "job-1", "job-3", "job-4"]);
     assert!(c.try_recv().is_err());
 }
