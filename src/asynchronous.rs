@@ -21,13 +21,13 @@ use std::task::{Context, Poll};
 
 use futures_core::{FusedFuture, FusedStream, Stream};
 
-use crate::broker::Payload;
 use crate::consumer::Consumer;
+use crate::engine::Fail;
+use crate::engine::notify::Wait;
 use crate::error::{RecvError, SendError};
 use crate::message::Message;
-use crate::notify::Wait;
-use crate::producer::{Fail, Producer};
-use crate::record::{Receipt, Record};
+use crate::producer::Producer;
+use crate::record::{Payload, Receipt, Record};
 use crate::store::Ticket;
 
 /// The future of [`Consumer::recv_async`]: resolves like [`Consumer::recv`].

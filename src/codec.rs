@@ -1,6 +1,27 @@
-//! Payload encoding: the [`Codec`] trait and its default, [`Bincode`] (bincode 2, pinned: upstream
-//! is unmaintained, so everything else reaches it through this trait). The only file that
-//! imports `bincode`. Memory mode never encodes; it only counts sizes for byte retention.
+//! Payload encoding: the [`Codec`] trait, its two built-in codecs — [`Bincode`] (the default:
+//! compact and fast) and [`Json`] (self-describing: it carries every serde shape and lets a
+//! payload type evolve) — and [`CodecKind`], which picks one for a broker
+//! ([`BrokerBuilder::codec`](crate::BrokerBuilder::codec)). The only file that names `bincode`
+//! or `serde_json`'s payload encoding. Memory mode never encodes; it only counts sizes for byte
+//! retention.
+//!
+//! # What the binary codec cannot carry
+//!
+//! Bincode writes fields in order with no names or markers, so it cannot carry serde shapes
+//! that need to look ahead when reading: `#[serde(tag = "..")]` and `#[serde(untagged)]`
+//! enums, `#[serde(flatten)]`, `skip_serializing_if`, and types that deserialize with
+//! `deserialize_any` (such as `serde_json::Value`). A durable broker refuses such a payload at
+//! `send` with [`Error::Unsupported`](crate::Error::Unsupported) rather than store what it could
+//! not read back. Use [`CodecKind::Json`] for them.
+//!
+//! # Evolving a payload type
+//!
+//! Stored messages outlive the code that wrote them. With bincode, adding, removing or
+//! reordering a field makes older messages undecodable (they are set aside and listed by
+//! [`Queue::undecodable`](crate::Queue::undecodable), or skipped as `Lagged` on a topic). With
+//! JSON, add a field with `#[serde(default)]` and old messages read with its default; remove a
+//! field and old messages' extra value is ignored. For changes neither covers, carry a version:
+//! an enum with one variant per version, or a new topic for the new type.
 
 use bincode::enc::write::Writer;
 use bincode::error::EncodeError;
@@ -11,8 +32,8 @@ use serde::de::DeserializeOwned;
 ///
 /// The durable store encodes every payload once, on the sending thread, and decodes only what
 /// it reads back from the file (after a reopen, or for a reader behind the in-memory tail).
-/// [`Bincode`] is the default and the only codec a broker uses today; the trait keeps the
-/// payload format replaceable without touching the engine.
+/// A broker uses one of the built-in codecs, chosen with [`CodecKind`]; the trait is how the
+/// engine reaches them, and lets you use the same encodings elsewhere.
 ///
 /// ```
 /// use embus::codec::{Bincode, Codec};
@@ -73,7 +94,107 @@ impl Codec for Bincode {
     }
 }
 
-/// A bincode writer that keeps only the count.
+/// JSON through `serde_json`: self-describing, so it carries every serde shape (tagged and
+/// untagged enums, `flatten`, `skip_serializing_if`) and tolerates added (`#[serde(default)]`)
+/// and removed fields. Larger and slower than [`Bincode`].
+///
+/// ```
+/// use embus::codec::{Codec, Json};
+/// let mut bytes = Vec::new();
+/// Json::encode(&("order", 42u32), &mut bytes)?;
+/// assert_eq!(bytes, br#"["order",42]"#);
+/// # Ok::<(), embus::codec::CodecError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+impl Codec for Json {
+    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value).map_err(|e| CodecError(e.to_string()))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
+/// Which codec a broker stores payloads with, set by
+/// [`BrokerBuilder::codec`](crate::BrokerBuilder::codec) and kept in the store's file:
+/// reopening a file with another codec is [`Error::CodecMismatch`](crate::Error::CodecMismatch).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use embus::{Broker, codec::CodecKind};
+/// # let dir = std::env::temp_dir().join(format!("embus-doc-codec-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[serde(tag = "type")]
+/// enum Event { Created { id: u32 }, Deleted { id: u32 } }
+///
+/// let bus = Broker::builder().path(dir.join("events.embus")).codec(CodecKind::Json).open()?;
+/// bus.topic::<Event>("events")?.producer().send(Event::Created { id: 1 })?;
+/// # bus.close()?; std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CodecKind {
+    /// [`Bincode`]: compact and fast; cannot carry self-describing serde shapes.
+    #[default]
+    Bincode,
+    /// [`Json`]: carries every serde shape and lets payload types evolve.
+    Json,
+}
+
+impl CodecKind {
+    /// The name stored in the file and shown in errors: `bincode` or `json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bincode => "bincode",
+            Self::Json => "json",
+        }
+    }
+
+    pub(crate) fn encode<T: Serialize>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        match self {
+            Self::Bincode => Bincode::encode(value, out),
+            Self::Json => Json::encode(value, out),
+        }
+    }
+
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        match self {
+            Self::Bincode => Bincode::decode(bytes),
+            Self::Json => Json::decode(bytes),
+        }
+    }
+
+    /// The encoded length of `value` in this codec, without producing the bytes. A value the
+    /// codec cannot encode counts as its in-memory size, so byte retention still bounds it.
+    pub(crate) fn encoded_len<T: Serialize>(self, value: &T) -> usize {
+        let counted = match self {
+            Self::Bincode => {
+                let mut counter = Counter(0);
+                bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())
+                    .map(|()| counter.0)
+                    .ok()
+            }
+            Self::Json => {
+                let mut counter = Counter(0);
+                serde_json::to_writer(&mut counter, value)
+                    .map(|()| counter.0)
+                    .ok()
+            }
+        };
+        counted.unwrap_or(std::mem::size_of::<T>())
+    }
+}
+
+/// A writer that keeps only the count.
 struct Counter(usize);
 
 impl Writer for Counter {
@@ -83,14 +204,14 @@ impl Writer for Counter {
     }
 }
 
-/// The bincode-2 (standard configuration) encoded length of `value`. A value bincode cannot encode
-/// (a sequence of unknown length, say) counts as its in-memory size, so byte retention still
-/// bounds it.
-pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
-    let mut counter = Counter(0);
-    match bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard()) {
-        Ok(()) => counter.0,
-        Err(_) => std::mem::size_of::<T>(),
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -101,16 +222,21 @@ mod tests {
     #[test]
     fn counts_like_bincode_standard() {
         // standard() uses varints: small integers take one byte, strings a length prefix.
-        assert_eq!(encoded_len(&7u64), 1);
-        assert_eq!(encoded_len(&"hello".to_string()), 6);
-        assert_eq!(encoded_len(&vec![0u8; 300]), 300 + 3);
+        let encoded_len = |v: &dyn Fn(CodecKind) -> usize| v(CodecKind::Bincode);
+        assert_eq!(encoded_len(&|c| c.encoded_len(&7u64)), 1);
+        assert_eq!(encoded_len(&|c| c.encoded_len(&"hello".to_string())), 6);
+        assert_eq!(encoded_len(&|c| c.encoded_len(&vec![0u8; 300])), 300 + 3);
+        assert_eq!(CodecKind::Json.encoded_len(&"hello".to_string()), 7);
     }
 
     #[test]
     fn decode_rejects_garbage_and_leftovers() {
         let mut bytes = Vec::new();
         Bincode::encode(&"hi".to_string(), &mut bytes).unwrap();
-        assert_eq!(bytes.len(), encoded_len(&"hi".to_string()));
+        assert_eq!(
+            bytes.len(),
+            CodecKind::Bincode.encoded_len(&"hi".to_string())
+        );
         bytes.push(0);
         assert!(
             Bincode::decode::<String>(&bytes).is_err(),

@@ -5,12 +5,13 @@ use std::fmt;
 use std::task::{Context, Poll as TaskPoll};
 use std::time::{Duration, Instant};
 
-use crate::broker::Payload;
+use crate::engine::notify::{Backoff, Deadline, Wait};
+use crate::engine::queue::QueueConsumer;
+use crate::engine::topic::{Member, Subscriber};
+use crate::engine::{Poll, Source};
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
-use crate::notify::{Backoff, Deadline, Wait};
-use crate::queue::QueueConsumer;
-use crate::topic::{Member, Subscriber};
+use crate::record::Payload;
 
 /// A receiver: a topic subscriber ([`Topic::subscribe`](crate::Topic::subscribe)), a consumer
 /// group member ([`Topic::join_group`](crate::Topic::join_group)) or a queue consumer
@@ -52,31 +53,6 @@ enum Flavor<T> {
     Queue(QueueConsumer<T>),
 }
 
-/// One attempt to take a message.
-pub(crate) enum Poll<T> {
-    Ready(Message<T>),
-    Lagged(u64),
-    Empty,
-}
-
-impl<T> Poll<T> {
-    pub(crate) fn is_ready(&self) -> bool {
-        matches!(self, Self::Ready(_))
-    }
-}
-
-/// What a flavor of consumer reads from. A `poll` whose `wait` registers also registers the
-/// caller (thread or task) to be woken when its answer might change, under the same locks it
-/// checked; one that does not may answer from lock-free state.
-pub(crate) trait Source<T> {
-    fn poll(&mut self, wait: Wait<'_>) -> Poll<T>;
-    fn is_closed(&self) -> bool;
-    /// A moment to re-check even if nobody wakes us (the next ack timeout).
-    fn wake_at(&self) -> Option<Instant> {
-        None
-    }
-}
-
 /// Why a receive returned no message.
 pub(crate) enum Fail {
     /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
@@ -90,7 +66,7 @@ pub(crate) enum Fail {
 fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message<T>, Fail>> {
     fn decided<T>(poll: Poll<T>) -> Option<Result<Message<T>, Fail>> {
         match poll {
-            Poll::Ready(message) => Some(Ok(message)),
+            Poll::Ready(delivery) => Some(Ok(Message::new(delivery))),
             Poll::Lagged(skipped) => Some(Err(Fail::Lagged(skipped))),
             Poll::Empty => None,
         }

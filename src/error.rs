@@ -90,6 +90,35 @@ pub enum Error {
         /// The codec's message.
         message: String,
     },
+    /// The store's payloads are in another codec than the one this broker was built with
+    /// ([`BrokerBuilder::codec`](crate::BrokerBuilder::codec)).
+    #[error(
+        "{path:?} stores payloads with the {stored} codec; open it with \
+         BrokerBuilder::codec(CodecKind::{}), not {requested}",
+        codec_variant(stored)
+    )]
+    CodecMismatch {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The codec the file was created with.
+        stored: String,
+        /// The codec this broker was built with.
+        requested: String,
+    },
+    /// A payload type that the broker's codec cannot read back: its encoding does not decode
+    /// (or decodes to something else). Refused at `send`, so it is never found out after a
+    /// restart. The binary codec cannot carry `#[serde(tag = "..")]`, `#[serde(untagged)]`,
+    /// `#[serde(flatten)]`, `skip_serializing_if` or other self-describing shapes: use
+    /// [`CodecKind::Json`](crate::codec::CodecKind::Json).
+    #[error("`{name}`: payloads of type `{type_name}` cannot be stored: {message}")]
+    Unsupported {
+        /// The topic or queue.
+        name: String,
+        /// The payload type.
+        type_name: String,
+        /// What went wrong when the payload was read back, and what to do about it.
+        message: String,
+    },
     /// A stored payload could not be decoded as the declared type (or failed its checksum);
     /// the raw bytes are in [`Undecodable::bytes`].
     #[error("{0}")]
@@ -102,6 +131,15 @@ pub enum Error {
         /// The first topic or queue found busy, and why (e.g. "queue `jobs`: 2 ready, 1 in flight").
         busy: String,
     },
+}
+
+/// The `CodecKind` variant named `name`, for messages.
+fn codec_variant(name: &str) -> &'static str {
+    match name {
+        "json" => "Json",
+        "bincode" => "Bincode",
+        _ => "..",
+    }
 }
 
 /// A stored record that could not be read back as its declared payload type.

@@ -96,27 +96,28 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod asynchronous;
-mod broker;
-mod builder;
+// Leaves: plain data and policies, used by every layer.
 mod clock;
 pub mod codec;
-mod consumer;
 mod error;
-mod message;
-mod notify;
 mod options;
+mod record;
+// Storage: bytes and ids (memory and redb backends).
+mod store;
+// The engine (`pub(crate)`): registry, topic logs, groups, queues, waiting.
+mod engine;
+// The facade: the public handles.
+mod asynchronous;
+mod broker;
+mod consumer;
+mod message;
 mod producer;
 mod queue;
-mod record;
 mod select;
-mod store;
-mod timer;
 mod topic;
 
 pub use crate::asynchronous::{RecvFut, RecvStream, SendFut};
-pub use crate::broker::{Broker, Payload};
-pub use crate::builder::BrokerBuilder;
+pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
 pub use crate::error::{
@@ -126,8 +127,11 @@ pub use crate::error::{
 pub use crate::message::Message;
 pub use crate::options::{Durability, Overflow, QueueOptions, Retention, Start, TopicOptions};
 pub use crate::producer::Producer;
-pub use crate::queue::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Queue};
-pub use crate::record::{Headers, Receipt, Record};
+pub use crate::queue::Queue;
+pub use crate::record::{
+    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Headers, Payload, Receipt,
+    Record,
+};
 pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::topic::Topic;
 /// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].

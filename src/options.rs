@@ -22,6 +22,7 @@ use crate::error::Error;
 /// assert_eq!(r.max_messages(), Some(10_000));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Retention {
     messages: Option<u64>,
     bytes: Option<u64>,
@@ -142,6 +143,7 @@ pub enum Overflow {
 /// assert_eq!(opts.partition_count(), 4);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TopicOptions {
     partitions: u32,
     retention: Retention,
@@ -235,6 +237,7 @@ impl Default for TopicOptions {
 /// assert_eq!(opts.max_delivery_count(), Some(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QueueOptions {
     capacity: usize,
     ack_timeout: Option<Duration>,
@@ -351,7 +354,7 @@ impl QueueOptions {
             if dlq == name {
                 return bad("dead_letter", "a queue cannot be its own dead-letter queue");
             }
-            crate::broker::validate_name(dlq)?;
+            validate_name(dlq)?;
         }
         Ok(())
     }
@@ -382,6 +385,27 @@ pub enum Start {
     Offset(u64),
     /// The first message whose timestamp is at or after this time.
     Time(SystemTime),
+}
+
+/// Names are 1 to 249 characters of `[A-Za-z0-9._-]` (Kafka's rule), so they are safe as file
+/// and table names.
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        "names cannot be empty"
+    } else if name.len() > 249 {
+        "names are at most 249 characters"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "names use only ASCII letters, digits, '.', '_' and '-'"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 fn invalid(name: &str, option: &'static str, reason: &'static str) -> Error {

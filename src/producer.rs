@@ -5,12 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Life, Payload};
+use crate::engine::notify::{Deadline, Wait};
+use crate::engine::queue::QueueCore;
+use crate::engine::topic::TopicCore;
+use crate::engine::{Fail, Life, Sent};
 use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
-use crate::notify::{Deadline, Wait};
-use crate::queue::QueueCore;
-use crate::record::{Receipt, Record};
-use crate::topic::TopicCore;
+use crate::record::{Payload, Receipt, Record};
+use crate::store::Ticket;
 
 /// Sends messages to one topic or queue. Cheap to clone; keeps the broker open.
 ///
@@ -35,18 +36,6 @@ pub struct Producer<T> {
 enum Target<T> {
     Topic(Arc<TopicCore<T>>),
     Queue(Arc<QueueCore<T>>),
-}
-
-/// A record taken by the engine: its receipt, and for `send_async` on a durable store the
-/// commit to wait for.
-pub(crate) type Sent = (Receipt, Option<crate::store::Ticket>);
-
-/// Why the engine did not take a record.
-pub(crate) enum Fail {
-    /// No room before the deadline.
-    Full,
-    Disconnected,
-    Failed(Error),
 }
 
 impl<T> Clone for Producer<T> {
@@ -105,14 +94,14 @@ impl<T: Payload> Producer<T> {
     /// Whether a staged send is stored ([`SendFut`](crate::SendFut) on a durable store).
     pub(crate) fn poll_stored(
         &self,
-        ticket: crate::store::Ticket,
+        ticket: Ticket,
         waker: &std::task::Waker,
     ) -> std::task::Poll<Result<(), Error>> {
-        let shared = match &self.target {
-            Target::Topic(t) => &t.shared,
-            Target::Queue(q) => &q.shared,
+        let context = match &self.target {
+            Target::Topic(t) => &t.context,
+            Target::Queue(q) => &q.context,
         };
-        shared.store.poll_stored(ticket, waker)
+        context.store.poll_stored(ticket, waker)
     }
 
     /// Takes back a staged record whose commit failed; `None` if it was published after all.
@@ -277,8 +266,8 @@ impl<T> Producer<T> {
 
     pub(crate) fn next_waiter_id(&self) -> u64 {
         match &self.target {
-            Target::Topic(t) => t.shared.next_id(),
-            Target::Queue(q) => q.shared.next_id(),
+            Target::Topic(t) => t.context.next_id(),
+            Target::Queue(q) => q.context.next_id(),
         }
     }
 }

@@ -1,8 +1,23 @@
-//! What producers hand over ([`Record`], [`Headers`]) and get back ([`Receipt`]), and the
-//! engine's shared [`Entry`].
+//! What producers hand over ([`Record`], [`Headers`]) and get back ([`Receipt`]), the
+//! [`Payload`] bound, the dead-letter headers, and the engine's shared [`Entry`].
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The payload bound of every topic and queue: the same in memory and durable mode, so switching
+/// modes never breaks a build.
+pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
+
+/// Header naming the queue a dead letter came from.
+pub const DEAD_LETTER_QUEUE: &str = "embus-dead-letter-queue";
+/// Header saying why a message was dead-lettered: `nack`, `dropped` or `ack-timeout`.
+pub const DEAD_LETTER_REASON: &str = "embus-dead-letter-reason";
+/// Header with how many times the message was delivered before it was dead-lettered (decimal).
+pub const DEAD_LETTER_DELIVERIES: &str = "embus-dead-letter-deliveries";
 
 /// A payload with an optional key and headers, for
 /// [`Producer::send_record`](crate::Producer::send_record).

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::broker::Payload;
 use crate::consumer::Consumer;
-use crate::notify::{Backoff, Deadline, Wait};
+use crate::engine::notify::{Backoff, Deadline, Wait};
+use crate::record::Payload;
 
 /// Waits until one of several consumers — of any payload types — has something to receive.
 ///

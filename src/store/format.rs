@@ -13,11 +13,10 @@
 //!         ..    the payload, encoded by the codec (the rest of the value)
 //! ```
 //!
-//! The producer encodes everything from offset 17 on its own thread ([`encode_body`]), leaving
-//! room for the first 17 bytes; the writer thread fills them in ([`seal`]) once it knows the
+//! The producer encodes everything from offset 17 on its own thread ([`body`], then the
+//! engine appends the payload in its codec), leaving room for the first 17 bytes; the writer thread fills them in ([`seal`]) once it knows the
 //! timestamp. A reader checks version and checksum before it trusts a byte ([`open`]).
 
-use crate::codec::{Codec, CodecError};
 use crate::record::{Headers, Meta, Nanos};
 
 /// The record format version this build writes and reads.
@@ -25,12 +24,8 @@ pub(crate) const RECORD_VERSION: u8 = 1;
 /// Bytes before the body.
 pub(crate) const HEAD: usize = 17;
 
-/// Encodes key, headers and payload after `HEAD` zero bytes.
-pub(crate) fn encode_body<C: Codec, T: serde::Serialize>(
-    payload: &T,
-    key: Option<&[u8]>,
-    headers: &Headers,
-) -> Result<Vec<u8>, CodecError> {
+/// `HEAD` zero bytes, then key and headers: the payload's bytes go after them.
+pub(crate) fn body(key: Option<&[u8]>, headers: &Headers) -> Vec<u8> {
     let mut out = vec![0; HEAD];
     match key {
         Some(key) => {
@@ -40,8 +35,7 @@ pub(crate) fn encode_body<C: Codec, T: serde::Serialize>(
         None => put_len(&mut out, 0),
     }
     put_headers(&mut out, headers);
-    C::encode(payload, &mut out)?;
-    Ok(out)
+    out
 }
 
 fn put_len(out: &mut Vec<u8>, len: usize) {
@@ -192,13 +186,12 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Bincode;
 
     fn sealed() -> Vec<u8> {
         let mut headers = Headers::new();
         headers.push("h", b"v");
-        let mut value =
-            encode_body::<Bincode, _>(&"payload".to_string(), Some(b"k"), &headers).unwrap();
+        let mut value = body(Some(b"k"), &headers);
+        value.extend_from_slice(b"payload");
         seal(&mut value, 42, 7, 3);
         value
     }
@@ -209,8 +202,7 @@ mod tests {
         let row = open(42, &value).unwrap();
         assert_eq!((row.ts, row.size, row.key), (7, 3, Some(&b"k"[..])));
         assert_eq!(row.headers.get("h"), Some(&b"v"[..]));
-        let payload: String = Bincode::decode(row.payload).unwrap();
-        assert_eq!(payload, "payload");
+        assert_eq!(row.payload, b"payload");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `MemoryStore`: persistence that keeps nothing; the in-memory logs are the truth.
 
+use std::path::PathBuf;
 use std::task::{Poll, Waker};
 
-use super::{Append, Declaration, Loaded, Progress, Restored, Store, Ticket};
+use super::{Append, Loaded, LogId, Progress, Restored, Store, Ticket};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -21,13 +22,13 @@ impl Store for MemoryStore {
 
     fn progress(&self, _change: Progress<'_>) {}
 
-    fn declared(&self, _name: &str) -> Result<Option<Declaration>, Error> {
+    fn declared(&self, _name: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(None)
     }
 
-    fn declare(&self, _name: &str, _declaration: Declaration) {}
+    fn declare(&self, _name: &str, _declaration: Vec<u8>) {}
 
-    fn restore(&self, _table: &str) -> Result<Restored, Error> {
+    fn restore(&self, _log: &LogId) -> Result<Restored, Error> {
         Ok(Restored::default())
     }
 
@@ -39,7 +40,7 @@ impl Store for MemoryStore {
         false
     }
 
-    fn load(&self, _table: &str, _from: u64, _to: u64) -> Result<Vec<Loaded>, Error> {
+    fn load(&self, _log: &LogId, _from: u64, _to: u64) -> Result<Vec<Loaded>, Error> {
         Ok(Vec::new())
     }
 
@@ -49,5 +50,9 @@ impl Store for MemoryStore {
 
     fn close(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("<memory>")
     }
 }

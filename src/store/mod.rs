@@ -1,7 +1,8 @@
 //! The persistence seam: what the engine asks of storage, and when a message counts as stored.
 //!
-//! The topic and queue engines (`topic/`, `queue/`) are the one delivery path for every mode.
-//! They call the store at a few points and nowhere else:
+//! The store moves bytes and ids ([`LogId`], offsets), never a payload type: the engine
+//! encodes and decodes payloads on its side of the seam. The topic and queue engines are the
+//! one delivery path for every mode. They call the store at a few points and nowhere else:
 //!
 //! 1. [`Store::append`] to send: the engine describes the send as an [`Append`] job, which can
 //!    either publish at once (memory mode) or stage its records under the target's lock and let
@@ -14,19 +15,58 @@
 //! [`MemoryStore`] keeps nothing: the in-memory logs are the truth, `append` just publishes, and
 //! payloads are never encoded. [`DurableStore`] (redb) commits first, then publishes.
 
-mod durable;
 pub(crate) mod format;
 mod memory;
+mod redb;
 
-pub(crate) use durable::{DurableStore, OpenWith, Options as DurableOptions};
-pub(crate) use memory::MemoryStore;
+pub(crate) use self::memory::MemoryStore;
+pub(crate) use self::redb::{DurableStore, OpenWith, Options as DurableOptions};
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use crate::error::Error;
 use crate::record::Nanos;
+
+/// Which log a stored record belongs to: a topic's partition or a queue. The store derives
+/// its own names (tables) from it, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogId {
+    /// Where a durable store keeps the records.
+    table: String,
+    /// Where a durable store keeps delivery counts (queues only; empty for partitions).
+    counts: String,
+}
+
+impl LogId {
+    /// Partition `partition` of topic `topic`.
+    pub(crate) fn partition(topic: &str, partition: u32) -> Self {
+        Self {
+            table: redb::partition_table(topic, partition),
+            counts: String::new(),
+        }
+    }
+
+    /// The queue `queue`.
+    pub(crate) fn queue(queue: &str) -> Self {
+        Self {
+            table: redb::queue_table(queue),
+            counts: redb::counts_table(queue),
+        }
+    }
+
+    /// The records table.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The delivery-count table (queues only).
+    pub(crate) fn counts_table(&self) -> &str {
+        &self.counts
+    }
+}
 
 /// What changed in consumer progress, for the store to record. Queues are named by their
 /// sink, so recording an ack copies no name.
@@ -87,25 +127,13 @@ pub(crate) trait Stager {
 
 /// A log the writer publishes into after a commit: a topic partition or a queue.
 pub(crate) trait Sink: Send + Sync {
-    /// The redb table its records live in.
-    fn table(&self) -> &str;
+    /// Which log it is.
+    fn log(&self) -> &LogId;
     /// Makes the staged records with keys below `upto` visible, in key order.
     fn publish(&self, upto: u64);
     /// Rows below this key are no longer retained (topics); `None` for queues, whose rows go
     /// one by one when acked.
     fn floor(&self) -> Option<u64>;
-    /// The redb table of delivery counts (queues only).
-    fn counts_table(&self) -> &str {
-        ""
-    }
-}
-
-/// A declaration as stored: kind, payload type and options (bincode of the options).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Declaration {
-    pub(crate) queue: bool,
-    pub(crate) type_name: String,
-    pub(crate) options: Vec<u8>,
 }
 
 /// What a restored partition or queue starts from.
@@ -147,14 +175,14 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// Records consumer progress.
     fn progress(&self, change: Progress<'_>);
 
-    /// The stored declaration of `name`, if any.
-    fn declared(&self, name: &str) -> Result<Option<Declaration>, Error>;
+    /// The stored declaration of `name` (the engine's bytes), if any.
+    fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
 
     /// Stores a new declaration (rides the next commit).
-    fn declare(&self, name: &str, declaration: Declaration);
+    fn declare(&self, name: &str, declaration: Vec<u8>);
 
-    /// Where the log in `table` stands.
-    fn restore(&self, table: &str) -> Result<Restored, Error>;
+    /// Where `log` stands.
+    fn restore(&self, log: &LogId) -> Result<Restored, Error>;
 
     /// Stored group positions of `topic`: (group, partition, first unacked offset).
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error>;
@@ -163,8 +191,8 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// only a tail of each partition in memory.
     fn reads_back(&self) -> bool;
 
-    /// Rows of `table` with keys in `from..to` (all rows with `to == u64::MAX`).
-    fn load(&self, table: &str, from: u64, to: u64) -> Result<Vec<Loaded>, Error>;
+    /// Rows of `log` with keys in `from..to` (all rows with `to == u64::MAX`).
+    fn load(&self, log: &LogId, from: u64, to: u64) -> Result<Vec<Loaded>, Error>;
 
     /// Waits until everything sent so far is committed (close, tests); reports the first
     /// storage failure.
@@ -172,77 +200,7 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Flushes and stops the writer; the file is released once the last handle is gone.
     fn close(&self) -> Result<(), Error>;
-}
 
-/// The redb table of a topic partition.
-pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
-    format!("t.{topic}.{partition}")
-}
-
-/// The redb table of a queue.
-pub(crate) fn queue_table(queue: &str) -> String {
-    format!("q.{queue}")
-}
-
-/// The redb table of a queue's delivery counts.
-pub(crate) fn counts_table(queue: &str) -> String {
-    format!("c.{queue}")
-}
-
-/// Decodes one stored row, with a typed error naming where it was.
-pub(crate) fn decode_row<T: serde::de::DeserializeOwned>(
-    name: &str,
-    partition: u32,
-    row: &Loaded,
-) -> Result<(Nanos, crate::record::Entry<T>), Error> {
-    use crate::codec::Codec;
-    let fail = |message: String, bytes: &[u8]| {
-        Error::Decode(Box::new(crate::error::Undecodable {
-            name: name.to_owned(),
-            partition,
-            offset: row.key,
-            message,
-            bytes: bytes.to_vec(),
-        }))
-    };
-    let opened =
-        format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
-    let payload = crate::codec::Bincode::decode(opened.payload)
-        .map_err(|e| fail(e.to_string(), opened.payload))?;
-    let entry = crate::record::Entry {
-        payload,
-        meta: opened.meta(),
-        size: opened.size,
-    };
-    Ok((opened.ts, entry))
-}
-
-/// Encodes a record's body for the durable store.
-pub(crate) fn encode<T: serde::Serialize>(
-    name: &str,
-    payload: &T,
-    key: Option<&[u8]>,
-    headers: &crate::record::Headers,
-) -> Result<Vec<u8>, Error> {
-    format::encode_body::<crate::codec::Bincode, T>(payload, key, headers).map_err(|e| {
-        Error::Encode {
-            name: name.to_owned(),
-            message: e.0,
-        }
-    })
-}
-
-/// Encodes an entry's body for the durable store.
-pub(crate) fn encode_entry<T: serde::Serialize>(
-    name: &str,
-    entry: &crate::record::Entry<T>,
-) -> Result<Vec<u8>, Error> {
-    let meta = entry.meta.as_deref();
-    let headers = meta.map_or(&crate::record::NO_HEADERS, |m| &m.headers);
-    encode(
-        name,
-        &entry.payload,
-        meta.and_then(|m| m.key.as_deref()),
-        headers,
-    )
+    /// The file, for errors the engine reports about what it read (`<memory>` in memory mode).
+    fn path(&self) -> PathBuf;
 }

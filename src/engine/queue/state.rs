@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::notify::Waiters;
+use crate::engine::notify::Waiters;
 use crate::record::{Entry, Meta, Nanos};
 
 /// A message waiting in the queue.

@@ -1,34 +1,4 @@
-//! Publish/subscribe: [`Topic`], a partitioned, retained log.
-//!
-//! # Partitions and offsets
-//!
-//! A topic has a fixed number of partitions. A record with a key goes to the partition its key
-//! hashes to (Kafka's murmur2, so the mapping is stable); a record without a key goes round-robin.
-//! Each partition numbers its messages 0, 1, 2, ... with no gaps, and stamps them with the
-//! broker's clock, never going backwards.
-//!
-//! # Retention and overflow
-//!
-//! Messages stay until [`Retention`](crate::Retention) trims them (per partition: count, bytes,
-//! age); reading does not remove them. When a slow reader would need a trimmed message, the
-//! [`Overflow`](crate::Overflow) policy decides: `Lag` trims anyway and the reader gets
-//! [`RecvError::Lagged`](crate::RecvError::Lagged) once, then continues from the oldest retained
-//! message; `Block` makes producers wait until every subscriber and group has moved on, so memory
-//! stays bounded and nothing is skipped. Under `Block`, concurrent producers that found room at
-//! the same moment may each add one message beyond the limit.
-//!
-//! # Subscribers
-//!
-//! [`Topic::subscribe`] gives an independent reader that sees every retained message from its
-//! [`Start`](crate::Start), in offset order per partition.
-//!
-//! # Consumer groups
-//!
-//! [`Topic::join_group`] makes the consumer a member of a named group: the group's members share
-//! the partitions (each partition has one owner; members beyond the partition count stay idle),
-//! and rebalance when one joins or is dropped. Delivery is at-least-once: the group's position in
-//! each partition is its first unacked offset; a nacked or dropped message is redelivered, and a
-//! partition's unacked messages go to its next owner.
+//! The engine of one topic: partitions, producers' appends, groups and waiting for room.
 
 mod group;
 mod log;
@@ -36,7 +6,7 @@ mod partition;
 mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -46,163 +16,13 @@ pub(crate) use self::group::{Group, Member};
 pub(crate) use self::log::{Cold, Limits, Loader, Log, Partition, Read, Reader, StoredRef};
 pub(crate) use self::subscriber::Subscriber;
 
-use crate::broker::{Control, Life, Payload, Shared};
-use crate::consumer::Consumer;
+use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
+use crate::engine::seam;
+use crate::engine::{Context, Control, Fail, Sent};
 use crate::error::Error;
-use crate::notify::{Backoff, Deadline, Wait, Woken};
 use crate::options::{Start, TopicOptions};
-use crate::producer::{Fail, Producer, Sent};
-use crate::record::{Entry, Nanos, Receipt, Record, to_nanos};
-use crate::store::{self, Append, Progress, Sink, Stager};
-
-/// A handle to a topic. Cheap to clone; keeps the broker open.
-///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use embus::{Broker, Start, TopicOptions};
-///
-/// let bus = Broker::memory();
-/// let orders = bus.topic_with::<u32>("orders", TopicOptions::default().partitions(2))?;
-/// let mut audit = orders.subscribe(Start::Earliest)?;
-/// let mut billing = orders.join_group("billing")?;
-/// orders.producer().send(7)?;
-/// assert_eq!(audit.recv()?.payload(), &7);
-/// let m = billing.recv()?;
-/// assert_eq!(m.payload(), &7);
-/// m.ack()?;
-/// # Ok(()) }
-/// ```
-pub struct Topic<T> {
-    core: Arc<TopicCore<T>>,
-    life: Arc<Life>,
-}
-
-impl<T> Clone for Topic<T> {
-    fn clone(&self) -> Self {
-        Self {
-            core: Arc::clone(&self.core),
-            life: Arc::clone(&self.life),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Topic<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Topic")
-            .field("name", &self.core.name)
-            .field("options", &self.core.options)
-            .finish()
-    }
-}
-
-impl<T: Payload> Topic<T> {
-    pub(crate) fn new(core: Arc<TopicCore<T>>, life: Arc<Life>) -> Self {
-        Self { core, life }
-    }
-
-    /// A producer for this topic.
-    pub fn producer(&self) -> Producer<T> {
-        Producer::topic(Arc::clone(&self.core), Arc::clone(&self.life))
-    }
-
-    /// An independent subscriber that reads every partition from `start`.
-    ///
-    /// # Errors
-    /// [`Error::Closed`].
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use embus::{Broker, Start};
-    /// let bus = Broker::memory();
-    /// let t = bus.topic::<u8>("t")?;
-    /// let p = t.producer();
-    /// p.send(1)?;
-    /// let mut late = t.subscribe(Start::Latest)?;
-    /// let mut replay = t.subscribe(Start::Offset(0))?;
-    /// p.send(2)?;
-    /// assert_eq!(late.recv()?.payload(), &2);
-    /// assert_eq!(replay.recv()?.payload(), &1);
-    /// # Ok(()) }
-    /// ```
-    pub fn subscribe(&self, start: Start) -> Result<Consumer<T>, Error> {
-        self.check_open()?;
-        Ok(Consumer::subscriber(Subscriber::new(
-            Arc::clone(&self.core),
-            start,
-        )))
-    }
-
-    /// Joins the consumer group `name`, creating it at [`Start::Earliest`] if new.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::Closed`].
-    pub fn join_group(&self, name: &str) -> Result<Consumer<T>, Error> {
-        self.join_group_with(name, Start::Earliest)
-    }
-
-    /// Joins the consumer group `name`; if the group is new it starts at `start` (an existing
-    /// group keeps its position).
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`]; [`Error::Closed`].
-    pub fn join_group_with(&self, name: &str, start: Start) -> Result<Consumer<T>, Error> {
-        crate::broker::validate_name(name)?;
-        self.check_open()?;
-        let group = self.core.group(name, start);
-        Ok(Consumer::member(Member::join(
-            Arc::clone(&self.core),
-            group,
-        )))
-    }
-
-    /// The topic's name.
-    pub fn name(&self) -> &str {
-        &self.core.name
-    }
-
-    /// The partition count.
-    pub fn partitions(&self) -> u32 {
-        self.core.options.partition_count()
-    }
-
-    /// The options the topic was created with.
-    pub fn options(&self) -> TopicOptions {
-        self.core.options
-    }
-
-    /// The retained offsets of `partition`: `earliest..next`, or `None` if there is no such
-    /// partition.
-    pub fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
-        let mut log = self.core.partitions.get(partition as usize)?.lock();
-        self.core.trim_for_read(&mut log);
-        Some(log.base()..log.end())
-    }
-
-    /// How many messages are retained, over all partitions.
-    pub fn retained(&self) -> u64 {
-        let count = |log: &Partition<T>| {
-            let mut log = log.lock();
-            self.core.trim_for_read(&mut log);
-            log.len() as u64
-        };
-        self.core.partitions.iter().map(count).sum()
-    }
-
-    /// A group's position per partition (its first unacked offset), or `None` if no consumer
-    /// has joined a group of that name.
-    pub fn group_position(&self, name: &str) -> Option<Vec<u64>> {
-        let group = self.core.groups.lock().get(name).cloned()?;
-        Some(group.positions())
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.core.shared.is_closed() {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
-    }
-}
+use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
+use crate::store::{Append, LogId, Progress, Sink, Stager};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
 pub(crate) struct TopicCore<T> {
@@ -214,19 +34,21 @@ pub(crate) struct TopicCore<T> {
     sinks: Box<[Arc<dyn Sink>]>,
     round_robin: AtomicU32,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    pub(crate) shared: Arc<Shared>,
+    /// Payloads to and from the store's bytes.
+    coder: seam::Coder<T>,
+    pub(crate) context: Arc<Context>,
 }
 
 /// A partition as the store's writer sees it.
 struct PartitionSink<T> {
     topic: Weak<TopicCore<T>>,
     partition: u32,
-    table: String,
+    log: LogId,
 }
 
 impl<T: Payload> Sink for PartitionSink<T> {
-    fn table(&self) -> &str {
-        &self.table
+    fn log(&self) -> &LogId {
+        &self.log
     }
 
     fn publish(&self, upto: u64) {
@@ -251,16 +73,17 @@ impl<T: Payload> TopicCore<T> {
     pub(crate) fn create(
         name: &str,
         options: TopicOptions,
-        shared: Arc<Shared>,
+        context: Arc<Context>,
     ) -> Result<Arc<Self>, Error> {
         let mut partitions = Vec::new();
         for p in 0..options.partition_count() {
-            let table = store::partition_table(name, p);
-            let restored = shared.store.restore(&table)?;
-            let load = shared.store.reads_back().then(|| {
-                let store = Arc::clone(&shared.store);
+            let log = LogId::partition(name, p);
+            let restored = context.store.restore(&log)?;
+            let codec = context.codec;
+            let load = context.store.reads_back().then(|| {
+                let store = Arc::clone(&context.store);
                 let loader: Loader<T> = Box::new(move |from, to| {
-                    let rows = match store.load(&table, from, to) {
+                    let rows = match store.load(&log, from, to) {
                         Ok(rows) => rows,
                         // Damage: these offsets are unreadable (readers skip them, and say so).
                         Err(Error::Corrupt { .. }) => Vec::new(),
@@ -268,7 +91,7 @@ impl<T: Payload> TopicCore<T> {
                         Err(_) => return None,
                     };
                     let decoded = rows.iter().filter_map(|row| {
-                        let (ts, entry) = store::decode_row::<T>("", p, row).ok()?;
+                        let (ts, entry) = seam::decode_row::<T>(codec, "", p, row).ok()?;
                         Some((row.key, log::Stored { ts, entry }))
                     });
                     Some(decoded.collect())
@@ -279,11 +102,11 @@ impl<T: Payload> TopicCore<T> {
         }
         // Retention as of now: a crash may have left the file one commit behind the trims.
         let limits = Limits::new(&options);
-        let now = shared.clock.now();
+        let now = context.clock.now();
         for part in &partitions {
             part.lock().trim(&limits, now, None);
         }
-        let stored_groups = shared.store.groups(name)?;
+        let stored_groups = context.store.groups(name)?;
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             name: name.to_owned(),
             options,
@@ -294,13 +117,14 @@ impl<T: Payload> TopicCore<T> {
                     Arc::new(PartitionSink {
                         topic: Weak::clone(me),
                         partition,
-                        table: store::partition_table(name, partition),
+                        log: LogId::partition(name, partition),
                     }) as Arc<dyn Sink>
                 })
                 .collect(),
             round_robin: AtomicU32::new(0),
             groups: Mutex::new(HashMap::new()),
-            shared,
+            coder: seam::Coder::new(name, context.codec),
+            context,
         });
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
         names.dedup();
@@ -330,7 +154,7 @@ impl<T: Payload> TopicCore<T> {
         if self.limits.bytes.is_none() {
             return 0;
         }
-        let len = crate::codec::encoded_len(&record.payload)
+        let len = self.coder.codec().encoded_len(&record.payload)
             + record.key.as_ref().map_or(0, |k| k.len())
             + record.headers.byte_len();
         u32::try_from(len).unwrap_or(u32::MAX)
@@ -436,7 +260,7 @@ impl<T: Payload> TopicCore<T> {
             returned,
             closed: false,
         };
-        let stored = self.shared.store.append(&mut job, false);
+        let stored = self.context.store.append(&mut job, false);
         match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
             (Ok(_), true) => Err(Fail::Disconnected),
@@ -477,7 +301,7 @@ impl<T: Payload> TopicCore<T> {
         size: u32,
         defer: bool,
     ) -> Result<Sent, (Record<T>, Fail)> {
-        if self.shared.is_closed() {
+        if self.context.is_closed() {
             return Err((record, Fail::Disconnected));
         }
         let mut job = OneJob {
@@ -487,7 +311,7 @@ impl<T: Payload> TopicCore<T> {
             offset: None,
             closed: false,
         };
-        let stored = self.shared.store.append(&mut job, defer);
+        let stored = self.context.store.append(&mut job, defer);
         let fail = match (stored, job.offset) {
             (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
             (Ok(_), None) if job.closed => Fail::Disconnected,
@@ -505,7 +329,7 @@ impl<T: Payload> TopicCore<T> {
     fn room(&self, log: &mut Log<T>, now: Nanos, size: u32) -> Result<(), bool> {
         // Under the lock that close's wake-up takes: a consumer's last look after close sees
         // every push that returned a receipt.
-        if self.shared.is_closed() {
+        if self.context.is_closed() {
             return Err(true);
         }
         if log.trim(&self.limits, now, Some(size)) {
@@ -518,7 +342,7 @@ impl<T: Payload> TopicCore<T> {
     /// Whether `log` has room for one more message of `size` bytes, trimming what it may.
     fn has_room(&self, log: &mut Log<T>, size: u32) -> bool {
         // Only age retention needs the time to make room.
-        let now = self.limits.age.map_or(0, |_| self.shared.clock.now());
+        let now = self.limits.age.map_or(0, |_| self.context.clock.now());
         log.trim(&self.limits, now, Some(size))
     }
 
@@ -532,7 +356,7 @@ impl<T: Payload> TopicCore<T> {
         wait: Wait<'_>,
     ) -> Result<bool, Fail> {
         let mut log = self.partitions[partition as usize].lock();
-        if self.shared.is_closed() {
+        if self.context.is_closed() {
             return Err(Fail::Disconnected);
         }
         log.wait_for_room(id, wait);
@@ -545,11 +369,11 @@ impl<T: Payload> TopicCore<T> {
 
     /// Waits until `partition` has room for one more message of `size` bytes (`Block`).
     fn wait_for_room(&self, partition: u32, size: u32, deadline: Deadline) -> Result<(), Fail> {
-        let id = self.shared.next_id();
+        let id = self.context.next_id();
         let mut backoff = Backoff::new();
         loop {
             let mut log = self.partitions[partition as usize].lock();
-            if self.shared.is_closed() {
+            if self.context.is_closed() {
                 return Err(Fail::Disconnected);
             }
             if self.has_room(&mut log, size) {
@@ -571,8 +395,31 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
+    /// The retained offsets of `partition`: `earliest..next`.
+    pub(crate) fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
+        let mut log = self.partitions.get(partition as usize)?.lock();
+        self.trim_for_read(&mut log);
+        Some(log.base()..log.end())
+    }
+
+    /// How many messages are retained, over all partitions.
+    pub(crate) fn retained(&self) -> u64 {
+        let count = |log: &Partition<T>| {
+            let mut log = log.lock();
+            self.trim_for_read(&mut log);
+            log.len() as u64
+        };
+        self.partitions.iter().map(count).sum()
+    }
+
+    /// A group's first unacked offset per partition, if the group exists.
+    pub(crate) fn group_positions(&self, name: &str) -> Option<Vec<u64>> {
+        let group = self.groups.lock().get(name).cloned()?;
+        Some(group.positions())
+    }
+
     /// Gets or creates a group.
-    fn group(&self, name: &str, start: Start) -> Arc<Group> {
+    pub(crate) fn group(&self, name: &str, start: Start) -> Arc<Group> {
         self.group_at(name, start, |_| None)
     }
 
@@ -595,7 +442,7 @@ impl<T: Payload> TopicCore<T> {
                             let at = self.start_offset(&mut log, start);
                             // Stored at once: a group that joined at `Latest` and had not
                             // moved yet must not restart elsewhere after a reopen.
-                            self.shared.store.progress(Progress::GroupPosition {
+                            self.context.store.progress(Progress::GroupPosition {
                                 topic: &self.name,
                                 group: name,
                                 partition,
@@ -615,7 +462,7 @@ impl<T: Payload> TopicCore<T> {
     /// Trims by age (when set) before a read, so readers never see expired messages.
     pub(crate) fn trim_for_read(&self, log: &mut Log<T>) {
         if self.limits.age.is_some() {
-            log.trim(&self.limits, self.shared.clock.now(), None);
+            log.trim(&self.limits, self.context.clock.now(), None);
         }
     }
 }
@@ -623,9 +470,9 @@ impl<T: Payload> TopicCore<T> {
 impl<T> TopicCore<T> {
     /// Closed, and nothing staged will be published any more: a consumer's end.
     pub(crate) fn has_ended(&self) -> bool {
-        let shared = &self.shared;
-        shared.is_closed()
-            && (shared.has_settled() || !self.partitions.iter().any(|p| p.lock().has_staged()))
+        let context = &self.context;
+        context.is_closed()
+            && (context.has_settled() || !self.partitions.iter().any(|p| p.lock().has_staged()))
     }
 
     /// Takes back a staged record whose commit failed (`send_async`); `None` if it was
@@ -694,7 +541,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.shared.clock.now();
+        let now = self.topic.context.clock.now();
         let mut log = self.topic.partitions[self.partition as usize].lock();
         match self.topic.room(&mut log, now, entry.size) {
             Ok(()) => {
@@ -714,7 +561,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let body = self
             .entry
             .as_ref()
-            .map(|e| store::encode_entry(&self.topic.name, e));
+            .map(|e| self.topic.coder.encode_entry(e));
         body.into_iter().collect()
     }
 
@@ -722,7 +569,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.shared.clock.now();
+        let now = self.topic.context.clock.now();
         let p = self.partition as usize;
         let mut log = self.topic.partitions[p].lock();
         match self.topic.room(&mut log, now, entry.size) {
@@ -763,7 +610,7 @@ struct RunJob<'a, 'b, T> {
 impl<T: Payload> RunJob<'_, '_, T> {
     /// Under the partition lock: moves records that have room out of `pending`, in order.
     fn take(&mut self, log: &mut Log<T>, mut put: impl FnMut(&mut Log<T>, usize, Entry<T>) -> u64) {
-        let now = self.topic.shared.clock.now();
+        let now = self.topic.context.clock.now();
         while let Some((_, record)) = self.pending.front() {
             let size = self.topic.size_of(record);
             match self.topic.room(log, now, size) {
@@ -787,7 +634,7 @@ impl<T: Payload> RunJob<'_, '_, T> {
 
 impl<T: Payload> Append for RunJob<'_, '_, T> {
     fn publish(&mut self) {
-        let now = self.topic.shared.clock.now();
+        let now = self.topic.context.clock.now();
         let mut log = self.topic.partitions[self.partition as usize].lock();
         let mut woken = Woken::none();
         self.take(&mut log, |log, _, entry| {
@@ -800,10 +647,9 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
     }
 
     fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
-        let name = &self.topic.name;
-        let encode = |(_, r): &(usize, Record<T>)| {
-            store::encode(name, &r.payload, r.key.as_deref(), &r.headers)
-        };
+        let coder = &self.topic.coder;
+        let encode =
+            |(_, r): &(usize, Record<T>)| coder.encode(&r.payload, r.key.as_deref(), &r.headers);
         self.pending.iter().map(encode).collect()
     }
 
@@ -811,7 +657,7 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let p = self.partition as usize;
         let sink = &self.topic.sinks[p];
         let mut log = self.topic.partitions[p].lock();
-        let now = self.topic.shared.clock.now();
+        let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;

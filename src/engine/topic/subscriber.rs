@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use super::{Read, Reader, TopicCore};
-use crate::broker::Payload;
-use crate::consumer::{Poll, Source};
-use crate::message::Message;
-use crate::notify::{Wait, Woken};
+use crate::engine::notify::{Wait, Woken};
+use crate::engine::{Delivery, Poll, Source};
 use crate::options::Start;
+use crate::record::Payload;
 
 pub(crate) struct Subscriber<T> {
     topic: Arc<TopicCore<T>>,
@@ -29,7 +28,7 @@ impl<T: Payload> Subscriber<T> {
                 part.reader(&mut log, at)
             })
             .collect();
-        let id = topic.shared.next_id();
+        let id = topic.context.next_id();
         Self {
             topic,
             id,
@@ -74,7 +73,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
             match read {
                 Read::Got(stored) => {
                     self.turn = (p + 1) % n;
-                    return Poll::Ready(Message::plain(stored, p as u32));
+                    return Poll::Ready(Delivery::plain(stored, p as u32));
                 }
                 Read::Lagged(skipped) => {
                     self.turn = p;

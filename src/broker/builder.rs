@@ -1,15 +1,18 @@
 //! [`BrokerBuilder`]: configures a broker before opening it.
 
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::broker::Broker;
+use super::Broker;
 use crate::clock::{Clock, ManualClock};
+use crate::codec::CodecKind;
 use crate::error::Error;
 use crate::options::Durability;
-use crate::store::{DurableOptions, DurableStore, MemoryStore, Store};
+use crate::store::{DurableOptions, DurableStore, MemoryStore, OpenWith, Store};
 
-/// Configures a [`Broker`]: memory or durable (a path), durability, clock.
+/// Configures a [`Broker`]: memory or durable (a path), durability, codec, clock.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,8 +26,10 @@ pub struct BrokerBuilder {
     clock: Clock,
     path: Option<PathBuf>,
     durability: Durability,
-    backend: Option<crate::store::OpenWith>,
+    backend: Option<OpenWith>,
     cache_bytes: Option<usize>,
+    codec: CodecKind,
+    payload_names: HashMap<TypeId, String>,
 }
 
 impl std::fmt::Debug for BrokerBuilder {
@@ -34,6 +39,7 @@ impl std::fmt::Debug for BrokerBuilder {
             .field("path", &self.path)
             .field("durability", &self.durability)
             .field("storage_backend", &self.backend.is_some())
+            .field("codec", &self.codec)
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +71,9 @@ impl BrokerBuilder {
 
     /// Stores through this redb storage backend instead of the file at `path` (which still
     /// names the store in errors): redb's `InMemoryBackend` for durable semantics without a
-    /// file, or a backend of your own that injects faults in tests.
+    /// file, or a backend of your own that injects faults or power cuts in tests (embus's own
+    /// fault and power-loss suites do). This is why [`redb`](crate::redb) is re-exported: the
+    /// backend trait is redb's, of the exact version embus stores with.
     pub fn storage_backend(mut self, backend: impl redb::StorageBackend) -> Self {
         self.backend = Some(Box::new(move |builder: &redb::Builder| {
             builder.create_with_backend(backend)
@@ -76,6 +84,34 @@ impl BrokerBuilder {
     /// redb's page cache size (redb's default: 1 GiB, allocated as it fills).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_bytes = Some(bytes);
+        self
+    }
+
+    /// How payloads are stored in a durable broker (default [`CodecKind::Bincode`]). The choice
+    /// is kept in the file: reopening it with another codec is
+    /// [`Error::CodecMismatch`]. Use [`CodecKind::Json`] for payload types the binary codec
+    /// cannot carry (see [`codec`](crate::codec)), or that must evolve. Ignored in memory mode,
+    /// which never encodes.
+    pub fn codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The name under which payload type `T` is stored in a durable broker's declarations,
+    /// checked when a topic or queue is declared again after a restart. By default it is the
+    /// type's own name without its module path (`my_app::orders::Order` is `Order`), so moving
+    /// a type between modules, or upgrading the compiler, keeps it. Set a name when two types
+    /// share a name, or to keep the stored name when you rename the type.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct OrderV2 { id: u64 }
+    /// let bus = embus::Broker::builder().payload_name::<OrderV2>("Order").open()?;
+    /// # drop(bus); Ok(()) }
+    /// ```
+    pub fn payload_name<T: 'static>(mut self, name: impl Into<String>) -> Self {
+        self.payload_names.insert(TypeId::of::<T>(), name.into());
         self
     }
 
@@ -92,10 +128,16 @@ impl BrokerBuilder {
                     durability: self.durability,
                     backend,
                     cache_bytes: self.cache_bytes,
+                    codec: self.codec.name(),
                 };
                 Arc::new(DurableStore::open(&path, options)?)
             }
         };
-        Ok(Broker::from_parts(self.clock, store))
+        Ok(Broker::from_parts(
+            self.clock,
+            store,
+            self.codec,
+            self.payload_names,
+        ))
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Cold, Log, TopicCore};
-use crate::broker::Payload;
-use crate::consumer::{Poll, Source};
-use crate::message::Message;
-use crate::notify::{Wait, Waiters, Woken};
+use crate::engine::delivery::GroupAck;
+use crate::engine::notify::{Wait, Waiters, Woken};
+use crate::engine::{Delivery, Poll, Source};
+use crate::record::Payload;
 use crate::store::Progress;
 
 /// A named group on one topic. It outlives its members: a group that everyone left keeps its
@@ -72,7 +72,7 @@ impl Part {
             return Woken::none();
         }
         self.position = position;
-        topic.shared.store.progress(Progress::GroupPosition {
+        topic.context.store.progress(Progress::GroupPosition {
             topic: &topic.name,
             group,
             partition,
@@ -199,7 +199,7 @@ impl Group {
         );
         drop(state);
         woken.wake();
-        topic.shared.idle.notify();
+        topic.context.idle.notify();
     }
 
     /// Makes a delivery ready again, if `member` still holds that very delivery.
@@ -265,7 +265,7 @@ pub(crate) struct Member<T> {
 
 impl<T: Payload> Member<T> {
     pub(crate) fn join(topic: Arc<TopicCore<T>>, group: Arc<Group>) -> Self {
-        let id = topic.shared.next_id();
+        let id = topic.context.next_id();
         group.join(id);
         Self {
             topic,
@@ -312,7 +312,7 @@ impl<T: Payload> Source<T> for Member<T> {
                 drop(log);
                 drop(state);
                 woken.wake();
-                topic.shared.idle.notify();
+                topic.context.idle.notify();
                 return Poll::Lagged(skipped);
             }
             let offset = match part.ready.pop_first() {
@@ -364,12 +364,12 @@ impl<T: Payload> Source<T> for Member<T> {
             };
             pending.count += 1;
             pending.holder = Some(self.id);
-            let ack = crate::message::GroupAck {
+            let ack = GroupAck {
                 topic: Arc::clone(topic),
                 group: Arc::clone(group),
                 member: self.id,
             };
-            let message = Message::group(stored, p as u32, pending.count, ack);
+            let message = Delivery::group(stored, p as u32, pending.count, ack);
             self.turn = (p + 1) % n;
             return Poll::Ready(message);
         }

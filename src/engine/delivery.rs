@@ -1,0 +1,191 @@
+//! [`Delivery`]: one message handed to a consumer — its stored entry, where it was stored, and
+//! how to settle it. The facade's `Message` wraps it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::queue::{ConsumerLink, QueueItem, ReleaseReason};
+use super::topic::{Group, StoredRef, TopicCore};
+use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
+
+/// A delivered message. Dropping it unsettled releases it for redelivery, like a nack.
+pub(crate) struct Delivery<T> {
+    body: Body<T>,
+    partition: u32,
+    offset: u64,
+    delivery_count: u32,
+    settle: Settle<T>,
+}
+
+/// Where the payload lives: a topic's log segment, or a queue's shared entry.
+enum Body<T> {
+    Log(StoredRef<T>),
+    Queue {
+        entry: Arc<Entry<T>>,
+        /// Replaces the entry's key and headers (a dead letter's added headers).
+        meta: Option<Arc<Meta>>,
+        ts: Nanos,
+    },
+}
+
+enum Settle<T> {
+    Nothing,
+    Group(GroupAck<T>),
+    Queue(QueueAck<T>),
+}
+
+/// How a group delivery reaches its group.
+pub(crate) struct GroupAck<T> {
+    pub(crate) topic: Arc<TopicCore<T>>,
+    pub(crate) group: Arc<Group>,
+    pub(crate) member: u64,
+}
+
+/// How a queue delivery reaches its queue.
+pub(crate) struct QueueAck<T> {
+    pub(crate) link: Arc<ConsumerLink<T>>,
+    pub(crate) delivery: u64,
+    pub(crate) id: u64,
+}
+
+impl<T> Delivery<T> {
+    pub(crate) fn plain(stored: StoredRef<T>, partition: u32) -> Self {
+        Self::from_log(stored, partition, 1, Settle::Nothing)
+    }
+
+    pub(crate) fn group(
+        stored: StoredRef<T>,
+        partition: u32,
+        count: u32,
+        ack: GroupAck<T>,
+    ) -> Self {
+        Self::from_log(stored, partition, count, Settle::Group(ack))
+    }
+
+    fn from_log(
+        stored: StoredRef<T>,
+        partition: u32,
+        delivery_count: u32,
+        settle: Settle<T>,
+    ) -> Self {
+        let offset = stored.offset();
+        Self {
+            body: Body::Log(stored),
+            partition,
+            offset,
+            delivery_count,
+            settle,
+        }
+    }
+
+    pub(crate) fn queue(item: &QueueItem<T>, ack: QueueAck<T>) -> Self {
+        Self {
+            body: Body::Queue {
+                entry: Arc::clone(&item.entry),
+                meta: item.meta.clone(),
+                ts: item.ts,
+            },
+            partition: 0,
+            offset: item.id,
+            delivery_count: item.count,
+            settle: Settle::Queue(ack),
+        }
+    }
+
+    fn entry(&self) -> &Entry<T> {
+        match &self.body {
+            Body::Log(stored) => &stored.get().entry,
+            Body::Queue { entry, .. } => entry,
+        }
+    }
+
+    /// The payload.
+    pub(crate) fn payload(&self) -> &T {
+        &self.entry().payload
+    }
+
+    /// The key, if the record had one.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        self.meta().and_then(|m| m.key.as_deref())
+    }
+
+    /// The headers.
+    pub(crate) fn headers(&self) -> &Headers {
+        self.meta().map_or(&NO_HEADERS, |m| &m.headers)
+    }
+
+    /// The partition (0 for a queue).
+    pub(crate) fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The offset in the partition (for a queue, the message's sequence number).
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// When the broker accepted the message, on its clock.
+    pub(crate) fn timestamp(&self) -> SystemTime {
+        to_system_time(match &self.body {
+            Body::Log(stored) => stored.get().ts,
+            Body::Queue { ts, .. } => *ts,
+        })
+    }
+
+    /// How many times this message has been delivered, this time included (1 for a first
+    /// delivery; always 1 from a plain subscriber).
+    pub(crate) fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
+
+    fn meta(&self) -> Option<&Meta> {
+        match &self.body {
+            Body::Log(stored) => stored.get().entry.meta.as_deref(),
+            Body::Queue { entry, meta, .. } => meta.as_deref().or(entry.meta.as_deref()),
+        }
+    }
+
+    /// Settles the message as done: a queue deletes it, a group moves its position past it.
+    pub(crate) fn ack(mut self) {
+        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+            Settle::Nothing => {}
+            Settle::Group(g) => g.group.ack(&g.topic, self.partition, self.offset),
+            Settle::Queue(q) => q.link.queue.ack(q.delivery, q.id),
+        }
+    }
+
+    /// Releases the message for redelivery, or to the dead-letter queue.
+    pub(crate) fn nack(mut self) {
+        self.release(ReleaseReason::Nack);
+    }
+
+    fn release(&mut self, reason: ReleaseReason) {
+        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+            Settle::Nothing => {}
+            Settle::Group(g) => {
+                g.group
+                    .release(self.partition, self.offset, g.member, self.delivery_count)
+            }
+            Settle::Queue(q) => q.link.queue.release(q.delivery, reason),
+        }
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        self.release(ReleaseReason::Dropped);
+    }
+}
+
+impl<T> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("delivery_count", &self.delivery_count)
+            .field("key", &self.key())
+            .field("headers", self.headers())
+            .finish_non_exhaustive()
+    }
+}

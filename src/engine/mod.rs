@@ -1,0 +1,228 @@
+//! The engine: one delivery path for every mode — topic logs, groups, subscribers, queue
+//! state, waiting and the timer — and the [`Context`] every part of it shares.
+//!
+//! Everything here is `pub(crate)` and names no facade type: consumers' sources hand back
+//! [`Delivery`] values that the facade wraps into `Message`s, and producers' appends answer
+//! with a [`Sent`] receipt or a [`Fail`]. The engine reaches storage only through the
+//! [`Store`] trait, with payloads encoded at the seam ([`seam`]).
+
+pub(crate) mod delivery;
+pub(crate) mod notify;
+pub(crate) mod queue;
+mod registry;
+pub(crate) mod seam;
+pub(crate) mod timer;
+pub(crate) mod topic;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, Wake};
+use crate::codec::CodecKind;
+use crate::error::Error;
+use crate::record::{Nanos, Receipt};
+use crate::store::{Store, Ticket};
+
+pub(crate) use self::delivery::Delivery;
+use self::notify::{IdleSignal, Wait};
+use self::registry::Registry;
+use self::timer::Timer;
+
+/// State every handle and engine part reaches: the registry, the clock, the store, the closed
+/// flag.
+pub(crate) struct Context {
+    closed: AtomicBool,
+    /// Set once close has let the store publish everything it will: from then on, records
+    /// still staged (their commit failed) will never be published.
+    settled: AtomicBool,
+    pub(crate) clock: Clock,
+    pub(crate) idle: IdleSignal,
+    next_id: AtomicU64,
+    registry: Registry,
+    pub(crate) store: Arc<dyn Store>,
+    /// How payloads become bytes in the store.
+    pub(crate) codec: CodecKind,
+    /// Wakes async receives at real-time ack deadlines (a thread only once one waits).
+    pub(crate) timer: Arc<Timer>,
+}
+
+/// Keeps the broker open; the last one dropped closes it. Held by the facade's `Broker`,
+/// `Topic`, `Queue` and `Producer` handles, never by consumers or by anything the broker
+/// itself owns.
+pub(crate) struct Life {
+    context: Arc<Context>,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        // Nobody is left to report a failed final flush to; every send that failed said so.
+        let _ = self.context.close();
+    }
+}
+
+/// What the broker needs of a topic or queue without knowing its payload type.
+pub(crate) trait Control: Send + Sync {
+    /// Wakes every blocked consumer and producer so they re-check (close, clock advance).
+    fn wake_all(&self);
+    /// `None` when idle; otherwise what is pending, for `Error::NotIdle`.
+    fn busy(&self, now: Nanos) -> Option<String>;
+    /// The earliest ack deadline, for waits that must re-check when it passes.
+    fn next_deadline(&self) -> Option<Nanos>;
+}
+
+/// One attempt of a consumer's source to take a message.
+pub(crate) enum Poll<T> {
+    Ready(Delivery<T>),
+    Lagged(u64),
+    Empty,
+}
+
+impl<T> Poll<T> {
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self, Self::Ready(_))
+    }
+}
+
+/// What a flavor of consumer reads from. A `poll` whose `wait` registers also registers the
+/// caller (thread or task) to be woken when its answer might change, under the same locks it
+/// checked; one that does not may answer from lock-free state.
+pub(crate) trait Source<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T>;
+    fn is_closed(&self) -> bool;
+    /// A moment to re-check even if nobody wakes us (the next ack timeout).
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A record taken by the engine: its receipt, and for `send_async` on a durable store the
+/// commit to wait for.
+pub(crate) type Sent = (Receipt, Option<Ticket>);
+
+/// Why the engine did not take a record.
+pub(crate) enum Fail {
+    /// No room before the deadline.
+    Full,
+    Disconnected,
+    Failed(Error),
+}
+
+impl Context {
+    /// A context over `store`, listening to `clock`'s advances.
+    pub(crate) fn new(
+        clock: Clock,
+        store: Arc<dyn Store>,
+        codec: CodecKind,
+        payload_names: HashMap<TypeId, String>,
+    ) -> Arc<Self> {
+        let context = Arc::new(Self {
+            closed: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+            clock,
+            idle: IdleSignal::default(),
+            next_id: AtomicU64::new(1),
+            registry: Registry::default(),
+            store,
+            codec,
+            timer: Arc::default(),
+        });
+        context.registry.set_names(payload_names);
+        let weak = Arc::downgrade(&context);
+        context.clock.listen(weak);
+        context
+    }
+
+    /// The handle that keeps the broker open while it lives.
+    pub(crate) fn life(self: &Arc<Self>) -> Arc<Life> {
+        Arc::new(Life {
+            context: Arc::clone(self),
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Closed, or else `Ok`.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Closes the bus for every handle; closing twice is fine.
+    pub(crate) fn close(&self) -> Result<(), Error> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Dropping the registry breaks the cycles core -> Context -> registry -> core;
+        // consumers keep what they use alive until they are dropped.
+        let controls = self.registry.drain();
+        for control in &controls {
+            control.wake_all();
+        }
+        self.timer.close();
+        // Sends that staged before the flag was set are committed and published here; until
+        // then a consumer that sees them staged keeps waiting (`has_settled`).
+        let result = self.store.close();
+        self.settled.store(true, Ordering::Release);
+        for control in &controls {
+            control.wake_all();
+        }
+        self.idle.notify();
+        result
+    }
+
+    /// Whether close has let the store publish all it will (see `settled`).
+    pub(crate) fn has_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Waits until every queue is drained and every group caught up, or `timeout` passes.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.idle.wait_until(deadline, || {
+            if self.is_closed() {
+                return Ok(());
+            }
+            let controls = self.registry.controls();
+            let now = self.clock.now();
+            match controls.iter().find_map(|c| c.busy(now)) {
+                None => Ok(()),
+                Some(busy) => {
+                    let wake = controls
+                        .iter()
+                        .filter_map(|c| c.next_deadline())
+                        .min()
+                        .and_then(|d| self.clock.wake_at(d));
+                    Err((
+                        Error::NotIdle {
+                            waited: timeout,
+                            busy,
+                        },
+                        wake,
+                    ))
+                }
+            }
+        })?;
+        self.check_open()
+    }
+}
+
+impl Wake for Context {
+    fn wake_all(&self) {
+        for control in self.registry.controls() {
+            control.wake_all();
+        }
+        self.idle.notify();
+    }
+}

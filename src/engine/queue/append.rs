@@ -1,0 +1,129 @@
+//! A send to a queue as the store sees it: one record, or a run of records (`send_batch`).
+
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
+
+use super::QueueCore;
+use super::state::QueueState;
+use crate::error::Error;
+use crate::record::{Entry, Nanos, Payload};
+use crate::store::{Append, Stager};
+
+/// One record to a queue, as the store sees it.
+pub(super) struct QueueJob<'a, T> {
+    pub(super) queue: &'a QueueCore<T>,
+    /// The entry, until published or staged (and again if handed back).
+    pub(super) entry: Option<Arc<Entry<T>>>,
+    pub(super) id: Option<u64>,
+}
+
+/// A run of records to a queue (`send_batch`), as the store sees it: all or nothing.
+pub(super) struct QueueRunJob<'a, T> {
+    pub(super) queue: &'a QueueCore<T>,
+    /// The entries, until published or staged (and again if handed back).
+    pub(super) entries: Vec<Arc<Entry<T>>>,
+    pub(super) ids: Vec<u64>,
+}
+
+impl<T: Payload> Append for QueueRunJob<'_, T> {
+    fn publish(&mut self) {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let ids = self.entries.drain(..).map(|e| state.push(now, e, None));
+        let ids: Vec<u64> = ids.collect();
+        queue.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+        self.ids = ids;
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let coder = &self.queue.coder;
+        self.entries.iter().map(|e| coder.encode_entry(e)).collect()
+    }
+
+    fn stage(&mut self, stager: &mut dyn Stager) {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(self.entries.len());
+        for entry in std::mem::take(&mut self.entries) {
+            let id = state.stage(now, entry);
+            stager.record(&queue.sink, id, now, 0);
+            ids.push(id);
+        }
+        stager.end();
+        drop(state);
+        self.ids = ids;
+    }
+
+    fn unstage(&mut self) {
+        let mut state = self.queue.state.lock();
+        for id in self.ids.drain(..) {
+            if let Some(entry) = state.unstage(id) {
+                self.entries.push(entry);
+            }
+        }
+    }
+}
+
+impl<T> QueueCore<T> {
+    /// The time and the queue's lock, unless the broker is closed: checked under the lock
+    /// that close's wake-up takes, so a consumer's last look after close sees every message
+    /// that returned a receipt.
+    fn lock_open(&self) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
+        let now = self.context.clock.now();
+        let state = self.state.lock();
+        (!self.context.is_closed()).then_some((now, state))
+    }
+}
+
+impl<T: Payload> Append for QueueJob<'_, T> {
+    fn publish(&mut self) {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        self.id = Some(state.push(now, entry, None));
+        queue.publish_hints(&state);
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
+    }
+
+    fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
+        let body = self
+            .entry
+            .as_ref()
+            .map(|e| self.queue.coder.encode_entry(e));
+        body.into_iter().collect()
+    }
+
+    fn stage(&mut self, stager: &mut dyn Stager) {
+        let queue = self.queue;
+        let Some((now, mut state)) = queue.lock_open() else {
+            return;
+        };
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let id = state.stage(now, entry);
+        stager.record(&queue.sink, id, now, 0);
+        self.id = Some(id);
+        stager.end();
+    }
+
+    fn unstage(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.entry = self.queue.state.lock().unstage(id);
+        }
+    }
+}

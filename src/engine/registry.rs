@@ -1,0 +1,464 @@
+//! The name registry: one namespace for topics and queues, the `Mismatch` check, and the
+//! declarations a durable store keeps (kind, payload type name and options, versioned).
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::queue::QueueCore;
+use super::topic::TopicCore;
+use super::{Context, Control};
+use crate::codec::{Bincode, Codec};
+use crate::error::Error;
+use crate::options::{QueueOptions, TopicOptions, validate_name};
+use crate::record::Payload;
+
+/// The version of the stored declaration encoding this build writes. Version 1 (bincode, with
+/// `std::any::type_name` as the payload's identity) is still read.
+const DECLARATION_VERSION: u32 = 2;
+
+/// Declared topics and queues by name, and the payload type names a durable store checks.
+#[derive(Default)]
+pub(super) struct Registry {
+    declared: Mutex<HashMap<String, Declared>>,
+    /// Payload type names set by the application (`BrokerBuilder::payload_name`).
+    names: Mutex<HashMap<TypeId, String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Topic,
+    Queue,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum DeclaredOptions {
+    Topic(TopicOptions),
+    Queue(QueueOptions),
+}
+
+struct Declared {
+    kind: Kind,
+    type_id: TypeId,
+    type_name: String,
+    options: DeclaredOptions,
+    core: Arc<dyn Any + Send + Sync>,
+    control: Arc<dyn Control>,
+}
+
+/// A declaration as stored, version 2: JSON, so a later version can add fields.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDeclaration<O> {
+    version: u32,
+    kind: StoredKind,
+    /// The payload type's stable name.
+    payload: String,
+    options: O,
+}
+
+/// The kind, as stored.
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StoredKind {
+    Topic,
+    Queue,
+}
+
+/// A declaration as version 1 stored it (bincode; options bincode too).
+#[derive(serde::Deserialize)]
+struct LegacyDeclaration {
+    queue: bool,
+    type_name: String,
+    options: Vec<u8>,
+}
+
+/// A stored declaration read back: kind, payload name, and the options (read only when the
+/// kind is the one asked for: another kind's options are another type).
+struct Found<O> {
+    kind: Kind,
+    payload: String,
+    options: Option<O>,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Queue => "queue",
+        }
+    }
+
+    fn stored(self) -> StoredKind {
+        match self {
+            Self::Topic => StoredKind::Topic,
+            Self::Queue => StoredKind::Queue,
+        }
+    }
+}
+
+impl DeclaredOptions {
+    fn describe(&self) -> String {
+        match self {
+            Self::Topic(o) => format!("{o:?}"),
+            Self::Queue(o) => format!("{o:?}"),
+        }
+    }
+}
+
+impl Declared {
+    fn describe(&self) -> String {
+        format!(
+            "a {} of {} with {}",
+            self.kind.name(),
+            self.type_name,
+            self.options.describe()
+        )
+    }
+}
+
+impl Registry {
+    pub(super) fn set_names(&self, names: HashMap<TypeId, String>) {
+        *self.names.lock() = names;
+    }
+
+    /// Every declared topic's and queue's control.
+    pub(super) fn controls(&self) -> Vec<Arc<dyn Control>> {
+        self.declared
+            .lock()
+            .values()
+            .map(|d| Arc::clone(&d.control))
+            .collect()
+    }
+
+    /// Forgets every declaration (close), returning their controls.
+    pub(super) fn drain(&self) -> Vec<Arc<dyn Control>> {
+        let declared: Vec<Declared> = self.declared.lock().drain().map(|(_, d)| d).collect();
+        declared.into_iter().map(|d| d.control).collect()
+    }
+
+    /// The stable name of payload type `T`: the one the application set, or the last path
+    /// segment of each path in its type name (`my_app::orders::Order` is `Order`,
+    /// `alloc::vec::Vec<my_app::Order>` is `Vec<Order>`).
+    fn payload_name<T: 'static>(&self) -> String {
+        match self.names.lock().get(&TypeId::of::<T>()) {
+            Some(name) => name.clone(),
+            None => short_type_name(type_name::<T>()),
+        }
+    }
+}
+
+/// Strips every path in a type name to its last segment.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            segment.clear();
+        } else if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out
+}
+
+impl Context {
+    /// Gets the topic `name` (checking type and, when given, options) or creates it.
+    pub(crate) fn declare_topic<T: Payload>(
+        self: &Arc<Self>,
+        name: &str,
+        options: Option<TopicOptions>,
+    ) -> Result<Arc<TopicCore<T>>, Error> {
+        validate_name(name)?;
+        if let Some(o) = &options {
+            o.validate(name)?;
+        }
+        let (options, stored) = self.stored::<T, _>(name, Kind::Topic, options)?;
+        self.declare::<T, TopicCore<T>>(
+            name,
+            Kind::Topic,
+            options.map(DeclaredOptions::Topic),
+            || {
+                let o = options.unwrap_or_default();
+                let core = TopicCore::<T>::create(name, o, Arc::clone(self))?;
+                if !stored {
+                    self.remember::<T, _>(name, Kind::Topic, &o);
+                }
+                Ok((
+                    DeclaredOptions::Topic(o),
+                    Arc::clone(&core) as Arc<dyn Control>,
+                    core,
+                ))
+            },
+        )
+    }
+
+    /// Gets the queue `name` (checking type and, when given, options) or creates it, with its
+    /// dead-letter queue.
+    pub(crate) fn declare_queue<T: Payload>(
+        self: &Arc<Self>,
+        name: &str,
+        options: Option<QueueOptions>,
+    ) -> Result<Arc<QueueCore<T>>, Error> {
+        validate_name(name)?;
+        if let Some(o) = &options {
+            o.validate(name)?;
+        }
+        let (options, stored) = self.stored::<T, _>(name, Kind::Queue, options)?;
+        let declared = options.clone().map(DeclaredOptions::Queue);
+        // A mismatch on `name` itself must not leave a new dead-letter queue behind.
+        let existing = self.lookup::<T, QueueCore<T>>(
+            &self.registry.declared.lock(),
+            name,
+            Kind::Queue,
+            declared.as_ref(),
+        )?;
+        if let Some(core) = existing {
+            return Ok(core);
+        }
+        // Then the dead-letter queue, so a type mismatch there fails this declaration.
+        let dead_letter = match options.as_ref().and_then(QueueOptions::dead_letter_queue) {
+            Some(dlq) => Some(self.declare_queue::<T>(dlq, None)?),
+            None => None,
+        };
+        let core = self.declare::<T, QueueCore<T>>(name, Kind::Queue, declared, || {
+            let o = options.clone().unwrap_or_default();
+            let core =
+                QueueCore::<T>::create(name, o.clone(), dead_letter.clone(), Arc::clone(self))?;
+            if !stored {
+                self.remember::<T, _>(name, Kind::Queue, &o);
+            }
+            Ok((
+                DeclaredOptions::Queue(o),
+                Arc::clone(&core) as Arc<dyn Control>,
+                core,
+            ))
+        })?;
+        if let Some(dlq) = &dead_letter {
+            dlq.add_feeder(&core);
+        }
+        Ok(core)
+    }
+
+    /// Looks `name` up, checking kind, type and (when given) options, or creates it.
+    fn declare<T: 'static, C: Any + Send + Sync>(
+        &self,
+        name: &str,
+        kind: Kind,
+        options: Option<DeclaredOptions>,
+        create: impl FnOnce() -> Result<(DeclaredOptions, Arc<dyn Control>, Arc<C>), Error>,
+    ) -> Result<Arc<C>, Error> {
+        let mut declared = self.registry.declared.lock();
+        if let Some(core) = self.lookup::<T, C>(&declared, name, kind, options.as_ref())? {
+            return Ok(core);
+        }
+        self.check_open()?;
+        let (declared_options, control, core) = create()?;
+        declared.insert(
+            name.to_owned(),
+            Declared {
+                kind,
+                type_id: TypeId::of::<C>(),
+                type_name: self.registry.payload_name::<T>(),
+                options: declared_options,
+                core: Arc::clone(&core) as Arc<dyn Any + Send + Sync>,
+                control,
+            },
+        );
+        Ok(core)
+    }
+
+    /// The existing declaration of `name`, if it matches kind, type and (when given) options.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`].
+    fn lookup<T: 'static, C: Any + Send + Sync>(
+        &self,
+        declared: &HashMap<String, Declared>,
+        name: &str,
+        kind: Kind,
+        options: Option<&DeclaredOptions>,
+    ) -> Result<Option<Arc<C>>, Error> {
+        let Some(existing) = declared.get(name) else {
+            return Ok(None);
+        };
+        let type_matches = existing.type_id == TypeId::of::<C>();
+        let options_match = options.is_none_or(|o| *o == existing.options);
+        match Arc::clone(&existing.core).downcast::<C>() {
+            Ok(core) if type_matches && options_match && existing.kind == kind => Ok(Some(core)),
+            _ => Err(Error::Mismatch {
+                name: name.to_owned(),
+                existing: existing.describe(),
+                requested: self.describe_request::<T>(kind, options.map(|o| o.describe())),
+            }),
+        }
+    }
+
+    fn describe_request<T: 'static>(&self, kind: Kind, options: Option<String>) -> String {
+        let options = options.map_or(String::new(), |o| format!(" with {o}"));
+        let payload = self.registry.payload_name::<T>();
+        format!("a {} of {payload}{options}", kind.name())
+    }
+
+    /// The options `name` was stored with by an earlier run (durable mode), checked against
+    /// what this declaration asks: `(options to use, whether they are stored already)`.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the stored declaration has another kind, payload type or options;
+    /// [`Error::Corrupt`] if it cannot be read.
+    fn stored<T: 'static, O>(
+        &self,
+        name: &str,
+        kind: Kind,
+        requested: Option<O>,
+    ) -> Result<(Option<O>, bool), Error>
+    where
+        O: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        if self.registry.declared.lock().contains_key(name) {
+            return Ok((requested, true)); // declared in this run: `lookup` checks it
+        }
+        let Some(bytes) = self.store.declared(name)? else {
+            return Ok((requested, false));
+        };
+        let found = read_declaration::<O>(&bytes, kind).map_err(|detail| Error::Corrupt {
+            path: self.store.path(),
+            detail: format!("the stored declaration of `{name}` cannot be read: {detail}"),
+        })?;
+        let payload = self.registry.payload_name::<T>();
+        match found.options {
+            Some(options)
+                if found.payload == payload && requested.as_ref().is_none_or(|o| *o == options) =>
+            {
+                return Ok((Some(options), true));
+            }
+            _ => {}
+        }
+        let options = found
+            .options
+            .map_or(String::new(), |o| format!(" with {o:?}"));
+        Err(Error::Mismatch {
+            name: name.to_owned(),
+            existing: format!(
+                "a stored {} of {}{options}",
+                found.kind.name(),
+                found.payload,
+            ),
+            requested: self.describe_request::<T>(kind, requested.map(|o| format!("{o:?}"))),
+        })
+    }
+
+    /// Stores a new declaration (durable mode), so a reopen knows it.
+    fn remember<T: 'static, O: Serialize>(&self, name: &str, kind: Kind, options: &O) {
+        let declaration = StoredDeclaration {
+            version: DECLARATION_VERSION,
+            kind: kind.stored(),
+            payload: self.registry.payload_name::<T>(),
+            options,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&declaration) {
+            self.store.declare(name, bytes);
+        }
+    }
+}
+
+/// Reads a stored declaration of either version; its options only if it is of kind `asked`.
+fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Found<O>, String> {
+    if bytes.first() == Some(&b'{') {
+        let header: StoredDeclaration<serde_json::Value> =
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if header.version > DECLARATION_VERSION {
+            return Err(format!(
+                "declaration version {}, this build reads up to {DECLARATION_VERSION}",
+                header.version
+            ));
+        }
+        let kind = match header.kind {
+            StoredKind::Topic => Kind::Topic,
+            StoredKind::Queue => Kind::Queue,
+        };
+        let options = match kind == asked {
+            true => Some(serde_json::from_value(header.options).map_err(|e| e.to_string())?),
+            false => None,
+        };
+        return Ok(Found {
+            kind,
+            payload: header.payload,
+            options,
+        });
+    }
+    let legacy: LegacyDeclaration = Bincode::decode(bytes).map_err(|e| e.to_string())?;
+    let kind = if legacy.queue {
+        Kind::Queue
+    } else {
+        Kind::Topic
+    };
+    let options = match kind == asked {
+        true => Some(Bincode::decode(&legacy.options).map_err(|e| e.to_string())?),
+        false => None,
+    };
+    Ok(Found {
+        kind,
+        payload: short_type_name(&legacy.type_name),
+        options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_keep_the_last_segment_of_every_path() {
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<my_app::orders::Order>"),
+            "Vec<Order>"
+        );
+        assert_eq!(
+            short_type_name("(u32, core::option::Option<a::B>)"),
+            "(u32, Option<B>)"
+        );
+    }
+
+    #[test]
+    fn a_declaration_reads_back_and_ignores_fields_it_does_not_know() {
+        let bytes = serde_json::to_vec(&StoredDeclaration {
+            version: DECLARATION_VERSION,
+            kind: StoredKind::Topic,
+            payload: "Order".to_owned(),
+            options: TopicOptions::default().partitions(3),
+        })
+        .unwrap();
+        let found = read_declaration::<TopicOptions>(&bytes, Kind::Topic).unwrap();
+        assert_eq!(found.kind, Kind::Topic);
+        assert_eq!(found.options.map(|o| o.partition_count()), Some(3));
+        let as_queue = read_declaration::<QueueOptions>(&bytes, Kind::Queue).unwrap();
+        assert!(
+            as_queue.options.is_none(),
+            "another kind's options are not read"
+        );
+        // A later build's extra field (in the declaration and in the options) is ignored.
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        value["added"] = serde_json::json!(1);
+        value["options"]["added"] = serde_json::json!(true);
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert!(read_declaration::<TopicOptions>(&bytes, Kind::Topic).is_ok());
+        // A later version is refused, not misread.
+        value["version"] = serde_json::json!(DECLARATION_VERSION + 1);
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert!(read_declaration::<TopicOptions>(&bytes, Kind::Topic).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! Typed encode and decode at the store seam: payloads become bytes here, in the codec the
+//! broker was built with, and stored rows become entries again. The store never sees a `T`.
+//!
+//! # The round-trip check
+//!
+//! A payload type the codec can write but not read back (with bincode: `#[serde(tag)]`,
+//! `untagged`, `flatten`, `skip_serializing_if`) would be sent and delivered live, then be
+//! unreadable after a restart. So before a payload of a topic or queue is first stored, it is
+//! decoded again and re-encoded; a failure refuses that send with [`Error::Unsupported`] and
+//! hands the message back. Release builds check each topic's or queue's first stored payload;
+//! debug builds check every one.
+
+use std::any::type_name;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::codec::CodecKind;
+use crate::error::{Error, Undecodable};
+use crate::record::{Entry, Headers, NO_HEADERS, Nanos, Payload};
+use crate::store::{Loaded, format};
+
+/// Encodes and decodes one topic's or queue's payloads.
+pub(crate) struct Coder<T> {
+    name: String,
+    codec: CodecKind,
+    /// Whether a payload has passed the round-trip check.
+    checked: AtomicBool,
+    _payload: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Payload> Coder<T> {
+    pub(crate) fn new(name: &str, codec: CodecKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            codec,
+            checked: AtomicBool::new(false),
+            _payload: PhantomData,
+        }
+    }
+
+    pub(crate) fn codec(&self) -> CodecKind {
+        self.codec
+    }
+
+    /// A record's body for the store (see [`format`]).
+    pub(crate) fn encode(
+        &self,
+        payload: &T,
+        key: Option<&[u8]>,
+        headers: &Headers,
+    ) -> Result<Vec<u8>, Error> {
+        let mut out = format::body(key, headers);
+        let start = out.len();
+        self.codec
+            .encode(payload, &mut out)
+            .map_err(|e| Error::Encode {
+                name: self.name.clone(),
+                message: e.0,
+            })?;
+        if cfg!(debug_assertions) || !self.checked.load(Ordering::Relaxed) {
+            self.check(&out[start..])?;
+            self.checked.store(true, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
+    /// An entry's body for the store.
+    pub(crate) fn encode_entry(&self, entry: &Entry<T>) -> Result<Vec<u8>, Error> {
+        let meta = entry.meta.as_deref();
+        let headers = meta.map_or(&NO_HEADERS, |m| &m.headers);
+        self.encode(&entry.payload, meta.and_then(|m| m.key.as_deref()), headers)
+    }
+
+    /// Decodes `bytes` as `T` and encodes the result again: it must decode, and to a value of
+    /// the same encoded length (a map's order may differ, its length cannot).
+    fn check(&self, bytes: &[u8]) -> Result<(), Error> {
+        let unsupported = |message: String| {
+            let hint = match self.codec {
+                CodecKind::Bincode => {
+                    "; the bincode codec cannot carry #[serde(tag)], #[serde(untagged)], \
+                     #[serde(flatten)] or skip_serializing_if: build the broker with \
+                     BrokerBuilder::codec(CodecKind::Json)"
+                }
+                CodecKind::Json => "",
+            };
+            Error::Unsupported {
+                name: self.name.clone(),
+                type_name: type_name::<T>().to_owned(),
+                message: format!("the {} codec {message}{hint}", self.codec.name()),
+            }
+        };
+        let back: T = self
+            .codec
+            .decode(bytes)
+            .map_err(|e| unsupported(format!("cannot read it back: {}", e.0)))?;
+        let mut again = Vec::with_capacity(bytes.len());
+        self.codec.encode(&back, &mut again).map_err(|e| {
+            unsupported(format!("reads it back as a value it cannot write: {}", e.0))
+        })?;
+        if again.len() == bytes.len() {
+            Ok(())
+        } else {
+            Err(unsupported(format!(
+                "reads it back as another value ({} bytes written, {} after a round trip)",
+                bytes.len(),
+                again.len()
+            )))
+        }
+    }
+}
+
+/// Decodes one stored row of `name` (partition 0 for a queue), with a typed error naming
+/// where it was.
+pub(crate) fn decode_row<T: Payload>(
+    codec: CodecKind,
+    name: &str,
+    partition: u32,
+    row: &Loaded,
+) -> Result<(Nanos, Entry<T>), Error> {
+    let fail = |message: String, bytes: &[u8]| {
+        Error::Decode(Box::new(Undecodable {
+            name: name.to_owned(),
+            partition,
+            offset: row.key,
+            message,
+            bytes: bytes.to_vec(),
+        }))
+    };
+    let opened =
+        format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
+    let payload = codec
+        .decode(opened.payload)
+        .map_err(|e| fail(e.to_string(), opened.payload))?;
+    let entry = Entry {
+        payload,
+        meta: opened.meta(),
+        size: opened.size,
+    };
+    Ok((opened.ts, entry))
+}

@@ -1,0 +1,136 @@
+//! Unit tests of the partition log: trimming arithmetic, segments, readers.
+use super::*;
+
+fn entry(size: u32) -> Entry<u64> {
+    Entry {
+        payload: 0,
+        meta: None,
+        size,
+    }
+}
+
+fn limits(messages: Option<u64>, bytes: Option<u64>, block: bool) -> Limits {
+    Limits {
+        messages,
+        bytes,
+        age: None,
+        block,
+    }
+}
+
+fn append(p: &Partition<u64>, l: &Limits, n: u64) {
+    let mut log = p.lock();
+    for _ in 0..n {
+        assert!(log.trim(l, 0, Some(0)));
+        let _ = log.push(0, entry(0));
+    }
+}
+
+#[test]
+fn count_retention_trims_oldest_and_keeps_offsets() {
+    let p = Partition::new();
+    append(&p, &limits(Some(3), None, false), 300);
+    let log = p.lock();
+    assert_eq!((log.base(), log.end(), log.len()), (297, 300, 3));
+    assert!(log.segments.len() <= 2, "whole trimmed segments are freed");
+}
+
+#[test]
+fn byte_retention_counts_sizes() {
+    let p = Partition::new();
+    let l = limits(None, Some(10), false);
+    let mut log = p.lock();
+    for _ in 0..3 {
+        assert!(log.trim(&l, 0, Some(4)));
+        let _ = log.push(0, entry(4));
+    }
+    // 4 + 4 fit in 10; the third needed the first gone.
+    assert_eq!((log.base(), log.len(), log.bytes), (1, 2, 8));
+}
+
+#[test]
+fn block_keeps_what_a_cursor_needs() {
+    let p = Partition::new();
+    let l = limits(Some(2), None, true);
+    let c = p.lock().add_locked_cursor(0);
+    append(&p, &l, 2);
+    let mut log = p.lock();
+    assert!(!log.trim(&l, 0, Some(0)), "cursor at 0 holds the log full");
+    let _ = log.set_cursor(c, 1);
+    assert!(log.trim(&l, 0, Some(0)));
+    assert_eq!(log.base(), 1);
+}
+
+#[test]
+fn readers_cross_segments_without_the_lock_and_report_lag_once() {
+    let p = Partition::new();
+    let l = limits(Some(2 * SEGMENT), None, false);
+    let mut reader = {
+        let mut log = p.lock();
+        p.reader(&mut log, 0)
+    };
+    append(&p, &l, 10);
+    let mut seen = Vec::new();
+    loop {
+        let read = match p.read_fast(&mut reader, true) {
+            Some(read) => read,
+            None => p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0,
+        };
+        match read {
+            Read::Got(got) => seen.push(got.offset()),
+            Read::Empty => break,
+            Read::Lagged(_) => panic!("no lag yet"),
+        }
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    append(&p, &l, 3 * SEGMENT);
+    let read = p.read_fast(&mut reader, true);
+    assert!(read.is_none(), "behind the base: the lock decides");
+    let (read, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
+    assert!(
+        matches!(read, Read::Lagged(n) if n == SEGMENT),
+        "394 sent, 256 kept: 10..138 gone"
+    );
+    assert!(
+        matches!(p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0, Read::Got(g) if g.offset() == SEGMENT + 10)
+    );
+}
+
+/// Regression: after a producer found room on its re-check, the flag readers check stayed
+/// set, and every lock-free read took the lock from then on.
+#[test]
+fn the_writers_waiting_flag_clears_when_no_writer_waits() {
+    let p = Partition::new();
+    let l = limits(Some(1000), None, true);
+    let mut reader = {
+        let mut log = p.lock();
+        p.reader(&mut log, 0)
+    };
+    append(&p, &l, 10);
+    let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
+    {
+        let mut log = p.lock();
+        log.wait_for_room(42, Wait::Thread);
+        assert!(log.trim(&l, 0, Some(0)));
+        log.remove_writer(42);
+    }
+    assert!(!p.published.writers_waiting.load(Ordering::SeqCst));
+}
+
+#[test]
+fn timestamps_stay_monotone_and_seekable() {
+    let p = Partition::new();
+    let l = limits(None, None, false);
+    let mut log = p.lock();
+    for now in [10, 5, 20] {
+        assert!(log.trim(&l, now, Some(0)));
+        let _ = log.push(now, entry(0));
+    }
+    assert_eq!(
+        log.get(1).map(|s| s.ts),
+        Some(10),
+        "a clock step back does not reorder"
+    );
+    assert_eq!(log.seek(11), 2);
+    assert_eq!(log.seek(0), 0);
+}

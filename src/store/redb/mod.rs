@@ -1,0 +1,488 @@
+//! `DurableStore`: the redb file behind a durable broker, and the writer thread that owns its
+//! write transactions (group commit).
+//!
+//! # Write path
+//!
+//! A producer encodes its records on its own thread, then stages them under the target's lock
+//! (a partition or a queue): the engine gives each its key (offset or id) and keeps the record
+//! aside, and the store hands the bytes to the writer, numbered in order, still under that
+//! lock. The writer takes everything queued, writes it in one transaction (acks, delivery
+//! counts, dead-letter moves, group positions and trims ride along), commits, then publishes
+//! the staged records to the in-memory logs in key order, and only then marks them committed.
+//! So nothing is visible before it is stored, and concurrent sends share one fsync.
+//!
+//! With [`Durability::Immediate`](crate::Durability::Immediate) a send returns once its commit
+//! is durable. With [`Durability::Interval`](crate::Durability::Interval) it returns once the
+//! writer has it; the writer commits at most once per interval (every commit is a durable redb
+//! commit; redb's non-durable commits would not survive a process crash), so a crash loses at
+//! most the sends of the last interval plus one commit.
+//!
+//! # Failure
+//!
+//! A failed commit poisons the store: the senders waiting for it, and every later send, get
+//! [`Error::Poisoned`] with their messages back; nothing is retried (a failed fsync may have
+//! dropped pages). Reopening the file recovers the last durable commit.
+//!
+//! The file's layout is in [`schema`]; opening it in [`open`]; the writer thread in [`writer`].
+
+mod open;
+mod schema;
+mod writer;
+
+pub(crate) use self::schema::{counts_table, partition_table, queue_table};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use self::open::storage;
+use self::schema::{DECLARATIONS, ENDS, GROUPS, deliveries, records};
+use self::writer::{Request, Staged, Writer};
+use super::format;
+use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket};
+use crate::error::Error;
+use crate::options::Durability;
+use crate::record::Nanos;
+
+/// At most this many sends may wait for a commit in `Interval` mode before senders wait too.
+const MAX_QUEUED: u64 = 1 << 16;
+
+/// How to open the file.
+pub(crate) struct Options {
+    pub(crate) durability: Durability,
+    /// Opens the database on a custom storage backend instead of the file.
+    pub(crate) backend: Option<OpenWith>,
+    pub(crate) cache_bytes: Option<usize>,
+    /// The payload codec's name, kept in the file: another codec cannot read its payloads.
+    pub(crate) codec: &'static str,
+}
+
+/// Opens a redb database on a backend the caller chose.
+pub(crate) type OpenWith =
+    Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
+
+/// Collects what a job stages and hands it to the writer as one request.
+struct Collect<'a> {
+    store: &'a DurableStore,
+    bodies: std::vec::IntoIter<Vec<u8>>,
+    sink: Option<Arc<dyn Sink>>,
+    run: Vec<Staged>,
+    /// The number of the last request sent.
+    last: Option<u64>,
+    /// The writer had stopped.
+    refused: bool,
+}
+
+impl Stager for Collect<'_> {
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32) {
+        if self.sink.is_none() {
+            self.sink = Some(Arc::clone(sink));
+        }
+        let value = self.bodies.next().unwrap_or_default();
+        self.run.push(Staged {
+            key,
+            ts,
+            size,
+            value,
+        });
+    }
+
+    fn end(&mut self) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.run);
+        match self.store.send(Request::Append { sink, records }) {
+            Some(seq) => self.last = Some(seq),
+            None => self.refused = true,
+        }
+    }
+}
+
+/// The sender side, numbered: requests reach the writer in `seq` order.
+struct Order {
+    seq: u64,
+    tx: Option<Sender<(u64, Request)>>,
+}
+
+/// What the writer has done.
+struct Done {
+    /// Every request up to this number is committed and published.
+    committed: u64,
+    /// The first failed commit: requests from this number on are not stored.
+    failed: Option<(u64, String)>,
+    /// Tasks waiting for a request number (`send_async`).
+    wakers: Vec<(u64, Waker)>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` once closed: the file is released even while consumers still hold the broker's
+    /// parts.
+    db: Mutex<Option<Arc<Database>>>,
+    durability: Durability,
+    order: Mutex<Order>,
+    done: Mutex<Done>,
+    changed: Condvar,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The redb-backed store of [`Broker::open`](crate::Broker::open).
+#[derive(Clone)]
+pub(crate) struct DurableStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableStore {
+    /// Opens (or creates) the store at `path`, checks its format version and codec, and starts
+    /// the writer.
+    pub(crate) fn open(path: &Path, options: Options) -> Result<Self, Error> {
+        let db = open::database(path, options.backend, options.cache_bytes, options.codec)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            db: Mutex::new(Some(Arc::new(db))),
+            durability: options.durability,
+            order: Mutex::new(Order {
+                seq: 0,
+                tx: Some(tx),
+            }),
+            done: Mutex::new(Done {
+                committed: 0,
+                failed: None,
+                wakers: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            writer: Mutex::new(None),
+        });
+        let writer = Writer {
+            db: inner.db.lock().clone().ok_or(Error::Closed)?,
+            inner: Arc::clone(&inner),
+            rx,
+            ends: HashMap::new(),
+            trim_next: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("embus-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Storage {
+                path: path.to_owned(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        *inner.writer.lock() = Some(handle);
+        Ok(Self { inner })
+    }
+
+    fn send(&self, request: Request) -> Option<u64> {
+        let mut order = self.inner.order.lock();
+        let tx = order.tx.as_ref()?;
+        let seq = order.seq + 1;
+        tx.send((seq, request)).ok()?;
+        order.seq = seq;
+        Some(seq)
+    }
+
+    /// Waits until request `seq` is committed (`Ok`) or failed.
+    fn wait(&self, seq: u64) -> Result<(), Error> {
+        let mut done = self.inner.done.lock();
+        loop {
+            if let Poll::Ready(result) = self.outcome(&done, seq) {
+                return result;
+            }
+            self.inner.changed.wait(&mut done);
+        }
+    }
+
+    /// Whether request `seq` is committed or failed.
+    fn outcome(&self, done: &Done, seq: u64) -> Poll<Result<(), Error>> {
+        match &done.failed {
+            Some((from, cause)) if *from <= seq => Poll::Ready(Err(self.poisoned(cause))),
+            _ if done.committed >= seq => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn poisoned(&self, cause: &str) -> Error {
+        Error::Poisoned {
+            path: self.inner.path.clone(),
+            cause: cause.to_owned(),
+        }
+    }
+
+    fn check_healthy(&self) -> Result<(), Error> {
+        match &self.inner.done.lock().failed {
+            Some((_, cause)) => Err(self.poisoned(cause)),
+            None => Ok(()),
+        }
+    }
+
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, Error> {
+        let db = self.inner.db.lock().clone().ok_or(Error::Closed)?;
+        // redb's debug builds assert on some damaged pages: an error here, not a panic in a
+        // consumer's `recv`.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let txn = db.begin_read()?;
+            f(&txn)
+        }));
+        match read {
+            Ok(result) => result.map_err(|e| storage(&self.inner.path, e)),
+            Err(_) => Err(Error::Corrupt {
+                path: self.inner.path.clone(),
+                detail: "redb failed while reading a damaged page".to_owned(),
+            }),
+        }
+    }
+}
+
+impl Store for DurableStore {
+    fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
+        self.check_healthy()?;
+        let mut collect = Collect {
+            store: self,
+            bodies: job.encode()?.into_iter(),
+            sink: None,
+            run: Vec::new(),
+            last: None,
+            refused: false,
+        };
+        job.stage(&mut collect);
+        let (last, refused) = (collect.last, collect.refused);
+        if refused {
+            // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
+            job.unstage();
+            return Err(Error::Closed);
+        }
+        let Some(last) = last else {
+            return Ok(None); // nothing staged: the job says why (no room, or closed)
+        };
+        let result = match self.inner.durability {
+            Durability::Immediate if defer => return Ok(Some(Ticket(last))),
+            Durability::Immediate => self.wait(last),
+            Durability::Interval(_) => {
+                let committed = self.inner.done.lock().committed;
+                if last.saturating_sub(committed) > MAX_QUEUED {
+                    self.wait(last - MAX_QUEUED)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if result.is_err() && self.inner.done.lock().committed < last {
+            job.unstage();
+        }
+        result.map(|()| None)
+    }
+
+    fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>> {
+        let mut done = self.inner.done.lock();
+        let outcome = self.outcome(&done, ticket.0);
+        if outcome.is_pending() {
+            done.wakers.retain(|(_, w)| !w.will_wake(waker));
+            done.wakers.push((ticket.0, waker.clone()));
+        }
+        outcome
+    }
+
+    fn progress(&self, change: Progress<'_>) {
+        let request = match change {
+            Progress::QueueAck { queue, id } => Request::Ack {
+                queue: Arc::clone(queue),
+                id,
+            },
+            Progress::QueueDelivery { queue, id, count } => Request::Delivery {
+                queue: Arc::clone(queue),
+                id,
+                count,
+            },
+            Progress::DeadLetter {
+                queue,
+                id,
+                to,
+                to_id,
+                headers,
+            } => Request::DeadLetter {
+                queue: Arc::clone(queue),
+                id,
+                to: Arc::clone(to),
+                to_id,
+                headers: headers.clone(),
+            },
+            Progress::GroupPosition {
+                topic,
+                group,
+                partition,
+                offset,
+            } => Request::Position {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                partition,
+                offset,
+            },
+        };
+        // After close there is nothing to record progress in; reopening redelivers.
+        let _ = self.send(request);
+    }
+
+    fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.read(|txn| {
+            let table = match txn.open_table(DECLARATIONS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(table.get(name)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn declare(&self, name: &str, declaration: Vec<u8>) {
+        let _ = self.send(Request::Declare(name.to_owned(), declaration));
+    }
+
+    fn restore(&self, log: &LogId) -> Result<Restored, Error> {
+        let table = log.table();
+        let (end, bytes, first, last, last_ts) = self.read(|txn| {
+            let (end, bytes) = match txn.open_table(ENDS) {
+                Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
+                Err(e) => return Err(e.into()),
+            };
+            let (first, last, last_ts) = match txn.open_table(records(table)) {
+                Ok(t) => {
+                    let last = t.last()?;
+                    let last_ts = last.as_ref().map_or(0, |(k, v)| {
+                        format::open(k.value(), v.value()).map_or(0, |row| row.ts)
+                    });
+                    let last = last.map(|(k, _)| k.value());
+                    (t.first()?.map(|(k, _)| k.value()), last, last_ts)
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => (None, None, 0),
+                Err(e) => return Err(e.into()),
+            };
+            Ok((end, bytes, first, last, last_ts))
+        })?;
+        // Every commit that adds a row records the table's end with it: a key at or past the
+        // recorded end, or keys out of order, mean damage, not data.
+        match (first, last) {
+            (Some(first), Some(last)) if first <= last && last < end => Ok(Restored {
+                base: first,
+                end,
+                bytes,
+                last_ts,
+            }),
+            (None, None) => Ok(Restored {
+                base: end,
+                end,
+                bytes,
+                last_ts,
+            }),
+            _ => Err(Error::Corrupt {
+                path: self.inner.path.clone(),
+                detail: format!(
+                    "table `{table}`: keys {first:?}..={last:?} do not fit its recorded end {end}"
+                ),
+            }),
+        }
+    }
+
+    fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
+        self.read(|txn| {
+            let table = match txn.open_table(GROUPS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.range((topic, "", 0)..)? {
+                let (k, v) = row?;
+                let (t, group, partition) = k.value();
+                if t != topic {
+                    break;
+                }
+                out.push((group.to_owned(), partition, v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn reads_back(&self) -> bool {
+        true
+    }
+
+    fn load(&self, log: &LogId, from: u64, to: u64) -> Result<Vec<Loaded>, Error> {
+        let (table, counts_table) = (log.table(), log.counts_table());
+        self.read(|txn| {
+            let rows = match txn.open_table(records(table)) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let counts =
+                (!counts_table.is_empty()).then(|| txn.open_table(deliveries(counts_table)));
+            let deliveries = match counts {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(redb::TableError::TableDoesNotExist(_))) => None,
+                Some(Err(e)) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in rows.range(from..to)? {
+                let (k, v) = row?;
+                let key = k.value();
+                let deliveries = match &deliveries {
+                    Some(c) => c.get(key)?.map_or(0, |c| c.value()),
+                    None => 0,
+                };
+                out.push(Loaded {
+                    key,
+                    value: v.value().to_vec(),
+                    deliveries,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        match self.send(Request::Sync) {
+            Some(seq) => self.wait(seq),
+            None => self.check_healthy(),
+        }
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        let result = self.flush();
+        self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
+        if let Some(handle) = self.inner.writer.lock().take()
+            && handle.join().is_err()
+        {
+            return Err(self.poisoned("the writer thread panicked"));
+        }
+        // Releases the file (readers mid-chunk finish first). redb's close may meet a page it
+        // panicked on earlier: that must not reach the caller of `close` or of a drop.
+        let db = self.inner.db.lock().take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        result.and_then(|()| self.check_healthy())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.inner.path.clone()
+    }
+}

@@ -1,0 +1,196 @@
+//! Opening the file: creating a new store safely, checking (or upgrading) its format version
+//! and codec, and turning redb's failures into errors that name the path.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase};
+
+use super::OpenWith;
+use super::schema::{FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM};
+use crate::error::Error;
+
+/// A storage error naming the file.
+pub(super) fn storage(path: &Path, e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::DatabaseAlreadyOpen => Error::Storage {
+            path: path.to_owned(),
+            message: "the file is open in another broker or process".to_owned(),
+        },
+        redb::Error::Corrupted(detail) => Error::Corrupt {
+            path: path.to_owned(),
+            detail,
+        },
+        e => Error::Storage {
+            path: path.to_owned(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Opens (or creates) the database at `path` (or on `backend`), checking its format version
+/// and codec.
+pub(super) fn database(
+    path: &Path,
+    backend: Option<OpenWith>,
+    cache_bytes: Option<usize>,
+    codec: &str,
+) -> Result<Database, Error> {
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    // Checking the format reads the file, and dropping a database that failed the check
+    // runs redb's close: either may meet a damaged page, where redb may panic.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
+        Some(open) => {
+            let db = guarded(path, || open(&builder))?;
+            check_format(path, &db, codec)?;
+            Ok(db)
+        }
+        None if path.exists() => {
+            let db = guarded(path, || builder.create(path))?;
+            check_format(path, &db, codec)?;
+            Ok(db)
+        }
+        None => create(path, &builder, codec),
+    }));
+    opened.unwrap_or_else(|_| {
+        Err(Error::Corrupt {
+            path: path.to_owned(),
+            detail: "redb failed while checking the file".to_owned(),
+        })
+    })
+}
+
+/// Opens a database, turning redb's failures (and its debug-build panics on some damaged
+/// files) into errors naming the path.
+fn guarded(
+    path: &Path,
+    open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
+) -> Result<Database, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: format!("not a redb file: {e}"),
+            })
+        }
+        Ok(Err(e)) => Err(storage(path, e)),
+        Err(_) => Err(Error::Corrupt {
+            path: path.to_owned(),
+            detail: "redb failed while opening the file".to_owned(),
+        }),
+    }
+}
+
+/// Creates a new store under a temporary name and renames it into place once its format
+/// version is committed, so a failure or crash while creating never leaves a half-written
+/// file at `path` that would not open again.
+fn create(path: &Path, builder: &redb::Builder, codec: &str) -> Result<Database, Error> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".creating");
+    let temporary = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temporary); // left by a crash while creating
+    let created = guarded(path, || builder.create(&temporary)).and_then(|db| {
+        check_format(path, &db, codec)?;
+        std::fs::rename(&temporary, path).map_err(|e| Error::Storage {
+            path: path.to_owned(),
+            message: format!("cannot move the new store into place: {e}"),
+        })?;
+        sync_parent(path);
+        Ok(db)
+    });
+    if created.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    created
+}
+
+/// Fsyncs the directory holding a new file, so the file's name survives a power loss.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all(); // best effort: not every platform can sync a directory
+    }
+}
+
+/// Checks (or, in a new file, writes) the format version and the codec; upgrades a version-1
+/// file (bincode payloads, no settings) to version 2.
+fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
+    let (version, stored_codec) = {
+        let txn = db.begin_read().map_err(|e| storage(path, e))?;
+        let version = match txn.open_table(META) {
+            Ok(t) => t
+                .get("format")
+                .map_err(|e| storage(path, e))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                let tables = txn.list_tables().map_err(|e| storage(path, e))?.count();
+                if tables > 0 {
+                    return Err(Error::Corrupt {
+                        path: path.to_owned(),
+                        detail: "a redb file, but not an embus store (no format version)".into(),
+                    });
+                }
+                None
+            }
+            Err(e) => return Err(storage(path, e)),
+        };
+        let stored_codec = match txn.open_table(SETTINGS) {
+            Ok(t) => t
+                .get("codec")
+                .map_err(|e| storage(path, e))?
+                .map(|v| v.value().to_owned()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(storage(path, e)),
+        };
+        (version, stored_codec)
+    };
+    let stored_codec = match (version, stored_codec) {
+        (Some(FORMAT_VERSION), Some(stored)) => stored,
+        (Some(FORMAT_VERSION), None) => {
+            return Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: "the store does not say which codec its payloads use".into(),
+            });
+        }
+        (Some(UPGRADES_FROM), _) => "bincode".to_owned(), // version 1 had only bincode
+        (Some(found), _) => {
+            return Err(Error::Incompatible {
+                path: path.to_owned(),
+                found,
+                expected: FORMAT_VERSION,
+            });
+        }
+        (None, _) => codec.to_owned(), // a new store
+    };
+    if stored_codec != codec {
+        return Err(Error::CodecMismatch {
+            path: path.to_owned(),
+            stored: stored_codec,
+            requested: codec.to_owned(),
+        });
+    }
+    if version == Some(FORMAT_VERSION) {
+        return Ok(());
+    }
+    // A new store, or an upgrade from version 1: one commit writes the version and the codec.
+    let txn = db.begin_write().map_err(|e| storage(path, e))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| storage(path, e))?;
+        meta.insert("format", FORMAT_VERSION)
+            .map_err(|e| storage(path, e))?;
+        let mut settings = txn.open_table(SETTINGS).map_err(|e| storage(path, e))?;
+        settings
+            .insert("codec", codec)
+            .map_err(|e| storage(path, e))?;
+    }
+    txn.commit().map_err(|e| storage(path, e))
+}

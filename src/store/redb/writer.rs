@@ -1,0 +1,321 @@
+//! The writer thread: owns every write transaction, commits whatever has queued in one
+//! (group commit), then publishes the staged records and releases their senders.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use redb::{Database, WriteTransaction};
+
+use super::Inner;
+use super::schema::{DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, trim};
+use crate::options::Durability;
+use crate::record::{Headers, Nanos};
+use crate::store::Sink;
+use crate::store::format;
+
+/// At most this many requests go into one commit.
+const MAX_BATCH: usize = 1 << 14;
+
+/// What the writer does with one queued item.
+pub(super) enum Request {
+    /// A run of records staged under one lock (a send, or one partition's share of a batch).
+    Append {
+        sink: Arc<dyn Sink>,
+        records: Vec<Staged>,
+    },
+    Ack {
+        queue: Arc<dyn Sink>,
+        id: u64,
+    },
+    Delivery {
+        queue: Arc<dyn Sink>,
+        id: u64,
+        count: u32,
+    },
+    DeadLetter {
+        queue: Arc<dyn Sink>,
+        id: u64,
+        to: Arc<dyn Sink>,
+        to_id: u64,
+        headers: Headers,
+    },
+    Position {
+        topic: String,
+        group: String,
+        partition: u32,
+        offset: u64,
+    },
+    Declare(String, Vec<u8>),
+    /// Nothing to write: makes `flush` wait for a commit.
+    Sync,
+}
+
+/// One staged record: key, timestamp, counted size and bytes (sealed by the writer).
+pub(super) struct Staged {
+    pub(super) key: u64,
+    pub(super) ts: Nanos,
+    pub(super) size: u32,
+    pub(super) value: Vec<u8>,
+}
+
+/// The writer thread: owns every write transaction.
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) inner: Arc<Inner>,
+    pub(super) rx: Receiver<(u64, Request)>,
+    /// Per table: next key and retained bytes, as stored.
+    pub(super) ends: HashMap<String, (u64, u64)>,
+    /// Sinks published by the last commit: their retention is applied to the file in the next
+    /// one (whatever it holds: `close` always makes one).
+    pub(super) trim_next: Vec<Arc<dyn Sink>>,
+}
+
+/// Per sink touched by a commit: publish up to this key.
+struct Touched {
+    sink: Arc<dyn Sink>,
+    upto: u64,
+    /// Counted bytes appended.
+    bytes: u64,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let inner = Arc::clone(&self.inner);
+        let _fuse = Fuse(&inner);
+        let mut last_commit = Instant::now();
+        // The most requests a recent commit carried (decaying by one per commit), and how
+        // long the last commit took, for the linger below.
+        let (mut peak, mut last_took) = (0usize, Duration::ZERO);
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
+            // How long to wait for more before committing. Interval mode: until the interval
+            // since the last commit has passed. Immediate mode: when fewer requests came than
+            // recent commits carried, a little (half a commit, at most 2 ms), because the
+            // senders the last commit released are about to send again; otherwise concurrent
+            // senders split into groups that alternate, each paying a whole commit. A single
+            // sender never waits (its commits carry one request).
+            let (until, enough) = match self.inner.durability {
+                Durability::Interval(every) => (Some(last_commit + every), MAX_BATCH),
+                Durability::Immediate if batch.len() < peak => {
+                    let linger = (last_took / 2).min(Duration::from_millis(2));
+                    (Some(Instant::now() + linger), peak.min(MAX_BATCH))
+                }
+                Durability::Immediate => (None, 0),
+            };
+            let flushing = batch.iter().any(|(_, r)| matches!(r, Request::Sync));
+            if let Some(until) = until.filter(|_| !flushing) {
+                while batch.len() < enough {
+                    match self.rx.recv_deadline(until) {
+                        // A flush (close, tests) commits now, whatever the interval.
+                        Ok(request) if matches!(request.1, Request::Sync) => {
+                            batch.push(request);
+                            break;
+                        }
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+            }
+            peak = batch.len().max(peak.saturating_sub(1));
+            let first_seq = batch[0].0;
+            let last_seq = batch[batch.len() - 1].0;
+            if self.inner.done.lock().failed.is_some() {
+                continue; // poisoned: nothing more is written
+            }
+            let started = Instant::now();
+            // redb asserts on some damaged pages: a panic fails this commit like an error.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch)));
+            last_commit = Instant::now();
+            last_took = last_commit - started;
+            let mut done = self.inner.done.lock();
+            match result {
+                Ok(Ok(())) => done.committed = last_seq,
+                Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
+                Err(_) => done.failed = Some((first_seq, "redb panicked in a commit".to_owned())),
+            }
+            let failed = done.failed.is_some();
+            let (woken, waiting) = std::mem::take(&mut done.wakers)
+                .into_iter()
+                .partition(|(seq, _)| failed || *seq <= last_seq);
+            done.wakers = waiting;
+            drop(done);
+            self.inner.changed.notify_all();
+            for (_, waker) in woken {
+                wake_guarded(|| waker.wake());
+            }
+        }
+    }
+
+    /// Writes and commits one batch, then publishes what it stored.
+    fn commit(&mut self, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut ends = std::mem::take(&mut self.ends);
+        let mut dirty = Vec::new();
+        let written = write_batch(&txn, batch, &mut touched, &mut ends, &mut dirty);
+        let trimmed = &self.trim_next;
+        let result = written.and_then(|()| {
+            let mut saved: Vec<&str> = dirty.iter().map(String::as_str).collect();
+            let sinks = touched.iter().map(|t| &t.sink).chain(trimmed);
+            for sink in sinks {
+                if let Some(floor) = sink.floor() {
+                    trim(&txn, sink.log().table(), floor, &mut ends)?;
+                }
+                if !saved.contains(&sink.log().table()) {
+                    saved.push(sink.log().table());
+                }
+            }
+            save_ends(&txn, &saved, &ends)?;
+            txn.commit()?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.ends = ends;
+                self.trim_next.clear();
+                for t in touched {
+                    // The records are stored whatever a consumer's waker does when woken.
+                    wake_guarded(|| t.sink.publish(t.upto));
+                    if t.sink.floor().is_some() {
+                        self.trim_next.push(t.sink);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e), // `ends` is stale now, but nothing is written after a failure
+        }
+    }
+}
+
+/// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
+/// writer thread, on which every durable send depends.
+pub(super) fn wake_guarded(wake: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake));
+}
+
+/// Fails every waiting and later send if the writer thread ever ends by a panic (it should
+/// not: commits and wakers are guarded), instead of leaving them waiting forever.
+struct Fuse<'a>(&'a Inner);
+
+impl Drop for Fuse<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut done = self.0.done.lock();
+        if done.failed.is_none() {
+            done.failed = Some((done.committed + 1, "the writer thread panicked".to_owned()));
+        }
+        let wakers = std::mem::take(&mut done.wakers);
+        drop(done);
+        self.0.changed.notify_all();
+        for (_, waker) in wakers {
+            wake_guarded(|| waker.wake());
+        }
+    }
+}
+
+/// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
+/// apply in order (an ack or a move only ever follows the commit of what it refers to).
+fn write_batch(
+    txn: &WriteTransaction,
+    batch: Vec<(u64, Request)>,
+    touched: &mut Vec<Touched>,
+    ends: &mut HashMap<String, (u64, u64)>,
+    dirty: &mut Vec<String>,
+) -> Result<(), redb::Error> {
+    let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
+    for (_, request) in batch {
+        match request {
+            Request::Append { sink, records } => {
+                let at = match touched.iter().position(|t| Arc::ptr_eq(&t.sink, &sink)) {
+                    Some(at) => at,
+                    None => {
+                        touched.push(Touched {
+                            sink,
+                            upto: 0,
+                            bytes: 0,
+                        });
+                        touched.len() - 1
+                    }
+                };
+                let t = &mut touched[at];
+                for mut record in records {
+                    format::seal(&mut record.value, record.key, record.ts, record.size);
+                    t.upto = t.upto.max(record.key + 1);
+                    t.bytes += u64::from(record.size);
+                    appends.push((at, record.value, record.key));
+                }
+            }
+            Request::Ack { queue, id } => {
+                txn.open_table(records(queue.log().table()))?.remove(id)?;
+                txn.open_table(deliveries(queue.log().counts_table()))?
+                    .remove(id)?;
+            }
+            Request::Delivery { queue, id, count } => {
+                txn.open_table(deliveries(queue.log().counts_table()))?
+                    .insert(id, count)?;
+            }
+            Request::DeadLetter {
+                queue,
+                id,
+                to,
+                to_id,
+                headers,
+            } => {
+                let moved = {
+                    let mut from = txn.open_table(records(queue.log().table()))?;
+                    let removed = from.remove(id)?;
+                    removed.and_then(|v| {
+                        let row = format::open(id, v.value()).ok()?;
+                        Some(format::with_headers(&row, to_id, &headers))
+                    })
+                };
+                txn.open_table(deliveries(queue.log().counts_table()))?
+                    .remove(id)?;
+                if let Some(value) = moved {
+                    let to = to.log().table();
+                    txn.open_table(records(to))?
+                        .insert(to_id, value.as_slice())?;
+                    let end = end_of(txn, ends, to)?;
+                    end.0 = end.0.max(to_id + 1);
+                    if !dirty.iter().any(|d| d == to) {
+                        dirty.push(to.to_owned());
+                    }
+                }
+            }
+            Request::Position {
+                topic,
+                group,
+                partition,
+                offset,
+            } => {
+                txn.open_table(GROUPS)?
+                    .insert((topic.as_str(), group.as_str(), partition), offset)?;
+            }
+            Request::Declare(name, bytes) => {
+                txn.open_table(DECLARATIONS)?
+                    .insert(name.as_str(), bytes.as_slice())?;
+            }
+            Request::Sync => {}
+        }
+    }
+    appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
+    let mut appends = appends.into_iter().peekable();
+    for (at, t) in touched.iter().enumerate() {
+        let mut table = txn.open_table(records(t.sink.log().table()))?;
+        while let Some((_, value, key)) = appends.next_if(|(of, _, _)| *of == at) {
+            table.insert(key, value.as_slice())?;
+        }
+        drop(table);
+        let end = end_of(txn, ends, t.sink.log().table())?;
+        end.0 = end.0.max(t.upto);
+        end.1 += t.bytes;
+    }
+    Ok(())
+}
