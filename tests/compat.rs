@@ -1,0 +1,162 @@
+//! Stores written by earlier builds open and read back in full; a declaration that cannot be
+//! read is `Error::Corrupt` naming the file, never a misleading `Mismatch`.
+//!
+//! `fixtures/v1.embus` was written by format version 1 (the build before the codec became
+//! selectable, commit 696a77d) with a small program: a topic `orders` of `Order` (2 partitions,
+//! retention 100) holding six keyed records with a header each, group `billing` acked one
+//! message per partition; a queue `jobs` of `String` (capacity 50, `max_deliveries(2)`,
+//! dead-letter queue `jobs.dead`) holding `job-3` delivered once, with `job-1` (dropped) and
+//! `job-2` (nacked) dead-lettered.
+
+mod common;
+
+use std::path::PathBuf;
+
+use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions, Retention, Start, TopicOptions};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    id: u32,
+    item: String,
+}
+
+/// A copy of the fixture in a fresh directory (opening upgrades it in place).
+fn fixture(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("embus-compat-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("v1.embus");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.embus");
+    std::fs::copy(fixture, &path).unwrap();
+    path
+}
+
+fn check_everything(bus: &Broker) {
+    let orders = bus.topic::<Order>("orders").unwrap();
+    assert_eq!(
+        orders.options(),
+        TopicOptions::default()
+            .partitions(2)
+            .retention(Retention::messages(100))
+    );
+    let mut all = orders.subscribe(Start::Earliest).unwrap();
+    let mut seen: Vec<(u32, u64, u32, String, String)> = (0..6)
+        .map(|_| {
+            let m = all.recv_timeout(common::WAIT).unwrap();
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            let trace = String::from_utf8(m.headers().get("trace").unwrap().to_vec()).unwrap();
+            (m.partition(), m.offset(), m.payload().id, key, trace)
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(u32, u64, u32, String, String)> = (0..6u32)
+        .map(|i| {
+            (
+                i % 2,
+                u64::from(i / 2),
+                i,
+                format!("c{}", i % 2),
+                format!("t{i}"),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(orders.group_position("billing"), Some(vec![1, 1]));
+
+    let jobs = bus.queue::<String>("jobs").unwrap();
+    assert_eq!(
+        jobs.options(),
+        &QueueOptions::default()
+            .capacity(50)
+            .max_deliveries(2)
+            .dead_letter("jobs.dead")
+    );
+    let mut worker = jobs.consumer();
+    let job = worker.recv_timeout(common::WAIT).unwrap();
+    assert_eq!((job.payload().as_str(), job.delivery_count()), ("job-3", 2));
+    assert!(worker.try_recv().is_err(), "one job left");
+    drop(job); // released again: the test's reads change nothing that matters across reopens
+
+    let dead = bus.queue::<String>("jobs.dead").unwrap();
+    let mut dlq = dead.consumer();
+    // Both held at once, so neither comes back before the other is seen.
+    let held: Vec<_> = (0..2)
+        .map(|_| dlq.recv_timeout(common::WAIT).unwrap())
+        .collect();
+    let got: Vec<(String, String)> = held
+        .iter()
+        .map(|m| {
+            let reason = m.headers().get(DEAD_LETTER_REASON).unwrap().to_vec();
+            (m.payload().clone(), String::from_utf8(reason).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("job-1".to_owned(), "dropped".to_owned()),
+            ("job-2".to_owned(), "nack".to_owned())
+        ]
+    );
+    assert!(jobs.undecodable().is_empty() && dead.undecodable().is_empty());
+}
+
+#[test]
+fn a_format_1_store_reads_back_in_full_and_stays_readable() {
+    let path = fixture("read");
+    let bus = Broker::open(&path).unwrap();
+    check_everything(&bus);
+    // New sends continue where the old file left off.
+    let orders = bus.topic::<Order>("orders").unwrap();
+    let receipt = orders
+        .producer()
+        .send_record(
+            embus::Record::new(Order {
+                id: 6,
+                item: "item-6".into(),
+            })
+            .key("c0"),
+        )
+        .unwrap();
+    assert_eq!((receipt.partition, receipt.offset), (0, 3));
+    drop(orders);
+    bus.close().unwrap();
+    // Upgraded in place: it opens again, with the new record too.
+    let bus = Broker::open(&path).unwrap();
+    assert_eq!(bus.topic::<Order>("orders").unwrap().retained(), 7);
+    bus.close().unwrap();
+}
+
+#[test]
+fn a_damaged_declaration_is_corrupt_naming_the_file() {
+    let path = fixture("damaged");
+    Broker::open(&path).unwrap().close().unwrap(); // upgrade first, like any user's first open
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let definition: embus::redb::TableDefinition<&str, &[u8]> =
+                embus::redb::TableDefinition::new("embus.declarations");
+            let mut table = txn.open_table(definition).unwrap();
+            table
+                .insert("orders", &b"{\"version\": garbage"[..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    match bus.topic::<Order>("orders") {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("v1.embus") && text.contains("orders"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+    // The rest of the store still works.
+    assert_eq!(bus.queue::<String>("jobs").unwrap().len(), 1);
+    bus.close().unwrap();
+}
