@@ -137,13 +137,8 @@ fn json_carries_what_bincode_cannot_across_a_reopen() {
 #[test]
 fn reopening_with_another_codec_is_a_clear_error() {
     let path = dir("switch").join("bus.embus");
-    Broker::builder()
-        .path(&path)
-        .codec(CodecKind::Json)
-        .open()
-        .unwrap()
-        .close()
-        .unwrap();
+    let open_json = || Broker::builder().path(&path).codec(CodecKind::Json).open();
+    open_json().unwrap().close().unwrap();
     match Broker::open(&path) {
         Err(e @ Error::CodecMismatch { .. }) => {
             let text = e.to_string();
@@ -156,13 +151,7 @@ fn reopening_with_another_codec_is_a_clear_error() {
         other => panic!("expected CodecMismatch, got {other:?}"),
     }
     // The file is untouched by the refused open: JSON still opens it.
-    Broker::builder()
-        .path(&path)
-        .codec(CodecKind::Json)
-        .open()
-        .unwrap()
-        .close()
-        .unwrap();
+    open_json().unwrap().close().unwrap();
 }
 
 #[test]

@@ -30,10 +30,10 @@
 //! The contract leaves some choices open; where a choice changes what is observable later, the
 //! model follows `src/` and says so: a released queue delivery goes to the front of the ready
 //! list, timed-out deliveries are requeued so that the oldest ends in front
-//! (`src/queue/state.rs`); a group member scans its partitions round-robin from the one after
+//! (`src/engine/queue/state.rs`); a group member scans its partitions round-robin from the one after
 //! its last delivery and, within a partition, redelivers the lowest released offset before new
 //! ones, and only notices trimmed messages of a partition when it scans it
-//! (`src/topic/group.rs`). The group's assignment is read from `Consumer::partitions` and
+//! (`src/engine/topic/group.rs`). The group's assignment is read from `Consumer::partitions` and
 //! checked for fairness, not predicted. Which partition the subscriber reads next is not
 //! predicted either: it may be any partition with something unread, but there it must be the
 //! next offset (or the lag, reported first), and `Empty` only when nothing is unread; a
@@ -177,7 +177,7 @@ struct QDelivery {
     live: bool,
 }
 
-/// The queue as the contract and `src/queue/state.rs` describe it.
+/// The queue as the contract and `src/engine/queue/state.rs` describe it.
 #[derive(Debug)]
 struct QueueModel {
     capacity: usize,

@@ -388,9 +388,10 @@ fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Fo
             StoredKind::Topic => Kind::Topic,
             StoredKind::Queue => Kind::Queue,
         };
-        let options = match kind == asked {
-            true => Some(serde_json::from_value(header.options).map_err(|e| e.to_string())?),
-            false => None,
+        let options = if kind == asked {
+            Some(serde_json::from_value(header.options).map_err(|e| e.to_string())?)
+        } else {
+            None
         };
         return Ok(Found {
             kind,
@@ -404,9 +405,10 @@ fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Fo
     } else {
         Kind::Topic
     };
-    let options = match kind == asked {
-        true => Some(Bincode::decode(&legacy.options).map_err(|e| e.to_string())?),
-        false => None,
+    let options = if kind == asked {
+        Some(Bincode::decode(&legacy.options).map_err(|e| e.to_string())?)
+    } else {
+        None
     };
     Ok(Found {
         kind,

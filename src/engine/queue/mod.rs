@@ -5,7 +5,6 @@ mod consumer;
 mod state;
 
 use std::collections::VecDeque;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 

@@ -6,7 +6,6 @@ mod partition;
 mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
