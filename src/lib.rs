@@ -60,6 +60,11 @@
 //! - [`Durability::Interval`]: `send` returns once the store's writer thread has the message;
 //!   it commits at most once per interval, so a crash loses at most that window of sends.
 //!
+//! Payloads are stored with bincode, or JSON with
+//! [`BrokerBuilder::codec`]`(`[`codec::CodecKind::Json`]`)` for serde shapes bincode cannot
+//! carry (tagged enums, `flatten`, `skip_serializing_if`); a payload the codec could not read
+//! back is refused at `send` ([`Error::Unsupported`]), see [`codec`].
+//!
 //! In both modes a consumer sees a message only after it is stored, and acks, delivery counts
 //! and group positions ride the next commit without waiting for it (a crash can redeliver a
 //! message whose ack was not yet stored, never lose one).
