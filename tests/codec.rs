@@ -237,3 +237,22 @@ fn memory_mode_never_encodes_so_any_serde_shape_works() {
         &Event::Created { id: 2 }
     );
 }
+
+#[test]
+fn two_types_of_one_name_are_still_told_apart_in_one_process() {
+    mod a {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Order(pub u32);
+    }
+    mod b {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub struct Order(pub u32);
+    }
+    let bus = Broker::memory();
+    let _orders = bus.topic::<a::Order>("orders").unwrap();
+    let message = common::expect_mismatch(bus.topic::<b::Order>("orders"), "orders");
+    assert!(
+        message.contains("a::Order") && message.contains("b::Order"),
+        "the full paths tell them apart: {message}"
+    );
+}

@@ -45,7 +45,8 @@ enum DeclaredOptions {
 struct Declared {
     kind: Kind,
     type_id: TypeId,
-    type_name: String,
+    /// The payload type's full name, for messages (the stored identity is its stable name).
+    type_name: &'static str,
     options: DeclaredOptions,
     core: Arc<dyn Any + Send + Sync>,
     control: Arc<dyn Control>,
@@ -152,8 +153,13 @@ impl Registry {
     }
 }
 
+fn describe_request(kind: Kind, payload: &str, options: Option<String>) -> String {
+    let options = options.map_or(String::new(), |o| format!(" with {o}"));
+    format!("a {} of {payload}{options}", kind.name())
+}
+
 /// Strips every path in a type name to its last segment.
-pub(crate) fn short_type_name(full: &str) -> String {
+fn short_type_name(full: &str) -> String {
     let mut out = String::with_capacity(full.len());
     let mut segment = String::new();
     let mut chars = full.chars().peekable();
@@ -270,7 +276,7 @@ impl Context {
             Declared {
                 kind,
                 type_id: TypeId::of::<C>(),
-                type_name: self.registry.payload_name::<T>(),
+                type_name: type_name::<T>(),
                 options: declared_options,
                 core: Arc::clone(&core) as Arc<dyn Any + Send + Sync>,
                 control,
@@ -300,15 +306,9 @@ impl Context {
             _ => Err(Error::Mismatch {
                 name: name.to_owned(),
                 existing: existing.describe(),
-                requested: self.describe_request::<T>(kind, options.map(|o| o.describe())),
+                requested: describe_request(kind, type_name::<T>(), options.map(|o| o.describe())),
             }),
         }
-    }
-
-    fn describe_request<T: 'static>(&self, kind: Kind, options: Option<String>) -> String {
-        let options = options.map_or(String::new(), |o| format!(" with {o}"));
-        let payload = self.registry.payload_name::<T>();
-        format!("a {} of {payload}{options}", kind.name())
     }
 
     /// The options `name` was stored with by an earlier run (durable mode), checked against
@@ -355,7 +355,7 @@ impl Context {
                 found.kind.name(),
                 found.payload,
             ),
-            requested: self.describe_request::<T>(kind, requested.map(|o| format!("{o:?}"))),
+            requested: describe_request(kind, &payload, requested.map(|o| format!("{o:?}"))),
         })
     }
 
