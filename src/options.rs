@@ -11,8 +11,9 @@ use crate::error::Error;
 /// [`Overflow::Block`], no consumer still needs it). Limits apply per partition, like Kafka's
 /// `retention.bytes`.
 ///
-/// Bytes are a message's encoded size (in the broker's codec) plus its key and headers. In memory mode the size
-/// is counted without producing any bytes, and only when a byte limit is set.
+/// Bytes are a message's encoded size (in the broker's codec) plus its key and headers. In
+/// memory mode the size is counted without producing any bytes, and only when a byte limit is
+/// set.
 ///
 /// ```
 /// use std::time::Duration;

@@ -120,15 +120,8 @@ fn paths(file: &File) -> Vec<Vec<String>> {
         }
     }
     out.into_iter()
-        .filter_map(|p| absolute(&file.module, is_mod_file(file), p))
+        .filter_map(|p| absolute(&file.module, p))
         .collect()
-}
-
-fn is_mod_file(file: &File) -> bool {
-    matches!(
-        file.path.file_name().and_then(|n| n.to_str()),
-        Some("mod.rs" | "lib.rs")
-    )
 }
 
 /// Expands a `use` tree (`a::{b, c::{d}}`) into its paths.
@@ -172,29 +165,18 @@ fn expand(tree: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
 }
 
 /// `path` from the crate root, or `None` for paths outside the crate (std, dependencies).
-fn absolute(module: &[String], is_mod: bool, path: Vec<String>) -> Option<Vec<String>> {
-    let first = path.first()?.as_str();
-    // The module a `self::` path starts from; `super` is its parent.
-    let own: Vec<String> = module.to_vec();
-    let parent = || {
-        let mut p = own.clone();
-        if !is_mod && p.is_empty() {
-            return p;
-        }
-        p.pop();
-        p
-    };
-    let (mut base, skip) = match first {
+fn absolute(module: &[String], path: Vec<String>) -> Option<Vec<String>> {
+    // `self::` starts from the file's own module, `super::` from its parent (a file's module
+    // is the same whether it is `a/b.rs` or `a/b/mod.rs`).
+    let (mut base, skip) = match path.first()?.as_str() {
         "crate" => (Vec::new(), 1),
-        "self" => (own.clone(), 1),
+        "self" => (module.to_vec(), 1),
         "super" => {
-            let mut base = parent();
-            let mut skip = 1;
-            while path.get(skip).is_some_and(|s| s == "super") {
-                base.pop();
-                skip += 1;
-            }
-            (base, skip)
+            let supers = path.iter().take_while(|s| *s == "super").count();
+            (
+                module[..module.len().saturating_sub(supers)].to_vec(),
+                supers,
+            )
         }
         _ => return None,
     };
@@ -272,7 +254,6 @@ fn the_checker_sees_imports() {
     assert_eq!(
         absolute(
             &["engine".to_owned(), "topic".to_owned(), "group".to_owned()],
-            false,
             vec!["super".into(), "super".into(), "notify".into()]
         ),
         Some(vec!["engine".to_owned(), "notify".to_owned()])

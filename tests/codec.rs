@@ -4,19 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use embus::codec::CodecKind;
 use embus::{Broker, Error, Record, SendError, Start};
 use serde::{Deserialize, Serialize};
-
-/// A fresh directory for one test's store.
-fn dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("embus-codec-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -54,7 +44,7 @@ fn expect_unsupported<M: PartialEq + std::fmt::Debug>(
 
 #[test]
 fn bincode_refuses_a_tagged_enum_at_send_on_topics_and_queues() {
-    let path = dir("tagged").join("bus.embus");
+    let path = common::fresh_dir("codec-tagged").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let topic = bus.topic::<Event>("events").unwrap();
     let event = Event::Created { id: 1 };
@@ -74,7 +64,7 @@ fn bincode_refuses_a_tagged_enum_at_send_on_topics_and_queues() {
 
 #[test]
 fn bincode_refuses_skip_serializing_if_whichever_send_comes_first() {
-    let bus = Broker::open(dir("sparse").join("bus.embus")).unwrap();
+    let bus = Broker::open(common::fresh_dir("codec-sparse").join("bus.embus")).unwrap();
     let p = bus.topic::<Sparse>("sparse").unwrap().producer();
     let sparse = Sparse {
         id: 7,
@@ -93,7 +83,7 @@ fn bincode_refuses_skip_serializing_if_whichever_send_comes_first() {
 
 #[test]
 fn json_carries_what_bincode_cannot_across_a_reopen() {
-    let path = dir("json").join("bus.embus");
+    let path = common::fresh_dir("codec-json").join("bus.embus");
     let open = || Broker::builder().path(&path).codec(CodecKind::Json).open();
     let events = [
         Event::Created { id: 1 },
@@ -136,7 +126,7 @@ fn json_carries_what_bincode_cannot_across_a_reopen() {
 
 #[test]
 fn reopening_with_another_codec_is_a_clear_error() {
-    let path = dir("switch").join("bus.embus");
+    let path = common::fresh_dir("codec-switch").join("bus.embus");
     let open_json = || Broker::builder().path(&path).codec(CodecKind::Json).open();
     open_json().unwrap().close().unwrap();
     match Broker::open(&path) {
@@ -170,7 +160,7 @@ fn json_lets_a_payload_type_gain_a_defaulted_field() {
             pub express: bool,
         }
     }
-    let path = dir("evolve").join("bus.embus");
+    let path = common::fresh_dir("codec-evolve").join("bus.embus");
     let open = || Broker::builder().path(&path).codec(CodecKind::Json).open();
     {
         let bus = open().unwrap();
@@ -194,7 +184,7 @@ fn a_renamed_type_keeps_its_stored_name_with_payload_name() {
     struct Job(u32);
     #[derive(Serialize, Deserialize)]
     struct Task(u32);
-    let path = dir("rename").join("bus.embus");
+    let path = common::fresh_dir("codec-rename").join("bus.embus");
     {
         let bus = Broker::open(&path).unwrap();
         bus.queue::<Job>("jobs")

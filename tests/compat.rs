@@ -23,10 +23,7 @@ struct Order {
 
 /// A copy of the fixture in a fresh directory (opening upgrades it in place).
 fn fixture(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("embus-compat-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("v1.embus");
+    let path = common::fresh_dir(&format!("compat-{test}")).join("v1.embus");
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.embus");
     std::fs::copy(fixture, &path).unwrap();
     path

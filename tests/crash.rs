@@ -35,7 +35,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -654,13 +654,6 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-fn fresh_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("embus-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn acknowledged_sends_survive_kill_9() {
     let cycles = env_u64("EMBUS_CRASH_CYCLES").unwrap_or(20);
@@ -670,7 +663,7 @@ fn acknowledged_sends_survive_kill_9() {
     });
     eprintln!("crash: seed {seed} (EMBUS_CRASH_SEED repeats the kill points)");
     let mut rng = Rng(seed.max(1));
-    let dir = fresh_dir("crash");
+    let dir = common::fresh_dir("crash");
     let path = dir.join("crash.embus");
     let started = Instant::now();
     let mut model = Model::default();

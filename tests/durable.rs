@@ -2,22 +2,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use embus::{Broker, Error, QueueOptions, Retention, Start, TopicOptions};
 
-/// A fresh directory for one test's store.
-fn dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("embus-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn topic_messages_options_and_group_positions_survive_a_reopen() {
-    let path = dir("topic-reopen").join("bus.embus");
+    let path = common::fresh_dir("topic-reopen").join("bus.embus");
     let options = TopicOptions::default()
         .partitions(2)
         .retention(Retention::messages(1000));
@@ -69,7 +60,7 @@ fn topic_messages_options_and_group_positions_survive_a_reopen() {
 
 #[test]
 fn queue_contents_delivery_counts_and_dead_letters_survive_a_reopen() {
-    let path = dir("queue-reopen").join("bus.embus");
+    let path = common::fresh_dir("queue-reopen").join("bus.embus");
     let options = QueueOptions::default()
         .max_deliveries(2)
         .dead_letter("jobs.dead");
@@ -111,7 +102,7 @@ fn queue_contents_delivery_counts_and_dead_letters_survive_a_reopen() {
 
 #[test]
 fn a_stored_declaration_is_checked_on_reopen() {
-    let path = dir("declaration").join("bus.embus");
+    let path = common::fresh_dir("declaration").join("bus.embus");
     {
         let bus = Broker::open(&path).unwrap();
         bus.topic::<u64>("ticks").unwrap();
@@ -136,7 +127,7 @@ fn a_stored_declaration_is_checked_on_reopen() {
 
 #[test]
 fn retention_trims_the_file_and_it_stops_growing() {
-    let path = dir("retention").join("bus.embus");
+    let path = common::fresh_dir("retention").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let t = bus
         .topic_with::<Vec<u8>>(
@@ -164,7 +155,7 @@ fn retention_trims_the_file_and_it_stops_growing() {
 
 #[test]
 fn a_garbage_file_is_a_clear_error_naming_the_path() {
-    let path = dir("garbage").join("bus.embus");
+    let path = common::fresh_dir("garbage").join("bus.embus");
     std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
     let err = Broker::open(&path).unwrap_err();
     assert!(
@@ -176,7 +167,7 @@ fn a_garbage_file_is_a_clear_error_naming_the_path() {
 
 #[test]
 fn a_second_broker_on_the_same_file_is_refused() {
-    let path = dir("twice").join("bus.embus");
+    let path = common::fresh_dir("twice").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let err = Broker::open(&path).unwrap_err();
     assert!(err.to_string().contains("bus.embus"), "{err}");
@@ -186,7 +177,7 @@ fn a_second_broker_on_the_same_file_is_refused() {
 
 #[test]
 fn interval_mode_acknowledges_before_the_commit_and_consumers_see_it_after() {
-    let path = dir("interval").join("bus.embus");
+    let path = common::fresh_dir("interval").join("bus.embus");
     let bus = Broker::builder()
         .path(&path)
         .durability(embus::Durability::Interval(Duration::from_millis(5)))
@@ -203,7 +194,7 @@ fn interval_mode_acknowledges_before_the_commit_and_consumers_see_it_after() {
 
 #[test]
 fn a_slow_reader_far_behind_the_memory_tail_reads_from_the_store_without_lag() {
-    let path = dir("cold-reader").join("bus.embus");
+    let path = common::fresh_dir("cold-reader").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let t = bus
         .topic_with::<u64>(
@@ -234,7 +225,7 @@ fn a_slow_reader_far_behind_the_memory_tail_reads_from_the_store_without_lag() {
 
 #[test]
 fn send_async_waits_for_the_commit_without_blocking_and_survives_a_reopen() {
-    let path = dir("async").join("bus.embus");
+    let path = common::fresh_dir("async").join("bus.embus");
     {
         let bus = Broker::open(&path).unwrap();
         let t = bus.topic::<u32>("t").unwrap();
@@ -259,7 +250,7 @@ fn a_send_async_dropped_while_its_commit_is_pending_is_still_delivered() {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
 
-    let path = dir("async-drop").join("bus.embus");
+    let path = common::fresh_dir("async-drop").join("bus.embus");
     let bus = Broker::open(&path).unwrap();
     let q = bus.queue::<u32>("q").unwrap();
     let producer = q.producer();
@@ -278,7 +269,7 @@ fn a_send_async_dropped_while_its_commit_is_pending_is_still_delivered() {
 
 #[test]
 fn a_new_store_appears_only_once_created_and_a_crashed_creation_is_ignored() {
-    let dir = dir("creating");
+    let dir = common::fresh_dir("creating");
     let path = dir.join("bus.embus");
     // What a crash in the middle of creating leaves behind: a partial file under the
     // temporary name, never at `path`.
@@ -294,7 +285,7 @@ fn a_new_store_appears_only_once_created_and_a_crashed_creation_is_ignored() {
 
 #[test]
 fn a_new_group_position_is_stored_before_it_moves() {
-    let path = dir("group-latest").join("bus.embus");
+    let path = common::fresh_dir("group-latest").join("bus.embus");
     let options = TopicOptions::default().partitions(2);
     {
         let bus = Broker::open(&path).unwrap();
@@ -320,7 +311,7 @@ fn a_new_group_position_is_stored_before_it_moves() {
 
 #[test]
 fn wait_idle_waits_for_sends_not_yet_stored() {
-    let path = dir("idle-staged").join("bus.embus");
+    let path = common::fresh_dir("idle-staged").join("bus.embus");
     let bus = Broker::builder()
         .path(&path)
         .durability(embus::Durability::Interval(Duration::from_secs(3600)))
@@ -344,7 +335,7 @@ fn wait_idle_waits_for_sends_not_yet_stored() {
 #[test]
 fn a_damaged_queue_message_is_reported_and_the_rest_delivered() {
     use embus::redb::{ReadableTable, TableDefinition};
-    let path = dir("queue-damage").join("bus.embus");
+    let path = common::fresh_dir("queue-damage").join("bus.embus");
     {
         let bus = Broker::open(&path).unwrap();
         let q = bus.queue::<String>("q").unwrap();
@@ -380,7 +371,7 @@ fn a_damaged_queue_message_is_reported_and_the_rest_delivered() {
 
 #[test]
 fn seeking_by_time_into_the_stored_part_keeps_byte_retention_exact() {
-    let path = dir("seek-bytes").join("bus.embus");
+    let path = common::fresh_dir("seek-bytes").join("bus.embus");
     let clock = embus::ManualClock::new();
     // 99 bytes encode to 100 (a one-byte length): 20 fit in 2000.
     let options = TopicOptions::default().retention(Retention::bytes(2000));

@@ -28,7 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::time::Duration;
@@ -36,14 +36,6 @@ use std::time::Duration;
 use embus::redb::backends::FileBackend;
 use embus::redb::{BackendError, StorageBackend, TableDefinition};
 use embus::{Broker, Error, Receipt, Record, SendError, Start, TopicOptions, TryRecvError};
-
-/// A fresh directory for one test's files.
-fn fresh_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("embus-faults-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Runs `f` on its own thread; fails if it takes longer than `limit` (a hang) or panics.
 fn within<R: Send + 'static>(
@@ -581,7 +573,7 @@ fn check_after_fault(path: &Path, sends: &Sends, ctx: &str) -> usize {
 
 fn faults_in(mode: Mode) {
     watch_panics();
-    let dir = fresh_dir(&format!("{mode:?}").to_lowercase());
+    let dir = common::fresh_dir(&format!("faults-{mode:?}").to_lowercase());
     let mut tally = Tally::default();
     for n in 1..=40 {
         fault_case(&dir, mode, n, &mut tally);
@@ -614,7 +606,7 @@ fn a_torn_write_poisons_sends_and_loses_nothing_acknowledged() {
 #[test]
 fn a_failure_while_creating_the_store_is_an_error() {
     watch_panics();
-    let dir = fresh_dir("creating");
+    let dir = common::fresh_dir("faults-creating");
     let mut outcomes: HashMap<(&str, &str), usize> = HashMap::new();
     for n in 1..=12 {
         let path = dir.join(format!("create-{n}.embus"));
@@ -692,7 +684,7 @@ fn a_panic_on_the_writer_thread_fails_sends_instead_of_hanging() {
     }
 
     watch_panics();
-    let dir = fresh_dir("writer-panic");
+    let dir = common::fresh_dir("faults-writer-panic");
     let path = dir.join("bus.embus");
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -877,7 +869,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn garbage_files_are_an_error_naming_the_path() {
-    let dir = fresh_dir("garbage");
+    let dir = common::fresh_dir("faults-garbage");
     for (i, len) in [1, 17, 512, 4096, 4097, 65_536, 1 << 20]
         .into_iter()
         .enumerate()
@@ -895,7 +887,7 @@ fn garbage_files_are_an_error_naming_the_path() {
 
 #[test]
 fn an_empty_file_opens_as_a_new_store() {
-    let dir = fresh_dir("empty");
+    let dir = common::fresh_dir("faults-empty");
     let path = dir.join("empty.embus");
     File::create(&path).unwrap();
     let bus = Broker::open(&path).unwrap();
@@ -994,7 +986,7 @@ fn positions(len: usize) -> impl Iterator<Item = usize> {
 
 #[test]
 fn truncated_stores_are_an_error_or_read_back_only_what_was_written() {
-    let dir = fresh_dir("truncated");
+    let dir = common::fresh_dir("faults-truncated");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
     let mut cases = Vec::new();
@@ -1011,7 +1003,7 @@ fn truncated_stores_are_an_error_or_read_back_only_what_was_written() {
 
 #[test]
 fn overwritten_stores_are_an_error_or_read_back_only_what_was_written() {
-    let dir = fresh_dir("overwritten");
+    let dir = common::fresh_dir("faults-overwritten");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
     let mut cases = Vec::new();
@@ -1030,7 +1022,7 @@ fn overwritten_stores_are_an_error_or_read_back_only_what_was_written() {
 
 #[test]
 fn bit_flipped_stores_are_an_error_or_read_back_only_what_was_written() {
-    let dir = fresh_dir("bit-flipped");
+    let dir = common::fresh_dir("faults-bit-flipped");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
     let mut cases = Vec::new();
@@ -1049,7 +1041,7 @@ fn bit_flipped_stores_are_an_error_or_read_back_only_what_was_written() {
 #[test]
 fn bit_flips_in_a_record_page_are_an_error_or_read_back_only_what_was_written() {
     const PAGE: usize = 4096; // redb's default page size
-    let dir = fresh_dir("record-page");
+    let dir = common::fresh_dir("faults-record-page");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let bytes = &written.bytes;
     let (&(partition, offset), needle) = written
@@ -1093,7 +1085,7 @@ fn bit_flips_in_a_record_page_are_an_error_or_read_back_only_what_was_written() 
 
 #[test]
 fn a_store_of_another_format_version_is_incompatible() {
-    let dir = fresh_dir("version");
+    let dir = common::fresh_dir("faults-version");
     let path = dir.join("future.embus");
     {
         let bus = Broker::open(&path).unwrap();
@@ -1160,7 +1152,7 @@ fn a_store_of_another_format_version_is_incompatible() {
 
 #[test]
 fn a_redb_file_that_is_not_a_store_is_corrupt() {
-    let dir = fresh_dir("foreign");
+    let dir = common::fresh_dir("faults-foreign");
     let path = dir.join("foreign.redb");
     {
         let db = embus::redb::Database::create(&path).unwrap();

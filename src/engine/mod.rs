@@ -124,12 +124,11 @@ impl Context {
             clock,
             idle: IdleSignal::default(),
             next_id: AtomicU64::new(1),
-            registry: Registry::default(),
+            registry: Registry::new(payload_names),
             store,
             codec,
             timer: Arc::default(),
         });
-        context.registry.set_names(payload_names);
         let weak = Arc::downgrade(&context);
         context.clock.listen(weak);
         context

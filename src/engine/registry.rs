@@ -23,27 +23,29 @@ use crate::record::Payload;
 const DECLARATION_VERSION: u32 = 2;
 
 /// Declared topics and queues by name, and the payload type names a durable store checks.
-#[derive(Default)]
 pub(super) struct Registry {
     declared: Mutex<HashMap<String, Declared>>,
     /// Payload type names set by the application (`BrokerBuilder::payload_name`).
-    names: Mutex<HashMap<TypeId, String>>,
+    names: HashMap<TypeId, String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Stored as `"topic"` or `"queue"`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Kind {
     Topic,
     Queue,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// Stored as the options struct itself.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 enum DeclaredOptions {
     Topic(TopicOptions),
     Queue(QueueOptions),
 }
 
 struct Declared {
-    kind: Kind,
     type_id: TypeId,
     /// The payload type's full name, for messages (the stored identity is its stable name).
     type_name: &'static str,
@@ -56,18 +58,10 @@ struct Declared {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredDeclaration<O> {
     version: u32,
-    kind: StoredKind,
+    kind: Kind,
     /// The payload type's stable name.
     payload: String,
     options: O,
-}
-
-/// The kind, as stored.
-#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum StoredKind {
-    Topic,
-    Queue,
 }
 
 /// A declaration as version 1 stored it (bincode; options bincode too).
@@ -93,16 +87,16 @@ impl Kind {
             Self::Queue => "queue",
         }
     }
-
-    fn stored(self) -> StoredKind {
-        match self {
-            Self::Topic => StoredKind::Topic,
-            Self::Queue => StoredKind::Queue,
-        }
-    }
 }
 
 impl DeclaredOptions {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Topic(_) => Kind::Topic,
+            Self::Queue(_) => Kind::Queue,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Topic(o) => format!("{o:?}"),
@@ -115,7 +109,7 @@ impl Declared {
     fn describe(&self) -> String {
         format!(
             "a {} of {} with {}",
-            self.kind.name(),
+            self.options.kind().name(),
             self.type_name,
             self.options.describe()
         )
@@ -123,8 +117,12 @@ impl Declared {
 }
 
 impl Registry {
-    pub(super) fn set_names(&self, names: HashMap<TypeId, String>) {
-        *self.names.lock() = names;
+    /// An empty registry; `names` are the payload type names the application set.
+    pub(super) fn new(names: HashMap<TypeId, String>) -> Self {
+        Self {
+            declared: Mutex::default(),
+            names,
+        }
     }
 
     /// Every declared topic's and queue's control.
@@ -146,7 +144,7 @@ impl Registry {
     /// segment of each path in its type name (`my_app::orders::Order` is `Order`,
     /// `alloc::vec::Vec<my_app::Order>` is `Vec<Order>`).
     fn payload_name<T: 'static>(&self) -> String {
-        match self.names.lock().get(&TypeId::of::<T>()) {
+        match self.names.get(&TypeId::of::<T>()) {
             Some(name) => name.clone(),
             None => short_type_name(type_name::<T>()),
         }
@@ -191,23 +189,12 @@ impl Context {
             o.validate(name)?;
         }
         let (options, stored) = self.stored::<T, _>(name, Kind::Topic, options)?;
-        self.declare::<T, TopicCore<T>>(
-            name,
-            Kind::Topic,
-            options.map(DeclaredOptions::Topic),
-            || {
-                let o = options.unwrap_or_default();
-                let core = TopicCore::<T>::create(name, o, Arc::clone(self))?;
-                if !stored {
-                    self.remember::<T, _>(name, Kind::Topic, &o);
-                }
-                Ok((
-                    DeclaredOptions::Topic(o),
-                    Arc::clone(&core) as Arc<dyn Control>,
-                    core,
-                ))
-            },
-        )
+        let declared = options.map(DeclaredOptions::Topic);
+        self.declare::<T, _>(name, Kind::Topic, declared, stored, || {
+            let o = options.unwrap_or_default();
+            let core = TopicCore::<T>::create(name, o, Arc::clone(self))?;
+            Ok((DeclaredOptions::Topic(o), core))
+        })
     }
 
     /// Gets the queue `name` (checking type and, when given, options) or creates it, with its
@@ -223,7 +210,8 @@ impl Context {
         }
         let (options, stored) = self.stored::<T, _>(name, Kind::Queue, options)?;
         let declared = options.clone().map(DeclaredOptions::Queue);
-        // A mismatch on `name` itself must not leave a new dead-letter queue behind.
+        // A mismatch on `name` itself must not leave a new dead-letter queue behind (`declare`
+        // looks again, under the lock it creates under).
         let existing = self.lookup::<T, QueueCore<T>>(
             &self.registry.declared.lock(),
             name,
@@ -238,18 +226,11 @@ impl Context {
             Some(dlq) => Some(self.declare_queue::<T>(dlq, None)?),
             None => None,
         };
-        let core = self.declare::<T, QueueCore<T>>(name, Kind::Queue, declared, || {
-            let o = options.clone().unwrap_or_default();
+        let core = self.declare::<T, _>(name, Kind::Queue, declared, stored, || {
+            let o = options.unwrap_or_default();
             let core =
                 QueueCore::<T>::create(name, o.clone(), dead_letter.clone(), Arc::clone(self))?;
-            if !stored {
-                self.remember::<T, _>(name, Kind::Queue, &o);
-            }
-            Ok((
-                DeclaredOptions::Queue(o),
-                Arc::clone(&core) as Arc<dyn Control>,
-                core,
-            ))
+            Ok((DeclaredOptions::Queue(o), core))
         })?;
         if let Some(dlq) = &dead_letter {
             dlq.add_feeder(&core);
@@ -257,29 +238,33 @@ impl Context {
         Ok(core)
     }
 
-    /// Looks `name` up, checking kind, type and (when given) options, or creates it.
-    fn declare<T: 'static, C: Any + Send + Sync>(
+    /// Looks `name` up, checking kind, type and (when given) options, or creates it with the
+    /// options `create` settles on, storing the declaration unless it is `stored` already.
+    fn declare<T: 'static, C: Control + 'static>(
         &self,
         name: &str,
         kind: Kind,
         options: Option<DeclaredOptions>,
-        create: impl FnOnce() -> Result<(DeclaredOptions, Arc<dyn Control>, Arc<C>), Error>,
+        stored: bool,
+        create: impl FnOnce() -> Result<(DeclaredOptions, Arc<C>), Error>,
     ) -> Result<Arc<C>, Error> {
         let mut declared = self.registry.declared.lock();
         if let Some(core) = self.lookup::<T, C>(&declared, name, kind, options.as_ref())? {
             return Ok(core);
         }
         self.check_open()?;
-        let (declared_options, control, core) = create()?;
+        let (options, core) = create()?;
+        if !stored {
+            self.remember::<T>(name, &options)?;
+        }
         declared.insert(
             name.to_owned(),
             Declared {
-                kind,
                 type_id: TypeId::of::<C>(),
                 type_name: type_name::<T>(),
-                options: declared_options,
+                options,
                 core: Arc::clone(&core) as Arc<dyn Any + Send + Sync>,
-                control,
+                control: Arc::clone(&core) as Arc<dyn Control>,
             },
         );
         Ok(core)
@@ -302,7 +287,9 @@ impl Context {
         let type_matches = existing.type_id == TypeId::of::<C>();
         let options_match = options.is_none_or(|o| *o == existing.options);
         match Arc::clone(&existing.core).downcast::<C>() {
-            Ok(core) if type_matches && options_match && existing.kind == kind => Ok(Some(core)),
+            Ok(core) if type_matches && options_match && existing.options.kind() == kind => {
+                Ok(Some(core))
+            }
             _ => Err(Error::Mismatch {
                 name: name.to_owned(),
                 existing: existing.describe(),
@@ -360,16 +347,22 @@ impl Context {
     }
 
     /// Stores a new declaration (durable mode), so a reopen knows it.
-    fn remember<T: 'static, O: Serialize>(&self, name: &str, kind: Kind, options: &O) {
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the options cannot be encoded (they always can today).
+    fn remember<T: 'static>(&self, name: &str, options: &DeclaredOptions) -> Result<(), Error> {
         let declaration = StoredDeclaration {
             version: DECLARATION_VERSION,
-            kind: kind.stored(),
+            kind: options.kind(),
             payload: self.registry.payload_name::<T>(),
             options,
         };
-        if let Ok(bytes) = serde_json::to_vec(&declaration) {
-            self.store.declare(name, bytes);
-        }
+        let bytes = serde_json::to_vec(&declaration).map_err(|e| Error::Encode {
+            name: name.to_owned(),
+            message: format!("its declaration: {e}"),
+        })?;
+        self.store.declare(name, bytes);
+        Ok(())
     }
 }
 
@@ -384,10 +377,7 @@ fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Fo
                 header.version
             ));
         }
-        let kind = match header.kind {
-            StoredKind::Topic => Kind::Topic,
-            StoredKind::Queue => Kind::Queue,
-        };
+        let kind = header.kind;
         let options = if kind == asked {
             Some(serde_json::from_value(header.options).map_err(|e| e.to_string())?)
         } else {
@@ -439,7 +429,7 @@ mod tests {
     fn a_declaration_reads_back_and_ignores_fields_it_does_not_know() {
         let bytes = serde_json::to_vec(&StoredDeclaration {
             version: DECLARATION_VERSION,
-            kind: StoredKind::Topic,
+            kind: Kind::Topic,
             payload: "Order".to_owned(),
             options: TopicOptions::default().partitions(3),
         })

@@ -14,8 +14,8 @@
 //! ```
 //!
 //! The producer encodes everything from offset 17 on its own thread ([`body`], then the
-//! engine appends the payload in its codec), leaving room for the first 17 bytes; the writer thread fills them in ([`seal`]) once it knows the
-//! timestamp. A reader checks version and checksum before it trusts a byte ([`open`]).
+//! engine appends the payload in its codec), leaving room for the first 17 bytes; the writer
+//! thread fills them in ([`seal`]) once it knows the timestamp. A reader checks version and checksum before it trusts a byte ([`open`]).
 
 use crate::record::{Headers, Meta, Nanos};
 
@@ -134,15 +134,7 @@ pub(crate) fn open(key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
 
 /// A stored value with its headers replaced (a dead letter's added headers), sealed for `key`.
 pub(crate) fn with_headers(row: &Row<'_>, key: u64, headers: &Headers) -> Vec<u8> {
-    let mut out = vec![0; HEAD];
-    match row.key {
-        Some(key) => {
-            put_len(&mut out, key.len() + 1);
-            out.extend_from_slice(key);
-        }
-        None => put_len(&mut out, 0),
-    }
-    put_headers(&mut out, headers);
+    let mut out = body(row.key, headers);
     out.extend_from_slice(row.payload);
     seal(&mut out, key, row.ts, row.size);
     out

@@ -16,6 +16,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A short wait for something that should *not* happen (a negative check).
 pub const BRIEF: Duration = Duration::from_millis(50);
 
+/// A fresh, empty directory for one test's files, named after the test and this process.
+pub fn fresh_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("embus-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Receives `n` messages (each within `WAIT`), acks them, and returns their payloads.
 pub fn take<T: Payload + Clone>(consumer: &mut Consumer<T>, n: usize) -> Vec<T> {
     (0..n)
