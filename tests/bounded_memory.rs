@@ -449,3 +449,46 @@ fn durable_full_queue_refusing_a_producer_stays_bounded_and_is_freed_when_acked(
     // to settle.
     full_queue_run(d.bus(), 20_000, 100_000, true, SLACK + CACHE as u64);
 }
+
+/// One consumer holds a delivery while another receives and acks `total` messages; live bytes
+/// at `total` stay at their level at a tenth of it (regression: every delivery after the held
+/// one kept a slot, and each send scanned them all for the earliest ack deadline).
+fn held_delivery_run(ack_timeout: Option<Duration>, total: u64) {
+    let bus = Broker::memory();
+    let options = match ack_timeout {
+        Some(t) => QueueOptions::default().ack_timeout(t),
+        None => QueueOptions::default(),
+    };
+    let queue = bus.queue_with::<Vec<u8>>("jobs", options).unwrap();
+    let producer = queue.producer();
+    producer.send(payload(0)).unwrap();
+    let mut holder = queue.consumer();
+    let held = holder.recv_timeout(WAIT).unwrap();
+    let mut worker = queue.consumer();
+    let base = live();
+    let mut checkpoint = 0;
+    for i in 1..=total {
+        producer.send(payload(i)).unwrap();
+        assert_eq!(recv_one(&mut worker), i);
+        if i == total / 10 {
+            checkpoint = live();
+        }
+    }
+    let end = live();
+    println!(
+        "queue with a held delivery (ack timeout {ack_timeout:?}): +{} after {}, +{} after {total}",
+        kib(checkpoint.saturating_sub(base)),
+        total / 10,
+        kib(end.saturating_sub(base)),
+    );
+    assert_bounded("queue, held delivery", base, checkpoint, end, 1.0, SLACK);
+    held.ack().unwrap();
+    assert_eq!((queue.len(), queue.in_flight()), (0, 0));
+}
+
+#[test]
+fn a_held_queue_delivery_does_not_grow_memory_with_later_deliveries() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    held_delivery_run(Some(Duration::from_secs(3600)), 1_000_000);
+    held_delivery_run(None, 1_000_000);
+}

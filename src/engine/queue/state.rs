@@ -1,5 +1,9 @@
 //! `QueueState`: the ready list, in-flight deliveries, delivery counts, prefetch, ack timeouts
 //! and the choice between requeue and dead-letter. Pure state, no locking or waking.
+//!
+//! In-flight deliveries live in a slab, so one delivery held for hours pins one slot, not every
+//! delivery made since; ack deadlines are kept in deadline order beside it, so the earliest is
+//! found without a scan. Both stay proportional to what is in flight now.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +26,15 @@ struct InFlight<T> {
     item: Item<T>,
     consumer: u64,
     deadline: Option<Nanos>,
+    /// Order of handing out, for releasing oldest-in-front.
+    seq: u64,
+}
+
+/// One slab slot. A delivery number is the slot index with its generation in the high half,
+/// so a number whose delivery ended never settles the slot's next delivery.
+struct Slot<T> {
+    generation: u32,
+    delivery: Option<InFlight<T>>,
 }
 
 /// Why a delivery ended without an ack.
@@ -47,9 +60,15 @@ pub(crate) struct QueueState<T> {
     /// after a failed commit.
     staged: VecDeque<(u64, Option<Item<T>>)>,
     ready: VecDeque<Item<T>>,
-    /// In-flight deliveries by delivery number (`delivery_base + index`); `None` once ended.
-    deliveries: VecDeque<Option<InFlight<T>>>,
-    delivery_base: u64,
+    /// In-flight deliveries by slot (see [`Slot`]), and the free slots.
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    /// Ack deadlines in deadline order, with their delivery numbers. An entry whose delivery
+    /// ended, or whose deadline was extended, is stale: dropped when it reaches the front, or
+    /// all at once when they outnumber the live ones.
+    deadlines: VecDeque<(Nanos, u64)>,
+    stale_deadlines: usize,
+    next_seq: u64,
     in_flight: usize,
     /// Unacked deliveries per consumer, kept only when a prefetch limit is set.
     held: HashMap<u64, u32>,
@@ -64,8 +83,11 @@ impl<T> QueueState<T> {
             next_id: 0,
             staged: VecDeque::new(),
             ready: VecDeque::new(),
-            deliveries: VecDeque::new(),
-            delivery_base: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            deadlines: VecDeque::new(),
+            stale_deadlines: 0,
+            next_seq: 0,
             in_flight: 0,
             held: HashMap::new(),
             dead_lettered: 0,
@@ -160,41 +182,117 @@ impl<T> QueueState<T> {
             return None;
         }
         if let Some(limit) = prefetch {
-            if self.held.get(&consumer).copied().unwrap_or(0) >= limit {
+            let held = self.held.entry(consumer).or_insert(0);
+            if *held >= limit {
                 return None;
             }
-            *self.held.entry(consumer).or_insert(0) += 1;
+            *held += 1;
         }
         let mut item = self.ready.pop_front()?;
-        item.count += 1;
+        item.count = item.count.saturating_add(1);
         self.in_flight += 1;
-        let delivery = self.delivery_base + self.deliveries.len() as u64;
-        self.deliveries.push_back(Some(InFlight {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => slot as usize,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    delivery: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let delivery = number(slot, self.slots[slot].generation);
+        if let Some(at) = deadline {
+            self.deadlines.push_back((at, delivery));
+        }
+        let held = self.slots[slot].delivery.insert(InFlight {
             item,
             consumer,
             deadline,
-        }));
-        let item = &self.deliveries.back()?.as_ref()?.item;
-        Some((item, delivery))
+            seq,
+        });
+        Some((&held.item, delivery))
+    }
+
+    /// The live delivery behind `delivery`, if it has not ended.
+    fn live(&self, delivery: u64) -> Option<&InFlight<T>> {
+        let (slot, generation) = split(delivery);
+        let slot = self.slots.get(slot)?;
+        (slot.generation == generation)
+            .then_some(slot.delivery.as_ref())
+            .flatten()
     }
 
     fn end(&mut self, delivery: u64) -> Option<InFlight<T>> {
-        let index = usize::try_from(delivery.checked_sub(self.delivery_base)?).ok()?;
-        let ended = self.deliveries.get_mut(index)?.take()?;
+        let (index, generation) = split(delivery);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        let ended = slot.delivery.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index as u32);
         self.in_flight -= 1;
         if let Some(held) = self.held.get_mut(&ended.consumer) {
             *held -= 1;
         }
-        while matches!(self.deliveries.front(), Some(None)) {
-            self.deliveries.pop_front();
-            self.delivery_base += 1;
+        if ended.deadline.is_some() {
+            self.deadline_went_stale();
         }
         Some(ended)
+    }
+
+    /// One more deadline entry is stale: drop the stale ones in front, and all of them once
+    /// they outnumber the live ones (so the index stays proportional to what is in flight).
+    fn deadline_went_stale(&mut self) {
+        self.stale_deadlines += 1;
+        while let Some(&(at, delivery)) = self.deadlines.front() {
+            if self.live(delivery).is_some_and(|d| d.deadline == Some(at)) {
+                break;
+            }
+            self.deadlines.pop_front();
+            self.stale_deadlines -= 1;
+        }
+        if self.stale_deadlines > 64 && self.stale_deadlines > self.deadlines.len() / 2 {
+            let mut deadlines = std::mem::take(&mut self.deadlines);
+            deadlines.retain(|&(at, d)| self.live(d).is_some_and(|d| d.deadline == Some(at)));
+            self.deadlines = deadlines;
+            self.stale_deadlines = 0;
+        }
+    }
+
+    /// Whether `delivery` is still in flight.
+    pub(crate) fn is_live(&self, delivery: u64) -> bool {
+        self.live(delivery).is_some()
     }
 
     /// Acks a delivery: the message is gone. `false` if it had already ended (timed out).
     pub(crate) fn ack(&mut self, delivery: u64) -> bool {
         self.end(delivery).is_some()
+    }
+
+    /// Moves a live delivery's ack deadline to `deadline` (work in progress); `false` if it had
+    /// already ended.
+    pub(crate) fn extend(&mut self, delivery: u64, deadline: Nanos) -> bool {
+        let (index, generation) = split(delivery);
+        let Some(live) = self
+            .slots
+            .get_mut(index)
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.delivery.as_mut())
+        else {
+            return false;
+        };
+        if live.deadline.is_none_or(|at| at >= deadline) {
+            return true; // no timeout, or already later
+        }
+        live.deadline = Some(deadline);
+        // Deadlines come from one monotonic clock plus one timeout, so this is the latest.
+        self.deadlines.push_back((deadline, delivery));
+        self.deadline_went_stale();
+        true
     }
 
     /// Ends a delivery without an ack: requeue it at the front, or hand it back for the
@@ -218,37 +316,54 @@ impl<T> QueueState<T> {
 
     /// The delivery numbers whose ack deadline has passed, oldest first.
     pub(crate) fn expired(&self, now: Nanos) -> Vec<u64> {
-        let mut expired = Vec::new();
-        for (i, d) in self.deliveries.iter().enumerate() {
-            match d {
-                Some(InFlight {
-                    deadline: Some(at), ..
-                }) if *at <= now => expired.push(self.delivery_base + i as u64),
-                Some(InFlight {
-                    deadline: Some(_), ..
-                }) => break,
-                _ => {}
-            }
-        }
-        expired
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter(|&&(at, d)| self.live(d).is_some_and(|d| d.deadline == Some(at)))
+            .map(|&(_, d)| d)
+            .collect()
     }
 
     /// The earliest ack deadline.
     pub(crate) fn next_deadline(&self) -> Option<Nanos> {
-        self.deliveries.iter().flatten().find_map(|d| d.deadline)
+        // Stale entries never stay in front (see `deadline_went_stale`).
+        self.deadlines.front().map(|&(at, _)| at)
     }
 
-    /// The deliveries `consumer` still holds.
+    /// The deliveries `consumer` still holds, oldest first.
     pub(crate) fn held_by(&self, consumer: u64) -> Vec<u64> {
-        (self.delivery_base..)
-            .zip(&self.deliveries)
-            .filter_map(|(n, d)| d.as_ref().filter(|d| d.consumer == consumer).map(|_| n))
-            .collect()
+        let mut held: Vec<(u64, u64)> = (0..self.slots.len())
+            .filter_map(|i| {
+                let slot = &self.slots[i];
+                let d = slot.delivery.as_ref().filter(|d| d.consumer == consumer)?;
+                Some((d.seq, number(i, slot.generation)))
+            })
+            .collect();
+        held.sort_unstable();
+        held.into_iter().map(|(_, d)| d).collect()
     }
 
     pub(crate) fn forget_consumer(&mut self, consumer: u64) {
         self.held.remove(&consumer);
     }
+
+    /// Slab slots and deadline entries, to show they stay proportional to what is in flight.
+    #[cfg(test)]
+    fn footprint(&self) -> (usize, usize) {
+        (self.slots.len(), self.deadlines.len())
+    }
+}
+
+/// A delivery number: slot index low, generation high.
+fn number(slot: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | slot as u64
+}
+
+fn split(delivery: u64) -> (usize, u32) {
+    (
+        (delivery & u64::from(u32::MAX)) as usize,
+        (delivery >> 32) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -318,5 +433,73 @@ mod tests {
         assert!(!s.ack(a), "a timed-out delivery cannot be acked");
         assert!(s.ack(b));
         assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_held_delivery_pins_one_slot_not_every_later_delivery() {
+        for timeout in [None, Some(1_000)] {
+            let mut s = state_with(1);
+            let held = s.deliver(1, None, timeout).map(|(_, d)| d).unwrap();
+            for i in 0..100_000u64 {
+                let entry = Arc::new(Entry {
+                    payload: i,
+                    meta: None,
+                    size: 0,
+                });
+                s.push(0, entry, None);
+                let deadline = timeout.map(|t| t + i);
+                let d = s.deliver(2, None, deadline).map(|(_, d)| d).unwrap();
+                assert!(s.ack(d));
+            }
+            let (slots, deadlines) = s.footprint();
+            assert!(slots <= 2, "{slots} slots for 1 held delivery");
+            assert!(
+                deadlines <= 130,
+                "{deadlines} deadline entries for 1 held delivery"
+            );
+            assert_eq!(s.next_deadline(), timeout);
+            assert!(s.ack(held));
+        }
+    }
+
+    #[test]
+    fn an_ended_delivery_number_never_settles_the_next_delivery_in_its_slot() {
+        let mut s = state_with(2);
+        let first = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
+        assert!(s.ack(first));
+        let second = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
+        assert!(!s.ack(first), "the first delivery already ended");
+        assert!(matches!(
+            s.release(first, Reason::Nack, None),
+            Released::Stale
+        ));
+        assert!(s.is_live(second));
+        assert!(s.ack(second));
+    }
+
+    #[test]
+    fn an_extended_deadline_moves_behind_the_others() {
+        let mut s = state_with(2);
+        let a = s.deliver(1, None, Some(10)).map(|(_, d)| d).unwrap();
+        let b = s.deliver(1, None, Some(20)).map(|(_, d)| d).unwrap();
+        assert!(s.extend(a, 30));
+        assert_eq!(s.next_deadline(), Some(20));
+        assert_eq!(s.expired(25), vec![b], "a's old deadline no longer counts");
+        assert_eq!(s.expired(30), vec![b, a]);
+        assert!(s.ack(a));
+        assert!(!s.extend(a, 40), "an ended delivery cannot be extended");
+    }
+
+    #[test]
+    fn delivery_count_saturates() {
+        let mut s = state_with(1);
+        let d = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
+        assert!(matches!(
+            s.release(d, Reason::Nack, None),
+            Released::Requeued
+        ));
+        s.ready[0].count = u32::MAX;
+        let (count, _) = s.deliver(1, None, None).map(|(i, d)| (i.count, d)).unwrap();
+        assert_eq!(count, u32::MAX);
     }
 }
