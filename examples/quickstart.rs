@@ -102,7 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker.join().map_err(|_| "worker panicked")??;
     }
 
-    let letter = dead.consumer().recv_timeout(Duration::from_secs(1))?;
+    let mut letters = dead.consumer(); // dropping a consumer releases what it holds
+    let letter = letters.recv_timeout(Duration::from_secs(1))?;
     let reason = String::from_utf8_lossy(
         letter
             .headers()
@@ -141,7 +142,8 @@ fn durable() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bus = Broker::open(&path)?; // a restart
     let jobs = bus.queue::<String>("invoices")?;
-    let left = jobs.consumer().recv()?;
+    let mut worker = jobs.consumer();
+    let left = worker.recv()?;
     println!(
         "durable: after reopening {}, {} is still there (delivery {})",
         path.display(),

@@ -1,4 +1,9 @@
 //! Time for timestamps, ack timeouts and age retention: the system clock or a [`ManualClock`].
+//!
+//! Two readings: wall-clock time ([`Clock::now`]) stamps messages and ages them for retention;
+//! monotonic time ([`Clock::ticks`]) times ack deadlines, so a step of the system clock (NTP,
+//! a suspended laptop, an operator) redelivers nothing early and holds nothing back. A
+//! [`ManualClock`] drives both.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -121,9 +126,19 @@ pub(crate) enum Clock {
 }
 
 impl Clock {
+    /// Wall-clock time: message timestamps and retention by age.
     pub(crate) fn now(&self) -> Nanos {
         match self {
-            Self::System => to_nanos(SystemTime::now()),
+            Self::System => wall(),
+            Self::Manual(clock) => clock.nanos(),
+        }
+    }
+
+    /// Monotonic time, for deadlines: nanoseconds since the process first asked (a manual
+    /// clock's own time).
+    pub(crate) fn ticks(&self) -> Nanos {
+        match self {
+            Self::System => since_base(Instant::now()),
             Self::Manual(clock) => clock.nanos(),
         }
     }
@@ -135,15 +150,41 @@ impl Clock {
         }
     }
 
-    /// The real instant to wake at for a clock deadline: `None` for a manual clock, whose
-    /// deadlines pass only through `advance` (which wakes waiters itself).
+    /// The real instant to wake at for a deadline in [`ticks`](Self::ticks): `None` for a
+    /// manual clock, whose deadlines pass only through `advance` (which wakes waiters itself).
     pub(crate) fn wake_at(&self, deadline: Nanos) -> Option<Instant> {
         match self {
-            Self::System => {
-                let now = self.now();
-                Instant::now().checked_add(Duration::from_nanos(deadline.saturating_sub(now)))
-            }
+            Self::System => base().checked_add(Duration::from_nanos(deadline)),
             Self::Manual(_) => None,
         }
     }
+}
+
+/// The instant monotonic ticks count from.
+fn base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn since_base(at: Instant) -> Nanos {
+    u64::try_from(at.saturating_duration_since(base()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The system's wall-clock time (in unit tests, stepped by [`step_wall_clock`] on this thread).
+fn wall() -> Nanos {
+    let now = to_nanos(SystemTime::now());
+    #[cfg(test)]
+    let now = now.saturating_add_signed(WALL_STEP.get());
+    now
+}
+
+#[cfg(test)]
+thread_local! {
+    static WALL_STEP: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Steps the system clock as this thread sees it, as NTP or an operator may.
+#[cfg(test)]
+pub(crate) fn step_wall_clock(by: i64) {
+    WALL_STEP.set(WALL_STEP.get() + by);
 }

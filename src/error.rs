@@ -123,6 +123,20 @@ pub enum Error {
     /// the raw bytes are in [`Undecodable::bytes`].
     #[error("{0}")]
     Decode(Box<Undecodable>),
+    /// An ack, nack or [`in_progress`](crate::Message::in_progress) of a queue message whose
+    /// delivery had already ended, so it did nothing: the message is being delivered again (or
+    /// was dead-lettered), and whoever gets it next will settle it.
+    #[error(
+        "message {offset} of queue `{queue}` is no longer delivered to this consumer: {reason}"
+    )]
+    DeliveryEnded {
+        /// The queue.
+        queue: String,
+        /// The message's sequence number ([`Message::offset`](crate::Message::offset)).
+        offset: u64,
+        /// What ended the delivery.
+        reason: Ended,
+    },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {
@@ -131,6 +145,30 @@ pub enum Error {
         /// The first topic or queue found busy, and why (e.g. "queue `jobs`: 2 ready, 1 in flight").
         busy: String,
     },
+}
+
+/// What ended a queue delivery before its ack ([`Error::DeliveryEnded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ended {
+    /// Its ack timeout passed first (see
+    /// [`QueueOptions::ack_timeout`](crate::QueueOptions::ack_timeout); long work can call
+    /// [`Message::in_progress`](crate::Message::in_progress)).
+    AckTimeout,
+    /// The consumer that received it was dropped, which released everything it held. Keep the
+    /// [`Consumer`](crate::Consumer) alive until its messages are settled.
+    ConsumerDropped,
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AckTimeout => "its ack timeout passed, so it was released for redelivery",
+            Self::ConsumerDropped => {
+                "the consumer that received it was dropped, which released it for redelivery"
+            }
+        })
+    }
 }
 
 /// The `CodecKind` variant named `name`, for messages.

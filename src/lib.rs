@@ -126,7 +126,7 @@ pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
 pub use crate::error::{
-    Error, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError,
+    Ended, Error, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError,
     TrySendError, Undecodable,
 };
 pub use crate::message::Message;

@@ -60,14 +60,41 @@ impl<T> Message<T> {
     }
 
     /// Settles the message as done: a queue deletes it, a group moves its position past it.
-    /// Acking a queue delivery whose ack timeout already passed does nothing (it is being
-    /// redelivered). A no-op for a plain subscriber.
+    /// A no-op for a plain subscriber.
+    ///
+    /// Acks are stored with the next commit, not waited for: a crash right after may
+    /// redeliver the message, never lose it.
     ///
     /// # Errors
-    /// None in memory mode; the `Result` is for the durable store.
+    /// - [`Error::DeliveryEnded`]: a queue delivery had already ended, so this did nothing: its
+    ///   ack timeout passed ([`Ended::AckTimeout`](crate::Ended::AckTimeout)), or the
+    ///   [`Consumer`](crate::Consumer) that received it was dropped
+    ///   ([`Ended::ConsumerDropped`](crate::Ended::ConsumerDropped)). The message is delivered
+    ///   again (or dead-lettered).
+    /// - [`Error::Closed`] (durable broker closed) or [`Error::Poisoned`] (a commit failed):
+    ///   the ack cannot be stored, so a reopened broker delivers the message again.
+    ///
+    /// ```
+    /// use embus::{Broker, Ended, Error};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// jobs.producer().send(7)?;
+    /// // The consumer is a temporary: it is dropped at the `;`, and releases what it held.
+    /// let job = jobs.consumer().recv()?;
+    /// assert!(matches!(
+    ///     job.ack(),
+    ///     Err(Error::DeliveryEnded { reason: Ended::ConsumerDropped, .. })
+    /// ));
+    /// // Keep the consumer while its messages are worked on.
+    /// let mut worker = jobs.consumer();
+    /// let job = worker.recv()?;
+    /// job.ack()?;
+    /// # Ok(()) }
+    /// ```
     pub fn ack(self) -> Result<(), Error> {
-        self.delivery.ack();
-        Ok(())
+        self.delivery.ack()
     }
 
     /// Releases the message for redelivery (to any consumer of the queue, or to the partition's
@@ -75,10 +102,21 @@ impl<T> Message<T> {
     /// for a plain subscriber.
     ///
     /// # Errors
-    /// None in memory mode; the `Result` is for the durable store.
+    /// As for [`ack`](Self::ack): a nack of an ended delivery did nothing (the message is
+    /// already being redelivered), and one that cannot be stored says so.
     pub fn nack(self) -> Result<(), Error> {
-        self.delivery.nack();
-        Ok(())
+        self.delivery.nack()
+    }
+
+    /// Tells the queue this message is still being worked on: its ack timeout starts again
+    /// from now, as with JetStream's `AckProgress`. Call it from long work, more often than the
+    /// ack timeout. Nothing to do without an ack timeout, or for a group or subscriber message.
+    ///
+    /// # Errors
+    /// [`Error::DeliveryEnded`] if the delivery had already ended (its timeout passed, or its
+    /// consumer was dropped): stop, someone else may be working on it now.
+    pub fn in_progress(&self) -> Result<(), Error> {
+        self.delivery.in_progress()
     }
 }
 

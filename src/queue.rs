@@ -50,8 +50,10 @@ use crate::record::Payload;
 /// worker.recv()?.nack()?;
 /// worker.recv()?.nack()?; // second delivery fails too: dead-lettered
 /// let dead = bus.queue::<String>("jobs.dead")?;
-/// let d = dead.consumer().recv()?;
+/// let mut letters = dead.consumer(); // keep it while its messages are worked on
+/// let d = letters.recv()?;
 /// assert_eq!(d.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
+/// d.ack()?;
 /// # Ok(()) }
 /// ```
 pub struct Queue<T> {
@@ -132,5 +134,49 @@ impl<T: Payload> Queue<T> {
     /// the file untouched (nothing is deleted on a guess); the rest of the queue works.
     pub fn undecodable(&self) -> &[Undecodable] {
         self.core.undecodable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use crate::clock::step_wall_clock;
+    use crate::{Broker, QueueOptions, TryRecvError};
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    /// Ack deadlines run on monotonic time: a wall-clock step (NTP, an operator) neither
+    /// times out a delivery early nor holds one back; timestamps still follow the wall clock.
+    #[test]
+    fn a_wall_clock_step_does_not_move_ack_deadlines() {
+        let bus = Broker::memory();
+        let options = QueueOptions::default().ack_timeout(Duration::from_secs(60));
+        let jobs = bus.queue_with::<u32>("jobs", options).unwrap();
+        let mut worker = jobs.consumer();
+        jobs.producer().send(1).unwrap();
+        let held = worker.try_recv().unwrap();
+
+        step_wall_clock(2 * HOUR);
+        let stamped_at = SystemTime::now() + Duration::from_secs(2 * 3600);
+        jobs.producer().send(2).unwrap();
+        let second = worker.try_recv().unwrap();
+        assert_eq!(*second.payload(), 2, "the first is still in flight");
+        let skew = second
+            .timestamp()
+            .duration_since(stamped_at)
+            .unwrap_or_else(|e| e.duration());
+        assert!(
+            skew < Duration::from_secs(60),
+            "timestamps follow the wall clock"
+        );
+        assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert_eq!(jobs.in_flight(), 2);
+
+        step_wall_clock(-4 * HOUR);
+        held.ack().unwrap();
+        second.ack().unwrap();
+        step_wall_clock(2 * HOUR);
+        assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
     }
 }

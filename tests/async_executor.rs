@@ -84,7 +84,8 @@ fn block_on_recv_async_after_close_drains_then_disconnects(backend: Backend) {
         block_on(async {
             let first = worker.recv_async().await.map(|m| {
                 let payload = *m.payload();
-                m.ack().unwrap(); // dropped unacked, it would be redelivered
+                // Dropped unacked, it would be redelivered.
+                backend.settled_after_close(m.ack());
                 payload
             });
             let second = worker.recv_async().await.map(|m| *m.payload());

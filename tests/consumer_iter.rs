@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Consumer, ManualClock, Message, QueueOptions, Record, RecvError, RecvTimeoutError, Retention,
-    Start, TopicOptions, TryRecvError,
+    Consumer, Ended, Error, ManualClock, Message, QueueOptions, Record, RecvError,
+    RecvTimeoutError, Retention, Start, TopicOptions, TryRecvError,
 };
 
 fn payloads(messages: Vec<Result<Message<u64>, RecvError>>) -> Vec<Result<u64, RecvError>> {
@@ -233,7 +233,7 @@ fn iter_yields_lagged_and_keeps_going(backend: Backend) {
         .map(|m| {
             m.map(|m| {
                 let p = *m.payload();
-                m.ack().unwrap();
+                backend.settled_after_close(m.ack());
                 p
             })
         })
@@ -548,7 +548,14 @@ fn queue_message_accessors(backend: Backend) {
     clock.advance(Duration::from_secs(11));
     let again = worker.recv_timeout(WAIT).unwrap();
     assert_eq!((*again.payload(), again.delivery_count()), (1, 3));
-    m.ack().unwrap(); // stale: does nothing
+    // Stale: does nothing, and says so.
+    assert!(matches!(
+        m.ack(),
+        Err(Error::DeliveryEnded {
+            reason: Ended::AckTimeout,
+            ..
+        })
+    ));
     again.ack().unwrap();
 
     let m = worker.recv_timeout(WAIT).unwrap();

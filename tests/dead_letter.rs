@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{BRIEF, Backend, Bus, WAIT, both_backends, take};
 use embus::{
-    Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Error, ManualClock,
-    Message, Queue, QueueOptions, Record, TryRecvError,
+    Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Ended, Error,
+    ManualClock, Message, Queue, QueueOptions, Record, TryRecvError,
 };
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -509,7 +509,8 @@ fn wait_idle_returns_when_a_clock_advance_dead_letters_the_last_delivery(backend
 
 both_backends!(a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout);
 /// A delivery whose ack timeout passed (system clock, nobody looked yet) and is then nacked
-/// ends as timed out: its dead letter says `ack-timeout`, not `nack`.
+/// ends as timed out: its dead letter says `ack-timeout`, not `nack`, and the nack says it
+/// came too late.
 fn a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout(backend: Backend) {
     let bus = backend.bus();
     let options = QueueOptions::default()
@@ -525,7 +526,13 @@ fn a_nack_after_the_ack_timeout_passed_dead_letters_as_ack_timeout(backend: Back
     while std::time::Instant::now() < due {
         std::thread::yield_now(); // the system clock passes the 1 ms deadline
     }
-    late.nack().unwrap();
+    assert!(matches!(
+        late.nack(),
+        Err(Error::DeliveryEnded {
+            reason: Ended::AckTimeout,
+            ..
+        })
+    ));
     let letter = dead.consumer().recv_timeout(WAIT).unwrap();
     assert_eq!(
         letter.headers().get(DEAD_LETTER_REASON),

@@ -90,7 +90,8 @@ fn queue_contents_delivery_counts_and_dead_letters_survive_a_reopen() {
     assert_eq!((*first.payload(), first.delivery_count()), (2, 2));
     first.ack().unwrap();
     let dead = bus.queue::<u32>("jobs.dead").unwrap();
-    let d = dead.consumer().recv_timeout(common::WAIT).unwrap();
+    let mut letters = dead.consumer();
+    let d = letters.recv_timeout(common::WAIT).unwrap();
     assert_eq!(*d.payload(), 1);
     assert_eq!(
         d.headers().get(embus::DEAD_LETTER_REASON),
@@ -261,7 +262,8 @@ fn a_send_async_dropped_while_its_commit_is_pending_is_still_delivered() {
         sent.unwrap();
     }
     drop(fut);
-    let m = q.consumer().recv_timeout(common::WAIT).unwrap();
+    let mut consumer = q.consumer();
+    let m = consumer.recv_timeout(common::WAIT).unwrap();
     assert_eq!(*m.payload(), 7);
     m.ack().unwrap();
     bus.close().unwrap();

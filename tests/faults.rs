@@ -668,6 +668,45 @@ fn a_failure_while_creating_the_store_is_an_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An ack or nack after a commit failed cannot be stored: it says so (the message comes
+/// again after a reopen), instead of returning `Ok` and dropping it.
+#[test]
+fn acks_after_a_failed_commit_say_they_cannot_be_stored() {
+    let dir = common::fresh_dir("faults-ack");
+    let path = dir.join("bus.embus");
+    let faults = Faults::new(Mode::Sticky);
+    let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
+    let bus = Broker::builder()
+        .path(&path)
+        .storage_backend(backend)
+        .open()
+        .unwrap();
+    let q = bus.queue::<String>("q").unwrap();
+    let producer = q.producer();
+    producer.send("a".to_owned()).unwrap();
+    producer.send("b".to_owned()).unwrap();
+    let mut worker = q.consumer();
+    let a = worker.recv_timeout(common::WAIT).unwrap();
+    let b = worker.recv_timeout(common::WAIT).unwrap();
+    faults.arm(1);
+    let failed = producer.send("c".to_owned()).unwrap_err();
+    assert!(
+        matches!(failed, SendError::Failed(_, Error::Poisoned { .. })),
+        "{failed:?}"
+    );
+    assert!(matches!(a.ack(), Err(Error::Poisoned { .. })));
+    assert!(matches!(b.nack(), Err(Error::Poisoned { .. })));
+    drop((worker, q, producer));
+    let _ = bus.close();
+
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<String>("q").unwrap();
+    assert_eq!(q.len(), 2, "neither settle was stored: both come again");
+    drop(q);
+    bus.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A panic on the writer thread (here from a consumer's waker, which the writer calls when it
 /// publishes; redb panics too, on some damaged pages) must fail what waits for the writer, not
 /// leave it waiting forever.

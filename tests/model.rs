@@ -44,9 +44,9 @@ use std::fmt::Debug;
 use std::time::{Duration, SystemTime};
 
 use embus::{
-    Broker, Consumer, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, ManualClock,
-    Message, Overflow, Queue, QueueOptions, Record, Retention, Start, Topic, TopicOptions,
-    TryRecvError, TrySendError,
+    Broker, Consumer, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Ended, Error,
+    ManualClock, Message, Overflow, Queue, QueueOptions, Record, Retention, Start, Topic,
+    TopicOptions, TryRecvError, TrySendError,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -191,6 +191,8 @@ struct QueueModel {
     dead: Vec<(QItem, Why)>,
     acked: usize,
     sent: usize,
+    /// Consumers dropped so far (a late settle of what they held says so).
+    dropped: BTreeSet<u64>,
 }
 
 impl QueueModel {
@@ -205,6 +207,17 @@ impl QueueModel {
             dead: Vec::new(),
             acked: 0,
             sent: 0,
+            dropped: BTreeSet::new(),
+        }
+    }
+
+    /// What a settle of delivery `d` returns: `Ok` while it is live, else why it ended.
+    fn settle_result(&self, d: usize) -> Result<(), Ended> {
+        let delivery = &self.deliveries[d];
+        match (delivery.live, self.dropped.contains(&delivery.consumer)) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Ended::ConsumerDropped),
+            (false, false) => Err(Ended::AckTimeout),
         }
     }
 
@@ -292,6 +305,7 @@ impl QueueModel {
 
     /// A dropped consumer's deliveries are released, newest first.
     fn drop_consumer(&mut self, consumer: u64) {
+        self.dropped.insert(consumer);
         let held: Vec<usize> = (0..self.deliveries.len())
             .filter(|&d| self.deliveries[d].live && self.deliveries[d].consumer == consumer)
             .collect();
@@ -423,14 +437,18 @@ impl QueueRig {
             QOp::Ack(i) => {
                 if !self.held.is_empty() {
                     let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    msg.ack().unwrap();
+                    let got = msg.ack();
+                    self.model.expire(); // the ack sees timeouts first
+                    same_settle(got, self.model.settle_result(d), "ack", step, op)?;
                     self.model.ack(d);
                 }
             }
             QOp::Nack(i) => {
                 if !self.held.is_empty() {
                     let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    msg.nack().unwrap();
+                    let got = msg.nack();
+                    self.model.expire(); // the nack sees timeouts first
+                    same_settle(got, self.model.settle_result(d), "nack", step, op)?;
                     self.model.release(d, Why::Nack);
                 }
             }
@@ -501,7 +519,9 @@ impl QueueRig {
     fn finish(mut self) -> Result<(), TestCaseError> {
         let op = &"final drain";
         for (msg, d) in std::mem::take(&mut self.held) {
-            msg.ack().unwrap();
+            let got = msg.ack();
+            self.model.expire();
+            same_settle(got, self.model.settle_result(d), "ack", usize::MAX, op)?;
             self.model.ack(d);
         }
         self.check(usize::MAX, op)?;
@@ -1315,6 +1335,23 @@ fn run_topic(setup: TSetup, ops: Vec<TOp>) -> Result<(), TestCaseError> {
         rig.check(step, op)?;
     }
     rig.finish()
+}
+
+/// Compares a settle's result with the model's.
+fn same_settle(
+    got: Result<(), Error>,
+    want: Result<(), Ended>,
+    what: &str,
+    step: usize,
+    op: &dyn Debug,
+) -> Result<(), TestCaseError> {
+    match (&got, want) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(Error::DeliveryEnded { reason, .. }), Err(want)) if *reason == want => Ok(()),
+        _ => Err(TestCaseError::fail(format!(
+            "step {step} ({op:?}): {what} returned {got:?}, model expects {want:?}"
+        ))),
+    }
 }
 
 proptest! {

@@ -313,7 +313,7 @@ fn disconnected_makes_every_consumer_ready_after_what_is_left(backend: Backend) 
     assert_eq!(Select::new().recv(&mut t.worker).ready(), 0);
     let m = t.worker.try_recv().unwrap();
     assert_eq!(*m.payload(), 5);
-    m.ack().unwrap();
+    backend.settled_after_close(m.ack());
     assert_eq!(Select::new().recv(&mut t.worker).ready_timeout(WAIT), Ok(0));
     assert_eq!(t.worker.try_recv().unwrap_err(), TryRecvError::Disconnected);
     assert_eq!(Select::new().recv(&mut t.member).ready_timeout(WAIT), Ok(0));

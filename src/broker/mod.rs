@@ -88,7 +88,8 @@ impl Broker {
     ///     bus.close()?;
     /// }
     /// let bus = embus::Broker::open(&path)?; // after a restart
-    /// let job = bus.queue::<String>("jobs")?.consumer().recv()?;
+    /// let mut worker = bus.queue::<String>("jobs")?.consumer(); // keep it until the ack
+    /// let job = worker.recv()?;
     /// assert_eq!(job.payload(), "resize");
     /// job.ack()?;
     /// # bus.close()?; std::fs::remove_dir_all(&dir)?;
@@ -167,7 +168,8 @@ impl Broker {
     /// let bus = embus::Broker::memory();
     /// let jobs = bus.queue::<String>("jobs")?;
     /// jobs.producer().send("resize".to_string())?;
-    /// let d = jobs.consumer().recv()?;
+    /// let mut worker = jobs.consumer(); // dropping it releases what it holds
+    /// let d = worker.recv()?;
     /// assert_eq!(d.payload(), "resize");
     /// d.ack()?;
     /// # Ok(()) }
@@ -254,7 +256,8 @@ impl Broker {
     /// let jobs = bus.queue::<u32>("jobs")?;
     /// jobs.producer().send(1)?;
     /// assert!(bus.wait_idle(Duration::ZERO).is_err());
-    /// jobs.consumer().recv()?.ack()?;
+    /// let mut worker = jobs.consumer();
+    /// worker.recv()?.ack()?;
     /// bus.wait_idle(Duration::from_secs(5))?;
     /// # Ok(()) }
     /// ```

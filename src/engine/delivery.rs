@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::queue::{ConsumerLink, QueueItem, ReleaseReason};
 use super::topic::{Group, StoredRef, TopicCore};
+use crate::error::{Ended, Error};
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
 
 /// A delivered message. Dropping it unsettled releases it for redelivery, like a nack.
@@ -147,34 +149,73 @@ impl<T> Delivery<T> {
     }
 
     /// Settles the message as done: a queue deletes it, a group moves its position past it.
-    pub(crate) fn ack(mut self) {
+    /// Fails if a queue delivery had already ended, or if the store can no longer record it.
+    pub(crate) fn ack(mut self) -> Result<(), Error> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
-            Settle::Nothing => {}
-            Settle::Group(g) => g.group.ack(&g.topic, self.partition, self.offset),
-            Settle::Queue(q) => q.link.queue.ack(q.delivery, q.id),
+            Settle::Nothing => Ok(()),
+            Settle::Group(g) => {
+                g.group.ack(&g.topic, self.partition, self.offset);
+                g.topic.context.store.can_record()
+            }
+            Settle::Queue(q) => {
+                let acked = q.link.queue.ack(q.delivery, q.id);
+                q.settled(acked, self.offset)
+            }
         }
     }
 
-    /// Releases the message for redelivery, or to the dead-letter queue.
-    pub(crate) fn nack(mut self) {
-        self.release(ReleaseReason::Nack);
+    /// Releases the message for redelivery, or to the dead-letter queue. Fails as `ack` does.
+    pub(crate) fn nack(mut self) -> Result<(), Error> {
+        self.release(ReleaseReason::Nack)
     }
 
-    fn release(&mut self, reason: ReleaseReason) {
+    /// Restarts a queue delivery's ack timeout. Fails if it had already ended.
+    pub(crate) fn in_progress(&self) -> Result<(), Error> {
+        match &self.settle {
+            Settle::Queue(q) => q.settled(q.link.queue.extend(q.delivery), self.offset),
+            Settle::Nothing | Settle::Group(_) => Ok(()),
+        }
+    }
+
+    fn release(&mut self, reason: ReleaseReason) -> Result<(), Error> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
-            Settle::Nothing => {}
+            Settle::Nothing => Ok(()),
             Settle::Group(g) => {
                 g.group
-                    .release(self.partition, self.offset, g.member, self.delivery_count)
+                    .release(self.partition, self.offset, g.member, self.delivery_count);
+                g.topic.context.store.can_record()
             }
-            Settle::Queue(q) => q.link.queue.release(q.delivery, reason),
+            Settle::Queue(q) => {
+                let released = q.link.queue.release(q.delivery, reason);
+                q.settled(released, self.offset)
+            }
         }
+    }
+}
+
+impl<T> QueueAck<T> {
+    /// `Ok` if the delivery was still live (`live`) and the store can record what was done.
+    fn settled(&self, live: bool, offset: u64) -> Result<(), Error> {
+        if !live {
+            let reason = if self.link.dropped.load(Ordering::Acquire) {
+                Ended::ConsumerDropped
+            } else {
+                Ended::AckTimeout
+            };
+            return Err(Error::DeliveryEnded {
+                queue: self.link.queue.name.clone(),
+                offset,
+                reason,
+            });
+        }
+        self.link.queue.context.store.can_record()
     }
 }
 
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
-        self.release(ReleaseReason::Dropped);
+        // Nobody is told: a dropped delivery that had already ended needs nothing more.
+        let _ = self.release(ReleaseReason::Dropped);
     }
 }
 

@@ -22,6 +22,10 @@ impl Store for MemoryStore {
 
     fn progress(&self, _change: Progress<'_>) {}
 
+    fn can_record(&self) -> Result<(), Error> {
+        Ok(()) // nothing to store: the in-memory state is all there is
+    }
+
     fn declared(&self, _name: &str) -> Result<Option<Vec<u8>>, Error> {
         Ok(None)
     }

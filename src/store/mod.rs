@@ -175,6 +175,11 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// Records consumer progress.
     fn progress(&self, change: Progress<'_>);
 
+    /// Whether progress recorded now can still be stored: [`Error::Closed`] once closed,
+    /// [`Error::Poisoned`] after a failed commit. Asked after an ack or nack, so that one
+    /// that cannot last says so.
+    fn can_record(&self) -> Result<(), Error>;
+
     /// The stored declaration of `name` (the engine's bytes), if any.
     fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
 

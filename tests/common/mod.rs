@@ -140,6 +140,20 @@ impl Backend {
         self == Self::Durable
     }
 
+    /// Checks what settling (an ack or nack's `result`) after `close` returns: a memory
+    /// broker's state takes it; a durable broker can no longer store it, and says so (a
+    /// reopen delivers the message again).
+    #[track_caller]
+    pub fn settled_after_close(self, result: Result<(), Error>) {
+        match self {
+            Self::Memory => result.unwrap(),
+            Self::Durable => assert!(
+                matches!(result, Err(Error::Closed)),
+                "a durable broker cannot store a settle after close: {result:?}"
+            ),
+        }
+    }
+
     /// `n` for a memory broker; a tenth of it (at least 1) for a durable one, whose every
     /// `send` waits for an fsync. For the counts of tests that send many messages one by one;
     /// a test's semantics must not depend on the exact count.

@@ -2,7 +2,7 @@
 //! what a dropped consumer held.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::QueueCore;
 use super::state::Reason;
@@ -16,6 +16,9 @@ use crate::store::Progress;
 /// competing consumers do not contend on one reference count.
 pub(crate) struct ConsumerLink<T> {
     pub(crate) queue: Arc<QueueCore<T>>,
+    /// Set when the consumer is dropped (which releases its deliveries), so a late ack can
+    /// say why it did nothing.
+    pub(crate) dropped: AtomicBool,
 }
 
 /// A competing consumer of a queue.
@@ -32,7 +35,10 @@ impl<T: Payload> QueueConsumer<T> {
     pub(crate) fn new(queue: Arc<QueueCore<T>>) -> Self {
         let id = queue.context.next_id();
         Self {
-            link: Arc::new(ConsumerLink { queue }),
+            link: Arc::new(ConsumerLink {
+                queue,
+                dropped: AtomicBool::new(false),
+            }),
             id,
             wake: None,
             timed: false,
@@ -143,6 +149,7 @@ impl<T> QueueConsumer<T> {
 impl<T> Drop for QueueConsumer<T> {
     fn drop(&mut self) {
         let queue = &self.link.queue;
+        self.link.dropped.store(true, Ordering::Release);
         let now = queue.timed_now();
         let mut state = queue.state.lock();
         state.readers.remove(self.id);

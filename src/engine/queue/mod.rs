@@ -201,11 +201,7 @@ impl<T: Payload> QueueCore<T> {
             Ok(_) => Fail::Disconnected,
             Err(e) => Fail::Failed(e),
         };
-        let back: Vec<Record<T>> = job
-            .entries
-            .into_iter()
-            .filter_map(|e| Arc::try_unwrap(e).ok().map(Entry::into_record))
-            .collect();
+        let back: Vec<Record<T>> = job.entries.into_iter().map(unshared).collect();
         self.occupied.fetch_sub(back.len(), Ordering::AcqRel);
         self.state.lock().writers.take().wake();
         Err((back, fail))
@@ -260,9 +256,9 @@ impl<T: Payload> QueueCore<T> {
         };
         self.occupied.fetch_sub(1, Ordering::AcqRel);
         self.state.lock().writers.take().wake();
-        match job.entry.map(Arc::try_unwrap) {
-            Some(Ok(entry)) => Err((entry.into_record(), fail)),
-            _ => unreachable!("a record that was not published is handed back"),
+        match job.entry {
+            Some(entry) => Err((unshared(entry), fail)),
+            None => unreachable!("a record that was not published is handed back"),
         }
     }
 }
@@ -366,7 +362,7 @@ impl<T> QueueCore<T> {
         let woken = state.writers.take();
         drop(state);
         woken.wake();
-        Arc::try_unwrap(entry).ok().map(Entry::into_record)
+        Some(unshared(entry))
     }
 
     /// Forgets waiter `id` (a dropped `send_async` future).
@@ -416,12 +412,13 @@ impl<T> QueueCore<T> {
             return false;
         }
         let earliest = self.earliest.load(Ordering::Acquire);
-        earliest == u64::MAX || self.context.clock.now() < earliest
+        earliest == u64::MAX || self.context.clock.ticks() < earliest
     }
 
-    /// The time, if this queue has ack timeouts to check (a clock read costs ~30 ns).
+    /// The monotonic time, if this queue has ack timeouts to check (a clock read costs
+    /// ~30 ns).
     fn timed_now(&self) -> Option<Nanos> {
-        self.ack_timeout.map(|_| self.context.clock.now())
+        self.ack_timeout.map(|_| self.context.clock.ticks())
     }
 
     /// Runs `f` after processing expired ack timeouts.
@@ -454,6 +451,7 @@ impl<T> QueueCore<T> {
         (dead, woken)
     }
 
+    /// Releases a delivery; `false` if it had already ended.
     fn release_locked(
         &self,
         state: &mut QueueState<T>,
@@ -461,7 +459,7 @@ impl<T> QueueCore<T> {
         reason: Reason,
         dead: &mut Vec<(Item<T>, Reason)>,
         woken: &mut Woken,
-    ) {
+    ) -> bool {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
             Released::Requeued => {
                 self.publish_hints(state);
@@ -471,8 +469,9 @@ impl<T> QueueCore<T> {
                 woken.join(self.left(state));
                 dead.push((item, reason));
             }
-            Released::Stale => {}
+            Released::Stale => return false,
         }
+        true
     }
 
     /// Moves dead letters on and wakes whoever a release freed, outside the lock.
@@ -523,7 +522,8 @@ impl<T> QueueCore<T> {
         woken.wake();
     }
 
-    pub(crate) fn ack(&self, delivery: u64, id: u64) {
+    /// Acks a delivery; `false` if it had already ended (timed out, or its consumer dropped).
+    pub(crate) fn ack(&self, delivery: u64, id: u64) -> bool {
         let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
@@ -541,17 +541,46 @@ impl<T> QueueCore<T> {
             self.context.idle.notify();
         }
         self.after_release(dead, woken);
+        acked
     }
 
-    pub(crate) fn release(&self, delivery: u64, reason: Reason) {
+    /// Releases a delivery for redelivery or dead-lettering; `false` if it had already ended.
+    pub(crate) fn release(&self, delivery: u64, reason: Reason) -> bool {
         let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed ends as timed out (its dead letter says so), even if
         // nobody looked yet; it is then stale here.
         let (mut dead, mut woken) = self.expire(&mut state, now);
-        self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
+        let released = self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
         drop(state);
         self.after_release(dead, woken);
+        released
+    }
+
+    /// Restarts a live delivery's ack timeout (work in progress); `false` if it had already
+    /// ended. Without an ack timeout there is nothing to restart.
+    pub(crate) fn extend(&self, delivery: u64) -> bool {
+        let Some(now) = self.timed_now() else {
+            return self.state.lock().is_live(delivery);
+        };
+        let deadline = now.saturating_add(self.ack_timeout.unwrap_or(0));
+        let mut state = self.state.lock();
+        // One whose timeout already passed has ended, even if nobody looked yet.
+        let (dead, woken) = self.expire(&mut state, Some(now));
+        let extended = state.extend(delivery, deadline);
+        self.publish_hints(&state);
+        drop(state);
+        self.after_release(dead, woken);
+        extended
+    }
+}
+
+/// The record of an entry that was never published, so nothing else holds it. Asserted: a
+/// shared entry here would shrink a failed send's hand-back, losing a message silently.
+fn unshared<T>(entry: Arc<Entry<T>>) -> Record<T> {
+    match Arc::try_unwrap(entry) {
+        Ok(entry) => entry.into_record(),
+        Err(_) => unreachable!("an unpublished record is held only by its send"),
     }
 }
 

@@ -84,7 +84,11 @@ impl Stager for Collect<'_> {
         if self.sink.is_none() {
             self.sink = Some(Arc::clone(sink));
         }
-        let value = self.bodies.next().unwrap_or_default();
+        // `Append::stage` stages at most the records `encode` returned: asserted, since an
+        // empty value here would store an empty record.
+        let Some(value) = self.bodies.next() else {
+            unreachable!("an encoded body for every staged record");
+        };
         self.run.push(Staged {
             key,
             ts,
@@ -339,6 +343,13 @@ impl Store for DurableStore {
         };
         // After close there is nothing to record progress in; reopening redelivers.
         let _ = self.send(request);
+    }
+
+    fn can_record(&self) -> Result<(), Error> {
+        if self.inner.order.lock().tx.is_none() {
+            return Err(Error::Closed);
+        }
+        self.check_healthy()
     }
 
     fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
