@@ -1,4 +1,5 @@
-//! The async front-end: [`RecvFut`], [`RecvStream`] and [`SendFut`], runtime-agnostic.
+//! The async front-end: [`RecvFut`], [`RecvStream`], [`SendFut`] and [`WaitIdleFut`],
+//! runtime-agnostic.
 //!
 //! They run the same engine as the blocking calls; only the waiting differs (a task's `Waker`
 //! is registered where a blocking call would park its thread). No runtime is needed: they work
@@ -12,6 +13,7 @@
 //!   unsent (it never appears to consumers). On a durable broker the future then waits for
 //!   the commit without blocking the executor; dropped during that wait, the message is still
 //!   stored and delivered (only the receipt is lost).
+//! - [`WaitIdleFut`] only looks: dropping it changes nothing.
 //! - A dropped future removes its waker from everything it waited on.
 
 use std::fmt;
@@ -22,9 +24,9 @@ use std::task::{Context, Poll};
 use futures_core::{FusedFuture, FusedStream, Stream};
 
 use crate::consumer::Consumer;
-use crate::engine::Fail;
 use crate::engine::notify::Wait;
-use crate::error::{RecvError, SendError};
+use crate::engine::{Fail, IdleWait};
+use crate::error::{Error, RecvError, SendError};
 use crate::message::Message;
 use crate::producer::Producer;
 use crate::record::{Payload, Receipt, Record};
@@ -368,5 +370,51 @@ impl<T, M> Drop for SendFut<'_, T, M> {
 impl<T, M> fmt::Debug for SendFut<'_, T, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SendFut { .. }")
+    }
+}
+
+/// The future of [`Broker::wait_idle_async`](crate::Broker::wait_idle_async): resolves like
+/// [`Broker::wait_idle`](crate::Broker::wait_idle), without blocking the executor.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only looks.
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitIdleFut {
+    wait: Option<IdleWait>,
+}
+
+impl WaitIdleFut {
+    pub(crate) fn new(wait: IdleWait) -> Self {
+        Self { wait: Some(wait) }
+    }
+}
+
+impl Future for WaitIdleFut {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(wait) = self.wait.as_mut() else {
+            return Poll::Ready(Ok(())); // polled after completion: nothing more to wait for
+        };
+        let result = wait.poll(cx);
+        if result.is_ready() {
+            self.wait = None;
+        }
+        result
+    }
+}
+
+impl FusedFuture for WaitIdleFut {
+    fn is_terminated(&self) -> bool {
+        self.wait.is_none()
+    }
+}
+
+impl fmt::Debug for WaitIdleFut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitIdleFut")
+            .field("terminated", &self.wait.is_none())
+            .finish()
     }
 }

@@ -121,7 +121,7 @@ mod queue;
 mod select;
 mod topic;
 
-pub use crate::asynchronous::{RecvFut, RecvStream, SendFut};
+pub use crate::asynchronous::{RecvFut, RecvStream, SendFut, WaitIdleFut};
 pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
@@ -130,7 +130,9 @@ pub use crate::error::{
     TrySendError, Undecodable,
 };
 pub use crate::message::Message;
-pub use crate::options::{Durability, Overflow, QueueOptions, Retention, Start, TopicOptions};
+pub use crate::options::{
+    Durability, IdleOptions, Overflow, QueueOptions, Retention, Start, TopicOptions,
+};
 pub use crate::producer::Producer;
 pub use crate::queue::Queue;
 pub use crate::record::{

@@ -444,3 +444,34 @@ pub enum Durability {
     /// see a message only after it is stored.
     Interval(Duration),
 }
+
+/// What [`Broker::wait_idle_with`](crate::Broker::wait_idle_with) waits for, beyond the
+/// default: every queue empty with nothing in flight, every consumer group caught up.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use embus::{Broker, IdleOptions};
+/// let bus = Broker::memory();
+/// bus.wait_idle_with(Duration::from_secs(5), IdleOptions::default().dead_letters(true))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IdleOptions {
+    dead_letters: bool,
+}
+
+impl IdleOptions {
+    /// Also waits until every dead-letter queue that has a consumer is empty (by default,
+    /// dead letters parked in a dead-letter queue are not work: only their deliveries in
+    /// flight are). For tests whose dead-letter handlers are part of the flow.
+    pub fn dead_letters(mut self, wait: bool) -> Self {
+        self.dead_letters = wait;
+        self
+    }
+
+    /// Whether dead-letter queues with consumers must be empty.
+    pub fn waits_for_dead_letters(&self) -> bool {
+        self.dead_letters
+    }
+}

@@ -9,11 +9,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::asynchronous::WaitIdleFut;
 use crate::clock::Clock;
 use crate::codec::CodecKind;
-use crate::engine::{Context, Life};
+use crate::engine::{Context, IdleWait, Life};
 use crate::error::Error;
-use crate::options::{QueueOptions, TopicOptions};
+use crate::options::{IdleOptions, QueueOptions, TopicOptions};
 use crate::queue::Queue;
 use crate::record::Payload;
 use crate::store::{MemoryStore, Store};
@@ -246,6 +247,10 @@ impl Broker {
     /// and every consumer group caught up (all messages acked). Plain subscribers are not
     /// waited for.
     ///
+    /// It is exact: work that moves while it looks (a handler that sends on, then acks what it
+    /// consumed) is not missed. A send still in progress on another thread, not yet returned,
+    /// may or may not count.
+    ///
     /// # Errors
     /// [`Error::NotIdle`] naming what is still busy when `timeout` passes; [`Error::Closed`].
     ///
@@ -262,7 +267,42 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn wait_idle(&self, timeout: Duration) -> Result<(), Error> {
-        self.context.wait_idle(timeout)
+        self.context.wait_idle(timeout, IdleOptions::default())
+    }
+
+    /// [`wait_idle`](Self::wait_idle) with [`IdleOptions`]: for instance, also until every
+    /// dead-letter queue that has a consumer is empty.
+    ///
+    /// # Errors
+    /// As [`wait_idle`](Self::wait_idle).
+    pub fn wait_idle_with(&self, timeout: Duration, options: IdleOptions) -> Result<(), Error> {
+        self.context.wait_idle(timeout, options)
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for async code: the future resolves as it would return,
+    /// without blocking the executor (a wait that needs a real-time wake-up, for the timeout or
+    /// an ack deadline, starts the broker's timer thread).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # futures::executor::block_on(async {
+    /// use std::time::Duration;
+    /// let bus = embus::Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// jobs.producer().send(1)?;
+    /// let mut worker = jobs.consumer();
+    /// worker.recv_async().await?.ack()?;
+    /// bus.wait_idle_async(Duration::from_secs(5)).await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) })
+    /// # }
+    /// ```
+    pub fn wait_idle_async(&self, timeout: Duration) -> WaitIdleFut {
+        self.wait_idle_async_with(timeout, IdleOptions::default())
+    }
+
+    /// [`wait_idle_with`](Self::wait_idle_with) for async code.
+    pub fn wait_idle_async_with(&self, timeout: Duration, options: IdleOptions) -> WaitIdleFut {
+        WaitIdleFut::new(IdleWait::new(Arc::clone(&self.context), timeout, options))
     }
 }
 

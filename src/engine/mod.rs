@@ -7,6 +7,7 @@
 //! [`Store`] trait, with payloads encoded at the seam ([`seam`]).
 
 pub(crate) mod delivery;
+mod idle;
 pub(crate) mod notify;
 pub(crate) mod queue;
 mod registry;
@@ -18,15 +19,17 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock::{Clock, Wake};
 use crate::codec::CodecKind;
 use crate::error::Error;
+use crate::options::IdleOptions;
 use crate::record::{Nanos, Receipt};
-use crate::store::{Store, Ticket};
+use crate::store::{Append, Store, Ticket};
 
 pub(crate) use self::delivery::Delivery;
+pub(crate) use self::idle::IdleWait;
 use self::notify::{IdleSignal, Wait};
 use self::registry::Registry;
 use self::timer::Timer;
@@ -68,7 +71,7 @@ pub(crate) trait Control: Send + Sync {
     /// Wakes every blocked consumer and producer so they re-check (close, clock advance).
     fn wake_all(&self);
     /// `None` when idle; otherwise what is pending, for `Error::NotIdle`.
-    fn busy(&self, now: Nanos) -> Option<String>;
+    fn busy(&self, options: IdleOptions) -> Option<String>;
     /// The earliest ack deadline, for waits that must re-check when it passes.
     fn next_deadline(&self) -> Option<Nanos>;
 }
@@ -186,34 +189,16 @@ impl Context {
         self.settled.load(Ordering::Acquire)
     }
 
-    /// Waits until every queue is drained and every group caught up, or `timeout` passes.
-    pub(crate) fn wait_idle(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now().checked_add(timeout);
-        self.idle.wait_until(deadline, || {
-            if self.is_closed() {
-                return Ok(());
-            }
-            let controls = self.registry.controls();
-            let now = self.clock.now();
-            match controls.iter().find_map(|c| c.busy(now)) {
-                None => Ok(()),
-                Some(busy) => {
-                    let wake = controls
-                        .iter()
-                        .filter_map(|c| c.next_deadline())
-                        .min()
-                        .and_then(|d| self.clock.wake_at(d));
-                    Err((
-                        Error::NotIdle {
-                            waited: timeout,
-                            busy,
-                        },
-                        wake,
-                    ))
-                }
-            }
-        })?;
-        self.check_open()
+    /// Stores and publishes a send ([`Store::append`]), then tells a wait for idle that work
+    /// moved (before the sender can go on to ack what it consumed).
+    pub(crate) fn append(
+        &self,
+        job: &mut dyn Append,
+        defer: bool,
+    ) -> Result<Option<Ticket>, Error> {
+        let stored = self.store.append(job, defer);
+        self.idle.moved();
+        stored
     }
 }
 

@@ -12,7 +12,7 @@ use std::thread::{self, Thread};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// How long an operation may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,12 +167,18 @@ impl Backoff {
 }
 
 /// Lets [`Broker::wait_idle`](crate::Broker::wait_idle) sleep until something that could make the
-/// bus idle happens (an ack, a drain, a clock advance, close).
+/// bus idle happens (an ack, a drain, a clock advance, close), and tell whether work moved
+/// while it looked.
 #[derive(Debug, Default)]
 pub(crate) struct IdleSignal {
+    /// Waits in progress (blocking and async): while there are none, sends skip the bump.
     waiting: AtomicUsize,
+    /// Bumped by every send and dead-letter while someone waits (see [`moved`](Self::moved)).
+    moved: AtomicU64,
     generation: Mutex<u64>,
     changed: Condvar,
+    /// Async waits to wake, by id.
+    tasks: Mutex<Vec<(u64, Waker)>>,
 }
 
 impl IdleSignal {
@@ -181,7 +187,61 @@ impl IdleSignal {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             *self.generation.lock() += 1;
             self.changed.notify_all();
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            for (_, waker) in tasks {
+                waker.wake();
+            }
         }
+    }
+
+    /// Work moved: a send was published, or a message left for a dead-letter queue. Called
+    /// after a send is visible and before the sender can go on (to ack what it consumed), and
+    /// before a dead letter leaves its queue: so a check that missed the work where it went
+    /// sees the bump when it finds where it came from idle. Cheap when nobody waits.
+    pub(crate) fn moved(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.moved.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The count [`moved`](Self::moved) bumps: equal before and after a check, nothing moved.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.moved.load(Ordering::SeqCst)
+    }
+
+    /// Counts a wait in (sends bump [`moved`](Self::moved) from now on) or out.
+    pub(crate) fn count_waiter(&self, waits: bool) {
+        if waits {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The notification count, to tell whether one came between a check and a registration.
+    pub(crate) fn generation(&self) -> u64 {
+        *self.generation.lock()
+    }
+
+    /// Registers (or replaces) async wait `id`'s waker for the next notification.
+    pub(crate) fn register_task(&self, id: u64, waker: &Waker) {
+        let mut tasks = self.tasks.lock();
+        match tasks.iter_mut().find(|(at, _)| *at == id) {
+            Some((_, w)) => w.clone_from(waker),
+            None => tasks.push((id, waker.clone())),
+        }
+    }
+
+    /// Forgets async wait `id`.
+    pub(crate) fn remove_task(&self, id: u64) {
+        let removed = {
+            let mut tasks = self.tasks.lock();
+            tasks
+                .iter()
+                .position(|(at, _)| *at == id)
+                .map(|i| tasks.swap_remove(i))
+        };
+        drop(removed); // after unlocking: dropping a waker may run task code
     }
 
     /// Runs `check` until it returns `Ok`, or `deadline` passes (then the last `Err`; `None`
@@ -192,7 +252,7 @@ impl IdleSignal {
         deadline: Option<Instant>,
         mut check: impl FnMut() -> Result<(), (E, Option<Instant>)>,
     ) -> Result<(), E> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.count_waiter(true);
         let result = loop {
             let seen = *self.generation.lock();
             match check() {
@@ -211,7 +271,7 @@ impl IdleSignal {
                 }
             }
         };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.count_waiter(false);
         result
     }
 }

@@ -34,6 +34,7 @@ pub(crate) struct QueueConsumer<T> {
 impl<T: Payload> QueueConsumer<T> {
     pub(crate) fn new(queue: Arc<QueueCore<T>>) -> Self {
         let id = queue.context.next_id();
+        queue.consumers.fetch_add(1, Ordering::AcqRel);
         Self {
             link: Arc::new(ConsumerLink {
                 queue,
@@ -150,6 +151,7 @@ impl<T> Drop for QueueConsumer<T> {
     fn drop(&mut self) {
         let queue = &self.link.queue;
         self.link.dropped.store(true, Ordering::Release);
+        queue.consumers.fetch_sub(1, Ordering::AcqRel);
         let now = queue.timed_now();
         let mut state = queue.state.lock();
         state.readers.remove(self.id);

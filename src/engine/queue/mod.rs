@@ -16,7 +16,7 @@ use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Sent};
 use crate::error::{Error, Undecodable};
-use crate::options::QueueOptions;
+use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{
     DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers, Meta, Nanos,
     Payload, Receipt, Record,
@@ -56,6 +56,8 @@ pub(crate) struct QueueCore<T> {
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     has_feeders: AtomicBool,
+    /// Live consumers (a dead-letter queue with one is worked on, see `IdleOptions`).
+    consumers: AtomicUsize,
     pub(crate) context: Arc<Context>,
 }
 
@@ -131,6 +133,7 @@ impl<T: Payload> QueueCore<T> {
             coder: seam::Coder::new(name, context.codec),
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
+            consumers: AtomicUsize::new(0),
             undecodable,
             context,
         });
@@ -189,7 +192,7 @@ impl<T: Payload> QueueCore<T> {
                 .collect(),
             ids: Vec::new(),
         };
-        let stored = self.context.store.append(&mut job, false);
+        let stored = self.context.append(&mut job, false);
         let fail = match stored {
             Ok(_) if !job.ids.is_empty() => {
                 let receipt = |offset| Receipt {
@@ -241,7 +244,7 @@ impl<T: Payload> QueueCore<T> {
             entry: Some(Arc::new(Entry::new(record, 0))),
             id: None,
         };
-        let stored = self.context.store.append(&mut job, defer);
+        let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.id) {
             (Ok(ticket), Some(offset)) => {
                 let receipt = Receipt {
@@ -466,6 +469,9 @@ impl<T> QueueCore<T> {
                 woken.join(state.readers.take());
             }
             Released::Dead(item, reason) => {
+                // Before the lock is let go: a wait for idle that sees this queue idle also
+                // sees that work moved (to the dead-letter queue, pushed after unlocking).
+                self.context.idle.moved();
                 woken.join(self.left(state));
                 dead.push((item, reason));
             }
@@ -595,8 +601,11 @@ impl<T: Payload> Control for QueueCore<T> {
         woken.wake();
     }
 
-    fn busy(&self, _now: Nanos) -> Option<String> {
-        let parked_only = self.has_feeders.load(Ordering::Acquire);
+    fn busy(&self, options: IdleOptions) -> Option<String> {
+        // Dead letters parked in a dead-letter queue are not work, unless asked and someone
+        // consumes them.
+        let parked_only = self.has_feeders.load(Ordering::Acquire)
+            && !(options.waits_for_dead_letters() && self.consumers.load(Ordering::Acquire) > 0);
         self.with_expired(|s| {
             if !parked_only && s.has_staged() {
                 return Some(format!("queue `{}`: sends not yet stored", self.name));

@@ -19,7 +19,7 @@ use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Sent};
 use crate::error::Error;
-use crate::options::{Start, TopicOptions};
+use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
 use crate::store::{Append, LogId, Progress, Sink, Stager};
 
@@ -259,7 +259,7 @@ impl<T: Payload> TopicCore<T> {
             returned,
             closed: false,
         };
-        let stored = self.context.store.append(&mut job, false);
+        let stored = self.context.append(&mut job, false);
         match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
             (Ok(_), true) => Err(Fail::Disconnected),
@@ -310,7 +310,7 @@ impl<T: Payload> TopicCore<T> {
             offset: None,
             closed: false,
         };
-        let stored = self.context.store.append(&mut job, defer);
+        let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.offset) {
             (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
             (Ok(_), None) if job.closed => Fail::Disconnected,
@@ -502,7 +502,7 @@ impl<T: Payload> Control for TopicCore<T> {
         woken.wake();
     }
 
-    fn busy(&self, _now: Nanos) -> Option<String> {
+    fn busy(&self, _options: IdleOptions) -> Option<String> {
         let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
         if !groups.is_empty() && self.partitions.iter().any(|p| p.lock().has_staged()) {
             // Sent, not yet committed (durable mode): the groups will have them to read.
