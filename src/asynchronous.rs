@@ -85,8 +85,8 @@ impl<T: Payload> Consumer<T> {
         }
     }
 
-    /// A stream of messages, borrowing this consumer. It yields `Err(RecvError::Lagged { .. })`
-    /// and keeps going, and ends when the broker is closed and nothing is left.
+    /// A stream of messages, borrowing this consumer. It yields `Lagged`, `Undecodable` and
+    /// `Failed` as `Err` and keeps going, and ends when the broker is closed and nothing is left.
     pub fn stream(&mut self) -> RecvStream<'_, T> {
         RecvStream {
             consumer: Holder::Borrowed(self),
