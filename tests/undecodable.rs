@@ -82,7 +82,11 @@ fn a_subscriber_gets_the_undecodable_record_and_moves_past_it() {
     assert_eq!(seen, [Ok(10), Err(1), Ok(12), Ok(13), Ok(14)]);
     let rest: Vec<u64> = sub.try_iter().map(|m| *m.unwrap().payload()).collect();
     assert_eq!(rest, [12, 13, 14]);
-    drop((sub, again, topic));
+    // And so does the blocking `iter`.
+    let mut third = topic.subscribe(Start::Earliest).unwrap();
+    let seen: Vec<bool> = third.iter().take(5).map(|r| r.is_ok()).collect();
+    assert_eq!(seen, [true, false, true, true, true]);
+    drop((sub, again, third, topic));
     bus.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
