@@ -668,6 +668,56 @@ fn a_failure_while_creating_the_store_is_an_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Disk full (every write fails from some point on): after the failed commit poisons the
+/// store, the acknowledged messages are intact, and a reader that needs the file (they are
+/// below the in-memory tail) reads them or gets `RecvError::Failed`; it never waits silently.
+#[test]
+fn a_reader_does_not_stall_after_a_failed_commit() {
+    use embus::RecvError;
+    watch_panics();
+    let dir = common::fresh_dir("faults-reader-after-poison");
+    let path = dir.join("bus.embus");
+    let ctx = "reading after a failed commit";
+    within(common::WAIT * 3, ctx, move || {
+        let faults = Faults::new(Mode::Sticky);
+        let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
+        let bus = Broker::builder()
+            .path(&path)
+            .storage_backend(backend)
+            .cache_size(0)
+            .open()
+            .unwrap();
+        let topic = bus.topic::<u64>("t").unwrap();
+        let producer = topic.producer();
+        // More than a partition keeps in memory (about 8k): the oldest are read from the file.
+        for start in (0..10_000).step_by(1000) {
+            producer
+                .send_batch((start..start + 1000).collect())
+                .unwrap();
+        }
+        faults.arm(1);
+        match producer.send(10_000) {
+            Err(SendError::Failed(_, Error::Poisoned { .. })) => {}
+            other => panic!("{ctx}: expected Poisoned, got {other:?}"),
+        }
+        let mut sub = topic.subscribe(Start::Earliest).unwrap();
+        let mut group = topic.join_group("g").unwrap();
+        for reader in [&mut sub, &mut group] {
+            match reader.recv() {
+                Ok(m) => assert_eq!(*m.payload(), 0, "{ctx}"),
+                Err(RecvError::Failed(f)) => {
+                    assert_eq!((f.name.as_str(), f.partition, f.offset), ("t", 0, 0));
+                    assert!(f.to_string().contains("bus.embus"), "{ctx}: {f}");
+                }
+                Err(e) => panic!("{ctx}: {e:?}"),
+            }
+        }
+        drop((sub, group, producer, topic));
+        assert!(matches!(bus.close(), Err(Error::Poisoned { .. })));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A panic on the writer thread (here from a consumer's waker, which the writer calls when it
 /// publishes; redb panics too, on some damaged pages) must fail what waits for the writer, not
 /// leave it waiting forever.
