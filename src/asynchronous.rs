@@ -161,7 +161,8 @@ impl<T> Holder<'_, T> {
 }
 
 /// The stream of [`Consumer::stream`] and [`Consumer::into_stream`]: items are
-/// `Result<Message<T>, RecvError>` (lag is not the end); it ends when the broker is closed.
+/// `Result<Message<T>, RecvError>` (lag, undecodable records and failed reads are not the
+/// end); it ends when the broker is closed.
 ///
 /// # Cancel safety
 ///

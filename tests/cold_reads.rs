@@ -177,6 +177,17 @@ fn a_failing_read_is_returned_to_the_reader_not_a_hang() {
         Err(RecvError::Failed(f)) => assert_eq!(f.offset, 0),
         other => panic!("expected RecvError::Failed again, got {other:?}"),
     }
+    // A task cannot park until its next attempt: the broker's timer wakes it for each one.
+    let mut late = topic.subscribe(Start::Earliest).unwrap();
+    let (from_task, late) = within(common::WAIT, move || {
+        let got = futures::executor::block_on(late.recv_async()).map(|m| *m.payload());
+        (got, late)
+    });
+    match from_task {
+        Err(RecvError::Failed(f)) => assert_eq!(f.offset, 0),
+        other => panic!("expected RecvError::Failed from recv_async, got {other:?}"),
+    }
+    drop(late);
     drop((sub, group, topic));
     let _ = bus.close();
     // Reopened, the file reads again: both readers would start where they were.
