@@ -68,6 +68,15 @@ fn a_subscriber_gets_the_undecodable_record_and_moves_past_it() {
     assert_eq!(u.bytes, b"\"oops\"", "the raw payload");
     let text = TryRecvError::Undecodable(u.clone()).to_string();
     assert!(text.contains("`t`") && text.contains("0/1"), "{text}");
+    let as_recv = RecvError::Undecodable(u.clone());
+    assert_eq!(
+        RecvTimeoutError::from(as_recv.clone()),
+        RecvTimeoutError::Undecodable(u.clone())
+    );
+    assert_eq!(
+        TryRecvError::from(as_recv),
+        TryRecvError::Undecodable(u.clone())
+    );
     u.ack().unwrap(); // a no-op for a subscriber
     // `iter` yields it as an error and goes on (here, from a second subscriber).
     let mut again = topic.subscribe(Start::Earliest).unwrap();
