@@ -175,6 +175,9 @@ impl<T: Msg + Payload> Rx<T> for EmbusRx<T> {
             }
             Err(RecvError::Lagged { skipped }) => Step::Lost(skipped),
             Err(RecvError::Disconnected) => Step::Closed,
+            Err(e @ (RecvError::Undecodable(_) | RecvError::Failed(_))) => {
+                panic!("memory mode reads no store: {e}")
+            }
         }
     }
 }
@@ -352,6 +355,9 @@ impl<T: Msg + Payload> AsyncRx<T> for EmbusRx<T> {
             }
             Err(RecvError::Lagged { skipped }) => Step::Lost(skipped),
             Err(RecvError::Disconnected) => Step::Closed,
+            Err(e @ (RecvError::Undecodable(_) | RecvError::Failed(_))) => {
+                panic!("memory mode reads no store: {e}")
+            }
         }
     }
 }

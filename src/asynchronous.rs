@@ -87,8 +87,8 @@ impl<T: Payload> Consumer<T> {
         }
     }
 
-    /// A stream of messages, borrowing this consumer. It yields `Err(RecvError::Lagged { .. })`
-    /// and keeps going, and ends when the broker is closed and nothing is left.
+    /// A stream of messages, borrowing this consumer. It yields `Lagged`, `Undecodable` and
+    /// `Failed` as `Err` and keeps going, and ends when the broker is closed and nothing is left.
     pub fn stream(&mut self) -> RecvStream<'_, T> {
         RecvStream {
             consumer: Holder::Borrowed(self),
@@ -163,7 +163,8 @@ impl<T> Holder<'_, T> {
 }
 
 /// The stream of [`Consumer::stream`] and [`Consumer::into_stream`]: items are
-/// `Result<Message<T>, RecvError>` (lag is not the end); it ends when the broker is closed.
+/// `Result<Message<T>, RecvError>` (lag, undecodable records and failed reads are not the
+/// end); it ends when the broker is closed.
 ///
 /// # Cancel safety
 ///

@@ -18,7 +18,8 @@
 //!
 //! Stored messages outlive the code that wrote them. With bincode, adding, removing or
 //! reordering a field makes older messages undecodable (they are set aside and listed by
-//! [`Queue::undecodable`](crate::Queue::undecodable), or skipped as `Lagged` on a topic). With
+//! [`Queue::undecodable`](crate::Queue::undecodable); on a topic a reader gets each as
+//! [`RecvError::Undecodable`](crate::RecvError::Undecodable), with its raw bytes). With
 //! JSON, add a field with `#[serde(default)]` and old messages read with its default; remove a
 //! field and old messages' extra value is ignored. For changes neither covers, carry a version:
 //! an enum with one variant per version, or a new topic for the new type.

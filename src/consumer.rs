@@ -38,6 +38,23 @@ use crate::record::Payload;
 /// assert_eq!(sub.recv()?.payload(), &1);
 /// # Ok(()) }
 /// ```
+///
+/// # Errors that are not the end
+///
+/// Besides `Disconnected` (the end), a receive may return an error and the consumer carries
+/// on after it:
+///
+/// - [`RecvError::Lagged`]: a subscriber fell behind retention under
+///   [`Overflow::Lag`](crate::Overflow::Lag); the messages it names are gone.
+/// - [`RecvError::Undecodable`] (durable topics): a stored record is damaged or does not
+///   decode as `T`; it carries the raw bytes and where the record is. A subscriber has moved
+///   past it. A group member holds it like a delivery: the group's position stays before it
+///   until [`Undecodable::ack`](crate::Undecodable::ack) skips it; dropped unsettled, it comes
+///   again. (Dead-lettering it needs group dead-letter queues, which do not exist yet.)
+/// - [`RecvError::Failed`] (durable topics): the store could not read a retained message back,
+///   even after retrying for about 0.65 s; nothing was skipped, and the next receive
+///   tries again from the same message. A failed commit (a full disk) makes the store refuse
+///   reads until it is reopened.
 pub struct Consumer<T> {
     flavor: Flavor<T>,
     /// A receive decided by [`Select`](crate::Select), handed out by the next receive.
@@ -58,7 +75,8 @@ pub(crate) enum Fail {
     /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
     Empty,
     Disconnected,
-    Lagged(u64),
+    /// Lag, damaged data or a failing store: not the end.
+    Error(RecvError),
 }
 
 /// One look at `source`: `Some` once the receive is decided (a message, a lag, or closed with
@@ -67,7 +85,8 @@ fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message
     fn decided<T>(poll: Poll<T>) -> Option<Result<Message<T>, Fail>> {
         match poll {
             Poll::Ready(delivery) => Some(Ok(Message::new(delivery))),
-            Poll::Lagged(skipped) => Some(Err(Fail::Lagged(skipped))),
+            Poll::Lagged(skipped) => Some(Err(Fail::Error(RecvError::Lagged { skipped }))),
+            Poll::Error(error) => Some(Err(Fail::Error(error))),
             Poll::Empty => None,
         }
     }
@@ -214,7 +233,9 @@ impl<T: Payload> Consumer<T> {
     /// # Errors
     /// [`RecvError::Disconnected`] once the broker is closed and nothing is left;
     /// [`RecvError::Lagged`] once after this consumer fell behind retention under
-    /// [`Overflow::Lag`](crate::Overflow::Lag).
+    /// [`Overflow::Lag`](crate::Overflow::Lag); [`RecvError::Undecodable`] for a damaged or
+    /// undecodable stored record; [`RecvError::Failed`] when the store cannot read a retained
+    /// message back (see [Errors that are not the end](Consumer#errors-that-are-not-the-end)).
     pub fn recv(&mut self) -> Result<Message<T>, RecvError> {
         self.receive(Deadline::Never).map_err(Fail::into_recv_error)
     }
@@ -227,7 +248,7 @@ impl<T: Payload> Consumer<T> {
         self.receive(Deadline::Now).map_err(|fail| match fail {
             Fail::Empty => TryRecvError::Empty,
             Fail::Disconnected => TryRecvError::Disconnected,
-            Fail::Lagged(skipped) => TryRecvError::Lagged { skipped },
+            Fail::Error(error) => error.into(),
         })
     }
 
@@ -251,12 +272,12 @@ impl<T: Payload> Consumer<T> {
             .map_err(|fail| match fail {
                 Fail::Empty => RecvTimeoutError::Timeout,
                 Fail::Disconnected => RecvTimeoutError::Disconnected,
-                Fail::Lagged(skipped) => RecvTimeoutError::Lagged { skipped },
+                Fail::Error(error) => error.into(),
             })
     }
 
-    /// A blocking iterator. It yields `Err(RecvError::Lagged { .. })` and keeps going, and ends
-    /// when the broker is closed and nothing is left.
+    /// A blocking iterator. It yields `Lagged`, `Undecodable` and `Failed` as `Err` and keeps
+    /// going, and ends when the broker is closed and nothing is left.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -274,8 +295,8 @@ impl<T: Payload> Consumer<T> {
         Iter { consumer: self }
     }
 
-    /// An iterator over what is ready now, without waiting. Yields `Err(RecvError::Lagged { .. })`
-    /// and keeps going; ends when nothing is ready or the broker is closed.
+    /// An iterator over what is ready now, without waiting. Yields `Lagged`, `Undecodable` and
+    /// `Failed` as `Err` and keeps going; ends when nothing is ready or the broker is closed.
     pub fn try_iter(&mut self) -> TryIter<'_, T> {
         TryIter { consumer: self }
     }
@@ -326,7 +347,7 @@ impl<T> Consumer<T> {
 impl Fail {
     fn into_recv_error(self) -> RecvError {
         match self {
-            Self::Lagged(skipped) => RecvError::Lagged { skipped },
+            Self::Error(error) => error,
             Self::Empty | Self::Disconnected => RecvError::Disconnected,
         }
     }
@@ -390,6 +411,8 @@ impl<T: Payload> Iterator for TryIter<'_, T> {
         match self.consumer.try_recv() {
             Ok(message) => Some(Ok(message)),
             Err(TryRecvError::Lagged { skipped }) => Some(Err(RecvError::Lagged { skipped })),
+            Err(TryRecvError::Undecodable(u)) => Some(Err(RecvError::Undecodable(u))),
+            Err(TryRecvError::Failed(f)) => Some(Err(RecvError::Failed(f))),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
         }
     }

@@ -180,8 +180,15 @@ fn codec_variant(name: &str) -> &'static str {
     }
 }
 
-/// A stored record that could not be read back as its declared payload type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A stored record that could not be read back as its declared payload type (or failed its
+/// checksum, or could not be read at all from a damaged page).
+///
+/// From a durable topic it comes as [`RecvError::Undecodable`] and is not the end of the
+/// stream. A group member holds it like a delivery: the group's position does not move past
+/// it until [`ack`](Self::ack) skips it; dropped unsettled (or its member gone), it comes
+/// again. From a plain subscriber `ack` is a no-op, and the subscriber has moved past it
+/// already. A clone carries the data, not the right to settle.
+#[derive(thiserror::Error)]
 #[error("cannot decode the stored payload at {partition}/{offset} of `{name}`: {message}")]
 #[non_exhaustive]
 pub struct Undecodable {
@@ -193,9 +200,158 @@ pub struct Undecodable {
     pub offset: u64,
     /// What the codec (or the checksum) said.
     pub message: String,
-    /// The payload as stored (the whole record if its checksum failed).
+    /// The payload as stored (the whole record if its checksum failed; empty if the store
+    /// could not read the record at all).
     pub bytes: Vec<u8>,
+    /// How a group settles it; `None` for a subscriber, a queue's list, or a clone.
+    settle: Settlement,
 }
+
+impl Undecodable {
+    pub(crate) fn new(
+        name: &str,
+        partition: u32,
+        offset: u64,
+        message: String,
+        bytes: Vec<u8>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            partition,
+            offset,
+            message,
+            bytes,
+            settle: Settlement(None),
+        }
+    }
+
+    /// Attaches how a group settles this record.
+    pub(crate) fn settled_by(mut self, settle: Box<dyn Settle>) -> Self {
+        self.settle = Settlement(Some(settle));
+        self
+    }
+
+    /// Skips the record: a group's position moves past it (it is not delivered again). A no-op
+    /// for a plain subscriber, for a clone, and for a queue's
+    /// [`undecodable`](crate::Queue::undecodable) list.
+    ///
+    /// Dead-lettering an undecodable group record needs group dead-letter queues, which do not
+    /// exist yet; keep [`bytes`](Self::bytes) before acking if you need them.
+    ///
+    /// # Errors
+    /// None today; the `Result` is for stores that record the skip.
+    pub fn ack(mut self) -> Result<(), Error> {
+        match self.settle.0.take() {
+            Some(settle) => settle.ack(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How the engine settles an [`Undecodable`] group record (type-erased: this leaf names no
+/// engine type).
+pub(crate) trait Settle: Send + Sync {
+    /// Skips the record: the group's position moves past it.
+    fn ack(self: Box<Self>) -> Result<(), Error>;
+    /// Makes the record deliverable again (dropped unsettled).
+    fn release(self: Box<Self>);
+}
+
+/// The right to settle; dropping it unsettled releases the record.
+struct Settlement(Option<Box<dyn Settle>>);
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if let Some(settle) = self.0.take() {
+            settle.release();
+        }
+    }
+}
+
+impl Clone for Undecodable {
+    /// Clones the data; the clone cannot settle the record.
+    fn clone(&self) -> Self {
+        Self::new(
+            &self.name,
+            self.partition,
+            self.offset,
+            self.message.clone(),
+            self.bytes.clone(),
+        )
+    }
+}
+
+impl PartialEq for Undecodable {
+    /// Compares the data, not whether it can be settled.
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.name,
+            self.partition,
+            self.offset,
+            &self.message,
+            &self.bytes,
+        ) == (
+            &other.name,
+            other.partition,
+            other.offset,
+            &other.message,
+            &other.bytes,
+        )
+    }
+}
+
+impl Eq for Undecodable {}
+
+impl fmt::Debug for Undecodable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Undecodable")
+            .field("name", &self.name)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("message", &self.message)
+            .field("bytes", &format_args!("[{} bytes]", self.bytes.len()))
+            .field("settles", &self.settle.0.is_some())
+            .finish()
+    }
+}
+
+/// A retained message that the store could not read back (I/O, or a store that refuses reads
+/// after a failed commit), after retrying with backoff. Nothing was skipped: the next receive
+/// tries again from the same message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot read {partition}/{offset} of `{name}` back from the store: {error}")]
+#[non_exhaustive]
+pub struct ReadFailure {
+    /// The topic.
+    pub name: String,
+    /// The partition.
+    pub partition: u32,
+    /// The offset the reader is at.
+    pub offset: u64,
+    /// What the store said.
+    pub error: std::sync::Arc<Error>,
+}
+
+impl ReadFailure {
+    pub(crate) fn new(name: &str, partition: u32, offset: u64, error: Error) -> Self {
+        Self {
+            name: name.to_owned(),
+            partition,
+            offset,
+            error: std::sync::Arc::new(error),
+        }
+    }
+}
+
+impl PartialEq for ReadFailure {
+    /// Compares where, and the store's error by its message.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.partition, self.offset) == (&other.name, other.partition, other.offset)
+            && self.error.to_string() == other.error.to_string()
+    }
+}
+
+impl Eq for ReadFailure {}
 
 /// A convenience alias with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -396,7 +552,9 @@ failed_source!(SendError, TrySendError, SendTimeoutError);
 
 /// Returned by [`Consumer::recv`](crate::Consumer::recv) and yielded by
 /// [`Consumer::iter`](crate::Consumer::iter).
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+///
+/// Only `Disconnected` ends a stream: after the others the consumer keeps going.
+#[derive(Debug, PartialEq, Eq, Clone)]
 pub enum RecvError {
     /// The broker is closed and nothing more will arrive.
     Disconnected,
@@ -408,10 +566,17 @@ pub enum RecvError {
         /// How many messages this consumer will never see.
         skipped: u64,
     },
+    /// A stored record of a durable topic is damaged or does not decode as the payload type:
+    /// its raw bytes and where it is. A subscriber continues past it; a group member holds it
+    /// until it [`ack`](Undecodable::ack)s it (dropped, it comes again).
+    Undecodable(Box<Undecodable>),
+    /// The durable store could not read a retained message back, even after retrying (I/O, or
+    /// a store poisoned by a failed commit). Nothing was skipped: the next receive tries again.
+    Failed(Box<ReadFailure>),
 }
 
 /// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, PartialEq, Eq, Clone)]
 pub enum TryRecvError {
     /// Nothing is ready now.
     Empty,
@@ -422,11 +587,15 @@ pub enum TryRecvError {
         /// How many messages this consumer will never see.
         skipped: u64,
     },
+    /// See [`RecvError::Undecodable`].
+    Undecodable(Box<Undecodable>),
+    /// See [`RecvError::Failed`]. While a read is retried, `try_recv` returns `Empty`.
+    Failed(Box<ReadFailure>),
 }
 
 /// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
 /// [`recv_deadline`](crate::Consumer::recv_deadline).
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[derive(Debug, PartialEq, Eq, Clone)]
 pub enum RecvTimeoutError {
     /// Nothing arrived before the deadline.
     Timeout,
@@ -437,6 +606,10 @@ pub enum RecvTimeoutError {
         /// How many messages this consumer will never see.
         skipped: u64,
     },
+    /// See [`RecvError::Undecodable`].
+    Undecodable(Box<Undecodable>),
+    /// See [`RecvError::Failed`].
+    Failed(Box<ReadFailure>),
 }
 
 impl TryRecvError {
@@ -475,6 +648,8 @@ impl From<RecvError> for TryRecvError {
         match err {
             RecvError::Disconnected => Self::Disconnected,
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
+            RecvError::Undecodable(u) => Self::Undecodable(u),
+            RecvError::Failed(f) => Self::Failed(f),
         }
     }
 }
@@ -484,15 +659,25 @@ impl From<RecvError> for RecvTimeoutError {
         match err {
             RecvError::Disconnected => Self::Disconnected,
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
+            RecvError::Undecodable(u) => Self::Undecodable(u),
+            RecvError::Failed(f) => Self::Failed(f),
         }
     }
+}
+
+const RECV_CLOSED: &str = "receiving on a closed broker";
+
+fn lagged(f: &mut fmt::Formatter<'_>, skipped: u64) -> fmt::Result {
+    write!(f, "consumer lagged: {skipped} messages skipped")
 }
 
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Disconnected => f.write_str("receiving on a closed broker"),
-            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+            Self::Disconnected => f.write_str(RECV_CLOSED),
+            Self::Lagged { skipped } => lagged(f, *skipped),
+            Self::Undecodable(u) => u.fmt(f),
+            Self::Failed(e) => e.fmt(f),
         }
     }
 }
@@ -501,8 +686,10 @@ impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("receiving on an empty topic or queue"),
-            Self::Disconnected => f.write_str("receiving on a closed broker"),
-            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+            Self::Disconnected => f.write_str(RECV_CLOSED),
+            Self::Lagged { skipped } => lagged(f, *skipped),
+            Self::Undecodable(u) => u.fmt(f),
+            Self::Failed(e) => e.fmt(f),
         }
     }
 }
@@ -511,8 +698,10 @@ impl fmt::Display for RecvTimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout => f.write_str("timed out waiting to receive"),
-            Self::Disconnected => f.write_str("receiving on a closed broker"),
-            Self::Lagged { skipped } => write!(f, "consumer lagged: {skipped} messages skipped"),
+            Self::Disconnected => f.write_str(RECV_CLOSED),
+            Self::Lagged { skipped } => lagged(f, *skipped),
+            Self::Undecodable(u) => u.fmt(f),
+            Self::Failed(e) => e.fmt(f),
         }
     }
 }

@@ -126,8 +126,8 @@ pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
 pub use crate::error::{
-    Ended, Error, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, Undecodable,
+    Ended, Error, ReadFailure, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError,
+    TryRecvError, TrySendError, Undecodable,
 };
 pub use crate::message::Message;
 pub use crate::options::{

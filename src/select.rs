@@ -10,8 +10,9 @@ use crate::record::Payload;
 /// Waits until one of several consumers — of any payload types — has something to receive.
 ///
 /// [`ready`](Self::ready) returns the index (in the order added) of a consumer whose next
-/// receive will not wait: it returns a message, `Lagged` or `Disconnected`. The result is held
-/// by that consumer, so nothing is lost if you receive from another one first.
+/// receive will not wait: it returns a message, an error (`Lagged`, `Undecodable`, `Failed`) or
+/// `Disconnected`. The result is held by that consumer, so nothing is lost if you receive from
+/// another one first.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

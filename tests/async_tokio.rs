@@ -869,6 +869,8 @@ async fn async_group_members_split_a_topic_and_every_message_is_acked_once(backe
         let v = within(rx.recv()).await.expect("a member task failed");
         assert!(seen.insert(v), "{v} delivered twice");
     }
+    // A member sends on the channel before it acks: wait for the acks.
+    bus.wait_idle_async(WAIT).await.unwrap();
     assert_eq!(
         topic.group_position("g").unwrap().iter().sum::<u64>(),
         u64::from(n)

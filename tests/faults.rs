@@ -707,6 +707,56 @@ fn acks_after_a_failed_commit_say_they_cannot_be_stored() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Disk full (every write fails from some point on): after the failed commit poisons the
+/// store, the acknowledged messages are intact, and a reader that needs the file (they are
+/// below the in-memory tail) reads them or gets `RecvError::Failed`; it never waits silently.
+#[test]
+fn a_reader_does_not_stall_after_a_failed_commit() {
+    use embus::RecvError;
+    watch_panics();
+    let dir = common::fresh_dir("faults-reader-after-poison");
+    let path = dir.join("bus.embus");
+    let ctx = "reading after a failed commit";
+    within(common::WAIT * 3, ctx, move || {
+        let faults = Faults::new(Mode::Sticky);
+        let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
+        let bus = Broker::builder()
+            .path(&path)
+            .storage_backend(backend)
+            .cache_size(0)
+            .open()
+            .unwrap();
+        let topic = bus.topic::<u64>("t").unwrap();
+        let producer = topic.producer();
+        // More than a partition keeps in memory (about 8k): the oldest are read from the file.
+        for start in (0..10_000).step_by(1000) {
+            producer
+                .send_batch((start..start + 1000).collect())
+                .unwrap();
+        }
+        faults.arm(1);
+        match producer.send(10_000) {
+            Err(SendError::Failed(_, Error::Poisoned { .. })) => {}
+            other => panic!("{ctx}: expected Poisoned, got {other:?}"),
+        }
+        let mut sub = topic.subscribe(Start::Earliest).unwrap();
+        let mut group = topic.join_group("g").unwrap();
+        for reader in [&mut sub, &mut group] {
+            match reader.recv() {
+                Ok(m) => assert_eq!(*m.payload(), 0, "{ctx}"),
+                Err(RecvError::Failed(f)) => {
+                    assert_eq!((f.name.as_str(), f.partition, f.offset), ("t", 0, 0));
+                    assert!(f.to_string().contains("bus.embus"), "{ctx}: {f}");
+                }
+                Err(e) => panic!("{ctx}: {e:?}"),
+            }
+        }
+        drop((sub, group, producer, topic));
+        assert!(matches!(bus.close(), Err(Error::Poisoned { .. })));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A panic on the writer thread (here from a consumer's waker, which the writer calls when it
 /// publishes; redb panics too, on some damaged pages) must fail what waits for the writer, not
 /// leave it waiting forever.
@@ -836,7 +886,7 @@ fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
         None => (&no_topic, &no_queue),
     };
     // After a reopen every retained record is read from the file as it is asked for, so
-    // `try_recv` has each one at once: a record, or a report that it was skipped.
+    // `try_recv` has each one at once: a record, or a report that it is damaged.
     if let Ok(topic) = bus.topic_with::<String>("t", topic_options()) {
         let mut all = topic.subscribe(Start::Earliest).unwrap();
         let mut retained = 0;
@@ -859,6 +909,12 @@ fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
                     accounted += 1;
                 }
                 Err(TryRecvError::Lagged { skipped }) => accounted += skipped,
+                // A damaged record: reported with where it is, and the reader moves past it.
+                Err(TryRecvError::Undecodable(u)) => {
+                    assert_eq!(u.name, "t", "{what}");
+                    assert!(u.partition < PARTITIONS, "{what}: {u}");
+                    accounted += 1;
+                }
                 Err(e) => panic!(
                     "{what}: reading the topic: {e} after {accounted} of {retained} retained \
                      offsets (a reader stalls)"

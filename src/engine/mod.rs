@@ -80,6 +80,8 @@ pub(crate) trait Control: Send + Sync {
 pub(crate) enum Poll<T> {
     Ready(Delivery<T>),
     Lagged(u64),
+    /// Not a message and not the end: damaged data, or a read the store keeps failing.
+    Error(crate::error::RecvError),
     Empty,
 }
 

@@ -118,13 +118,13 @@ pub(crate) fn decode_row<T: Payload>(
     row: &Loaded,
 ) -> Result<(Nanos, Entry<T>), Error> {
     let fail = |message: String, bytes: &[u8]| {
-        Error::Decode(Box::new(Undecodable {
-            name: name.to_owned(),
+        Error::Decode(Box::new(Undecodable::new(
+            name,
             partition,
-            offset: row.key,
+            row.key,
             message,
-            bytes: bytes.to_vec(),
-        }))
+            bytes.to_vec(),
+        )))
     };
     let opened =
         format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::retry::Retry;
 use super::{Cold, Log, TopicCore};
 use crate::engine::delivery::GroupAck;
 use crate::engine::notify::{Wait, Waiters, Woken};
 use crate::engine::{Delivery, Poll, Source};
+use crate::error::{Error, RecvError, Settle};
 use crate::record::Payload;
 use crate::store::Progress;
 
@@ -261,6 +263,8 @@ pub(crate) struct Member<T> {
     group: Arc<Group>,
     id: u64,
     turn: usize,
+    /// A read from the store that failed, to try again.
+    retry: Retry,
 }
 
 impl<T: Payload> Member<T> {
@@ -272,6 +276,7 @@ impl<T: Payload> Member<T> {
             group,
             id,
             turn: 0,
+            retry: Retry::default(),
         }
     }
 
@@ -301,7 +306,7 @@ impl<T: Payload> Source<T> for Member<T> {
         for i in 0..n {
             let p = (self.turn + i) % n;
             let part = &mut state.parts[p];
-            if part.owner != Some(self.id) {
+            if part.owner != Some(self.id) || self.retry.waiting(p as u32) {
                 continue;
             }
             let mut log = topic.partitions[p].lock();
@@ -333,29 +338,54 @@ impl<T: Payload> Source<T> for Member<T> {
                     continue;
                 }
             };
-            let stored = match log.stored(offset) {
-                Some(stored) => stored,
-                None if offset < log.hot() => match log.cold(offset) {
-                    Cold::Got(stored) => stored,
-                    Cold::Unreadable => {
-                        // Damaged in the store (checksum or decoding): skipped, and said so.
-                        part.pending.remove(&offset);
-                        let woken = part.settle(&mut log, topic, &group.name, p as u32);
-                        drop(log);
-                        drop(state);
-                        woken.wake();
-                        return Poll::Lagged(1);
-                    }
-                    Cold::Unavailable => {
-                        // The store cannot be read now: keep it; wait (close ends the wait).
+            let read = if offset < log.hot() {
+                log.cold(offset)
+            } else {
+                match log.stored(offset) {
+                    Some(stored) => Cold::Got(stored),
+                    None => {
+                        // Unreachable after `skip_trimmed`; keep the offset deliverable.
                         part.ready.insert(offset);
-                        log.readers.register(self.id, wait);
                         continue;
                     }
-                },
-                None => {
-                    // Unreachable after `skip_trimmed`; keep the offset deliverable regardless.
+                }
+            };
+            let stored = match read {
+                Cold::Got(stored) => {
+                    self.retry.succeeded(p as u32);
+                    stored
+                }
+                Cold::Undecodable(undecodable) => {
+                    // Damaged in the store, or not a `T`: delivered as an error the member
+                    // settles; the position stays before it until then.
+                    self.retry.succeeded(p as u32);
+                    let Some(pending) = part.pending.get_mut(&offset) else {
+                        continue;
+                    };
+                    pending.count += 1;
+                    pending.holder = Some(self.id);
+                    let settle = GroupSettle {
+                        topic: Arc::clone(topic),
+                        group: Arc::clone(group),
+                        member: self.id,
+                        partition: p as u32,
+                        offset,
+                        count: pending.count,
+                    };
+                    self.turn = (p + 1) % n;
+                    let undecodable = undecodable.settled_by(Box::new(settle));
+                    return Poll::Error(RecvError::Undecodable(Box::new(undecodable)));
+                }
+                Cold::Failed(error) => {
+                    // The store cannot be read now: keep it deliverable, skip nothing.
                     part.ready.insert(offset);
+                    log.readers.register(self.id, wait);
+                    let failed = self.retry.failed(&topic.name, p as u32, offset, error);
+                    if let Some(failure) = failed {
+                        drop(log);
+                        drop(state);
+                        return Poll::Error(RecvError::Failed(Box::new(failure)));
+                    }
                     continue;
                 }
             };
@@ -374,11 +404,39 @@ impl<T: Payload> Source<T> for Member<T> {
             return Poll::Ready(message);
         }
         state.waiters.register(self.id, wait);
+        drop(state);
+        self.retry.arm(&topic.context, self.id, wait);
         Poll::Empty
     }
 
     fn is_closed(&self) -> bool {
         self.topic.has_ended()
+    }
+
+    fn wake_at(&self) -> Option<std::time::Instant> {
+        self.retry.wake_at()
+    }
+}
+
+/// How an undecodable group record is settled: like a delivery's ack or release.
+struct GroupSettle<T> {
+    topic: Arc<TopicCore<T>>,
+    group: Arc<Group>,
+    member: u64,
+    partition: u32,
+    offset: u64,
+    count: u32,
+}
+
+impl<T: Payload> Settle for GroupSettle<T> {
+    fn ack(self: Box<Self>) -> Result<(), Error> {
+        self.group.ack(&self.topic, self.partition, self.offset);
+        Ok(())
+    }
+
+    fn release(self: Box<Self>) {
+        self.group
+            .release(self.partition, self.offset, self.member, self.count);
     }
 }
 
@@ -391,6 +449,7 @@ impl<T> Member<T> {
 
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
+        self.retry.disarm(&self.topic.context, self.id);
         self.group.state.lock().waiters.remove(self.id);
         for part in self.topic.partitions.iter() {
             part.lock().readers.remove(self.id);
@@ -400,6 +459,7 @@ impl<T> Member<T> {
 
 impl<T> Drop for Member<T> {
     fn drop(&mut self) {
+        self.retry.disarm(&self.topic.context, self.id);
         self.group.leave(&self.topic, self.id);
     }
 }

@@ -1,8 +1,10 @@
 //! The engine of one topic: partitions, producers' appends, groups and waiting for room.
 
 mod group;
+mod load;
 mod log;
 mod partition;
+mod retry;
 mod subscriber;
 
 use std::collections::{HashMap, VecDeque};
@@ -74,33 +76,25 @@ impl<T: Payload> TopicCore<T> {
         options: TopicOptions,
         context: Arc<Context>,
     ) -> Result<Arc<Self>, Error> {
+        let limits = Limits::new(&options);
+        // Trimming needs timestamps and sizes only under an age or a byte limit.
+        let indexed = limits.age.is_some() || limits.bytes.is_some();
         let mut partitions = Vec::new();
         for p in 0..options.partition_count() {
             let log = LogId::partition(name, p);
             let restored = context.store.restore(&log)?;
-            let codec = context.codec;
             let load = context.store.reads_back().then(|| {
-                let store = Arc::clone(&context.store);
-                let loader: Loader<T> = Box::new(move |from, to| {
-                    let rows = match store.load(&log, from, to) {
-                        Ok(rows) => rows,
-                        // Damage: these offsets are unreadable (readers skip them, and say so).
-                        Err(Error::Corrupt { .. }) => Vec::new(),
-                        // Closed, or I/O: skip nothing; readers wait and retry.
-                        Err(_) => return None,
-                    };
-                    let decoded = rows.iter().filter_map(|row| {
-                        let (ts, entry) = seam::decode_row::<T>(codec, "", p, row).ok()?;
-                        Some((row.key, log::Stored { ts, entry }))
-                    });
-                    Some(decoded.collect())
-                });
-                loader
+                Box::new(load::PartitionLoad {
+                    store: Arc::clone(&context.store),
+                    log,
+                    codec: context.codec,
+                    name: name.to_owned(),
+                    partition: p,
+                }) as Loader<T>
             });
-            partitions.push(Partition::restored(&restored, load));
+            partitions.push(Partition::restored(&restored, load, indexed));
         }
         // Retention as of now: a crash may have left the file one commit behind the trims.
-        let limits = Limits::new(&options);
         let now = context.clock.now();
         for part in &partitions {
             part.lock().trim(&limits, now, None);
@@ -679,3 +673,6 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use super::retry::Retry;
 use super::{Read, Reader, TopicCore};
 use crate::engine::notify::{Wait, Woken};
 use crate::engine::{Delivery, Poll, Source};
+use crate::error::RecvError;
 use crate::options::Start;
 use crate::record::Payload;
 
@@ -15,6 +17,8 @@ pub(crate) struct Subscriber<T> {
     readers: Vec<Reader<T>>,
     /// The partition to read first next time, for fairness.
     turn: usize,
+    /// A read from the store that failed, to try again.
+    retry: Retry,
 }
 
 impl<T: Payload> Subscriber<T> {
@@ -34,6 +38,7 @@ impl<T: Payload> Subscriber<T> {
             id,
             readers,
             turn: 0,
+            retry: Retry::default(),
         }
     }
 
@@ -57,6 +62,9 @@ impl<T: Payload> Source<T> for Subscriber<T> {
         let n = self.readers.len();
         for i in 0..n {
             let p = (self.turn + i) % n;
+            if self.retry.waiting(p as u32) {
+                continue; // its store read failed: the next attempt is due later
+            }
             let part = &topic.partitions[p];
             let reader = &mut self.readers[p];
             let read = match fast.then(|| part.read_fast(reader, !topic.limits.block)) {
@@ -72,6 +80,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
             };
             match read {
                 Read::Got(stored) => {
+                    self.retry.succeeded(p as u32);
                     self.turn = (p + 1) % n;
                     return Poll::Ready(Delivery::plain(stored, p as u32));
                 }
@@ -79,14 +88,32 @@ impl<T: Payload> Source<T> for Subscriber<T> {
                     self.turn = p;
                     return Poll::Lagged(skipped);
                 }
+                Read::Undecodable(undecodable) => {
+                    // The reader moved past it: a subscriber has nothing to settle.
+                    self.retry.succeeded(p as u32);
+                    self.turn = p;
+                    return Poll::Error(RecvError::Undecodable(undecodable));
+                }
+                Read::Failed(error) => {
+                    let offset = reader.next();
+                    if let Some(failure) = self.retry.failed(&topic.name, p as u32, offset, error) {
+                        self.turn = (p + 1) % n;
+                        return Poll::Error(RecvError::Failed(Box::new(failure)));
+                    }
+                }
                 Read::Empty => {}
             }
         }
+        self.retry.arm(&topic.context, self.id, wait);
         Poll::Empty
     }
 
     fn is_closed(&self) -> bool {
         self.topic.has_ended()
+    }
+
+    fn wake_at(&self) -> Option<std::time::Instant> {
+        self.retry.wake_at()
     }
 }
 
@@ -94,6 +121,7 @@ impl<T> Subscriber<T> {
     /// After a wait ended with a result: with several partitions, the registrations on the
     /// others are still there (a send only takes its own partition's list).
     pub(crate) fn finish_wait(&mut self) {
+        self.retry.disarm(&self.topic.context, self.id);
         if self.readers.len() > 1 {
             self.unregister();
         }
@@ -101,6 +129,7 @@ impl<T> Subscriber<T> {
 
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
+        self.retry.disarm(&self.topic.context, self.id);
         for part in self.topic.partitions.iter() {
             part.lock().readers.remove(self.id);
         }
@@ -109,6 +138,7 @@ impl<T> Subscriber<T> {
 
 impl<T> Drop for Subscriber<T> {
     fn drop(&mut self) {
+        self.retry.disarm(&self.topic.context, self.id);
         let mut woken = Woken::none();
         for (part, reader) in self.topic.partitions.iter().zip(&self.readers) {
             let mut log = part.lock();

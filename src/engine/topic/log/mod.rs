@@ -14,10 +14,15 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use self::cold::ColdStore;
+pub(crate) use self::cold::{Cold, Load, Loader, Row};
 use crate::engine::notify::{Wait, Waiters, Woken};
+use crate::error::{Error, Undecodable};
 use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
 use crate::store::Restored;
+
+mod cold;
 
 /// Slots per segment: one allocation per this many messages.
 const SEGMENT: u64 = 128;
@@ -125,25 +130,6 @@ pub(crate) struct Partition<T> {
     published: Arc<Published>,
 }
 
-/// Reads retained messages back from the durable store: `(offset, message)` for the offsets
-/// in `from..to` that are readable (a row that fails its checksum or does not decode is left
-/// out, and readers see it as skipped); `None` if the store could not be read (closed, I/O),
-/// which skips nothing.
-pub(crate) type Loader<T> = Box<dyn Fn(u64, u64) -> Option<Vec<(u64, Stored<T>)>> + Send + Sync>;
-
-/// Retained messages below the in-memory tail: read from the store in chunks.
-struct ColdStore<T> {
-    load: Loader<T>,
-    /// The last chunk read, for readers.
-    chunk: Option<Arc<Segment<T>>>,
-    /// Timestamps and sizes of offsets `meta_start..`, for trimming and seeking.
-    meta_start: u64,
-    meta: VecDeque<(Nanos, u32)>,
-}
-
-/// Offsets read from the store at once.
-const COLD_CHUNK: u64 = 1024;
-
 /// Durable mode: messages per partition kept in memory (whole segments beyond it are dropped,
 /// and read back from the store if a reader needs them).
 const HOT_LIMIT: u64 = 64 * SEGMENT;
@@ -176,15 +162,6 @@ pub(crate) struct Log<T> {
     pub(crate) writers: Waiters,
 }
 
-/// A read below the in-memory tail.
-pub(crate) enum Cold<T> {
-    Got(StoredRef<T>),
-    /// Damaged in the store (checksum or decoding): never readable.
-    Unreadable,
-    /// The store could not be read now (closed, I/O).
-    Unavailable,
-}
-
 /// What a read found.
 pub(crate) enum Read<T> {
     Got(StoredRef<T>),
@@ -192,6 +169,10 @@ pub(crate) enum Read<T> {
     Lagged(u64),
     /// Nothing at or after the reader's position.
     Empty,
+    /// The record at the reader's position is damaged or not a `T`; the reader moved past it.
+    Undecodable(Box<Undecodable>),
+    /// The store could not read the reader's next message now; the reader did not move.
+    Failed(Error),
 }
 
 /// A reader's position in one partition (a subscriber has one per partition).
@@ -211,12 +192,13 @@ impl<T> Reader<T> {
 impl<T> Partition<T> {
     #[cfg(test)]
     fn new() -> Self {
-        Self::restored(&Restored::default(), None)
+        Self::restored(&Restored::default(), None, false)
     }
 
     /// A partition whose retained offsets `base..end` (of `bytes` counted bytes) are in the
-    /// store, read back through `load` (durable mode, which keeps only a tail in memory).
-    pub(crate) fn restored(restored: &Restored, load: Option<Loader<T>>) -> Self {
+    /// store, read back through `load` (durable mode, which keeps only a tail in memory);
+    /// `indexed`: retention needs the timestamps and sizes of what leaves memory.
+    pub(crate) fn restored(restored: &Restored, load: Option<Loader<T>>, indexed: bool) -> Self {
         let Restored {
             base,
             end,
@@ -231,12 +213,7 @@ impl<T> Partition<T> {
             hot: end,
             end,
             hot_limit: load.as_ref().map(|_| HOT_LIMIT),
-            cold_store: load.map(|load| ColdStore {
-                load,
-                chunk: None,
-                meta_start: base,
-                meta: VecDeque::new(),
-            }),
+            cold_store: load.map(|load| ColdStore::new(load, indexed)),
             staged: VecDeque::new(),
             staged_bytes: 0,
             staged_ts: 0,
@@ -320,19 +297,20 @@ impl<T> Partition<T> {
         if reader.next < log.hot {
             match log.cold(reader.next) {
                 Cold::Got(_) => {}
-                Cold::Unreadable => {
-                    // Damaged in the store (checksum or decoding): skipped, and said so.
+                Cold::Undecodable(undecodable) => {
+                    // Damaged in the store, or not a `T`: the reader gets it and moves on.
                     reader.next += 1;
                     reader.segment = None;
                     return (
-                        Read::Lagged(1),
+                        Read::Undecodable(undecodable),
                         log.set_cursor(reader.cursor_slot, reader.next),
                     );
                 }
-                Cold::Unavailable => {
-                    // The store cannot be read now: skip nothing; wait (close ends the wait).
+                Cold::Failed(e) => {
+                    // The store cannot be read now: skip nothing; the caller retries (and a
+                    // send or close wakes it too).
                     log.readers.register(id, wait);
-                    return (Read::Empty, Woken::none());
+                    return (Read::Failed(e), Woken::none());
                 }
             }
         }
@@ -392,7 +370,7 @@ impl<T> Log<T> {
         if offset < self.hot {
             return match self.cold(offset) {
                 Cold::Got(got) => Some(got),
-                Cold::Unreadable | Cold::Unavailable => None,
+                Cold::Undecodable(_) | Cold::Failed(_) => None,
             };
         }
         let first = self.segments.front()?.start;
@@ -411,72 +389,6 @@ impl<T> Log<T> {
         self.segments.get(index)?.get(offset)
     }
 
-    /// A retained offset below `hot`, read back from the store (a chunk at a time).
-    pub(crate) fn cold(&mut self, offset: u64) -> Cold<T> {
-        let hot = self.hot;
-        let Some(cold) = self.cold_store.as_mut() else {
-            return Cold::Unreadable;
-        };
-        let cached = cold.chunk.as_ref().is_some_and(|c| {
-            offset >= c.start && offset < c.start + SEGMENT && c.get(offset).is_some()
-        });
-        if !cached {
-            let to = (offset + SEGMENT).min(hot);
-            match (cold.load)(offset, to) {
-                Some(rows) => cold.chunk = Some(Arc::new(Segment::cold(offset, rows))),
-                None => return Cold::Unavailable,
-            }
-        }
-        match cold.chunk.as_ref() {
-            Some(segment) if segment.get(offset).is_some() => Cold::Got(StoredRef {
-                segment: Arc::clone(segment),
-                offset,
-            }),
-            _ => Cold::Unreadable,
-        }
-    }
-
-    /// Timestamp and counted size of a retained offset (read from the store below `hot`; an
-    /// unreadable row counts as expired and empty, so it never holds retention up).
-    fn meta(&mut self, offset: u64) -> Option<(Nanos, u32)> {
-        if offset >= self.hot {
-            return self.get(offset).map(|s| (s.ts, s.entry.size));
-        }
-        let hot = self.hot;
-        let cold = self.cold_store.as_mut()?;
-        let index = offset.checked_sub(cold.meta_start);
-        if index.is_none_or(|i| i >= cold.meta.len() as u64) {
-            // Load a chunk from `offset` (trimming reads from the front, seeking anywhere).
-            let to = (offset + COLD_CHUNK).min(hot);
-            let rows = (cold.load)(offset, to)?;
-            cold.meta_start = offset;
-            cold.meta.clear();
-            let mut rows = rows.into_iter().peekable();
-            for at in offset..to {
-                match rows.next_if(|(o, _)| *o == at) {
-                    Some((_, s)) => cold.meta.push_back((s.ts, s.entry.size)),
-                    None => cold.meta.push_back((0, 0)),
-                }
-            }
-            return cold.meta.front().copied();
-        }
-        cold.meta.get(usize::try_from(index?).ok()?).copied()
-    }
-
-    /// The first offset whose timestamp is at or after `ts` (timestamps are monotone).
-    pub(crate) fn seek(&mut self, ts: Nanos) -> u64 {
-        let (mut lo, mut hi) = (self.base, self.end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.meta(mid).is_some_and(|(at, _)| at < ts) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    }
-
     /// Whether the oldest message may be trimmed now.
     fn can_trim(&self, limits: &Limits) -> bool {
         self.base < self.end
@@ -489,10 +401,16 @@ impl<T> Log<T> {
     }
 
     fn pop(&mut self) {
-        let size = self.meta(self.base).map_or(0, |(_, size)| size);
-        self.bytes = self.bytes.saturating_sub(u64::from(size));
+        // Sizes count only under a byte limit: without one they are all 0.
+        if self.bytes > 0 {
+            let size = self.meta(self.base).map_or(0, |(_, size)| size);
+            self.bytes = self.bytes.saturating_sub(u64::from(size));
+        }
         self.base += 1;
         self.hot = self.hot.max(self.base);
+        if let Some(cold) = self.cold_store.as_mut() {
+            cold.trimmed(self.base);
+        }
         while self
             .segments
             .front()
@@ -586,6 +504,9 @@ impl<T> Log<T> {
                 break;
             }
             self.hot = self.hot.max(next);
+            if let Some(cold) = self.cold_store.as_mut() {
+                cold.cooled(front);
+            }
             self.segments.pop_front();
         }
     }

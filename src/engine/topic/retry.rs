@@ -1,0 +1,100 @@
+//! Retrying a read from the store that failed (a cold read below a partition's in-memory
+//! tail): with backoff, waking the waiting thread or task for each attempt, and telling the
+//! reader once the failure has lasted.
+//!
+//! A failed read skips nothing: the reader stays where it was. The same partition is tried
+//! again after 1 ms, 2 ms, 4 ms, ... (at most [`MAX_DELAY`] apart); a parked thread parks
+//! only until then (`Source::wake_at`), a task is woken by the broker's timer. After
+//! [`ATTEMPTS`] failures in a row (about 0.65 s) the reader gets the error
+//! (`RecvError::Failed`), and its next receive starts over. Reads that fail because the
+//! broker is closing are not retried: close wakes every reader, which then ends.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::Context;
+use crate::engine::notify::Wait;
+use crate::error::{Error, ReadFailure};
+
+/// Failures in a row before the reader is told.
+const ATTEMPTS: u32 = 10;
+/// The longest pause between two attempts.
+const MAX_DELAY: Duration = Duration::from_millis(200);
+
+/// One consumer's failing read, if any.
+#[derive(Default)]
+pub(crate) struct Retry {
+    pending: Option<Pending>,
+    /// Whether the broker's timer holds an entry for this consumer.
+    timed: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    partition: u32,
+    at: Instant,
+    failures: u32,
+}
+
+impl Retry {
+    /// Whether a read of `partition` must wait for its next attempt.
+    pub(crate) fn waiting(&self, partition: u32) -> bool {
+        self.pending
+            .is_some_and(|p| p.partition == partition && Instant::now() < p.at)
+    }
+
+    /// A read of `partition` at `offset` of topic `name` succeeded.
+    pub(crate) fn succeeded(&mut self, partition: u32) {
+        if self.pending.is_some_and(|p| p.partition == partition) {
+            self.pending = None;
+        }
+    }
+
+    /// A read of `partition` at `offset` failed with `error`: `Some` to tell the reader now,
+    /// `None` to try again later (scheduled; or, while closing, when close wakes the reader).
+    pub(crate) fn failed(
+        &mut self,
+        name: &str,
+        partition: u32,
+        offset: u64,
+        error: Error,
+    ) -> Option<ReadFailure> {
+        if matches!(error, Error::Closed) {
+            return None;
+        }
+        let failures = match self.pending {
+            Some(p) if p.partition == partition => p.failures + 1,
+            _ => 1,
+        };
+        if failures >= ATTEMPTS {
+            self.pending = None;
+            return Some(ReadFailure::new(name, partition, offset, error));
+        }
+        let delay = Duration::from_millis(1 << (failures - 1).min(16)).min(MAX_DELAY);
+        self.pending = Some(Pending {
+            partition,
+            at: Instant::now() + delay,
+            failures,
+        });
+        None
+    }
+
+    /// When the waiting consumer must look again.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        self.pending.map(|p| p.at)
+    }
+
+    /// After a poll that found nothing: a task is woken by the timer for the next attempt.
+    pub(crate) fn arm(&mut self, context: &Context, id: u64, wait: Wait<'_>) {
+        if let (Wait::Task(waker), Some(p)) = (wait, self.pending) {
+            context.timer.wake_at(p.at, id, waker);
+            self.timed = true;
+        }
+    }
+
+    /// Drops the timer entry (the wait is over).
+    pub(crate) fn disarm(&mut self, context: &Context, id: u64) {
+        if std::mem::take(&mut self.timed) {
+            context.timer.cancel(id);
+        }
+    }
+}
