@@ -81,12 +81,20 @@ pub(crate) enum Progress<'a> {
         count: u32,
     },
     /// A queue message moved to its dead-letter queue as `to_id`, with these headers.
+    ///
+    /// The engine still holds the message, so it hands the store the dead letter itself:
+    /// `body` encodes it (key, the new headers and payload, see [`format::body`]; called only
+    /// by a store that keeps bytes), stored with `ts` and `size`. The source row is only
+    /// deleted: a missing or damaged one cannot lose the dead letter.
     DeadLetter {
         queue: &'a Arc<dyn Sink>,
         id: u64,
         to: &'a Arc<dyn Sink>,
         to_id: u64,
         headers: &'a crate::record::Headers,
+        body: &'a dyn Fn() -> Result<Vec<u8>, Error>,
+        ts: Nanos,
+        size: u32,
     },
     /// A group's first unacked offset in a partition moved.
     GroupPosition {

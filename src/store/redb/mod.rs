@@ -318,11 +318,22 @@ impl Store for DurableStore {
                 to,
                 to_id,
                 headers,
+                body,
+                ts,
+                size,
             } => Request::DeadLetter {
                 queue: Arc::clone(queue),
                 id,
                 to: Arc::clone(to),
                 to_id,
+                // Encoding a payload that was encoded before cannot fail in practice; if it
+                // did, the writer copies the source row as before.
+                record: body().ok().map(|value| Staged {
+                    key: to_id,
+                    ts,
+                    size,
+                    value,
+                }),
                 headers: headers.clone(),
             },
             Progress::GroupPosition {

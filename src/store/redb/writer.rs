@@ -39,6 +39,9 @@ pub(super) enum Request {
         id: u64,
         to: Arc<dyn Sink>,
         to_id: u64,
+        /// The dead letter as the engine holds it (unsealed); `None`: copy the source row,
+        /// with `headers`.
+        record: Option<Staged>,
         headers: Headers,
     },
     Position {
@@ -266,15 +269,22 @@ fn write_batch(
                 id,
                 to,
                 to_id,
+                record,
                 headers,
             } => {
                 let moved = {
                     let mut from = txn.open_table(records(queue.log().table()))?;
                     let removed = from.remove(id)?;
-                    removed.and_then(|v| {
-                        let row = format::open(id, v.value()).ok()?;
-                        Some(format::with_headers(&row, to_id, &headers))
-                    })
+                    match record {
+                        Some(mut record) => {
+                            format::seal(&mut record.value, to_id, record.ts, record.size);
+                            Some(record.value)
+                        }
+                        None => removed.and_then(|v| {
+                            let row = format::open(id, v.value()).ok()?;
+                            Some(format::with_headers(&row, to_id, &headers))
+                        }),
+                    }
                 };
                 txn.open_table(deliveries(queue.log().counts_table()))?
                     .remove(id)?;
