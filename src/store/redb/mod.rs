@@ -121,8 +121,20 @@ struct Done {
     wakers: Vec<(u64, Waker)>,
 }
 
+/// Delivery counts not yet written, per (queue sink, message id): the latest count wins.
+pub(super) type Counts = HashMap<(usize, u64), (Arc<dyn Sink>, u32)>;
+
+/// Where a message's pending delivery count is kept: its queue's sink (by address: the entry
+/// holds the sink, so the address is not reused meanwhile) and its id.
+fn count_key(queue: &Arc<dyn Sink>, id: u64) -> (usize, u64) {
+    (Arc::as_ptr(queue).cast::<()>() as usize, id)
+}
+
 struct Inner {
     path: PathBuf,
+    /// Delivery counts for the next commit, coalesced per message (a nack storm must not
+    /// queue one request per delivery); an ack or dead-lettering drops the message's entry.
+    counts: Mutex<Counts>,
     /// `None` once closed: the file is released even while consumers still hold the broker's
     /// parts.
     db: Mutex<Option<Arc<Database>>>,
@@ -156,6 +168,7 @@ impl DurableStore {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
+            counts: Mutex::new(HashMap::new()),
             db: Mutex::new(Some(Arc::new(db))),
             durability: options.durability,
             order: Mutex::new(Order {
@@ -303,15 +316,25 @@ impl Store for DurableStore {
 
     fn progress(&self, change: Progress<'_>) {
         let request = match change {
-            Progress::QueueAck { queue, id } => Request::Ack {
-                queue: Arc::clone(queue),
-                id,
-            },
-            Progress::QueueDelivery { queue, id, count } => Request::Delivery {
-                queue: Arc::clone(queue),
-                id,
-                count,
-            },
+            Progress::QueueAck { queue, id } => {
+                // The ack deletes the row: a count still waiting is moot.
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::Ack {
+                    queue: Arc::clone(queue),
+                    id,
+                }
+            }
+            Progress::QueueDelivery { queue, id, count } => {
+                // Coalesced: a redelivery storm costs one entry per message, not per delivery.
+                let mut counts = self.inner.counts.lock();
+                let first = counts.is_empty();
+                counts.insert(count_key(queue, id), (Arc::clone(queue), count));
+                drop(counts);
+                if first {
+                    let _ = self.send(Request::Counts); // wakes the writer
+                }
+                return;
+            }
             Progress::DeadLetter {
                 queue,
                 id,
@@ -321,21 +344,24 @@ impl Store for DurableStore {
                 body,
                 ts,
                 size,
-            } => Request::DeadLetter {
-                queue: Arc::clone(queue),
-                id,
-                to: Arc::clone(to),
-                to_id,
-                // Encoding a payload that was encoded before cannot fail in practice; if it
-                // did, the writer copies the source row as before.
-                record: body().ok().map(|value| Staged {
-                    key: to_id,
-                    ts,
-                    size,
-                    value,
-                }),
-                headers: headers.clone(),
-            },
+            } => {
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::DeadLetter {
+                    queue: Arc::clone(queue),
+                    id,
+                    to: Arc::clone(to),
+                    to_id,
+                    // Encoding a payload that was encoded before cannot fail in practice; if it
+                    // did, the writer copies the source row as before.
+                    record: body().ok().map(|value| Staged {
+                        key: to_id,
+                        ts,
+                        size,
+                        value,
+                    }),
+                    headers: headers.clone(),
+                }
+            }
             Progress::GroupPosition {
                 topic,
                 group,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use redb::{Database, WriteTransaction};
 
-use super::Inner;
 use super::schema::{DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, trim};
+use super::{Counts, Inner};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
 use crate::store::Sink;
@@ -29,11 +29,8 @@ pub(super) enum Request {
         queue: Arc<dyn Sink>,
         id: u64,
     },
-    Delivery {
-        queue: Arc<dyn Sink>,
-        id: u64,
-        count: u32,
-    },
+    /// Delivery counts are waiting in `Inner::counts` (sent when they stop being empty).
+    Counts,
     DeadLetter {
         queue: Arc<dyn Sink>,
         id: u64,
@@ -125,13 +122,16 @@ impl Writer {
             peak = batch.len().max(peak.saturating_sub(1));
             let first_seq = batch[0].0;
             let last_seq = batch[batch.len() - 1].0;
+            // Taken after the batch: an ack or dead letter in it dropped its message's count.
+            let counts = std::mem::take(&mut *self.inner.counts.lock());
             if self.inner.done.lock().failed.is_some() {
                 continue; // poisoned: nothing more is written
             }
             let started = Instant::now();
             // redb asserts on some damaged pages: a panic fails this commit like an error.
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit(counts, batch)
+            }));
             last_commit = Instant::now();
             last_took = last_commit - started;
             let mut done = self.inner.done.lock();
@@ -154,9 +154,18 @@ impl Writer {
     }
 
     /// Writes and commits one batch, then publishes what it stored.
-    fn commit(&mut self, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
+    fn commit(&mut self, counts: Counts, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_quick_repair(true);
+        // Before the batch: an ack in it removes what a count written here would leave.
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_unstable_by_key(|(key, _)| *key);
+        for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
+            let mut table = txn.open_table(deliveries(run[0].1.0.log().counts_table()))?;
+            for ((_, id), (_, count)) in run {
+                table.insert(*id, *count)?;
+            }
+        }
         let mut touched: Vec<Touched> = Vec::new();
         let mut ends = std::mem::take(&mut self.ends);
         let mut dirty = Vec::new();
@@ -260,10 +269,6 @@ fn write_batch(
                 txn.open_table(deliveries(queue.log().counts_table()))?
                     .remove(id)?;
             }
-            Request::Delivery { queue, id, count } => {
-                txn.open_table(deliveries(queue.log().counts_table()))?
-                    .insert(id, count)?;
-            }
             Request::DeadLetter {
                 queue,
                 id,
@@ -312,7 +317,7 @@ fn write_batch(
                 txn.open_table(DECLARATIONS)?
                     .insert(name.as_str(), bytes.as_slice())?;
             }
-            Request::Sync => {}
+            Request::Sync | Request::Counts => {}
         }
     }
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
