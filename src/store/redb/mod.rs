@@ -237,6 +237,18 @@ impl DurableStore {
         }
     }
 
+    /// A read refused after a failed commit or read: redb refuses every file access after an
+    /// I/O failure (only pages in its cache stay readable) until the file is reopened.
+    fn unreadable(&self) -> Error {
+        let cause = match &self.inner.done.lock().failed {
+            Some((_, cause)) => cause.clone(),
+            None => "a read from the file failed".to_owned(),
+        };
+        self.poisoned(&format!(
+            "{cause}; committed records not in the cache are unreadable until it is reopened"
+        ))
+    }
+
     fn check_healthy(&self) -> Result<(), Error> {
         match &self.inner.done.lock().failed {
             Some((_, cause)) => Err(self.poisoned(cause)),
@@ -256,6 +268,7 @@ impl DurableStore {
             f(&txn)
         }));
         match read {
+            Ok(Err(redb::Error::PreviousIo)) => Err(self.unreadable()),
             Ok(result) => result.map_err(|e| storage(&self.inner.path, e)),
             Err(_) => Err(Error::Corrupt {
                 path: self.inner.path.clone(),
