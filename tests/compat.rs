@@ -157,3 +157,40 @@ fn a_damaged_declaration_is_corrupt_naming_the_file() {
     assert_eq!(bus.queue::<String>("jobs").unwrap().len(), 1);
     bus.close().unwrap();
 }
+
+/// The fixture as format version 2 wrote it: version 1 plus `embus.settings` naming the codec
+/// (the metadata unsealed, the records with their version 1 checksum).
+fn as_version_2(path: &std::path::Path) {
+    use embus::redb::TableDefinition;
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+        txn.open_table(meta).unwrap().insert("format", 2).unwrap();
+        let settings: TableDefinition<&str, &str> = TableDefinition::new("embus.settings");
+        txn.open_table(settings)
+            .unwrap()
+            .insert("codec", "bincode")
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_2_store_is_upgraded_in_place_and_reads_back_in_full() {
+    let path = fixture("v2");
+    as_version_2(&path);
+    let bus = Broker::open(&path).unwrap();
+    check_everything(&bus);
+    bus.close().unwrap();
+    // Upgraded: it opens again as version 3 (job-3, dropped past `max_deliveries` by the
+    // check, is a dead letter now).
+    let bus = Broker::open(&path).unwrap();
+    let orders = bus.topic::<Order>("orders").unwrap();
+    assert_eq!(orders.retained(), 6);
+    assert_eq!(orders.group_position("billing"), Some(vec![1, 1]));
+    assert!(bus.queue::<String>("jobs").unwrap().is_empty());
+    assert_eq!(bus.queue::<String>("jobs.dead").unwrap().len(), 3);
+    drop(orders);
+    bus.close().unwrap();
+}

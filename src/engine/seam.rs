@@ -144,8 +144,9 @@ pub(crate) fn decode_row<T: Payload>(
             bytes: bytes.to_vec(),
         }))
     };
-    let opened =
-        format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
+    let opened = row
+        .open()
+        .map_err(|bad| fail(bad.to_string(), &row.value))?;
     let payload = codec
         .decode(opened.payload)
         .map_err(|e| fail(e.to_string(), opened.payload))?;

@@ -38,21 +38,27 @@ pub(crate) struct LogId {
     table: String,
     /// Where a durable store keeps delivery counts (queues only; empty for partitions).
     counts: String,
+    /// The records' checksum seed ([`format::seed`] of `table`).
+    seed: u32,
 }
 
 impl LogId {
     /// Partition `partition` of topic `topic`.
     pub(crate) fn partition(topic: &str, partition: u32) -> Self {
+        let table = redb::partition_table(topic, partition);
         Self {
-            table: redb::partition_table(topic, partition),
+            seed: format::seed(&table),
+            table,
             counts: String::new(),
         }
     }
 
     /// The queue `queue`.
     pub(crate) fn queue(queue: &str) -> Self {
+        let table = redb::queue_table(queue);
         Self {
-            table: redb::queue_table(queue),
+            seed: format::seed(&table),
+            table,
             counts: redb::counts_table(queue),
         }
     }
@@ -65,6 +71,11 @@ impl LogId {
     /// The delivery-count table (queues only).
     pub(crate) fn counts_table(&self) -> &str {
         &self.counts
+    }
+
+    /// The records' checksum seed.
+    pub(crate) fn seed(&self) -> u32 {
+        self.seed
     }
 }
 
@@ -161,6 +172,15 @@ pub(crate) struct Loaded {
     pub(crate) key: u64,
     pub(crate) value: Vec<u8>,
     pub(crate) deliveries: u32,
+    /// The checksum seed of the table it was read from.
+    pub(crate) seed: u32,
+}
+
+impl Loaded {
+    /// Checks the row (for its key, in its table) and splits it into fields.
+    pub(crate) fn open(&self) -> Result<format::Row<'_>, format::Bad> {
+        format::open(self.seed, self.key, &self.value)
+    }
 }
 
 /// A send staged in the store whose commit is still pending (`send_async` in durable mode):

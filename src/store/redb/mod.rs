@@ -25,8 +25,10 @@
 //!
 //! The file's layout is in [`schema`]; opening it in [`open`]; the writer thread in [`writer`].
 
+mod meta;
 mod open;
 mod schema;
+mod upgrade;
 mod writer;
 
 pub(crate) use self::schema::{counts_table, partition_table, queue_table};
@@ -42,7 +44,10 @@ use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::open::storage;
-use self::schema::{DECLARATIONS, ENDS, GROUPS, deliveries, records};
+use self::schema::{
+    DECLARATIONS, ENDS, GROUPS, deliveries, open_count, open_end, open_named, open_position,
+    records,
+};
 use self::writer::{Request, Staged, Writer};
 use super::format;
 use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket};
@@ -398,7 +403,10 @@ impl Store for DurableStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            Ok(table.get(name)?.map(|v| v.value().to_vec()))
+            match table.get(name)? {
+                Some(v) => Ok(Some(open_named(DECLARATIONS, name, v.value())?.to_vec())),
+                None => Ok(None),
+            }
         })
     }
 
@@ -410,7 +418,10 @@ impl Store for DurableStore {
         let table = log.table();
         let (end, bytes, first, last, last_ts) = self.read(|txn| {
             let (end, bytes) = match txn.open_table(ENDS) {
-                Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
+                Ok(t) => match t.get(table)? {
+                    Some(v) => open_end(table, v.value())?,
+                    None => (0, 0),
+                },
                 Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
                 Err(e) => return Err(e.into()),
             };
@@ -418,7 +429,7 @@ impl Store for DurableStore {
                 Ok(t) => {
                     let last = t.last()?;
                     let last_ts = last.as_ref().map_or(0, |(k, v)| {
-                        format::open(k.value(), v.value()).map_or(0, |row| row.ts)
+                        format::open(log.seed(), k.value(), v.value()).map_or(0, |row| row.ts)
                     });
                     let last = last.map(|(k, _)| k.value());
                     (t.first()?.map(|(k, _)| k.value()), last, last_ts)
@@ -466,7 +477,8 @@ impl Store for DurableStore {
                 if t != topic {
                     break;
                 }
-                out.push((group.to_owned(), partition, v.value()));
+                let offset = open_position((t, group, partition), v.value())?;
+                out.push((group.to_owned(), partition, offset));
             }
             Ok(out)
         })
@@ -492,18 +504,31 @@ impl Store for DurableStore {
                 Some(Err(redb::TableError::TableDoesNotExist(_))) => None,
                 Some(Err(e)) => return Err(e.into()),
             };
-            let mut out = Vec::new();
+            let mut out: Vec<Loaded> = Vec::new();
             for row in rows.range(from..to)? {
                 let (k, v) = row?;
                 let key = k.value();
+                // A damaged page can make a B-tree walk yield keys out of order or range.
+                let previous = out.last().map(|l| l.key);
+                if key < from || key >= to || previous.is_some_and(|p| key <= p) {
+                    return Err(meta::damaged(
+                        table,
+                        key,
+                        &format!("key out of order (after {previous:?}, reading {from}..{to})"),
+                    ));
+                }
                 let deliveries = match &deliveries {
-                    Some(c) => c.get(key)?.map_or(0, |c| c.value()),
+                    Some(c) => match c.get(key)? {
+                        Some(stored) => open_count(counts_table, key, stored.value())?,
+                        None => 0,
+                    },
                     None => 0,
                 };
                 out.push(Loaded {
                     key,
                     value: v.value().to_vec(),
                     deliveries,
+                    seed: log.seed(),
                 });
             }
             Ok(out)

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use redb::{Database, WriteTransaction};
 
-use super::schema::{DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, trim};
+use super::schema::{
+    DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, seal_count, seal_named,
+    seal_position, trim,
+};
 use super::{Counts, Inner};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
@@ -162,8 +165,9 @@ impl Writer {
         counts.sort_unstable_by_key(|(key, _)| *key);
         for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
             let mut table = txn.open_table(deliveries(run[0].1.0.log().counts_table()))?;
+            let name = run[0].1.0.log().counts_table();
             for ((_, id), (_, count)) in run {
-                table.insert(*id, *count)?;
+                table.insert(*id, seal_count(name, *id, *count).as_slice())?;
             }
         }
         let mut touched: Vec<Touched> = Vec::new();
@@ -258,7 +262,8 @@ fn write_batch(
                 };
                 let t = &mut touched[at];
                 for mut record in records {
-                    format::seal(&mut record.value, record.key, record.ts, record.size);
+                    let seed = t.sink.log().seed();
+                    format::seal(&mut record.value, seed, record.key, record.ts, record.size);
                     t.upto = t.upto.max(record.key + 1);
                     t.bytes += u64::from(record.size);
                     appends.push((at, record.value, record.key));
@@ -282,12 +287,14 @@ fn write_batch(
                     let removed = from.remove(id)?;
                     match record {
                         Some(mut record) => {
-                            format::seal(&mut record.value, to_id, record.ts, record.size);
+                            let seed = to.log().seed();
+                            format::seal(&mut record.value, seed, to_id, record.ts, record.size);
                             Some(record.value)
                         }
                         None => removed.and_then(|v| {
-                            let row = format::open(id, v.value()).ok()?;
-                            Some(format::with_headers(&row, to_id, &headers))
+                            let row = format::open(queue.log().seed(), id, v.value()).ok()?;
+                            let seed = to.log().seed();
+                            Some(format::with_headers(&row, seed, to_id, &headers))
                         }),
                     }
                 };
@@ -310,12 +317,16 @@ fn write_batch(
                 partition,
                 offset,
             } => {
-                txn.open_table(GROUPS)?
-                    .insert((topic.as_str(), group.as_str(), partition), offset)?;
+                let sealed = seal_position(&topic, &group, partition, offset);
+                txn.open_table(GROUPS)?.insert(
+                    (topic.as_str(), group.as_str(), partition),
+                    sealed.as_slice(),
+                )?;
             }
             Request::Declare(name, bytes) => {
+                let sealed = seal_named(DECLARATIONS, &name, &bytes);
                 txn.open_table(DECLARATIONS)?
-                    .insert(name.as_str(), bytes.as_slice())?;
+                    .insert(name.as_str(), sealed.as_slice())?;
             }
             Request::Sync | Request::Counts => {}
         }
