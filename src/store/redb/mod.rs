@@ -27,6 +27,7 @@
 
 mod meta;
 mod open;
+mod quiet;
 mod schema;
 mod upgrade;
 mod writer;
@@ -194,6 +195,7 @@ impl DurableStore {
             rx,
             ends: HashMap::new(),
             trim_next: Vec::new(),
+            in_use: false,
         };
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())
@@ -268,16 +270,16 @@ impl DurableStore {
         let db = self.inner.db.lock().clone().ok_or(Error::Closed)?;
         // redb's debug builds assert on some damaged pages: an error here, not a panic in a
         // consumer's `recv`.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let read = quiet::catch(|| {
             let txn = db.begin_read()?;
             f(&txn)
-        }));
+        });
         match read {
             Ok(Err(redb::Error::PreviousIo)) => Err(self.unreadable()),
             Ok(result) => result.map_err(|e| storage(&self.inner.path, e)),
-            Err(_) => Err(Error::Corrupt {
+            Err(panic) => Err(Error::Corrupt {
                 path: self.inner.path.clone(),
-                detail: "redb failed while reading a damaged page".to_owned(),
+                detail: format!("redb failed while reading a damaged page ({panic})"),
             }),
         }
     }
@@ -543,7 +545,12 @@ impl Store for DurableStore {
     }
 
     fn close(&self) -> Result<(), Error> {
-        let result = self.flush();
+        // The last commit marks the store closed cleanly (a commit after it, from a send
+        // racing with close, marks it in use again).
+        let result = match self.send(Request::Close) {
+            Some(seq) => self.wait(seq),
+            None => self.check_healthy(),
+        };
         self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
         if let Some(handle) = self.inner.writer.lock().take()
             && handle.join().is_err()
@@ -553,7 +560,7 @@ impl Store for DurableStore {
         // Releases the file (readers mid-chunk finish first). redb's close may meet a page it
         // panicked on earlier: that must not reach the caller of `close` or of a drop.
         let db = self.inner.db.lock().take();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        let _ = quiet::catch(move || drop(db));
         result.and_then(|()| self.check_healthy())
     }
 

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase};
 
-use super::OpenWith;
-use super::schema::{FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM, open_named, seal_named};
+use super::schema::{CLEAN, FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM, open_named, seal_named};
 use super::upgrade;
+use super::{OpenWith, quiet};
 use crate::error::Error;
 
 /// A storage error naming the file.
@@ -43,23 +43,25 @@ pub(super) fn database(
     }
     // Checking the format reads the file, and dropping a database that failed the check
     // runs redb's close: either may meet a damaged page, where redb may panic.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
+    let opened = quiet::catch(|| match backend {
         Some(open) => {
-            let db = guarded(path, || open(&builder))?;
+            let mut db = guarded(path, || open(&builder))?;
+            verify_if_unclean(path, &mut db)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
         None if path.exists() => {
-            let db = guarded(path, || builder.create(path))?;
+            let mut db = guarded(path, || builder.create(path))?;
+            verify_if_unclean(path, &mut db)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
         None => create(path, &builder, codec),
-    }));
-    opened.unwrap_or_else(|_| {
+    });
+    opened.unwrap_or_else(|panic| {
         Err(Error::Corrupt {
             path: path.to_owned(),
-            detail: "redb failed while checking the file".to_owned(),
+            detail: format!("redb failed while checking the file ({panic})"),
         })
     })
 }
@@ -70,7 +72,7 @@ fn guarded(
     path: &Path,
     open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
 ) -> Result<Database, Error> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+    match quiet::catch(open) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
             if e.kind() == std::io::ErrorKind::InvalidData =>
@@ -81,10 +83,51 @@ fn guarded(
             })
         }
         Ok(Err(e)) => Err(storage(path, e)),
-        Err(_) => Err(Error::Corrupt {
+        Err(panic) => Err(Error::Corrupt {
             path: path.to_owned(),
-            detail: "redb failed while opening the file".to_owned(),
+            detail: format!("redb failed while opening the file ({panic})"),
         }),
+    }
+}
+
+/// Runs redb's integrity check (every page's checksum, before anything reads a record) if
+/// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
+/// 0 in `embus.meta`), or it is of an older format version (checked once, as it is
+/// upgraded). A cleanly closed store is not scanned: opening stays as fast as the log is long.
+fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
+    let unclean = {
+        let txn = db.begin_read().map_err(|e| storage(path, e))?;
+        match txn.open_table(META) {
+            Ok(t) => {
+                let get = |key| -> Result<Option<u64>, Error> {
+                    let value = t.get(key).map_err(|e| storage(path, e))?;
+                    Ok(value.map(|v| v.value()))
+                };
+                match get("format")? {
+                    Some(FORMAT_VERSION) => get(CLEAN)? == Some(0),
+                    Some(older) => UPGRADES_FROM.contains(&older),
+                    None => false,
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(storage(path, e)),
+        }
+    };
+    if !unclean {
+        return Ok(());
+    }
+    // `Ok(false)`: redb repaired its own bookkeeping (what a crash leaves); the data verified.
+    match db.check_integrity() {
+        Ok(_) => Ok(()),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+            Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "the store was not closed cleanly and fails redb's integrity check: {detail}"
+                ),
+            })
+        }
+        Err(e) => Err(storage(path, e)),
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! # Layout (format version 3)
 //!
-//! - `embus.meta`: `"format" -> 3` (a plain `u64`, so every build can read which version it is).
+//! - `embus.meta`: `"format" -> 3` (a plain `u64`, so every build can read which version it
+//!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
+//!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
 //! - `embus.declarations`: name -> the engine's declaration bytes (kind, payload type name and
 //!   options).
@@ -41,6 +43,8 @@ pub(crate) const FORMAT_VERSION: u64 = 3;
 pub(crate) const UPGRADES_FROM: [u64; 2] = [1, 2];
 
 pub(super) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
+/// The key in [`META`] of the clean-shutdown marker.
+pub(super) const CLEAN: &str = "clean";
 pub(super) const DECLARATIONS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("embus.declarations");
 pub(super) const ENDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.ends");

@@ -9,10 +9,10 @@ use crossbeam_channel::Receiver;
 use redb::{Database, WriteTransaction};
 
 use super::schema::{
-    DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, seal_count, seal_named,
-    seal_position, trim,
+    CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_count,
+    seal_named, seal_position, trim,
 };
-use super::{Counts, Inner};
+use super::{Counts, Inner, quiet};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
 use crate::store::Sink;
@@ -53,6 +53,8 @@ pub(super) enum Request {
     Declare(String, Vec<u8>),
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
+    /// A flush that marks the store closed cleanly (the last commit of `close`).
+    Close,
 }
 
 /// One staged record: key, timestamp, counted size and bytes (sealed by the writer).
@@ -73,6 +75,9 @@ pub(super) struct Writer {
     /// Sinks published by the last commit: their retention is applied to the file in the next
     /// one (whatever it holds: `close` always makes one).
     pub(super) trim_next: Vec<Arc<dyn Sink>>,
+    /// Whether the file says it is in use (`"clean"` is 0): the first commit says so, a
+    /// [`Request::Close`] undoes it.
+    pub(super) in_use: bool,
 }
 
 /// Per sink touched by a commit: publish up to this key.
@@ -108,12 +113,14 @@ impl Writer {
                 }
                 Durability::Immediate => (None, 0),
             };
-            let flushing = batch.iter().any(|(_, r)| matches!(r, Request::Sync));
+            let flushing = batch
+                .iter()
+                .any(|(_, r)| matches!(r, Request::Sync | Request::Close));
             if let Some(until) = until.filter(|_| !flushing) {
                 while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
                         // A flush (close, tests) commits now, whatever the interval.
-                        Ok(request) if matches!(request.1, Request::Sync) => {
+                        Ok(request) if matches!(request.1, Request::Sync | Request::Close) => {
                             batch.push(request);
                             break;
                         }
@@ -132,16 +139,16 @@ impl Writer {
             }
             let started = Instant::now();
             // redb asserts on some damaged pages: a panic fails this commit like an error.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.commit(counts, batch)
-            }));
+            let result = quiet::catch(|| self.commit(counts, batch));
             last_commit = Instant::now();
             last_took = last_commit - started;
             let mut done = self.inner.done.lock();
             match result {
                 Ok(Ok(())) => done.committed = last_seq,
                 Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
-                Err(_) => done.failed = Some((first_seq, "redb panicked in a commit".to_owned())),
+                Err(panic) => {
+                    done.failed = Some((first_seq, format!("redb panicked in a commit ({panic})")))
+                }
             }
             let failed = done.failed.is_some();
             let (woken, waiting) = std::mem::take(&mut done.wakers)
@@ -171,6 +178,15 @@ impl Writer {
             }
         }
         let mut touched: Vec<Touched> = Vec::new();
+        let closing = batch.iter().any(|(_, r)| matches!(r, Request::Close));
+        let marker = match (closing, self.in_use) {
+            (true, _) => Some(1),
+            (false, false) => Some(0),
+            (false, true) => None,
+        };
+        if let Some(clean) = marker {
+            txn.open_table(META)?.insert(CLEAN, clean)?;
+        }
         let mut ends = std::mem::take(&mut self.ends);
         let mut dirty = Vec::new();
         let written = write_batch(&txn, batch, &mut touched, &mut ends, &mut dirty);
@@ -193,6 +209,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.ends = ends;
+                self.in_use = !closing;
                 self.trim_next.clear();
                 for t in touched {
                     // The records are stored whatever a consumer's waker does when woken.
@@ -211,7 +228,7 @@ impl Writer {
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
 /// writer thread, on which every durable send depends.
 pub(super) fn wake_guarded(wake: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quiet::loud(wake)));
 }
 
 /// Fails every waiting and later send if the writer thread ever ends by a panic (it should
@@ -328,7 +345,7 @@ fn write_batch(
                 txn.open_table(DECLARATIONS)?
                     .insert(name.as_str(), sealed.as_slice())?;
             }
-            Request::Sync | Request::Counts => {}
+            Request::Sync | Request::Close | Request::Counts => {}
         }
     }
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
