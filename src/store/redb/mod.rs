@@ -6,8 +6,9 @@
 //! A producer encodes its records on its own thread, then stages them under the target's lock
 //! (a partition or a queue): the engine gives each its key (offset or id) and keeps the record
 //! aside, and the store hands the bytes to the writer, numbered in order, still under that
-//! lock. The writer takes everything queued, writes it in one transaction (acks, delivery
-//! counts, dead-letter moves, group positions and trims ride along), commits, then publishes
+//! lock. The writer takes everything queued, writes it in one transaction (acks, dead-letter
+//! moves, group positions and trims ride along, and the delivery counts waiting, coalesced
+//! per message in `Inner::counts`), commits, then publishes
 //! the staged records to the in-memory logs in key order, and only then marks them committed.
 //! So nothing is visible before it is stored, and concurrent sends share one fsync.
 //!
@@ -21,9 +22,17 @@
 //!
 //! A failed commit poisons the store: the senders waiting for it, and every later send, get
 //! [`Error::Poisoned`] with their messages back; nothing is retried (a failed fsync may have
-//! dropped pages). Reopening the file recovers the last durable commit.
+//! dropped pages). redb then refuses every file access until the file is reopened: a read
+//! that misses its cache is [`Error::Poisoned`] too. Reopening the file recovers the last
+//! durable commit.
 //!
-//! The file's layout is in [`schema`]; opening it in [`open`]; the writer thread in [`writer`].
+//! Damage: records carry a checksum bound to their table ([`format`](mod@super::format)),
+//! metadata rows a checksum of their own ([`meta`]); a store not closed cleanly gets redb's
+//! integrity check when opened ([`open`]); panics redb raises on damaged pages are caught
+//! silently ([`quiet`]) and become [`Error::Corrupt`].
+//!
+//! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
+//! in [`open`]; the writer thread in [`writer`].
 
 mod meta;
 mod open;
