@@ -194,3 +194,42 @@ fn a_format_2_store_is_upgraded_in_place_and_reads_back_in_full() {
     drop(orders);
     bus.close().unwrap();
 }
+
+#[test]
+fn a_damaged_end_in_a_format_2_store_is_corrupt_after_the_upgrade() {
+    // Version 2 did not checksum a log's end; the upgrade seals what it finds, so a damaged
+    // end must still be caught (it used to make `topic()` trim ~2^40 offsets one by one).
+    let path = fixture("v2-end");
+    as_version_2(&path);
+    {
+        use embus::redb::{ReadableTable, TableDefinition};
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let ends: TableDefinition<&str, (u64, u64)> = TableDefinition::new("embus.ends");
+            let mut table = txn.open_table(ends).unwrap();
+            let (next, bytes) = table.get("t.orders.0").unwrap().unwrap().value();
+            table
+                .insert("t.orders.0", (next ^ (1 << 40), bytes))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opened = path.clone();
+    std::thread::spawn(move || {
+        let bus = Broker::open(&opened).unwrap();
+        let _ = tx.send(bus.topic::<Order>("orders").map(|_| ()));
+        let _ = bus.close();
+    });
+    match rx.recv_timeout(common::WAIT).expect("topic() hung") {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("v1.embus") && text.contains("t.orders.0"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+}

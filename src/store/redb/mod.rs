@@ -451,14 +451,22 @@ impl Store for DurableStore {
             Ok((end, bytes, first, last, last_ts))
         })?;
         // Every commit that adds a row records the table's end with it: a key at or past the
-        // recorded end, or keys out of order, mean damage, not data.
+        // recorded end, or keys out of order, mean damage, not data. A partition's rows go
+        // only from the bottom (retention), so its last row is always the one before its end
+        // (an end from a file older than format 3 was sealed unverified on upgrade: this
+        // bounds it too).
+        let partition = log.counts_table().is_empty();
         match (first, last) {
-            (Some(first), Some(last)) if first <= last && last < end => Ok(Restored {
-                base: first,
-                end,
-                bytes,
-                last_ts,
-            }),
+            (Some(first), Some(last))
+                if first <= last && last < end && (!partition || last + 1 == end) =>
+            {
+                Ok(Restored {
+                    base: first,
+                    end,
+                    bytes,
+                    last_ts,
+                })
+            }
             (None, None) => Ok(Restored {
                 base: end,
                 end,
