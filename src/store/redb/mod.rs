@@ -527,15 +527,7 @@ impl Store for DurableStore {
             for row in rows.range(from..to)? {
                 let (k, v) = row?;
                 let key = k.value();
-                // A damaged page can make a B-tree walk yield keys out of order or range.
-                let previous = out.last().map(|l| l.key);
-                if key < from || key >= to || previous.is_some_and(|p| key <= p) {
-                    return Err(meta::damaged(
-                        table,
-                        key,
-                        &format!("key out of order (after {previous:?}, reading {from}..{to})"),
-                    ));
-                }
+                in_order(table, out.last().map(|l| l.key), key, from..to)?;
                 let deliveries = match &deliveries {
                     Some(c) => match c.get(key)? {
                         Some(stored) => open_count(counts_table, key, stored.value())?,
@@ -583,5 +575,35 @@ impl Store for DurableStore {
 
     fn path(&self) -> PathBuf {
         self.inner.path.clone()
+    }
+}
+
+/// Checks that `key`, read after `previous` from `range` of `table`, ascends within it: a
+/// damaged page can make a B-tree walk yield keys out of order or out of range.
+fn in_order(
+    table: &str,
+    previous: Option<u64>,
+    key: u64,
+    range: std::ops::Range<u64>,
+) -> Result<(), redb::Error> {
+    if range.contains(&key) && previous.is_none_or(|p| key > p) {
+        return Ok(());
+    }
+    let what = format!("key out of order (after {previous:?}, reading {range:?})");
+    Err(meta::damaged(table, key, &what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_order;
+
+    #[test]
+    fn keys_must_ascend_within_the_range() {
+        assert!(in_order("q.jobs", None, 5, 5..10).is_ok());
+        assert!(in_order("q.jobs", Some(5), 9, 5..10).is_ok());
+        for (previous, key) in [(Some(7), 7), (Some(7), 6), (None, 4), (None, 10)] {
+            let err = in_order("q.jobs", previous, key, 5..10).unwrap_err();
+            assert!(err.to_string().contains("`q.jobs`, row `"), "{err}");
+        }
     }
 }
