@@ -157,3 +157,79 @@ fn a_damaged_declaration_is_corrupt_naming_the_file() {
     assert_eq!(bus.queue::<String>("jobs").unwrap().len(), 1);
     bus.close().unwrap();
 }
+
+/// The fixture as format version 2 wrote it: version 1 plus `embus.settings` naming the codec
+/// (the metadata unsealed, the records with their version 1 checksum).
+fn as_version_2(path: &std::path::Path) {
+    use embus::redb::TableDefinition;
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+        txn.open_table(meta).unwrap().insert("format", 2).unwrap();
+        let settings: TableDefinition<&str, &str> = TableDefinition::new("embus.settings");
+        txn.open_table(settings)
+            .unwrap()
+            .insert("codec", "bincode")
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_2_store_is_upgraded_in_place_and_reads_back_in_full() {
+    let path = fixture("v2");
+    as_version_2(&path);
+    let bus = Broker::open(&path).unwrap();
+    check_everything(&bus);
+    bus.close().unwrap();
+    // Upgraded: it opens again as version 3 (job-3, dropped past `max_deliveries` by the
+    // check, is a dead letter now).
+    let bus = Broker::open(&path).unwrap();
+    let orders = bus.topic::<Order>("orders").unwrap();
+    assert_eq!(orders.retained(), 6);
+    assert_eq!(orders.group_position("billing"), Some(vec![1, 1]));
+    assert!(bus.queue::<String>("jobs").unwrap().is_empty());
+    assert_eq!(bus.queue::<String>("jobs.dead").unwrap().len(), 3);
+    drop(orders);
+    bus.close().unwrap();
+}
+
+#[test]
+fn a_damaged_end_in_a_format_2_store_is_corrupt_after_the_upgrade() {
+    // Version 2 did not checksum a log's end; the upgrade seals what it finds, so a damaged
+    // end must still be caught (it used to make `topic()` trim ~2^40 offsets one by one).
+    let path = fixture("v2-end");
+    as_version_2(&path);
+    {
+        use embus::redb::{ReadableTable, TableDefinition};
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let ends: TableDefinition<&str, (u64, u64)> = TableDefinition::new("embus.ends");
+            let mut table = txn.open_table(ends).unwrap();
+            let (next, bytes) = table.get("t.orders.0").unwrap().unwrap().value();
+            table
+                .insert("t.orders.0", (next ^ (1 << 40), bytes))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opened = path.clone();
+    std::thread::spawn(move || {
+        let bus = Broker::open(&opened).unwrap();
+        let _ = tx.send(bus.topic::<Order>("orders").map(|_| ()));
+        let _ = bus.close();
+    });
+    match rx.recv_timeout(common::WAIT).expect("topic() hung") {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("v1.embus") && text.contains("t.orders.0"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+}

@@ -1199,7 +1199,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             let mut table = txn.open_table(meta).unwrap();
             assert_eq!(
                 table.insert("format", 99).unwrap().map(|v| v.value()),
-                Some(2)
+                Some(3)
             );
         }
         txn.commit().unwrap();
@@ -1212,7 +1212,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             path: named,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*expected, 2);
+            assert_eq!(*expected, 3);
             assert_eq!(named, &path);
         }
         other => panic!("expected Error::Incompatible, got {other:?}"),
@@ -1222,13 +1222,13 @@ fn a_store_of_another_format_version_is_incompatible() {
         message.contains("future.embus") && message.contains("99"),
         "{message}"
     );
-    // Refusing it changed nothing: back at version 2 it opens with its message.
+    // Refusing it changed nothing: back at version 3 it opens with its message.
     {
         let db = embus::redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(TableDefinition::<&str, u64>::new("embus.meta"))
             .unwrap()
-            .insert("format", 2)
+            .insert("format", 3)
             .unwrap();
         txn.commit().unwrap();
     }

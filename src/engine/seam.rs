@@ -25,7 +25,24 @@ pub(crate) struct Coder<T> {
     codec: CodecKind,
     /// Whether a payload has passed the round-trip check.
     checked: AtomicBool,
+    /// [`encode`](Self::encode), for code that cannot name `T: Payload` ([`Self::encode_any`]).
+    erased: Encode<T>,
     _payload: PhantomData<fn(T) -> T>,
+}
+
+type Encode<T> = fn(&Coder<T>, &T, Option<&[u8]>, &Headers) -> Result<Vec<u8>, Error>;
+
+impl<T> Coder<T> {
+    /// [`encode`](Self::encode) where `T: Payload` cannot be named (a queue's release paths,
+    /// which also run in drops).
+    pub(crate) fn encode_any(
+        &self,
+        payload: &T,
+        key: Option<&[u8]>,
+        headers: &Headers,
+    ) -> Result<Vec<u8>, Error> {
+        (self.erased)(self, payload, key, headers)
+    }
 }
 
 impl<T: Payload> Coder<T> {
@@ -34,6 +51,7 @@ impl<T: Payload> Coder<T> {
             name: name.to_owned(),
             codec,
             checked: AtomicBool::new(false),
+            erased: Self::encode,
             _payload: PhantomData,
         }
     }
@@ -126,8 +144,9 @@ pub(crate) fn decode_row<T: Payload>(
             bytes.to_vec(),
         )))
     };
-    let opened =
-        format::open(row.key, &row.value).map_err(|bad| fail(bad.to_string(), &row.value))?;
+    let opened = row
+        .open()
+        .map_err(|bad| fail(bad.to_string(), &row.value))?;
     let payload = codec
         .decode(opened.payload)
         .map_err(|e| fail(e.to_string(), opened.payload))?;

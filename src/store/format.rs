@@ -1,11 +1,11 @@
-//! The on-disk record format (version 1): how one stored message is laid out in a redb value,
-//! with its checksum, and how the payload's bytes are found again.
+//! The on-disk record format: how one stored message is laid out in a redb value, with its
+//! checksum, and how the payload's bytes are found again.
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     format version (1)
-//! 1       4     CRC-32 (IEEE) of the row's key (8 bytes, little-endian) and every byte
-//!               after this field, little-endian
+//! 0       1     record version (2; 1 is still read)
+//! 1       4     CRC-32 (IEEE), little-endian, of: the table's seed (version 2 only, see
+//!               below), the row's key (8 bytes, little-endian) and every byte after this field
 //! 5       8     timestamp, nanoseconds since the Unix epoch, little-endian
 //! 13      4     size counted by byte retention, little-endian
 //! 17      4     key length + 1 (0: no key), little-endian; then the key
@@ -13,14 +13,27 @@
 //!         ..    the payload, encoded by the codec (the rest of the value)
 //! ```
 //!
+//! # Versions
+//!
+//! Version 2 binds the checksum to the table the row is in: the CRC starts from the table's
+//! [`seed`] (the CRC of its name's length and name), so a row (or a whole page) of another
+//! partition, queue or topic does not pass as this table's record at the same key. Version 1
+//! (files of format versions 1 and 2) covered only the key and the value; such rows are still
+//! read and checked as before, never rewritten: an upgraded file keeps its old rows as they
+//! are (opening must not scan the log), and new rows are written as version 2. Flipping a
+//! version 2 row's version byte to 1 does not pass either: the CRCs differ.
+//!
 //! The producer encodes everything from offset 17 on its own thread ([`body`], then the
 //! engine appends the payload in its codec), leaving room for the first 17 bytes; the writer
-//! thread fills them in ([`seal`]) once it knows the timestamp. A reader checks version and checksum before it trusts a byte ([`open`]).
+//! thread fills them in ([`seal`]) once it knows the timestamp. A reader checks version and
+//! checksum before it trusts a byte ([`open`]).
 
 use crate::record::{Headers, Meta, Nanos};
 
-/// The record format version this build writes and reads.
-pub(crate) const RECORD_VERSION: u8 = 1;
+/// The record version this build writes.
+pub(crate) const RECORD_VERSION: u8 = 2;
+/// The older record version this build still reads (checksum not bound to the table).
+const UNBOUND_VERSION: u8 = 1;
 /// Bytes before the body.
 pub(crate) const HEAD: usize = 17;
 
@@ -52,18 +65,30 @@ fn put_headers(out: &mut Vec<u8>, headers: &Headers) {
     }
 }
 
+/// The checksum seed of `table`: binds version 2 records to the table they are stored in.
+pub(crate) fn seed(table: &str) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&u32::try_from(table.len()).unwrap_or(u32::MAX).to_le_bytes());
+    hasher.update(table.as_bytes());
+    hasher.finalize()
+}
+
 /// Fills in version, timestamp, size and the checksum, which also covers the row's `key` (a
-/// damaged key must not pass off a record as another offset's).
-pub(crate) fn seal(value: &mut [u8], key: u64, ts: Nanos, size: u32) {
+/// damaged key must not pass off a record as another offset's) and, through `seed`, its table.
+pub(crate) fn seal(value: &mut [u8], seed: u32, key: u64, ts: Nanos, size: u32) {
     value[0] = RECORD_VERSION;
     value[5..13].copy_from_slice(&ts.to_le_bytes());
     value[13..17].copy_from_slice(&size.to_le_bytes());
-    let crc = checksum(key, &value[5..]);
+    let crc = checksum(Some(seed), key, &value[5..]);
     value[1..5].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn checksum(key: u64, rest: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+/// The CRC of a record: from the table's seed (version 2) or from scratch (version 1).
+fn checksum(seed: Option<u32>, key: u64, rest: &[u8]) -> u32 {
+    let mut hasher = match seed {
+        Some(seed) => crc32fast::Hasher::new_with_initial(seed),
+        None => crc32fast::Hasher::new(),
+    };
     hasher.update(&key.to_le_bytes());
     hasher.update(rest);
     hasher.finalize()
@@ -92,7 +117,8 @@ impl std::fmt::Display for Bad {
         match self {
             Self::Version(v) => write!(
                 f,
-                "record format version {v}, this build reads version {RECORD_VERSION}"
+                "record version {v}, this build reads versions {UNBOUND_VERSION} and \
+                 {RECORD_VERSION}"
             ),
             Self::Checksum => f.write_str("record checksum mismatch"),
             Self::Truncated => f.write_str("record truncated"),
@@ -100,15 +126,16 @@ impl std::fmt::Display for Bad {
     }
 }
 
-/// Checks the value stored under `key` and splits it into fields.
-pub(crate) fn open(key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
+/// Checks the value stored under `key` in the table of `seed` and splits it into fields.
+pub(crate) fn open(seed: u32, key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     let mut r = Reader(value);
-    let version = r.take(1)?[0];
-    if version != RECORD_VERSION {
-        return Err(Bad::Version(version));
-    }
+    let seed = match r.take(1)?[0] {
+        RECORD_VERSION => Some(seed),
+        UNBOUND_VERSION => None,
+        version => return Err(Bad::Version(version)),
+    };
     let crc = r.u32()?;
-    if checksum(key, r.0) != crc {
+    if checksum(seed, key, r.0) != crc {
         return Err(Bad::Checksum);
     }
     let ts = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Bad::Truncated)?);
@@ -132,11 +159,12 @@ pub(crate) fn open(key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     })
 }
 
-/// A stored value with its headers replaced (a dead letter's added headers), sealed for `key`.
-pub(crate) fn with_headers(row: &Row<'_>, key: u64, headers: &Headers) -> Vec<u8> {
+/// A stored value with its headers replaced (a dead letter's added headers), sealed for `key`
+/// in the table of `seed`.
+pub(crate) fn with_headers(row: &Row<'_>, seed: u32, key: u64, headers: &Headers) -> Vec<u8> {
     let mut out = body(row.key, headers);
     out.extend_from_slice(row.payload);
-    seal(&mut out, key, row.ts, row.size);
+    seal(&mut out, seed, key, row.ts, row.size);
     out
 }
 
@@ -179,19 +207,21 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    const TABLE: &str = "t.orders.0";
+
     fn sealed() -> Vec<u8> {
         let mut headers = Headers::new();
         headers.push("h", b"v");
         let mut value = body(Some(b"k"), &headers);
         value.extend_from_slice(b"payload");
-        seal(&mut value, 42, 7, 3);
+        seal(&mut value, seed(TABLE), 42, 7, 3);
         value
     }
 
     #[test]
     fn round_trips() {
         let value = sealed();
-        let row = open(42, &value).unwrap();
+        let row = open(seed(TABLE), 42, &value).unwrap();
         assert_eq!((row.ts, row.size, row.key), (7, 3, Some(&b"k"[..])));
         assert_eq!(row.headers.get("h"), Some(&b"v"[..]));
         assert_eq!(row.payload, b"payload");
@@ -200,31 +230,63 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_caught() {
         let value = sealed();
+        let seed = seed(TABLE);
         for byte in 0..value.len() {
             for bit in 0..8 {
                 let mut bad = value.clone();
                 bad[byte] ^= 1 << bit;
                 assert!(
-                    open(42, &bad).is_err(),
+                    open(seed, 42, &bad).is_err(),
                     "flip at {byte}.{bit} went unnoticed"
                 );
             }
         }
         for len in 0..value.len() {
-            assert!(open(42, &value[..len]).is_err(), "truncation to {len}");
+            assert!(
+                open(seed, 42, &value[..len]).is_err(),
+                "truncation to {len}"
+            );
         }
         for bit in 0..64 {
             assert!(
-                open(42 ^ (1 << bit), &value).is_err(),
+                open(seed, 42 ^ (1 << bit), &value).is_err(),
                 "key bit {bit} went unnoticed"
             );
         }
     }
 
     #[test]
+    fn a_record_of_another_table_is_caught() {
+        let value = sealed();
+        for other in ["t.orders.1", "t.order.0", "q.orders", "t.orders.0 ", ""] {
+            assert_eq!(
+                open(seed(other), 42, &value).unwrap_err(),
+                Bad::Checksum,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_1_records_still_read() {
+        let mut value = sealed();
+        value[0] = UNBOUND_VERSION;
+        let crc = checksum(None, 42, &value[5..]);
+        value[1..5].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            open(seed("anything"), 42, &value).unwrap().payload,
+            b"payload"
+        );
+        // A version 2 record whose version byte flipped to 1 does not pass.
+        let mut flipped = sealed();
+        flipped[0] = UNBOUND_VERSION;
+        assert_eq!(open(seed(TABLE), 42, &flipped).unwrap_err(), Bad::Checksum);
+    }
+
+    #[test]
     fn another_version_is_named() {
         let mut value = sealed();
         value[0] = 9;
-        assert_eq!(open(42, &value).unwrap_err(), Bad::Version(9));
+        assert_eq!(open(seed(TABLE), 42, &value).unwrap_err(), Bad::Version(9));
     }
 }

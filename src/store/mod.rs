@@ -38,21 +38,27 @@ pub(crate) struct LogId {
     table: String,
     /// Where a durable store keeps delivery counts (queues only; empty for partitions).
     counts: String,
+    /// The records' checksum seed ([`format::seed`] of `table`).
+    seed: u32,
 }
 
 impl LogId {
     /// Partition `partition` of topic `topic`.
     pub(crate) fn partition(topic: &str, partition: u32) -> Self {
+        let table = redb::partition_table(topic, partition);
         Self {
-            table: redb::partition_table(topic, partition),
+            seed: format::seed(&table),
+            table,
             counts: String::new(),
         }
     }
 
     /// The queue `queue`.
     pub(crate) fn queue(queue: &str) -> Self {
+        let table = redb::queue_table(queue);
         Self {
-            table: redb::queue_table(queue),
+            seed: format::seed(&table),
+            table,
             counts: redb::counts_table(queue),
         }
     }
@@ -65,6 +71,11 @@ impl LogId {
     /// The delivery-count table (queues only).
     pub(crate) fn counts_table(&self) -> &str {
         &self.counts
+    }
+
+    /// The records' checksum seed.
+    pub(crate) fn seed(&self) -> u32 {
+        self.seed
     }
 }
 
@@ -81,12 +92,20 @@ pub(crate) enum Progress<'a> {
         count: u32,
     },
     /// A queue message moved to its dead-letter queue as `to_id`, with these headers.
+    ///
+    /// The engine still holds the message, so it hands the store the dead letter itself:
+    /// `body` encodes it (key, the new headers and payload, see [`format::body`]; called only
+    /// by a store that keeps bytes), stored with `ts` and `size`. The source row is only
+    /// deleted: a missing or damaged one cannot lose the dead letter.
     DeadLetter {
         queue: &'a Arc<dyn Sink>,
         id: u64,
         to: &'a Arc<dyn Sink>,
         to_id: u64,
         headers: &'a crate::record::Headers,
+        body: &'a dyn Fn() -> Result<Vec<u8>, Error>,
+        ts: Nanos,
+        size: u32,
     },
     /// A group's first unacked offset in a partition moved.
     GroupPosition {
@@ -153,6 +172,15 @@ pub(crate) struct Loaded {
     pub(crate) key: u64,
     pub(crate) value: Vec<u8>,
     pub(crate) deliveries: u32,
+    /// The checksum seed of the table it was read from.
+    pub(crate) seed: u32,
+}
+
+impl Loaded {
+    /// Checks the row (for its key, in its table) and splits it into fields.
+    pub(crate) fn open(&self) -> Result<format::Row<'_>, format::Bad> {
+        format::open(self.seed, self.key, &self.value)
+    }
 }
 
 /// A send staged in the store whose commit is still pending (`send_async` in durable mode):

@@ -513,6 +513,13 @@ impl<T> QueueCore<T> {
             headers,
         };
         self.occupied.fetch_add(1, Ordering::AcqRel);
+        let (ts, size) = (item.ts, item.entry.size);
+        let entry = Arc::clone(&item.entry);
+        // Only a store that keeps bytes encodes: the dead letter as memory holds it.
+        let body = || {
+            self.coder
+                .encode_any(&entry.payload, meta.key.as_deref(), &meta.headers)
+        };
         let mut state = self.state.lock();
         let to_id = state.push(item.ts, item.entry, Some(Arc::new(meta.clone())));
         self.context.store.progress(Progress::DeadLetter {
@@ -521,6 +528,9 @@ impl<T> QueueCore<T> {
             to: &self.sink,
             to_id,
             headers: &meta.headers,
+            body: &body,
+            ts,
+            size,
         });
         self.publish_hints(&state);
         let woken = state.readers.take();

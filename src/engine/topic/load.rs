@@ -9,7 +9,7 @@ use crate::codec::CodecKind;
 use crate::engine::seam;
 use crate::error::{Error, Undecodable};
 use crate::record::{Nanos, Payload};
-use crate::store::{LogId, Store, format};
+use crate::store::{LogId, Store};
 
 /// Reads one partition's stored records back (durable mode).
 pub(super) struct PartitionLoad {
@@ -83,7 +83,7 @@ impl<T: Payload> Load<T> for PartitionLoad {
         let mut rows = rows.into_iter().peekable();
         let head = |at: u64| {
             let row = rows.next_if(|row| row.key == at)?;
-            let opened = format::open(at, &row.value).ok()?;
+            let opened = row.open().ok()?;
             Some((opened.ts, opened.size))
         };
         Ok((from..to).map(head).map(|h| h.unwrap_or((0, 0))).collect())

@@ -35,11 +35,14 @@ struct FakeStore {
     flipped: Option<u64>,
 }
 
+/// The checksum seed of the fake store's one table.
+const SEED: u32 = 7;
+
 impl FakeStore {
     fn value(&self, key: u64) -> Vec<u8> {
         let mut value = format::body(None, &Headers::new());
         CodecKind::Bincode.encode(&key, &mut value).unwrap();
-        format::seal(&mut value, key, 1 + key, 0);
+        format::seal(&mut value, SEED, key, 1 + key, 0);
         if self.flipped == Some(key) {
             let last = value.len() - 1;
             value[last] ^= 1;
@@ -109,6 +112,7 @@ impl Store for FakeStore {
                 key,
                 value: self.value(key),
                 deliveries: 0,
+                seed: SEED,
             })
             .collect())
     }

@@ -6,8 +6,9 @@
 //! A producer encodes its records on its own thread, then stages them under the target's lock
 //! (a partition or a queue): the engine gives each its key (offset or id) and keeps the record
 //! aside, and the store hands the bytes to the writer, numbered in order, still under that
-//! lock. The writer takes everything queued, writes it in one transaction (acks, delivery
-//! counts, dead-letter moves, group positions and trims ride along), commits, then publishes
+//! lock. The writer takes everything queued, writes it in one transaction (acks, dead-letter
+//! moves, group positions and trims ride along, and the delivery counts waiting, coalesced
+//! per message in `Inner::counts`), commits, then publishes
 //! the staged records to the in-memory logs in key order, and only then marks them committed.
 //! So nothing is visible before it is stored, and concurrent sends share one fsync.
 //!
@@ -21,12 +22,23 @@
 //!
 //! A failed commit poisons the store: the senders waiting for it, and every later send, get
 //! [`Error::Poisoned`] with their messages back; nothing is retried (a failed fsync may have
-//! dropped pages). Reopening the file recovers the last durable commit.
+//! dropped pages). redb then refuses every file access until the file is reopened: a read
+//! that misses its cache is [`Error::Poisoned`] too. Reopening the file recovers the last
+//! durable commit.
 //!
-//! The file's layout is in [`schema`]; opening it in [`open`]; the writer thread in [`writer`].
+//! Damage: records carry a checksum bound to their table ([`format`](mod@super::format)),
+//! metadata rows a checksum of their own ([`meta`]); a store not closed cleanly gets redb's
+//! integrity check when opened ([`open`]); panics redb raises on damaged pages are caught
+//! silently ([`quiet`]) and become [`Error::Corrupt`].
+//!
+//! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
+//! in [`open`]; the writer thread in [`writer`].
 
+mod meta;
 mod open;
+mod quiet;
 mod schema;
+mod upgrade;
 mod writer;
 
 pub(crate) use self::schema::{counts_table, partition_table, queue_table};
@@ -42,7 +54,10 @@ use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::open::storage;
-use self::schema::{DECLARATIONS, ENDS, GROUPS, deliveries, records};
+use self::schema::{
+    DECLARATIONS, ENDS, GROUPS, deliveries, open_count, open_end, open_named, open_position,
+    records,
+};
 use self::writer::{Request, Staged, Writer};
 use super::format;
 use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket};
@@ -125,8 +140,20 @@ struct Done {
     wakers: Vec<(u64, Waker)>,
 }
 
+/// Delivery counts not yet written, per (queue sink, message id): the latest count wins.
+pub(super) type Counts = HashMap<(usize, u64), (Arc<dyn Sink>, u32)>;
+
+/// Where a message's pending delivery count is kept: its queue's sink (by address: the entry
+/// holds the sink, so the address is not reused meanwhile) and its id.
+fn count_key(queue: &Arc<dyn Sink>, id: u64) -> (usize, u64) {
+    (Arc::as_ptr(queue).cast::<()>() as usize, id)
+}
+
 struct Inner {
     path: PathBuf,
+    /// Delivery counts for the next commit, coalesced per message (a nack storm must not
+    /// queue one request per delivery); an ack or dead-lettering drops the message's entry.
+    counts: Mutex<Counts>,
     /// `None` once closed: the file is released even while consumers still hold the broker's
     /// parts.
     db: Mutex<Option<Arc<Database>>>,
@@ -160,6 +187,7 @@ impl DurableStore {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
+            counts: Mutex::new(HashMap::new()),
             db: Mutex::new(Some(Arc::new(db))),
             durability: options.durability,
             order: Mutex::new(Order {
@@ -180,6 +208,7 @@ impl DurableStore {
             rx,
             ends: HashMap::new(),
             trim_next: Vec::new(),
+            in_use: false,
         };
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())
@@ -228,6 +257,18 @@ impl DurableStore {
         }
     }
 
+    /// A read refused after a failed commit or read: redb refuses every file access after an
+    /// I/O failure (only pages in its cache stay readable) until the file is reopened.
+    fn unreadable(&self) -> Error {
+        let cause = match &self.inner.done.lock().failed {
+            Some((_, cause)) => cause.clone(),
+            None => "a read from the file failed".to_owned(),
+        };
+        self.poisoned(&format!(
+            "{cause}; committed records not in the cache are unreadable until it is reopened"
+        ))
+    }
+
     fn check_healthy(&self) -> Result<(), Error> {
         match &self.inner.done.lock().failed {
             Some((_, cause)) => Err(self.poisoned(cause)),
@@ -242,15 +283,16 @@ impl DurableStore {
         let db = self.inner.db.lock().clone().ok_or(Error::Closed)?;
         // redb's debug builds assert on some damaged pages: an error here, not a panic in a
         // consumer's `recv`.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let read = quiet::catch(|| {
             let txn = db.begin_read()?;
             f(&txn)
-        }));
+        });
         match read {
+            Ok(Err(redb::Error::PreviousIo)) => Err(self.unreadable()),
             Ok(result) => result.map_err(|e| storage(&self.inner.path, e)),
-            Err(_) => Err(Error::Corrupt {
+            Err(panic) => Err(Error::Corrupt {
                 path: self.inner.path.clone(),
-                detail: "redb failed while reading a damaged page".to_owned(),
+                detail: format!("redb failed while reading a damaged page ({panic})"),
             }),
         }
     }
@@ -307,28 +349,52 @@ impl Store for DurableStore {
 
     fn progress(&self, change: Progress<'_>) {
         let request = match change {
-            Progress::QueueAck { queue, id } => Request::Ack {
-                queue: Arc::clone(queue),
-                id,
-            },
-            Progress::QueueDelivery { queue, id, count } => Request::Delivery {
-                queue: Arc::clone(queue),
-                id,
-                count,
-            },
+            Progress::QueueAck { queue, id } => {
+                // The ack deletes the row: a count still waiting is moot.
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::Ack {
+                    queue: Arc::clone(queue),
+                    id,
+                }
+            }
+            Progress::QueueDelivery { queue, id, count } => {
+                // Coalesced: a redelivery storm costs one entry per message, not per delivery.
+                let mut counts = self.inner.counts.lock();
+                let first = counts.is_empty();
+                counts.insert(count_key(queue, id), (Arc::clone(queue), count));
+                drop(counts);
+                if first {
+                    let _ = self.send(Request::Counts); // wakes the writer
+                }
+                return;
+            }
             Progress::DeadLetter {
                 queue,
                 id,
                 to,
                 to_id,
                 headers,
-            } => Request::DeadLetter {
-                queue: Arc::clone(queue),
-                id,
-                to: Arc::clone(to),
-                to_id,
-                headers: headers.clone(),
-            },
+                body,
+                ts,
+                size,
+            } => {
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::DeadLetter {
+                    queue: Arc::clone(queue),
+                    id,
+                    to: Arc::clone(to),
+                    to_id,
+                    // Encoding a payload that was encoded before cannot fail in practice; if it
+                    // did, the writer copies the source row as before.
+                    record: body().ok().map(|value| Staged {
+                        key: to_id,
+                        ts,
+                        size,
+                        value,
+                    }),
+                    headers: headers.clone(),
+                }
+            }
             Progress::GroupPosition {
                 topic,
                 group,
@@ -359,7 +425,10 @@ impl Store for DurableStore {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            Ok(table.get(name)?.map(|v| v.value().to_vec()))
+            match table.get(name)? {
+                Some(v) => Ok(Some(open_named(DECLARATIONS, name, v.value())?.to_vec())),
+                None => Ok(None),
+            }
         })
     }
 
@@ -371,7 +440,10 @@ impl Store for DurableStore {
         let table = log.table();
         let (end, bytes, first, last, last_ts) = self.read(|txn| {
             let (end, bytes) = match txn.open_table(ENDS) {
-                Ok(t) => t.get(table)?.map_or((0, 0), |v| v.value()),
+                Ok(t) => match t.get(table)? {
+                    Some(v) => open_end(table, v.value())?,
+                    None => (0, 0),
+                },
                 Err(redb::TableError::TableDoesNotExist(_)) => (0, 0),
                 Err(e) => return Err(e.into()),
             };
@@ -379,7 +451,7 @@ impl Store for DurableStore {
                 Ok(t) => {
                     let last = t.last()?;
                     let last_ts = last.as_ref().map_or(0, |(k, v)| {
-                        format::open(k.value(), v.value()).map_or(0, |row| row.ts)
+                        format::open(log.seed(), k.value(), v.value()).map_or(0, |row| row.ts)
                     });
                     let last = last.map(|(k, _)| k.value());
                     (t.first()?.map(|(k, _)| k.value()), last, last_ts)
@@ -390,14 +462,22 @@ impl Store for DurableStore {
             Ok((end, bytes, first, last, last_ts))
         })?;
         // Every commit that adds a row records the table's end with it: a key at or past the
-        // recorded end, or keys out of order, mean damage, not data.
+        // recorded end, or keys out of order, mean damage, not data. A partition's rows go
+        // only from the bottom (retention), so its last row is always the one before its end
+        // (an end from a file older than format 3 was sealed unverified on upgrade: this
+        // bounds it too).
+        let partition = log.counts_table().is_empty();
         match (first, last) {
-            (Some(first), Some(last)) if first <= last && last < end => Ok(Restored {
-                base: first,
-                end,
-                bytes,
-                last_ts,
-            }),
+            (Some(first), Some(last))
+                if first <= last && last < end && (!partition || last + 1 == end) =>
+            {
+                Ok(Restored {
+                    base: first,
+                    end,
+                    bytes,
+                    last_ts,
+                })
+            }
             (None, None) => Ok(Restored {
                 base: end,
                 end,
@@ -427,7 +507,8 @@ impl Store for DurableStore {
                 if t != topic {
                     break;
                 }
-                out.push((group.to_owned(), partition, v.value()));
+                let offset = open_position((t, group, partition), v.value())?;
+                out.push((group.to_owned(), partition, offset));
             }
             Ok(out)
         })
@@ -453,18 +534,23 @@ impl Store for DurableStore {
                 Some(Err(redb::TableError::TableDoesNotExist(_))) => None,
                 Some(Err(e)) => return Err(e.into()),
             };
-            let mut out = Vec::new();
+            let mut out: Vec<Loaded> = Vec::new();
             for row in rows.range(from..to)? {
                 let (k, v) = row?;
                 let key = k.value();
+                in_order(table, out.last().map(|l| l.key), key, from..to)?;
                 let deliveries = match &deliveries {
-                    Some(c) => c.get(key)?.map_or(0, |c| c.value()),
+                    Some(c) => match c.get(key)? {
+                        Some(stored) => open_count(counts_table, key, stored.value())?,
+                        None => 0,
+                    },
                     None => 0,
                 };
                 out.push(Loaded {
                     key,
                     value: v.value().to_vec(),
                     deliveries,
+                    seed: log.seed(),
                 });
             }
             Ok(out)
@@ -479,7 +565,12 @@ impl Store for DurableStore {
     }
 
     fn close(&self) -> Result<(), Error> {
-        let result = self.flush();
+        // The last commit marks the store closed cleanly (a commit after it, from a send
+        // racing with close, marks it in use again).
+        let result = match self.send(Request::Close) {
+            Some(seq) => self.wait(seq),
+            None => self.check_healthy(),
+        };
         self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
         if let Some(handle) = self.inner.writer.lock().take()
             && handle.join().is_err()
@@ -489,11 +580,41 @@ impl Store for DurableStore {
         // Releases the file (readers mid-chunk finish first). redb's close may meet a page it
         // panicked on earlier: that must not reach the caller of `close` or of a drop.
         let db = self.inner.db.lock().take();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        let _ = quiet::catch(move || drop(db));
         result.and_then(|()| self.check_healthy())
     }
 
     fn path(&self) -> PathBuf {
         self.inner.path.clone()
+    }
+}
+
+/// Checks that `key`, read after `previous` from `range` of `table`, ascends within it: a
+/// damaged page can make a B-tree walk yield keys out of order or out of range.
+fn in_order(
+    table: &str,
+    previous: Option<u64>,
+    key: u64,
+    range: std::ops::Range<u64>,
+) -> Result<(), redb::Error> {
+    if range.contains(&key) && previous.is_none_or(|p| key > p) {
+        return Ok(());
+    }
+    let what = format!("key out of order (after {previous:?}, reading {range:?})");
+    Err(meta::damaged(table, key, &what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_order;
+
+    #[test]
+    fn keys_must_ascend_within_the_range() {
+        assert!(in_order("q.jobs", None, 5, 5..10).is_ok());
+        assert!(in_order("q.jobs", Some(5), 9, 5..10).is_ok());
+        for (previous, key) in [(Some(7), 7), (Some(7), 6), (None, 4), (None, 10)] {
+            let err = in_order("q.jobs", previous, key, 5..10).unwrap_err();
+            assert!(err.to_string().contains("`q.jobs`, row `"), "{err}");
+        }
     }
 }

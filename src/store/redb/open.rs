@@ -5,8 +5,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase};
 
-use super::OpenWith;
-use super::schema::{FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM};
+use super::schema::{CLEAN, FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM, open_named, seal_named};
+use super::upgrade;
+use super::{OpenWith, quiet};
 use crate::error::Error;
 
 /// A storage error naming the file.
@@ -42,23 +43,25 @@ pub(super) fn database(
     }
     // Checking the format reads the file, and dropping a database that failed the check
     // runs redb's close: either may meet a damaged page, where redb may panic.
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match backend {
+    let opened = quiet::catch(|| match backend {
         Some(open) => {
-            let db = guarded(path, || open(&builder))?;
+            let mut db = guarded(path, || open(&builder))?;
+            verify_if_unclean(path, &mut db)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
         None if path.exists() => {
-            let db = guarded(path, || builder.create(path))?;
+            let mut db = guarded(path, || builder.create(path))?;
+            verify_if_unclean(path, &mut db)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
         None => create(path, &builder, codec),
-    }));
-    opened.unwrap_or_else(|_| {
+    });
+    opened.unwrap_or_else(|panic| {
         Err(Error::Corrupt {
             path: path.to_owned(),
-            detail: "redb failed while checking the file".to_owned(),
+            detail: format!("redb failed while checking the file ({panic})"),
         })
     })
 }
@@ -69,7 +72,7 @@ fn guarded(
     path: &Path,
     open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
 ) -> Result<Database, Error> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+    match quiet::catch(open) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
             if e.kind() == std::io::ErrorKind::InvalidData =>
@@ -80,10 +83,51 @@ fn guarded(
             })
         }
         Ok(Err(e)) => Err(storage(path, e)),
-        Err(_) => Err(Error::Corrupt {
+        Err(panic) => Err(Error::Corrupt {
             path: path.to_owned(),
-            detail: "redb failed while opening the file".to_owned(),
+            detail: format!("redb failed while opening the file ({panic})"),
         }),
+    }
+}
+
+/// Runs redb's integrity check (every page's checksum, before anything reads a record) if
+/// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
+/// 0 in `embus.meta`), or it is of an older format version (checked once, as it is
+/// upgraded). A cleanly closed store is not scanned: opening stays as fast as the log is long.
+fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
+    let unclean = {
+        let txn = db.begin_read().map_err(|e| storage(path, e))?;
+        match txn.open_table(META) {
+            Ok(t) => {
+                let get = |key| -> Result<Option<u64>, Error> {
+                    let value = t.get(key).map_err(|e| storage(path, e))?;
+                    Ok(value.map(|v| v.value()))
+                };
+                match get("format")? {
+                    Some(FORMAT_VERSION) => get(CLEAN)? == Some(0),
+                    Some(older) => UPGRADES_FROM.contains(&older),
+                    None => false,
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(storage(path, e)),
+        }
+    };
+    if !unclean {
+        return Ok(());
+    }
+    // `Ok(false)`: redb repaired its own bookkeeping (what a crash leaves); the data verified.
+    match db.check_integrity() {
+        Ok(_) => Ok(()),
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+            Err(Error::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "the store was not closed cleanly and fails redb's integrity check: {detail}"
+                ),
+            })
+        }
+        Err(e) => Err(storage(path, e)),
     }
 }
 
@@ -121,8 +165,8 @@ fn sync_parent(path: &Path) {
     }
 }
 
-/// Checks (or, in a new file, writes) the format version and the codec; upgrades a version-1
-/// file (bincode payloads, no settings) to version 2.
+/// Checks (or, in a new file, writes) the format version and the codec; upgrades a file of
+/// version 1 (bincode payloads, no settings) or 2 (unsealed metadata) to version 3.
 fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     let (version, stored_codec) = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
@@ -143,25 +187,22 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             }
             Err(e) => return Err(storage(path, e)),
         };
-        let stored_codec = match txn.open_table(SETTINGS) {
-            Ok(t) => t
-                .get("codec")
-                .map_err(|e| storage(path, e))?
-                .map(|v| v.value().to_owned()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(storage(path, e)),
+        let stored_codec = match version {
+            Some(FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
+            Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
+            _ => None,
         };
         (version, stored_codec)
     };
     let stored_codec = match (version, stored_codec) {
-        (Some(FORMAT_VERSION), Some(stored)) => stored,
-        (Some(FORMAT_VERSION), None) => {
+        (Some(1), _) => "bincode".to_owned(), // version 1 had only bincode
+        (Some(v), Some(stored)) if v == FORMAT_VERSION || UPGRADES_FROM.contains(&v) => stored,
+        (Some(v), None) if v == FORMAT_VERSION || UPGRADES_FROM.contains(&v) => {
             return Err(Error::Corrupt {
                 path: path.to_owned(),
                 detail: "the store does not say which codec its payloads use".into(),
             });
         }
-        (Some(UPGRADES_FROM), _) => "bincode".to_owned(), // version 1 had only bincode
         (Some(found), _) => {
             return Err(Error::Incompatible {
                 path: path.to_owned(),
@@ -181,16 +222,45 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     if version == Some(FORMAT_VERSION) {
         return Ok(());
     }
-    // A new store, or an upgrade from version 1: one commit writes the version and the codec.
-    let txn = db.begin_write().map_err(|e| storage(path, e))?;
-    {
-        let mut meta = txn.open_table(META).map_err(|e| storage(path, e))?;
-        meta.insert("format", FORMAT_VERSION)
-            .map_err(|e| storage(path, e))?;
-        let mut settings = txn.open_table(SETTINGS).map_err(|e| storage(path, e))?;
-        settings
-            .insert("codec", codec)
-            .map_err(|e| storage(path, e))?;
+    // A new store, or an upgrade: one commit writes the version and the codec, and seals an
+    // older file's metadata.
+    let write = || -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        if version.is_some() {
+            upgrade::metadata(&txn)?;
+        }
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("format", FORMAT_VERSION)?;
+            let mut settings = txn.open_table(SETTINGS)?;
+            let sealed = seal_named(SETTINGS, "codec", codec.as_bytes());
+            settings.insert("codec", sealed.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    write().map_err(|e| storage(path, e))
+}
+
+/// The codec a version 3 file names, checked.
+fn stored_codec(txn: &redb::ReadTransaction) -> Result<Option<String>, redb::Error> {
+    let table = match txn.open_table(SETTINGS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(stored) = table.get("codec")? else {
+        return Ok(None);
+    };
+    let value = open_named(SETTINGS, "codec", stored.value())?;
+    Ok(Some(String::from_utf8_lossy(value).into_owned()))
+}
+
+/// The codec a version 2 file names (unsealed).
+fn old_codec(txn: &redb::ReadTransaction) -> Result<Option<String>, redb::Error> {
+    match txn.open_table(upgrade::OLD_SETTINGS) {
+        Ok(t) => Ok(t.get("codec")?.map(|v| v.value().to_owned())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    txn.commit().map_err(|e| storage(path, e))
 }

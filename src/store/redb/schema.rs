@@ -1,49 +1,134 @@
 //! The file's layout: format version, table names and definitions, and the bookkeeping of
 //! each log's end and retained bytes.
 //!
-//! # Layout (format version 2)
+//! # Layout (format version 3)
 //!
-//! - `embus.meta`: `"format" -> 2`.
+//! - `embus.meta`: `"format" -> 3` (a plain `u64`, so every build can read which version it
+//!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
+//!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
 //! - `embus.declarations`: name -> the engine's declaration bytes (kind, payload type name and
 //!   options).
 //! - `t.<topic>.<partition>`: offset -> record ([`format`](crate::store::format)).
-//! - `q.<queue>`: id -> record; `c.<queue>`: id -> deliveries so far (delivered messages only).
-//! - `embus.ends`: table -> next key and retained bytes (what a trimmed-empty table cannot say).
-//! - `embus.groups`: (topic, group, partition) -> first unacked offset.
+//! - `q.<queue>`: id -> record; `c.<queue>`: id -> deliveries so far (u32, delivered messages
+//!   only).
+//! - `embus.ends`: table -> next key and retained bytes (two u64, what a trimmed-empty table
+//!   cannot say).
+//! - `embus.groups`: (topic, group, partition) -> first unacked offset (u64).
 //!
-//! Version 1 had no `embus.settings` (its payloads are bincode); opening one upgrades it in
-//! place to version 2.
+//! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
+//! `c.<queue>` is sealed with a checksum over table, key and value ([`meta`](super::meta));
+//! numbers are little-endian. Records carry their own checksum, bound to their table from
+//! record version 2 on.
+//!
+//! # Older versions
+//!
+//! Version 1 had no `embus.settings` (its payloads are bincode); version 2 stored the
+//! metadata above unsealed, as typed redb values. Opening either upgrades it in place to
+//! version 3 in one commit ([`upgrade`](super::upgrade)): the metadata rows are sealed
+//! (one per table, group, declaration and queued message's delivery count), the records are
+//! left as they are (their version 1 checksum is still read), so the upgrade never reads the
+//! log.
 
 use std::collections::HashMap;
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use super::meta;
 use crate::store::format;
 
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u64 = 2;
-/// The older format version this build opens, upgrading it.
-pub(crate) const UPGRADES_FROM: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 3;
+/// The older format versions this build opens, upgrading them.
+pub(crate) const UPGRADES_FROM: [u64; 2] = [1, 2];
 
 pub(super) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
+/// The key in [`META`] of the clean-shutdown marker.
+pub(super) const CLEAN: &str = "clean";
 pub(super) const DECLARATIONS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("embus.declarations");
-pub(super) const ENDS: TableDefinition<'static, &str, (u64, u64)> =
-    TableDefinition::new("embus.ends");
-pub(super) const GROUPS: TableDefinition<'static, (&str, &str, u32), u64> =
+pub(super) const ENDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.ends");
+pub(super) const GROUPS: TableDefinition<'static, (&str, &str, u32), &[u8]> =
     TableDefinition::new("embus.groups");
+pub(super) const SETTINGS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("embus.settings");
 
 pub(super) fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(table)
 }
 
-pub(super) fn deliveries(table: &str) -> TableDefinition<'_, u64, u32> {
+pub(super) fn deliveries(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(table)
 }
 
-pub(super) const SETTINGS: TableDefinition<'static, &str, &str> =
-    TableDefinition::new("embus.settings");
+/// A stored delivery count, checked.
+pub(super) fn open_count(table: &str, id: u64, stored: &[u8]) -> Result<u32, redb::Error> {
+    let value = meta::open(table, &id.to_le_bytes(), id, stored)?;
+    Ok(u32::from_le_bytes(meta::fixed(table, id, value)?))
+}
+
+/// A delivery count, sealed.
+pub(super) fn seal_count(table: &str, id: u64, count: u32) -> Vec<u8> {
+    meta::seal(table, &id.to_le_bytes(), &count.to_le_bytes())
+}
+
+/// A stored end (next key, retained bytes) of `table`, checked.
+pub(super) fn open_end(table: &str, stored: &[u8]) -> Result<(u64, u64), redb::Error> {
+    let name = ENDS.name();
+    let value = meta::open(name, table.as_bytes(), table, stored)?;
+    let bytes: [u8; 16] = meta::fixed(name, table, value)?;
+    let (next, retained) = bytes.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    Ok((word(next), word(retained)))
+}
+
+/// An end of `table`, sealed.
+pub(super) fn seal_end(table: &str, (next, retained): (u64, u64)) -> Vec<u8> {
+    let mut value = [0; 16];
+    value[..8].copy_from_slice(&next.to_le_bytes());
+    value[8..].copy_from_slice(&retained.to_le_bytes());
+    meta::seal(ENDS.name(), table.as_bytes(), &value)
+}
+
+/// A stored group position, checked.
+pub(super) fn open_position(
+    (topic, group, partition): (&str, &str, u32),
+    stored: &[u8],
+) -> Result<u64, redb::Error> {
+    let name = GROUPS.name();
+    let row = format!("{topic}/{group}/{partition}");
+    let value = meta::open(
+        name,
+        &meta::group_key(topic, group, partition),
+        &row,
+        stored,
+    )?;
+    Ok(u64::from_le_bytes(meta::fixed(name, row, value)?))
+}
+
+/// A group position, sealed.
+pub(super) fn seal_position(topic: &str, group: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let key = meta::group_key(topic, group, partition);
+    meta::seal(GROUPS.name(), &key, &offset.to_le_bytes())
+}
+
+/// A `&str`-keyed value of `embus.declarations` or `embus.settings`, sealed.
+pub(super) fn seal_named(
+    table: TableDefinition<'_, &str, &[u8]>,
+    key: &str,
+    value: &[u8],
+) -> Vec<u8> {
+    meta::seal(table.name(), key.as_bytes(), value)
+}
+
+/// A `&str`-keyed value of `embus.declarations` or `embus.settings`, checked.
+pub(super) fn open_named<'a>(
+    table: TableDefinition<'_, &str, &[u8]>,
+    key: &str,
+    stored: &'a [u8],
+) -> Result<&'a [u8], redb::Error> {
+    meta::open(table.name(), key.as_bytes(), key, stored)
+}
 
 /// The table of a topic partition.
 pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
@@ -67,10 +152,10 @@ pub(super) fn end_of<'a>(
     table: &str,
 ) -> Result<&'a mut (u64, u64), redb::Error> {
     if !ends.contains_key(table) {
-        let stored = txn
-            .open_table(ENDS)?
-            .get(table)?
-            .map_or((0, 0), |v| v.value());
+        let stored = match txn.open_table(ENDS)?.get(table)? {
+            Some(v) => open_end(table, v.value())?,
+            None => (0, 0),
+        };
         ends.insert(table.to_owned(), stored);
     }
     Ok(ends.entry(table.to_owned()).or_default())
@@ -88,8 +173,9 @@ pub(super) fn trim(
         return Ok(());
     }
     let mut freed = 0u64;
+    let seed = format::seed(table);
     rows.retain_in(..floor, |key, value| {
-        freed += u64::from(format::open(key, value).map_or(0, |r| r.size));
+        freed += u64::from(format::open(seed, key, value).map_or(0, |r| r.size));
         false
     })?;
     drop(rows);
@@ -106,7 +192,7 @@ pub(super) fn save_ends(
     let mut table = txn.open_table(ENDS)?;
     for name in tables {
         if let Some(end) = ends.get(*name) {
-            table.insert(*name, *end)?;
+            table.insert(*name, seal_end(name, *end).as_slice())?;
         }
     }
     Ok(())

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use redb::{Database, WriteTransaction};
 
-use super::Inner;
-use super::schema::{DECLARATIONS, GROUPS, deliveries, end_of, records, save_ends, trim};
+use super::schema::{
+    CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_count,
+    seal_named, seal_position, trim,
+};
+use super::{Counts, Inner, quiet};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
 use crate::store::Sink;
@@ -29,16 +32,16 @@ pub(super) enum Request {
         queue: Arc<dyn Sink>,
         id: u64,
     },
-    Delivery {
-        queue: Arc<dyn Sink>,
-        id: u64,
-        count: u32,
-    },
+    /// Delivery counts are waiting in `Inner::counts` (sent when they stop being empty).
+    Counts,
     DeadLetter {
         queue: Arc<dyn Sink>,
         id: u64,
         to: Arc<dyn Sink>,
         to_id: u64,
+        /// The dead letter as the engine holds it (unsealed); `None`: copy the source row,
+        /// with `headers`.
+        record: Option<Staged>,
         headers: Headers,
     },
     Position {
@@ -50,6 +53,8 @@ pub(super) enum Request {
     Declare(String, Vec<u8>),
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
+    /// A flush that marks the store closed cleanly (the last commit of `close`).
+    Close,
 }
 
 /// One staged record: key, timestamp, counted size and bytes (sealed by the writer).
@@ -70,6 +75,9 @@ pub(super) struct Writer {
     /// Sinks published by the last commit: their retention is applied to the file in the next
     /// one (whatever it holds: `close` always makes one).
     pub(super) trim_next: Vec<Arc<dyn Sink>>,
+    /// Whether the file says it is in use (`"clean"` is 0): the first commit says so, a
+    /// [`Request::Close`] undoes it.
+    pub(super) in_use: bool,
 }
 
 /// Per sink touched by a commit: publish up to this key.
@@ -105,12 +113,14 @@ impl Writer {
                 }
                 Durability::Immediate => (None, 0),
             };
-            let flushing = batch.iter().any(|(_, r)| matches!(r, Request::Sync));
+            let flushing = batch
+                .iter()
+                .any(|(_, r)| matches!(r, Request::Sync | Request::Close));
             if let Some(until) = until.filter(|_| !flushing) {
                 while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
                         // A flush (close, tests) commits now, whatever the interval.
-                        Ok(request) if matches!(request.1, Request::Sync) => {
+                        Ok(request) if matches!(request.1, Request::Sync | Request::Close) => {
                             batch.push(request);
                             break;
                         }
@@ -122,20 +132,23 @@ impl Writer {
             peak = batch.len().max(peak.saturating_sub(1));
             let first_seq = batch[0].0;
             let last_seq = batch[batch.len() - 1].0;
+            // Taken after the batch: an ack or dead letter in it dropped its message's count.
+            let counts = std::mem::take(&mut *self.inner.counts.lock());
             if self.inner.done.lock().failed.is_some() {
                 continue; // poisoned: nothing more is written
             }
             let started = Instant::now();
             // redb asserts on some damaged pages: a panic fails this commit like an error.
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(batch)));
+            let result = quiet::catch(|| self.commit(counts, batch));
             last_commit = Instant::now();
             last_took = last_commit - started;
             let mut done = self.inner.done.lock();
             match result {
                 Ok(Ok(())) => done.committed = last_seq,
                 Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
-                Err(_) => done.failed = Some((first_seq, "redb panicked in a commit".to_owned())),
+                Err(panic) => {
+                    done.failed = Some((first_seq, format!("redb panicked in a commit ({panic})")))
+                }
             }
             let failed = done.failed.is_some();
             let (woken, waiting) = std::mem::take(&mut done.wakers)
@@ -151,10 +164,29 @@ impl Writer {
     }
 
     /// Writes and commits one batch, then publishes what it stored.
-    fn commit(&mut self, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
+    fn commit(&mut self, counts: Counts, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_quick_repair(true);
+        // Before the batch: an ack in it removes what a count written here would leave.
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_unstable_by_key(|(key, _)| *key);
+        for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
+            let mut table = txn.open_table(deliveries(run[0].1.0.log().counts_table()))?;
+            let name = run[0].1.0.log().counts_table();
+            for ((_, id), (_, count)) in run {
+                table.insert(*id, seal_count(name, *id, *count).as_slice())?;
+            }
+        }
         let mut touched: Vec<Touched> = Vec::new();
+        let closing = batch.iter().any(|(_, r)| matches!(r, Request::Close));
+        let marker = match (closing, self.in_use) {
+            (true, _) => Some(1),
+            (false, false) => Some(0),
+            (false, true) => None,
+        };
+        if let Some(clean) = marker {
+            txn.open_table(META)?.insert(CLEAN, clean)?;
+        }
         let mut ends = std::mem::take(&mut self.ends);
         let mut dirty = Vec::new();
         let written = write_batch(&txn, batch, &mut touched, &mut ends, &mut dirty);
@@ -177,6 +209,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.ends = ends;
+                self.in_use = !closing;
                 self.trim_next.clear();
                 for t in touched {
                     // The records are stored whatever a consumer's waker does when woken.
@@ -195,7 +228,7 @@ impl Writer {
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
 /// writer thread, on which every durable send depends.
 pub(super) fn wake_guarded(wake: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quiet::loud(wake)));
 }
 
 /// Fails every waiting and later send if the writer thread ever ends by a panic (it should
@@ -246,7 +279,8 @@ fn write_batch(
                 };
                 let t = &mut touched[at];
                 for mut record in records {
-                    format::seal(&mut record.value, record.key, record.ts, record.size);
+                    let seed = t.sink.log().seed();
+                    format::seal(&mut record.value, seed, record.key, record.ts, record.size);
                     t.upto = t.upto.max(record.key + 1);
                     t.bytes += u64::from(record.size);
                     appends.push((at, record.value, record.key));
@@ -257,24 +291,29 @@ fn write_batch(
                 txn.open_table(deliveries(queue.log().counts_table()))?
                     .remove(id)?;
             }
-            Request::Delivery { queue, id, count } => {
-                txn.open_table(deliveries(queue.log().counts_table()))?
-                    .insert(id, count)?;
-            }
             Request::DeadLetter {
                 queue,
                 id,
                 to,
                 to_id,
+                record,
                 headers,
             } => {
                 let moved = {
                     let mut from = txn.open_table(records(queue.log().table()))?;
                     let removed = from.remove(id)?;
-                    removed.and_then(|v| {
-                        let row = format::open(id, v.value()).ok()?;
-                        Some(format::with_headers(&row, to_id, &headers))
-                    })
+                    match record {
+                        Some(mut record) => {
+                            let seed = to.log().seed();
+                            format::seal(&mut record.value, seed, to_id, record.ts, record.size);
+                            Some(record.value)
+                        }
+                        None => removed.and_then(|v| {
+                            let row = format::open(queue.log().seed(), id, v.value()).ok()?;
+                            let seed = to.log().seed();
+                            Some(format::with_headers(&row, seed, to_id, &headers))
+                        }),
+                    }
                 };
                 txn.open_table(deliveries(queue.log().counts_table()))?
                     .remove(id)?;
@@ -295,14 +334,18 @@ fn write_batch(
                 partition,
                 offset,
             } => {
-                txn.open_table(GROUPS)?
-                    .insert((topic.as_str(), group.as_str(), partition), offset)?;
+                let sealed = seal_position(&topic, &group, partition, offset);
+                txn.open_table(GROUPS)?.insert(
+                    (topic.as_str(), group.as_str(), partition),
+                    sealed.as_slice(),
+                )?;
             }
             Request::Declare(name, bytes) => {
+                let sealed = seal_named(DECLARATIONS, &name, &bytes);
                 txn.open_table(DECLARATIONS)?
-                    .insert(name.as_str(), bytes.as_slice())?;
+                    .insert(name.as_str(), sealed.as_slice())?;
             }
-            Request::Sync => {}
+            Request::Sync | Request::Close | Request::Counts => {}
         }
     }
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table

@@ -1,0 +1,265 @@
+//! Crafted damage that used to pass: a record of another partition at the same key was
+//! delivered as this partition's, and a flipped bit in a log's stored end hung `topic()` (it
+//! trimmed ~2^40 offsets one by one) or made the next send delete good records. Every record
+//! is now bound to its table, and every metadata row has a checksum: such damage is
+//! `Error::Corrupt` naming the file and the row, or a skipped record, never a wrong payload.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::WAIT;
+use embus::redb::{Database, ReadableTable, TableDefinition, TableError};
+use embus::{Broker, Error, Record, RecvTimeoutError, Retention, Start, TopicOptions};
+
+const PER_PARTITION: usize = 20;
+
+fn options() -> TopicOptions {
+    TopicOptions::default()
+        .partitions(2)
+        .retention(Retention::messages(1_000))
+}
+
+/// What was sent where: (partition, offset) -> payload.
+type Sent = HashMap<(u32, u64), String>;
+/// What was read back: partition, offset, payload.
+type Read = (u32, u64, String);
+
+/// A store with topic `orders` (2 partitions, at least `PER_PARTITION` records each, every
+/// payload unique), a group position and a queue with a delivered message.
+fn write_store(test: &str) -> (PathBuf, Sent) {
+    let path = common::fresh_dir(&format!("damage-{test}")).join("store.embus");
+    let bus = Broker::open(&path).unwrap();
+    let orders = bus.topic_with::<String>("orders", options()).unwrap();
+    let mut member = orders.join_group("billing").unwrap();
+    let producer = orders.producer();
+    let mut sent = Sent::new();
+    let mut n = 0;
+    while (0..2).any(|p| sent.keys().filter(|(q, _)| *q == p).count() < PER_PARTITION) {
+        let payload = format!("payload-{n}");
+        let receipt = producer
+            .send_record(Record::new(payload.clone()).key(format!("k{n}")))
+            .unwrap();
+        sent.insert((receipt.partition, receipt.offset), payload);
+        n += 1;
+    }
+    member.recv_timeout(WAIT).unwrap().ack().unwrap();
+    let jobs = bus.queue::<String>("jobs").unwrap();
+    jobs.producer().send("job".to_owned()).unwrap();
+    drop(jobs.consumer().recv_timeout(WAIT).unwrap()); // delivered once, released
+    drop((member, producer, orders, jobs));
+    bus.close().unwrap();
+    (path, sent)
+}
+
+/// Runs `f` on its own thread; fails if it takes longer than `limit` (a hang).
+fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?} (hung)"))
+}
+
+/// Reads `orders` from the start until the last offset of each partition; returns what was
+/// delivered and how many records were reported lost (lagged, or undecodable).
+fn read_all(bus: &Broker, sent: &Sent) -> Result<(Vec<Read>, u64), Error> {
+    let last = |p: u32| sent.keys().filter(|(q, _)| *q == p).map(|(_, o)| *o).max();
+    let ends = [last(0).unwrap(), last(1).unwrap()];
+    let orders = bus.topic::<String>("orders")?;
+    let mut sub = orders.subscribe(Start::Earliest).unwrap();
+    let (mut out, mut lost) = (Vec::new(), 0);
+    let mut done = [false; 2];
+    while !done.iter().all(|d| *d) {
+        match sub.recv_timeout(WAIT) {
+            Ok(m) => {
+                let p = m.partition();
+                done[p as usize] |= m.offset() >= ends[p as usize];
+                out.push((p, m.offset(), m.payload().clone()));
+            }
+            Err(RecvTimeoutError::Lagged { skipped }) => lost += skipped,
+            // Reported with its bytes, and passed (a subscriber moves on).
+            Err(RecvTimeoutError::Undecodable(_)) => lost += 1,
+            Err(e) => panic!("reading back: {e} after {out:?}"),
+        }
+    }
+    Ok((out, lost))
+}
+
+/// Opens the closed store with redb itself, for `f` to damage it.
+fn with_db(path: &Path, f: impl FnOnce(&embus::redb::WriteTransaction)) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(table)
+}
+
+#[test]
+fn a_record_of_another_partition_at_the_same_key_is_not_delivered() {
+    let (path, sent) = write_store("swap");
+    // What a page swapped in from partition 1 does: partition 1's row at partition 0's key.
+    with_db(&path, |txn| {
+        let row = txn
+            .open_table(records("t.orders.1"))
+            .unwrap()
+            .get(3)
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        txn.open_table(records("t.orders.0"))
+            .unwrap()
+            .insert(3, row.as_slice())
+            .unwrap();
+    });
+    let bus = Broker::open(&path).unwrap();
+    let (read, lost) = read_all(&bus, &sent).unwrap();
+    for (p, offset, payload) in &read {
+        assert_eq!(
+            Some(payload),
+            sent.get(&(*p, *offset)),
+            "partition {p} offset {offset} delivered another record's payload"
+        );
+    }
+    assert!(!read.iter().any(|(p, o, _)| (*p, *o) == (0, 3)));
+    assert_eq!(lost, 1, "the damaged record is reported lost");
+    bus.close().unwrap();
+}
+
+/// Flips `bit` of the stored next key of `table` in `embus.ends`, whatever its layout: typed
+/// `(u64, u64)` (format version 2) or sealed bytes (CRC, then the two u64).
+fn flip_end_bit(path: &Path, table: &str, bit: u32) {
+    with_db(path, |txn| {
+        let typed: TableDefinition<&str, (u64, u64)> = TableDefinition::new("embus.ends");
+        match txn.open_table(typed) {
+            Ok(mut ends) => {
+                let (next, bytes) = ends.get(table).unwrap().unwrap().value();
+                ends.insert(table, (next ^ (1 << bit), bytes)).unwrap();
+            }
+            Err(TableError::TableTypeMismatch { .. }) => {
+                let sealed: TableDefinition<&str, &[u8]> = TableDefinition::new("embus.ends");
+                let mut ends = txn.open_table(sealed).unwrap();
+                let mut value = ends.get(table).unwrap().unwrap().value().to_vec();
+                value[4 + (bit / 8) as usize] ^= 1 << (bit % 8);
+                ends.insert(table, value.as_slice()).unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    });
+}
+
+#[track_caller]
+fn assert_corrupt_naming(result: Result<impl std::fmt::Debug, Error>, row: &str) {
+    match result {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("store.embus") && text.contains(row), "{text}");
+        }
+        other => panic!("expected Error::Corrupt naming `{row}`, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_flipped_high_bit_in_a_stored_end_is_corrupt_not_a_hang() {
+    let (path, _) = write_store("end-bit-40");
+    flip_end_bit(&path, "t.orders.0", 40);
+    let opened = path.clone();
+    let result = within(WAIT, move || {
+        let bus = Broker::open(&opened).unwrap();
+        let result = bus.topic::<String>("orders").map(|_| ());
+        let _ = bus.close();
+        result
+    });
+    assert_corrupt_naming(result, "t.orders.0");
+}
+
+#[test]
+fn a_flipped_bit_in_a_stored_end_never_deletes_good_records() {
+    let (path, sent) = write_store("end-bit-24");
+    flip_end_bit(&path, "t.orders.0", 24);
+    let bus = Broker::open(&path).unwrap();
+    match bus.topic::<String>("orders") {
+        Err(e) => assert_corrupt_naming(Err::<(), _>(e), "t.orders.0"),
+        Ok(orders) => {
+            // An ordinary send, then every good record must still be there.
+            orders.producer().send("one more".to_owned()).unwrap();
+            drop(orders);
+            bus.close().unwrap();
+            let bus = Broker::open(&path).unwrap();
+            let (read, lost) = read_all(&bus, &sent).unwrap();
+            assert_eq!(
+                (read.len(), lost),
+                (sent.len(), 0),
+                "good records were deleted"
+            );
+            bus.close().unwrap();
+            return;
+        }
+    }
+    bus.close().unwrap();
+}
+
+/// Flips the low bit of the last byte of the first row of `table` (sealed bytes) whose key
+/// `pick` accepts.
+fn flip_first<K: embus::redb::Key + 'static>(
+    path: &Path,
+    table: &str,
+    pick: impl Fn(&K::SelfType<'_>) -> bool,
+) {
+    with_db(path, |txn| {
+        let definition: TableDefinition<K, &[u8]> = TableDefinition::new(table);
+        let mut t = txn.open_table(definition).unwrap();
+        let mut found = None;
+        for row in t.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            if pick(&k.value()) {
+                let mut value = v.value().to_vec();
+                *value.last_mut().unwrap() ^= 1;
+                found = Some((K::as_bytes(&k.value()).as_ref().to_vec(), value));
+                break;
+            }
+        }
+        let (key, value) = found.unwrap_or_else(|| panic!("no row to damage in {table}"));
+        t.insert(K::from_bytes(&key), value.as_slice()).unwrap();
+    });
+}
+
+#[test]
+fn a_flipped_bit_in_any_metadata_row_is_corrupt_naming_it() {
+    let (original, _) = write_store("metadata");
+    let copy = |case: &str| {
+        let path = original.with_file_name(format!("{case}.store.embus"));
+        std::fs::copy(&original, &path).unwrap();
+        path
+    };
+
+    let path = copy("settings");
+    flip_first::<&str>(&path, "embus.settings", |k| *k == "codec");
+    assert_corrupt_naming(Broker::open(&path).map(|_| ()), "codec");
+
+    let path = copy("declaration");
+    flip_first::<&str>(&path, "embus.declarations", |k| *k == "orders");
+    let bus = Broker::open(&path).unwrap();
+    assert_corrupt_naming(bus.topic::<String>("orders").map(|_| ()), "`orders`");
+    bus.close().unwrap();
+
+    let path = copy("group");
+    flip_first::<(&str, &str, u32)>(&path, "embus.groups", |k| k.1 == "billing");
+    let bus = Broker::open(&path).unwrap();
+    assert_corrupt_naming(bus.topic::<String>("orders").map(|_| ()), "orders/billing/");
+    bus.close().unwrap();
+
+    let path = copy("count");
+    flip_first::<u64>(&path, "c.jobs", |_| true);
+    let bus = Broker::open(&path).unwrap();
+    assert_corrupt_naming(bus.queue::<String>("jobs").map(|_| ()), "c.jobs");
+    bus.close().unwrap();
+}

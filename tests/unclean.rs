@@ -1,0 +1,118 @@
+//! A store that was not closed cleanly (a crash, or a commit that failed) gets redb's integrity
+//! check before anything reads it: damage there is `Error::Corrupt` at `Broker::open`, before
+//! redb walks a damaged page (where it may panic, which `panic = "abort"` cannot survive). A
+//! store closed cleanly is not scanned (opening stays fast): its damage is found as records
+//! are read.
+
+mod common;
+mod store_support;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use common::WAIT;
+use embus::{Broker, Error, RecvTimeoutError, SendError, Start, TopicOptions};
+use store_support::{Switches, TestBackend};
+
+const MARK: &[u8] = b"UNCLEAN-MARK-";
+const RECORDS: usize = 40;
+
+/// Writes `RECORDS` records whose payloads hold `MARK`; `cleanly`: closes the broker, else
+/// leaves the store as a failed commit (a full disk) does.
+fn write(path: &Path, cleanly: bool) {
+    let switches = Switches::new(b"-", b"-");
+    let bus = Broker::builder()
+        .path(path)
+        .storage_backend(TestBackend::new(path, &switches))
+        .open()
+        .unwrap();
+    let topic = bus
+        .topic_with::<String>("t", TopicOptions::default().partitions(1))
+        .unwrap();
+    let payloads = (0..RECORDS).map(|i| format!("UNCLEAN-MARK-{i:04}"));
+    topic.producer().send_batch(payloads.collect()).unwrap();
+    if cleanly {
+        bus.close().unwrap();
+        return;
+    }
+    switches.full.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        topic.producer().send("lost".to_owned()),
+        Err(SendError::Failed(_, Error::Poisoned { .. }))
+    ));
+    assert!(matches!(bus.close(), Err(Error::Poisoned { .. })));
+}
+
+/// Flips a bit in every copy of the records' payloads in the file (live and freed pages).
+fn damage(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(MARK.len()).position(|w| w == MARK) {
+        bytes[at + i] ^= 0x20;
+        at += i + MARK.len();
+        found += 1;
+    }
+    assert!(found >= RECORDS, "the records were found in the file");
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_store_left_by_a_failed_commit_is_corrupt_at_open() {
+    let path = common::fresh_dir("unclean").join("store.embus");
+    write(&path, false);
+    damage(&path);
+    match Broker::open(&path) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("store.embus") && text.contains("integrity check"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected Error::Corrupt, got {other:?}"),
+        Ok(_) => panic!("a damaged store left unclean opened without a check"),
+    }
+}
+
+#[test]
+fn an_undamaged_store_left_by_a_failed_commit_opens_with_everything() {
+    let path = common::fresh_dir("unclean-intact").join("store.embus");
+    write(&path, false);
+    let bus = Broker::open(&path).unwrap();
+    let mut sub = bus
+        .topic::<String>("t")
+        .unwrap()
+        .subscribe(Start::Earliest)
+        .unwrap();
+    for i in 0..RECORDS {
+        assert_eq!(
+            sub.recv_timeout(WAIT).unwrap().payload(),
+            &format!("UNCLEAN-MARK-{i:04}")
+        );
+    }
+    drop(sub);
+    bus.close().unwrap();
+    // Closed cleanly now: the next open has nothing to check.
+    Broker::open(&path).unwrap().close().unwrap();
+}
+
+#[test]
+fn a_damaged_store_closed_cleanly_opens_and_reports_what_is_damaged() {
+    let path = common::fresh_dir("unclean-clean").join("store.embus");
+    write(&path, true);
+    damage(&path);
+    let bus = Broker::open(&path).unwrap(); // not scanned
+    let mut sub = bus
+        .topic::<String>("t")
+        .unwrap()
+        .subscribe(Start::Earliest)
+        .unwrap();
+    match sub.recv_timeout(WAIT) {
+        Err(RecvTimeoutError::Undecodable(bad)) => assert_eq!(bad.name, "t"),
+        Ok(m) => panic!("a damaged record was delivered: {:?}", m.payload()),
+        Err(e) => panic!("{e}"),
+    }
+    drop(sub);
+    bus.close().unwrap();
+}
