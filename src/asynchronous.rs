@@ -1,5 +1,5 @@
-//! The async front-end: [`RecvFut`], [`RecvStream`], [`SendFut`] and [`WaitIdleFut`],
-//! runtime-agnostic.
+//! The async front-end: [`RecvFut`], [`RecvStream`], [`SendFut`], [`WaitIdleFut`] and
+//! [`CloseFut`], runtime-agnostic.
 //!
 //! They run the same engine as the blocking calls; only the waiting differs (a task's `Waker`
 //! is registered where a blocking call would park its thread). No runtime is needed: they work
@@ -14,18 +14,22 @@
 //!   the commit without blocking the executor; dropped during that wait, the message is still
 //!   stored and delivered (only the receipt is lost).
 //! - [`WaitIdleFut`] only looks: dropping it changes nothing.
+//! - [`CloseFut`] closes once first polled, whether or not it is polled again.
 //! - A dropped future removes its waker from everything it waited on.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
 
 use futures_core::{FusedFuture, FusedStream, Stream};
 
 use crate::consumer::Consumer;
 use crate::engine::notify::Wait;
-use crate::engine::{Fail, IdleWait};
+use crate::engine::{Context as Bus, Fail, IdleWait, Life};
 use crate::error::{Error, RecvError, SendError};
 use crate::message::Message;
 use crate::producer::Producer;
@@ -416,6 +420,92 @@ impl fmt::Debug for WaitIdleFut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WaitIdleFut")
             .field("terminated", &self.wait.is_none())
+            .finish()
+    }
+}
+
+/// The future of [`Broker::close_async`](crate::Broker::close_async): resolves like
+/// [`Broker::close`](crate::Broker::close).
+///
+/// # Cancel safety
+///
+/// Closing starts at the first poll, on a thread of its own, and completes even if the future
+/// is dropped.
+#[must_use = "futures do nothing unless polled"]
+pub struct CloseFut {
+    /// Until the first poll: the bus, and the handle's hold on it (dropped only after the
+    /// close, so the drop cannot be the one that closes, blocking).
+    bus: Option<(Arc<Bus>, Arc<Life>)>,
+    done: Arc<Mutex<Closing>>,
+}
+
+#[derive(Default)]
+struct Closing {
+    result: Option<Result<(), Error>>,
+    waker: Option<Waker>,
+    /// Whether the result was handed out (later polls: `Ok`, closing twice is fine).
+    taken: bool,
+}
+
+impl CloseFut {
+    pub(crate) fn new(bus: Arc<Bus>, life: Arc<Life>) -> Self {
+        Self {
+            bus: Some((bus, life)),
+            done: Arc::default(),
+        }
+    }
+}
+
+impl Future for CloseFut {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some((bus, life)) = self.bus.take() {
+            let fallback = (Arc::clone(&bus), Arc::clone(&life));
+            let done = Arc::clone(&self.done);
+            let close = move || {
+                let result = bus.close();
+                drop(life); // closed already: nothing left to do
+                let mut closing = done.lock();
+                closing.result = Some(result);
+                closing.waker.take()
+            };
+            let spawned = std::thread::Builder::new()
+                .name("embus-close".into())
+                .spawn(move || close().map(Waker::wake));
+            if spawned.is_err() {
+                // No thread to spare: close here (blocking) rather than not at all.
+                let result = fallback.0.close();
+                self.done.lock().result = Some(result);
+            }
+        }
+        let mut closing = self.done.lock();
+        if closing.taken {
+            return Poll::Ready(Ok(()));
+        }
+        match closing.result.take() {
+            Some(result) => {
+                closing.taken = true;
+                Poll::Ready(result)
+            }
+            None => {
+                closing.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl FusedFuture for CloseFut {
+    fn is_terminated(&self) -> bool {
+        self.done.lock().taken
+    }
+}
+
+impl fmt::Debug for CloseFut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseFut")
+            .field("terminated", &self.done.lock().taken)
             .finish()
     }
 }

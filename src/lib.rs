@@ -121,7 +121,7 @@ mod queue;
 mod select;
 mod topic;
 
-pub use crate::asynchronous::{RecvFut, RecvStream, SendFut, WaitIdleFut};
+pub use crate::asynchronous::{CloseFut, RecvFut, RecvStream, SendFut, WaitIdleFut};
 pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};

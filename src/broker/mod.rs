@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::asynchronous::WaitIdleFut;
+use crate::asynchronous::{CloseFut, WaitIdleFut};
 use crate::clock::Clock;
 use crate::codec::CodecKind;
 use crate::engine::{Context, IdleWait, Life};
@@ -27,6 +27,16 @@ use crate::topic::Topic;
 /// [`close`](Self::close), it closes: blocked producers and consumers wake, sends fail with
 /// `Disconnected` (handing the message back), and consumers receive what was already
 /// available, then `Disconnected`.
+///
+/// # Dropping the last handle
+///
+/// Dropping the last handle runs [`close`](Self::close) in the dropping thread, ignoring its
+/// error: a durable broker waits there for its writer to commit what is queued (an fsync) and
+/// stop, so the file is released when the drop returns. In async code, call
+/// [`close_async`](Self::close_async) first, so no runtime thread blocks on an fsync. A drop
+/// on the writer thread itself (a waker it runs owns the last handle) cannot wait for itself:
+/// the writer then commits what is queued after the waker returns and releases the file when
+/// it ends.
 ///
 /// # Threads
 ///
@@ -214,6 +224,24 @@ impl Broker {
     /// ```
     pub fn close(self) -> Result<(), Error> {
         self.context.close()
+    }
+
+    /// [`close`](Self::close) for async code: the closing (in durable mode, the final commit
+    /// and the writer thread's end) runs on a thread of its own, so no executor thread blocks
+    /// on an fsync; the future resolves with `close`'s result.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # futures::executor::block_on(async {
+    /// let bus = embus::Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// bus.clone().close_async().await?;
+    /// assert!(jobs.producer().send(1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) })
+    /// # }
+    /// ```
+    pub fn close_async(self) -> CloseFut {
+        CloseFut::new(self.context, self.life)
     }
 
     /// Waits until everything sent so far, and every ack, nack and group position recorded so

@@ -250,6 +250,13 @@ impl DurableStore {
         }
     }
 
+    /// Whether this is the writer thread (running a waker of a task or thread it woke).
+    fn on_writer_thread(&self) -> bool {
+        let current = std::thread::current().id();
+        let writer = self.inner.writer.lock();
+        writer.as_ref().is_some_and(|h| h.thread().id() == current)
+    }
+
     fn poisoned(&self, cause: &str) -> Error {
         Error::Poisoned {
             path: self.inner.path.clone(),
@@ -559,12 +566,26 @@ impl Store for DurableStore {
 
     fn flush(&self) -> Result<(), Error> {
         match self.send(Request::Sync) {
+            // The writer cannot wait for itself (a waker it ran flushes): the commit follows
+            // once the waker returns.
+            Some(_) if self.on_writer_thread() => self.check_healthy(),
             Some(seq) => self.wait(seq),
             None => self.check_healthy(),
         }
     }
 
     fn close(&self) -> Result<(), Error> {
+        if self.on_writer_thread() {
+            // A waker the writer ran dropped the last handle: the writer cannot wait for, or
+            // join, itself. Once this returns it commits what is queued (the close mark
+            // last), sees the channel closed and ends, releasing the file.
+            let _ = self.send(Request::Close);
+            self.inner.order.lock().tx = None;
+            drop(self.inner.writer.lock().take()); // detached: it ends on its own
+            let db = self.inner.db.lock().take();
+            let _ = quiet::catch(move || drop(db));
+            return self.check_healthy();
+        }
         // The last commit marks the store closed cleanly (a commit after it, from a send
         // racing with close, marks it in use again).
         let result = match self.send(Request::Close) {
