@@ -878,7 +878,7 @@ fn dropping_the_last_handle_on_the_writer_thread_does_not_deadlock() {
 #[test]
 fn close_async_does_not_block_on_the_final_commit() {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     let dir = common::fresh_dir("faults-close-async");
     let path = dir.join("bus.embus");
