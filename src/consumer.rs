@@ -52,7 +52,7 @@ use crate::record::Payload;
 ///   until [`Undecodable::ack`](crate::Undecodable::ack) skips it; dropped unsettled, it comes
 ///   again. (Dead-lettering it needs group dead-letter queues, which do not exist yet.)
 /// - [`RecvError::Failed`] (durable topics): the store could not read a retained message back,
-///   even after retrying for about 0.65 s; nothing was skipped, and the next receive
+///   even after retrying for about half a second; nothing was skipped, and the next receive
 ///   tries again from the same message. A failed commit (a full disk) makes the store refuse
 ///   reads until it is reopened.
 pub struct Consumer<T> {

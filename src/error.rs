@@ -156,7 +156,8 @@ pub enum Ended {
     /// [`Message::in_progress`](crate::Message::in_progress)).
     AckTimeout,
     /// The consumer that received it was dropped, which released everything it held. Keep the
-    /// [`Consumer`](crate::Consumer) alive until its messages are settled.
+    /// [`Consumer`](crate::Consumer) alive until its messages are settled. (A delivery that
+    /// timed out and whose consumer was dropped since may report either reason.)
     ConsumerDropped,
 }
 

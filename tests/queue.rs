@@ -7,36 +7,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{BRIEF, Backend, Bus, WAIT, both_backends, take};
+use common::timed::{ACK_TIMEOUT, PAST_TIMEOUT, manual_bus, payload_and_count, timed_queue};
+use common::{BRIEF, Backend, WAIT, both_backends, take};
 use embus::{
-    Broker, Ended, Error, ManualClock, Message, Queue, QueueOptions, RecvTimeoutError,
-    SendTimeoutError, TryRecvError, TrySendError,
+    Broker, Error, QueueOptions, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
 };
 
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Just past [`ACK_TIMEOUT`].
-const PAST_TIMEOUT: Duration = Duration::from_secs(31);
 /// How long a helper thread waits for a wake-up the test then waits `WAIT` for. Longer than
 /// `WAIT`, so that a missed wake-up fails the test rather than being hidden by the last
 /// re-check a wait makes at its own deadline.
 const THREAD_WAIT: Duration = Duration::from_secs(WAIT.as_secs() * 2);
-
-/// A broker on `backend` on a manual clock, and the clock.
-fn manual_bus(backend: Backend) -> (ManualClock, Bus) {
-    let clock = ManualClock::new();
-    let bus = backend.bus_with_clock(clock.clone());
-    (clock, bus)
-}
-
-/// A queue with a 30 s ack timeout (on the broker's clock).
-fn timed_queue(bus: &Broker) -> Queue<u32> {
-    bus.queue_with("jobs", QueueOptions::default().ack_timeout(ACK_TIMEOUT))
-        .unwrap()
-}
-
-fn payload_and_count(m: &Message<u32>) -> (u32, u32) {
-    (*m.payload(), m.delivery_count())
-}
 
 /// Asserts that `wait_idle` fails right away with `NotIdle` naming `queue`.
 fn assert_not_idle(bus: &Broker, queue: &str) {
@@ -257,27 +237,6 @@ fn dropped_consumer_deliveries_are_retried_oldest_first_before_newer_messages(ba
     assert_eq!(got, [(1, 2), (2, 2), (3, 1)]);
 }
 
-both_backends!(ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery);
-fn ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery(
-    backend: Backend,
-) {
-    let bus = backend.bus();
-    let jobs = bus.queue::<u32>("jobs").unwrap();
-    jobs.producer().send(7).unwrap();
-    let mut first = jobs.consumer();
-    let stale = first.recv_timeout(WAIT).unwrap();
-    drop(first);
-    let mut second = jobs.consumer();
-    let again = second.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&again), (7, 2));
-
-    assert_ended(stale.ack(), Ended::ConsumerDropped);
-    assert_eq!(jobs.in_flight(), 1, "the redelivery is still in flight");
-    again.nack().unwrap();
-    let third = second.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&third), (7, 3));
-}
-
 both_backends!(ack_timeout_redelivers_with_delivery_count_plus_one);
 fn ack_timeout_redelivers_with_delivery_count_plus_one(backend: Backend) {
     let (clock, bus) = manual_bus(backend);
@@ -325,88 +284,6 @@ fn clock_advance_wakes_a_consumer_blocked_in_recv_on_another_thread(backend: Bac
     assert_eq!(got_rx.recv_timeout(WAIT).unwrap(), Ok((7, 2)));
     waiter.join().unwrap();
     assert!(jobs.is_empty());
-}
-
-both_backends!(ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message);
-fn ack_of_a_timed_out_delivery_does_not_delete_the_redelivered_message(backend: Backend) {
-    let (clock, bus) = manual_bus(backend);
-    let jobs = timed_queue(&bus);
-    jobs.producer().send(7).unwrap();
-    let mut worker = jobs.consumer();
-    let late = worker.recv_timeout(WAIT).unwrap();
-    clock.advance(PAST_TIMEOUT);
-    let again = worker.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&again), (7, 2));
-
-    assert_ended(late.ack(), Ended::AckTimeout);
-    assert_eq!(jobs.in_flight(), 1, "the redelivery is still in flight");
-    again.ack().unwrap();
-    assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
-}
-
-both_backends!(ack_after_the_ack_timeout_passed_is_refused_even_before_the_redelivery);
-fn ack_after_the_ack_timeout_passed_is_refused_even_before_the_redelivery(backend: Backend) {
-    let (clock, bus) = manual_bus(backend);
-    let jobs = timed_queue(&bus);
-    jobs.producer().send(7).unwrap();
-    let mut worker = jobs.consumer();
-    let late = worker.recv_timeout(WAIT).unwrap();
-    clock.advance(PAST_TIMEOUT);
-
-    // Nobody looked at the queue since the deadline passed: the ack still comes too late.
-    assert_ended(late.ack(), Ended::AckTimeout);
-    let again = worker.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&again), (7, 2));
-}
-
-both_backends!(acking_what_a_temporary_consumer_received_says_the_delivery_ended);
-/// Regression: `q.consumer().recv()` drops the consumer at the `;`, which releases what it
-/// received; the ack then returned `Ok` and removed nothing.
-fn acking_what_a_temporary_consumer_received_says_the_delivery_ended(backend: Backend) {
-    let bus = backend.bus();
-    let jobs = bus.queue::<u32>("jobs").unwrap();
-    jobs.producer().send(7).unwrap();
-    let m = jobs.consumer().recv_timeout(WAIT).unwrap();
-    assert_ended(m.ack(), Ended::ConsumerDropped);
-    let m = jobs.consumer().recv_timeout(WAIT).unwrap();
-    assert_ended(m.nack(), Ended::ConsumerDropped);
-    assert_eq!((jobs.len(), jobs.in_flight()), (1, 0), "still there");
-    let mut worker = jobs.consumer();
-    let m = worker.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&m), (7, 3));
-    m.ack().unwrap();
-    assert!(jobs.is_empty());
-}
-
-both_backends!(in_progress_restarts_the_ack_timeout);
-fn in_progress_restarts_the_ack_timeout(backend: Backend) {
-    let (clock, bus) = manual_bus(backend);
-    let jobs = timed_queue(&bus);
-    jobs.producer().send(7).unwrap();
-    let mut worker = jobs.consumer();
-    let long = worker.recv_timeout(WAIT).unwrap();
-    let step = ACK_TIMEOUT * 2 / 3;
-    for _ in 0..3 {
-        clock.advance(step);
-        long.in_progress().unwrap(); // each time before the deadline
-    }
-    assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
-    assert_eq!(
-        jobs.in_flight(),
-        1,
-        "2 ack timeouts passed, but it is still in progress"
-    );
-    long.ack().unwrap();
-    assert_eq!((jobs.len(), jobs.in_flight()), (0, 0));
-
-    jobs.producer().send(8).unwrap();
-    let late = worker.recv_timeout(WAIT).unwrap();
-    clock.advance(PAST_TIMEOUT);
-    assert_ended(late.in_progress(), Ended::AckTimeout);
-    let again = worker.recv_timeout(WAIT).unwrap();
-    assert_eq!(payload_and_count(&again), (8, 2));
-    assert_ended(late.ack(), Ended::AckTimeout);
-    again.ack().unwrap();
 }
 
 both_backends!(no_ack_timeout_keeps_a_delivery_in_flight_however_much_time_passes);
@@ -829,13 +706,4 @@ fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock(b
     };
     assert_eq!((*again.payload(), again.delivery_count()), (1, 2));
     drop(held);
-}
-
-/// Asserts a settle did nothing because its delivery had ended for `reason`.
-#[track_caller]
-fn assert_ended(result: Result<(), Error>, reason: Ended) {
-    match result {
-        Err(Error::DeliveryEnded { reason: r, .. }) if r == reason => {}
-        other => panic!("expected DeliveryEnded({reason:?}), got {other:?}"),
-    }
 }

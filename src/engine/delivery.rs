@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::queue::{ConsumerLink, QueueItem, ReleaseReason};
+use super::queue::{ConsumerLink, DeliveryId, QueueItem, ReleaseReason};
 use super::topic::{Group, StoredRef, TopicCore};
 use crate::error::{Ended, Error};
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
@@ -31,10 +31,14 @@ enum Body<T> {
     },
 }
 
-enum Settle<T> {
+/// What a queue said to a settle: `Ok`, or why (if known) the delivery had already ended.
+type Outcome = Result<(), Option<ReleaseReason>>;
+
+/// How a delivery settles (`Q`: the queue's part, or after a release, with its outcome).
+enum Settle<T, Q = QueueAck<T>> {
     Nothing,
     Group(GroupAck<T>),
-    Queue(QueueAck<T>),
+    Queue(Q),
 }
 
 /// How a group delivery reaches its group.
@@ -47,7 +51,7 @@ pub(crate) struct GroupAck<T> {
 /// How a queue delivery reaches its queue.
 pub(crate) struct QueueAck<T> {
     pub(crate) link: Arc<ConsumerLink<T>>,
-    pub(crate) delivery: u64,
+    pub(crate) delivery: DeliveryId,
     pub(crate) id: u64,
 }
 
@@ -178,29 +182,41 @@ impl<T> Delivery<T> {
     }
 
     fn release(&mut self, reason: ReleaseReason) -> Result<(), Error> {
-        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+        match self.release_quietly(reason) {
             Settle::Nothing => Ok(()),
+            Settle::Group(g) => g.topic.context.store.can_record(),
+            Settle::Queue((q, released)) => q.settled(released, self.offset),
+        }
+    }
+
+    /// Releases the message; returns how it was settled, to check (a drop does not).
+    fn release_quietly(&mut self, reason: ReleaseReason) -> Settle<T, (QueueAck<T>, Outcome)> {
+        match std::mem::replace(&mut self.settle, Settle::Nothing) {
+            Settle::Nothing => Settle::Nothing,
             Settle::Group(g) => {
                 g.group
                     .release(self.partition, self.offset, g.member, self.delivery_count);
-                g.topic.context.store.can_record()
+                Settle::Group(g)
             }
             Settle::Queue(q) => {
                 let released = q.link.queue.release(q.delivery, reason);
-                q.settled(released, self.offset)
+                Settle::Queue((q, released))
             }
         }
     }
 }
 
 impl<T> QueueAck<T> {
-    /// `Ok` if the delivery was still live (`live`) and the store can record what was done.
-    fn settled(&self, live: bool, offset: u64) -> Result<(), Error> {
-        if !live {
-            let reason = if self.link.dropped.load(Ordering::Acquire) {
-                Ended::ConsumerDropped
-            } else {
-                Ended::AckTimeout
+    /// `Ok` if the delivery was still live and the store can record what was done; else why
+    /// the delivery had ended (from the queue when it still knows, else from whether the
+    /// consumer is gone).
+    fn settled(&self, live: Outcome, offset: u64) -> Result<(), Error> {
+        if let Err(why) = live {
+            let reason = match why {
+                Some(ReleaseReason::Timeout) => Ended::AckTimeout,
+                Some(ReleaseReason::Dropped) => Ended::ConsumerDropped,
+                _ if self.link.dropped.load(Ordering::Acquire) => Ended::ConsumerDropped,
+                _ => Ended::AckTimeout,
             };
             return Err(Error::DeliveryEnded {
                 queue: self.link.queue.name.clone(),
@@ -214,8 +230,9 @@ impl<T> QueueAck<T> {
 
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
-        // Nobody is told: a dropped delivery that had already ended needs nothing more.
-        let _ = self.release(ReleaseReason::Dropped);
+        // Nobody is told: a dropped delivery that had already ended needs nothing more, and
+        // the store is not asked whether it could record the release.
+        let _ = self.release_quietly(ReleaseReason::Dropped);
     }
 }
 

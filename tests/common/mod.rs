@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod faulty;
+pub mod timed;
+
 use std::fmt::Debug;
 use std::ops::Deref;
 use std::path::PathBuf;

@@ -59,9 +59,10 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
-        let now = queue.timed_now();
         let mut own_deadline = None;
         let mut state = queue.state.lock();
+        // Read under the lock, so deadlines enter the queue's index in order.
+        let now = queue.timed_now();
         let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
             .zip(queue.ack_timeout)
@@ -161,7 +162,8 @@ impl<T> Drop for QueueConsumer<T> {
         state.forget_consumer(self.id);
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in held.into_iter().rev() {
-            queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
+            let _live = // it is this consumer's
+                queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
         }
         drop(state);
         queue.after_release(dead, woken);

@@ -24,7 +24,7 @@ use crate::record::{
 use crate::store::{LogId, Progress, Sink};
 
 pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
-pub(crate) use self::state::{Item as QueueItem, Reason as ReleaseReason};
+pub(crate) use self::state::{DeliveryId, Item as QueueItem, Reason as ReleaseReason};
 
 /// The outcome of asking for capacity.
 enum Room {
@@ -449,20 +449,21 @@ impl<T> QueueCore<T> {
         let mut woken = Woken::none();
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in expired.into_iter().rev() {
-            self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
+            let _live = // the index lists live deliveries only
+                self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
         }
         (dead, woken)
     }
 
-    /// Releases a delivery; `false` if it had already ended.
+    /// Releases a delivery; fails with why, if known, if it had already ended.
     fn release_locked(
         &self,
         state: &mut QueueState<T>,
-        delivery: u64,
+        delivery: DeliveryId,
         reason: Reason,
         dead: &mut Vec<(Item<T>, Reason)>,
         woken: &mut Woken,
-    ) -> bool {
+    ) -> Result<(), Option<Reason>> {
         match state.release(delivery, reason, self.options.max_delivery_count()) {
             Released::Requeued => {
                 self.publish_hints(state);
@@ -475,9 +476,9 @@ impl<T> QueueCore<T> {
                 woken.join(self.left(state));
                 dead.push((item, reason));
             }
-            Released::Stale => return false,
+            Released::Stale(why) => return Err(why),
         }
-        true
+        Ok(())
     }
 
     /// Moves dead letters on and wakes whoever a release freed, outside the lock.
@@ -538,18 +539,18 @@ impl<T> QueueCore<T> {
         woken.wake();
     }
 
-    /// Acks a delivery; `false` if it had already ended (timed out, or its consumer dropped).
-    pub(crate) fn ack(&self, delivery: u64, id: u64) -> bool {
-        let now = self.timed_now();
+    /// Acks a delivery; fails with why, if known, if it had already ended (timed out, or its
+    /// consumer dropped).
+    pub(crate) fn ack(&self, delivery: DeliveryId, id: u64) -> Result<(), Option<Reason>> {
         let mut state = self.state.lock();
         // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
-        let (dead, mut woken) = self.expire(&mut state, now);
+        let (dead, mut woken) = self.expire(&mut state, self.timed_now());
         let acked = state.ack(delivery);
-        if acked {
+        if acked.is_ok() {
             woken.join(self.left(&mut state));
         }
         drop(state);
-        if acked {
+        if acked.is_ok() {
             self.context.store.progress(Progress::QueueAck {
                 queue: &self.sink,
                 id,
@@ -560,27 +561,31 @@ impl<T> QueueCore<T> {
         acked
     }
 
-    /// Releases a delivery for redelivery or dead-lettering; `false` if it had already ended.
-    pub(crate) fn release(&self, delivery: u64, reason: Reason) -> bool {
-        let now = self.timed_now();
+    /// Releases a delivery for redelivery or dead-lettering; fails as [`ack`](Self::ack).
+    pub(crate) fn release(
+        &self,
+        delivery: DeliveryId,
+        reason: Reason,
+    ) -> Result<(), Option<Reason>> {
         let mut state = self.state.lock();
         // A delivery whose timeout passed ends as timed out (its dead letter says so), even if
         // nobody looked yet; it is then stale here.
-        let (mut dead, mut woken) = self.expire(&mut state, now);
+        let (mut dead, mut woken) = self.expire(&mut state, self.timed_now());
         let released = self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
         drop(state);
         self.after_release(dead, woken);
         released
     }
 
-    /// Restarts a live delivery's ack timeout (work in progress); `false` if it had already
-    /// ended. Without an ack timeout there is nothing to restart.
-    pub(crate) fn extend(&self, delivery: u64) -> bool {
+    /// Restarts a live delivery's ack timeout (work in progress); fails as [`ack`](Self::ack).
+    /// Without an ack timeout there is nothing to restart.
+    pub(crate) fn extend(&self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
+        let mut state = self.state.lock();
+        // Read under the lock, so deadlines enter the index in order.
         let Some(now) = self.timed_now() else {
-            return self.state.lock().is_live(delivery);
+            return state.check(delivery);
         };
         let deadline = now.saturating_add(self.ack_timeout.unwrap_or(0));
-        let mut state = self.state.lock();
         // One whose timeout already passed has ended, even if nobody looked yet.
         let (dead, woken) = self.expire(&mut state, Some(now));
         let extended = state.extend(delivery, deadline);

@@ -30,11 +30,20 @@ struct InFlight<T> {
     seq: u64,
 }
 
-/// One slab slot. A delivery number is the slot index with its generation in the high half,
-/// so a number whose delivery ended never settles the slot's next delivery.
+/// One delivery: its slab slot, and its sequence number (unique for the queue's life), so an
+/// id whose delivery ended never settles the slot's next delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeliveryId {
+    slot: u32,
+    seq: u64,
+}
+
+/// One slab slot.
 struct Slot<T> {
-    generation: u32,
     delivery: Option<InFlight<T>>,
+    /// How the slot's last delivery ended without an ack (`None`: acked), so a late settle
+    /// can say why it was too late.
+    ended: Option<(u64, Reason)>,
 }
 
 /// Why a delivery ended without an ack.
@@ -50,8 +59,8 @@ pub(crate) enum Released<T> {
     Requeued,
     /// Past `max_deliveries`: the caller moves it to the dead-letter queue.
     Dead(Item<T>, Reason),
-    /// The delivery was already acked or released.
-    Stale,
+    /// The delivery had already ended: how, if known.
+    Stale(Option<Reason>),
 }
 
 pub(crate) struct QueueState<T> {
@@ -60,13 +69,13 @@ pub(crate) struct QueueState<T> {
     /// after a failed commit.
     staged: VecDeque<(u64, Option<Item<T>>)>,
     ready: VecDeque<Item<T>>,
-    /// In-flight deliveries by slot (see [`Slot`]), and the free slots.
+    /// In-flight deliveries by slot (see [`DeliveryId`]), and the free slots.
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     /// Ack deadlines in deadline order, with their delivery numbers. An entry whose delivery
     /// ended, or whose deadline was extended, is stale: dropped when it reaches the front, or
     /// all at once when they outnumber the live ones.
-    deadlines: VecDeque<(Nanos, u64)>,
+    deadlines: VecDeque<(Nanos, DeliveryId)>,
     stale_deadlines: usize,
     next_seq: u64,
     in_flight: usize,
@@ -177,7 +186,7 @@ impl<T> QueueState<T> {
         consumer: u64,
         prefetch: Option<u32>,
         deadline: Option<Nanos>,
-    ) -> Option<(&Item<T>, u64)> {
+    ) -> Option<(&Item<T>, DeliveryId)> {
         if self.ready.is_empty() {
             return None;
         }
@@ -197,13 +206,16 @@ impl<T> QueueState<T> {
             Some(slot) => slot as usize,
             None => {
                 self.slots.push(Slot {
-                    generation: 0,
                     delivery: None,
+                    ended: None,
                 });
                 self.slots.len() - 1
             }
         };
-        let delivery = number(slot, self.slots[slot].generation);
+        let delivery = DeliveryId {
+            slot: slot as u32,
+            seq,
+        };
         if let Some(at) = deadline {
             self.deadlines.push_back((at, delivery));
         }
@@ -217,23 +229,26 @@ impl<T> QueueState<T> {
     }
 
     /// The live delivery behind `delivery`, if it has not ended.
-    fn live(&self, delivery: u64) -> Option<&InFlight<T>> {
-        let (slot, generation) = split(delivery);
-        let slot = self.slots.get(slot)?;
-        (slot.generation == generation)
-            .then_some(slot.delivery.as_ref())
-            .flatten()
+    fn live(&self, delivery: DeliveryId) -> Option<&InFlight<T>> {
+        let slot = self.slots.get(delivery.slot as usize)?;
+        slot.delivery.as_ref().filter(|d| d.seq == delivery.seq)
     }
 
-    fn end(&mut self, delivery: u64) -> Option<InFlight<T>> {
-        let (index, generation) = split(delivery);
-        let slot = self.slots.get_mut(index)?;
-        if slot.generation != generation {
-            return None;
-        }
+    /// Why `delivery`, no longer live, ended (if this slot still remembers).
+    fn why_ended(&self, delivery: DeliveryId) -> Option<Reason> {
+        let slot = self.slots.get(delivery.slot as usize)?;
+        slot.ended
+            .filter(|(seq, _)| *seq == delivery.seq)
+            .map(|(_, why)| why)
+    }
+
+    /// Ends a live delivery (`why`: how, if not by an ack).
+    fn end(&mut self, delivery: DeliveryId, why: Option<Reason>) -> Option<InFlight<T>> {
+        self.live(delivery)?;
+        let slot = &mut self.slots[delivery.slot as usize];
         let ended = slot.delivery.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index as u32);
+        slot.ended = why.map(|why| (delivery.seq, why));
+        self.free.push(delivery.slot);
         self.in_flight -= 1;
         if let Some(held) = self.held.get_mut(&ended.consumer) {
             *held -= 1;
@@ -263,48 +278,55 @@ impl<T> QueueState<T> {
         }
     }
 
-    /// Whether `delivery` is still in flight.
-    pub(crate) fn is_live(&self, delivery: u64) -> bool {
-        self.live(delivery).is_some()
+    /// `Ok` if `delivery` is still in flight, else why it ended (if known).
+    pub(crate) fn check(&self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
+        match self.live(delivery) {
+            Some(_) => Ok(()),
+            None => Err(self.why_ended(delivery)),
+        }
     }
 
-    /// Acks a delivery: the message is gone. `false` if it had already ended (timed out).
-    pub(crate) fn ack(&mut self, delivery: u64) -> bool {
-        self.end(delivery).is_some()
-    }
-
-    /// Moves a live delivery's ack deadline to `deadline` (work in progress); `false` if it had
+    /// Acks a delivery: the message is gone. Fails as [`check`](Self::check) if it had
     /// already ended.
-    pub(crate) fn extend(&mut self, delivery: u64, deadline: Nanos) -> bool {
-        let (index, generation) = split(delivery);
-        let Some(live) = self
-            .slots
-            .get_mut(index)
-            .filter(|s| s.generation == generation)
-            .and_then(|s| s.delivery.as_mut())
-        else {
-            return false;
+    pub(crate) fn ack(&mut self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
+        self.check(delivery)?;
+        self.end(delivery, None);
+        Ok(())
+    }
+
+    /// Moves a live delivery's ack deadline to `deadline` (work in progress). Fails as
+    /// [`check`](Self::check) if it had already ended.
+    pub(crate) fn extend(
+        &mut self,
+        delivery: DeliveryId,
+        deadline: Nanos,
+    ) -> Result<(), Option<Reason>> {
+        self.check(delivery)?;
+        let slot = &mut self.slots[delivery.slot as usize];
+        let Some(live) = slot.delivery.as_mut() else {
+            return Ok(()); // unreachable: checked live
         };
         if live.deadline.is_none_or(|at| at >= deadline) {
-            return true; // no timeout, or already later
+            return Ok(()); // no timeout, or already later
         }
         live.deadline = Some(deadline);
-        // Deadlines come from one monotonic clock plus one timeout, so this is the latest.
+        // Deadlines are read from one monotonic clock under the queue's lock, plus one
+        // timeout: this is the latest.
         self.deadlines.push_back((deadline, delivery));
         self.deadline_went_stale();
-        true
+        Ok(())
     }
 
     /// Ends a delivery without an ack: requeue it at the front, or hand it back for the
     /// dead-letter queue once it has been delivered `max_deliveries` times.
     pub(crate) fn release(
         &mut self,
-        delivery: u64,
+        delivery: DeliveryId,
         reason: Reason,
         max_deliveries: Option<u32>,
     ) -> Released<T> {
-        let Some(ended) = self.end(delivery) else {
-            return Released::Stale;
+        let Some(ended) = self.end(delivery, Some(reason)) else {
+            return Released::Stale(self.why_ended(delivery));
         };
         if max_deliveries.is_some_and(|max| ended.item.count >= max) {
             self.dead_lettered += 1;
@@ -315,7 +337,7 @@ impl<T> QueueState<T> {
     }
 
     /// The delivery numbers whose ack deadline has passed, oldest first.
-    pub(crate) fn expired(&self, now: Nanos) -> Vec<u64> {
+    pub(crate) fn expired(&self, now: Nanos) -> Vec<DeliveryId> {
         self.deadlines
             .iter()
             .take_while(|(at, _)| *at <= now)
@@ -331,16 +353,18 @@ impl<T> QueueState<T> {
     }
 
     /// The deliveries `consumer` still holds, oldest first.
-    pub(crate) fn held_by(&self, consumer: u64) -> Vec<u64> {
-        let mut held: Vec<(u64, u64)> = (0..self.slots.len())
+    pub(crate) fn held_by(&self, consumer: u64) -> Vec<DeliveryId> {
+        let mut held: Vec<DeliveryId> = (0..self.slots.len())
             .filter_map(|i| {
-                let slot = &self.slots[i];
-                let d = slot.delivery.as_ref().filter(|d| d.consumer == consumer)?;
-                Some((d.seq, number(i, slot.generation)))
+                let d = self.slots[i].delivery.as_ref()?;
+                (d.consumer == consumer).then_some(DeliveryId {
+                    slot: i as u32,
+                    seq: d.seq,
+                })
             })
             .collect();
-        held.sort_unstable();
-        held.into_iter().map(|(_, d)| d).collect()
+        held.sort_unstable_by_key(|d| d.seq);
+        held
     }
 
     pub(crate) fn forget_consumer(&mut self, consumer: u64) {
@@ -352,18 +376,6 @@ impl<T> QueueState<T> {
     fn footprint(&self) -> (usize, usize) {
         (self.slots.len(), self.deadlines.len())
     }
-}
-
-/// A delivery number: slot index low, generation high.
-fn number(slot: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | slot as u64
-}
-
-fn split(delivery: u64) -> (usize, u32) {
-    (
-        (delivery & u64::from(u32::MAX)) as usize,
-        (delivery >> 32) as u32,
-    )
 }
 
 #[cfg(test)]
@@ -415,7 +427,7 @@ mod tests {
             s.deliver(2, Some(1), None).is_some(),
             "another consumer has its own limit"
         );
-        assert!(s.ack(d));
+        assert!(s.ack(d).is_ok());
         assert!(s.deliver(1, Some(1), None).is_some());
     }
 
@@ -430,8 +442,8 @@ mod tests {
             s.release(a, Reason::Timeout, None),
             Released::Requeued
         ));
-        assert!(!s.ack(a), "a timed-out delivery cannot be acked");
-        assert!(s.ack(b));
+        assert!(s.ack(a).is_err(), "a timed-out delivery cannot be acked");
+        assert!(s.ack(b).is_ok());
         assert_eq!(s.in_flight(), 0);
     }
 
@@ -449,7 +461,7 @@ mod tests {
                 s.push(0, entry, None);
                 let deadline = timeout.map(|t| t + i);
                 let d = s.deliver(2, None, deadline).map(|(_, d)| d).unwrap();
-                assert!(s.ack(d));
+                assert!(s.ack(d).is_ok());
             }
             let (slots, deadlines) = s.footprint();
             assert!(slots <= 2, "{slots} slots for 1 held delivery");
@@ -458,7 +470,7 @@ mod tests {
                 "{deadlines} deadline entries for 1 held delivery"
             );
             assert_eq!(s.next_deadline(), timeout);
-            assert!(s.ack(held));
+            assert!(s.ack(held).is_ok());
         }
     }
 
@@ -466,15 +478,15 @@ mod tests {
     fn an_ended_delivery_number_never_settles_the_next_delivery_in_its_slot() {
         let mut s = state_with(2);
         let first = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
-        assert!(s.ack(first));
+        assert!(s.ack(first).is_ok());
         let second = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
-        assert!(!s.ack(first), "the first delivery already ended");
+        assert!(s.ack(first).is_err(), "the first delivery already ended");
         assert!(matches!(
             s.release(first, Reason::Nack, None),
-            Released::Stale
+            Released::Stale(_)
         ));
-        assert!(s.is_live(second));
-        assert!(s.ack(second));
+        assert!(s.check(second).is_ok());
+        assert!(s.ack(second).is_ok());
     }
 
     #[test]
@@ -482,12 +494,15 @@ mod tests {
         let mut s = state_with(2);
         let a = s.deliver(1, None, Some(10)).map(|(_, d)| d).unwrap();
         let b = s.deliver(1, None, Some(20)).map(|(_, d)| d).unwrap();
-        assert!(s.extend(a, 30));
+        assert!(s.extend(a, 30).is_ok());
         assert_eq!(s.next_deadline(), Some(20));
         assert_eq!(s.expired(25), vec![b], "a's old deadline no longer counts");
         assert_eq!(s.expired(30), vec![b, a]);
-        assert!(s.ack(a));
-        assert!(!s.extend(a, 40), "an ended delivery cannot be extended");
+        assert!(s.ack(a).is_ok());
+        assert!(
+            s.extend(a, 40).is_err(),
+            "an ended delivery cannot be extended"
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! tail): with backoff, waking the waiting thread or task for each attempt, and telling the
 //! reader once the failure has lasted.
 //!
-//! A failed read skips nothing: the reader stays where it was. The same partition is tried
+//! A failed read skips nothing: the reader stays where it was. Each partition keeps its own
+//! count (so partitions failing in turn cannot reset each other's). The same partition is tried
 //! again after 1 ms, 2 ms, 4 ms, ... (at most [`MAX_DELAY`] apart); a parked thread parks
 //! only until then (`Source::wake_at`), a task is woken by the broker's timer. After
-//! [`ATTEMPTS`] failures in a row (about 0.65 s) the reader gets the error
+//! [`ATTEMPTS`] failures in a row (about half a second) the reader gets the error
 //! (`RecvError::Failed`), and its next receive starts over. Reads that fail because the
 //! broker is closing are not retried: close wakes every reader, which then ends.
 
@@ -20,10 +21,10 @@ const ATTEMPTS: u32 = 10;
 /// The longest pause between two attempts.
 const MAX_DELAY: Duration = Duration::from_millis(200);
 
-/// One consumer's failing read, if any.
+/// One consumer's failing reads, one per partition at most.
 #[derive(Default)]
 pub(crate) struct Retry {
-    pending: Option<Pending>,
+    pending: Vec<Pending>,
     /// Whether the broker's timer holds an entry for this consumer.
     timed: bool,
 }
@@ -36,16 +37,20 @@ struct Pending {
 }
 
 impl Retry {
-    /// Whether a read of `partition` must wait for its next attempt.
-    pub(crate) fn waiting(&self, partition: u32) -> bool {
-        self.pending
-            .is_some_and(|p| p.partition == partition && Instant::now() < p.at)
+    fn find(&self, partition: u32) -> Option<usize> {
+        self.pending.iter().position(|p| p.partition == partition)
     }
 
-    /// A read of `partition` at `offset` of topic `name` succeeded.
+    /// Whether a read of `partition` must wait for its next attempt.
+    pub(crate) fn waiting(&self, partition: u32) -> bool {
+        self.find(partition)
+            .is_some_and(|i| Instant::now() < self.pending[i].at)
+    }
+
+    /// A read of `partition` succeeded.
     pub(crate) fn succeeded(&mut self, partition: u32) {
-        if self.pending.is_some_and(|p| p.partition == partition) {
-            self.pending = None;
+        if let Some(i) = self.find(partition) {
+            self.pending.swap_remove(i);
         }
     }
 
@@ -61,32 +66,34 @@ impl Retry {
         if matches!(error, Error::Closed) {
             return None;
         }
-        let failures = match self.pending {
-            Some(p) if p.partition == partition => p.failures + 1,
-            _ => 1,
-        };
+        let index = self.find(partition);
+        let failures = index.map_or(1, |i| self.pending[i].failures + 1);
         if failures >= ATTEMPTS {
-            self.pending = None;
+            self.succeeded(partition); // told: the next receive starts over
             return Some(ReadFailure::new(name, partition, offset, error));
         }
         let delay = Duration::from_millis(1 << (failures - 1).min(16)).min(MAX_DELAY);
-        self.pending = Some(Pending {
+        let pending = Pending {
             partition,
             at: Instant::now() + delay,
             failures,
-        });
+        };
+        match index {
+            Some(i) => self.pending[i] = pending,
+            None => self.pending.push(pending),
+        }
         None
     }
 
-    /// When the waiting consumer must look again.
+    /// When the waiting consumer must look again (its earliest retry).
     pub(crate) fn wake_at(&self) -> Option<Instant> {
-        self.pending.map(|p| p.at)
+        self.pending.iter().map(|p| p.at).min()
     }
 
     /// After a poll that found nothing: a task is woken by the timer for the next attempt.
     pub(crate) fn arm(&mut self, context: &Context, id: u64, wait: Wait<'_>) {
-        if let (Wait::Task(waker), Some(p)) = (wait, self.pending) {
-            context.timer.wake_at(p.at, id, waker);
+        if let (Wait::Task(waker), Some(at)) = (wait, self.wake_at()) {
+            context.timer.wake_at(at, id, waker);
             self.timed = true;
         }
     }

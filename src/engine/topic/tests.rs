@@ -131,6 +131,10 @@ impl Store for FakeStore {
 }
 
 fn topic(store: FakeStore) -> (Arc<TopicCore<u64>>, Arc<FakeStore>) {
+    topic_with(store, TopicOptions::default())
+}
+
+fn topic_with(store: FakeStore, options: TopicOptions) -> (Arc<TopicCore<u64>>, Arc<FakeStore>) {
     let store = Arc::new(store);
     let context = Context::new(
         Clock::System,
@@ -138,7 +142,7 @@ fn topic(store: FakeStore) -> (Arc<TopicCore<u64>>, Arc<FakeStore>) {
         CodecKind::Bincode,
         HashMap::new(),
     );
-    let core = TopicCore::create("t", TopicOptions::default(), context).unwrap();
+    let core = TopicCore::create("t", options, context).unwrap();
     (core, store)
 }
 
@@ -240,6 +244,24 @@ fn a_lasting_read_error_is_returned_and_skips_nothing() {
     assert_eq!(store.loads.load(Ordering::SeqCst), 10, "ten attempts");
     store.failing.store(0, Ordering::SeqCst);
     assert_eq!(payload(recv(&mut sub)), Ok(0), "nothing skipped");
+}
+
+/// Regression: with one retry record per consumer, two failing partitions reset each other's
+/// count, so the reader never got `Failed` and woke every millisecond for ever.
+#[test]
+fn failing_reads_of_several_partitions_are_each_returned() {
+    let (core, store) = topic_with(FakeStore::default(), TopicOptions::default().partitions(2));
+    store.failing.store(u32::MAX, Ordering::SeqCst);
+    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest);
+    let mut failed = Vec::new();
+    for _ in 0..2 {
+        match payload(recv(&mut sub)) {
+            Err(RecvError::Failed(f)) => failed.push(f.partition),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    failed.sort_unstable();
+    assert_eq!(failed, [0, 1]);
 }
 
 /// Every offset of a fresh subscriber, as payloads or the offsets of undecodable records.

@@ -1,0 +1,477 @@
+//! Damaged files: garbage, empty, truncated, overwritten and bit-flipped stores.
+//! `Broker::open` returns an error naming the path, or opens and then never panics, stalls or
+//! returns a payload that was not written where it is read. The overwritten and bit-flipped
+//! tests damage a fresh store at `EMBUS_DAMAGE_POSITIONS` (default 128) evenly spread offsets
+//! (raise it to search wider; the layout varies a little between runs, with how the first
+//! commits batch); another flips bit 0 and bit 4 of every byte in the head (entry count, value
+//! ends, keys) of the page holding a given record. A store of another format version is
+//! `Error::Incompatible`; a redb file that is not a store is `Error::Corrupt`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+
+use common::faulty::{PARTITIONS, topic_options, try_within, within};
+use embus::redb::TableDefinition;
+use embus::{Broker, Error, Start, TryRecvError};
+
+// ---------------------------------------------------------------------------------------------
+// Damaged files
+// ---------------------------------------------------------------------------------------------
+
+/// A valid store and what it holds.
+struct Written {
+    bytes: Vec<u8>,
+    topic: HashMap<(u32, u64), String>,
+    queue: HashMap<u64, String>,
+}
+
+fn write_store(path: &Path) -> Written {
+    let bus = Broker::open(path).unwrap();
+    let topic = bus.topic_with::<String>("t", topic_options()).unwrap();
+    let queue = bus.queue::<String>("q").unwrap();
+    let mut written = Written {
+        bytes: Vec::new(),
+        topic: HashMap::new(),
+        queue: HashMap::new(),
+    };
+    // One send per commit, so that the file's layout is the same in every run.
+    let events = topic.producer();
+    for i in 0..600 {
+        let text = format!("t{i}:{}", "y".repeat(100 + i % 97));
+        let r = events.send(text.clone()).unwrap();
+        written.topic.insert((r.partition, r.offset), text);
+    }
+    let jobs = queue.producer();
+    for i in 0..100 {
+        let text = format!("q{i}:{}", "z".repeat(50 + i));
+        let r = jobs.send(text.clone()).unwrap();
+        written.queue.insert(r.offset, text);
+    }
+    drop((events, jobs, topic, queue));
+    bus.close().unwrap();
+    written.bytes = std::fs::read(path).unwrap();
+    written
+}
+
+/// Opens a damaged file: an error naming it, or a store that reads back only what was written.
+/// Returns what happened, for the summary.
+fn open_damaged(path: &Path, written: Option<&Written>, what: &str) -> &'static str {
+    let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let opened = catch_unwind(AssertUnwindSafe(|| Broker::open(path)));
+    let bus = match opened {
+        Err(_) => panic!("{what}: Broker::open panicked"),
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&file_name),
+                "{what}: the error does not name the file: {message}"
+            );
+            // A flip inside the stored format version reads as another version.
+            assert!(
+                matches!(
+                    e,
+                    Error::Corrupt { .. } | Error::Storage { .. } | Error::Incompatible { .. }
+                ),
+                "{what}: {e:?}"
+            );
+            return "error";
+        }
+        Ok(Ok(bus)) => bus,
+    };
+    let read = catch_unwind(AssertUnwindSafe(|| read_damaged(&bus, written, what)));
+    if let Err(panic) = read {
+        std::panic::resume_unwind(panic);
+    }
+    let _ = bus.close(); // may report the damage; must not panic
+    "opened"
+}
+
+fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
+    let (no_topic, no_queue) = (HashMap::new(), HashMap::new());
+    let (topic_written, queue_written) = match written {
+        Some(w) => (&w.topic, &w.queue),
+        None => (&no_topic, &no_queue),
+    };
+    // After a reopen every retained record is read from the file as it is asked for, so
+    // `try_recv` has each one at once: a record, or a report that it is damaged.
+    if let Ok(topic) = bus.topic_with::<String>("t", topic_options()) {
+        let mut all = topic.subscribe(Start::Earliest).unwrap();
+        let mut retained = 0;
+        for p in 0..PARTITIONS {
+            retained += topic
+                .offsets(p)
+                .map_or(0, |r| r.end.saturating_sub(r.start));
+        }
+        let mut accounted = 0;
+        while accounted < retained {
+            match all.try_recv() {
+                Ok(m) => {
+                    let at = (m.partition(), m.offset());
+                    let text = topic_written.get(&at);
+                    assert_eq!(
+                        Some(m.payload()),
+                        text,
+                        "{what}: the topic returned a payload at {at:?} that was not written there"
+                    );
+                    accounted += 1;
+                }
+                Err(TryRecvError::Lagged { skipped }) => accounted += skipped,
+                // A damaged record: reported with where it is, and the reader moves past it.
+                Err(TryRecvError::Undecodable(u)) => {
+                    assert_eq!(u.name, "t", "{what}");
+                    assert!(u.partition < PARTITIONS, "{what}: {u}");
+                    accounted += 1;
+                }
+                Err(e) => panic!(
+                    "{what}: reading the topic: {e} after {accounted} of {retained} retained \
+                     offsets (a reader stalls)"
+                ),
+            }
+        }
+    }
+    if let Ok(queue) = bus.queue::<String>("q") {
+        let mut worker = queue.consumer();
+        let mut held = Vec::new();
+        let mut ids = HashSet::new();
+        for i in 0..queue.len() {
+            let m = worker.try_recv().unwrap_or_else(|e| {
+                panic!(
+                    "{what}: reading the queue: {e} after {i} of {}",
+                    queue.len()
+                )
+            });
+            assert_eq!(
+                Some(m.payload()),
+                queue_written.get(&m.offset()),
+                "{what}: the queue returned a payload under id {} that was not written",
+                m.offset()
+            );
+            assert!(
+                ids.insert(m.offset()),
+                "{what}: queue message {} twice",
+                m.offset()
+            );
+            held.push(m);
+        }
+    }
+}
+
+/// Random bytes (xorshift64*), so a failure repeats.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_files_are_an_error_naming_the_path() {
+    let dir = common::fresh_dir("faults-garbage");
+    for (i, len) in [1, 17, 512, 4096, 4097, 65_536, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.join(format!("garbage-{len}.embus"));
+        std::fs::write(&path, noise(i as u64 + 1, len)).unwrap();
+        let what = format!("{len} random bytes");
+        let outcome = within(common::WAIT, &what.clone(), move || {
+            open_damaged(&path, None, &what)
+        });
+        assert_eq!(outcome, "error", "{len} random bytes opened as a store");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_empty_file_opens_as_a_new_store() {
+    let dir = common::fresh_dir("faults-empty");
+    let path = dir.join("empty.embus");
+    File::create(&path).unwrap();
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<String>("q").unwrap();
+    q.producer().send("first".to_owned()).unwrap();
+    bus.close().unwrap();
+    let bus = Broker::open(&path).unwrap();
+    let m = bus
+        .queue::<String>("q")
+        .unwrap()
+        .consumer()
+        .recv_timeout(common::WAIT)
+        .unwrap();
+    assert_eq!(m.payload(), "first");
+    drop(m);
+    bus.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Damage `cases` (what, bytes) of the store `written` and open each: see [`open_damaged`].
+/// Every case runs; the failures are listed together.
+fn damaged(test: &str, dir: &Path, written: &Arc<Written>, cases: Vec<(String, Vec<u8>)>) {
+    let mut outcomes: HashMap<&str, usize> = HashMap::new();
+    let mut failures = Vec::new();
+    let count = cases.len();
+    for (i, (what, bytes)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("damaged-{i}.embus"));
+        std::fs::write(&path, bytes).unwrap();
+        let written = Arc::clone(written);
+        let run = what.clone();
+        match try_within(common::WAIT, &what, move || {
+            open_damaged(&path, Some(&written), &run)
+        }) {
+            Ok(outcome) => *outcomes.entry(outcome).or_default() += 1,
+            Err(failure) => failures.push(format!("damaged-{i}.embus: {failure}")),
+        }
+    }
+    eprintln!(
+        "{test} ({count} files): {outcomes:?}, {} failed",
+        failures.len()
+    );
+    // Grouped by kind (where it panicked, or how it failed), with a few examples each.
+    let mut kinds: Vec<(String, Vec<String>)> = Vec::new();
+    for failure in &failures {
+        let kind = kind_of(failure);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, examples)) => examples.push(failure.clone()),
+            None => kinds.push((kind, vec![failure.clone()])),
+        }
+    }
+    let report: Vec<String> = kinds
+        .iter()
+        .map(|(kind, examples)| {
+            let shown: Vec<&str> = examples.iter().take(3).map(String::as_str).collect();
+            format!(
+                "{} x {kind}, e.g.\n    {}",
+                examples.len(),
+                shown.join("\n    ")
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {count} damaged files failed (left in {}):\n{}",
+        failures.len(),
+        dir.display(),
+        report.join("\n")
+    );
+}
+
+/// A failure's kind: where it panicked, a hang, or the failed check with its numbers blanked.
+fn kind_of(failure: &str) -> String {
+    if let Some(at) = failure.rfind("(at ") {
+        return format!("panic {}", &failure[at..]);
+    }
+    if failure.contains("(hung)") {
+        return "hang".to_owned();
+    }
+    let check = failure.split_once("panicked: ").map_or(failure, |(_, c)| c);
+    let first = check.lines().next().unwrap_or(check);
+    first
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
+}
+
+/// Where to damage a file of `len` bytes: `EMBUS_DAMAGE_POSITIONS` (default 128) evenly spread
+/// offsets.
+fn positions(len: usize) -> impl Iterator<Item = usize> {
+    let n: usize = std::env::var("EMBUS_DAMAGE_POSITIONS")
+        .ok()
+        .map(|v| v.parse().expect("EMBUS_DAMAGE_POSITIONS is a number"))
+        .unwrap_or(128);
+    (1..n).map(move |k| len * k / n)
+}
+
+#[test]
+fn truncated_stores_are_an_error_or_read_back_only_what_was_written() {
+    let dir = common::fresh_dir("faults-truncated");
+    let written = Arc::new(write_store(&dir.join("valid.embus")));
+    let len = written.bytes.len();
+    let mut cases = Vec::new();
+    for (num, den) in [(1, 2), (1, 4), (3, 4), (1, 16), (15, 16)] {
+        let cut = len * num / den;
+        let what = format!("truncated to {cut} of {len} bytes");
+        cases.push((what, written.bytes[..cut].to_vec()));
+    }
+    let what = "truncated by one byte".to_owned();
+    cases.push((what, written.bytes[..len - 1].to_vec()));
+    damaged("truncated", &dir, &written, cases);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn overwritten_stores_are_an_error_or_read_back_only_what_was_written() {
+    let dir = common::fresh_dir("faults-overwritten");
+    let written = Arc::new(write_store(&dir.join("valid.embus")));
+    let len = written.bytes.len();
+    let mut cases = Vec::new();
+    for (k, at) in positions(len).enumerate() {
+        let mut bytes = written.bytes.clone();
+        let end = (at + 512).min(len);
+        bytes[at..end].copy_from_slice(&noise(k as u64 + 1, end - at));
+        cases.push((format!("512 random bytes written at {at} of {len}"), bytes));
+    }
+    let mut header = written.bytes.clone();
+    header[..512].copy_from_slice(&noise(99, 512));
+    cases.push(("the first 512 bytes overwritten".into(), header));
+    damaged("overwritten", &dir, &written, cases);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bit_flipped_stores_are_an_error_or_read_back_only_what_was_written() {
+    let dir = common::fresh_dir("faults-bit-flipped");
+    let written = Arc::new(write_store(&dir.join("valid.embus")));
+    let len = written.bytes.len();
+    let mut cases = Vec::new();
+    for at in positions(len) {
+        let mut bytes = written.bytes.clone();
+        bytes[at] ^= 0x10;
+        cases.push((format!("one bit flipped at {at} of {len}"), bytes));
+    }
+    damaged("bit-flipped", &dir, &written, cases);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flips one bit at a time in the head of the page holding one topic record: the page's type and
+/// entry count, the ends of its values and the keys (offsets) of its rows. Records carry a
+/// checksum, but the structure around them is redb's, read without one.
+#[test]
+fn bit_flips_in_a_record_page_are_an_error_or_read_back_only_what_was_written() {
+    const PAGE: usize = 4096; // redb's default page size
+    let dir = common::fresh_dir("faults-record-page");
+    let written = Arc::new(write_store(&dir.join("valid.embus")));
+    let bytes = &written.bytes;
+    let (&(partition, offset), needle) = written
+        .topic
+        .iter()
+        .find(|(_, text)| text.starts_with("t300:"))
+        .unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("the record is in the file");
+    let page = at / PAGE * PAGE;
+    // A redb 4 leaf page with fixed-width keys: type 1, a byte, u16 entry count, then a u32
+    // value end and a u64 key per entry.
+    assert_eq!(
+        bytes[page], 1,
+        "record {partition}/{offset} is not in a leaf page"
+    );
+    let entries = usize::from(u16::from_le_bytes([bytes[page + 2], bytes[page + 3]]));
+    let head = 4 + entries * (4 + 8);
+    assert!(head < PAGE, "{entries} entries");
+    let mut cases = Vec::new();
+    for i in page..page + head {
+        for bit in [0x01, 0x10] {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= bit;
+            let what = format!(
+                "bit {bit:#04x} flipped at {} of the page at {page} holding {partition}/{offset}",
+                i - page
+            );
+            cases.push((what, damaged));
+        }
+    }
+    damaged("record page", &dir, &written, cases);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format versions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_store_of_another_format_version_is_incompatible() {
+    let dir = common::fresh_dir("faults-version");
+    let path = dir.join("future.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        bus.queue::<String>("q")
+            .unwrap()
+            .producer()
+            .send("kept".to_owned())
+            .unwrap();
+        bus.close().unwrap();
+    }
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+            let mut table = txn.open_table(meta).unwrap();
+            assert_eq!(
+                table.insert("format", 99).unwrap().map(|v| v.value()),
+                Some(3)
+            );
+        }
+        txn.commit().unwrap();
+    }
+    let err = Broker::open(&path).unwrap_err();
+    match &err {
+        Error::Incompatible {
+            found,
+            expected,
+            path: named,
+        } => {
+            assert_eq!(*found, 99);
+            assert_eq!(*expected, 3);
+            assert_eq!(named, &path);
+        }
+        other => panic!("expected Error::Incompatible, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("future.embus") && message.contains("99"),
+        "{message}"
+    );
+    // Refusing it changed nothing: back at version 3 it opens with its message.
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<&str, u64>::new("embus.meta"))
+            .unwrap()
+            .insert("format", 3)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let m = bus
+        .queue::<String>("q")
+        .unwrap()
+        .consumer()
+        .recv_timeout(common::WAIT)
+        .unwrap();
+    assert_eq!(m.payload(), "kept");
+    drop(m);
+    bus.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_redb_file_that_is_not_a_store_is_corrupt() {
+    let dir = common::fresh_dir("faults-foreign");
+    let path = dir.join("foreign.redb");
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, u64>::new("something"))
+            .unwrap()
+            .insert(1, 2)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Broker::open(&path).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("foreign.redb"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
