@@ -240,7 +240,9 @@ impl Undecodable {
     /// exist yet; keep [`bytes`](Self::bytes) before acking if you need them.
     ///
     /// # Errors
-    /// None today; the `Result` is for stores that record the skip.
+    /// As [`Message::ack`](crate::Message::ack) for a group: [`Error::Closed`] or
+    /// [`Error::Poisoned`] when a durable store can no longer record the skip (a reopened
+    /// broker delivers the record again).
     pub fn ack(mut self) -> Result<(), Error> {
         match self.settle.0.take() {
             Some(settle) => settle.ack(),
@@ -556,6 +558,7 @@ failed_source!(SendError, TrySendError, SendTimeoutError);
 ///
 /// Only `Disconnected` ends a stream: after the others the consumer keeps going.
 #[derive(Debug, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The broker is closed and nothing more will arrive.
     Disconnected,
@@ -578,6 +581,7 @@ pub enum RecvError {
 
 /// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
 #[derive(Debug, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum TryRecvError {
     /// Nothing is ready now.
     Empty,
@@ -597,6 +601,7 @@ pub enum TryRecvError {
 /// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
 /// [`recv_deadline`](crate::Consumer::recv_deadline).
 #[derive(Debug, PartialEq, Eq, Clone)]
+#[non_exhaustive]
 pub enum RecvTimeoutError {
     /// Nothing arrived before the deadline.
     Timeout,

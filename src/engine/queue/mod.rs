@@ -515,11 +515,19 @@ impl<T> QueueCore<T> {
         };
         self.occupied.fetch_add(1, Ordering::AcqRel);
         let (ts, size) = (item.ts, item.entry.size);
-        let entry = Arc::clone(&item.entry);
-        // Only a store that keeps bytes encodes: the dead letter as memory holds it.
-        let body = || {
+        // Only a store that keeps bytes encodes: the dead letter as memory holds it, before
+        // the lock (the payload's `Serialize` is the user's code).
+        let encoded = self.context.store.reads_back().then(|| {
             self.coder
-                .encode_any(&entry.payload, meta.key.as_deref(), &meta.headers)
+                .encode_any(&item.entry.payload, meta.key.as_deref(), &meta.headers)
+        });
+        let body = || match &encoded {
+            Some(Ok(bytes)) => Ok(bytes.clone()),
+            Some(Err(e)) => Err(Error::Encode {
+                name: self.name.clone(),
+                message: e.to_string(),
+            }),
+            None => unreachable!("a store that keeps no bytes asks for none"),
         };
         let mut state = self.state.lock();
         let to_id = state.push(item.ts, item.entry, Some(Arc::new(meta.clone())));

@@ -431,7 +431,7 @@ struct GroupSettle<T> {
 impl<T: Payload> Settle for GroupSettle<T> {
     fn ack(self: Box<Self>) -> Result<(), Error> {
         self.group.ack(&self.topic, self.partition, self.offset);
-        Ok(())
+        self.topic.context.store.can_record() // as a delivery's ack
     }
 
     fn release(self: Box<Self>) {

@@ -9,7 +9,7 @@ use crate::codec::CodecKind;
 use crate::engine::seam;
 use crate::error::{Error, Undecodable};
 use crate::record::{Nanos, Payload};
-use crate::store::{LogId, Store};
+use crate::store::{Loaded, LogId, Store};
 
 /// Reads one partition's stored records back (durable mode).
 pub(super) struct PartitionLoad {
@@ -26,42 +26,34 @@ impl PartitionLoad {
         Box::new(u)
     }
 
-    /// Appends every offset of `from..to` to `out`. A range the store reports as corrupt (a
-    /// damaged page; redb may panic on one) is split in halves, down to single records, so
-    /// that damage costs only the records it hit.
-    fn read<T: Payload>(
+    /// Visits every offset of `from..to` with its stored row, or why there is none. A range
+    /// the store reports as corrupt (a damaged page; redb may panic on one) is split in halves,
+    /// down to single records, so that damage costs only the records it hit.
+    fn visit(
         &self,
         from: u64,
         to: u64,
-        out: &mut Vec<(u64, Row<T>)>,
+        visit: &mut dyn FnMut(u64, Result<Loaded, String>),
     ) -> Result<(), Error> {
         let rows = match self.store.load(&self.log, from, to) {
             Ok(rows) => rows,
             Err(Error::Corrupt { .. }) if to - from > 1 => {
                 let mid = from + (to - from) / 2;
-                self.read(from, mid, out)?;
-                return self.read(mid, to, out);
+                self.visit(from, mid, visit)?;
+                return self.visit(mid, to, visit);
             }
             Err(Error::Corrupt { detail, .. }) => {
-                let message = format!("the store cannot read it: {detail}");
-                out.push((from, Err(self.undecodable(from, message, Vec::new()))));
+                visit(from, Err(format!("the store cannot read it: {detail}")));
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         let mut rows = rows.into_iter().peekable();
         for at in from..to {
-            let row = match rows.next_if(|row| row.key == at) {
-                None => Err(self.undecodable(at, "missing from the store".to_owned(), Vec::new())),
-                Some(row) => {
-                    match seam::decode_row::<T>(self.codec, &self.name, self.partition, &row) {
-                        Ok((ts, entry)) => Ok(Stored { ts, entry }),
-                        Err(Error::Decode(undecodable)) => Err(undecodable),
-                        Err(e) => Err(self.undecodable(at, e.to_string(), row.value)),
-                    }
-                }
-            };
-            out.push((at, row));
+            match rows.next_if(|row| row.key == at) {
+                Some(row) => visit(at, Ok(row)),
+                None => visit(at, Err("missing from the store".to_owned())),
+            }
         }
         Ok(())
     }
@@ -70,22 +62,31 @@ impl PartitionLoad {
 impl<T: Payload> Load<T> for PartitionLoad {
     fn rows(&self, from: u64, to: u64) -> Result<Vec<(u64, Row<T>)>, Error> {
         let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
-        self.read(from, to, &mut out)?;
+        self.visit(from, to, &mut |at, row| {
+            let row = match row {
+                Err(message) => Err(self.undecodable(at, message, Vec::new())),
+                Ok(row) => {
+                    match seam::decode_row::<T>(self.codec, &self.name, self.partition, &row) {
+                        Ok((ts, entry)) => Ok(Stored { ts, entry }),
+                        Err(Error::Decode(undecodable)) => Err(undecodable),
+                        Err(e) => Err(self.undecodable(at, e.to_string(), row.value)),
+                    }
+                }
+            };
+            out.push((at, row));
+        })?;
         Ok(out)
     }
 
     fn heads(&self, from: u64, to: u64) -> Result<Vec<(Nanos, u32)>, Error> {
-        let rows = match self.store.load(&self.log, from, to) {
-            Ok(rows) => rows,
-            Err(Error::Corrupt { .. }) => Vec::new(), // damaged: expired and empty
-            Err(e) => return Err(e),
-        };
-        let mut rows = rows.into_iter().peekable();
-        let head = |at: u64| {
-            let row = rows.next_if(|row| row.key == at)?;
-            let opened = row.open().ok()?;
-            Some((opened.ts, opened.size))
-        };
-        Ok((from..to).map(head).map(|h| h.unwrap_or((0, 0))).collect())
+        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
+        self.visit(from, to, &mut |_, row| {
+            // A damaged record counts as expired and empty; its neighbours keep their heads.
+            let head = row
+                .ok()
+                .and_then(|row| row.open().ok().map(|r| (r.ts, r.size)));
+            out.push(head.unwrap_or((0, 0)));
+        })?;
+        Ok(out)
     }
 }
