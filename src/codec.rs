@@ -17,8 +17,10 @@
 //! # Evolving a payload type
 //!
 //! Stored messages outlive the code that wrote them. With bincode, adding, removing or
-//! reordering a field makes older messages undecodable (they are set aside and listed by
-//! [`Queue::undecodable`](crate::Queue::undecodable); on a topic a reader gets each as
+//! reordering a field makes older messages undecodable (a queue sets them aside, lists them by
+//! [`Queue::undecodable`](crate::Queue::undecodable) and can move them to its dead-letter
+//! queue with [`Queue::dead_letter_undecodable`](crate::Queue::dead_letter_undecodable); on a
+//! topic a reader gets each as
 //! [`RecvError::Undecodable`](crate::RecvError::Undecodable), with its raw bytes). With
 //! JSON, add a field with `#[serde(default)]` and old messages read with its default; remove a
 //! field and old messages' extra value is ignored. For changes neither covers, carry a version:

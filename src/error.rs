@@ -137,6 +137,13 @@ pub enum Error {
         /// What ended the delivery.
         reason: Ended,
     },
+    /// [`Queue::dead_letter_undecodable`](crate::Queue::dead_letter_undecodable) on a queue
+    /// declared without a dead-letter queue.
+    #[error("queue `{queue}` has no dead-letter queue (QueueOptions::dead_letter)")]
+    NoDeadLetterQueue {
+        /// The queue.
+        queue: String,
+    },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {

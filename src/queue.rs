@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crate::consumer::Consumer;
 use crate::engine::Life;
 use crate::engine::queue::{QueueConsumer, QueueCore};
-use crate::error::Undecodable;
+use crate::error::{Error, Undecodable};
 use crate::options::QueueOptions;
 use crate::producer::Producer;
 use crate::record::Payload;
@@ -131,9 +131,24 @@ impl<T: Payload> Queue<T> {
 
     /// Durable mode: stored messages that failed their checksum or did not decode as `T` when
     /// this run restored the queue, with their raw bytes. They are not delivered and stay in
-    /// the file untouched (nothing is deleted on a guess); the rest of the queue works.
-    pub fn undecodable(&self) -> &[Undecodable] {
+    /// the file untouched (nothing is deleted on a guess) until
+    /// [`dead_letter_undecodable`](Self::dead_letter_undecodable) moves them; the rest of the
+    /// queue works.
+    pub fn undecodable(&self) -> Vec<Undecodable> {
         self.core.undecodable()
+    }
+
+    /// Durable mode: moves every message [`undecodable`](Self::undecodable) lists to this
+    /// queue's dead-letter queue, with the reason `undecodable` (key, headers and payload bytes
+    /// kept; a message that failed its checksum becomes the payload bytes of the dead letter).
+    /// They stay undecodable there: its [`undecodable`](Self::undecodable) lists them, with
+    /// the dead-letter headers, from then on. Returns how many moved.
+    ///
+    /// # Errors
+    /// [`Error::NoDeadLetterQueue`] if the queue has none; [`Error::Closed`];
+    /// [`Error::Poisoned`] if the store can no longer record the move.
+    pub fn dead_letter_undecodable(&self) -> Result<usize, Error> {
+        self.core.dead_letter_undecodable()
     }
 }
 

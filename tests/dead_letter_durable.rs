@@ -1,6 +1,7 @@
-//! A durable dead letter is stored from the message the broker holds, not copied from its
-//! source row: a source row that is damaged (or gone) when the message is dead-lettered must
-//! not make the dead letter vanish on the next open.
+//! Durable dead letters: one is stored from the message the broker holds, not copied from its
+//! source row (a source row that is damaged, or gone, when the message is dead-lettered must
+//! not make the dead letter vanish on the next open); a queue's undecodable messages can be
+//! moved to its dead-letter queue.
 
 mod common;
 mod store_support;
@@ -8,7 +9,7 @@ mod store_support;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
-use embus::{Broker, DEAD_LETTER_REASON, QueueOptions};
+use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions};
 use store_support::{Switches, TestBackend};
 
 #[test]
@@ -56,5 +57,74 @@ fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
     assert_eq!(m.headers().get(DEAD_LETTER_REASON), Some(&b"nack"[..]));
     assert!(bus.queue::<String>("jobs").unwrap().is_empty());
     m.ack().unwrap();
+    bus.close().unwrap();
+}
+
+#[test]
+fn undecodable_queue_messages_move_to_the_dead_letter_queue() {
+    use embus::redb::{ReadableTable, TableDefinition};
+    let path = common::fresh_dir("dead-letter-undecodable").join("bus.embus");
+    let options = QueueOptions::default().dead_letter("jobs.dead");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let jobs = bus.queue_with::<String>("jobs", options.clone()).unwrap();
+        bus.queue::<String>("plain")
+            .unwrap()
+            .producer()
+            .send("x".into())
+            .unwrap();
+        for i in 0..3 {
+            jobs.producer().send(format!("job-{i}")).unwrap();
+        }
+        bus.close().unwrap();
+    }
+    // Damage one bit of message 1's payload, and of the plain queue's message.
+    let mut damaged = Vec::new();
+    {
+        let db = embus::redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        for table in ["q.jobs", "q.plain"] {
+            let mut rows = txn
+                .open_table(TableDefinition::<u64, &[u8]>::new(table))
+                .unwrap();
+            let key = u64::from(table == "q.jobs");
+            let mut value = rows.get(key).unwrap().unwrap().value().to_vec();
+            let last = value.len() - 1;
+            value[last] ^= 0x01;
+            rows.insert(key, value.as_slice()).unwrap();
+            damaged.push(value);
+        }
+        txn.commit().unwrap();
+    }
+    {
+        let bus = Broker::open(&path).unwrap();
+        let plain = bus.queue::<String>("plain").unwrap();
+        assert!(matches!(
+            plain.dead_letter_undecodable(),
+            Err(Error::NoDeadLetterQueue { .. })
+        ));
+        assert_eq!(plain.undecodable().len(), 1, "nothing moved, nothing lost");
+        let jobs = bus.queue_with::<String>("jobs", options.clone()).unwrap();
+        let dead = bus.queue::<String>("jobs.dead").unwrap();
+        assert_eq!(jobs.undecodable().len(), 1);
+        assert_eq!(jobs.dead_letter_undecodable().unwrap(), 1);
+        assert!(jobs.undecodable().is_empty());
+        assert_eq!(
+            dead.undecodable().len(),
+            1,
+            "listed by the dead-letter queue at once"
+        );
+        assert_eq!(dead.undecodable()[0].bytes, damaged[0]);
+        assert_eq!(jobs.dead_letter_undecodable().unwrap(), 0);
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let jobs = bus.queue_with::<String>("jobs", options).unwrap();
+    let dead = bus.queue::<String>("jobs.dead").unwrap();
+    assert!(jobs.undecodable().is_empty(), "moved for good");
+    let letters = dead.undecodable();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].bytes, damaged[0], "the damaged record, whole");
+    assert_eq!((jobs.len(), dead.len()), (2, 0), "the rest is untouched");
     bus.close().unwrap();
 }

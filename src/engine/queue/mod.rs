@@ -3,6 +3,7 @@
 mod append;
 mod consumer;
 mod state;
+mod undecodable;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,10 +13,11 @@ use parking_lot::Mutex;
 
 use self::append::{QueueJob, QueueRunJob};
 use self::state::{Item, QueueState, Reason, Released};
+use self::undecodable::SetAside;
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Sent};
-use crate::error::{Error, Undecodable};
+use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{
     DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers, Meta, Nanos,
@@ -52,7 +54,7 @@ pub(crate) struct QueueCore<T> {
     /// Payloads to and from the store's bytes.
     coder: seam::Coder<T>,
     /// Stored messages that did not decode as `T` when the queue was restored.
-    undecodable: Vec<Undecodable>,
+    undecodable: Mutex<Vec<SetAside>>,
     /// The queues dead-lettering into this one: their ack timeouts are this queue's arrivals.
     feeders: Mutex<Vec<Weak<QueueCore<T>>>>,
     has_feeders: AtomicBool,
@@ -109,7 +111,7 @@ impl<T: Payload> QueueCore<T> {
                         state.restore(row.key, ts, Arc::new(entry), row.deliveries);
                         occupied += 1;
                     }
-                    Err(Error::Decode(bad)) => undecodable.push(*bad),
+                    Err(Error::Decode(bad)) => undecodable.push(SetAside { report: *bad, row }),
                     Err(e) => return Err(e),
                 }
             }
@@ -134,7 +136,7 @@ impl<T: Payload> QueueCore<T> {
             feeders: Mutex::new(Vec::new()),
             has_feeders: AtomicBool::new(false),
             consumers: AtomicUsize::new(0),
-            undecodable,
+            undecodable: Mutex::new(undecodable),
             context,
         });
         Ok(core)
@@ -280,11 +282,6 @@ impl<T> QueueCore<T> {
     /// Messages moved to the dead-letter queue so far.
     pub(crate) fn dead_lettered(&self) -> u64 {
         self.with_expired(|s| s.dead_lettered)
-    }
-
-    /// Stored messages that did not decode when the queue was restored.
-    pub(crate) fn undecodable(&self) -> &[Undecodable] {
-        &self.undecodable
     }
 
     pub(crate) fn options(&self) -> &QueueOptions {

@@ -174,6 +174,14 @@ impl<T> QueueState<T> {
         });
     }
 
+    /// Takes the next id for a message that is stored but not kept here (an undecodable dead
+    /// letter).
+    pub(crate) fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Ids from here on are new.
     pub(crate) fn start_ids_at(&mut self, next: u64) {
         self.next_id = self.next_id.max(next);
