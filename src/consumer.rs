@@ -279,6 +279,11 @@ impl<T: Payload> Consumer<T> {
     /// A blocking iterator. It yields `Lagged`, `Undecodable` and `Failed` as `Err` and keeps
     /// going, and ends when the broker is closed and nothing is left.
     ///
+    /// Handle the errors rather than skipping them (`.flatten()`): a group member that drops an
+    /// [`Undecodable`](crate::Undecodable) without [`ack`](crate::Undecodable::ack)ing it gets
+    /// it again at once, like Kafka's consumer that re-throws the same deserialization error
+    /// until it seeks past it, and skipping in a loop spins.
+    ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let bus = embus::Broker::memory();

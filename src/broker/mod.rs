@@ -328,7 +328,9 @@ impl Broker {
         self.wait_idle_async_with(timeout, IdleOptions::default())
     }
 
-    /// [`wait_idle_with`](Self::wait_idle_with) for async code.
+    /// [`wait_idle_with`](Self::wait_idle_with) for async code. The timeout runs from this
+    /// call, not from the first poll; polled again after it resolved, the future is ready
+    /// with `Ok(())`.
     pub fn wait_idle_async_with(&self, timeout: Duration, options: IdleOptions) -> WaitIdleFut {
         WaitIdleFut::new(IdleWait::new(Arc::clone(&self.context), timeout, options))
     }
