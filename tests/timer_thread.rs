@@ -43,5 +43,10 @@ fn the_timer_thread_starts_for_an_async_deadline_and_stops_on_close() {
     }
     drop(held);
     bus.close().unwrap();
+    // Joined by close; the kernel may list the ended thread a moment longer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads() != baseline && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
     assert_eq!(threads(), baseline, "close stops the timer thread");
 }
