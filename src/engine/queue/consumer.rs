@@ -59,10 +59,9 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             // Nothing ready: don't take the lock (timeouts are processed when registering).
             return Poll::Empty;
         }
+        let now = queue.timed_now(); // before the lock: the index files deadlines in order
         let mut own_deadline = None;
         let mut state = queue.state.lock();
-        // Read under the lock, so deadlines enter the queue's index in order.
-        let now = queue.timed_now();
         let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
             .zip(queue.ack_timeout)

@@ -547,9 +547,10 @@ impl<T> QueueCore<T> {
     /// Acks a delivery; fails with why, if known, if it had already ended (timed out, or its
     /// consumer dropped).
     pub(crate) fn ack(&self, delivery: DeliveryId, id: u64) -> Result<(), Option<Reason>> {
+        let now = self.timed_now(); // outside the lock (~30 ns)
         let mut state = self.state.lock();
         // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
-        let (dead, mut woken) = self.expire(&mut state, self.timed_now());
+        let (dead, mut woken) = self.expire(&mut state, now);
         let acked = state.ack(delivery);
         if acked.is_ok() {
             woken.join(self.left(&mut state));
@@ -572,10 +573,11 @@ impl<T> QueueCore<T> {
         delivery: DeliveryId,
         reason: Reason,
     ) -> Result<(), Option<Reason>> {
+        let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed ends as timed out (its dead letter says so), even if
         // nobody looked yet; it is then stale here.
-        let (mut dead, mut woken) = self.expire(&mut state, self.timed_now());
+        let (mut dead, mut woken) = self.expire(&mut state, now);
         let released = self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
         drop(state);
         self.after_release(dead, woken);
@@ -585,11 +587,10 @@ impl<T> QueueCore<T> {
     /// Restarts a live delivery's ack timeout (work in progress); fails as [`ack`](Self::ack).
     /// Without an ack timeout there is nothing to restart.
     pub(crate) fn extend(&self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
-        let mut state = self.state.lock();
-        // Read under the lock, so deadlines enter the index in order.
         let Some(now) = self.timed_now() else {
-            return state.check(delivery);
+            return self.state.lock().check(delivery);
         };
+        let mut state = self.state.lock();
         let deadline = now.saturating_add(self.ack_timeout.unwrap_or(0));
         // One whose timeout already passed has ended, even if nobody looked yet.
         let (dead, woken) = self.expire(&mut state, Some(now));

@@ -225,7 +225,7 @@ impl<T> QueueState<T> {
             seq,
         };
         if let Some(at) = deadline {
-            self.deadlines.push_back((at, delivery));
+            self.push_deadline(at, delivery);
         }
         let held = self.slots[slot].delivery.insert(InFlight {
             item,
@@ -252,8 +252,10 @@ impl<T> QueueState<T> {
 
     /// Ends a live delivery (`why`: how, if not by an ack).
     fn end(&mut self, delivery: DeliveryId, why: Option<Reason>) -> Option<InFlight<T>> {
-        self.live(delivery)?;
-        let slot = &mut self.slots[delivery.slot as usize];
+        let slot = self.slots.get_mut(delivery.slot as usize)?;
+        if slot.delivery.as_ref()?.seq != delivery.seq {
+            return None;
+        }
         let ended = slot.delivery.take()?;
         slot.ended = why.map(|why| (delivery.seq, why));
         self.free.push(delivery.slot);
@@ -297,9 +299,10 @@ impl<T> QueueState<T> {
     /// Acks a delivery: the message is gone. Fails as [`check`](Self::check) if it had
     /// already ended.
     pub(crate) fn ack(&mut self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
-        self.check(delivery)?;
-        self.end(delivery, None);
-        Ok(())
+        match self.end(delivery, None) {
+            Some(_) => Ok(()),
+            None => Err(self.why_ended(delivery)),
+        }
     }
 
     /// Moves a live delivery's ack deadline to `deadline` (work in progress). Fails as
@@ -318,11 +321,20 @@ impl<T> QueueState<T> {
             return Ok(()); // no timeout, or already later
         }
         live.deadline = Some(deadline);
-        // Deadlines are read from one monotonic clock under the queue's lock, plus one
-        // timeout: this is the latest.
-        self.deadlines.push_back((deadline, delivery));
+        self.push_deadline(deadline, delivery);
         self.deadline_went_stale();
         Ok(())
+    }
+
+    /// Files a deadline in order: almost always at the back (one monotonic clock plus one
+    /// timeout), but a clock read just before another thread's can arrive second.
+    fn push_deadline(&mut self, at: Nanos, delivery: DeliveryId) {
+        if self.deadlines.back().is_none_or(|&(last, _)| last <= at) {
+            self.deadlines.push_back((at, delivery));
+        } else {
+            let index = self.deadlines.partition_point(|&(d, _)| d <= at);
+            self.deadlines.insert(index, (at, delivery));
+        }
     }
 
     /// Ends a delivery without an ack: requeue it at the front, or hand it back for the
@@ -524,5 +536,17 @@ mod tests {
         s.ready[0].count = u32::MAX;
         let (count, _) = s.deliver(1, None, None).map(|(i, d)| (i.count, d)).unwrap();
         assert_eq!(count, u32::MAX);
+    }
+
+    /// Two consumers read the clock, then take the lock in the other order: the earlier
+    /// deadline must still fire first.
+    #[test]
+    fn a_deadline_filed_after_a_later_one_still_comes_first() {
+        let mut s = state_with(2);
+        let later = s.deliver(1, None, Some(20)).map(|(_, d)| d).unwrap();
+        let earlier = s.deliver(2, None, Some(10)).map(|(_, d)| d).unwrap();
+        assert_eq!(s.next_deadline(), Some(10));
+        assert_eq!(s.expired(15), vec![earlier]);
+        assert_eq!(s.expired(20), vec![earlier, later]);
     }
 }
