@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use common::faulty::{PARTITIONS, topic_options, try_within, within};
 use embus::redb::TableDefinition;
-use embus::{Broker, Error, Start, TryRecvError};
+use embus::{Broker, Error, RecvTimeoutError, Start};
 
 // ---------------------------------------------------------------------------------------------
 // Damaged files
@@ -97,8 +97,9 @@ fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
         Some(w) => (&w.topic, &w.queue),
         None => (&no_topic, &no_queue),
     };
-    // After a reopen every retained record is read from the file as it is asked for, so
-    // `try_recv` has each one at once: a record, or a report that it is damaged.
+    // After a reopen every retained record is read from the file as it is asked for: a
+    // record, a report that it is damaged, or (a read the store keeps refusing, which redb
+    // does after an I/O error on a damaged page) `Failed` after the retries; never a stall.
     if let Ok(topic) = bus.topic_with::<String>("t", topic_options()) {
         let mut all = topic.subscribe(Start::Earliest).unwrap();
         let mut retained = 0;
@@ -109,7 +110,7 @@ fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
         }
         let mut accounted = 0;
         while accounted < retained {
-            match all.try_recv() {
+            match all.recv_timeout(common::WAIT) {
                 Ok(m) => {
                     let at = (m.partition(), m.offset());
                     let text = topic_written.get(&at);
@@ -120,12 +121,18 @@ fn read_damaged(bus: &Broker, written: Option<&Written>, what: &str) {
                     );
                     accounted += 1;
                 }
-                Err(TryRecvError::Lagged { skipped }) => accounted += skipped,
+                Err(RecvTimeoutError::Lagged { skipped }) => accounted += skipped,
                 // A damaged record: reported with where it is, and the reader moves past it.
-                Err(TryRecvError::Undecodable(u)) => {
+                Err(RecvTimeoutError::Undecodable(u)) => {
                     assert_eq!(u.name, "t", "{what}");
                     assert!(u.partition < PARTITIONS, "{what}: {u}");
                     accounted += 1;
+                }
+                // The file cannot be read further (until a reopen): said, not a stall.
+                Err(RecvTimeoutError::Failed(f)) => {
+                    assert_eq!(f.name, "t", "{what}");
+                    assert!(f.to_string().contains(".embus"), "{what}: {f}");
+                    break;
                 }
                 Err(e) => panic!(
                     "{what}: reading the topic: {e} after {accounted} of {retained} retained \
