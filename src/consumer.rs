@@ -18,7 +18,9 @@ use crate::record::Payload;
 /// ([`Queue::consumer`](crate::Queue::consumer)).
 ///
 /// A consumer owns a cursor or a membership, so it is `Send` but not `Clone`. Dropping it ends
-/// the membership (its partitions are rebalanced) and releases its unacked deliveries.
+/// the membership (its partitions are rebalanced) and releases its unacked deliveries: keep it
+/// until the messages it received are settled (an ack of a queue message whose consumer was
+/// dropped is [`Error::DeliveryEnded`](crate::Error::DeliveryEnded)).
 ///
 /// # Blocking
 ///
