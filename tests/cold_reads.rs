@@ -4,118 +4,27 @@
 //! after one I/O error until the file is reopened, so a transient failure cannot be made
 //! here: the engine's unit tests, `src/engine/topic/tests.rs`, cover retrying.)
 //!
-//! The backend here fails reads on demand; redb's page cache is kept tiny so that cold reads
-//! reach it.
+//! [`FaultyBackend`] (`tests/common/faulty.rs`) fails reads on demand here; redb's page cache
+//! is kept tiny so that cold reads reach it.
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::io;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use embus::redb::backends::FileBackend;
-use embus::redb::{BackendError, StorageBackend};
+use common::faulty::{Faults, FaultyBackend, Mode, open_file};
 use embus::{Broker, Error, RecvError, RecvTimeoutError, Start, Topic};
 
 /// Messages sent before the reads fail: more than a partition keeps in memory (about 8k), so
 /// the oldest are read back from the file.
 const SENT: u64 = 10_000;
 
-#[derive(Debug, Default)]
-struct Switches {
-    /// Reads still to fail (`u64::MAX`: every one).
-    failing_reads: AtomicU64,
-    /// Reads failed so far.
-    failed_reads: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Flaky {
-    inner: FileBackend,
-    switches: Arc<Switches>,
-}
-
-impl StorageBackend for Flaky {
-    fn len(&self) -> Result<u64, io::Error> {
-        self.inner.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        let s = &self.switches;
-        let left = s.failing_reads.load(Ordering::SeqCst);
-        if left > 0 {
-            if left != u64::MAX {
-                s.failing_reads.fetch_sub(1, Ordering::SeqCst);
-            }
-            s.failed_reads.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::other("injected: read failed"));
-        }
-        self.inner.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), io::Error> {
-        self.inner.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.inner.write(offset, data)
-    }
-
-    fn close(&self) -> Result<(), io::Error> {
-        self.inner.close()
-    }
-
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.inner.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_range(start, end)
-    }
-
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.unlock_range(start, end)
-    }
-
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.query_lock_range(start, end)
-    }
-}
-
-/// A durable broker on a [`Flaky`] backend, with topic `t` holding `SENT` messages `0..SENT`.
-fn filled(path: &Path) -> (Broker, Topic<u64>, Arc<Switches>) {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    let switches = Arc::new(Switches::default());
-    let backend = Flaky {
-        inner: FileBackend::new(file).unwrap(),
-        switches: Arc::clone(&switches),
-    };
+/// A durable broker on a [`FaultyBackend`], with topic `t` holding `SENT` messages `0..SENT`.
+fn filled(path: &Path) -> (Broker, Topic<u64>, Arc<Faults>) {
+    let faults = Faults::new(Mode::Sticky); // never armed: only its reads fail
+    let backend = FaultyBackend::new(open_file(path), Arc::clone(&faults));
     let bus = Broker::builder()
         .path(path)
         .storage_backend(backend)
@@ -127,7 +36,7 @@ fn filled(path: &Path) -> (Broker, Topic<u64>, Arc<Switches>) {
     for chunk in (0..SENT).collect::<Vec<_>>().chunks(1000) {
         producer.send_batch(chunk.to_vec()).unwrap();
     }
-    (bus, topic, switches)
+    (bus, topic, faults)
 }
 
 /// Runs `f` on a thread of its own and fails the test if it does not finish within `limit`
@@ -144,10 +53,10 @@ fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'st
 #[test]
 fn a_failing_read_is_returned_to_the_reader_not_a_hang() {
     let dir = common::fresh_dir("cold-lasting");
-    let (bus, topic, switches) = filled(&dir.join("bus.embus"));
+    let (bus, topic, faults) = filled(&dir.join("bus.embus"));
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     let mut group = topic.join_group("g").unwrap();
-    switches.failing_reads.store(u64::MAX, Ordering::SeqCst);
+    faults.failing_reads.store(u64::MAX, Ordering::SeqCst);
     let (sub_err, group_err, mut sub, group) = within(common::WAIT, move || {
         let a = sub.recv().map(|m| *m.payload());
         let b = group.recv_timeout(common::WAIT).map(|m| *m.payload());
@@ -174,7 +83,7 @@ fn a_failing_read_is_returned_to_the_reader_not_a_hang() {
     }
     // Nothing was skipped: each receive tries again from the same message (redb refuses reads
     // after an I/O error until the file is reopened, so the error comes again).
-    switches.failing_reads.store(0, Ordering::SeqCst);
+    faults.failing_reads.store(0, Ordering::SeqCst);
     let (again, sub, group) = within(common::WAIT, move || {
         let again = sub.recv().map(|m| *m.payload());
         (again, sub, group)

@@ -4,13 +4,13 @@
 //! moved to its dead-letter queue.
 
 mod common;
-mod store_support;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
+use common::faulty::{Faults, FaultyBackend, open_file};
 use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions};
-use store_support::{Switches, TestBackend};
 
 #[test]
 fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
@@ -18,10 +18,10 @@ fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
     let path = dir.join("store.embus");
     let marker = "job-PAYLOAD-7f3a";
     // Reads of the source row (once armed) come back with its payload damaged.
-    let switches = Switches::new(b"PAYLOAD-7f3a", b"PAYLOAD-XXXX");
+    let faults = Faults::tampering(b"PAYLOAD-7f3a", b"PAYLOAD-XXXX");
     let bus = Broker::builder()
         .path(&path)
-        .storage_backend(TestBackend::new(&path, &switches))
+        .storage_backend(FaultyBackend::new(open_file(&path), Arc::clone(&faults)))
         .cache_size(0) // every read reaches the backend
         .open()
         .unwrap();
@@ -33,13 +33,13 @@ fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
     jobs.producer().send(marker.to_owned()).unwrap();
     let mut worker = jobs.consumer();
     let m = worker.recv_timeout(WAIT).unwrap();
-    switches.tamper.store(true, Ordering::SeqCst);
+    faults.tamper.store(true, Ordering::SeqCst);
     m.nack().unwrap(); // past max_deliveries: dead-lettered
     let mut dlq = dead.consumer();
     let live = dlq.recv_timeout(WAIT).unwrap();
     bus.flush().unwrap();
     assert!(
-        !switches.tamper.load(Ordering::SeqCst),
+        !faults.tamper.load(Ordering::SeqCst),
         "the source row was read back"
     );
     assert_eq!(live.payload(), marker);

@@ -4,13 +4,13 @@
 //! naming the file and the failure: never a vague storage error to wait on and retry.
 
 mod common;
-mod store_support;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
+use common::faulty::{Faults, FaultyBackend, Mode, open_file};
 use embus::{Broker, Error, SendError, Start, TopicOptions};
-use store_support::{Switches, TestBackend};
 
 const RECORDS: usize = 50;
 
@@ -27,15 +27,15 @@ fn a_read_past_the_cache_after_a_failed_commit_is_poisoned_naming_the_file() {
         topic.producer().send_batch(sent).unwrap();
         bus.close().unwrap();
     }
-    let switches = Switches::new(b"-", b"-");
+    let faults = Faults::new(Mode::Sticky); // never armed: only the disk fills
     let bus = Broker::builder()
         .path(&path)
-        .storage_backend(TestBackend::new(&path, &switches))
+        .storage_backend(FaultyBackend::new(open_file(&path), Arc::clone(&faults)))
         .cache_size(0) // every read reaches the file
         .open()
         .unwrap();
     let jobs = bus.queue::<String>("jobs").unwrap();
-    switches.full.store(true, Ordering::SeqCst);
+    faults.full.store(true, Ordering::SeqCst);
     match jobs.producer().send("lost".to_owned()) {
         Err(SendError::Failed(back, Error::Poisoned { .. })) => assert_eq!(back, "lost"),
         other => panic!("expected Error::Poisoned, got {other:?}"),

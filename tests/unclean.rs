@@ -5,14 +5,14 @@
 //! are read.
 
 mod common;
-mod store_support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
+use common::faulty::{Faults, FaultyBackend, Mode, open_file};
 use embus::{Broker, Error, RecvTimeoutError, SendError, Start, TopicOptions};
-use store_support::{Switches, TestBackend};
 
 const MARK: &[u8] = b"UNCLEAN-MARK-";
 const RECORDS: usize = 40;
@@ -20,10 +20,10 @@ const RECORDS: usize = 40;
 /// Writes `RECORDS` records whose payloads hold `MARK`; `cleanly`: closes the broker, else
 /// leaves the store as a failed commit (a full disk) does.
 fn write(path: &Path, cleanly: bool) {
-    let switches = Switches::new(b"-", b"-");
+    let faults = Faults::new(Mode::Sticky); // never armed: only the disk fills
     let bus = Broker::builder()
         .path(path)
-        .storage_backend(TestBackend::new(path, &switches))
+        .storage_backend(FaultyBackend::new(open_file(path), Arc::clone(&faults)))
         .open()
         .unwrap();
     let topic = bus
@@ -35,7 +35,7 @@ fn write(path: &Path, cleanly: bool) {
         bus.close().unwrap();
         return;
     }
-    switches.full.store(true, Ordering::SeqCst);
+    faults.full.store(true, Ordering::SeqCst);
     assert!(matches!(
         topic.producer().send("lost".to_owned()),
         Err(SendError::Failed(_, Error::Poisoned { .. }))

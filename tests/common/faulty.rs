@@ -1,4 +1,5 @@
-//! A fault-injecting storage backend ([`FaultyBackend`]: fails, tears or holds redb's I/O) and
+//! The one fault-injecting storage backend of the tests ([`FaultyBackend`], switched by its
+//! [`Faults`]: fails, tears or holds redb's I/O, fills the disk, fails or damages reads) and
 //! the watchdogs the fault tests run under (a hang or a panic on a broker thread fails the test).
 
 use std::fs::{File, OpenOptions};
@@ -6,7 +7,7 @@ use std::io;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::time::Duration;
 
@@ -117,7 +118,8 @@ pub enum Mode {
     Torn,
 }
 
-/// Shared between the backend (owned by redb) and the test.
+/// What the test controls in a [`FaultyBackend`]: shared between the backend (owned by redb)
+/// and the test. Every switch starts off.
 #[derive(Debug)]
 pub struct Faults {
     pub mode: Mode,
@@ -130,10 +132,33 @@ pub struct Faults {
     /// While set, `sync_data` waits until it is cleared (holds the writer mid-commit).
     pub hold: Mutex<bool>,
     pub released: std::sync::Condvar,
+    /// Writes, `set_len` and fsyncs fail while set (a full disk).
+    pub full: AtomicBool,
+    /// Reads still to fail (`u64::MAX`: every one).
+    pub failing_reads: AtomicU64,
+    /// Reads failed so far.
+    pub failed_reads: AtomicU64,
+    /// The next read holding `pattern.0` has it replaced by `pattern.1` (same length) while
+    /// set; that disarms it (a page redb copies on write would keep the damage otherwise).
+    pub tamper: AtomicBool,
+    /// What `tamper` replaces, and with what; empty (from [`Faults::new`]): nothing.
+    pub pattern: (Vec<u8>, Vec<u8>),
 }
 
 impl Faults {
+    /// Controls failing the Nth mutating operation as `mode` says (once [`Faults::arm`]ed).
     pub fn new(mode: Mode) -> Arc<Self> {
+        Self::build(mode, (Vec::new(), Vec::new()))
+    }
+
+    /// Controls whose `tamper` switch replaces `from` with `to` in what a read returns; the
+    /// fail-at-N mode is [`Mode::Sticky`] (disarmed until [`Faults::arm`]).
+    pub fn tampering(from: &[u8], to: &[u8]) -> Arc<Self> {
+        assert_eq!(from.len(), to.len());
+        Self::build(Mode::Sticky, (from.to_vec(), to.to_vec()))
+    }
+
+    fn build(mode: Mode, pattern: (Vec<u8>, Vec<u8>)) -> Arc<Self> {
         Arc::new(Self {
             mode,
             ops: AtomicU64::new(0),
@@ -141,6 +166,11 @@ impl Faults {
             failed: AtomicU64::new(0),
             hold: Mutex::new(false),
             released: std::sync::Condvar::new(),
+            full: AtomicBool::new(false),
+            failing_reads: AtomicU64::new(0),
+            failed_reads: AtomicU64::new(0),
+            tamper: AtomicBool::new(false),
+            pattern,
         })
     }
 
@@ -177,12 +207,57 @@ impl Faults {
         self.failed.fetch_add(1, Ordering::SeqCst);
         Some(self.mode == Mode::Torn && op == at)
     }
+
+    /// Fails a mutating operation while the disk is `full`.
+    fn check_full(&self) -> Result<(), io::Error> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected fault: disk full",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one read; `true` if it fails (`failing_reads`).
+    fn read_fails(&self) -> bool {
+        let left = self.failing_reads.load(Ordering::SeqCst);
+        if left == 0 {
+            return false;
+        }
+        if left != u64::MAX {
+            self.failing_reads.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.failed_reads.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Damages `out` as the `tamper` switch says.
+    fn tamper_with(&self, out: &mut [u8]) {
+        let (from, to) = &self.pattern;
+        if from.is_empty() {
+            return;
+        }
+        let found = || out.windows(from.len()).any(|w| w == from);
+        if self.tamper.load(Ordering::SeqCst)
+            && found()
+            && self.tamper.swap(false, Ordering::SeqCst)
+        {
+            let mut at = 0;
+            while let Some(i) = out[at..].windows(from.len()).position(|w| w == from) {
+                out[at + i..at + i + to.len()].copy_from_slice(to);
+                at += i + to.len();
+            }
+        }
+    }
 }
 
 pub fn injected(what: &str) -> io::Error {
     io::Error::other(format!("injected fault: {what}"))
 }
 
+/// redb's `FileBackend` with the faults its [`Faults`] switch on: the Nth mutating operation
+/// failing (sticky, transient or torn), fsyncs held, a full disk, failing reads, damaged reads.
 #[derive(Debug)]
 pub struct FaultyBackend {
     pub inner: FileBackend,
@@ -204,10 +279,16 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.inner.read(offset, out)
+        if self.faults.read_fails() {
+            return Err(injected("read"));
+        }
+        self.inner.read(offset, out)?;
+        self.faults.tamper_with(out);
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.faults.check_full()?;
         match self.faults.check() {
             Some(_) => Err(injected("set_len")),
             None => self.inner.set_len(len),
@@ -216,6 +297,7 @@ impl StorageBackend for FaultyBackend {
 
     fn sync_data(&self) -> Result<(), io::Error> {
         self.faults.wait_if_held();
+        self.faults.check_full()?;
         match self.faults.check() {
             Some(_) => Err(injected("sync_data")),
             None => self.inner.sync_data(),
@@ -223,6 +305,7 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.faults.check_full()?;
         match self.faults.check() {
             Some(true) => {
                 self.inner.write(offset, &data[..data.len() / 2])?;
