@@ -14,7 +14,7 @@
 //!   the commit without blocking the executor; dropped during that wait, the message is still
 //!   stored and delivered (only the receipt is lost).
 //! - [`WaitIdleFut`] only looks: dropping it changes nothing.
-//! - [`CloseFut`] closes once first polled, whether or not it is polled again.
+//! - [`CloseFut`]'s closing starts at once and completes whether or not it is polled.
 //! - A dropped future removes its waker from everything it waited on.
 
 use std::fmt;
@@ -429,13 +429,10 @@ impl fmt::Debug for WaitIdleFut {
 ///
 /// # Cancel safety
 ///
-/// Closing starts at the first poll, on a thread of its own, and completes even if the future
-/// is dropped.
-#[must_use = "futures do nothing unless polled"]
+/// Closing starts when `close_async` is called, on a thread of its own, and completes whether
+/// or not the future is polled or dropped.
+#[must_use = "closing starts at once; await the future for its result"]
 pub struct CloseFut {
-    /// Until the first poll: the bus, and the handle's hold on it (dropped only after the
-    /// close, so the drop cannot be the one that closes, blocking).
-    bus: Option<(Arc<Bus>, Arc<Life>)>,
     done: Arc<Mutex<Closing>>,
 }
 
@@ -448,37 +445,35 @@ struct Closing {
 }
 
 impl CloseFut {
+    /// Starts closing `bus`; `life` (the handle's hold on it) is let go only after the close,
+    /// so letting it go cannot be what closes, blocking.
     pub(crate) fn new(bus: Arc<Bus>, life: Arc<Life>) -> Self {
-        Self {
-            bus: Some((bus, life)),
-            done: Arc::default(),
+        let done: Arc<Mutex<Closing>> = Arc::default();
+        let fallback = (Arc::clone(&bus), Arc::clone(&life));
+        let report = Arc::clone(&done);
+        let close = move || {
+            let result = bus.close();
+            drop(life); // closed already: nothing left to do
+            let mut closing = report.lock();
+            closing.result = Some(result);
+            closing.waker.take()
+        };
+        let spawned = std::thread::Builder::new()
+            .name("embus-close".into())
+            .spawn(move || close().map(Waker::wake));
+        if spawned.is_err() {
+            // No thread to spare: close here (blocking) rather than not at all.
+            let result = fallback.0.close();
+            done.lock().result = Some(result);
         }
+        Self { done }
     }
 }
 
 impl Future for CloseFut {
     type Output = Result<(), Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some((bus, life)) = self.bus.take() {
-            let fallback = (Arc::clone(&bus), Arc::clone(&life));
-            let done = Arc::clone(&self.done);
-            let close = move || {
-                let result = bus.close();
-                drop(life); // closed already: nothing left to do
-                let mut closing = done.lock();
-                closing.result = Some(result);
-                closing.waker.take()
-            };
-            let spawned = std::thread::Builder::new()
-                .name("embus-close".into())
-                .spawn(move || close().map(Waker::wake));
-            if spawned.is_err() {
-                // No thread to spare: close here (blocking) rather than not at all.
-                let result = fallback.0.close();
-                self.done.lock().result = Some(result);
-            }
-        }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut closing = self.done.lock();
         if closing.taken {
             return Poll::Ready(Ok(()));

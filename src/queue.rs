@@ -141,8 +141,9 @@ impl<T: Payload> Queue<T> {
     /// Durable mode: moves every message [`undecodable`](Self::undecodable) lists to this
     /// queue's dead-letter queue, with the reason `undecodable` (key, headers and payload bytes
     /// kept; a message that failed its checksum becomes the payload bytes of the dead letter).
-    /// They stay undecodable there: its [`undecodable`](Self::undecodable) lists them, with
-    /// the dead-letter headers, from then on. Returns how many moved.
+    /// They stay undecodable there (its [`undecodable`](Self::undecodable) lists them from then
+    /// on; the dead-letter headers are in the stored record), and are never delivered as a
+    /// payload. Returns how many moved.
     ///
     /// # Errors
     /// [`Error::NoDeadLetterQueue`] if the queue has none; [`Error::Closed`];

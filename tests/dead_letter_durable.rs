@@ -128,3 +128,90 @@ fn undecodable_queue_messages_move_to_the_dead_letter_queue() {
     assert_eq!((jobs.len(), dead.len()), (2, 0), "the rest is untouched");
     bus.close().unwrap();
 }
+
+/// The common case: the payload type changed (every checksum is fine, the old payloads do not
+/// decode). Moved to the dead-letter queue, each keeps its key and headers beside the
+/// dead-letter ones, and is never delivered as a payload there, after a reopen too.
+#[test]
+fn messages_of_a_changed_payload_type_move_to_the_dead_letter_queue_and_stay_set_aside() {
+    use embus::{DEAD_LETTER_QUEUE, Record};
+    let path = common::fresh_dir("dead-letter-changed-type").join("bus.embus");
+    let options = QueueOptions::default().dead_letter("jobs.dead");
+    {
+        let bus = Broker::builder()
+            .path(&path)
+            .payload_name::<u8>("Job")
+            .open()
+            .unwrap();
+        let jobs = bus.queue_with::<u8>("jobs", options.clone()).unwrap();
+        jobs.producer()
+            .send_record(Record::new(7).key("k-7").header("trace", b"t-7"))
+            .unwrap();
+        bus.close().unwrap();
+    }
+    let reopen = || {
+        Broker::builder()
+            .path(&path)
+            .payload_name::<String>("Job")
+            .open()
+            .unwrap()
+    };
+    {
+        let bus = reopen();
+        let jobs = bus.queue_with::<String>("jobs", options.clone()).unwrap();
+        let dead = bus.queue::<String>("jobs.dead").unwrap();
+        assert_eq!(
+            jobs.undecodable().len(),
+            1,
+            "a u8 does not decode as a String"
+        );
+        assert_eq!(jobs.undecodable()[0].bytes, [7]);
+        assert_eq!(jobs.dead_letter_undecodable().unwrap(), 1);
+        assert_eq!((jobs.undecodable().len(), dead.undecodable().len()), (0, 1));
+        bus.close().unwrap();
+    }
+    // As stored: the record's key and headers, and the dead-letter headers.
+    {
+        use embus::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+        let db = embus::redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let rows = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new("q.jobs.dead"))
+            .unwrap();
+        let (_, value) = rows.first().unwrap().unwrap();
+        let value = value.value();
+        let has = |needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"k-7") && has(b"t-7"), "key and headers kept");
+        assert!(has(DEAD_LETTER_QUEUE.as_bytes()) && has(b"undecodable"));
+    }
+    let bus = reopen();
+    let dead = bus.queue::<String>("jobs.dead").unwrap();
+    let letters = dead.undecodable();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].bytes, [7], "the payload bytes as they were");
+    assert_eq!(dead.len(), 0, "never delivered as a payload");
+    bus.close().unwrap();
+}
+
+/// A dead letter moved as undecodable may hold a damaged record whole as its payload: at a
+/// restore it is set aside by its reason header, whatever it happens to decode as (here, a
+/// record that decodes fine carries the header).
+#[test]
+fn a_stored_undecodable_dead_letter_is_never_delivered_as_a_payload() {
+    use embus::Record;
+    let path = common::fresh_dir("dead-letter-marked").join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let q = bus.queue::<String>("jobs.dead").unwrap();
+        q.producer()
+            .send_record(
+                Record::new("decodes".to_owned()).header(DEAD_LETTER_REASON, "undecodable"),
+            )
+            .unwrap();
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let q = bus.queue::<String>("jobs.dead").unwrap();
+    assert_eq!((q.len(), q.undecodable().len()), (0, 1));
+    bus.close().unwrap();
+}

@@ -107,6 +107,11 @@ impl<T: Payload> QueueCore<T> {
         if restored.base < restored.end {
             for row in context.store.load(&log, restored.base, u64::MAX)? {
                 match seam::decode_row::<T>(context.codec, name, 0, &row) {
+                    // A message dead-lettered as undecodable may carry a damaged record whole
+                    // as its payload: never delivered, whatever it happens to decode as.
+                    Ok((_, entry)) if undecodable::is_undecodable_letter(&entry) => {
+                        undecodable.push(undecodable::set_aside_letter(name, row));
+                    }
                     Ok((ts, entry)) => {
                         state.restore(row.key, ts, Arc::new(entry), row.deliveries);
                         occupied += 1;

@@ -4,7 +4,9 @@
 
 use super::QueueCore;
 use crate::error::{Error, Undecodable};
-use crate::record::{DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Headers};
+use crate::record::{
+    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers,
+};
 use crate::store::{Loaded, Progress, format};
 
 /// One set-aside message: what the user is shown, and the row as stored.
@@ -29,6 +31,7 @@ impl<T> QueueCore<T> {
             });
         };
         self.context.check_open()?;
+        self.context.store.can_record()?; // nothing moves in memory that the file cannot
         let moved = std::mem::take(&mut *self.undecodable.lock());
         let count = moved.len();
         for SetAside { report, row } in moved {
@@ -75,7 +78,7 @@ impl<T> QueueCore<T> {
 fn dead_letter_of(row: &Loaded, from: &str) -> (Vec<u8>, Headers, Option<u64>, u32) {
     let add = |headers: &mut Headers| {
         headers.push(DEAD_LETTER_QUEUE, from);
-        headers.push(DEAD_LETTER_REASON, "undecodable");
+        headers.push(DEAD_LETTER_REASON, UNDECODABLE);
         headers.push(DEAD_LETTER_DELIVERIES, row.deliveries.to_string());
     };
     match row.open() {
@@ -94,5 +97,27 @@ fn dead_letter_of(row: &Loaded, from: &str) -> (Vec<u8>, Headers, Option<u64>, u
             let size = u32::try_from(row.value.len()).unwrap_or(u32::MAX);
             (body, headers, None, size)
         }
+    }
+}
+
+/// The reason header of a message dead-lettered as undecodable.
+const UNDECODABLE: &[u8] = b"undecodable";
+
+/// Whether a restored message is a dead letter moved as undecodable.
+pub(super) fn is_undecodable_letter<T>(entry: &Entry<T>) -> bool {
+    let reason = entry
+        .meta
+        .as_deref()
+        .and_then(|m| m.headers.get(DEAD_LETTER_REASON));
+    reason == Some(UNDECODABLE)
+}
+
+/// Sets aside a restored undecodable dead letter, with its payload bytes.
+pub(super) fn set_aside_letter(name: &str, row: Loaded) -> SetAside {
+    let payload = row.open().map(|r| r.payload.to_vec()).unwrap_or_default();
+    let message = "dead-lettered as undecodable: its payload is the record as it was".to_owned();
+    SetAside {
+        report: Undecodable::new(name, 0, row.key, message, payload),
+        row,
     }
 }

@@ -85,9 +85,16 @@ impl Retry {
         None
     }
 
-    /// When the waiting consumer must look again (its earliest retry).
+    /// When the waiting consumer must look again (its earliest retry still to come). A retry
+    /// already due is for a partition the last poll did not read (a group member lost it, a
+    /// subscriber moved past it): it must not make the consumer wake at once, again and again.
     pub(crate) fn wake_at(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.at).min()
+        let now = Instant::now();
+        self.pending
+            .iter()
+            .map(|p| p.at)
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// After a poll that found nothing: a task is woken by the timer for the next attempt.
@@ -103,5 +110,28 @@ impl Retry {
         if std::mem::take(&mut self.timed) {
             context.timer.cancel(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a due retry of a partition the consumer no longer reads kept `wake_at` in
+    /// the past, so a waiting consumer woke at once, for ever.
+    #[test]
+    fn a_due_retry_wakes_nobody() {
+        let mut retry = Retry::default();
+        let error = Error::Storage {
+            path: "<test>".into(),
+            message: "injected".to_owned(),
+        };
+        assert!(retry.failed("t", 1, 0, error).is_none());
+        let at = retry.wake_at().expect("a retry to come");
+        while Instant::now() <= at {
+            std::thread::yield_now(); // a condition: the retry's own instant (about 1 ms)
+        }
+        assert_eq!(retry.wake_at(), None);
+        assert!(!retry.waiting(1), "its partition may be read again at once");
     }
 }
