@@ -161,7 +161,8 @@ impl<T> Drop for QueueConsumer<T> {
         state.forget_consumer(self.id);
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in held.into_iter().rev() {
-            let _live = // it is this consumer's
+            // Live: it is this consumer's, listed under the same lock.
+            let _ =
                 queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
         }
         drop(state);

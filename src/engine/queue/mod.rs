@@ -451,8 +451,8 @@ impl<T> QueueCore<T> {
         let mut woken = Woken::none();
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in expired.into_iter().rev() {
-            let _live = // the index lists live deliveries only
-                self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
+            // Live: the deadline index lists live deliveries only.
+            let _ = self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
         }
         (dead, woken)
     }
