@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::faulty::{Faults, FaultyBackend, Mode, open_file};
+use common::faulty::{Faults, Mode, faulty_builder};
 use embus::{Broker, Error, RecvError, RecvTimeoutError, Start, Topic};
 
 /// Messages sent before the reads fail: more than a partition keeps in memory (about 8k), so
@@ -24,13 +24,7 @@ const SENT: u64 = 10_000;
 /// A durable broker on a [`FaultyBackend`], with topic `t` holding `SENT` messages `0..SENT`.
 fn filled(path: &Path) -> (Broker, Topic<u64>, Arc<Faults>) {
     let faults = Faults::new(Mode::Sticky); // never armed: only its reads fail
-    let backend = FaultyBackend::new(open_file(path), Arc::clone(&faults));
-    let bus = Broker::builder()
-        .path(path)
-        .storage_backend(backend)
-        .cache_size(0)
-        .open()
-        .unwrap();
+    let bus = faulty_builder(path, &faults).cache_size(0).open().unwrap();
     let topic = bus.topic::<u64>("t").unwrap();
     let producer = topic.producer();
     for chunk in (0..SENT).collect::<Vec<_>>().chunks(1000) {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
-use common::faulty::{Faults, FaultyBackend, open_file};
+use common::faulty::{Faults, faulty_builder};
 use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions};
 
 #[test]
@@ -19,9 +18,7 @@ fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
     let marker = "job-PAYLOAD-7f3a";
     // Reads of the source row (once armed) come back with its payload damaged.
     let faults = Faults::tampering(b"PAYLOAD-7f3a", b"PAYLOAD-XXXX");
-    let bus = Broker::builder()
-        .path(&path)
-        .storage_backend(FaultyBackend::new(open_file(&path), Arc::clone(&faults)))
+    let bus = faulty_builder(&path, &faults)
         .cache_size(0) // every read reaches the backend
         .open()
         .unwrap();

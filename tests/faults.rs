@@ -24,8 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
 use common::faulty::{
-    Faults, FaultyBackend, Mode, PARTITIONS, broker_thread_panics, open_file, payload,
-    topic_options, watch_panics, within,
+    Faults, Mode, PARTITIONS, broker_thread_panics, faulty_builder, payload, topic_options,
+    watch_panics, within,
 };
 use embus::{Broker, Error, Receipt, Record, SendError, Start, TryRecvError};
 
@@ -92,10 +92,7 @@ fn fault_case(dir: &Path, mode: Mode, n: u64, tally: &mut Tally) {
 
 fn send_through_fault(path: &Path, faults: &Arc<Faults>, n: u64, ctx: &str) -> Sends {
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let backend = FaultyBackend::new(open_file(path), Arc::clone(faults));
-    let bus = Broker::builder()
-        .path(path)
-        .storage_backend(backend)
+    let bus = faulty_builder(path, faults)
         .open()
         .unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
     let topic = bus.topic_with::<String>("t", topic_options()).unwrap();
@@ -355,8 +352,7 @@ fn a_failure_while_creating_the_store_is_an_error() {
         let outcome = within(common::WAIT * 3, &name, move || {
             let faults = Faults::new(Mode::Sticky);
             faults.arm(n);
-            let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
-            let builder = Broker::builder().path(&path).storage_backend(backend);
+            let builder = faulty_builder(&path, &faults);
             let first = match builder.open() {
                 Err(e) => {
                     assert!(e.to_string().contains(&file_name), "{ctx}: {e}");

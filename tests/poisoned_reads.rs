@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
-use common::faulty::{Faults, FaultyBackend, Mode, open_file};
+use common::faulty::{Faults, Mode, faulty_builder};
 use embus::{Broker, Error, SendError, Start, TopicOptions};
 
 const RECORDS: usize = 50;
@@ -28,9 +27,7 @@ fn a_read_past_the_cache_after_a_failed_commit_is_poisoned_naming_the_file() {
         bus.close().unwrap();
     }
     let faults = Faults::new(Mode::Sticky); // never armed: only the disk fills
-    let bus = Broker::builder()
-        .path(&path)
-        .storage_backend(FaultyBackend::new(open_file(&path), Arc::clone(&faults)))
+    let bus = faulty_builder(&path, &faults)
         .cache_size(0) // every read reaches the file
         .open()
         .unwrap();

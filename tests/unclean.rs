@@ -7,11 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::WAIT;
-use common::faulty::{Faults, FaultyBackend, Mode, open_file};
+use common::faulty::{Faults, Mode, faulty_builder};
 use embus::{Broker, Error, RecvTimeoutError, SendError, Start, TopicOptions};
 
 const MARK: &[u8] = b"UNCLEAN-MARK-";
@@ -21,11 +20,7 @@ const RECORDS: usize = 40;
 /// leaves the store as a failed commit (a full disk) does.
 fn write(path: &Path, cleanly: bool) {
     let faults = Faults::new(Mode::Sticky); // never armed: only the disk fills
-    let bus = Broker::builder()
-        .path(path)
-        .storage_backend(FaultyBackend::new(open_file(path), Arc::clone(&faults)))
-        .open()
-        .unwrap();
+    let bus = faulty_builder(path, &faults).open().unwrap();
     let topic = bus
         .topic_with::<String>("t", TopicOptions::default().partitions(1))
         .unwrap();

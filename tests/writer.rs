@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex, mpsc};
 
-use common::faulty::{Faults, FaultyBackend, Mode, open_file, watch_panics, within};
+use common::faulty::{Faults, Mode, faulty_builder, watch_panics, within};
 use embus::{Broker, Error, SendError, Start};
 
 /// An ack or nack after a commit failed cannot be stored: it says so (the message comes
@@ -16,12 +16,7 @@ fn acks_after_a_failed_commit_say_they_cannot_be_stored() {
     let dir = common::fresh_dir("faults-ack");
     let path = dir.join("bus.embus");
     let faults = Faults::new(Mode::Sticky);
-    let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
-    let bus = Broker::builder()
-        .path(&path)
-        .storage_backend(backend)
-        .open()
-        .unwrap();
+    let bus = faulty_builder(&path, &faults).open().unwrap();
     let q = bus.queue::<String>("q").unwrap();
     let producer = q.producer();
     producer.send("a".to_owned()).unwrap();
@@ -60,13 +55,7 @@ fn a_reader_does_not_stall_after_a_failed_commit() {
     let ctx = "reading after a failed commit";
     within(common::WAIT * 3, ctx, move || {
         let faults = Faults::new(Mode::Sticky);
-        let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
-        let bus = Broker::builder()
-            .path(&path)
-            .storage_backend(backend)
-            .cache_size(0)
-            .open()
-            .unwrap();
+        let bus = faulty_builder(&path, &faults).cache_size(0).open().unwrap();
         let topic = bus.topic::<u64>("t").unwrap();
         let producer = topic.producer();
         // More than a partition keeps in memory (about 8k): the oldest are read from the file.
@@ -124,12 +113,7 @@ fn dropping_the_last_handle_on_the_writer_thread_does_not_deadlock() {
     let dir = common::fresh_dir("faults-drop-on-writer");
     let path = dir.join("bus.embus");
     let faults = Faults::new(Mode::Sticky); // never armed: only held
-    let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
-    let bus = Broker::builder()
-        .path(&path)
-        .storage_backend(backend)
-        .open()
-        .unwrap();
+    let bus = faulty_builder(&path, &faults).open().unwrap();
     let topic = bus.topic::<u32>("t").unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
     let producer = topic.producer();
@@ -205,12 +189,7 @@ fn close_async_does_not_block_on_the_final_commit() {
     let dir = common::fresh_dir("faults-close-async");
     let path = dir.join("bus.embus");
     let faults = Faults::new(Mode::Sticky); // never armed: only held
-    let backend = FaultyBackend::new(open_file(&path), Arc::clone(&faults));
-    let bus = Broker::builder()
-        .path(&path)
-        .storage_backend(backend)
-        .open()
-        .unwrap();
+    let bus = faulty_builder(&path, &faults).open().unwrap();
     let queue = bus.queue::<u32>("q").unwrap();
     queue.producer().send(1).unwrap();
     drop(queue);

@@ -371,3 +371,9 @@ pub fn topic_options() -> embus::TopicOptions {
 pub fn payload(i: usize) -> String {
     format!("message {i} {}", "x".repeat(i % 50))
 }
+
+/// A broker builder on `path`, through a [`FaultyBackend`] that `faults` drives.
+pub fn faulty_builder(path: &Path, faults: &Arc<Faults>) -> embus::BrokerBuilder {
+    let backend = FaultyBackend::new(open_file(path), Arc::clone(faults));
+    embus::Broker::builder().path(path).storage_backend(backend)
+}
