@@ -131,7 +131,8 @@ pub use crate::error::{
 };
 pub use crate::message::Message;
 pub use crate::options::{
-    Durability, IdleOptions, Overflow, QueueOptions, Retention, Start, TopicOptions,
+    Backoff, Durability, GroupOptions, IdleOptions, Overflow, QueueOptions, Retention, Start,
+    TopicOptions,
 };
 pub use crate::producer::Producer;
 pub use crate::queue::Queue;

@@ -108,6 +108,16 @@ impl<T> Message<T> {
         self.delivery.nack()
     }
 
+    /// As [`nack`](Self::nack), but the message is not delivered again before `delay` has
+    /// passed on the broker's clock, whatever the backoff says (NATS's `NakWithDelay`). A
+    /// no-op for a plain subscriber.
+    ///
+    /// # Errors
+    /// As for [`nack`](Self::nack).
+    pub fn nack_after(self, delay: std::time::Duration) -> Result<(), Error> {
+        self.delivery.nack_after(delay)
+    }
+
     /// Tells the queue this message is still being worked on: its ack timeout starts again
     /// from now, as with JetStream's `AckProgress`. Call it from long work, more often than the
     /// ack timeout. Nothing to do without an ack timeout, or for a group or subscriber message.

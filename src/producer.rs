@@ -84,7 +84,7 @@ impl<T: Payload> Producer<T> {
     ) -> Result<Sent, (Record<T>, Fail)> {
         match &self.target {
             Target::Topic(t) => {
-                let p = *partition.get_or_insert_with(|| t.pick_partition(record.key.as_deref()));
+                let p = *partition.get_or_insert_with(|| t.pick_partition(record.key_ref()));
                 t.try_publish(p, record, id, wait)
             }
             Target::Queue(q) => q.try_publish(record, id, wait),

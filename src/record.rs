@@ -14,7 +14,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Payload for T {}
 
 /// Header naming the queue a dead letter came from.
 pub const DEAD_LETTER_QUEUE: &str = "embus-dead-letter-queue";
-/// Header saying why a message was dead-lettered: `nack`, `dropped` or `ack-timeout`.
+/// Header saying why a message was dead-lettered: `nack`, `dropped`, `ack-timeout`, `expired`
+/// or `undecodable`.
 pub const DEAD_LETTER_REASON: &str = "embus-dead-letter-reason";
 /// Header with how many times the message was delivered before it was dead-lettered (decimal).
 pub const DEAD_LETTER_DELIVERIES: &str = "embus-dead-letter-deliveries";
@@ -28,8 +29,47 @@ pub const DEAD_LETTER_DELIVERIES: &str = "embus-dead-letter-deliveries";
 /// ```
 pub struct Record<T> {
     pub(crate) payload: T,
-    pub(crate) key: Option<Box<[u8]>>,
-    pub(crate) headers: Headers,
+    /// Key, headers and timing, boxed so that records without them stay one pointer bigger
+    /// than their payload; the box moves into the stored entry as it is.
+    pub(crate) meta: Option<Box<Meta>>,
+}
+
+/// When a record may be delivered, until when, and how urgently: what a producer asked for,
+/// before the broker resolves it against its clock at the send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) due: Option<Due>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) priority: u8,
+}
+
+impl Timing {
+    /// When a record stored at `ts` becomes due, if it was delayed.
+    pub(crate) fn due_at(&self, ts: Nanos) -> Option<Nanos> {
+        self.due.map(|due| match due {
+            Due::After(delay) => ts.saturating_add(duration_nanos(delay)),
+            Due::At(time) => to_nanos(time),
+        })
+    }
+
+    /// When a record stored at `ts` expires, if it has a time-to-live.
+    pub(crate) fn expires_at(&self, ts: Nanos) -> Option<Nanos> {
+        self.ttl.map(|ttl| ts.saturating_add(duration_nanos(ttl)))
+    }
+}
+
+/// A duration in nanoseconds, saturating.
+pub(crate) fn duration_nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// When a delayed record becomes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// This long after the send, on the broker's clock.
+    After(Duration),
+    /// At this time on the broker's clock.
+    At(SystemTime),
 }
 
 impl<T> Record<T> {
@@ -37,8 +77,7 @@ impl<T> Record<T> {
     pub fn new(payload: T) -> Self {
         Self {
             payload,
-            key: None,
-            headers: Headers::new(),
+            meta: None,
         }
     }
 
@@ -46,15 +85,64 @@ impl<T> Record<T> {
     /// Kafka's default partitioner), so records with one key stay in order.
     #[must_use]
     pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
-        self.key = Some(key.as_ref().into());
+        self.meta_mut().key = Some(key.as_ref().into());
         self
     }
 
     /// Appends a header. Names may repeat; [`Headers::get`] returns the first.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push(name, value);
+        self.meta_mut().headers.push(name, value);
         self
+    }
+
+    /// Delivers the record no sooner than `delay` after the send, on the broker's clock
+    /// ([`ManualClock`](crate::ManualClock) drives it). On a queue the message is invisible
+    /// until then, and messages sent after it are not held back. On a topic it keeps its
+    /// place: readers of its partition reach it in offset order and wait there until it is
+    /// due, so per-partition order holds (later messages of that partition wait behind it, as
+    /// behind a Kafka consumer that pauses for a delayed head).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.meta_mut().timing.due = Some(Due::After(delay));
+        self
+    }
+
+    /// Delivers the record no sooner than `time` on the broker's clock; as
+    /// [`delay`](Self::delay). A time in the past delivers at once.
+    #[must_use]
+    pub fn deliver_at(mut self, time: SystemTime) -> Self {
+        self.meta_mut().timing.due = Some(Due::At(time));
+        self
+    }
+
+    /// On a queue, the message expires `ttl` after the send if it was not delivered by then:
+    /// it is never delivered, and moves to the dead-letter queue with the reason `expired`
+    /// (or is dropped and counted without one). The shorter of this and the queue's
+    /// [`message_ttl`](crate::QueueOptions::message_ttl) applies. Topics keep messages by
+    /// their retention instead, and ignore it.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.meta_mut().timing.ttl = Some(ttl);
+        self
+    }
+
+    /// On a queue with [`priorities`](crate::QueueOptions::priorities), delivers this message
+    /// before those of lower priority (default 0, the lowest). Topics keep offset order, and
+    /// ignore it.
+    #[must_use]
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.meta_mut().timing.priority = priority;
+        self
+    }
+
+    fn meta_mut(&mut self) -> &mut Meta {
+        self.meta.get_or_insert_with(Box::default)
+    }
+
+    /// The key, as a slice.
+    pub(crate) fn key_ref(&self) -> Option<&[u8]> {
+        self.meta.as_ref().and_then(|m| m.key.as_deref())
     }
 
     /// The payload.
@@ -64,12 +152,12 @@ impl<T> Record<T> {
 
     /// The headers.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        self.meta.as_ref().map_or(&NO_HEADERS, |m| &m.headers)
     }
 
     /// The key, if set.
     pub fn key_bytes(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.key_ref()
     }
 
     /// Takes the payload back.
@@ -87,8 +175,8 @@ impl<T> From<T> for Record<T> {
 impl<T> fmt::Debug for Record<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Record")
-            .field("key", &self.key)
-            .field("headers", &self.headers)
+            .field("key", &self.key_ref())
+            .field("headers", self.headers())
             .finish_non_exhaustive()
     }
 }
@@ -152,11 +240,13 @@ pub struct Receipt {
     pub offset: u64,
 }
 
-/// Key and headers, boxed apart from the payload so records without them cost one null pointer.
-#[derive(Clone)]
+/// Key, headers and timing, boxed apart from the payload so records without them cost one null
+/// pointer.
+#[derive(Clone, Default)]
 pub(crate) struct Meta {
     pub(crate) key: Option<Box<[u8]>>,
     pub(crate) headers: Headers,
+    pub(crate) timing: Timing,
 }
 
 /// One stored message: shared (by `Arc`) between the log and every consumer holding it.
@@ -169,27 +259,24 @@ pub(crate) struct Entry<T> {
 
 impl<T> Entry<T> {
     pub(crate) fn new(record: Record<T>, size: u32) -> Self {
-        let Record {
-            payload,
-            key,
-            headers,
-        } = record;
-        let meta = (key.is_some() || !headers.is_empty()).then(|| Box::new(Meta { key, headers }));
         Self {
-            payload,
-            meta,
+            payload: record.payload,
+            meta: record.meta,
             size,
         }
     }
 
+    /// The record's timing (default when it had none).
+    pub(crate) fn timing(&self) -> Timing {
+        self.meta
+            .as_ref()
+            .map_or_else(Timing::default, |m| m.timing)
+    }
+
     pub(crate) fn into_record(self) -> Record<T> {
-        match self.meta {
-            Some(meta) => Record {
-                payload: self.payload,
-                key: meta.key,
-                headers: meta.headers,
-            },
-            None => Record::new(self.payload),
+        Record {
+            payload: self.payload,
+            meta: self.meta,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::queue::{ConsumerLink, DeliveryId, QueueItem, ReleaseReason};
 use super::topic::{Group, StoredRef, TopicCore};
@@ -170,7 +170,13 @@ impl<T> Delivery<T> {
 
     /// Releases the message for redelivery, or to the dead-letter queue. Fails as `ack` does.
     pub(crate) fn nack(mut self) -> Result<(), Error> {
-        self.release(ReleaseReason::Nack)
+        self.release(ReleaseReason::Nack, None)
+    }
+
+    /// As [`nack`](Self::nack), but the message is not delivered again before `delay` has
+    /// passed (instead of the backoff).
+    pub(crate) fn nack_after(mut self, delay: Duration) -> Result<(), Error> {
+        self.release(ReleaseReason::Nack, Some(delay))
     }
 
     /// Restarts a queue delivery's ack timeout. Fails if it had already ended.
@@ -181,8 +187,8 @@ impl<T> Delivery<T> {
         }
     }
 
-    fn release(&mut self, reason: ReleaseReason) -> Result<(), Error> {
-        match self.release_quietly(reason) {
+    fn release(&mut self, reason: ReleaseReason, delay: Option<Duration>) -> Result<(), Error> {
+        match self.release_quietly(reason, delay) {
             Settle::Nothing => Ok(()),
             Settle::Group(g) => g.topic.context.store.can_record(),
             Settle::Queue((q, released)) => q.settled(released, self.offset),
@@ -190,16 +196,26 @@ impl<T> Delivery<T> {
     }
 
     /// Releases the message; returns how it was settled, to check (a drop does not).
-    fn release_quietly(&mut self, reason: ReleaseReason) -> Settle<T, (QueueAck<T>, Outcome)> {
+    /// `delay`: how long it waits before it is delivered again (`None`: the backoff's wait).
+    fn release_quietly(
+        &mut self,
+        reason: ReleaseReason,
+        delay: Option<Duration>,
+    ) -> Settle<T, (QueueAck<T>, Outcome)> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => Settle::Nothing,
             Settle::Group(g) => {
-                g.group
-                    .release(self.partition, self.offset, g.member, self.delivery_count);
+                g.group.release(
+                    self.partition,
+                    self.offset,
+                    g.member,
+                    self.delivery_count,
+                    delay,
+                );
                 Settle::Group(g)
             }
             Settle::Queue(q) => {
-                let released = q.link.queue.release(q.delivery, reason);
+                let released = q.link.queue.release(q.delivery, reason, delay);
                 Settle::Queue((q, released))
             }
         }
@@ -232,7 +248,7 @@ impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         // Nobody is told: a dropped delivery that had already ended needs nothing more, and
         // the store is not asked whether it could record the release.
-        let _ = self.release_quietly(ReleaseReason::Dropped);
+        let _ = self.release_quietly(ReleaseReason::Dropped, None);
     }
 }
 

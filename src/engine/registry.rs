@@ -311,7 +311,7 @@ impl Context {
         requested: Option<O>,
     ) -> Result<(Option<O>, bool), Error>
     where
-        O: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+        O: Serialize + Declarable + PartialEq + fmt::Debug,
     {
         if self.registry.declared.lock().contains_key(name) {
             return Ok((requested, true)); // declared in this run: `lookup` checks it
@@ -367,7 +367,82 @@ impl Context {
 }
 
 /// Reads a stored declaration of either version; its options only if it is of kind `asked`.
-fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Found<O>, String> {
+/// Options a declaration stores. Version 1 stored them in bincode, which cannot skip or
+/// default a field: each kind reads that shape (as it was then) and converts it.
+trait Declarable: DeserializeOwned {
+    fn from_v1(bytes: &[u8]) -> Result<Self, String>;
+}
+
+#[derive(serde::Deserialize)]
+struct TopicV1 {
+    partitions: u32,
+    messages: Option<u64>,
+    bytes: Option<u64>,
+    age: Option<std::time::Duration>,
+    block: OverflowV1,
+}
+
+#[derive(serde::Deserialize)]
+enum OverflowV1 {
+    Lag,
+    Block,
+}
+
+#[derive(serde::Deserialize)]
+struct QueueV1 {
+    capacity: usize,
+    ack_timeout: Option<std::time::Duration>,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<String>,
+    prefetch: Option<u32>,
+}
+
+impl Declarable for TopicOptions {
+    fn from_v1(bytes: &[u8]) -> Result<Self, String> {
+        let v1: TopicV1 = Bincode::decode(bytes).map_err(|e| e.to_string())?;
+        let mut retention = crate::options::Retention::unlimited();
+        if let Some(n) = v1.messages {
+            retention = retention.and_messages(n);
+        }
+        if let Some(n) = v1.bytes {
+            retention = retention.and_bytes(n);
+        }
+        if let Some(age) = v1.age {
+            retention = retention.and_age(age);
+        }
+        let overflow = match v1.block {
+            OverflowV1::Lag => crate::options::Overflow::Lag,
+            OverflowV1::Block => crate::options::Overflow::Block,
+        };
+        Ok(Self::default()
+            .partitions(v1.partitions)
+            .retention(retention)
+            .overflow(overflow))
+    }
+}
+
+impl Declarable for QueueOptions {
+    fn from_v1(bytes: &[u8]) -> Result<Self, String> {
+        let v1: QueueV1 = Bincode::decode(bytes).map_err(|e| e.to_string())?;
+        let mut options = Self::default().capacity(v1.capacity);
+        options = match v1.ack_timeout {
+            Some(timeout) => options.ack_timeout(timeout),
+            None => options.no_ack_timeout(),
+        };
+        if let Some(n) = v1.max_deliveries {
+            options = options.max_deliveries(n);
+        }
+        if let Some(dlq) = v1.dead_letter {
+            options = options.dead_letter(dlq);
+        }
+        if let Some(n) = v1.prefetch {
+            options = options.prefetch(n);
+        }
+        Ok(options)
+    }
+}
+
+fn read_declaration<O: Declarable>(bytes: &[u8], asked: Kind) -> Result<Found<O>, String> {
     if bytes.first() == Some(&b'{') {
         let header: StoredDeclaration<serde_json::Value> =
             serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -396,7 +471,7 @@ fn read_declaration<O: DeserializeOwned>(bytes: &[u8], asked: Kind) -> Result<Fo
         Kind::Topic
     };
     let options = if kind == asked {
-        Some(Bincode::decode(&legacy.options).map_err(|e| e.to_string())?)
+        Some(O::from_v1(&legacy.options)?)
     } else {
         None
     };

@@ -28,7 +28,7 @@
 //! thread fills them in ([`seal`]) once it knows the timestamp. A reader checks version and
 //! checksum before it trusts a byte ([`open`]).
 
-use crate::record::{Headers, Meta, Nanos};
+use crate::record::{Headers, Meta, Nanos, Timing};
 
 /// The record version this build writes.
 pub(crate) const RECORD_VERSION: u8 = 2;
@@ -175,6 +175,7 @@ impl Row<'_> {
             Box::new(Meta {
                 key: self.key.map(Into::into),
                 headers: self.headers.clone(),
+                timing: Timing::default(),
             })
         })
     }

@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{
     DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers, Meta, Nanos,
-    Payload, Receipt, Record,
+    Payload, Receipt, Record, Timing,
 };
 use crate::store::{LogId, Progress, Sink};
 
@@ -514,6 +514,7 @@ impl<T> QueueCore<T> {
         let meta = Meta {
             key: original.and_then(|m| m.key.clone()),
             headers,
+            timing: Timing::default(),
         };
         self.occupied.fetch_add(1, Ordering::AcqRel);
         let (ts, size) = (item.ts, item.entry.size);
@@ -577,7 +578,9 @@ impl<T> QueueCore<T> {
         &self,
         delivery: DeliveryId,
         reason: Reason,
+        delay: Option<std::time::Duration>,
     ) -> Result<(), Option<Reason>> {
+        let _ = delay; // FOUNDATION: redelivery waits are not implemented yet
         let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed ends as timed out (its dead letter says so), even if

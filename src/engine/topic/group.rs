@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -205,7 +206,15 @@ impl Group {
     }
 
     /// Makes a delivery ready again, if `member` still holds that very delivery.
-    pub(crate) fn release(&self, partition: u32, offset: u64, member: u64, count: u32) {
+    pub(crate) fn release(
+        &self,
+        partition: u32,
+        offset: u64,
+        member: u64,
+        count: u32,
+        delay: Option<Duration>,
+    ) {
+        let _ = delay; // FOUNDATION: redelivery waits are not implemented yet
         let mut state = self.state.lock();
         let Some(part) = state.parts.get_mut(partition as usize) else {
             return;
@@ -436,7 +445,7 @@ impl<T: Payload> Settle for GroupSettle<T> {
 
     fn release(self: Box<Self>) {
         self.group
-            .release(self.partition, self.offset, self.member, self.count);
+            .release(self.partition, self.offset, self.member, self.count, None);
     }
 }
 

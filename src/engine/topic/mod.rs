@@ -148,8 +148,8 @@ impl<T: Payload> TopicCore<T> {
             return 0;
         }
         let len = self.coder.codec().encoded_len(&record.payload)
-            + record.key.as_ref().map_or(0, |k| k.len())
-            + record.headers.byte_len();
+            + record.key_ref().map_or(0, <[u8]>::len)
+            + record.headers().byte_len();
         u32::try_from(len).unwrap_or(u32::MAX)
     }
 
@@ -178,7 +178,7 @@ impl<T: Payload> TopicCore<T> {
         mut record: Record<T>,
         deadline: Deadline,
     ) -> Result<Receipt, (Record<T>, Fail)> {
-        let partition = self.pick_partition(record.key.as_deref());
+        let partition = self.pick_partition(record.key_ref());
         let size = self.size_of(&record);
         loop {
             match self.publish_once(partition, record, size, false) {
@@ -202,7 +202,7 @@ impl<T: Payload> TopicCore<T> {
         let mut runs: Vec<Vec<(usize, Record<T>)>> =
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
         for (index, record) in records.into_iter().enumerate() {
-            let partition = self.pick_partition(record.key.as_deref());
+            let partition = self.pick_partition(record.key_ref());
             runs[partition as usize].push((index, record));
         }
         let mut receipts = vec![None; len];
@@ -642,7 +642,7 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
     fn encode(&mut self) -> Result<Vec<Vec<u8>>, Error> {
         let coder = &self.topic.coder;
         let encode =
-            |(_, r): &(usize, Record<T>)| coder.encode(&r.payload, r.key.as_deref(), &r.headers);
+            |(_, r): &(usize, Record<T>)| coder.encode(&r.payload, r.key_ref(), r.headers());
         self.pending.iter().map(encode).collect()
     }
 

@@ -1,4 +1,11 @@
-//! Topic and queue options, and where a subscription starts: plain data, validated in one place.
+//! Topic, queue and group options, and where a subscription starts: plain data, validated in
+//! one place.
+
+mod backoff;
+mod group;
+
+pub use self::backoff::Backoff;
+pub use self::group::GroupOptions;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -245,9 +252,15 @@ pub struct QueueOptions {
     max_deliveries: Option<u32>,
     dead_letter: Option<String>,
     prefetch: Option<u32>,
+    backoff: Backoff,
+    message_ttl: Option<Duration>,
+    priorities: Option<u8>,
 }
 
 impl QueueOptions {
+    /// The most priority levels a queue may have (RabbitMQ recommends at most 10, too).
+    pub const MAX_PRIORITIES: u8 = 10;
+
     /// The default capacity: 65,536 messages.
     pub const DEFAULT_CAPACITY: usize = 1 << 16;
     /// The default ack timeout: 30 seconds (NATS JetStream's `AckWait`).
@@ -303,6 +316,34 @@ impl QueueOptions {
         self
     }
 
+    /// How long a released message waits before it is delivered again. Default
+    /// [`Backoff::default`].
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long a message may wait in the queue: one not delivered by then is never
+    /// delivered; it moves to the dead-letter queue with the reason `expired` if there is one,
+    /// else it is dropped and counted. A record's own [`Record::ttl`](crate::Record::ttl), if
+    /// shorter, wins. Default: no limit.
+    #[must_use]
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.message_ttl = Some(ttl);
+        self
+    }
+
+    /// Delivers by priority: `n` levels (`0..n`, at most [`MAX_PRIORITIES`](Self::MAX_PRIORITIES)),
+    /// higher first, first-in first-out within a level. A record's
+    /// [`Record::priority`](crate::Record::priority) above `n - 1` counts as `n - 1`. Default:
+    /// one level.
+    #[must_use]
+    pub fn priorities(mut self, n: u8) -> Self {
+        self.priorities = Some(n);
+        self
+    }
+
     /// The capacity.
     pub fn capacity_limit(&self) -> usize {
         self.capacity
@@ -328,6 +369,21 @@ impl QueueOptions {
         self.prefetch
     }
 
+    /// The redelivery backoff.
+    pub fn redelivery_backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The message time-to-live, if any.
+    pub fn message_ttl_duration(&self) -> Option<Duration> {
+        self.message_ttl
+    }
+
+    /// The number of priority levels (1 unless set).
+    pub fn priority_levels(&self) -> u8 {
+        self.priorities.unwrap_or(1)
+    }
+
     pub(crate) fn validate(&self, name: &str) -> Result<(), Error> {
         let bad = |option, reason| Err(invalid(name, option, reason));
         if self.capacity == 0 {
@@ -351,6 +407,18 @@ impl QueueOptions {
         if self.prefetch == Some(0) {
             return bad("prefetch", "must be at least 1");
         }
+        if let Err(reason) = self.backoff.validate() {
+            return bad("backoff", reason);
+        }
+        if self.message_ttl == Some(Duration::ZERO) {
+            return bad("message_ttl", "must be longer than zero");
+        }
+        if self
+            .priorities
+            .is_some_and(|n| n == 0 || n > Self::MAX_PRIORITIES)
+        {
+            return bad("priorities", "must be in 1..=10");
+        }
         if let Some(dlq) = &self.dead_letter {
             if dlq == name {
                 return bad("dead_letter", "a queue cannot be its own dead-letter queue");
@@ -369,12 +437,15 @@ impl Default for QueueOptions {
             max_deliveries: None,
             dead_letter: None,
             prefetch: None,
+            backoff: Backoff::default(),
+            message_ttl: None,
+            priorities: None,
         }
     }
 }
 
 /// Where a subscriber starts reading, in every partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Start {
     /// The oldest retained message.
     Earliest,
@@ -409,7 +480,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     })
 }
 
-fn invalid(name: &str, option: &'static str, reason: &'static str) -> Error {
+pub(crate) fn invalid(name: &str, option: &'static str, reason: &'static str) -> Error {
     Error::InvalidOption {
         name: name.to_owned(),
         option,

@@ -1,0 +1,152 @@
+//! [`GroupOptions`]: how a consumer group starts, redelivers and dead-letters.
+
+use std::time::Duration;
+
+use super::{Backoff, Start, invalid, validate_name};
+use crate::error::Error;
+
+/// Options of a consumer group, given to
+/// [`Topic::join_group_with`](crate::Topic::join_group_with) by the first member to join. A
+/// later join with other options is [`Error::Mismatch`], as for
+/// [`Broker::queue_with`](crate::Broker::queue_with).
+///
+/// A group's delivery control matches a queue's: an ack timeout redelivers a message held too
+/// long, every redelivery waits out the [`Backoff`], and past `max_deliveries` the message
+/// moves to the dead-letter queue and the group moves past it.
+///
+/// ```
+/// use std::time::Duration;
+/// use embus::{GroupOptions, Start};
+///
+/// let opts = GroupOptions::default()
+///     .start(Start::Latest)
+///     .ack_timeout(Duration::from_secs(30))
+///     .max_deliveries(5)
+///     .dead_letter("billing.dead");
+/// assert_eq!(opts.max_delivery_count(), Some(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOptions {
+    start: Start,
+    ack_timeout: Option<Duration>,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<String>,
+    backoff: Backoff,
+}
+
+impl GroupOptions {
+    /// The default ack timeout: 30 seconds, as for queues (NATS JetStream's `AckWait`).
+    pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Where a new group starts in every partition. Default [`Start::Earliest`]. Only the
+    /// first join uses it: an existing group keeps its position.
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How long a member may hold a delivery before it is redelivered. Default 30 s, on the
+    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it).
+    #[must_use]
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = Some(timeout);
+        self
+    }
+
+    /// Never redeliver because of time: a delivery stays in flight until acked, nacked,
+    /// dropped, or its partition moves to another member.
+    #[must_use]
+    pub fn no_ack_timeout(mut self) -> Self {
+        self.ack_timeout = None;
+        self
+    }
+
+    /// After `n` deliveries that end without an ack, the message moves to the dead-letter
+    /// queue and the group moves past it. Requires [`dead_letter`](Self::dead_letter), so
+    /// nothing is ever dropped. Default: no limit.
+    #[must_use]
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = Some(n);
+        self
+    }
+
+    /// The name of the dead-letter queue: an ordinary `Queue<T>` of the topic's payload type,
+    /// created (with default options) when the group is declared unless it exists already.
+    #[must_use]
+    pub fn dead_letter(mut self, queue: impl Into<String>) -> Self {
+        self.dead_letter = Some(queue.into());
+        self
+    }
+
+    /// How long a released message waits before it is delivered again. Default
+    /// [`Backoff::default`].
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Where a new group starts.
+    pub fn start_position(&self) -> Start {
+        self.start
+    }
+
+    /// The ack timeout, if any.
+    pub fn ack_timeout_duration(&self) -> Option<Duration> {
+        self.ack_timeout
+    }
+
+    /// The delivery limit, if any.
+    pub fn max_delivery_count(&self) -> Option<u32> {
+        self.max_deliveries
+    }
+
+    /// The dead-letter queue's name, if any.
+    pub fn dead_letter_queue(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    /// The redelivery backoff.
+    pub fn redelivery_backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    pub(crate) fn validate(&self, name: &str) -> Result<(), Error> {
+        let bad = |option, reason| Err(invalid(name, option, reason));
+        if self.ack_timeout == Some(Duration::ZERO) {
+            return bad(
+                "ack_timeout",
+                "must be longer than zero (or use no_ack_timeout)",
+            );
+        }
+        if self.max_deliveries == Some(0) {
+            return bad("max_deliveries", "must be at least 1");
+        }
+        if self.max_deliveries.is_some() && self.dead_letter.is_none() {
+            return bad(
+                "max_deliveries",
+                "needs a dead_letter queue to move messages to",
+            );
+        }
+        if let Err(reason) = self.backoff.validate() {
+            return bad("backoff", reason);
+        }
+        if let Some(dlq) = &self.dead_letter {
+            validate_name(dlq)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        Self {
+            start: Start::Earliest,
+            ack_timeout: Some(Self::DEFAULT_ACK_TIMEOUT),
+            max_deliveries: None,
+            dead_letter: None,
+            backoff: Backoff::default(),
+        }
+    }
+}
