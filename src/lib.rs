@@ -129,7 +129,7 @@ pub use crate::error::{
     Ended, Error, ReadFailure, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError,
     TryRecvError, TrySendError, Undecodable,
 };
-pub use crate::message::Message;
+pub use crate::message::{Message, Peeked};
 pub use crate::options::{
     Backoff, Durability, GroupOptions, IdleOptions, Overflow, QueueOptions, Retention, Start,
     TopicOptions,

@@ -1,4 +1,5 @@
-//! [`Message`]: what a consumer receives — the record, where it was stored, and how to settle it.
+//! [`Message`]: what a consumer receives — the record, where it was stored, and how to settle it;
+//! and [`Peeked`], a look at a stored message that changes nothing.
 
 use std::fmt;
 use std::time::SystemTime;
@@ -131,6 +132,62 @@ impl<T> Message<T> {
 }
 
 impl<T> fmt::Debug for Message<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.delivery.fmt(f)
+    }
+}
+
+/// A copy of a stored message, from [`Queue::peek`](crate::Queue::peek) or
+/// [`Topic::get`](crate::Topic::get): looking changes nothing (no delivery, no delivery count,
+/// no position moves), so there is nothing to settle.
+pub struct Peeked<T> {
+    delivery: Delivery<T>,
+}
+
+impl<T> Peeked<T> {
+    /// Wraps a delivery that settles nothing.
+    pub(crate) fn new(delivery: Delivery<T>) -> Self {
+        Self { delivery }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        self.delivery.payload()
+    }
+
+    /// The key, if the record had one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.delivery.key()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        self.delivery.headers()
+    }
+
+    /// The partition (0 for a queue).
+    pub fn partition(&self) -> u32 {
+        self.delivery.partition()
+    }
+
+    /// The offset in the partition (for a queue, the message's sequence number).
+    pub fn offset(&self) -> u64 {
+        self.delivery.offset()
+    }
+
+    /// When the broker accepted the message, on its clock.
+    pub fn timestamp(&self) -> SystemTime {
+        self.delivery.timestamp()
+    }
+
+    /// How many times the message has been delivered so far (0 if never; always 0 for a
+    /// topic message).
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery.delivery_count()
+    }
+}
+
+impl<T> fmt::Debug for Peeked<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.delivery.fmt(f)
     }

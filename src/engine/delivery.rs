@@ -85,6 +85,26 @@ impl<T> Delivery<T> {
         }
     }
 
+    /// A copy of a topic message that settles nothing and counts no delivery (a look).
+    pub(crate) fn look(stored: StoredRef<T>, partition: u32) -> Self {
+        Self::from_log(stored, partition, 0, Settle::Nothing)
+    }
+
+    /// A copy of a waiting queue message that settles nothing (a look).
+    pub(crate) fn look_queue(item: &QueueItem<T>) -> Self {
+        Self {
+            body: Body::Queue {
+                entry: Arc::clone(&item.entry),
+                meta: item.meta.clone(),
+                ts: item.ts,
+            },
+            partition: 0,
+            offset: item.id,
+            delivery_count: item.count,
+            settle: Settle::Nothing,
+        }
+    }
+
     pub(crate) fn queue(item: &QueueItem<T>, ack: QueueAck<T>) -> Self {
         Self {
             body: Body::Queue {
