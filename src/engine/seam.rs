@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::CodecKind;
 use crate::error::{Error, Undecodable};
-use crate::record::{Entry, Headers, NO_HEADERS, Nanos, Payload};
+use crate::record::{Entry, Headers, NO_HEADERS, Nanos, Payload, Timing};
 use crate::store::{Loaded, format};
 
 /// Encodes and decodes one topic's or queue's payloads.
@@ -67,7 +67,18 @@ impl<T: Payload> Coder<T> {
         key: Option<&[u8]>,
         headers: &Headers,
     ) -> Result<Vec<u8>, Error> {
-        let mut out = format::body(key, headers);
+        self.encode_timed(payload, key, headers, &Timing::default())
+    }
+
+    /// A record's body with its timing (see [`format::body_timed`]).
+    fn encode_timed(
+        &self,
+        payload: &T,
+        key: Option<&[u8]>,
+        headers: &Headers,
+        timing: &Timing,
+    ) -> Result<Vec<u8>, Error> {
+        let mut out = format::body_timed(key, headers, timing);
         let start = out.len();
         self.codec
             .encode(payload, &mut out)
@@ -85,8 +96,11 @@ impl<T: Payload> Coder<T> {
     /// An entry's body for the store.
     pub(crate) fn encode_entry(&self, entry: &Entry<T>) -> Result<Vec<u8>, Error> {
         let meta = entry.meta.as_deref();
-        let headers = meta.map_or(&NO_HEADERS, |m| &m.headers);
-        self.encode(&entry.payload, meta.and_then(|m| m.key.as_deref()), headers)
+        let Some(meta) = meta else {
+            return self.encode(&entry.payload, None, &NO_HEADERS);
+        };
+        let key = meta.key.as_deref();
+        self.encode_timed(&entry.payload, key, &meta.headers, &meta.timing)
     }
 
     /// Decodes `bytes` as `T` and encodes the result again: it must decode, and to a value of
