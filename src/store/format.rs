@@ -273,7 +273,9 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<u64, Bad> {
         let bytes = self.take(8)?;
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| Bad::Truncated)?))
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| Bad::Truncated)?,
+        ))
     }
 
     /// A version 3 timing section.
@@ -387,7 +389,11 @@ mod tests {
         let mut headers = Headers::new();
         headers.push("h", b"v");
         let plain = body_timed(Some(b"k"), &headers, &Timing::default());
-        assert_eq!(plain, body(Some(b"k"), &headers), "no timing: version 2 as before");
+        assert_eq!(
+            plain,
+            body(Some(b"k"), &headers),
+            "no timing: version 2 as before"
+        );
         for due in [
             None,
             Some(Due::After(Duration::from_millis(5))),
