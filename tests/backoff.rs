@@ -152,7 +152,9 @@ fn a_message_backing_off_holds_back_no_other_and_comes_back_first(backend: Backe
     let mut worker = jobs.consumer();
     let one = worker.recv_timeout(WAIT).unwrap();
     one.nack_after(Duration::from_secs(1)).unwrap();
-    let two = worker.try_recv().expect("1 backing off does not hold back 2");
+    let two = worker
+        .try_recv()
+        .expect("1 backing off does not hold back 2");
     assert_eq!(*two.payload(), 2);
     two.ack().unwrap();
     jobs.producer().send_batch(vec![3, 4]).unwrap();
@@ -227,7 +229,13 @@ fn after_a_reopen_a_message_backing_off_is_ready_at_once() {
     let dir = common::fresh_dir("backoff-reopen");
     let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || Broker::builder().path(&path).clock(clock.clone()).open().unwrap();
+    let open = || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
     let bus = open();
     let jobs: Queue<u32> = bus.queue("jobs").unwrap();
     jobs.producer().send(7).unwrap();

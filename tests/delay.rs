@@ -25,7 +25,9 @@ fn a_delayed_message_is_invisible_until_due_and_holds_back_nothing(backend: Back
         .unwrap();
     producer.send(2).unwrap();
     let mut worker = jobs.consumer();
-    let m = worker.try_recv().expect("2 is not held back by the delayed 1");
+    let m = worker
+        .try_recv()
+        .expect("2 is not held back by the delayed 1");
     assert_eq!(*m.payload(), 2);
     m.ack().unwrap();
     assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
@@ -48,9 +50,7 @@ fn due_messages_come_in_due_order_and_send_order_for_equal_due_times(backend: Ba
     producer
         .send_record(Record::new(1).delay(SECOND * 3))
         .unwrap();
-    producer
-        .send_record(Record::new(2).delay(SECOND))
-        .unwrap();
+    producer.send_record(Record::new(2).delay(SECOND)).unwrap();
     producer
         .send_record(Record::new(3).deliver_at(start + SECOND))
         .unwrap();
@@ -153,7 +153,13 @@ fn a_due_time_survives_a_reopen() {
     let dir = common::fresh_dir("delay-reopen");
     let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || Broker::builder().path(&path).clock(clock.clone()).open().unwrap();
+    let open = || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
     let bus = open();
     let jobs: Queue<u32> = bus.queue("jobs").unwrap();
     let producer = jobs.producer();

@@ -32,7 +32,10 @@ fn an_expired_message_moves_to_the_dead_letter_queue_with_nobody_looking(backend
     clock.advance(SECOND * 10);
     // Nobody looked at `jobs`: the dead-letter queue has it already.
     assert_eq!(dead.len(), 1);
-    assert_eq!((jobs.len(), jobs.dead_lettered(), jobs.expired()), (1, 1, 0));
+    assert_eq!(
+        (jobs.len(), jobs.dead_lettered(), jobs.expired()),
+        (1, 1, 0)
+    );
     let mut worker = jobs.consumer();
     let m = worker.try_recv().unwrap();
     assert_eq!(*m.payload(), 2, "the expired message is never delivered");
@@ -53,9 +56,7 @@ fn without_a_dead_letter_queue_an_expired_message_is_dropped_counted_and_frees_r
     backend: Backend,
 ) {
     let (clock, bus) = manual_bus(backend);
-    let options = QueueOptions::default()
-        .message_ttl(SECOND * 60)
-        .capacity(2);
+    let options = QueueOptions::default().message_ttl(SECOND * 60).capacity(2);
     let jobs = bus.queue_with::<u32>("jobs", options).unwrap();
     let producer = jobs.producer();
     producer.send_batch(vec![1, 2]).unwrap();
@@ -108,7 +109,8 @@ fn an_in_flight_message_does_not_expire_but_expires_when_released_late(backend: 
     let two = worker.try_recv().unwrap();
     clock.advance(SECOND * 20);
     assert_eq!(jobs.in_flight(), 2, "in flight: not expired");
-    one.ack().expect("acked after its expiry time: it was being worked on");
+    one.ack()
+        .expect("acked after its expiry time: it was being worked on");
     two.nack().unwrap();
     assert_eq!(worker.try_recv().unwrap_err(), TryRecvError::Empty);
     let mut letters = dead.consumer();
@@ -161,7 +163,13 @@ fn expiry_survives_a_reopen() {
     let dir = common::fresh_dir("expiry-reopen");
     let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || Broker::builder().path(&path).clock(clock.clone()).open().unwrap();
+    let open = || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
     let bus = open();
     let jobs: Queue<u32> = bus.queue_with("jobs", with_dead_letters()).unwrap();
     let producer = jobs.producer();
@@ -216,7 +224,13 @@ fn a_dropped_expiry_is_stored() {
     let dir = common::fresh_dir("expiry-dropped");
     let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || Broker::builder().path(&path).clock(clock.clone()).open().unwrap();
+    let open = || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
     let bus = open();
     let options = QueueOptions::default().message_ttl(SECOND);
     let jobs: Queue<u32> = bus.queue_with("jobs", options).unwrap();
