@@ -4,7 +4,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::state::Item;
+use super::item::Item;
 
 pub(crate) enum Ready<T> {
     One(VecDeque<Item<T>>),

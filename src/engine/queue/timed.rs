@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::state::Item;
+use super::item::Item;
 use crate::record::Nanos;
 
 pub(crate) struct Timed<T> {
