@@ -27,6 +27,10 @@
 //! scan); a backoff in progress does not (reopening redelivers at once, as for deliveries in
 //! flight).
 //!
+//! [`Broker::wait_idle`](crate::Broker::wait_idle) counts a message waiting out a delay or a
+//! backoff as work still to do (the queue is not idle until it is delivered and acked, expires
+//! or is purged): on a [`ManualClock`](crate::ManualClock), advance the clock past it first.
+//!
 //! # Expiry
 //!
 //! A message expires [`Record::ttl`](crate::Record::ttl) or

@@ -515,8 +515,14 @@ impl<T> QueueCore<T> {
                 woken.join(state.readers.take());
             }
             // Its consumers learn the new due time from the hints (a lock-free look), the
-            // broker's timer or a manual clock's advance.
-            Released::Waiting => self.publish_hints(state),
+            // broker's timer or a manual clock's advance; one waiting for its prefetch window
+            // may go on now.
+            Released::Waiting => {
+                self.publish_hints(state);
+                if self.options.prefetch_limit().is_some() {
+                    woken.join(state.readers.take());
+                }
+            }
             Released::Dropped(item) => self.drop_expired(state, item, woken),
             Released::Dead(item, reason) => {
                 // Before the lock is let go: a wait for idle that sees this queue idle also

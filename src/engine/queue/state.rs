@@ -77,7 +77,8 @@ pub(crate) struct QueueState<T> {
     /// Delayed and backing-off messages, and expiry times.
     timed: Timed<T>,
     clock: Clock,
-    backoff: Backoff,
+    /// The redelivery backoff (`None`: it never waits).
+    backoff: Option<Backoff>,
     /// The queue's `message_ttl` in nanoseconds.
     ttl: Option<Nanos>,
     /// Whether expired messages move to a dead-letter queue (else they are dropped).
@@ -111,7 +112,9 @@ impl<T> QueueState<T> {
             ready: Ready::new(options.priority_levels()),
             timed: Timed::new(),
             clock,
-            backoff: options.redelivery_backoff().clone(),
+            backoff: Some(options.redelivery_backoff())
+                .filter(|b| !b.is_none())
+                .cloned(),
             ttl: options.message_ttl_duration().map(duration_nanos),
             dead_letters: options.dead_letter_queue().is_some(),
             expired: 0,
@@ -519,7 +522,10 @@ impl<T> QueueState<T> {
             self.dead_lettered += 1;
             return Released::Dead(item, reason);
         }
-        let wait = wait.unwrap_or_else(|| self.backoff.delay(item.count));
+        let wait = wait.unwrap_or_else(|| {
+            let backoff = self.backoff.as_ref();
+            backoff.map_or(Duration::ZERO, |b| b.delay(item.count))
+        });
         if wait.is_zero() {
             self.ready.push_front(item);
             return Released::Requeued;
