@@ -256,7 +256,8 @@ impl<T: Payload> Queue<T> {
     /// jobs.consumer().recv()?.nack()?; // dead-lettered
     /// let dead = bus.queue::<u32>("jobs.dead")?;
     /// assert_eq!(dead.redrive(&jobs, 100)?, 1);
-    /// let again = jobs.consumer().recv()?;
+    /// let mut worker = jobs.consumer();
+    /// let again = worker.recv()?;
     /// assert_eq!((again.payload(), again.delivery_count()), (&7, 1));
     /// assert_eq!(again.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
     /// again.ack()?;
