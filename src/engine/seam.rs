@@ -171,3 +171,40 @@ pub(crate) fn decode_row<T: Payload>(
     };
     Ok((opened.ts, entry))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::Record;
+
+    /// A record's timing (delay, ttl, priority) is stored with it and read back, for queue and
+    /// topic records alike; a record without timing reads back without any.
+    #[test]
+    fn timing_round_trips_through_the_stored_row() {
+        let coder = Coder::<u64>::new("t", CodecKind::Bincode);
+        let seed = format::seed("t.t.0");
+        for record in [
+            Record::new(7)
+                .delay(Duration::from_secs(3))
+                .ttl(Duration::from_secs(9)),
+            Record::new(7).priority(4).key("k"),
+            Record::new(7),
+        ] {
+            let entry = Entry::new(record, 0);
+            let mut value = coder.encode_entry(&entry).unwrap();
+            format::seal(&mut value, seed, 5, 11, 0);
+            let row = Loaded {
+                key: 5,
+                value,
+                deliveries: 0,
+                seed,
+            };
+            let (ts, back) = decode_row::<u64>(CodecKind::Bincode, "t", 0, &row).unwrap();
+            assert_eq!((ts, back.payload), (11, 7));
+            assert_eq!(back.timing(), entry.timing());
+            assert_eq!(back.meta.is_some(), entry.meta.is_some());
+        }
+    }
+}

@@ -233,12 +233,18 @@ impl<T> QueueState<T> {
     /// Takes out the messages (ready or waiting) expired by `now`, counting them as dead
     /// letters or as dropped.
     pub(crate) fn take_expired(&mut self, now: Nanos) -> Vec<Item<T>> {
-        let ids = self.timed.take_expired(now);
+        let mut ids = self.timed.take_expired(now);
         if ids.is_empty() {
             return Vec::new();
         }
-        let mut out = self.ready.take(&ids);
-        out.extend(self.timed.take_waiting(&ids));
+        // The waiting ones first, so the ready list is searched only for what is left.
+        let mut out = self.timed.take_waiting(&ids);
+        for item in &out {
+            ids.remove(&item.id);
+        }
+        if !ids.is_empty() {
+            out.extend(self.ready.take(&ids));
+        }
         self.count_expired(out.len() as u64);
         out
     }
