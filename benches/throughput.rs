@@ -30,6 +30,8 @@
 //! | mpmc queue 1→2 + ack (oversubscribed) | 3 | crossbeam `bounded(1024)`, 2 receivers, no acks | `QueueOptions::default().capacity(1024)` (30 s ack timeout on), `ack` each |
 //! | async 1→1 | 2 tokio workers | tokio `mpsc::channel(1024)`, `send().await` / `recv().await` | topic as spsc, `send_async().await` / `recv_async().await` |
 //! | (ref) async queue 1→1 + ack | 2 tokio workers | tokio `mpsc::channel(1024)` | `QueueOptions::default().capacity(1024)`, `recv_async().await`, `ack` each |
+//! | mpmc queue 1→2 + ack, priorities | 3 | the plain embus queue above | `priorities(4)`, each record `priority(i % 4)` |
+//! | mpmc queue 1→2 + ack, delayed | 3 | the plain embus queue above | each record `delay(0)` (due at once: the timed path) |
 //!
 //! The async rows run the same way on tasks instead of threads ([`drive_async`]): one
 //! multi-thread tokio runtime with 2 workers (the machine's 2 cores), shared by both sides and
@@ -152,6 +154,31 @@ impl<T: Msg + Clone> Rx<T> for tokio::sync::broadcast::Receiver<T> {
 impl<T: Msg + Payload> Tx<T> for Producer<T> {
     fn send(&mut self, msg: T) {
         if Producer::send(self, msg).is_err() {
+            panic!("broker open");
+        }
+    }
+}
+
+/// Sends each message as a record with a priority (0..4, round robin).
+struct PriorityTx<T>(Producer<T>, u8);
+
+impl<T: Msg + Payload> Tx<T> for PriorityTx<T> {
+    fn send(&mut self, msg: T) {
+        self.1 = (self.1 + 1) % 4;
+        let record = embus::Record::new(msg).priority(self.1);
+        if self.0.send_record(record).is_err() {
+            panic!("broker open");
+        }
+    }
+}
+
+/// Sends each message as a record delayed by zero (due at once).
+struct DelayedTx<T>(Producer<T>);
+
+impl<T: Msg + Payload> Tx<T> for DelayedTx<T> {
+    fn send(&mut self, msg: T) {
+        let record = embus::Record::new(msg).delay(Duration::ZERO);
+        if self.0.send_record(record).is_err() {
             panic!("broker open");
         }
     }
@@ -620,6 +647,47 @@ fn scenarios() -> Vec<Scenario> {
                     One,
                     true,
                 )
+            }),
+        },
+        Scenario {
+            name: "mpmc queue 1→2 u64 + ack, priorities",
+            baseline: "embus plain queue, as above",
+            embus: "priorities(4), priority i % 4",
+            n: 2_000_000,
+            target: 0.5,
+            gate: true,
+            run_baseline: Box::new(|n| {
+                drive::<u64, _, _>(
+                    n,
+                    embus_queue(QueueOptions::default().capacity(1024), 2),
+                    One,
+                    true,
+                )
+            }),
+            run_embus: Box::new(|n| {
+                let (tx, rxs) =
+                    embus_queue(QueueOptions::default().capacity(1024).priorities(4), 2);
+                drive::<u64, _, _>(n, (PriorityTx(tx, 0), rxs), One, true)
+            }),
+        },
+        Scenario {
+            name: "mpmc queue 1→2 u64 + ack, delayed",
+            baseline: "embus plain queue, as above",
+            embus: "delay(0) each",
+            n: 2_000_000,
+            target: 0.5,
+            gate: true,
+            run_baseline: Box::new(|n| {
+                drive::<u64, _, _>(
+                    n,
+                    embus_queue(QueueOptions::default().capacity(1024), 2),
+                    One,
+                    true,
+                )
+            }),
+            run_embus: Box::new(|n| {
+                let (tx, rxs) = embus_queue(QueueOptions::default().capacity(1024), 2);
+                drive::<u64, _, _>(n, (DelayedTx(tx), rxs), One, true)
             }),
         },
         Scenario {

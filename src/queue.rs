@@ -3,22 +3,63 @@
 //! # Ordering
 //!
 //! First deliveries go out in send order. A redelivered message goes back to the front of the
-//! queue, so it is retried before newer messages, but after whatever was handed out meanwhile.
+//! queue once its backoff has passed, so it is retried before newer messages, but after
+//! whatever was handed out meanwhile. A delayed message
+//! ([`Record::delay`](crate::Record::delay), [`Record::deliver_at`](crate::Record::deliver_at))
+//! joins the back of the queue when it falls due, as if sent then (due order among delayed
+//! messages, send order for equal due times); it holds back nothing sent after it.
+//!
+//! With [`QueueOptions::priorities`](crate::QueueOptions::priorities), higher priorities go
+//! first ([`Record::priority`](crate::Record::priority)); the order above holds within each
+//! priority (a redelivery goes in front of its own priority). A queue without priorities keeps
+//! one list and pays nothing for them.
+//!
+//! # Time
+//!
+//! Delays, backoff and expiry run on the broker's clock
+//! ([`ManualClock::advance`](crate::ManualClock::advance) drives them): a due time or expiry
+//! given as a wall-clock time is converted to the broker's monotonic time when the message is
+//! queued (at the send, and again when a durable queue is restored), so a later step of the
+//! system clock does not move it. With the system clock, the broker's timer thread wakes the
+//! queue at the next due time or expiry: blocked consumers get the message then, and expired
+//! messages move on with nobody looking. Due times, expiry times and priorities are stored with
+//! the record, so they survive a reopen (restoring a queue reads its rows anyway: no extra
+//! scan); a backoff in progress does not (reopening redelivers at once, as for deliveries in
+//! flight).
+//!
+//! [`Broker::wait_idle`](crate::Broker::wait_idle) counts a message waiting out a delay or a
+//! backoff as work still to do (the queue is not idle until it is delivered and acked, expires
+//! or is purged): on a [`ManualClock`](crate::ManualClock), advance the clock past it first.
+//!
+//! # Expiry
+//!
+//! A message expires [`Record::ttl`](crate::Record::ttl) or
+//! [`QueueOptions::message_ttl`](crate::QueueOptions::message_ttl) after its timestamp
+//! (whichever is shorter). An expired message is never delivered: it moves to the dead-letter
+//! queue with the reason `expired` (counted by [`Queue::dead_lettered`]) or, without one, is
+//! deleted and counted by [`Queue::expired`]. A message in flight does not expire (someone is
+//! working on it); if its delivery ends without an ack after its expiry time, it expires then
+//! instead of being redelivered. A dead letter keeps its original timestamp, so a dead-letter
+//! queue's `message_ttl` counts from the original send.
 //!
 //! # Redelivery
 //!
 //! A delivery ends with [`Message::ack`](crate::Message::ack) (the message is deleted) or without
 //! one: [`Message::nack`](crate::Message::nack), dropping the message, dropping its consumer, or
-//! the ack timeout passing on the broker's clock. Then the message is ready again and its
-//! delivery count rises by one on the next delivery. Delivery is at-least-once.
+//! the ack timeout passing on the broker's clock. Then the message waits out the queue's
+//! [`backoff`](crate::QueueOptions::backoff) for its delivery count (by default the first retry
+//! is immediate, then 10 ms doubling up to 10 s), or the wait given to
+//! [`Message::nack_after`](crate::Message::nack_after), and is ready again; its delivery count
+//! rises by one on the next delivery. A message waiting out its backoff holds back no other.
+//! Delivery is at-least-once.
 //!
 //! # Dead letters
 //!
 //! With [`QueueOptions::max_deliveries`](crate::QueueOptions::max_deliveries), a message whose
 //! delivery number `max_deliveries` ends without an ack moves to the dead-letter queue (an
 //! ordinary `Queue<T>`), keeping its payload, key, headers and timestamp, with headers added:
-//! [`DEAD_LETTER_QUEUE`], [`DEAD_LETTER_REASON`] (`nack`, `dropped` or `ack-timeout`) and
-//! [`DEAD_LETTER_DELIVERIES`].
+//! [`DEAD_LETTER_QUEUE`], [`DEAD_LETTER_REASON`] (`nack`, `dropped`, `ack-timeout` or
+//! `expired`) and [`DEAD_LETTER_DELIVERIES`]. [`Queue::redrive`] moves them back.
 //!
 //! # Capacity
 //!
@@ -33,6 +74,7 @@ use crate::consumer::Consumer;
 use crate::engine::Life;
 use crate::engine::queue::{QueueConsumer, QueueCore};
 use crate::error::{Error, Undecodable};
+use crate::message::Peeked;
 use crate::options::QueueOptions;
 use crate::producer::Producer;
 use crate::record::Payload;
@@ -104,7 +146,8 @@ impl<T: Payload> Queue<T> {
         self.core.options()
     }
 
-    /// Messages ready for delivery (not counting those in flight).
+    /// Messages ready for delivery (not counting those in flight, or those waiting out a
+    /// delay or backoff: see [`delayed`](Self::delayed)).
     pub fn len(&self) -> usize {
         self.core.ready_len()
     }
@@ -119,9 +162,113 @@ impl<T: Payload> Queue<T> {
         self.core.in_flight()
     }
 
-    /// How many messages this queue has moved to its dead-letter queue so far.
+    /// Messages waiting out a delay ([`Record::delay`](crate::Record::delay)) or a redelivery
+    /// backoff: not ready yet, not in flight.
+    pub fn delayed(&self) -> usize {
+        self.core.waiting()
+    }
+
+    /// How many messages this queue has moved to its dead-letter queue so far (in this run),
+    /// whatever the reason: expired messages with a dead-letter queue count here.
     pub fn dead_lettered(&self) -> u64 {
         self.core.dead_lettered()
+    }
+
+    /// How many expired messages this queue has dropped so far (in this run), having no
+    /// dead-letter queue to move them to. See [`Record::ttl`](crate::Record::ttl) and
+    /// [`QueueOptions::message_ttl`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use embus::{Broker, ManualClock, QueueOptions};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = ManualClock::new();
+    /// let bus = Broker::builder().clock(clock.clone()).open()?;
+    /// let jobs = bus.queue_with::<u32>("jobs", QueueOptions::default().message_ttl(Duration::from_secs(60)))?;
+    /// jobs.producer().send(1)?;
+    /// clock.advance(Duration::from_secs(61));
+    /// assert_eq!((jobs.len(), jobs.expired()), (0, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn expired(&self) -> u64 {
+        self.core.expired()
+    }
+
+    /// Removes every message that is not in flight (ready, delayed or waiting out a backoff)
+    /// and returns how many; in-flight deliveries stay, as with RabbitMQ's `queue.purge`. Their
+    /// capacity is free at once (blocked producers go on). Durable: the deletes ride the next
+    /// commit.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// jobs.producer().send_batch(vec![1, 2, 3])?;
+    /// let mut worker = jobs.consumer();
+    /// let held = worker.recv()?;
+    /// assert_eq!(jobs.purge()?, 2);
+    /// assert_eq!((jobs.len(), jobs.in_flight()), (0, 1));
+    /// held.ack()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Poisoned`] if the store can no longer record the deletes.
+    pub fn purge(&self) -> Result<usize, Error> {
+        self.core.purge()
+    }
+
+    /// Copies of the next `n` messages, changing nothing: the ready ones in delivery order,
+    /// then those waiting out a delay or backoff in due order. Messages in flight are not
+    /// shown.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let jobs = bus.queue::<u32>("jobs")?;
+    /// jobs.producer().send_batch(vec![1, 2, 3])?;
+    /// let next: Vec<u32> = jobs.peek(2).iter().map(|p| *p.payload()).collect();
+    /// assert_eq!(next, [1, 2]);
+    /// assert_eq!(jobs.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn peek(&self, n: usize) -> Vec<Peeked<T>> {
+        let looked = self.core.peek(n);
+        looked.into_iter().map(Peeked::new).collect()
+    }
+
+    /// Moves up to `limit` ready messages of this queue (usually a dead-letter queue) to
+    /// `to`, in delivery order, and returns how many moved. Each keeps its payload, key,
+    /// headers (the dead-letter headers included) and timestamp; its delivery count starts
+    /// again at 0, and a delay, time-to-live or priority it was sent with is not carried over.
+    /// It stops early when this queue has no ready message left or `to` is full (`to`'s
+    /// capacity holds; a redrive never blocks). Durable: each message's delete here and insert
+    /// there are one change of one commit, so a crash leaves it in exactly one of the two.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, QueueOptions};
+    ///
+    /// let bus = Broker::memory();
+    /// let jobs = bus.queue_with::<u32>("jobs", QueueOptions::default().max_deliveries(1).dead_letter("jobs.dead"))?;
+    /// jobs.producer().send(7)?;
+    /// jobs.consumer().recv()?.nack()?; // dead-lettered
+    /// let dead = bus.queue::<u32>("jobs.dead")?;
+    /// assert_eq!(dead.redrive(&jobs, 100)?, 1);
+    /// let mut worker = jobs.consumer();
+    /// let again = worker.recv()?;
+    /// assert_eq!((again.payload(), again.delivery_count()), (&7, 1));
+    /// assert_eq!(again.headers().get(embus::DEAD_LETTER_REASON), Some(&b"nack"[..]));
+    /// again.ack()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] (option `redrive`) if `to` is this queue; [`Error::Closed`];
+    /// [`Error::Poisoned`] if the store can no longer record the moves.
+    pub fn redrive(&self, to: &Queue<T>, limit: usize) -> Result<usize, Error> {
+        self.core.redrive(&to.core, limit)
     }
 
     /// The capacity.

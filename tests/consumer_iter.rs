@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Consumer, Ended, Error, ManualClock, Message, QueueOptions, Record, RecvError,
+    Backoff, Consumer, Ended, Error, ManualClock, Message, QueueOptions, Record, RecvError,
     RecvTimeoutError, Retention, Start, TopicOptions, TryRecvError,
 };
 
@@ -513,7 +513,10 @@ fn queue_message_accessors(backend: Backend) {
     let queue = bus
         .queue_with::<u64>(
             "q",
-            QueueOptions::default().ack_timeout(Duration::from_secs(10)),
+            // Redelivered at once: about accessors, not timing (tests/backoff.rs).
+            QueueOptions::default()
+                .ack_timeout(Duration::from_secs(10))
+                .backoff(Backoff::none()),
         )
         .unwrap();
     let producer = queue.producer();

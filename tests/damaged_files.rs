@@ -431,7 +431,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             let mut table = txn.open_table(meta).unwrap();
             assert_eq!(
                 table.insert("format", 99).unwrap().map(|v| v.value()),
-                Some(3)
+                Some(4)
             );
         }
         txn.commit().unwrap();
@@ -444,7 +444,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             path: named,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*expected, 3);
+            assert_eq!(*expected, 4);
             assert_eq!(named, &path);
         }
         other => panic!("expected Error::Incompatible, got {other:?}"),
@@ -454,7 +454,8 @@ fn a_store_of_another_format_version_is_incompatible() {
         message.contains("future.embus") && message.contains("99"),
         "{message}"
     );
-    // Refusing it changed nothing: back at version 3 it opens with its message.
+    // Refusing it changed nothing: back at version 3 (the version before records with timing)
+    // it opens with its message, upgraded in place.
     {
         let db = embus::redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{BRIEF, Backend, Bus, WAIT, both_backends, take};
 use embus::{
-    Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Ended, Error,
+    Backoff, Broker, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Ended, Error,
     ManualClock, Message, Queue, QueueOptions, Record, TryRecvError,
 };
 
@@ -27,8 +27,10 @@ fn manual_bus(backend: Backend) -> (ManualClock, Bus) {
     (clock, bus)
 }
 
+/// Without a backoff: these tests are about where messages go, not when (tests/backoff.rs).
 fn dead_letter_options(max_deliveries: u32) -> QueueOptions {
     QueueOptions::default()
+        .backoff(Backoff::none())
         .ack_timeout(ACK_TIMEOUT)
         .max_deliveries(max_deliveries)
         .dead_letter("jobs.dead")

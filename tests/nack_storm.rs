@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use embus::{Broker, QueueOptions};
+use embus::{Backoff, Broker, QueueOptions};
 
 mod common;
 #[path = "common/counting_alloc.rs"]
@@ -35,7 +35,13 @@ fn a_nack_storm_keeps_memory_bounded_and_close_fast() {
         .open()
         .unwrap();
     let jobs = bus
-        .queue_with::<u64>("jobs", QueueOptions::default().no_ack_timeout())
+        .queue_with::<u64>(
+            "jobs",
+            // A storm on purpose: no backoff (tests/backoff.rs has the default's).
+            QueueOptions::default()
+                .no_ack_timeout()
+                .backoff(Backoff::none()),
+        )
         .unwrap();
     for i in 0..MESSAGES {
         jobs.producer().send(i).unwrap();

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::timed::{ACK_TIMEOUT, PAST_TIMEOUT, manual_bus, payload_and_count, timed_queue};
 use common::{BRIEF, Backend, WAIT, both_backends, take};
 use embus::{
-    Broker, Error, QueueOptions, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError,
+    Backoff, Broker, Error, QueueOptions, RecvTimeoutError, SendTimeoutError, TryRecvError,
+    TrySendError,
 };
 
 /// How long a helper thread waits for a wake-up the test then waits `WAIT` for. Longer than
@@ -162,7 +163,9 @@ fn ack_deletes_the_message(backend: Backend) {
 both_backends!(nack_redelivers_with_delivery_count_plus_one);
 fn nack_redelivers_with_delivery_count_plus_one(backend: Backend) {
     let bus = backend.bus();
-    let jobs = bus.queue::<u32>("jobs").unwrap();
+    // Redelivered at once: about counts, not timing (tests/backoff.rs).
+    let no_backoff = QueueOptions::default().backoff(Backoff::none());
+    let jobs = bus.queue_with::<u32>("jobs", no_backoff).unwrap();
     jobs.producer().send(7).unwrap();
     let mut worker = jobs.consumer();
     for count in 1..=3 {

@@ -5,7 +5,7 @@ mod common;
 
 use common::timed::{ACK_TIMEOUT, PAST_TIMEOUT, manual_bus, payload_and_count, timed_queue};
 use common::{Backend, WAIT, both_backends};
-use embus::{Ended, Error, TryRecvError};
+use embus::{Backoff, Ended, Error, QueueOptions, TryRecvError};
 
 both_backends!(ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery);
 fn ack_of_a_delivery_released_by_its_dropped_consumer_does_not_delete_the_redelivery(
@@ -65,7 +65,9 @@ both_backends!(acking_what_a_temporary_consumer_received_says_the_delivery_ended
 /// received; the ack then returned `Ok` and removed nothing.
 fn acking_what_a_temporary_consumer_received_says_the_delivery_ended(backend: Backend) {
     let bus = backend.bus();
-    let jobs = bus.queue::<u32>("jobs").unwrap();
+    // Redelivered at once: about counts, not timing (tests/backoff.rs).
+    let no_backoff = QueueOptions::default().backoff(Backoff::none());
+    let jobs = bus.queue_with::<u32>("jobs", no_backoff).unwrap();
     jobs.producer().send(7).unwrap();
     let m = jobs.consumer().recv_timeout(WAIT).unwrap();
     assert_ended(m.ack(), Ended::ConsumerDropped);

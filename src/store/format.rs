@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     record version (2; 1 is still read)
+//! 0       1     record version (2, or 3 with a timing section; 1 is still read)
 //! 1       4     CRC-32 (IEEE), little-endian, of: the table's seed (version 2 only, see
 //!               below), the row's key (8 bytes, little-endian) and every byte after this field
 //! 5       8     timestamp, nanoseconds since the Unix epoch, little-endian
 //! 13      4     size counted by byte retention, little-endian
-//! 17      4     key length + 1 (0: no key), little-endian; then the key
+//! 17      ..    version 3 only: the timing section (see below)
+//!         4     key length + 1 (0: no key), little-endian; then the key
 //!         4     header count; then per header: u32 name length, name, u32 value length, value
 //!         ..    the payload, encoded by the codec (the rest of the value)
 //! ```
@@ -23,15 +24,29 @@
 //! are (opening must not scan the log), and new rows are written as version 2. Flipping a
 //! version 2 row's version byte to 1 does not pass either: the CRCs differ.
 //!
+//! Version 3 is version 2 with a timing section after the size: a flags byte (bit 0: a delay
+//! follows, bit 1: a due time follows, bit 2: a time-to-live follows), the priority (one
+//! byte), then each value the flags announce as a little-endian `u64` in nanoseconds (the
+//! delay and the time-to-live relative to the timestamp, the due time since the Unix epoch).
+//! Only records sent with [`Record::delay`](crate::Record::delay),
+//! [`deliver_at`](crate::Record::deliver_at), [`ttl`](crate::Record::ttl) or
+//! [`priority`](crate::Record::priority) are written as version 3; every other record stays
+//! version 2, byte for byte. A build that predates version 3 refuses the file by its format
+//! version (4) before it meets such a record.
+//!
 //! The producer encodes everything from offset 17 on its own thread ([`body`], then the
 //! engine appends the payload in its codec), leaving room for the first 17 bytes; the writer
 //! thread fills them in ([`seal`]) once it knows the timestamp. A reader checks version and
 //! checksum before it trusts a byte ([`open`]).
 
-use crate::record::{Headers, Meta, Nanos, Timing};
+use std::time::Duration;
 
-/// The record version this build writes.
+use crate::record::{Due, Headers, Meta, Nanos, Timing, duration_nanos, to_nanos, to_system_time};
+
+/// The record version this build writes for records without timing.
 pub(crate) const RECORD_VERSION: u8 = 2;
+/// The record version of records with timing (version 2 plus a timing section).
+pub(crate) const TIMED_VERSION: u8 = 3;
 /// The older record version this build still reads (checksum not bound to the table).
 const UNBOUND_VERSION: u8 = 1;
 /// Bytes before the body.
@@ -50,6 +65,51 @@ pub(crate) fn body(key: Option<&[u8]>, headers: &Headers) -> Vec<u8> {
     put_headers(&mut out, headers);
     out
 }
+
+/// As [`body`], with the record's timing: version 3 if it has any (see the module docs),
+/// else exactly [`body`].
+pub(crate) fn body_timed(key: Option<&[u8]>, headers: &Headers, timing: &Timing) -> Vec<u8> {
+    if *timing == Timing::default() {
+        return body(key, headers);
+    }
+    let mut out = vec![0; HEAD];
+    out[0] = TIMED_VERSION;
+    let (mut flags, mut values) = (0u8, Vec::with_capacity(2));
+    match timing.due {
+        Some(Due::After(delay)) => {
+            flags |= DELAY;
+            values.push(duration_nanos(delay));
+        }
+        Some(Due::At(time)) => {
+            flags |= DUE_AT;
+            values.push(to_nanos(time));
+        }
+        None => {}
+    }
+    if let Some(ttl) = timing.ttl {
+        flags |= TTL;
+        values.push(duration_nanos(ttl));
+    }
+    out.push(flags);
+    out.push(timing.priority);
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    match key {
+        Some(key) => {
+            put_len(&mut out, key.len() + 1);
+            out.extend_from_slice(key);
+        }
+        None => put_len(&mut out, 0),
+    }
+    put_headers(&mut out, headers);
+    out
+}
+
+/// Timing section flags: a delay, a due time, a time-to-live follows.
+const DELAY: u8 = 1;
+const DUE_AT: u8 = 2;
+const TTL: u8 = 4;
 
 fn put_len(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
@@ -75,8 +135,11 @@ pub(crate) fn seed(table: &str) -> u32 {
 
 /// Fills in version, timestamp, size and the checksum, which also covers the row's `key` (a
 /// damaged key must not pass off a record as another offset's) and, through `seed`, its table.
+/// A body from [`body_timed`] keeps its version 3.
 pub(crate) fn seal(value: &mut [u8], seed: u32, key: u64, ts: Nanos, size: u32) {
-    value[0] = RECORD_VERSION;
+    if value[0] != TIMED_VERSION {
+        value[0] = RECORD_VERSION;
+    }
     value[5..13].copy_from_slice(&ts.to_le_bytes());
     value[13..17].copy_from_slice(&size.to_le_bytes());
     let crc = checksum(Some(seed), key, &value[5..]);
@@ -101,6 +164,8 @@ pub(crate) struct Row<'a> {
     pub(crate) size: u32,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) headers: Headers,
+    /// Version 3's timing section (default for older versions).
+    pub(crate) timing: Timing,
     pub(crate) payload: &'a [u8],
 }
 
@@ -117,8 +182,8 @@ impl std::fmt::Display for Bad {
         match self {
             Self::Version(v) => write!(
                 f,
-                "record version {v}, this build reads versions {UNBOUND_VERSION} and \
-                 {RECORD_VERSION}"
+                "record version {v}, this build reads versions {UNBOUND_VERSION} to \
+                 {TIMED_VERSION}"
             ),
             Self::Checksum => f.write_str("record checksum mismatch"),
             Self::Truncated => f.write_str("record truncated"),
@@ -129,8 +194,9 @@ impl std::fmt::Display for Bad {
 /// Checks the value stored under `key` in the table of `seed` and splits it into fields.
 pub(crate) fn open(seed: u32, key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     let mut r = Reader(value);
-    let seed = match r.take(1)?[0] {
-        RECORD_VERSION => Some(seed),
+    let version = r.take(1)?[0];
+    let seed = match version {
+        RECORD_VERSION | TIMED_VERSION => Some(seed),
         UNBOUND_VERSION => None,
         version => return Err(Bad::Version(version)),
     };
@@ -140,6 +206,11 @@ pub(crate) fn open(seed: u32, key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     }
     let ts = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| Bad::Truncated)?);
     let size = r.u32()?;
+    let timing = if version == TIMED_VERSION {
+        r.timing()?
+    } else {
+        Timing::default()
+    };
     let key = match r.u32()? {
         0 => None,
         n => Some(r.take(n as usize - 1)?),
@@ -155,6 +226,7 @@ pub(crate) fn open(seed: u32, key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
         size,
         key,
         headers,
+        timing,
         payload: r.0,
     })
 }
@@ -169,13 +241,14 @@ pub(crate) fn with_headers(row: &Row<'_>, seed: u32, key: u64, headers: &Headers
 }
 
 impl Row<'_> {
-    /// Key and headers as the engine keeps them.
+    /// Key, headers and timing as the engine keeps them.
     pub(crate) fn meta(&self) -> Option<Box<Meta>> {
-        (self.key.is_some() || !self.headers.is_empty()).then(|| {
+        let timed = self.timing != Timing::default();
+        (self.key.is_some() || !self.headers.is_empty() || timed).then(|| {
             Box::new(Meta {
                 key: self.key.map(Into::into),
                 headers: self.headers.clone(),
-                timing: Timing::default(),
+                timing: self.timing,
             })
         })
     }
@@ -196,6 +269,33 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, Bad> {
         let bytes = self.take(4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, Bad> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| Bad::Truncated)?,
+        ))
+    }
+
+    /// A version 3 timing section.
+    fn timing(&mut self) -> Result<Timing, Bad> {
+        let flags = self.take(1)?[0];
+        let priority = self.take(1)?[0];
+        let mut timing = Timing {
+            priority,
+            ..Timing::default()
+        };
+        if flags & DELAY != 0 {
+            timing.due = Some(Due::After(Duration::from_nanos(self.u64()?)));
+        }
+        if flags & DUE_AT != 0 {
+            timing.due = Some(Due::At(to_system_time(self.u64()?)));
+        }
+        if flags & TTL != 0 {
+            timing.ttl = Some(Duration::from_nanos(self.u64()?));
+        }
+        Ok(timing)
     }
 
     fn len_prefixed(&mut self) -> Result<&'a [u8], Bad> {
@@ -282,6 +382,42 @@ mod tests {
         let mut flipped = sealed();
         flipped[0] = UNBOUND_VERSION;
         assert_eq!(open(seed(TABLE), 42, &flipped).unwrap_err(), Bad::Checksum);
+    }
+
+    #[test]
+    fn timing_round_trips_in_version_3_and_only_there() {
+        let mut headers = Headers::new();
+        headers.push("h", b"v");
+        let plain = body_timed(Some(b"k"), &headers, &Timing::default());
+        assert_eq!(
+            plain,
+            body(Some(b"k"), &headers),
+            "no timing: version 2 as before"
+        );
+        for due in [
+            None,
+            Some(Due::After(Duration::from_millis(5))),
+            Some(Due::At(to_system_time(1_767_225_600_000_000_000))),
+        ] {
+            let timing = Timing {
+                due,
+                ttl: Some(Duration::from_secs(3)),
+                priority: 7,
+            };
+            let mut value = body_timed(Some(b"k"), &headers, &timing);
+            value.extend_from_slice(b"payload");
+            seal(&mut value, seed(TABLE), 42, 7, 3);
+            assert_eq!(value[0], TIMED_VERSION);
+            let row = open(seed(TABLE), 42, &value).unwrap();
+            assert_eq!(row.timing, timing);
+            assert_eq!((row.key, row.payload), (Some(&b"k"[..]), &b"payload"[..]));
+            assert_eq!(row.meta().unwrap().timing, timing);
+            for byte in 0..value.len() {
+                let mut bad = value.clone();
+                bad[byte] ^= 1;
+                assert!(open(seed(TABLE), 42, &bad).is_err(), "flip at {byte}");
+            }
+        }
     }
 
     #[test]

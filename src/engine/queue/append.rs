@@ -34,7 +34,7 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
         };
         let ids = self.entries.drain(..).map(|e| state.push(now, e, None));
         let ids: Vec<u64> = ids.collect();
-        queue.publish_hints(&state);
+        queue.publish_hints(&mut state);
         let woken = state.readers.take();
         drop(state);
         woken.wake();
@@ -93,7 +93,7 @@ impl<T: Payload> Append for QueueJob<'_, T> {
             return;
         };
         self.id = Some(state.push(now, entry, None));
-        queue.publish_hints(&state);
+        queue.publish_hints(&mut state);
         let woken = state.readers.take();
         drop(state);
         woken.wake();

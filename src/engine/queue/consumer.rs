@@ -85,7 +85,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             None => {
                 if wait.takes_locks() {
                     state.readers.register(self.id, wait);
-                    own_deadline = state.next_deadline();
+                    own_deadline = state.next_wake();
                 }
                 Poll::Empty
             }
@@ -95,7 +95,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
         let wake_dead_letters = poll.is_ready()
             && queue.dead_letter.is_some()
             && queue.earliest.load(Ordering::Acquire) == u64::MAX;
-        queue.publish_hints(&state);
+        queue.publish_hints(&mut state);
         drop(state);
         if wait.takes_locks() && !poll.is_ready() {
             // The feeders' deadlines are read again after registering: a feeder's first
@@ -162,8 +162,14 @@ impl<T> Drop for QueueConsumer<T> {
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in held.into_iter().rev() {
             // Live: it is this consumer's, listed under the same lock.
-            let _ =
-                queue.release_locked(&mut state, delivery, Reason::Dropped, &mut dead, &mut woken);
+            let _ = queue.release_locked(
+                &mut state,
+                delivery,
+                Reason::Dropped,
+                None,
+                &mut dead,
+                &mut woken,
+            );
         }
         drop(state);
         queue.after_release(dead, woken);

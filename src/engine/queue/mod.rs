@@ -1,8 +1,14 @@
-//! The engine of one queue: capacity, deliveries, ack timeouts and dead-lettering.
+//! The engine of one queue: capacity, deliveries, ack timeouts and dead-lettering; delays,
+//! backoff and expiry ([`alarm`]); purge, peek and redrive ([`admin`]).
 
+mod admin;
+mod alarm;
 mod append;
 mod consumer;
+mod item;
+mod ready;
 mod state;
+mod timed;
 mod undecodable;
 
 use std::collections::VecDeque;
@@ -45,9 +51,12 @@ pub(crate) struct QueueCore<T> {
     occupied: AtomicUsize,
     /// Ready messages, published under the lock so consumers can skip it when there are none.
     ready: AtomicUsize,
-    /// The earliest ack deadline (`u64::MAX`: none), so a lock-free look knows when a
-    /// timed-out delivery may be waiting to be redelivered.
+    /// The earliest ack deadline, due time or expiry (`u64::MAX`: none), so a lock-free look
+    /// knows when a message may be ready without anyone having sent it.
     earliest: AtomicU64,
+    /// Wakes this queue from the broker's timer when a due time or expiry passes (system
+    /// clock only: a manual clock's advance wakes it), under this waiter id.
+    alarm: Option<(std::task::Waker, u64)>,
     dead_letter: Option<Arc<QueueCore<T>>>,
     /// What the durable store's writer publishes into.
     sink: Arc<dyn Sink>,
@@ -80,7 +89,7 @@ impl<T: Payload> Sink for QueueSink<T> {
         };
         let mut state = queue.state.lock();
         state.publish_staged(upto);
-        queue.publish_hints(&state);
+        queue.publish_hints(&mut state);
         let woken = state.readers.take();
         drop(state);
         woken.wake();
@@ -101,7 +110,7 @@ impl<T: Payload> QueueCore<T> {
     ) -> Result<Arc<Self>, Error> {
         let log = LogId::queue(name);
         let restored = context.store.restore(&log)?;
-        let mut state = QueueState::new();
+        let mut state = QueueState::new(&options, context.clock.clone());
         let mut occupied = 0;
         let mut undecodable = Vec::new();
         if restored.base < restored.end {
@@ -122,7 +131,9 @@ impl<T: Payload> QueueCore<T> {
             }
         }
         state.start_ids_at(restored.end);
+        let ready = state.ready_len();
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
+            alarm: alarm::alarm(me, &context),
             name: name.to_owned(),
             ack_timeout: options
                 .ack_timeout_duration()
@@ -130,7 +141,7 @@ impl<T: Payload> QueueCore<T> {
             options,
             state: Mutex::new(state),
             occupied: AtomicUsize::new(occupied),
-            ready: AtomicUsize::new(occupied),
+            ready: AtomicUsize::new(ready),
             earliest: AtomicU64::new(u64::MAX),
             dead_letter,
             sink: Arc::new(QueueSink {
@@ -144,6 +155,9 @@ impl<T: Payload> QueueCore<T> {
             undecodable: Mutex::new(undecodable),
             context,
         });
+        let mut state = core.state.lock();
+        core.publish_hints(&mut state);
+        drop(state);
         Ok(core)
     }
 
@@ -289,6 +303,16 @@ impl<T> QueueCore<T> {
         self.with_expired(|s| s.dead_lettered)
     }
 
+    /// Messages dropped because they expired (no dead-letter queue).
+    pub(crate) fn expired(&self) -> u64 {
+        self.with_expired(|s| s.expired)
+    }
+
+    /// Messages waiting out a delay or a backoff.
+    pub(crate) fn waiting(&self) -> usize {
+        self.with_expired(|s| s.waiting_len())
+    }
+
     pub(crate) fn options(&self) -> &QueueOptions {
         &self.options
     }
@@ -318,7 +342,7 @@ impl<T> QueueCore<T> {
         let feeders = self.feeders();
         feeders
             .iter()
-            .filter_map(|f| f.with_expired(|s| s.next_deadline()))
+            .filter_map(|f| f.with_expired(|s| s.next_wake()))
             .min()
     }
 
@@ -404,14 +428,21 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline.
-    fn publish_hints(&self, state: &QueueState<T>) {
+    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline, due
+    /// time or expiry; sets the broker's timer for the next due time or expiry.
+    fn publish_hints(&self, state: &mut QueueState<T>) {
         self.ready.store(state.ready_len(), Ordering::Release);
         let earliest = state.next_deadline().unwrap_or(u64::MAX);
+        let earliest = if state.has_timed() {
+            self.arm(state);
+            earliest.min(state.next_timed().unwrap_or(u64::MAX))
+        } else {
+            earliest
+        };
         self.earliest.store(earliest, Ordering::Release);
     }
 
-    /// Whether a lock-free look may skip the lock: nothing ready and no ack deadline passed.
+    /// Whether a lock-free look may skip the lock: nothing ready and nothing timed passed.
     fn nothing_to_deliver(&self) -> bool {
         if self.ready.load(Ordering::Acquire) > 0 {
             return false;
@@ -437,22 +468,33 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts).
+    /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts),
+    /// makes due messages ready and moves expired ones on.
     fn expire(
         &self,
         state: &mut QueueState<T>,
         now: Option<Nanos>,
     ) -> (Vec<(Item<T>, Reason)>, Woken) {
-        let Some(now) = now else {
-            return (Vec::new(), Woken::none());
-        };
-        let expired = state.expired(now);
         let mut dead = Vec::new();
         let mut woken = Woken::none();
+        if state.has_timed() {
+            self.process_timed(state, now, &mut dead, &mut woken);
+        }
+        let Some(now) = now else {
+            return (dead, woken);
+        };
+        let expired = state.expired(now);
         // Newest first, so that requeueing at the front keeps the oldest in front.
         for delivery in expired.into_iter().rev() {
             // Live: the deadline index lists live deliveries only.
-            let _ = self.release_locked(state, delivery, Reason::Timeout, &mut dead, &mut woken);
+            let _ = self.release_locked(
+                state,
+                delivery,
+                Reason::Timeout,
+                None,
+                &mut dead,
+                &mut woken,
+            );
         }
         (dead, woken)
     }
@@ -463,14 +505,25 @@ impl<T> QueueCore<T> {
         state: &mut QueueState<T>,
         delivery: DeliveryId,
         reason: Reason,
+        wait: Option<std::time::Duration>,
         dead: &mut Vec<(Item<T>, Reason)>,
         woken: &mut Woken,
     ) -> Result<(), Option<Reason>> {
-        match state.release(delivery, reason, self.options.max_delivery_count()) {
+        match state.release(delivery, reason, self.options.max_delivery_count(), wait) {
             Released::Requeued => {
                 self.publish_hints(state);
                 woken.join(state.readers.take());
             }
+            // Its consumers learn the new due time from the hints (a lock-free look), the
+            // broker's timer or a manual clock's advance; one waiting for its prefetch window
+            // may go on now.
+            Released::Waiting => {
+                self.publish_hints(state);
+                if self.options.prefetch_limit().is_some() {
+                    woken.join(state.readers.take());
+                }
+            }
+            Released::Dropped(item) => self.drop_expired(state, item, woken),
             Released::Dead(item, reason) => {
                 // Before the lock is let go: a wait for idle that sees this queue idle also
                 // sees that work moved (to the dead-letter queue, pushed after unlocking).
@@ -508,15 +561,24 @@ impl<T> QueueCore<T> {
                 Reason::Nack => "nack",
                 Reason::Dropped => "dropped",
                 Reason::Timeout => "ack-timeout",
+                Reason::Expired => "expired",
             },
         );
         headers.push(DEAD_LETTER_DELIVERIES, item.count.to_string());
+        self.occupied.fetch_add(1, Ordering::AcqRel);
+        self.push_moved(item, from, headers);
+    }
+
+    /// Accepts a message moved from another queue (its capacity taken), with these headers,
+    /// its key and timestamp, no timing, delivery count 0: the source's row is deleted and
+    /// this one inserted in one commit.
+    fn push_moved(&self, item: Item<T>, from: &Self, headers: Headers) {
+        let original = item.meta.as_deref().or(item.entry.meta.as_deref());
         let meta = Meta {
             key: original.and_then(|m| m.key.clone()),
             headers,
             timing: Timing::default(),
         };
-        self.occupied.fetch_add(1, Ordering::AcqRel);
         let (ts, size) = (item.ts, item.entry.size);
         // Only a store that keeps bytes encodes: the dead letter as memory holds it, before
         // the lock (the payload's `Serialize` is the user's code).
@@ -544,7 +606,7 @@ impl<T> QueueCore<T> {
             ts,
             size,
         });
-        self.publish_hints(&state);
+        self.publish_hints(&mut state);
         let woken = state.readers.take();
         drop(state);
         woken.wake();
@@ -580,13 +642,13 @@ impl<T> QueueCore<T> {
         reason: Reason,
         delay: Option<std::time::Duration>,
     ) -> Result<(), Option<Reason>> {
-        let _ = delay; // FOUNDATION: redelivery waits are not implemented yet
         let now = self.timed_now();
         let mut state = self.state.lock();
         // A delivery whose timeout passed ends as timed out (its dead letter says so), even if
         // nobody looked yet; it is then stale here.
         let (mut dead, mut woken) = self.expire(&mut state, now);
-        let released = self.release_locked(&mut state, delivery, reason, &mut dead, &mut woken);
+        let released =
+            self.release_locked(&mut state, delivery, reason, delay, &mut dead, &mut woken);
         drop(state);
         self.after_release(dead, woken);
         released
@@ -603,7 +665,7 @@ impl<T> QueueCore<T> {
         // One whose timeout already passed has ended, even if nobody looked yet.
         let (dead, woken) = self.expire(&mut state, Some(now));
         let extended = state.extend(delivery, deadline);
-        self.publish_hints(&state);
+        self.publish_hints(&mut state);
         drop(state);
         self.after_release(dead, woken);
         extended
@@ -639,12 +701,18 @@ impl<T: Payload> Control for QueueCore<T> {
             if !parked_only && s.has_staged() {
                 return Some(format!("queue `{}`: sends not yet stored", self.name));
             }
-            let ready = if parked_only { 0 } else { s.ready_len() };
+            // A message waiting out its delay or backoff is work still to do.
+            let ready = if parked_only {
+                0
+            } else {
+                s.ready_len() + s.waiting_len()
+            };
             (ready + s.in_flight() > 0).then(|| {
                 format!(
-                    "queue `{}`: {} ready, {} in flight",
+                    "queue `{}`: {} ready, {} waiting, {} in flight",
                     self.name,
                     s.ready_len(),
+                    s.waiting_len(),
                     s.in_flight()
                 )
             })
@@ -652,6 +720,6 @@ impl<T: Payload> Control for QueueCore<T> {
     }
 
     fn next_deadline(&self) -> Option<Nanos> {
-        self.state.lock().next_deadline()
+        self.state.lock().next_wake()
     }
 }

@@ -1,5 +1,7 @@
-//! `QueueState`: the ready list, in-flight deliveries, delivery counts, prefetch, ack timeouts
-//! and the choice between requeue and dead-letter. Pure state, no locking or waking.
+//! `QueueState`: the ready list, in-flight deliveries, delivery counts, prefetch, ack timeouts,
+//! the waiting (delayed, backing off) messages and expiry, and the choice between requeue and
+//! dead-letter. Pure state, no locking or waking; it reads the broker's clock only for
+//! messages that use timing.
 //!
 //! In-flight deliveries live in a slab, so one delivery held for hours pins one slot, not every
 //! delivery made since; ack deadlines are kept in deadline order beside it, so the earliest is
@@ -7,20 +9,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+pub(crate) use super::item::Item;
+use super::ready::Ready;
+use super::timed::Timed;
+use crate::clock::Clock;
 use crate::engine::notify::Waiters;
-use crate::record::{Entry, Meta, Nanos};
-
-/// A message waiting in the queue.
-pub(crate) struct Item<T> {
-    pub(crate) id: u64,
-    pub(crate) ts: Nanos,
-    pub(crate) entry: Arc<Entry<T>>,
-    /// Key and headers that replace the entry's (a dead letter's added headers).
-    pub(crate) meta: Option<Arc<Meta>>,
-    /// Deliveries so far.
-    pub(crate) count: u32,
-}
+use crate::options::{Backoff, QueueOptions};
+use crate::record::{Entry, Meta, Nanos, duration_nanos};
 
 struct InFlight<T> {
     item: Item<T>,
@@ -28,6 +25,8 @@ struct InFlight<T> {
     deadline: Option<Nanos>,
     /// Order of handing out, for releasing oldest-in-front.
     seq: u64,
+    /// When the message expires (ticks), if it does: checked when the delivery ends.
+    expires: Option<Nanos>,
 }
 
 /// One delivery: its slab slot, and its sequence number (unique for the queue's life), so an
@@ -52,11 +51,17 @@ pub(crate) enum Reason {
     Nack,
     Dropped,
     Timeout,
+    /// Past its time-to-live (never the end of a delivery: in-flight messages do not expire).
+    Expired,
 }
 
 /// What became of a released delivery.
 pub(crate) enum Released<T> {
     Requeued,
+    /// Waiting out its backoff.
+    Waiting,
+    /// Past its time-to-live, and no dead-letter queue: the caller deletes it.
+    Dropped(Item<T>),
     /// Past `max_deliveries`: the caller moves it to the dead-letter queue.
     Dead(Item<T>, Reason),
     /// The delivery had already ended: how, if known.
@@ -68,7 +73,20 @@ pub(crate) struct QueueState<T> {
     /// Messages stored ahead of publishing (durable mode), in id order; `None` once taken back
     /// after a failed commit.
     staged: VecDeque<(u64, Option<Item<T>>)>,
-    ready: VecDeque<Item<T>>,
+    ready: Ready<T>,
+    /// Delayed and backing-off messages, and expiry times.
+    timed: Timed<T>,
+    clock: Clock,
+    /// The redelivery backoff (`None`: it never waits).
+    backoff: Option<Backoff>,
+    /// The queue's `message_ttl` in nanoseconds.
+    ttl: Option<Nanos>,
+    /// Whether expired messages move to a dead-letter queue (else they are dropped).
+    dead_letters: bool,
+    /// Messages dropped because they expired.
+    pub(crate) expired: u64,
+    /// The moment the broker's timer is set to wake this queue (system clock only).
+    pub(crate) armed: Option<Nanos>,
     /// In-flight deliveries by slot (see [`DeliveryId`]), and the free slots.
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
@@ -87,11 +105,20 @@ pub(crate) struct QueueState<T> {
 }
 
 impl<T> QueueState<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(options: &QueueOptions, clock: Clock) -> Self {
         Self {
             next_id: 0,
             staged: VecDeque::new(),
-            ready: VecDeque::new(),
+            ready: Ready::new(options.priority_levels()),
+            timed: Timed::new(),
+            clock,
+            backoff: Some(options.redelivery_backoff())
+                .filter(|b| !b.is_none())
+                .cloned(),
+            ttl: options.message_ttl_duration().map(duration_nanos),
+            dead_letters: options.dead_letter_queue().is_some(),
+            expired: 0,
+            armed: None,
             slots: Vec::new(),
             free: Vec::new(),
             deadlines: VecDeque::new(),
@@ -113,11 +140,16 @@ impl<T> QueueState<T> {
         self.in_flight
     }
 
+    /// Messages waiting out a delay or a backoff.
+    pub(crate) fn waiting_len(&self) -> usize {
+        self.timed.waiting_len()
+    }
+
     /// Appends a new message; returns its id.
     pub(crate) fn push(&mut self, ts: Nanos, entry: Arc<Entry<T>>, meta: Option<Arc<Meta>>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.ready.push_back(Item {
+        self.enqueue(Item {
             id,
             ts,
             entry,
@@ -125,6 +157,125 @@ impl<T> QueueState<T> {
             count: 0,
         });
         id
+    }
+
+    /// Queues a message that is not in flight: ready, or waiting for its due time; its expiry
+    /// noted. A message without timing, in a queue without a time-to-live, costs one branch.
+    fn enqueue(&mut self, item: Item<T>) {
+        let timing = item.timing();
+        if timing.is_none() && self.ttl.is_none() && self.timed.is_empty() {
+            self.ready.push_back(item);
+            return;
+        }
+        let timing = timing.unwrap_or_default();
+        let record_expiry = timing.expires_at(item.ts);
+        let queue_expiry = self.ttl.map(|ttl| item.ts.saturating_add(ttl));
+        let expires = record_expiry.into_iter().chain(queue_expiry).min();
+        let due = timing.due_at(item.ts);
+        if expires.is_none() && due.is_none() && self.timed.next_due().is_none() {
+            self.ready.push_back(item);
+            return;
+        }
+        // Wall-clock times become ticks, measured from now.
+        let (wall, ticks) = (self.clock.now(), self.clock.ticks());
+        // Whatever fell due before this message goes ahead of it.
+        self.promote(ticks);
+        let to_ticks = |at: Nanos| ticks.saturating_add(at.saturating_sub(wall));
+        if let Some(at) = expires {
+            self.timed.track(item.id, to_ticks(at));
+        }
+        match due.map(to_ticks) {
+            Some(due) if due > ticks => self.timed.wait(due, item),
+            _ => self.ready.push_back(item),
+        }
+    }
+
+    /// Whether anything waits or can expire (then [`next_timed`](Self::next_timed) says when).
+    pub(crate) fn has_timed(&self) -> bool {
+        !self.timed.is_empty()
+    }
+
+    /// The next moment a waiting message is due or a message expires.
+    pub(crate) fn next_timed(&self) -> Option<Nanos> {
+        self.timed.next()
+    }
+
+    /// The next moment anything happens by itself: an ack deadline, a due time or an expiry.
+    pub(crate) fn next_wake(&self) -> Option<Nanos> {
+        self.next_deadline()
+            .into_iter()
+            .chain(self.next_timed())
+            .min()
+    }
+
+    /// Makes the waiting messages due by `now` ready: redeliveries in front (the earliest due
+    /// first), first deliveries at the back in due order. Returns how many.
+    pub(crate) fn promote(&mut self, now: Nanos) -> usize {
+        if self.timed.next_due().is_none_or(|due| due > now) {
+            return 0;
+        }
+        let due = self.timed.take_due(now);
+        let count = due.len();
+        let mut again = Vec::new();
+        for item in due {
+            if item.count > 0 {
+                again.push(item);
+            } else {
+                self.ready.push_back(item);
+            }
+        }
+        for item in again.into_iter().rev() {
+            self.ready.push_front(item);
+        }
+        count
+    }
+
+    /// Takes out the messages (ready or waiting) expired by `now`, counting them as dead
+    /// letters or as dropped.
+    pub(crate) fn take_expired(&mut self, now: Nanos) -> Vec<Item<T>> {
+        let mut ids = self.timed.take_expired(now);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        // The waiting ones first, so the ready list is searched only for what is left.
+        let mut out = self.timed.take_waiting(&ids);
+        for item in &out {
+            ids.remove(&item.id);
+        }
+        if !ids.is_empty() {
+            out.extend(self.ready.take(&ids));
+        }
+        self.count_expired(out.len() as u64);
+        out
+    }
+
+    fn count_expired(&mut self, n: u64) {
+        if self.dead_letters {
+            self.dead_lettered += n;
+        } else {
+            self.expired += n;
+        }
+    }
+
+    /// Takes every message that is not in flight (ready and waiting), in delivery order.
+    pub(crate) fn purge(&mut self) -> Vec<Item<T>> {
+        let mut out = self.ready.take_all();
+        out.extend(self.timed.take_all());
+        out
+    }
+
+    /// Takes the next ready message out (a redrive), forgetting its expiry.
+    pub(crate) fn take_next(&mut self) -> Option<Item<T>> {
+        let item = self.ready.pop_front()?;
+        if self.timed.tracks_expiry() {
+            self.timed.untrack(item.id);
+        }
+        Some(item)
+    }
+
+    /// The ready messages in delivery order, then the waiting ones in due order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Item<T>> {
+        self.ready.iter().chain(self.timed.iter())
     }
 
     /// Durable mode: keeps a new message aside until its commit; returns its id.
@@ -157,7 +308,7 @@ impl<T> QueueState<T> {
     pub(crate) fn publish_staged(&mut self, upto: u64) {
         while self.staged.front().is_some_and(|(id, _)| *id < upto) {
             if let Some((_, Some(item))) = self.staged.pop_front() {
-                self.ready.push_back(item);
+                self.enqueue(item);
             }
         }
     }
@@ -165,7 +316,7 @@ impl<T> QueueState<T> {
     /// Adds a message read back from the store (ids ascending), with its deliveries so far.
     pub(crate) fn restore(&mut self, id: u64, ts: Nanos, entry: Arc<Entry<T>>, count: u32) {
         self.next_id = self.next_id.max(id + 1);
-        self.ready.push_back(Item {
+        self.enqueue(Item {
             id,
             ts,
             entry,
@@ -206,6 +357,11 @@ impl<T> QueueState<T> {
             *held += 1;
         }
         let mut item = self.ready.pop_front()?;
+        let expires = if self.timed.tracks_expiry() {
+            self.timed.untrack(item.id)
+        } else {
+            None
+        };
         item.count = item.count.saturating_add(1);
         self.in_flight += 1;
         let seq = self.next_seq;
@@ -232,6 +388,7 @@ impl<T> QueueState<T> {
             consumer,
             deadline,
             seq,
+            expires,
         });
         Some((&held.item, delivery))
     }
@@ -337,23 +494,52 @@ impl<T> QueueState<T> {
         }
     }
 
-    /// Ends a delivery without an ack: requeue it at the front, or hand it back for the
-    /// dead-letter queue once it has been delivered `max_deliveries` times.
+    /// Ends a delivery without an ack: hand it back for the dead-letter queue once it has been
+    /// delivered `max_deliveries` times (or expired meanwhile), else requeue it at the front,
+    /// after `wait` (`None`: the backoff's wait for its delivery count).
     pub(crate) fn release(
         &mut self,
         delivery: DeliveryId,
         reason: Reason,
         max_deliveries: Option<u32>,
+        wait: Option<Duration>,
     ) -> Released<T> {
         let Some(ended) = self.end(delivery, Some(reason)) else {
             return Released::Stale(self.why_ended(delivery));
         };
-        if max_deliveries.is_some_and(|max| ended.item.count >= max) {
-            self.dead_lettered += 1;
-            return Released::Dead(ended.item, reason);
+        let item = ended.item;
+        let mut now = None;
+        if let Some(expires) = ended.expires {
+            let ticks = *now.get_or_insert_with(|| self.clock.ticks());
+            if expires <= ticks {
+                self.count_expired(1);
+                return if self.dead_letters {
+                    Released::Dead(item, Reason::Expired)
+                } else {
+                    Released::Dropped(item)
+                };
+            }
+            self.timed.track(item.id, expires);
         }
-        self.ready.push_front(ended.item);
-        Released::Requeued
+        if max_deliveries.is_some_and(|max| item.count >= max) {
+            if ended.expires.is_some() {
+                self.timed.untrack(item.id);
+            }
+            self.dead_lettered += 1;
+            return Released::Dead(item, reason);
+        }
+        let wait = wait.unwrap_or_else(|| {
+            let backoff = self.backoff.as_ref();
+            backoff.map_or(Duration::ZERO, |b| b.delay(item.count))
+        });
+        if wait.is_zero() {
+            self.ready.push_front(item);
+            return Released::Requeued;
+        }
+        let ticks = *now.get_or_insert_with(|| self.clock.ticks());
+        self.timed
+            .wait(ticks.saturating_add(duration_nanos(wait)), item);
+        Released::Waiting
     }
 
     /// The delivery numbers whose ack deadline has passed, oldest first.
@@ -403,7 +589,8 @@ mod tests {
     use super::*;
 
     fn state_with(n: u64) -> QueueState<u64> {
-        let mut s = QueueState::new();
+        let options = QueueOptions::default().backoff(Backoff::none());
+        let mut s = QueueState::new(&options, Clock::default());
         for i in 0..n {
             s.push(
                 0,
@@ -423,7 +610,7 @@ mod tests {
         let mut s = state_with(2);
         let (_, d) = s.deliver(1, None, None).map(|(i, d)| (i.id, d)).unwrap();
         assert!(matches!(
-            s.release(d, Reason::Nack, Some(2)),
+            s.release(d, Reason::Nack, Some(2), None),
             Released::Requeued
         ));
         let (item, d) = s
@@ -432,7 +619,7 @@ mod tests {
             .unwrap();
         assert_eq!(item, (0, 2), "redelivered first, delivery count 2");
         assert!(matches!(
-            s.release(d, Reason::Nack, Some(2)),
+            s.release(d, Reason::Nack, Some(2), None),
             Released::Dead(_, Reason::Nack)
         ));
         assert_eq!((s.ready_len(), s.in_flight(), s.dead_lettered), (1, 0, 1));
@@ -459,7 +646,7 @@ mod tests {
         assert_eq!(s.expired(15), vec![a]);
         assert_eq!(s.next_deadline(), Some(10));
         assert!(matches!(
-            s.release(a, Reason::Timeout, None),
+            s.release(a, Reason::Timeout, None, None),
             Released::Requeued
         ));
         assert!(s.ack(a).is_err(), "a timed-out delivery cannot be acked");
@@ -502,7 +689,7 @@ mod tests {
         let second = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
         assert!(s.ack(first).is_err(), "the first delivery already ended");
         assert!(matches!(
-            s.release(first, Reason::Nack, None),
+            s.release(first, Reason::Nack, None, None),
             Released::Stale(_)
         ));
         assert!(s.check(second).is_ok());
@@ -530,10 +717,10 @@ mod tests {
         let mut s = state_with(1);
         let d = s.deliver(1, None, None).map(|(_, d)| d).unwrap();
         assert!(matches!(
-            s.release(d, Reason::Nack, None),
+            s.release(d, Reason::Nack, None, None),
             Released::Requeued
         ));
-        s.ready[0].count = u32::MAX;
+        s.ready.first_mut().unwrap().count = u32::MAX;
         let (count, _) = s.deliver(1, None, None).map(|(i, d)| (i.count, d)).unwrap();
         assert_eq!(count, u32::MAX);
     }

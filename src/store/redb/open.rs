@@ -166,7 +166,8 @@ fn sync_parent(path: &Path) {
 }
 
 /// Checks (or, in a new file, writes) the format version and the codec; upgrades a file of
-/// version 1 (bincode payloads, no settings) or 2 (unsealed metadata) to version 3.
+/// version 1 (bincode payloads, no settings) or 2 (unsealed metadata) to version 4, and one
+/// of version 3 by writing the new version alone.
 fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     let (version, stored_codec) = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
@@ -188,7 +189,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             Err(e) => return Err(storage(path, e)),
         };
         let stored_codec = match version {
-            Some(FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
+            Some(3 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
             Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
             _ => None,
         };
@@ -226,7 +227,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     // older file's metadata.
     let write = || -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
-        if version.is_some() {
+        if matches!(version, Some(1 | 2)) {
             upgrade::metadata(&txn)?;
         }
         {

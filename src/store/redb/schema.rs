@@ -1,9 +1,9 @@
 //! The file's layout: format version, table names and definitions, and the bookkeeping of
 //! each log's end and retained bytes.
 //!
-//! # Layout (format version 3)
+//! # Layout (format version 4)
 //!
-//! - `embus.meta`: `"format" -> 3` (a plain `u64`, so every build can read which version it
+//! - `embus.meta`: `"format" -> 4` (a plain `u64`, so every build can read which version it
 //!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
 //!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
@@ -19,7 +19,10 @@
 //! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
 //! `c.<queue>` is sealed with a checksum over table, key and value ([`meta`](super::meta));
 //! numbers are little-endian. Records carry their own checksum, bound to their table from
-//! record version 2 on.
+//! record version 2 on. Version 4 is version 3 plus records of record version 3 (records with
+//! a timing section: delay, due time, time-to-live, priority; see
+//! [`format`](crate::store::format)), which an older build must not meet: it refuses the file
+//! by its format version instead.
 //!
 //! # Older versions
 //!
@@ -28,7 +31,8 @@
 //! version 3 in one commit ([`upgrade`](super::upgrade)): the metadata rows are sealed
 //! (one per table, group, declaration and queued message's delivery count), the records are
 //! left as they are (their version 1 checksum is still read), so the upgrade never reads the
-//! log.
+//! log. A version 3 file is upgraded to version 4 by writing the new version number alone:
+//! its rows are already what version 4 writes for records without timing.
 
 use std::collections::HashMap;
 
@@ -38,9 +42,9 @@ use super::meta;
 use crate::store::format;
 
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u64 = 3;
+pub(crate) const FORMAT_VERSION: u64 = 4;
 /// The older format versions this build opens, upgrading them.
-pub(crate) const UPGRADES_FROM: [u64; 2] = [1, 2];
+pub(crate) const UPGRADES_FROM: [u64; 3] = [1, 2, 3];
 
 pub(super) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
 /// The key in [`META`] of the clean-shutdown marker.

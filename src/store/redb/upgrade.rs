@@ -1,4 +1,4 @@
-//! Upgrading a file of format version 1 or 2 to version 3 in place, in the commit that records
+//! Upgrading a file of format version 1 or 2 to version 4 in place, in the commit that records
 //! the new version: the metadata rows are sealed with their checksums; the records, whose
 //! version 1 checksum is still read, are left as they are (the upgrade never reads the log).
 
