@@ -44,9 +44,9 @@ use std::fmt::Debug;
 use std::time::{Duration, SystemTime};
 
 use embus::{
-    Broker, Consumer, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Ended, Error,
-    ManualClock, Message, Overflow, Queue, QueueOptions, Record, Retention, Start, Topic,
-    TopicOptions, TryRecvError, TrySendError,
+    Backoff, Broker, Consumer, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON,
+    Ended, Error, Headers, ManualClock, Message, Overflow, Queue, QueueOptions, Record, Retention,
+    Start, Topic, TopicOptions, TryRecvError, TrySendError,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;

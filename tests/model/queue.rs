@@ -8,23 +8,44 @@ use super::*;
 
 const ACK_TIMEOUT_SECS: u64 = 30;
 const MAX_DELIVERIES: u32 = 3;
+/// The redelivery backoff, in seconds, by deliveries so far (1-based; the last repeats).
+const BACKOFF_SECS: [u64; 3] = [0, 2, 5];
+
+fn backoff_secs(count: u32) -> u64 {
+    BACKOFF_SECS[(count.max(1) as usize - 1).min(BACKOFF_SECS.len() - 1)]
+}
 
 #[derive(Debug, Clone)]
 pub(super) enum QOp {
     /// `try_send(v)`.
     Send(u32),
+    /// `try_send_record` with a priority, and maybe a delay and a time-to-live (seconds).
+    SendTimed {
+        payload: u32,
+        priority: u8,
+        delay: Option<u64>,
+        ttl: Option<u64>,
+    },
     /// `try_recv` on consumer `c % consumers`.
     Recv(usize),
     /// Acks a held delivery.
     Ack(Index),
     /// Nacks a held delivery.
     Nack(Index),
+    /// `nack_after` this many seconds.
+    NackAfter(Index, u64),
     /// Drops a held delivery unsettled.
     DropMessage(Index),
     /// Drops consumer `c % consumers` (its deliveries are released) and makes a new one.
     DropConsumer(usize),
     /// Advances the clock by this many seconds.
     AdvanceClock(u64),
+    /// `purge()`.
+    Purge,
+    /// `peek(n)`.
+    Peek(usize),
+    /// `dlq.redrive(&queue, n)`.
+    Redrive(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +53,12 @@ pub(super) struct QSetup {
     capacity: usize,
     prefetch: Option<u32>,
     consumers: usize,
+    /// Priority levels, if any.
+    priorities: Option<u8>,
+    /// The queue's message time-to-live in seconds, if any.
+    ttl: Option<u64>,
+    /// With a dead-letter queue and `max_deliveries`; without, expired messages are dropped.
+    dead_letters: bool,
 }
 
 pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
@@ -39,33 +66,58 @@ pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
         prop_oneof![Just(8usize), 1..=8usize],
         prop_oneof![Just(None), Just(Some(1u32)), Just(Some(2u32))],
         2..=3usize,
+        prop_oneof![Just(None), Just(Some(3u8))],
+        prop_oneof![Just(None), Just(Some(20u64)), (5..60u64).prop_map(Some)],
+        prop_oneof![3 => Just(true), 1 => Just(false)],
     )
-        .prop_map(|(capacity, prefetch, consumers)| QSetup {
-            capacity,
-            prefetch,
-            consumers,
-        })
+        .prop_map(
+            |(capacity, prefetch, consumers, priorities, ttl, dead_letters)| QSetup {
+                capacity,
+                prefetch,
+                consumers,
+                priorities,
+                ttl,
+                dead_letters,
+            },
+        )
 }
 
 pub(super) fn q_op() -> impl Strategy<Value = QOp> {
     prop_oneof![
-        5 => any::<u32>().prop_map(QOp::Send),
+        4 => any::<u32>().prop_map(QOp::Send),
+        2 => (
+            any::<u32>(),
+            0..5u8,
+            prop_oneof![Just(None), (0..=8u64).prop_map(Some)],
+            prop_oneof![Just(None), (1..=40u64).prop_map(Some)],
+        )
+            .prop_map(|(payload, priority, delay, ttl)| QOp::SendTimed {
+                payload,
+                priority,
+                delay,
+                ttl
+            }),
         6 => (0..3usize).prop_map(QOp::Recv),
         3 => any::<Index>().prop_map(QOp::Ack),
         2 => any::<Index>().prop_map(QOp::Nack),
+        1 => (any::<Index>(), 0..=6u64).prop_map(|(i, s)| QOp::NackAfter(i, s)),
         1 => any::<Index>().prop_map(QOp::DropMessage),
         1 => (0..3usize).prop_map(QOp::DropConsumer),
-        2 => prop_oneof![Just(1u64), Just(29), Just(30), Just(31), 0..=45u64]
+        3 => prop_oneof![Just(1u64), Just(2), Just(5), Just(29), Just(30), Just(31), 0..=45u64]
             .prop_map(QOp::AdvanceClock),
+        1 => Just(QOp::Purge),
+        1 => (0..=5usize).prop_map(QOp::Peek),
+        1 => (1..=3usize).prop_map(QOp::Redrive),
     ]
 }
 
-/// Why a delivery ended without an ack (the dead-letter reason header).
+/// Why a message left without an ack (the dead-letter reason header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
     Nack,
     Dropped,
     Timeout,
+    Expired,
 }
 
 impl Why {
@@ -74,6 +126,7 @@ impl Why {
             Self::Nack => "nack",
             Self::Dropped => "dropped",
             Self::Timeout => "ack-timeout",
+            Self::Expired => "expired",
         }
     }
 }
@@ -83,10 +136,16 @@ struct QItem {
     /// The queue's sequence number (`Message::offset`).
     id: u64,
     payload: u32,
-    /// Clock seconds at send.
+    /// Clock seconds at the original send (kept by dead letters and redrives).
     sent_at: u64,
     /// Deliveries so far.
     count: u32,
+    /// Its priority level.
+    level: usize,
+    /// Clock seconds at which it expires, if ever.
+    expires: Option<u64>,
+    /// The dead-letter headers it carries, oldest first: (reason, deliveries).
+    letters: Vec<(Why, u32)>,
 }
 
 #[derive(Debug)]
@@ -99,36 +158,57 @@ struct QDelivery {
     why: Option<Why>,
 }
 
-/// The queue as the contract and `src/engine/queue/state.rs` describe it.
+/// The queue as the contract and `src/engine/queue/` describe it.
 #[derive(Debug)]
 struct QueueModel {
     capacity: usize,
     prefetch: Option<u32>,
+    ttl: Option<u64>,
+    dead_letters: bool,
     now: u64,
     next_id: u64,
-    ready: VecDeque<QItem>,
+    /// Ready messages by priority level (index = level), each in delivery order.
+    ready: Vec<VecDeque<QItem>>,
+    /// Messages waiting out a delay or a backoff, by (due, id).
+    waiting: BTreeMap<(u64, u64), QItem>,
     /// Every delivery, by delivery number.
     deliveries: Vec<QDelivery>,
-    /// What went to the dead-letter queue, in order.
-    dead: Vec<(QItem, Why)>,
+    /// The dead-letter queue's ready messages, with its sequence numbers, in order.
+    dead: VecDeque<(u64, QItem)>,
+    dead_next_id: u64,
+    /// Messages this queue moved to the dead-letter queue (`dead_lettered()`).
+    dead_lettered: u64,
+    /// Expired messages dropped (no dead-letter queue: `expired()`).
+    expired: u64,
     acked: usize,
+    purged: usize,
     sent: usize,
+    redriven: usize,
     /// Consumers dropped so far (a late settle of what they held says so).
     dropped: BTreeSet<u64>,
 }
 
 impl QueueModel {
     fn new(setup: &QSetup) -> Self {
+        let levels = setup.priorities.unwrap_or(1) as usize;
         Self {
             capacity: setup.capacity,
             prefetch: setup.prefetch,
+            ttl: setup.ttl,
+            dead_letters: setup.dead_letters,
             now: 0,
             next_id: 0,
-            ready: VecDeque::new(),
+            ready: (0..levels).map(|_| VecDeque::new()).collect(),
+            waiting: BTreeMap::new(),
             deliveries: Vec::new(),
-            dead: Vec::new(),
+            dead: VecDeque::new(),
+            dead_next_id: 0,
+            dead_lettered: 0,
+            expired: 0,
             acked: 0,
+            purged: 0,
             sent: 0,
+            redriven: 0,
             dropped: BTreeSet::new(),
         }
     }
@@ -149,29 +229,91 @@ impl QueueModel {
         }
     }
 
+    fn ready_len(&self) -> usize {
+        self.ready.iter().map(VecDeque::len).sum()
+    }
+
     fn in_flight(&self) -> usize {
         self.deliveries.iter().filter(|d| d.live).count()
     }
 
+    fn occupied(&self) -> usize {
+        self.ready_len() + self.waiting.len() + self.in_flight()
+    }
+
+    /// Ready messages in delivery order, then waiting ones in due order.
+    fn in_order(&self) -> Vec<&QItem> {
+        let ready = self.ready.iter().rev().flatten();
+        ready.chain(self.waiting.values()).collect()
+    }
+
+    fn level(&self, priority: u8) -> usize {
+        (priority as usize).min(self.ready.len() - 1)
+    }
+
+    /// Queues a message that is not in flight: what fell due goes ahead of it; it waits if
+    /// it is not due yet.
+    /// An expiry time already past counts from now (the engine files it on its monotonic
+    /// clock, measured from the enqueue), so it orders with those expiring now.
+    fn enqueue(&mut self, mut item: QItem, due: Option<u64>) {
+        self.promote();
+        item.expires = item.expires.map(|at| at.max(self.now));
+        match due {
+            Some(due) if due > self.now => {
+                self.waiting.insert((due, item.id), item);
+            }
+            _ => self.ready[item.level].push_back(item),
+        }
+    }
+
     /// `Some(sequence number)` if there is room.
-    fn send(&mut self, payload: u32) -> Option<u64> {
-        if self.ready.len() + self.in_flight() >= self.capacity {
+    fn send(
+        &mut self,
+        payload: u32,
+        priority: u8,
+        delay: Option<u64>,
+        ttl: Option<u64>,
+    ) -> Option<u64> {
+        if self.occupied() >= self.capacity {
             return None;
         }
         let id = self.next_id;
         self.next_id += 1;
         self.sent += 1;
-        self.ready.push_back(QItem {
+        let expires = ttl.into_iter().chain(self.ttl).min().map(|t| self.now + t);
+        let item = QItem {
             id,
             payload,
             sent_at: self.now,
             count: 0,
-        });
+            level: self.level(priority),
+            expires,
+            letters: Vec::new(),
+        };
+        self.enqueue(item, delay.map(|d| self.now + d));
         Some(id)
     }
 
-    /// Ends delivery `d` without an ack (nothing if it already ended).
-    fn release(&mut self, d: usize, why: Why) {
+    /// Moves a message to the dead-letter queue.
+    fn dead_letter(&mut self, mut item: QItem, why: Why) {
+        item.letters.push((why, item.count));
+        self.dead.push_back((self.dead_next_id, item));
+        self.dead_next_id += 1;
+    }
+
+    /// An expired message: to the dead-letter queue, or dropped and counted.
+    fn expire_item(&mut self, item: QItem) {
+        if self.dead_letters {
+            self.dead_lettered += 1;
+            self.dead_letter(item, Why::Expired);
+        } else {
+            self.expired += 1;
+        }
+    }
+
+    /// Ends delivery `d` without an ack (nothing if it already ended): it expires, is
+    /// dead-lettered, or is ready again after `wait` seconds (the backoff's, if `None`).
+    fn release(&mut self, d: usize, why: Why, wait: Option<u64>) {
         let delivery = &mut self.deliveries[d];
         if !delivery.live {
             return;
@@ -179,27 +321,85 @@ impl QueueModel {
         delivery.live = false;
         delivery.why = Some(why);
         let item = delivery.item.clone();
-        if item.count >= MAX_DELIVERIES {
-            self.dead.push((item, why));
+        if item.expires.is_some_and(|at| at <= self.now) {
+            self.expire_item(item);
+            return;
+        }
+        if self.dead_letters && item.count >= MAX_DELIVERIES {
+            self.dead_lettered += 1;
+            self.dead_letter(item, why);
+            return;
+        }
+        let wait = wait.unwrap_or_else(|| backoff_secs(item.count));
+        if wait == 0 {
+            self.ready[item.level].push_front(item);
         } else {
-            self.ready.push_front(item);
+            self.waiting.insert((self.now + wait, item.id), item);
         }
     }
 
-    /// Releases deliveries past their deadline, newest first (so the oldest ends in front).
+    /// Makes what is due ready: first deliveries at the back of their level in due order,
+    /// redeliveries in front, the earliest due first.
+    fn promote(&mut self) {
+        let due: Vec<(u64, u64)> = self
+            .waiting
+            .range(..(self.now + 1, 0))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut again = Vec::new();
+        for key in due {
+            let item = self.waiting.remove(&key).unwrap();
+            if item.count > 0 {
+                again.push(item);
+            } else {
+                self.ready[item.level].push_back(item);
+            }
+        }
+        for item in again.into_iter().rev() {
+            self.ready[item.level].push_front(item);
+        }
+    }
+
+    /// What time does by itself: due messages become ready, expired ones leave (in expiry
+    /// order), then deliveries past their ack deadline are released, newest first (so the
+    /// oldest ends in front).
     fn expire(&mut self) {
-        let expired: Vec<usize> = (0..self.deliveries.len())
+        self.promote();
+        let mut gone: Vec<(u64, u64)> = self
+            .in_order()
+            .into_iter()
+            .filter_map(|i| i.expires.filter(|&at| at <= self.now).map(|at| (at, i.id)))
+            .collect();
+        gone.sort_unstable();
+        for (_, id) in gone {
+            let item = self.take(id);
+            self.expire_item(item);
+        }
+        let timed_out: Vec<usize> = (0..self.deliveries.len())
             .filter(|&d| self.deliveries[d].live && self.deliveries[d].deadline <= self.now)
             .collect();
-        for d in expired.into_iter().rev() {
-            self.release(d, Why::Timeout);
+        for d in timed_out.into_iter().rev() {
+            self.release(d, Why::Timeout, None);
         }
+    }
+
+    /// Takes message `id` out of the ready lists or the waiting ones.
+    fn take(&mut self, id: u64) -> QItem {
+        if let Some(key) = self.waiting.keys().find(|k| k.1 == id).copied() {
+            return self.waiting.remove(&key).unwrap();
+        }
+        for level in &mut self.ready {
+            if let Some(at) = level.iter().position(|i| i.id == id) {
+                return level.remove(at).unwrap();
+            }
+        }
+        unreachable!("message {id} is neither ready nor waiting")
     }
 
     /// The delivery `consumer`'s `try_recv` gets, if any.
     fn recv(&mut self, consumer: u64) -> Option<(usize, QItem)> {
         self.expire();
-        if self.ready.is_empty() {
+        if self.ready_len() == 0 {
             return None;
         }
         if let Some(limit) = self.prefetch {
@@ -212,7 +412,7 @@ impl QueueModel {
                 return None;
             }
         }
-        let mut item = self.ready.pop_front()?;
+        let mut item = self.ready.iter_mut().rev().find_map(VecDeque::pop_front)?;
         item.count += 1;
         self.deliveries.push(QDelivery {
             item: item.clone(),
@@ -235,18 +435,52 @@ impl QueueModel {
 
     /// A dropped consumer's deliveries are released, newest first.
     fn drop_consumer(&mut self, consumer: u64) {
+        self.expire();
         self.dropped.insert(consumer);
         let held: Vec<usize> = (0..self.deliveries.len())
             .filter(|&d| self.deliveries[d].live && self.deliveries[d].consumer == consumer)
             .collect();
         for d in held.into_iter().rev() {
-            self.release(d, Why::Dropped);
+            self.release(d, Why::Dropped, None);
         }
     }
 
     fn advance(&mut self, secs: u64) {
         self.now += secs;
         self.expire();
+    }
+
+    /// Removes every message that is not in flight; returns how many.
+    fn purge(&mut self) -> usize {
+        self.expire();
+        let n = self.ready_len() + self.waiting.len();
+        self.ready.iter_mut().for_each(VecDeque::clear);
+        self.waiting.clear();
+        self.purged += n;
+        n
+    }
+
+    /// Moves up to `limit` dead letters back, while there is room; returns how many.
+    fn redrive(&mut self, limit: usize) -> usize {
+        let mut moved = 0;
+        while moved < limit && self.occupied() < self.capacity {
+            let Some((_, letter)) = self.dead.pop_front() else {
+                break;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let item = QItem {
+                id,
+                count: 0,
+                level: 0,
+                expires: self.ttl.map(|t| letter.sent_at + t),
+                ..letter
+            };
+            self.enqueue(item, None);
+            self.redriven += 1;
+            moved += 1;
+        }
+        moved
     }
 }
 
@@ -272,10 +506,18 @@ impl QueueRig {
         let mut options = QueueOptions::default()
             .capacity(setup.capacity)
             .ack_timeout(Duration::from_secs(ACK_TIMEOUT_SECS))
-            .max_deliveries(MAX_DELIVERIES)
-            .dead_letter("dlq");
+            .backoff(Backoff::schedule(BACKOFF_SECS.map(Duration::from_secs)));
+        if setup.dead_letters {
+            options = options.max_deliveries(MAX_DELIVERIES).dead_letter("dlq");
+        }
         if let Some(n) = setup.prefetch {
             options = options.prefetch(n);
+        }
+        if let Some(n) = setup.priorities {
+            options = options.priorities(n);
+        }
+        if let Some(secs) = setup.ttl {
+            options = options.message_ttl(Duration::from_secs(secs));
         }
         let queue = bus.queue_with::<u32>("jobs", options).unwrap();
         let dlq = bus.queue::<u32>("dlq").unwrap();
@@ -316,7 +558,8 @@ impl QueueRig {
             "timestamp",
             step,
             op,
-        )
+        )?;
+        check_letters(msg.headers(), &item.letters, step, op)
     }
 
     /// One `try_recv` on consumer `c`, checked against the model; the delivery is held.
@@ -337,29 +580,52 @@ impl QueueRig {
         }
     }
 
+    fn send(
+        &mut self,
+        record: Record<u32>,
+        want: Option<u64>,
+        step: usize,
+        op: &QOp,
+    ) -> Result<(), TestCaseError> {
+        let v = *record.payload();
+        match (self.queue.producer().try_send_record(record), want) {
+            (Ok(receipt), Some(id)) => same(
+                (receipt.partition, receipt.offset),
+                (0, id),
+                "receipt",
+                step,
+                op,
+            ),
+            (Err(TrySendError::Full(back)), None) => {
+                same(*back.payload(), v, "payload handed back", step, op)
+            }
+            (got, want) => Err(TestCaseError::fail(format!(
+                "step {step} ({op:?}): got {got:?}, model expects {want:?}"
+            ))),
+        }
+    }
+
     fn apply(&mut self, op: &QOp, step: usize) -> Result<(), TestCaseError> {
         match *op {
             QOp::Send(v) => {
-                let want = self.model.send(v);
-                match (self.queue.producer().try_send(v), want) {
-                    (Ok(receipt), Some(id)) => {
-                        same(
-                            (receipt.partition, receipt.offset),
-                            (0, id),
-                            "receipt",
-                            step,
-                            op,
-                        )?;
-                    }
-                    (Err(TrySendError::Full(back)), None) => {
-                        same(back, v, "payload handed back", step, op)?;
-                    }
-                    (got, want) => {
-                        return Err(TestCaseError::fail(format!(
-                            "step {step} ({op:?}): got {got:?}, model expects {want:?}"
-                        )));
-                    }
+                let want = self.model.send(v, 0, None, None);
+                self.send(Record::new(v), want, step, op)?;
+            }
+            QOp::SendTimed {
+                payload,
+                priority,
+                delay,
+                ttl,
+            } => {
+                let want = self.model.send(payload, priority, delay, ttl);
+                let mut record = Record::new(payload).priority(priority);
+                if let Some(secs) = delay {
+                    record = record.delay(Duration::from_secs(secs));
                 }
+                if let Some(secs) = ttl {
+                    record = record.ttl(Duration::from_secs(secs));
+                }
+                self.send(record, want, step, op)?;
             }
             QOp::Recv(c) => {
                 self.recv(c % self.consumers.len(), step, op)?;
@@ -373,20 +639,26 @@ impl QueueRig {
                     self.model.ack(d);
                 }
             }
-            QOp::Nack(i) => {
+            QOp::Nack(i) | QOp::NackAfter(i, _) => {
                 if !self.held.is_empty() {
                     let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    let got = msg.nack();
+                    let (got, wait) = match *op {
+                        QOp::NackAfter(_, secs) => {
+                            (msg.nack_after(Duration::from_secs(secs)), Some(secs))
+                        }
+                        _ => (msg.nack(), None),
+                    };
                     self.model.expire(); // the nack sees timeouts first
                     same_settle(got, self.model.settle_result(d), "nack", step, op)?;
-                    self.model.release(d, Why::Nack);
+                    self.model.release(d, Why::Nack, wait);
                 }
             }
             QOp::DropMessage(i) => {
                 if !self.held.is_empty() {
                     let (msg, d) = self.held.remove(i.index(self.held.len()));
                     drop(msg);
-                    self.model.release(d, Why::Dropped);
+                    self.model.expire();
+                    self.model.release(d, Why::Dropped, None);
                 }
             }
             QOp::DropConsumer(c) => {
@@ -402,21 +674,52 @@ impl QueueRig {
                 self.clock.advance(Duration::from_secs(secs));
                 self.model.advance(secs);
             }
+            QOp::Purge => {
+                let got = self.queue.purge().unwrap();
+                same(got, self.model.purge(), "purge()", step, op)?;
+            }
+            QOp::Peek(n) => {
+                let got: Vec<(u32, u64, u32)> = self
+                    .queue
+                    .peek(n)
+                    .iter()
+                    .map(|m| (*m.payload(), m.offset(), m.delivery_count()))
+                    .collect();
+                self.model.expire();
+                let want: Vec<(u32, u64, u32)> = self
+                    .model
+                    .in_order()
+                    .into_iter()
+                    .take(n)
+                    .map(|i| (i.payload, i.id, i.count))
+                    .collect();
+                same(got, want, "peek(n)", step, op)?;
+            }
+            QOp::Redrive(n) => {
+                if self.model.dead_letters {
+                    let got = self.dlq.redrive(&self.queue, n).unwrap();
+                    self.model.expire();
+                    same(got, self.model.redrive(n), "redrive()", step, op)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Compares every observable with the model.
-    fn check(&self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
+    fn check(&mut self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
+        let len = self.queue.len(); // processes what time did, as the model now does
+        self.model.expire();
         let m = &self.model;
-        same(self.queue.len(), m.ready.len(), "queue.len()", step, op)?;
+        same(len, m.ready_len(), "queue.len()", step, op)?;
         same(
             self.queue.is_empty(),
-            m.ready.is_empty(),
+            m.ready_len() == 0,
             "is_empty",
             step,
             op,
         )?;
+        same(self.queue.delayed(), m.waiting.len(), "delayed()", step, op)?;
         same(
             self.queue.in_flight(),
             m.in_flight(),
@@ -426,17 +729,18 @@ impl QueueRig {
         )?;
         same(
             self.queue.dead_lettered(),
-            m.dead.len() as u64,
+            m.dead_lettered,
             "dead_lettered()",
             step,
             op,
         )?;
+        same(self.queue.expired(), m.expired, "expired()", step, op)?;
         same(self.dlq.len(), m.dead.len(), "dlq.len()", step, op)?;
         same(self.dlq.in_flight(), 0, "dlq.in_flight()", step, op)?;
         for (_, consumer) in &self.consumers {
             same(
                 consumer.lag(),
-                m.ready.len() as u64,
+                m.ready_len() as u64,
                 "consumer.lag()",
                 step,
                 op,
@@ -455,26 +759,35 @@ impl QueueRig {
             self.model.ack(d);
         }
         self.check(usize::MAX, op)?;
+        // Whatever waits comes due (and what has a time-to-live expires) within a minute.
+        self.clock.advance(Duration::from_secs(60));
+        self.model.advance(60);
+        self.check(usize::MAX, op)?;
         while self.recv(0, usize::MAX, op)? {
             let (msg, d) = self.held.pop().unwrap();
             msg.ack().unwrap();
             self.model.ack(d);
         }
         self.check(usize::MAX, op)?;
-        prop_assert_eq!(self.queue.len() + self.queue.in_flight(), 0);
         prop_assert_eq!(
-            self.model.sent,
-            self.model.acked + self.model.dead.len(),
-            "every message sent was acked or dead-lettered"
+            self.queue.len() + self.queue.in_flight() + self.queue.delayed(),
+            0
+        );
+        let m = &self.model;
+        prop_assert_eq!(
+            m.sent + m.redriven,
+            m.acked + m.purged + m.expired as usize + m.dead_lettered as usize,
+            "every message sent or redriven was acked, purged, dropped as expired or \
+             dead-lettered"
         );
         let mut dead = self.dlq.consumer();
-        for (i, (item, why)) in self.model.dead.iter().enumerate() {
+        for (i, (id, item)) in self.model.dead.iter().enumerate() {
             let msg = dead.try_recv();
             prop_assert!(msg.is_ok(), "dead letter {} ({:?}): {:?}", i, item, msg);
             let msg = msg.unwrap();
             prop_assert_eq!(
                 (*msg.payload(), msg.offset(), msg.delivery_count()),
-                (item.payload, i as u64, 1),
+                (item.payload, *id, 1),
                 "dead letter {}",
                 i
             );
@@ -484,20 +797,7 @@ impl QueueRig {
                 "dead letter {} keeps its timestamp",
                 i
             );
-            let headers = msg.headers();
-            prop_assert_eq!(headers.get(DEAD_LETTER_QUEUE), Some(&b"jobs"[..]));
-            prop_assert_eq!(
-                headers.get(DEAD_LETTER_REASON),
-                Some(why.header().as_bytes()),
-                "dead letter {} ({:?})",
-                i,
-                item
-            );
-            let deliveries = item.count.to_string();
-            prop_assert_eq!(
-                headers.get(DEAD_LETTER_DELIVERIES),
-                Some(deliveries.as_bytes())
-            );
+            check_letters(msg.headers(), &item.letters, i, op)?;
             msg.ack().unwrap();
         }
         let rest = dead.try_recv();
@@ -508,6 +808,49 @@ impl QueueRig {
         );
         Ok(())
     }
+}
+
+/// Checks the dead-letter headers a message carries, oldest first.
+fn check_letters(
+    headers: &Headers,
+    letters: &[(Why, u32)],
+    step: usize,
+    op: &dyn Debug,
+) -> Result<(), TestCaseError> {
+    let values = |name: &str| -> Vec<Vec<u8>> {
+        headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_vec())
+            .collect()
+    };
+    same(
+        values(DEAD_LETTER_QUEUE),
+        vec![b"jobs".to_vec(); letters.len()],
+        "dead-letter queue headers",
+        step,
+        op,
+    )?;
+    same(
+        values(DEAD_LETTER_REASON),
+        letters
+            .iter()
+            .map(|(why, _)| why.header().as_bytes().to_vec())
+            .collect(),
+        "dead-letter reason headers",
+        step,
+        op,
+    )?;
+    same(
+        values(DEAD_LETTER_DELIVERIES),
+        letters
+            .iter()
+            .map(|(_, n)| n.to_string().into_bytes())
+            .collect(),
+        "dead-letter delivery headers",
+        step,
+        op,
+    )
 }
 
 pub(super) fn run_queue(setup: QSetup, ops: Vec<QOp>) -> Result<(), TestCaseError> {

@@ -2,7 +2,7 @@
 //! priorities (as cheap as a plain deque); one list per level, highest first, for a queue with
 //! them. Within a level, redeliveries go in front and first deliveries at the back.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use super::item::Item;
 
@@ -103,10 +103,10 @@ impl<T> Ready<T> {
 
     /// Takes out the messages with these ids: from the fronts first (where a queue-wide
     /// time-to-live finds them), with one pass over the rest only if some are elsewhere.
-    pub(crate) fn take(&mut self, ids: &HashSet<u64>) -> Vec<Item<T>> {
+    pub(crate) fn take(&mut self, ids: &HashMap<u64, usize>) -> Vec<Item<T>> {
         let mut out = Vec::new();
         for list in self.lists() {
-            while list.front().is_some_and(|i| ids.contains(&i.id)) {
+            while list.front().is_some_and(|i| ids.contains_key(&i.id)) {
                 out.extend(list.pop_front());
             }
         }
@@ -114,7 +114,7 @@ impl<T> Ready<T> {
             for list in self.lists() {
                 let mut kept = VecDeque::with_capacity(list.len());
                 for item in list.drain(..) {
-                    if ids.contains(&item.id) {
+                    if ids.contains_key(&item.id) {
                         out.push(item);
                     } else {
                         kept.push_back(item);

@@ -230,21 +230,23 @@ impl<T> QueueState<T> {
         count
     }
 
-    /// Takes out the messages (ready or waiting) expired by `now`, counting them as dead
-    /// letters or as dropped.
+    /// Takes out the messages (ready or waiting) expired by `now`, in expiry order (then id
+    /// order), counting them as dead letters or as dropped.
     pub(crate) fn take_expired(&mut self, now: Nanos) -> Vec<Item<T>> {
-        let mut ids = self.timed.take_expired(now);
-        if ids.is_empty() {
+        let ranks = self.timed.take_expired(now);
+        if ranks.is_empty() {
             return Vec::new();
         }
         // The waiting ones first, so the ready list is searched only for what is left.
-        let mut out = self.timed.take_waiting(&ids);
-        for item in &out {
-            ids.remove(&item.id);
+        let mut out = self.timed.take_waiting(&ranks);
+        if out.len() < ranks.len() {
+            let mut rest = ranks.clone();
+            for item in &out {
+                rest.remove(&item.id);
+            }
+            out.extend(self.ready.take(&rest));
         }
-        if !ids.is_empty() {
-            out.extend(self.ready.take(&ids));
-        }
+        out.sort_unstable_by_key(|item| ranks.get(&item.id).copied());
         self.count_expired(out.len() as u64);
         out
     }

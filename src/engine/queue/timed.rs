@@ -8,7 +8,7 @@
 //! ticks ([`Clock::ticks`](crate::clock::Clock::ticks)); a record's wall-clock due and expiry
 //! times are converted when the message is queued.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::item::Item;
 use crate::record::Nanos;
@@ -88,27 +88,29 @@ impl<T> Timed<T> {
         Some(at)
     }
 
-    /// The ids of messages expired by `now`, forgotten here.
-    pub(crate) fn take_expired(&mut self, now: Nanos) -> HashSet<u64> {
-        let mut out = HashSet::new();
+    /// The ids of messages expired by `now`, forgotten here, by rank: in expiry order (then
+    /// id order).
+    pub(crate) fn take_expired(&mut self, now: Nanos) -> HashMap<u64, usize> {
+        let mut out = HashMap::new();
         while self.expiry.first().is_some_and(|&(at, _)| at <= now) {
             if let Some((_, id)) = self.expiry.pop_first() {
                 self.expires.remove(&id);
-                out.insert(id);
+                let rank = out.len();
+                out.insert(id, rank);
             }
         }
         out
     }
 
     /// Takes the waiting messages with these ids.
-    pub(crate) fn take_waiting(&mut self, ids: &HashSet<u64>) -> Vec<Item<T>> {
+    pub(crate) fn take_waiting(&mut self, ids: &HashMap<u64, usize>) -> Vec<Item<T>> {
         if self.waiting.is_empty() {
             return Vec::new();
         }
         let keys: Vec<(Nanos, u64)> = self
             .waiting
             .keys()
-            .filter(|(_, id)| ids.contains(id))
+            .filter(|(_, id)| ids.contains_key(id))
             .copied()
             .collect();
         keys.iter().filter_map(|k| self.waiting.remove(k)).collect()
