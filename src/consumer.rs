@@ -77,6 +77,8 @@ pub(crate) enum Fail {
     /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
     Empty,
     Disconnected,
+    /// The topic or queue was deleted: the end too.
+    Deleted(String),
     /// Lag, damaged data or a failing store: not the end.
     Error(RecvError),
 }
@@ -91,6 +93,9 @@ fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message
             Poll::Error(error) => Some(Err(Fail::Error(error))),
             Poll::Empty => None,
         }
+    }
+    if let Some(name) = source.deleted() {
+        return Some(Err(Fail::Deleted(name)));
     }
     if let Some(result) = decided(source.poll(wait)) {
         return Some(result);
@@ -141,6 +146,14 @@ impl<T: Payload> Source<T> for Flavor<T> {
             Self::Subscriber(s) => s.is_closed(),
             Self::Member(m) => m.is_closed(),
             Self::Queue(q) => q.is_closed(),
+        }
+    }
+
+    fn deleted(&self) -> Option<String> {
+        match self {
+            Self::Subscriber(s) => s.deleted(),
+            Self::Member(m) => m.deleted(),
+            Self::Queue(q) => q.deleted(),
         }
     }
 
@@ -250,6 +263,7 @@ impl<T: Payload> Consumer<T> {
         self.receive(Deadline::Now).map_err(|fail| match fail {
             Fail::Empty => TryRecvError::Empty,
             Fail::Disconnected => TryRecvError::Disconnected,
+            Fail::Deleted(name) => TryRecvError::Deleted { name },
             Fail::Error(error) => error.into(),
         })
     }
@@ -274,12 +288,14 @@ impl<T: Payload> Consumer<T> {
             .map_err(|fail| match fail {
                 Fail::Empty => RecvTimeoutError::Timeout,
                 Fail::Disconnected => RecvTimeoutError::Disconnected,
+                Fail::Deleted(name) => RecvTimeoutError::Deleted { name },
                 Fail::Error(error) => error.into(),
             })
     }
 
     /// A blocking iterator. It yields `Lagged`, `Undecodable` and `Failed` as `Err` and keeps
-    /// going, and ends when the broker is closed and nothing is left.
+    /// going, and ends when the broker is closed and nothing is left, or the topic or queue is
+    /// deleted ([`recv`](Self::recv) says which).
     ///
     /// Handle the errors rather than skipping them (`.flatten()`): a group member that drops an
     /// [`Undecodable`](crate::Undecodable) without [`ack`](crate::Undecodable::ack)ing it gets
@@ -355,6 +371,7 @@ impl Fail {
     fn into_recv_error(self) -> RecvError {
         match self {
             Self::Error(error) => error,
+            Self::Deleted(name) => RecvError::Deleted { name },
             Self::Empty | Self::Disconnected => RecvError::Disconnected,
         }
     }
@@ -390,7 +407,7 @@ pub struct IntoIter<T> {
 
 fn next_blocking<T: Payload>(consumer: &mut Consumer<T>) -> Option<Result<Message<T>, RecvError>> {
     match consumer.recv() {
-        Err(RecvError::Disconnected) => None,
+        Err(RecvError::Disconnected | RecvError::Deleted { .. }) => None,
         other => Some(other),
     }
 }
@@ -420,7 +437,9 @@ impl<T: Payload> Iterator for TryIter<'_, T> {
             Err(TryRecvError::Lagged { skipped }) => Some(Err(RecvError::Lagged { skipped })),
             Err(TryRecvError::Undecodable(u)) => Some(Err(RecvError::Undecodable(u))),
             Err(TryRecvError::Failed(f)) => Some(Err(RecvError::Failed(f))),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            Err(
+                TryRecvError::Empty | TryRecvError::Disconnected | TryRecvError::Deleted { .. },
+            ) => None,
         }
     }
 }

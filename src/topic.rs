@@ -111,7 +111,7 @@ impl<T: Payload> Topic<T> {
     /// # Ok(()) }
     /// ```
     pub fn subscribe(&self, start: Start) -> Result<Consumer<T>, Error> {
-        self.core.context.check_open()?;
+        self.core.check_live()?;
         Ok(Consumer::subscriber(Subscriber::new(
             Arc::clone(&self.core),
             start,
@@ -133,7 +133,7 @@ impl<T: Payload> Topic<T> {
     /// [`Error::InvalidName`]; [`Error::Closed`].
     pub fn join_group_with(&self, name: &str, start: Start) -> Result<Consumer<T>, Error> {
         validate_name(name)?;
-        self.core.context.check_open()?;
+        self.core.check_live()?;
         let group = self.core.group(name, start);
         Ok(Consumer::member(Member::join(
             Arc::clone(&self.core),

@@ -23,6 +23,7 @@ use crate::record::{Entry, Nanos};
 use crate::store::Restored;
 
 mod cold;
+mod compact;
 
 /// Slots per segment: one allocation per this many messages.
 const SEGMENT: u64 = 128;
@@ -156,6 +157,8 @@ pub(crate) struct Log<T> {
     /// Positions of readers that `Block` must wait for: subscribers' next offsets and groups'
     /// first unacked offsets. `None` marks a free slot.
     cursors: Vec<Option<Arc<AtomicU64>>>,
+    /// Compacted topics: each key's latest offset (see [`compact`]).
+    compaction: Option<Box<compact::Compactor>>,
     /// Consumers waiting for a message.
     pub(crate) readers: Waiters,
     /// Producers waiting for room (`Block`).
@@ -222,6 +225,7 @@ impl<T> Partition<T> {
             last_ts,
             published: Arc::clone(&published),
             cursors: Vec::new(),
+            compaction: None,
             readers: Waiters::default(),
             writers: Waiters::default(),
         };
@@ -229,6 +233,15 @@ impl<T> Partition<T> {
             log: Mutex::new(log),
             published,
         }
+    }
+
+    /// Makes this partition's log compacted (a compacted topic: see [`compact`]).
+    pub(crate) fn compacted(self, on: bool) -> Self {
+        if on {
+            let mut log = self.log.lock();
+            log.compaction = Some(Box::default());
+        }
+        self
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Log<T>> {
@@ -293,6 +306,14 @@ impl<T> Partition<T> {
                 Read::Lagged(skipped),
                 log.set_cursor(reader.cursor_slot, reader.next),
             );
+        }
+        if log.compaction.is_some() {
+            // Compacted away: the reader moves on to the next offset there is.
+            let next = log.skip_gap(reader.next);
+            if next != reader.next {
+                reader.next = next;
+                reader.segment = None;
+            }
         }
         if reader.next < log.hot {
             match log.cold(reader.next) {
@@ -373,9 +394,7 @@ impl<T> Log<T> {
                 Cold::Undecodable(_) | Cold::Failed(_) => None,
             };
         }
-        let first = self.segments.front()?.start;
-        let index = usize::try_from((offset - first) / SEGMENT).ok()?;
-        let segment = self.segments.get(index)?;
+        let segment = self.segment_of(offset)?;
         segment.get(offset)?;
         Some(StoredRef {
             segment: Arc::clone(segment),
@@ -384,9 +403,7 @@ impl<T> Log<T> {
     }
 
     fn get(&self, offset: u64) -> Option<&Stored<T>> {
-        let first = self.segments.front()?.start;
-        let index = usize::try_from(offset.checked_sub(first)? / SEGMENT).ok()?;
-        self.segments.get(index)?.get(offset)
+        self.segment_of(offset)?.get(offset)
     }
 
     /// Whether the oldest message may be trimmed now.
@@ -477,6 +494,9 @@ impl<T> Log<T> {
         }
         self.last_ts = self.last_ts.max(now);
         self.bytes += u64::from(entry.size);
+        if let Some(compactor) = self.compaction.as_deref_mut() {
+            compactor.pushed(&entry, offset);
+        }
         if let Some(tail) = self.segments.back() {
             let slot = Stored {
                 ts: self.last_ts,
@@ -489,6 +509,9 @@ impl<T> Log<T> {
         self.published.end.store(self.end, Ordering::Release);
         if let Some(limit) = self.hot_limit {
             self.cool(limit);
+        }
+        if self.compaction.as_ref().is_some_and(|c| c.due()) {
+            self.compact();
         }
         (offset, self.readers.take())
     }
