@@ -9,7 +9,7 @@ use crate::engine::notify::{Backoff, Deadline, Wait};
 use crate::engine::queue::QueueConsumer;
 use crate::engine::topic::{Member, Subscriber};
 use crate::engine::{Poll, Source};
-use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::error::{Deleted, RecvError, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
 use crate::record::Payload;
 
@@ -78,7 +78,7 @@ pub(crate) enum Fail {
     Empty,
     Disconnected,
     /// The topic or queue was deleted: the end too.
-    Deleted(String),
+    Deleted(Box<Deleted>),
     /// Lag, damaged data or a failing store: not the end.
     Error(RecvError),
 }
@@ -94,10 +94,20 @@ fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message
             Poll::Empty => None,
         }
     }
+    // Deleted: no message after that (a group's or queue's would only come back when
+    // released); and again after a poll that registered: a delete sets the flag before it
+    // wakes waiters under the locks that poll took, so a waiter it missed sees it here.
     if let Some(name) = source.deleted() {
-        return Some(Err(Fail::Deleted(name)));
+        return Some(Err(Fail::Deleted(Deleted::new(name))));
     }
-    if let Some(result) = decided(source.poll(wait)) {
+    let poll = source.poll(wait);
+    if !poll.is_ready()
+        && wait.takes_locks()
+        && let Some(name) = source.deleted()
+    {
+        return Some(Err(Fail::Deleted(Deleted::new(name))));
+    }
+    if let Some(result) = decided(poll) {
         return Some(result);
     }
     if source.is_closed() {
@@ -263,7 +273,7 @@ impl<T: Payload> Consumer<T> {
         self.receive(Deadline::Now).map_err(|fail| match fail {
             Fail::Empty => TryRecvError::Empty,
             Fail::Disconnected => TryRecvError::Disconnected,
-            Fail::Deleted(name) => TryRecvError::Deleted { name },
+            Fail::Deleted(d) => TryRecvError::Deleted(d),
             Fail::Error(error) => error.into(),
         })
     }
@@ -288,7 +298,7 @@ impl<T: Payload> Consumer<T> {
             .map_err(|fail| match fail {
                 Fail::Empty => RecvTimeoutError::Timeout,
                 Fail::Disconnected => RecvTimeoutError::Disconnected,
-                Fail::Deleted(name) => RecvTimeoutError::Deleted { name },
+                Fail::Deleted(d) => RecvTimeoutError::Deleted(d),
                 Fail::Error(error) => error.into(),
             })
     }
@@ -371,7 +381,7 @@ impl Fail {
     fn into_recv_error(self) -> RecvError {
         match self {
             Self::Error(error) => error,
-            Self::Deleted(name) => RecvError::Deleted { name },
+            Self::Deleted(d) => RecvError::Deleted(d),
             Self::Empty | Self::Disconnected => RecvError::Disconnected,
         }
     }
@@ -407,7 +417,7 @@ pub struct IntoIter<T> {
 
 fn next_blocking<T: Payload>(consumer: &mut Consumer<T>) -> Option<Result<Message<T>, RecvError>> {
     match consumer.recv() {
-        Err(RecvError::Disconnected | RecvError::Deleted { .. }) => None,
+        Err(RecvError::Disconnected | RecvError::Deleted(_)) => None,
         other => Some(other),
     }
 }
@@ -437,9 +447,9 @@ impl<T: Payload> Iterator for TryIter<'_, T> {
             Err(TryRecvError::Lagged { skipped }) => Some(Err(RecvError::Lagged { skipped })),
             Err(TryRecvError::Undecodable(u)) => Some(Err(RecvError::Undecodable(u))),
             Err(TryRecvError::Failed(f)) => Some(Err(RecvError::Failed(f))),
-            Err(
-                TryRecvError::Empty | TryRecvError::Disconnected | TryRecvError::Deleted { .. },
-            ) => None,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected | TryRecvError::Deleted(_)) => {
+                None
+            }
         }
     }
 }

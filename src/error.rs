@@ -620,10 +620,7 @@ pub enum RecvError {
     /// The topic or queue was deleted ([`Broker::delete_topic`](crate::Broker::delete_topic),
     /// [`Broker::delete_queue`](crate::Broker::delete_queue)): like `Disconnected`, the end of
     /// this consumer's stream (a blocked receive wakes with it; iterators end).
-    Deleted {
-        /// The topic or queue.
-        name: String,
-    },
+    Deleted(Box<Deleted>),
 }
 
 /// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
@@ -644,10 +641,7 @@ pub enum TryRecvError {
     /// See [`RecvError::Failed`]. While a read is retried, `try_recv` returns `Empty`.
     Failed(Box<ReadFailure>),
     /// See [`RecvError::Deleted`].
-    Deleted {
-        /// The topic or queue.
-        name: String,
-    },
+    Deleted(Box<Deleted>),
 }
 
 /// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
@@ -669,10 +663,7 @@ pub enum RecvTimeoutError {
     /// See [`RecvError::Failed`].
     Failed(Box<ReadFailure>),
     /// See [`RecvError::Deleted`].
-    Deleted {
-        /// The topic or queue.
-        name: String,
-    },
+    Deleted(Box<Deleted>),
 }
 
 impl TryRecvError {
@@ -713,7 +704,7 @@ impl From<RecvError> for TryRecvError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
-            RecvError::Deleted { name } => Self::Deleted { name },
+            RecvError::Deleted(d) => Self::Deleted(d),
         }
     }
 }
@@ -725,15 +716,35 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
-            RecvError::Deleted { name } => Self::Deleted { name },
+            RecvError::Deleted(d) => Self::Deleted(d),
         }
     }
 }
 
 const RECV_CLOSED: &str = "receiving on a closed broker";
 
-fn deleted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    write!(f, "receiving from `{name}`, which was deleted")
+/// What [`RecvError::Deleted`] (and its `try` and `timeout` kin) carries: the topic or queue
+/// that was deleted. Boxed, so that receive errors stay as small as they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    name: String,
+}
+
+impl Deleted {
+    pub(crate) fn new(name: String) -> Box<Self> {
+        Box::new(Self { name })
+    }
+
+    /// The topic or queue.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for Deleted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "receiving from `{}`, which was deleted", self.name)
+    }
 }
 
 fn lagged(f: &mut fmt::Formatter<'_>, skipped: u64) -> fmt::Result {
@@ -747,7 +758,7 @@ impl fmt::Display for RecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
-            Self::Deleted { name } => deleted(f, name),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }
@@ -760,7 +771,7 @@ impl fmt::Display for TryRecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
-            Self::Deleted { name } => deleted(f, name),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }
@@ -773,7 +784,7 @@ impl fmt::Display for RecvTimeoutError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
-            Self::Deleted { name } => deleted(f, name),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! A topic has a fixed number of partitions. A record with a key goes to the partition its key
 //! hashes to (Kafka's murmur2, so the mapping is stable); a record without a key goes round-robin.
 //! Each partition numbers its messages 0, 1, 2, ... with no gaps, and stamps them with the
-//! broker's clock, never going backwards.
+//! broker's clock, never going backwards. (A compacted topic,
+//! [`TopicOptions::compaction`](crate::TopicOptions::compaction), removes superseded messages
+//! and so leaves gaps; offsets still rise.)
 //!
 //! # Retention and overflow
 //!

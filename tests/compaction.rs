@@ -264,3 +264,35 @@ fn a_held_message_is_not_compacted_under_it(backend: Backend) {
     assert_eq!(seen.len(), KEYS as usize);
     assert_eq!(seen[&key(1)].last(), Some(&(30 * 1000 + 1)));
 }
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// Figures, not a check: memory of a memory-mode compacted topic under churn on 100 keys
+/// (`cargo test --release --test compaction -- --ignored --nocapture`).
+#[test]
+#[ignore = "prints figures"]
+fn memory_figures_under_churn() {
+    let bus = Broker::memory();
+    let topic = bus.topic_with::<Vec<u8>>("prices", compacted(1)).unwrap();
+    let producer = topic.producer();
+    let mut figures = Vec::new();
+    for round in 0..30_000u32 {
+        let batch = (0..KEYS)
+            .map(|k| Record::new(vec![round as u8; 200]).key(key(k)))
+            .collect();
+        producer.send_record_batch(batch).unwrap();
+        if round % 3_000 == 2_999 {
+            figures.push((u64::from(round + 1) * u64::from(KEYS), rss_kib()));
+        }
+    }
+    eprintln!("(messages sent, RSS KiB) with 100 keys, 200-byte payloads: {figures:?}");
+}

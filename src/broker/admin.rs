@@ -62,7 +62,7 @@ impl Broker {
     /// let orders = bus.topic::<u32>("orders")?;
     /// let mut reader = orders.subscribe(Start::Earliest)?;
     /// bus.delete_topic("orders")?;
-    /// assert!(matches!(reader.recv(), Err(RecvError::Deleted { .. })));
+    /// assert!(matches!(reader.recv(), Err(RecvError::Deleted(_))));
     /// let back = orders.producer().send(7).unwrap_err();
     /// assert!(matches!(back, SendError::Failed(7, Error::Deleted { .. })));
     /// assert!(matches!(bus.delete_topic("orders"), Err(Error::NotFound { .. })));

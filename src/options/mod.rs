@@ -203,6 +203,9 @@ impl TopicOptions {
     ///   bounded by its key set, not by count, byte or age limits. A later
     ///   [`retention`](Self::retention) with a limit is refused with
     ///   [`Error::InvalidOption`](crate::Error::InvalidOption).
+    /// - **Counts.** [`Topic::offsets`](crate::Topic::offsets) still spans the gaps, and
+    ///   [`Topic::retained`](crate::Topic::retained) and
+    ///   [`Consumer::lag`](crate::Consumer::lag) count offsets, so they include removed ones.
     /// - **Where it runs.** In memory, superseded messages are dropped in amortized passes
     ///   over sealed segments (a segment a reader or a held message still uses is compacted in a
     ///   later pass). In a durable store, the writer thread deletes the superseded row in the

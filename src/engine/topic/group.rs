@@ -432,6 +432,7 @@ impl<T: Payload> Source<T> for Member<T> {
         self.topic.has_ended()
     }
 
+    #[inline]
     fn deleted(&self) -> Option<String> {
         self.topic.is_deleted().then(|| self.topic.name.clone())
     }

@@ -361,8 +361,8 @@ impl<T: Payload> TopicCore<T> {
         wait: Wait<'_>,
     ) -> Result<bool, Fail> {
         let mut log = self.partitions[partition as usize].lock();
-        if self.context.is_closed() {
-            return Err(Fail::Disconnected);
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err(self.closed());
         }
         log.wait_for_room(id, wait);
         let room = self.has_room(&mut log, size);
@@ -378,8 +378,8 @@ impl<T: Payload> TopicCore<T> {
         let mut backoff = Backoff::new();
         loop {
             let mut log = self.partitions[partition as usize].lock();
-            if self.context.is_closed() {
-                return Err(Fail::Disconnected);
+            if self.context.is_closed() || self.gone.is_set() {
+                return Err(self.closed());
             }
             if self.has_room(&mut log, size) {
                 log.remove_writer(id);
@@ -507,6 +507,7 @@ impl<T> TopicCore<T> {
     }
 
     /// Whether the topic was deleted.
+    #[inline]
     pub(crate) fn is_deleted(&self) -> bool {
         self.gone.is_set()
     }

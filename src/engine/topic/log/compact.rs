@@ -30,6 +30,7 @@ fn key_of<T>(entry: &Entry<T>) -> Option<&[u8]> {
 
 impl Compactor {
     /// Notes that `entry` is the latest message of its key, at `offset`.
+    #[inline(never)]
     pub(super) fn pushed<T>(&mut self, entry: &Entry<T>, offset: u64) {
         let Some(key) = key_of(entry) else {
             return;
@@ -58,6 +59,8 @@ impl Compactor {
 impl<T> Log<T> {
     /// Drops superseded messages from every sealed segment no reader shares; drops segments
     /// left empty.
+    #[cold]
+    #[inline(never)]
     pub(super) fn compact(&mut self) {
         let Some(compactor) = self.compaction.as_deref_mut() else {
             return;
@@ -96,25 +99,32 @@ impl<T> Log<T> {
     }
 
     /// The segment holding `offset`, if it is in memory.
+    #[inline]
     pub(super) fn segment_of(&self, offset: u64) -> Option<&Arc<Segment<T>>> {
         let first = self.segments.front()?.start;
         let index = usize::try_from(offset.checked_sub(first)? / SEGMENT).ok()?;
         match self.segments.get(index) {
             Some(s) if s.start <= offset => Some(s),
             // Compaction dropped segments before it: search.
-            _ if self.compaction.is_some() => {
-                let i = self
-                    .segments
-                    .partition_point(|s| s.start + SEGMENT <= offset);
-                self.segments.get(i).filter(|s| s.start <= offset)
-            }
+            _ if self.compaction.is_some() => self.search(offset),
             _ => None,
         }
+    }
+
+    /// [`segment_of`](Self::segment_of) in a compacted log, out of line.
+    #[cold]
+    #[inline(never)]
+    fn search(&self, offset: u64) -> Option<&Arc<Segment<T>>> {
+        let i = self
+            .segments
+            .partition_point(|s| s.start + SEGMENT <= offset);
+        self.segments.get(i).filter(|s| s.start <= offset)
     }
 
     /// The first offset at or after `offset` that compaction left (or `end`); `offset` itself
     /// on a topic that is not compacted. Below the in-memory tail it reads the store; if that
     /// fails, it stops there, for the read to report it.
+    #[inline(never)]
     pub(crate) fn skip_gap(&mut self, mut offset: u64) -> u64 {
         if self.compaction.is_none() {
             return offset;

@@ -1,5 +1,6 @@
 //! `Partition`: one partition's in-memory log — segments of write-once slots that readers follow
-//! without the lock, gap-free offsets, trimming by retention, `Block` or `Lag`.
+//! without the lock, offsets (gap-free unless compacted: see [`compact`]), trimming by
+//! retention, `Block` or `Lag`.
 //!
 //! Producers append under the partition's lock: they set the next slot of the tail segment (a
 //! `OnceLock`, written once) and then publish the new end offset. A reader that is caught up
@@ -157,12 +158,12 @@ pub(crate) struct Log<T> {
     /// Positions of readers that `Block` must wait for: subscribers' next offsets and groups'
     /// first unacked offsets. `None` marks a free slot.
     cursors: Vec<Option<Arc<AtomicU64>>>,
-    /// Compacted topics: each key's latest offset (see [`compact`]).
-    compaction: Option<Box<compact::Compactor>>,
     /// Consumers waiting for a message.
     pub(crate) readers: Waiters,
     /// Producers waiting for room (`Block`).
     pub(crate) writers: Waiters,
+    /// Compacted topics: each key's latest offset (see [`compact`]).
+    compaction: Option<Box<compact::Compactor>>,
 }
 
 /// What a read found.
@@ -267,6 +268,7 @@ impl<T> Partition<T> {
     /// Reads the next message without the lock, if that can be decided without it: `None`
     /// means take the lock and use [`read_locked`](Self::read_locked). `lag` says retention
     /// may trim past readers (`Overflow::Lag`).
+    #[inline]
     pub(crate) fn read_fast(&self, reader: &mut Reader<T>, lag: bool) -> Option<Read<T>> {
         if reader.next >= self.published.end.load(Ordering::Acquire) {
             return Some(Read::Empty);
@@ -291,6 +293,7 @@ impl<T> Partition<T> {
 
     /// Reads the next message under the lock, registering waiter `id` as `wait` says when there
     /// is none.
+    #[inline]
     pub(crate) fn read_locked(
         &self,
         log: &mut Log<T>,
@@ -308,12 +311,7 @@ impl<T> Partition<T> {
             );
         }
         if log.compaction.is_some() {
-            // Compacted away: the reader moves on to the next offset there is.
-            let next = log.skip_gap(reader.next);
-            if next != reader.next {
-                reader.next = next;
-                reader.segment = None;
-            }
+            Self::skip_compacted(log, reader);
         }
         if reader.next < log.hot {
             match log.cold(reader.next) {
@@ -348,6 +346,18 @@ impl<T> Partition<T> {
                 log.readers.register(id, wait);
                 (Read::Empty, Woken::none())
             }
+        }
+    }
+
+    /// Compacted away: the reader moves on to the next offset there is. Out of line, so that
+    /// the readers of other topics keep their code as it was.
+    #[cold]
+    #[inline(never)]
+    fn skip_compacted(log: &mut Log<T>, reader: &mut Reader<T>) {
+        let next = log.skip_gap(reader.next);
+        if next != reader.next {
+            reader.next = next;
+            reader.segment = None;
         }
     }
 
