@@ -296,3 +296,26 @@ fn memory_figures_under_churn() {
     }
     eprintln!("(messages sent, RSS KiB) with 100 keys, 200-byte payloads: {figures:?}");
 }
+
+/// Figures, not a check: keyed sends one by one to a compacted topic and to a plain one with
+/// unlimited retention, memory mode.
+#[test]
+#[ignore = "prints figures"]
+fn send_rate_figures() {
+    let n = 1_000_000u64;
+    for options in [
+        TopicOptions::default().retention(Retention::unlimited()),
+        compacted(1),
+    ] {
+        let bus = Broker::memory();
+        let producer = bus.topic_with::<u64>("t", options).unwrap().producer();
+        let keys: Vec<String> = (0..KEYS).map(key).collect();
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let k = &keys[(i % u64::from(KEYS)) as usize];
+            producer.send_record(Record::new(i).key(k)).unwrap();
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64() / 1e6;
+        eprintln!("compacted {}: {rate:.2} M sends/s", options.is_compacted());
+    }
+}
