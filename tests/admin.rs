@@ -283,7 +283,8 @@ fn a_producer_waiting_for_room_wakes_when_its_topic_is_deleted(backend: Backend)
     }
 }
 
-/// A compacted topic's key index goes with it: a namesake starts with no keys.
+/// A compacted topic (whose key index is a table of another key type) deletes cleanly, and a
+/// namesake starts afresh.
 #[test]
 fn deleting_a_compacted_topic_drops_its_key_index() {
     let dir = common::fresh_dir("admin-compacted");
@@ -300,7 +301,7 @@ fn deleting_a_compacted_topic_drops_its_key_index() {
     bus.delete_topic("prices").unwrap();
     let prices = bus.topic_with::<u32>("prices", options).unwrap();
     let producer = prices.producer();
-    // Offset 0 again: with a stale index, storing it would delete this very row.
+    // Offset 0 again, for a fresh topic.
     producer
         .send_record(embus::Record::new(10).key("apple"))
         .unwrap();
