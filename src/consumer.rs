@@ -9,7 +9,7 @@ use crate::engine::notify::{Backoff, Deadline, Wait};
 use crate::engine::queue::QueueConsumer;
 use crate::engine::topic::{Member, Subscriber};
 use crate::engine::{Poll, Source};
-use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
+use crate::error::{Deleted, RecvError, RecvTimeoutError, TryRecvError};
 use crate::message::Message;
 use crate::record::Payload;
 
@@ -77,6 +77,8 @@ pub(crate) enum Fail {
     /// Nothing before the deadline (`Empty` for `try_recv`, `Timeout` otherwise).
     Empty,
     Disconnected,
+    /// The topic or queue was deleted: the end too.
+    Deleted(Box<Deleted>),
     /// Lag, damaged data or a failing store: not the end.
     Error(RecvError),
 }
@@ -92,7 +94,20 @@ fn look<T>(source: &mut impl Source<T>, wait: Wait<'_>) -> Option<Result<Message
             Poll::Empty => None,
         }
     }
-    if let Some(result) = decided(source.poll(wait)) {
+    // Deleted: no message after that (a group's or queue's would only come back when
+    // released); and again after a poll that registered: a delete sets the flag before it
+    // wakes waiters under the locks that poll took, so a waiter it missed sees it here.
+    if let Some(name) = source.deleted() {
+        return Some(Err(Fail::Deleted(Deleted::new(name))));
+    }
+    let poll = source.poll(wait);
+    if !poll.is_ready()
+        && wait.takes_locks()
+        && let Some(name) = source.deleted()
+    {
+        return Some(Err(Fail::Deleted(Deleted::new(name))));
+    }
+    if let Some(result) = decided(poll) {
         return Some(result);
     }
     if source.is_closed() {
@@ -141,6 +156,14 @@ impl<T: Payload> Source<T> for Flavor<T> {
             Self::Subscriber(s) => s.is_closed(),
             Self::Member(m) => m.is_closed(),
             Self::Queue(q) => q.is_closed(),
+        }
+    }
+
+    fn deleted(&self) -> Option<String> {
+        match self {
+            Self::Subscriber(s) => s.deleted(),
+            Self::Member(m) => m.deleted(),
+            Self::Queue(q) => q.deleted(),
         }
     }
 
@@ -250,6 +273,7 @@ impl<T: Payload> Consumer<T> {
         self.receive(Deadline::Now).map_err(|fail| match fail {
             Fail::Empty => TryRecvError::Empty,
             Fail::Disconnected => TryRecvError::Disconnected,
+            Fail::Deleted(d) => TryRecvError::Deleted(d),
             Fail::Error(error) => error.into(),
         })
     }
@@ -274,12 +298,14 @@ impl<T: Payload> Consumer<T> {
             .map_err(|fail| match fail {
                 Fail::Empty => RecvTimeoutError::Timeout,
                 Fail::Disconnected => RecvTimeoutError::Disconnected,
+                Fail::Deleted(d) => RecvTimeoutError::Deleted(d),
                 Fail::Error(error) => error.into(),
             })
     }
 
     /// A blocking iterator. It yields `Lagged`, `Undecodable` and `Failed` as `Err` and keeps
-    /// going, and ends when the broker is closed and nothing is left.
+    /// going, and ends when the broker is closed and nothing is left, or the topic or queue is
+    /// deleted ([`recv`](Self::recv) says which).
     ///
     /// Handle the errors rather than skipping them (`.flatten()`): a group member that drops an
     /// [`Undecodable`](crate::Undecodable) without [`ack`](crate::Undecodable::ack)ing it gets
@@ -355,6 +381,7 @@ impl Fail {
     fn into_recv_error(self) -> RecvError {
         match self {
             Self::Error(error) => error,
+            Self::Deleted(d) => RecvError::Deleted(d),
             Self::Empty | Self::Disconnected => RecvError::Disconnected,
         }
     }
@@ -390,7 +417,7 @@ pub struct IntoIter<T> {
 
 fn next_blocking<T: Payload>(consumer: &mut Consumer<T>) -> Option<Result<Message<T>, RecvError>> {
     match consumer.recv() {
-        Err(RecvError::Disconnected) => None,
+        Err(RecvError::Disconnected | RecvError::Deleted(_)) => None,
         other => Some(other),
     }
 }
@@ -420,7 +447,9 @@ impl<T: Payload> Iterator for TryIter<'_, T> {
             Err(TryRecvError::Lagged { skipped }) => Some(Err(RecvError::Lagged { skipped })),
             Err(TryRecvError::Undecodable(u)) => Some(Err(RecvError::Undecodable(u))),
             Err(TryRecvError::Failed(f)) => Some(Err(RecvError::Failed(f))),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected | TryRecvError::Deleted(_)) => {
+                None
+            }
         }
     }
 }

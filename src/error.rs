@@ -144,6 +144,39 @@ pub enum Error {
         /// The queue.
         queue: String,
     },
+    /// A record without a key sent to a compacted topic
+    /// ([`TopicOptions::compaction`](crate::TopicOptions::compaction)): compaction keeps the last
+    /// message per key, so every record needs one. The record is handed back in the send error.
+    #[error("topic `{topic}` is compacted: every record needs a key (Record::key)")]
+    KeyRequired {
+        /// The topic.
+        topic: String,
+    },
+    /// No topic or queue of this name is declared in this run or stored in the file
+    /// ([`Broker::delete_topic`](crate::Broker::delete_topic),
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue)).
+    #[error("no topic or queue named `{name}`")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// The topic or queue was deleted ([`Broker::delete_topic`](crate::Broker::delete_topic),
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue)): a handle, producer or message
+    /// of it can no longer be used. Declaring the name again creates a fresh one.
+    #[error("`{name}` was deleted")]
+    Deleted {
+        /// The topic or queue.
+        name: String,
+    },
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue) of a queue that another queue
+    /// still uses as its dead-letter queue: delete that one first.
+    #[error("queue `{name}` is the dead-letter queue of `{user}`; delete `{user}` first")]
+    InUse {
+        /// The queue that was to be deleted.
+        name: String,
+        /// A queue or group that dead-letters into it.
+        user: String,
+    },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {
@@ -584,6 +617,10 @@ pub enum RecvError {
     /// The durable store could not read a retained message back, even after retrying (I/O, or
     /// a store poisoned by a failed commit). Nothing was skipped: the next receive tries again.
     Failed(Box<ReadFailure>),
+    /// The topic or queue was deleted ([`Broker::delete_topic`](crate::Broker::delete_topic),
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue)): like `Disconnected`, the end of
+    /// this consumer's stream (a blocked receive wakes with it; iterators end).
+    Deleted(Box<Deleted>),
 }
 
 /// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
@@ -603,6 +640,8 @@ pub enum TryRecvError {
     Undecodable(Box<Undecodable>),
     /// See [`RecvError::Failed`]. While a read is retried, `try_recv` returns `Empty`.
     Failed(Box<ReadFailure>),
+    /// See [`RecvError::Deleted`].
+    Deleted(Box<Deleted>),
 }
 
 /// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
@@ -623,6 +662,8 @@ pub enum RecvTimeoutError {
     Undecodable(Box<Undecodable>),
     /// See [`RecvError::Failed`].
     Failed(Box<ReadFailure>),
+    /// See [`RecvError::Deleted`].
+    Deleted(Box<Deleted>),
 }
 
 impl TryRecvError {
@@ -663,6 +704,7 @@ impl From<RecvError> for TryRecvError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
+            RecvError::Deleted(d) => Self::Deleted(d),
         }
     }
 }
@@ -674,11 +716,36 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
+            RecvError::Deleted(d) => Self::Deleted(d),
         }
     }
 }
 
 const RECV_CLOSED: &str = "receiving on a closed broker";
+
+/// What [`RecvError::Deleted`] (and its `try` and `timeout` kin) carries: the topic or queue
+/// that was deleted. Boxed, so that receive errors stay as small as they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    name: String,
+}
+
+impl Deleted {
+    pub(crate) fn new(name: String) -> Box<Self> {
+        Box::new(Self { name })
+    }
+
+    /// The topic or queue.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for Deleted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "receiving from `{}`, which was deleted", self.name)
+    }
+}
 
 fn lagged(f: &mut fmt::Formatter<'_>, skipped: u64) -> fmt::Result {
     write!(f, "consumer lagged: {skipped} messages skipped")
@@ -691,6 +758,7 @@ impl fmt::Display for RecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }
@@ -703,6 +771,7 @@ impl fmt::Display for TryRecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }
@@ -715,6 +784,7 @@ impl fmt::Display for RecvTimeoutError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::Deleted(d) => d.fmt(f),
         }
     }
 }

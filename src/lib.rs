@@ -126,8 +126,8 @@ pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};
 pub use crate::error::{
-    Ended, Error, ReadFailure, RecvError, RecvTimeoutError, Result, SendError, SendTimeoutError,
-    TryRecvError, TrySendError, Undecodable,
+    Deleted, Ended, Error, ReadFailure, RecvError, RecvTimeoutError, Result, SendError,
+    SendTimeoutError, TryRecvError, TrySendError, Undecodable,
 };
 pub use crate::message::{Message, Peeked};
 pub use crate::options::{

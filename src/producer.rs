@@ -237,16 +237,38 @@ impl<T: Payload> Producer<T> {
     /// ```
     pub fn send_batch(&self, msgs: Vec<T>) -> Result<Vec<Receipt>, SendError<Vec<T>>> {
         let records: Vec<Record<T>> = msgs.into_iter().map(Record::new).collect();
+        self.send_record_batch(records)
+            .map_err(|e| e.map(|unsent| unsent.into_iter().map(Record::into_payload).collect()))
+    }
+
+    /// [`send_batch`](Self::send_batch) of [`Record`]s (keys, headers): one store call per
+    /// partition, and for a durable broker one commit.
+    ///
+    /// # Errors
+    /// As [`send_batch`](Self::send_batch), handing the unsent records back; on a compacted
+    /// topic, a record without a key refuses the whole batch
+    /// ([`Error::KeyRequired`](crate::Error::KeyRequired)).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::Record;
+    /// let bus = embus::Broker::memory();
+    /// let producer = bus.topic::<u32>("t")?.producer();
+    /// let batch = vec![Record::new(1).key("a"), Record::new(2).key("b")];
+    /// assert_eq!(producer.send_record_batch(batch)?.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_record_batch(
+        &self,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, SendError<Vec<Record<T>>>> {
         let result = match &self.target {
             Target::Topic(t) => t.publish_batch(records),
             Target::Queue(q) => q.publish_batch(records),
         };
-        result.map_err(|(unsent, fail)| {
-            let msgs = unsent.into_iter().map(Record::into_payload).collect();
-            match fail {
-                Fail::Failed(e) => SendError::Failed(msgs, e),
-                Fail::Full | Fail::Disconnected => SendError::Disconnected(msgs),
-            }
+        result.map_err(|(unsent, fail)| match fail {
+            Fail::Failed(e) => SendError::Failed(unsent, e),
+            Fail::Full | Fail::Disconnected => SendError::Disconnected(unsent),
         })
     }
 }

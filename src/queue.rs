@@ -296,6 +296,7 @@ impl<T: Payload> Queue<T> {
     /// [`Error::NoDeadLetterQueue`] if the queue has none; [`Error::Closed`];
     /// [`Error::Poisoned`] if the store can no longer record the move.
     pub fn dead_letter_undecodable(&self) -> Result<usize, Error> {
+        self.core.check_live()?;
         self.core.dead_letter_undecodable()
     }
 }

@@ -5,7 +5,9 @@
 //! A topic has a fixed number of partitions. A record with a key goes to the partition its key
 //! hashes to (Kafka's murmur2, so the mapping is stable); a record without a key goes round-robin.
 //! Each partition numbers its messages 0, 1, 2, ... with no gaps, and stamps them with the
-//! broker's clock, never going backwards.
+//! broker's clock, never going backwards. (A compacted topic,
+//! [`TopicOptions::compaction`](crate::TopicOptions::compaction), removes superseded messages
+//! and so leaves gaps; offsets still rise.)
 //!
 //! # Retention and overflow
 //!
@@ -111,7 +113,7 @@ impl<T: Payload> Topic<T> {
     /// # Ok(()) }
     /// ```
     pub fn subscribe(&self, start: Start) -> Result<Consumer<T>, Error> {
-        self.core.context.check_open()?;
+        self.core.check_live()?;
         Ok(Consumer::subscriber(Subscriber::new(
             Arc::clone(&self.core),
             start,
@@ -133,7 +135,7 @@ impl<T: Payload> Topic<T> {
     /// [`Error::InvalidName`]; [`Error::Closed`].
     pub fn join_group_with(&self, name: &str, start: Start) -> Result<Consumer<T>, Error> {
         validate_name(name)?;
-        self.core.context.check_open()?;
+        self.core.check_live()?;
         let group = self.core.group(name, start);
         Ok(Consumer::member(Member::join(
             Arc::clone(&self.core),

@@ -1,6 +1,7 @@
 //! [`Broker`]: the handle to one bus — the name registry (one namespace for topics and queues),
 //! the `Mismatch` check, close and `wait_idle`.
 
+mod admin;
 mod builder;
 
 pub use self::builder::BrokerBuilder;

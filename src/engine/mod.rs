@@ -66,8 +66,30 @@ impl Drop for Life {
     }
 }
 
+/// Set once a topic or queue is deleted ([`Control::delete`]): its handles, producers and
+/// consumers then fail with `Error::Deleted` / `RecvError::Deleted`.
+#[derive(Default)]
+pub(crate) struct Gone(AtomicBool);
+
+impl Gone {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// What the broker needs of a topic or queue without knowing its payload type.
 pub(crate) trait Control: Send + Sync {
+    /// Its deleted flag.
+    fn gone(&self) -> &Gone;
+    /// What the store's writer knows it by (its partitions, or the queue).
+    fn sinks(&self) -> Vec<Arc<dyn crate::store::Sink>>;
+    /// Marks it deleted and wakes everyone blocked on it, so they see it: waiting under its
+    /// locks, so a send that staged before the flag was set has handed its records to the
+    /// store before this returns.
+    fn delete(&self) {
+        self.gone().0.store(true, Ordering::Release);
+        self.wake_all();
+    }
     /// Wakes every blocked consumer and producer so they re-check (close, clock advance).
     fn wake_all(&self);
     /// `None` when idle; otherwise what is pending, for `Error::NotIdle`.
@@ -97,6 +119,8 @@ impl<T> Poll<T> {
 pub(crate) trait Source<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T>;
     fn is_closed(&self) -> bool;
+    /// The name of its topic or queue once that is deleted.
+    fn deleted(&self) -> Option<String>;
     /// A moment to re-check even if nobody wakes us (the next ack timeout).
     fn wake_at(&self) -> Option<Instant> {
         None

@@ -17,6 +17,7 @@ use crate::codec::{Bincode, Codec};
 use crate::error::Error;
 use crate::options::{QueueOptions, TopicOptions, validate_name};
 use crate::record::Payload;
+use crate::store::LogId;
 
 /// The version of the stored declaration encoding this build writes. Version 1 (bincode, with
 /// `std::any::type_name` as the payload's identity) is still read.
@@ -363,6 +364,137 @@ impl Context {
         })?;
         self.store.declare(name, bytes);
         Ok(())
+    }
+}
+
+/// Listing and deleting (`Broker::topics`, `queues`, `delete_topic`, `delete_queue`).
+impl Context {
+    /// The names of every topic (or queue) declared in this run or stored in the file, sorted.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if a stored declaration cannot be read; a store read failure.
+    pub(crate) fn names(&self, queues: bool) -> Result<Vec<String>, Error> {
+        let kind = if queues { Kind::Queue } else { Kind::Topic };
+        let mut names: Vec<String> = self
+            .registry
+            .declared
+            .lock()
+            .iter()
+            .filter(|(_, d)| d.options.kind() == kind)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for (name, bytes) in self.store.declarations()? {
+            if self.stored_kind(&name, &bytes)? == kind {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Deletes the topic (or queue) `name`: wakes its handles with `Deleted`, forgets it, and
+    /// (durable mode) deletes its declaration, rows and group positions in one commit.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Mismatch`] if `name` is the other kind; [`Error::InUse`]
+    /// for a queue another queue dead-letters into; [`Error::Closed`]; a store failure.
+    pub(crate) fn delete(&self, name: &str, queue: bool) -> Result<(), Error> {
+        self.check_open()?;
+        let kind = if queue { Kind::Queue } else { Kind::Topic };
+        // Held throughout: nobody declares `name` again before its rows are gone.
+        let mut declared = self.registry.declared.lock();
+        let options = match declared.get(name) {
+            Some(d) => Some(d.options.clone()),
+            None => match self.store.declared(name)? {
+                Some(bytes) => self.stored_options(name, &bytes)?,
+                None => None,
+            },
+        };
+        let Some(options) = options else {
+            return Err(Error::NotFound {
+                name: name.to_owned(),
+            });
+        };
+        if options.kind() != kind {
+            return Err(Error::Mismatch {
+                name: name.to_owned(),
+                existing: format!("a {}", options.kind().name()),
+                requested: format!("a {} to delete", kind.name()),
+            });
+        }
+        if queue && let Some(user) = self.dead_letter_user(&declared, name)? {
+            return Err(Error::InUse {
+                name: name.to_owned(),
+                user,
+            });
+        }
+        let tables = match &options {
+            DeclaredOptions::Topic(o) => (0..o.partition_count())
+                .flat_map(|p| LogId::partition(name, p).tables())
+                .collect(),
+            DeclaredOptions::Queue(_) => LogId::queue(name).tables(),
+        };
+        let sinks = match declared.remove(name) {
+            Some(d) => {
+                d.control.delete();
+                d.control.sinks()
+            }
+            None => Vec::new(),
+        };
+        self.store.delete(name, tables, sinks, !queue)
+    }
+
+    /// A queue (declared or stored) whose dead-letter queue is `name`.
+    fn dead_letter_user(
+        &self,
+        declared: &HashMap<String, Declared>,
+        name: &str,
+    ) -> Result<Option<String>, Error> {
+        let uses = |o: &DeclaredOptions| match o {
+            DeclaredOptions::Queue(q) => q.dead_letter_queue() == Some(name),
+            DeclaredOptions::Topic(_) => false,
+        };
+        if let Some((user, _)) = declared.iter().find(|(_, d)| uses(&d.options)) {
+            return Ok(Some(user.clone()));
+        }
+        for (user, bytes) in self.store.declarations()? {
+            if user != name
+                && !declared.contains_key(&user)
+                && self
+                    .stored_options(&user, &bytes)?
+                    .is_some_and(|o| uses(&o))
+            {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The kind of a stored declaration.
+    fn stored_kind(&self, name: &str, bytes: &[u8]) -> Result<Kind, Error> {
+        read_declaration::<TopicOptions>(bytes, Kind::Topic)
+            .map(|found| found.kind)
+            .map_err(|detail| self.unreadable(name, &detail))
+    }
+
+    /// The options of a stored declaration.
+    fn stored_options(&self, name: &str, bytes: &[u8]) -> Result<Option<DeclaredOptions>, Error> {
+        let kind = self.stored_kind(name, bytes)?;
+        let options = match kind {
+            Kind::Topic => read_declaration::<TopicOptions>(bytes, kind)
+                .map(|f| f.options.map(DeclaredOptions::Topic)),
+            Kind::Queue => read_declaration::<QueueOptions>(bytes, kind)
+                .map(|f| f.options.map(DeclaredOptions::Queue)),
+        };
+        options.map_err(|detail| self.unreadable(name, &detail))
+    }
+
+    fn unreadable(&self, name: &str, detail: &str) -> Error {
+        Error::Corrupt {
+            path: self.store.path(),
+            detail: format!("the stored declaration of `{name}` cannot be read: {detail}"),
+        }
     }
 }
 

@@ -156,6 +156,8 @@ pub struct TopicOptions {
     partitions: u32,
     retention: Retention,
     overflow: Overflow,
+    /// Absent from declarations stored before compaction existed: off.
+    compaction: bool,
 }
 
 impl TopicOptions {
@@ -182,6 +184,64 @@ impl TopicOptions {
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
+    }
+
+    /// Keeps at least the last message of every key in each partition, like a Kafka compacted
+    /// topic; older messages of a key are removed. Default off.
+    ///
+    /// - **What a reader sees.** A subscriber from [`Start::Earliest`](crate::Start::Earliest)
+    ///   (and a new group) sees the latest value of every key, and may also see older values
+    ///   not compacted yet. Order per partition is kept.
+    /// - **Offsets stay as assigned.** Compaction leaves gaps: offsets still rise, and readers
+    ///   skip removed ones. A group whose unacked message was compacted away moves past it
+    ///   (it was superseded), as a Kafka consumer does.
+    /// - **Every record needs a key.** A record without one is refused at send with
+    ///   [`Error::KeyRequired`](crate::Error::KeyRequired), the record handed back (Kafka
+    ///   refuses them too: there is nothing to compact it by).
+    /// - **Retention.** `compaction(true)` sets [`Retention::unlimited`]: a compacted topic
+    ///   holds one message per distinct key (plus what is not compacted yet), so its size is
+    ///   bounded by its key set, not by count, byte or age limits. A later
+    ///   [`retention`](Self::retention) with a limit is refused with
+    ///   [`Error::InvalidOption`](crate::Error::InvalidOption).
+    /// - **Counts.** [`Topic::offsets`](crate::Topic::offsets) still spans the gaps, and
+    ///   [`Topic::retained`](crate::Topic::retained) and
+    ///   [`Consumer::lag`](crate::Consumer::lag) count offsets, so they include removed ones.
+    /// - **Where it runs.** In memory, superseded messages are dropped in amortized passes
+    ///   over sealed segments (a segment a reader or a held message still uses is compacted in a
+    ///   later pass). In a durable store, the writer thread deletes the superseded row in the
+    ///   commit that stores its successor, through a small per-partition table of each key's
+    ///   latest offset; the producer's thread does no compaction work, and a reopen reads
+    ///   nothing more than before.
+    ///
+    /// ```
+    /// use embus::{Broker, Record, Start, TopicOptions};
+    ///
+    /// let bus = Broker::memory();
+    /// let prices = bus.topic_with::<u32>("prices", TopicOptions::default().compaction(true))?;
+    /// let producer = prices.producer();
+    /// for round in 0..3 {
+    ///     producer.send_record(Record::new(round).key("apple"))?;
+    /// }
+    /// let mut reader = prices.subscribe(Start::Earliest)?;
+    /// let mut last = None;
+    /// while let Ok(message) = reader.try_recv() {
+    ///     last = Some(*message.payload());
+    /// }
+    /// assert_eq!(last, Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn compaction(mut self, on: bool) -> Self {
+        self.compaction = on;
+        if on {
+            self.retention = Retention::unlimited();
+        }
+        self
+    }
+
+    /// Whether the topic is compacted ([`compaction`](Self::compaction)).
+    pub fn is_compacted(&self) -> bool {
+        self.compaction
     }
 
     /// The partition count.
@@ -216,6 +276,13 @@ impl TopicOptions {
         if self.retention.age == Some(Duration::ZERO) {
             return bad("retention", "Retention::age must be longer than zero");
         }
+        if self.compaction && self.retention != Retention::unlimited() {
+            return bad(
+                "retention",
+                "a compacted topic keeps the last value of every key: its retention must be \
+                 Retention::unlimited()",
+            );
+        }
         Ok(())
     }
 }
@@ -226,6 +293,7 @@ impl Default for TopicOptions {
             partitions: 1,
             retention: Retention::default(),
             overflow: Overflow::default(),
+            compaction: false,
         }
     }
 }

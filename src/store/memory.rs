@@ -1,9 +1,10 @@
 //! `MemoryStore`: persistence that keeps nothing; the in-memory logs are the truth.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::{Append, Loaded, LogId, Progress, Restored, Store, Ticket};
+use super::{Append, Loaded, LogId, Progress, Restored, Sink, Store, Ticket};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -31,6 +32,20 @@ impl Store for MemoryStore {
     }
 
     fn declare(&self, _name: &str, _declaration: Vec<u8>) {}
+
+    fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        Ok(Vec::new())
+    }
+
+    fn delete(
+        &self,
+        _name: &str,
+        _tables: Vec<String>,
+        _sinks: Vec<Arc<dyn Sink>>,
+        _topic: bool,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
 
     fn restore(&self, _log: &LogId) -> Result<Restored, Error> {
         Ok(Restored::default())

@@ -40,6 +40,9 @@ pub(crate) struct LogId {
     counts: String,
     /// The records' checksum seed ([`format::seed`] of `table`).
     seed: u32,
+    /// Compacted partitions: where a durable store keeps each key's latest offset (empty
+    /// otherwise).
+    keys: String,
 }
 
 impl LogId {
@@ -50,7 +53,17 @@ impl LogId {
             seed: format::seed(&table),
             table,
             counts: String::new(),
+            keys: String::new(),
         }
+    }
+
+    /// This partition is compacted (with `on`): a durable store deletes a row once a later
+    /// one of the same key is stored.
+    pub(crate) fn compacted(mut self, on: bool) -> Self {
+        if on {
+            self.keys = redb::keys_table(&self.table);
+        }
+        self
     }
 
     /// The queue `queue`.
@@ -60,6 +73,7 @@ impl LogId {
             seed: format::seed(&table),
             table,
             counts: redb::counts_table(queue),
+            keys: String::new(),
         }
     }
 
@@ -71,6 +85,24 @@ impl LogId {
     /// The delivery-count table (queues only).
     pub(crate) fn counts_table(&self) -> &str {
         &self.counts
+    }
+
+    /// The key index table (compacted partitions only; empty otherwise).
+    pub(crate) fn keys_table(&self) -> &str {
+        &self.keys
+    }
+
+    /// Every table a durable store may keep for this log (to delete it).
+    pub(crate) fn tables(&self) -> Vec<String> {
+        let mut tables = vec![self.table.clone()];
+        // A partition's key table exists only if it was compacted: name it anyway.
+        let keys = redb::keys_table(&self.table);
+        tables.extend(
+            [self.counts.clone(), keys]
+                .into_iter()
+                .filter(|t| !t.is_empty()),
+        );
+        tables
     }
 
     /// The records' checksum seed.
@@ -213,6 +245,29 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Stores a new declaration (rides the next commit).
     fn declare(&self, name: &str, declaration: Vec<u8>);
+
+    /// Every stored declaration: name and the engine's bytes (none for a store that keeps
+    /// nothing, the default).
+    fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes a topic's or queue's declaration, its `tables`, their bookkeeping and, for a
+    /// topic, its group positions, in one commit; returns once it is committed. Records of
+    /// these tables staged earlier are written first (and deleted with the rest).
+    /// `sinks` are the deleted object's: later progress or records of theirs (a consumer
+    /// still acking) are dropped, never written into a namesake declared afterwards.
+    /// A store that keeps nothing (the default) has nothing to delete.
+    fn delete(
+        &self,
+        name: &str,
+        tables: Vec<String>,
+        sinks: Vec<Arc<dyn Sink>>,
+        topic: bool,
+    ) -> Result<(), Error> {
+        let _ = (name, tables, sinks, topic);
+        Ok(())
+    }
 
     /// Where `log` stands.
     fn restore(&self, log: &LogId) -> Result<Restored, Error>;

@@ -79,7 +79,7 @@ impl<T> QueueCore<T> {
     fn lock_open(&self) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
         let now = self.context.clock.now();
         let state = self.state.lock();
-        (!self.context.is_closed()).then_some((now, state))
+        (!self.is_shut()).then_some((now, state))
     }
 }
 

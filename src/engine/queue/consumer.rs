@@ -128,6 +128,11 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn wake_at(&self) -> Option<std::time::Instant> {
         self.wake
     }
+
+    fn deleted(&self) -> Option<String> {
+        let queue = &self.link.queue;
+        queue.is_deleted().then(|| queue.name.clone())
+    }
 }
 
 impl<T> QueueConsumer<T> {

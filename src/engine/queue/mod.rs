@@ -22,7 +22,7 @@ use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
-use crate::engine::{Context, Control, Fail, Sent};
+use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{
@@ -70,6 +70,8 @@ pub(crate) struct QueueCore<T> {
     /// Live consumers (a dead-letter queue with one is worked on, see `IdleOptions`).
     consumers: AtomicUsize,
     pub(crate) context: Arc<Context>,
+    /// Set once the queue is deleted.
+    gone: Gone,
 }
 
 /// A queue as the store's writer sees it.
@@ -154,6 +156,7 @@ impl<T: Payload> QueueCore<T> {
             consumers: AtomicUsize::new(0),
             undecodable: Mutex::new(undecodable),
             context,
+            gone: Gone::default(),
         });
         let mut state = core.state.lock();
         core.publish_hints(&mut state);
@@ -222,7 +225,7 @@ impl<T: Payload> QueueCore<T> {
                 };
                 return Ok(job.ids.into_iter().map(receipt).collect());
             }
-            Ok(_) => Fail::Disconnected,
+            Ok(_) => self.closed(),
             Err(e) => Fail::Failed(e),
         };
         let back: Vec<Record<T>> = job.entries.into_iter().map(unshared).collect();
@@ -240,8 +243,8 @@ impl<T: Payload> QueueCore<T> {
         id: u64,
         wait: Wait<'_>,
     ) -> Result<Sent, (Record<T>, Fail)> {
-        if self.context.is_closed() {
-            return Err((record, Fail::Disconnected));
+        if self.is_shut() {
+            return Err((record, self.closed()));
         }
         if !self.reserve() {
             let room = match wait {
@@ -251,7 +254,7 @@ impl<T: Payload> QueueCore<T> {
             match room {
                 Room::Reserved => {}
                 Room::Registered => return Err((record, Fail::Full)),
-                Room::Closed => return Err((record, Fail::Disconnected)),
+                Room::Closed => return Err((record, self.closed())),
             }
         }
         self.append(record, true)
@@ -274,7 +277,7 @@ impl<T: Payload> QueueCore<T> {
                 };
                 return Ok((receipt, ticket));
             }
-            (Ok(_), None) => Fail::Disconnected,
+            (Ok(_), None) => self.closed(),
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
         };
@@ -371,7 +374,7 @@ impl<T> QueueCore<T> {
     /// capacity and close wakes waiters under.
     fn register_writer(&self, id: u64, wait: Wait<'_>) -> Room {
         let mut state = self.state.lock();
-        if self.context.is_closed() {
+        if self.is_shut() {
             return Room::Closed;
         }
         state.writers.register(id, wait);
@@ -403,8 +406,8 @@ impl<T> QueueCore<T> {
         let mut id = None;
         let mut backoff = Backoff::new();
         let result = loop {
-            if self.context.is_closed() {
-                break Err(Fail::Disconnected);
+            if self.is_shut() {
+                break Err(self.closed());
             }
             if self.reserve() {
                 break Ok(());
@@ -418,7 +421,7 @@ impl<T> QueueCore<T> {
             let waiter = *id.get_or_insert_with(|| self.context.next_id());
             match self.register_writer(waiter, Wait::Thread) {
                 Room::Reserved => return Ok(()),
-                Room::Closed => return Err(Fail::Disconnected),
+                Room::Closed => return Err(self.closed()),
                 Room::Registered => deadline.park(None),
             }
         };
@@ -681,7 +684,46 @@ fn unshared<T>(entry: Arc<Entry<T>>) -> Record<T> {
     }
 }
 
+/// Deleting: a deleted queue refuses sends like a closed broker, with its own error.
+impl<T> QueueCore<T> {
+    /// The broker closed or the queue deleted: no more sends.
+    fn is_shut(&self) -> bool {
+        self.context.is_closed() || self.gone.is_set()
+    }
+
+    /// Whether the queue was deleted.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.gone.is_set()
+    }
+
+    /// `Error::Deleted` once the queue is deleted, else whether the broker is open.
+    pub(crate) fn check_live(&self) -> Result<(), Error> {
+        if self.gone.is_set() {
+            return Err(Error::Deleted {
+                name: self.name.clone(),
+            });
+        }
+        self.context.check_open()
+    }
+
+    /// Why a send declined as closed failed: the queue deleted, or the broker closed.
+    fn closed(&self) -> Fail {
+        match self.check_live() {
+            Err(e @ Error::Deleted { .. }) => Fail::Failed(e),
+            _ => Fail::Disconnected,
+        }
+    }
+}
+
 impl<T: Payload> Control for QueueCore<T> {
+    fn gone(&self) -> &Gone {
+        &self.gone
+    }
+
+    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        vec![Arc::clone(&self.sink)]
+    }
+
     fn wake_all(&self) {
         // A clock advance fires ack timeouts here, even if no consumer is looking.
         self.with_expired(|_| ());

@@ -71,8 +71,8 @@ impl Part {
         partition: u32,
     ) -> Woken {
         let position = self.first_unacked();
-        if position == self.position {
-            return Woken::none();
+        if position == self.position || topic.is_deleted() {
+            return Woken::none(); // a deleted topic's positions are gone with it
         }
         self.position = position;
         topic.context.store.progress(Progress::GroupPosition {
@@ -347,6 +347,16 @@ impl<T: Payload> Source<T> for Member<T> {
                     continue;
                 }
             };
+            if log.is_gap(offset) {
+                // Compacted away (superseded): the group moves past it, and past the gap.
+                part.pending.remove(&offset);
+                part.next = log.skip_gap(part.next);
+                let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                drop(log);
+                drop(state);
+                woken.wake();
+                return self.poll(wait);
+            }
             let read = if offset < log.hot() {
                 log.cold(offset)
             } else {
@@ -420,6 +430,11 @@ impl<T: Payload> Source<T> for Member<T> {
 
     fn is_closed(&self) -> bool {
         self.topic.has_ended()
+    }
+
+    #[inline]
+    fn deleted(&self) -> Option<String> {
+        self.topic.is_deleted().then(|| self.topic.name.clone())
     }
 
     fn wake_at(&self) -> Option<std::time::Instant> {

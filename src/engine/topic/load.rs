@@ -18,6 +18,9 @@ pub(super) struct PartitionLoad {
     pub(super) codec: CodecKind,
     pub(super) name: String,
     pub(super) partition: u32,
+    /// A compacted topic: offsets without a row were compacted away, not lost, so
+    /// [`rows`](Load::rows) answers only for the rows there are.
+    pub(super) compacted: bool,
 }
 
 impl PartitionLoad {
@@ -29,18 +32,20 @@ impl PartitionLoad {
     /// Visits every offset of `from..to` with its stored row, or why there is none. A range
     /// the store reports as corrupt (a damaged page; redb may panic on one) is split in halves,
     /// down to single records, so that damage costs only the records it hit.
+    /// With `sparse`, offsets without a row are not visited.
     fn visit(
         &self,
         from: u64,
         to: u64,
+        sparse: bool,
         visit: &mut dyn FnMut(u64, Result<Loaded, String>),
     ) -> Result<(), Error> {
         let rows = match self.store.load(&self.log, from, to) {
             Ok(rows) => rows,
             Err(Error::Corrupt { .. }) if to - from > 1 => {
                 let mid = from + (to - from) / 2;
-                self.visit(from, mid, visit)?;
-                return self.visit(mid, to, visit);
+                self.visit(from, mid, sparse, visit)?;
+                return self.visit(mid, to, sparse, visit);
             }
             Err(Error::Corrupt { detail, .. }) => {
                 visit(from, Err(format!("the store cannot read it: {detail}")));
@@ -48,6 +53,12 @@ impl PartitionLoad {
             }
             Err(e) => return Err(e),
         };
+        if sparse {
+            for row in rows {
+                visit(row.key, Ok(row));
+            }
+            return Ok(());
+        }
         let mut rows = rows.into_iter().peekable();
         for at in from..to {
             match rows.next_if(|row| row.key == at) {
@@ -61,8 +72,9 @@ impl PartitionLoad {
 
 impl<T: Payload> Load<T> for PartitionLoad {
     fn rows(&self, from: u64, to: u64) -> Result<Vec<(u64, Row<T>)>, Error> {
-        let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
-        self.visit(from, to, &mut |at, row| {
+        let dense = if self.compacted { 0 } else { to - from };
+        let mut out = Vec::with_capacity(usize::try_from(dense).unwrap_or(0));
+        self.visit(from, to, self.compacted, &mut |at, row| {
             let row = match row {
                 Err(message) => Err(self.undecodable(at, message, Vec::new())),
                 Ok(row) => {
@@ -80,7 +92,7 @@ impl<T: Payload> Load<T> for PartitionLoad {
 
     fn heads(&self, from: u64, to: u64) -> Result<Vec<(Nanos, u32)>, Error> {
         let mut out = Vec::with_capacity(usize::try_from(to - from).unwrap_or(0));
-        self.visit(from, to, &mut |_, row| {
+        self.visit(from, to, false, &mut |_, row| {
             // A damaged record counts as expired and empty; its neighbours keep their heads.
             let head = row
                 .ok()

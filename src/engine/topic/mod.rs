@@ -19,7 +19,7 @@ pub(crate) use self::subscriber::Subscriber;
 
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
-use crate::engine::{Context, Control, Fail, Sent};
+use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
@@ -38,6 +38,8 @@ pub(crate) struct TopicCore<T> {
     /// Payloads to and from the store's bytes.
     coder: seam::Coder<T>,
     pub(crate) context: Arc<Context>,
+    /// Set once the topic is deleted.
+    gone: Gone,
 }
 
 /// A partition as the store's writer sees it.
@@ -90,9 +92,11 @@ impl<T: Payload> TopicCore<T> {
                     codec: context.codec,
                     name: name.to_owned(),
                     partition: p,
+                    compacted: options.is_compacted(),
                 }) as Loader<T>
             });
-            partitions.push(Partition::restored(&restored, load, indexed));
+            let partition = Partition::restored(&restored, load, indexed);
+            partitions.push(partition.compacted(options.is_compacted()));
         }
         // Retention as of now: a crash may have left the file one commit behind the trims.
         let now = context.clock.now();
@@ -110,7 +114,7 @@ impl<T: Payload> TopicCore<T> {
                     Arc::new(PartitionSink {
                         topic: Weak::clone(me),
                         partition,
-                        log: LogId::partition(name, partition),
+                        log: LogId::partition(name, partition).compacted(options.is_compacted()),
                     }) as Arc<dyn Sink>
                 })
                 .collect(),
@@ -118,6 +122,7 @@ impl<T: Payload> TopicCore<T> {
             groups: Mutex::new(HashMap::new()),
             coder: seam::Coder::new(name, context.codec),
             context,
+            gone: Gone::default(),
         });
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
         names.dedup();
@@ -198,6 +203,9 @@ impl<T: Payload> TopicCore<T> {
         &self,
         records: Vec<Record<T>>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        if let Err(fail) = self.refuses(records.iter()) {
+            return Err((records, fail));
+        }
         let len = records.len();
         let mut runs: Vec<Vec<(usize, Record<T>)>> =
             (0..self.partitions.len()).map(|_| Vec::new()).collect();
@@ -256,7 +264,7 @@ impl<T: Payload> TopicCore<T> {
         let stored = self.context.append(&mut job, false);
         match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
-            (Ok(_), true) => Err(Fail::Disconnected),
+            (Ok(_), true) => Err(self.closed()),
             (Ok(_), false) => Ok(()),
         }
     }
@@ -297,6 +305,9 @@ impl<T: Payload> TopicCore<T> {
         if self.context.is_closed() {
             return Err((record, Fail::Disconnected));
         }
+        if let Err(fail) = self.refuses(std::iter::once(&record)) {
+            return Err((record, fail));
+        }
         let mut job = OneJob {
             topic: self,
             partition,
@@ -307,7 +318,7 @@ impl<T: Payload> TopicCore<T> {
         let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.offset) {
             (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
-            (Ok(_), None) if job.closed => Fail::Disconnected,
+            (Ok(_), None) if job.closed => self.closed(),
             (Ok(_), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
             (Err(_), Some(_)) => unreachable!("a store that published returns Ok"),
@@ -321,8 +332,9 @@ impl<T: Payload> TopicCore<T> {
     /// Room for `size` more bytes in `log` now, under its lock: `Err(closed)` if none.
     fn room(&self, log: &mut Log<T>, now: Nanos, size: u32) -> Result<(), bool> {
         // Under the lock that close's wake-up takes: a consumer's last look after close sees
-        // every push that returned a receipt.
-        if self.context.is_closed() {
+        // every push that returned a receipt. So does delete's: a send that got past the flag
+        // has handed its records to the store before the delete is.
+        if self.context.is_closed() || self.gone.is_set() {
             return Err(true);
         }
         if log.trim(&self.limits, now, Some(size)) {
@@ -349,8 +361,8 @@ impl<T: Payload> TopicCore<T> {
         wait: Wait<'_>,
     ) -> Result<bool, Fail> {
         let mut log = self.partitions[partition as usize].lock();
-        if self.context.is_closed() {
-            return Err(Fail::Disconnected);
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err(self.closed());
         }
         log.wait_for_room(id, wait);
         let room = self.has_room(&mut log, size);
@@ -366,8 +378,8 @@ impl<T: Payload> TopicCore<T> {
         let mut backoff = Backoff::new();
         loop {
             let mut log = self.partitions[partition as usize].lock();
-            if self.context.is_closed() {
-                return Err(Fail::Disconnected);
+            if self.context.is_closed() || self.gone.is_set() {
+                return Err(self.closed());
             }
             if self.has_room(&mut log, size) {
                 log.remove_writer(id);
@@ -484,7 +496,63 @@ impl<T> TopicCore<T> {
     }
 }
 
+/// Deleting and compaction: what a send is refused for before it is tried.
+impl<T> TopicCore<T> {
+    /// `Error::Deleted` once the topic is deleted, else whether the broker is open.
+    pub(crate) fn check_live(&self) -> Result<(), Error> {
+        if self.gone.is_set() {
+            return Err(self.deleted());
+        }
+        self.context.check_open()
+    }
+
+    /// Whether the topic was deleted.
+    #[inline]
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.gone.is_set()
+    }
+
+    fn deleted(&self) -> Error {
+        Error::Deleted {
+            name: self.name.clone(),
+        }
+    }
+
+    /// Why a send the engine declined as closed failed: the topic deleted, or the broker.
+    fn closed(&self) -> Fail {
+        if self.gone.is_set() {
+            Fail::Failed(self.deleted())
+        } else {
+            Fail::Disconnected
+        }
+    }
+
+    /// A deleted topic refuses sends; a compacted one, records without a key.
+    fn refuses<'a>(&self, mut records: impl Iterator<Item = &'a Record<T>>) -> Result<(), Fail>
+    where
+        T: 'a,
+    {
+        if self.gone.is_set() {
+            return Err(Fail::Failed(self.deleted()));
+        }
+        if self.options.is_compacted() && records.any(|r| r.key_ref().is_none()) {
+            return Err(Fail::Failed(Error::KeyRequired {
+                topic: self.name.clone(),
+            }));
+        }
+        Ok(())
+    }
+}
+
 impl<T: Payload> Control for TopicCore<T> {
+    fn gone(&self) -> &Gone {
+        &self.gone
+    }
+
+    fn sinks(&self) -> Vec<Arc<dyn Sink>> {
+        self.sinks.to_vec()
+    }
+
     fn wake_all(&self) {
         let mut woken = Woken::none();
         for log in self.partitions.iter() {

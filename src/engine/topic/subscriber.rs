@@ -112,6 +112,11 @@ impl<T: Payload> Source<T> for Subscriber<T> {
         self.topic.has_ended()
     }
 
+    #[inline]
+    fn deleted(&self) -> Option<String> {
+        self.topic.is_deleted().then(|| self.topic.name.clone())
+    }
+
     fn wake_at(&self) -> Option<std::time::Instant> {
         self.retry.wake_at()
     }

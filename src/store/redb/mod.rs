@@ -34,6 +34,8 @@
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
 //! in [`open`]; the writer thread in [`writer`].
 
+mod compact;
+mod delete;
 mod meta;
 mod open;
 mod quiet;
@@ -41,7 +43,7 @@ mod schema;
 mod upgrade;
 mod writer;
 
-pub(crate) use self::schema::{counts_table, partition_table, queue_table};
+pub(crate) use self::schema::{counts_table, keys_table, partition_table, queue_table};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,7 @@ impl DurableStore {
             rx,
             ends: HashMap::new(),
             trim_next: Vec::new(),
+            deleted: Vec::new(),
             in_use: false,
         };
         let handle = std::thread::Builder::new()
@@ -441,6 +444,46 @@ impl Store for DurableStore {
 
     fn declare(&self, name: &str, declaration: Vec<u8>) {
         let _ = self.send(Request::Declare(name.to_owned(), declaration));
+    }
+
+    fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        self.read(|txn| {
+            let table = match txn.open_table(DECLARATIONS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let name = k.value();
+                let bytes = open_named(DECLARATIONS, name, v.value())?.to_vec();
+                out.push((name.to_owned(), bytes));
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete(
+        &self,
+        name: &str,
+        tables: Vec<String>,
+        sinks: Vec<Arc<dyn Sink>>,
+        topic: bool,
+    ) -> Result<(), Error> {
+        self.check_healthy()?;
+        let request = Request::Delete {
+            name: name.to_owned(),
+            tables,
+            sinks,
+            topic,
+        };
+        match self.send(request) {
+            // From a waker the writer runs: it commits once that returns.
+            Some(_) if self.on_writer_thread() => self.check_healthy(),
+            Some(seq) => self.wait(seq),
+            None => Err(Error::Closed),
+        }
     }
 
     fn restore(&self, log: &LogId) -> Result<Restored, Error> {

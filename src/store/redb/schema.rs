@@ -15,6 +15,10 @@
 //! - `embus.ends`: table -> next key and retained bytes (two u64, what a trimmed-empty table
 //!   cannot say).
 //! - `embus.groups`: (topic, group, partition) -> first unacked offset (u64).
+//! - `k.t.<topic>.<partition>` (compacted topics only): record key -> offset of its latest
+//!   record (u64). The writer keeps it as it stores records, and deletes the row a new one
+//!   supersedes in the same commit, so the table has one row per key and a reopen reads none
+//!   of it. A file without these tables is the same format: they appear with compaction.
 //!
 //! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
 //! `c.<queue>` is sealed with a checksum over table, key and value ([`meta`](super::meta));
@@ -142,6 +146,26 @@ pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
 /// The table of a queue.
 pub(crate) fn queue_table(queue: &str) -> String {
     format!("q.{queue}")
+}
+
+/// The key index of a compacted partition's table: key -> latest offset.
+pub(crate) fn keys_table(table: &str) -> String {
+    format!("k.{table}")
+}
+
+pub(super) fn key_index(table: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(table)
+}
+
+/// A latest offset of `key` in key index `table`, sealed.
+pub(super) fn seal_latest(table: &str, key: &[u8], offset: u64) -> Vec<u8> {
+    meta::seal(table, key, &offset.to_le_bytes())
+}
+
+/// A stored latest offset, checked.
+pub(super) fn open_latest(table: &str, key: &[u8], stored: &[u8]) -> Result<u64, redb::Error> {
+    let value = meta::open(table, key, "a key", stored)?;
+    Ok(u64::from_le_bytes(meta::fixed(table, "a key", value)?))
 }
 
 /// The table of a queue's delivery counts.

@@ -51,6 +51,15 @@ pub(super) enum Request {
         offset: u64,
     },
     Declare(String, Vec<u8>),
+    /// Deletes a topic or queue: its declaration, tables, ends and (a topic's) group positions,
+    /// after everything else in the commit; from then on the writer drops whatever its `sinks`
+    /// still send.
+    Delete {
+        name: String,
+        tables: Vec<String>,
+        sinks: Vec<Arc<dyn Sink>>,
+        topic: bool,
+    },
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
     /// A flush that marks the store closed cleanly (the last commit of `close`).
@@ -75,6 +84,9 @@ pub(super) struct Writer {
     /// Sinks published by the last commit: their retention is applied to the file in the next
     /// one (whatever it holds: `close` always makes one).
     pub(super) trim_next: Vec<Arc<dyn Sink>>,
+    /// Sinks of deleted topics and queues: what they still send is dropped (kept for the
+    /// writer's life, so their addresses are not reused).
+    pub(super) deleted: Vec<Arc<dyn Sink>>,
     /// Whether the file says it is in use (`"clean"` is 0): the first commit says so, a
     /// [`Request::Close`] undoes it.
     pub(super) in_use: bool,
@@ -171,6 +183,9 @@ impl Writer {
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort_unstable_by_key(|(key, _)| *key);
         for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
+            if is_deleted(&self.deleted, &run[0].1.0) {
+                continue; // a deleted queue's consumer still at work
+            }
             let mut table = txn.open_table(deliveries(run[0].1.0.log().counts_table()))?;
             let name = run[0].1.0.log().counts_table();
             for ((_, id), (_, count)) in run {
@@ -189,7 +204,16 @@ impl Writer {
         }
         let mut ends = std::mem::take(&mut self.ends);
         let mut dirty = Vec::new();
-        let written = write_batch(&txn, batch, &mut touched, &mut ends, &mut dirty);
+        let mut deletes = Vec::new();
+        let written = write_batch(
+            &txn,
+            batch,
+            &self.deleted,
+            &mut touched,
+            &mut ends,
+            &mut dirty,
+            &mut deletes,
+        );
         let trimmed = &self.trim_next;
         let result = written.and_then(|()| {
             let mut saved: Vec<&str> = dirty.iter().map(String::as_str).collect();
@@ -202,6 +226,10 @@ impl Writer {
                     saved.push(sink.log().table());
                 }
             }
+            for delete in &deletes {
+                super::delete::apply(&txn, delete, &mut ends)?;
+                saved.retain(|t| !delete.tables.iter().any(|d| d == t));
+            }
             save_ends(&txn, &saved, &ends)?;
             txn.commit()?;
             Ok(())
@@ -211,6 +239,11 @@ impl Writer {
                 self.ends = ends;
                 self.in_use = !closing;
                 self.trim_next.clear();
+                for delete in deletes {
+                    self.deleted.extend(delete.sinks);
+                }
+                let deleted = &self.deleted;
+                touched.retain(|t| !is_deleted(deleted, &t.sink));
                 for t in touched {
                     // The records are stored whatever a consumer's waker does when woken.
                     wake_guarded(|| t.sink.publish(t.upto));
@@ -253,18 +286,41 @@ impl Drop for Fuse<'_> {
     }
 }
 
+/// Whether `sink` belongs to a deleted topic or queue.
+fn is_deleted(deleted: &[Arc<dyn Sink>], sink: &Arc<dyn Sink>) -> bool {
+    !deleted.is_empty() && deleted.iter().any(|d| Arc::ptr_eq(d, sink))
+}
+
 /// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
 /// apply in order (an ack or a move only ever follows the commit of what it refers to).
+/// Deletes are handed back, to apply last; requests of deleted sinks are dropped.
 fn write_batch(
     txn: &WriteTransaction,
     batch: Vec<(u64, Request)>,
+    deleted: &[Arc<dyn Sink>],
     touched: &mut Vec<Touched>,
     ends: &mut HashMap<String, (u64, u64)>,
     dirty: &mut Vec<String>,
+    deletes: &mut Vec<super::delete::Delete>,
 ) -> Result<(), redb::Error> {
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
     for (_, request) in batch {
         match request {
+            Request::Append { sink, .. } | Request::Ack { queue: sink, .. }
+                if is_deleted(deleted, &sink) => {}
+            Request::DeadLetter { queue, to, .. }
+                if is_deleted(deleted, &queue) || is_deleted(deleted, &to) => {}
+            Request::Delete {
+                name,
+                tables,
+                sinks,
+                topic,
+            } => deletes.push(super::delete::Delete {
+                name,
+                tables,
+                sinks,
+                topic,
+            }),
             Request::Append { sink, records } => {
                 let at = match touched.iter().position(|t| Arc::ptr_eq(&t.sink, &sink)) {
                     Some(at) => at,
@@ -351,14 +407,20 @@ fn write_batch(
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
     let mut appends = appends.into_iter().peekable();
     for (at, t) in touched.iter().enumerate() {
-        let mut table = txn.open_table(records(t.sink.log().table()))?;
+        let log = t.sink.log();
+        let mut table = txn.open_table(records(log.table()))?;
+        let mut compaction = super::compact::Compaction::open(txn, log)?;
         while let Some((_, value, key)) = appends.next_if(|(of, _, _)| *of == at) {
             table.insert(key, value.as_slice())?;
+            if let Some(compaction) = compaction.as_mut() {
+                compaction.stored(&mut table, key, &value)?;
+            }
         }
         drop(table);
-        let end = end_of(txn, ends, t.sink.log().table())?;
+        let freed = compaction.map_or(0, |c| c.freed);
+        let end = end_of(txn, ends, log.table())?;
         end.0 = end.0.max(t.upto);
-        end.1 += t.bytes;
+        end.1 = (end.1 + t.bytes).saturating_sub(freed);
     }
     Ok(())
 }

@@ -207,6 +207,53 @@ impl<T> Log<T> {
         }
     }
 
+    /// Compacted topics: the first offset at or after `offset` (below `hot`) that the store
+    /// holds, read ahead in widening steps (a compacted store has one row per key, so gaps can
+    /// be long); `hot` if there is none. The chunk read stays cached for the read that follows.
+    /// (A compacted partition's loader answers only for the rows it holds.)
+    pub(super) fn cold_present(&mut self, mut offset: u64) -> Result<u64, Error> {
+        let hot = self.hot;
+        let Some(cold) = self.cold_store.as_mut() else {
+            return Ok(hot);
+        };
+        if let Some(chunk) = cold.chunk.as_ref()
+            && chunk.segment.start <= offset
+            && offset < chunk.end
+        {
+            let there = |o: &u64| {
+                chunk.segment.get(*o).is_some() || chunk.bad.iter().any(|u| u.offset == *o)
+            };
+            if let Some(found) = (offset..chunk.end).find(there) {
+                return Ok(found);
+            }
+            offset = chunk.end;
+        }
+        let mut width = SEGMENT;
+        while offset < hot {
+            let to = offset.saturating_add(width).min(hot);
+            let rows = cold.load.rows(offset, to)?;
+            if let Some(first) = rows.first().map(|(at, _)| *at) {
+                let end = first.saturating_add(SEGMENT).min(to);
+                let (mut good, mut bad) = (Vec::new(), Vec::new());
+                for (at, row) in rows.into_iter().take_while(|(at, _)| *at < end) {
+                    match row {
+                        Ok(stored) => good.push((at, stored)),
+                        Err(undecodable) => bad.push(*undecodable),
+                    }
+                }
+                cold.chunk = Some(Chunk {
+                    segment: Arc::new(Segment::cold(first, good)),
+                    end,
+                    bad,
+                });
+                return Ok(first);
+            }
+            offset = to;
+            width = width.saturating_mul(16);
+        }
+        Ok(hot)
+    }
+
     /// Timestamp and counted size of a retained offset: from memory at or above `hot`, else
     /// from the index, else from the stored records' headers (no payload is decoded). `None`
     /// if the store cannot be read now.

@@ -1,5 +1,6 @@
 //! `Partition`: one partition's in-memory log — segments of write-once slots that readers follow
-//! without the lock, gap-free offsets, trimming by retention, `Block` or `Lag`.
+//! without the lock, offsets (gap-free unless compacted: see [`compact`]), trimming by
+//! retention, `Block` or `Lag`.
 //!
 //! Producers append under the partition's lock: they set the next slot of the tail segment (a
 //! `OnceLock`, written once) and then publish the new end offset. A reader that is caught up
@@ -23,6 +24,7 @@ use crate::record::{Entry, Nanos};
 use crate::store::Restored;
 
 mod cold;
+mod compact;
 
 /// Slots per segment: one allocation per this many messages.
 const SEGMENT: u64 = 128;
@@ -160,6 +162,8 @@ pub(crate) struct Log<T> {
     pub(crate) readers: Waiters,
     /// Producers waiting for room (`Block`).
     pub(crate) writers: Waiters,
+    /// Compacted topics: each key's latest offset (see [`compact`]).
+    compaction: Option<Box<compact::Compactor>>,
 }
 
 /// What a read found.
@@ -222,6 +226,7 @@ impl<T> Partition<T> {
             last_ts,
             published: Arc::clone(&published),
             cursors: Vec::new(),
+            compaction: None,
             readers: Waiters::default(),
             writers: Waiters::default(),
         };
@@ -229,6 +234,15 @@ impl<T> Partition<T> {
             log: Mutex::new(log),
             published,
         }
+    }
+
+    /// Makes this partition's log compacted (a compacted topic: see [`compact`]).
+    pub(crate) fn compacted(self, on: bool) -> Self {
+        if on {
+            let mut log = self.log.lock();
+            log.compaction = Some(Box::default());
+        }
+        self
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Log<T>> {
@@ -254,6 +268,7 @@ impl<T> Partition<T> {
     /// Reads the next message without the lock, if that can be decided without it: `None`
     /// means take the lock and use [`read_locked`](Self::read_locked). `lag` says retention
     /// may trim past readers (`Overflow::Lag`).
+    #[inline]
     pub(crate) fn read_fast(&self, reader: &mut Reader<T>, lag: bool) -> Option<Read<T>> {
         if reader.next >= self.published.end.load(Ordering::Acquire) {
             return Some(Read::Empty);
@@ -278,6 +293,7 @@ impl<T> Partition<T> {
 
     /// Reads the next message under the lock, registering waiter `id` as `wait` says when there
     /// is none.
+    #[inline]
     pub(crate) fn read_locked(
         &self,
         log: &mut Log<T>,
@@ -293,6 +309,9 @@ impl<T> Partition<T> {
                 Read::Lagged(skipped),
                 log.set_cursor(reader.cursor_slot, reader.next),
             );
+        }
+        if log.compaction.is_some() {
+            Self::skip_compacted(log, reader);
         }
         if reader.next < log.hot {
             match log.cold(reader.next) {
@@ -327,6 +346,18 @@ impl<T> Partition<T> {
                 log.readers.register(id, wait);
                 (Read::Empty, Woken::none())
             }
+        }
+    }
+
+    /// Compacted away: the reader moves on to the next offset there is. Out of line, so that
+    /// the readers of other topics keep their code as it was.
+    #[cold]
+    #[inline(never)]
+    fn skip_compacted(log: &mut Log<T>, reader: &mut Reader<T>) {
+        let next = log.skip_gap(reader.next);
+        if next != reader.next {
+            reader.next = next;
+            reader.segment = None;
         }
     }
 
@@ -373,9 +404,7 @@ impl<T> Log<T> {
                 Cold::Undecodable(_) | Cold::Failed(_) => None,
             };
         }
-        let first = self.segments.front()?.start;
-        let index = usize::try_from((offset - first) / SEGMENT).ok()?;
-        let segment = self.segments.get(index)?;
+        let segment = self.segment_of(offset)?;
         segment.get(offset)?;
         Some(StoredRef {
             segment: Arc::clone(segment),
@@ -384,9 +413,7 @@ impl<T> Log<T> {
     }
 
     fn get(&self, offset: u64) -> Option<&Stored<T>> {
-        let first = self.segments.front()?.start;
-        let index = usize::try_from(offset.checked_sub(first)? / SEGMENT).ok()?;
-        self.segments.get(index)?.get(offset)
+        self.segment_of(offset)?.get(offset)
     }
 
     /// Whether the oldest message may be trimmed now.
@@ -477,6 +504,9 @@ impl<T> Log<T> {
         }
         self.last_ts = self.last_ts.max(now);
         self.bytes += u64::from(entry.size);
+        if let Some(compactor) = self.compaction.as_deref_mut() {
+            compactor.pushed(&entry, offset);
+        }
         if let Some(tail) = self.segments.back() {
             let slot = Stored {
                 ts: self.last_ts,
@@ -489,6 +519,9 @@ impl<T> Log<T> {
         self.published.end.store(self.end, Ordering::Release);
         if let Some(limit) = self.hot_limit {
             self.cool(limit);
+        }
+        if self.compaction.as_ref().is_some_and(|c| c.due()) {
+            self.compact();
         }
         (offset, self.readers.take())
     }
