@@ -214,7 +214,8 @@ impl<T: Payload> Queue<T> {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Closed`]; [`Error::Poisoned`] if the store can no longer record the deletes.
+    /// [`Error::Deleted`] if the queue was deleted; [`Error::Closed`]; [`Error::Poisoned`] if
+    /// the store can no longer record the deletes.
     pub fn purge(&self) -> Result<usize, Error> {
         self.core.purge()
     }
@@ -265,8 +266,9 @@ impl<T: Payload> Queue<T> {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] (option `redrive`) if `to` is this queue; [`Error::Closed`];
-    /// [`Error::Poisoned`] if the store can no longer record the moves.
+    /// [`Error::InvalidOption`] (option `redrive`) if `to` is this queue; [`Error::Deleted`] if
+    /// either queue was deleted; [`Error::Closed`]; [`Error::Poisoned`] if the store can no
+    /// longer record the moves.
     pub fn redrive(&self, to: &Queue<T>, limit: usize) -> Result<usize, Error> {
         self.core.redrive(&to.core, limit)
     }

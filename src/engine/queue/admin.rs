@@ -14,7 +14,7 @@ impl<T> QueueCore<T> {
     /// Removes every message that is not in flight (ready, delayed, backing off); returns
     /// how many. Durable: the deletes ride the next commit.
     pub(crate) fn purge(&self) -> Result<usize, Error> {
-        self.context.check_open()?;
+        self.check_live()?;
         self.context.store.can_record()?;
         let now = self.timed_now();
         let mut state = self.state.lock();
@@ -59,7 +59,8 @@ impl<T> QueueCore<T> {
                 "a queue cannot be redriven into itself",
             ));
         }
-        self.context.check_open()?;
+        self.check_live()?;
+        to.check_live()?;
         self.context.store.can_record()?;
         let mut moved = 0;
         while moved < limit {
