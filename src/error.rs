@@ -144,6 +144,33 @@ pub enum Error {
         /// The queue.
         queue: String,
     },
+    /// [`Topic::reset_group`](crate::Topic::reset_group) while a member of the group is
+    /// connected: drop every member first (Kafka refuses to reset an active group too).
+    #[error("group `{group}` of topic `{topic}` has live members; drop them before resetting it")]
+    GroupBusy {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// An admin call named a consumer group the topic does not have.
+    #[error("topic `{topic}` has no consumer group `{group}`")]
+    NoSuchGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// A partition number beyond the topic's partition count.
+    #[error("topic `{topic}` has no partition {partition} (it has {partitions})")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {
@@ -584,6 +611,16 @@ pub enum RecvError {
     /// The durable store could not read a retained message back, even after retrying (I/O, or
     /// a store poisoned by a failed commit). Nothing was skipped: the next receive tries again.
     Failed(Box<ReadFailure>),
+    /// This member's consumer group was deleted
+    /// ([`Topic::delete_group`](crate::Topic::delete_group)): the membership is over. Returned
+    /// once; the receives after it return `Disconnected` (an iterator ends). Its unacked
+    /// messages settle as no-ops.
+    GroupDeleted {
+        /// The topic.
+        topic: String,
+        /// The deleted group.
+        group: String,
+    },
 }
 
 /// Returned by [`Consumer::try_recv`](crate::Consumer::try_recv).
@@ -603,6 +640,13 @@ pub enum TryRecvError {
     Undecodable(Box<Undecodable>),
     /// See [`RecvError::Failed`]. While a read is retried, `try_recv` returns `Empty`.
     Failed(Box<ReadFailure>),
+    /// See [`RecvError::GroupDeleted`].
+    GroupDeleted {
+        /// The topic.
+        topic: String,
+        /// The deleted group.
+        group: String,
+    },
 }
 
 /// Returned by [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) and
@@ -623,6 +667,13 @@ pub enum RecvTimeoutError {
     Undecodable(Box<Undecodable>),
     /// See [`RecvError::Failed`].
     Failed(Box<ReadFailure>),
+    /// See [`RecvError::GroupDeleted`].
+    GroupDeleted {
+        /// The topic.
+        topic: String,
+        /// The deleted group.
+        group: String,
+    },
 }
 
 impl TryRecvError {
@@ -663,6 +714,7 @@ impl From<RecvError> for TryRecvError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
+            RecvError::GroupDeleted { topic, group } => Self::GroupDeleted { topic, group },
         }
     }
 }
@@ -674,11 +726,16 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Lagged { skipped } => Self::Lagged { skipped },
             RecvError::Undecodable(u) => Self::Undecodable(u),
             RecvError::Failed(f) => Self::Failed(f),
+            RecvError::GroupDeleted { topic, group } => Self::GroupDeleted { topic, group },
         }
     }
 }
 
 const RECV_CLOSED: &str = "receiving on a closed broker";
+
+fn group_deleted(f: &mut fmt::Formatter<'_>, topic: &str, group: &str) -> fmt::Result {
+    write!(f, "group `{group}` of topic `{topic}` was deleted")
+}
 
 fn lagged(f: &mut fmt::Formatter<'_>, skipped: u64) -> fmt::Result {
     write!(f, "consumer lagged: {skipped} messages skipped")
@@ -691,6 +748,7 @@ impl fmt::Display for RecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::GroupDeleted { topic, group } => group_deleted(f, topic, group),
         }
     }
 }
@@ -703,6 +761,7 @@ impl fmt::Display for TryRecvError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::GroupDeleted { topic, group } => group_deleted(f, topic, group),
         }
     }
 }
@@ -715,6 +774,7 @@ impl fmt::Display for RecvTimeoutError {
             Self::Lagged { skipped } => lagged(f, *skipped),
             Self::Undecodable(u) => u.fmt(f),
             Self::Failed(e) => e.fmt(f),
+            Self::GroupDeleted { topic, group } => group_deleted(f, topic, group),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Backoff, Start, invalid, validate_name};
+use super::{Backoff, Overflow, Start, invalid, validate_name};
 use crate::error::Error;
 
 /// Options of a consumer group, given to
@@ -13,6 +13,24 @@ use crate::error::Error;
 /// A group's delivery control matches a queue's: an ack timeout redelivers a message held too
 /// long, every redelivery waits out the [`Backoff`], and past `max_deliveries` the message
 /// moves to the dead-letter queue and the group moves past it.
+///
+/// The options are declared by the first join ([`Topic::join_group`](crate::Topic::join_group)
+/// declares the defaults) and, in a durable broker, stored with the group: after a reopen the
+/// group has them again, whoever joins first. [`Topic::delete_group`](crate::Topic::delete_group)
+/// forgets them.
+///
+/// # Retention: groups are not skipped by default
+///
+/// A group is at-least-once: by default ([`overflow`](Self::overflow) is
+/// [`Overflow::Block`]) retention never trims a message the group has not acked, whatever
+/// the topic's own [`Overflow`] says (that one is for plain subscribers). A producer that
+/// would push a message the group still needs out of retention waits instead, so memory stays
+/// bounded by the topic's retention and nothing is skipped silently. The price: a group that
+/// nobody consumes holds producers once it is a whole retention behind. Delete it
+/// ([`Topic::delete_group`](crate::Topic::delete_group)) to release them, or opt out with
+/// `.overflow(Overflow::Lag)` (the group's members then get
+/// [`RecvError::Lagged`](crate::RecvError::Lagged), as Kafka consumers lose what retention
+/// deleted).
 ///
 /// ```
 /// use std::time::Duration;
@@ -25,13 +43,15 @@ use crate::error::Error;
 ///     .dead_letter("billing.dead");
 /// assert_eq!(opts.max_delivery_count(), Some(5));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct GroupOptions {
     start: Start,
     ack_timeout: Option<Duration>,
     max_deliveries: Option<u32>,
     dead_letter: Option<String>,
     backoff: Backoff,
+    overflow: Overflow,
 }
 
 impl GroupOptions {
@@ -85,6 +105,21 @@ impl GroupOptions {
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// What happens when the group falls a whole retention behind. Default
+    /// [`Overflow::Block`]: producers wait, nothing is skipped (see the type's docs).
+    /// [`Overflow::Lag`]: retention trims anyway and members get
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged).
+    #[must_use]
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// The overflow policy.
+    pub fn overflow_policy(&self) -> Overflow {
+        self.overflow
     }
 
     /// Where a new group starts.
@@ -147,6 +182,7 @@ impl Default for GroupOptions {
             max_deliveries: None,
             dead_letter: None,
             backoff: Backoff::default(),
+            overflow: Overflow::Block,
         }
     }
 }

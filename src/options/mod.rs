@@ -3,9 +3,11 @@
 
 mod backoff;
 mod group;
+mod subscribe;
 
 pub use self::backoff::Backoff;
 pub use self::group::GroupOptions;
+pub use self::subscribe::SubscribeOptions;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -125,6 +127,12 @@ impl fmt::Debug for Retention {
 }
 
 /// What a topic does when a slow reader would need more than retention allows.
+///
+/// The topic's policy ([`TopicOptions::overflow`]) is the default for its plain subscribers;
+/// one subscriber can choose its own ([`SubscribeOptions::overflow`]), so a slow audit reader
+/// under `Lag` never stalls producers while others use `Block`. Consumer groups do not follow
+/// the topic's policy: a group is at-least-once, so it defaults to `Block`
+/// ([`GroupOptions::overflow`]); a group must opt in to being skipped.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -134,8 +142,8 @@ pub enum Overflow {
     /// forgotten subscriber never stalls producers.
     #[default]
     Lag,
-    /// Producers wait until every subscriber and consumer group has read (groups: acked) the
-    /// oldest message. Memory stays bounded and nothing is skipped.
+    /// Producers wait until every subscriber and consumer group under `Block` has read
+    /// (groups: acked) the oldest message. Memory stays bounded and nothing is skipped.
     Block,
 }
 
@@ -156,6 +164,7 @@ pub struct TopicOptions {
     partitions: u32,
     retention: Retention,
     overflow: Overflow,
+    interest: bool,
 }
 
 impl TopicOptions {
@@ -177,11 +186,47 @@ impl TopicOptions {
         self
     }
 
-    /// What happens when a slow reader would exceed retention. Default [`Overflow::Lag`].
+    /// What happens when a slow plain subscriber would exceed retention. Default
+    /// [`Overflow::Lag`]: a forgotten subscriber never stalls producers. Consumer groups have
+    /// their own policy ([`GroupOptions::overflow`], `Block` by default), and a subscriber may
+    /// choose its own ([`SubscribeOptions::overflow`]).
     #[must_use]
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
         self
+    }
+
+    /// Retention by interest (NATS JetStream's `Interest` retention, Redis 8.2's "delete once
+    /// every group acked"): a message is trimmed as soon as every consumer group of the topic
+    /// has acked it, on top of the [`Retention`] limits, which still apply (whichever trims
+    /// first; a group under [`Overflow::Block`], the default, is never trimmed past). Plain
+    /// subscribers express no interest: one that reads slower than the groups ack gets
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged) under `Lag`, and under `Block` holds
+    /// the message as usual. A topic with no group keeps its messages under the retention
+    /// limits (a group created later from [`Start::Earliest`] reads them): interest trims
+    /// only what some group acked. Default `false`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, TopicOptions};
+    /// let bus = Broker::memory();
+    /// let t = bus.topic_with::<u32>("jobs", TopicOptions::default().retention_by_interest(true))?;
+    /// let mut g = t.join_group("workers")?;
+    /// t.producer().send(1)?;
+    /// assert_eq!(t.retained(), 1);
+    /// g.recv()?.ack()?;
+    /// assert_eq!(t.retained(), 0); // every group acked it
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn retention_by_interest(mut self, on: bool) -> Self {
+        self.interest = on;
+        self
+    }
+
+    /// Whether messages are trimmed once every group acked them.
+    pub fn is_retention_by_interest(&self) -> bool {
+        self.interest
     }
 
     /// The partition count.
@@ -226,6 +271,7 @@ impl Default for TopicOptions {
             partitions: 1,
             retention: Retention::default(),
             overflow: Overflow::default(),
+            interest: false,
         }
     }
 }
@@ -445,7 +491,7 @@ impl Default for QueueOptions {
 }
 
 /// Where a subscriber starts reading, in every partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Start {
     /// The oldest retained message.
     Earliest,

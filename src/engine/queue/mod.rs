@@ -2,6 +2,7 @@
 
 mod append;
 mod consumer;
+mod from_group;
 mod state;
 mod undecodable;
 
