@@ -74,8 +74,8 @@ fn a_member_that_drops_everything_reaches_the_dead_letter_queue(backend: Backend
     assert!(member.recv_timeout(BRIEF).is_err());
 }
 
-/// The probe: dropping message 0 got 0,1,0,1,... at full CPU, and on one partition
-/// the messages after 0 never arrived.
+// The probe: dropping message 0 got 0,1,0,1,... at full CPU, and on one partition
+// the messages after 0 never arrived.
 both_backends!(a_message_in_backoff_does_not_hold_back_the_others);
 fn a_message_in_backoff_does_not_hold_back_the_others(backend: Backend) {
     let clock = ManualClock::new();

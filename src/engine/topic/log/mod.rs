@@ -299,8 +299,9 @@ impl<T> Partition<T> {
             reader.segment = Some(next);
         }
         let segment = reader.segment.as_ref()?;
-        if segment.get(reader.next)?.entry.meta.is_some() {
-            return None; // it may be delayed: decided under the lock, with the time
+        let meta = segment.get(reader.next)?.entry.meta.as_ref();
+        if meta.is_some_and(|m| m.timing.due.is_some()) {
+            return None; // delayed: decided under the lock, with the time
         }
         let got = StoredRef {
             segment: Arc::clone(segment),
