@@ -88,6 +88,7 @@ fn a_message_in_backoff_does_not_hold_back_the_others(backend: Backend) {
     while let Ok(m) = member.recv_timeout(BRIEF) {
         if *m.payload() == 0 {
             zeros += 1;
+            assert!(zeros < 100, "a hot redelivery loop");
             drop(m);
         } else {
             others.push(*m.payload());
@@ -217,4 +218,55 @@ fn a_dead_letter_arrives_on_the_real_clock_without_anyone_advancing() {
     }
     let mut letters = dead.consumer();
     assert_eq!(*letters.recv_timeout(WAIT).unwrap().payload(), 9);
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Wire {
+    Num(u64),
+    Text(String),
+}
+
+/// An undecodable record a member drops comes again after the backoff too (issue #11).
+#[test]
+fn a_dropped_undecodable_record_waits_out_the_backoff() {
+    use embus::codec::CodecKind;
+    use embus::{Broker, RecvTimeoutError, TryRecvError};
+    let path = common::fresh_dir("group-undecodable-backoff").join("bus.embus");
+    {
+        let bus = Broker::builder()
+            .path(&path)
+            .codec(CodecKind::Json)
+            .payload_name::<Wire>("Num")
+            .open()
+            .unwrap();
+        let sends = vec![Wire::Text("oops".to_owned()), Wire::Num(1)];
+        bus.topic::<Wire>("t")
+            .unwrap()
+            .producer()
+            .send_batch(sends)
+            .unwrap();
+        bus.close().unwrap();
+    }
+    let clock = ManualClock::new();
+    let bus = Broker::builder()
+        .path(&path)
+        .codec(CodecKind::Json)
+        .payload_name::<u64>("Num")
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let t = bus.topic::<u64>("t").unwrap();
+    let options = GroupOptions::default().backoff(Backoff::fixed(Duration::from_secs(2)));
+    let mut member = t.join_group_with("g", options).unwrap();
+    let undecodable = |r| matches!(r, Err(RecvTimeoutError::Undecodable(_)));
+    assert!(undecodable(member.recv_timeout(WAIT).map(|_| ())));
+    // Dropped unsettled: the next message comes, the undecodable one waits its backoff.
+    let m = member.recv_timeout(WAIT).unwrap();
+    assert_eq!(*m.payload(), 1);
+    m.ack().unwrap();
+    assert!(matches!(member.try_recv(), Err(TryRecvError::Empty)));
+    clock.advance(Duration::from_secs(2));
+    assert!(undecodable(member.recv_timeout(WAIT).map(|_| ())));
+    bus.close().unwrap();
 }
