@@ -390,7 +390,12 @@ impl<T> Group<T> {
         if let Some(at) = pending.deadline.take() {
             part.timeouts.remove(&(at, offset));
         }
-        let wait = delay.unwrap_or_else(|| self.options.redelivery_backoff().delay(pending.count));
+        let backoff = self.options.redelivery_backoff();
+        let wait = match delay {
+            Some(delay) => delay,
+            None if backoff.is_none() => std::time::Duration::ZERO,
+            None => backoff.delay(pending.count),
+        };
         if wait.is_zero() {
             part.ready.insert(offset);
         } else {

@@ -111,11 +111,11 @@ impl<T> Group<T> {
             .options
             .max_delivery_count()
             .is_some_and(|max| count >= max);
-        if spent {
-            if let Some(woken) = self.dead_letter(topic, part, partition, offset, count, why) {
-                state.dead_lettered += 1;
-                return woken;
-            }
+        if spent
+            && let Some(woken) = self.dead_letter(topic, part, partition, offset, count, why)
+        {
+            state.dead_lettered += 1;
+            return woken;
         }
         self.requeue(part, offset, delay, ticks);
         Woken::none()

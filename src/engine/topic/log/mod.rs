@@ -187,8 +187,8 @@ pub(crate) enum Read<T> {
 /// When `stored` is due, if that is later than `now()` (asked only of a delayed record: a
 /// plain one costs one branch on its null `meta`).
 pub(crate) fn not_due<T>(stored: &Stored<T>, now: impl FnOnce() -> Nanos) -> Option<Nanos> {
-    let meta = stored.entry.meta.as_ref()?;
-    let due = meta.timing.due_at(stored.ts)?;
+    stored.entry.meta.as_ref()?;
+    let due = stored.entry.timing().due_at(stored.ts)?;
     (due > now()).then_some(due)
 }
 

@@ -85,6 +85,7 @@ fn readers_cross_segments_without_the_lock_and_report_lag_once() {
             Read::Empty => break,
             Read::Lagged(_) => panic!("no lag yet"),
             Read::Undecodable(_) | Read::Failed(_) => panic!("memory mode reads no store"),
+            Read::NotYet(_) => panic!("nothing is delayed"),
         }
     }
     assert_eq!(seen, (0..10).collect::<Vec<_>>());
