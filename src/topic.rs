@@ -261,9 +261,9 @@ impl<T: Payload> Topic<T> {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use embus::Broker;
     /// let bus = Broker::memory();
-    /// let t = bus.topic::<&'static str>("t")?;
-    /// t.producer().send("hello")?;
-    /// assert_eq!(t.get(0, 0)?.map(|m| *m.payload()), Some("hello"));
+    /// let t = bus.topic::<String>("t")?;
+    /// t.producer().send("hello".to_owned())?;
+    /// assert_eq!(t.get(0, 0)?.map(|m| m.payload().clone()), Some("hello".to_owned()));
     /// assert!(t.get(0, 1)?.is_none()); // not written yet
     /// assert!(t.get(9, 0).is_err()); // no such partition
     /// # Ok(()) }
