@@ -197,3 +197,20 @@ fn join_group_on_a_closed_broker_is_closed(backend: Backend) {
     bus.clone().close().unwrap();
     assert!(matches!(t.join_group("g"), Err(Error::Closed)));
 }
+
+#[test]
+fn a_start_time_before_the_epoch_is_stored_and_read_back() {
+    let path = common::fresh_dir("group-start-before-epoch").join("bus.embus");
+    let before = std::time::UNIX_EPOCH - Duration::from_secs(5);
+    let options = GroupOptions::default().start(Start::Time(before));
+    {
+        let bus = Broker::open(&path).unwrap();
+        let t = bus.topic::<u32>("t").unwrap();
+        drop(t.join_group_with("g", options.clone()).unwrap());
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let t = bus.topic::<u32>("t").unwrap();
+    drop(t.join_group_with("g", options).unwrap()); // the same options: no mismatch
+    bus.close().unwrap();
+}

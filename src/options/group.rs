@@ -66,8 +66,15 @@ impl GroupOptions {
         self
     }
 
-    /// How long a member may hold a delivery before it is redelivered. Default 30 s, on the
-    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it).
+    /// How long a member may hold a delivery before it is redelivered (to the partition's
+    /// owner, after the backoff). Default 30 s, on the broker's clock (so
+    /// [`ManualClock`](crate::ManualClock) drives it).
+    ///
+    /// A late ack, of a delivery that timed out, is still taken: the message is done,
+    /// whoever holds it now (Kafka commits work the same way), and its redelivery's ack is then
+    /// a no-op. If the message was dead-lettered meanwhile, the late ack does nothing. (A queue
+    /// answers a late ack with [`Error::DeliveryEnded`](crate::Error::DeliveryEnded) instead:
+    /// a queue message, once redelivered, belongs to its new consumer.)
     #[must_use]
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = Some(timeout);
@@ -82,9 +89,22 @@ impl GroupOptions {
         self
     }
 
-    /// After `n` deliveries that end without an ack, the message moves to the dead-letter
-    /// queue and the group moves past it. Requires [`dead_letter`](Self::dead_letter), so
-    /// nothing is ever dropped. Default: no limit.
+    /// After `n` deliveries that end without an ack (nacked, dropped, or past the ack
+    /// timeout), the message moves to the dead-letter queue and the group moves past it.
+    /// Requires [`dead_letter`](Self::dead_letter), so nothing is ever dropped. Default: no
+    /// limit. A partition that moves to another member (a rebalance) redelivers its unacked
+    /// messages after their backoff but never dead-letters them: that was not their fault.
+    ///
+    /// The dead letter is a copy of the topic's message (the topic keeps its own; the copy
+    /// is made through the broker's codec, so `T` need not be `Clone`), with the key, the
+    /// headers, and the headers queue dead letters carry:
+    /// [`DEAD_LETTER_QUEUE`](crate::DEAD_LETTER_QUEUE) is `<topic>/<group>`,
+    /// [`DEAD_LETTER_REASON`](crate::DEAD_LETTER_REASON) is `nack`, `dropped` or
+    /// `ack-timeout`, [`DEAD_LETTER_DELIVERIES`](crate::DEAD_LETTER_DELIVERIES) the count. In
+    /// a durable broker the dead letter and the group's new position are stored in one
+    /// commit. A record that cannot be read back as `T` (an
+    /// [`Undecodable`](crate::Undecodable)) is not dead-lettered: it comes again after the
+    /// backoff until a member acks it.
     #[must_use]
     pub fn max_deliveries(mut self, n: u32) -> Self {
         self.max_deliveries = Some(n);
@@ -99,8 +119,11 @@ impl GroupOptions {
         self
     }
 
-    /// How long a released message waits before it is delivered again. Default
-    /// [`Backoff::default`].
+    /// How long a released message waits before it is delivered again (after a nack, a drop,
+    /// an ack timeout or a rebalance); [`Message::nack_after`](crate::Message::nack_after)
+    /// chooses its own wait. While one message waits, the partition's other messages keep
+    /// being delivered (so a partition's order holds only for first deliveries, as with
+    /// queues). Default [`Backoff::default`].
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;

@@ -502,7 +502,36 @@ pub enum Start {
     /// end of a partition, reading starts at its end.
     Offset(u64),
     /// The first message whose timestamp is at or after this time.
-    Time(SystemTime),
+    Time(#[serde(with = "signed_time")] SystemTime),
+}
+
+/// A `SystemTime` stored as `(before the epoch, distance from it)`: serde's own form refuses
+/// times before the epoch, which a `Start` may hold.
+mod signed_time {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let signed = match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => (false, after),
+            Err(before) => (true, before.duration()),
+        };
+        serde::Serialize::serialize(&signed, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SystemTime, D::Error> {
+        let (before, distance): (bool, Duration) = serde::Deserialize::deserialize(deserializer)?;
+        let time = if before {
+            UNIX_EPOCH.checked_sub(distance)
+        } else {
+            UNIX_EPOCH.checked_add(distance)
+        };
+        time.ok_or_else(|| serde::de::Error::custom("a time out of this platform's range"))
+    }
 }
 
 /// Names are 1 to 249 characters of `[A-Za-z0-9._-]` (Kafka's rule), so they are safe as file

@@ -146,18 +146,20 @@ impl<T: Payload> TopicCore<T> {
             self.check_group(group, Some(&options))?;
             return Ok(Arc::clone(group));
         }
-        let declaration = StoredGroup {
-            version: GROUP_DECLARATION_VERSION,
-            kind: "group".to_owned(),
-            options: options.clone(),
-        };
-        let bytes = serde_json::to_vec(&declaration).map_err(|e| Error::Encode {
-            name: name.to_owned(),
-            message: format!("its declaration: {e}"),
-        })?;
-        self.context
-            .store
-            .declare(&declaration_name(&self.name, name), bytes);
+        if self.context.store.reads_back() {
+            let declaration = StoredGroup {
+                version: GROUP_DECLARATION_VERSION,
+                kind: "group".to_owned(),
+                options: options.clone(),
+            };
+            let bytes = serde_json::to_vec(&declaration).map_err(|e| Error::Encode {
+                name: name.to_owned(),
+                message: format!("its declaration: {e}"),
+            })?;
+            self.context
+                .store
+                .declare(&declaration_name(&self.name, name), bytes);
+        }
         let blocks = options.overflow_policy() == crate::options::Overflow::Block;
         let cursors = (0..)
             .zip(self.partitions.iter())

@@ -66,6 +66,14 @@ impl<T: Payload> Source<T> for Member<T> {
         let clock = &topic.context.clock;
         let mut ticks = Ticks::new(clock);
         let mut state = group.state.lock();
+        if !state.deleted
+            && let Some(woken) = group.expire(topic, &mut state, &mut ticks)
+        {
+            // Other members may take what fell due; woken outside the lock.
+            drop(state);
+            woken.wake();
+            state = group.state.lock();
+        }
         if state.deleted {
             drop(state);
             if std::mem::replace(&mut self.told_deleted, true) {
@@ -76,8 +84,6 @@ impl<T: Payload> Source<T> for Member<T> {
                 group: group.name.clone(),
             });
         }
-        let woken = group.expire(topic, &mut state, &mut ticks);
-        woken.wake(); // stale wakes are harmless; other members may take what fell due
         let n = state.parts.len();
         for i in 0..n {
             let p = (self.turn + i) % n;

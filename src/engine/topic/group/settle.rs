@@ -111,9 +111,7 @@ impl<T> Group<T> {
             .options
             .max_delivery_count()
             .is_some_and(|max| count >= max);
-        if spent
-            && let Some(woken) = self.dead_letter(topic, part, partition, offset, count, why)
-        {
+        if spent && let Some(woken) = self.dead_letter(topic, part, partition, offset, count, why) {
             state.dead_lettered += 1;
             return woken;
         }
@@ -123,13 +121,13 @@ impl<T> Group<T> {
 
     /// Fires what fell due by now: held deliveries past their ack timeout end (redelivered
     /// after their backoff, or dead-lettered), released messages past their backoff become
-    /// ready. Returns whom to wake.
+    /// ready. Returns whom to wake (after unlocking), if anything fell due.
     pub(super) fn expire(
         &self,
         topic: &TopicCore<T>,
         state: &mut GroupState,
         ticks: &mut Ticks<'_>,
-    ) -> Woken {
+    ) -> Option<Woken> {
         let mut woken = Woken::none();
         let mut moved = false;
         for p in 0..state.parts.len() {
@@ -180,10 +178,11 @@ impl<T> Group<T> {
                 moved = true;
             }
         }
-        if moved {
-            woken.join(state.waiters.take());
+        if !moved {
+            return None;
         }
-        woken
+        woken.join(state.waiters.take());
+        Some(woken)
     }
 
     /// Fires what fell due (a clock advance, a wait for idle), with nobody looking.
@@ -195,7 +194,9 @@ impl<T> Group<T> {
         }
         let woken = self.expire(topic, &mut state, &mut ticks);
         drop(state);
-        woken.wake();
+        if let Some(woken) = woken {
+            woken.wake();
+        }
     }
 
     /// Moves `offset` to the dead-letter queue, and the group past it: the dead letter and
