@@ -52,7 +52,7 @@ use crate::record::Payload;
 ///   decode as `T`; it carries the raw bytes and where the record is. A subscriber has moved
 ///   past it. A group member holds it like a delivery: the group's position stays before it
 ///   until [`Undecodable::ack`](crate::Undecodable::ack) skips it; dropped unsettled, it comes
-///   again. (Dead-lettering it needs group dead-letter queues, which do not exist yet.)
+///   again after the group's backoff.
 /// - [`RecvError::Failed`] (durable topics): the store could not read a retained message back,
 ///   even after retrying for about half a second; nothing was skipped, and the next receive
 ///   tries again from the same message. A failed commit (a full disk) makes the store refuse

@@ -168,14 +168,41 @@ pub enum Error {
         /// The topic or queue.
         name: String,
     },
-    /// [`Broker::delete_queue`](crate::Broker::delete_queue) of a queue that another queue
-    /// still uses as its dead-letter queue: delete that one first.
-    #[error("queue `{name}` is the dead-letter queue of `{user}`; delete `{user}` first")]
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue) of a queue that another queue, or
+    /// a consumer group, still uses as its dead-letter queue: delete that one first.
+    #[error("queue `{name}` is the dead-letter queue of `{user}`; delete that first")]
     InUse {
         /// The queue that was to be deleted.
         name: String,
-        /// A queue or group that dead-letters into it.
+        /// A queue, or a consumer group as `topic/group`, that dead-letters into it.
         user: String,
+    },
+    /// [`Topic::reset_group`](crate::Topic::reset_group) while a member of the group is
+    /// connected: drop every member first (Kafka refuses to reset an active group too).
+    #[error("group `{group}` of topic `{topic}` has live members; drop them before resetting it")]
+    GroupBusy {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// An admin call named a consumer group the topic does not have.
+    #[error("topic `{topic}` has no consumer group `{group}`")]
+    NoSuchGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// A partition number beyond the topic's partition count.
+    #[error("topic `{topic}` has no partition {partition} (it has {partitions})")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
     },
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
@@ -618,8 +645,10 @@ pub enum RecvError {
     /// a store poisoned by a failed commit). Nothing was skipped: the next receive tries again.
     Failed(Box<ReadFailure>),
     /// The topic or queue was deleted ([`Broker::delete_topic`](crate::Broker::delete_topic),
-    /// [`Broker::delete_queue`](crate::Broker::delete_queue)): like `Disconnected`, the end of
-    /// this consumer's stream (a blocked receive wakes with it; iterators end).
+    /// [`Broker::delete_queue`](crate::Broker::delete_queue)), or this member's consumer group
+    /// ([`Topic::delete_group`](crate::Topic::delete_group); [`Deleted::group_name`] says
+    /// which): like `Disconnected`, the end of this consumer's stream (a blocked receive wakes
+    /// with it; iterators end). A deleted group's unacked messages settle as no-ops.
     Deleted(Box<Deleted>),
 }
 
@@ -723,27 +752,49 @@ impl From<RecvError> for RecvTimeoutError {
 
 const RECV_CLOSED: &str = "receiving on a closed broker";
 
-/// What [`RecvError::Deleted`] (and its `try` and `timeout` kin) carries: the topic or queue
-/// that was deleted. Boxed, so that receive errors stay as small as they were.
+/// What [`RecvError::Deleted`] (and its `try` and `timeout` kin) carries: the topic, queue or
+/// consumer group that was deleted. Boxed, so that receive errors stay as small as they were.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
     name: String,
+    group: Option<String>,
 }
 
 impl Deleted {
+    /// The topic or queue `name`.
     pub(crate) fn new(name: String) -> Box<Self> {
-        Box::new(Self { name })
+        Box::new(Self { name, group: None })
     }
 
-    /// The topic or queue.
+    /// The consumer group `group` of topic `topic`.
+    pub(crate) fn group(topic: String, group: String) -> Box<Self> {
+        Box::new(Self {
+            name: topic,
+            group: Some(group),
+        })
+    }
+
+    /// The topic or queue (for a deleted group, its topic).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The consumer group, if it was a group (and not its topic) that was deleted.
+    pub fn group_name(&self) -> Option<&str> {
+        self.group.as_deref()
     }
 }
 
 impl fmt::Display for Deleted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "receiving from `{}`, which was deleted", self.name)
+        match &self.group {
+            Some(group) => write!(
+                f,
+                "receiving from group `{group}` of topic `{}`, which was deleted",
+                self.name
+            ),
+            None => write!(f, "receiving from `{}`, which was deleted", self.name),
+        }
     }
 }
 

@@ -132,7 +132,7 @@ pub use crate::error::{
 pub use crate::message::{Message, Peeked};
 pub use crate::options::{
     Backoff, Durability, GroupOptions, IdleOptions, Overflow, QueueOptions, Retention, Start,
-    TopicOptions,
+    SubscribeOptions, TopicOptions,
 };
 pub use crate::producer::Producer;
 pub use crate::queue::Queue;

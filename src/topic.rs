@@ -29,17 +29,33 @@
 //! [`Topic::join_group`] makes the consumer a member of a named group: the group's members share
 //! the partitions (each partition has one owner; members beyond the partition count stay idle),
 //! and rebalance when one joins or is dropped. Delivery is at-least-once: the group's position in
-//! each partition is its first unacked offset; a nacked or dropped message is redelivered, and a
-//! partition's unacked messages go to its next owner.
+//! each partition is its first unacked offset; a nacked, dropped or timed-out message is
+//! redelivered after the group's [`Backoff`](crate::Backoff) (the partition's other messages
+//! keep coming meanwhile), a partition's unacked messages go to its next owner, and past
+//! `max_deliveries` a message moves to the group's dead-letter queue
+//! ([`GroupOptions`](crate::GroupOptions)). A group is never skipped by retention unless its
+//! options say so ([`GroupOptions::overflow`](crate::GroupOptions::overflow)).
+//!
+//! # Delayed records
+//!
+//! A record sent with [`Record::delay`](crate::Record::delay) or
+//! [`deliver_at`](crate::Record::deliver_at) keeps its place in its partition: subscribers and
+//! group members reach it in offset order and wait there until it is due, so the partition's
+//! later messages wait too and per-partition order holds (like a Kafka consumer pausing a
+//! partition, unlike JetStream's per-message delays). Other partitions are not held up. Use a
+//! [`Queue`](crate::Queue) for independent delays. The wait ends with the broker's clock (a
+//! [`ManualClock`](crate::ManualClock) advance, or the real time), without polling.
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::consumer::Consumer;
+use crate::engine::Delivery;
 use crate::engine::Life;
 use crate::engine::topic::{Member, Subscriber, TopicCore};
 use crate::error::Error;
-use crate::options::{Start, TopicOptions, validate_name};
+use crate::message::Peeked;
+use crate::options::{GroupOptions, Start, SubscribeOptions, TopicOptions};
 use crate::producer::Producer;
 use crate::record::Payload;
 
@@ -113,34 +129,162 @@ impl<T: Payload> Topic<T> {
     /// # Ok(()) }
     /// ```
     pub fn subscribe(&self, start: Start) -> Result<Consumer<T>, Error> {
+        self.subscribe_with(start, SubscribeOptions::default())
+    }
+
+    /// An independent subscriber that reads every partition from `start`, with its own
+    /// options: [`SubscribeOptions::overflow`] overrides the topic's overflow policy for this
+    /// subscriber alone.
+    ///
+    /// # Errors
+    /// [`Error::Deleted`] if the topic was deleted; [`Error::Closed`].
+    pub fn subscribe_with(
+        &self,
+        start: Start,
+        options: SubscribeOptions,
+    ) -> Result<Consumer<T>, Error> {
         self.core.check_live()?;
         Ok(Consumer::subscriber(Subscriber::new(
             Arc::clone(&self.core),
             start,
+            options.overflow_policy(),
         )))
     }
 
-    /// Joins the consumer group `name`, creating it at [`Start::Earliest`] if new.
+    /// Joins the consumer group `name`: an existing group whatever its options (as
+    /// [`Broker::queue`](crate::Broker::queue) does), or a new one with
+    /// [`GroupOptions::default`] (from [`Start::Earliest`]).
     ///
     /// # Errors
     /// [`Error::InvalidName`]; [`Error::Closed`].
     pub fn join_group(&self, name: &str) -> Result<Consumer<T>, Error> {
-        self.join_group_with(name, Start::Earliest)
+        self.join(name, None)
     }
 
-    /// Joins the consumer group `name`; if the group is new it starts at `start` (an existing
-    /// group keeps its position).
+    /// Joins the consumer group `name`, declaring it with `options` if it is new (they are
+    /// stored with it in a durable broker). Joining an existing group with other options is
+    /// [`Error::Mismatch`], as for [`Broker::queue_with`](crate::Broker::queue_with); an
+    /// existing group keeps its position. A dead-letter queue named in the options is declared
+    /// with the group (a `Queue<T>` with default options unless it exists).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use embus::{Broker, GroupOptions, Start};
+    /// let bus = Broker::memory();
+    /// let t = bus.topic::<u32>("orders")?;
+    /// let opts = GroupOptions::default()
+    ///     .start(Start::Latest)
+    ///     .ack_timeout(Duration::from_secs(60))
+    ///     .max_deliveries(5)
+    ///     .dead_letter("orders.billing.dead");
+    /// let _billing = t.join_group_with("billing", opts.clone())?;
+    /// let _again = t.join_group_with("billing", opts)?; // same options: fine
+    /// assert!(t.join_group_with("billing", GroupOptions::default()).is_err()); // Mismatch
+    /// let _any = t.join_group("billing")?; // whatever its options
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidName`]; [`Error::Closed`].
-    pub fn join_group_with(&self, name: &str, start: Start) -> Result<Consumer<T>, Error> {
-        validate_name(name)?;
+    /// [`Error::InvalidName`]; [`Error::InvalidOption`] (e.g. `max_deliveries` without a
+    /// `dead_letter`); [`Error::Mismatch`]; [`Error::Deleted`] if the topic was deleted;
+    /// [`Error::Closed`].
+    pub fn join_group_with(&self, name: &str, options: GroupOptions) -> Result<Consumer<T>, Error> {
+        self.join(name, Some(options))
+    }
+
+    fn join(&self, name: &str, options: Option<GroupOptions>) -> Result<Consumer<T>, Error> {
         self.core.check_live()?;
-        let group = self.core.group(name, start);
+        let group = self.core.declare_group(name, options)?;
         Ok(Consumer::member(Member::join(
             Arc::clone(&self.core),
             group,
         )))
+    }
+
+    /// The names of the topic's consumer groups, sorted: every group joined in this run or
+    /// restored from a durable store, until deleted.
+    pub fn groups(&self) -> Vec<String> {
+        self.core.group_names()
+    }
+
+    /// Deletes the consumer group `name`: its positions and stored options are forgotten
+    /// (durably), its live members get [`RecvError::Deleted`](crate::RecvError::Deleted)
+    /// on their next receive (a blocked one wakes), their unacked messages settle as no-ops,
+    /// and producers the group held under [`Overflow::Block`](crate::Overflow::Block) go on.
+    /// Joining the name again creates a new group.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::Broker;
+    /// let bus = Broker::memory();
+    /// let t = bus.topic::<u32>("t")?;
+    /// drop(t.join_group("old")?);
+    /// assert_eq!(t.groups(), ["old"]);
+    /// t.delete_group("old")?;
+    /// assert!(t.groups().is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoSuchGroup`]; [`Error::Closed`].
+    pub fn delete_group(&self, name: &str) -> Result<(), Error> {
+        self.core.delete_group(name)
+    }
+
+    /// Moves the consumer group `name` to `start` in every partition (stored in a durable
+    /// broker), forgetting its unacked deliveries: to replay from the start, or to skip a
+    /// backlog. Works only while no member is connected (like Kafka's offset reset).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, Start};
+    /// let bus = Broker::memory();
+    /// let t = bus.topic::<u32>("t")?;
+    /// t.producer().send_batch(vec![1, 2, 3])?;
+    /// drop(t.join_group("g")?);
+    /// t.reset_group("g", Start::Latest)?;
+    /// assert_eq!(t.group_position("g"), Some(vec![3]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::GroupBusy`] while a member is connected; [`Error::NoSuchGroup`];
+    /// [`Error::Closed`].
+    pub fn reset_group(&self, name: &str, start: Start) -> Result<(), Error> {
+        self.core.reset_group(name, start)
+    }
+
+    /// A copy of the retained message at `offset` of `partition`, changing nothing (no
+    /// delivery, no position moves). `Ok(None)` if that offset was trimmed by retention or
+    /// is not written yet (see [`offsets`](Self::offsets) for what is retained). In a durable
+    /// broker, offsets no longer held in memory are read back from the store.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::Broker;
+    /// let bus = Broker::memory();
+    /// let t = bus.topic::<String>("t")?;
+    /// t.producer().send("hello".to_owned())?;
+    /// assert_eq!(t.get(0, 0)?.map(|m| m.payload().clone()), Some("hello".to_owned()));
+    /// assert!(t.get(0, 1)?.is_none()); // not written yet
+    /// assert!(t.get(9, 0).is_err()); // no such partition
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoSuchPartition`]; [`Error::Decode`] if the stored record is damaged or is
+    /// not a `T`; [`Error::Deleted`] if the topic was deleted; a storage error if it cannot be
+    /// read back now.
+    pub fn get(&self, partition: u32, offset: u64) -> Result<Option<Peeked<T>>, Error> {
+        let stored = self.core.peek(partition, offset)?;
+        Ok(stored.map(|stored| Peeked::new(Delivery::look(stored, partition))))
+    }
+
+    /// How many messages the consumer group `name` moved to its dead-letter queue since the
+    /// broker opened, or `None` if there is no such group.
+    pub fn group_dead_lettered(&self, name: &str) -> Option<u64> {
+        self.core.group_dead_lettered(name)
     }
 
     /// The topic's name.

@@ -221,7 +221,8 @@ fn iter_yields_lagged_and_keeps_going(backend: Backend) {
         )
         .unwrap();
     let mut sub = topic.subscribe(Start::Earliest).unwrap();
-    let mut member = topic.join_group("g").unwrap();
+    let lag = embus::GroupOptions::default().overflow(embus::Overflow::Lag);
+    let mut member = topic.join_group_with("g", lag).unwrap();
     topic.producer().send_batch(vec![0, 1, 2, 3, 4]).unwrap();
     assert_eq!(topic.offsets(0), Some(3..5));
     bus.close().unwrap();

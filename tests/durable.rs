@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use embus::{Broker, Error, QueueOptions, Retention, Start, TopicOptions};
+use embus::{Broker, Error, GroupOptions, QueueOptions, Retention, Start, TopicOptions};
 
 #[test]
 fn topic_messages_options_and_group_positions_survive_a_reopen() {
@@ -293,14 +293,18 @@ fn a_new_group_position_is_stored_before_it_moves() {
         let bus = Broker::open(&path).unwrap();
         let t = bus.topic_with::<u32>("t", options).unwrap();
         t.producer().send_batch((0..10).collect()).unwrap(); // history
-        let g = t.join_group_with("g", Start::Latest).unwrap();
+        let g = t
+            .join_group_with("g", GroupOptions::default().start(Start::Latest))
+            .unwrap();
         t.producer().send_batch((10..16).collect()).unwrap();
         drop(g); // left before reading anything
         bus.close().unwrap();
     }
     let bus = Broker::open(&path).unwrap();
     let t = bus.topic_with::<u32>("t", options).unwrap();
-    let mut g = t.join_group_with("g", Start::Latest).unwrap();
+    let mut g = t
+        .join_group_with("g", GroupOptions::default().start(Start::Latest))
+        .unwrap();
     let mut got = common::take(&mut g, 6);
     got.sort_unstable();
     assert_eq!(

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Error, ManualClock, QueueOptions, RecvError, RecvTimeoutError, Retention, SendError,
-    SendTimeoutError, Start, TopicOptions, TryRecvError, TrySendError,
+    Error, GroupOptions, ManualClock, QueueOptions, RecvError, RecvTimeoutError, Retention,
+    SendError, SendTimeoutError, Start, TopicOptions, TryRecvError, TrySendError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -216,7 +216,10 @@ fn bad_names_are_invalid_name_everywhere(backend: Backend) {
     let topic = bus.topic::<u64>("t").unwrap();
     for name in bad {
         expect_invalid_name(topic.join_group(name), name);
-        expect_invalid_name(topic.join_group_with(name, Start::Latest), name);
+        expect_invalid_name(
+            topic.join_group_with(name, GroupOptions::default().start(Start::Latest)),
+            name,
+        );
     }
 
     // The edges of what is allowed.
@@ -544,14 +547,20 @@ fn extreme_durations_times_and_offsets_do_not_panic(backend: Backend) {
     topic.producer().send_timeout(1, Duration::MAX).unwrap();
     queue.producer().send_timeout(2, Duration::MAX).unwrap();
 
-    for start in [
+    for (i, start) in [
         Start::Offset(u64::MAX),
         Start::Time(UNIX_EPOCH),
         Start::Time(UNIX_EPOCH - Duration::from_secs(1)),
         Start::Time(SystemTime::now() + Duration::from_secs(1 << 40)),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let _ = topic.subscribe(start).unwrap().try_recv();
-        let _ = topic.join_group_with("g", start).unwrap().try_recv();
+        let _ = topic
+            .join_group_with(&format!("g{i}"), GroupOptions::default().start(start))
+            .unwrap()
+            .try_recv();
     }
     assert_eq!(topic.offsets(2), None);
     assert_eq!(topic.offsets(u32::MAX), None);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
-    Broker, Consumer, Error, ManualClock, Message, Overflow, Payload, RecvTimeoutError, Retention,
-    Start, Topic, TopicOptions,
+    Broker, Consumer, Error, GroupOptions, ManualClock, Message, Overflow, Payload,
+    RecvTimeoutError, Retention, Start, Topic, TopicOptions,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -658,7 +658,9 @@ fn join_group_with_latest_skips_existing_messages(backend: Backend) {
     let t = topic(&bus, 2);
     let p = t.producer();
     p.send_batch((0..4).collect()).unwrap();
-    let mut a = t.join_group_with("g", Start::Latest).unwrap();
+    let mut a = t
+        .join_group_with("g", GroupOptions::default().start(Start::Latest))
+        .unwrap();
     assert_eq!(t.group_position("g"), Some(vec![2, 2]));
     assert_nothing_arrives(&mut a);
     p.send(4).unwrap();
@@ -672,7 +674,9 @@ fn join_group_with_offset_starts_there(backend: Backend) {
     let bus = backend.bus();
     let t = topic(&bus, 1);
     t.producer().send_batch((0..5).collect()).unwrap();
-    let mut a = t.join_group_with("g", Start::Offset(3)).unwrap();
+    let mut a = t
+        .join_group_with("g", GroupOptions::default().start(Start::Offset(3)))
+        .unwrap();
     assert_eq!(t.group_position("g"), Some(vec![3]));
     assert_eq!(common::take(&mut a, 2), [3, 4]);
 }
@@ -687,19 +691,21 @@ fn join_group_with_time_starts_at_the_first_message_at_or_after_it(backend: Back
     clock.advance(Duration::from_secs(10));
     let from = clock.now();
     p.send_batch(vec![1, 2]).unwrap();
-    let mut a = t.join_group_with("g", Start::Time(from)).unwrap();
+    let mut a = t
+        .join_group_with("g", GroupOptions::default().start(Start::Time(from)))
+        .unwrap();
     assert_eq!(common::take(&mut a, 2), [1, 2]);
 }
 
-both_backends!(an_existing_group_keeps_its_position_whatever_start_a_member_asks_for);
-fn an_existing_group_keeps_its_position_whatever_start_a_member_asks_for(backend: Backend) {
+both_backends!(an_existing_group_keeps_its_position_for_a_later_join);
+fn an_existing_group_keeps_its_position_for_a_later_join(backend: Backend) {
     let bus = backend.bus();
     let t = topic(&bus, 1);
     t.producer().send_batch((0..3).collect()).unwrap();
     let mut a = t.join_group("g").unwrap();
     assert_eq!(common::take(&mut a, 1), [0]);
     drop(a);
-    let mut b = t.join_group_with("g", Start::Latest).unwrap();
+    let mut b = t.join_group("g").unwrap();
     assert_eq!(t.group_position("g"), Some(vec![1]));
     assert_eq!(common::take(&mut b, 2), [1, 2]);
 }
@@ -752,7 +758,8 @@ fn member_lag_counts_only_retained_messages(backend: Backend) {
             TopicOptions::default().retention(Retention::messages(3)),
         )
         .unwrap();
-    let a = t.join_group("g").unwrap();
+    let lag = GroupOptions::default().overflow(Overflow::Lag);
+    let a = t.join_group_with("g", lag).unwrap();
     t.producer().send_batch((0..10).collect()).unwrap();
     // "Messages this consumer has yet to receive": seven were trimmed, three can still come.
     assert_eq!(a.lag(), 3);
@@ -769,7 +776,8 @@ fn member_behind_lag_retention_gets_lagged_then_continues(backend: Backend) {
                 .overflow(Overflow::Lag),
         )
         .unwrap();
-    let mut a = t.join_group("g").unwrap();
+    let lag = GroupOptions::default().overflow(Overflow::Lag);
+    let mut a = t.join_group_with("g", lag).unwrap();
     t.producer().send_batch((0..10).collect()).unwrap();
     assert_eq!(
         a.recv_timeout(WAIT).unwrap_err(),

@@ -11,7 +11,8 @@ mod linux {
 
     use crate::common::{self, BRIEF, WAIT};
     use embus::{
-        Broker, ManualClock, QueueOptions, RecvError, Retention, Start, TopicOptions, TryRecvError,
+        Broker, GroupOptions, ManualClock, QueueOptions, RecvError, Retention, Start, TopicOptions,
+        TryRecvError,
     };
 
     /// The OS threads of this process.
@@ -131,8 +132,16 @@ mod linux {
         };
         let mut blocked = vec![
             recv_on(topic.subscribe(Start::Latest).unwrap()),
-            recv_on(topic.join_group_with("g2", Start::Latest).unwrap()),
-            recv_on(topic.join_group_with("g3", Start::Latest).unwrap()),
+            recv_on(
+                topic
+                    .join_group_with("g2", GroupOptions::default().start(Start::Latest))
+                    .unwrap(),
+            ),
+            recv_on(
+                topic
+                    .join_group_with("g3", GroupOptions::default().start(Start::Latest))
+                    .unwrap(),
+            ),
             recv_on(jobs.consumer()),
             recv_on(dead_worker),
             recv_on(other_queue.consumer()),

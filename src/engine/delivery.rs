@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::queue::{ConsumerLink, DeliveryId, QueueItem, ReleaseReason};
-use super::topic::{Group, StoredRef, TopicCore};
+use super::topic::{Group, StoredRef, TopicCore, Why};
 use crate::error::{Ended, Error};
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
 
@@ -44,7 +44,7 @@ enum Settle<T, Q = QueueAck<T>> {
 /// How a group delivery reaches its group.
 pub(crate) struct GroupAck<T> {
     pub(crate) topic: Arc<TopicCore<T>>,
-    pub(crate) group: Arc<Group>,
+    pub(crate) group: Arc<Group<T>>,
     pub(crate) member: u64,
 }
 
@@ -225,12 +225,18 @@ impl<T> Delivery<T> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => Settle::Nothing,
             Settle::Group(g) => {
+                let why = match reason {
+                    ReleaseReason::Nack => Why::Nack,
+                    _ => Why::Dropped,
+                };
                 g.group.release(
+                    &g.topic,
                     self.partition,
                     self.offset,
                     g.member,
                     self.delivery_count,
                     delay,
+                    why,
                 );
                 Settle::Group(g)
             }

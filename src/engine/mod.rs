@@ -90,6 +90,10 @@ pub(crate) trait Control: Send + Sync {
         self.gone().0.store(true, Ordering::Release);
         self.wake_all();
     }
+    /// Its consumer groups that dead-letter into queue `queue`, as `topic/group`.
+    fn dead_letter_users(&self, _queue: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Wakes every blocked consumer and producer so they re-check (close, clock advance).
     fn wake_all(&self);
     /// `None` when idle; otherwise what is pending, for `Error::NotIdle`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::queue::QueueCore;
-use super::topic::TopicCore;
+use super::topic::{TopicCore, is_group_declaration, stored_dead_letter};
 use super::{Context, Control};
 use crate::codec::{Bincode, Codec};
 use crate::error::Error;
@@ -384,7 +384,7 @@ impl Context {
             .map(|(name, _)| name.clone())
             .collect();
         for (name, bytes) in self.store.declarations()? {
-            if self.stored_kind(&name, &bytes)? == kind {
+            if !is_group_declaration(&name) && self.stored_kind(&name, &bytes)? == kind {
                 names.push(name);
             }
         }
@@ -458,7 +458,23 @@ impl Context {
         if let Some((user, _)) = declared.iter().find(|(_, d)| uses(&d.options)) {
             return Ok(Some(user.clone()));
         }
+        let groups = declared
+            .values()
+            .flat_map(|d| d.control.dead_letter_users(name));
+        if let Some(user) = groups.into_iter().next() {
+            return Ok(Some(user));
+        }
         for (user, bytes) in self.store.declarations()? {
+            if is_group_declaration(&user) {
+                // A group of a topic not declared in this run (those were asked above).
+                let topic = user.split('/').next().unwrap_or_default();
+                if !declared.contains_key(topic)
+                    && stored_dead_letter(&bytes).as_deref() == Some(name)
+                {
+                    return Ok(Some(user));
+                }
+                continue;
+            }
             if user != name
                 && !declared.contains_key(&user)
                 && self

@@ -3,9 +3,11 @@
 
 mod backoff;
 mod group;
+mod subscribe;
 
 pub use self::backoff::Backoff;
 pub use self::group::GroupOptions;
+pub use self::subscribe::SubscribeOptions;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -125,6 +127,12 @@ impl fmt::Debug for Retention {
 }
 
 /// What a topic does when a slow reader would need more than retention allows.
+///
+/// The topic's policy ([`TopicOptions::overflow`]) is the default for its plain subscribers;
+/// one subscriber can choose its own ([`SubscribeOptions::overflow`]), so a slow audit reader
+/// under `Lag` never stalls producers while others use `Block`. Consumer groups do not follow
+/// the topic's policy: a group is at-least-once, so it defaults to `Block`
+/// ([`GroupOptions::overflow`]); a group must opt in to being skipped.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -134,8 +142,8 @@ pub enum Overflow {
     /// forgotten subscriber never stalls producers.
     #[default]
     Lag,
-    /// Producers wait until every subscriber and consumer group has read (groups: acked) the
-    /// oldest message. Memory stays bounded and nothing is skipped.
+    /// Producers wait until every subscriber and consumer group under `Block` has read
+    /// (groups: acked) the oldest message. Memory stays bounded and nothing is skipped.
     Block,
 }
 
@@ -158,6 +166,7 @@ pub struct TopicOptions {
     overflow: Overflow,
     /// Absent from declarations stored before compaction existed: off.
     compaction: bool,
+    interest: bool,
 }
 
 impl TopicOptions {
@@ -179,7 +188,10 @@ impl TopicOptions {
         self
     }
 
-    /// What happens when a slow reader would exceed retention. Default [`Overflow::Lag`].
+    /// What happens when a slow plain subscriber would exceed retention. Default
+    /// [`Overflow::Lag`]: a forgotten subscriber never stalls producers. Consumer groups have
+    /// their own policy ([`GroupOptions::overflow`], `Block` by default), and a subscriber may
+    /// choose its own ([`SubscribeOptions::overflow`]).
     #[must_use]
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.overflow = overflow;
@@ -244,6 +256,39 @@ impl TopicOptions {
         self.compaction
     }
 
+    /// Retention by interest (NATS JetStream's `Interest` retention, Redis 8.2's "delete once
+    /// every group acked"): a message is trimmed as soon as every consumer group of the topic
+    /// has acked it, on top of the [`Retention`] limits, which still apply (whichever trims
+    /// first; a group under [`Overflow::Block`], the default, is never trimmed past). Plain
+    /// subscribers express no interest: one that reads slower than the groups ack gets
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged) under `Lag`, and under `Block` holds
+    /// the message as usual. A topic with no group keeps its messages under the retention
+    /// limits (a group created later from [`Start::Earliest`] reads them): interest trims
+    /// only what some group acked. Default `false`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use embus::{Broker, TopicOptions};
+    /// let bus = Broker::memory();
+    /// let t = bus.topic_with::<u32>("jobs", TopicOptions::default().retention_by_interest(true))?;
+    /// let mut g = t.join_group("workers")?;
+    /// t.producer().send(1)?;
+    /// assert_eq!(t.retained(), 1);
+    /// g.recv()?.ack()?;
+    /// assert_eq!(t.retained(), 0); // every group acked it
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn retention_by_interest(mut self, on: bool) -> Self {
+        self.interest = on;
+        self
+    }
+
+    /// Whether messages are trimmed once every group acked them.
+    pub fn is_retention_by_interest(&self) -> bool {
+        self.interest
+    }
+
     /// The partition count.
     pub fn partition_count(&self) -> u32 {
         self.partitions
@@ -283,6 +328,12 @@ impl TopicOptions {
                  Retention::unlimited()",
             );
         }
+        if self.compaction && self.interest {
+            return bad(
+                "retention_by_interest",
+                "a compacted topic keeps the last value of every key, acked or not",
+            );
+        }
         Ok(())
     }
 }
@@ -294,6 +345,7 @@ impl Default for TopicOptions {
             retention: Retention::default(),
             overflow: Overflow::default(),
             compaction: false,
+            interest: false,
         }
     }
 }
@@ -513,7 +565,7 @@ impl Default for QueueOptions {
 }
 
 /// Where a subscriber starts reading, in every partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Start {
     /// The oldest retained message.
     Earliest,
@@ -524,7 +576,36 @@ pub enum Start {
     /// end of a partition, reading starts at its end.
     Offset(u64),
     /// The first message whose timestamp is at or after this time.
-    Time(SystemTime),
+    Time(#[serde(with = "signed_time")] SystemTime),
+}
+
+/// A `SystemTime` stored as `(before the epoch, distance from it)`: serde's own form refuses
+/// times before the epoch, which a `Start` may hold.
+mod signed_time {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let signed = match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => (false, after),
+            Err(before) => (true, before.duration()),
+        };
+        serde::Serialize::serialize(&signed, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<SystemTime, D::Error> {
+        let (before, distance): (bool, Duration) = serde::Deserialize::deserialize(deserializer)?;
+        let time = if before {
+            UNIX_EPOCH.checked_sub(distance)
+        } else {
+            UNIX_EPOCH.checked_add(distance)
+        };
+        time.ok_or_else(|| serde::de::Error::custom("a time out of this platform's range"))
+    }
 }
 
 /// Names are 1 to 249 characters of `[A-Za-z0-9._-]` (Kafka's rule), so they are safe as file

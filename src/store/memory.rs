@@ -51,6 +51,10 @@ impl Store for MemoryStore {
         Ok(Restored::default())
     }
 
+    fn forget_group(&self, _topic: &str, _group: &str) {}
+
+    fn undeclare(&self, _name: &str) {}
+
     fn groups(&self, _topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
         Ok(Vec::new())
     }

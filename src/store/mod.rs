@@ -139,6 +139,20 @@ pub(crate) enum Progress<'a> {
         ts: Nanos,
         size: u32,
     },
+    /// A consumer group moved a message to its dead-letter queue as `to_id`: `body` is the
+    /// dead letter (key, headers and payload, see [`format::body`]; empty for a store that
+    /// keeps no bytes), and `position` the group's new first unacked offset in that partition
+    /// if it moved. Both ride one commit: a crash leaves either the message still the group's
+    /// or the dead letter stored, never neither.
+    GroupDeadLetter {
+        to: &'a Arc<dyn Sink>,
+        to_id: u64,
+        body: &'a [u8],
+        ts: Nanos,
+        size: u32,
+        /// `(topic, group, partition, offset)`.
+        position: Option<(&'a str, &'a str, u32, u64)>,
+    },
     /// A group's first unacked offset in a partition moved.
     GroupPosition {
         topic: &'a str,
@@ -274,6 +288,12 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Stored group positions of `topic`: (group, partition, first unacked offset).
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error>;
+
+    /// Forgets every stored position of group `group` of `topic` (rides the next commit).
+    fn forget_group(&self, topic: &str, group: &str);
+
+    /// Forgets the stored declaration of `name` (rides the next commit).
+    fn undeclare(&self, name: &str);
 
     /// Whether stored messages can be read back ([`load`](Self::load)), so the engine may keep
     /// only a tail of each partition in memory.

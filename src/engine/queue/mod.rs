@@ -5,6 +5,7 @@ mod admin;
 mod alarm;
 mod append;
 mod consumer;
+mod from_group;
 mod item;
 mod ready;
 mod state;

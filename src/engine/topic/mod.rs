@@ -1,6 +1,7 @@
 //! The engine of one topic: partitions, producers' appends, groups and waiting for room.
 
 mod group;
+mod groups;
 mod load;
 mod log;
 mod partition;
@@ -13,8 +14,11 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-pub(crate) use self::group::{Group, Member};
-pub(crate) use self::log::{Cold, Limits, Loader, Log, Partition, Read, Reader, StoredRef};
+pub(crate) use self::group::{Group, Member, Why};
+pub(crate) use self::groups::{is_group_declaration, stored_dead_letter};
+pub(crate) use self::log::{
+    Cold, Limits, Loader, Log, Partition, Read, Reader, StoredRef, not_due,
+};
 pub(crate) use self::subscriber::Subscriber;
 
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
@@ -23,7 +27,7 @@ use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
-use crate::store::{Append, LogId, Progress, Sink, Stager};
+use crate::store::{Append, LogId, Sink, Stager};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
 pub(crate) struct TopicCore<T> {
@@ -34,7 +38,7 @@ pub(crate) struct TopicCore<T> {
     /// What the durable store's writer publishes into, per partition.
     sinks: Box<[Arc<dyn Sink>]>,
     round_robin: AtomicU32,
-    groups: Mutex<HashMap<String, Arc<Group>>>,
+    groups: Mutex<HashMap<String, Arc<Group<T>>>>,
     /// Payloads to and from the store's bytes.
     coder: seam::Coder<T>,
     pub(crate) context: Arc<Context>,
@@ -104,6 +108,12 @@ impl<T: Payload> TopicCore<T> {
             part.lock().trim(&limits, now, None);
         }
         let stored_groups = context.store.groups(name)?;
+        let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
+        names.dedup();
+        let mut restored = Vec::new();
+        for group in names {
+            restored.push((group, groups::stored_options(&context, name, group)?));
+        }
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             name: name.to_owned(),
             options,
@@ -124,16 +134,14 @@ impl<T: Payload> TopicCore<T> {
             context,
             gone: Gone::default(),
         });
-        let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
-        names.dedup();
-        for group in names {
+        for (group, options) in restored {
             let at = |p: u32| {
                 stored_groups
                     .iter()
                     .find(|(g, q, _)| g == group && *q == p)
                     .map(|(_, _, offset)| *offset)
             };
-            core.group_at(group, Start::Earliest, at);
+            core.restore_group(group, options, at);
         }
         Ok(core)
     }
@@ -423,47 +431,6 @@ impl<T: Payload> TopicCore<T> {
         Some(group.positions())
     }
 
-    /// Gets or creates a group.
-    pub(crate) fn group(&self, name: &str, start: Start) -> Arc<Group> {
-        self.group_at(name, start, |_| None)
-    }
-
-    /// Gets or creates a group, at `stored(partition)` where known (restored) or `start`.
-    fn group_at(
-        &self,
-        name: &str,
-        start: Start,
-        stored: impl Fn(u32) -> Option<u64>,
-    ) -> Arc<Group> {
-        let mut groups = self.groups.lock();
-        let group = groups.entry(name.to_owned()).or_insert_with(|| {
-            let cursors = (0..)
-                .zip(self.partitions.iter())
-                .map(|(partition, part)| {
-                    let mut log = part.lock();
-                    let at = match stored(partition) {
-                        Some(at) => at.clamp(log.base(), log.end()),
-                        None => {
-                            let at = self.start_offset(&mut log, start);
-                            // Stored at once: a group that joined at `Latest` and had not
-                            // moved yet must not restart elsewhere after a reopen.
-                            self.context.store.progress(Progress::GroupPosition {
-                                topic: &self.name,
-                                group: name,
-                                partition,
-                                offset: at,
-                            });
-                            at
-                        }
-                    };
-                    (at, log.add_locked_cursor(at))
-                })
-                .collect();
-            Arc::new(Group::new(name, cursors))
-        });
-        Arc::clone(group)
-    }
-
     /// Trims by age (when set) before a read, so readers never see expired messages.
     pub(crate) fn trim_for_read(&self, log: &mut Log<T>) {
         if self.limits.age.is_some() {
@@ -549,23 +516,36 @@ impl<T: Payload> Control for TopicCore<T> {
         &self.gone
     }
 
+    fn dead_letter_users(&self, queue: &str) -> Vec<String> {
+        TopicCore::dead_letter_users(self, queue)
+    }
+
     fn sinks(&self) -> Vec<Arc<dyn Sink>> {
         self.sinks.to_vec()
     }
 
     fn wake_all(&self) {
+        let groups: Vec<Arc<Group<T>>> = self.groups.lock().values().cloned().collect();
+        // A clock advance fires the groups' ack timeouts (and dead letters) even if no member
+        // is looking.
+        for group in &groups {
+            group.expire_now(self);
+        }
         let mut woken = Woken::none();
         for log in self.partitions.iter() {
             woken.join(log.lock().take_all_waiters());
         }
-        for group in self.groups.lock().values() {
+        for group in &groups {
             woken.join(group.take_waiters());
         }
         woken.wake();
     }
 
     fn busy(&self, _options: IdleOptions) -> Option<String> {
-        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        let groups: Vec<Arc<Group<T>>> = self.groups.lock().values().cloned().collect();
+        for group in &groups {
+            group.expire_now(self);
+        }
         if !groups.is_empty() && self.partitions.iter().any(|p| p.lock().has_staged()) {
             // Sent, not yet committed (durable mode): the groups will have them to read.
             return Some(format!("topic `{}`: sends not yet stored", self.name));
@@ -583,7 +563,8 @@ impl<T: Payload> Control for TopicCore<T> {
     }
 
     fn next_deadline(&self) -> Option<Nanos> {
-        None
+        let groups: Vec<Arc<Group<T>>> = self.groups.lock().values().cloned().collect();
+        groups.iter().filter_map(|g| g.next_deadline()).min()
     }
 }
 

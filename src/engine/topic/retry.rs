@@ -97,9 +97,18 @@ impl Retry {
             .min()
     }
 
-    /// After a poll that found nothing: a task is woken by the timer for the next attempt.
-    pub(crate) fn arm(&mut self, context: &Context, id: u64, wait: Wait<'_>) {
-        if let (Wait::Task(waker), Some(at)) = (wait, self.wake_at()) {
+    /// After a poll that found nothing: a task is woken by the timer for the next attempt,
+    /// or at `also` if that is earlier (the consumer's own deadline: the timer keeps one
+    /// entry per consumer).
+    pub(crate) fn arm_with(
+        &mut self,
+        context: &Context,
+        id: u64,
+        wait: Wait<'_>,
+        also: Option<Instant>,
+    ) {
+        let at = self.wake_at().into_iter().chain(also).min();
+        if let (Wait::Task(waker), Some(at)) = (wait, at) {
             context.timer.wake_at(at, id, waker);
             self.timed = true;
         }

@@ -7,7 +7,7 @@ use super::{Read, Reader, TopicCore};
 use crate::engine::notify::{Wait, Woken};
 use crate::engine::{Delivery, Poll, Source};
 use crate::error::RecvError;
-use crate::options::Start;
+use crate::options::{Overflow, Start};
 use crate::record::Payload;
 
 pub(crate) struct Subscriber<T> {
@@ -19,17 +19,22 @@ pub(crate) struct Subscriber<T> {
     turn: usize,
     /// A read from the store that failed, to try again.
     retry: Retry,
+    /// When the delayed record this subscriber waits at falls due (real clock only).
+    wake: Option<std::time::Instant>,
 }
 
 impl<T: Payload> Subscriber<T> {
-    pub(crate) fn new(topic: Arc<TopicCore<T>>, start: Start) -> Self {
+    /// A subscriber from `start`; retention waits for it under `overflow` `Block` (default:
+    /// the topic's policy).
+    pub(crate) fn new(topic: Arc<TopicCore<T>>, start: Start, overflow: Option<Overflow>) -> Self {
+        let blocks = overflow.map_or(topic.limits.block, |o| o == Overflow::Block);
         let readers = topic
             .partitions
             .iter()
             .map(|part| {
                 let mut log = part.lock();
                 let at = topic.start_offset(&mut log, start);
-                part.reader(&mut log, at)
+                part.reader(&mut log, at, blocks)
             })
             .collect();
         let id = topic.context.next_id();
@@ -39,6 +44,7 @@ impl<T: Payload> Subscriber<T> {
             readers,
             turn: 0,
             retry: Retry::default(),
+            wake: None,
         }
     }
 
@@ -60,6 +66,8 @@ impl<T: Payload> Source<T> for Subscriber<T> {
         // Age retention is applied under the lock, so age-limited topics always take it.
         let fast = !wait.takes_locks() && topic.limits.age.is_none();
         let n = self.readers.len();
+        let clock = &topic.context.clock;
+        let mut due: Option<u64> = None;
         for i in 0..n {
             let p = (self.turn + i) % n;
             if self.retry.waiting(p as u32) {
@@ -67,12 +75,13 @@ impl<T: Payload> Source<T> for Subscriber<T> {
             }
             let part = &topic.partitions[p];
             let reader = &mut self.readers[p];
-            let read = match fast.then(|| part.read_fast(reader, !topic.limits.block)) {
+            let read = match fast.then(|| part.read_fast(reader)) {
                 Some(Some(read)) => read,
                 _ => {
                     let mut log = part.lock();
                     topic.trim_for_read(&mut log);
-                    let (read, woken) = part.read_locked(&mut log, reader, self.id, wait);
+                    let now = || clock.now();
+                    let (read, woken) = part.read_locked(&mut log, reader, self.id, wait, now);
                     drop(log);
                     woken.wake();
                     read
@@ -101,10 +110,17 @@ impl<T: Payload> Source<T> for Subscriber<T> {
                         return Poll::Error(RecvError::Failed(Box::new(failure)));
                     }
                 }
+                Read::NotYet(at) => due = due.into_iter().chain([at]).min(),
                 Read::Empty => {}
             }
         }
-        self.retry.arm(&topic.context, self.id, wait);
+        // A delayed record: wake when it falls due (a manual clock's advance wakes us anyway).
+        self.wake = due.and_then(|at| {
+            let ticks = clock.ticks().saturating_add(at.saturating_sub(clock.now()));
+            clock.wake_at(ticks)
+        });
+        self.retry
+            .arm_with(&topic.context, self.id, wait, self.wake);
         Poll::Empty
     }
 
@@ -118,7 +134,7 @@ impl<T: Payload> Source<T> for Subscriber<T> {
     }
 
     fn wake_at(&self) -> Option<std::time::Instant> {
-        self.retry.wake_at()
+        self.retry.wake_at().into_iter().chain(self.wake).min()
     }
 }
 

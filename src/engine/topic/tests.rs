@@ -73,6 +73,10 @@ impl Store for FakeStore {
 
     fn declare(&self, _name: &str, _declaration: Vec<u8>) {}
 
+    fn forget_group(&self, _topic: &str, _group: &str) {}
+
+    fn undeclare(&self, _name: &str) {}
+
     fn restore(&self, _log: &LogId) -> Result<Restored, Error> {
         Ok(Restored {
             base: 0,
@@ -173,7 +177,7 @@ fn payload<T: Payload + Copy>(poll: Poll<T>) -> Result<T, RecvError> {
 fn a_transient_read_error_is_retried_and_the_parked_reader_woken_for_it() {
     let (core, store) = topic(FakeStore::default());
     store.failing.store(3, Ordering::SeqCst);
-    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest);
+    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest, None);
     // A quiet partition: nothing but the retry can wake the reader.
     assert_eq!(payload(recv(&mut sub)), Ok(0));
     assert_eq!(
@@ -185,7 +189,7 @@ fn a_transient_read_error_is_retried_and_the_parked_reader_woken_for_it() {
     // A group member, on a topic of its own (nothing cached).
     let (core, store) = topic(FakeStore::default());
     store.failing.store(3, Ordering::SeqCst);
-    let group = core.group("g", Start::Earliest);
+    let group = core.declare_group("g", None).unwrap();
     let mut member = Member::join(Arc::clone(&core), group);
     assert_eq!(payload(recv(&mut member)), Ok(0));
     assert_eq!(
@@ -205,7 +209,7 @@ fn a_task_waiting_for_a_retry_is_woken_by_the_timer() {
     }
     let (core, store) = topic(FakeStore::default());
     store.failing.store(2, Ordering::SeqCst);
-    let group = core.group("g", Start::Earliest);
+    let group = core.declare_group("g", None).unwrap();
     let mut member = Member::join(Arc::clone(&core), group);
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let deadline = Instant::now() + LIMIT;
@@ -227,7 +231,7 @@ fn a_task_waiting_for_a_retry_is_woken_by_the_timer() {
 fn a_lasting_read_error_is_returned_and_skips_nothing() {
     let (core, store) = topic(FakeStore::default());
     store.failing.store(u32::MAX, Ordering::SeqCst);
-    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest);
+    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest, None);
     let started = Instant::now();
     match payload(recv(&mut sub)) {
         Err(RecvError::Failed(f)) => {
@@ -252,7 +256,7 @@ fn a_lasting_read_error_is_returned_and_skips_nothing() {
 fn failing_reads_of_several_partitions_are_each_returned() {
     let (core, store) = topic_with(FakeStore::default(), TopicOptions::default().partitions(2));
     store.failing.store(u32::MAX, Ordering::SeqCst);
-    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest);
+    let mut sub = Subscriber::new(Arc::clone(&core), Start::Earliest, None);
     let mut failed = Vec::new();
     for _ in 0..2 {
         match payload(recv(&mut sub)) {
@@ -266,7 +270,7 @@ fn failing_reads_of_several_partitions_are_each_returned() {
 
 /// Every offset of a fresh subscriber, as payloads or the offsets of undecodable records.
 fn read_all(core: &Arc<TopicCore<u64>>) -> Vec<Result<u64, (u64, String, usize)>> {
-    let mut sub = Subscriber::new(Arc::clone(core), Start::Earliest);
+    let mut sub = Subscriber::new(Arc::clone(core), Start::Earliest, None);
     (0..N)
         .map(|_| match payload(recv(&mut sub)) {
             Ok(n) => Ok(n),

@@ -44,6 +44,11 @@ pub(super) fn apply(
         let mut groups = txn.open_table(GROUPS)?;
         let topic = delete.name.as_str();
         groups.retain_in((topic, "", 0).., |(t, _, _), _| t != topic)?;
+        // Its groups' declarations, `topic/group`: the names from "topic/" up to "topic0"
+        // ('0' follows '/').
+        let (from, to) = (format!("{topic}/"), format!("{topic}0"));
+        txn.open_table(DECLARATIONS)?
+            .retain_in(from.as_str()..to.as_str(), |_, _| false)?;
     }
     txn.open_table(DECLARATIONS)?.remove(delete.name.as_str())?;
     Ok(())

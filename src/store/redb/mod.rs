@@ -405,6 +405,23 @@ impl Store for DurableStore {
                     headers: headers.clone(),
                 }
             }
+            Progress::GroupDeadLetter {
+                to,
+                to_id,
+                body,
+                ts,
+                size,
+                position,
+            } => Request::GroupDeadLetter {
+                to: Arc::clone(to),
+                record: Staged {
+                    key: to_id,
+                    ts,
+                    size,
+                    value: body.to_vec(),
+                },
+                position: position.map(|(t, g, p, o)| (t.to_owned(), g.to_owned(), p, o)),
+            },
             Progress::GroupPosition {
                 topic,
                 group,
@@ -484,6 +501,14 @@ impl Store for DurableStore {
             Some(seq) => self.wait(seq),
             None => Err(Error::Closed),
         }
+    }
+
+    fn forget_group(&self, topic: &str, group: &str) {
+        let _ = self.send(Request::ForgetGroup(topic.to_owned(), group.to_owned()));
+    }
+
+    fn undeclare(&self, name: &str) {
+        let _ = self.send(Request::Undeclare(name.to_owned()));
     }
 
     fn restore(&self, log: &LogId) -> Result<Restored, Error> {

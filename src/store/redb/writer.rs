@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use redb::{Database, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::schema::{
     CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_count,
@@ -44,6 +44,17 @@ pub(super) enum Request {
         record: Option<Staged>,
         headers: Headers,
     },
+    /// A group's dead letter, and the group's new position if it moved (one commit).
+    GroupDeadLetter {
+        to: Arc<dyn Sink>,
+        record: Staged,
+        /// `(topic, group, partition, offset)`.
+        position: Option<(String, String, u32, u64)>,
+    },
+    /// Forgets a group's positions: `(topic, group)`.
+    ForgetGroup(String, String),
+    /// Forgets a declaration.
+    Undeclare(String),
     Position {
         topic: String,
         group: String,
@@ -383,6 +394,44 @@ fn write_batch(
                         dirty.push(to.to_owned());
                     }
                 }
+            }
+            Request::GroupDeadLetter {
+                to,
+                mut record,
+                position,
+            } => {
+                let seed = to.log().seed();
+                format::seal(&mut record.value, seed, record.key, record.ts, record.size);
+                let to = to.log().table();
+                txn.open_table(records(to))?
+                    .insert(record.key, record.value.as_slice())?;
+                let end = end_of(txn, ends, to)?;
+                end.0 = end.0.max(record.key + 1);
+                if !dirty.iter().any(|d| d == to) {
+                    dirty.push(to.to_owned());
+                }
+                if let Some((topic, group, partition, offset)) = position {
+                    let sealed = seal_position(&topic, &group, partition, offset);
+                    txn.open_table(GROUPS)?.insert(
+                        (topic.as_str(), group.as_str(), partition),
+                        sealed.as_slice(),
+                    )?;
+                }
+            }
+            Request::ForgetGroup(topic, group) => {
+                let mut table = txn.open_table(GROUPS)?;
+                let range = (topic.as_str(), group.as_str(), 0)
+                    ..=(topic.as_str(), group.as_str(), u32::MAX);
+                let keys: Vec<u32> = table
+                    .range(range)?
+                    .map(|row| row.map(|(k, _)| k.value().2))
+                    .collect::<Result<_, _>>()?;
+                for partition in keys {
+                    table.remove((topic.as_str(), group.as_str(), partition))?;
+                }
+            }
+            Request::Undeclare(name) => {
+                txn.open_table(DECLARATIONS)?.remove(name.as_str())?;
             }
             Request::Position {
                 topic,

@@ -97,8 +97,11 @@ pub(crate) struct Limits {
     pub(crate) messages: Option<u64>,
     pub(crate) bytes: Option<u64>,
     pub(crate) age: Option<Nanos>,
-    /// `Overflow::Block`: never trim what a cursor still needs.
+    /// `Overflow::Block`: the topic's default for its plain subscribers (each cursor says
+    /// whether it blocks).
     pub(crate) block: bool,
+    /// Retention by interest: trim what every group acked.
+    pub(crate) interest: bool,
 }
 
 impl Limits {
@@ -111,6 +114,7 @@ impl Limits {
                 .max_age()
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             block: options.overflow_policy() == Overflow::Block,
+            interest: options.is_retention_by_interest(),
         }
     }
 }
@@ -155,9 +159,12 @@ pub(crate) struct Log<T> {
     bytes: u64,
     last_ts: Nanos,
     published: Arc<Published>,
-    /// Positions of readers that `Block` must wait for: subscribers' next offsets and groups'
-    /// first unacked offsets. `None` marks a free slot.
-    cursors: Vec<Option<Arc<AtomicU64>>>,
+    /// Positions of readers: subscribers' next offsets and groups' first unacked offsets.
+    /// `None` marks a free slot.
+    cursors: Vec<Option<Cursor>>,
+    /// How many cursors block (`Overflow::Block`), and how many are groups'.
+    blocking: usize,
+    groups: usize,
     /// Consumers waiting for a message.
     pub(crate) readers: Waiters,
     /// Producers waiting for room (`Block`).
@@ -177,6 +184,25 @@ pub(crate) enum Read<T> {
     Undecodable(Box<Undecodable>),
     /// The store could not read the reader's next message now; the reader did not move.
     Failed(Error),
+    /// The next message is delayed until this wall-clock time; the reader waits there.
+    NotYet(Nanos),
+}
+
+/// When `stored` is due, if that is later than `now()` (asked only of a delayed record: a
+/// plain one costs one branch on its null `meta`).
+pub(crate) fn not_due<T>(stored: &Stored<T>, now: impl FnOnce() -> Nanos) -> Option<Nanos> {
+    stored.entry.meta.as_ref()?;
+    let due = stored.entry.timing().due_at(stored.ts)?;
+    (due > now()).then_some(due)
+}
+
+/// A reader's position as retention sees it.
+struct Cursor {
+    at: Arc<AtomicU64>,
+    /// Retention never trims past it (`Overflow::Block`).
+    blocks: bool,
+    /// A consumer group's (retention by interest counts these).
+    group: bool,
 }
 
 /// A reader's position in one partition (a subscriber has one per partition).
@@ -185,6 +211,8 @@ pub(crate) struct Reader<T> {
     segment: Option<Arc<Segment<T>>>,
     cursor: Arc<AtomicU64>,
     cursor_slot: usize,
+    /// Retention waits for it (`Overflow::Block`).
+    blocks: bool,
 }
 
 impl<T> Reader<T> {
@@ -227,6 +255,8 @@ impl<T> Partition<T> {
             published: Arc::clone(&published),
             cursors: Vec::new(),
             compaction: None,
+            blocking: 0,
+            groups: 0,
             readers: Waiters::default(),
             writers: Waiters::default(),
         };
@@ -249,14 +279,16 @@ impl<T> Partition<T> {
         self.log.lock()
     }
 
-    /// Registers a reader at `position` (under the lock).
-    pub(crate) fn reader(&self, log: &mut Log<T>, position: u64) -> Reader<T> {
-        let (cursor_slot, cursor) = log.add_cursor(position);
+    /// Registers a reader at `position` (under the lock); retention waits for it if it
+    /// `blocks`.
+    pub(crate) fn reader(&self, log: &mut Log<T>, position: u64, blocks: bool) -> Reader<T> {
+        let (cursor_slot, cursor) = log.add_cursor(position, blocks, false);
         Reader {
             next: position,
             segment: None,
             cursor,
             cursor_slot,
+            blocks,
         }
     }
 
@@ -266,14 +298,14 @@ impl<T> Partition<T> {
     }
 
     /// Reads the next message without the lock, if that can be decided without it: `None`
-    /// means take the lock and use [`read_locked`](Self::read_locked). `lag` says retention
-    /// may trim past readers (`Overflow::Lag`).
+    /// means take the lock and use [`read_locked`](Self::read_locked).
     #[inline]
-    pub(crate) fn read_fast(&self, reader: &mut Reader<T>, lag: bool) -> Option<Read<T>> {
+    pub(crate) fn read_fast(&self, reader: &mut Reader<T>) -> Option<Read<T>> {
         if reader.next >= self.published.end.load(Ordering::Acquire) {
             return Some(Read::Empty);
         }
-        if lag && reader.next < self.published.base.load(Ordering::Acquire) {
+        // Retention may trim past a reader that does not block it (`Overflow::Lag`).
+        if !reader.blocks && reader.next < self.published.base.load(Ordering::Acquire) {
             return None;
         }
         let segment = reader.segment.as_ref()?;
@@ -282,7 +314,10 @@ impl<T> Partition<T> {
             reader.segment = Some(next);
         }
         let segment = reader.segment.as_ref()?;
-        segment.get(reader.next)?;
+        let meta = segment.get(reader.next)?.entry.meta.as_ref();
+        if meta.is_some_and(|m| m.timing.due.is_some()) {
+            return None; // delayed: decided under the lock, with the time
+        }
         let got = StoredRef {
             segment: Arc::clone(segment),
             offset: reader.next,
@@ -292,7 +327,7 @@ impl<T> Partition<T> {
     }
 
     /// Reads the next message under the lock, registering waiter `id` as `wait` says when there
-    /// is none.
+    /// is none. `now` is the wall-clock time, asked only of a delayed record.
     #[inline]
     pub(crate) fn read_locked(
         &self,
@@ -300,6 +335,7 @@ impl<T> Partition<T> {
         reader: &mut Reader<T>,
         id: u64,
         wait: Wait<'_>,
+        now: impl FnOnce() -> Nanos,
     ) -> (Read<T>, Woken) {
         if reader.next < log.base {
             let skipped = log.base - reader.next;
@@ -333,7 +369,12 @@ impl<T> Partition<T> {
                 }
             }
         }
-        match log.stored(reader.next) {
+        let got = log.stored(reader.next);
+        if let Some(due) = got.as_ref().and_then(|got| not_due(got.get(), now)) {
+            log.readers.register(id, wait);
+            return (Read::NotYet(due), Woken::none());
+        }
+        match got {
             Some(got) => {
                 reader.segment = Some(Arc::clone(&got.segment));
                 reader.next += 1;
@@ -417,14 +458,40 @@ impl<T> Log<T> {
     }
 
     /// Whether the oldest message may be trimmed now.
-    fn can_trim(&self, limits: &Limits) -> bool {
+    fn can_trim(&self) -> bool {
         self.base < self.end
-            && (!limits.block
+            && (self.blocking == 0
                 || self
                     .cursors
                     .iter()
                     .flatten()
-                    .all(|c| c.load(Ordering::SeqCst) > self.base))
+                    .filter(|c| c.blocks)
+                    .all(|c| c.at.load(Ordering::SeqCst) > self.base))
+    }
+
+    /// Retention by interest: trims what every group has acked (nothing without a group).
+    /// Returns the producers to wake.
+    pub(crate) fn trim_acked(&mut self) -> Woken {
+        if self.groups == 0 {
+            return Woken::none();
+        }
+        let mut trimmed = false;
+        while self.can_trim()
+            && self
+                .cursors
+                .iter()
+                .flatten()
+                .filter(|c| c.group)
+                .all(|c| c.at.load(Ordering::SeqCst) > self.base)
+        {
+            self.pop();
+            trimmed = true;
+        }
+        if trimmed {
+            self.take_writers()
+        } else {
+            Woken::none()
+        }
     }
 
     fn pop(&mut self) {
@@ -452,7 +519,7 @@ impl<T> Log<T> {
     /// `incoming` is set. Returns whether that room exists (it may not under `Block`).
     pub(crate) fn trim(&mut self, limits: &Limits, now: Nanos, incoming: Option<u32>) -> bool {
         if let Some(age) = limits.age {
-            while self.can_trim(limits)
+            while self.can_trim()
                 && self
                     .meta(self.base)
                     .is_some_and(|(ts, _)| ts.saturating_add(age) <= now)
@@ -462,7 +529,7 @@ impl<T> Log<T> {
         }
         // Under `Block`, staged records (durable mode) hold their room already; under `Lag`
         // they will trim what they must when they are published.
-        let (staged, staged_bytes) = if limits.block {
+        let (staged, staged_bytes) = if self.blocking > 0 {
             (self.staged.len() as u64, self.staged_bytes)
         } else {
             (0, 0)
@@ -480,7 +547,7 @@ impl<T> Log<T> {
             if !over_count && !over_bytes {
                 return true;
             }
-            if !self.can_trim(limits) {
+            if !self.can_trim() {
                 return false;
             }
             self.pop();
@@ -587,8 +654,10 @@ impl<T> Log<T> {
         woken
     }
 
-    fn add_cursor(&mut self, position: u64) -> (usize, Arc<AtomicU64>) {
+    fn add_cursor(&mut self, position: u64, blocks: bool, group: bool) -> (usize, Arc<AtomicU64>) {
         let cursor = Arc::new(AtomicU64::new(position));
+        self.blocking += usize::from(blocks);
+        self.groups += usize::from(group);
         let slot = match self.cursors.iter().position(Option::is_none) {
             Some(free) => free,
             None => {
@@ -596,26 +665,37 @@ impl<T> Log<T> {
                 self.cursors.len() - 1
             }
         };
-        self.cursors[slot] = Some(Arc::clone(&cursor));
+        self.cursors[slot] = Some(Cursor {
+            at: Arc::clone(&cursor),
+            blocks,
+            group,
+        });
         (slot, cursor)
     }
 
-    /// Registers a cursor that is moved under the lock (a group's position).
-    pub(crate) fn add_locked_cursor(&mut self, position: u64) -> usize {
-        self.add_cursor(position).0
+    /// Registers a group's cursor (moved under the lock); retention waits for it if it
+    /// `blocks`.
+    pub(crate) fn add_group_cursor(&mut self, position: u64, blocks: bool) -> usize {
+        self.add_cursor(position, blocks, true).0
+    }
+
+    /// Drops a group's cursor (a deleted group); returns the producers to wake.
+    pub(crate) fn remove_group_cursor(&mut self, slot: usize) -> Woken {
+        self.remove_cursor(slot)
     }
 
     /// Moves a cursor; returns the producers to wake if one may now have room.
     pub(crate) fn set_cursor(&mut self, slot: usize, position: u64) -> Woken {
         if let Some(Some(c)) = self.cursors.get(slot) {
-            c.store(position, Ordering::SeqCst);
+            c.at.store(position, Ordering::SeqCst);
         }
         self.take_writers()
     }
 
     fn remove_cursor(&mut self, slot: usize) -> Woken {
-        if let Some(c) = self.cursors.get_mut(slot) {
-            *c = None;
+        if let Some(c) = self.cursors.get_mut(slot).and_then(Option::take) {
+            self.blocking -= usize::from(c.blocks);
+            self.groups -= usize::from(c.group);
         }
         self.take_writers()
     }

@@ -15,6 +15,7 @@ fn limits(messages: Option<u64>, bytes: Option<u64>, block: bool) -> Limits {
         bytes,
         age: None,
         block,
+        interest: false,
     }
 }
 
@@ -52,7 +53,7 @@ fn byte_retention_counts_sizes() {
 fn block_keeps_what_a_cursor_needs() {
     let p = Partition::new();
     let l = limits(Some(2), None, true);
-    let c = p.lock().add_locked_cursor(0);
+    let c = p.lock().add_group_cursor(0, l.block);
     append(&p, &l, 2);
     let mut log = p.lock();
     assert!(!log.trim(&l, 0, Some(0)), "cursor at 0 holds the log full");
@@ -67,33 +68,37 @@ fn readers_cross_segments_without_the_lock_and_report_lag_once() {
     let l = limits(Some(2 * SEGMENT), None, false);
     let mut reader = {
         let mut log = p.lock();
-        p.reader(&mut log, 0)
+        p.reader(&mut log, 0, l.block)
     };
     append(&p, &l, 10);
     let mut seen = Vec::new();
     loop {
-        let read = match p.read_fast(&mut reader, true) {
+        let read = match p.read_fast(&mut reader) {
             Some(read) => read,
-            None => p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0,
+            None => {
+                p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0)
+                    .0
+            }
         };
         match read {
             Read::Got(got) => seen.push(got.offset()),
             Read::Empty => break,
             Read::Lagged(_) => panic!("no lag yet"),
             Read::Undecodable(_) | Read::Failed(_) => panic!("memory mode reads no store"),
+            Read::NotYet(_) => panic!("nothing is delayed"),
         }
     }
     assert_eq!(seen, (0..10).collect::<Vec<_>>());
     append(&p, &l, 3 * SEGMENT);
-    let read = p.read_fast(&mut reader, true);
+    let read = p.read_fast(&mut reader);
     assert!(read.is_none(), "behind the base: the lock decides");
-    let (read, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
+    let (read, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
     assert!(
         matches!(read, Read::Lagged(n) if n == SEGMENT),
         "394 sent, 256 kept: 10..138 gone"
     );
     assert!(
-        matches!(p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No).0, Read::Got(g) if g.offset() == SEGMENT + 10)
+        matches!(p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0).0, Read::Got(g) if g.offset() == SEGMENT + 10)
     );
 }
 
@@ -105,10 +110,10 @@ fn the_writers_waiting_flag_clears_when_no_writer_waits() {
     let l = limits(Some(1000), None, true);
     let mut reader = {
         let mut log = p.lock();
-        p.reader(&mut log, 0)
+        p.reader(&mut log, 0, l.block)
     };
     append(&p, &l, 10);
-    let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No);
+    let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
     {
         let mut log = p.lock();
         log.wait_for_room(42, Wait::Thread);
