@@ -270,3 +270,22 @@ fn a_dropped_undecodable_record_waits_out_the_backoff() {
     assert!(undecodable(member.recv_timeout(WAIT).map(|_| ())));
     bus.close().unwrap();
 }
+
+/// An async receive waiting out a backoff on the real clock is woken by the broker's timer.
+#[tokio::test]
+async fn an_async_member_is_woken_when_its_backoff_ends() {
+    let bus = embus::Broker::memory();
+    let t = topic(&bus);
+    let options = GroupOptions::default().backoff(Backoff::fixed(Duration::from_millis(20)));
+    let mut member = t.join_group_with("g", options).unwrap();
+    t.producer().send(1).unwrap();
+    let start = Instant::now();
+    drop(member.recv_async().await.unwrap()); // waits 20 ms before coming again
+    let again = tokio::time::timeout(WAIT, member.recv_async())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.delivery_count(), 2);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    again.ack().unwrap();
+}
