@@ -2,21 +2,28 @@
 //! side, against a plain model (`VecDeque`/`BTreeMap`); every observable is compared after every
 //! step.
 //!
-//! - `queue_matches_model`: one queue (small capacity, 30 s ack timeout, 3 deliveries then the
-//!   dead-letter queue `dlq`, optional prefetch) and 2-3 competing consumers. Ops: `try_send`,
-//!   `try_recv`, ack / nack / drop of a held delivery, drop (and recreate) a consumer, advance
-//!   the [`ManualClock`]. Checked: `Ok` vs `Full`, `Empty` vs exactly which message (payload,
-//!   sequence number, delivery count, timestamp), `len`, `in_flight`, `dead_lettered`, the
-//!   dead-letter queue's length and, at the end, its contents and headers.
+//! - `queue_matches_model`: one queue (small capacity, 30 s ack timeout, a backoff of 0, 2 then
+//!   5 s, optional prefetch, 3 priority levels or none, a message time-to-live or none; with
+//!   3 deliveries then the dead-letter queue `dlq`, or without one) and 2-3 competing
+//!   consumers. Ops: `try_send`, `try_send_record` with a priority, a delay and a time-to-live,
+//!   `try_recv`, ack / nack / `nack_after` / drop of a held delivery, drop (and recreate) a
+//!   consumer, advance the [`ManualClock`], `purge`, `peek`, and `redrive` from the dead-letter
+//!   queue. Checked: `Ok` vs `Full`, `Empty` vs exactly which message (payload, sequence number,
+//!   delivery count, timestamp, dead-letter headers), `len`, `delayed`, `in_flight`,
+//!   `dead_lettered`, `expired`, what `purge`, `peek` and `redrive` return, the dead-letter
+//!   queue's length and, at the end, its contents and headers.
 //! - `topic_and_group_match_model`: a topic with 2-3 partitions, `Retention::messages(3..=6)`,
-//!   `Overflow::Lag`, one subscriber from `Earliest` and a group `g` of 1-4 members. Ops: keyed
-//!   and keyless sends (one, or a burst of up to 60 to cross the log's 128-slot segments),
-//!   subscriber `try_recv`, join / leave, member `try_recv`, ack / nack / drop of a group
-//!   delivery. Checked: receipts (contiguous offsets, stable key placement,
-//!   keyless round-robin), retained offsets, the subscriber's messages, `Lagged { skipped }` and
-//!   `lag()`, the group's assignment (one owner per partition, fair shares), each member's
-//!   messages and `lag()`, `group_position` after every step; at the end, after draining, every
-//!   retained message reached the group and the subscriber accounted for every offset.
+//!   `Overflow::Lag`, one subscriber from `Earliest` and a group `g` of 1-4 members (`Lag`, no
+//!   backoff, 3 deliveries then the dead-letter queue `g.dead`). Ops: keyed and keyless sends
+//!   (one, or a burst of up to 60 to cross the log's 128-slot segments), subscriber `try_recv`,
+//!   join / leave, member `try_recv`, ack / nack / drop of a group delivery, `Topic::get`, and
+//!   `reset_group` (every member leaves first). Checked: receipts (contiguous offsets, stable
+//!   key placement, keyless round-robin), retained offsets, the subscriber's messages,
+//!   `Lagged { skipped }` and `lag()`, the group's assignment (one owner per partition, fair
+//!   shares), each member's messages and `lag()`, `group_position`, `groups()`, what `get`
+//!   returns, the group's dead letters after every step; at the end, after draining, every
+//!   retained message reached the group (or a reset skipped it), the subscriber accounted for
+//!   every offset, and the dead letters carry the right payloads and headers.
 //!
 //! Single-threaded and deterministic: time is a [`ManualClock`]; nothing sleeps.
 //!
@@ -45,8 +52,8 @@ use std::time::{Duration, SystemTime};
 
 use embus::{
     Backoff, Broker, Consumer, DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON,
-    Ended, Error, Headers, ManualClock, Message, Overflow, Queue, QueueOptions, Record, Retention,
-    Start, Topic, TopicOptions, TryRecvError, TrySendError,
+    Ended, Error, GroupOptions, Headers, ManualClock, Message, Overflow, Queue, QueueOptions,
+    Record, Retention, Start, Topic, TopicOptions, TryRecvError, TrySendError,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -109,7 +109,6 @@ fn a_delay_on_the_real_clock_is_waited_without_polling() {
 }
 
 #[test]
-#[ignore = "needs the timing in the record format (queue branch)"]
 fn a_delay_survives_a_reopen() {
     let path = common::fresh_dir("topic-delay-reopen").join("bus.embus");
     let clock = ManualClock::new();

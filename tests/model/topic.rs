@@ -8,6 +8,9 @@ use super::*;
 
 const KEYS: [&str; 5] = ["alpha", "bravo", "charlie", "delta", "echo"];
 const GROUP: &str = "g";
+/// The group's dead-letter queue, and its delivery limit.
+const GROUP_DLQ: &str = "g.dead";
+const GROUP_MAX_DELIVERIES: u32 = 3;
 /// More members than partitions, so that some stay idle.
 const MAX_MEMBERS: usize = 4;
 
@@ -31,6 +34,11 @@ pub(super) enum TOp {
     Nack(Index),
     /// Drops a held group delivery unsettled.
     DropMessage(Index),
+    /// `Topic::get(p, end - back)`, for partition `p` (an index) and `back` in `0..8`.
+    Get(Index, u64),
+    /// Every member leaves (what they held is dropped), then `reset_group` to `Earliest`
+    /// (`true`) or `Latest`.
+    ResetGroup(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +70,8 @@ pub(super) fn t_op() -> impl Strategy<Value = TOp> {
         3 => any::<Index>().prop_map(TOp::Ack),
         1 => any::<Index>().prop_map(TOp::Nack),
         1 => any::<Index>().prop_map(TOp::DropMessage),
+        1 => (any::<Index>(), 0..8u64).prop_map(|(p, back)| TOp::Get(p, back)),
+        1 => any::<bool>().prop_map(TOp::ResetGroup),
     ]
 }
 
@@ -135,8 +145,10 @@ struct TopicModel {
     turns: BTreeMap<u64, usize>,
     /// Offsets the library delivered to some member, per partition.
     delivered: Vec<BTreeSet<u64>>,
-    /// Offsets reported skipped to the group, per partition.
+    /// Offsets reported skipped to the group (or skipped by a reset), per partition.
     group_skipped: Vec<BTreeSet<u64>>,
+    /// The group's dead letters, in order: payload, reason header, deliveries.
+    dead: Vec<(u64, &'static str, u32)>,
 }
 
 impl TopicModel {
@@ -156,6 +168,7 @@ impl TopicModel {
             turns: BTreeMap::new(),
             delivered: vec![BTreeSet::new(); n],
             group_skipped: vec![BTreeSet::new(); n],
+            dead: Vec::new(),
         }
     }
 
@@ -258,14 +271,40 @@ impl TopicModel {
         }
     }
 
-    fn group_release(&mut self, p: usize, offset: u64, member: u64, count: u32) {
+    /// Releases a held delivery (`why`: the dead-letter reason): ready again at once (no
+    /// backoff), or past the delivery limit to the dead-letter queue, the group moving past it
+    /// (`src/engine/topic/group/settle.rs`).
+    fn group_release(&mut self, p: usize, offset: u64, member: u64, count: u32, why: &'static str) {
         let part = &mut self.parts[p];
         if let Some(pending) = part.pending.get_mut(&offset)
             && pending.holder == Some(member)
             && pending.count == count
         {
-            pending.holder = None;
-            part.ready.insert(offset);
+            // A message retention trimmed (under `Lag`) is not copied to the dead-letter queue:
+            // it is ready again, and reported skipped (`Lagged`) like any trimmed message.
+            if count >= GROUP_MAX_DELIVERIES && offset >= self.logs[p].base {
+                part.pending.remove(&offset);
+                self.dead
+                    .push((self.logs[p].payloads[offset as usize], why, count));
+            } else {
+                pending.holder = None;
+                part.ready.insert(offset);
+            }
+        }
+    }
+
+    /// `reset_group` with no member: every partition starts again at `Earliest` (the oldest
+    /// retained message) or `Latest` (its end), its deliveries forgotten.
+    fn reset(&mut self, earliest: bool) {
+        for p in 0..self.n() {
+            let (base, end) = (self.logs[p].base, self.logs[p].end());
+            let part = &mut self.parts[p];
+            let to = if earliest { base } else { end };
+            let from = part.first_unacked();
+            self.group_skipped[p].extend(from..to);
+            part.pending.clear();
+            part.ready.clear();
+            part.next = to;
         }
     }
 
@@ -288,6 +327,7 @@ impl TopicModel {
 struct TopicRig {
     _bus: Broker,
     topic: Topic<u64>,
+    dlq: Queue<u64>,
     sub: Consumer<u64>,
     members: Vec<(u64, Consumer<u64>)>,
     next_member: u64,
@@ -306,9 +346,11 @@ impl TopicRig {
             .overflow(Overflow::Lag);
         let topic = bus.topic_with::<u64>("events", options).unwrap();
         let sub = topic.subscribe(Start::Earliest).unwrap();
+        let dlq = bus.queue::<u64>(GROUP_DLQ).unwrap();
         let mut rig = Self {
             _bus: bus,
             topic,
+            dlq,
             sub,
             members: Vec::new(),
             next_member: 0,
@@ -324,8 +366,15 @@ impl TopicRig {
     fn join(&mut self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
         let id = self.next_member;
         self.next_member += 1;
-        self.members
-            .push((id, self.topic.join_group(GROUP).unwrap()));
+        // Lag, as the topic's subscriber: the model follows retention trimming the group; no
+        // backoff: releases come back at once, as the model predicts without a clock.
+        let options = GroupOptions::default()
+            .overflow(Overflow::Lag)
+            .backoff(Backoff::none())
+            .max_deliveries(GROUP_MAX_DELIVERIES)
+            .dead_letter(GROUP_DLQ);
+        let member = self.topic.join_group_with(GROUP, options).unwrap();
+        self.members.push((id, member));
         self.model.turns.insert(id, 0);
         self.assignment(true, step, op)
     }
@@ -608,7 +657,7 @@ impl TopicRig {
                     let (p, offset, count) =
                         (msg.partition() as usize, msg.offset(), msg.delivery_count());
                     msg.nack().unwrap();
-                    self.model.group_release(p, offset, member, count);
+                    self.model.group_release(p, offset, member, count, "nack");
                 }
             }
             TOp::DropMessage(i) => {
@@ -616,8 +665,39 @@ impl TopicRig {
                     let (p, offset, count) =
                         (msg.partition() as usize, msg.offset(), msg.delivery_count());
                     drop(msg);
-                    self.model.group_release(p, offset, member, count);
+                    self.model
+                        .group_release(p, offset, member, count, "dropped");
                 }
+            }
+            TOp::Get(p, back) => {
+                let p = p.index(self.model.n());
+                let log = &self.model.logs[p];
+                let offset = log.end().saturating_sub(back);
+                let want = (offset >= log.base && offset < log.end())
+                    .then(|| log.payloads[offset as usize]);
+                let got = self.topic.get(p as u32, offset).unwrap();
+                same(got.map(|m| *m.payload()), want, "get(p, offset)", step, op)?;
+            }
+            TOp::ResetGroup(earliest) => {
+                for (msg, member) in std::mem::take(&mut self.held) {
+                    let (p, offset, count) =
+                        (msg.partition() as usize, msg.offset(), msg.delivery_count());
+                    drop(msg);
+                    self.model
+                        .group_release(p, offset, member, count, "dropped");
+                }
+                for (id, member) in std::mem::take(&mut self.members) {
+                    drop(member);
+                    self.model.turns.remove(&id);
+                }
+                self.assignment(true, step, op)?;
+                let start = if earliest {
+                    Start::Earliest
+                } else {
+                    Start::Latest
+                };
+                self.topic.reset_group(GROUP, start).unwrap();
+                self.model.reset(earliest);
             }
         }
         Ok(())
@@ -654,6 +734,14 @@ impl TopicRig {
         for (id, member) in &self.members {
             same(member.lag(), m.member_lag(*id), "member lag()", step, op)?;
         }
+        same(self.dlq.len(), m.dead.len(), "group dead letters", step, op)?;
+        same(
+            self.topic.groups(),
+            vec![GROUP.to_owned()],
+            "groups()",
+            step,
+            op,
+        )?;
         Ok(())
     }
 
@@ -700,10 +788,11 @@ impl TopicRig {
             "drained group position"
         );
         for (p, log) in m.logs.iter().enumerate() {
-            // At-least-once: every retained message reached a member.
+            // At-least-once: every retained message reached a member (unless a reset to
+            // `Latest` skipped it).
             for offset in log.base..log.end() {
                 prop_assert!(
-                    m.delivered[p].contains(&offset),
+                    m.delivered[p].contains(&offset) || m.group_skipped[p].contains(&offset),
                     "partition {} offset {} retained but never delivered to the group",
                     p,
                     offset
@@ -735,6 +824,29 @@ impl TopicRig {
                 p
             );
         }
+        // The group's dead letters: in order, with the same headers as a queue's.
+        let mut dead = self.dlq.consumer();
+        for (i, &(payload, why, count)) in self.model.dead.iter().enumerate() {
+            let msg = dead.try_recv();
+            prop_assert!(msg.is_ok(), "group dead letter {}: {:?}", i, msg);
+            let msg = msg.unwrap();
+            prop_assert_eq!(*msg.payload(), payload, "group dead letter {}", i);
+            let headers = msg.headers();
+            prop_assert_eq!(headers.get(DEAD_LETTER_QUEUE), Some(&b"events/g"[..]));
+            prop_assert_eq!(headers.get(DEAD_LETTER_REASON), Some(why.as_bytes()));
+            let deliveries = count.to_string();
+            prop_assert_eq!(
+                headers.get(DEAD_LETTER_DELIVERIES),
+                Some(deliveries.as_bytes())
+            );
+            msg.ack().unwrap();
+        }
+        let rest = dead.try_recv();
+        prop_assert!(
+            matches!(rest, Err(TryRecvError::Empty)),
+            "group dead letters beyond the model: {:?}",
+            rest
+        );
         Ok(())
     }
 }
