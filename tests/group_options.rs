@@ -88,6 +88,22 @@ fn a_nack_past_max_deliveries_dead_letters_with_the_queue_headers(backend: Backe
     assert_eq!(t.get(0, 0).unwrap().unwrap().payload(), "poison");
 }
 
+/// A group's dead letters are parked, not work: the bus is idle once the group moved past them
+/// (as with a queue's dead-letter queue).
+both_backends!(a_group_dead_letter_is_parked_not_work_for_wait_idle);
+fn a_group_dead_letter_is_parked_not_work_for_wait_idle(backend: Backend) {
+    let bus = backend.bus();
+    let t = bus.topic::<u32>("t").unwrap();
+    let options = GroupOptions::default()
+        .max_deliveries(1)
+        .dead_letter("g.dead");
+    let mut member = t.join_group_with("g", options).unwrap();
+    t.producer().send(7).unwrap();
+    member.recv_timeout(WAIT).unwrap().nack().unwrap();
+    bus.wait_idle(WAIT).unwrap();
+    assert_eq!(bus.queue::<u32>("g.dead").unwrap().len(), 1);
+}
+
 both_backends!(an_ack_timeout_past_max_deliveries_dead_letters_without_anyone_looking);
 fn an_ack_timeout_past_max_deliveries_dead_letters_without_anyone_looking(backend: Backend) {
     let clock = ManualClock::new();

@@ -329,6 +329,12 @@ impl<T> QueueCore<T> {
         self.has_feeders.store(true, Ordering::Release);
     }
 
+    /// Records that a consumer group dead-letters into this queue: its messages are parked
+    /// dead letters, not work (see `busy`).
+    pub(crate) fn add_group_feeder(&self) {
+        self.has_feeders.store(true, Ordering::Release);
+    }
+
     fn feeders(&self) -> Vec<Arc<Self>> {
         self.feeders
             .lock()

@@ -127,7 +127,9 @@ impl<T: Payload> TopicCore<T> {
         if !group.has_dead_letter()
             && let Some(dlq) = group.options().dead_letter_queue()
         {
-            group.set_dead_letter(self.context.declare_queue::<T>(dlq, None)?);
+            let dlq = self.context.declare_queue::<T>(dlq, None)?;
+            dlq.add_group_feeder();
+            group.set_dead_letter(dlq);
         }
         Ok(group)
     }
