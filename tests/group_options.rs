@@ -88,8 +88,8 @@ fn a_nack_past_max_deliveries_dead_letters_with_the_queue_headers(backend: Backe
     assert_eq!(t.get(0, 0).unwrap().unwrap().payload(), "poison");
 }
 
-/// A group's dead letters are parked, not work: the bus is idle once the group moved past them
-/// (as with a queue's dead-letter queue).
+// A group's dead letters are parked, not work: the bus is idle once the group moved past them
+// (as with a queue's dead-letter queue).
 both_backends!(a_group_dead_letter_is_parked_not_work_for_wait_idle);
 fn a_group_dead_letter_is_parked_not_work_for_wait_idle(backend: Backend) {
     let bus = backend.bus();
