@@ -309,8 +309,8 @@ impl<T: Payload> Consumer<T> {
     ///
     /// Handle the errors rather than skipping them (`.flatten()`): a group member that drops an
     /// [`Undecodable`](crate::Undecodable) without [`ack`](crate::Undecodable::ack)ing it gets
-    /// it again at once, like Kafka's consumer that re-throws the same deserialization error
-    /// until it seeks past it, and skipping in a loop spins.
+    /// it again after the group's backoff, like Kafka's consumer that re-throws the same
+    /// deserialization error until it seeks past it, and the group's position stays before it.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

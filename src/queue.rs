@@ -243,7 +243,9 @@ impl<T: Payload> Queue<T> {
     /// `to`, in delivery order, and returns how many moved. Each keeps its payload, key,
     /// headers (the dead-letter headers included) and timestamp; its delivery count starts
     /// again at 0, and a delay, time-to-live or priority it was sent with is not carried over.
-    /// It stops early when this queue has no ready message left or `to` is full (`to`'s
+    /// `to`'s own [`message_ttl`](QueueOptions::message_ttl), if any, counts from that kept
+    /// timestamp (the original send): a message older than it expires at once there. It stops
+    /// early when this queue has no ready message left or `to` is full (`to`'s
     /// capacity holds; a redrive never blocks). Durable: each message's delete here and insert
     /// there are one change of one commit, so a crash leaves it in exactly one of the two.
     ///

@@ -160,6 +160,24 @@ fn deleting_a_queue_fails_its_live_handles_clearly(backend: Backend) {
     assert_eq!(*fresh.consumer().recv_timeout(WAIT).unwrap().payload(), 9);
 }
 
+// A message in flight when its queue is deleted goes with the queue: settling it later moves
+// nothing to the dead-letter queue (which a durable store would not keep either).
+both_backends!(an_in_flight_message_of_a_deleted_queue_is_not_dead_lettered);
+fn an_in_flight_message_of_a_deleted_queue_is_not_dead_lettered(backend: Backend) {
+    let bus = backend.bus();
+    let options = QueueOptions::default()
+        .max_deliveries(1)
+        .dead_letter("jobs.dead");
+    let jobs = bus.queue_with::<u32>("jobs", options).unwrap();
+    let dead = bus.queue::<u32>("jobs.dead").unwrap();
+    jobs.producer().send(1).unwrap();
+    let mut worker = jobs.consumer();
+    let held = worker.recv_timeout(WAIT).unwrap();
+    bus.delete_queue("jobs").unwrap();
+    let _ = held.nack();
+    assert_eq!(dead.len(), 0, "the deleted queue's message went with it");
+}
+
 both_backends!(deleting_a_dead_letter_queue_in_use_is_refused);
 fn deleting_a_dead_letter_queue_in_use_is_refused(backend: Backend) {
     let bus = backend.bus();

@@ -77,9 +77,11 @@ impl Broker {
     /// consumers get the same errors. Acks of its messages delivered before then do nothing.
     /// Its dead-letter queue stays.
     ///
-    /// A queue that another queue dead-letters into cannot be deleted while that one exists
-    /// ([`Error::InUse`] names it): delete the user first, as RabbitMQ users would unbind it
-    /// first.
+    /// A queue that another queue, or a consumer group, dead-letters into cannot be deleted
+    /// while that one exists ([`Error::InUse`] names it, a group as `topic/group`): delete
+    /// the user first, as RabbitMQ users would unbind it first. Messages of the deleted queue
+    /// that were in flight go with it: settling them later moves nothing to its dead-letter
+    /// queue.
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Mismatch`] if it is a topic; [`Error::InUse`];

@@ -552,7 +552,9 @@ impl<T> QueueCore<T> {
         if dead.is_empty() {
             return;
         }
-        if let Some(dlq) = &self.dead_letter {
+        // A deleted queue's messages went with it, those in flight too: none is moved on (a
+        // durable store would not record the move, so memory and file would disagree).
+        if let Some(dlq) = self.dead_letter.as_ref().filter(|_| !self.is_deleted()) {
             for (item, reason) in dead {
                 dlq.push_dead_letter(item, self, reason);
             }

@@ -296,6 +296,13 @@ impl<T: Payload> Group<T> {
     /// [`Error::GroupBusy`] while a member is connected.
     pub(crate) fn reset(&self, topic: &TopicCore<T>, start: Start) -> Result<(), Error> {
         let mut state = self.state.lock();
+        if state.deleted {
+            // Deleted since it was looked up: its positions are forgotten, and stay so.
+            return Err(Error::NoSuchGroup {
+                topic: topic.name.clone(),
+                group: self.name.clone(),
+            });
+        }
         if !state.members.is_empty() {
             return Err(Error::GroupBusy {
                 topic: topic.name.clone(),
