@@ -56,8 +56,10 @@ impl<T: Payload> Member<T> {
     }
 }
 
-impl<T: Payload> Source<T> for Member<T> {
-    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
+impl<T: Payload> Member<T> {
+    /// One look at the member's partitions: `None` when it moved past a compacted gap and
+    /// must look again.
+    fn poll_once(&mut self, wait: Wait<'_>) -> Option<Poll<T>> {
         let group = &self.group;
         let topic = &self.topic;
         let clock = &topic.context.clock;
@@ -74,7 +76,7 @@ impl<T: Payload> Source<T> for Member<T> {
         if state.deleted {
             drop(state);
             let deleted = Deleted::group(topic.name.clone(), group.name.clone());
-            return Poll::Error(RecvError::Deleted(deleted));
+            return Some(Poll::Error(RecvError::Deleted(deleted)));
         }
         let n = state.parts.len();
         for i in 0..n {
@@ -92,7 +94,7 @@ impl<T: Payload> Source<T> for Member<T> {
                 drop(state);
                 woken.wake();
                 topic.context.idle.notify();
-                return Poll::Lagged(skipped);
+                return Some(Poll::Lagged(skipped));
             }
             let (offset, fresh) = match part.ready.pop_first() {
                 Some(offset) => (offset, false),
@@ -110,7 +112,7 @@ impl<T: Payload> Source<T> for Member<T> {
                 drop(log);
                 drop(state);
                 woken.wake();
-                return self.poll(wait);
+                return None;
             }
             let read = if offset < log.hot() {
                 log.cold(offset)
@@ -158,7 +160,7 @@ impl<T: Payload> Source<T> for Member<T> {
                     };
                     self.turn = (p + 1) % n;
                     let undecodable = undecodable.settled_by(Box::new(settle));
-                    return Poll::Error(RecvError::Undecodable(Box::new(undecodable)));
+                    return Some(Poll::Error(RecvError::Undecodable(Box::new(undecodable))));
                 }
                 Cold::Failed(error) => {
                     // The store cannot be read now: keep it deliverable, skip nothing.
@@ -170,7 +172,7 @@ impl<T: Payload> Source<T> for Member<T> {
                     if let Some(failure) = failed {
                         drop(log);
                         drop(state);
-                        return Poll::Error(RecvError::Failed(Box::new(failure)));
+                        return Some(Poll::Error(RecvError::Failed(Box::new(failure))));
                     }
                     continue;
                 }
@@ -183,7 +185,7 @@ impl<T: Payload> Source<T> for Member<T> {
             };
             let message = Delivery::group(stored, p as u32, count, ack);
             self.turn = (p + 1) % n;
-            return Poll::Ready(message);
+            return Some(Poll::Ready(message));
         }
         state.waiters.register(self.id, wait);
         let next = state
@@ -196,7 +198,17 @@ impl<T: Payload> Source<T> for Member<T> {
         self.wake = next.and_then(|at| clock.wake_at(at));
         self.retry
             .arm_with(&topic.context, self.id, wait, self.wake);
-        Poll::Empty
+        Some(Poll::Empty)
+    }
+}
+
+impl<T: Payload> Source<T> for Member<T> {
+    fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
+        loop {
+            if let Some(poll) = self.poll_once(wait) {
+                return poll;
+            }
+        }
     }
 
     fn is_closed(&self) -> bool {
