@@ -222,6 +222,9 @@ impl<T> Group<T> {
         } else {
             log.stored(offset)?
         };
+        // The copy runs the payload's codec (the user's code): not under the partition's lock,
+        // which producers take. The group's lock stays held, so the group cannot change.
+        drop(log);
         let original = stored.get();
         let meta = original.entry.meta.as_deref();
         let mut headers = meta.map_or_else(Headers::new, |m| m.headers.clone());
@@ -252,6 +255,7 @@ impl<T> Group<T> {
         topic.context.idle.moved();
         dlq.push_group_dead_letter(ts, entry, &body, stored_position);
         Some(if moved {
+            let mut log = topic.partitions[partition as usize].lock();
             part.moved_to(&mut log, topic, position)
         } else {
             Woken::none()
