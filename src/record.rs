@@ -218,6 +218,14 @@ impl Headers {
         self.0.is_empty()
     }
 
+    /// Appends the dead-letter headers: where it came from (a queue, or `topic/group`), why
+    /// (`reason`) and after how many deliveries. The one place they are written.
+    pub(crate) fn push_dead_letter(&mut self, from: &str, reason: &str, deliveries: u32) {
+        self.push(DEAD_LETTER_QUEUE, from);
+        self.push(DEAD_LETTER_REASON, reason);
+        self.push(DEAD_LETTER_DELIVERIES, deliveries.to_string());
+    }
+
     pub(crate) fn byte_len(&self) -> usize {
         self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
     }

@@ -26,10 +26,7 @@ use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions};
-use crate::record::{
-    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers, Meta, Nanos,
-    Payload, Receipt, Record, Timing,
-};
+use crate::record::{Entry, Headers, Meta, Nanos, Payload, Receipt, Record, Timing};
 use crate::store::{LogId, Progress, Sink};
 
 pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
@@ -566,17 +563,13 @@ impl<T> QueueCore<T> {
     fn push_dead_letter(&self, item: Item<T>, from: &Self, reason: Reason) {
         let original = item.meta.as_deref().or(item.entry.meta.as_deref());
         let mut headers = original.map_or_else(Headers::new, |m| m.headers.clone());
-        headers.push(DEAD_LETTER_QUEUE, &from.name);
-        headers.push(
-            DEAD_LETTER_REASON,
-            match reason {
-                Reason::Nack => "nack",
-                Reason::Dropped => "dropped",
-                Reason::Timeout => "ack-timeout",
-                Reason::Expired => "expired",
-            },
-        );
-        headers.push(DEAD_LETTER_DELIVERIES, item.count.to_string());
+        let reason = match reason {
+            Reason::Nack => "nack",
+            Reason::Dropped => "dropped",
+            Reason::Timeout => "ack-timeout",
+            Reason::Expired => "expired",
+        };
+        headers.push_dead_letter(&from.name, reason, item.count);
         self.occupied.fetch_add(1, Ordering::AcqRel);
         self.push_moved(item, from, headers);
     }

@@ -4,9 +4,7 @@
 
 use super::QueueCore;
 use crate::error::{Error, Undecodable};
-use crate::record::{
-    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers,
-};
+use crate::record::{DEAD_LETTER_REASON, Entry, Headers};
 use crate::store::{Loaded, Progress, format};
 
 /// One set-aside message: what the user is shown, and the row as stored.
@@ -77,9 +75,7 @@ impl<T> QueueCore<T> {
 /// failed) becomes the payload of a dead letter with only the dead-letter headers.
 fn dead_letter_of(row: &Loaded, from: &str) -> (Vec<u8>, Headers, Option<u64>, u32) {
     let add = |headers: &mut Headers| {
-        headers.push(DEAD_LETTER_QUEUE, from);
-        headers.push(DEAD_LETTER_REASON, UNDECODABLE);
-        headers.push(DEAD_LETTER_DELIVERIES, row.deliveries.to_string());
+        headers.push_dead_letter(from, UNDECODABLE, row.deliveries);
     };
     match row.open() {
         Ok(opened) => {
@@ -101,7 +97,7 @@ fn dead_letter_of(row: &Loaded, from: &str) -> (Vec<u8>, Headers, Option<u64>, u
 }
 
 /// The reason header of a message dead-lettered as undecodable.
-const UNDECODABLE: &[u8] = b"undecodable";
+const UNDECODABLE: &str = "undecodable";
 
 /// Whether a restored message is a dead letter moved as undecodable.
 pub(super) fn is_undecodable_letter<T>(entry: &Entry<T>) -> bool {
@@ -109,7 +105,7 @@ pub(super) fn is_undecodable_letter<T>(entry: &Entry<T>) -> bool {
         .meta
         .as_deref()
         .and_then(|m| m.headers.get(DEAD_LETTER_REASON));
-    reason == Some(UNDECODABLE)
+    reason == Some(UNDECODABLE.as_bytes())
 }
 
 /// Sets aside a restored undecodable dead letter, with its payload bytes.

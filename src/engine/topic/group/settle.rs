@@ -8,10 +8,7 @@ use crate::engine::notify::Woken;
 use crate::engine::topic::{Cold, TopicCore};
 use crate::error::Error;
 use crate::options::Start;
-use crate::record::{
-    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Entry, Headers, Meta, Payload,
-    Timing,
-};
+use crate::record::{Entry, Headers, Meta, Payload, Timing};
 use crate::store::Progress;
 
 /// Why a delivery ended without an ack (the dead-letter reason header).
@@ -228,9 +225,11 @@ impl<T> Group<T> {
         let original = stored.get();
         let meta = original.entry.meta.as_deref();
         let mut headers = meta.map_or_else(Headers::new, |m| m.headers.clone());
-        headers.push(DEAD_LETTER_QUEUE, format!("{}/{}", topic.name, self.name));
-        headers.push(DEAD_LETTER_REASON, why.header());
-        headers.push(DEAD_LETTER_DELIVERIES, count.to_string());
+        headers.push_dead_letter(
+            &format!("{}/{}", topic.name, self.name),
+            why.header(),
+            count,
+        );
         let key = meta.and_then(|m| m.key.clone());
         // The log keeps its message; the dead letter is a copy, made through the codec (a
         // payload type need not be `Clone`).
