@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::waiting::Polled;
 use common::{Backend, WAIT, both_backends};
 use embus::{
-    Broker, Error, QueueOptions, RecvError, RecvTimeoutError, SendError, Start, TopicOptions,
-    TryRecvError, TrySendError,
+    Broker, Error, QueueOptions, RecvError, SendError, Start, TopicOptions, TryRecvError,
+    TrySendError,
 };
 
 both_backends!(listing_names_topics_and_queues_sorted);
@@ -63,12 +62,11 @@ fn deleting_a_topic_fails_its_live_handles_clearly(backend: Backend) {
     producer.send_batch(vec![1, 2, 3]).unwrap();
     let mut member = orders.join_group("billing").unwrap();
     let mut waiting = orders.subscribe(Start::Latest).unwrap();
-    // A subscriber blocked in `recv` wakes up with the error.
-    let blocked = std::thread::spawn(move || waiting.recv_timeout(WAIT).map(|m| *m.payload()));
-    std::thread::sleep(Duration::from_millis(20)); // let it block (it passes either way)
+    // A subscriber waiting to receive wakes up with the error.
+    let blocked = Polled::waiting(waiting.recv_async());
     bus.delete_topic("orders").unwrap();
-    match blocked.join().unwrap() {
-        Err(RecvTimeoutError::Deleted(d)) => assert_eq!(d.name(), "orders"),
+    match blocked.woken() {
+        Err(RecvError::Deleted(d)) => assert_eq!(d.name(), "orders"),
         other => panic!("{other:?}"),
     }
     let err = member.recv().unwrap_err();
@@ -130,16 +128,10 @@ fn deleting_a_queue_fails_its_live_handles_clearly(backend: Backend) {
     let mut worker = jobs.consumer();
     let held = worker.recv_timeout(WAIT).unwrap();
     let mut idle = jobs.consumer();
-    let blocked = std::thread::spawn(move || {
-        let _second = idle.recv_timeout(WAIT).unwrap(); // held: the next recv blocks
-        idle.recv_timeout(WAIT).map(|m| *m.payload())
-    });
-    std::thread::sleep(Duration::from_millis(20));
+    let _second = idle.recv_timeout(WAIT).unwrap(); // held: the next receive waits
+    let blocked = Polled::waiting(idle.recv_async());
     bus.delete_queue("jobs").unwrap();
-    assert!(matches!(
-        blocked.join().unwrap(),
-        Err(RecvTimeoutError::Deleted(_))
-    ));
+    assert!(matches!(blocked.woken(), Err(RecvError::Deleted(_))));
     assert!(matches!(worker.recv(), Err(RecvError::Deleted(_))));
     let _ = held.ack(); // does nothing to a namesake declared later
     match producer.send(3) {
@@ -292,10 +284,9 @@ fn a_producer_waiting_for_room_wakes_when_its_topic_is_deleted(backend: Backend)
     let _slow = topic.subscribe(Start::Earliest).unwrap(); // never reads: holds room
     let producer = topic.producer();
     producer.send(1).unwrap();
-    let blocked = std::thread::spawn(move || producer.send(2));
-    std::thread::sleep(Duration::from_millis(20)); // let it block (it passes either way)
+    let blocked = Polled::waiting(producer.send_async(2));
     bus.delete_topic("ticks").unwrap();
-    match blocked.join().unwrap() {
+    match blocked.woken() {
         Err(SendError::Failed(2, Error::Deleted { name })) => assert_eq!(name, "ticks"),
         other => panic!("{other:?}"),
     }

@@ -129,21 +129,23 @@ async fn on_the_system_clock_an_async_consumer_gets_the_message_when_due() {
     let bus = Broker::memory();
     let jobs = bus.queue::<u32>("jobs").unwrap();
     let mut worker = jobs.consumer();
-    let producer = jobs.producer();
-    let send = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        producer
-            .send_record(Record::new(1).delay(Duration::from_millis(80)))
-            .unwrap();
-    });
-    let started = Instant::now();
-    let m = tokio::time::timeout(WAIT, worker.recv_async())
-        .await
-        .unwrap()
+    let mut recv = std::pin::pin!(worker.recv_async());
+    // Waiting (registered) before the send: polled once, by hand.
+    assert!(futures_poll_once(recv.as_mut()).is_pending());
+    let sent = Instant::now();
+    jobs.producer()
+        .send_record(Record::new(1).delay(Duration::from_millis(80)))
         .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(100));
+    let m = tokio::time::timeout(WAIT, recv).await.unwrap().unwrap();
+    assert!(sent.elapsed() >= Duration::from_millis(80));
     m.ack().unwrap();
-    send.await.unwrap();
+}
+
+/// Polls a future once with a waker that does nothing.
+fn futures_poll_once<F: std::future::Future>(
+    fut: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
 /// Due times are stored with the record: after a reopen the message is still invisible until

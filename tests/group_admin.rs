@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::thread;
-
-use common::{BRIEF, Backend, WAIT, both_backends};
+use common::waiting::Polled;
+use common::{Backend, WAIT, both_backends};
 use embus::{
-    Broker, Error, GroupOptions, ManualClock, Record, RecvError, RecvTimeoutError, Start,
-    TopicOptions, TryRecvError,
+    Broker, Error, GroupOptions, ManualClock, Record, RecvError, Start, TopicOptions, TryRecvError,
 };
 
 both_backends!(groups_lists_every_group_sorted);
@@ -32,22 +30,12 @@ fn deleting_a_group_tells_its_members_and_wakes_blocked_ones(backend: Backend) {
     let bus = backend.bus();
     let t = bus.topic::<u32>("t").unwrap();
     let mut idle = t.join_group("g").unwrap();
-    let blocked = {
-        let t = t.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handle = thread::spawn(move || {
-            let mut member = t.join_group("g").unwrap();
-            tx.send(()).unwrap();
-            member.recv_timeout(WAIT).map(|m| *m.payload())
-        });
-        rx.recv().unwrap();
-        handle
-    };
-    thread::sleep(BRIEF); // lets it block (the check below holds either way)
+    let mut member = t.join_group("g").unwrap();
+    let blocked = Polled::waiting(member.recv_async());
     t.delete_group("g").unwrap();
-    let woken = blocked.join().unwrap();
+    let woken = blocked.woken();
     assert!(
-        matches!(&woken, Err(RecvTimeoutError::Deleted(d)) if d.name() == "t" && d.group_name() == Some("g")),
+        matches!(&woken, Err(RecvError::Deleted(d)) if d.name() == "t" && d.group_name() == Some("g")),
         "{woken:?}"
     );
     let err = idle.try_recv().unwrap_err();

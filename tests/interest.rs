@@ -7,6 +7,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
+use common::waiting::Polled;
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{
     GroupOptions, Overflow, Retention, SendTimeoutError, Start, SubscribeOptions, TopicOptions,
@@ -76,13 +77,9 @@ fn a_memberless_group_holds_producers_until_it_is_deleted(backend: Backend) {
         p.send_timeout(3, BRIEF),
         Err(SendTimeoutError::Timeout(3))
     ));
-    let blocked = {
-        let p = p.clone();
-        thread::spawn(move || p.send_timeout(3, WAIT))
-    };
-    thread::sleep(BRIEF); // lets it block (the check below holds either way)
+    let blocked = Polled::waiting(p.send_async(3));
     t.delete_group("forgotten").unwrap();
-    blocked.join().unwrap().unwrap();
+    blocked.woken().unwrap();
 }
 
 both_backends!(a_lag_subscriber_on_a_block_topic_does_not_stall_producers);

@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::thread;
 use std::time::Duration;
 
+use common::waiting::Polled;
 use common::{Backend, WAIT, both_backends, expect_invalid_option};
 use embus::{
     Backoff, Broker, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, ManualClock, Queue, QueueOptions,
@@ -47,10 +47,9 @@ fn purge_frees_room_for_a_blocked_producer(backend: Backend) {
         .unwrap();
     let producer = jobs.producer();
     producer.send_batch(vec![1, 2]).unwrap();
-    let blocked = thread::spawn(move || producer.send_timeout(3, WAIT * 2));
-    thread::sleep(Duration::from_millis(20)); // let it block (it passes either way)
+    let blocked = Polled::waiting(producer.send_async(3));
     assert_eq!(jobs.purge().unwrap(), 2);
-    blocked.join().unwrap().unwrap();
+    blocked.woken().unwrap();
     let mut worker = jobs.consumer();
     let m = worker.recv_timeout(WAIT).unwrap();
     assert_eq!(*m.payload(), 3);

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use common::waiting::Polled;
 use common::{BRIEF, Backend, WAIT, both_backends};
 use embus::{Broker, ManualClock, Record, Start, TopicOptions};
 
@@ -55,10 +56,9 @@ fn a_blocked_receive_wakes_when_the_clock_moves(backend: Backend) {
     t.producer()
         .send_record(Record::new(1).delay(Duration::from_secs(60)))
         .unwrap();
-    let reader = std::thread::spawn(move || sub.recv_timeout(WAIT).map(|m| *m.payload()));
-    std::thread::sleep(BRIEF);
+    let reader = Polled::waiting(sub.recv_async());
     clock.advance(Duration::from_secs(60));
-    assert_eq!(reader.join().unwrap(), Ok(1));
+    assert_eq!(reader.woken().map(|m| *m.payload()), Ok(1));
 }
 
 both_backends!(other_partitions_are_not_held_up);

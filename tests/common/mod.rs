@@ -3,6 +3,7 @@
 
 pub mod faulty;
 pub mod timed;
+pub mod waiting;
 
 use std::fmt::Debug;
 use std::ops::Deref;
