@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Backoff, Overflow, Start, invalid, validate_name};
+use super::{Backoff, Overflow, Start, validate_redelivery};
 use crate::error::Error;
 
 /// Options of a consumer group, given to
@@ -171,29 +171,13 @@ impl GroupOptions {
     }
 
     pub(crate) fn validate(&self, name: &str) -> Result<(), Error> {
-        let bad = |option, reason| Err(invalid(name, option, reason));
-        if self.ack_timeout == Some(Duration::ZERO) {
-            return bad(
-                "ack_timeout",
-                "must be longer than zero (or use no_ack_timeout)",
-            );
-        }
-        if self.max_deliveries == Some(0) {
-            return bad("max_deliveries", "must be at least 1");
-        }
-        if self.max_deliveries.is_some() && self.dead_letter.is_none() {
-            return bad(
-                "max_deliveries",
-                "needs a dead_letter queue to move messages to",
-            );
-        }
-        if let Err(reason) = self.backoff.validate() {
-            return bad("backoff", reason);
-        }
-        if let Some(dlq) = &self.dead_letter {
-            validate_name(dlq)?;
-        }
-        Ok(())
+        validate_redelivery(
+            name,
+            self.ack_timeout,
+            self.max_deliveries,
+            self.dead_letter.as_deref(),
+            &self.backoff,
+        )
     }
 }
 

@@ -509,26 +509,18 @@ impl QueueOptions {
         if self.capacity == 0 {
             return bad("capacity", "a queue needs room for at least one message");
         }
-        if self.ack_timeout == Some(Duration::ZERO) {
-            return bad(
-                "ack_timeout",
-                "must be longer than zero (or use no_ack_timeout)",
-            );
+        if self.dead_letter.as_deref() == Some(name) {
+            return bad("dead_letter", "a queue cannot be its own dead-letter queue");
         }
-        if self.max_deliveries == Some(0) {
-            return bad("max_deliveries", "must be at least 1");
-        }
-        if self.max_deliveries.is_some() && self.dead_letter.is_none() {
-            return bad(
-                "max_deliveries",
-                "needs a dead_letter queue to move messages to",
-            );
-        }
+        validate_redelivery(
+            name,
+            self.ack_timeout,
+            self.max_deliveries,
+            self.dead_letter.as_deref(),
+            &self.backoff,
+        )?;
         if self.prefetch == Some(0) {
             return bad("prefetch", "must be at least 1");
-        }
-        if let Err(reason) = self.backoff.validate() {
-            return bad("backoff", reason);
         }
         if self.message_ttl == Some(Duration::ZERO) {
             return bad("message_ttl", "must be longer than zero");
@@ -538,12 +530,6 @@ impl QueueOptions {
             .is_some_and(|n| n == 0 || n > Self::MAX_PRIORITIES)
         {
             return bad("priorities", "must be in 1..=10");
-        }
-        if let Some(dlq) = &self.dead_letter {
-            if dlq == name {
-                return bad("dead_letter", "a queue cannot be its own dead-letter queue");
-            }
-            validate_name(dlq)?;
         }
         Ok(())
     }
@@ -606,6 +592,36 @@ mod signed_time {
         };
         time.ok_or_else(|| serde::de::Error::custom("a time out of this platform's range"))
     }
+}
+
+/// Checks the redelivery settings queues and groups share (`name`: the queue or group).
+pub(crate) fn validate_redelivery(
+    name: &str,
+    ack_timeout: Option<Duration>,
+    max_deliveries: Option<u32>,
+    dead_letter: Option<&str>,
+    backoff: &Backoff,
+) -> Result<(), Error> {
+    let bad = |option, reason| Err(invalid(name, option, reason));
+    if ack_timeout == Some(Duration::ZERO) {
+        return bad(
+            "ack_timeout",
+            "must be longer than zero (or use no_ack_timeout)",
+        );
+    }
+    if max_deliveries == Some(0) {
+        return bad("max_deliveries", "must be at least 1");
+    }
+    if max_deliveries.is_some() && dead_letter.is_none() {
+        return bad(
+            "max_deliveries",
+            "needs a dead_letter queue to move messages to",
+        );
+    }
+    if let Err(reason) = backoff.validate() {
+        return bad("backoff", reason);
+    }
+    dead_letter.map_or(Ok(()), validate_name)
 }
 
 /// Names are 1 to 249 characters of `[A-Za-z0-9._-]` (Kafka's rule), so they are safe as file
