@@ -19,40 +19,47 @@ pub struct Message<T> {
     delivery: Delivery<T>,
 }
 
+/// The accessors [`Message`] and [`Peeked`] share: both wrap a `Delivery`.
+macro_rules! record_accessors {
+    () => {
+        /// The payload.
+        pub fn payload(&self) -> &T {
+            self.delivery.payload()
+        }
+
+        /// The key, if the record had one.
+        pub fn key(&self) -> Option<&[u8]> {
+            self.delivery.key()
+        }
+
+        /// The headers.
+        pub fn headers(&self) -> &Headers {
+            self.delivery.headers()
+        }
+
+        /// The partition (0 for a queue).
+        pub fn partition(&self) -> u32 {
+            self.delivery.partition()
+        }
+
+        /// The offset in the partition (for a queue, the message's sequence number).
+        pub fn offset(&self) -> u64 {
+            self.delivery.offset()
+        }
+
+        /// When the broker accepted the message, on its clock.
+        pub fn timestamp(&self) -> SystemTime {
+            self.delivery.timestamp()
+        }
+    };
+}
+
 impl<T> Message<T> {
     pub(crate) fn new(delivery: Delivery<T>) -> Self {
         Self { delivery }
     }
 
-    /// The payload.
-    pub fn payload(&self) -> &T {
-        self.delivery.payload()
-    }
-
-    /// The key, if the record had one.
-    pub fn key(&self) -> Option<&[u8]> {
-        self.delivery.key()
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &Headers {
-        self.delivery.headers()
-    }
-
-    /// The partition (0 for a queue).
-    pub fn partition(&self) -> u32 {
-        self.delivery.partition()
-    }
-
-    /// The offset in the partition (for a queue, the message's sequence number).
-    pub fn offset(&self) -> u64 {
-        self.delivery.offset()
-    }
-
-    /// When the broker accepted the message, on its clock.
-    pub fn timestamp(&self) -> SystemTime {
-        self.delivery.timestamp()
-    }
+    record_accessors!();
 
     /// How many times this message has been delivered, this time included (1 for a first
     /// delivery; always 1 from a plain subscriber).
@@ -150,35 +157,7 @@ impl<T> Peeked<T> {
         Self { delivery }
     }
 
-    /// The payload.
-    pub fn payload(&self) -> &T {
-        self.delivery.payload()
-    }
-
-    /// The key, if the record had one.
-    pub fn key(&self) -> Option<&[u8]> {
-        self.delivery.key()
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &Headers {
-        self.delivery.headers()
-    }
-
-    /// The partition (0 for a queue).
-    pub fn partition(&self) -> u32 {
-        self.delivery.partition()
-    }
-
-    /// The offset in the partition (for a queue, the message's sequence number).
-    pub fn offset(&self) -> u64 {
-        self.delivery.offset()
-    }
-
-    /// When the broker accepted the message, on its clock.
-    pub fn timestamp(&self) -> SystemTime {
-        self.delivery.timestamp()
-    }
+    record_accessors!();
 
     /// How many times the message has been delivered so far (0 if never; always 0 for a
     /// topic message).

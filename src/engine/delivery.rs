@@ -92,20 +92,14 @@ impl<T> Delivery<T> {
 
     /// A copy of a waiting queue message that settles nothing (a look).
     pub(crate) fn look_queue(item: &QueueItem<T>) -> Self {
-        Self {
-            body: Body::Queue {
-                entry: Arc::clone(&item.entry),
-                meta: item.meta.clone(),
-                ts: item.ts,
-            },
-            partition: 0,
-            offset: item.id,
-            delivery_count: item.count,
-            settle: Settle::Nothing,
-        }
+        Self::from_queue(item, Settle::Nothing)
     }
 
     pub(crate) fn queue(item: &QueueItem<T>, ack: QueueAck<T>) -> Self {
+        Self::from_queue(item, Settle::Queue(ack))
+    }
+
+    fn from_queue(item: &QueueItem<T>, settle: Settle<T>) -> Self {
         Self {
             body: Body::Queue {
                 entry: Arc::clone(&item.entry),
@@ -115,7 +109,7 @@ impl<T> Delivery<T> {
             partition: 0,
             offset: item.id,
             delivery_count: item.count,
-            settle: Settle::Queue(ack),
+            settle,
         }
     }
 
