@@ -6,6 +6,7 @@
 //! with a [`Sent`] receipt or a [`Fail`]. The engine reaches storage only through the
 //! [`Store`] trait, with payloads encoded at the seam ([`seam`]).
 
+mod deadlines;
 pub(crate) mod delivery;
 mod idle;
 pub(crate) mod notify;

@@ -15,6 +15,7 @@ pub(crate) use super::item::Item;
 use super::ready::Ready;
 use super::timed::Timed;
 use crate::clock::Clock;
+use crate::engine::deadlines::Deadlines;
 use crate::engine::notify::Waiters;
 use crate::options::{Backoff, QueueOptions};
 use crate::record::{Entry, Meta, Nanos, duration_nanos};
@@ -93,8 +94,7 @@ pub(crate) struct QueueState<T> {
     /// Ack deadlines in deadline order, with their delivery numbers. An entry whose delivery
     /// ended, or whose deadline was extended, is stale: dropped when it reaches the front, or
     /// all at once when they outnumber the live ones.
-    deadlines: VecDeque<(Nanos, DeliveryId)>,
-    stale_deadlines: usize,
+    deadlines: Deadlines<DeliveryId>,
     next_seq: u64,
     in_flight: usize,
     /// Unacked deliveries per consumer, kept only when a prefetch limit is set.
@@ -121,8 +121,7 @@ impl<T> QueueState<T> {
             armed: None,
             slots: Vec::new(),
             free: Vec::new(),
-            deadlines: VecDeque::new(),
-            stale_deadlines: 0,
+            deadlines: Deadlines::new(),
             next_seq: 0,
             in_flight: 0,
             held: HashMap::new(),
@@ -383,7 +382,7 @@ impl<T> QueueState<T> {
             seq,
         };
         if let Some(at) = deadline {
-            self.push_deadline(at, delivery);
+            self.deadlines.push(at, delivery);
         }
         let held = self.slots[slot].delivery.insert(InFlight {
             item,
@@ -428,23 +427,10 @@ impl<T> QueueState<T> {
         Some(ended)
     }
 
-    /// One more deadline entry is stale: drop the stale ones in front, and all of them once
-    /// they outnumber the live ones (so the index stays proportional to what is in flight).
+    /// One more deadline entry is stale (see [`Deadlines`]).
     fn deadline_went_stale(&mut self) {
-        self.stale_deadlines += 1;
-        while let Some(&(at, delivery)) = self.deadlines.front() {
-            if self.live(delivery).is_some_and(|d| d.deadline == Some(at)) {
-                break;
-            }
-            self.deadlines.pop_front();
-            self.stale_deadlines -= 1;
-        }
-        if self.stale_deadlines > 64 && self.stale_deadlines > self.deadlines.len() / 2 {
-            let mut deadlines = std::mem::take(&mut self.deadlines);
-            deadlines.retain(|&(at, d)| self.live(d).is_some_and(|d| d.deadline == Some(at)));
-            self.deadlines = deadlines;
-            self.stale_deadlines = 0;
-        }
+        let slots = &self.slots;
+        self.deadlines.went_stale(|at, d| live_at(slots, d, at));
     }
 
     /// `Ok` if `delivery` is still in flight, else why it ended (if known).
@@ -480,20 +466,9 @@ impl<T> QueueState<T> {
             return Ok(()); // no timeout, or already later
         }
         live.deadline = Some(deadline);
-        self.push_deadline(deadline, delivery);
+        self.deadlines.push(deadline, delivery);
         self.deadline_went_stale();
         Ok(())
-    }
-
-    /// Files a deadline in order: almost always at the back (one monotonic clock plus one
-    /// timeout), but a clock read just before another thread's can arrive second.
-    fn push_deadline(&mut self, at: Nanos, delivery: DeliveryId) {
-        if self.deadlines.back().is_none_or(|&(last, _)| last <= at) {
-            self.deadlines.push_back((at, delivery));
-        } else {
-            let index = self.deadlines.partition_point(|&(d, _)| d <= at);
-            self.deadlines.insert(index, (at, delivery));
-        }
     }
 
     /// Ends a delivery without an ack: hand it back for the dead-letter queue once it has been
@@ -546,18 +521,12 @@ impl<T> QueueState<T> {
 
     /// The delivery numbers whose ack deadline has passed, oldest first.
     pub(crate) fn expired(&self, now: Nanos) -> Vec<DeliveryId> {
-        self.deadlines
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .filter(|&&(at, d)| self.live(d).is_some_and(|d| d.deadline == Some(at)))
-            .map(|&(_, d)| d)
-            .collect()
+        self.deadlines.due(now, |at, d| live_at(&self.slots, d, at))
     }
 
     /// The earliest ack deadline.
     pub(crate) fn next_deadline(&self) -> Option<Nanos> {
-        // Stale entries never stay in front (see `deadline_went_stale`).
-        self.deadlines.front().map(|&(at, _)| at)
+        self.deadlines.next()
     }
 
     /// The deliveries `consumer` still holds, oldest first.
@@ -584,6 +553,14 @@ impl<T> QueueState<T> {
     fn footprint(&self) -> (usize, usize) {
         (self.slots.len(), self.deadlines.len())
     }
+}
+
+/// Whether `delivery` is live with its ack deadline at `at` (a deadline entry that is not:
+/// stale).
+fn live_at<T>(slots: &[Slot<T>], delivery: DeliveryId, at: Nanos) -> bool {
+    let slot = slots.get(delivery.slot as usize);
+    let live = slot.and_then(|s| s.delivery.as_ref().filter(|d| d.seq == delivery.seq));
+    live.is_some_and(|d| d.deadline == Some(at))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub(crate) use self::member::Member;
 pub(crate) use self::settle::Why;
 use super::{Log, TopicCore};
 use crate::clock::Clock;
+use crate::engine::deadlines::Deadlines;
 use crate::engine::notify::{Waiters, Woken};
 use crate::engine::queue::QueueCore;
 use crate::options::GroupOptions;
@@ -63,8 +64,9 @@ struct Part {
     ready: BTreeSet<u64>,
     /// Pending offsets released and waiting out their backoff: (due tick, offset).
     waiting: BTreeSet<(Nanos, u64)>,
-    /// Ack deadlines of the deliveries held: (deadline tick, offset).
-    timeouts: BTreeSet<(Nanos, u64)>,
+    /// Ack deadlines of the deliveries held, by offset (live while the offset's pending entry
+    /// has that deadline).
+    timeouts: Deadlines<u64>,
     /// The message at `next` is delayed (`Record::delay`) until this tick, as last seen.
     delayed: Option<Nanos>,
     /// This group's cursor slot in the partition's log.
@@ -180,12 +182,26 @@ impl Part {
     }
 
     fn unschedule(&mut self, offset: u64, pending: &Pending) {
-        if let Some(at) = pending.deadline {
-            self.timeouts.remove(&(at, offset));
+        if pending.deadline.is_some() {
+            self.timeout_went_stale();
         }
         if let Some(at) = pending.retry_at {
             self.waiting.remove(&(at, offset));
         }
+    }
+
+    /// One more ack deadline is stale: its delivery ended (see [`Deadlines`]).
+    fn timeout_went_stale(&mut self) {
+        let pending = &self.pending;
+        let live = |at, offset| pending.get(&offset).is_some_and(|p| p.deadline == Some(at));
+        self.timeouts.went_stale(live);
+    }
+
+    /// The held deliveries whose ack deadline passed by `now`, oldest first.
+    fn timed_out(&self, now: Nanos) -> Vec<u64> {
+        let pending = &self.pending;
+        let live = |at, offset| pending.get(&offset).is_some_and(|p| p.deadline == Some(at));
+        self.timeouts.due(now, live)
     }
 
     /// Drops what retention trimmed; returns how many undelivered messages were lost.
@@ -211,7 +227,7 @@ impl Part {
 
     /// The earliest tick at which something of this partition falls due.
     fn next_deadline(&self) -> Option<Nanos> {
-        let timeout = self.timeouts.first().map(|(at, _)| *at);
+        let timeout = self.timeouts.next();
         let waiting = self.waiting.first().map(|(at, _)| *at);
         [timeout, waiting, self.delayed].into_iter().flatten().min()
     }
@@ -238,7 +254,7 @@ impl<T: Payload> Group<T> {
                 pending: BTreeMap::new(),
                 ready: BTreeSet::new(),
                 waiting: BTreeSet::new(),
-                timeouts: BTreeSet::new(),
+                timeouts: Deadlines::new(),
                 delayed: None,
                 cursor,
                 position: at,
@@ -387,9 +403,7 @@ impl<T> Group<T> {
             return;
         };
         pending.holder = None;
-        if let Some(at) = pending.deadline.take() {
-            part.timeouts.remove(&(at, offset));
-        }
+        let timed = pending.deadline.take().is_some();
         let backoff = self.options.redelivery_backoff();
         let wait = match delay {
             Some(delay) => delay,
@@ -403,6 +417,9 @@ impl<T> Group<T> {
             pending.retry_at = Some(at);
             part.waiting.insert((at, offset));
         }
+        if timed {
+            part.timeout_went_stale();
+        }
     }
 
     /// Hands `offset` out to `member`: counts the delivery and starts its ack timeout.
@@ -414,7 +431,7 @@ impl<T> Group<T> {
         pending.deadline = deadline;
         let count = pending.count;
         if let Some(at) = deadline {
-            part.timeouts.insert((at, offset));
+            part.timeouts.push(at, offset);
         }
         count
     }

@@ -129,7 +129,7 @@ impl<T> Group<T> {
         let mut moved = false;
         for p in 0..state.parts.len() {
             let part = &state.parts[p];
-            if part.timeouts.is_empty() && part.waiting.is_empty() && part.delayed.is_none() {
+            if part.timeouts.next().is_none() && part.waiting.is_empty() && part.delayed.is_none() {
                 continue;
             }
             let now = ticks.get();
@@ -138,18 +138,12 @@ impl<T> Group<T> {
                 part.delayed = None;
                 moved = true;
             }
-            loop {
+            for offset in state.parts[p].timed_out(now) {
                 let part = &mut state.parts[p];
-                let Some(&(at, offset)) = part.timeouts.first() else {
-                    break;
-                };
-                if at > now {
-                    break;
-                }
-                part.timeouts.pop_first();
                 if let Some(pending) = part.pending.get_mut(&offset) {
                     pending.deadline = None;
                 }
+                part.timeout_went_stale();
                 let partition = p as u32;
                 woken.join(self.end_delivery(
                     topic,
