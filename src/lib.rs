@@ -120,6 +120,7 @@ mod producer;
 mod queue;
 mod select;
 mod topic;
+mod transaction;
 
 pub use crate::asynchronous::{CloseFut, RecvFut, RecvStream, SendFut, WaitIdleFut};
 pub use crate::broker::{Broker, BrokerBuilder};
@@ -142,6 +143,7 @@ pub use crate::record::{
 };
 pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::topic::Topic;
+pub use crate::transaction::{AckError, CommitError, Transaction};
 /// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
 pub use redb;
 

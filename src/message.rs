@@ -61,6 +61,16 @@ impl<T> Message<T> {
 
     record_accessors!();
 
+    /// The delivery it wraps, to settle elsewhere (a transaction).
+    pub(crate) fn into_delivery(self) -> Delivery<T> {
+        self.delivery
+    }
+
+    /// The delivery it wraps.
+    pub(crate) fn delivery(&self) -> &Delivery<T> {
+        &self.delivery
+    }
+
     /// How many times this message has been delivered, this time included (1 for a first
     /// delivery; always 1 from a plain subscriber).
     pub fn delivery_count(&self) -> u32 {

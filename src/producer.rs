@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::engine::notify::{Deadline, Wait};
 use crate::engine::queue::QueueCore;
 use crate::engine::topic::TopicCore;
+use crate::engine::tx::TxCore;
 use crate::engine::{Fail, Life, Sent};
 use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
 use crate::record::{Payload, Receipt, Record};
@@ -89,6 +90,30 @@ impl<T: Payload> Producer<T> {
             }
             Target::Queue(q) => q.try_publish(record, id, wait),
         }
+    }
+
+    /// Adds `record` to a transaction of the same broker (sent on its commit).
+    pub(crate) fn add_to(
+        &self,
+        tx: &mut TxCore,
+        record: Record<T>,
+    ) -> Result<(), SendError<Record<T>>> {
+        let (context, name) = match &self.target {
+            Target::Topic(t) => (&t.context, &t.name),
+            Target::Queue(q) => (&q.context, &q.name),
+        };
+        if !Arc::ptr_eq(context, &tx.context) {
+            let error = Error::ForeignBroker { name: name.clone() };
+            return Err(SendError::Failed(record, error));
+        }
+        let added = match &self.target {
+            Target::Topic(t) => t.tx_send(tx, record),
+            Target::Queue(q) => q.tx_send(tx, record),
+        };
+        added.map_err(|(record, fail)| match fail {
+            Fail::Disconnected | Fail::Full => SendError::Disconnected(record),
+            Fail::Failed(e) => SendError::Failed(record, e),
+        })
     }
 
     /// Whether a staged send is stored ([`SendFut`](crate::SendFut) on a durable store).

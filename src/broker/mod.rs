@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::asynchronous::{CloseFut, WaitIdleFut};
 use crate::clock::Clock;
 use crate::codec::CodecKind;
+use crate::engine::tx::TxCore;
 use crate::engine::{Context, IdleWait, Life};
 use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions, TopicOptions};
@@ -20,6 +21,7 @@ use crate::queue::Queue;
 use crate::record::Payload;
 use crate::store::{MemoryStore, Store};
 use crate::topic::Topic;
+use crate::transaction::Transaction;
 
 /// The handle to one bus. Cheap to clone; every clone is the same bus.
 ///
@@ -204,6 +206,19 @@ impl Broker {
     ) -> Result<Queue<T>, Error> {
         let core = self.context.declare_queue(name, Some(options))?;
         Ok(Queue::new(core, Arc::clone(&self.life)))
+    }
+
+    /// Starts a [`Transaction`]: sends to any number of topics and queues, and acks, that take
+    /// effect together at its commit, or not at all.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the broker is closed; [`Error::Poisoned`] once its store failed
+    /// to commit.
+    pub fn transaction(&self) -> Result<Transaction, Error> {
+        self.context.check_open()?;
+        self.context.store.can_record()?;
+        let core = TxCore::new(Arc::clone(&self.context));
+        Ok(Transaction::new(core, Arc::clone(&self.life)))
     }
 
     /// Closes the bus for every handle: blocked calls wake, sends fail with `Disconnected`,

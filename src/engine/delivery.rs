@@ -166,6 +166,28 @@ impl<T> Delivery<T> {
         }
     }
 
+    /// How an ack of this delivery would reach its group, for a transaction: the group's
+    /// way, and the delivery count the ack is fenced by.
+    pub(crate) fn group_ack(&self) -> Option<(&GroupAck<T>, u32)> {
+        match &self.settle {
+            Settle::Group(g) => Some((g, self.delivery_count)),
+            _ => None,
+        }
+    }
+
+    /// How an ack of this delivery would reach its queue, for a transaction.
+    pub(crate) fn queue_ack(&self) -> Option<&QueueAck<T>> {
+        match &self.settle {
+            Settle::Queue(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The delivery was settled by a transaction's commit: dropping it does nothing more.
+    pub(crate) fn disarm(&mut self) {
+        self.settle = Settle::Nothing;
+    }
+
     /// Settles the message as done: a queue deletes it, a group moves its position past it.
     /// Fails if a queue delivery had already ended, or if the store can no longer record it.
     pub(crate) fn ack(mut self) -> Result<(), Error> {
@@ -248,19 +270,24 @@ impl<T> QueueAck<T> {
     /// consumer is gone).
     fn settled(&self, live: Outcome, offset: u64) -> Result<(), Error> {
         if let Err(why) = live {
-            let reason = match why {
-                Some(ReleaseReason::Timeout) => Ended::AckTimeout,
-                Some(ReleaseReason::Dropped) => Ended::ConsumerDropped,
-                _ if self.link.dropped.load(Ordering::Acquire) => Ended::ConsumerDropped,
-                _ => Ended::AckTimeout,
-            };
-            return Err(Error::DeliveryEnded {
-                queue: self.link.queue.name.clone(),
-                offset,
-                reason,
-            });
+            return Err(self.ended(why, offset));
         }
         self.link.queue.context.store.can_record()
+    }
+
+    /// [`Error::DeliveryEnded`] for this delivery (message `offset`), which ended for `why`.
+    pub(crate) fn ended(&self, why: Option<ReleaseReason>, offset: u64) -> Error {
+        let reason = match why {
+            Some(ReleaseReason::Timeout) => Ended::AckTimeout,
+            Some(ReleaseReason::Dropped) => Ended::ConsumerDropped,
+            _ if self.link.dropped.load(Ordering::Acquire) => Ended::ConsumerDropped,
+            _ => Ended::AckTimeout,
+        };
+        Error::DeliveryEnded {
+            queue: self.link.queue.name.clone(),
+            offset,
+            reason,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod registry;
 pub(crate) mod seam;
 pub(crate) mod timer;
 pub(crate) mod topic;
+pub(crate) mod tx;
 
 use std::any::TypeId;
 use std::collections::HashMap;

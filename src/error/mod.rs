@@ -208,6 +208,44 @@ pub enum Error {
         /// How many partitions the topic has.
         partitions: u32,
     },
+    /// A [`Transaction`](crate::Transaction) found a topic (under
+    /// [`Overflow::Block`](crate::Overflow::Block)) or a queue without room for its records. A
+    /// commit never waits for room: nothing was done, and the error hands the transaction
+    /// back to retry or take the records out of.
+    #[error("`{name}` has no room for the transaction's records now (a commit does not wait)")]
+    Full {
+        /// The topic or queue.
+        name: String,
+    },
+    /// A [`Transaction`](crate::Transaction) acked a consumer group's message that its member
+    /// no longer holds: the partition went to another member in a rebalance, or the delivery
+    /// timed out and the message was delivered again. Nothing was committed: the message's
+    /// current holder settles it, so the transaction's outputs are not sent twice.
+    #[error(
+        "message {offset} of partition {partition} of topic `{topic}` is no longer held by \
+         this member of group `{group}`: the transaction was fenced"
+    )]
+    Fenced {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// The message's offset.
+        offset: u64,
+    },
+    /// A [`Transaction`](crate::Transaction) was handed a producer or a message of another
+    /// broker: a transaction commits in its own broker only.
+    #[error("`{name}` belongs to another broker than the transaction's")]
+    ForeignBroker {
+        /// The topic or queue.
+        name: String,
+    },
+    /// [`Transaction::redb`](crate::Transaction::redb) on a memory broker, which keeps no redb
+    /// database.
+    #[error("a memory broker has no redb database to write in (build a durable broker)")]
+    NoDatabase,
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {

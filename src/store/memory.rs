@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::{Append, Loaded, LogId, Progress, Restored, Sink, Store, Ticket};
+use super::{Append, Loaded, LogId, Progress, Restored, Sink, Store, Ticket, TxJob};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -15,6 +15,10 @@ impl Store for MemoryStore {
     fn append(&self, job: &mut dyn Append, _defer: bool) -> Result<Option<Ticket>, Error> {
         job.publish();
         Ok(None)
+    }
+
+    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error> {
+        job.run(None)
     }
 
     fn poll_stored(&self, _ticket: Ticket, _waker: &Waker) -> Poll<Result<(), Error>> {

@@ -190,6 +190,29 @@ pub(crate) trait Stager {
     fn end(&mut self);
 }
 
+/// A transaction, as the engine describes it to the store ([`Store::transact`]).
+pub(crate) trait TxJob {
+    /// Takes the targets' locks, checks everything and, if all is well, stages the records
+    /// and settles the acks, telling `log` of each (durable mode) or publishing at once
+    /// (`log` is `None`: memory mode); then, still under the locks, calls [`TxLog::seal`].
+    /// On `Err` nothing was done.
+    fn run(&mut self, log: Option<&mut dyn TxLog>) -> Result<(), Error>;
+
+    /// Durable mode, after a failed commit: takes the staged records back, for the error.
+    fn unstage(&mut self);
+}
+
+/// What a durable store collects from [`TxJob::run`]: everything commits together.
+pub(crate) trait TxLog {
+    /// One staged record of `sink`: its key, timestamp, counted size and encoded body.
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, body: Vec<u8>);
+    /// Consumer progress that commits with the records (an ack, a group position).
+    fn progress(&mut self, change: Progress<'_>);
+    /// The transaction is complete: hands it to the writer as one request (called under the
+    /// targets' locks, so that its keys reach the writer in order).
+    fn seal(&mut self);
+}
+
 /// A log the writer publishes into after a commit: a topic partition or a queue.
 pub(crate) trait Sink: Send + Sync {
     /// Which log it is.
@@ -242,6 +265,11 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// `defer`, a durable store returns once the records are staged, with a ticket to poll
     /// instead of waiting for the commit.
     fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error>;
+
+    /// Commits a transaction: its records, acks and group positions in one commit (durable
+    /// mode), or publishes it at once under its targets' locks (memory mode). Returns once it
+    /// is stored, as [`append`](Self::append) does.
+    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error>;
 
     /// Whether the staged send behind `ticket` is stored: `Pending` registers `waker`.
     fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>>;

@@ -10,6 +10,7 @@ mod item;
 mod ready;
 mod state;
 mod timed;
+mod tx;
 mod undecodable;
 
 use std::collections::VecDeque;
@@ -31,6 +32,7 @@ use crate::store::{LogId, Progress, Sink};
 
 pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
 pub(crate) use self::state::{DeliveryId, Item as QueueItem, Reason as ReleaseReason};
+pub(crate) use self::tx::QueuePart;
 
 /// The outcome of asking for capacity.
 enum Room {

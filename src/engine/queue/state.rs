@@ -305,6 +305,16 @@ impl<T> QueueState<T> {
         slot.1.take().map(|item| item.entry)
     }
 
+    /// Takes back the last staged message, `id`, before anything follows it (a transaction
+    /// that did not commit): its id is handed out again.
+    pub(crate) fn retract(&mut self, id: u64) -> Option<Arc<Entry<T>>> {
+        if id + 1 != self.next_id || self.staged.back().is_none_or(|(at, _)| *at != id) {
+            return None;
+        }
+        self.next_id = id;
+        self.staged.pop_back()?.1.map(|item| item.entry)
+    }
+
     /// Makes the staged messages with ids below `upto` ready (they are committed).
     pub(crate) fn publish_staged(&mut self, upto: u64) {
         while self.staged.front().is_some_and(|(id, _)| *id < upto) {

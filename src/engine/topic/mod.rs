@@ -7,6 +7,7 @@ mod log;
 mod partition;
 mod retry;
 mod subscriber;
+mod tx;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +21,7 @@ pub(crate) use self::log::{
     Cold, Limits, Loader, Log, Partition, Read, Reader, StoredRef, not_due,
 };
 pub(crate) use self::subscriber::Subscriber;
+pub(crate) use self::tx::TopicPart;
 
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;

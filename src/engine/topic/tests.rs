@@ -57,6 +57,10 @@ impl Store for FakeStore {
         Ok(None)
     }
 
+    fn transact(&self, job: &mut dyn crate::store::TxJob) -> Result<(), Error> {
+        job.run(None)
+    }
+
     fn poll_stored(&self, _ticket: Ticket, _waker: &Waker) -> TaskPoll<Result<(), Error>> {
         TaskPoll::Ready(Ok(()))
     }

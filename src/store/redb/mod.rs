@@ -62,7 +62,7 @@ use self::schema::{
 };
 use self::writer::{Request, Staged, Writer};
 use super::format;
-use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket};
+use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket, TxJob, TxLog};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;
@@ -123,6 +123,50 @@ impl Stager for Collect<'_> {
             Some(seq) => self.last = Some(seq),
             None => self.refused = true,
         }
+    }
+}
+
+/// Collects a transaction and hands it to the writer as one request.
+struct TxCollect<'a> {
+    store: &'a DurableStore,
+    requests: Vec<Request>,
+    /// `None` until sealed; then the request's number, or `None` if the writer had stopped.
+    sealed: Option<Option<u64>>,
+}
+
+impl TxLog for TxCollect<'_> {
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, body: Vec<u8>) {
+        let staged = Staged {
+            key,
+            ts,
+            size,
+            value: body,
+        };
+        match self.requests.last_mut() {
+            Some(Request::Append {
+                sink: last,
+                records,
+            }) if Arc::ptr_eq(last, sink) => {
+                records.push(staged);
+            }
+            _ => self.requests.push(Request::Append {
+                sink: Arc::clone(sink),
+                records: vec![staged],
+            }),
+        }
+    }
+
+    fn progress(&mut self, change: Progress<'_>) {
+        let request = self.store.request(change);
+        self.requests.push(request);
+    }
+
+    fn seal(&mut self) {
+        if self.requests.is_empty() {
+            return;
+        }
+        let requests = std::mem::take(&mut self.requests);
+        self.sealed = Some(self.store.send(Request::Many(requests)));
     }
 }
 
@@ -222,6 +266,78 @@ impl DurableStore {
             })?;
         *inner.writer.lock() = Some(handle);
         Ok(Self { inner })
+    }
+
+    /// The writer's request for a change of consumer progress (a delivery count is coalesced
+    /// by [`Store::progress`] instead).
+    fn request(&self, change: Progress<'_>) -> Request {
+        match change {
+            Progress::QueueAck { queue, id } => {
+                // The ack deletes the row: a count still waiting is moot.
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::Ack {
+                    queue: Arc::clone(queue),
+                    id,
+                }
+            }
+            // Coalesced by `progress`, never part of a transaction.
+            Progress::QueueDelivery { .. } => Request::Counts,
+            Progress::DeadLetter {
+                queue,
+                id,
+                to,
+                to_id,
+                headers,
+                body,
+                ts,
+                size,
+            } => {
+                self.inner.counts.lock().remove(&count_key(queue, id));
+                Request::DeadLetter {
+                    queue: Arc::clone(queue),
+                    id,
+                    to: Arc::clone(to),
+                    to_id,
+                    // Encoding a payload that was encoded before cannot fail in practice; if it
+                    // did, the writer copies the source row as before.
+                    record: body().ok().map(|value| Staged {
+                        key: to_id,
+                        ts,
+                        size,
+                        value,
+                    }),
+                    headers: headers.clone(),
+                }
+            }
+            Progress::GroupDeadLetter {
+                to,
+                to_id,
+                body,
+                ts,
+                size,
+                position,
+            } => Request::GroupDeadLetter {
+                to: Arc::clone(to),
+                record: Staged {
+                    key: to_id,
+                    ts,
+                    size,
+                    value: body.to_vec(),
+                },
+                position: position.map(|(t, g, p, o)| (t.to_owned(), g.to_owned(), p, o)),
+            },
+            Progress::GroupPosition {
+                topic,
+                group,
+                partition,
+                offset,
+            } => Request::Position {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                partition,
+                offset,
+            },
+        }
     }
 
     fn send(&self, request: Request) -> Option<u64> {
@@ -358,84 +474,46 @@ impl Store for DurableStore {
     }
 
     fn progress(&self, change: Progress<'_>) {
-        let request = match change {
-            Progress::QueueAck { queue, id } => {
-                // The ack deletes the row: a count still waiting is moot.
-                self.inner.counts.lock().remove(&count_key(queue, id));
-                Request::Ack {
-                    queue: Arc::clone(queue),
-                    id,
-                }
+        if let Progress::QueueDelivery { queue, id, count } = change {
+            // Coalesced: a redelivery storm costs one entry per message, not per delivery.
+            let mut counts = self.inner.counts.lock();
+            let first = counts.is_empty();
+            counts.insert(count_key(queue, id), (Arc::clone(queue), count));
+            drop(counts);
+            if first {
+                let _ = self.send(Request::Counts); // wakes the writer
             }
-            Progress::QueueDelivery { queue, id, count } => {
-                // Coalesced: a redelivery storm costs one entry per message, not per delivery.
-                let mut counts = self.inner.counts.lock();
-                let first = counts.is_empty();
-                counts.insert(count_key(queue, id), (Arc::clone(queue), count));
-                drop(counts);
-                if first {
-                    let _ = self.send(Request::Counts); // wakes the writer
-                }
-                return;
-            }
-            Progress::DeadLetter {
-                queue,
-                id,
-                to,
-                to_id,
-                headers,
-                body,
-                ts,
-                size,
-            } => {
-                self.inner.counts.lock().remove(&count_key(queue, id));
-                Request::DeadLetter {
-                    queue: Arc::clone(queue),
-                    id,
-                    to: Arc::clone(to),
-                    to_id,
-                    // Encoding a payload that was encoded before cannot fail in practice; if it
-                    // did, the writer copies the source row as before.
-                    record: body().ok().map(|value| Staged {
-                        key: to_id,
-                        ts,
-                        size,
-                        value,
-                    }),
-                    headers: headers.clone(),
-                }
-            }
-            Progress::GroupDeadLetter {
-                to,
-                to_id,
-                body,
-                ts,
-                size,
-                position,
-            } => Request::GroupDeadLetter {
-                to: Arc::clone(to),
-                record: Staged {
-                    key: to_id,
-                    ts,
-                    size,
-                    value: body.to_vec(),
-                },
-                position: position.map(|(t, g, p, o)| (t.to_owned(), g.to_owned(), p, o)),
-            },
-            Progress::GroupPosition {
-                topic,
-                group,
-                partition,
-                offset,
-            } => Request::Position {
-                topic: topic.to_owned(),
-                group: group.to_owned(),
-                partition,
-                offset,
-            },
-        };
+            return;
+        }
         // After close there is nothing to record progress in; reopening redelivers.
-        let _ = self.send(request);
+        let _ = self.send(self.request(change));
+    }
+
+    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error> {
+        self.check_healthy()?;
+        let mut collect = TxCollect {
+            store: self,
+            requests: Vec::new(),
+            sealed: None,
+        };
+        job.run(Some(&mut collect))?;
+        let last = match collect.sealed {
+            None => return Ok(()), // nothing to store
+            Some(None) => {
+                // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
+                job.unstage();
+                return Err(Error::Closed);
+            }
+            Some(Some(seq)) => seq,
+        };
+        let result = match self.inner.durability {
+            Durability::Immediate => self.wait(last),
+            Durability::Interval(_) => Ok(()),
+        };
+        if result.is_err() && self.inner.done.lock().committed < last {
+            job.unstage();
+        }
+        result
     }
 
     fn can_record(&self) -> Result<(), Error> {

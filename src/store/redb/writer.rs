@@ -71,6 +71,9 @@ pub(super) enum Request {
         sinks: Vec<Arc<dyn Sink>>,
         topic: bool,
     },
+    /// A transaction: requests that must ride one commit (the writer flattens them into its
+    /// batch; a batch is always one commit).
+    Many(Vec<Request>),
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
     /// A flush that marks the store closed cleanly (the last commit of `close`).
@@ -302,6 +305,21 @@ fn is_deleted(deleted: &[Arc<dyn Sink>], sink: &Arc<dyn Sink>) -> bool {
     !deleted.is_empty() && deleted.iter().any(|d| Arc::ptr_eq(d, sink))
 }
 
+/// The batch with each transaction's requests in its place (numbered as the transaction).
+fn flatten(batch: Vec<(u64, Request)>) -> Vec<(u64, Request)> {
+    if !batch.iter().any(|(_, r)| matches!(r, Request::Many(_))) {
+        return batch;
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for (seq, request) in batch {
+        match request {
+            Request::Many(requests) => out.extend(requests.into_iter().map(|r| (seq, r))),
+            request => out.push((seq, request)),
+        }
+    }
+    out
+}
+
 /// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
 /// apply in order (an ack or a move only ever follows the commit of what it refers to).
 /// Deletes are handed back, to apply last; requests of deleted sinks are dropped.
@@ -315,7 +333,7 @@ fn write_batch(
     deletes: &mut Vec<super::delete::Delete>,
 ) -> Result<(), redb::Error> {
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
-    for (_, request) in batch {
+    for (_, request) in flatten(batch) {
         match request {
             Request::Append { sink, .. } | Request::Ack { queue: sink, .. }
                 if is_deleted(deleted, &sink) => {}
@@ -450,7 +468,7 @@ fn write_batch(
                 txn.open_table(DECLARATIONS)?
                     .insert(name.as_str(), sealed.as_slice())?;
             }
-            Request::Sync | Request::Close | Request::Counts => {}
+            Request::Sync | Request::Close | Request::Counts | Request::Many(_) => {}
         }
     }
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table

@@ -9,6 +9,7 @@
 
 mod member;
 mod settle;
+mod tx;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -41,7 +42,7 @@ pub(crate) struct Group<T> {
     state: Mutex<GroupState>,
 }
 
-struct GroupState {
+pub(crate) struct GroupState {
     /// Member ids in join order (see [`Group::rebalance`]).
     members: Vec<u64>,
     parts: Vec<Part>,
@@ -150,11 +151,25 @@ impl Part {
         group: &str,
         partition: u32,
     ) -> Woken {
+        let store = &topic.context.store;
+        self.settle_with(log, topic, group, partition, &mut |c| store.progress(c))
+    }
+
+    /// As [`settle`](Self::settle), telling `record` of the new position instead of the store
+    /// (a transaction's commit).
+    fn settle_with<T>(
+        &mut self,
+        log: &mut Log<T>,
+        topic: &TopicCore<T>,
+        group: &str,
+        partition: u32,
+        record: &mut dyn FnMut(Progress<'_>),
+    ) -> Woken {
         let position = self.first_unacked();
         if position == self.position || topic.is_deleted() {
             return Woken::none(); // a deleted topic's positions are gone with it
         }
-        topic.context.store.progress(Progress::GroupPosition {
+        record(Progress::GroupPosition {
             topic: &topic.name,
             group,
             partition,

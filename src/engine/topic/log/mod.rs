@@ -634,6 +634,17 @@ impl<T> Log<T> {
         Some(stored.entry)
     }
 
+    /// Takes back the last staged record, `offset`, before anything follows it (a
+    /// transaction that did not commit): its offset is handed out again.
+    pub(crate) fn retract(&mut self, offset: u64) -> Option<Entry<T>> {
+        if offset + 1 != self.end + self.staged.len() as u64 {
+            return None;
+        }
+        let stored = self.staged.pop_back()??;
+        self.staged_bytes -= u64::from(stored.entry.size);
+        Some(stored.entry)
+    }
+
     /// Publishes the staged records below `upto` (they are committed); returns the readers to
     /// wake.
     pub(crate) fn publish_staged(&mut self, limits: &Limits, upto: u64) -> Woken {

@@ -1,0 +1,312 @@
+//! A queue's share of a transaction ([`QueuePart`]): records for it, and acks of its
+//! messages.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::state::{Item, QueueState, Reason};
+use super::{QueueCore, unshared};
+use crate::engine::Delivery;
+use crate::engine::Fail;
+use crate::engine::notify::Woken;
+use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
+use crate::error::Error;
+use crate::record::{Entry, Nanos, Payload, Receipt, Record};
+use crate::store::{Progress, TxLog};
+
+/// One record of a transaction for a queue.
+struct TxRecord<T> {
+    /// The send's number in its transaction.
+    index: usize,
+    /// The entry, until staged (and again if taken back).
+    entry: Option<Arc<Entry<T>>>,
+    /// The encoded body (a store that keeps bytes).
+    body: Option<Vec<u8>>,
+    /// Where it was staged: id and timestamp.
+    staged: Option<(u64, Nanos)>,
+}
+
+/// A queue's share of a transaction.
+pub(crate) struct QueuePart<T> {
+    queue: Arc<QueueCore<T>>,
+    records: Vec<TxRecord<T>>,
+    /// Deliveries to ack.
+    acks: Vec<Delivery<T>>,
+    /// Capacity units taken for the records.
+    reserved: usize,
+    /// What the commit wakes and moves on (dead letters of timed-out deliveries), once
+    /// unlocked.
+    woken: Woken,
+    dead: Vec<(Item<T>, Reason)>,
+}
+
+impl<T: Payload> QueueCore<T> {
+    /// Adds `record` to transaction `tx` (not sent before the commit): refused as a send would
+    /// be (deleted queue, a payload that does not encode), handing it back.
+    pub(crate) fn tx_send(
+        self: &Arc<Self>,
+        tx: &mut TxCore,
+        record: Record<T>,
+    ) -> Result<(), (Record<T>, Fail)> {
+        if self.is_shut() {
+            return Err((record, self.closed()));
+        }
+        let entry = Arc::new(Entry::new(record, 0));
+        let body = if self.context.store.reads_back() {
+            match self.coder.encode_entry(&entry) {
+                Ok(body) => Some(body),
+                Err(e) => return Err((unshared(entry), Fail::Failed(e))),
+            }
+        } else {
+            None
+        };
+        let index = tx.sends;
+        tx.sends += 1;
+        let part = tx.part(address(self), || QueuePart::new(self));
+        part.records.push(TxRecord {
+            index,
+            entry: Some(entry),
+            body,
+            staged: None,
+        });
+        Ok(())
+    }
+
+    /// Adds the ack of queue delivery `delivery` to transaction `tx`.
+    pub(crate) fn tx_ack(self: &Arc<Self>, tx: &mut TxCore, delivery: Delivery<T>) {
+        let part = tx.part(address(self), || QueuePart::new(self));
+        part.acks.push(delivery);
+    }
+}
+
+/// A queue's address: its place in the lock order.
+fn address<T>(queue: &Arc<QueueCore<T>>) -> usize {
+    Arc::as_ptr(queue).cast::<()>() as usize
+}
+
+impl<T: Payload> QueuePart<T> {
+    fn new(queue: &Arc<QueueCore<T>>) -> Self {
+        Self {
+            queue: Arc::clone(queue),
+            records: Vec::new(),
+            acks: Vec::new(),
+            reserved: 0,
+            woken: Woken::none(),
+            dead: Vec::new(),
+        }
+    }
+
+    fn key(&self) -> LockKey {
+        (Rank::Queue, address(&self.queue), 0)
+    }
+
+    /// The records not committed, with their send numbers (the transaction hands them back).
+    pub(crate) fn take_records(&mut self, out: &mut Vec<(usize, Record<T>)>) {
+        for record in self.records.drain(..) {
+            if let Some(entry) = record.entry {
+                out.push((record.index, unshared(entry)));
+            }
+        }
+    }
+
+    /// Why the queue refuses records: deleted, or the broker closed.
+    fn shut(&self) -> Error {
+        match self.queue.check_live() {
+            Err(e) => e,
+            Ok(()) => Error::Closed,
+        }
+    }
+}
+
+/// A queue's lock.
+struct QueueLock<T> {
+    queue: Arc<QueueCore<T>>,
+}
+
+impl<T: Payload> Lockable for QueueLock<T> {
+    fn key(&self) -> LockKey {
+        (Rank::Queue, address(&self.queue), 0)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        Box::new(self.queue.state.lock())
+    }
+}
+
+impl<T: Payload> Part for QueuePart<T> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn target(&self) -> usize {
+        address(&self.queue)
+    }
+
+    fn locks(&self, out: &mut Vec<Box<dyn Lockable>>) {
+        out.push(Box::new(QueueLock {
+            queue: Arc::clone(&self.queue),
+        }));
+    }
+
+    fn reserve(&mut self) -> Result<(), Error> {
+        if self.queue.is_shut() {
+            return Err(self.shut());
+        }
+        while self.reserved < self.records.len() {
+            if !self.queue.reserve() {
+                self.unreserve();
+                return Err(Error::Full {
+                    name: self.queue.name.clone(),
+                });
+            }
+            self.reserved += 1;
+        }
+        Ok(())
+    }
+
+    fn unreserve(&mut self) {
+        if self.reserved == 0 {
+            return;
+        }
+        self.queue
+            .occupied
+            .fetch_sub(self.reserved, Ordering::AcqRel);
+        self.reserved = 0;
+        self.queue.state.lock().writers.take().wake();
+    }
+
+    fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        // Under the lock close's wake-up takes, as a send checks (see `lock_open`).
+        if self.queue.is_shut() {
+            return Err(self.shut());
+        }
+        let key = self.key();
+        let state: &mut QueueState<T> = held.get(key);
+        for record in &mut self.records {
+            if let Some(entry) = record.entry.take() {
+                record.staged = Some((state.stage(now, entry), now));
+            }
+        }
+        Ok(())
+    }
+
+    fn retract(&mut self, held: &mut Held<'_>) {
+        let key = self.key();
+        let state: &mut QueueState<T> = held.get(key);
+        for record in self.records.iter_mut().rev() {
+            if let Some((id, _)) = record.staged.take() {
+                record.entry = state.retract(id);
+            }
+        }
+    }
+
+    fn check_acks(&mut self, held: &mut Held<'_>) -> Result<(), Error> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let key = self.key();
+        let state: &mut QueueState<T> = held.get(key);
+        // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
+        let (dead, woken) = self.queue.expire(state, self.queue.timed_now());
+        self.dead.extend(dead);
+        self.woken.join(woken);
+        for delivery in &self.acks {
+            let Some(ack) = delivery.queue_ack() else {
+                continue;
+            };
+            if let Err(why) = state.check(ack.delivery) {
+                return Err(ack.ended(why, delivery.offset()));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, held: &mut Held<'_>, mut log: Option<&mut dyn TxLog>) {
+        let key = self.key();
+        let state: &mut QueueState<T> = held.get(key);
+        let mut upto = None;
+        for record in &mut self.records {
+            let Some((id, ts)) = record.staged else {
+                continue;
+            };
+            match log.as_deref_mut() {
+                Some(log) => {
+                    let body = record.body.take().unwrap_or_default();
+                    log.record(&self.queue.sink, id, ts, 0, body);
+                }
+                None => upto = Some(id + 1),
+            }
+        }
+        self.reserved = 0; // the records hold their capacity now
+        if let Some(upto) = upto {
+            state.publish_staged(upto);
+        }
+        for delivery in &mut self.acks {
+            let Some(ack) = delivery.queue_ack() else {
+                continue;
+            };
+            if state.ack(ack.delivery).is_ok() {
+                self.woken.join(self.queue.left(state));
+                if let Some(log) = log.as_deref_mut() {
+                    log.progress(Progress::QueueAck {
+                        queue: &self.queue.sink,
+                        id: ack.id,
+                    });
+                }
+            }
+            delivery.disarm();
+        }
+        self.queue.publish_hints(state);
+        self.woken.join(state.readers.take());
+    }
+
+    fn after(&mut self, committed: bool) {
+        let dead = std::mem::take(&mut self.dead);
+        let woken = std::mem::replace(&mut self.woken, Woken::none());
+        self.queue.after_release(dead, woken);
+        if committed {
+            self.acks.clear(); // settled: dropping them does nothing
+        }
+    }
+
+    fn unstage(&mut self) {
+        let mut state = self.queue.state.lock();
+        for record in &mut self.records {
+            if let Some((id, _)) = record.staged.take() {
+                record.entry = state.unstage(id);
+                if record.entry.is_some() {
+                    self.queue.occupied.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        let woken = state.writers.take();
+        drop(state);
+        woken.wake();
+    }
+
+    fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
+        for record in &self.records {
+            if let Some((id, _)) = record.staged {
+                let receipt = Receipt {
+                    partition: 0,
+                    offset: id,
+                };
+                out.push((record.index, receipt));
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        for delivery in self.acks.drain(..) {
+            let _ = delivery.nack(); // as a nack would; nobody is left to tell
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.acks.is_empty()
+    }
+}

@@ -1,0 +1,339 @@
+//! A topic's share of a transaction ([`TopicPart`]): records for its partitions, and acks of
+//! its consumer groups' messages.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use super::group::GroupState;
+use super::{Group, Log, TopicCore};
+use crate::engine::Delivery;
+use crate::engine::Fail;
+use crate::engine::notify::Woken;
+use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
+use crate::error::Error;
+use crate::record::{Entry, Nanos, Payload, Receipt, Record};
+use crate::store::{Progress, TxLog};
+
+/// One record of a transaction, for one partition.
+struct TxRecord<T> {
+    /// The send's number in its transaction.
+    index: usize,
+    partition: u32,
+    /// The entry, until staged (and again if taken back).
+    entry: Option<Entry<T>>,
+    /// The encoded body (a store that keeps bytes).
+    body: Option<Vec<u8>>,
+    /// Where it was staged: offset and timestamp.
+    staged: Option<(u64, Nanos)>,
+    size: u32,
+}
+
+/// A topic's share of a transaction.
+pub(crate) struct TopicPart<T> {
+    topic: Arc<TopicCore<T>>,
+    records: Vec<TxRecord<T>>,
+    /// Group deliveries to ack.
+    acks: Vec<Delivery<T>>,
+    /// Whom the commit wakes, once unlocked.
+    woken: Woken,
+}
+
+impl<T: Payload> TopicCore<T> {
+    /// Adds `record` to transaction `tx` (not sent before the commit): refused as a send would
+    /// be (deleted topic, compaction without a key, a payload that does not encode), handing
+    /// it back.
+    pub(crate) fn tx_send(
+        self: &Arc<Self>,
+        tx: &mut TxCore,
+        record: Record<T>,
+    ) -> Result<(), (Record<T>, Fail)> {
+        if self.context.is_closed() {
+            return Err((record, Fail::Disconnected));
+        }
+        if let Err(fail) = self.refuses(std::iter::once(&record)) {
+            return Err((record, fail));
+        }
+        let partition = self.pick_partition(record.key_ref());
+        let size = self.size_of(&record);
+        let entry = Entry::new(record, size);
+        let body = if self.context.store.reads_back() {
+            match self.coder.encode_entry(&entry) {
+                Ok(body) => Some(body),
+                Err(e) => return Err((entry.into_record(), Fail::Failed(e))),
+            }
+        } else {
+            None
+        };
+        let index = tx.sends;
+        tx.sends += 1;
+        let part = tx.part(address(self), || TopicPart::new(self));
+        part.records.push(TxRecord {
+            index,
+            partition,
+            entry: Some(entry),
+            body,
+            staged: None,
+            size,
+        });
+        Ok(())
+    }
+
+    /// Adds the ack of group delivery `delivery` to transaction `tx`.
+    pub(crate) fn tx_ack(self: &Arc<Self>, tx: &mut TxCore, delivery: Delivery<T>) {
+        let part = tx.part(address(self), || TopicPart::new(self));
+        part.acks.push(delivery);
+    }
+}
+
+/// A topic's (or group's) address: its place in the lock order.
+fn address<D>(of: &Arc<D>) -> usize {
+    Arc::as_ptr(of).cast::<()>() as usize
+}
+
+impl<T: Payload> TopicPart<T> {
+    fn new(topic: &Arc<TopicCore<T>>) -> Self {
+        Self {
+            topic: Arc::clone(topic),
+            records: Vec::new(),
+            acks: Vec::new(),
+            woken: Woken::none(),
+        }
+    }
+
+    fn partition_key(&self, partition: u32) -> LockKey {
+        (Rank::Partition, address(&self.topic), partition)
+    }
+
+    /// The records not committed, with their send numbers (the transaction hands them back).
+    pub(crate) fn take_records(&mut self, out: &mut Vec<(usize, Record<T>)>) {
+        for record in self.records.drain(..) {
+            if let Some(entry) = record.entry {
+                out.push((record.index, entry.into_record()));
+            }
+        }
+    }
+
+    /// Why the topic refuses records under its partition's lock: deleted, or the broker
+    /// closed.
+    fn shut(&self) -> Error {
+        match self.topic.check_live() {
+            Err(e) => e,
+            Ok(()) => Error::Closed,
+        }
+    }
+}
+
+/// A partition's lock.
+struct PartitionLock<T> {
+    topic: Arc<TopicCore<T>>,
+    partition: u32,
+}
+
+impl<T: Payload> Lockable for PartitionLock<T> {
+    fn key(&self) -> LockKey {
+        (Rank::Partition, address(&self.topic), self.partition)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        Box::new(self.topic.partitions[self.partition as usize].lock())
+    }
+}
+
+/// A consumer group's lock.
+struct GroupLock<T> {
+    group: Arc<Group<T>>,
+}
+
+impl<T: Payload> Lockable for GroupLock<T> {
+    fn key(&self) -> LockKey {
+        (Rank::Group, address(&self.group), 0)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        Box::new(self.group.lock_state())
+    }
+}
+
+impl<T: Payload> Part for TopicPart<T> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn target(&self) -> usize {
+        address(&self.topic)
+    }
+
+    fn locks(&self, out: &mut Vec<Box<dyn Lockable>>) {
+        let mut partitions: Vec<u32> = self.records.iter().map(|r| r.partition).collect();
+        for delivery in &self.acks {
+            if let Some((ack, _)) = delivery.group_ack() {
+                partitions.push(delivery.partition());
+                out.push(Box::new(GroupLock {
+                    group: Arc::clone(&ack.group),
+                }));
+            }
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+        for partition in partitions {
+            out.push(Box::new(PartitionLock {
+                topic: Arc::clone(&self.topic),
+                partition,
+            }));
+        }
+    }
+
+    fn reserve(&mut self) -> Result<(), Error> {
+        Ok(()) // a partition's room is checked under its lock
+    }
+
+    fn unreserve(&mut self) {}
+
+    fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
+        for at in 0..self.records.len() {
+            let partition = self.records[at].partition;
+            let key = self.partition_key(partition);
+            let log: &mut Log<T> = held.get(key);
+            let record = &mut self.records[at];
+            match self.topic.room(log, now, record.size) {
+                Ok(()) => {
+                    if let Some(entry) = record.entry.take() {
+                        record.staged = Some(log.stage(now, entry));
+                    }
+                }
+                Err(closed) => {
+                    let error = if closed {
+                        self.shut()
+                    } else {
+                        Error::Full {
+                            name: self.topic.name.clone(),
+                        }
+                    };
+                    self.retract(held);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn retract(&mut self, held: &mut Held<'_>) {
+        for at in (0..self.records.len()).rev() {
+            let Some((offset, _)) = self.records[at].staged else {
+                continue;
+            };
+            let key = self.partition_key(self.records[at].partition);
+            let log: &mut Log<T> = held.get(key);
+            let record = &mut self.records[at];
+            record.entry = log.retract(offset);
+            record.staged = None;
+        }
+    }
+
+    fn check_acks(&mut self, held: &mut Held<'_>) -> Result<(), Error> {
+        for delivery in &self.acks {
+            let Some((ack, count)) = delivery.group_ack() else {
+                continue;
+            };
+            if !Arc::ptr_eq(&ack.topic, &self.topic) {
+                unreachable!("a group delivery is filed under its own topic");
+            }
+            let key = (Rank::Group, address(&ack.group), 0);
+            let state: &mut GroupState = held.get(key);
+            let (partition, offset) = (delivery.partition(), delivery.offset());
+            if !state.holds(ack.member, partition, offset, count) {
+                return Err(Error::Fenced {
+                    topic: self.topic.name.clone(),
+                    group: ack.group.name().to_owned(),
+                    partition,
+                    offset,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, held: &mut Held<'_>, mut log: Option<&mut dyn TxLog>) {
+        // Records: to the store, which publishes them after its commit; or published now,
+        // each partition's run at once.
+        let mut ends: Vec<(u32, u64)> = Vec::new();
+        for record in &mut self.records {
+            let Some((offset, ts)) = record.staged else {
+                continue;
+            };
+            match log.as_deref_mut() {
+                Some(log) => {
+                    let body = record.body.take().unwrap_or_default();
+                    let sink = &self.topic.sinks[record.partition as usize];
+                    log.record(sink, offset, ts, record.size, body);
+                }
+                None => match ends.iter_mut().find(|(p, _)| *p == record.partition) {
+                    Some((_, end)) => *end = (*end).max(offset + 1),
+                    None => ends.push((record.partition, offset + 1)),
+                },
+            }
+        }
+        for (partition, upto) in ends {
+            let log: &mut Log<T> = held.get(self.partition_key(partition));
+            self.woken
+                .join(log.publish_staged(&self.topic.limits, upto));
+        }
+        // Acks: each moves its group's position, stored with the records.
+        let mut record = |change: Progress<'_>| {
+            if let Some(log) = log.as_deref_mut() {
+                log.progress(change);
+            }
+        };
+        for delivery in &mut self.acks {
+            let Some((ack, _)) = delivery.group_ack() else {
+                continue;
+            };
+            let group_key = (Rank::Group, address(&ack.group), 0);
+            let partition_key = (Rank::Partition, address(&self.topic), delivery.partition());
+            let (state, log) = held.pair::<GroupState, Log<T>>(group_key, partition_key);
+            let at = (delivery.partition(), delivery.offset());
+            let name = ack.group.name();
+            self.woken
+                .join(state.ack_held(log, &self.topic, name, at, &mut record));
+            delivery.disarm();
+        }
+    }
+
+    fn after(&mut self, committed: bool) {
+        std::mem::replace(&mut self.woken, Woken::none()).wake();
+        if committed {
+            self.acks.clear(); // settled: dropping them does nothing
+        }
+    }
+
+    fn unstage(&mut self) {
+        for record in &mut self.records {
+            if let Some((offset, _)) = record.staged.take() {
+                let mut log = self.topic.partitions[record.partition as usize].lock();
+                record.entry = log.unstage(offset);
+            }
+        }
+    }
+
+    fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
+        for record in &self.records {
+            if let Some((offset, _)) = record.staged {
+                let receipt = Receipt {
+                    partition: record.partition,
+                    offset,
+                };
+                out.push((record.index, receipt));
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        for delivery in self.acks.drain(..) {
+            let _ = delivery.nack(); // as a nack would; nobody is left to tell
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.acks.is_empty()
+    }
+}
