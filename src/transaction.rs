@@ -111,6 +111,24 @@ impl Transaction {
         Ok(())
     }
 
+    /// The redb write transaction this transaction commits in, for the application's own
+    /// tables (the outbox): its rows and the messages become durable in one commit, or neither
+    /// does. Needs a durable broker, best one built on the application's database
+    /// ([`BrokerBuilder::database`](crate::BrokerBuilder::database)).
+    ///
+    /// redb has one writer at a time, and this borrows it: from the first call until the
+    /// commit or the drop, the broker's own commits (every durable send, ack and group
+    /// position) wait. Keep such a transaction short, and do not wait for a durable send on
+    /// the same thread meanwhile (it fails with [`Error::TransactionOpen`] instead of waiting
+    /// forever): send in the transaction. Tables named `embus.…` are the broker's; never
+    /// write them.
+    ///
+    /// # Errors
+    /// [`Error::NoDatabase`] on a memory broker; [`Error::Closed`], [`Error::Poisoned`].
+    pub fn redb(&mut self) -> Result<&redb::WriteTransaction, Error> {
+        self.core.redb()
+    }
+
     /// How many messages the transaction sends.
     pub fn len(&self) -> usize {
         self.core.sends

@@ -459,3 +459,10 @@ fn a_durable_commit_stores_outputs_acks_and_positions_together() {
     drop(bus);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_memory_broker_has_no_redb_transaction() {
+    let bus = Broker::memory();
+    let mut tx = bus.transaction().unwrap();
+    assert!(matches!(tx.redb(), Err(Error::NoDatabase)));
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use super::Context;
 use crate::error::Error;
 use crate::record::{Nanos, Receipt};
-use crate::store::{TxJob, TxLog};
+use crate::store::{Lent, TxJob, TxLog};
 
 /// Where a lock ranks in the global order: its kind, then the address of what owns it, then
 /// an index within that (a partition).
@@ -138,6 +138,8 @@ pub(crate) struct TxCore {
     pub(crate) parts: Vec<Box<dyn Part>>,
     /// How many records were added so far (their send numbers).
     pub(crate) sends: usize,
+    /// The store's write transaction, once the application asked for it (the outbox).
+    lent: Option<Lent>,
 }
 
 impl TxCore {
@@ -146,6 +148,20 @@ impl TxCore {
             context,
             parts: Vec::new(),
             sends: 0,
+            lent: None,
+        }
+    }
+
+    /// The store's redb write transaction, lent for the application's own tables: the
+    /// records commit in it. Borrowed from the store on first use.
+    pub(crate) fn redb(&mut self) -> Result<&::redb::WriteTransaction, Error> {
+        if self.lent.is_none() {
+            self.context.check_open()?;
+            self.lent = Some(self.context.store.lend()?);
+        }
+        match &self.lent {
+            Some(Lent(txn)) => Ok(txn),
+            None => unreachable!("lent just above"),
         }
     }
 
@@ -176,7 +192,7 @@ impl TxCore {
             parts: &mut self.parts,
             clock: &self.context.clock,
         };
-        let result = store.transact(&mut job);
+        let result = store.transact(&mut job, &mut self.lent);
         for part in &mut self.parts {
             part.after(result.is_ok());
         }
@@ -192,8 +208,12 @@ impl TxCore {
         Ok(receipts.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// Drops the transaction: acked messages are released as a nack would.
+    /// Drops the transaction: acked messages are released as a nack would, and a lent write
+    /// transaction is aborted.
     pub(crate) fn abort(&mut self) {
+        if let Some(lent) = self.lent.take() {
+            self.context.store.give_back(lent);
+        }
         for part in &mut self.parts {
             part.abort();
         }

@@ -246,6 +246,15 @@ pub enum Error {
     /// database.
     #[error("a memory broker has no redb database to write in (build a durable broker)")]
     NoDatabase,
+    /// A send, flush or close waited for a durable commit on the thread that holds a
+    /// transaction's redb write transaction ([`Transaction::redb`](crate::Transaction::redb)):
+    /// that commit waits for the write transaction, so the wait would never end. Commit or
+    /// drop the transaction first, or send in it. A send that failed so was not stored.
+    #[error(
+        "this thread holds a transaction's redb write transaction, which the store's commits \
+         wait for: commit or drop the transaction first"
+    )]
+    TransactionOpen,
     /// [`Broker::wait_idle`](crate::Broker::wait_idle) ran out of time.
     #[error("broker still busy after {waited:?}: {busy}")]
     NotIdle {

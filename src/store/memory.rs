@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::{Append, Loaded, LogId, Progress, Restored, Sink, Store, Ticket, TxJob};
+use super::{Append, Lent, Loaded, LogId, Progress, Restored, Sink, Store, Ticket, TxJob};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -17,8 +17,8 @@ impl Store for MemoryStore {
         Ok(None)
     }
 
-    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error> {
-        job.run(None)
+    fn transact(&self, job: &mut dyn TxJob, _lent: &mut Option<Lent>) -> Result<(), Error> {
+        job.run(None) // nothing is ever lent: there is no database
     }
 
     fn poll_stored(&self, _ticket: Ticket, _waker: &Waker) -> Poll<Result<(), Error>> {

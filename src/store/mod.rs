@@ -190,6 +190,9 @@ pub(crate) trait Stager {
     fn end(&mut self);
 }
 
+/// A redb write transaction lent by a durable store ([`Store::lend`]).
+pub(crate) struct Lent(pub(crate) Box<::redb::WriteTransaction>);
+
 /// A transaction, as the engine describes it to the store ([`Store::transact`]).
 pub(crate) trait TxJob {
     /// Takes the targets' locks, checks everything and, if all is well, stages the records
@@ -269,7 +272,22 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// Commits a transaction: its records, acks and group positions in one commit (durable
     /// mode), or publishes it at once under its targets' locks (memory mode). Returns once it
     /// is stored, as [`append`](Self::append) does.
-    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error>;
+    /// With `lent`, the records commit in that write transaction, with what the application
+    /// wrote in it; it is taken only once the job has run (a failed check leaves it there).
+    fn transact(&self, job: &mut dyn TxJob, lent: &mut Option<Lent>) -> Result<(), Error>;
+
+    /// Lends the writer: the redb write transaction the store's next commit will be, for the
+    /// application to write its own tables in ([`Error::NoDatabase`] for a store without
+    /// one). The writer waits for it, and so does every send, until it comes back through
+    /// [`transact`](Self::transact) or [`give_back`](Self::give_back).
+    fn lend(&self) -> Result<Lent, Error> {
+        Err(Error::NoDatabase)
+    }
+
+    /// Aborts a lent write transaction and lets the writer go on.
+    fn give_back(&self, lent: Lent) {
+        drop(lent);
+    }
 
     /// Whether the staged send behind `ticket` is stored: `Pending` registers `waker`.
     fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>>;

@@ -57,7 +57,11 @@ impl Store for FakeStore {
         Ok(None)
     }
 
-    fn transact(&self, job: &mut dyn crate::store::TxJob) -> Result<(), Error> {
+    fn transact(
+        &self,
+        job: &mut dyn crate::store::TxJob,
+        _lent: &mut Option<crate::store::Lent>,
+    ) -> Result<(), Error> {
         job.run(None)
     }
 

@@ -62,7 +62,9 @@ use self::schema::{
 };
 use self::writer::{Request, Staged, Writer};
 use super::format;
-use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket, TxJob, TxLog};
+use super::{
+    Append, Lent, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket, TxJob, TxLog,
+};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;
@@ -130,6 +132,8 @@ impl Stager for Collect<'_> {
 struct TxCollect<'a> {
     store: &'a DurableStore,
     requests: Vec<Request>,
+    /// The lent write transaction the requests go back in, if any.
+    lent: &'a mut Option<Lent>,
     /// `None` until sealed; then the request's number, or `None` if the writer had stopped.
     sealed: Option<Option<u64>>,
 }
@@ -162,11 +166,20 @@ impl TxLog for TxCollect<'_> {
     }
 
     fn seal(&mut self) {
-        if self.requests.is_empty() {
-            return;
-        }
         let requests = std::mem::take(&mut self.requests);
-        self.sealed = Some(self.store.send(Request::Many(requests)));
+        let request = match self.lent.take() {
+            // Even with nothing of ours: the application's rows commit.
+            Some(Lent(txn)) => {
+                self.store.inner.done.lock().lent_to = None;
+                Request::Return {
+                    txn,
+                    requests: Some(requests),
+                }
+            }
+            None if requests.is_empty() => return,
+            None => Request::Many(requests),
+        };
+        self.sealed = Some(self.store.send(request));
     }
 }
 
@@ -184,6 +197,9 @@ struct Done {
     failed: Option<(u64, String)>,
     /// Tasks waiting for a request number (`send_async`).
     wakers: Vec<(u64, Waker)>,
+    /// The thread a write transaction is lent to ([`Store::lend`]): it must not wait for a
+    /// commit, which waits for it.
+    lent_to: Option<std::thread::ThreadId>,
 }
 
 /// Delivery counts not yet written, per (queue sink, message id): the latest count wins.
@@ -244,6 +260,7 @@ impl DurableStore {
                 committed: 0,
                 failed: None,
                 wakers: Vec::new(),
+                lent_to: None,
             }),
             changed: Condvar::new(),
             writer: Mutex::new(None),
@@ -356,6 +373,9 @@ impl DurableStore {
             if let Poll::Ready(result) = self.outcome(&done, seq) {
                 return result;
             }
+            if done.lent_to == Some(std::thread::current().id()) {
+                return Err(Error::TransactionOpen); // the commit waits for this very thread
+            }
             self.inner.changed.wait(&mut done);
         }
     }
@@ -395,6 +415,30 @@ impl DurableStore {
         ))
     }
 
+    /// [`check_healthy`](Self::check_healthy), and for a call that will wait for a commit,
+    /// whether this thread holds the lent write transaction that commit waits for.
+    fn check_can_wait(&self, waits: bool) -> Result<(), Error> {
+        let done = self.inner.done.lock();
+        if let Some((_, cause)) = &done.failed {
+            return Err(self.poisoned(cause));
+        }
+        if waits
+            && done
+                .lent_to
+                .is_some_and(|t| t == std::thread::current().id())
+        {
+            return Err(Error::TransactionOpen);
+        }
+        Ok(())
+    }
+
+    /// Whether this thread holds the lent write transaction.
+    fn is_borrower(&self) -> bool {
+        let done = self.inner.done.lock();
+        done.lent_to
+            .is_some_and(|t| t == std::thread::current().id())
+    }
+
     fn check_healthy(&self) -> Result<(), Error> {
         match &self.inner.done.lock().failed {
             Some((_, cause)) => Err(self.poisoned(cause)),
@@ -426,7 +470,9 @@ impl DurableStore {
 
 impl Store for DurableStore {
     fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
-        self.check_healthy()?;
+        // Checked before staging: a send refused here has handed nothing to the writer.
+        let waits = matches!(self.inner.durability, Durability::Immediate) && !defer;
+        self.check_can_wait(waits)?;
         let mut collect = Collect {
             store: self,
             bodies: job.encode()?.into_iter(),
@@ -489,11 +535,15 @@ impl Store for DurableStore {
         let _ = self.send(self.request(change));
     }
 
-    fn transact(&self, job: &mut dyn TxJob) -> Result<(), Error> {
-        self.check_healthy()?;
+    fn transact(&self, job: &mut dyn TxJob, lent: &mut Option<Lent>) -> Result<(), Error> {
+        // Another transaction of this thread holds the writer (this one's own loan it gives
+        // back when it seals).
+        let waits = matches!(self.inner.durability, Durability::Immediate);
+        self.check_can_wait(waits && lent.is_none())?;
         let mut collect = TxCollect {
             store: self,
             requests: Vec::new(),
+            lent,
             sealed: None,
         };
         job.run(Some(&mut collect))?;
@@ -514,6 +564,30 @@ impl Store for DurableStore {
             job.unstage();
         }
         result
+    }
+
+    fn lend(&self) -> Result<Lent, Error> {
+        // A second loan to this thread would wait for the first, which waits for this thread.
+        self.check_can_wait(true)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Request::Lend(reply)).ok_or(Error::Closed)?;
+        match answer.recv() {
+            Ok(Ok(txn)) => {
+                self.inner.done.lock().lent_to = Some(std::thread::current().id());
+                Ok(Lent(Box::new(txn)))
+            }
+            Ok(Err(cause)) => Err(self.poisoned(&cause)),
+            Err(_) => Err(Error::Closed), // the writer stopped
+        }
+    }
+
+    fn give_back(&self, Lent(txn): Lent) {
+        self.inner.done.lock().lent_to = None;
+        // After close the writer is gone: the write transaction aborts as it drops.
+        let _ = self.send(Request::Return {
+            txn,
+            requests: None,
+        });
     }
 
     fn can_record(&self) -> Result<(), Error> {
@@ -566,7 +640,7 @@ impl Store for DurableStore {
         sinks: Vec<Arc<dyn Sink>>,
         topic: bool,
     ) -> Result<(), Error> {
-        self.check_healthy()?;
+        self.check_can_wait(true)?;
         let request = Request::Delete {
             name: name.to_owned(),
             tables,
@@ -711,6 +785,7 @@ impl Store for DurableStore {
     }
 
     fn flush(&self) -> Result<(), Error> {
+        self.check_can_wait(true)?;
         match self.send(Request::Sync) {
             // The writer cannot wait for itself (a waker it ran flushes): the commit follows
             // once the waker returns.
@@ -721,7 +796,9 @@ impl Store for DurableStore {
     }
 
     fn close(&self) -> Result<(), Error> {
-        if self.on_writer_thread() {
+        // The thread holding a loan closes (dropping the last handle with a transaction open):
+        // it cannot wait for the writer either. Its loan aborts as the writer's channel closes.
+        if self.on_writer_thread() || self.is_borrower() {
             // A waker the writer ran dropped the last handle: the writer cannot wait for, or
             // join, itself. Once this returns it commits what is queued (the close mark
             // last), sees the channel closed and ends, releasing the file.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::schema::{
@@ -74,6 +74,16 @@ pub(super) enum Request {
     /// A transaction: requests that must ride one commit (the writer flattens them into its
     /// batch; a batch is always one commit).
     Many(Vec<Request>),
+    /// Lends the next write transaction to a transaction's `redb()` (the outbox): the writer
+    /// commits what came before, begins a write transaction, hands it over, and waits for
+    /// its [`Request::Return`], holding back what arrives meanwhile for the same commit.
+    Lend(Sender<Result<WriteTransaction, String>>),
+    /// A lent write transaction comes back: with the transaction's requests to write into it
+    /// and commit (with what was held back), or `None` to abort it.
+    Return {
+        txn: Box<WriteTransaction>,
+        requests: Option<Vec<Request>>,
+    },
     /// Nothing to write: makes `flush` wait for a commit.
     Sync,
     /// A flush that marks the store closed cleanly (the last commit of `close`).
@@ -139,14 +149,21 @@ impl Writer {
                 }
                 Durability::Immediate => (None, 0),
             };
+            // A flush (close, tests) or a borrower waiting for the writer commits now.
             let flushing = batch
                 .iter()
-                .any(|(_, r)| matches!(r, Request::Sync | Request::Close));
+                .any(|(_, r)| matches!(r, Request::Sync | Request::Close | Request::Lend(_)));
             if let Some(until) = until.filter(|_| !flushing) {
                 while batch.len() < enough {
                     match self.rx.recv_deadline(until) {
-                        // A flush (close, tests) commits now, whatever the interval.
-                        Ok(request) if matches!(request.1, Request::Sync | Request::Close) => {
+                        // A flush (close, tests) commits now, whatever the interval; so does
+                        // one a borrower waits behind.
+                        Ok(request)
+                            if matches!(
+                                request.1,
+                                Request::Sync | Request::Close | Request::Lend(_)
+                            ) =>
+                        {
                             batch.push(request);
                             break;
                         }
@@ -156,42 +173,125 @@ impl Writer {
                 }
             }
             peak = batch.len().max(peak.saturating_sub(1));
-            let first_seq = batch[0].0;
-            let last_seq = batch[batch.len() - 1].0;
-            // Taken after the batch: an ack or dead letter in it dropped its message's count.
-            let counts = std::mem::take(&mut *self.inner.counts.lock());
-            if self.inner.done.lock().failed.is_some() {
-                continue; // poisoned: nothing more is written
+            let lends = take_lends(&mut batch);
+            if !batch.is_empty() {
+                last_took = self.commit_reported(batch, None);
+                last_commit = Instant::now();
             }
-            let started = Instant::now();
-            // redb asserts on some damaged pages: a panic fails this commit like an error.
-            let result = quiet::catch(|| self.commit(counts, batch));
-            last_commit = Instant::now();
-            last_took = last_commit - started;
-            let mut done = self.inner.done.lock();
-            match result {
-                Ok(Ok(())) => done.committed = last_seq,
-                Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
-                Err(panic) => {
-                    done.failed = Some((first_seq, format!("redb panicked in a commit ({panic})")))
-                }
-            }
-            let failed = done.failed.is_some();
-            let (woken, waiting) = std::mem::take(&mut done.wakers)
-                .into_iter()
-                .partition(|(seq, _)| failed || *seq <= last_seq);
-            done.wakers = waiting;
-            drop(done);
-            self.inner.changed.notify_all();
-            for (_, waker) in woken {
-                wake_guarded(|| waker.wake());
+            for reply in lends {
+                self.lend(reply);
+                last_commit = Instant::now();
             }
         }
     }
 
+    /// Commits `batch` (into the lent write transaction `lent` if one came back), then tells
+    /// its senders; returns how long the commit took.
+    fn commit_reported(
+        &mut self,
+        batch: Vec<(u64, Request)>,
+        lent: Option<Box<WriteTransaction>>,
+    ) -> Duration {
+        let first_seq = batch[0].0;
+        let last_seq = batch[batch.len() - 1].0;
+        // Taken after the batch: an ack or dead letter in it dropped its message's count.
+        let counts = std::mem::take(&mut *self.inner.counts.lock());
+        if self.inner.done.lock().failed.is_some() {
+            return Duration::ZERO; // poisoned: nothing more is written
+        }
+        let started = Instant::now();
+        // redb asserts on some damaged pages: a panic fails this commit like an error.
+        let result = quiet::catch(|| self.commit(counts, batch, lent));
+        let took = started.elapsed();
+        let mut done = self.inner.done.lock();
+        match result {
+            Ok(Ok(())) => done.committed = last_seq,
+            Ok(Err(e)) => done.failed = Some((first_seq, e.to_string())),
+            Err(panic) => {
+                done.failed = Some((first_seq, format!("redb panicked in a commit ({panic})")))
+            }
+        }
+        let failed = done.failed.is_some();
+        let (woken, waiting) = std::mem::take(&mut done.wakers)
+            .into_iter()
+            .partition(|(seq, _)| failed || *seq <= last_seq);
+        done.wakers = waiting;
+        drop(done);
+        self.inner.changed.notify_all();
+        for (_, waker) in woken {
+            wake_guarded(|| waker.wake());
+        }
+        took
+    }
+
+    /// Lends a write transaction to the borrower behind `reply` and waits for it back; what
+    /// other senders send meanwhile rides the same commit (it waits anyway: redb has one
+    /// writer). Borrowers that ask meanwhile are served next, in turn.
+    fn lend(&mut self, reply: Sender<Result<WriteTransaction, String>>) {
+        if let Some((_, cause)) = &self.inner.done.lock().failed {
+            let _ = reply.send(Err(cause.clone()));
+            return;
+        }
+        let txn = match quiet::catch(|| self.db.begin_write()) {
+            Ok(Ok(mut txn)) => {
+                txn.set_quick_repair(true);
+                txn
+            }
+            Ok(Err(e)) => {
+                let _ = reply.send(Err(e.to_string()));
+                return;
+            }
+            Err(panic) => {
+                let _ = reply.send(Err(format!("redb panicked beginning a write ({panic})")));
+                return;
+            }
+        };
+        if reply.send(Ok(txn)).is_err() {
+            return; // the borrower is gone: its write transaction was dropped (aborted)
+        }
+        let mut held = Vec::new();
+        let mut lends = Vec::new();
+        while let Ok((seq, request)) = self.rx.recv() {
+            match request {
+                Request::Return { txn, requests } => {
+                    let lent = match requests {
+                        Some(requests) => {
+                            held.push((seq, Request::Many(requests)));
+                            Some(txn)
+                        }
+                        None => {
+                            drop(txn); // aborted: the borrower's writes are gone
+                            held.push((seq, Request::Sync));
+                            None
+                        }
+                    };
+                    self.commit_reported(std::mem::take(&mut held), lent);
+                    break;
+                }
+                Request::Lend(reply) => lends.push(reply),
+                request => held.push((seq, request)),
+            }
+        }
+        if !held.is_empty() {
+            // Every sender is gone without the transaction coming back: store what came.
+            self.commit_reported(held, None);
+        }
+        for reply in lends {
+            self.lend(reply);
+        }
+    }
+
     /// Writes and commits one batch, then publishes what it stored.
-    fn commit(&mut self, counts: Counts, batch: Vec<(u64, Request)>) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
+    fn commit(
+        &mut self,
+        counts: Counts,
+        batch: Vec<(u64, Request)>,
+        lent: Option<Box<WriteTransaction>>,
+    ) -> Result<(), redb::Error> {
+        let mut txn = match lent {
+            Some(txn) => *txn, // the application's writes are in it already
+            None => self.db.begin_write()?,
+        };
         txn.set_quick_repair(true);
         // Before the batch: an ack in it removes what a count written here would leave.
         let mut counts: Vec<_> = counts.into_iter().collect();
@@ -303,6 +403,23 @@ impl Drop for Fuse<'_> {
 /// Whether `sink` belongs to a deleted topic or queue.
 fn is_deleted(deleted: &[Arc<dyn Sink>], sink: &Arc<dyn Sink>) -> bool {
     !deleted.is_empty() && deleted.iter().any(|d| Arc::ptr_eq(d, sink))
+}
+
+/// Takes the borrowers' requests out of `batch`, in order.
+fn take_lends(batch: &mut Vec<(u64, Request)>) -> Vec<Sender<Result<WriteTransaction, String>>> {
+    if !batch.iter().any(|(_, r)| matches!(r, Request::Lend(_))) {
+        return Vec::new();
+    }
+    let mut lends = Vec::new();
+    let mut rest = Vec::with_capacity(batch.len());
+    for (seq, request) in batch.drain(..) {
+        match request {
+            Request::Lend(reply) => lends.push(reply),
+            request => rest.push((seq, request)),
+        }
+    }
+    *batch = rest;
+    lends
 }
 
 /// The batch with each transaction's requests in its place (numbered as the transaction).
@@ -468,7 +585,12 @@ fn write_batch(
                 txn.open_table(DECLARATIONS)?
                     .insert(name.as_str(), sealed.as_slice())?;
             }
-            Request::Sync | Request::Close | Request::Counts | Request::Many(_) => {}
+            Request::Sync
+            | Request::Close
+            | Request::Counts
+            | Request::Many(_)
+            | Request::Lend(_)
+            | Request::Return { .. } => {}
         }
     }
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table

@@ -1,0 +1,166 @@
+//! The outbox: the application's redb rows and the broker's messages in one redb commit.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{WAIT, fresh_dir};
+use embus::redb::{ReadableTable, TableDefinition};
+use embus::{Broker, Error, SendError, Start, TryRecvError};
+
+const ORDERS: TableDefinition<u64, &str> = TableDefinition::new("orders");
+
+/// The order rows the application stored, read through a transaction's write transaction.
+fn stored_orders(bus: &Broker) -> Vec<(u64, String)> {
+    let mut tx = bus.transaction().unwrap();
+    let txn = tx.redb().unwrap();
+    let table = txn.open_table(ORDERS).unwrap();
+    let rows = table.iter().unwrap().map(|row| {
+        let (k, v) = row.unwrap();
+        (k.value(), v.value().to_owned())
+    });
+    rows.collect()
+}
+
+#[test]
+fn rows_and_messages_commit_together_and_survive_a_reopen() {
+    let dir = fresh_dir("outbox-reopen");
+    let path = dir.join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let placed = bus.topic::<u64>("order-placed").unwrap();
+        for id in 1..=3 {
+            let mut tx = bus.transaction().unwrap();
+            tx.redb()
+                .unwrap()
+                .open_table(ORDERS)
+                .unwrap()
+                .insert(id, "espresso")
+                .unwrap();
+            tx.send(&placed.producer(), id).unwrap();
+            tx.commit().unwrap();
+        }
+        // Dropped: neither its row nor its message.
+        let mut tx = bus.transaction().unwrap();
+        tx.redb()
+            .unwrap()
+            .open_table(ORDERS)
+            .unwrap()
+            .insert(4, "never")
+            .unwrap();
+        tx.send(&placed.producer(), 4).unwrap();
+        drop(tx);
+        // The broker goes on after an aborted loan.
+        placed.producer().send(5).unwrap();
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let rows = stored_orders(&bus);
+    assert_eq!(rows.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [1, 2, 3]);
+    let mut events = bus
+        .topic::<u64>("order-placed")
+        .unwrap()
+        .subscribe(Start::Earliest)
+        .unwrap();
+    let ids: Vec<u64> = (0..4)
+        .map(|_| *events.recv_timeout(WAIT).unwrap().payload())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 5]);
+    assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sends_on_other_threads_wait_for_the_loan_and_share_its_commit() {
+    let dir = fresh_dir("outbox-wait");
+    let bus = Broker::open(dir.join("bus.embus")).unwrap();
+    let events = bus.topic::<u64>("events").unwrap();
+    let mut tx = bus.transaction().unwrap();
+    tx.redb()
+        .unwrap()
+        .open_table(ORDERS)
+        .unwrap()
+        .insert(1, "a")
+        .unwrap();
+    let (done, finished) = mpsc::channel();
+    let producer = events.producer();
+    let sender = std::thread::spawn(move || {
+        let receipt = producer.send(2).unwrap();
+        done.send(receipt).unwrap();
+    });
+    // The other send cannot commit while the write transaction is lent.
+    assert!(finished.recv_timeout(Duration::from_millis(100)).is_err());
+    tx.send(&events.producer(), 1).unwrap();
+    tx.commit().unwrap();
+    let receipt = finished.recv_timeout(WAIT).unwrap();
+    sender.join().unwrap();
+    assert_eq!(
+        receipt.offset, 0,
+        "it staged first, before the transaction's record"
+    );
+    assert_eq!(events.retained(), 2);
+    assert_eq!(stored_orders(&bus).len(), 1);
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn waiting_for_a_commit_on_the_borrowing_thread_fails_instead_of_hanging() {
+    let dir = fresh_dir("outbox-same-thread");
+    let bus = Broker::open(dir.join("bus.embus")).unwrap();
+    let events = bus.topic::<u64>("events").unwrap();
+    let mut tx = bus.transaction().unwrap();
+    tx.redb().unwrap();
+    match events.producer().send(1) {
+        Err(SendError::Failed(1, Error::TransactionOpen)) => {}
+        other => panic!("expected TransactionOpen, got {other:?}"),
+    }
+    assert!(matches!(bus.flush(), Err(Error::TransactionOpen)));
+    tx.commit().unwrap();
+    bus.flush().unwrap();
+    assert_eq!(events.retained(), 0, "the failed send was not stored");
+    events.producer().send(2).unwrap();
+    assert_eq!(events.retained(), 1);
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_table_error_in_the_application_rolls_everything_back() {
+    let dir = fresh_dir("outbox-table-error");
+    let bus = Broker::open(dir.join("bus.embus")).unwrap();
+    let events = bus.topic::<u64>("events").unwrap();
+    let mut tx = bus.transaction().unwrap();
+    tx.redb()
+        .unwrap()
+        .open_table(ORDERS)
+        .unwrap()
+        .insert(1, "a")
+        .unwrap();
+    tx.send(&events.producer(), 1).unwrap();
+    // The application opens its table with the wrong types: redb says so, typed.
+    let wrong: TableDefinition<&str, u64> = TableDefinition::new("orders");
+    let err = tx.redb().unwrap().open_table(wrong).unwrap_err();
+    assert!(
+        matches!(err, embus::redb::TableError::TableTypeMismatch { .. }),
+        "{err}"
+    );
+    drop(tx); // the application gives up: nothing of it stays
+    bus.flush().unwrap();
+    assert_eq!(events.retained(), 0);
+    let mut tx = bus.transaction().unwrap();
+    let txn = tx.redb().unwrap();
+    assert!(
+        txn.open_table(ORDERS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    drop(tx);
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
