@@ -135,7 +135,16 @@ fn a_format_1_store_reads_back_in_full_and_stays_readable() {
     assert_eq!((receipt.partition, receipt.offset), (0, 3));
     drop(orders);
     bus.close().unwrap();
-    // Upgraded in place: it opens again, with the new record too.
+    // Upgraded in place (its tables under the prefix): it opens again, with the new record.
+    assert_tables_prefixed(
+        &path,
+        &[
+            "embus.t.orders.0",
+            "embus.t.orders.1",
+            "embus.q.jobs",
+            "embus.c.jobs",
+        ],
+    );
     let bus = Broker::open(&path).unwrap();
     assert_eq!(bus.topic::<Order>("orders").unwrap().retained(), 7);
     bus.close().unwrap();
@@ -250,8 +259,9 @@ fn a_damaged_end_in_a_format_2_store_is_corrupt_after_the_upgrade() {
     }
 }
 
-/// What the version 4 fixture holds (see the module docs), read back from `bus`.
-fn check_version_4(bus: &Broker) {
+/// What the version 4 fixture holds (see the module docs), read back from `bus`, after
+/// `reopens` earlier reads that each delivered (and released) both jobs once more.
+fn check_version_4(bus: &Broker, reopens: u32) {
     let orders = bus.topic::<Order>("orders").unwrap();
     let mut all = orders.subscribe(Start::Earliest).unwrap();
     let mut seen: Vec<(u32, u64, u32, String)> = (0..6)
@@ -278,7 +288,7 @@ fn check_version_4(bus: &Broker) {
         .iter()
         .map(|m| (m.payload().as_str(), m.delivery_count()))
         .collect();
-    assert_eq!(got, [("job-2", 2), ("job-3", 1)]);
+    assert_eq!(got, [("job-2", 2 + reopens), ("job-3", 1 + reopens)]);
     assert!(worker.try_recv().is_err(), "two jobs left");
     drop(held); // released again
     assert!(bus.queue::<String>("jobs.dead").unwrap().is_empty());
@@ -303,7 +313,7 @@ fn latest_prices(bus: &Broker) -> (std::collections::BTreeMap<String, u64>, usiz
 fn a_format_4_store_is_upgraded_in_place_and_reads_back_in_full() {
     let path = copy_of("v4.embus", "v4");
     let bus = Broker::open(&path).unwrap();
-    check_version_4(&bus);
+    check_version_4(&bus, 0);
     let expected: std::collections::BTreeMap<String, u64> =
         [("apple", 3), ("pear", 5), ("plum", 4)]
             .into_iter()
@@ -320,37 +330,87 @@ fn a_format_4_store_is_upgraded_in_place_and_reads_back_in_full() {
     bus.close().unwrap();
 
     // Upgraded in place, every table under the prefix; it opens again with the new record.
-    assert_tables_prefixed(&path);
+    assert_tables_prefixed(
+        &path,
+        &[
+            "embus.t.orders.0",
+            "embus.t.orders.1",
+            "embus.t.prices.0",
+            "embus.k.t.prices.0",
+            "embus.q.jobs",
+            "embus.c.jobs",
+        ],
+    );
     let bus = Broker::open(&path).unwrap();
-    check_version_4(&bus);
+    check_version_4(&bus, 1);
     let mut expected = expected;
     expected.insert("apple".to_owned(), 6);
     assert_eq!(latest_prices(&bus), (expected, 3));
     bus.close().unwrap();
 }
 
-/// Every table in the file at `path` is named with embus's reserved prefix, and the log
-/// tables of the fixture's topics and queues are there.
-fn assert_tables_prefixed(path: &std::path::Path) {
-    use embus::redb::{ReadableDatabase, TableHandle};
-    let db = embus::redb::Database::create(path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let names: Vec<String> = txn
-        .list_tables()
-        .unwrap()
-        .map(|t| t.name().to_owned())
-        .collect();
+/// Every table in the file at `path` is named with embus's reserved prefix, and `expected`
+/// are among them.
+fn assert_tables_prefixed(path: &std::path::Path, expected: &[&str]) {
+    let names = table_names(path);
     for name in &names {
         assert!(name.starts_with("embus."), "{name} in {names:?}");
     }
-    for table in [
-        "embus.t.orders.0",
-        "embus.t.orders.1",
-        "embus.t.prices.0",
-        "embus.k.t.prices.0",
-        "embus.q.jobs",
-        "embus.c.jobs",
-    ] {
+    for table in expected {
         assert!(names.iter().any(|n| n == table), "{table} in {names:?}");
     }
+}
+
+/// The names of the tables in the file at `path`.
+fn table_names(path: &std::path::Path) -> Vec<String> {
+    use embus::redb::{ReadableDatabase, TableHandle};
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.list_tables()
+        .unwrap()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_damaged_end_in_a_format_4_store_fails_the_upgrade_and_changes_nothing() {
+    use embus::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let path = copy_of("v4.embus", "v4-end");
+    let ends: TableDefinition<&str, &[u8]> = TableDefinition::new("embus.ends");
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(ends).unwrap();
+            let mut value = table.get("q.jobs").unwrap().unwrap().value().to_vec();
+            value[4] ^= 1;
+            table.insert("q.jobs", value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = table_names(&path);
+    match Broker::open(&path) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("v4.embus") && text.contains("q.jobs"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+    // The upgrade is one commit: nothing of it was kept.
+    assert_eq!(table_names(&path), before);
+    assert!(before.iter().any(|n| n == "q.jobs"), "{before:?}");
+    let db = embus::redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+    let format = txn
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(format, 4);
 }
