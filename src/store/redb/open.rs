@@ -3,7 +3,6 @@
 //! own database ([`shared`]) gets the same check and upgrade, and embus's tables on first use.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, TableHandle};
 
@@ -73,7 +72,7 @@ pub(super) fn database(
 /// Checks (or upgrades, or creates) the store in an application's database `db`, named `path`
 /// in errors. redb's integrity check after an unclean shutdown is not run: it needs the
 /// database to itself, so opening it is the application's to do.
-pub(super) fn shared(path: &Path, db: &Arc<Database>, codec: &str) -> Result<(), Error> {
+pub(super) fn shared(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     let checked = quiet::catch(|| check_format(path, db, codec));
     checked.unwrap_or_else(|panic| {
         Err(Error::Corrupt {
