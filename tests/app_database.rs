@@ -225,3 +225,36 @@ fn a_database_of_another_format_version_is_incompatible() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_format_4_store_shared_by_the_application_is_upgraded_in_place() {
+    let dir = common::fresh_dir("app-db-v4");
+    let path = dir.join("v4.embus");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4.embus");
+    std::fs::copy(fixture, &path).unwrap();
+    let db = Arc::new(Database::open(&path).unwrap());
+    assert!(table_names(&db).iter().any(|n| n == "t.orders.0"));
+
+    /// The fixture's payload type (see `tests/compat.rs`).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u32,
+        item: String,
+    }
+    let bus = Broker::builder().database(Arc::clone(&db)).open().unwrap();
+    let orders = bus.topic::<Order>("orders").unwrap();
+    let mut reader = orders.subscribe(Start::Earliest).unwrap();
+    let mut ids: Vec<u32> = (0..6)
+        .map(|_| reader.recv_timeout(common::WAIT).unwrap().payload().id)
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(bus.queue::<String>("jobs").unwrap().len(), 2);
+    drop((reader, orders));
+    bus.close().unwrap();
+    let names = table_names(&db);
+    assert!(names.iter().all(|n| n.starts_with("embus.")), "{names:?}");
+    assert!(names.iter().any(|n| n == "embus.t.orders.0"), "{names:?}");
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
