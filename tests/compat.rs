@@ -7,6 +7,15 @@
 //! message per partition; a queue `jobs` of `String` (capacity 50, `max_deliveries(2)`,
 //! dead-letter queue `jobs.dead`) holding `job-3` delivered once, with `job-1` (dropped) and
 //! `job-2` (nacked) dead-lettered.
+//!
+//! `fixtures/v4.embus` was written by format version 4 (commit e0eefc8, the last build before
+//! embus's tables took the `embus.` prefix) with a small program: topic `orders` as above
+//! (six keyed records `c0`/`c1` with a `trace` header, group `billing` acked offset 0 of both
+//! partitions); a compacted topic `prices` of `u64` holding `apple` 1, `pear` 2, `apple` 3,
+//! `plum` 4, `pear` 5 (so `apple` 3, `plum` 4 and `pear` 5 are left); a queue `jobs` of
+//! `String` (capacity 50, `max_deliveries(5)`, dead-letter queue `jobs.dead`) where `job-1`
+//! was acked, `job-2` was in flight (delivered once) when the broker closed, and `job-3` was
+//! never delivered.
 
 mod common;
 
@@ -21,10 +30,17 @@ struct Order {
     item: String,
 }
 
-/// A copy of the fixture in a fresh directory (opening upgrades it in place).
+/// A copy of the version 1 fixture in a fresh directory (opening upgrades it in place).
 fn fixture(test: &str) -> PathBuf {
-    let path = common::fresh_dir(&format!("compat-{test}")).join("v1.embus");
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.embus");
+    copy_of("v1.embus", test)
+}
+
+/// A copy of fixture `name` in a fresh directory.
+fn copy_of(name: &str, test: &str) -> PathBuf {
+    let path = common::fresh_dir(&format!("compat-{test}")).join(name);
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::copy(fixture, &path).unwrap();
     path
 }
@@ -119,7 +135,16 @@ fn a_format_1_store_reads_back_in_full_and_stays_readable() {
     assert_eq!((receipt.partition, receipt.offset), (0, 3));
     drop(orders);
     bus.close().unwrap();
-    // Upgraded in place: it opens again, with the new record too.
+    // Upgraded in place (its tables under the prefix): it opens again, with the new record.
+    assert_tables_prefixed(
+        &path,
+        &[
+            "embus.t.orders.0",
+            "embus.t.orders.1",
+            "embus.q.jobs",
+            "embus.c.jobs",
+        ],
+    );
     let bus = Broker::open(&path).unwrap();
     assert_eq!(bus.topic::<Order>("orders").unwrap().retained(), 7);
     bus.close().unwrap();
@@ -232,4 +257,160 @@ fn a_damaged_end_in_a_format_2_store_is_corrupt_after_the_upgrade() {
         }
         other => panic!("expected Error::Corrupt, got {other:?}"),
     }
+}
+
+/// What the version 4 fixture holds (see the module docs), read back from `bus`, after
+/// `reopens` earlier reads that each delivered (and released) both jobs once more.
+fn check_version_4(bus: &Broker, reopens: u32) {
+    let orders = bus.topic::<Order>("orders").unwrap();
+    let mut all = orders.subscribe(Start::Earliest).unwrap();
+    let mut seen: Vec<(u32, u64, u32, String)> = (0..6)
+        .map(|_| {
+            let m = all.recv_timeout(common::WAIT).unwrap();
+            let trace = String::from_utf8(m.headers().get("trace").unwrap().to_vec()).unwrap();
+            (m.partition(), m.offset(), m.payload().id, trace)
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(u32, u64, u32, String)> = (0..6u32)
+        .map(|i| (i % 2, u64::from(i / 2), i, format!("t{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(orders.group_position("billing"), Some(vec![1, 1]));
+
+    let jobs = bus.queue::<String>("jobs").unwrap();
+    let mut worker = jobs.consumer();
+    let held: Vec<_> = (0..2)
+        .map(|_| worker.recv_timeout(common::WAIT).unwrap())
+        .collect();
+    let got: Vec<(&str, u32)> = held
+        .iter()
+        .map(|m| (m.payload().as_str(), m.delivery_count()))
+        .collect();
+    assert_eq!(got, [("job-2", 2 + reopens), ("job-3", 1 + reopens)]);
+    assert!(worker.try_recv().is_err(), "two jobs left");
+    drop(held); // released again
+    assert!(bus.queue::<String>("jobs.dead").unwrap().is_empty());
+}
+
+/// The latest value of every key of compacted topic `prices`, read from the start, and how
+/// many messages that took.
+fn latest_prices(bus: &Broker) -> (std::collections::BTreeMap<String, u64>, usize) {
+    let prices = bus.topic::<u64>("prices").unwrap();
+    let mut reader = prices.subscribe(Start::Earliest).unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    let mut read = 0;
+    while let Ok(m) = reader.try_recv() {
+        read += 1;
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        latest.insert(key, *m.payload());
+    }
+    (latest, read)
+}
+
+#[test]
+fn a_format_4_store_is_upgraded_in_place_and_reads_back_in_full() {
+    let path = copy_of("v4.embus", "v4");
+    let bus = Broker::open(&path).unwrap();
+    check_version_4(&bus, 0);
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("apple", 3), ("pear", 5), ("plum", 4)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    assert_eq!(latest_prices(&bus), (expected.clone(), 3));
+    // The key index came along: a new `apple` deletes the stored one.
+    let prices = bus.topic::<u64>("prices").unwrap();
+    prices
+        .producer()
+        .send_record(embus::Record::new(6).key("apple"))
+        .unwrap();
+    drop(prices);
+    bus.close().unwrap();
+
+    // Upgraded in place, every table under the prefix; it opens again with the new record.
+    assert_tables_prefixed(
+        &path,
+        &[
+            "embus.t.orders.0",
+            "embus.t.orders.1",
+            "embus.t.prices.0",
+            "embus.k.t.prices.0",
+            "embus.q.jobs",
+            "embus.c.jobs",
+        ],
+    );
+    let bus = Broker::open(&path).unwrap();
+    check_version_4(&bus, 1);
+    let mut expected = expected;
+    expected.insert("apple".to_owned(), 6);
+    assert_eq!(latest_prices(&bus), (expected, 3));
+    bus.close().unwrap();
+}
+
+/// Every table in the file at `path` is named with embus's reserved prefix, and `expected`
+/// are among them.
+fn assert_tables_prefixed(path: &std::path::Path, expected: &[&str]) {
+    let names = table_names(path);
+    for name in &names {
+        assert!(name.starts_with("embus."), "{name} in {names:?}");
+    }
+    for table in expected {
+        assert!(names.iter().any(|n| n == table), "{table} in {names:?}");
+    }
+}
+
+/// The names of the tables in the file at `path`.
+fn table_names(path: &std::path::Path) -> Vec<String> {
+    use embus::redb::{ReadableDatabase, TableHandle};
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.list_tables()
+        .unwrap()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_damaged_end_in_a_format_4_store_fails_the_upgrade_and_changes_nothing() {
+    use embus::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let path = copy_of("v4.embus", "v4-end");
+    let ends: TableDefinition<&str, &[u8]> = TableDefinition::new("embus.ends");
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(ends).unwrap();
+            let mut value = table.get("q.jobs").unwrap().unwrap().value().to_vec();
+            value[4] ^= 1;
+            table.insert("q.jobs", value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = table_names(&path);
+    match Broker::open(&path) {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("v4.embus") && text.contains("q.jobs"),
+                "{text}"
+            );
+        }
+        other => panic!("expected Error::Corrupt, got {other:?}"),
+    }
+    // The upgrade is one commit: nothing of it was kept.
+    assert_eq!(table_names(&path), before);
+    assert!(before.iter().any(|n| n == "q.jobs"), "{before:?}");
+    let db = embus::redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+    let format = txn
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(format, 4);
 }

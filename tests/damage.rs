@@ -108,14 +108,14 @@ fn a_record_of_another_partition_at_the_same_key_is_not_delivered() {
     // What a page swapped in from partition 1 does: partition 1's row at partition 0's key.
     with_db(&path, |txn| {
         let row = txn
-            .open_table(records("t.orders.1"))
+            .open_table(records("embus.t.orders.1"))
             .unwrap()
             .get(3)
             .unwrap()
             .unwrap()
             .value()
             .to_vec();
-        txn.open_table(records("t.orders.0"))
+        txn.open_table(records("embus.t.orders.0"))
             .unwrap()
             .insert(3, row.as_slice())
             .unwrap();
@@ -170,7 +170,7 @@ fn assert_corrupt_naming(result: Result<impl std::fmt::Debug, Error>, row: &str)
 #[test]
 fn a_flipped_high_bit_in_a_stored_end_is_corrupt_not_a_hang() {
     let (path, _) = write_store("end-bit-40");
-    flip_end_bit(&path, "t.orders.0", 40);
+    flip_end_bit(&path, "embus.t.orders.0", 40);
     let opened = path.clone();
     let result = within(WAIT, move || {
         let bus = Broker::open(&opened).unwrap();
@@ -178,16 +178,16 @@ fn a_flipped_high_bit_in_a_stored_end_is_corrupt_not_a_hang() {
         let _ = bus.close();
         result
     });
-    assert_corrupt_naming(result, "t.orders.0");
+    assert_corrupt_naming(result, "embus.t.orders.0");
 }
 
 #[test]
 fn a_flipped_bit_in_a_stored_end_never_deletes_good_records() {
     let (path, sent) = write_store("end-bit-24");
-    flip_end_bit(&path, "t.orders.0", 24);
+    flip_end_bit(&path, "embus.t.orders.0", 24);
     let bus = Broker::open(&path).unwrap();
     match bus.topic::<String>("orders") {
-        Err(e) => assert_corrupt_naming(Err::<(), _>(e), "t.orders.0"),
+        Err(e) => assert_corrupt_naming(Err::<(), _>(e), "embus.t.orders.0"),
         Ok(orders) => {
             // An ordinary send, then every good record must still be there.
             orders.producer().send("one more".to_owned()).unwrap();
@@ -258,8 +258,8 @@ fn a_flipped_bit_in_any_metadata_row_is_corrupt_naming_it() {
     bus.close().unwrap();
 
     let path = copy("count");
-    flip_first::<u64>(&path, "c.jobs", |_| true);
+    flip_first::<u64>(&path, "embus.c.jobs", |_| true);
     let bus = Broker::open(&path).unwrap();
-    assert_corrupt_naming(bus.queue::<String>("jobs").map(|_| ()), "c.jobs");
+    assert_corrupt_naming(bus.queue::<String>("jobs").map(|_| ()), "embus.c.jobs");
     bus.close().unwrap();
 }

@@ -431,7 +431,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             let mut table = txn.open_table(meta).unwrap();
             assert_eq!(
                 table.insert("format", 99).unwrap().map(|v| v.value()),
-                Some(4)
+                Some(5)
             );
         }
         txn.commit().unwrap();
@@ -444,7 +444,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             path: named,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*expected, 4);
+            assert_eq!(*expected, 5);
             assert_eq!(named, &path);
         }
         other => panic!("expected Error::Incompatible, got {other:?}"),
@@ -479,20 +479,63 @@ fn a_store_of_another_format_version_is_incompatible() {
 }
 
 #[test]
-fn a_redb_file_that_is_not_a_store_is_corrupt() {
+fn a_redb_file_without_embus_tables_gets_them_and_keeps_its_own() {
     let dir = common::fresh_dir("faults-foreign");
     let path = dir.join("foreign.redb");
+    let something = TableDefinition::<u64, u64>::new("something");
     {
         let db = embus::redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(TableDefinition::<u64, u64>::new("something"))
+        txn.open_table(something).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    bus.queue::<String>("q")
+        .unwrap()
+        .producer()
+        .send("kept".to_owned())
+        .unwrap();
+    bus.close().unwrap();
+    {
+        use embus::redb::{ReadableDatabase, ReadableTable};
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(something).unwrap();
+        assert_eq!(table.get(1).unwrap().map(|v| v.value()), Some(2));
+        assert_eq!(table.iter().unwrap().count(), 1);
+    }
+    let bus = Broker::open(&path).unwrap();
+    let m = bus
+        .queue::<String>("q")
+        .unwrap()
+        .consumer()
+        .recv_timeout(common::WAIT)
+        .unwrap();
+    assert_eq!(m.payload(), "kept");
+    drop(m);
+    bus.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_redb_file_with_embus_tables_but_no_format_version_is_corrupt() {
+    let dir = common::fresh_dir("faults-no-meta");
+    let path = dir.join("half.redb");
+    {
+        let db = embus::redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<u64, &[u8]>::new("embus.q.jobs"))
             .unwrap()
-            .insert(1, 2)
+            .insert(1, &b"x"[..])
             .unwrap();
         txn.commit().unwrap();
     }
     let err = Broker::open(&path).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains("foreign.redb"), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("half.redb") && text.contains("embus.q.jobs"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

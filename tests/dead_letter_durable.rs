@@ -80,11 +80,11 @@ fn undecodable_queue_messages_move_to_the_dead_letter_queue() {
     {
         let db = embus::redb::Database::open(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        for table in ["q.jobs", "q.plain"] {
+        for table in ["embus.q.jobs", "embus.q.plain"] {
             let mut rows = txn
                 .open_table(TableDefinition::<u64, &[u8]>::new(table))
                 .unwrap();
-            let key = u64::from(table == "q.jobs");
+            let key = u64::from(table == "embus.q.jobs");
             let mut value = rows.get(key).unwrap().unwrap().value().to_vec();
             let last = value.len() - 1;
             value[last] ^= 0x01;
@@ -173,7 +173,7 @@ fn messages_of_a_changed_payload_type_move_to_the_dead_letter_queue_and_stay_set
         let db = embus::redb::Database::open(&path).unwrap();
         let txn = db.begin_read().unwrap();
         let rows = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new("q.jobs.dead"))
+            .open_table(TableDefinition::<u64, &[u8]>::new("embus.q.jobs.dead"))
             .unwrap();
         let (_, value) = rows.first().unwrap().unwrap();
         let value = value.value();

@@ -355,7 +355,7 @@ fn a_damaged_queue_message_is_reported_and_the_rest_delivered() {
         let txn = db.begin_write().unwrap();
         {
             let mut table = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new("q.q"))
+                .open_table(TableDefinition::<u64, &[u8]>::new("embus.q.q"))
                 .unwrap();
             let mut value = table.get(2).unwrap().unwrap().value().to_vec();
             let last = value.len() - 1;

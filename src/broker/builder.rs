@@ -12,7 +12,12 @@ use crate::error::Error;
 use crate::options::Durability;
 use crate::store::{DurableOptions, DurableStore, MemoryStore, OpenWith, Store};
 
-/// Configures a [`Broker`]: memory or durable (a path), durability, codec, clock.
+/// How errors name the store of a broker on an application's database
+/// ([`BrokerBuilder::database`]), where they would name a file.
+const APPLICATION_DATABASE: &str = "<application database>";
+
+/// Configures a [`Broker`]: memory or durable (a path, or an application's database),
+/// durability, codec, clock.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +33,7 @@ pub struct BrokerBuilder {
     durability: Durability,
     backend: Option<OpenWith>,
     cache_bytes: Option<usize>,
+    database: Option<Arc<redb::Database>>,
     codec: CodecKind,
     payload_names: HashMap<TypeId, String>,
 }
@@ -39,6 +45,7 @@ impl std::fmt::Debug for BrokerBuilder {
             .field("path", &self.path)
             .field("durability", &self.durability)
             .field("storage_backend", &self.backend.is_some())
+            .field("database", &self.database.is_some())
             .field("codec", &self.codec)
             .finish_non_exhaustive()
     }
@@ -87,6 +94,64 @@ impl BrokerBuilder {
         self
     }
 
+    /// Makes the broker durable in `db`, a redb database the application also uses for its own
+    /// tables (the outbox pattern: the application's rows and embus's messages in one file).
+    ///
+    /// embus keeps to tables named with its reserved prefix `embus.`; name yours anything
+    /// else, and embus never opens, lists or changes them. A database without embus's tables
+    /// gets them on first open; one with them is checked (and, written by an older embus,
+    /// upgraded in place) as [`Broker::open`] checks a file. Errors name the store
+    /// `<application database>` where they would name a path. One broker at a time per
+    /// database.
+    ///
+    /// The broker's writer commits to `db` as it commits to its own file, so your write
+    /// transactions on `db` take turns with its group commits (redb has one writer at a
+    /// time): a write transaction the application holds open delays the broker's commits,
+    /// and so every durable send, until it ends. Reads are not held up.
+    ///
+    /// Closing (or dropping) the broker releases only embus's handle: `db` stays open for
+    /// the application, which closes it by dropping its last `Arc`. redb's integrity check
+    /// after an unclean shutdown, which embus runs when it opens a file itself, needs the
+    /// database to itself: for a shared database it is the application's own open that is
+    /// responsible for it (for example [`redb::Database::check_integrity`] before sharing
+    /// it).
+    ///
+    /// Cannot be combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend)
+    /// or [`cache_size`](Self::cache_size): the application opened the database, with its
+    /// own file, backend and cache. [`open`](Self::open) says which with
+    /// [`Error::InvalidOption`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use embus::redb::{ReadableDatabase, TableDefinition};
+    ///
+    /// const ORDERS: TableDefinition<u64, &str> = TableDefinition::new("orders");
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = std::env::temp_dir().join(format!("app-{}.redb", std::process::id()));
+    /// let db = Arc::new(embus::redb::Database::create(&path)?);
+    /// let txn = db.begin_write()?;
+    /// txn.open_table(ORDERS)?.insert(1, "socks")?;
+    /// txn.commit()?;
+    ///
+    /// let bus = embus::Broker::builder().database(Arc::clone(&db)).open()?;
+    /// bus.topic::<String>("placed")?.producer().send("order 1".to_owned())?;
+    /// bus.close()?;
+    ///
+    /// // The application's table is untouched, and its database still open.
+    /// let read = db.begin_read()?;
+    /// let socks = read.open_table(ORDERS)?.get(1)?.map(|v| v.value().to_owned());
+    /// assert_eq!(socks.as_deref(), Some("socks"));
+    /// # drop(read);
+    /// drop(db); // closes the database
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn database(mut self, db: Arc<redb::Database>) -> Self {
+        self.database = Some(db);
+        self
+    }
+
     /// How payloads are stored in a durable broker (default [`CodecKind::Bincode`]). The choice
     /// is kept in the file: reopening it with another codec is
     /// [`Error::CodecMismatch`]. Use [`CodecKind::Json`] for payload types the binary codec
@@ -119,15 +184,48 @@ impl BrokerBuilder {
     ///
     /// # Errors
     /// None for a memory broker; for a durable one, as [`Broker::open`].
+    /// [`Error::InvalidOption`] (option `database`) if [`database`](Self::database) is
+    /// combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend) or
+    /// [`cache_size`](Self::cache_size).
     pub fn open(self) -> Result<Broker, Error> {
-        let store: Arc<dyn Store> = match (self.path, self.backend) {
-            (None, None) => Arc::new(MemoryStore),
-            (path, backend) => {
+        let store: Arc<dyn Store> = match (self.path, self.backend, self.database) {
+            (None, None, None) => Arc::new(MemoryStore),
+            (path, backend, Some(db)) => {
+                let conflict = if path.is_some() {
+                    Some("cannot be combined with `path` (the database is the file)")
+                } else if backend.is_some() {
+                    Some("cannot be combined with `storage_backend` (the database has its own)")
+                } else if self.cache_bytes.is_some() {
+                    Some("cannot be combined with `cache_size` (the database has its own cache)")
+                } else {
+                    None
+                };
+                if let Some(reason) = conflict {
+                    return Err(Error::InvalidOption {
+                        name: APPLICATION_DATABASE.to_owned(),
+                        option: "database",
+                        reason,
+                    });
+                }
+                let options = DurableOptions {
+                    durability: self.durability,
+                    backend: None,
+                    cache_bytes: None,
+                    database: Some(db),
+                    codec: self.codec.name(),
+                };
+                Arc::new(DurableStore::open(
+                    Path::new(APPLICATION_DATABASE),
+                    options,
+                )?)
+            }
+            (path, backend, None) => {
                 let path = path.unwrap_or_else(|| PathBuf::from("<storage backend>"));
                 let options = DurableOptions {
                     durability: self.durability,
                     backend,
                     cache_bytes: self.cache_bytes,
+                    database: None,
                     codec: self.codec.name(),
                 };
                 Arc::new(DurableStore::open(&path, options)?)

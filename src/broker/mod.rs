@@ -84,7 +84,10 @@ impl Broker {
     /// Opens (or creates) a durable broker on the redb file at `path`, with
     /// [`Durability::Immediate`](crate::Durability::Immediate): a send returns once its message
     /// is fsynced, and topics, queues, group positions and unacked messages survive restarts
-    /// and crashes. See [`BrokerBuilder`] for the other settings.
+    /// and crashes. A store written by an older embus is upgraded in place; a redb file
+    /// without embus's tables (an application's own) gets them next to its own, all named
+    /// with the reserved prefix `embus.`. See [`BrokerBuilder`] for the other settings, and
+    /// [`BrokerBuilder::database`] to share a database the application keeps open.
     ///
     /// # Errors
     /// [`Error::Storage`] if the file cannot be opened (or another broker has it open);

@@ -35,7 +35,9 @@ pub enum Error {
     /// An option value is out of range or contradicts another option.
     #[error("invalid option `{option}` for `{name}`: {reason}")]
     InvalidOption {
-        /// The topic or queue being declared.
+        /// The topic or queue being declared; for a [`BrokerBuilder`](crate::BrokerBuilder)
+        /// option, the store (`<application database>` for
+        /// [`database`](crate::BrokerBuilder::database)).
         name: String,
         /// The option at fault, named as its setter.
         option: &'static str,

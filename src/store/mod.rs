@@ -38,7 +38,8 @@ pub(crate) struct LogId {
     table: String,
     /// Where a durable store keeps delivery counts (queues only; empty for partitions).
     counts: String,
-    /// The records' checksum seed ([`format::seed`] of `table`).
+    /// The records' checksum seed ([`format::seed`] of `table`'s logical name, without the
+    /// reserved prefix, so it survives the tables' move under the prefix).
     seed: u32,
     /// Compacted partitions: where a durable store keeps each key's latest offset (empty
     /// otherwise).
@@ -50,7 +51,7 @@ impl LogId {
     pub(crate) fn partition(topic: &str, partition: u32) -> Self {
         let table = redb::partition_table(topic, partition);
         Self {
-            seed: format::seed(&table),
+            seed: format::seed(redb::logical(&table)),
             table,
             counts: String::new(),
             keys: String::new(),
@@ -70,7 +71,7 @@ impl LogId {
     pub(crate) fn queue(queue: &str) -> Self {
         let table = redb::queue_table(queue);
         Self {
-            seed: format::seed(&table),
+            seed: format::seed(redb::logical(&table)),
             table,
             counts: redb::counts_table(queue),
             keys: String::new(),

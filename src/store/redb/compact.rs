@@ -1,5 +1,5 @@
 //! Compaction of a compacted topic's stored rows, by the writer thread: each key's latest
-//! offset is kept in the partition's key table (`k.t.<topic>.<partition>`), and the row a new
+//! offset is kept in the partition's key table (`embus.k.t.<topic>.<partition>`), and the row a new
 //! record supersedes is deleted in the commit that stores the new one.
 //!
 //! So the table holds one row per key (gaps between them), the work is one index update and

@@ -1,11 +1,13 @@
 //! Checksummed metadata rows (format version 3).
 //!
 //! Every value in `embus.ends`, `embus.groups`, `embus.declarations`, `embus.settings` and the
-//! delivery-count tables (`c.<queue>`) is stored as `CRC-32 (4 bytes, little-endian) ++ value`.
-//! The CRC covers the table's name, the row's key and the value, so a flipped bit, or a row or
-//! page of another table or key, is caught before the store acts on it: it is
+//! delivery-count tables (`embus.c.<queue>`) is stored as
+//! `CRC-32 (4 bytes, little-endian) ++ value`. The CRC covers the table's name, the row's key
+//! and the value, so a flipped bit, or a row or page of another table or key, is caught
+//! before the store acts on it: it is
 //! [`Error::Corrupt`](crate::Error::Corrupt) naming the file, the table and the row, never an
-//! end to trim to, a position to start from or a loop bound.
+//! end to trim to, a position to start from or a loop bound. A log's own tables (delivery
+//! counts, key indexes) seal under their logical names ([`schema`](super::schema)).
 
 use std::fmt::Display;
 

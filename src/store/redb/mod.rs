@@ -31,6 +31,11 @@
 //! integrity check when opened ([`open`]); panics redb raises on damaged pages are caught
 //! silently ([`quiet`]) and become [`Error::Corrupt`].
 //!
+//! The broker may share an application's own redb database
+//! ([`BrokerBuilder::database`](crate::BrokerBuilder::database)): embus keeps to the tables
+//! named with its reserved prefix (`embus.`), creates them on first open, and releases only
+//! its own handle on close.
+//!
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
 //! in [`open`]; the writer thread in [`writer`].
 
@@ -43,7 +48,7 @@ mod schema;
 mod upgrade;
 mod writer;
 
-pub(crate) use self::schema::{counts_table, keys_table, partition_table, queue_table};
+pub(crate) use self::schema::{counts_table, keys_table, logical, partition_table, queue_table};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +83,9 @@ pub(crate) struct Options {
     /// Opens the database on a custom storage backend instead of the file.
     pub(crate) backend: Option<OpenWith>,
     pub(crate) cache_bytes: Option<usize>,
+    /// The application's own database, shared instead of opening a file (`backend` and
+    /// `cache_bytes` are then `None`: the application opened it).
+    pub(crate) database: Option<Arc<Database>>,
     /// The payload codec's name, kept in the file: another codec cannot read its payloads.
     pub(crate) codec: &'static str,
 }
@@ -245,12 +253,21 @@ impl DurableStore {
     /// Opens (or creates) the store at `path`, checks its format version and codec, and starts
     /// the writer.
     pub(crate) fn open(path: &Path, options: Options) -> Result<Self, Error> {
-        let db = open::database(path, options.backend, options.cache_bytes, options.codec)?;
+        let db = match options.database {
+            Some(db) => {
+                open::shared(path, &db, options.codec)?;
+                db
+            }
+            None => {
+                let db = open::database(path, options.backend, options.cache_bytes, options.codec);
+                Arc::new(db?)
+            }
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             counts: Mutex::new(HashMap::new()),
-            db: Mutex::new(Some(Arc::new(db))),
+            db: Mutex::new(Some(db)),
             durability: options.durability,
             order: Mutex::new(Order {
                 seq: 0,

@@ -1,11 +1,14 @@
 //! Opening the file: creating a new store safely, checking (or upgrading) its format version
-//! and codec, and turning redb's failures into errors that name the path.
+//! and codec, and turning redb's failures into errors that name the path. An application's
+//! own database ([`shared`]) gets the same check and upgrade, and embus's tables on first use.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, TableHandle};
 
-use super::schema::{CLEAN, FORMAT_VERSION, META, SETTINGS, UPGRADES_FROM, open_named, seal_named};
+use super::schema::{
+    CLEAN, FORMAT_VERSION, META, PREFIX, SETTINGS, UPGRADES_FROM, open_named, seal_named,
+};
 use super::upgrade;
 use super::{OpenWith, quiet};
 use crate::error::Error;
@@ -62,6 +65,19 @@ pub(super) fn database(
         Err(Error::Corrupt {
             path: path.to_owned(),
             detail: format!("redb failed while checking the file ({panic})"),
+        })
+    })
+}
+
+/// Checks (or upgrades, or creates) the store in an application's database `db`, named `path`
+/// in errors. redb's integrity check after an unclean shutdown is not run: it needs the
+/// database to itself, so opening it is the application's to do.
+pub(super) fn shared(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
+    let checked = quiet::catch(|| check_format(path, db, codec));
+    checked.unwrap_or_else(|panic| {
+        Err(Error::Corrupt {
+            path: path.to_owned(),
+            detail: format!("redb failed while checking the database ({panic})"),
         })
     })
 }
@@ -166,8 +182,11 @@ fn sync_parent(path: &Path) {
 }
 
 /// Checks (or, in a new file, writes) the format version and the codec; upgrades a file of
-/// version 1 (bincode payloads, no settings) or 2 (unsealed metadata) to version 4, and one
-/// of version 3 by writing the new version alone.
+/// version 1 (bincode payloads, no settings), 2 (unsealed metadata), 3 or 4 (log tables
+/// without the prefix) to version 5 ([`upgrade`]). A file without `embus.meta` is new to
+/// embus: empty, or an application's database with none of embus's tables, which gets them
+/// (its own tables are left alone); one with tables under the prefix but no format version is
+/// not a store embus wrote.
 fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     let (version, stored_codec) = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
@@ -177,11 +196,15 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
                 .map_err(|e| storage(path, e))?
                 .map(|v| v.value()),
             Err(redb::TableError::TableDoesNotExist(_)) => {
-                let tables = txn.list_tables().map_err(|e| storage(path, e))?.count();
-                if tables > 0 {
+                let mut tables = txn.list_tables().map_err(|e| storage(path, e))?;
+                if let Some(table) = tables.find(|t| t.name().starts_with(PREFIX)) {
                     return Err(Error::Corrupt {
                         path: path.to_owned(),
-                        detail: "a redb file, but not an embus store (no format version)".into(),
+                        detail: format!(
+                            "table `{}` is named like embus's, but the file has no format \
+                             version: not a store embus wrote",
+                            table.name()
+                        ),
                     });
                 }
                 None
@@ -189,7 +212,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             Err(e) => return Err(storage(path, e)),
         };
         let stored_codec = match version {
-            Some(3 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
+            Some(3 | 4 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
             Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
             _ => None,
         };
@@ -230,6 +253,9 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
         if matches!(version, Some(1 | 2)) {
             upgrade::metadata(&txn)?;
         }
+        if version.is_some() {
+            upgrade::prefix(&txn)?;
+        }
         {
             let mut meta = txn.open_table(META)?;
             meta.insert("format", FORMAT_VERSION)?;
@@ -243,7 +269,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
     write().map_err(|e| storage(path, e))
 }
 
-/// The codec a version 3 file names, checked.
+/// The codec a file of version 3 or later names, checked.
 fn stored_codec(txn: &redb::ReadTransaction) -> Result<Option<String>, redb::Error> {
     let table = match txn.open_table(SETTINGS) {
         Ok(t) => t,

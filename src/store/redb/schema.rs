@@ -1,42 +1,60 @@
 //! The file's layout: format version, table names and definitions, and the bookkeeping of
 //! each log's end and retained bytes.
 //!
-//! # Layout (format version 4)
+//! # Layout (format version 5)
 //!
-//! - `embus.meta`: `"format" -> 4` (a plain `u64`, so every build can read which version it
+//! Every table embus creates is named with the reserved prefix `embus.` ([`PREFIX`]), so an
+//! application database that embus shares
+//! ([`BrokerBuilder::database`](crate::BrokerBuilder::database)) keeps its own tables under
+//! any other name, and embus never opens, lists or changes them.
+//!
+//! - `embus.meta`: `"format" -> 5` (a plain `u64`, so every build can read which version it
 //!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
 //!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
 //! - `embus.declarations`: name -> the engine's declaration bytes (kind, payload type name and
 //!   options).
-//! - `t.<topic>.<partition>`: offset -> record ([`format`](crate::store::format)).
-//! - `q.<queue>`: id -> record; `c.<queue>`: id -> deliveries so far (u32, delivered messages
-//!   only).
-//! - `embus.ends`: table -> next key and retained bytes (two u64, what a trimmed-empty table
-//!   cannot say).
+//! - `embus.t.<topic>.<partition>`: offset -> record ([`format`](crate::store::format)).
+//! - `embus.q.<queue>`: id -> record; `embus.c.<queue>`: id -> deliveries so far (u32,
+//!   delivered messages only).
+//! - `embus.ends`: table (its full name, `embus.t.…` or `embus.q.…`) -> next key and retained
+//!   bytes (two u64, what a trimmed-empty table cannot say).
 //! - `embus.groups`: (topic, group, partition) -> first unacked offset (u64).
-//! - `k.t.<topic>.<partition>` (compacted topics only): record key -> offset of its latest
-//!   record (u64). The writer keeps it as it stores records, and deletes the row a new one
-//!   supersedes in the same commit, so the table has one row per key and a reopen reads none
-//!   of it. A file without these tables is the same format: they appear with compaction.
+//! - `embus.k.t.<topic>.<partition>` (compacted topics only): record key -> offset of its
+//!   latest record (u64). The writer keeps it as it stores records, and deletes the row a new
+//!   one supersedes in the same commit, so the table has one row per key and a reopen reads
+//!   none of it. A file without these tables is the same format: they appear with compaction.
 //!
 //! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
-//! `c.<queue>` is sealed with a checksum over table, key and value ([`meta`](super::meta));
-//! numbers are little-endian. Records carry their own checksum, bound to their table from
-//! record version 2 on. Version 4 is version 3 plus records of record version 3 (records with
-//! a timing section: delay, due time, time-to-live, priority; see
-//! [`format`](crate::store::format)), which an older build must not meet: it refuses the file
-//! by its format version instead.
+//! `embus.c.<queue>` is sealed with a checksum over table, key and value
+//! ([`meta`](super::meta)); numbers are little-endian. Records carry their own checksum, bound
+//! to their table from record version 2 on.
+//!
+//! A log's tables have a *logical name*: the name without the prefix (`t.orders.0`, `q.jobs`,
+//! `c.jobs`, `k.t.orders.0`; [`logical`]), which is what they were called up to version 4.
+//! Records' checksum seeds and the seals of delivery counts and key-index rows are bound to
+//! it, so moving the tables under the prefix never touches their rows. The metadata tables
+//! seal with their full names, as before, and `embus.ends` rows are keyed (and sealed) by the
+//! full name of the table they describe.
 //!
 //! # Older versions
 //!
 //! Version 1 had no `embus.settings` (its payloads are bincode); version 2 stored the
-//! metadata above unsealed, as typed redb values. Opening either upgrades it in place to
-//! version 3 in one commit ([`upgrade`](super::upgrade)): the metadata rows are sealed
-//! (one per table, group, declaration and queued message's delivery count), the records are
-//! left as they are (their version 1 checksum is still read), so the upgrade never reads the
-//! log. A version 3 file is upgraded to version 4 by writing the new version number alone:
-//! its rows are already what version 4 writes for records without timing.
+//! metadata above unsealed, as typed redb values. Opening either seals the metadata rows in
+//! place ([`upgrade`](super::upgrade)): one per table, group, declaration and queued message's
+//! delivery count; the records are left as they are (their version 1 checksum is still read),
+//! so the upgrade never reads the log. Version 3 is version 4 without records of record
+//! version 3 (records with a timing section: delay, due time, time-to-live, priority; see
+//! [`format`](crate::store::format)), which an older build must not meet: it refuses the file
+//! by its format version instead. Version 4 is version 5 with the log tables named without the
+//! prefix (`t.<topic>.<partition>`, `q.<queue>`, `c.<queue>`, `k.t.<topic>.<partition>`) and
+//! `embus.ends` keyed by those names.
+//!
+//! Opening a file of any older version upgrades it to version 5 in one commit, with the new
+//! version number: the version 1 and 2 metadata is sealed as above, then every log table is
+//! renamed under the prefix (redb moves the table, never its rows) and each `embus.ends` row is
+//! checked and rekeyed to the new name. In a file of version 4 or older every table is
+//! embus's: those versions refused any other file.
 
 use std::collections::HashMap;
 
@@ -46,9 +64,12 @@ use super::meta;
 use crate::store::format;
 
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u64 = 4;
+pub(crate) const FORMAT_VERSION: u64 = 5;
 /// The older format versions this build opens, upgrading them.
-pub(crate) const UPGRADES_FROM: [u64; 3] = [1, 2, 3];
+pub(crate) const UPGRADES_FROM: [u64; 4] = [1, 2, 3, 4];
+
+/// The prefix of every table embus creates (format version 5 on).
+pub(crate) const PREFIX: &str = "embus.";
 
 pub(super) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
 /// The key in [`META`] of the clean-shutdown marker.
@@ -69,15 +90,34 @@ pub(super) fn deliveries(table: &str) -> TableDefinition<'_, u64, &'static [u8]>
     TableDefinition::new(table)
 }
 
-/// A stored delivery count, checked.
+/// A log table's logical name: `table` without [`PREFIX`] (its name up to format version 4).
+/// Records' checksum seeds, delivery counts' and key-index rows' seals are bound to it.
+pub(crate) fn logical(table: &str) -> &str {
+    table.strip_prefix(PREFIX).unwrap_or(table)
+}
+
+/// Checks a row of a log's own table (delivery counts, key index), sealed under the table's
+/// [`logical`] name; an error names the table as it is in the file.
+fn open_log_row<'a>(
+    table: &str,
+    key: &[u8],
+    row: impl std::fmt::Display,
+    stored: &'a [u8],
+) -> Result<&'a [u8], redb::Error> {
+    let row = row.to_string();
+    meta::open(logical(table), key, &row, stored)
+        .map_err(|_| meta::damaged(table, &row, "checksum mismatch"))
+}
+
+/// A stored delivery count of counts table `table`, checked.
 pub(super) fn open_count(table: &str, id: u64, stored: &[u8]) -> Result<u32, redb::Error> {
-    let value = meta::open(table, &id.to_le_bytes(), id, stored)?;
+    let value = open_log_row(table, &id.to_le_bytes(), id, stored)?;
     Ok(u32::from_le_bytes(meta::fixed(table, id, value)?))
 }
 
-/// A delivery count, sealed.
+/// A delivery count for counts table `table`, sealed.
 pub(super) fn seal_count(table: &str, id: u64, count: u32) -> Vec<u8> {
-    meta::seal(table, &id.to_le_bytes(), &count.to_le_bytes())
+    meta::seal(logical(table), &id.to_le_bytes(), &count.to_le_bytes())
 }
 
 /// A stored end (next key, retained bytes) of `table`, checked.
@@ -140,17 +180,17 @@ pub(super) fn open_named<'a>(
 
 /// The table of a topic partition.
 pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
-    format!("t.{topic}.{partition}")
+    format!("{PREFIX}t.{topic}.{partition}")
 }
 
 /// The table of a queue.
 pub(crate) fn queue_table(queue: &str) -> String {
-    format!("q.{queue}")
+    format!("{PREFIX}q.{queue}")
 }
 
-/// The key index of a compacted partition's table: key -> latest offset.
+/// The key index of a compacted partition's table `table`: key -> latest offset.
 pub(crate) fn keys_table(table: &str) -> String {
-    format!("k.{table}")
+    format!("{PREFIX}k.{}", logical(table))
 }
 
 pub(super) fn key_index(table: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
@@ -159,18 +199,18 @@ pub(super) fn key_index(table: &str) -> TableDefinition<'_, &'static [u8], &'sta
 
 /// A latest offset of `key` in key index `table`, sealed.
 pub(super) fn seal_latest(table: &str, key: &[u8], offset: u64) -> Vec<u8> {
-    meta::seal(table, key, &offset.to_le_bytes())
+    meta::seal(logical(table), key, &offset.to_le_bytes())
 }
 
 /// A stored latest offset, checked.
 pub(super) fn open_latest(table: &str, key: &[u8], stored: &[u8]) -> Result<u64, redb::Error> {
-    let value = meta::open(table, key, "a key", stored)?;
+    let value = open_log_row(table, key, "a key", stored)?;
     Ok(u64::from_le_bytes(meta::fixed(table, "a key", value)?))
 }
 
 /// The table of a queue's delivery counts.
 pub(crate) fn counts_table(queue: &str) -> String {
-    format!("c.{queue}")
+    format!("{PREFIX}c.{queue}")
 }
 
 /// The stored end of `table`, loaded on first use.
@@ -201,7 +241,7 @@ pub(super) fn trim(
         return Ok(());
     }
     let mut freed = 0u64;
-    let seed = format::seed(table);
+    let seed = format::seed(logical(table));
     rows.retain_in(..floor, |key, value| {
         freed += u64::from(format::open(seed, key, value).map_or(0, |r| r.size));
         false

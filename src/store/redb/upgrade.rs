@@ -1,12 +1,20 @@
-//! Upgrading a file of format version 1 or 2 to version 4 in place, in the commit that records
-//! the new version: the metadata rows are sealed with their checksums; the records, whose
-//! version 1 checksum is still read, are left as they are (the upgrade never reads the log).
+//! Upgrading a file of an older format version to version 5 in place, in the commit that
+//! records the new version: a version 1 or 2 file's metadata rows are sealed with their
+//! checksums ([`metadata`]); then every file of version 4 or older has its log tables moved
+//! under the reserved prefix ([`prefix`]). The records, whose checksums are bound to their
+//! tables' logical names (and, from version 1, still read), are left as they are: the upgrade
+//! never reads the log.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::schema::{
-    DECLARATIONS, ENDS, GROUPS, deliveries, seal_count, seal_end, seal_named, seal_position,
+    DECLARATIONS, ENDS, GROUPS, PREFIX, deliveries, open_end, seal_count, seal_end, seal_named,
+    seal_position,
 };
+
+/// How the log tables' names began up to format version 4, before they took [`PREFIX`]:
+/// partitions, queues, delivery counts and key indexes.
+const OLD_LOG_TABLES: [&str; 4] = ["t.", "q.", "c.", "k."];
 
 /// Version 2's unsealed metadata tables (version 1 had the same, without settings).
 const OLD_ENDS: TableDefinition<'static, &str, (u64, u64)> = TableDefinition::new("embus.ends");
@@ -65,6 +73,41 @@ pub(super) fn metadata(txn: &WriteTransaction) -> Result<(), redb::Error> {
         for (id, count) in old {
             table.insert(id, seal_count(&name, id, count).as_slice())?;
         }
+    }
+    Ok(())
+}
+
+/// Moves a version 1 to 4 file's log tables under [`PREFIX`] (their rows stay as they are:
+/// redb renames a table without reading it) and rekeys their `embus.ends` rows, each checked
+/// under its old name and sealed under its new one. A table or row already under the prefix
+/// is left alone.
+pub(super) fn prefix(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    let old: Vec<String> = txn
+        .list_tables()?
+        .map(|t| t.name().to_owned())
+        .filter(|name| OLD_LOG_TABLES.iter().any(|p| name.starts_with(p)))
+        .collect();
+    for name in &old {
+        let renamed = format!("{PREFIX}{name}");
+        // Only the names matter to redb here.
+        txn.rename_table(
+            TableDefinition::<u64, &[u8]>::new(name),
+            TableDefinition::<u64, &[u8]>::new(&renamed),
+        )?;
+    }
+    let mut ends = txn.open_table(ENDS)?;
+    let stored: Vec<(String, Vec<u8>)> = ends
+        .iter()?
+        .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
+        .collect::<Result<_, _>>()?;
+    for (name, value) in stored {
+        if name.starts_with(PREFIX) {
+            continue;
+        }
+        let end = open_end(&name, &value)?;
+        let renamed = format!("{PREFIX}{name}");
+        ends.remove(name.as_str())?;
+        ends.insert(renamed.as_str(), seal_end(&renamed, end).as_slice())?;
     }
     Ok(())
 }
