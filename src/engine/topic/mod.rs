@@ -2,6 +2,7 @@
 
 mod group;
 mod groups;
+mod deduped;
 mod load;
 mod log;
 mod partition;
@@ -12,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use self::group::{Group, Member, Why};
 pub(crate) use self::groups::{is_group_declaration, stored_dead_letter};
@@ -21,6 +22,7 @@ pub(crate) use self::log::{
 };
 pub(crate) use self::subscriber::Subscriber;
 
+use crate::engine::dedupe::Ids;
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
@@ -39,6 +41,9 @@ pub(crate) struct TopicCore<T> {
     sinks: Box<[Arc<dyn Sink>]>,
     round_robin: AtomicU32,
     groups: Mutex<HashMap<String, Arc<Group<T>>>>,
+    /// The message ids of the dedupe window, if the topic has one: locked before any
+    /// partition ([`dedupe`](crate::engine::dedupe) has the order).
+    dedupe: Option<Mutex<Ids>>,
     /// Payloads to and from the store's bytes.
     coder: seam::Coder<T>,
     pub(crate) context: Arc<Context>,
@@ -107,6 +112,7 @@ impl<T: Payload> TopicCore<T> {
         for part in &partitions {
             part.lock().trim(&limits, now, None);
         }
+        let dedupe = deduped::restore(name, options.dedupe_window(), &context)?;
         let stored_groups = context.store.groups(name)?;
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
         names.dedup();
@@ -130,6 +136,7 @@ impl<T: Payload> TopicCore<T> {
                 .collect(),
             round_robin: AtomicU32::new(0),
             groups: Mutex::new(HashMap::new()),
+            dedupe,
             coder: seam::Coder::new(name, context.codec),
             context,
             gone: Gone::default(),
@@ -185,16 +192,32 @@ impl<T: Payload> TopicCore<T> {
         log.end() - position.clamp(log.base(), log.end())
     }
 
-    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`.
+    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`; a
+    /// duplicate within the dedupe window stores nothing and returns the original receipt.
     pub(crate) fn publish(
+        &self,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.publish_with(record, deadline, None),
+            Ok(Some(id)) => self.publish_deduped(id, record, deadline),
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
+    /// [`publish`](Self::publish), with the dedupe window's ids locked if the record has one
+    /// (they are written with it).
+    pub(crate) fn publish_with(
         &self,
         mut record: Record<T>,
         deadline: Deadline,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         let partition = self.pick_partition(record.key_ref());
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, false) {
+            match self.publish_once(partition, record, size, false, ids.as_deref_mut()) {
                 Err((declined, Fail::Full)) => record = declined,
                 done => return done.map(|(receipt, _)| receipt),
             }
@@ -206,10 +229,27 @@ impl<T: Payload> TopicCore<T> {
 
     /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
     /// for as many records as have room; waits for room (under `Block`) like `publish`. On
-    /// failure, hands back the records not sent, in input order.
+    /// failure, hands back the records not sent, in input order. Under a dedupe window,
+    /// duplicates (of earlier sends or within the batch) store nothing and get the original
+    /// receipt.
     pub(crate) fn publish_batch(
         &self,
         records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        match &self.dedupe {
+            Some(ids) if records.iter().any(|r| r.message_id().is_some()) => {
+                self.publish_batch_deduped(&mut ids.lock(), records)
+            }
+            _ => self.publish_batch_with(records, None),
+        }
+    }
+
+    /// [`publish_batch`](Self::publish_batch) of records that are not duplicates, with the
+    /// dedupe window's ids locked if some have one (they are written with them).
+    pub(crate) fn publish_batch_with(
+        &self,
+        records: Vec<Record<T>>,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         if let Err(fail) = self.refuses(records.iter()) {
             return Err((records, fail));
@@ -228,7 +268,13 @@ impl<T: Payload> TopicCore<T> {
             let partition = partition as u32;
             let mut pending: VecDeque<(usize, Record<T>)> = run.into();
             while !pending.is_empty() {
-                let result = self.append_run(partition, &mut pending, &mut receipts, &mut returned);
+                let result = self.append_run(
+                    partition,
+                    &mut pending,
+                    &mut receipts,
+                    &mut returned,
+                    ids.as_deref_mut(),
+                );
                 let size = pending.front().map(|(_, r)| self.size_of(r));
                 let fail = match (result, size) {
                     (Ok(()), None) => break,
@@ -259,6 +305,7 @@ impl<T: Payload> TopicCore<T> {
         pending: &mut VecDeque<(usize, Record<T>)>,
         receipts: &mut [Option<Receipt>],
         returned: &mut Vec<(usize, Record<T>)>,
+        ids: Option<&mut Ids>,
     ) -> Result<(), Fail> {
         let mut job = RunJob {
             topic: self,
@@ -268,6 +315,7 @@ impl<T: Payload> TopicCore<T> {
             staged: Vec::new(),
             returned,
             closed: false,
+            ids,
         };
         let stored = self.context.append(&mut job, false);
         match (stored, job.closed) {
@@ -283,13 +331,30 @@ impl<T: Payload> TopicCore<T> {
     pub(crate) fn try_publish(
         &self,
         partition: u32,
-        mut record: Record<T>,
+        record: Record<T>,
         id: u64,
         wait: Wait<'_>,
     ) -> Result<Sent, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.try_publish_with(partition, record, id, wait, None),
+            Ok(Some(message_id)) => self.try_publish_deduped(message_id, partition, record, id, wait),
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
+    /// [`try_publish`](Self::try_publish), with the dedupe window's ids locked if the record
+    /// has one.
+    fn try_publish_with(
+        &self,
+        partition: u32,
+        mut record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+        mut ids: Option<&mut Ids>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, true) {
+            match self.publish_once(partition, record, size, true, ids.as_deref_mut()) {
                 Err((declined, Fail::Full)) if wait.takes_locks() => record = declined,
                 done => return done,
             }
@@ -309,6 +374,7 @@ impl<T: Payload> TopicCore<T> {
         record: Record<T>,
         size: u32,
         defer: bool,
+        ids: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         if self.context.is_closed() {
             return Err((record, Fail::Disconnected));
@@ -322,6 +388,7 @@ impl<T: Payload> TopicCore<T> {
             entry: Some(Entry::new(record, size)),
             offset: None,
             closed: false,
+            ids,
         };
         let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.offset) {
@@ -452,7 +519,16 @@ impl<T> TopicCore<T> {
     pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
         let part = self.partitions.get(receipt.partition as usize)?;
         let entry = part.lock().unstage(receipt.offset)?;
+        if let (Some(ids), Some(id)) = (&self.dedupe, entry.message_id()) {
+            ids.lock().forget(id, receipt);
+        }
         Some(entry.into_record())
+    }
+
+    /// The dedupe window's ids, locked; `None` if the topic has no window. Take it before any
+    /// partition lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
+    pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
+        self.dedupe.as_ref().map(|ids| ids.lock())
     }
 
     /// Forgets waiter `id` (a dropped `send_async` future).
@@ -494,7 +570,8 @@ impl<T> TopicCore<T> {
         }
     }
 
-    /// A deleted topic refuses sends; a compacted one, records without a key.
+    /// A deleted topic refuses sends; a compacted one, records without a key; every topic,
+    /// records with an invalid message id.
     fn refuses<'a>(&self, mut records: impl Iterator<Item = &'a Record<T>>) -> Result<(), Fail>
     where
         T: 'a,
@@ -502,12 +579,16 @@ impl<T> TopicCore<T> {
         if self.gone.is_set() {
             return Err(Fail::Failed(self.deleted()));
         }
-        if self.options.is_compacted() && records.any(|r| r.key_ref().is_none()) {
-            return Err(Fail::Failed(Error::KeyRequired {
-                topic: self.name.clone(),
-            }));
-        }
-        Ok(())
+        let compacted = self.options.is_compacted();
+        records.try_for_each(|r| {
+            if compacted && r.key_ref().is_none() {
+                return Err(Fail::Failed(Error::KeyRequired {
+                    topic: self.name.clone(),
+                }));
+            }
+            crate::engine::dedupe::id_of(r, &self.name).map_err(Fail::Failed)?;
+            Ok(())
+        })
     }
 }
 
@@ -576,6 +657,8 @@ struct OneJob<'a, T> {
     entry: Option<Entry<T>>,
     offset: Option<u64>,
     closed: bool,
+    /// The dedupe window's ids, locked, if the record has an id.
+    ids: Option<&'a mut Ids>,
 }
 
 impl<T: Payload> Append for OneJob<'_, T> {
@@ -617,8 +700,12 @@ impl<T: Payload> Append for OneJob<'_, T> {
         match self.topic.room(&mut log, now, entry.size) {
             Ok(()) => {
                 let size = entry.size;
+                let row = self.ids.as_deref_mut().and_then(|ids| {
+                    let id = entry.message_id()?;
+                    ids.row(id, self.partition)
+                });
                 let (offset, ts) = log.stage(now, entry);
-                stager.record(&self.topic.sinks[p], offset, ts, size);
+                stager.record(&self.topic.sinks[p], offset, ts, size, row);
                 self.offset = Some(offset);
             }
             Err(closed) => {
@@ -647,6 +734,8 @@ struct RunJob<'a, 'b, T> {
     staged: Vec<(usize, u64)>,
     returned: &'b mut Vec<(usize, Record<T>)>,
     closed: bool,
+    /// The dedupe window's ids, locked, if records have ids.
+    ids: Option<&'b mut Ids>,
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
@@ -701,14 +790,21 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let mut log = self.topic.partitions[p].lock();
         let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
+        let mut ids = self.ids.take();
+        let partition = self.partition;
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;
+            let row = ids.as_deref_mut().and_then(|ids| {
+                let id = entry.message_id()?;
+                ids.row(id, partition)
+            });
             let (offset, ts) = log.stage(now, entry);
-            stager.record(sink, offset, ts, size);
+            stager.record(sink, offset, ts, size, row);
             staged.push((index, offset));
             offset
         });
         self.staged = staged;
+        self.ids = ids;
         stager.end();
     }
 

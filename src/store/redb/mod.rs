@@ -36,6 +36,7 @@
 
 mod compact;
 mod delete;
+mod ids;
 mod meta;
 mod open;
 mod quiet;
@@ -43,7 +44,7 @@ mod schema;
 mod upgrade;
 mod writer;
 
-pub(crate) use self::schema::{counts_table, keys_table, partition_table, queue_table};
+pub(crate) use self::schema::{counts_table, ids_table, keys_table, partition_table, queue_table};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,7 +63,9 @@ use self::schema::{
 };
 use self::writer::{Request, Staged, Writer};
 use super::format;
-use super::{Append, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket};
+use super::{
+    Append, IdRow, Loaded, LogId, Progress, Restored, Sink, Stager, Store, StoredId, Ticket,
+};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;
@@ -97,7 +100,7 @@ struct Collect<'a> {
 }
 
 impl Stager for Collect<'_> {
-    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32) {
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, id: Option<IdRow>) {
         if self.sink.is_none() {
             self.sink = Some(Arc::clone(sink));
         }
@@ -111,6 +114,7 @@ impl Stager for Collect<'_> {
             ts,
             size,
             value,
+            id,
         });
     }
 
@@ -401,6 +405,7 @@ impl Store for DurableStore {
                         ts,
                         size,
                         value,
+                        id: None,
                     }),
                     headers: headers.clone(),
                 }
@@ -419,6 +424,7 @@ impl Store for DurableStore {
                     ts,
                     size,
                     value: body.to_vec(),
+                    id: None,
                 },
                 position: position.map(|(t, g, p, o)| (t.to_owned(), g.to_owned(), p, o)),
             },
@@ -509,6 +515,10 @@ impl Store for DurableStore {
 
     fn undeclare(&self, name: &str) {
         let _ = self.send(Request::Undeclare(name.to_owned()));
+    }
+
+    fn message_ids(&self, log: &LogId) -> Result<Vec<StoredId>, Error> {
+        self.read(|txn| ids::load(txn, log.ids_table()))
     }
 
     fn restore(&self, log: &LogId) -> Result<Restored, Error> {

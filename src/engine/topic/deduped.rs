@@ -1,0 +1,102 @@
+//! Sends to a topic with a dedupe window: the window's ids are locked before any partition
+//! and held across the send ([`dedupe`](crate::engine::dedupe) has the order).
+
+use parking_lot::Mutex;
+
+use super::TopicCore;
+use crate::engine::dedupe::{self, Ids};
+use crate::engine::notify::{Deadline, Wait};
+use crate::engine::{Context, Fail, Sent};
+use crate::error::Error;
+use crate::options::Dedupe;
+use crate::record::{Payload, Receipt, Record};
+use crate::store::LogId;
+
+/// The dedupe window of topic `name`, with the ids a durable store kept (`None` without one).
+pub(super) fn restore(
+    name: &str,
+    window: Option<Dedupe>,
+    context: &Context,
+) -> Result<Option<Mutex<Ids>>, Error> {
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let mut ids = Ids::new(window, context.store.reads_back());
+    // The partitions share one table: any partition's log names it.
+    let stored = context.store.message_ids(&LogId::partition(name, 0))?;
+    ids.restore(stored, context.clock.now());
+    Ok(Some(Mutex::new(ids)))
+}
+
+impl<T: Payload> TopicCore<T> {
+    /// The record's message id, checked; `Some` only under a dedupe window (else it is only
+    /// carried, and a record without one never takes the window's lock).
+    pub(super) fn send_id(&self, record: &Record<T>) -> Result<Option<Box<str>>, Error> {
+        let id = dedupe::id_of(record, &self.name)?;
+        Ok(id.filter(|_| self.dedupe.is_some()).map(Into::into))
+    }
+
+    /// [`publish`](Self::publish) of a record with message id `id`, under the window's lock.
+    pub(super) fn publish_deduped(
+        &self,
+        id: Box<str>,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        let Some(mut ids) = self.dedupe() else {
+            return self.publish_with(record, deadline, None);
+        };
+        let now = self.context.clock.now();
+        if let Some(receipt) = ids.seen(&id, now) {
+            return Ok(receipt);
+        }
+        let receipt = self.publish_with(record, deadline, Some(&mut ids))?;
+        ids.remember(id, receipt, now);
+        Ok(receipt)
+    }
+
+    /// [`publish_batch`](Self::publish_batch) under the window's lock: duplicates are taken
+    /// out, the rest stored, and every record gets its receipt.
+    pub(super) fn publish_batch_deduped(
+        &self,
+        ids: &mut Ids,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        let now = self.context.clock.now();
+        let mut split = match dedupe::split(ids, records, now, &self.name) {
+            Ok(split) => split,
+            Err((records, e)) => return Err((records, Fail::Failed(e))),
+        };
+        let fresh = std::mem::take(&mut split.fresh);
+        if fresh.is_empty() {
+            return Ok(split.receipts(&[], ids, now));
+        }
+        match self.publish_batch_with(fresh, Some(ids)) {
+            Ok(stored) => Ok(split.receipts(&stored, ids, now)),
+            Err((unsent, fail)) => Err((split.unsent(unsent), fail)),
+        }
+    }
+
+    /// [`try_publish`](Self::try_publish) of a record with message id `message_id`, under the
+    /// window's lock. A durable store's commit is not waited for: the id is remembered at
+    /// once (and forgotten again by [`take_back`](Self::take_back) if the commit fails).
+    pub(super) fn try_publish_deduped(
+        &self,
+        message_id: Box<str>,
+        partition: u32,
+        record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
+        let Some(mut ids) = self.dedupe() else {
+            return self.try_publish_with(partition, record, id, wait, None);
+        };
+        let now = self.context.clock.now();
+        if let Some(receipt) = ids.seen(&message_id, now) {
+            return Ok((receipt, None));
+        }
+        let sent = self.try_publish_with(partition, record, id, wait, Some(&mut ids))?;
+        ids.remember(message_id, sent.0, now);
+        Ok(sent)
+    }
+}
