@@ -275,3 +275,64 @@ impl<T> Split<T> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64) -> Receipt {
+        Receipt {
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn ids_that_leave_a_count_window_are_written_off_with_the_next_row() {
+        let mut ids = Ids::new(Dedupe::last(2), true);
+        for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+            assert_eq!(ids.seen(id, 0), None);
+            assert!(ids.row(id, 0).unwrap().forget.is_empty());
+            ids.remember(id.into(), at(n as u64), 0);
+        }
+        // Remembering c dropped a: the next row deletes it, once.
+        let row = ids.row("d", 0).unwrap();
+        assert_eq!(row.forget, vec![Box::<str>::from("a")]);
+        assert!(ids.row("e", 0).unwrap().forget.is_empty());
+        assert_eq!(ids.seen("a", 0), None);
+        assert_eq!(ids.seen("b", 0), Some(at(1)));
+    }
+
+    #[test]
+    fn ids_that_leave_a_time_window_are_dropped_at_the_next_look() {
+        let mut ids = Ids::new(Dedupe::within(std::time::Duration::from_nanos(10)), true);
+        ids.remember("a".into(), at(0), 100);
+        ids.remember("b".into(), at(1), 105);
+        assert_eq!(ids.seen("a", 110), Some(at(0)));
+        assert_eq!(ids.seen("a", 111), None);
+        assert_eq!(ids.seen("b", 111), Some(at(1)));
+        assert_eq!(ids.row("c", 0).unwrap().forget, vec![Box::<str>::from("a")]);
+    }
+
+    #[test]
+    fn a_store_that_keeps_nothing_gets_no_rows() {
+        let mut ids = Ids::new(Dedupe::last(1), false);
+        ids.remember("a".into(), at(0), 0);
+        ids.remember("b".into(), at(1), 0);
+        assert_eq!(ids.row("c", 0), None);
+        assert!(ids.forgotten.is_empty());
+    }
+
+    #[test]
+    fn a_failed_send_is_forgotten_only_for_its_own_receipt() {
+        let mut ids = Ids::new(Dedupe::last(10), false);
+        ids.remember("a".into(), at(0), 0);
+        ids.forget("a", at(1));
+        assert_eq!(ids.seen("a", 0), Some(at(0)));
+        ids.forget("a", at(0));
+        assert_eq!(ids.seen("a", 0), None);
+        // Its stale place in the order does not drop a later remember of the same id.
+        ids.remember("a".into(), at(2), 0);
+        assert_eq!(ids.seen("a", 0), Some(at(2)));
+    }
+}

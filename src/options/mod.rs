@@ -384,7 +384,7 @@ impl Default for TopicOptions {
             overflow: Overflow::default(),
             compaction: false,
             interest: false,
-    dedupe: None,
+            dedupe: None,
         }
     }
 }

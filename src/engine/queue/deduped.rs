@@ -66,7 +66,10 @@ impl<T: Payload> QueueCore<T> {
         &self,
         records: Vec<Record<T>>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
-        if let Some(e) = records.iter().find_map(|r| dedupe::id_of(r, &self.name).err()) {
+        if let Some(e) = records
+            .iter()
+            .find_map(|r| dedupe::id_of(r, &self.name).err())
+        {
             return Err((records, Fail::Failed(e)));
         }
         let Some(mut ids) = self

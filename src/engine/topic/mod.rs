@@ -1,8 +1,8 @@
 //! The engine of one topic: partitions, producers' appends, groups and waiting for room.
 
+mod deduped;
 mod group;
 mod groups;
-mod deduped;
 mod load;
 mod log;
 mod partition;
@@ -337,7 +337,9 @@ impl<T: Payload> TopicCore<T> {
     ) -> Result<Sent, (Record<T>, Fail)> {
         match self.send_id(&record) {
             Ok(None) => self.try_publish_with(partition, record, id, wait, None),
-            Ok(Some(message_id)) => self.try_publish_deduped(message_id, partition, record, id, wait),
+            Ok(Some(message_id)) => {
+                self.try_publish_deduped(message_id, partition, record, id, wait)
+            }
             Err(e) => Err((record, Fail::Failed(e))),
         }
     }

@@ -15,8 +15,8 @@ use super::schema::{
 use super::{Counts, Inner, quiet};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
-use crate::store::{IdRow, Sink};
 use crate::store::format;
+use crate::store::{IdRow, Sink};
 
 /// At most this many requests go into one commit.
 const MAX_BATCH: usize = 1 << 14;
@@ -478,6 +478,8 @@ fn write_batch(
         end.0 = end.0.max(t.upto);
         end.1 = (end.1 + t.bytes).saturating_sub(freed);
     }
-    let ids = ids.iter().map(|(sink, row, key, ts)| (sink.log().ids_table(), row, *key, *ts));
+    let ids = ids
+        .iter()
+        .map(|(sink, row, key, ts)| (sink.log().ids_table(), row, *key, *ts));
     super::ids::write(txn, ids.collect())
 }
