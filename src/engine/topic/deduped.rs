@@ -1,5 +1,6 @@
-//! Sends to a topic with a dedupe window: the window's ids are locked before any partition
-//! and held across the send ([`dedupe`](crate::engine::dedupe) has the order).
+//! Where a send to a topic starts: its message id is checked and, under a dedupe window, the
+//! window's ids are locked before any partition and held across the send
+//! ([`dedupe`](crate::engine::dedupe) has the order).
 
 use parking_lot::Mutex;
 
@@ -29,6 +30,56 @@ pub(super) fn restore(
 }
 
 impl<T: Payload> TopicCore<T> {
+    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`; a
+    /// duplicate within the dedupe window stores nothing and returns the original receipt.
+    pub(crate) fn publish(
+        &self,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.publish_with(record, deadline, None),
+            Ok(Some(id)) => self.publish_deduped(id, record, deadline),
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
+    /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
+    /// for as many records as have room; waits for room (under `Block`) like `publish`. On
+    /// failure, hands back the records not sent, in input order. Under a dedupe window,
+    /// duplicates (of earlier sends or within the batch) store nothing and get the original
+    /// receipt.
+    pub(crate) fn publish_batch(
+        &self,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        match &self.dedupe {
+            Some(ids) if records.iter().any(|r| r.message_id().is_some()) => {
+                self.publish_batch_deduped(&mut ids.lock(), records)
+            }
+            _ => self.publish_batch_with(records, None),
+        }
+    }
+
+    /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
+    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable
+    /// store's commit is not waited for (poll the ticket).
+    pub(crate) fn try_publish(
+        &self,
+        partition: u32,
+        record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.try_publish_with(partition, record, id, wait, None),
+            Ok(Some(message_id)) => {
+                self.try_publish_deduped(message_id, partition, record, id, wait)
+            }
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
     /// The record's message id, checked; `Some` only under a dedupe window (else it is only
     /// carried, and a record without one never takes the window's lock).
     pub(super) fn send_id(&self, record: &Record<T>) -> Result<Option<Box<str>>, Error> {

@@ -192,20 +192,6 @@ impl<T: Payload> TopicCore<T> {
         log.end() - position.clamp(log.base(), log.end())
     }
 
-    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`; a
-    /// duplicate within the dedupe window stores nothing and returns the original receipt.
-    pub(crate) fn publish(
-        &self,
-        record: Record<T>,
-        deadline: Deadline,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
-        match self.send_id(&record) {
-            Ok(None) => self.publish_with(record, deadline, None),
-            Ok(Some(id)) => self.publish_deduped(id, record, deadline),
-            Err(e) => Err((record, Fail::Failed(e))),
-        }
-    }
-
     /// [`publish`](Self::publish), with the dedupe window's ids locked if the record has one
     /// (they are written with it).
     pub(crate) fn publish_with(
@@ -224,23 +210,6 @@ impl<T: Payload> TopicCore<T> {
             if let Err(fail) = self.wait_for_room(partition, size, deadline) {
                 return Err((record, fail));
             }
-        }
-    }
-
-    /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
-    /// for as many records as have room; waits for room (under `Block`) like `publish`. On
-    /// failure, hands back the records not sent, in input order. Under a dedupe window,
-    /// duplicates (of earlier sends or within the batch) store nothing and get the original
-    /// receipt.
-    pub(crate) fn publish_batch(
-        &self,
-        records: Vec<Record<T>>,
-    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
-        match &self.dedupe {
-            Some(ids) if records.iter().any(|r| r.message_id().is_some()) => {
-                self.publish_batch_deduped(&mut ids.lock(), records)
-            }
-            _ => self.publish_batch_with(records, None),
         }
     }
 
@@ -322,25 +291,6 @@ impl<T: Payload> TopicCore<T> {
             (Err(e), _) => Err(Fail::Failed(e)),
             (Ok(_), true) => Err(self.closed()),
             (Ok(_), false) => Ok(()),
-        }
-    }
-
-    /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
-    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable
-    /// store's commit is not waited for (poll the ticket).
-    pub(crate) fn try_publish(
-        &self,
-        partition: u32,
-        record: Record<T>,
-        id: u64,
-        wait: Wait<'_>,
-    ) -> Result<Sent, (Record<T>, Fail)> {
-        match self.send_id(&record) {
-            Ok(None) => self.try_publish_with(partition, record, id, wait, None),
-            Ok(Some(message_id)) => {
-                self.try_publish_deduped(message_id, partition, record, id, wait)
-            }
-            Err(e) => Err((record, Fail::Failed(e))),
         }
     }
 
