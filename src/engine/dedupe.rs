@@ -16,7 +16,16 @@
 //! Holding it across the append makes "check, store, remember" atomic: a duplicate sent
 //! concurrently waits and then sees the original's receipt, and an id is remembered only for
 //! a record that was stored (in a durable broker, after its commit). The cost is that sends
-//! with ids to one topic or queue do not share a commit.
+//! with ids to one topic or queue do not share a commit, and that one waiting for room
+//! (`Overflow::Block`, a full queue) holds the lock while it waits.
+//!
+//! `send_async` cannot hold a lock across its wait for the commit: it remembers the id as
+//! soon as the record is staged, and [`Ids::forget`]s it if the commit fails (the store is
+//! then poisoned, and refuses every later send). So a duplicate sent while the original's
+//! commit is pending gets the receipt before that commit is done.
+//!
+//! Messages that reach a queue other than by a send (dead letters, redrive) are not
+//! deduplicated and not remembered.
 //!
 //! # Durable windows
 //!

@@ -24,7 +24,6 @@ use std::time::Duration;
 /// assert_eq!(window.max_ids(), Some(10_000));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
 pub struct Dedupe {
     within: Option<Duration>,
     last: Option<u64>,
@@ -79,16 +78,6 @@ impl Dedupe {
             (Some(Duration::ZERO), _) => Some("Dedupe::within must be longer than zero"),
             (_, Some(0)) => Some("Dedupe::last must be at least 1"),
             _ => None,
-        }
-    }
-}
-
-impl Default for Dedupe {
-    /// No limit at all, which is refused: only for reading declarations.
-    fn default() -> Self {
-        Self {
-            within: None,
-            last: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Sends to a queue, with or without a dedupe window: the window's ids are locked before the
 //! queue's state and held across the send ([`dedupe`](crate::engine::dedupe) has the order).
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::QueueCore;
 use crate::engine::dedupe::{self, Ids};
@@ -120,5 +120,13 @@ impl<T: Payload> QueueCore<T> {
         let sent = self.try_publish_with(record, id, wait, Some(&mut ids))?;
         ids.remember(message_id, sent.0, now);
         Ok(sent)
+    }
+}
+
+impl<T> QueueCore<T> {
+    /// The dedupe window's ids, locked; `None` if the queue has no window. Take it before the
+    /// state lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
+    pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
+        self.dedupe.as_ref().map(|ids| ids.lock())
     }
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use self::append::{QueueJob, QueueRunJob};
 use self::state::{Item, QueueState, Reason, Released};
@@ -425,12 +425,6 @@ impl<T> QueueCore<T> {
             ids.lock().forget(id, receipt);
         }
         Some(unshared(entry))
-    }
-
-    /// The dedupe window's ids, locked; `None` if the queue has no window. Take it before the
-    /// state lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
-    pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
-        self.dedupe.as_ref().map(|ids| ids.lock())
     }
 
     /// Forgets waiter `id` (a dropped `send_async` future).
