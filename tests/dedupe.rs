@@ -473,3 +473,31 @@ fn deleting_a_topic_deletes_its_window() {
     bus.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+both_backends!(a_duplicate_after_close_or_delete_is_refused);
+fn a_duplicate_after_close_or_delete_is_refused(backend: Backend) {
+    let bus = backend.bus();
+    let topic = bus
+        .topic_with::<u32>("t", topic_options(Dedupe::last(10)))
+        .unwrap();
+    let queue = bus
+        .queue_with::<u32>("q", QueueOptions::default().dedupe(Dedupe::last(10)))
+        .unwrap();
+    let (tp, qp) = (topic.producer(), queue.producer());
+    tp.send_record(Record::new(1).id("a")).unwrap();
+    qp.send_record(Record::new(1).id("a")).unwrap();
+    bus.delete_topic("t").unwrap();
+    assert!(matches!(
+        tp.send_record(Record::new(1).id("a")),
+        Err(SendError::Failed(_, Error::Deleted { .. }))
+    ));
+    bus.close().unwrap();
+    assert!(matches!(
+        qp.send_record(Record::new(1).id("a")),
+        Err(SendError::Disconnected(_))
+    ));
+    assert!(matches!(
+        qp.send_record_batch(vec![Record::new(1).id("a")]),
+        Err(SendError::Disconnected(_))
+    ));
+}

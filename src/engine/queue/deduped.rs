@@ -51,6 +51,9 @@ impl<T: Payload> QueueCore<T> {
             return self.publish_with(record, deadline, None);
         };
         let now = self.context.clock.now();
+        if self.is_shut() {
+            return Err((record, self.closed())); // a duplicate is no way around a close
+        }
         if let Some(receipt) = ids.seen(&id, now) {
             return Ok(receipt);
         }
@@ -80,6 +83,9 @@ impl<T: Payload> QueueCore<T> {
         else {
             return self.publish_batch_with(records, None);
         };
+        if self.is_shut() {
+            return Err((records, self.closed()));
+        }
         let now = self.context.clock.now();
         let mut split = match dedupe::split(&mut ids, records, now, &self.name) {
             Ok(split) => split,
@@ -114,6 +120,9 @@ impl<T: Payload> QueueCore<T> {
             return self.try_publish_with(record, id, wait, None);
         };
         let now = self.context.clock.now();
+        if self.is_shut() {
+            return Err((record, self.closed()));
+        }
         if let Some(receipt) = ids.seen(&message_id, now) {
             return Ok((receipt, None));
         }

@@ -98,6 +98,9 @@ impl<T: Payload> TopicCore<T> {
             return self.publish_with(record, deadline, None);
         };
         let now = self.context.clock.now();
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((record, self.closed())); // a duplicate is no way around a close
+        }
         if let Some(receipt) = ids.seen(&id, now) {
             return Ok(receipt);
         }
@@ -113,6 +116,9 @@ impl<T: Payload> TopicCore<T> {
         ids: &mut Ids,
         records: Vec<Record<T>>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((records, self.closed()));
+        }
         let now = self.context.clock.now();
         let mut split = match dedupe::split(ids, records, now, &self.name) {
             Ok(split) => split,
@@ -143,6 +149,9 @@ impl<T: Payload> TopicCore<T> {
             return self.try_publish_with(partition, record, id, wait, None);
         };
         let now = self.context.clock.now();
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((record, self.closed()));
+        }
         if let Some(receipt) = ids.seen(&message_id, now) {
             return Ok((receipt, None));
         }
