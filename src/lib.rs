@@ -132,14 +132,14 @@ pub use crate::error::{
 };
 pub use crate::message::{Message, Peeked};
 pub use crate::options::{
-    Backoff, Durability, GroupOptions, IdleOptions, Overflow, QueueOptions, Retention, Start,
-    SubscribeOptions, TopicOptions,
+    Backoff, Dedupe, Durability, GroupOptions, IdleOptions, Overflow, QueueOptions, Retention,
+    Start, SubscribeOptions, TopicOptions,
 };
 pub use crate::producer::Producer;
 pub use crate::queue::Queue;
 pub use crate::record::{
-    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Headers, Payload, Receipt,
-    Record,
+    DEAD_LETTER_DELIVERIES, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Headers, MAX_MESSAGE_ID_LEN,
+    MESSAGE_ID, Payload, Receipt, Record,
 };
 pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::topic::Topic;

@@ -37,6 +37,11 @@ macro_rules! record_accessors {
             self.delivery.headers()
         }
 
+        /// The producer-chosen message id ([`Record::id`](crate::Record::id)), if it has one.
+        pub fn id(&self) -> Option<&str> {
+            self.delivery.headers().message_id()
+        }
+
         /// The partition (0 for a queue).
         pub fn partition(&self) -> u32 {
             self.delivery.partition()

@@ -466,3 +466,65 @@ fn a_memory_broker_has_no_redb_transaction() {
     let mut tx = bus.transaction().unwrap();
     assert!(matches!(tx.redb(), Err(Error::NoDatabase)));
 }
+
+both_backends!(a_transaction_deduplicates_by_message_id);
+fn a_transaction_deduplicates_by_message_id(backend: Backend) {
+    let bus = backend.bus();
+    let window = embus::Dedupe::within(Duration::from_secs(60));
+    let orders = bus
+        .topic_with::<u32>(
+            "orders",
+            TopicOptions::default().partitions(2).dedupe(window),
+        )
+        .unwrap();
+    let jobs = bus
+        .queue_with::<u32>("jobs", QueueOptions::default().dedupe(window))
+        .unwrap();
+    let first = orders
+        .producer()
+        .send_record(Record::new(1).id("order-1"))
+        .unwrap();
+
+    let mut tx = bus.transaction().unwrap();
+    tx.send_record(&orders.producer(), Record::new(1).id("order-1"))
+        .unwrap(); // sent before
+    tx.send_record(&orders.producer(), Record::new(2).id("order-2"))
+        .unwrap();
+    tx.send_record(&orders.producer(), Record::new(2).id("order-2"))
+        .unwrap(); // twice in this one
+    tx.send_record(&jobs.producer(), Record::new(3).id("job-3"))
+        .unwrap();
+    tx.send_record(&jobs.producer(), Record::new(3).id("job-3"))
+        .unwrap();
+    let receipts = tx.commit().unwrap();
+    assert_eq!(receipts[0], first, "the original receipt");
+    assert_eq!(receipts[1], receipts[2]);
+    assert_eq!(receipts[3], receipts[4]);
+    assert_eq!(
+        (orders.retained(), jobs.len()),
+        (2, 1),
+        "each id stored once"
+    );
+
+    // A later send, in or out of a transaction, sees the transaction's ids.
+    let again = jobs
+        .producer()
+        .send_record(Record::new(3).id("job-3"))
+        .unwrap();
+    assert_eq!(again, receipts[3]);
+    let mut tx = bus.transaction().unwrap();
+    tx.send_record(&orders.producer(), Record::new(2).id("order-2"))
+        .unwrap();
+    assert_eq!(tx.commit().unwrap()[0], receipts[1]);
+    assert_eq!((orders.retained(), jobs.len()), (2, 1));
+
+    // An aborted transaction's ids are not remembered.
+    let mut tx = bus.transaction().unwrap();
+    tx.send_record(&jobs.producer(), Record::new(4).id("job-4"))
+        .unwrap();
+    drop(tx);
+    jobs.producer()
+        .send_record(Record::new(4).id("job-4"))
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+}

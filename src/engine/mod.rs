@@ -7,6 +7,7 @@
 //! [`Store`] trait, with payloads encoded at the seam ([`seam`]).
 
 mod deadlines;
+pub(crate) mod dedupe;
 pub(crate) mod delivery;
 mod idle;
 pub(crate) mod notify;

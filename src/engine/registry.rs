@@ -429,12 +429,15 @@ impl Context {
                 user,
             });
         }
-        let tables = match &options {
+        let mut tables: Vec<String> = match &options {
             DeclaredOptions::Topic(o) => (0..o.partition_count())
                 .flat_map(|p| LogId::partition(name, p).tables())
                 .collect(),
             DeclaredOptions::Queue(_) => LogId::queue(name).tables(),
         };
+        // A topic's partitions share its message id table: each names it.
+        tables.sort_unstable();
+        tables.dedup();
         let sinks = match declared.remove(name) {
             Some(d) => {
                 d.control.delete();

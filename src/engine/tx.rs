@@ -38,6 +38,7 @@ pub(crate) type LockKey = (Rank, usize, u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Rank {
     Group,
+    Dedupe,
     Partition,
     Queue,
 }

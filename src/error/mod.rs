@@ -158,6 +158,16 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// A record whose message id ([`Record::id`](crate::Record::id)) is empty, longer than
+    /// [`MAX_MESSAGE_ID_LEN`](crate::MAX_MESSAGE_ID_LEN) bytes, or not UTF-8 (set as a raw
+    /// header). The record is handed back in the send error.
+    #[error("invalid message id for `{name}`: {reason}")]
+    InvalidMessageId {
+        /// The topic or queue.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// No topic or queue of this name is declared in this run or stored in the file
     /// ([`Broker::delete_topic`](crate::Broker::delete_topic),
     /// [`Broker::delete_queue`](crate::Broker::delete_queue)).

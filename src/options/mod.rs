@@ -2,10 +2,12 @@
 //! one place.
 
 mod backoff;
+mod dedupe;
 mod group;
 mod subscribe;
 
 pub use self::backoff::Backoff;
+pub use self::dedupe::Dedupe;
 pub use self::group::GroupOptions;
 pub use self::subscribe::SubscribeOptions;
 
@@ -167,6 +169,8 @@ pub struct TopicOptions {
     /// Absent from declarations stored before compaction existed: off.
     compaction: bool,
     interest: bool,
+    /// Absent from declarations stored before dedupe existed: none.
+    dedupe: Option<Dedupe>,
 }
 
 impl TopicOptions {
@@ -289,6 +293,37 @@ impl TopicOptions {
         self.interest
     }
 
+    /// Deduplicates sends by message id ([`Record::id`](crate::Record::id)) within `window`:
+    /// a send whose id was already sent to this topic (to any partition) within the window
+    /// stores nothing and returns the original [`Receipt`](crate::Receipt). Default none.
+    /// See [`Dedupe`] for the window, and [`Record::id`](crate::Record::id) for what is
+    /// deduplicated and what it costs. A durable topic keeps its window across a reopen.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use embus::{Broker, Dedupe, Record, TopicOptions};
+    ///
+    /// let bus = Broker::memory();
+    /// let options = TopicOptions::default().dedupe(Dedupe::within(Duration::from_secs(120)));
+    /// let orders = bus.topic_with::<u32>("orders", options)?;
+    /// let producer = orders.producer();
+    /// let first = producer.send_record(Record::new(7).id("order-7"))?;
+    /// let again = producer.send_record(Record::new(7).id("order-7"))?;
+    /// assert_eq!(first, again);
+    /// assert_eq!(orders.retained(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn dedupe(mut self, window: Dedupe) -> Self {
+        self.dedupe = Some(window);
+        self
+    }
+
+    /// The dedupe window, if any ([`dedupe`](Self::dedupe)).
+    pub fn dedupe_window(&self) -> Option<Dedupe> {
+        self.dedupe
+    }
+
     /// The partition count.
     pub fn partition_count(&self) -> u32 {
         self.partitions
@@ -328,6 +363,9 @@ impl TopicOptions {
                  Retention::unlimited()",
             );
         }
+        if let Some(reason) = self.dedupe.and_then(|d| d.invalid()) {
+            return bad("dedupe", reason);
+        }
         if self.compaction && self.interest {
             return bad(
                 "retention_by_interest",
@@ -346,6 +384,7 @@ impl Default for TopicOptions {
             overflow: Overflow::default(),
             compaction: false,
             interest: false,
+            dedupe: None,
         }
     }
 }
@@ -375,6 +414,8 @@ pub struct QueueOptions {
     backoff: Backoff,
     message_ttl: Option<Duration>,
     priorities: Option<u8>,
+    /// Absent from declarations stored before dedupe existed: none.
+    dedupe: Option<Dedupe>,
 }
 
 impl QueueOptions {
@@ -464,6 +505,34 @@ impl QueueOptions {
         self
     }
 
+    /// Deduplicates sends by message id ([`Record::id`](crate::Record::id)) within `window`,
+    /// as [`TopicOptions::dedupe`]: a send whose id was already sent to this queue within the
+    /// window stores nothing and returns the original [`Receipt`](crate::Receipt), even if
+    /// that message was consumed and acked since. Default none.
+    ///
+    /// ```
+    /// use embus::{Broker, Dedupe, QueueOptions, Record};
+    ///
+    /// let bus = Broker::memory();
+    /// let options = QueueOptions::default().dedupe(Dedupe::last(1_000));
+    /// let jobs = bus.queue_with::<u32>("jobs", options)?;
+    /// let producer = jobs.producer();
+    /// let first = producer.send_record(Record::new(1).id("job-1"))?;
+    /// assert_eq!(producer.send_record(Record::new(1).id("job-1"))?, first);
+    /// assert_eq!(jobs.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn dedupe(mut self, window: Dedupe) -> Self {
+        self.dedupe = Some(window);
+        self
+    }
+
+    /// The dedupe window, if any ([`dedupe`](Self::dedupe)).
+    pub fn dedupe_window(&self) -> Option<Dedupe> {
+        self.dedupe
+    }
+
     /// The capacity.
     pub fn capacity_limit(&self) -> usize {
         self.capacity
@@ -519,6 +588,9 @@ impl QueueOptions {
             self.dead_letter.as_deref(),
             &self.backoff,
         )?;
+        if let Some(reason) = self.dedupe.and_then(|d| d.invalid()) {
+            return bad("dedupe", reason);
+        }
         if self.prefetch == Some(0) {
             return bad("prefetch", "must be at least 1");
         }
@@ -546,6 +618,7 @@ impl Default for QueueOptions {
             backoff: Backoff::default(),
             message_ttl: None,
             priorities: None,
+            dedupe: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct LogId {
     /// Compacted partitions: where a durable store keeps each key's latest offset (empty
     /// otherwise).
     keys: String,
+    /// Where a durable store keeps the message ids of the topic's or queue's dedupe window
+    /// (one table per topic, shared by its partitions).
+    ids: String,
 }
 
 impl LogId {
@@ -55,6 +58,7 @@ impl LogId {
             table,
             counts: String::new(),
             keys: String::new(),
+            ids: redb::ids_table(topic),
         }
     }
 
@@ -75,6 +79,7 @@ impl LogId {
             table,
             counts: redb::counts_table(queue),
             keys: String::new(),
+            ids: redb::ids_table(queue),
         }
     }
 
@@ -93,9 +98,15 @@ impl LogId {
         &self.keys
     }
 
-    /// Every table a durable store may keep for this log (to delete it).
+    /// The message id table of its topic or queue (dedupe).
+    pub(crate) fn ids_table(&self) -> &str {
+        &self.ids
+    }
+
+    /// Every table a durable store may keep for this log (to delete it). A topic's
+    /// partitions share its message id table: each names it.
     pub(crate) fn tables(&self) -> Vec<String> {
-        let mut tables = vec![self.table.clone()];
+        let mut tables = vec![self.table.clone(), self.ids.clone()];
         // A partition's key table exists only if it was compacted: name it anyway.
         let keys = redb::keys_table(&self.table);
         tables.extend(
@@ -163,6 +174,26 @@ pub(crate) enum Progress<'a> {
     },
 }
 
+/// A message id stored with its record in the same commit (dedupe): a durable store adds the
+/// row `id -> (partition, key, timestamp)` to the log's [ids table](LogId::ids_table), after
+/// deleting the rows of `forget`, ids that left the window since the last send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdRow {
+    pub(crate) id: Box<str>,
+    pub(crate) partition: u32,
+    pub(crate) forget: Vec<Box<str>>,
+}
+
+/// A stored message id read back ([`Store::message_ids`]): where its message was stored, and
+/// when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredId {
+    pub(crate) id: Box<str>,
+    pub(crate) partition: u32,
+    pub(crate) key: u64,
+    pub(crate) ts: Nanos,
+}
+
 /// One send, as the engine describes it to the store.
 pub(crate) trait Append {
     /// Memory mode: checks for room and publishes, under one lock.
@@ -185,8 +216,9 @@ pub(crate) trait Append {
 /// What a durable store collects from [`Append::stage`].
 pub(crate) trait Stager {
     /// One staged record of `sink`: its key, timestamp and counted size (its bytes are the
-    /// next of those [`Append::encode`] returned).
-    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32);
+    /// next of those [`Append::encode`] returned), and the message id to store with it in the
+    /// same commit, if it has one under a dedupe window.
+    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, id: Option<IdRow>);
     /// The run is complete (called under the target's lock, even if nothing was staged).
     fn end(&mut self);
 }
@@ -206,10 +238,21 @@ pub(crate) trait TxJob {
     fn unstage(&mut self);
 }
 
+/// One staged record of a transaction ([`TxLog::record`]).
+pub(crate) struct TxRecord<'a> {
+    pub(crate) sink: &'a Arc<dyn Sink>,
+    pub(crate) key: u64,
+    pub(crate) ts: Nanos,
+    pub(crate) size: u32,
+    pub(crate) body: Vec<u8>,
+    pub(crate) id: Option<IdRow>,
+}
+
 /// What a durable store collects from [`TxJob::run`]: everything commits together.
 pub(crate) trait TxLog {
-    /// One staged record of `sink`: its key, timestamp, counted size and encoded body.
-    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, body: Vec<u8>);
+    /// One staged record of `sink`: its key, timestamp, counted size, encoded body and, under
+    /// a dedupe window, its message id's row.
+    fn record(&mut self, staged: TxRecord<'_>);
     /// Consumer progress that commits with the records (an ack, a group position).
     fn progress(&mut self, change: Progress<'_>);
     /// The transaction is complete: hands it to the writer as one request (called under the
@@ -332,6 +375,15 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Where `log` stands.
     fn restore(&self, log: &LogId) -> Result<Restored, Error>;
+
+    /// The message ids stored in `log`'s [ids table](LogId::ids_table) (dedupe), in no
+    /// particular order; none for a store that keeps nothing (the default). The table holds
+    /// only the ids of the window as the last commit left it (and those it dropped since),
+    /// so this never reads the log.
+    fn message_ids(&self, log: &LogId) -> Result<Vec<StoredId>, Error> {
+        let _ = log;
+        Ok(Vec::new())
+    }
 
     /// Stored group positions of `topic`: (group, partition, first unacked offset).
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error>;

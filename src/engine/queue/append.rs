@@ -6,9 +6,10 @@ use parking_lot::MutexGuard;
 
 use super::QueueCore;
 use super::state::QueueState;
+use crate::engine::dedupe::Ids;
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload};
-use crate::store::{Append, Stager};
+use crate::store::{Append, IdRow, Stager};
 
 /// One record to a queue, as the store sees it.
 pub(super) struct QueueJob<'a, T> {
@@ -16,6 +17,8 @@ pub(super) struct QueueJob<'a, T> {
     /// The entry, until published or staged (and again if handed back).
     pub(super) entry: Option<Arc<Entry<T>>>,
     pub(super) id: Option<u64>,
+    /// The dedupe window's ids, locked, if the record has an id.
+    pub(super) dedupe: Option<&'a mut Ids>,
 }
 
 /// A run of records to a queue (`send_batch`), as the store sees it: all or nothing.
@@ -24,6 +27,8 @@ pub(super) struct QueueRunJob<'a, T> {
     /// The entries, until published or staged (and again if handed back).
     pub(super) entries: Vec<Arc<Entry<T>>>,
     pub(super) ids: Vec<u64>,
+    /// The dedupe window's ids, locked, if records have ids.
+    pub(super) dedupe: Option<&'a mut Ids>,
 }
 
 impl<T: Payload> Append for QueueRunJob<'_, T> {
@@ -53,8 +58,9 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
         };
         let mut ids = Vec::with_capacity(self.entries.len());
         for entry in std::mem::take(&mut self.entries) {
+            let row = message_row(self.dedupe.as_deref_mut(), &entry);
             let id = state.stage(now, entry);
-            stager.record(&queue.sink, id, now, 0);
+            stager.record(&queue.sink, id, now, 0, row);
             ids.push(id);
         }
         stager.end();
@@ -115,8 +121,9 @@ impl<T: Payload> Append for QueueJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
+        let row = message_row(self.dedupe.as_deref_mut(), &entry);
         let id = state.stage(now, entry);
-        stager.record(&queue.sink, id, now, 0);
+        stager.record(&queue.sink, id, now, 0, row);
         self.id = Some(id);
         stager.end();
     }
@@ -126,4 +133,9 @@ impl<T: Payload> Append for QueueJob<'_, T> {
             self.entry = self.queue.state.lock().unstage(id);
         }
     }
+}
+
+/// The message id row a durable store writes with `entry` (dedupe), if it has an id.
+fn message_row<T>(dedupe: Option<&mut Ids>, entry: &Entry<T>) -> Option<IdRow> {
+    dedupe?.row(entry.message_id()?, 0)
 }

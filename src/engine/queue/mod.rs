@@ -5,6 +5,7 @@ mod admin;
 mod alarm;
 mod append;
 mod consumer;
+mod deduped;
 mod from_group;
 mod item;
 mod ready;
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 use self::append::{QueueJob, QueueRunJob};
 use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
+use crate::engine::dedupe::Ids;
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
@@ -58,6 +60,9 @@ pub(crate) struct QueueCore<T> {
     /// clock only: a manual clock's advance wakes it), under this waiter id.
     alarm: Option<(std::task::Waker, u64)>,
     dead_letter: Option<Arc<QueueCore<T>>>,
+    /// The message ids of the dedupe window, if the queue has one: locked before the state
+    /// ([`dedupe`](crate::engine::dedupe) has the order).
+    dedupe: Option<Mutex<Ids>>,
     /// What the durable store's writer publishes into.
     sink: Arc<dyn Sink>,
     /// Payloads to and from the store's bytes.
@@ -133,6 +138,7 @@ impl<T: Payload> QueueCore<T> {
             }
         }
         state.start_ids_at(restored.end);
+        let dedupe = deduped::restore(&log, options.dedupe_window(), &context)?;
         let ready = state.ready_len();
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             alarm: alarm::alarm(me, &context),
@@ -146,6 +152,7 @@ impl<T: Payload> QueueCore<T> {
             ready: AtomicUsize::new(ready),
             earliest: AtomicU64::new(u64::MAX),
             dead_letter,
+            dedupe,
             sink: Arc::new(QueueSink {
                 queue: Weak::clone(me),
                 log,
@@ -164,23 +171,26 @@ impl<T: Payload> QueueCore<T> {
         Ok(core)
     }
 
-    /// Stores and enqueues one record, waiting for capacity until `deadline`.
-    pub(crate) fn publish(
+    /// Stores and enqueues one record, waiting for capacity until `deadline`, with the dedupe
+    /// window's ids locked if the record has an id (they are written with it).
+    pub(crate) fn publish_with(
         &self,
         record: Record<T>,
         deadline: Deadline,
+        ids: Option<&mut Ids>,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         match self.wait_for_room(deadline) {
-            Ok(()) => self.append(record, false).map(|(receipt, _)| receipt),
+            Ok(()) => self.append(record, false, ids).map(|(receipt, _)| receipt),
             Err(fail) => Err((record, fail)),
         }
     }
 
     /// Stores and enqueues records in order, waiting for capacity for each; on failure hands
-    /// back the records not sent.
-    pub(crate) fn publish_batch(
+    /// back the records not sent. With the dedupe window's ids locked if records have ids.
+    pub(crate) fn publish_batch_with(
         &self,
         records: Vec<Record<T>>,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         let mut receipts = Vec::with_capacity(records.len());
         let mut rest: VecDeque<Record<T>> = records.into();
@@ -195,7 +205,7 @@ impl<T: Payload> QueueCore<T> {
                 take += 1;
             }
             let run: Vec<Record<T>> = rest.drain(..take).collect();
-            match self.append_run(run) {
+            match self.append_run(run, ids.as_deref_mut()) {
                 Ok(mut sent) => receipts.append(&mut sent),
                 Err((mut back, fail)) => {
                     back.extend(rest);
@@ -207,7 +217,11 @@ impl<T: Payload> QueueCore<T> {
     }
 
     /// Stores and enqueues records whose capacity is reserved, in one store call.
-    fn append_run(&self, run: Vec<Record<T>>) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+    fn append_run(
+        &self,
+        run: Vec<Record<T>>,
+        dedupe: Option<&mut Ids>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         let mut job = QueueRunJob {
             queue: self,
             entries: run
@@ -215,6 +229,7 @@ impl<T: Payload> QueueCore<T> {
                 .map(|r| Arc::new(Entry::new(r, 0)))
                 .collect(),
             ids: Vec::new(),
+            dedupe,
         };
         let stored = self.context.append(&mut job, false);
         let fail = match stored {
@@ -236,12 +251,14 @@ impl<T: Payload> QueueCore<T> {
 
     /// One attempt to enqueue; on [`Fail::Full`] registers waiter `id` as `wait` says
     /// (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable store's
-    /// commit is not waited for (poll the ticket).
-    pub(crate) fn try_publish(
+    /// commit is not waited for (poll the ticket). With the dedupe window's ids locked if the
+    /// record has an id.
+    fn try_publish_with(
         &self,
         record: Record<T>,
         id: u64,
         wait: Wait<'_>,
+        ids: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         if self.is_shut() {
             return Err((record, self.closed()));
@@ -257,16 +274,22 @@ impl<T: Payload> QueueCore<T> {
                 Room::Closed => return Err((record, self.closed())),
             }
         }
-        self.append(record, true)
+        self.append(record, true, ids)
     }
 
     /// Stores and enqueues a record whose capacity is reserved (with `defer`, a durable
     /// store's commit may still be pending: the ticket).
-    fn append(&self, record: Record<T>, defer: bool) -> Result<Sent, (Record<T>, Fail)> {
+    fn append(
+        &self,
+        record: Record<T>,
+        defer: bool,
+        dedupe: Option<&mut Ids>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
         let mut job = QueueJob {
             queue: self,
             entry: Some(Arc::new(Entry::new(record, 0))),
             id: None,
+            dedupe,
         };
         let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.id) {
@@ -400,6 +423,9 @@ impl<T> QueueCore<T> {
         let woken = state.writers.take();
         drop(state);
         woken.wake();
+        if let (Some(ids), Some(id)) = (&self.dedupe, entry.message_id()) {
+            ids.lock().forget(id, receipt);
+        }
         Some(unshared(entry))
     }
 

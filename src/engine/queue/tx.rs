@@ -9,14 +9,15 @@ use super::state::{Item, QueueState, Reason};
 use super::{QueueCore, unshared};
 use crate::engine::Delivery;
 use crate::engine::Fail;
+use crate::engine::dedupe::{self, Ids};
 use crate::engine::notify::Woken;
 use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog};
+use crate::store::{Progress, TxLog, TxRecord};
 
 /// One record of a transaction for a queue.
-struct TxRecord<T> {
+struct Pending<T> {
     /// The send's number in its transaction.
     index: usize,
     /// The entry, until staged (and again if taken back).
@@ -25,12 +26,16 @@ struct TxRecord<T> {
     body: Option<Vec<u8>>,
     /// Where it was staged: id and timestamp.
     staged: Option<(u64, Nanos)>,
+    /// Its message id, under a dedupe window.
+    id: Option<Box<str>>,
+    /// The original's receipt, if it is a duplicate (it stores nothing).
+    duplicate: Option<Receipt>,
 }
 
 /// A queue's share of a transaction.
 pub(crate) struct QueuePart<T> {
     queue: Arc<QueueCore<T>>,
-    records: Vec<TxRecord<T>>,
+    records: Vec<Pending<T>>,
     /// Deliveries to ack.
     acks: Vec<Delivery<T>>,
     /// Capacity units taken for the records.
@@ -39,6 +44,8 @@ pub(crate) struct QueuePart<T> {
     /// unlocked.
     woken: Woken,
     dead: Vec<(Item<T>, Reason)>,
+    /// When it was staged (the dedupe window's clock).
+    now: Nanos,
 }
 
 impl<T: Payload> QueueCore<T> {
@@ -52,6 +59,10 @@ impl<T: Payload> QueueCore<T> {
         if self.is_shut() {
             return Err((record, self.closed()));
         }
+        let id = match dedupe::id_of(&record, &self.name) {
+            Ok(id) => self.dedupe.as_ref().and(id).map(Box::from),
+            Err(e) => return Err((record, Fail::Failed(e))),
+        };
         let entry = Arc::new(Entry::new(record, 0));
         let body = if self.context.store.reads_back() {
             match self.coder.encode_entry(&entry) {
@@ -64,11 +75,13 @@ impl<T: Payload> QueueCore<T> {
         let index = tx.sends;
         tx.sends += 1;
         let part = tx.part(address(self), || QueuePart::new(self));
-        part.records.push(TxRecord {
+        part.records.push(Pending {
             index,
             entry: Some(entry),
             body,
             staged: None,
+            id,
+            duplicate: None,
         });
         Ok(())
     }
@@ -94,11 +107,36 @@ impl<T: Payload> QueuePart<T> {
             reserved: 0,
             woken: Woken::none(),
             dead: Vec::new(),
+            now: 0,
         }
     }
 
     fn key(&self) -> LockKey {
         (Rank::Queue, address(&self.queue), 0)
+    }
+
+    fn dedupe_key(&self) -> LockKey {
+        (Rank::Dedupe, address(&self.queue), 0)
+    }
+
+    /// The receipt a record with `id` gets without being stored: the window's, or that of an
+    /// earlier record of this transaction with the same id.
+    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
+        let id = self.records[at].id.as_deref()?;
+        let earlier = self.records[..at]
+            .iter()
+            .filter(|r| r.id.as_deref() == Some(id));
+        let receipt = |r: &Pending<T>| {
+            let staged = r.staged.map(|(offset, _)| Receipt {
+                partition: 0,
+                offset,
+            });
+            r.duplicate.or(staged)
+        };
+        if let Some(receipt) = earlier.filter_map(receipt).next() {
+            return Some(receipt);
+        }
+        held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
     }
 
     /// The records not committed, with their send numbers (the transaction hands them back).
@@ -115,6 +153,24 @@ impl<T: Payload> QueuePart<T> {
         match self.queue.check_live() {
             Err(e) => e,
             Ok(()) => Error::Closed,
+        }
+    }
+}
+
+/// A queue's dedupe window's lock.
+struct DedupeLock<T> {
+    queue: Arc<QueueCore<T>>,
+}
+
+impl<T: Payload> Lockable for DedupeLock<T> {
+    fn key(&self) -> LockKey {
+        (Rank::Dedupe, address(&self.queue), 0)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        match self.queue.dedupe() {
+            Some(ids) => Box::new(ids),
+            None => unreachable!("locked only for a queue with a window"),
         }
     }
 }
@@ -144,6 +200,11 @@ impl<T: Payload> Part for QueuePart<T> {
     }
 
     fn locks(&self, out: &mut Vec<Box<dyn Lockable>>) {
+        if self.records.iter().any(|r| r.id.is_some()) {
+            out.push(Box::new(DedupeLock {
+                queue: Arc::clone(&self.queue),
+            }));
+        }
         out.push(Box::new(QueueLock {
             queue: Arc::clone(&self.queue),
         }));
@@ -184,9 +245,14 @@ impl<T: Payload> Part for QueuePart<T> {
         if self.queue.is_shut() {
             return Err(self.shut());
         }
-        let key = self.key();
-        let state: &mut QueueState<T> = held.get(key);
-        for record in &mut self.records {
+        self.now = now;
+        for at in 0..self.records.len() {
+            if let Some(receipt) = self.duplicate_of(held, at) {
+                self.records[at].duplicate = Some(receipt);
+                continue;
+            }
+            let state: &mut QueueState<T> = held.get(self.key());
+            let record = &mut self.records[at];
             if let Some(entry) = record.entry.take() {
                 record.staged = Some((state.stage(now, entry), now));
             }
@@ -198,6 +264,7 @@ impl<T: Payload> Part for QueuePart<T> {
         let key = self.key();
         let state: &mut QueueState<T> = held.get(key);
         for record in self.records.iter_mut().rev() {
+            record.duplicate = None;
             if let Some((id, _)) = record.staged.take() {
                 record.entry = state.retract(id);
             }
@@ -226,21 +293,45 @@ impl<T: Payload> Part for QueuePart<T> {
     }
 
     fn apply(&mut self, held: &mut Held<'_>, mut log: Option<&mut dyn TxLog>) {
-        let key = self.key();
-        let state: &mut QueueState<T> = held.get(key);
         let mut upto = None;
-        for record in &mut self.records {
-            let Some((id, ts)) = record.staged else {
+        let mut duplicates = 0;
+        for at in 0..self.records.len() {
+            let Some((key, ts)) = self.records[at].staged else {
+                duplicates += usize::from(self.records[at].duplicate.is_some());
                 continue;
             };
-            match log.as_deref_mut() {
-                Some(log) => {
-                    let body = record.body.take().unwrap_or_default();
-                    log.record(&self.queue.sink, id, ts, 0, body);
+            // Its id joins the window now, under the window's lock; a durable store writes it
+            // with the record.
+            let receipt = Receipt {
+                partition: 0,
+                offset: key,
+            };
+            let row = match self.records[at].id.clone() {
+                Some(id) => {
+                    let ids = held.get::<Ids>(self.dedupe_key());
+                    let row = ids.row(&id, 0);
+                    ids.remember(id, receipt, self.now);
+                    row
                 }
-                None => upto = Some(id + 1),
+                None => None,
+            };
+            match log.as_deref_mut() {
+                Some(log) => log.record(TxRecord {
+                    sink: &self.queue.sink,
+                    key,
+                    ts,
+                    size: 0,
+                    body: self.records[at].body.take().unwrap_or_default(),
+                    id: row,
+                }),
+                None => upto = Some(key + 1),
             }
         }
+        // Duplicates store nothing: their capacity goes back.
+        if duplicates > 0 {
+            self.queue.occupied.fetch_sub(duplicates, Ordering::AcqRel);
+        }
+        let state: &mut QueueState<T> = held.get(self.key());
         self.reserved = 0; // the records hold their capacity now
         if let Some(upto) = upto {
             state.publish_staged(upto);
@@ -274,8 +365,23 @@ impl<T: Payload> Part for QueuePart<T> {
     }
 
     fn unstage(&mut self) {
+        if let Some(mut ids) = self.queue.dedupe() {
+            for record in &self.records {
+                if let (Some((key, _)), Some(id)) = (record.staged, record.id.as_deref()) {
+                    let offset = key;
+                    ids.forget(
+                        id,
+                        Receipt {
+                            partition: 0,
+                            offset,
+                        },
+                    );
+                }
+            }
+        }
         let mut state = self.queue.state.lock();
         for record in &mut self.records {
+            record.duplicate = None;
             if let Some((id, _)) = record.staged.take() {
                 record.entry = state.unstage(id);
                 if record.entry.is_some() {
@@ -290,11 +396,11 @@ impl<T: Payload> Part for QueuePart<T> {
 
     fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
         for record in &self.records {
-            if let Some((id, _)) = record.staged {
-                let receipt = Receipt {
-                    partition: 0,
-                    offset: id,
-                };
+            let staged = record.staged.map(|(offset, _)| Receipt {
+                partition: 0,
+                offset,
+            });
+            if let Some(receipt) = record.duplicate.or(staged) {
                 out.push((record.index, receipt));
             }
         }

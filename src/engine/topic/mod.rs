@@ -1,5 +1,6 @@
 //! The engine of one topic: partitions, producers' appends, groups and waiting for room.
 
+mod deduped;
 mod group;
 mod groups;
 mod load;
@@ -13,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use self::group::{Group, Member, Why};
 pub(crate) use self::groups::{is_group_declaration, stored_dead_letter};
@@ -23,6 +24,7 @@ pub(crate) use self::log::{
 pub(crate) use self::subscriber::Subscriber;
 pub(crate) use self::tx::TopicPart;
 
+use crate::engine::dedupe::Ids;
 use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
@@ -41,6 +43,9 @@ pub(crate) struct TopicCore<T> {
     sinks: Box<[Arc<dyn Sink>]>,
     round_robin: AtomicU32,
     groups: Mutex<HashMap<String, Arc<Group<T>>>>,
+    /// The message ids of the dedupe window, if the topic has one: locked before any
+    /// partition ([`dedupe`](crate::engine::dedupe) has the order).
+    dedupe: Option<Mutex<Ids>>,
     /// Payloads to and from the store's bytes.
     coder: seam::Coder<T>,
     pub(crate) context: Arc<Context>,
@@ -109,6 +114,7 @@ impl<T: Payload> TopicCore<T> {
         for part in &partitions {
             part.lock().trim(&limits, now, None);
         }
+        let dedupe = deduped::restore(name, options.dedupe_window(), &context)?;
         let stored_groups = context.store.groups(name)?;
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
         names.dedup();
@@ -132,6 +138,7 @@ impl<T: Payload> TopicCore<T> {
                 .collect(),
             round_robin: AtomicU32::new(0),
             groups: Mutex::new(HashMap::new()),
+            dedupe,
             coder: seam::Coder::new(name, context.codec),
             context,
             gone: Gone::default(),
@@ -187,16 +194,18 @@ impl<T: Payload> TopicCore<T> {
         log.end() - position.clamp(log.base(), log.end())
     }
 
-    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`.
-    pub(crate) fn publish(
+    /// [`publish`](Self::publish), with the dedupe window's ids locked if the record has one
+    /// (they are written with it).
+    pub(crate) fn publish_with(
         &self,
         mut record: Record<T>,
         deadline: Deadline,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         let partition = self.pick_partition(record.key_ref());
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, false) {
+            match self.publish_once(partition, record, size, false, ids.as_deref_mut()) {
                 Err((declined, Fail::Full)) => record = declined,
                 done => return done.map(|(receipt, _)| receipt),
             }
@@ -206,12 +215,12 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
-    /// for as many records as have room; waits for room (under `Block`) like `publish`. On
-    /// failure, hands back the records not sent, in input order.
-    pub(crate) fn publish_batch(
+    /// [`publish_batch`](Self::publish_batch) of records that are not duplicates, with the
+    /// dedupe window's ids locked if some have one (they are written with them).
+    pub(crate) fn publish_batch_with(
         &self,
         records: Vec<Record<T>>,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         if let Err(fail) = self.refuses(records.iter()) {
             return Err((records, fail));
@@ -230,7 +239,13 @@ impl<T: Payload> TopicCore<T> {
             let partition = partition as u32;
             let mut pending: VecDeque<(usize, Record<T>)> = run.into();
             while !pending.is_empty() {
-                let result = self.append_run(partition, &mut pending, &mut receipts, &mut returned);
+                let result = self.append_run(
+                    partition,
+                    &mut pending,
+                    &mut receipts,
+                    &mut returned,
+                    ids.as_deref_mut(),
+                );
                 let size = pending.front().map(|(_, r)| self.size_of(r));
                 let fail = match (result, size) {
                     (Ok(()), None) => break,
@@ -261,6 +276,7 @@ impl<T: Payload> TopicCore<T> {
         pending: &mut VecDeque<(usize, Record<T>)>,
         receipts: &mut [Option<Receipt>],
         returned: &mut Vec<(usize, Record<T>)>,
+        ids: Option<&mut Ids>,
     ) -> Result<(), Fail> {
         let mut job = RunJob {
             topic: self,
@@ -270,6 +286,7 @@ impl<T: Payload> TopicCore<T> {
             staged: Vec::new(),
             returned,
             closed: false,
+            ids,
         };
         let stored = self.context.append(&mut job, false);
         match (stored, job.closed) {
@@ -279,19 +296,19 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
-    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable
-    /// store's commit is not waited for (poll the ticket).
-    pub(crate) fn try_publish(
+    /// [`try_publish`](Self::try_publish), with the dedupe window's ids locked if the record
+    /// has one.
+    fn try_publish_with(
         &self,
         partition: u32,
         mut record: Record<T>,
         id: u64,
         wait: Wait<'_>,
+        mut ids: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, true) {
+            match self.publish_once(partition, record, size, true, ids.as_deref_mut()) {
                 Err((declined, Fail::Full)) if wait.takes_locks() => record = declined,
                 done => return done,
             }
@@ -311,6 +328,7 @@ impl<T: Payload> TopicCore<T> {
         record: Record<T>,
         size: u32,
         defer: bool,
+        ids: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         if self.context.is_closed() {
             return Err((record, Fail::Disconnected));
@@ -324,6 +342,7 @@ impl<T: Payload> TopicCore<T> {
             entry: Some(Entry::new(record, size)),
             offset: None,
             closed: false,
+            ids,
         };
         let stored = self.context.append(&mut job, defer);
         let fail = match (stored, job.offset) {
@@ -454,7 +473,16 @@ impl<T> TopicCore<T> {
     pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
         let part = self.partitions.get(receipt.partition as usize)?;
         let entry = part.lock().unstage(receipt.offset)?;
+        if let (Some(ids), Some(id)) = (&self.dedupe, entry.message_id()) {
+            ids.lock().forget(id, receipt);
+        }
         Some(entry.into_record())
+    }
+
+    /// The dedupe window's ids, locked; `None` if the topic has no window. Take it before any
+    /// partition lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
+    pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
+        self.dedupe.as_ref().map(|ids| ids.lock())
     }
 
     /// Forgets waiter `id` (a dropped `send_async` future).
@@ -496,7 +524,8 @@ impl<T> TopicCore<T> {
         }
     }
 
-    /// A deleted topic refuses sends; a compacted one, records without a key.
+    /// A deleted topic refuses sends; a compacted one, records without a key; every topic,
+    /// records with an invalid message id.
     fn refuses<'a>(&self, mut records: impl Iterator<Item = &'a Record<T>>) -> Result<(), Fail>
     where
         T: 'a,
@@ -504,12 +533,16 @@ impl<T> TopicCore<T> {
         if self.gone.is_set() {
             return Err(Fail::Failed(self.deleted()));
         }
-        if self.options.is_compacted() && records.any(|r| r.key_ref().is_none()) {
-            return Err(Fail::Failed(Error::KeyRequired {
-                topic: self.name.clone(),
-            }));
-        }
-        Ok(())
+        let compacted = self.options.is_compacted();
+        records.try_for_each(|r| {
+            if compacted && r.key_ref().is_none() {
+                return Err(Fail::Failed(Error::KeyRequired {
+                    topic: self.name.clone(),
+                }));
+            }
+            crate::engine::dedupe::id_of(r, &self.name).map_err(Fail::Failed)?;
+            Ok(())
+        })
     }
 }
 
@@ -578,6 +611,8 @@ struct OneJob<'a, T> {
     entry: Option<Entry<T>>,
     offset: Option<u64>,
     closed: bool,
+    /// The dedupe window's ids, locked, if the record has an id.
+    ids: Option<&'a mut Ids>,
 }
 
 impl<T: Payload> Append for OneJob<'_, T> {
@@ -619,8 +654,12 @@ impl<T: Payload> Append for OneJob<'_, T> {
         match self.topic.room(&mut log, now, entry.size) {
             Ok(()) => {
                 let size = entry.size;
+                let row = self.ids.as_deref_mut().and_then(|ids| {
+                    let id = entry.message_id()?;
+                    ids.row(id, self.partition)
+                });
                 let (offset, ts) = log.stage(now, entry);
-                stager.record(&self.topic.sinks[p], offset, ts, size);
+                stager.record(&self.topic.sinks[p], offset, ts, size, row);
                 self.offset = Some(offset);
             }
             Err(closed) => {
@@ -649,6 +688,8 @@ struct RunJob<'a, 'b, T> {
     staged: Vec<(usize, u64)>,
     returned: &'b mut Vec<(usize, Record<T>)>,
     closed: bool,
+    /// The dedupe window's ids, locked, if records have ids.
+    ids: Option<&'b mut Ids>,
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
@@ -703,14 +744,21 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let mut log = self.topic.partitions[p].lock();
         let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
+        let mut ids = self.ids.take();
+        let partition = self.partition;
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;
+            let row = ids.as_deref_mut().and_then(|ids| {
+                let id = entry.message_id()?;
+                ids.row(id, partition)
+            });
             let (offset, ts) = log.stage(now, entry);
-            stager.record(sink, offset, ts, size);
+            stager.record(sink, offset, ts, size, row);
             staged.push((index, offset));
             offset
         });
         self.staged = staged;
+        self.ids = ids;
         stager.end();
     }
 

@@ -8,14 +8,15 @@ use super::group::GroupState;
 use super::{Group, Log, TopicCore};
 use crate::engine::Delivery;
 use crate::engine::Fail;
+use crate::engine::dedupe::Ids;
 use crate::engine::notify::Woken;
 use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog};
+use crate::store::{Progress, TxLog, TxRecord};
 
 /// One record of a transaction, for one partition.
-struct TxRecord<T> {
+struct Pending<T> {
     /// The send's number in its transaction.
     index: usize,
     partition: u32,
@@ -26,16 +27,22 @@ struct TxRecord<T> {
     /// Where it was staged: offset and timestamp.
     staged: Option<(u64, Nanos)>,
     size: u32,
+    /// Its message id, under a dedupe window.
+    id: Option<Box<str>>,
+    /// The original's receipt, if it is a duplicate (it stores nothing).
+    duplicate: Option<Receipt>,
 }
 
 /// A topic's share of a transaction.
 pub(crate) struct TopicPart<T> {
     topic: Arc<TopicCore<T>>,
-    records: Vec<TxRecord<T>>,
+    records: Vec<Pending<T>>,
     /// Group deliveries to ack.
     acks: Vec<Delivery<T>>,
     /// Whom the commit wakes, once unlocked.
     woken: Woken,
+    /// When it was staged (the dedupe window's clock).
+    now: Nanos,
 }
 
 impl<T: Payload> TopicCore<T> {
@@ -55,6 +62,7 @@ impl<T: Payload> TopicCore<T> {
         }
         let partition = self.pick_partition(record.key_ref());
         let size = self.size_of(&record);
+        let id = self.dedupe.as_ref().and(record.message_id()).map(Box::from);
         let entry = Entry::new(record, size);
         let body = if self.context.store.reads_back() {
             match self.coder.encode_entry(&entry) {
@@ -67,13 +75,15 @@ impl<T: Payload> TopicCore<T> {
         let index = tx.sends;
         tx.sends += 1;
         let part = tx.part(address(self), || TopicPart::new(self));
-        part.records.push(TxRecord {
+        part.records.push(Pending {
             index,
             partition,
             entry: Some(entry),
             body,
             staged: None,
             size,
+            id,
+            duplicate: None,
         });
         Ok(())
     }
@@ -97,11 +107,36 @@ impl<T: Payload> TopicPart<T> {
             records: Vec::new(),
             acks: Vec::new(),
             woken: Woken::none(),
+            now: 0,
         }
     }
 
     fn partition_key(&self, partition: u32) -> LockKey {
         (Rank::Partition, address(&self.topic), partition)
+    }
+
+    fn dedupe_key(&self) -> LockKey {
+        (Rank::Dedupe, address(&self.topic), 0)
+    }
+
+    /// The receipt a record with `id` gets without being stored: the window's, or that of an
+    /// earlier record of this transaction with the same id.
+    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
+        let id = self.records[at].id.as_deref()?;
+        let earlier = self.records[..at]
+            .iter()
+            .filter(|r| r.id.as_deref() == Some(id));
+        let receipt = |r: &Pending<T>| {
+            let staged = r.staged.map(|(offset, _)| Receipt {
+                partition: r.partition,
+                offset,
+            });
+            r.duplicate.or(staged)
+        };
+        if let Some(receipt) = earlier.filter_map(receipt).next() {
+            return Some(receipt);
+        }
+        held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
     }
 
     /// The records not committed, with their send numbers (the transaction hands them back).
@@ -136,6 +171,24 @@ impl<T: Payload> Lockable for PartitionLock<T> {
 
     fn lock(&self) -> Box<dyn Guard + '_> {
         Box::new(self.topic.partitions[self.partition as usize].lock())
+    }
+}
+
+/// A dedupe window's lock.
+struct DedupeLock<T> {
+    topic: Arc<TopicCore<T>>,
+}
+
+impl<T: Payload> Lockable for DedupeLock<T> {
+    fn key(&self) -> LockKey {
+        (Rank::Dedupe, address(&self.topic), 0)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        match self.topic.dedupe() {
+            Some(ids) => Box::new(ids),
+            None => unreachable!("locked only for a topic with a window"),
+        }
     }
 }
 
@@ -175,6 +228,11 @@ impl<T: Payload> Part for TopicPart<T> {
         }
         partitions.sort_unstable();
         partitions.dedup();
+        if self.records.iter().any(|r| r.id.is_some()) {
+            out.push(Box::new(DedupeLock {
+                topic: Arc::clone(&self.topic),
+            }));
+        }
         for partition in partitions {
             out.push(Box::new(PartitionLock {
                 topic: Arc::clone(&self.topic),
@@ -190,7 +248,12 @@ impl<T: Payload> Part for TopicPart<T> {
     fn unreserve(&mut self) {}
 
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
+        self.now = now;
         for at in 0..self.records.len() {
+            if let Some(receipt) = self.duplicate_of(held, at) {
+                self.records[at].duplicate = Some(receipt);
+                continue;
+            }
             let partition = self.records[at].partition;
             let key = self.partition_key(partition);
             let log: &mut Log<T> = held.get(key);
@@ -219,6 +282,7 @@ impl<T: Payload> Part for TopicPart<T> {
 
     fn retract(&mut self, held: &mut Held<'_>) {
         for at in (0..self.records.len()).rev() {
+            self.records[at].duplicate = None;
             let Some((offset, _)) = self.records[at].staged else {
                 continue;
             };
@@ -257,19 +321,35 @@ impl<T: Payload> Part for TopicPart<T> {
         // Records: to the store, which publishes them after its commit; or published now,
         // each partition's run at once.
         let mut ends: Vec<(u32, u64)> = Vec::new();
-        for record in &mut self.records {
-            let Some((offset, ts)) = record.staged else {
+        for at in 0..self.records.len() {
+            let Some((offset, ts)) = self.records[at].staged else {
                 continue;
             };
-            match log.as_deref_mut() {
-                Some(log) => {
-                    let body = record.body.take().unwrap_or_default();
-                    let sink = &self.topic.sinks[record.partition as usize];
-                    log.record(sink, offset, ts, record.size, body);
+            let partition = self.records[at].partition;
+            // Its id joins the window now, under the window's lock; a durable store writes it
+            // with the record.
+            let row = match self.records[at].id.clone() {
+                Some(id) => {
+                    let ids = held.get::<Ids>(self.dedupe_key());
+                    let row = ids.row(&id, partition);
+                    ids.remember(id, Receipt { partition, offset }, self.now);
+                    row
                 }
-                None => match ends.iter_mut().find(|(p, _)| *p == record.partition) {
+                None => None,
+            };
+            let record = &mut self.records[at];
+            match log.as_deref_mut() {
+                Some(log) => log.record(TxRecord {
+                    sink: &self.topic.sinks[partition as usize],
+                    key: offset,
+                    ts,
+                    size: record.size,
+                    body: record.body.take().unwrap_or_default(),
+                    id: row,
+                }),
+                None => match ends.iter_mut().find(|(p, _)| *p == partition) {
                     Some((_, end)) => *end = (*end).max(offset + 1),
-                    None => ends.push((record.partition, offset + 1)),
+                    None => ends.push((partition, offset + 1)),
                 },
             }
         }
@@ -307,8 +387,14 @@ impl<T: Payload> Part for TopicPart<T> {
     }
 
     fn unstage(&mut self) {
+        let mut ids = self.topic.dedupe();
         for record in &mut self.records {
+            record.duplicate = None;
             if let Some((offset, _)) = record.staged.take() {
+                if let (Some(ids), Some(id)) = (ids.as_mut(), record.id.as_deref()) {
+                    let partition = record.partition;
+                    ids.forget(id, Receipt { partition, offset });
+                }
                 let mut log = self.topic.partitions[record.partition as usize].lock();
                 record.entry = log.unstage(offset);
             }
@@ -317,11 +403,11 @@ impl<T: Payload> Part for TopicPart<T> {
 
     fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
         for record in &self.records {
-            if let Some((offset, _)) = record.staged {
-                let receipt = Receipt {
-                    partition: record.partition,
-                    offset,
-                };
+            let staged = record.staged.map(|(offset, _)| Receipt {
+                partition: record.partition,
+                offset,
+            });
+            if let Some(receipt) = record.duplicate.or(staged) {
                 out.push((record.index, receipt));
             }
         }

@@ -41,6 +41,8 @@
 
 mod compact;
 mod delete;
+mod handoff;
+mod ids;
 mod meta;
 mod open;
 mod quiet;
@@ -48,7 +50,9 @@ mod schema;
 mod upgrade;
 mod writer;
 
-pub(crate) use self::schema::{counts_table, keys_table, logical, partition_table, queue_table};
+pub(crate) use self::schema::{
+    counts_table, ids_table, keys_table, logical, partition_table, queue_table,
+};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,19 +64,19 @@ use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use self::handoff::Collect;
 use self::open::storage;
 use self::schema::{
     DECLARATIONS, ENDS, GROUPS, deliveries, open_count, open_end, open_named, open_position,
     records,
 };
-use self::writer::{Request, Staged, Writer};
+use self::writer::{Request, Writer};
 use super::format;
 use super::{
-    Append, Lent, Loaded, LogId, Progress, Restored, Sink, Stager, Store, Ticket, TxJob, TxLog,
+    Append, Lent, Loaded, LogId, Progress, Restored, Sink, Store, StoredId, Ticket, TxJob,
 };
 use crate::error::Error;
 use crate::options::Durability;
-use crate::record::Nanos;
 
 /// At most this many sends may wait for a commit in `Interval` mode before senders wait too.
 const MAX_QUEUED: u64 = 1 << 16;
@@ -93,103 +97,6 @@ pub(crate) struct Options {
 /// Opens a redb database on a backend the caller chose.
 pub(crate) type OpenWith =
     Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
-
-/// Collects what a job stages and hands it to the writer as one request.
-struct Collect<'a> {
-    store: &'a DurableStore,
-    bodies: std::vec::IntoIter<Vec<u8>>,
-    sink: Option<Arc<dyn Sink>>,
-    run: Vec<Staged>,
-    /// The number of the last request sent.
-    last: Option<u64>,
-    /// The writer had stopped.
-    refused: bool,
-}
-
-impl Stager for Collect<'_> {
-    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32) {
-        if self.sink.is_none() {
-            self.sink = Some(Arc::clone(sink));
-        }
-        // `Append::stage` stages at most the records `encode` returned: asserted, since an
-        // empty value here would store an empty record.
-        let Some(value) = self.bodies.next() else {
-            unreachable!("an encoded body for every staged record");
-        };
-        self.run.push(Staged {
-            key,
-            ts,
-            size,
-            value,
-        });
-    }
-
-    fn end(&mut self) {
-        let Some(sink) = self.sink.take() else {
-            return;
-        };
-        let records = std::mem::take(&mut self.run);
-        match self.store.send(Request::Append { sink, records }) {
-            Some(seq) => self.last = Some(seq),
-            None => self.refused = true,
-        }
-    }
-}
-
-/// Collects a transaction and hands it to the writer as one request.
-struct TxCollect<'a> {
-    store: &'a DurableStore,
-    requests: Vec<Request>,
-    /// The lent write transaction the requests go back in, if any.
-    lent: &'a mut Option<Lent>,
-    /// `None` until sealed; then the request's number, or `None` if the writer had stopped.
-    sealed: Option<Option<u64>>,
-}
-
-impl TxLog for TxCollect<'_> {
-    fn record(&mut self, sink: &Arc<dyn Sink>, key: u64, ts: Nanos, size: u32, body: Vec<u8>) {
-        let staged = Staged {
-            key,
-            ts,
-            size,
-            value: body,
-        };
-        match self.requests.last_mut() {
-            Some(Request::Append {
-                sink: last,
-                records,
-            }) if Arc::ptr_eq(last, sink) => {
-                records.push(staged);
-            }
-            _ => self.requests.push(Request::Append {
-                sink: Arc::clone(sink),
-                records: vec![staged],
-            }),
-        }
-    }
-
-    fn progress(&mut self, change: Progress<'_>) {
-        let request = self.store.request(change);
-        self.requests.push(request);
-    }
-
-    fn seal(&mut self) {
-        let requests = std::mem::take(&mut self.requests);
-        let request = match self.lent.take() {
-            // Even with nothing of ours: the application's rows commit.
-            Some(Lent(txn)) => {
-                self.store.inner.done.lock().lent_to = None;
-                Request::Return {
-                    txn,
-                    requests: Some(requests),
-                }
-            }
-            None if requests.is_empty() => return,
-            None => Request::Many(requests),
-        };
-        self.sealed = Some(self.store.send(request));
-    }
-}
 
 /// The sender side, numbered: requests reach the writer in `seq` order.
 struct Order {
@@ -302,78 +209,6 @@ impl DurableStore {
         Ok(Self { inner })
     }
 
-    /// The writer's request for a change of consumer progress (a delivery count is coalesced
-    /// by [`Store::progress`] instead).
-    fn request(&self, change: Progress<'_>) -> Request {
-        match change {
-            Progress::QueueAck { queue, id } => {
-                // The ack deletes the row: a count still waiting is moot.
-                self.inner.counts.lock().remove(&count_key(queue, id));
-                Request::Ack {
-                    queue: Arc::clone(queue),
-                    id,
-                }
-            }
-            // Coalesced by `progress`, never part of a transaction.
-            Progress::QueueDelivery { .. } => Request::Counts,
-            Progress::DeadLetter {
-                queue,
-                id,
-                to,
-                to_id,
-                headers,
-                body,
-                ts,
-                size,
-            } => {
-                self.inner.counts.lock().remove(&count_key(queue, id));
-                Request::DeadLetter {
-                    queue: Arc::clone(queue),
-                    id,
-                    to: Arc::clone(to),
-                    to_id,
-                    // Encoding a payload that was encoded before cannot fail in practice; if it
-                    // did, the writer copies the source row as before.
-                    record: body().ok().map(|value| Staged {
-                        key: to_id,
-                        ts,
-                        size,
-                        value,
-                    }),
-                    headers: headers.clone(),
-                }
-            }
-            Progress::GroupDeadLetter {
-                to,
-                to_id,
-                body,
-                ts,
-                size,
-                position,
-            } => Request::GroupDeadLetter {
-                to: Arc::clone(to),
-                record: Staged {
-                    key: to_id,
-                    ts,
-                    size,
-                    value: body.to_vec(),
-                },
-                position: position.map(|(t, g, p, o)| (t.to_owned(), g.to_owned(), p, o)),
-            },
-            Progress::GroupPosition {
-                topic,
-                group,
-                partition,
-                offset,
-            } => Request::Position {
-                topic: topic.to_owned(),
-                group: group.to_owned(),
-                partition,
-                offset,
-            },
-        }
-    }
-
     fn send(&self, request: Request) -> Option<u64> {
         let mut order = self.inner.order.lock();
         let tx = order.tx.as_ref()?;
@@ -430,30 +265,6 @@ impl DurableStore {
         self.poisoned(&format!(
             "{cause}; committed records not in the cache are unreadable until it is reopened"
         ))
-    }
-
-    /// [`check_healthy`](Self::check_healthy), and for a call that will wait for a commit,
-    /// whether this thread holds the lent write transaction that commit waits for.
-    fn check_can_wait(&self, waits: bool) -> Result<(), Error> {
-        let done = self.inner.done.lock();
-        if let Some((_, cause)) = &done.failed {
-            return Err(self.poisoned(cause));
-        }
-        if waits
-            && done
-                .lent_to
-                .is_some_and(|t| t == std::thread::current().id())
-        {
-            return Err(Error::TransactionOpen);
-        }
-        Ok(())
-    }
-
-    /// Whether this thread holds the lent write transaction.
-    fn is_borrower(&self) -> bool {
-        let done = self.inner.done.lock();
-        done.lent_to
-            .is_some_and(|t| t == std::thread::current().id())
     }
 
     fn check_healthy(&self) -> Result<(), Error> {
@@ -553,58 +364,15 @@ impl Store for DurableStore {
     }
 
     fn transact(&self, job: &mut dyn TxJob, lent: &mut Option<Lent>) -> Result<(), Error> {
-        // Another transaction of this thread holds the writer (this one's own loan it gives
-        // back when it seals).
-        let waits = matches!(self.inner.durability, Durability::Immediate);
-        self.check_can_wait(waits && lent.is_none())?;
-        let mut collect = TxCollect {
-            store: self,
-            requests: Vec::new(),
-            lent,
-            sealed: None,
-        };
-        job.run(Some(&mut collect))?;
-        let last = match collect.sealed {
-            None => return Ok(()), // nothing to store
-            Some(None) => {
-                // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
-                job.unstage();
-                return Err(Error::Closed);
-            }
-            Some(Some(seq)) => seq,
-        };
-        let result = match self.inner.durability {
-            Durability::Immediate => self.wait(last),
-            Durability::Interval(_) => Ok(()),
-        };
-        if result.is_err() && self.inner.done.lock().committed < last {
-            job.unstage();
-        }
-        result
+        self.run_transaction(job, lent)
     }
 
     fn lend(&self) -> Result<Lent, Error> {
-        // A second loan to this thread would wait for the first, which waits for this thread.
-        self.check_can_wait(true)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.send(Request::Lend(reply)).ok_or(Error::Closed)?;
-        match answer.recv() {
-            Ok(Ok(txn)) => {
-                self.inner.done.lock().lent_to = Some(std::thread::current().id());
-                Ok(Lent(Box::new(txn)))
-            }
-            Ok(Err(cause)) => Err(self.poisoned(&cause)),
-            Err(_) => Err(Error::Closed), // the writer stopped
-        }
+        self.lend_writer()
     }
 
-    fn give_back(&self, Lent(txn): Lent) {
-        self.inner.done.lock().lent_to = None;
-        // After close the writer is gone: the write transaction aborts as it drops.
-        let _ = self.send(Request::Return {
-            txn,
-            requests: None,
-        });
+    fn give_back(&self, lent: Lent) {
+        self.give_back_writer(lent);
     }
 
     fn can_record(&self) -> Result<(), Error> {
@@ -678,6 +446,10 @@ impl Store for DurableStore {
 
     fn undeclare(&self, name: &str) {
         let _ = self.send(Request::Undeclare(name.to_owned()));
+    }
+
+    fn message_ids(&self, log: &LogId) -> Result<Vec<StoredId>, Error> {
+        self.read(|txn| ids::load(txn, log.ids_table()))
     }
 
     fn restore(&self, log: &LogId) -> Result<Restored, Error> {

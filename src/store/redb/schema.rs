@@ -25,6 +25,10 @@
 //!   one supersedes in the same commit, so the table has one row per key and a reopen reads
 //!   none of it. A file without these tables is the same format: they appear with compaction.
 //!
+//! - `embus.d.<topic or queue>` (with a dedupe window only): message id -> partition, key and
+//!   timestamp of its record ([`ids`](super::ids)), written in the record's commit. A file
+//!   without these tables is the same format: they appear with dedupe.
+//!
 //! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
 //! `embus.c.<queue>` is sealed with a checksum over table, key and value
 //! ([`meta`](super::meta)); numbers are little-endian. Records carry their own checksum, bound
@@ -206,6 +210,11 @@ pub(super) fn seal_latest(table: &str, key: &[u8], offset: u64) -> Vec<u8> {
 pub(super) fn open_latest(table: &str, key: &[u8], stored: &[u8]) -> Result<u64, redb::Error> {
     let value = open_log_row(table, key, "a key", stored)?;
     Ok(u64::from_le_bytes(meta::fixed(table, "a key", value)?))
+}
+
+/// The message id table of a topic's or queue's dedupe window.
+pub(crate) fn ids_table(name: &str) -> String {
+    format!("embus.d.{name}")
 }
 
 /// The table of a queue's delivery counts.

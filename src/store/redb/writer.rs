@@ -15,8 +15,8 @@ use super::schema::{
 use super::{Counts, Inner, quiet};
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
-use crate::store::Sink;
 use crate::store::format;
+use crate::store::{IdRow, Sink};
 
 /// At most this many requests go into one commit.
 const MAX_BATCH: usize = 1 << 14;
@@ -90,12 +90,14 @@ pub(super) enum Request {
     Close,
 }
 
-/// One staged record: key, timestamp, counted size and bytes (sealed by the writer).
+/// One staged record: key, timestamp, counted size and bytes (sealed by the writer), and the
+/// message id to store with it (dedupe, [`ids`](super::ids)).
 pub(super) struct Staged {
     pub(super) key: u64,
     pub(super) ts: Nanos,
     pub(super) size: u32,
     pub(super) value: Vec<u8>,
+    pub(super) id: Option<IdRow>,
 }
 
 /// The writer thread: owns every write transaction.
@@ -450,6 +452,8 @@ fn write_batch(
     deletes: &mut Vec<super::delete::Delete>,
 ) -> Result<(), redb::Error> {
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
+    // Message ids of the appended records (dedupe): `(sink, row, key, ts)`.
+    let mut ids: Vec<(Arc<dyn Sink>, IdRow, u64, Nanos)> = Vec::new();
     for (_, request) in flatten(batch) {
         match request {
             Request::Append { sink, .. } | Request::Ack { queue: sink, .. }
@@ -485,6 +489,9 @@ fn write_batch(
                     format::seal(&mut record.value, seed, record.key, record.ts, record.size);
                     t.upto = t.upto.max(record.key + 1);
                     t.bytes += u64::from(record.size);
+                    if let Some(id) = record.id {
+                        ids.push((Arc::clone(&t.sink), id, record.key, record.ts));
+                    }
                     appends.push((at, record.value, record.key));
                 }
             }
@@ -611,5 +618,8 @@ fn write_batch(
         end.0 = end.0.max(t.upto);
         end.1 = (end.1 + t.bytes).saturating_sub(freed);
     }
-    Ok(())
+    let ids = ids
+        .iter()
+        .map(|(sink, row, key, ts)| (sink.log().ids_table(), row, *key, *ts));
+    super::ids::write(txn, ids.collect())
 }

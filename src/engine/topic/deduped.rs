@@ -1,0 +1,162 @@
+//! Where a send to a topic starts: its message id is checked and, under a dedupe window, the
+//! window's ids are locked before any partition and held across the send
+//! ([`dedupe`](crate::engine::dedupe) has the order).
+
+use parking_lot::Mutex;
+
+use super::TopicCore;
+use crate::engine::dedupe::{self, Ids};
+use crate::engine::notify::{Deadline, Wait};
+use crate::engine::{Context, Fail, Sent};
+use crate::error::Error;
+use crate::options::Dedupe;
+use crate::record::{Payload, Receipt, Record};
+use crate::store::LogId;
+
+/// The dedupe window of topic `name`, with the ids a durable store kept (`None` without one).
+pub(super) fn restore(
+    name: &str,
+    window: Option<Dedupe>,
+    context: &Context,
+) -> Result<Option<Mutex<Ids>>, Error> {
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let mut ids = Ids::new(window, context.store.reads_back());
+    // The partitions share one table: any partition's log names it.
+    let stored = context.store.message_ids(&LogId::partition(name, 0))?;
+    ids.restore(stored, context.clock.now());
+    Ok(Some(Mutex::new(ids)))
+}
+
+impl<T: Payload> TopicCore<T> {
+    /// Stores and publishes one record, waiting for room (under `Block`) until `deadline`; a
+    /// duplicate within the dedupe window stores nothing and returns the original receipt.
+    pub(crate) fn publish(
+        &self,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.publish_with(record, deadline, None),
+            Ok(Some(id)) => self.publish_deduped(id, record, deadline),
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
+    /// Stores and publishes a batch: per partition, one store call, one lock and one clock read
+    /// for as many records as have room; waits for room (under `Block`) like `publish`. On
+    /// failure, hands back the records not sent, in input order. Under a dedupe window,
+    /// duplicates (of earlier sends or within the batch) store nothing and get the original
+    /// receipt.
+    pub(crate) fn publish_batch(
+        &self,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        match &self.dedupe {
+            Some(ids) if records.iter().any(|r| r.message_id().is_some()) => {
+                self.publish_batch_deduped(&mut ids.lock(), records)
+            }
+            _ => self.publish_batch_with(records, None),
+        }
+    }
+
+    /// One attempt to publish to `partition`; on [`Fail::Full`] registers waiter `id` as `wait`
+    /// says (re-checking under the lock, so no wakeup is lost). For `send_async`: a durable
+    /// store's commit is not waited for (poll the ticket).
+    pub(crate) fn try_publish(
+        &self,
+        partition: u32,
+        record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
+        match self.send_id(&record) {
+            Ok(None) => self.try_publish_with(partition, record, id, wait, None),
+            Ok(Some(message_id)) => {
+                self.try_publish_deduped(message_id, partition, record, id, wait)
+            }
+            Err(e) => Err((record, Fail::Failed(e))),
+        }
+    }
+
+    /// The record's message id, checked; `Some` only under a dedupe window (else it is only
+    /// carried, and a record without one never takes the window's lock).
+    pub(super) fn send_id(&self, record: &Record<T>) -> Result<Option<Box<str>>, Error> {
+        let id = dedupe::id_of(record, &self.name)?;
+        Ok(id.filter(|_| self.dedupe.is_some()).map(Into::into))
+    }
+
+    /// [`publish`](Self::publish) of a record with message id `id`, under the window's lock.
+    pub(super) fn publish_deduped(
+        &self,
+        id: Box<str>,
+        record: Record<T>,
+        deadline: Deadline,
+    ) -> Result<Receipt, (Record<T>, Fail)> {
+        let Some(mut ids) = self.dedupe() else {
+            return self.publish_with(record, deadline, None);
+        };
+        let now = self.context.clock.now();
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((record, self.closed())); // a duplicate is no way around a close
+        }
+        if let Some(receipt) = ids.seen(&id, now) {
+            return Ok(receipt);
+        }
+        let receipt = self.publish_with(record, deadline, Some(&mut ids))?;
+        ids.remember(id, receipt, now);
+        Ok(receipt)
+    }
+
+    /// [`publish_batch`](Self::publish_batch) under the window's lock: duplicates are taken
+    /// out, the rest stored, and every record gets its receipt.
+    pub(super) fn publish_batch_deduped(
+        &self,
+        ids: &mut Ids,
+        records: Vec<Record<T>>,
+    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((records, self.closed()));
+        }
+        let now = self.context.clock.now();
+        let mut split = match dedupe::split(ids, records, now, &self.name) {
+            Ok(split) => split,
+            Err((records, e)) => return Err((records, Fail::Failed(e))),
+        };
+        let fresh = std::mem::take(&mut split.fresh);
+        if fresh.is_empty() {
+            return Ok(split.receipts(&[], ids, now));
+        }
+        match self.publish_batch_with(fresh, Some(ids)) {
+            Ok(stored) => Ok(split.receipts(&stored, ids, now)),
+            Err((unsent, fail)) => Err((split.unsent(unsent), fail)),
+        }
+    }
+
+    /// [`try_publish`](Self::try_publish) of a record with message id `message_id`, under the
+    /// window's lock. A durable store's commit is not waited for: the id is remembered at
+    /// once (and forgotten again by [`take_back`](Self::take_back) if the commit fails).
+    pub(super) fn try_publish_deduped(
+        &self,
+        message_id: Box<str>,
+        partition: u32,
+        record: Record<T>,
+        id: u64,
+        wait: Wait<'_>,
+    ) -> Result<Sent, (Record<T>, Fail)> {
+        let Some(mut ids) = self.dedupe() else {
+            return self.try_publish_with(partition, record, id, wait, None);
+        };
+        let now = self.context.clock.now();
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((record, self.closed()));
+        }
+        if let Some(receipt) = ids.seen(&message_id, now) {
+            return Ok((receipt, None));
+        }
+        let sent = self.try_publish_with(partition, record, id, wait, Some(&mut ids))?;
+        ids.remember(message_id, sent.0, now);
+        Ok(sent)
+    }
+}
