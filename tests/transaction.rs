@@ -528,3 +528,72 @@ fn a_transaction_deduplicates_by_message_id(backend: Backend) {
         .unwrap();
     assert_eq!(jobs.len(), 2);
 }
+
+#[test]
+fn acks_committed_ahead_of_the_group_position_are_not_delivered_again_after_a_reopen() {
+    let dir = common::fresh_dir("tx-acked-ahead");
+    let path = dir.join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let input = bus.topic::<u32>("input").unwrap();
+        let out = bus.queue::<u32>("out").unwrap();
+        for i in 0..4 {
+            input.producer().send(i).unwrap();
+        }
+        let mut member = input.join_group("etl").unwrap();
+        let held: Vec<_> = (0..3).map(|_| member.recv_timeout(WAIT).unwrap()).collect();
+        let mut held = held.into_iter();
+        let first = held.next().unwrap(); // offset 0 stays unacked
+        for msg in held {
+            // 1 and 2 are processed ahead of 0: the position stays at 0.
+            let mut tx = bus.transaction().unwrap();
+            tx.send(&out.producer(), msg.payload() * 10).unwrap();
+            tx.ack(msg).unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(input.group_position("etl"), Some(vec![0]));
+        drop(first);
+        drop(member);
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let input = bus.topic::<u32>("input").unwrap();
+    let out = bus.queue::<u32>("out").unwrap();
+    assert_eq!(input.group_position("etl"), Some(vec![0]));
+    let mut member = input.join_group("etl").unwrap();
+    let mut seen = Vec::new();
+    while let Ok(msg) = member.recv_timeout(Duration::from_millis(200)) {
+        seen.push(*msg.payload());
+        let mut tx = bus.transaction().unwrap();
+        tx.send(&out.producer(), msg.payload() * 10).unwrap();
+        tx.ack(msg).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(seen, [0, 3], "1 and 2 were done before the reopen");
+    assert_eq!(input.group_position("etl"), Some(vec![4]));
+    let mut outputs: Vec<u32> = Vec::new();
+    let mut reader = out.consumer();
+    while let Ok(msg) = reader.try_recv() {
+        outputs.push(*msg.payload());
+        msg.ack().unwrap();
+    }
+    outputs.sort_unstable();
+    assert_eq!(outputs, [0, 10, 20, 30], "each input's output exactly once");
+    bus.close().unwrap();
+    // The kept acks went once the position passed them.
+    let db = embus::redb::Database::open(&path).unwrap();
+    let txn = embus::redb::ReadableDatabase::begin_read(&db).unwrap();
+    let acked: embus::redb::TableDefinition<(&str, &str, u32, u64), &[u8]> =
+        embus::redb::TableDefinition::new("embus.acked");
+    let table = txn.open_table(acked).unwrap();
+    assert!(
+        embus::redb::ReadableTable::iter(&table)
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    drop(table);
+    drop(txn);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -172,6 +172,23 @@ pub(crate) enum Progress<'a> {
         partition: u32,
         offset: u64,
     },
+    /// A transaction acked `offset` of a group's partition ahead of the group's position: kept
+    /// until the position passes it, so that a reopen does not deliver it again (a
+    /// consume-transform-produce transaction's outputs are in the same commit).
+    GroupAcked {
+        topic: &'a str,
+        group: &'a str,
+        partition: u32,
+        offset: u64,
+    },
+    /// The group's kept acks below `below` in a partition are moot: its position passed them,
+    /// or it was reset (`u64::MAX`: all of them). Recorded after the position it follows.
+    GroupAckedBelow {
+        topic: &'a str,
+        group: &'a str,
+        partition: u32,
+        below: u64,
+    },
 }
 
 /// A message id stored with its record in the same commit (dedupe): a durable store adds the
@@ -382,6 +399,13 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// so this never reads the log.
     fn message_ids(&self, log: &LogId) -> Result<Vec<StoredId>, Error> {
         let _ = log;
+        Ok(Vec::new())
+    }
+
+    /// Stored acks of `topic`'s groups ahead of their positions ([`Progress::GroupAcked`]):
+    /// (group, partition, offset). None for a store that keeps nothing (the default).
+    fn acked(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
+        let _ = topic;
         Ok(Vec::new())
     }
 

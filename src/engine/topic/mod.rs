@@ -143,6 +143,11 @@ impl<T: Payload> TopicCore<T> {
             context,
             gone: Gone::default(),
         });
+        let acked = if stored_groups.is_empty() {
+            Vec::new()
+        } else {
+            core.context.store.acked(name)?
+        };
         for (group, options) in restored {
             let at = |p: u32| {
                 stored_groups
@@ -151,6 +156,12 @@ impl<T: Payload> TopicCore<T> {
                     .map(|(_, _, offset)| *offset)
             };
             core.restore_group(group, options, at);
+            let restored = core.groups.lock().get(group).cloned();
+            for (_, partition, offset) in acked.iter().filter(|(g, _, _)| g == group) {
+                if let Some(restored) = &restored {
+                    restored.restore_acked(*partition, [*offset]);
+                }
+            }
         }
         Ok(core)
     }

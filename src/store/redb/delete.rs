@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use redb::{TableDefinition, WriteTransaction};
 
-use super::schema::{DECLARATIONS, ENDS, GROUPS};
+use super::schema::{ACKED, DECLARATIONS, ENDS, GROUPS};
 use crate::store::Sink;
 
 /// A delete the writer applies last in its commit.
@@ -44,6 +44,8 @@ pub(super) fn apply(
         let mut groups = txn.open_table(GROUPS)?;
         let topic = delete.name.as_str();
         groups.retain_in((topic, "", 0).., |(t, _, _), _| t != topic)?;
+        txn.open_table(ACKED)?
+            .retain_in((topic, "", 0, 0).., |(t, _, _, _), _| t != topic)?;
         // Its groups' declarations, `topic/group`: the names from "topic/" up to "topic0"
         // ('0' follows '/').
         let (from, to) = (format!("{topic}/"), format!("{topic}0"));

@@ -191,6 +191,28 @@ impl DurableStore {
                 partition,
                 offset,
             },
+            Progress::GroupAcked {
+                topic,
+                group,
+                partition,
+                offset,
+            } => Request::Acked {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                partition,
+                offset,
+            },
+            Progress::GroupAckedBelow {
+                topic,
+                group,
+                partition,
+                below,
+            } => Request::AckedBelow {
+                topic: topic.to_owned(),
+                group: group.to_owned(),
+                partition,
+                below,
+            },
         }
     }
 

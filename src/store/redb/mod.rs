@@ -67,8 +67,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use self::handoff::Collect;
 use self::open::storage;
 use self::schema::{
-    DECLARATIONS, ENDS, GROUPS, deliveries, open_count, open_end, open_named, open_position,
-    records,
+    ACKED, DECLARATIONS, ENDS, GROUPS, deliveries, open_acked, open_count, open_end, open_named,
+    open_position, records,
 };
 use self::writer::{Request, Writer};
 use super::format;
@@ -507,6 +507,27 @@ impl Store for DurableStore {
                 ),
             }),
         }
+    }
+
+    fn acked(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
+        self.read(|txn| {
+            let table = match txn.open_table(ACKED) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.range((topic, "", 0, 0)..)? {
+                let (k, v) = row?;
+                let key = k.value();
+                if key.0 != topic {
+                    break;
+                }
+                open_acked(key, v.value())?;
+                out.push((key.1.to_owned(), key.2, key.3));
+            }
+            Ok(out)
+        })
     }
 
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {

@@ -20,6 +20,10 @@
 //! - `embus.ends`: table (its full name, `embus.t.…` or `embus.q.…`) -> next key and retained
 //!   bytes (two u64, what a trimmed-empty table cannot say).
 //! - `embus.groups`: (topic, group, partition) -> first unacked offset (u64).
+//! - `embus.acked`: (topic, group, partition, offset) -> nothing (a seal of the key): offsets a
+//!   transaction acked ahead of the group's position, kept until the position passes them,
+//!   so that a reopen delivers none of them again. It appears with the first such ack; a
+//!   file without it is the same format.
 //! - `embus.k.t.<topic>.<partition>` (compacted topics only): record key -> offset of its
 //!   latest record (u64). The writer keeps it as it stores records, and deletes the row a new
 //!   one supersedes in the same commit, so the table has one row per key and a reopen reads
@@ -29,7 +33,7 @@
 //!   timestamp of its record ([`ids`](super::ids)), written in the record's commit. A file
 //!   without these tables is the same format: they appear with dedupe.
 //!
-//! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups` and
+//! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups`, `embus.acked` and
 //! `embus.c.<queue>` is sealed with a checksum over table, key and value
 //! ([`meta`](super::meta)); numbers are little-endian. Records carry their own checksum, bound
 //! to their table from record version 2 on.
@@ -81,6 +85,9 @@ pub(super) const CLEAN: &str = "clean";
 pub(super) const DECLARATIONS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("embus.declarations");
 pub(super) const ENDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.ends");
+/// Acks of transactions ahead of a group's position: (topic, group, partition, offset).
+pub(super) const ACKED: TableDefinition<'static, (&str, &str, u32, u64), &[u8]> =
+    TableDefinition::new("embus.acked");
 pub(super) const GROUPS: TableDefinition<'static, (&str, &str, u32), &[u8]> =
     TableDefinition::new("embus.groups");
 pub(super) const SETTINGS: TableDefinition<'static, &str, &[u8]> =
@@ -156,6 +163,32 @@ pub(super) fn open_position(
         stored,
     )?;
     Ok(u64::from_le_bytes(meta::fixed(name, row, value)?))
+}
+
+/// The key bytes of a kept ack's row.
+fn acked_key(topic: &str, group: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut key = meta::group_key(topic, group, partition);
+    key.extend_from_slice(&offset.to_le_bytes());
+    key
+}
+
+/// A kept ack ahead of a group's position, sealed (its key is all it says).
+pub(super) fn seal_acked(topic: &str, group: &str, partition: u32, offset: u64) -> Vec<u8> {
+    meta::seal(
+        ACKED.name(),
+        &acked_key(topic, group, partition, offset),
+        &[],
+    )
+}
+
+/// Checks a kept ack's row.
+pub(super) fn open_acked(
+    (topic, group, partition, offset): (&str, &str, u32, u64),
+    stored: &[u8],
+) -> Result<(), redb::Error> {
+    let key = acked_key(topic, group, partition, offset);
+    let row = format!("{topic}/{group}/{partition}/{offset}");
+    meta::open(ACKED.name(), &key, row, stored).map(|_| ())
 }
 
 /// A group position, sealed.

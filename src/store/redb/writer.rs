@@ -9,8 +9,8 @@ use crossbeam_channel::{Receiver, Sender};
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::schema::{
-    CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_count,
-    seal_named, seal_position, trim,
+    ACKED, CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_acked,
+    seal_count, seal_named, seal_position, trim,
 };
 use super::{Counts, Inner, quiet};
 use crate::options::Durability;
@@ -60,6 +60,20 @@ pub(super) enum Request {
         group: String,
         partition: u32,
         offset: u64,
+    },
+    /// Keeps a transaction's ack ahead of a group's position.
+    Acked {
+        topic: String,
+        group: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// Drops a group's kept acks below `below` in a partition.
+    AckedBelow {
+        topic: String,
+        group: String,
+        partition: u32,
+        below: u64,
     },
     Declare(String, Vec<u8>),
     /// Deletes a topic or queue: its declaration, tables, ends and (a topic's) group positions,
@@ -560,7 +574,30 @@ fn write_batch(
                     )?;
                 }
             }
+            Request::Acked {
+                topic,
+                group,
+                partition,
+                offset,
+            } => {
+                let sealed = seal_acked(&topic, &group, partition, offset);
+                let key = (topic.as_str(), group.as_str(), partition, offset);
+                txn.open_table(ACKED)?.insert(key, sealed.as_slice())?;
+            }
+            Request::AckedBelow {
+                topic,
+                group,
+                partition,
+                below,
+            } => {
+                let (t, g) = (topic.as_str(), group.as_str());
+                txn.open_table(ACKED)?
+                    .retain_in((t, g, partition, 0)..(t, g, partition, below), |_, _| false)?;
+            }
             Request::ForgetGroup(topic, group) => {
+                let (t, g) = (topic.as_str(), group.as_str());
+                txn.open_table(ACKED)?
+                    .retain_in((t, g, 0, 0)..=(t, g, u32::MAX, u64::MAX), |_, _| false)?;
                 let mut table = txn.open_table(GROUPS)?;
                 let range = (topic.as_str(), group.as_str(), 0)
                     ..=(topic.as_str(), group.as_str(), u32::MAX);

@@ -104,6 +104,15 @@ impl<T: Payload> Member<T> {
                     continue;
                 }
             };
+            if fresh && part.done.contains(&offset) {
+                // Acked by a transaction before a reopen: not delivered again.
+                part.next += 1;
+                let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                drop(log);
+                drop(state);
+                woken.wake();
+                return None;
+            }
             if log.is_gap(offset) {
                 // Compacted away (superseded): the group moves past it, and past the gap.
                 part.pending.remove(&offset);

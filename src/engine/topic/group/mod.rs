@@ -70,6 +70,9 @@ struct Part {
     timeouts: Deadlines<u64>,
     /// The message at `next` is delayed (`Record::delay`) until this tick, as last seen.
     delayed: Option<Nanos>,
+    /// Offsets a transaction acked ahead of the position, kept by the store until the
+    /// position passes them (restored on reopen: never delivered again).
+    done: BTreeSet<u64>,
     /// This group's cursor slot in the partition's log.
     cursor: usize,
     /// The first unacked offset, as last published to the log's cursor.
@@ -175,6 +178,15 @@ impl Part {
             partition,
             offset: position,
         });
+        if self.done.first().is_some_and(|&first| first < position) {
+            self.done = self.done.split_off(&position);
+            record(Progress::GroupAckedBelow {
+                topic: &topic.name,
+                group,
+                partition,
+                below: position,
+            });
+        }
         self.moved_to(log, topic, position)
     }
 
@@ -250,6 +262,7 @@ impl Part {
     /// Starts over at `at` (a reset), forgetting every delivery.
     fn restart(&mut self, at: u64) {
         self.next = at;
+        self.done.clear();
         self.pending.clear();
         self.ready.clear();
         self.waiting.clear();
@@ -271,6 +284,7 @@ impl<T: Payload> Group<T> {
                 waiting: BTreeSet::new(),
                 timeouts: Deadlines::new(),
                 delayed: None,
+                done: BTreeSet::new(),
                 cursor,
                 position: at,
             })

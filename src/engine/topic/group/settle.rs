@@ -315,6 +315,7 @@ impl<T: Payload> Group<T> {
         {
             let mut log = log.lock();
             let at = topic.start_offset(&mut log, start);
+            let had_acked = !part.done.is_empty();
             part.restart(at);
             topic.context.store.progress(Progress::GroupPosition {
                 topic: &topic.name,
@@ -322,6 +323,14 @@ impl<T: Payload> Group<T> {
                 partition: p as u32,
                 offset: at,
             });
+            if had_acked {
+                topic.context.store.progress(Progress::GroupAckedBelow {
+                    topic: &topic.name,
+                    group: &self.name,
+                    partition: p as u32,
+                    below: u64::MAX,
+                });
+            }
             woken.join(part.moved_to(&mut log, topic, at));
         }
         drop(state);

@@ -13,6 +13,14 @@ impl<T> Group<T> {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, GroupState> {
         self.state.lock()
     }
+
+    /// Restores the acks transactions made ahead of the position of `partition` (stored):
+    /// those offsets are not delivered again.
+    pub(crate) fn restore_acked(&self, partition: u32, offsets: impl IntoIterator<Item = u64>) {
+        if let Some(part) = self.state.lock().parts.get_mut(partition as usize) {
+            part.done.extend(offsets);
+        }
+    }
 }
 
 impl GroupState {
@@ -33,7 +41,9 @@ impl GroupState {
     }
 
     /// Acks a delivery [`holds`](Self::holds) vouched for, under the commit's locks (the
-    /// group's and the partition's); `record` is told of the group's new position.
+    /// group's and the partition's); `record` is told of the group's new position, or, if
+    /// the position stays before `offset`, of the ack itself: kept, it is never delivered
+    /// again, even after a reopen, so the transaction's outputs are not made twice.
     pub(crate) fn ack_held<T>(
         &mut self,
         log: &mut Log<T>,
@@ -44,6 +54,16 @@ impl GroupState {
     ) -> Woken {
         let part = &mut self.parts[partition as usize];
         part.remove(offset);
-        part.settle_with(log, topic, group, partition, record)
+        let woken = part.settle_with(log, topic, group, partition, record);
+        if part.first_unacked() <= offset {
+            part.done.insert(offset);
+            record(Progress::GroupAcked {
+                topic: &topic.name,
+                group,
+                partition,
+                offset,
+            });
+        }
+        woken
     }
 }
