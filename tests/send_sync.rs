@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 fn assert_clone_send_sync<T: Clone + Send + Sync + 'static>() {}
 fn assert_send<T: Send + 'static>() {}
+fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
 
 // Checked at compile time: the test binary does not build if a bound is lost.
 const _: () = {
@@ -25,6 +26,10 @@ const _: () = {
     let _ = assert_send::<Consumer<u64>>;
     let _ = assert_send::<Message<u64>>;
     let _ = assert_send::<Record<u64>>;
+    let _ = assert_send::<embus::Transaction>;
+    // Errors go into `Box<dyn Error + Send + Sync>` (and `anyhow::Error`).
+    let _ = assert_error::<embus::CommitError>;
+    let _ = assert_error::<embus::AckError<u64>>;
     let _ = assert_clone_send_sync::<ManualClock>;
 };
 

@@ -98,7 +98,7 @@ impl Held<'_> {
 }
 
 /// One topic's or queue's share of a transaction.
-pub(crate) trait Part: Send {
+pub(crate) trait Part: Send + Sync {
     /// For the facade, to find a part by its payload type.
     fn as_any(&mut self) -> &mut dyn Any;
     /// The address of the topic or queue, which identifies the part.
