@@ -15,7 +15,8 @@
 //! lock), so a commit cannot deadlock with a send, an ack or another commit.
 //!
 //! Under the locks, the parts stage their records, checking room as `try_send` does (a
-//! transaction never waits for room while it holds them), then check their acks (fencing).
+//! queue's capacity is taken then; a transaction never waits for room while it holds the
+//! locks), then check their acks (fencing).
 //! Any failure takes back what was staged, which nothing else can have followed, since the
 //! locks were held throughout: the transaction is left as it was. Only then are the acks
 //! settled and the records handed to the store in one request (durable mode, published after
@@ -105,15 +106,11 @@ pub(crate) trait Part: Send + Sync {
     fn target(&self) -> usize;
     /// The locks the part needs.
     fn locks(&self, out: &mut Vec<Box<dyn Lockable>>);
-    /// Before any lock: reserves what can be reserved without one (a queue's capacity).
-    /// `Err`: nothing is held.
-    fn reserve(&mut self) -> Result<(), Error>;
-    /// Gives back what [`reserve`](Self::reserve) took (the commit failed).
-    fn unreserve(&mut self);
-    /// Under the locks: stages the records where there is room. `Err`: none is staged.
+    /// Under the locks: stages the records where there is room (a queue's capacity taken for
+    /// each). `Err`: none is staged.
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error>;
-    /// Under the locks, after [`stage`](Self::stage): takes the staged records back (another
-    /// part failed); nothing was staged after them.
+    /// Under the locks, after [`stage`](Self::stage): takes the staged records back, and their
+    /// capacity (another part failed); nothing was staged after them.
     fn retract(&mut self, held: &mut Held<'_>);
     /// Under the locks: whether every ack may still be committed (fencing).
     fn check_acks(&mut self, held: &mut Held<'_>) -> Result<(), Error>;
@@ -231,12 +228,6 @@ struct Job<'a> {
 impl TxJob for Job<'_> {
     fn run(&mut self, log: Option<&mut dyn TxLog>) -> Result<(), Error> {
         let parts = &mut *self.parts;
-        for at in 0..parts.len() {
-            if let Err(e) = parts[at].reserve() {
-                parts[..at].iter_mut().for_each(|p| p.unreserve());
-                return Err(e);
-            }
-        }
         let mut locks: Vec<Box<dyn Lockable>> = Vec::new();
         for part in parts.iter() {
             part.locks(&mut locks);
@@ -247,12 +238,7 @@ impl TxJob for Job<'_> {
         let mut held = Held {
             guards: locks.iter().map(|l| (l.key(), l.lock())).collect(),
         };
-        let checked = check(parts, &mut held, now);
-        if let Err(e) = checked {
-            drop(held);
-            parts.iter_mut().for_each(|p| p.unreserve());
-            return Err(e);
-        }
+        check(parts, &mut held, now)?;
         match log {
             Some(log) => {
                 for part in parts.iter_mut() {

@@ -38,7 +38,7 @@ pub(crate) struct QueuePart<T> {
     records: Vec<Pending<T>>,
     /// Deliveries to ack.
     acks: Vec<Delivery<T>>,
-    /// Capacity units taken for the records.
+    /// Capacity units taken for the staged records, until they are applied.
     reserved: usize,
     /// What the commit wakes and moves on (dead letters of timed-out deliveries), once
     /// unlocked.
@@ -210,33 +210,6 @@ impl<T: Payload> Part for QueuePart<T> {
         }));
     }
 
-    fn reserve(&mut self) -> Result<(), Error> {
-        if self.queue.is_shut() {
-            return Err(self.shut());
-        }
-        while self.reserved < self.records.len() {
-            if !self.queue.reserve() {
-                self.unreserve();
-                return Err(Error::Full {
-                    name: self.queue.name.clone(),
-                });
-            }
-            self.reserved += 1;
-        }
-        Ok(())
-    }
-
-    fn unreserve(&mut self) {
-        if self.reserved == 0 {
-            return;
-        }
-        self.queue
-            .occupied
-            .fetch_sub(self.reserved, Ordering::AcqRel);
-        self.reserved = 0;
-        self.queue.state.lock().writers.take().wake();
-    }
-
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
         if self.records.is_empty() {
             return Ok(());
@@ -251,6 +224,13 @@ impl<T: Payload> Part for QueuePart<T> {
                 self.records[at].duplicate = Some(receipt);
                 continue;
             }
+            if !self.queue.reserve() {
+                self.retract(held);
+                return Err(Error::Full {
+                    name: self.queue.name.clone(),
+                });
+            }
+            self.reserved += 1;
             let state: &mut QueueState<T> = held.get(self.key());
             let record = &mut self.records[at];
             if let Some(entry) = record.entry.take() {
@@ -268,6 +248,14 @@ impl<T: Payload> Part for QueuePart<T> {
             if let Some((id, _)) = record.staged.take() {
                 record.entry = state.retract(id);
             }
+        }
+        if self.reserved > 0 {
+            self.queue
+                .occupied
+                .fetch_sub(self.reserved, Ordering::AcqRel);
+            self.reserved = 0;
+            // A producer may have found no room meanwhile.
+            self.woken.join(state.writers.take());
         }
     }
 
@@ -294,10 +282,8 @@ impl<T: Payload> Part for QueuePart<T> {
 
     fn apply(&mut self, held: &mut Held<'_>, mut log: Option<&mut dyn TxLog>) {
         let mut upto = None;
-        let mut duplicates = 0;
         for at in 0..self.records.len() {
             let Some((key, ts)) = self.records[at].staged else {
-                duplicates += usize::from(self.records[at].duplicate.is_some());
                 continue;
             };
             // Its id joins the window now, under the window's lock; a durable store writes it
@@ -326,10 +312,6 @@ impl<T: Payload> Part for QueuePart<T> {
                 }),
                 None => upto = Some(key + 1),
             }
-        }
-        // Duplicates store nothing: their capacity goes back.
-        if duplicates > 0 {
-            self.queue.occupied.fetch_sub(duplicates, Ordering::AcqRel);
         }
         let state: &mut QueueState<T> = held.get(self.key());
         self.reserved = 0; // the records hold their capacity now

@@ -241,12 +241,6 @@ impl<T: Payload> Part for TopicPart<T> {
         }
     }
 
-    fn reserve(&mut self) -> Result<(), Error> {
-        Ok(()) // a partition's room is checked under its lock
-    }
-
-    fn unreserve(&mut self) {}
-
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
         self.now = now;
         for at in 0..self.records.len() {
