@@ -25,6 +25,17 @@
 //!   retained message reached the group (or a reset skipped it), the subscriber accounted for
 //!   every offset, and the dead letters carry the right payloads and headers.
 //!
+//! - `transactions_and_dedupe_match_model`: a source queue consumed in transactions that send to
+//!   a queue `jobs` (capacity 1-6) and a 2-partition topic `events`, both under the same kind
+//!   of dedupe window (none, `Dedupe::last(1..=4)` or `Dedupe::within(1..=10 s)`). Ops: plain
+//!   sends to the source, `try_recv` on it, sends with and without ids and acks into the open
+//!   transaction, commit (a `Full` one is kept and retried later), abort, plain `try_send`s
+//!   with ids, consuming `jobs`, advancing the clock. Checked: every receipt (a duplicate's is
+//!   the original's, within the transaction too), `Full` exactly when the non-duplicates do
+//!   not fit, nothing of an open or aborted transaction visible (`len`, `in_flight`, the
+//!   topic's ends), aborted acks redelivered in nack order with their counts, and at the end
+//!   every committed event in order.
+//!
 //! Single-threaded and deterministic: time is a [`ManualClock`]; nothing sleeps.
 //!
 //! # Cases
@@ -63,9 +74,12 @@ use proptest::test_runner::TestCaseError;
 mod queue;
 #[path = "model/topic.rs"]
 mod topic;
+#[path = "model/tx.rs"]
+mod tx;
 
 use self::queue::{q_op, q_setup, run_queue};
 use self::topic::{run_topic, t_op, t_setup};
+use self::tx::{run_tx, tx_op, tx_setup};
 
 /// The default number of cases per property.
 const DEFAULT_CASES: u32 = 256;
@@ -128,5 +142,13 @@ proptest! {
         ops in prop::collection::vec(t_op(), 1..150),
     ) {
         run_topic(setup, ops)?;
+    }
+
+    #[test]
+    fn transactions_and_dedupe_match_model(
+        setup in tx_setup(),
+        ops in prop::collection::vec(tx_op(), 1..150),
+    ) {
+        run_tx(setup, ops)?;
     }
 }

@@ -1,0 +1,507 @@
+//! The transaction model: a source queue consumed in transactions that send to a bounded
+//! queue and a 2-partition topic, both under the same kind of dedupe window; commits (that fit,
+//! or fail `Full` and are kept to retry), aborts, plain sends with ids, consumption, a manual
+//! clock.
+
+use std::collections::HashMap;
+
+use embus::{Dedupe, Receipt, Transaction};
+
+use super::*;
+
+/// The dedupe window of both targets.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Window {
+    None,
+    /// `Dedupe::last(n)`.
+    Last(usize),
+    /// `Dedupe::within(secs)`.
+    Within(u64),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct TxSetup {
+    capacity: usize,
+    window: Window,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum TxOp {
+    /// A plain send to the source queue.
+    Produce(u32),
+    /// `try_recv` on the source queue's worker.
+    Take,
+    /// In the open transaction (one is begun if none is open): a record for `jobs`.
+    SendJob {
+        payload: u32,
+        id: Option<u8>,
+    },
+    /// In the open transaction: a keyed record for `events`.
+    SendEvent {
+        payload: u32,
+        key: u8,
+        id: Option<u8>,
+    },
+    /// In the open transaction: the ack of a held source delivery.
+    Ack(Index),
+    Commit,
+    Abort,
+    /// `try_send_record` to `jobs`, outside any transaction.
+    PlainJob {
+        payload: u32,
+        id: Option<u8>,
+    },
+    /// `try_send_record` to `events`, outside any transaction.
+    PlainEvent {
+        payload: u32,
+        key: u8,
+        id: Option<u8>,
+    },
+    /// Takes and acks one message of `jobs`.
+    ConsumeJob,
+    /// Advances the clock by this many seconds.
+    Advance(u64),
+}
+
+pub(super) fn tx_setup() -> impl Strategy<Value = TxSetup> {
+    (
+        1..=6usize,
+        prop_oneof![
+            Just(Window::None),
+            (1..=4usize).prop_map(Window::Last),
+            (1..=10u64).prop_map(Window::Within),
+        ],
+    )
+        .prop_map(|(capacity, window)| TxSetup { capacity, window })
+}
+
+fn an_id() -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![Just(None), (0..5u8).prop_map(Some)]
+}
+
+pub(super) fn tx_op() -> impl Strategy<Value = TxOp> {
+    prop_oneof![
+        3 => any::<u32>().prop_map(TxOp::Produce),
+        3 => Just(TxOp::Take),
+        4 => (any::<u32>(), an_id()).prop_map(|(payload, id)| TxOp::SendJob { payload, id }),
+        3 => (any::<u32>(), 0..4u8, an_id())
+            .prop_map(|(payload, key, id)| TxOp::SendEvent { payload, key, id }),
+        3 => any::<Index>().prop_map(TxOp::Ack),
+        3 => Just(TxOp::Commit),
+        1 => Just(TxOp::Abort),
+        2 => (any::<u32>(), an_id()).prop_map(|(payload, id)| TxOp::PlainJob { payload, id }),
+        1 => (any::<u32>(), 0..4u8, an_id())
+            .prop_map(|(payload, key, id)| TxOp::PlainEvent { payload, key, id }),
+        2 => Just(TxOp::ConsumeJob),
+        1 => prop_oneof![Just(1u64), Just(5), Just(10), 0..=12u64].prop_map(TxOp::Advance),
+    ]
+}
+
+/// One target's dedupe window, as `src/engine/dedupe.rs` keeps it.
+#[derive(Default)]
+struct Win {
+    /// Ids in the order remembered, with when.
+    order: VecDeque<(u8, u64)>,
+    by_id: BTreeMap<u8, (Receipt, u64)>,
+}
+
+impl Win {
+    fn prune(&mut self, window: Window, now: u64) {
+        while let Some(&(id, ts)) = self.order.front() {
+            let too_many = matches!(window, Window::Last(n) if self.by_id.len() > n);
+            let too_old = matches!(window, Window::Within(w) if ts < now - w);
+            let stale = self.by_id.get(&id).is_none_or(|(_, at)| *at != ts);
+            if !(too_many || too_old || stale) {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_id.get(&id).is_some_and(|(_, at)| *at == ts) {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    fn seen(&mut self, window: Window, id: u8, now: u64) -> Option<Receipt> {
+        if matches!(window, Window::None) {
+            return None;
+        }
+        self.prune(window, now);
+        self.by_id.get(&id).map(|(r, _)| *r)
+    }
+
+    fn remember(&mut self, window: Window, id: u8, receipt: Receipt, now: u64) {
+        if matches!(window, Window::None) {
+            return;
+        }
+        self.order.push_back((id, now));
+        self.by_id.insert(id, (receipt, now));
+        self.prune(window, now);
+    }
+}
+
+/// A record of the open transaction.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Job {
+        payload: u32,
+        id: Option<u8>,
+    },
+    Event {
+        payload: u32,
+        key: u8,
+        id: Option<u8>,
+    },
+}
+
+/// A source delivery: payload, sequence number, deliveries so far.
+type Src = (u32, u64, u32);
+
+struct Model {
+    window: Window,
+    capacity: usize,
+    /// Seconds on the model's clock (started high, so a window never reaches before zero).
+    now: u64,
+    src_ready: VecDeque<Src>,
+    src_next: u64,
+    /// Payload and id of each `jobs` message, in delivery order.
+    jobs: VecDeque<(u32, u64)>,
+    jobs_next: u64,
+    events: [Vec<u32>; 2],
+    /// Where each key's events go, as first seen.
+    key_partition: HashMap<u8, u32>,
+    jobs_ids: Win,
+    events_ids: Win,
+    /// The open transaction: its records in send order, and the deliveries it acks.
+    tx: Option<(Vec<Pending>, Vec<Src>)>,
+}
+
+/// What the model expects of one record's receipt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// Exactly this (a job's; a duplicate's original).
+    Is(Receipt),
+    /// The same as the receipt of the transaction's record at this index.
+    SameAs(usize),
+    /// A new event: where its key goes, at the partition's next offset.
+    NewEvent,
+}
+
+/// What a commit does in the model: what each receipt must be, or `None` if it does not fit.
+fn model_commit(m: &mut Model, records: &[Pending]) -> Option<Vec<Want>> {
+    let (window, now) = (m.window, m.now);
+    // Jobs first (the engine stages each part in turn; only jobs can be full).
+    let mut receipts = vec![Want::NewEvent; records.len()];
+    let mut staged_jobs = Vec::new();
+    let mut earlier: Vec<(u8, Receipt)> = Vec::new();
+    for (at, record) in records.iter().enumerate() {
+        let Pending::Job { payload, id } = *record else {
+            continue;
+        };
+        let id = id.filter(|_| !matches!(window, Window::None));
+        if let Some(id) = id {
+            let dup = earlier.iter().find(|(e, _)| *e == id).map(|(_, r)| *r);
+            if let Some(r) = dup.or_else(|| m.jobs_ids.seen(window, id, now)) {
+                receipts[at] = Want::Is(r);
+                continue;
+            }
+        }
+        if m.jobs.len() + staged_jobs.len() >= m.capacity {
+            return None;
+        }
+        let receipt = Receipt {
+            partition: 0,
+            offset: m.jobs_next + staged_jobs.len() as u64,
+        };
+        if let Some(id) = id {
+            earlier.push((id, receipt));
+        }
+        staged_jobs.push((payload, receipt.offset, id));
+        receipts[at] = Want::Is(receipt);
+    }
+    for (payload, offset, id) in staged_jobs {
+        if let Some(id) = id {
+            let receipt = Receipt {
+                partition: 0,
+                offset,
+            };
+            m.jobs_ids.remember(window, id, receipt, now);
+        }
+        m.jobs.push_back((payload, offset));
+        m.jobs_next = offset + 1;
+    }
+    // Events: partitions are learnt from the broker (`None` where a key is new).
+    let mut earlier: Vec<(u8, usize)> = Vec::new();
+    for (at, record) in records.iter().enumerate() {
+        let Pending::Event { id, .. } = *record else {
+            continue;
+        };
+        let id = id.filter(|_| !matches!(window, Window::None));
+        if let Some(id) = id {
+            if let Some(&(_, first)) = earlier.iter().find(|(e, _)| *e == id) {
+                receipts[at] = Want::SameAs(first);
+                continue;
+            }
+            if let Some(r) = m.events_ids.seen(window, id, now) {
+                receipts[at] = Want::Is(r);
+                continue;
+            }
+            earlier.push((id, at));
+        }
+    }
+    Some(receipts)
+}
+
+pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new();
+    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+    let dedupe = match setup.window {
+        Window::None => None,
+        Window::Last(n) => Some(Dedupe::last(n as u64)),
+        Window::Within(secs) => Some(Dedupe::within(Duration::from_secs(secs))),
+    };
+    let src = bus
+        .queue_with::<u32>(
+            "src",
+            QueueOptions::default()
+                .no_ack_timeout()
+                .backoff(Backoff::none()),
+        )
+        .unwrap();
+    let mut jobs_options = QueueOptions::default().capacity(setup.capacity);
+    let mut events_options = TopicOptions::default().partitions(2);
+    if let Some(window) = dedupe {
+        jobs_options = jobs_options.dedupe(window);
+        events_options = events_options.dedupe(window);
+    }
+    let jobs = bus.queue_with::<u32>("jobs", jobs_options).unwrap();
+    let events = bus.topic_with::<u32>("events", events_options).unwrap();
+    let mut worker = src.consumer();
+    let mut job_reader = jobs.consumer();
+    let mut held: Vec<(Message<u32>, Src)> = Vec::new();
+    let mut tx: Option<Transaction> = None;
+    let mut m = Model {
+        window: setup.window,
+        capacity: setup.capacity,
+        now: 1_000_000,
+        src_ready: VecDeque::new(),
+        src_next: 0,
+        jobs: VecDeque::new(),
+        jobs_next: 0,
+        events: [Vec::new(), Vec::new()],
+        key_partition: HashMap::new(),
+        jobs_ids: Win::default(),
+        events_ids: Win::default(),
+        tx: None,
+    };
+    let record = |payload: u32, key: Option<u8>, id: Option<u8>| {
+        let mut record = Record::new(payload);
+        if let Some(key) = key {
+            record = record.key(vec![key]);
+        }
+        if let Some(id) = id {
+            record = record.id(format!("id-{id}"));
+        }
+        record
+    };
+    let has_window = !matches!(setup.window, Window::None);
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            TxOp::Produce(v) => {
+                src.producer().send(v).unwrap();
+                m.src_ready.push_back((v, m.src_next, 0));
+                m.src_next += 1;
+            }
+            TxOp::Take => match (worker.try_recv(), m.src_ready.pop_front()) {
+                (Ok(msg), Some((v, seq, count))) => {
+                    let want = (v, seq, count + 1);
+                    let got = (*msg.payload(), msg.offset(), msg.delivery_count());
+                    same(got, want, "taken", step, op)?;
+                    held.push((msg, want));
+                }
+                (Err(TryRecvError::Empty), None) => {}
+                (got, want) => {
+                    let got = got.map(|m| *m.payload());
+                    return Err(TestCaseError::fail(format!(
+                        "step {step} ({op:?}): took {got:?}, model {want:?}"
+                    )));
+                }
+            },
+            TxOp::SendJob { payload, id } => {
+                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
+                open.send_record(&jobs.producer(), record(payload, None, id))
+                    .unwrap();
+                let (records, _) = m.tx.get_or_insert_with(Default::default);
+                records.push(Pending::Job { payload, id });
+            }
+            TxOp::SendEvent { payload, key, id } => {
+                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
+                open.send_record(&events.producer(), record(payload, Some(key), id))
+                    .unwrap();
+                let (records, _) = m.tx.get_or_insert_with(Default::default);
+                records.push(Pending::Event { payload, key, id });
+            }
+            TxOp::Ack(index) => {
+                if held.is_empty() {
+                    continue;
+                }
+                let (msg, src_model) = held.remove(index.index(held.len()));
+                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
+                open.ack(msg).unwrap();
+                let (_, acks) = m.tx.get_or_insert_with(Default::default);
+                acks.push(src_model);
+            }
+            TxOp::Commit => {
+                let Some(open) = tx.take() else {
+                    continue;
+                };
+                let (records, acks) = m.tx.take().unwrap_or_default();
+                match (open.commit(), model_commit(&mut m, &records)) {
+                    (Ok(receipts), Some(want)) => {
+                        same(receipts.len(), records.len(), "receipts", step, op)?;
+                        for (at, (record, want)) in records.iter().zip(&want).enumerate() {
+                            let got = receipts[at];
+                            match (*record, *want) {
+                                (_, Want::Is(want)) => same(got, want, "receipt", step, op)?,
+                                (_, Want::SameAs(first)) => {
+                                    same(got, receipts[first], "duplicate's receipt", step, op)?;
+                                }
+                                (Pending::Event { payload, key, id }, Want::NewEvent) => {
+                                    let p = *m.key_partition.entry(key).or_insert(got.partition);
+                                    same(got.partition, p, "key's partition", step, op)?;
+                                    let offset = m.events[p as usize].len() as u64;
+                                    same(got.offset, offset, "event offset", step, op)?;
+                                    m.events[p as usize].push(payload);
+                                    if let Some(id) = id.filter(|_| has_window) {
+                                        m.events_ids.remember(m.window, id, got, m.now);
+                                    }
+                                }
+                                (Pending::Job { .. }, Want::NewEvent) => {
+                                    unreachable!("the model names every job's receipt")
+                                }
+                            }
+                        }
+                        // The acks took effect: nothing to put back.
+                        drop(acks);
+                    }
+                    (Err(err), None) => {
+                        prop_assert!(
+                            matches!(err.error(), Error::Full { name } if name == "jobs"),
+                            "step {step}: {err}"
+                        );
+                        // Kept, to commit later.
+                        tx = Some(err.into_transaction());
+                        m.tx = Some((records, acks));
+                    }
+                    (got, want) => {
+                        return Err(TestCaseError::fail(format!(
+                            "step {step} ({op:?}): commit {:?}, model {want:?}",
+                            got.map_err(|e| e.to_string())
+                        )));
+                    }
+                }
+            }
+            TxOp::Abort => {
+                let Some(open) = tx.take() else {
+                    continue;
+                };
+                open.abort();
+                let (_, acks) = m.tx.take().unwrap_or_default();
+                // Released as a nack: each to the front of the ready list, at once.
+                for src_model in acks {
+                    m.src_ready.push_front(src_model);
+                }
+            }
+            TxOp::PlainJob { payload, id } => {
+                let got = jobs.producer().try_send_record(record(payload, None, id));
+                let dup = id.and_then(|id| m.jobs_ids.seen(m.window, id, m.now));
+                match (got, dup) {
+                    (Ok(r), Some(want)) => same(r, want, "duplicate's receipt", step, op)?,
+                    (Ok(r), None) => {
+                        prop_assert!(m.jobs.len() < m.capacity, "step {step}: sent when full");
+                        same(r.offset, m.jobs_next, "job id", step, op)?;
+                        m.jobs.push_back((payload, r.offset));
+                        m.jobs_next += 1;
+                        if let Some(id) = id {
+                            m.jobs_ids.remember(m.window, id, r, m.now);
+                        }
+                    }
+                    (Err(TrySendError::Full(_)), None) => {
+                        same(m.jobs.len(), m.capacity, "full at", step, op)?;
+                    }
+                    (got, want) => {
+                        return Err(TestCaseError::fail(format!(
+                            "step {step} ({op:?}): {:?}, model {want:?}",
+                            got.map_err(|e| e.to_string())
+                        )));
+                    }
+                }
+            }
+            TxOp::PlainEvent { payload, key, id } => {
+                let got = events
+                    .producer()
+                    .try_send_record(record(payload, Some(key), id))
+                    .unwrap();
+                match id.and_then(|id| m.events_ids.seen(m.window, id, m.now)) {
+                    Some(want) => same(got, want, "duplicate's receipt", step, op)?,
+                    None => {
+                        let p = *m.key_partition.entry(key).or_insert(got.partition);
+                        same(got.partition, p, "key's partition", step, op)?;
+                        let offset = m.events[p as usize].len() as u64;
+                        same(got.offset, offset, "event offset", step, op)?;
+                        m.events[p as usize].push(payload);
+                        if let Some(id) = id {
+                            m.events_ids.remember(m.window, id, got, m.now);
+                        }
+                    }
+                }
+            }
+            TxOp::ConsumeJob => match (job_reader.try_recv(), m.jobs.pop_front()) {
+                (Ok(msg), Some(want)) => {
+                    same((*msg.payload(), msg.offset()), want, "job", step, op)?;
+                    msg.ack().unwrap();
+                }
+                (Err(TryRecvError::Empty), None) => {}
+                (got, want) => {
+                    let got = got.map(|m| *m.payload());
+                    return Err(TestCaseError::fail(format!(
+                        "step {step} ({op:?}): job {got:?}, model {want:?}"
+                    )));
+                }
+            },
+            TxOp::Advance(secs) => {
+                clock.advance(Duration::from_secs(secs));
+                m.now += secs;
+            }
+        }
+        // Nothing of an open transaction shows; everything committed does.
+        same(jobs.len(), m.jobs.len(), "jobs.len()", step, op)?;
+        same(src.len(), m.src_ready.len(), "src.len()", step, op)?;
+        let acked = m.tx.as_ref().map_or(0, |(_, acks)| acks.len());
+        same(
+            src.in_flight(),
+            held.len() + acked,
+            "src.in_flight()",
+            step,
+            op,
+        )?;
+        for p in 0..2u32 {
+            let end = events.offsets(p).unwrap().end;
+            same(
+                end,
+                m.events[p as usize].len() as u64,
+                "events' end",
+                step,
+                op,
+            )?;
+        }
+    }
+    // Every committed event, in order, per partition.
+    drop(tx);
+    let mut reader = events.subscribe(Start::Earliest).unwrap();
+    let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    while let Ok(msg) = reader.try_recv() {
+        got[msg.partition() as usize].push(*msg.payload());
+    }
+    prop_assert_eq!(got, m.events);
+    Ok(())
+}
