@@ -27,7 +27,17 @@ use crate::record::{Payload, Receipt, Record};
 /// - A commit never waits for room: a topic under [`Overflow::Block`](crate::Overflow::Block)
 ///   or a queue without room fails it at once with [`Error::Full`], as `try_send` does.
 ///
-/// It works the same in memory and durable mode.
+/// It works the same in memory and durable mode. A commit consumes the transaction, so it
+/// cannot be committed twice:
+///
+/// ```compile_fail
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = embus::Broker::memory();
+/// let tx = bus.transaction()?;
+/// tx.commit()?;
+/// tx.commit()?; // error: use of moved value `tx`
+/// # Ok(()) }
+/// ```
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

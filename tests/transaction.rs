@@ -597,3 +597,40 @@ fn acks_committed_ahead_of_the_group_position_are_not_delivered_again_after_a_re
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failed_durable_commit_poisons_the_broker_and_hands_the_records_back() {
+    use common::faulty::{Faults, Mode, faulty_builder};
+    let dir = common::fresh_dir("tx-poisoned");
+    let faults = Faults::new(Mode::Sticky);
+    let bus = faulty_builder(&dir.join("bus.embus"), &faults)
+        .open()
+        .unwrap();
+    let jobs = bus.queue::<u32>("jobs").unwrap();
+    let out = bus.topic::<u32>("out").unwrap();
+    jobs.producer().send(1).unwrap();
+    let mut worker = jobs.consumer();
+    let job = worker.recv_timeout(WAIT).unwrap();
+    let mut tx = bus.transaction().unwrap();
+    tx.send(&out.producer(), 10).unwrap();
+    tx.send(&jobs.producer(), 2).unwrap();
+    tx.ack(job).unwrap();
+    faults.full.store(true, std::sync::atomic::Ordering::SeqCst); // the disk is full
+    let err = tx.commit().unwrap_err();
+    assert!(matches!(err.error(), Error::Poisoned { .. }), "{err}");
+    let mut tx = err.into_transaction();
+    let back: Vec<u32> = tx
+        .take_records::<u32>()
+        .into_iter()
+        .map(Record::into_payload)
+        .collect();
+    assert_eq!(back, [10, 2], "every unsent message is handed back");
+    assert_eq!(
+        (out.retained(), jobs.len()),
+        (0, 0),
+        "nothing was published"
+    );
+    assert!(matches!(bus.transaction(), Err(Error::Poisoned { .. })));
+    drop((tx, worker, bus, jobs, out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
