@@ -128,10 +128,10 @@ impl Transaction {
     ///
     /// redb has one writer at a time, and this borrows it: from the first call until the
     /// commit or the drop, the broker's own commits (every durable send, ack and group
-    /// position) wait. Keep such a transaction short, and do not wait for a durable send on
-    /// the same thread meanwhile (it fails with [`Error::TransactionOpen`] instead of waiting
-    /// forever): send in the transaction. Tables named `embus.…` are the broker's; never
-    /// write them.
+    /// position) wait, and so does [`Broker::close`](crate::Broker::close). Keep such a
+    /// transaction short, and do not wait for a durable send on the same thread meanwhile (it
+    /// fails with [`Error::TransactionOpen`] instead of waiting forever): send in the
+    /// transaction. Tables named `embus.…` are the broker's; never write them.
     ///
     /// # Errors
     /// [`Error::NoDatabase`] on a memory broker; [`Error::Closed`], [`Error::Poisoned`].
@@ -141,12 +141,12 @@ impl Transaction {
 
     /// How many messages the transaction sends.
     pub fn len(&self) -> usize {
-        self.core.sends
+        self.core.len()
     }
 
     /// Whether the transaction sends nothing (it may still ack).
     pub fn is_empty(&self) -> bool {
-        self.core.sends == 0
+        self.len() == 0
     }
 
     /// Sends every message and settles every ack, all at once, and returns the receipts in
@@ -201,7 +201,7 @@ impl Drop for Transaction {
 impl fmt::Debug for Transaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transaction")
-            .field("sends", &self.core.sends)
+            .field("sends", &self.core.len())
             .field("targets", &self.core.parts.len())
             .finish_non_exhaustive()
     }

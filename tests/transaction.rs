@@ -169,7 +169,9 @@ fn tx_records_handed_back(bus: &Broker) -> Vec<Record<u32>> {
     let err = tx.commit().unwrap_err();
     assert!(matches!(err.error(), Error::Full { .. }));
     let mut tx = err.into_transaction();
+    assert_eq!(tx.len(), 3);
     let records = tx.take_records::<u32>();
+    assert_eq!(tx.len(), 1, "the `String` one is left");
     let payloads: Vec<u32> = records.iter().map(|r| *r.payload()).collect();
     assert_eq!(payloads, [1, 2]);
     let names: Vec<String> = tx

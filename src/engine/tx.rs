@@ -128,6 +128,8 @@ pub(crate) trait Part: Send + Sync {
     fn abort(&mut self);
     /// Whether the part holds nothing (every record and ack was taken out).
     fn is_empty(&self) -> bool;
+    /// How many records it holds.
+    fn records(&self) -> usize;
 }
 
 /// A transaction's engine side: its broker and parts.
@@ -180,6 +182,11 @@ impl TxCore {
             Some(part) => part,
             None => unreachable!("a target's part has the target's payload type"),
         }
+    }
+
+    /// How many records the transaction holds.
+    pub(crate) fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.records()).sum()
     }
 
     /// Commits: everything takes effect, or nothing does and the transaction is as it was.

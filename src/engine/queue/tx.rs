@@ -397,4 +397,8 @@ impl<T: Payload> Part for QueuePart<T> {
     fn is_empty(&self) -> bool {
         self.records.is_empty() && self.acks.is_empty()
     }
+
+    fn records(&self) -> usize {
+        self.records.len()
+    }
 }
