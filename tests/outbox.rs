@@ -11,6 +11,12 @@ use embus::{Broker, Error, SendError, Start, TryRecvError};
 
 const ORDERS: TableDefinition<u64, &str> = TableDefinition::new("orders");
 
+/// Writes order row `id` in the transaction's redb write transaction.
+fn insert_order(tx: &mut embus::Transaction, id: u64, item: &str) {
+    let txn = tx.redb().unwrap();
+    txn.open_table(ORDERS).unwrap().insert(id, item).unwrap();
+}
+
 /// The order rows the application stored, read through a transaction's write transaction.
 fn stored_orders(bus: &Broker) -> Vec<(u64, String)> {
     let mut tx = bus.transaction().unwrap();
@@ -32,23 +38,13 @@ fn rows_and_messages_commit_together_and_survive_a_reopen() {
         let placed = bus.topic::<u64>("order-placed").unwrap();
         for id in 1..=3 {
             let mut tx = bus.transaction().unwrap();
-            tx.redb()
-                .unwrap()
-                .open_table(ORDERS)
-                .unwrap()
-                .insert(id, "espresso")
-                .unwrap();
+            insert_order(&mut tx, id, "espresso");
             tx.send(&placed.producer(), id).unwrap();
             tx.commit().unwrap();
         }
         // Dropped: neither its row nor its message.
         let mut tx = bus.transaction().unwrap();
-        tx.redb()
-            .unwrap()
-            .open_table(ORDERS)
-            .unwrap()
-            .insert(4, "never")
-            .unwrap();
+        insert_order(&mut tx, 4, "never");
         tx.send(&placed.producer(), 4).unwrap();
         drop(tx);
         // The broker goes on after an aborted loan.
@@ -78,12 +74,7 @@ fn sends_on_other_threads_wait_for_the_loan_and_share_its_commit() {
     let bus = Broker::open(dir.join("bus.embus")).unwrap();
     let events = bus.topic::<u64>("events").unwrap();
     let mut tx = bus.transaction().unwrap();
-    tx.redb()
-        .unwrap()
-        .open_table(ORDERS)
-        .unwrap()
-        .insert(1, "a")
-        .unwrap();
+    insert_order(&mut tx, 1, "a");
     let (done, finished) = mpsc::channel();
     let producer = events.producer();
     let sender = std::thread::spawn(move || {
@@ -133,12 +124,7 @@ fn a_table_error_in_the_application_rolls_everything_back() {
     let bus = Broker::open(dir.join("bus.embus")).unwrap();
     let events = bus.topic::<u64>("events").unwrap();
     let mut tx = bus.transaction().unwrap();
-    tx.redb()
-        .unwrap()
-        .open_table(ORDERS)
-        .unwrap()
-        .insert(1, "a")
-        .unwrap();
+    insert_order(&mut tx, 1, "a");
     tx.send(&events.producer(), 1).unwrap();
     // The application opens its table with the wrong types: redb says so, typed.
     let wrong: TableDefinition<&str, u64> = TableDefinition::new("orders");
