@@ -26,7 +26,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use parking_lot::MutexGuard;
+
 use super::Context;
+use super::dedupe::Ids;
 use crate::error::Error;
 use crate::record::{Nanos, Receipt};
 use crate::store::{Lent, TxJob, TxLog};
@@ -96,6 +99,108 @@ impl Held<'_> {
             _ => unreachable!("a part asks only for the locks it listed"),
         }
     }
+}
+
+/// A dedupe window's lock, `C`'s (a topic's or a queue's).
+pub(crate) struct WindowLock<C> {
+    core: Arc<C>,
+    lock: for<'a> fn(&'a C) -> Option<MutexGuard<'a, Ids>>,
+}
+
+impl<C> WindowLock<C> {
+    /// The window `lock` takes in `core`, which has one.
+    pub(crate) fn new(
+        core: &Arc<C>,
+        lock: for<'a> fn(&'a C) -> Option<MutexGuard<'a, Ids>>,
+    ) -> Self {
+        Self {
+            core: Arc::clone(core),
+            lock,
+        }
+    }
+}
+
+impl<C: Send + Sync + 'static> Lockable for WindowLock<C> {
+    fn key(&self) -> LockKey {
+        (Rank::Dedupe, address(&self.core), 0)
+    }
+
+    fn lock(&self) -> Box<dyn Guard + '_> {
+        match (self.lock)(&self.core) {
+            Some(ids) => Box::new(ids),
+            None => unreachable!("locked only where there is a window"),
+        }
+    }
+}
+
+/// Where a topic, queue or group ranks among its kind: its address.
+pub(crate) fn address<D>(of: &Arc<D>) -> usize {
+    Arc::as_ptr(of).cast::<()>() as usize
+}
+
+/// One record of a transaction, for a topic's partition or a queue (`E`: the entry as the
+/// target holds it).
+pub(crate) struct Pending<E> {
+    /// The send's number in its transaction.
+    pub(crate) index: usize,
+    /// Its partition (0 for a queue).
+    pub(crate) partition: u32,
+    /// The entry, until staged (and again if taken back).
+    pub(crate) entry: Option<E>,
+    /// The encoded body (a store that keeps bytes).
+    pub(crate) body: Option<Vec<u8>>,
+    /// Where it was staged: offset (or queue id) and timestamp.
+    pub(crate) staged: Option<(u64, Nanos)>,
+    /// Its counted size.
+    pub(crate) size: u32,
+    /// Its message id, under a dedupe window.
+    pub(crate) id: Option<Box<str>>,
+    /// The original's receipt, if it is a duplicate (it stores nothing).
+    pub(crate) duplicate: Option<Receipt>,
+}
+
+impl<E> Pending<E> {
+    /// Its receipt once staged: the original's for a duplicate.
+    pub(crate) fn receipt(&self) -> Option<Receipt> {
+        let staged = self.staged.map(|(offset, _)| Receipt {
+            partition: self.partition,
+            offset,
+        });
+        self.duplicate.or(staged)
+    }
+}
+
+/// The receipt record `at` of `records` gets without being stored: an earlier record's of the
+/// same id in this transaction, or else what `window` says of the id (the original's).
+pub(crate) fn duplicate_of<E>(
+    records: &[Pending<E>],
+    at: usize,
+    window: impl FnOnce(&str) -> Option<Receipt>,
+) -> Option<Receipt> {
+    let id = records[at].id.as_deref()?;
+    let earlier = records[..at].iter().filter(|r| r.id.as_deref() == Some(id));
+    earlier
+        .filter_map(Pending::receipt)
+        .next()
+        .or_else(|| window(id))
+}
+
+/// The records not committed, with their send numbers (a transaction hands them back).
+pub(crate) fn take_records<E, R>(
+    records: &mut Vec<Pending<E>>,
+    out: &mut Vec<(usize, R)>,
+    into_record: impl Fn(E) -> R,
+) {
+    for record in records.drain(..) {
+        if let Some(entry) = record.entry {
+            out.push((record.index, into_record(entry)));
+        }
+    }
+}
+
+/// The receipts of committed records: (send number, receipt).
+pub(crate) fn receipts<E>(records: &[Pending<E>], out: &mut Vec<(usize, Receipt)>) {
+    out.extend(records.iter().filter_map(|r| Some((r.index, r.receipt()?))));
 }
 
 /// One topic's or queue's share of a transaction.

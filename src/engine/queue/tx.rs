@@ -11,31 +11,17 @@ use crate::engine::Delivery;
 use crate::engine::Fail;
 use crate::engine::dedupe::{self, Ids};
 use crate::engine::notify::Woken;
-use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
+use crate::engine::tx::{
+    self, Guard, Held, LockKey, Lockable, Part, Pending, Rank, TxCore, WindowLock, address,
+};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
 use crate::store::{Progress, TxLog, TxRecord};
 
-/// One record of a transaction for a queue.
-struct Pending<T> {
-    /// The send's number in its transaction.
-    index: usize,
-    /// The entry, until staged (and again if taken back).
-    entry: Option<Arc<Entry<T>>>,
-    /// The encoded body (a store that keeps bytes).
-    body: Option<Vec<u8>>,
-    /// Where it was staged: id and timestamp.
-    staged: Option<(u64, Nanos)>,
-    /// Its message id, under a dedupe window.
-    id: Option<Box<str>>,
-    /// The original's receipt, if it is a duplicate (it stores nothing).
-    duplicate: Option<Receipt>,
-}
-
 /// A queue's share of a transaction.
 pub(crate) struct QueuePart<T> {
     queue: Arc<QueueCore<T>>,
-    records: Vec<Pending<T>>,
+    records: Vec<Pending<Arc<Entry<T>>>>,
     /// Deliveries to ack.
     acks: Vec<Delivery<T>>,
     /// Capacity units taken for the staged records, until they are applied.
@@ -77,9 +63,11 @@ impl<T: Payload> QueueCore<T> {
         let part = tx.part(address(self), || QueuePart::new(self));
         part.records.push(Pending {
             index,
+            partition: 0,
             entry: Some(entry),
             body,
             staged: None,
+            size: 0,
             id,
             duplicate: None,
         });
@@ -91,11 +79,6 @@ impl<T: Payload> QueueCore<T> {
         let part = tx.part(address(self), || QueuePart::new(self));
         part.acks.push(delivery);
     }
-}
-
-/// A queue's address: its place in the lock order.
-fn address<T>(queue: &Arc<QueueCore<T>>) -> usize {
-    Arc::as_ptr(queue).cast::<()>() as usize
 }
 
 impl<T: Payload> QueuePart<T> {
@@ -119,33 +102,9 @@ impl<T: Payload> QueuePart<T> {
         (Rank::Dedupe, address(&self.queue), 0)
     }
 
-    /// The receipt a record with `id` gets without being stored: the window's, or that of an
-    /// earlier record of this transaction with the same id.
-    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
-        let id = self.records[at].id.as_deref()?;
-        let earlier = self.records[..at]
-            .iter()
-            .filter(|r| r.id.as_deref() == Some(id));
-        let receipt = |r: &Pending<T>| {
-            let staged = r.staged.map(|(offset, _)| Receipt {
-                partition: 0,
-                offset,
-            });
-            r.duplicate.or(staged)
-        };
-        if let Some(receipt) = earlier.filter_map(receipt).next() {
-            return Some(receipt);
-        }
-        held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
-    }
-
     /// The records not committed, with their send numbers (the transaction hands them back).
     pub(crate) fn take_records(&mut self, out: &mut Vec<(usize, Record<T>)>) {
-        for record in self.records.drain(..) {
-            if let Some(entry) = record.entry {
-                out.push((record.index, unshared(entry)));
-            }
-        }
+        tx::take_records(&mut self.records, out, unshared);
     }
 
     /// Why the queue refuses records: deleted, or the broker closed.
@@ -153,24 +112,6 @@ impl<T: Payload> QueuePart<T> {
         match self.queue.check_live() {
             Err(e) => e,
             Ok(()) => Error::Closed,
-        }
-    }
-}
-
-/// A queue's dedupe window's lock.
-struct DedupeLock<T> {
-    queue: Arc<QueueCore<T>>,
-}
-
-impl<T: Payload> Lockable for DedupeLock<T> {
-    fn key(&self) -> LockKey {
-        (Rank::Dedupe, address(&self.queue), 0)
-    }
-
-    fn lock(&self) -> Box<dyn Guard + '_> {
-        match self.queue.dedupe() {
-            Some(ids) => Box::new(ids),
-            None => unreachable!("locked only for a queue with a window"),
         }
     }
 }
@@ -201,9 +142,7 @@ impl<T: Payload> Part for QueuePart<T> {
 
     fn locks(&self, out: &mut Vec<Box<dyn Lockable>>) {
         if self.records.iter().any(|r| r.id.is_some()) {
-            out.push(Box::new(DedupeLock {
-                queue: Arc::clone(&self.queue),
-            }));
+            out.push(Box::new(WindowLock::new(&self.queue, QueueCore::dedupe)));
         }
         out.push(Box::new(QueueLock {
             queue: Arc::clone(&self.queue),
@@ -220,7 +159,10 @@ impl<T: Payload> Part for QueuePart<T> {
         }
         self.now = now;
         for at in 0..self.records.len() {
-            if let Some(receipt) = self.duplicate_of(held, at) {
+            let key = self.dedupe_key();
+            let now = self.now;
+            let window = |id: &str| held.get::<Ids>(key).seen(id, now);
+            if let Some(receipt) = tx::duplicate_of(&self.records, at, window) {
                 self.records[at].duplicate = Some(receipt);
                 continue;
             }
@@ -377,15 +319,7 @@ impl<T: Payload> Part for QueuePart<T> {
     }
 
     fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
-        for record in &self.records {
-            let staged = record.staged.map(|(offset, _)| Receipt {
-                partition: 0,
-                offset,
-            });
-            if let Some(receipt) = record.duplicate.or(staged) {
-                out.push((record.index, receipt));
-            }
-        }
+        tx::receipts(&self.records, out);
     }
 
     fn abort(&mut self) {

@@ -10,33 +10,17 @@ use crate::engine::Delivery;
 use crate::engine::Fail;
 use crate::engine::dedupe::Ids;
 use crate::engine::notify::Woken;
-use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
+use crate::engine::tx::{
+    self, Guard, Held, LockKey, Lockable, Part, Pending, Rank, TxCore, WindowLock, address,
+};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
 use crate::store::{Progress, TxLog, TxRecord};
 
-/// One record of a transaction, for one partition.
-struct Pending<T> {
-    /// The send's number in its transaction.
-    index: usize,
-    partition: u32,
-    /// The entry, until staged (and again if taken back).
-    entry: Option<Entry<T>>,
-    /// The encoded body (a store that keeps bytes).
-    body: Option<Vec<u8>>,
-    /// Where it was staged: offset and timestamp.
-    staged: Option<(u64, Nanos)>,
-    size: u32,
-    /// Its message id, under a dedupe window.
-    id: Option<Box<str>>,
-    /// The original's receipt, if it is a duplicate (it stores nothing).
-    duplicate: Option<Receipt>,
-}
-
 /// A topic's share of a transaction.
 pub(crate) struct TopicPart<T> {
     topic: Arc<TopicCore<T>>,
-    records: Vec<Pending<T>>,
+    records: Vec<Pending<Entry<T>>>,
     /// Group deliveries to ack.
     acks: Vec<Delivery<T>>,
     /// Whom the commit wakes, once unlocked.
@@ -95,11 +79,6 @@ impl<T: Payload> TopicCore<T> {
     }
 }
 
-/// A topic's (or group's) address: its place in the lock order.
-fn address<D>(of: &Arc<D>) -> usize {
-    Arc::as_ptr(of).cast::<()>() as usize
-}
-
 impl<T: Payload> TopicPart<T> {
     fn new(topic: &Arc<TopicCore<T>>) -> Self {
         Self {
@@ -119,33 +98,9 @@ impl<T: Payload> TopicPart<T> {
         (Rank::Dedupe, address(&self.topic), 0)
     }
 
-    /// The receipt a record with `id` gets without being stored: the window's, or that of an
-    /// earlier record of this transaction with the same id.
-    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
-        let id = self.records[at].id.as_deref()?;
-        let earlier = self.records[..at]
-            .iter()
-            .filter(|r| r.id.as_deref() == Some(id));
-        let receipt = |r: &Pending<T>| {
-            let staged = r.staged.map(|(offset, _)| Receipt {
-                partition: r.partition,
-                offset,
-            });
-            r.duplicate.or(staged)
-        };
-        if let Some(receipt) = earlier.filter_map(receipt).next() {
-            return Some(receipt);
-        }
-        held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
-    }
-
     /// The records not committed, with their send numbers (the transaction hands them back).
     pub(crate) fn take_records(&mut self, out: &mut Vec<(usize, Record<T>)>) {
-        for record in self.records.drain(..) {
-            if let Some(entry) = record.entry {
-                out.push((record.index, entry.into_record()));
-            }
-        }
+        tx::take_records(&mut self.records, out, Entry::into_record);
     }
 
     /// Why the topic refuses records under its partition's lock: deleted, or the broker
@@ -171,24 +126,6 @@ impl<T: Payload> Lockable for PartitionLock<T> {
 
     fn lock(&self) -> Box<dyn Guard + '_> {
         Box::new(self.topic.partitions[self.partition as usize].lock())
-    }
-}
-
-/// A dedupe window's lock.
-struct DedupeLock<T> {
-    topic: Arc<TopicCore<T>>,
-}
-
-impl<T: Payload> Lockable for DedupeLock<T> {
-    fn key(&self) -> LockKey {
-        (Rank::Dedupe, address(&self.topic), 0)
-    }
-
-    fn lock(&self) -> Box<dyn Guard + '_> {
-        match self.topic.dedupe() {
-            Some(ids) => Box::new(ids),
-            None => unreachable!("locked only for a topic with a window"),
-        }
     }
 }
 
@@ -229,9 +166,7 @@ impl<T: Payload> Part for TopicPart<T> {
         partitions.sort_unstable();
         partitions.dedup();
         if self.records.iter().any(|r| r.id.is_some()) {
-            out.push(Box::new(DedupeLock {
-                topic: Arc::clone(&self.topic),
-            }));
+            out.push(Box::new(WindowLock::new(&self.topic, TopicCore::dedupe)));
         }
         for partition in partitions {
             out.push(Box::new(PartitionLock {
@@ -244,7 +179,10 @@ impl<T: Payload> Part for TopicPart<T> {
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
         self.now = now;
         for at in 0..self.records.len() {
-            if let Some(receipt) = self.duplicate_of(held, at) {
+            let key = self.dedupe_key();
+            let now = self.now;
+            let window = |id: &str| held.get::<Ids>(key).seen(id, now);
+            if let Some(receipt) = tx::duplicate_of(&self.records, at, window) {
                 self.records[at].duplicate = Some(receipt);
                 continue;
             }
@@ -396,15 +334,7 @@ impl<T: Payload> Part for TopicPart<T> {
     }
 
     fn receipts(&self, out: &mut Vec<(usize, Receipt)>) {
-        for record in &self.records {
-            let staged = record.staged.map(|(offset, _)| Receipt {
-                partition: record.partition,
-                offset,
-            });
-            if let Some(receipt) = record.duplicate.or(staged) {
-                out.push((record.index, receipt));
-            }
-        }
+        tx::receipts(&self.records, out);
     }
 
     fn abort(&mut self) {
