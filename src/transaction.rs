@@ -17,6 +17,9 @@ use crate::record::{Payload, Receipt, Record};
 ///
 /// - Nothing sent in a transaction is visible to any consumer before [`commit`](Self::commit),
 ///   and then all of it is (in a durable broker, once it is stored: one commit for all of it).
+///   Each topic partition and queue publishes its share in turn, each as one run, so a
+///   consumer of one may see its share a moment before a consumer of another sees theirs,
+///   as with Kafka's transaction markers; none sees any of it before the commit.
 /// - An ack ([`ack`](Self::ack)) takes effect only with the commit. A group's ack is *fenced*:
 ///   if the member no longer holds the message when the transaction commits (its partition
 ///   went to another member, or the delivery timed out and was delivered again), the commit
