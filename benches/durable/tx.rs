@@ -108,6 +108,148 @@ pub(super) fn outbox_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Paired runs: both sides in one run, commit by commit
+
+/// One operation of a paired run's side (a commit, given the broker and the operation's
+/// number), returning how many messages it sent.
+type Op = Box<dyn FnMut(&Broker, u64) -> u64>;
+
+/// One side of a paired run: its broker, its operation, and what it did.
+struct Lane {
+    key: &'static str,
+    path: std::path::PathBuf,
+    bus: Broker,
+    op: Op,
+    sent: u64,
+    busy: Duration,
+}
+
+impl Lane {
+    fn new(
+        key: &'static str,
+        (path, bus): (std::path::PathBuf, Broker),
+        op: impl FnMut(&Broker, u64) -> u64 + 'static,
+    ) -> Self {
+        Self {
+            key,
+            path,
+            bus,
+            op: Box::new(op),
+            sent: 0,
+            busy: Duration::ZERO,
+        }
+    }
+
+    fn step(&mut self, i: u64) {
+        let start = Instant::now();
+        self.sent += (self.op)(&self.bus, i);
+        self.busy += start.elapsed();
+    }
+
+    /// Closes the broker (charged to the lane, as a sequential run charges its `close`) and
+    /// reports the lane's rate over its own busy time.
+    fn finish(self) -> Figure {
+        let Self {
+            key,
+            path,
+            bus,
+            op,
+            sent,
+            mut busy,
+        } = self;
+        drop(op);
+        let start = Instant::now();
+        bus.close().expect("close");
+        busy += start.elapsed();
+        remove(&path);
+        rate(key, sent, busy)
+    }
+}
+
+/// Runs two lanes for twice the window, alternating operation by operation (a b, b a, …), so
+/// both see the same moments of the disk: a virtual disk's fsync latency drifts by several
+/// times within a second, more than a sequential run of each side can average out.
+fn paired(ctx: &Ctx, warm: bool, mut a: Lane, mut b: Lane) -> Vec<Figure> {
+    let window = 2 * ctx.window(warm);
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < window {
+        if i.is_multiple_of(2) {
+            a.step(i);
+            b.step(i);
+        } else {
+            b.step(i);
+            a.step(i);
+        }
+        i += 1;
+    }
+    vec![a.finish(), b.finish()]
+}
+
+/// T1 paired: the outbox transaction and the plain send, alternating commit by commit, each
+/// on its own broker and file.
+pub(super) fn outbox_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let (path, bus, topic) = app_broker(ctx, "T1p outbox");
+    let producer = topic.producer();
+    let outbox = Lane::new("T1 outbox paired", (path, bus), move |bus, i| {
+        let value = payload(i);
+        let mut tx = bus.transaction().expect("begin a transaction");
+        tx.redb()
+            .expect("the write transaction")
+            .open_table(ORDERS)
+            .expect("open the application table")
+            .insert(i, value.as_slice())
+            .expect("insert the row");
+        if tx.send(&producer, value).is_err() {
+            panic!("send in a transaction failed");
+        }
+        tx.commit().expect("commit");
+        1
+    });
+    let (path, bus, topic2) = app_broker(ctx, "T1p send");
+    let producer = topic2.producer();
+    let plain = Lane::new("T1 send paired", (path, bus), move |_, i| {
+        if producer.send(payload(i)).is_err() {
+            panic!("send failed");
+        }
+        1
+    });
+    let figures = paired(ctx, warm, outbox, plain);
+    drop((topic, topic2));
+    figures
+}
+
+/// T2 paired: the transaction of `SENDS` and `send_batch` of `SENDS`, alternating.
+pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let (path, bus, topic) = embus_topic(ctx, "T2p tx", Durability::Immediate);
+    let producer = topic.producer();
+    let tx_lane = Lane::new("T2 tx paired", (path, bus), move |bus, i| {
+        let mut tx = bus.transaction().expect("begin a transaction");
+        let first = i * SENDS as u64;
+        for seq in first..first + SENDS as u64 {
+            if tx.send(&producer, payload(seq)).is_err() {
+                panic!("send in a transaction failed");
+            }
+        }
+        tx.commit().expect("commit");
+        SENDS as u64
+    });
+    let (path, bus, topic2) = embus_topic(ctx, "T2p batch", Durability::Immediate);
+    let producer = topic2.producer();
+    let batch = Lane::new("T2 batch paired", (path, bus), move |_, i| {
+        let first = i * SENDS as u64;
+        let batch: Vec<Vec<u8>> = (first..first + SENDS as u64).map(payload).collect();
+        if producer.send_batch(batch).is_err() {
+            panic!("send_batch failed");
+        }
+        SENDS as u64
+    });
+    let figures = paired(ctx, warm, tx_lane, batch);
+    drop((topic, topic2));
+    figures
+}
+
+// ---------------------------------------------------------------------------------------------
 // T2: 100 messages per commit
 
 /// T2 batch: `send_batch` of `SENDS`.
