@@ -166,14 +166,15 @@ impl Lane {
     }
 }
 
-/// Runs two lanes for twice the window, alternating operation by operation (a b, b a, …), so
-/// both see the same moments of the disk: a virtual disk's fsync latency drifts by several
-/// times within a second, more than a sequential run of each side can average out.
-fn paired(ctx: &Ctx, warm: bool, mut a: Lane, mut b: Lane) -> Vec<Figure> {
+/// Runs two lanes, alternating operation by operation (a b, b a, …), so both see the same
+/// moments of the disk: a virtual disk's fsync latency drifts by several times within a
+/// second, more than a sequential run of each side can average out. `steps`: how many
+/// operations each lane runs; `None`: as many as fit in twice the window.
+fn paired(ctx: &Ctx, warm: bool, steps: Option<u64>, mut a: Lane, mut b: Lane) -> Vec<Figure> {
     let window = 2 * ctx.window(warm);
     let start = Instant::now();
     let mut i = 0u64;
-    while start.elapsed() < window {
+    while steps.map_or(start.elapsed() < window, |k| i < k) {
         if i.is_multiple_of(2) {
             a.step(i);
             b.step(i);
@@ -214,7 +215,7 @@ pub(super) fn outbox_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
         }
         1
     });
-    let figures = paired(ctx, warm, outbox, plain);
+    let figures = paired(ctx, warm, None, outbox, plain);
     drop((topic, topic2));
     figures
 }
@@ -244,7 +245,7 @@ pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
         }
         SENDS as u64
     });
-    let figures = paired(ctx, warm, tx_lane, batch);
+    let figures = paired(ctx, warm, None, tx_lane, batch);
     drop((topic, topic2));
     figures
 }
@@ -393,7 +394,47 @@ fn recv_inputs(member: &mut embus::Consumer<Vec<u8>>, k: u64) -> Vec<Message<Vec
         .collect()
 }
 
-/// T3 plain: receive `CTP_BATCH` inputs, `send_batch` their outputs, then ack each input.
+/// T3 plain's step: receive up to `CTP_BATCH` inputs, `send_batch` their outputs, then ack
+/// each input; returns how many it processed.
+fn ctp_step_plain(
+    member: &mut embus::Consumer<Vec<u8>>,
+    producer: &embus::Producer<Vec<u8>>,
+    left: u64,
+) -> u64 {
+    let inputs = recv_inputs(member, left.min(CTP_BATCH as u64));
+    let outputs = inputs.iter().map(|m| transform(m.payload())).collect();
+    if producer.send_batch(outputs).is_err() {
+        panic!("send_batch of outputs failed");
+    }
+    let k = inputs.len() as u64;
+    for m in inputs {
+        m.ack().expect("ack");
+    }
+    k
+}
+
+/// T3 tx's step: receive up to `CTP_BATCH` inputs; one transaction sends their outputs and
+/// acks them. Returns how many it processed.
+fn ctp_step_tx(
+    bus: &Broker,
+    member: &mut embus::Consumer<Vec<u8>>,
+    producer: &embus::Producer<Vec<u8>>,
+    left: u64,
+) -> u64 {
+    let inputs = recv_inputs(member, left.min(CTP_BATCH as u64));
+    let k = inputs.len() as u64;
+    let mut tx = bus.transaction().expect("begin a transaction");
+    for m in inputs {
+        if tx.send(producer, transform(m.payload())).is_err() {
+            panic!("send in a transaction failed");
+        }
+        tx.ack(m).expect("ack in a transaction");
+    }
+    tx.commit().expect("commit");
+    k
+}
+
+/// T3 plain: the loop without a transaction, over all the inputs.
 pub(super) fn ctp_plain(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     let n = ctp_inputs(ctx, warm);
     let mut p = pipeline(ctx, "T3 plain", n);
@@ -401,22 +442,14 @@ pub(super) fn ctp_plain(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     let mut done = 0u64;
     let start = Instant::now();
     while done < n {
-        let inputs = recv_inputs(&mut p.member, (n - done).min(CTP_BATCH as u64));
-        let outputs = inputs.iter().map(|m| transform(m.payload())).collect();
-        if producer.send_batch(outputs).is_err() {
-            panic!("send_batch of outputs failed");
-        }
-        done += inputs.len() as u64;
-        for m in inputs {
-            m.ack().expect("ack");
-        }
+        done += ctp_step_plain(&mut p.member, &producer, n - done);
     }
     drop(producer);
     let elapsed = finish(p, n, start);
     vec![rate("T3 plain", n, elapsed)]
 }
 
-/// T3 tx: receive `CTP_BATCH` inputs; one transaction sends their outputs and acks them.
+/// T3 tx: the loop with a transaction per `CTP_BATCH` inputs, over all the inputs.
 pub(super) fn ctp_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     let n = ctp_inputs(ctx, warm);
     let mut p = pipeline(ctx, "T3 tx", n);
@@ -424,18 +457,49 @@ pub(super) fn ctp_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     let mut done = 0u64;
     let start = Instant::now();
     while done < n {
-        let inputs = recv_inputs(&mut p.member, (n - done).min(CTP_BATCH as u64));
-        done += inputs.len() as u64;
-        let mut tx = p.bus.transaction().expect("begin a transaction");
-        for m in inputs {
-            if tx.send(&producer, transform(m.payload())).is_err() {
-                panic!("send in a transaction failed");
-            }
-            tx.ack(m).expect("ack in a transaction");
-        }
-        tx.commit().expect("commit");
+        done += ctp_step_tx(&p.bus, &mut p.member, &producer, n - done);
     }
     drop(producer);
     let elapsed = finish(p, n, start);
     vec![rate("T3 tx", n, elapsed)]
+}
+
+/// T3 paired: both loops over their own pipelines, alternating batch by batch; checks that
+/// each produced one output per input.
+pub(super) fn ctp_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let n = ctp_inputs(ctx, warm);
+    let steps = n.div_ceil(CTP_BATCH as u64);
+    let lane = |key: &'static str, with_tx: bool| {
+        let p = pipeline(ctx, key, n);
+        let Pipeline {
+            path,
+            bus,
+            input,
+            output,
+            mut member,
+        } = p;
+        let producer = output.producer();
+        let mut done = 0u64;
+        let op = move |bus: &Broker, _: u64| {
+            let k = if with_tx {
+                ctp_step_tx(bus, &mut member, &producer, n - done)
+            } else {
+                ctp_step_plain(&mut member, &producer, n - done)
+            };
+            done += k;
+            k
+        };
+        (Lane::new(key, (path, bus), op), input, output)
+    };
+    let (tx_lane, tx_input, tx_output) = lane("T3 tx paired", true);
+    let (plain_lane, plain_input, plain_output) = lane("T3 plain paired", false);
+    let figures = paired(ctx, warm, Some(steps), tx_lane, plain_lane);
+    assert_eq!(tx_output.retained(), n, "T3 tx paired: outputs produced");
+    assert_eq!(
+        plain_output.retained(),
+        n,
+        "T3 plain paired: outputs produced"
+    );
+    drop((tx_input, tx_output, plain_input, plain_output));
+    figures
 }
