@@ -32,26 +32,22 @@
 
 mod common;
 
+#[path = "crash_tx/harness.rs"]
+mod harness;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use embus::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use embus::{
     Broker, Payload, Queue, QueueOptions, Retention, Start, Topic, TopicOptions, TryRecvError,
 };
+use harness::{child_setup, die, run_child, say, settings};
 
-/// Names the store the child opens; without it the `*_child` tests return at once.
-const CHILD_ENV: &str = "EMBUS_CRASH_TX_CHILD";
-/// The cycle number, put in what the child sends.
-const CYCLE_ENV: &str = "EMBUS_CRASH_TX_CYCLE";
 /// How many inputs the consume-transform-produce child processes before it stops.
 const INPUTS_ENV: &str = "EMBUS_CRASH_TX_INPUTS";
-/// Starts every line the child reports on (the test harness prints its own lines too).
-const TAG: &str = "@crash_tx";
 /// Threads committing at once in the first two children (so that commits share fsyncs).
 const THREADS: u32 = 2;
 const PARTITIONS: u32 = 2;
@@ -66,32 +62,6 @@ fn topic_options() -> TopicOptions {
 
 fn queue_options() -> QueueOptions {
     QueueOptions::default().capacity(1 << 24)
-}
-
-/// Prints one report line and flushes it before the caller goes on.
-fn say(line: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    // The parent may be gone (it failed); nothing to do about it here.
-    let _ = writeln!(out, "{TAG} {line}");
-    let _ = out.flush();
-}
-
-/// In a child: the store and the cycle; `None` in an ordinary test run.
-fn child_setup() -> Option<(std::path::PathBuf, u32)> {
-    let path = std::env::var_os(CHILD_ENV)?;
-    // The harness may have printed "test ..._child ... " without a newline.
-    println!();
-    let cycle = std::env::var(CYCLE_ENV)
-        .expect("child: no cycle")
-        .parse()
-        .expect("child: bad cycle");
-    Some((path.into(), cycle))
-}
-
-/// Ends the child process on a failure (not just the failing thread: the parent must notice).
-fn die(what: std::fmt::Arguments<'_>) -> ! {
-    eprintln!("child: {what}");
-    std::process::exit(3)
 }
 
 /// Runs `body(thread)` on [`THREADS`] threads and waits for them (they run until killed).
@@ -111,122 +81,6 @@ fn on_threads(body: impl Fn(u32) + Send + Sync + 'static) {
 // ---------------------------------------------------------------------------------------------
 // The parent's side: running a child, reading a store back
 // ---------------------------------------------------------------------------------------------
-
-/// Kills the child when dropped (a failing parent leaves no process behind).
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs the child test `name` on `path` (with `env` besides the store and cycle) and returns
-/// the numbers of every `C` line it printed: killed with SIGKILL once it printed `kill_after`
-/// of them, or, with `None`, run until it ends by itself (it must succeed and print `DONE`).
-fn run_child(
-    name: &str,
-    path: &Path,
-    cycle: u32,
-    env: &[(&str, String)],
-    kill_after: Option<usize>,
-) -> Vec<Vec<u64>> {
-    let exe = std::env::current_exe().unwrap();
-    let mut command = Command::new(exe);
-    command
-        .args(["--exact", name, "--nocapture", "--test-threads=1", "-q"])
-        .env(CHILD_ENV, path)
-        .env(CYCLE_ENV, cycle.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = Reaper(command.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let mut stderr = child.0.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-
-    let mut commits = Vec::new();
-    let (mut killed, mut done) = (false, false);
-    loop {
-        let line = match lines.recv_timeout(common::WAIT) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                drop(child);
-                panic!(
-                    "{name} cycle {cycle}: the child printed nothing for {:?} after {} commits \
-                     (hung?); its stderr:\n{}",
-                    common::WAIT,
-                    commits.len(),
-                    errors.join().unwrap()
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break, // its stdout is closed
-        };
-        let Some(rest) = line.strip_prefix(TAG) else {
-            continue; // the harness's own output
-        };
-        let mut fields = rest.split_whitespace();
-        match fields.next() {
-            Some("C") => commits.push(
-                fields
-                    .map(|f| f.parse().unwrap_or_else(|_| panic!("bad line {line:?}")))
-                    .collect(),
-            ),
-            Some("DONE") => done = true,
-            Some("READY") => {}
-            _ => panic!("{name} cycle {cycle}: unknown line from the child: {line:?}"),
-        }
-        if !killed && kill_after.is_some_and(|n| commits.len() >= n) {
-            child.0.kill().unwrap(); // SIGKILL on Unix
-            killed = true;
-            // Keep reading: lines it wrote before it died are commits too.
-        }
-    }
-    let status = child.0.wait().unwrap();
-    let errors = errors.join().unwrap();
-    if kill_after.is_none() {
-        assert!(
-            status.success() && done,
-            "{name} cycle {cycle}: the last child failed ({status}) after {} commits; its \
-             stderr:\n{errors}",
-            commits.len()
-        );
-        return commits;
-    }
-    assert!(
-        killed,
-        "{name} cycle {cycle}: the child exited by itself ({status}) after {} commits; its \
-         stderr:\n{errors}",
-        commits.len()
-    );
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "{name} cycle {cycle}: not killed by SIGKILL ({status}); its stderr:\n{errors}"
-        );
-    }
-    commits
-}
 
 /// Every record `topic` retains, read from the start: (partition, offset, payload), with the
 /// offsets of each partition contiguous from 0.
@@ -307,38 +161,6 @@ fn check_prefixes(ctx: &str, stored: &BTreeMap<u32, Vec<u64>>, reported: &HashMa
     }
 }
 
-/// A small deterministic generator (xorshift64*), so a seed repeats a run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
-/// The cycle count and a generator seeded from `EMBUS_CRASH_SEED` (or the time), announced.
-fn settings(test: &str) -> (u32, Rng) {
-    let cycles = env_u64("EMBUS_CRASH_CYCLES").unwrap_or(20);
-    let seed = env_u64("EMBUS_CRASH_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("{test}: seed {seed} (EMBUS_CRASH_SEED repeats the kill points)");
-    (u32::try_from(cycles).unwrap(), Rng(seed.max(1)))
-}
-
 // ---------------------------------------------------------------------------------------------
 // (a) Transactions over a topic and a queue
 // ---------------------------------------------------------------------------------------------
@@ -392,8 +214,8 @@ fn transactions_commit_whole_or_not_at_all_under_kill_9() {
     let mut before: HashSet<Seq> = HashSet::new();
     let mut committed = 0;
     for cycle in 0..cycles {
-        let target = 20 + rng.below(131) as usize;
-        let commits = run_child("tx_child", &path, cycle, &[], Some(target));
+        let at = rng.kill_point(20, 131);
+        let commits = run_child("tx_child", &path, cycle, &[], Some(at));
         let ctx = format!("transactions, cycle {cycle}");
         let bus = Broker::open(&path).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
         let topic = bus.topic_with::<Seq>("events", topic_options()).unwrap();
@@ -556,8 +378,8 @@ fn outbox_rows_and_events_commit_together_under_kill_9() {
     let mut before: HashSet<u64> = HashSet::new();
     let mut committed = 0;
     for cycle in 0..cycles {
-        let target = 20 + rng.below(131) as usize;
-        let commits = run_child("outbox_child", &path, cycle, &[], Some(target));
+        let at = rng.kill_point(20, 131);
+        let commits = run_child("outbox_child", &path, cycle, &[], Some(at));
         let ctx = format!("outbox, cycle {cycle}");
         // As the application would: its own database (redb repairs it), shared with the broker.
         let db = Arc::new(
@@ -772,7 +594,7 @@ fn consume_transform_produce_is_exactly_once_under_kill_9() {
     let dir = common::fresh_dir("crash-tx-etl");
     let path = dir.join("etl.embus");
     let started = Instant::now();
-    // More inputs than the kill cycles can take (at most 50 each, plus a few the child
+    // More inputs than the kill cycles can take (at most 50 each, plus the few the child
     // commits before the kill lands), so the last child has some left.
     let count = u64::from(cycles) * 60 + 40;
     let mut inputs = HashMap::new();
@@ -791,8 +613,8 @@ fn consume_transform_produce_is_exactly_once_under_kill_9() {
     let mut committed = 0;
     for cycle in 0..=cycles {
         let last = cycle == cycles;
-        let target = 5 + rng.below(46) as usize;
-        let kill_after = (!last).then_some(target);
+        let at = rng.kill_point(5, 46);
+        let kill_after = (!last).then_some(at);
         let commits = run_child("etl_child", &path, cycle, &env, kill_after);
         let ctx = format!(
             "etl, cycle {cycle}{}",
