@@ -3,8 +3,11 @@
 //!
 //! As in `tests/crash.rs`, each test runs this test binary again as a child process (the tests
 //! `*_child`, which do nothing unless `EMBUS_CRASH_TX_CHILD` names a store), kills it with
-//! SIGKILL after a varying number of commits, reopens the store in-process and checks it against
-//! every commit the child printed (a line per commit, flushed after `commit` returned):
+//! SIGKILL after a varying number of commits and up to 4 ms more (so the kill lands anywhere in
+//! the child's loop, between the commits of one step too), reopens the store in-process and
+//! checks it against every commit the child printed (a line per commit, flushed after `commit`
+//! returned). The harness is in `tests/crash_tx/harness.rs`.
+//!
 //!
 //! - [`transactions_commit_whole_or_not_at_all_under_kill_9`]: two threads commit
 //!   transactions that each send the same sequence number to a two-partition topic and to a
