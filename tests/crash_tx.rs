@@ -27,7 +27,13 @@
 //!   exactly the inputs below the group's stored position (its first unacked offset) have
 //!   outputs, once each in both outputs, and none at or above it; every committed input is below
 //!   it; positions never move back. A last child runs to completion: every input has exactly
-//!   one output in each.
+//!   one output in each. The child acks in order (one input at a time).
+//! - Ignored, because they fail (a known gap, not yet fixed in the engine):
+//!   [`consume_transform_produce_acking_out_of_order_is_exactly_once_under_kill_9`], the same
+//!   with the child committing three inputs at a time last one first, and
+//!   [`an_input_acked_above_the_position_is_not_delivered_again`]: a group stores only its
+//!   position, so an input acked above it is delivered again after a reopen and its outputs are
+//!   produced twice. `cargo test --test crash_tx -- --ignored` runs them.
 //!
 //! `EMBUS_CRASH_CYCLES=<n>` runs `n` kill cycles per test instead of 20 (each re-reads the whole
 //! file, so the cost grows with the square of `n`); `EMBUS_CRASH_SEED=<u64>` repeats a run's
@@ -41,7 +47,7 @@ mod harness;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use embus::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use embus::{
@@ -51,6 +57,9 @@ use harness::{child_setup, die, run_child, say, settings};
 
 /// How many inputs the consume-transform-produce child processes before it stops.
 const INPUTS_ENV: &str = "EMBUS_CRASH_TX_INPUTS";
+/// Set: the consume-transform-produce child takes inputs three at a time (two of them from one
+/// partition) and commits their transactions last one first.
+const REVERSED_ENV: &str = "EMBUS_CRASH_TX_REVERSED";
 /// Threads committing at once in the first two children (so that commits share fsyncs).
 const THREADS: u32 = 2;
 const PARTITIONS: u32 = 2;
@@ -492,12 +501,8 @@ fn etl_child() {
     let mut member = input.join_group("etl").expect("child: join");
     let (outputs, dones) = (output.producer(), done.producer());
     say(format_args!("READY {cycle}"));
-    let acked =
-        |input: &Topic<u64>| -> u64 { input.group_position("etl").map_or(0, |p| p.iter().sum()) };
-    while acked(&input) < inputs {
-        let m = member
-            .recv_timeout(common::WAIT)
-            .unwrap_or_else(|e| die(format_args!("recv: {e}")));
+    let reversed = std::env::var_os(REVERSED_ENV).is_some();
+    let process = |m: embus::Message<u64>| {
         let (p, offset, value) = (m.partition(), m.offset(), *m.payload());
         let mut tx = bus
             .transaction()
@@ -511,20 +516,43 @@ fn etl_child() {
         tx.commit()
             .unwrap_or_else(|e| die(format_args!("commit {value}: {e}")));
         say(format_args!("C {p} {offset} {value}"));
+    };
+    let acked = || {
+        input
+            .group_position("etl")
+            .map_or(0, |p| p.iter().sum::<u64>())
+    };
+    while acked() < inputs {
+        let m = member
+            .recv_timeout(common::WAIT)
+            .unwrap_or_else(|e| die(format_args!("recv: {e}")));
+        // Out of order: up to two more inputs (so two of one partition) go first, the last
+        // one first (fewer once the inputs run out).
+        let mut batch = vec![m];
+        while reversed && batch.len() < 3 {
+            match member.recv_timeout(Duration::from_millis(100)) {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        batch.into_iter().rev().for_each(&process);
     }
     drop(member);
     bus.close().expect("child: close");
     say(format_args!("DONE"));
 }
 
-/// Checks the store after cycle `cycle` against the inputs ((partition, offset) -> value),
-/// the group's positions before it, and what the child committed; returns the positions.
+/// Checks the store after a cycle against the inputs ((partition, offset) -> value), the
+/// group's positions before it, and what the child committed; returns the positions. With
+/// `in_order` false (the child acked out of order), inputs at or above a position may have an
+/// output too (at most one, and in both outputs).
 fn check_etl(
     path: &Path,
     ctx: &str,
     inputs: &HashMap<(u32, u64), u64>,
     before: &[u64],
     commits: &[Vec<u64>],
+    in_order: bool,
 ) -> Vec<u64> {
     let bus = Broker::open(path).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
     let input = bus.topic_with::<u64>("input", topic_options()).unwrap();
@@ -563,11 +591,16 @@ fn check_etl(
             .unwrap_or_else(|_| panic!("{ctx}: queue message {id} is {text:?}"));
         assert!(in_queue.insert(value), "{ctx}: input {value} queued twice");
     }
+    let halves: Vec<_> = in_topic.symmetric_difference(&in_queue).collect();
+    assert!(
+        halves.is_empty(),
+        "{ctx}: inputs with one output of two: {halves:?}"
+    );
     for (name, found) in [("output topic", &in_topic), ("output queue", &in_queue)] {
         let missing: Vec<_> = expected.difference(found).collect();
         let extra: Vec<_> = found.difference(&expected).collect();
         assert!(
-            missing.is_empty() && extra.is_empty(),
+            missing.is_empty() && (extra.is_empty() || !in_order),
             "{ctx}: the {name} does not match the group positions {positions:?}: inputs acked \
              without output {missing:?}, outputs of inputs not acked {extra:?}"
         );
@@ -582,8 +615,12 @@ fn check_etl(
             "{ctx}: input"
         );
         assert!(
-            offset < positions[p as usize],
+            offset < positions[p as usize] || !in_order,
             "{ctx}: committed input {value} at {p}/{offset} is not acked (positions {positions:?})"
+        );
+        assert!(
+            in_topic.contains(&value),
+            "{ctx}: committed input {value}'s output lost"
         );
     }
     drop((input, output, done));
@@ -593,8 +630,72 @@ fn check_etl(
 
 #[test]
 fn consume_transform_produce_is_exactly_once_under_kill_9() {
+    etl_under_kill_9(false);
+}
+
+/// As above, but the child takes inputs three at a time (so two of one partition) and commits
+/// their transactions last one first.
+///
+/// Ignored: it fails. A group stores only its position (the first unacked offset), so an input
+/// acked above it, by a committed transaction that also stored the input's outputs, is
+/// delivered again after a reopen (a kill or a clean close alike) and produces its outputs a
+/// second time. See [`an_input_acked_above_the_position_is_not_delivered_again`].
+#[test]
+#[ignore = "known gap: acks above a group's position are not stored (duplicate outputs)"]
+fn consume_transform_produce_acking_out_of_order_is_exactly_once_under_kill_9() {
+    etl_under_kill_9(true);
+}
+
+/// The gap in its smallest form, with no crash at all: input 1 is acked in a committed
+/// transaction with its output while input 0 is still held, and is delivered again after a
+/// clean close and reopen.
+#[test]
+#[ignore = "known gap: acks above a group's position are not stored (duplicate outputs)"]
+fn an_input_acked_above_the_position_is_not_delivered_again() {
+    let dir = common::fresh_dir("crash-tx-above");
+    let path = dir.join("bus.embus");
+    {
+        let bus = Broker::open(&path).unwrap();
+        let input = bus.topic::<u64>("input").unwrap();
+        let output = bus.topic::<u64>("output").unwrap();
+        input.producer().send_batch(vec![0, 1]).unwrap();
+        let mut member = input.join_group("etl").unwrap();
+        let first = member.recv_timeout(common::WAIT).unwrap();
+        let second = member.recv_timeout(common::WAIT).unwrap();
+        assert_eq!((*first.payload(), *second.payload()), (0, 1));
+        let mut tx = bus.transaction().unwrap();
+        tx.send(&output.producer(), 10).unwrap();
+        tx.ack(second).unwrap();
+        tx.commit().unwrap();
+        drop(first); // released, not acked: delivered again, as it should be
+        drop(member);
+        bus.close().unwrap();
+    }
+    let bus = Broker::open(&path).unwrap();
+    let input = bus.topic::<u64>("input").unwrap();
+    assert_eq!(bus.topic::<u64>("output").unwrap().retained(), 1);
+    let mut member = input.join_group("etl").unwrap();
+    let again = member.recv_timeout(common::WAIT).unwrap();
+    assert_eq!(*again.payload(), 0);
+    again.ack().unwrap();
+    let redelivered = member.recv_timeout(Duration::from_millis(200));
+    assert!(
+        redelivered.is_err(),
+        "input 1, acked with its output in a committed transaction, was delivered again: \
+         processing it again outputs it twice"
+    );
+    drop((member, input, bus));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The consume-transform-produce kill loop; `reversed`: the child acks out of order.
+fn etl_under_kill_9(reversed: bool) {
     let (cycles, mut rng) = settings("crash_tx etl");
-    let dir = common::fresh_dir("crash-tx-etl");
+    let dir = common::fresh_dir(if reversed {
+        "crash-tx-etl-reversed"
+    } else {
+        "crash-tx-etl"
+    });
     let path = dir.join("etl.embus");
     let started = Instant::now();
     // More inputs than the kill cycles can take (at most 50 each, plus the few the child
@@ -611,7 +712,10 @@ fn consume_transform_produce_is_exactly_once_under_kill_9() {
         drop(input);
         bus.close().unwrap();
     }
-    let env = [(INPUTS_ENV, count.to_string())];
+    let mut env = vec![(INPUTS_ENV, count.to_string())];
+    if reversed {
+        env.push((REVERSED_ENV, "1".to_owned()));
+    }
     let mut positions = vec![0; PARTITIONS as usize];
     let mut committed = 0;
     for cycle in 0..=cycles {
@@ -623,7 +727,7 @@ fn consume_transform_produce_is_exactly_once_under_kill_9() {
             "etl, cycle {cycle}{}",
             if last { " (the last)" } else { "" }
         );
-        positions = check_etl(&path, &ctx, &inputs, &positions, &commits);
+        positions = check_etl(&path, &ctx, &inputs, &positions, &commits, !reversed);
         eprintln!(
             "{ctx}: {} commits reported, positions {positions:?}",
             commits.len()
