@@ -28,12 +28,11 @@
 //!   outputs, once each in both outputs, and none at or above it; every committed input is below
 //!   it; positions never move back. A last child runs to completion: every input has exactly
 //!   one output in each. The child acks in order (one input at a time).
-//! - Ignored, because they fail (a known gap, not yet fixed in the engine):
-//!   [`consume_transform_produce_acking_out_of_order_is_exactly_once_under_kill_9`], the same
-//!   with the child committing three inputs at a time last one first, and
-//!   [`an_input_acked_above_the_position_is_not_delivered_again`]: a group stores only its
-//!   position, so an input acked above it is delivered again after a reopen and its outputs are
-//!   produced twice. `cargo test --test crash_tx -- --ignored` runs them.
+//! - [`consume_transform_produce_acking_out_of_order_is_exactly_once_under_kill_9`]: the same
+//!   with the child committing three inputs at a time, last one first, so inputs are acked above
+//!   the group's position; no input is ever output twice, and at the end each exactly once.
+//!   [`an_input_acked_above_the_position_is_not_delivered_again`] is its smallest case, without
+//!   a kill (the engine stores such acks with the transaction, in `embus.acked`).
 //!
 //! `EMBUS_CRASH_CYCLES=<n>` runs `n` kill cycles per test instead of 20 (each re-reads the whole
 //! file, so the cost grows with the square of `n`); `EMBUS_CRASH_SEED=<u64>` repeats a run's
@@ -634,23 +633,19 @@ fn consume_transform_produce_is_exactly_once_under_kill_9() {
 }
 
 /// As above, but the child takes inputs three at a time (so two of one partition) and commits
-/// their transactions last one first.
-///
-/// Ignored: it fails. A group stores only its position (the first unacked offset), so an input
-/// acked above it, by a committed transaction that also stored the input's outputs, is
-/// delivered again after a reopen (a kill or a clean close alike) and produces its outputs a
-/// second time. See [`an_input_acked_above_the_position_is_not_delivered_again`].
+/// their transactions last one first: inputs acked above their group's position (the first
+/// unacked offset) must not be delivered again after a kill either (their acks are stored with
+/// the transaction, in `embus.acked`). See
+/// [`an_input_acked_above_the_position_is_not_delivered_again`].
 #[test]
-#[ignore = "known gap: acks above a group's position are not stored (duplicate outputs)"]
 fn consume_transform_produce_acking_out_of_order_is_exactly_once_under_kill_9() {
     etl_under_kill_9(true);
 }
 
-/// The gap in its smallest form, with no crash at all: input 1 is acked in a committed
-/// transaction with its output while input 0 is still held, and is delivered again after a
-/// clean close and reopen.
+/// The case in its smallest form, with no crash at all: input 1 is acked in a committed
+/// transaction with its output while input 0 is still held; after a clean close and reopen,
+/// input 0 is delivered again and input 1 is not.
 #[test]
-#[ignore = "known gap: acks above a group's position are not stored (duplicate outputs)"]
 fn an_input_acked_above_the_position_is_not_delivered_again() {
     let dir = common::fresh_dir("crash-tx-above");
     let path = dir.join("bus.embus");
