@@ -132,9 +132,12 @@ impl Transaction {
     /// redb has one writer at a time, and this borrows it: from the first call until the
     /// commit or the drop, the broker's own commits (every durable send, ack and group
     /// position) wait, and so does [`Broker::close`](crate::Broker::close). Keep such a
-    /// transaction short, and do not wait for a durable send on the same thread meanwhile (it
-    /// fails with [`Error::TransactionOpen`] instead of waiting forever): send in the
-    /// transaction. Tables named `embus.…` are the broker's; never write them.
+    /// transaction short, and do not wait for a durable send on the same thread meanwhile,
+    /// blocking or async (it fails with [`Error::TransactionOpen`] instead of waiting forever):
+    /// send in the transaction. The broker knows the thread that called `redb()`: a
+    /// transaction moved to another thread while it holds the loan is not covered there, so
+    /// keep it on its thread (in async code, do not hold it across an `.await` that waits for
+    /// the broker). Tables named `embus.…` are the broker's; never write them.
     ///
     /// # Errors
     /// [`Error::NoDatabase`] on a memory broker; [`Error::Closed`], [`Error::Poisoned`].

@@ -109,6 +109,14 @@ fn waiting_for_a_commit_on_the_borrowing_thread_fails_instead_of_hanging() {
         other => panic!("expected TransactionOpen, got {other:?}"),
     }
     assert!(matches!(bus.flush(), Err(Error::TransactionOpen)));
+    // An async send polled on the borrowing thread would wait for the loan just the same.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    match runtime.block_on(events.producer().send_async(3)) {
+        Err(SendError::Failed(3, Error::TransactionOpen)) => {}
+        other => panic!("expected TransactionOpen, got {other:?}"),
+    }
     tx.commit().unwrap();
     bus.flush().unwrap();
     assert_eq!(events.retained(), 0, "the failed send was not stored");

@@ -181,8 +181,9 @@ pub(crate) enum Progress<'a> {
         partition: u32,
         offset: u64,
     },
-    /// The group's kept acks below `below` in a partition are moot: its position passed them,
-    /// or it was reset (`u64::MAX`: all of them). Recorded after the position it follows.
+    /// The group's kept acks below `below` in a partition are moot: its position passed them
+    /// (recorded after that position), or it was reset (`u64::MAX`: all of them, recorded
+    /// before the position moves back).
     GroupAckedBelow {
         topic: &'a str,
         group: &'a str,

@@ -278,8 +278,12 @@ impl DurableStore {
 
     /// [`Store::lend`].
     pub(super) fn lend_writer(&self) -> Result<Lent, Error> {
-        // A second loan to this thread would wait for the first, which waits for this thread.
+        // A second loan to this thread would wait for the first, which waits for this thread;
+        // the writer cannot lend to itself (a waker it runs).
         self.check_can_wait(true)?;
+        if self.on_writer_thread() {
+            return Err(Error::TransactionOpen);
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.send(Request::Lend(reply)).ok_or(Error::Closed)?;
         match answer.recv() {

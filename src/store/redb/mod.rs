@@ -298,8 +298,10 @@ impl DurableStore {
 
 impl Store for DurableStore {
     fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
-        // Checked before staging: a send refused here has handed nothing to the writer.
-        let waits = matches!(self.inner.durability, Durability::Immediate) && !defer;
+        // Checked before staging: a send refused here has handed nothing to the writer. An
+        // async send (`defer`) waits too, only not here: on the borrowing thread its task
+        // would wait for the loan it holds.
+        let waits = matches!(self.inner.durability, Durability::Immediate);
         self.check_can_wait(waits)?;
         let mut collect = Collect {
             store: self,

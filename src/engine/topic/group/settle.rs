@@ -315,15 +315,10 @@ impl<T: Payload> Group<T> {
         {
             let mut log = log.lock();
             let at = topic.start_offset(&mut log, start);
-            let had_acked = !part.done.is_empty();
-            part.restart(at);
-            topic.context.store.progress(Progress::GroupPosition {
-                topic: &topic.name,
-                group: &self.name,
-                partition: p as u32,
-                offset: at,
-            });
-            if had_acked {
+            // The kept acks go no later than the position moves back (first: stored in the
+            // same commit or an earlier one), so a crash never skips a message the reset
+            // replays.
+            if !part.done.is_empty() {
                 topic.context.store.progress(Progress::GroupAckedBelow {
                     topic: &topic.name,
                     group: &self.name,
@@ -331,6 +326,13 @@ impl<T: Payload> Group<T> {
                     below: u64::MAX,
                 });
             }
+            part.restart(at);
+            topic.context.store.progress(Progress::GroupPosition {
+                topic: &topic.name,
+                group: &self.name,
+                partition: p as u32,
+                offset: at,
+            });
             woken.join(part.moved_to(&mut log, topic, at));
         }
         drop(state);
