@@ -28,7 +28,7 @@ use std::sync::Arc;
 use super::Context;
 use crate::error::Error;
 use crate::record::{Nanos, Receipt};
-use crate::store::{Lent, TxJob, TxLog};
+use crate::store::{Lent, Ticket, TxJob, TxLog};
 
 /// Where a lock ranks in the global order: its kind, then the address of what owns it, then
 /// an index within that (a partition).
@@ -120,6 +120,14 @@ pub(crate) trait Part: Send {
     /// Under the locks, once every part staged and checked: settles the acks and hands the
     /// records to `log` (durable mode) or publishes them (memory mode).
     fn apply(&mut self, held: &mut Held<'_>, log: Option<&mut dyn TxLog>);
+    /// Under the locks, once the store sealed the commit as `commit` (durable mode): tells
+    /// the dedupe window which commit stores the records' ids, so that a duplicate sent
+    /// meanwhile waits for it.
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>);
+    /// The latest commit, pending when the records were staged, of an original that a
+    /// duplicate among them stands for: the transaction returns once it is done, as a send
+    /// would.
+    fn originals(&self) -> Option<Ticket>;
     /// After the locks are let go, committed or not: wakes whoever the commit concerned, and
     /// moves on what it found expired; once `committed`, forgets the settled acks.
     fn after(&mut self, committed: bool);
@@ -258,7 +266,10 @@ impl TxJob for Job<'_> {
                 for part in parts.iter_mut() {
                     part.apply(&mut held, Some(&mut *log));
                 }
-                log.seal();
+                let commit = log.seal();
+                for part in parts.iter_mut() {
+                    part.sealed(&mut held, commit);
+                }
             }
             None => {
                 for part in parts.iter_mut() {
@@ -273,6 +284,10 @@ impl TxJob for Job<'_> {
         for part in self.parts.iter_mut() {
             part.unstage();
         }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.parts.iter().filter_map(|p| p.originals()).max()
     }
 }
 

@@ -9,12 +9,12 @@ use super::state::{Item, QueueState, Reason};
 use super::{QueueCore, unshared};
 use crate::engine::Delivery;
 use crate::engine::Fail;
-use crate::engine::dedupe::{self, Ids};
+use crate::engine::dedupe::{self, Ids, Original};
 use crate::engine::notify::Woken;
 use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog, TxRecord};
+use crate::store::{Progress, Ticket, TxLog, TxRecord};
 
 /// One record of a transaction for a queue.
 struct Pending<T> {
@@ -46,6 +46,9 @@ pub(crate) struct QueuePart<T> {
     dead: Vec<(Item<T>, Reason)>,
     /// When it was staged (the dedupe window's clock).
     now: Nanos,
+    /// The latest commit, still pending when staged, of an original that a duplicate among
+    /// the records stands for.
+    originals: Option<Ticket>,
 }
 
 impl<T: Payload> QueueCore<T> {
@@ -108,6 +111,7 @@ impl<T: Payload> QueuePart<T> {
             woken: Woken::none(),
             dead: Vec::new(),
             now: 0,
+            originals: None,
         }
     }
 
@@ -119,9 +123,9 @@ impl<T: Payload> QueuePart<T> {
         (Rank::Dedupe, address(&self.queue), 0)
     }
 
-    /// The receipt a record with `id` gets without being stored: the window's, or that of an
-    /// earlier record of this transaction with the same id.
-    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
+    /// The message a record with `id` stands for without being stored: the window's, or an
+    /// earlier record of this transaction with the same id (stored by the same commit).
+    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Original> {
         let id = self.records[at].id.as_deref()?;
         let earlier = self.records[..at]
             .iter()
@@ -134,7 +138,8 @@ impl<T: Payload> QueuePart<T> {
             r.duplicate.or(staged)
         };
         if let Some(receipt) = earlier.filter_map(receipt).next() {
-            return Some(receipt);
+            let commit = None;
+            return Some(Original { receipt, commit });
         }
         held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
     }
@@ -246,9 +251,11 @@ impl<T: Payload> Part for QueuePart<T> {
             return Err(self.shut());
         }
         self.now = now;
+        self.originals = None;
         for at in 0..self.records.len() {
-            if let Some(receipt) = self.duplicate_of(held, at) {
-                self.records[at].duplicate = Some(receipt);
+            if let Some(original) = self.duplicate_of(held, at) {
+                self.records[at].duplicate = Some(original.receipt);
+                self.originals = self.originals.max(original.commit);
                 continue;
             }
             let state: &mut QueueState<T> = held.get(self.key());
@@ -310,7 +317,7 @@ impl<T: Payload> Part for QueuePart<T> {
                 Some(id) => {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, 0);
-                    ids.remember(id, receipt, self.now);
+                    ids.remember(id, receipt, self.now, None);
                     row
                 }
                 None => None,
@@ -353,6 +360,26 @@ impl<T: Payload> Part for QueuePart<T> {
         }
         self.queue.publish_hints(state);
         self.woken.join(state.readers.take());
+    }
+
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>) {
+        if commit.is_none() {
+            return;
+        }
+        for record in &self.records {
+            if let (Some(id), Some((offset, _))) = (record.id.as_deref(), record.staged) {
+                let receipt = Receipt {
+                    partition: 0,
+                    offset,
+                };
+                let ids = held.get::<Ids>(self.dedupe_key());
+                ids.committed_by(id, receipt, commit);
+            }
+        }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.originals
     }
 
     fn after(&mut self, committed: bool) {

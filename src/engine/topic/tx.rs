@@ -8,12 +8,12 @@ use super::group::GroupState;
 use super::{Group, Log, TopicCore};
 use crate::engine::Delivery;
 use crate::engine::Fail;
-use crate::engine::dedupe::Ids;
+use crate::engine::dedupe::{Ids, Original};
 use crate::engine::notify::Woken;
 use crate::engine::tx::{Guard, Held, LockKey, Lockable, Part, Rank, TxCore};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog, TxRecord};
+use crate::store::{Progress, Ticket, TxLog, TxRecord};
 
 /// One record of a transaction, for one partition.
 struct Pending<T> {
@@ -43,6 +43,9 @@ pub(crate) struct TopicPart<T> {
     woken: Woken,
     /// When it was staged (the dedupe window's clock).
     now: Nanos,
+    /// The latest commit, still pending when staged, of an original that a duplicate among
+    /// the records stands for.
+    originals: Option<Ticket>,
 }
 
 impl<T: Payload> TopicCore<T> {
@@ -108,6 +111,7 @@ impl<T: Payload> TopicPart<T> {
             acks: Vec::new(),
             woken: Woken::none(),
             now: 0,
+            originals: None,
         }
     }
 
@@ -119,9 +123,9 @@ impl<T: Payload> TopicPart<T> {
         (Rank::Dedupe, address(&self.topic), 0)
     }
 
-    /// The receipt a record with `id` gets without being stored: the window's, or that of an
-    /// earlier record of this transaction with the same id.
-    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Receipt> {
+    /// The message a record with `id` stands for without being stored: the window's, or an
+    /// earlier record of this transaction with the same id (stored by the same commit).
+    fn duplicate_of(&self, held: &mut Held<'_>, at: usize) -> Option<Original> {
         let id = self.records[at].id.as_deref()?;
         let earlier = self.records[..at]
             .iter()
@@ -134,7 +138,8 @@ impl<T: Payload> TopicPart<T> {
             r.duplicate.or(staged)
         };
         if let Some(receipt) = earlier.filter_map(receipt).next() {
-            return Some(receipt);
+            let commit = None;
+            return Some(Original { receipt, commit });
         }
         held.get::<Ids>(self.dedupe_key()).seen(id, self.now)
     }
@@ -249,9 +254,11 @@ impl<T: Payload> Part for TopicPart<T> {
 
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
         self.now = now;
+        self.originals = None;
         for at in 0..self.records.len() {
-            if let Some(receipt) = self.duplicate_of(held, at) {
-                self.records[at].duplicate = Some(receipt);
+            if let Some(original) = self.duplicate_of(held, at) {
+                self.records[at].duplicate = Some(original.receipt);
+                self.originals = self.originals.max(original.commit);
                 continue;
             }
             let partition = self.records[at].partition;
@@ -332,7 +339,7 @@ impl<T: Payload> Part for TopicPart<T> {
                 Some(id) => {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, partition);
-                    ids.remember(id, Receipt { partition, offset }, self.now);
+                    ids.remember(id, Receipt { partition, offset }, self.now, None);
                     row
                 }
                 None => None,
@@ -377,6 +384,26 @@ impl<T: Payload> Part for TopicPart<T> {
                 .join(state.ack_held(log, &self.topic, name, at, &mut record));
             delivery.disarm();
         }
+    }
+
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>) {
+        if commit.is_none() {
+            return;
+        }
+        for record in &self.records {
+            if let (Some(id), Some((offset, _))) = (record.id.as_deref(), record.staged) {
+                let receipt = Receipt {
+                    partition: record.partition,
+                    offset,
+                };
+                let ids = held.get::<Ids>(self.dedupe_key());
+                ids.committed_by(id, receipt, commit);
+            }
+        }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.originals
     }
 
     fn after(&mut self, committed: bool) {
