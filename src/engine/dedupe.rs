@@ -6,23 +6,39 @@
 //! A topic or queue with a window keeps one [`Ids`] behind a `Mutex` of its own
 //! ([`TopicCore::dedupe`](super::topic::TopicCore::dedupe),
 //! [`QueueCore::dedupe`](super::queue::QueueCore::dedupe)). It is always taken **before** any
-//! partition lock of the topic, or the queue's state lock, and held for the whole send of a
-//! record with an id: [`Ids::seen`] first (a hit returns the original receipt and stores
-//! nothing), then the append (whose job calls [`Ids::row`] for each record it stages, so a
-//! durable store writes the id in the record's commit), then, once the append returned a
-//! receipt, [`Ids::remember`]. Ids are per topic, across its partitions, so one lock covers
-//! them all. Records without an id never take it.
+//! partition lock of the topic, or the queue's state lock (a transaction ranks it after its
+//! consumer groups' locks), and it is **never held across a wait**: not for room
+//! (`Overflow::Block`, a full queue), not for a commit. Ids are per topic, across its
+//! partitions, so one lock covers them all. Records without an id never take it.
 //!
-//! Holding it across the append makes "check, store, remember" atomic: a duplicate sent
-//! concurrently waits and then sees the original's receipt, and an id is remembered only for
-//! a record that was stored (in a durable broker, after its commit). The cost is that sends
-//! with ids to one topic or queue do not share a commit, and that one waiting for room
-//! (`Overflow::Block`, a full queue) holds the lock while it waits.
+//! A send of a record with an id ([`send`], [`send_batch`]) holds it for one [`Deduped::step`]:
+//! [`Ids::seen`] first (a hit stores nothing), then, if there is room now, the append, staged
+//! without waiting for its commit ([`Commit::Staged`](crate::store::Commit::Staged)); its job
+//! calls [`Ids::row`] for the record it stages, so a durable store writes the id in the
+//! record's commit; then [`Ids::remember`] with the commit's [`Ticket`]. The lock is let go,
+//! and the send waits for its commit without it ([`Context::settle`]): sends with ids to one
+//! target share commits, and a transaction holding the lent write transaction can take the
+//! lock while a send waits for the commit that waits for it. Without room, the send lets go
+//! of the lock, waits for room, and looks again (another send may have stored the id
+//! meanwhile).
 //!
-//! `send_async` cannot hold a lock across its wait for the commit: it remembers the id as
-//! soon as the record is staged, and [`Ids::forget`]s it if the commit fails (the store is
-//! then poisoned, and refuses every later send). So a duplicate sent while the original's
-//! commit is pending gets the receipt before that commit is done.
+//! So an id is remembered from the moment its record is staged, and:
+//!
+//! - a duplicate sent while the original's commit is pending ([`Original::commit`]) returns
+//!   the original receipt only once that commit is done, and fails (with its own record) if
+//!   it fails;
+//! - a commit that fails [`Ids::forget`]s the ids it would have stored
+//!   ([`take_back`](super::topic::TopicCore::take_back)); the store is then poisoned, and
+//!   refuses every later send.
+//!
+//! A transaction stages its records and remembers their ids under the lock, then learns its
+//! ticket when the store seals it, still under the lock ([`Ids::committed_by`]). One whose
+//! records are all duplicates stores nothing, and waits for the originals' commits instead
+//! ([`TxJob::originals`](crate::store::TxJob::originals)).
+//!
+//! `send_async` registers as a waiter for room instead of waiting, and does not wait for the
+//! commit either (it polls the ticket): it remembers the id with the ticket as a send does. A
+//! duplicate it sends gets the receipt at once, even while the original's commit is pending.
 //!
 //! Messages that reach a queue other than by a send (dead letters, redrive) are not
 //! deduplicated and not remembered.
@@ -329,7 +345,7 @@ pub(crate) fn send_batch<T, D: Deduped<T>>(
     let mut last: Option<Ticket> = None;
     let mut failed = None;
     let mut records = records.into_iter();
-    while let Some(record) = records.next() {
+    for record in records.by_ref() {
         let id: Option<Box<str>> = record.message_id().map(Into::into);
         match stage(target, id.as_deref(), record, Deadline::Never) {
             Ok(Step::Staged(receipt, commit)) => {
@@ -438,6 +454,20 @@ mod tests {
         ids.remember("b".into(), at(1), 0, None);
         assert_eq!(ids.row("c", 0), None);
         assert!(ids.forgotten.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_tells_the_window_its_commit_for_its_own_receipt_only() {
+        let mut ids = Ids::new(Dedupe::last(10), true);
+        ids.remember("a".into(), at(0), 0, None);
+        ids.committed_by("a", at(1), Some(Ticket(7)));
+        assert_eq!(ids.seen("a", 0).and_then(|o| o.commit), None);
+        ids.committed_by("a", at(0), Some(Ticket(7)));
+        let original = ids.seen("a", 0).unwrap();
+        assert_eq!(
+            (original.receipt, original.commit),
+            (at(0), Some(Ticket(7)))
+        );
     }
 
     #[test]
