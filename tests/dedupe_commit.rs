@@ -234,7 +234,8 @@ fn concurrent_sends_with_ids_to_a_queue_share_commits() {
     assert!(took < sends, "{took} fsyncs for {sends} sends");
 }
 
-/// How a scenario sends a record: a plain send, or a transaction of it alone.
+/// How a scenario sends a record: a plain send, a transaction of it alone, or a batch after a
+/// record without an id.
 type Send = fn(&Broker, &embus::Producer<u32>, Record<u32>) -> embus::Receipt;
 
 fn plain(_bus: &Broker, producer: &embus::Producer<u32>, record: Record<u32>) -> embus::Receipt {
@@ -249,6 +250,17 @@ fn in_a_transaction(
     let mut tx = bus.transaction().unwrap();
     tx.send_record(producer, record).unwrap();
     tx.commit().unwrap()[0]
+}
+
+fn in_a_batch(
+    _bus: &Broker,
+    producer: &embus::Producer<u32>,
+    record: Record<u32>,
+) -> embus::Receipt {
+    let receipts = producer
+        .send_record_batch(vec![Record::new(0), record])
+        .unwrap();
+    receipts[1]
 }
 
 /// A duplicate sent (by `duplicate`) while the original's commit (sent by `original`) is
@@ -301,6 +313,14 @@ fn a_duplicate_waits_for_the_commit_of_a_transaction() {
 }
 
 #[test]
+fn a_batch_duplicate_waits_for_the_original_commit() {
+    a_duplicate_waits_for_the_original_commit(Target::Topic, plain, in_a_batch);
+    a_duplicate_waits_for_the_original_commit(Target::Queue, plain, in_a_batch);
+    a_duplicate_waits_for_the_original_commit(Target::Topic, in_a_batch, plain);
+    a_duplicate_waits_for_the_original_commit(Target::Queue, in_a_batch, plain);
+}
+
+#[test]
 fn a_transaction_of_duplicates_only_waits_for_the_original_commit() {
     a_duplicate_waits_for_the_original_commit(Target::Topic, plain, in_a_transaction);
     a_duplicate_waits_for_the_original_commit(Target::Queue, plain, in_a_transaction);
@@ -346,4 +366,37 @@ fn a_duplicate_of_a_send_whose_commit_fails_fails_too() {
     }
     drop(bus);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A batch whose commit fails hands back, in input order, every record it staged and each
+/// duplicate of one of them; a duplicate of a message stored before is not handed back.
+#[test]
+fn a_batch_whose_commit_fails_hands_back_its_records_and_their_duplicates() {
+    for target in [Target::Topic, Target::Queue] {
+        let dir = fresh_dir(&format!("dedupe-commit-batch-failed-{target:?}"));
+        let path = dir.join("bus.embus");
+        let faults = Faults::new(Mode::Sticky);
+        let bus = faulty_builder(&path, &faults).open().unwrap();
+        let producer = deduped_producer(&bus, target);
+        producer.send_record(Record::new(0).id("x")).unwrap();
+        bus.flush().unwrap();
+        faults.arm(1);
+        // Whenever the failure stops the batch, the same records come back.
+        let batch = vec![
+            Record::new(5).id("x"),
+            Record::new(1).id("a"),
+            Record::new(2).id("b"),
+            Record::new(3).id("a"),
+            Record::new(4),
+        ];
+        match producer.send_record_batch(batch) {
+            Err(SendError::Failed(records, Error::Poisoned { .. })) => {
+                let payloads: Vec<u32> = records.iter().map(|r| *r.payload()).collect();
+                assert_eq!(payloads, [1, 2, 3, 4], "{target:?}");
+            }
+            other => panic!("{target:?}: expected Poisoned, got {other:?}"),
+        }
+        drop(bus);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
