@@ -368,24 +368,23 @@ pub(crate) fn send_batch<T, D: Deduped<T>>(
     }
     // Tickets commit in order: the last one stored means every earlier one is.
     let settled = target.context().settle(last);
-    let failed_at;
-    let e = match (settled, failed) {
-        (Ok(()), None) => {
-            let receipt = |b: Batched<T>| match b {
-                Batched::Staged(receipt) => receipt,
-                Batched::Duplicate(original, _) => original.receipt,
+    let e = match settled {
+        Ok(()) => {
+            return match failed {
+                None => {
+                    let receipt = |b: Batched<T>| match b {
+                        Batched::Staged(receipt) => receipt,
+                        Batched::Duplicate(original, _) => original.receipt,
+                    };
+                    Ok(sent.into_iter().map(receipt).collect())
+                }
+                // What was staged before it is stored.
+                Some((record, fail)) => {
+                    Err((std::iter::once(record).chain(records).collect(), fail))
+                }
             };
-            return Ok(sent.into_iter().map(receipt).collect());
         }
-        (Ok(()), Some((record, fail))) => {
-            // What was staged before it is stored.
-            let unsent = std::iter::once(record).chain(records).collect();
-            return Err((unsent, fail));
-        }
-        (Err(e), failed) => {
-            failed_at = failed;
-            e
-        }
+        Err(e) => e,
     };
     // The commit failed (the store is poisoned): nothing staged since it is stored.
     let mut back = Vec::new();
@@ -399,7 +398,7 @@ pub(crate) fn send_batch<T, D: Deduped<T>>(
             }
         }
     }
-    let fail = match failed_at {
+    let fail = match failed {
         Some((record, fail)) => {
             back.push(record);
             fail
