@@ -400,3 +400,39 @@ fn a_batch_whose_commit_fails_hands_back_its_records_and_their_duplicates() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Two sends of one id wait for room in a full queue, without the window's lock: once there
+/// is room, one stores the message and the other, looking again after its wait, finds it and
+/// returns its receipt. In both modes.
+#[test]
+fn sends_of_one_id_waiting_for_room_store_it_once() {
+    within(LIMIT, "sends waiting for room", || {
+        for backend in [common::Backend::Memory, common::Backend::Durable] {
+            let bus = backend.bus();
+            let options = QueueOptions::default()
+                .capacity(1)
+                .dedupe(Dedupe::last(100));
+            let queue = bus.queue_with::<u32>("jobs", options).unwrap();
+            queue.producer().send(0).unwrap();
+            let senders: Vec<_> = (1..=2)
+                .map(|n| {
+                    let producer = queue.producer();
+                    thread::spawn(move || producer.send_record(Record::new(n).id("a")))
+                })
+                .collect();
+            let mut worker = queue.consumer();
+            let first = worker.recv_timeout(WAIT).unwrap();
+            assert_eq!(*first.payload(), 0);
+            first.ack().unwrap();
+            let receipts: Vec<_> = senders
+                .into_iter()
+                .map(|s| s.join().unwrap().unwrap())
+                .collect();
+            assert_eq!(receipts[0], receipts[1], "{backend:?}");
+            let stored = worker.recv_timeout(WAIT).unwrap();
+            assert_eq!(stored.id(), Some("a"));
+            stored.ack().unwrap();
+            assert_eq!(queue.len(), 0, "{backend:?}: stored once");
+        }
+    });
+}

@@ -19,8 +19,9 @@
 //! and the send waits for its commit without it ([`Context::settle`]): sends with ids to one
 //! target share commits, and a transaction holding the lent write transaction can take the
 //! lock while a send waits for the commit that waits for it. Without room, the send lets go
-//! of the lock, waits for room, and looks again (another send may have stored the id
-//! meanwhile).
+//! of the lock, waits for room, and looks again; since another send may store the same id
+//! meanwhile (and this one should then return its receipt, not wait on for room), it looks
+//! again at least every 20 ms while it waits.
 //!
 //! So an id is remembered from the moment its record is staged, and:
 //!
@@ -52,6 +53,7 @@
 //! as of now.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::notify::Deadline;
 use super::{Context, Fail};
@@ -300,8 +302,12 @@ pub(crate) fn send<T, D: Deduped<T>>(
     }
 }
 
+/// How often a send with an id that waits for room looks again whether its id was stored
+/// meanwhile (by another send of it, whose receipt it then returns without waiting on).
+const LOOK_AGAIN: Duration = Duration::from_millis(20);
+
 /// Stages one record, waiting for room (without the window's lock) until `deadline`: never
-/// [`Step::Full`] but for a deadline that passed.
+/// [`Step::Full`] (a deadline that passed is `Err` with [`Fail::Full`]).
 fn stage<T, D: Deduped<T>>(
     target: &D,
     id: Option<&str>,
@@ -314,9 +320,19 @@ fn stage<T, D: Deduped<T>>(
             Step::Full(declined) => record = declined,
             done => return Ok(done),
         }
-        // Another send may store the same id meanwhile: the next step looks again.
-        if let Err(fail) = target.await_room(&mut slot, deadline) {
-            return Err((record, fail));
+        if deadline.passed() {
+            return Err((record, Fail::Full));
+        }
+        // Another send may store the same id meanwhile: look again now and then.
+        let look_again = Instant::now() + LOOK_AGAIN;
+        let wait = match (id, deadline) {
+            (None, _) => deadline,
+            (Some(_), Deadline::At(at)) => Deadline::At(at.min(look_again)),
+            (Some(_), _) => Deadline::At(look_again),
+        };
+        match target.await_room(&mut slot, wait) {
+            Ok(()) | Err(Fail::Full) => {}
+            Err(fail) => return Err((record, fail)),
         }
     }
 }
