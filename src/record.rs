@@ -115,10 +115,11 @@ impl<T> Record<T> {
     /// The id must be 1 to [`MAX_MESSAGE_ID_LEN`] (256) bytes: the send refuses another with
     /// [`Error::InvalidMessageId`](crate::Error::InvalidMessageId), the record handed back.
     ///
-    /// **Cost.** Sends with an id to a topic or queue with a window take its dedupe lock for
-    /// the whole send, so they are stored one after the other (in a durable broker, each waits
-    /// for its own commit instead of sharing one with concurrent senders of the same topic or
-    /// queue). Sends without an id do not take it.
+    /// **Cost.** Sends with an id to a topic or queue with a window take its dedupe lock while
+    /// the id is checked and the message staged, never while a send waits for room or for its
+    /// commit: in a durable broker, concurrent sends with ids share commits as other sends
+    /// do. A duplicate sent while its original's commit is still pending returns once that
+    /// commit is done (it fails if that commit fails). Sends without an id do not take it.
     ///
     /// ```
     /// use std::time::Duration;

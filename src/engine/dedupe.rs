@@ -6,23 +6,40 @@
 //! A topic or queue with a window keeps one [`Ids`] behind a `Mutex` of its own
 //! ([`TopicCore::dedupe`](super::topic::TopicCore::dedupe),
 //! [`QueueCore::dedupe`](super::queue::QueueCore::dedupe)). It is always taken **before** any
-//! partition lock of the topic, or the queue's state lock, and held for the whole send of a
-//! record with an id: [`Ids::seen`] first (a hit returns the original receipt and stores
-//! nothing), then the append (whose job calls [`Ids::row`] for each record it stages, so a
-//! durable store writes the id in the record's commit), then, once the append returned a
-//! receipt, [`Ids::remember`]. Ids are per topic, across its partitions, so one lock covers
-//! them all. Records without an id never take it.
+//! partition lock of the topic, or the queue's state lock (a transaction ranks it after its
+//! consumer groups' locks), and it is **never held across a wait**: not for room
+//! (`Overflow::Block`, a full queue), not for a commit. Ids are per topic, across its
+//! partitions, so one lock covers them all. Records without an id never take it.
 //!
-//! Holding it across the append makes "check, store, remember" atomic: a duplicate sent
-//! concurrently waits and then sees the original's receipt, and an id is remembered only for
-//! a record that was stored (in a durable broker, after its commit). The cost is that sends
-//! with ids to one topic or queue do not share a commit, and that one waiting for room
-//! (`Overflow::Block`, a full queue) holds the lock while it waits.
+//! A send of a record with an id ([`send`], [`send_batch`]) holds it for one [`Deduped::step`]:
+//! [`Ids::seen`] first (a hit stores nothing), then, if there is room now, the append, staged
+//! without waiting for its commit ([`Commit::Staged`](crate::store::Commit::Staged)); its job
+//! calls [`Ids::row`] for the record it stages, so a durable store writes the id in the
+//! record's commit; then [`Ids::remember`] with the commit's [`Ticket`]. The lock is let go,
+//! and the send waits for its commit without it ([`Context::settle`]): sends with ids to one
+//! target share commits, and a transaction holding the lent write transaction can take the
+//! lock while a send waits for the commit that waits for it. Without room, the send lets go
+//! of the lock, waits for room, and looks again; since another send may store the same id
+//! meanwhile (and this one should then return its receipt, not wait on for room), it looks
+//! again at least every 20 ms while it waits.
 //!
-//! `send_async` cannot hold a lock across its wait for the commit: it remembers the id as
-//! soon as the record is staged, and [`Ids::forget`]s it if the commit fails (the store is
-//! then poisoned, and refuses every later send). So a duplicate sent while the original's
-//! commit is pending gets the receipt before that commit is done.
+//! So an id is remembered from the moment its record is staged, and:
+//!
+//! - a duplicate sent while the original's commit is pending ([`Original::commit`]) returns
+//!   the original receipt only once that commit is done, and fails (with its own record) if
+//!   it fails;
+//! - a commit that fails [`Ids::forget`]s the ids it would have stored
+//!   ([`take_back`](super::topic::TopicCore::take_back)); the store is then poisoned, and
+//!   refuses every later send.
+//!
+//! A transaction stages its records and remembers their ids under the lock, then learns its
+//! ticket when the store seals it, still under the lock ([`Ids::committed_by`]). One whose
+//! records are all duplicates stores nothing, and waits for the originals' commits instead
+//! ([`TxJob::originals`](crate::store::TxJob::originals)).
+//!
+//! `send_async` registers as a waiter for room instead of waiting, and does not wait for the
+//! commit either (it polls the ticket): it remembers the id with the ticket as a send does. A
+//! duplicate it sends gets the receipt at once, even while the original's commit is pending.
 //!
 //! Messages that reach a queue other than by a send (dead letters, redrive) are not
 //! deduplicated and not remembered.
@@ -36,11 +53,14 @@
 //! as of now.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
+use super::notify::Deadline;
+use super::{Context, Fail};
 use crate::error::Error;
 use crate::options::Dedupe;
 use crate::record::{MAX_MESSAGE_ID_LEN, MESSAGE_ID, Nanos, Receipt, Record, duration_nanos};
-use crate::store::{IdRow, StoredId};
+use crate::store::{IdRow, StoredId, Ticket};
 
 /// The ids a topic or queue remembers, oldest first. Used under its own lock (see the module
 /// docs for the order).
@@ -59,11 +79,21 @@ pub(crate) struct Ids {
     forgotten: Vec<Box<str>>,
 }
 
-/// A remembered id: its message's receipt and when it was sent.
+/// A remembered id: its message's receipt, when it was sent, and the commit that stores it
+/// (durable mode; it may still be pending).
 #[derive(Clone, Copy)]
 struct Seen {
     receipt: Receipt,
     ts: Nanos,
+    commit: Option<Ticket>,
+}
+
+/// The message a duplicate stands for ([`Ids::seen`]): its receipt, and the commit to wait
+/// for before the duplicate may return (`None`: stored already, or memory mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Original {
+    pub(crate) receipt: Receipt,
+    pub(crate) commit: Option<Ticket>,
 }
 
 impl Ids {
@@ -90,23 +120,40 @@ impl Ids {
                 partition: s.partition,
                 offset: s.key,
             };
-            self.insert(s.id, receipt, s.ts);
+            self.insert(s.id, receipt, s.ts, None);
         }
         self.prune(now);
     }
 
-    /// The receipt of the message sent with `id` within the window as of `now`, if any (after
-    /// dropping the ids that left it).
-    pub(crate) fn seen(&mut self, id: &str, now: Nanos) -> Option<Receipt> {
+    /// The message sent with `id` within the window as of `now`, if any (after dropping the
+    /// ids that left it).
+    pub(crate) fn seen(&mut self, id: &str, now: Nanos) -> Option<Original> {
         self.prune(now);
-        self.by_id.get(id).map(|s| s.receipt)
+        self.by_id.get(id).map(|s| Original {
+            receipt: s.receipt,
+            commit: s.commit,
+        })
     }
 
-    /// Remembers that the message with `id` was stored as `receipt` at `now` (after a
-    /// [`seen`](Self::seen) that found nothing, under the same lock).
-    pub(crate) fn remember(&mut self, id: Box<str>, receipt: Receipt, now: Nanos) {
-        self.insert(id, receipt, now);
+    /// Remembers that the message with `id` was staged as `receipt` at `now`, to be stored by
+    /// `commit` (after a [`seen`](Self::seen) that found nothing, under the same lock).
+    pub(crate) fn remember(
+        &mut self,
+        id: Box<str>,
+        receipt: Receipt,
+        now: Nanos,
+        commit: Option<Ticket>,
+    ) {
+        self.insert(id, receipt, now, commit);
         self.prune(now);
+    }
+
+    /// Tells the window which commit stores the message of `id` staged as `receipt` (a
+    /// transaction learns it only once sealed, still under the window's lock).
+    pub(crate) fn committed_by(&mut self, id: &str, receipt: Receipt, commit: Option<Ticket>) {
+        if let Some(seen) = self.by_id.get_mut(id).filter(|s| s.receipt == receipt) {
+            seen.commit = commit;
+        }
     }
 
     /// What a durable store writes with the staged record of `id` in `partition`: its row,
@@ -120,17 +167,21 @@ impl Ids {
         })
     }
 
-    /// Forgets `id` if it names `receipt`: its send failed after all (`send_async` whose
-    /// commit failed).
+    /// Forgets `id` if it names `receipt`: its send failed after all (its commit failed).
     pub(crate) fn forget(&mut self, id: &str, receipt: Receipt) {
         if self.by_id.get(id).is_some_and(|s| s.receipt == receipt) {
             self.by_id.remove(id);
         }
     }
 
-    fn insert(&mut self, id: Box<str>, receipt: Receipt, ts: Nanos) {
+    fn insert(&mut self, id: Box<str>, receipt: Receipt, ts: Nanos, commit: Option<Ticket>) {
         self.order.push_back((id.clone(), ts));
-        self.by_id.insert(id, Seen { receipt, ts });
+        let seen = Seen {
+            receipt,
+            ts,
+            commit,
+        };
+        self.by_id.insert(id, seen);
     }
 
     /// Drops the ids outside the window as of `now`, oldest first.
@@ -181,110 +232,198 @@ pub(crate) fn id_of<'a, T>(record: &'a Record<T>, name: &str) -> Result<Option<&
         .map_err(|_| bad("it is not UTF-8"))
 }
 
-/// Where each record of a batch gets its receipt from, once duplicates are taken out.
-enum From {
-    /// The `n`th record that is stored.
-    Stored(usize),
-    /// A duplicate of a message sent before the batch.
-    Seen(Receipt),
-    /// A duplicate of the `n`th record stored by this batch.
-    Twin(usize),
+/// What one attempt to send a record came to ([`Deduped::step`]).
+pub(crate) enum Step<T> {
+    /// A duplicate of `Original`: nothing stored. The record is kept, to hand back if the
+    /// original's commit fails.
+    Duplicate(Original, Record<T>),
+    /// Staged with this receipt (its id remembered), to be stored by this commit.
+    Staged(Receipt, Option<Ticket>),
+    /// No room now: the record, to try again after waiting for room (without the lock).
+    Full(Record<T>),
 }
 
-/// A batch split into the records to store and the duplicates ([`split`]).
-pub(crate) struct Split<T> {
-    /// The records to store, in input order.
-    pub(crate) fresh: Vec<Record<T>>,
-    /// The id of each fresh record, if it has one.
-    ids: Vec<Option<Box<str>>>,
-    plan: Vec<From>,
-    /// Duplicates of fresh records (handed back with their twin if it is not stored).
-    twins: Vec<Record<T>>,
+/// A topic or queue with a dedupe window, as [`send`] and [`send_batch`] drive it.
+pub(crate) trait Deduped<T> {
+    /// Where a record goes and the room it holds, fixed for all its attempts (a topic's
+    /// partition and counted size; whether a queue's capacity is reserved).
+    type Slot;
+
+    /// The slot of `record`.
+    fn slot(&self, record: &Record<T>) -> Self::Slot;
+
+    /// One attempt, never waiting: with the window locked if `id` is `Some`, checks that the
+    /// target is open and whether `id` was seen; else stages the record if there is room now
+    /// ([`Commit::Staged`](crate::store::Commit::Staged)) and remembers its id with the
+    /// commit's ticket. The lock is let go before it returns. A duplicate or a failure gives
+    /// back the room `slot` held.
+    fn step(
+        &self,
+        id: Option<&str>,
+        record: Record<T>,
+        slot: &mut Self::Slot,
+    ) -> Result<Step<T>, (Record<T>, Fail)>;
+
+    /// Waits, holding no lock, until there is room for the record of `slot` (a queue
+    /// reserves it), or `deadline` passes ([`Fail::Full`]).
+    fn await_room(&self, slot: &mut Self::Slot, deadline: Deadline) -> Result<(), Fail>;
+
+    /// Takes back a record staged as `receipt` whose commit failed, forgetting its id; `None`
+    /// if it was published after all.
+    fn take_staged(&self, receipt: Receipt) -> Option<Record<T>>;
+
+    /// The broker's context (its store).
+    fn context(&self) -> &Context;
 }
 
-/// Takes the duplicates out of `records` (of `name`): those of an id in `ids` (sent before),
-/// and those of an id earlier in the batch. `Err` with every record if an id is invalid.
-pub(crate) fn split<T>(
-    ids: &mut Ids,
-    records: Vec<Record<T>>,
-    now: Nanos,
-    name: &str,
-) -> Result<Split<T>, (Vec<Record<T>>, Error)> {
-    if let Some(e) = records.iter().find_map(|r| id_of(r, name).err()) {
-        return Err((records, e));
+/// Sends one record (with message id `id`, if any) to `target`, waiting for room until
+/// `deadline`. The window is locked only while the record is checked and staged: the wait
+/// for room, and for the commit, happen without it, so the sends of many threads share one
+/// commit. A duplicate returns the original's receipt once the original is stored.
+pub(crate) fn send<T, D: Deduped<T>>(
+    target: &D,
+    id: Option<&str>,
+    record: Record<T>,
+    deadline: Deadline,
+) -> Result<Receipt, (Record<T>, Fail)> {
+    match stage(target, id, record, deadline)? {
+        Step::Duplicate(original, record) => match target.context().settle(original.commit) {
+            Ok(()) => Ok(original.receipt),
+            Err(e) => Err((record, Fail::Failed(e))), // the original was not stored either
+        },
+        Step::Staged(receipt, commit) => match target.context().settle(commit) {
+            Ok(()) => Ok(receipt),
+            Err(e) => match target.take_staged(receipt) {
+                Some(record) => Err((record, Fail::Failed(e))),
+                None => Ok(receipt), // published after all
+            },
+        },
+        Step::Full(record) => Err((record, Fail::Full)),
     }
-    let mut split = Split {
-        fresh: Vec::with_capacity(records.len()),
-        ids: Vec::with_capacity(records.len()),
-        plan: Vec::with_capacity(records.len()),
-        twins: Vec::new(),
-    };
-    let mut first: HashMap<Box<str>, usize> = HashMap::new();
-    for record in records {
-        let id: Option<Box<str>> = record.message_id().map(Into::into);
-        let Some(id) = id else {
-            split.plan.push(From::Stored(split.fresh.len()));
-            split.fresh.push(record);
-            split.ids.push(None);
-            continue;
+}
+
+/// How often a send with an id that waits for room looks again whether its id was stored
+/// meanwhile (by another send of it, whose receipt it then returns without waiting on).
+const LOOK_AGAIN: Duration = Duration::from_millis(20);
+
+/// Stages one record, waiting for room (without the window's lock) until `deadline`: never
+/// [`Step::Full`] (a deadline that passed is `Err` with [`Fail::Full`]).
+fn stage<T, D: Deduped<T>>(
+    target: &D,
+    id: Option<&str>,
+    mut record: Record<T>,
+    deadline: Deadline,
+) -> Result<Step<T>, (Record<T>, Fail)> {
+    let mut slot = target.slot(&record);
+    loop {
+        match target.step(id, record, &mut slot)? {
+            Step::Full(declined) => record = declined,
+            done => return Ok(done),
+        }
+        if deadline.passed() {
+            return Err((record, Fail::Full));
+        }
+        // Another send may store the same id meanwhile: look again now and then.
+        let look_again = Instant::now() + LOOK_AGAIN;
+        let wait = match (id, deadline) {
+            (None, _) => deadline,
+            (Some(_), Deadline::At(at)) => Deadline::At(at.min(look_again)),
+            (Some(_), _) => Deadline::At(look_again),
         };
-        if let Some(receipt) = ids.seen(&id, now) {
-            split.plan.push(From::Seen(receipt));
-        } else if let Some(&twin) = first.get(&id) {
-            split.plan.push(From::Twin(twin));
-            split.twins.push(record);
-        } else {
-            first.insert(id.clone(), split.fresh.len());
-            split.plan.push(From::Stored(split.fresh.len()));
-            split.fresh.push(record);
-            split.ids.push(Some(id));
+        match target.await_room(&mut slot, wait) {
+            Ok(()) | Err(Fail::Full) => {}
+            Err(fail) => return Err((record, fail)),
         }
     }
-    Ok(split)
 }
 
-impl<T> Split<T> {
-    /// The batch's receipts, in input order, from those of the fresh records; remembers their
-    /// ids in `ids`.
-    pub(crate) fn receipts(self, stored: &[Receipt], ids: &mut Ids, now: Nanos) -> Vec<Receipt> {
-        for (id, receipt) in self.ids.into_iter().zip(stored) {
-            if let Some(id) = id {
-                ids.remember(id, *receipt, now);
+/// How one record of a batch went.
+enum Batched<T> {
+    Staged(Receipt),
+    Duplicate(Original, Record<T>),
+}
+
+/// Sends a batch with ids to `target` (`name`), waiting for room for each record: each is
+/// checked and staged as [`send`] does, then the batch waits once for the last commit it
+/// needs (its own records', or a pending original's). Duplicates, of earlier sends or within
+/// the batch, store nothing and get the original receipt. On failure, hands back the records
+/// not sent, in input order (a duplicate with them if its original was not stored); `Err`
+/// with every record if an id is invalid.
+pub(crate) fn send_batch<T, D: Deduped<T>>(
+    target: &D,
+    records: Vec<Record<T>>,
+    name: &str,
+) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+    if let Some(e) = records.iter().find_map(|r| id_of(r, name).err()) {
+        return Err((records, Fail::Failed(e)));
+    }
+    let mut sent = Vec::with_capacity(records.len());
+    let mut last: Option<Ticket> = None;
+    let mut failed = None;
+    let mut records = records.into_iter();
+    for record in records.by_ref() {
+        let id: Option<Box<str>> = record.message_id().map(Into::into);
+        match stage(target, id.as_deref(), record, Deadline::Never) {
+            Ok(Step::Staged(receipt, commit)) => {
+                last = last.max(commit);
+                sent.push(Batched::Staged(receipt));
+            }
+            Ok(Step::Duplicate(original, record)) => {
+                last = last.max(original.commit);
+                sent.push(Batched::Duplicate(original, record));
+            }
+            Ok(Step::Full(record)) => {
+                failed = Some((record, Fail::Full)); // not with `Deadline::Never`
+                break;
+            }
+            Err(unsent) => {
+                failed = Some(unsent);
+                break;
             }
         }
-        let receipt = |from: &From| match *from {
-            From::Stored(n) | From::Twin(n) => stored[n],
-            From::Seen(receipt) => receipt,
-        };
-        self.plan.iter().map(receipt).collect()
     }
-
-    /// What a failed batch hands back: the records not stored (`unsent`, a suffix or subset
-    /// of the fresh ones, in order), each followed by the duplicates of it in the batch.
-    /// Duplicates of messages sent before the batch are not handed back: they were sent.
-    pub(crate) fn unsent(self, unsent: Vec<Record<T>>) -> Vec<Record<T>> {
-        if self.twins.is_empty() {
-            return unsent;
+    // Tickets commit in order: the last one stored means every earlier one is.
+    let settled = target.context().settle(last);
+    let e = match settled {
+        Ok(()) => {
+            return match failed {
+                None => {
+                    let receipt = |b: Batched<T>| match b {
+                        Batched::Staged(receipt) => receipt,
+                        Batched::Duplicate(original, _) => original.receipt,
+                    };
+                    Ok(sent.into_iter().map(receipt).collect())
+                }
+                // What was staged before it is stored.
+                Some((record, fail)) => {
+                    Err((std::iter::once(record).chain(records).collect(), fail))
+                }
+            };
         }
-        let mut twins = self.twins;
-        let mut out = Vec::with_capacity(unsent.len() + twins.len());
-        for record in unsent {
-            let id = record.message_id().map(str::to_owned);
-            out.push(record);
-            let Some(id) = id else { continue };
-            let mut i = 0;
-            while i < twins.len() {
-                if twins[i].message_id() == Some(id.as_str()) {
-                    out.push(twins.remove(i));
-                } else {
-                    i += 1;
+        Err(e) => e,
+    };
+    // The commit failed (the store is poisoned): nothing staged since it is stored.
+    let mut back = Vec::new();
+    for batched in sent {
+        match batched {
+            Batched::Staged(receipt) => back.extend(target.take_staged(receipt)),
+            Batched::Duplicate(original, record) => {
+                if target.context().settle(original.commit).is_err() {
+                    back.push(record);
                 }
             }
         }
-        out
     }
+    let fail = match failed {
+        Some((record, fail)) => {
+            back.push(record);
+            fail
+        }
+        None => Fail::Failed(e),
+    };
+    back.extend(records);
+    Err((back, fail))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,48 +439,62 @@ mod tests {
     fn ids_that_leave_a_count_window_are_written_off_with_the_next_row() {
         let mut ids = Ids::new(Dedupe::last(2), true);
         for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
-            assert_eq!(ids.seen(id, 0), None);
+            assert_eq!(ids.seen(id, 0).map(|o| o.receipt), None);
             assert!(ids.row(id, 0).unwrap().forget.is_empty());
-            ids.remember(id.into(), at(n as u64), 0);
+            ids.remember(id.into(), at(n as u64), 0, None);
         }
         // Remembering c dropped a: the next row deletes it, once.
         let row = ids.row("d", 0).unwrap();
         assert_eq!(row.forget, vec![Box::<str>::from("a")]);
         assert!(ids.row("e", 0).unwrap().forget.is_empty());
-        assert_eq!(ids.seen("a", 0), None);
-        assert_eq!(ids.seen("b", 0), Some(at(1)));
+        assert_eq!(ids.seen("a", 0).map(|o| o.receipt), None);
+        assert_eq!(ids.seen("b", 0).map(|o| o.receipt), Some(at(1)));
     }
 
     #[test]
     fn ids_that_leave_a_time_window_are_dropped_at_the_next_look() {
         let mut ids = Ids::new(Dedupe::within(std::time::Duration::from_nanos(10)), true);
-        ids.remember("a".into(), at(0), 100);
-        ids.remember("b".into(), at(1), 105);
-        assert_eq!(ids.seen("a", 110), Some(at(0)));
-        assert_eq!(ids.seen("a", 111), None);
-        assert_eq!(ids.seen("b", 111), Some(at(1)));
+        ids.remember("a".into(), at(0), 100, None);
+        ids.remember("b".into(), at(1), 105, None);
+        assert_eq!(ids.seen("a", 110).map(|o| o.receipt), Some(at(0)));
+        assert_eq!(ids.seen("a", 111).map(|o| o.receipt), None);
+        assert_eq!(ids.seen("b", 111).map(|o| o.receipt), Some(at(1)));
         assert_eq!(ids.row("c", 0).unwrap().forget, vec![Box::<str>::from("a")]);
     }
 
     #[test]
     fn a_store_that_keeps_nothing_gets_no_rows() {
         let mut ids = Ids::new(Dedupe::last(1), false);
-        ids.remember("a".into(), at(0), 0);
-        ids.remember("b".into(), at(1), 0);
+        ids.remember("a".into(), at(0), 0, None);
+        ids.remember("b".into(), at(1), 0, None);
         assert_eq!(ids.row("c", 0), None);
         assert!(ids.forgotten.is_empty());
     }
 
     #[test]
+    fn a_transaction_tells_the_window_its_commit_for_its_own_receipt_only() {
+        let mut ids = Ids::new(Dedupe::last(10), true);
+        ids.remember("a".into(), at(0), 0, None);
+        ids.committed_by("a", at(1), Some(Ticket(7)));
+        assert_eq!(ids.seen("a", 0).and_then(|o| o.commit), None);
+        ids.committed_by("a", at(0), Some(Ticket(7)));
+        let original = ids.seen("a", 0).unwrap();
+        assert_eq!(
+            (original.receipt, original.commit),
+            (at(0), Some(Ticket(7)))
+        );
+    }
+
+    #[test]
     fn a_failed_send_is_forgotten_only_for_its_own_receipt() {
         let mut ids = Ids::new(Dedupe::last(10), false);
-        ids.remember("a".into(), at(0), 0);
+        ids.remember("a".into(), at(0), 0, None);
         ids.forget("a", at(1));
-        assert_eq!(ids.seen("a", 0), Some(at(0)));
+        assert_eq!(ids.seen("a", 0).map(|o| o.receipt), Some(at(0)));
         ids.forget("a", at(0));
-        assert_eq!(ids.seen("a", 0), None);
+        assert_eq!(ids.seen("a", 0).map(|o| o.receipt), None);
         // Its stale place in the order does not drop a later remember of the same id.
-        ids.remember("a".into(), at(2), 0);
-        assert_eq!(ids.seen("a", 0), Some(at(2)));
+        ids.remember("a".into(), at(2), 0, None);
+        assert_eq!(ids.seen("a", 0).map(|o| o.receipt), Some(at(2)));
     }
 }

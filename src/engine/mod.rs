@@ -29,7 +29,7 @@ use crate::codec::CodecKind;
 use crate::error::Error;
 use crate::options::IdleOptions;
 use crate::record::{Nanos, Receipt};
-use crate::store::{Append, Store, Ticket};
+use crate::store::{Append, Commit, Store, Ticket};
 
 pub(crate) use self::delivery::Delivery;
 pub(crate) use self::idle::IdleWait;
@@ -227,11 +227,18 @@ impl Context {
     pub(crate) fn append(
         &self,
         job: &mut dyn Append,
-        defer: bool,
+        commit: Commit,
     ) -> Result<Option<Ticket>, Error> {
-        let stored = self.store.append(job, defer);
+        let stored = self.store.append(job, commit);
         self.idle.moved();
         stored
+    }
+
+    /// Waits for the commit of a send staged with [`Commit::Staged`], as a plain send would
+    /// ([`Store::settle`]); `None` (memory mode, or nothing staged) waits for nothing. Call
+    /// it holding no engine lock.
+    pub(crate) fn settle(&self, ticket: Option<Ticket>) -> Result<(), Error> {
+        ticket.map_or(Ok(()), |ticket| self.store.settle(ticket))
     }
 }
 

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use super::Context;
-use super::dedupe::Ids;
+use super::dedupe::{Ids, Original};
 use crate::error::Error;
 use crate::record::{Nanos, Receipt};
-use crate::store::{Lent, TxJob, TxLog};
+use crate::store::{Lent, Ticket, TxJob, TxLog};
 
 /// Where a lock ranks in the global order: its kind, then the address of what owns it, then
 /// an index within that (a partition).
@@ -170,18 +170,24 @@ impl<E> Pending<E> {
     }
 }
 
-/// The receipt record `at` of `records` gets without being stored: an earlier record's of the
-/// same id in this transaction, or else what `window` says of the id (the original's).
+/// The message record `at` of `records` stands for without being stored: an earlier record of
+/// the same id in this transaction (stored by the same commit), or else what `window` says of
+/// the id (the original, with its commit if that may still be pending).
 pub(crate) fn duplicate_of<E>(
     records: &[Pending<E>],
     at: usize,
-    window: impl FnOnce(&str) -> Option<Receipt>,
-) -> Option<Receipt> {
+    window: impl FnOnce(&str) -> Option<Original>,
+) -> Option<Original> {
     let id = records[at].id.as_deref()?;
     let earlier = records[..at].iter().filter(|r| r.id.as_deref() == Some(id));
+    let same_commit = |receipt| Original {
+        receipt,
+        commit: None,
+    };
     earlier
         .filter_map(Pending::receipt)
         .next()
+        .map(same_commit)
         .or_else(|| window(id))
 }
 
@@ -222,6 +228,14 @@ pub(crate) trait Part: Send + Sync {
     /// Under the locks, once every part staged and checked: settles the acks and hands the
     /// records to `log` (durable mode) or publishes them (memory mode).
     fn apply(&mut self, held: &mut Held<'_>, log: Option<&mut dyn TxLog>);
+    /// Under the locks, once the store sealed the commit as `commit` (durable mode): tells
+    /// the dedupe window which commit stores the records' ids, so that a duplicate sent
+    /// meanwhile waits for it.
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>);
+    /// The latest commit, pending when the records were staged, of an original that a
+    /// duplicate among them stands for: the transaction returns once it is done, as a send
+    /// would.
+    fn originals(&self) -> Option<Ticket>;
     /// After the locks are let go, committed or not: wakes whoever the commit concerned, and
     /// moves on what it found expired; once `committed`, forgets the settled acks.
     fn after(&mut self, committed: bool);
@@ -356,7 +370,10 @@ impl TxJob for Job<'_> {
                 for part in parts.iter_mut() {
                     part.apply(&mut held, Some(&mut *log));
                 }
-                log.seal();
+                let commit = log.seal();
+                for part in parts.iter_mut() {
+                    part.sealed(&mut held, commit);
+                }
             }
             None => {
                 for part in parts.iter_mut() {
@@ -371,6 +388,10 @@ impl TxJob for Job<'_> {
         for part in self.parts.iter_mut() {
             part.unstage();
         }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.parts.iter().filter_map(|p| p.originals()).max()
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use super::{Append, Lent, Loaded, LogId, Progress, Restored, Sink, Store, Ticket, TxJob};
+use super::{Append, Commit, Lent, Loaded, LogId, Progress, Restored, Sink, Store, Ticket, TxJob};
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
@@ -12,7 +12,7 @@ use crate::error::Error;
 pub(crate) struct MemoryStore;
 
 impl Store for MemoryStore {
-    fn append(&self, job: &mut dyn Append, _defer: bool) -> Result<Option<Ticket>, Error> {
+    fn append(&self, job: &mut dyn Append, _commit: Commit) -> Result<Option<Ticket>, Error> {
         job.publish();
         Ok(None)
     }

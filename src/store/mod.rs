@@ -254,6 +254,11 @@ pub(crate) trait TxJob {
 
     /// Durable mode, after a failed commit: takes the staged records back, for the error.
     fn unstage(&mut self);
+
+    /// After [`run`](Self::run): the latest commit, pending when it ran, of an original that
+    /// a duplicate among its records stands for (dedupe). A transaction that stores nothing
+    /// itself still waits for it, as a send would.
+    fn originals(&self) -> Option<Ticket>;
 }
 
 /// One staged record of a transaction ([`TxLog::record`]).
@@ -274,8 +279,9 @@ pub(crate) trait TxLog {
     /// Consumer progress that commits with the records (an ack, a group position).
     fn progress(&mut self, change: Progress<'_>);
     /// The transaction is complete: hands it to the writer as one request (called under the
-    /// targets' locks, so that its keys reach the writer in order).
-    fn seal(&mut self);
+    /// targets' locks, so that its keys reach the writer in order). Returns the ticket of its
+    /// commit, for [`Store::settle`] (`None` if nothing was handed over).
+    fn seal(&mut self) -> Option<Ticket>;
 }
 
 /// A log the writer publishes into after a commit: a topic partition or a queue.
@@ -317,19 +323,46 @@ impl Loaded {
     }
 }
 
-/// A send staged in the store whose commit is still pending (`send_async` in durable mode):
-/// poll it with [`Store::poll_stored`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A send staged in the store whose commit is still pending (durable mode): poll it with
+/// [`Store::poll_stored`] (`send_async`), or wait for it with [`Store::settle`]. Tickets are
+/// numbered in the order sends reach the writer: a later ticket commits with or after an
+/// earlier one, never before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ticket(pub(crate) u64);
+
+/// What [`Store::append`] waits for once the job's records are staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// A plain send: until they are stored as the broker's durability says (the commit's
+    /// fsync under `Immediate`, the writer having them under `Interval`).
+    Wait,
+    /// `send_async`: under `Immediate` a durable store returns the ticket to poll instead of
+    /// waiting for the commit.
+    Poll,
+    /// A send that holds a lock which must not be held across a wait (a dedupe window): a
+    /// durable store returns the ticket at once, whatever the durability, and the caller
+    /// waits with [`Store::settle`] once it let go of its locks (taking its records back if
+    /// that fails).
+    Staged,
+}
 
 /// Persistence behind the in-memory logs. Object-safe. `append` is never called while an
 /// engine lock is held; `progress` may be (it only queues the change for the next commit,
 /// never waits for I/O: an ack does not wait for its own fsync).
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
-    /// Stores the job's records (durably, for a durable store) and publishes them. With
-    /// `defer`, a durable store returns once the records are staged, with a ticket to poll
-    /// instead of waiting for the commit.
-    fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error>;
+    /// Stores the job's records (durably, for a durable store) and publishes them; `commit`
+    /// says whether a durable store waits for the commit or returns a ticket.
+    fn append(&self, job: &mut dyn Append, commit: Commit) -> Result<Option<Ticket>, Error>;
+
+    /// Waits as [`append`](Self::append) with [`Commit::Wait`] would have once the send behind
+    /// `ticket` was staged (from [`Commit::Staged`]): for its commit under `Immediate`; under
+    /// `Interval` only while the writer is too far behind. `Err` if its commit failed (the
+    /// caller takes its records back), or if this thread holds the lent write transaction
+    /// that commit waits for. A store that gives no tickets (the default) never waits.
+    fn settle(&self, ticket: Ticket) -> Result<(), Error> {
+        let _ = ticket;
+        Ok(())
+    }
 
     /// Commits a transaction: its records, acks and group positions in one commit (durable
     /// mode), or publishes it at once under its targets' locks (memory mode). Returns once it

@@ -21,14 +21,13 @@ pub(super) struct QueueJob<'a, T> {
     pub(super) dedupe: Option<&'a mut Ids>,
 }
 
-/// A run of records to a queue (`send_batch`), as the store sees it: all or nothing.
+/// A run of records to a queue (`send_batch` without message ids), as the store sees it: all
+/// or nothing.
 pub(super) struct QueueRunJob<'a, T> {
     pub(super) queue: &'a QueueCore<T>,
     /// The entries, until published or staged (and again if handed back).
     pub(super) entries: Vec<Arc<Entry<T>>>,
     pub(super) ids: Vec<u64>,
-    /// The dedupe window's ids, locked, if records have ids.
-    pub(super) dedupe: Option<&'a mut Ids>,
 }
 
 impl<T: Payload> Append for QueueRunJob<'_, T> {
@@ -58,9 +57,8 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
         };
         let mut ids = Vec::with_capacity(self.entries.len());
         for entry in std::mem::take(&mut self.entries) {
-            let row = message_row(self.dedupe.as_deref_mut(), &entry);
             let id = state.stage(now, entry);
-            stager.record(&queue.sink, id, now, 0, row);
+            stager.record(&queue.sink, id, now, 0, None);
             ids.push(id);
         }
         stager.end();

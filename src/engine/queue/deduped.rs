@@ -1,16 +1,19 @@
 //! Sends to a queue, with or without a dedupe window: the window's ids are locked before the
-//! queue's state and held across the send ([`dedupe`](crate::engine::dedupe) has the order).
+//! queue's state, while the record is checked and staged, and let go before any wait
+//! ([`dedupe`](crate::engine::dedupe) has the order).
+
+use std::sync::atomic::Ordering;
 
 use parking_lot::{Mutex, MutexGuard};
 
 use super::QueueCore;
-use crate::engine::dedupe::{self, Ids};
+use crate::engine::dedupe::{self, Deduped, Ids, Step};
 use crate::engine::notify::{Deadline, Wait};
 use crate::engine::{Context, Fail, Sent};
 use crate::error::Error;
 use crate::options::Dedupe;
 use crate::record::{Payload, Receipt, Record};
-use crate::store::LogId;
+use crate::store::{Commit, LogId};
 
 /// The dedupe window of the queue of `log`, with the ids a durable store kept (`None`
 /// without one).
@@ -42,29 +45,17 @@ impl<T: Payload> QueueCore<T> {
         record: Record<T>,
         deadline: Deadline,
     ) -> Result<Receipt, (Record<T>, Fail)> {
-        let id = match self.send_id(&record) {
-            Ok(Some(id)) => id,
-            Ok(None) => return self.publish_with(record, deadline, None),
-            Err(e) => return Err((record, Fail::Failed(e))),
-        };
-        let Some(mut ids) = self.dedupe() else {
-            return self.publish_with(record, deadline, None);
-        };
-        let now = self.context.clock.now();
-        if self.is_shut() {
-            return Err((record, self.closed())); // a duplicate is no way around a close
+        match self.send_id(&record) {
+            Ok(Some(id)) => dedupe::send(self, Some(&id), record, deadline),
+            Ok(None) => self.publish_with(record, deadline),
+            Err(e) => Err((record, Fail::Failed(e))),
         }
-        if let Some(receipt) = ids.seen(&id, now) {
-            return Ok(receipt);
-        }
-        let receipt = self.publish_with(record, deadline, Some(&mut ids))?;
-        ids.remember(id, receipt, now);
-        Ok(receipt)
     }
 
     /// Stores and enqueues records in order, waiting for capacity for each; on failure hands
     /// back the records not sent. Under a dedupe window, duplicates (of earlier sends or
-    /// within the batch) store nothing and get the original receipt.
+    /// within the batch) store nothing and get the original receipt (and the records are
+    /// staged one by one, sharing one commit).
     pub(crate) fn publish_batch(
         &self,
         records: Vec<Record<T>>,
@@ -75,36 +66,18 @@ impl<T: Payload> QueueCore<T> {
         {
             return Err((records, Fail::Failed(e)));
         }
-        let Some(mut ids) = self
-            .dedupe
-            .as_ref()
-            .filter(|_| records.iter().any(|r| r.message_id().is_some()))
-            .map(|ids| ids.lock())
-        else {
-            return self.publish_batch_with(records, None);
-        };
-        if self.is_shut() {
-            return Err((records, self.closed()));
-        }
-        let now = self.context.clock.now();
-        let mut split = match dedupe::split(&mut ids, records, now, &self.name) {
-            Ok(split) => split,
-            Err((records, e)) => return Err((records, Fail::Failed(e))),
-        };
-        let fresh = std::mem::take(&mut split.fresh);
-        if fresh.is_empty() {
-            return Ok(split.receipts(&[], &mut ids, now));
-        }
-        match self.publish_batch_with(fresh, Some(&mut ids)) {
-            Ok(stored) => Ok(split.receipts(&stored, &mut ids, now)),
-            Err((unsent, fail)) => Err((split.unsent(unsent), fail)),
+        match &self.dedupe {
+            Some(_) if records.iter().any(|r| r.message_id().is_some()) => {
+                dedupe::send_batch(self, records, &self.name)
+            }
+            _ => self.publish_batch_with(records),
         }
     }
 
     /// One attempt to enqueue (`send_async`); on [`Fail::Full`] registers waiter `id` as
     /// `wait` says. A durable store's commit is not waited for (poll the ticket): under a
-    /// dedupe window the id is remembered at once, and forgotten again by
-    /// [`take_back`](Self::take_back) if the commit fails.
+    /// dedupe window the id is remembered with the ticket at once (registering a waiter does
+    /// not wait), and forgotten again by [`take_back`](Self::take_back) if the commit fails.
     pub(crate) fn try_publish(
         &self,
         record: Record<T>,
@@ -123,18 +96,82 @@ impl<T: Payload> QueueCore<T> {
         if self.is_shut() {
             return Err((record, self.closed()));
         }
-        if let Some(receipt) = ids.seen(&message_id, now) {
-            return Ok((receipt, None));
+        if let Some(original) = ids.seen(&message_id, now) {
+            return Ok((original.receipt, None));
         }
         let sent = self.try_publish_with(record, id, wait, Some(&mut ids))?;
-        ids.remember(message_id, sent.0, now);
+        ids.remember(message_id, sent.0, now, sent.1);
         Ok(sent)
+    }
+
+    /// Gives back capacity reserved for a record that is not sent after all (`reserved`),
+    /// waking a producer waiting for it.
+    fn unreserve(&self, reserved: &mut bool) {
+        if std::mem::take(reserved) {
+            self.occupied.fetch_sub(1, Ordering::AcqRel);
+            self.state.lock().writers.take().wake();
+        }
+    }
+}
+
+impl<T: Payload> Deduped<T> for QueueCore<T> {
+    /// Whether the record's capacity is reserved.
+    type Slot = bool;
+
+    fn slot(&self, _record: &Record<T>) -> bool {
+        false
+    }
+
+    fn step(
+        &self,
+        id: Option<&str>,
+        record: Record<T>,
+        reserved: &mut bool,
+    ) -> Result<Step<T>, (Record<T>, Fail)> {
+        let mut ids = id.and(self.dedupe());
+        let now = self.context.clock.now();
+        if self.is_shut() {
+            self.unreserve(reserved);
+            return Err((record, self.closed())); // a duplicate is no way around a close
+        }
+        if let (Some(ids), Some(id)) = (ids.as_mut(), id)
+            && let Some(original) = ids.seen(id, now)
+        {
+            self.unreserve(reserved);
+            return Ok(Step::Duplicate(original, record));
+        }
+        if !*reserved && !self.reserve() {
+            return Ok(Step::Full(record));
+        }
+        // The append takes the reservation over (and gives it back if it fails).
+        *reserved = false;
+        let (receipt, commit) = self.append(record, Commit::Staged, ids.as_deref_mut())?;
+        if let (Some(ids), Some(id)) = (ids.as_mut(), id) {
+            ids.remember(id.into(), receipt, now, commit);
+        }
+        Ok(Step::Staged(receipt, commit))
+    }
+
+    fn await_room(&self, reserved: &mut bool, deadline: Deadline) -> Result<(), Fail> {
+        if !*reserved {
+            self.wait_for_room(deadline)?;
+            *reserved = true;
+        }
+        Ok(())
+    }
+
+    fn take_staged(&self, receipt: Receipt) -> Option<Record<T>> {
+        self.take_back(receipt)
+    }
+
+    fn context(&self) -> &Context {
+        &self.context
     }
 }
 
 impl<T> QueueCore<T> {
     /// The dedupe window's ids, locked; `None` if the queue has no window. Take it before the
-    /// state lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
+    /// state lock, and never hold it across a wait (see [`dedupe`](crate::engine::dedupe)).
     pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
         self.dedupe.as_ref().map(|ids| ids.lock())
     }

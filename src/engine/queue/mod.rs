@@ -30,7 +30,7 @@ use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{Entry, Headers, Meta, Nanos, Payload, Receipt, Record, Timing};
-use crate::store::{LogId, Progress, Sink};
+use crate::store::{Commit, LogId, Progress, Sink};
 
 pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
 pub(crate) use self::state::{DeliveryId, Item as QueueItem, Reason as ReleaseReason};
@@ -171,26 +171,26 @@ impl<T: Payload> QueueCore<T> {
         Ok(core)
     }
 
-    /// Stores and enqueues one record, waiting for capacity until `deadline`, with the dedupe
-    /// window's ids locked if the record has an id (they are written with it).
+    /// Stores and enqueues one record without a message id (or without a window), waiting
+    /// for capacity until `deadline`.
     pub(crate) fn publish_with(
         &self,
         record: Record<T>,
         deadline: Deadline,
-        ids: Option<&mut Ids>,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         match self.wait_for_room(deadline) {
-            Ok(()) => self.append(record, false, ids).map(|(receipt, _)| receipt),
+            Ok(()) => self
+                .append(record, Commit::Wait, None)
+                .map(|(receipt, _)| receipt),
             Err(fail) => Err((record, fail)),
         }
     }
 
-    /// Stores and enqueues records in order, waiting for capacity for each; on failure hands
-    /// back the records not sent. With the dedupe window's ids locked if records have ids.
+    /// Stores and enqueues records without message ids (or without a window) in order,
+    /// waiting for capacity for each; on failure hands back the records not sent.
     pub(crate) fn publish_batch_with(
         &self,
         records: Vec<Record<T>>,
-        mut ids: Option<&mut Ids>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         let mut receipts = Vec::with_capacity(records.len());
         let mut rest: VecDeque<Record<T>> = records.into();
@@ -205,7 +205,7 @@ impl<T: Payload> QueueCore<T> {
                 take += 1;
             }
             let run: Vec<Record<T>> = rest.drain(..take).collect();
-            match self.append_run(run, ids.as_deref_mut()) {
+            match self.append_run(run) {
                 Ok(mut sent) => receipts.append(&mut sent),
                 Err((mut back, fail)) => {
                     back.extend(rest);
@@ -217,11 +217,7 @@ impl<T: Payload> QueueCore<T> {
     }
 
     /// Stores and enqueues records whose capacity is reserved, in one store call.
-    fn append_run(
-        &self,
-        run: Vec<Record<T>>,
-        dedupe: Option<&mut Ids>,
-    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
+    fn append_run(&self, run: Vec<Record<T>>) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         let mut job = QueueRunJob {
             queue: self,
             entries: run
@@ -229,9 +225,8 @@ impl<T: Payload> QueueCore<T> {
                 .map(|r| Arc::new(Entry::new(r, 0)))
                 .collect(),
             ids: Vec::new(),
-            dedupe,
         };
-        let stored = self.context.append(&mut job, false);
+        let stored = self.context.append(&mut job, Commit::Wait);
         let fail = match stored {
             Ok(_) if !job.ids.is_empty() => {
                 let receipt = |offset| Receipt {
@@ -274,15 +269,16 @@ impl<T: Payload> QueueCore<T> {
                 Room::Closed => return Err((record, self.closed())),
             }
         }
-        self.append(record, true, ids)
+        self.append(record, Commit::Poll, ids)
     }
 
-    /// Stores and enqueues a record whose capacity is reserved (with `defer`, a durable
-    /// store's commit may still be pending: the ticket).
+    /// Stores and enqueues a record whose capacity is reserved, with the dedupe window's ids
+    /// locked if it has an id (they are written with it); unless `commit` is
+    /// [`Commit::Wait`], a durable store's commit may still be pending (the ticket).
     fn append(
         &self,
         record: Record<T>,
-        defer: bool,
+        commit: Commit,
         dedupe: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         let mut job = QueueJob {
@@ -291,7 +287,7 @@ impl<T: Payload> QueueCore<T> {
             id: None,
             dedupe,
         };
-        let stored = self.context.append(&mut job, defer);
+        let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.id) {
             (Ok(ticket), Some(offset)) => {
                 let receipt = Receipt {
@@ -414,8 +410,9 @@ impl<T> QueueCore<T> {
         Room::Registered
     }
 
-    /// Takes back a staged message whose commit failed (`send_async`), returning its
-    /// capacity; `None` if it was published after all.
+    /// Takes back a staged message whose commit failed (`send_async`, a send with a message
+    /// id), returning its capacity and forgetting its id; `None` if it was published after
+    /// all.
     pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
         let mut state = self.state.lock();
         let entry = state.unstage(receipt.offset)?;

@@ -16,7 +16,7 @@ use crate::engine::tx::{
 };
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog, TxRecord};
+use crate::store::{Progress, Ticket, TxLog, TxRecord};
 
 /// A queue's share of a transaction.
 pub(crate) struct QueuePart<T> {
@@ -32,6 +32,9 @@ pub(crate) struct QueuePart<T> {
     dead: Vec<(Item<T>, Reason)>,
     /// When it was staged (the dedupe window's clock).
     now: Nanos,
+    /// The latest commit, still pending when staged, of an original that a duplicate among
+    /// the records stands for.
+    originals: Option<Ticket>,
 }
 
 impl<T: Payload> QueueCore<T> {
@@ -91,6 +94,7 @@ impl<T: Payload> QueuePart<T> {
             woken: Woken::none(),
             dead: Vec::new(),
             now: 0,
+            originals: None,
         }
     }
 
@@ -158,12 +162,14 @@ impl<T: Payload> Part for QueuePart<T> {
             return Err(self.shut());
         }
         self.now = now;
+        self.originals = None;
         for at in 0..self.records.len() {
             let key = self.dedupe_key();
             let now = self.now;
             let window = |id: &str| held.get::<Ids>(key).seen(id, now);
-            if let Some(receipt) = tx::duplicate_of(&self.records, at, window) {
-                self.records[at].duplicate = Some(receipt);
+            if let Some(original) = tx::duplicate_of(&self.records, at, window) {
+                self.records[at].duplicate = Some(original.receipt);
+                self.originals = self.originals.max(original.commit);
                 continue;
             }
             if !self.queue.reserve() {
@@ -238,7 +244,7 @@ impl<T: Payload> Part for QueuePart<T> {
                 Some(id) => {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, 0);
-                    ids.remember(id, receipt, self.now);
+                    ids.remember(id, receipt, self.now, None);
                     row
                 }
                 None => None,
@@ -277,6 +283,26 @@ impl<T: Payload> Part for QueuePart<T> {
         }
         self.queue.publish_hints(state);
         self.woken.join(state.readers.take());
+    }
+
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>) {
+        if commit.is_none() {
+            return;
+        }
+        for record in &self.records {
+            if let (Some(id), Some((offset, _))) = (record.id.as_deref(), record.staged) {
+                let receipt = Receipt {
+                    partition: 0,
+                    offset,
+                };
+                let ids = held.get::<Ids>(self.dedupe_key());
+                ids.committed_by(id, receipt, commit);
+            }
+        }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.originals
     }
 
     fn after(&mut self, committed: bool) {

@@ -1,17 +1,17 @@
 //! Where a send to a topic starts: its message id is checked and, under a dedupe window, the
-//! window's ids are locked before any partition and held across the send
-//! ([`dedupe`](crate::engine::dedupe) has the order).
+//! window's ids are locked before any partition, while the record is checked and staged, and
+//! let go before any wait ([`dedupe`](crate::engine::dedupe) has the order).
 
 use parking_lot::Mutex;
 
 use super::TopicCore;
-use crate::engine::dedupe::{self, Ids};
+use crate::engine::dedupe::{self, Deduped, Ids, Step};
 use crate::engine::notify::{Deadline, Wait};
 use crate::engine::{Context, Fail, Sent};
 use crate::error::Error;
 use crate::options::Dedupe;
 use crate::record::{Payload, Receipt, Record};
-use crate::store::LogId;
+use crate::store::{Commit, LogId};
 
 /// The dedupe window of topic `name`, with the ids a durable store kept (`None` without one).
 pub(super) fn restore(
@@ -38,8 +38,8 @@ impl<T: Payload> TopicCore<T> {
         deadline: Deadline,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         match self.send_id(&record) {
-            Ok(None) => self.publish_with(record, deadline, None),
-            Ok(Some(id)) => self.publish_deduped(id, record, deadline),
+            Ok(None) => self.publish_with(record, deadline),
+            Ok(Some(id)) => dedupe::send(self, Some(&id), record, deadline),
             Err(e) => Err((record, Fail::Failed(e))),
         }
     }
@@ -48,16 +48,16 @@ impl<T: Payload> TopicCore<T> {
     /// for as many records as have room; waits for room (under `Block`) like `publish`. On
     /// failure, hands back the records not sent, in input order. Under a dedupe window,
     /// duplicates (of earlier sends or within the batch) store nothing and get the original
-    /// receipt.
+    /// receipt (and the records are staged one by one, sharing one commit).
     pub(crate) fn publish_batch(
         &self,
         records: Vec<Record<T>>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         match &self.dedupe {
-            Some(ids) if records.iter().any(|r| r.message_id().is_some()) => {
-                self.publish_batch_deduped(&mut ids.lock(), records)
+            Some(_) if records.iter().any(|r| r.message_id().is_some()) => {
+                dedupe::send_batch(self, records, &self.name)
             }
-            _ => self.publish_batch_with(records, None),
+            _ => self.publish_batch_with(records),
         }
     }
 
@@ -87,56 +87,10 @@ impl<T: Payload> TopicCore<T> {
         Ok(id.filter(|_| self.dedupe.is_some()).map(Into::into))
     }
 
-    /// [`publish`](Self::publish) of a record with message id `id`, under the window's lock.
-    pub(super) fn publish_deduped(
-        &self,
-        id: Box<str>,
-        record: Record<T>,
-        deadline: Deadline,
-    ) -> Result<Receipt, (Record<T>, Fail)> {
-        let Some(mut ids) = self.dedupe() else {
-            return self.publish_with(record, deadline, None);
-        };
-        let now = self.context.clock.now();
-        if self.context.is_closed() || self.gone.is_set() {
-            return Err((record, self.closed())); // a duplicate is no way around a close
-        }
-        if let Some(receipt) = ids.seen(&id, now) {
-            return Ok(receipt);
-        }
-        let receipt = self.publish_with(record, deadline, Some(&mut ids))?;
-        ids.remember(id, receipt, now);
-        Ok(receipt)
-    }
-
-    /// [`publish_batch`](Self::publish_batch) under the window's lock: duplicates are taken
-    /// out, the rest stored, and every record gets its receipt.
-    pub(super) fn publish_batch_deduped(
-        &self,
-        ids: &mut Ids,
-        records: Vec<Record<T>>,
-    ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
-        if self.context.is_closed() || self.gone.is_set() {
-            return Err((records, self.closed()));
-        }
-        let now = self.context.clock.now();
-        let mut split = match dedupe::split(ids, records, now, &self.name) {
-            Ok(split) => split,
-            Err((records, e)) => return Err((records, Fail::Failed(e))),
-        };
-        let fresh = std::mem::take(&mut split.fresh);
-        if fresh.is_empty() {
-            return Ok(split.receipts(&[], ids, now));
-        }
-        match self.publish_batch_with(fresh, Some(ids)) {
-            Ok(stored) => Ok(split.receipts(&stored, ids, now)),
-            Err((unsent, fail)) => Err((split.unsent(unsent), fail)),
-        }
-    }
-
     /// [`try_publish`](Self::try_publish) of a record with message id `message_id`, under the
-    /// window's lock. A durable store's commit is not waited for: the id is remembered at
-    /// once (and forgotten again by [`take_back`](Self::take_back) if the commit fails).
+    /// window's lock (registering a waiter does not wait). A durable store's commit is not
+    /// waited for: the id is remembered with the ticket at once (and forgotten again by
+    /// [`take_back`](Self::take_back) if the commit fails).
     pub(super) fn try_publish_deduped(
         &self,
         message_id: Box<str>,
@@ -152,11 +106,65 @@ impl<T: Payload> TopicCore<T> {
         if self.context.is_closed() || self.gone.is_set() {
             return Err((record, self.closed()));
         }
-        if let Some(receipt) = ids.seen(&message_id, now) {
-            return Ok((receipt, None));
+        if let Some(original) = ids.seen(&message_id, now) {
+            return Ok((original.receipt, None));
         }
         let sent = self.try_publish_with(partition, record, id, wait, Some(&mut ids))?;
-        ids.remember(message_id, sent.0, now);
+        ids.remember(message_id, sent.0, now, sent.1);
         Ok(sent)
+    }
+}
+
+impl<T: Payload> Deduped<T> for TopicCore<T> {
+    /// The partition and the counted size.
+    type Slot = (u32, u32);
+
+    fn slot(&self, record: &Record<T>) -> (u32, u32) {
+        (self.pick_partition(record.key_ref()), self.size_of(record))
+    }
+
+    fn step(
+        &self,
+        id: Option<&str>,
+        record: Record<T>,
+        &mut (partition, size): &mut (u32, u32),
+    ) -> Result<Step<T>, (Record<T>, Fail)> {
+        let staged = |sent: Result<Sent, (Record<T>, Fail)>| match sent {
+            Ok((receipt, commit)) => Ok(Step::Staged(receipt, commit)),
+            Err((record, Fail::Full)) => Ok(Step::Full(record)),
+            Err(failed) => Err(failed),
+        };
+        let (Some(id), Some(window)) = (id, &self.dedupe) else {
+            return staged(self.publish_once(partition, record, size, Commit::Staged, None));
+        };
+        let mut ids = window.lock();
+        let now = self.context.clock.now();
+        if self.context.is_closed() || self.gone.is_set() {
+            return Err((record, self.closed())); // a duplicate is no way around a close
+        }
+        if let Some(original) = ids.seen(id, now) {
+            return Ok(Step::Duplicate(original, record));
+        }
+        let sent = self.publish_once(partition, record, size, Commit::Staged, Some(&mut ids));
+        if let Ok((receipt, commit)) = sent {
+            ids.remember(id.into(), receipt, now, commit);
+        }
+        staged(sent)
+    }
+
+    fn await_room(
+        &self,
+        &mut (partition, size): &mut (u32, u32),
+        deadline: Deadline,
+    ) -> Result<(), Fail> {
+        self.wait_for_room(partition, size, deadline)
+    }
+
+    fn take_staged(&self, receipt: Receipt) -> Option<Record<T>> {
+        self.take_back(receipt)
+    }
+
+    fn context(&self) -> &Context {
+        &self.context
     }
 }

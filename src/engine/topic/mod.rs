@@ -31,7 +31,7 @@ use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
-use crate::store::{Append, LogId, Sink, Stager};
+use crate::store::{Append, Commit, LogId, Sink, Stager};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
 pub(crate) struct TopicCore<T> {
@@ -205,18 +205,16 @@ impl<T: Payload> TopicCore<T> {
         log.end() - position.clamp(log.base(), log.end())
     }
 
-    /// [`publish`](Self::publish), with the dedupe window's ids locked if the record has one
-    /// (they are written with it).
+    /// [`publish`](Self::publish) of a record without a message id (or without a window).
     pub(crate) fn publish_with(
         &self,
         mut record: Record<T>,
         deadline: Deadline,
-        mut ids: Option<&mut Ids>,
     ) -> Result<Receipt, (Record<T>, Fail)> {
         let partition = self.pick_partition(record.key_ref());
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, false, ids.as_deref_mut()) {
+            match self.publish_once(partition, record, size, Commit::Wait, None) {
                 Err((declined, Fail::Full)) => record = declined,
                 done => return done.map(|(receipt, _)| receipt),
             }
@@ -226,12 +224,11 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// [`publish_batch`](Self::publish_batch) of records that are not duplicates, with the
-    /// dedupe window's ids locked if some have one (they are written with them).
+    /// [`publish_batch`](Self::publish_batch) of records without message ids (or without a
+    /// window).
     pub(crate) fn publish_batch_with(
         &self,
         records: Vec<Record<T>>,
-        mut ids: Option<&mut Ids>,
     ) -> Result<Vec<Receipt>, (Vec<Record<T>>, Fail)> {
         if let Err(fail) = self.refuses(records.iter()) {
             return Err((records, fail));
@@ -250,13 +247,7 @@ impl<T: Payload> TopicCore<T> {
             let partition = partition as u32;
             let mut pending: VecDeque<(usize, Record<T>)> = run.into();
             while !pending.is_empty() {
-                let result = self.append_run(
-                    partition,
-                    &mut pending,
-                    &mut receipts,
-                    &mut returned,
-                    ids.as_deref_mut(),
-                );
+                let result = self.append_run(partition, &mut pending, &mut receipts, &mut returned);
                 let size = pending.front().map(|(_, r)| self.size_of(r));
                 let fail = match (result, size) {
                     (Ok(()), None) => break,
@@ -287,7 +278,6 @@ impl<T: Payload> TopicCore<T> {
         pending: &mut VecDeque<(usize, Record<T>)>,
         receipts: &mut [Option<Receipt>],
         returned: &mut Vec<(usize, Record<T>)>,
-        ids: Option<&mut Ids>,
     ) -> Result<(), Fail> {
         let mut job = RunJob {
             topic: self,
@@ -297,9 +287,8 @@ impl<T: Payload> TopicCore<T> {
             staged: Vec::new(),
             returned,
             closed: false,
-            ids,
         };
-        let stored = self.context.append(&mut job, false);
+        let stored = self.context.append(&mut job, Commit::Wait);
         match (stored, job.closed) {
             (Err(e), _) => Err(Fail::Failed(e)),
             (Ok(_), true) => Err(self.closed()),
@@ -319,7 +308,7 @@ impl<T: Payload> TopicCore<T> {
     ) -> Result<Sent, (Record<T>, Fail)> {
         let size = self.size_of(&record);
         loop {
-            match self.publish_once(partition, record, size, true, ids.as_deref_mut()) {
+            match self.publish_once(partition, record, size, Commit::Poll, ids.as_deref_mut()) {
                 Err((declined, Fail::Full)) if wait.takes_locks() => record = declined,
                 done => return done,
             }
@@ -331,14 +320,15 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise); with
-    /// `defer`, a durable store's commit may still be pending (the ticket).
+    /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise), with the
+    /// dedupe window's ids locked if it has an id (they are written with it); unless `commit`
+    /// is [`Commit::Wait`], a durable store's commit may still be pending (the ticket).
     fn publish_once(
         &self,
         partition: u32,
         record: Record<T>,
         size: u32,
-        defer: bool,
+        commit: Commit,
         ids: Option<&mut Ids>,
     ) -> Result<Sent, (Record<T>, Fail)> {
         if self.context.is_closed() {
@@ -355,7 +345,7 @@ impl<T: Payload> TopicCore<T> {
             closed: false,
             ids,
         };
-        let stored = self.context.append(&mut job, defer);
+        let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.offset) {
             (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
             (Ok(_), None) if job.closed => self.closed(),
@@ -479,8 +469,8 @@ impl<T> TopicCore<T> {
             && (context.has_settled() || !self.partitions.iter().any(|p| p.lock().has_staged()))
     }
 
-    /// Takes back a staged record whose commit failed (`send_async`); `None` if it was
-    /// published after all.
+    /// Takes back a staged record whose commit failed (`send_async`, a send with a message
+    /// id), forgetting its id; `None` if it was published after all.
     pub(crate) fn take_back(&self, receipt: Receipt) -> Option<Record<T>> {
         let part = self.partitions.get(receipt.partition as usize)?;
         let entry = part.lock().unstage(receipt.offset)?;
@@ -491,7 +481,7 @@ impl<T> TopicCore<T> {
     }
 
     /// The dedupe window's ids, locked; `None` if the topic has no window. Take it before any
-    /// partition lock and hold it across the send (see [`dedupe`](crate::engine::dedupe)).
+    /// partition lock, and never hold it across a wait (see [`dedupe`](crate::engine::dedupe)).
     pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
         self.dedupe.as_ref().map(|ids| ids.lock())
     }
@@ -699,8 +689,6 @@ struct RunJob<'a, 'b, T> {
     staged: Vec<(usize, u64)>,
     returned: &'b mut Vec<(usize, Record<T>)>,
     closed: bool,
-    /// The dedupe window's ids, locked, if records have ids.
-    ids: Option<&'b mut Ids>,
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
@@ -755,21 +743,14 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let mut log = self.topic.partitions[p].lock();
         let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
-        let mut ids = self.ids.take();
-        let partition = self.partition;
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;
-            let row = ids.as_deref_mut().and_then(|ids| {
-                let id = entry.message_id()?;
-                ids.row(id, partition)
-            });
             let (offset, ts) = log.stage(now, entry);
-            stager.record(sink, offset, ts, size, row);
+            stager.record(sink, offset, ts, size, None);
             staged.push((index, offset));
             offset
         });
         self.staged = staged;
-        self.ids = ids;
         stager.end();
     }
 

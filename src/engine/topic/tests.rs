@@ -17,7 +17,7 @@ use crate::engine::{Context, Poll, Source};
 use crate::error::{Error, RecvError};
 use crate::options::{Start, TopicOptions};
 use crate::record::{Headers, Payload};
-use crate::store::{Append, Loaded, LogId, Progress, Restored, Store, Ticket, format};
+use crate::store::{Append, Commit, Loaded, LogId, Progress, Restored, Store, Ticket, format};
 
 const N: u64 = 4;
 const LIMIT: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ impl FakeStore {
 }
 
 impl Store for FakeStore {
-    fn append(&self, job: &mut dyn Append, _defer: bool) -> Result<Option<Ticket>, Error> {
+    fn append(&self, job: &mut dyn Append, _commit: Commit) -> Result<Option<Ticket>, Error> {
         job.publish();
         Ok(None)
     }

@@ -15,7 +15,7 @@ use crate::engine::tx::{
 };
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload, Receipt, Record};
-use crate::store::{Progress, TxLog, TxRecord};
+use crate::store::{Progress, Ticket, TxLog, TxRecord};
 
 /// A topic's share of a transaction.
 pub(crate) struct TopicPart<T> {
@@ -27,6 +27,9 @@ pub(crate) struct TopicPart<T> {
     woken: Woken,
     /// When it was staged (the dedupe window's clock).
     now: Nanos,
+    /// The latest commit, still pending when staged, of an original that a duplicate among
+    /// the records stands for.
+    originals: Option<Ticket>,
 }
 
 impl<T: Payload> TopicCore<T> {
@@ -87,6 +90,7 @@ impl<T: Payload> TopicPart<T> {
             acks: Vec::new(),
             woken: Woken::none(),
             now: 0,
+            originals: None,
         }
     }
 
@@ -178,12 +182,14 @@ impl<T: Payload> Part for TopicPart<T> {
 
     fn stage(&mut self, held: &mut Held<'_>, now: Nanos) -> Result<(), Error> {
         self.now = now;
+        self.originals = None;
         for at in 0..self.records.len() {
             let key = self.dedupe_key();
             let now = self.now;
             let window = |id: &str| held.get::<Ids>(key).seen(id, now);
-            if let Some(receipt) = tx::duplicate_of(&self.records, at, window) {
-                self.records[at].duplicate = Some(receipt);
+            if let Some(original) = tx::duplicate_of(&self.records, at, window) {
+                self.records[at].duplicate = Some(original.receipt);
+                self.originals = self.originals.max(original.commit);
                 continue;
             }
             let partition = self.records[at].partition;
@@ -264,7 +270,7 @@ impl<T: Payload> Part for TopicPart<T> {
                 Some(id) => {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, partition);
-                    ids.remember(id, Receipt { partition, offset }, self.now);
+                    ids.remember(id, Receipt { partition, offset }, self.now, None);
                     row
                 }
                 None => None,
@@ -309,6 +315,26 @@ impl<T: Payload> Part for TopicPart<T> {
                 .join(state.ack_held(log, &self.topic, name, at, &mut record));
             delivery.disarm();
         }
+    }
+
+    fn sealed(&mut self, held: &mut Held<'_>, commit: Option<Ticket>) {
+        if commit.is_none() {
+            return;
+        }
+        for record in &self.records {
+            if let (Some(id), Some((offset, _))) = (record.id.as_deref(), record.staged) {
+                let receipt = Receipt {
+                    partition: record.partition,
+                    offset,
+                };
+                let ids = held.get::<Ids>(self.dedupe_key());
+                ids.committed_by(id, receipt, commit);
+            }
+        }
+    }
+
+    fn originals(&self) -> Option<Ticket> {
+        self.originals
     }
 
     fn after(&mut self, committed: bool) {

@@ -10,7 +10,7 @@ use super::{DurableStore, count_key};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;
-use crate::store::{IdRow, Lent, Progress, Sink, Stager, TxJob, TxLog, TxRecord};
+use crate::store::{IdRow, Lent, Progress, Sink, Stager, Store, Ticket, TxJob, TxLog, TxRecord};
 
 /// Collects what a job stages and hands it to the writer as one request.
 pub(super) struct Collect<'a> {
@@ -101,7 +101,7 @@ impl TxLog for TxCollect<'_> {
         self.requests.push(request);
     }
 
-    fn seal(&mut self) {
+    fn seal(&mut self) -> Option<Ticket> {
         let requests = std::mem::take(&mut self.requests);
         let request = match self.lent.take() {
             // Even with nothing of ours: the application's rows commit.
@@ -112,10 +112,12 @@ impl TxLog for TxCollect<'_> {
                     requests: Some(requests),
                 }
             }
-            None if requests.is_empty() => return,
+            None if requests.is_empty() => return None,
             None => Request::Many(requests),
         };
-        self.sealed = Some(self.store.send(request));
+        let seq = self.store.send(request);
+        self.sealed = Some(seq);
+        seq.map(Ticket)
     }
 }
 
@@ -258,7 +260,8 @@ impl DurableStore {
         };
         job.run(Some(&mut collect))?;
         let last = match collect.sealed {
-            None => return Ok(()), // nothing to store
+            // Nothing to store; but a duplicate returns once its original is stored.
+            None => return job.originals().map_or(Ok(()), |t| Store::settle(self, t)),
             Some(None) => {
                 // The writer stopped (the broker closed meanwhile): nothing of ours is stored.
                 job.unstage();

@@ -73,7 +73,7 @@ use self::schema::{
 use self::writer::{Request, Writer};
 use super::format;
 use super::{
-    Append, Lent, Loaded, LogId, Progress, Restored, Sink, Store, StoredId, Ticket, TxJob,
+    Append, Commit, Lent, Loaded, LogId, Progress, Restored, Sink, Store, StoredId, Ticket, TxJob,
 };
 use crate::error::Error;
 use crate::options::Durability;
@@ -297,12 +297,12 @@ impl DurableStore {
 }
 
 impl Store for DurableStore {
-    fn append(&self, job: &mut dyn Append, defer: bool) -> Result<Option<Ticket>, Error> {
-        // Checked before staging: a send refused here has handed nothing to the writer. An
-        // async send (`defer`) waits too, only not here: on the borrowing thread its task
-        // would wait for the loan it holds.
-        let waits = matches!(self.inner.durability, Durability::Immediate);
-        self.check_can_wait(waits)?;
+    fn append(&self, job: &mut dyn Append, commit: Commit) -> Result<Option<Ticket>, Error> {
+        // Checked before staging: a send refused here has handed nothing to the writer. Every
+        // send waits for its commit somewhere (here, in `settle`, or polling as an async send
+        // does): on the thread holding the loan, that wait would be for itself.
+        let immediate = matches!(self.inner.durability, Durability::Immediate);
+        self.check_can_wait(immediate)?;
         let mut collect = Collect {
             store: self,
             bodies: job.encode()?.into_iter(),
@@ -321,22 +321,35 @@ impl Store for DurableStore {
         let Some(last) = last else {
             return Ok(None); // nothing staged: the job says why (no room, or closed)
         };
-        let result = match self.inner.durability {
-            Durability::Immediate if defer => return Ok(Some(Ticket(last))),
-            Durability::Immediate => self.wait(last),
-            Durability::Interval(_) => {
-                let committed = self.inner.done.lock().committed;
-                if last.saturating_sub(committed) > MAX_QUEUED {
-                    self.wait(last - MAX_QUEUED)
-                } else {
-                    Ok(())
-                }
-            }
-        };
+        match commit {
+            Commit::Staged => return Ok(Some(Ticket(last))),
+            Commit::Poll if immediate => return Ok(Some(Ticket(last))),
+            Commit::Poll | Commit::Wait => {}
+        }
+        let result = self.settle(Ticket(last));
         if result.is_err() && self.inner.done.lock().committed < last {
             job.unstage();
         }
         result.map(|()| None)
+    }
+
+    fn settle(&self, Ticket(seq): Ticket) -> Result<(), Error> {
+        match self.inner.durability {
+            Durability::Immediate => self.wait(seq),
+            Durability::Interval(_) => {
+                let done = self.inner.done.lock();
+                if let Poll::Ready(Err(e)) = self.outcome(&done, seq) {
+                    return Err(e);
+                }
+                let committed = done.committed;
+                drop(done);
+                if seq.saturating_sub(committed) > MAX_QUEUED {
+                    self.wait(seq - MAX_QUEUED)
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     fn poll_stored(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), Error>> {
