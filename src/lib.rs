@@ -14,6 +14,10 @@
 //!   ones on the same engine ([`Producer::send_async`], [`Consumer::recv_async`],
 //!   [`Consumer::stream`]) that need no particular runtime. [`Select`] waits on several
 //!   consumers at once from blocking code.
+//! - A [`Transaction`] ([`Broker::transaction`]) sends to any number of topics and queues and
+//!   acks what it consumed, all at once or not at all; in a durable broker it can lend you its
+//!   redb write transaction ([`Transaction::redb`]) so that your own tables commit with the
+//!   messages (the outbox). [`Record::id`] with a dedupe window drops duplicate sends.
 //!
 //! # Quickstart
 //!
