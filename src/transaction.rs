@@ -97,9 +97,15 @@ impl Transaction {
     /// Acks `message` with the commit (a group's or a queue's; a plain subscriber's message
     /// needs no ack, and this does nothing with it).
     ///
+    /// Whether its delivery may still be acked is checked by the commit: a queue delivery must
+    /// not have ended (its ack timeout passed, or its consumer was dropped:
+    /// [`Error::DeliveryEnded`]); a group delivery must still be its member's (not moved in a
+    /// rebalance, not handed out again after its ack timeout: [`Error::Fenced`]). A group
+    /// delivery past its ack timeout that nobody was handed yet still commits, as a late plain
+    /// ack does.
+    ///
     /// # Errors
-    /// [`Error::ForeignBroker`] for a message of another broker, handing it back. Whether its
-    /// delivery may still be acked is checked by the commit.
+    /// [`Error::ForeignBroker`] for a message of another broker, handing it back.
     pub fn ack<T: Payload>(&mut self, message: Message<T>) -> Result<(), AckError<T>> {
         let delivery = message.delivery();
         let (context, name) = if let Some((g, _)) = delivery.group_ack() {
