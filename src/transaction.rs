@@ -100,9 +100,9 @@ impl Transaction {
     /// Whether its delivery may still be acked is checked by the commit: a queue delivery must
     /// not have ended (its ack timeout passed, or its consumer was dropped:
     /// [`Error::DeliveryEnded`]); a group delivery must still be its member's (not moved in a
-    /// rebalance, not handed out again after its ack timeout: [`Error::Fenced`]). A group
-    /// delivery past its ack timeout that nobody was handed yet still commits, as a late plain
-    /// ack does.
+    /// rebalance, not released after its ack timeout: [`Error::Fenced`]). A group delivery
+    /// past its ack timeout that the group has not released yet (no member looked since)
+    /// still commits.
     ///
     /// # Errors
     /// [`Error::ForeignBroker`] for a message of another broker, handing it back.
