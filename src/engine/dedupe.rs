@@ -19,9 +19,11 @@
 //! and the send waits for its commit without it ([`Context::settle`]): sends with ids to one
 //! target share commits, and a transaction holding the lent write transaction can take the
 //! lock while a send waits for the commit that waits for it. Without room, the send lets go
-//! of the lock, waits for room, and looks again; since another send may store the same id
-//! meanwhile (and this one should then return its receipt, not wait on for room), it looks
-//! again at least every 20 ms while it waits.
+//! of the lock, waits for room, and looks again. Another send may store the same id
+//! meanwhile, and this one should then return its receipt, not wait on for room: so a send
+//! with an id counts itself in the window's `room_waiters` while it waits, and a send that
+//! remembers an id while any are counted wakes the target's producers waiting for room (a
+//! waiter looks at the window after registering, so no wake-up is lost).
 //!
 //! So an id is remembered from the moment its record is staged, and:
 //!
@@ -53,7 +55,8 @@
 //! as of now.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
 
 use super::notify::Deadline;
 use super::{Context, Fail};
@@ -77,6 +80,9 @@ pub(crate) struct Ids {
     /// that left the window, for the next [`Ids::row`].
     rows: bool,
     forgotten: Vec<Box<str>>,
+    /// Sends with ids waiting for room in this target: a newly remembered id wakes them, so
+    /// that one whose id another send stored meanwhile returns at once.
+    pub(crate) room_waiters: usize,
 }
 
 /// A remembered id: its message's receipt, when it was sent, and the commit that stores it
@@ -108,6 +114,7 @@ impl Ids {
             order: VecDeque::new(),
             rows,
             forgotten: Vec::new(),
+            room_waiters: 0,
         }
     }
 
@@ -265,8 +272,17 @@ pub(crate) trait Deduped<T> {
     ) -> Result<Step<T>, (Record<T>, Fail)>;
 
     /// Waits, holding no lock, until there is room for the record of `slot` (a queue
-    /// reserves it), or `deadline` passes ([`Fail::Full`]).
-    fn await_room(&self, slot: &mut Self::Slot, deadline: Deadline) -> Result<(), Fail>;
+    /// reserves it), `deadline` passes ([`Fail::Full`]), or, once registered as a waiter (so
+    /// that no wake-up is lost), `stop` says to look again (its id was stored meanwhile).
+    fn await_room(
+        &self,
+        slot: &mut Self::Slot,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Fail>;
+
+    /// The window, locked (`None` without one).
+    fn window(&self) -> Option<MutexGuard<'_, Ids>>;
 
     /// Takes back a record staged as `receipt` whose commit failed, forgetting its id; `None`
     /// if it was published after all.
@@ -302,12 +318,10 @@ pub(crate) fn send<T, D: Deduped<T>>(
     }
 }
 
-/// How often a send with an id that waits for room looks again whether its id was stored
-/// meanwhile (by another send of it, whose receipt it then returns without waiting on).
-const LOOK_AGAIN: Duration = Duration::from_millis(20);
-
 /// Stages one record, waiting for room (without the window's lock) until `deadline`: never
-/// [`Step::Full`] (a deadline that passed is `Err` with [`Fail::Full`]).
+/// [`Step::Full`] (a deadline that passed is `Err` with [`Fail::Full`]). A send with an id
+/// counts itself among the window's room waiters while it waits, so that a send storing the
+/// same id meanwhile wakes it (it then returns that receipt instead of waiting on).
 fn stage<T, D: Deduped<T>>(
     target: &D,
     id: Option<&str>,
@@ -315,26 +329,36 @@ fn stage<T, D: Deduped<T>>(
     deadline: Deadline,
 ) -> Result<Step<T>, (Record<T>, Fail)> {
     let mut slot = target.slot(&record);
-    loop {
-        match target.step(id, record, &mut slot)? {
-            Step::Full(declined) => record = declined,
-            done => return Ok(done),
+    let mut counted = false;
+    let stored_meanwhile = || {
+        let now = target.context().clock.now();
+        let seen = |id| target.window().and_then(|mut ids| ids.seen(id, now));
+        id.and_then(seen).is_some()
+    };
+    let result = loop {
+        match target.step(id, record, &mut slot) {
+            Ok(Step::Full(declined)) => record = declined,
+            done => break done,
         }
         if deadline.passed() {
-            return Err((record, Fail::Full));
+            break Err((record, Fail::Full));
         }
-        // Another send may store the same id meanwhile: look again now and then.
-        let look_again = Instant::now() + LOOK_AGAIN;
-        let wait = match (id, deadline) {
-            (None, _) => deadline,
-            (Some(_), Deadline::At(at)) => Deadline::At(at.min(look_again)),
-            (Some(_), _) => Deadline::At(look_again),
-        };
-        match target.await_room(&mut slot, wait) {
+        if id.is_some()
+            && !counted
+            && let Some(mut ids) = target.window()
+        {
+            ids.room_waiters += 1;
+            counted = true;
+        }
+        match target.await_room(&mut slot, deadline, &stored_meanwhile) {
             Ok(()) | Err(Fail::Full) => {}
-            Err(fail) => return Err((record, fail)),
+            Err(fail) => break Err((record, fail)),
         }
+    };
+    if counted && let Some(mut ids) = target.window() {
+        ids.room_waiters -= 1;
     }
+    result
 }
 
 /// How one record of a batch went.

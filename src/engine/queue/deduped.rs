@@ -149,15 +149,27 @@ impl<T: Payload> Deduped<T> for QueueCore<T> {
         if let (Some(ids), Some(id)) = (ids.as_mut(), id) {
             ids.remember(id.into(), receipt, now, commit);
         }
+        let wake = ids.is_some_and(|ids| ids.room_waiters > 0);
+        if wake {
+            self.wake_room_waiters();
+        }
         Ok(Step::Staged(receipt, commit))
     }
 
-    fn await_room(&self, reserved: &mut bool, deadline: Deadline) -> Result<(), Fail> {
+    fn await_room(
+        &self,
+        reserved: &mut bool,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Fail> {
         if !*reserved {
-            self.wait_for_room(deadline)?;
-            *reserved = true;
+            *reserved = self.wait_for_room_or(deadline, stop)?;
         }
         Ok(())
+    }
+
+    fn window(&self) -> Option<MutexGuard<'_, Ids>> {
+        self.dedupe()
     }
 
     fn take_staged(&self, receipt: Receipt) -> Option<Record<T>> {
@@ -174,5 +186,12 @@ impl<T> QueueCore<T> {
     /// state lock, and never hold it across a wait (see [`dedupe`](crate::engine::dedupe)).
     pub(crate) fn dedupe(&self) -> Option<MutexGuard<'_, Ids>> {
         self.dedupe.as_ref().map(|ids| ids.lock())
+    }
+
+    /// Wakes the producers waiting for room in this queue, so that one whose message id was
+    /// just stored looks again (see [`dedupe`](crate::engine::dedupe)).
+    pub(crate) fn wake_room_waiters(&self) {
+        let woken = self.state.lock().writers.take();
+        woken.wake();
     }
 }

@@ -432,6 +432,13 @@ impl<T> QueueCore<T> {
     }
 
     fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
+        self.wait_for_room_or(deadline, &|| false).map(|_| ())
+    }
+
+    /// As [`wait_for_room`](Self::wait_for_room) (`Ok(true)`: capacity reserved), but returns
+    /// `Ok(false)` (nothing reserved, look again) as soon as `stop` says so, asked each time
+    /// the waiter is registered, before it parks.
+    fn wait_for_room_or(&self, deadline: Deadline, stop: &dyn Fn() -> bool) -> Result<bool, Fail> {
         let mut id = None;
         let mut backoff = Backoff::new();
         let result = loop {
@@ -439,7 +446,7 @@ impl<T> QueueCore<T> {
                 break Err(self.closed());
             }
             if self.reserve() {
-                break Ok(());
+                break Ok(true);
             }
             if deadline.passed() {
                 break Err(Fail::Full);
@@ -449,8 +456,9 @@ impl<T> QueueCore<T> {
             }
             let waiter = *id.get_or_insert_with(|| self.context.next_id());
             match self.register_writer(waiter, Wait::Thread) {
-                Room::Reserved => return Ok(()),
+                Room::Reserved => return Ok(true),
                 Room::Closed => return Err(self.closed()),
+                Room::Registered if stop() => break Ok(false),
                 Room::Registered => deadline.park(None),
             }
         };

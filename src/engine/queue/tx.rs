@@ -35,6 +35,9 @@ pub(crate) struct QueuePart<T> {
     /// The latest commit, still pending when staged, of an original that a duplicate among
     /// the records stands for.
     originals: Option<Ticket>,
+    /// Whether a send with an id waits for room in the target: the commit wakes it, in case
+    /// the id is one the commit stores.
+    wake_room: bool,
 }
 
 impl<T: Payload> QueueCore<T> {
@@ -95,6 +98,7 @@ impl<T: Payload> QueuePart<T> {
             dead: Vec::new(),
             now: 0,
             originals: None,
+            wake_room: false,
         }
     }
 
@@ -245,6 +249,7 @@ impl<T: Payload> Part for QueuePart<T> {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, 0);
                     ids.remember(id, receipt, self.now, None);
+                    self.wake_room |= ids.room_waiters > 0;
                     row
                 }
                 None => None,
@@ -306,6 +311,9 @@ impl<T: Payload> Part for QueuePart<T> {
     }
 
     fn after(&mut self, committed: bool) {
+        if std::mem::take(&mut self.wake_room) {
+            self.queue.wake_room_waiters();
+        }
         let dead = std::mem::take(&mut self.dead);
         let woken = std::mem::replace(&mut self.woken, Woken::none());
         self.queue.after_release(dead, woken);

@@ -2,7 +2,7 @@
 //! window's ids are locked before any partition, while the record is checked and staged, and
 //! let go before any wait ([`dedupe`](crate::engine::dedupe) has the order).
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::TopicCore;
 use crate::engine::dedupe::{self, Deduped, Ids, Step};
@@ -111,7 +111,21 @@ impl<T: Payload> TopicCore<T> {
         }
         let sent = self.try_publish_with(partition, record, id, wait, Some(&mut ids))?;
         ids.remember(message_id, sent.0, now, sent.1);
+        let wake = ids.room_waiters > 0;
+        drop(ids);
+        if wake {
+            self.wake_room_waiters();
+        }
         Ok(sent)
+    }
+
+    /// Wakes every producer waiting for room in this topic, so that one whose message id was
+    /// just stored looks again (see [`dedupe`](crate::engine::dedupe)).
+    pub(crate) fn wake_room_waiters(&self) {
+        for part in self.partitions.iter() {
+            let woken = part.lock().take_writers();
+            woken.wake();
+        }
     }
 }
 
@@ -149,6 +163,11 @@ impl<T: Payload> Deduped<T> for TopicCore<T> {
         if let Ok((receipt, commit)) = sent {
             ids.remember(id.into(), receipt, now, commit);
         }
+        let wake = ids.room_waiters > 0;
+        drop(ids);
+        if wake {
+            self.wake_room_waiters();
+        }
         staged(sent)
     }
 
@@ -156,8 +175,13 @@ impl<T: Payload> Deduped<T> for TopicCore<T> {
         &self,
         &mut (partition, size): &mut (u32, u32),
         deadline: Deadline,
+        stop: &dyn Fn() -> bool,
     ) -> Result<(), Fail> {
-        self.wait_for_room(partition, size, deadline)
+        self.wait_for_room_or(partition, size, deadline, stop)
+    }
+
+    fn window(&self) -> Option<MutexGuard<'_, Ids>> {
+        self.dedupe()
     }
 
     fn take_staged(&self, receipt: Receipt) -> Option<Record<T>> {

@@ -404,6 +404,18 @@ impl<T: Payload> TopicCore<T> {
 
     /// Waits until `partition` has room for one more message of `size` bytes (`Block`).
     fn wait_for_room(&self, partition: u32, size: u32, deadline: Deadline) -> Result<(), Fail> {
+        self.wait_for_room_or(partition, size, deadline, &|| false)
+    }
+
+    /// As [`wait_for_room`](Self::wait_for_room), but returns `Ok` (to look again) as soon as
+    /// `stop` says so, asked each time the waiter is registered, before it parks.
+    fn wait_for_room_or(
+        &self,
+        partition: u32,
+        size: u32,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Fail> {
         let id = self.context.next_id();
         let mut backoff = Backoff::new();
         loop {
@@ -424,6 +436,10 @@ impl<T: Payload> TopicCore<T> {
                 continue; // readers usually make room within a few yields
             }
             if self.register_writer(partition, size, id, Wait::Thread)? {
+                return Ok(());
+            }
+            if stop() {
+                self.forget_writer(partition, id);
                 return Ok(());
             }
             deadline.park(None);

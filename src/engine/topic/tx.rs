@@ -30,6 +30,9 @@ pub(crate) struct TopicPart<T> {
     /// The latest commit, still pending when staged, of an original that a duplicate among
     /// the records stands for.
     originals: Option<Ticket>,
+    /// Whether a send with an id waits for room in the target: the commit wakes it, in case
+    /// the id is one the commit stores.
+    wake_room: bool,
 }
 
 impl<T: Payload> TopicCore<T> {
@@ -91,6 +94,7 @@ impl<T: Payload> TopicPart<T> {
             woken: Woken::none(),
             now: 0,
             originals: None,
+            wake_room: false,
         }
     }
 
@@ -271,6 +275,7 @@ impl<T: Payload> Part for TopicPart<T> {
                     let ids = held.get::<Ids>(self.dedupe_key());
                     let row = ids.row(&id, partition);
                     ids.remember(id, Receipt { partition, offset }, self.now, None);
+                    self.wake_room |= ids.room_waiters > 0;
                     row
                 }
                 None => None,
@@ -339,6 +344,9 @@ impl<T: Payload> Part for TopicPart<T> {
 
     fn after(&mut self, committed: bool) {
         std::mem::replace(&mut self.woken, Woken::none()).wake();
+        if std::mem::take(&mut self.wake_room) {
+            self.topic.wake_room_waiters();
+        }
         if committed {
             self.acks.clear(); // settled: dropping them does nothing
         }

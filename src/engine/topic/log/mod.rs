@@ -717,7 +717,7 @@ impl<T> Log<T> {
         self.published.writers_waiting.store(true, Ordering::SeqCst);
     }
 
-    fn take_writers(&mut self) -> Woken {
+    pub(crate) fn take_writers(&mut self) -> Woken {
         self.published
             .writers_waiting
             .store(false, Ordering::SeqCst);
