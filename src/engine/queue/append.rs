@@ -1,12 +1,15 @@
-//! A send to a queue as the store sees it: one record, or a run of records (`send_batch`).
+//! A send to a queue: waiting for capacity, and the send as the store sees it (one record, or
+//! a run of records for `send_batch`).
 
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
-use super::QueueCore;
 use super::state::QueueState;
+use super::{QueueCore, Room};
+use crate::engine::Fail;
 use crate::engine::dedupe::Ids;
+use crate::engine::notify::{Backoff, Deadline, Wait};
 use crate::error::Error;
 use crate::record::{Entry, Nanos, Payload};
 use crate::store::{Append, IdRow, Stager};
@@ -77,6 +80,48 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
 }
 
 impl<T> QueueCore<T> {
+    /// Waits until a unit of capacity is reserved for a send, or `deadline` passes.
+    pub(super) fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
+        self.wait_for_room_or(deadline, &|| false).map(|_| ())
+    }
+
+    /// As [`wait_for_room`](Self::wait_for_room) (`Ok(true)`: capacity reserved), but returns
+    /// `Ok(false)` (nothing reserved, look again) as soon as `stop` says so, asked each time
+    /// the waiter is registered, before it parks.
+    pub(super) fn wait_for_room_or(
+        &self,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, Fail> {
+        let mut id = None;
+        let mut backoff = Backoff::new();
+        let result = loop {
+            if self.is_shut() {
+                break Err(self.closed());
+            }
+            if self.reserve() {
+                break Ok(true);
+            }
+            if deadline.passed() {
+                break Err(Fail::Full);
+            }
+            if backoff.snooze() {
+                continue; // consumers usually ack within a few yields
+            }
+            let waiter = *id.get_or_insert_with(|| self.context.next_id());
+            match self.register_writer(waiter, Wait::Thread) {
+                Room::Reserved => return Ok(true),
+                Room::Closed => return Err(self.closed()),
+                Room::Registered if stop() => break Ok(false),
+                Room::Registered => deadline.park(None),
+            }
+        };
+        if let Some(waiter) = id {
+            self.forget_writer(waiter);
+        }
+        result
+    }
+
     /// The time and the queue's lock, unless the broker is closed: checked under the lock
     /// that close's wake-up takes, so a consumer's last look after close sees every message
     /// that returned a receipt.

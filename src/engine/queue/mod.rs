@@ -24,7 +24,7 @@ use self::append::{QueueJob, QueueRunJob};
 use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
 use crate::engine::dedupe::Ids;
-use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
+use crate::engine::notify::{Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
@@ -429,43 +429,6 @@ impl<T> QueueCore<T> {
     /// Forgets waiter `id` (a dropped `send_async` future).
     pub(crate) fn forget_writer(&self, id: u64) {
         self.state.lock().writers.remove(id);
-    }
-
-    fn wait_for_room(&self, deadline: Deadline) -> Result<(), Fail> {
-        self.wait_for_room_or(deadline, &|| false).map(|_| ())
-    }
-
-    /// As [`wait_for_room`](Self::wait_for_room) (`Ok(true)`: capacity reserved), but returns
-    /// `Ok(false)` (nothing reserved, look again) as soon as `stop` says so, asked each time
-    /// the waiter is registered, before it parks.
-    fn wait_for_room_or(&self, deadline: Deadline, stop: &dyn Fn() -> bool) -> Result<bool, Fail> {
-        let mut id = None;
-        let mut backoff = Backoff::new();
-        let result = loop {
-            if self.is_shut() {
-                break Err(self.closed());
-            }
-            if self.reserve() {
-                break Ok(true);
-            }
-            if deadline.passed() {
-                break Err(Fail::Full);
-            }
-            if backoff.snooze() {
-                continue; // consumers usually ack within a few yields
-            }
-            let waiter = *id.get_or_insert_with(|| self.context.next_id());
-            match self.register_writer(waiter, Wait::Thread) {
-                Room::Reserved => return Ok(true),
-                Room::Closed => return Err(self.closed()),
-                Room::Registered if stop() => break Ok(false),
-                Room::Registered => deadline.park(None),
-            }
-        };
-        if let Some(waiter) = id {
-            self.forget_writer(waiter);
-        }
-        result
     }
 
     /// Publishes what lock-free looks need: the ready count and the earliest ack deadline, due
