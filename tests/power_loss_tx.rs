@@ -2,7 +2,7 @@
 //! loses (or tears) every write not yet synced, with the power cut after each sync point of an
 //! outbox workload in turn.
 //!
-//! - The backend is `tests/power_loss.rs`'s ([`backend::CrashBackend`]): the application
+//! - The backend is `tests/power_loss.rs`'s ([`common::power::CrashBackend`]): the application
 //!   builds its `redb::Database` on it (`redb::Builder::create_with_backend`) and shares it
 //!   with the broker (`BrokerBuilder::database`).
 //! - The workload (`Durability::Immediate`) commits transactions that each insert a row into
@@ -28,14 +28,11 @@
 
 mod common;
 
-#[path = "power_loss_tx/backend.rs"]
-mod backend;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use backend::{CrashBackend, Rng, guarded, torn_image, torn_settings};
+use common::power::{CrashBackend, Rng, guarded, torn_image, torn_settings};
 use embus::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use embus::{Broker, Payload, Queue, Receipt, Start, TopicOptions, TryRecvError};
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod power;
 pub mod timed;
 pub mod waiting;
 

@@ -1,7 +1,7 @@
-//! The simulated power loss of `tests/power_loss.rs`, for `tests/power_loss_tx.rs`: an in-memory
+//! Simulated power loss, for `tests/power_loss.rs` and `tests/power_loss_tx.rs`: an in-memory
 //! redb backend ([`CrashBackend`]) whose durable image stops advancing after a chosen sync, the
-//! torn variants of a crash image, and the `EMBUS_POWER_LOSS_TORN` setting. A copy of that
-//! file's (which keeps it private to its one test); keep the two alike.
+//! torn variants of a crash image, the `EMBUS_POWER_LOSS_TORN` setting, and a runner that turns
+//! a panic or a hang into an error ([`guarded`]).
 
 use std::fmt;
 use std::io;
