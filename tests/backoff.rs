@@ -226,16 +226,8 @@ fn waiting_for_idle_counts_a_message_backing_off_as_work(backend: Backend) {
 /// deliveries in flight are (its delivery count is kept).
 #[test]
 fn after_a_reopen_a_message_backing_off_is_ready_at_once() {
-    let dir = common::fresh_dir("backoff-reopen");
-    let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || {
-        Broker::builder()
-            .path(&path)
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let (dir, open) = common::reopenable("backoff-reopen", &clock);
     let bus = open();
     let jobs: Queue<u32> = bus.queue("jobs").unwrap();
     jobs.producer().send(7).unwrap();

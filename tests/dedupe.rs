@@ -338,16 +338,8 @@ fn the_window_is_part_of_the_declaration(backend: Backend) {
 
 #[test]
 fn a_durable_window_survives_a_reopen() {
-    let dir = common::fresh_dir("dedupe-reopen");
-    let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || {
-        Broker::builder()
-            .path(&path)
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let (dir, open) = common::reopenable("dedupe-reopen", &clock);
     let topic_window = topic_options(Dedupe::within(MINUTE)).partitions(2);
     let queue_window = QueueOptions::default().dedupe(Dedupe::last(2));
     let bus = open();

@@ -152,16 +152,8 @@ fn futures_poll_once<F: std::future::Future>(
 /// it is due (restoring reads the queue's rows anyway: no extra scan).
 #[test]
 fn a_due_time_survives_a_reopen() {
-    let dir = common::fresh_dir("delay-reopen");
-    let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || {
-        Broker::builder()
-            .path(&path)
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let (dir, open) = common::reopenable("delay-reopen", &clock);
     let bus = open();
     let jobs: Queue<u32> = bus.queue("jobs").unwrap();
     let producer = jobs.producer();

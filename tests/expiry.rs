@@ -160,16 +160,8 @@ fn on_the_system_clock_expired_messages_reach_a_waiting_dead_letter_consumer() {
 /// they hold after a reopen, and the move to the dead-letter queue is stored.
 #[test]
 fn expiry_survives_a_reopen() {
-    let dir = common::fresh_dir("expiry-reopen");
-    let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || {
-        Broker::builder()
-            .path(&path)
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let (dir, open) = common::reopenable("expiry-reopen", &clock);
     let bus = open();
     let jobs: Queue<u32> = bus.queue_with("jobs", with_dead_letters()).unwrap();
     let producer = jobs.producer();
@@ -221,16 +213,8 @@ fn on_the_system_clock_expiry_releases_a_blocked_producer() {
 /// A dropped expiry (no dead-letter queue) is stored like an ack: gone after a reopen.
 #[test]
 fn a_dropped_expiry_is_stored() {
-    let dir = common::fresh_dir("expiry-dropped");
-    let path = dir.join("bus.embus");
     let clock = ManualClock::new();
-    let open = || {
-        Broker::builder()
-            .path(&path)
-            .clock(clock.clone())
-            .open()
-            .unwrap()
-    };
+    let (dir, open) = common::reopenable("expiry-dropped", &clock);
     let bus = open();
     let options = QueueOptions::default().message_ttl(SECOND);
     let jobs: Queue<u32> = bus.queue_with("jobs", options).unwrap();

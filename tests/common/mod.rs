@@ -29,6 +29,22 @@ pub fn fresh_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory for one test's store file, and a function that opens (and reopens) a
+/// durable broker on it, on `clock`.
+pub fn reopenable(test: &str, clock: &ManualClock) -> (PathBuf, impl Fn() -> Broker) {
+    let dir = fresh_dir(test);
+    let path = dir.join("bus.embus");
+    let clock = clock.clone();
+    let open = move || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    (dir, open)
+}
+
 /// Receives `n` messages (each within `WAIT`), acks them, and returns their payloads.
 pub fn take<T: Payload + Clone>(consumer: &mut Consumer<T>, n: usize) -> Vec<T> {
     (0..n)
