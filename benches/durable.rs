@@ -319,18 +319,22 @@ fn embus_topic(
     (path, bus, topic)
 }
 
-/// D1: one producer, `send` one at a time.
-fn embus_single(ctx: &Ctx, warm: bool, key: &'static str, durability: Durability) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, key, durability);
+/// Runs `op` on `topic` until the round's window has passed (each call sends and returns how
+/// many messages, `n` counting those before), then closes the broker (its last commit counted)
+/// and removes the file: one side's figure.
+fn timed(
+    ctx: &Ctx,
+    warm: bool,
+    key: &'static str,
+    (path, bus, topic): (PathBuf, Broker, embus::Topic<Vec<u8>>),
+    mut op: impl FnMut(&Broker, &embus::Producer<Vec<u8>>, u64) -> u64,
+) -> Vec<Figure> {
     let producer = topic.producer();
     let window = ctx.window(warm);
     let mut n = 0u64;
     let start = Instant::now();
     loop {
-        if producer.send(payload(n)).is_err() {
-            panic!("send failed");
-        }
-        n += 1;
+        n += op(&bus, &producer, n);
         if start.elapsed() >= window {
             break;
         }
@@ -341,6 +345,17 @@ fn embus_single(ctx: &Ctx, warm: bool, key: &'static str, durability: Durability
     drop(topic);
     remove(&path);
     vec![rate(key, n, elapsed)]
+}
+
+/// D1: one producer, `send` one at a time.
+fn embus_single(ctx: &Ctx, warm: bool, key: &'static str, durability: Durability) -> Vec<Figure> {
+    let store = embus_topic(ctx, key, durability);
+    timed(ctx, warm, key, store, |_, producer, n| {
+        if producer.send(payload(n)).is_err() {
+            panic!("send failed");
+        }
+        1
+    })
 }
 
 /// D2: `THREADS` producers, each sending one at a time.
@@ -391,27 +406,14 @@ fn embus_concurrent(
 
 /// D3: one producer, `send_batch` of `BATCH`.
 fn embus_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, "D3", Durability::Immediate);
-    let producer = topic.producer();
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
+    let store = embus_topic(ctx, "D3", Durability::Immediate);
+    timed(ctx, warm, "D3", store, |_, producer, n| {
         let batch: Vec<Vec<u8>> = (n..n + BATCH as u64).map(payload).collect();
         if producer.send_batch(batch).is_err() {
             panic!("send_batch failed");
         }
-        n += BATCH as u64;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(producer);
-    bus.close().expect("close");
-    let elapsed = start.elapsed();
-    drop(topic);
-    remove(&path);
-    vec![rate("D3", n, elapsed)]
+        BATCH as u64
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use embus::redb::{self, TableDefinition};
 use embus::{Broker, Durability, GroupOptions, Message, Retention, Start, TopicOptions};
 
-use super::{Ctx, Figure, embus_topic, payload, rate, remove, seq_of};
+use super::{Ctx, Figure, embus_topic, payload, rate, remove, seq_of, timed};
 
 /// Messages per T2 transaction (and `send_batch`).
 const SENDS: usize = 100;
@@ -51,37 +51,20 @@ fn app_broker(ctx: &Ctx, key: &str) -> (std::path::PathBuf, Broker, embus::Topic
 
 /// T1 send: a plain durable `send` of one message at a time.
 pub(super) fn outbox_plain(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = app_broker(ctx, "T1 send");
-    let producer = topic.producer();
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
+    let store = app_broker(ctx, "T1 send");
+    timed(ctx, warm, "T1 send", store, |_, producer, n| {
         if producer.send(payload(n)).is_err() {
             panic!("send failed");
         }
-        n += 1;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(producer);
-    bus.close().expect("close");
-    let elapsed = start.elapsed();
-    drop(topic);
-    remove(&path);
-    vec![rate("T1 send", n, elapsed)]
+        1
+    })
 }
 
 /// T1 outbox: a transaction inserting one row into the application's table (through
 /// `Transaction::redb`) and sending one message, committed.
 pub(super) fn outbox_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = app_broker(ctx, "T1 outbox");
-    let producer = topic.producer();
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
+    let store = app_broker(ctx, "T1 outbox");
+    timed(ctx, warm, "T1 outbox", store, |bus, producer, n| {
         let value = payload(n);
         let mut tx = bus.transaction().expect("begin a transaction");
         tx.redb()
@@ -90,21 +73,12 @@ pub(super) fn outbox_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
             .expect("open the application table")
             .insert(n, value.as_slice())
             .expect("insert the row");
-        if tx.send(&producer, value).is_err() {
+        if tx.send(producer, value).is_err() {
             panic!("send in a transaction failed");
         }
         tx.commit().expect("commit");
-        n += 1;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(producer);
-    bus.close().expect("close");
-    let elapsed = start.elapsed();
-    drop(topic);
-    remove(&path);
-    vec![rate("T1 outbox", n, elapsed)]
+        1
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,55 +229,29 @@ pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 
 /// T2 batch: `send_batch` of `SENDS`.
 pub(super) fn sends_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, "T2 batch", Durability::Immediate);
-    let producer = topic.producer();
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
+    let store = embus_topic(ctx, "T2 batch", Durability::Immediate);
+    timed(ctx, warm, "T2 batch", store, |_, producer, n| {
         let batch: Vec<Vec<u8>> = (n..n + SENDS as u64).map(payload).collect();
         if producer.send_batch(batch).is_err() {
             panic!("send_batch failed");
         }
-        n += SENDS as u64;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(producer);
-    bus.close().expect("close");
-    let elapsed = start.elapsed();
-    drop(topic);
-    remove(&path);
-    vec![rate("T2 batch", n, elapsed)]
+        SENDS as u64
+    })
 }
 
 /// T2 tx: a transaction of `SENDS` sends to one topic, committed.
 pub(super) fn sends_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, "T2 tx", Durability::Immediate);
-    let producer = topic.producer();
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
+    let store = embus_topic(ctx, "T2 tx", Durability::Immediate);
+    timed(ctx, warm, "T2 tx", store, |bus, producer, n| {
         let mut tx = bus.transaction().expect("begin a transaction");
         for seq in n..n + SENDS as u64 {
-            if tx.send(&producer, payload(seq)).is_err() {
+            if tx.send(producer, payload(seq)).is_err() {
                 panic!("send in a transaction failed");
             }
         }
         tx.commit().expect("commit");
-        n += SENDS as u64;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(producer);
-    bus.close().expect("close");
-    let elapsed = start.elapsed();
-    drop(topic);
-    remove(&path);
-    vec![rate("T2 tx", n, elapsed)]
+        SENDS as u64
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
