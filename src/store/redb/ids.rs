@@ -10,6 +10,7 @@
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::meta;
+use super::schema::existing;
 use crate::record::Nanos;
 use crate::store::{IdRow, StoredId};
 
@@ -41,10 +42,8 @@ pub(super) fn write(
 
 /// Every id stored in table `name` (none if it does not exist).
 pub(super) fn load(txn: &ReadTransaction, name: &str) -> Result<Vec<StoredId>, redb::Error> {
-    let ids = match txn.open_table(table(name)) {
-        Ok(ids) => ids,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(ids) = existing(txn, table(name))? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for row in ids.iter()? {

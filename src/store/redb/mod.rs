@@ -66,6 +66,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::handoff::Collect;
 use self::open::storage;
+use self::schema::existing;
 use self::schema::{
     ACKED, DECLARATIONS, ENDS, GROUPS, deliveries, open_acked, open_count, open_end, open_named,
     open_position, records,
@@ -399,10 +400,8 @@ impl Store for DurableStore {
 
     fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
         self.read(|txn| {
-            let table = match txn.open_table(DECLARATIONS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
+            let Some(table) = existing(txn, DECLARATIONS)? else {
+                return Ok(None);
             };
             match table.get(name)? {
                 Some(v) => Ok(Some(open_named(DECLARATIONS, name, v.value())?.to_vec())),
@@ -417,10 +416,8 @@ impl Store for DurableStore {
 
     fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
         self.read(|txn| {
-            let table = match txn.open_table(DECLARATIONS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = existing(txn, DECLARATIONS)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for row in table.iter()? {
@@ -526,10 +523,8 @@ impl Store for DurableStore {
 
     fn acked(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
         self.read(|txn| {
-            let table = match txn.open_table(ACKED) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = existing(txn, ACKED)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for row in table.range((topic, "", 0, 0)..)? {
@@ -547,10 +542,8 @@ impl Store for DurableStore {
 
     fn groups(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, Error> {
         self.read(|txn| {
-            let table = match txn.open_table(GROUPS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(table) = existing(txn, GROUPS)? else {
+                return Ok(Vec::new());
             };
             let mut out = Vec::new();
             for row in table.range((topic, "", 0)..)? {
@@ -573,10 +566,8 @@ impl Store for DurableStore {
     fn load(&self, log: &LogId, from: u64, to: u64) -> Result<Vec<Loaded>, Error> {
         let (table, counts_table) = (log.table(), log.counts_table());
         self.read(|txn| {
-            let rows = match txn.open_table(records(table)) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
+            let Some(rows) = existing(txn, records(table))? else {
+                return Ok(Vec::new());
             };
             let counts =
                 (!counts_table.is_empty()).then(|| txn.open_table(deliveries(counts_table)));

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableHandle};
 
+use super::schema::existing;
 use super::schema::{
     CLEAN, FORMAT_VERSION, META, PREFIX, SETTINGS, UPGRADES_FROM, open_named, seal_named,
 };
@@ -271,10 +272,8 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
 
 /// The codec a file of version 3 or later names, checked.
 fn stored_codec(txn: &redb::ReadTransaction) -> Result<Option<String>, redb::Error> {
-    let table = match txn.open_table(SETTINGS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(table) = existing(txn, SETTINGS)? else {
+        return Ok(None);
     };
     let Some(stored) = table.get("codec")? else {
         return Ok(None);

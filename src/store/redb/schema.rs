@@ -93,6 +93,18 @@ pub(super) const GROUPS: TableDefinition<'static, (&str, &str, u32), &[u8]> =
 pub(super) const SETTINGS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("embus.settings");
 
+/// `definition`'s table as `txn` reads it, or `None` if it does not exist (yet).
+pub(super) fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    definition: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(super) fn records(table: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(table)
 }
