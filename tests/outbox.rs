@@ -3,7 +3,6 @@
 mod common;
 
 use std::sync::mpsc;
-use std::time::Duration;
 
 use common::{WAIT, fresh_dir};
 use embus::redb::{ReadableTable, TableDefinition};
@@ -82,7 +81,7 @@ fn sends_on_other_threads_wait_for_the_loan_and_share_its_commit() {
         done.send(receipt).unwrap();
     });
     // The other send cannot commit while the write transaction is lent.
-    assert!(finished.recv_timeout(Duration::from_millis(100)).is_err());
+    assert!(finished.recv_timeout(common::BRIEF).is_err());
     tx.send(&events.producer(), 1).unwrap();
     tx.commit().unwrap();
     let receipt = finished.recv_timeout(WAIT).unwrap();

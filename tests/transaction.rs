@@ -564,7 +564,8 @@ fn acks_committed_ahead_of_the_group_position_are_not_delivered_again_after_a_re
     assert_eq!(input.group_position("etl"), Some(vec![0]));
     let mut member = input.join_group("etl").unwrap();
     let mut seen = Vec::new();
-    while let Ok(msg) = member.recv_timeout(Duration::from_millis(200)) {
+    for _ in 0..2 {
+        let msg = member.recv_timeout(WAIT).unwrap();
         seen.push(*msg.payload());
         let mut tx = bus.transaction().unwrap();
         tx.send(&out.producer(), msg.payload() * 10).unwrap();
@@ -572,6 +573,7 @@ fn acks_committed_ahead_of_the_group_position_are_not_delivered_again_after_a_re
         tx.commit().unwrap();
     }
     assert_eq!(seen, [0, 3], "1 and 2 were done before the reopen");
+    assert!(matches!(member.try_recv(), Err(TryRecvError::Empty)));
     assert_eq!(input.group_position("etl"), Some(vec![4]));
     let mut outputs: Vec<u32> = Vec::new();
     let mut reader = out.consumer();
