@@ -357,6 +357,21 @@ impl<T: Payload> Consumer<T> {
 }
 
 impl<T> Consumer<T> {
+    /// The name of the topic or queue this consumer reads.
+    pub fn name(&self) -> &str {
+        match &self.flavor {
+            Flavor::Subscriber(s) => s.topic_name(),
+            Flavor::Member(m) => m.topic_name(),
+            Flavor::Queue(q) => q.queue_name(),
+        }
+    }
+
+    /// Whether its messages are settled (a group member or a queue consumer): acking one
+    /// moves something that outlives the consumer, unlike a plain subscriber's position.
+    pub(crate) fn settles(&self) -> bool {
+        !matches!(self.flavor, Flavor::Subscriber(_))
+    }
+
     /// Forgets this consumer's waker registrations (a dropped future leaves none behind).
     pub(crate) fn unregister(&mut self) {
         match &mut self.flavor {

@@ -117,6 +117,9 @@ mod store;
 mod engine;
 // The facade: the public handles.
 mod asynchronous;
+#[cfg(any(feature = "nats", feature = "amqp"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "nats", feature = "amqp"))))]
+pub mod bridge;
 mod broker;
 mod consumer;
 mod message;

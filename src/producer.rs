@@ -299,6 +299,14 @@ impl<T: Payload> Producer<T> {
 }
 
 impl<T> Producer<T> {
+    /// The name of the topic or queue this producer sends to.
+    pub fn name(&self) -> &str {
+        match &self.target {
+            Target::Topic(t) => &t.name,
+            Target::Queue(q) => &q.name,
+        }
+    }
+
     /// Forgets waiter `id` (a dropped [`SendFut`](crate::SendFut)).
     pub(crate) fn forget_waiter(&self, partition: Option<u32>, id: u64) {
         match &self.target {

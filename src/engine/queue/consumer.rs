@@ -136,6 +136,11 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
 }
 
 impl<T> QueueConsumer<T> {
+    /// The queue's name.
+    pub(crate) fn queue_name(&self) -> &str {
+        &self.link.queue.name
+    }
+
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
         self.link.queue.state.lock().readers.remove(self.id);

@@ -139,6 +139,11 @@ impl<T: Payload> Source<T> for Subscriber<T> {
 }
 
 impl<T> Subscriber<T> {
+    /// The topic's name.
+    pub(crate) fn topic_name(&self) -> &str {
+        &self.topic.name
+    }
+
     /// After a wait ended with a result: with several partitions, the registrations on the
     /// others are still there (a send only takes its own partition's list).
     pub(crate) fn finish_wait(&mut self) {

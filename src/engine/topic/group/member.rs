@@ -264,6 +264,11 @@ impl<T: Payload> Settle for GroupSettle<T> {
 }
 
 impl<T> Member<T> {
+    /// The topic's name.
+    pub(crate) fn topic_name(&self) -> &str {
+        &self.topic.name
+    }
+
     /// After a wait ended with a result: registrations on the group and the other partitions
     /// are still there.
     pub(crate) fn finish_wait(&mut self) {
