@@ -3,6 +3,7 @@
 
 pub mod faulty;
 pub mod power;
+pub mod services;
 pub mod timed;
 pub mod waiting;
 
