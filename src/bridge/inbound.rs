@@ -32,7 +32,7 @@ pub(crate) struct Incoming<A> {
 
 /// Acks one message remotely.
 pub(crate) trait RemoteAck: 'static {
-    fn ack(self) -> impl Future<Output = Result<(), Failure>> + 'static;
+    async fn ack(self) -> Result<(), Failure>;
 }
 
 /// A remote durable consumer with manual acks. Built on the caller's thread, used on the
@@ -175,6 +175,8 @@ impl<S: Source> Relay<S> {
             shared.set_in_flight(waiting.len());
         };
         shared.set_in_flight(waiting.len());
+        while acks.next().await.is_some() {}
+        self.source.close().await;
         drop(to_writer);
         // With nothing waiting the writer is idle and ends at once; otherwise (the drain timed
         // out, or a send failed) it ends after its current batch, acked by no one: the server

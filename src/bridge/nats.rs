@@ -1,1 +1,483 @@
-//! JetStream.
+//! The NATS JetStream bridge (feature `nats`, on `async-nats`): [`Outbound`] publishes a local
+//! group member's or queue consumer's messages to a JetStream subject with `Nats-Msg-Id`, and
+//! [`Inbound`] relays a JetStream durable pull consumer into a local topic or queue.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use embus::bridge::{DeadLetter, nats};
+//! use embus::{Broker, Dedupe, TopicOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Broker::open("orders.embus")?;
+//! let orders = bus.topic::<String>("orders")?;
+//! let parked = bus.queue::<DeadLetter>("orders.bridge-dead-letters")?;
+//!
+//! // Out: every order, once into the ORDERS stream (the stream captures `orders.created`).
+//! let out = nats::Outbound::new("nats://127.0.0.1:4222", "orders.created")
+//!     .start(orders.join_group("to-nats")?, &parked)?;
+//!
+//! // In: the PAYMENTS stream's durable consumer `embus` into a local topic, deduplicated.
+//! let payments = bus.topic_with::<String>(
+//!     "payments",
+//!     TopicOptions::default().dedupe(Dedupe::within(Duration::from_secs(600))),
+//! )?;
+//! let inbound = nats::Inbound::new("nats://127.0.0.1:4222", "PAYMENTS", "embus")
+//!     .start(payments.producer(), &parked)?;
+//! # let _ = (out, inbound);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, context::PublishErrorKind};
+use std::str::FromStr;
+
+use async_nats::{HeaderMap, HeaderName};
+use futures_util::StreamExt;
+
+use super::inbound::{self, Incoming, RemoteAck};
+use super::outbound::{self, Failure, Outgoing};
+use super::{Bridge, BridgeError, Common, DeadLetter, Envelope, KEY_HEADER, Remote, RouteFn};
+use crate::record::Payload;
+use crate::{Consumer, Producer, Queue};
+
+/// The header JetStream deduplicates by.
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// How long a publish waits for its `PubAck` before the bridge reconnects and publishes again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes a local consumer's messages to JetStream, acking each locally after its `PubAck`.
+///
+/// Each message goes to the subject given to [`new`](Self::new), or the one
+/// [`subject_with`](Self::subject_with) derives, with its id as `Nats-Msg-Id`, its key as
+/// `Embus-Key` and its headers. A redelivery after a crash or reconnect has the same id, so
+/// the stream stores it once within its duplicate window (2 minutes by default; set the
+/// stream's `duplicate_window` to cover your longest outage). Header values must be text
+/// without line breaks on NATS: a message with another goes to the dead-letter queue.
+pub struct Outbound {
+    url: String,
+    subject: String,
+    route: Option<RouteFn>,
+    common: Common,
+}
+
+impl Outbound {
+    /// Publishes to `subject` on the server at `url` (`nats://host:port`). A JetStream stream
+    /// must capture `subject`: [`start`](Self::start) checks it.
+    pub fn new(url: impl Into<String>, subject: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            subject: subject.into(),
+            route: None,
+            common: Common::default(),
+        }
+    }
+
+    /// Derives each message's subject (from its key, headers, or place). The subject given to
+    /// [`new`](Self::new) is still the one checked at start; a derived subject no stream
+    /// captures sends that message to the dead-letter queue.
+    pub fn subject_with(
+        mut self,
+        route: impl Fn(&Envelope<'_>) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.route = Some(Arc::new(route));
+        self
+    }
+
+    super::common_options!();
+
+    /// Connects, checks that a stream captures the subject, and starts relaying `source` (a
+    /// group member or a queue consumer). What the server refuses goes to `dead_letters`.
+    ///
+    /// # Errors
+    /// [`BridgeError::Connect`], [`BridgeError::Auth`], [`BridgeError::NoStream`], or
+    /// [`BridgeError::InvalidOption`] (a plain subscriber as the source, a window out of
+    /// range).
+    pub fn start<T: Payload>(
+        self,
+        source: Consumer<T>,
+        dead_letters: &Queue<DeadLetter>,
+    ) -> Result<Bridge, BridgeError> {
+        let subject = self.subject.clone();
+        let route = self
+            .route
+            .unwrap_or_else(|| Arc::new(move |_: &Envelope<'_>| subject.clone()));
+        let sink = Sink {
+            link: Link::new(self.url, &self.common),
+            subject: self.subject,
+            context: None,
+        };
+        outbound::start(sink, source, dead_letters, route, self.common)
+    }
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("nats::Outbound")
+            .field("server", &super::redact(&self.url))
+            .field("subject", &self.subject)
+            .field("common", &self.common)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Relays a JetStream durable pull consumer into a local topic or queue, acking each message
+/// remotely once it is stored locally.
+///
+/// The bridge creates the durable consumer on the stream if it does not exist (explicit acks,
+/// delivering from the start of the stream). Each record gets the message's `Nats-Msg-Id` as
+/// its [id](crate::Record::id), or `stream/sequence` without one, so a redelivery is dropped
+/// by the target's [dedupe window](crate::Dedupe); its key comes from `Embus-Key`.
+pub struct Inbound {
+    url: String,
+    stream: String,
+    durable: String,
+    filter: Option<String>,
+    common: Common,
+}
+
+impl Inbound {
+    /// Reads stream `stream` on the server at `url` through its durable consumer `durable`.
+    pub fn new(
+        url: impl Into<String>,
+        stream: impl Into<String>,
+        durable: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            stream: stream.into(),
+            durable: durable.into(),
+            filter: None,
+            common: Common::default(),
+        }
+    }
+
+    /// Only the stream's messages on `subject` (wildcards allowed), when the bridge creates the
+    /// durable consumer.
+    pub fn filter_subject(mut self, subject: impl Into<String>) -> Self {
+        self.filter = Some(subject.into());
+        self
+    }
+
+    super::common_options!();
+
+    /// Connects, finds the stream and the durable consumer (creating the consumer if needed),
+    /// and starts relaying into `target`. A payload that does not decode goes to
+    /// `dead_letters` with its raw bytes.
+    ///
+    /// # Errors
+    /// [`BridgeError::Connect`], [`BridgeError::Auth`], [`BridgeError::NoSource`] (no such
+    /// stream), [`BridgeError::Remote`], or [`BridgeError::InvalidOption`].
+    pub fn start<T: Payload>(
+        self,
+        target: Producer<T>,
+        dead_letters: &Queue<DeadLetter>,
+    ) -> Result<Bridge, BridgeError> {
+        let source = Source {
+            link: Link::new(self.url, &self.common),
+            stream: self.stream,
+            durable: self.durable,
+            filter: self.filter,
+            window: self.common.window,
+            messages: None,
+            lag: None,
+        };
+        inbound::start(source, target, dead_letters, self.common)
+    }
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("nats::Inbound")
+            .field("server", &super::redact(&self.url))
+            .field("stream", &self.stream)
+            .field("durable", &self.durable)
+            .field("common", &self.common)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to reach the server; each (re)connect makes a fresh client.
+struct Link {
+    url: String,
+    server: String,
+    credentials: Option<(String, String)>,
+    window: usize,
+}
+
+impl Link {
+    fn new(url: String, common: &Common) -> Self {
+        Self {
+            server: super::redact(&url),
+            url,
+            credentials: common.credentials.clone(),
+            window: common.window,
+        }
+    }
+
+    async fn connect(&self) -> Result<jetstream::Context, BridgeError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        if let Some((user, password)) = &self.credentials {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let client = options.connect(self.url.as_str()).await.map_err(|error| {
+            let reason = error.to_string();
+            match error.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication => BridgeError::Auth {
+                    server: self.server.clone(),
+                    reason,
+                },
+                _ => BridgeError::Connect {
+                    server: self.server.clone(),
+                    reason,
+                },
+            }
+        })?;
+        Ok(jetstream::ContextBuilder::new()
+            .timeout(ACK_TIMEOUT)
+            .max_ack_inflight(self.window)
+            .backpressure_on_inflight(true)
+            .build(client))
+    }
+
+    fn remote(&self, target: &str, reason: impl fmt::Display) -> BridgeError {
+        BridgeError::Remote {
+            server: self.server.clone(),
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+struct Sink {
+    link: Link,
+    subject: String,
+    context: Option<jetstream::Context>,
+}
+
+impl Remote for Sink {
+    async fn connect(&mut self) -> Result<(), BridgeError> {
+        self.context = None;
+        let context = self.link.connect().await?;
+        match context.stream_by_subject(self.subject.as_str()).await {
+            Ok(_) => {}
+            Err(error)
+                if error.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound =>
+            {
+                return Err(BridgeError::NoStream {
+                    server: self.link.server.clone(),
+                    subject: self.subject.clone(),
+                });
+            }
+            Err(error) => return Err(self.link.remote(&self.subject, error)),
+        }
+        self.context = Some(context);
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if let Some(context) = &self.context {
+            let _ = context.client().flush().await;
+        }
+    }
+}
+
+impl outbound::Sink for Sink {
+    type Confirm = std::pin::Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
+
+    async fn publish(&mut self, message: &Outgoing) -> Result<Self::Confirm, Failure> {
+        let Some(context) = &self.context else {
+            return Err(Failure::Retry("not connected".into()));
+        };
+        let mut headers = HeaderMap::new();
+        let key = message.key.iter().map(|key| (KEY_HEADER, key.as_slice()));
+        let user = message
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()));
+        for (name, value) in key.chain(user) {
+            let (name, value) = nats_header(name, value)?;
+            headers.insert(name, value);
+        }
+        headers.insert(MSG_ID, message.id.as_str());
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(message.payload.clone().into())
+            .headers(headers);
+        let ack = context
+            .send_publish(message.route.clone(), publish)
+            .await
+            .map_err(|error| match error.kind() {
+                PublishErrorKind::MaxPayloadExceeded => Failure::Reject(error.to_string()),
+                _ => Failure::Retry(error.to_string()),
+            })?;
+        Ok(Box::pin(async move {
+            match ack.await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(match error.kind() {
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                        Failure::Retry(error.to_string())
+                    }
+                    // No stream for the subject, or the stream refused the message.
+                    _ => Failure::Reject(error.to_string()),
+                }),
+            }
+        }))
+    }
+
+    fn describe(&self, route: &str) -> String {
+        let subject = if route.is_empty() {
+            &self.subject
+        } else {
+            route
+        };
+        format!("{} subject `{subject}`", self.link.server)
+    }
+}
+
+/// A header as NATS can carry it: an ASCII name without `:`, a value of text without line
+/// breaks. Anything else refuses the message (it goes to the dead-letter queue).
+fn nats_header<'a>(name: &str, value: &'a [u8]) -> Result<(HeaderName, &'a str), Failure> {
+    let name = HeaderName::from_str(name).map_err(|error| {
+        Failure::Reject(format!(
+            "header name `{name}` cannot travel on NATS: {error}"
+        ))
+    })?;
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.contains(['\r', '\n']) => Ok((name, text)),
+        _ => Err(Failure::Reject(format!(
+            "header `{name}` is not single-line text, which NATS headers cannot carry"
+        ))),
+    }
+}
+
+type Messages = pull::Stream;
+
+struct Source {
+    link: Link,
+    stream: String,
+    durable: String,
+    filter: Option<String>,
+    window: usize,
+    messages: Option<(jetstream::Context, Messages)>,
+    lag: Option<u64>,
+}
+
+impl Remote for Source {
+    async fn connect(&mut self) -> Result<(), BridgeError> {
+        self.messages = None;
+        let context = self.link.connect().await?;
+        let stream = context
+            .get_stream(self.stream.as_str())
+            .await
+            .map_err(|error| match error.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(e) if e.code() == 404 => {
+                    BridgeError::NoSource {
+                        server: self.link.server.clone(),
+                        what: "stream",
+                        name: self.stream.clone(),
+                    }
+                }
+                _ => self.link.remote(&self.stream, error),
+            })?;
+        let config = pull::Config {
+            durable_name: Some(self.durable.clone()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: i64::try_from(self.window * 2).unwrap_or(i64::MAX),
+            filter_subject: self.filter.clone().unwrap_or_default(),
+            ..pull::Config::default()
+        };
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(self.durable.as_str(), config)
+            .await
+            .map_err(|error| self.link.remote(&inbound::Source::describe(self), error))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.window)
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(10))
+            .messages()
+            .await
+            .map_err(|error| self.link.remote(&inbound::Source::describe(self), error))?;
+        self.messages = Some((context, messages));
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if let Some((context, _)) = &self.messages {
+            let _ = context.client().flush().await;
+        }
+    }
+}
+
+/// Acks one JetStream message.
+pub(crate) struct Ack(jetstream::message::Acker);
+
+impl RemoteAck for Ack {
+    async fn ack(self) -> Result<(), Failure> {
+        self.0
+            .ack()
+            .await
+            .map_err(|error| Failure::Retry(error.to_string()))
+    }
+}
+
+impl inbound::Source for Source {
+    type Ack = Ack;
+
+    async fn next(&mut self) -> Result<Incoming<Ack>, Failure> {
+        let Some((_, messages)) = &mut self.messages else {
+            return Err(Failure::Retry("not connected".into()));
+        };
+        let message = match messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(Failure::Retry(error.to_string())),
+            None => return Err(Failure::Retry("the consumer's message stream ended".into())),
+        };
+        let info = message
+            .info()
+            .map(|info| {
+                (
+                    info.pending,
+                    format!("{}/{}", info.stream, info.stream_sequence),
+                )
+            })
+            .ok();
+        let (message, acker) = message.split();
+        let mut id = info.as_ref().map(|(_, id)| id.clone());
+        self.lag = info.map(|(pending, _)| pending);
+        let mut headers = Vec::new();
+        for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+            let name: &str = name.as_ref();
+            for value in values {
+                if name.eq_ignore_ascii_case(MSG_ID) {
+                    id = Some(value.as_str().to_string());
+                } else {
+                    headers.push((name.to_string(), value.as_str().as_bytes().to_vec()));
+                }
+            }
+        }
+        Ok(Incoming {
+            id,
+            headers,
+            payload: message.payload.to_vec(),
+            ack: Ack(acker),
+        })
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.lag
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} stream `{}` consumer `{}`",
+            self.link.server, self.stream, self.durable
+        )
+    }
+}

@@ -161,6 +161,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             shared.set_in_flight(self.pending.len());
         }
         shared.set_in_flight(self.pending.len());
+        self.sink.close().await;
         Ok(())
         // What is still pending is dropped here: released locally, redelivered next time.
     }

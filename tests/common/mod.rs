@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod nats_admin;
 pub mod power;
 pub mod services;
 pub mod timed;
