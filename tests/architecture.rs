@@ -1,4 +1,4 @@
-//! The layers stay visible: leaves ← store ← engine ← facade (DESIGN.md §7).
+//! The layers stay visible: leaves ← store ← engine ← facade ← bridges (DESIGN.md §7).
 //!
 //! Reads `src/`, finds which module each file names (`use crate::…`, `super::…`, inline
 //! `crate::…` paths; comments are skipped) and fails when:
@@ -20,6 +20,8 @@ enum Layer {
     Store,
     Engine,
     Facade,
+    /// Bridges to other servers: built on the facade, named by nothing below.
+    Integration,
 }
 
 fn layer(module: &[String]) -> Option<Layer> {
@@ -29,6 +31,7 @@ fn layer(module: &[String]) -> Option<Layer> {
         "engine" => Some(Layer::Engine),
         "broker" | "topic" | "queue" | "producer" | "consumer" | "message" | "asynchronous"
         | "select" => Some(Layer::Facade),
+        "bridge" => Some(Layer::Integration),
         _ => None,
     }
 }
