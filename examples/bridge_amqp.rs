@@ -77,6 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("in:  {:?}", inb.stats());
     out.stop()?;
     inb.stop()?;
-    println!("{back} of 10 orders made the round trip; dead letters: {}", dead.len());
+    println!(
+        "{back} of 10 orders made the round trip; dead letters: {}",
+        dead.len()
+    );
     Ok(())
 }

@@ -51,10 +51,7 @@ impl Rabbit {
                 .await
                 .unwrap();
             let channel = connection.create_channel().await.unwrap();
-            channel
-                .confirm_select(Default::default())
-                .await
-                .unwrap();
+            channel.confirm_select(Default::default()).await.unwrap();
             (connection, channel)
         });
         Self {
@@ -89,10 +86,11 @@ impl Rabbit {
             ..Default::default()
         };
         self.rt
-            .block_on(
-                self.channel
-                    .queue_declare(name.as_str().into(), options, FieldTable::default()),
-            )
+            .block_on(self.channel.queue_declare(
+                name.as_str().into(),
+                options,
+                FieldTable::default(),
+            ))
             .unwrap();
         if let Some((exchange, key)) = binding {
             self.rt
@@ -116,7 +114,10 @@ impl Rabbit {
             properties = properties.with_message_id(id.into());
         }
         let mut headers = FieldTable::default();
-        headers.insert("origin".into(), AMQPValue::LongString(LongString::from("test")));
+        headers.insert(
+            "origin".into(),
+            AMQPValue::LongString(LongString::from("test")),
+        );
         headers.insert("attempt".into(), AMQPValue::LongLongInt(3));
         if let Some(key) = key {
             headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
@@ -223,7 +224,10 @@ fn check_arrived(got: &[Got], n: u64) {
         let value: u64 = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(message.id.as_deref(), Some(format!("m{value}").as_str()));
         assert_eq!(message.content_type.as_deref(), Some("application/json"));
-        assert_eq!(message.headers.get("bin"), Some(&vec![0u8, 255, value as u8]));
+        assert_eq!(
+            message.headers.get("bin"),
+            Some(&vec![0u8, 255, value as u8])
+        );
         let key = message.key.clone().unwrap();
         assert_eq!(key, format!("k{}", value % 4).into_bytes());
         if let Some(previous) = last.insert(key, value) {
@@ -267,7 +271,10 @@ fn outbound_relays_a_group_member_and_acks_after_confirms() {
     wait_until("every message acked locally", || {
         let acked = group_acked(&topic, "out");
         let remote = u64::from(rabbit.count(&queue));
-        assert!(acked <= remote, "{acked} acked locally, {remote} on the server");
+        assert!(
+            acked <= remote,
+            "{acked} acked locally, {remote} on the server"
+        );
         acked == N
     });
     assert_eq!(bridge.stats().forwarded, N);
@@ -303,7 +310,10 @@ fn outbound_relays_a_queue_consumer_with_a_routing_function() {
     wait_until("the local queue to empty", || {
         let acked = N - (jobs.len() + jobs.in_flight()) as u64;
         let remote = u64::from(rabbit.count(&queue) + rabbit.count(&other));
-        assert!(acked <= remote, "{acked} acked locally, {remote} on the server");
+        assert!(
+            acked <= remote,
+            "{acked} acked locally, {remote} on the server"
+        );
         acked == N
     });
     assert_eq!(bridge.stats().forwarded, N);
@@ -328,7 +338,12 @@ fn inbound_stores_each_message_id_once_and_acks_after() {
     const N: u64 = 100;
     for i in 0..N {
         let key = format!("k{}", i % 3);
-        rabbit.publish(&queue, Some(&format!("r{i}")), Some(&key), i.to_string().as_bytes());
+        rabbit.publish(
+            &queue,
+            Some(&format!("r{i}")),
+            Some(&key),
+            i.to_string().as_bytes(),
+        );
     }
     rabbit.publish(&queue, Some("r7"), Some("k1"), b"7"); // the same message again
     rabbit.publish(&queue, None, None, b"1000"); // no id: stored as it comes
@@ -380,7 +395,10 @@ fn bad_input_is_refused_with_a_typed_error_and_loses_nothing() {
     let error = Outbound::new(closed_url.as_str(), exchange.as_str())
         .start(topic.join_group("g").unwrap(), &dead)
         .unwrap_err();
-    assert!(matches!(&error, BridgeError::Connect { server, .. } if server.contains("127.0.0.1")), "{error}");
+    assert!(
+        matches!(&error, BridgeError::Connect { server, .. } if server.contains("127.0.0.1")),
+        "{error}"
+    );
     assert!(!error.to_string().contains("secret"), "{error}");
 
     // Bad credentials.
@@ -441,7 +459,11 @@ fn undecodable_inbound_payload_is_dead_lettered_and_acked() {
     let letter = letters.recv_timeout(WAIT).unwrap();
     assert_eq!(letter.payload().payload, br#""not a number""#.to_vec());
     assert_eq!(letter.payload().id.as_deref(), Some("b"));
-    assert!(letter.payload().reason.contains("u64"), "{}", letter.payload().reason);
+    assert!(
+        letter.payload().reason.contains("u64"),
+        "{}",
+        letter.payload().reason
+    );
     letter.ack().unwrap();
     wait_until("the queue acked empty", || {
         rabbit.count(&queue) == 0 && bridge.stats().in_flight == 0 && topic.retained() == 2
@@ -464,18 +486,34 @@ fn unroutable_outbound_message_is_dead_lettered_once() {
     let broker = Broker::memory();
     let jobs = broker.queue::<u64>("jobs").unwrap();
     let dead = broker.queue::<DeadLetter>("jobs.dead").unwrap();
-    jobs.producer().send_record(Record::new(1).key("bound")).unwrap();
-    jobs.producer().send_record(Record::new(2).key("nowhere")).unwrap();
-    jobs.producer().send_record(Record::new(3).key("bound")).unwrap();
-    let route = |e: &embus::bridge::Envelope<'_>| String::from_utf8_lossy(e.key.unwrap_or_default()).into_owned();
+    jobs.producer()
+        .send_record(Record::new(1).key("bound"))
+        .unwrap();
+    jobs.producer()
+        .send_record(Record::new(2).key("nowhere"))
+        .unwrap();
+    jobs.producer()
+        .send_record(Record::new(3).key("bound"))
+        .unwrap();
+    let route = |e: &embus::bridge::Envelope<'_>| {
+        String::from_utf8_lossy(e.key.unwrap_or_default()).into_owned()
+    };
     let bridge = Outbound::new(url.as_str(), exchange.as_str())
         .routing_key_with(route)
         .start(jobs.consumer(), &dead)
         .unwrap();
     let mut letters = dead.consumer();
     let letter = letters.recv_timeout(WAIT).unwrap();
-    assert!(letter.payload().reason.contains("NO_ROUTE"), "{}", letter.payload().reason);
-    assert!(letter.payload().target.contains("nowhere"), "{}", letter.payload().target);
+    assert!(
+        letter.payload().reason.contains("NO_ROUTE"),
+        "{}",
+        letter.payload().reason
+    );
+    assert!(
+        letter.payload().target.contains("nowhere"),
+        "{}",
+        letter.payload().target
+    );
     assert_eq!(letter.payload().payload, b"2".to_vec());
     letter.ack().unwrap();
     wait_until("the local queue to empty", || {
@@ -520,8 +558,16 @@ fn a_cut_connection_is_reconnected_in_both_directions() {
         .unwrap();
     const N: u64 = 400;
     for i in 0..N {
-        events.producer().send_record(Record::new(i).id(format!("e{i}"))).unwrap();
-        rabbit.publish(&in_queue, Some(&format!("i{i}")), None, i.to_string().as_bytes());
+        events
+            .producer()
+            .send_record(Record::new(i).id(format!("e{i}")))
+            .unwrap();
+        rabbit.publish(
+            &in_queue,
+            Some(&format!("i{i}")),
+            None,
+            i.to_string().as_bytes(),
+        );
         if i == N / 4 {
             proxy.cut();
         }
@@ -537,7 +583,8 @@ fn a_cut_connection_is_reconnected_in_both_directions() {
     assert!(inb.stats().reconnects >= 1, "{:?}", inb.stats());
     out.stop().unwrap();
     inb.stop().unwrap();
-    let ids: BTreeSet<Option<String>> = rabbit.drain(&out_queue).into_iter().map(|m| m.id).collect();
+    let ids: BTreeSet<Option<String>> =
+        rabbit.drain(&out_queue).into_iter().map(|m| m.id).collect();
     assert_eq!(ids.len() as u64, N, "every id arrives at least once");
     let mut reader = incoming.subscribe(Start::Earliest).unwrap();
     let mut stored = Vec::new();
@@ -577,7 +624,10 @@ fn stop_drains_what_is_in_flight() {
     let acked = group_acked(&topic, "out");
     let remote = u64::from(rabbit.count(&queue));
     assert!(acked >= stats_before.forwarded);
-    assert_eq!(acked, remote, "every confirmed message acked locally, nothing in flight");
+    assert_eq!(
+        acked, remote,
+        "every confirmed message acked locally, nothing in flight"
+    );
     // The rest is still there for the next bridge.
     let mut member = topic.join_group("out").unwrap();
     if acked < N {

@@ -138,7 +138,8 @@ impl Outbound {
         dead_letters: &Queue<DeadLetter>,
     ) -> Result<Bridge, BridgeError> {
         let server = Server::new(self.url, self.common.credentials.clone())?;
-        let exchange = short(&self.exchange, "exchange name").map_err(BridgeError::InvalidOption)?;
+        let exchange =
+            short(&self.exchange, "exchange name").map_err(BridgeError::InvalidOption)?;
         let route: RouteFn = match self.route {
             Route::Source => Arc::new(|envelope: &Envelope<'_>| envelope.source.to_string()),
             Route::Fixed(key) => {
@@ -272,7 +273,8 @@ impl Server {
 
     /// A new connection, driven by the bridge's (current) tokio runtime.
     async fn connect(&self, missing: &Missing<'_>) -> Result<Connection, BridgeError> {
-        let properties = ConnectionProperties::default().with_connection_name("embus-bridge".into());
+        let properties =
+            ConnectionProperties::default().with_connection_name("embus-bridge".into());
         Connection::connect_uri(self.uri.clone(), properties)
             .await
             .map_err(|error| self.error(&error, missing))
@@ -327,8 +329,8 @@ impl Server {
 /// Closes a connection that is being replaced, without waiting on it for long.
 fn abandon(connection: Connection) {
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "reconnecting".into()))
-            .await;
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "reconnecting".into())).await;
     });
 }
 
@@ -563,14 +565,12 @@ impl super::Remote for Subscriber {
 struct Ack(lapin::Acker);
 
 impl RemoteAck for Ack {
-    fn ack(self) -> impl Future<Output = Result<(), Failure>> + 'static {
-        async move {
-            self.0
-                .ack(BasicAckOptions::default())
-                .await
-                .map(|_| ())
-                .map_err(|error| Failure::Retry(error.to_string()))
-        }
+    async fn ack(self) -> Result<(), Failure> {
+        self.0
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|error| Failure::Retry(error.to_string()))
     }
 }
 
@@ -649,7 +649,10 @@ mod tests {
         let outbound = Outbound::new("amqp://user:hunter2@host:5672/%2f", "x")
             .credentials("other", "swordfish");
         let text = format!("{outbound:?}");
-        assert!(!text.contains("hunter2") && !text.contains("swordfish"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("swordfish"),
+            "{text}"
+        );
         let inbound = Inbound::new("amqp://user:hunter2@host:5672/%2f", "q");
         assert!(!format!("{inbound:?}").contains("hunter2"));
     }
@@ -659,7 +662,10 @@ mod tests {
         let error = Server::new("amqp://u:hunter2@[bad".into(), None)
             .err()
             .map(|e| e.to_string());
-        assert!(error.as_deref().is_some_and(|e| !e.contains("hunter2")), "{error:?}");
+        assert!(
+            error.as_deref().is_some_and(|e| !e.contains("hunter2")),
+            "{error:?}"
+        );
         assert!(short(&"x".repeat(256), "queue name").is_err());
         assert!(short(&"x".repeat(255), "queue name").is_ok());
     }

@@ -2,7 +2,7 @@
 //! `amqp`): the way out of one process. This module owns what both share: the running
 //! [`Bridge`] handle and its [`BridgeStats`], [`BridgeError`], the [`DeadLetter`] a bridge
 //! parks what it cannot deliver as, the [`Envelope`] routes are derived from, and the two
-//! relay loops ([`outbound`], [`inbound`]) each client plugs into.
+//! relay loops (`outbound`, `inbound`) each client plugs into.
 //!
 //! Like Kafka Connect or a RabbitMQ Shovel, a bridge relays a local durable consumer to the
 //! remote server, or a remote durable consumer to a local topic or queue, and loses nothing when
