@@ -1,26 +1,88 @@
 //! A topic relayed out to a RabbitMQ exchange, and back in through a queue bound to it.
 //!
-//! Needs RabbitMQ on loopback (or `AMQP_URL`), and the exchange `embus.example` and queue
-//! `embus.example` bound to it with routing key `orders`:
-//!
 //! ```text
-//! rabbitmqadmin declare exchange name=embus.example type=direct
-//! rabbitmqadmin declare queue name=embus.example durable=true
-//! rabbitmqadmin declare binding source=embus.example destination=embus.example routing_key=orders
 //! cargo run --example bridge_amqp --features amqp
 //! ```
 //!
-//! Without a server it says so and exits successfully.
+//! It talks to RabbitMQ on loopback (or at `AMQP_URL`), declares the exchange and queue it
+//! needs with `lapin`, and deletes them at the end. Without a server it says so and exits
+//! successfully.
 
 use std::time::{Duration, Instant};
 
+use embus::bridge::DeadLetter;
 use embus::bridge::amqp::{Inbound, Outbound};
-use embus::bridge::{BridgeError, DeadLetter};
 use embus::{Broker, Dedupe, Record, Start, TopicOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+
+const EXCHANGE: &str = "embus.example";
+const QUEUE: &str = "embus.example.orders";
+
+/// Declares (`up`) or deletes the example's exchange and its bound queue on the server. The
+/// bridges themselves only check that they exist.
+fn topology(url: &str, up: bool) -> Result<(), lapin::Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|error| lapin::Error::from(lapin::ErrorKind::IOError(error.into())))?;
+    rt.block_on(async {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        if up {
+            let (kind, none) = (ExchangeKind::Direct, FieldTable::default());
+            let options = ExchangeDeclareOptions::default();
+            channel
+                .exchange_declare(EXCHANGE.into(), kind, options, none.clone())
+                .await?;
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(QUEUE.into(), options, none.clone())
+                .await?;
+            let options = QueueBindOptions::default();
+            channel
+                .queue_bind(
+                    QUEUE.into(),
+                    EXCHANGE.into(),
+                    "orders".into(),
+                    options,
+                    none,
+                )
+                .await?;
+        } else {
+            channel
+                .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
+                .await?;
+            channel
+                .exchange_delete(EXCHANGE.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        connection.close(200, "done".into()).await
+    })
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+    if let Err(error) = topology(&url, true) {
+        // (The error names no credentials; the URL would.)
+        println!("RabbitMQ is not reachable ({error}); nothing to show.");
+        return Ok(());
+    }
+    let result = relay(&url);
+    topology(&url, false)?;
+    result
+}
+
+fn relay(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let broker = Broker::memory();
     let orders = broker.topic::<u64>("orders")?;
     // What comes back in is deduplicated by its AMQP message_id.
@@ -35,30 +97,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Out: the group `to-rabbit` reads `orders`; each message is acked once RabbitMQ confirms it.
-    let out = match Outbound::new(url.as_str(), "embus.example")
+    let out = Outbound::new(url, EXCHANGE)
         .routing_key("orders")
-        .start(orders.join_group("to-rabbit")?, &dead)
-    {
-        Ok(bridge) => bridge,
-        Err(error @ (BridgeError::Connect { .. } | BridgeError::Auth { .. })) => {
-            println!("RabbitMQ is not reachable ({error}); nothing to show.");
-            return Ok(());
-        }
-        Err(error @ BridgeError::NoExchange { .. }) => {
-            println!("{error}: declare it as this example's docs say, then run it again.");
-            return Ok(());
-        }
-        Err(error) => return Err(error.into()),
-    };
+        .start(orders.join_group("to-rabbit")?, &dead)?;
     // In: the queue bound to the exchange, into `orders.returned`.
-    let inb = match Inbound::new(url.as_str(), "embus.example").start(returned.producer(), &dead) {
-        Ok(bridge) => bridge,
-        Err(error @ BridgeError::NoSource { .. }) => {
-            println!("{error}: declare and bind it as this example's docs say.");
-            return Ok(());
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let inb = Inbound::new(url, QUEUE).start(returned.producer(), &dead)?;
 
     let mut reader = returned.subscribe(Start::Earliest)?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -73,8 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             back += 1;
         }
     }
-    println!("out: {:?}", out.stats());
-    println!("in:  {:?}", inb.stats());
+    let (sent, received) = (out.stats().forwarded, inb.stats().forwarded);
+    println!("confirmed by RabbitMQ: {sent}; stored back here: {received}");
     out.stop()?;
     inb.stop()?;
     println!(
