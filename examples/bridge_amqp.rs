@@ -116,6 +116,10 @@ fn relay(url: &str) -> Result<(), Box<dyn std::error::Error>> {
             back += 1;
         }
     }
+    // The counters move just after the messages do (confirm, then count; store, then count).
+    while inb.stats().forwarded < back && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (sent, received) = (out.stats().forwarded, inb.stats().forwarded);
     println!("confirmed by RabbitMQ: {sent}; stored back here: {received}");
     out.stop()?;
