@@ -634,3 +634,55 @@ fn stop_drains_what_is_in_flight() {
         assert_eq!(*member.recv_timeout(WAIT).unwrap().payload(), acked);
     }
 }
+
+#[test]
+fn inbound_stop_mid_stream_loses_nothing_and_a_restart_stores_the_rest_once() {
+    let Some(url) = amqp() else { return };
+    let mut rabbit = Rabbit::new(&url);
+    let queue = rabbit.queue("embus-in-stop", None);
+    let dir = fresh_dir("amqp-in-stop");
+    let broker = Broker::open(dir.join("bus.embus")).unwrap();
+    let options = TopicOptions::default().dedupe(Dedupe::within(Duration::from_secs(600)));
+    let topic = broker.topic_with::<u64>("in", options).unwrap();
+    let dead = broker.queue::<DeadLetter>("in.dead").unwrap();
+    const N: u64 = 1000;
+    for i in 0..N {
+        rabbit.publish(
+            &queue,
+            Some(&format!("s{i}")),
+            None,
+            i.to_string().as_bytes(),
+        );
+    }
+    let start = || {
+        Inbound::new(url.as_str(), queue.as_str())
+            .window(8)
+            .start(topic.producer(), &dead)
+            .unwrap()
+    };
+    let bridge = start();
+    wait_until("the bridge to be busy", || bridge.stats().forwarded > 0);
+    bridge.stop().unwrap();
+    // Acked remotely only once stored here: whatever left the server is stored (what was
+    // prefetched and not stored goes back to the queue when the connection closes).
+    wait_until("the server to requeue what was not acked", || {
+        topic.retained() + u64::from(rabbit.count(&queue)) >= N
+    });
+    let stored_first = topic.retained();
+    assert!(stored_first < N, "the stop came too late to test anything");
+    let bridge = start();
+    wait_until("the rest stored", || {
+        rabbit.count(&queue) == 0 && topic.retained() >= N && bridge.stats().in_flight == 0
+    });
+    bridge.stop().unwrap();
+    let mut reader = topic.subscribe(Start::Earliest).unwrap();
+    let mut ids = BTreeSet::new();
+    while let Ok(message) = reader.recv_timeout(Duration::from_millis(200)) {
+        assert!(
+            ids.insert(message.id().unwrap().to_string()),
+            "stored twice"
+        );
+    }
+    assert_eq!(ids.len() as u64, N);
+    let _ = std::fs::remove_dir_all(&dir);
+}
