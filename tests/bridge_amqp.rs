@@ -317,7 +317,9 @@ fn outbound_relays_a_queue_consumer_with_a_routing_function() {
         acked == N
     });
     assert_eq!(bridge.stats().forwarded, N);
-    drop(bridge); // dropping stops it
+    drop(bridge); // dropping stops it: the next message stays here for another consumer
+    jobs.producer().send(999).unwrap();
+    assert_eq!(*jobs.consumer().recv_timeout(WAIT).unwrap().payload(), 999);
     let k1 = rabbit.drain(&queue);
     assert!(k1.iter().all(|m| m.key.as_deref() == Some(b"k1")));
     let mut all = k1;

@@ -272,6 +272,12 @@ impl Server {
     }
 
     /// A new connection, driven by the bridge's (current) tokio runtime.
+    ///
+    /// With its `tokio` feature, lapin's default runtime is `async_rs::Runtime::tokio_current()`,
+    /// a handle to the runtime this is called on. lapin runs its I/O loop on a thread of its own
+    /// (`lapin-io-loop`) through that handle; the bridge's thread, which sits in
+    /// `Runtime::block_on` for as long as the bridge runs, drives the socket and timers. When the
+    /// bridge's runtime is dropped, the loop gets a runtime-shutdown error and its thread ends.
     async fn connect(&self, missing: &Missing<'_>) -> Result<Connection, BridgeError> {
         let properties =
             ConnectionProperties::default().with_connection_name("embus-bridge".into());
