@@ -136,6 +136,7 @@ pub struct Inbound {
     stream: String,
     durable: String,
     filter: Option<String>,
+    ack_wait: Duration,
     common: Common,
 }
 
@@ -151,6 +152,7 @@ impl Inbound {
             stream: stream.into(),
             durable: durable.into(),
             filter: None,
+            ack_wait: Duration::from_secs(30),
             common: Common::default(),
         }
     }
@@ -159,6 +161,16 @@ impl Inbound {
     /// durable consumer.
     pub fn filter_subject(mut self, subject: impl Into<String>) -> Self {
         self.filter = Some(subject.into());
+        self
+    }
+
+    /// How long the server waits for an ack before it delivers a message again, when the
+    /// bridge creates the durable consumer. Default 30 s, JetStream's own. After a lost
+    /// connection, what the server had already sent down it comes again only after this wait;
+    /// a shorter one resumes sooner, at the price of redeliveries (dropped by the dedupe
+    /// window) whenever a local commit takes longer.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
         self
     }
 
@@ -181,6 +193,7 @@ impl Inbound {
             stream: self.stream,
             durable: self.durable,
             filter: self.filter,
+            ack_wait: self.ack_wait,
             window: self.common.window,
             messages: None,
             lag: None,
@@ -363,6 +376,7 @@ struct Source {
     stream: String,
     durable: String,
     filter: Option<String>,
+    ack_wait: Duration,
     window: usize,
     messages: Option<(jetstream::Context, Messages)>,
     lag: Option<u64>,
@@ -390,6 +404,7 @@ impl Remote for Source {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             max_ack_pending: i64::try_from(self.window * 2).unwrap_or(i64::MAX),
             filter_subject: self.filter.clone().unwrap_or_default(),
+            ack_wait: self.ack_wait,
             ..pull::Config::default()
         };
         let consumer: jetstream::consumer::PullConsumer = stream
