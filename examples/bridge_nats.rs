@@ -26,7 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = format!("ORDERS_{}", std::process::id());
     let subject = format!("orders.{}.placed", std::process::id());
     if let Err(error) = create_stream(&url, &stream, &subject) {
-        println!("NATS JetStream is not reachable at {url} ({error}); start it to run this example.");
+        println!(
+            "NATS JetStream is not reachable at {url} ({error}); start it to run this example."
+        );
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!("embus-bridge-nats-{}", std::process::id()));
@@ -54,8 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TopicOptions::default().dedupe(Dedupe::within(Duration::from_secs(600))),
     )?;
     let billing_parked = billing_bus.queue::<DeadLetter>("bridge-dead-letters")?;
-    let inbound = nats::Inbound::new(&url, &stream, "billing")
-        .start(to_bill.producer(), &billing_parked)?;
+    let inbound =
+        nats::Inbound::new(&url, &stream, "billing").start(to_bill.producer(), &billing_parked)?;
     let mut billing = to_bill.subscribe(Start::Earliest)?;
     for _ in 0..3 {
         let m = billing.recv_timeout(Duration::from_secs(10))?;

@@ -468,7 +468,9 @@ fn a_cut_connection_is_restored_and_nothing_is_lost_or_stored_twice() {
     let mut seen = Vec::new();
     let third = n / 3;
     producer.send_batch((0..third).collect()).unwrap();
-    wait_until("some traffic through", LONG, || inbound.stats().forwarded > 0);
+    wait_until("some traffic through", LONG, || {
+        inbound.stats().forwarded > 0
+    });
     proxy.cut();
     producer.send_batch((third..2 * third).collect()).unwrap();
     // Both bridges notice (a PubAck that does not come, heartbeats that stop) before the
@@ -492,11 +494,17 @@ fn a_cut_connection_is_restored_and_nothing_is_lost_or_stored_twice() {
     );
     assert!(out.stats().reconnects >= 1, "{:?}", out.stats());
     assert!(inbound.stats().reconnects >= 1, "{:?}", inbound.stats());
-    assert!(proxy.connections() >= 4, "both reconnected through the proxy");
+    assert!(
+        proxy.connections() >= 4,
+        "both reconnected through the proxy"
+    );
     let stopping = std::time::Instant::now();
     out.stop().unwrap();
     inbound.stop().unwrap();
-    assert!(stopping.elapsed() < Duration::from_secs(10), "nothing left to drain");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "nothing left to drain"
+    );
 }
 
 #[test]

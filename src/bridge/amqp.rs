@@ -334,10 +334,13 @@ impl Server {
 
 /// Closes a connection that is being replaced, without waiting on it for long.
 fn abandon(connection: Connection) {
-    tokio::spawn(async move {
-        let _ =
-            tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "reconnecting".into())).await;
-    });
+    tokio::spawn(close(connection, "reconnecting"));
+}
+
+/// Closes a connection cleanly (the server requeues what it had not been acked), waiting at
+/// most [`CLOSE_TIMEOUT`].
+async fn close(connection: Connection, why: &'static str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, why.into())).await;
 }
 
 /// The outbound client: one connection and one channel in confirm mode.
@@ -389,6 +392,12 @@ impl super::Remote for Publisher {
                 abandon(connection);
                 Err(self.server.error(&error, &missing))
             }
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some((connection, _)) = self.link.take() {
+            close(connection, "bridge stopped").await;
         }
     }
 }
@@ -563,6 +572,12 @@ impl super::Remote for Subscriber {
                 abandon(connection);
                 Err(self.server.error(&error, &missing))
             }
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(connection) = self.link.take().and_then(|mut old| old.connection.take()) {
+            close(connection, "bridge stopped").await;
         }
     }
 }
