@@ -10,6 +10,9 @@
 //! - [`nats_two_services`]: service A sends 10,000 keyed messages through an outbound bridge;
 //!   service B's inbound bridge stores them in a topic with a dedupe window. B gets each once,
 //!   in per-key order.
+//! - [`nats_two_replicas_of_a_sender_share_a_stream`]: two replicas of service A, each with its
+//!   own store and the same topic name, send through one stream: none of one replica's
+//!   messages is taken for a duplicate of the other's (their derived ids differ).
 //! - [`nats_outbound_survives_kill_9`]: a sender is killed and restarted on the same file
 //!   (`EMBUS_BRIDGE_CRASH_CYCLES`, default 20); after a last clean run the stream holds every
 //!   message whose send returned `Ok`, each once by `Nats-Msg-Id` and by payload.
@@ -46,6 +49,9 @@ const URL_ENV: &str = "EMBUS_PROC_URL";
 const ROUTE_ENV: &str = "EMBUS_PROC_ROUTE";
 /// The child's store file.
 const STORE_ENV: &str = "EMBUS_PROC_STORE";
+/// Which replica of service A a sender is, and how many messages it sends.
+const SENDER_ENV: &str = "EMBUS_PROC_SENDER";
+const COUNT_ENV: &str = "EMBUS_PROC_COUNT";
 /// The crashing sender's first number.
 const FROM_ENV: &str = "EMBUS_PROC_FROM";
 /// `1` for the last, clean run of a crash test: relay what is left, then stop.
@@ -57,6 +63,8 @@ const CHILD_TEST: &str = "bridge_process_child";
 
 /// Two-services test: messages, and keys they are spread over.
 const MESSAGES: u64 = 10_000;
+/// Replicas test: messages per replica.
+const REPLICA_MESSAGES: u64 = 2_000;
 const KEYS: u64 = 20;
 /// Inbound crash test: messages pre-filled in the stream.
 const PREFILLED: u64 = 5_000;
@@ -75,7 +83,12 @@ const SILENCE: Duration = Duration::from_secs(30);
 
 #[test]
 fn nats_two_services() {
-    two_services::<Nats>();
+    services::<Nats>("two-services", 1, MESSAGES);
+}
+
+#[test]
+fn nats_two_replicas_of_a_sender_share_a_stream() {
+    services::<Nats>("replicas", 2, REPLICA_MESSAGES);
 }
 
 #[test]
@@ -93,6 +106,8 @@ fn nats_inbound_survives_kill_9() {
 /// A keyed message of the two-services test: its key and its number within the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Keyed {
+    /// Which replica of service A sent it.
+    sender: u64,
     key: u64,
     seq: u64,
 }
@@ -182,8 +197,10 @@ fn sender<S: Server>(server: &S, bus: &Broker, parked: &Queue<DeadLetter>) {
     let outbox = bus.topic_with::<Keyed>("outbox", sender_options()).unwrap();
     let bridge = server.outbound(outbox.join_group(GROUP).unwrap(), parked);
     let producer = outbox.producer();
+    let sender: u64 = env(SENDER_ENV).parse().unwrap();
+    let count: u64 = env(COUNT_ENV).parse().unwrap();
     let mut next = [0u64; KEYS as usize];
-    let all: Vec<u64> = (0..MESSAGES).collect();
+    let all: Vec<u64> = (0..count).collect();
     for chunk in all.chunks(100) {
         let records = chunk
             .iter()
@@ -192,7 +209,7 @@ fn sender<S: Server>(server: &S, bus: &Broker, parked: &Queue<DeadLetter>) {
                 let key = (n ^ (n >> 3) ^ (n >> 7)) % KEYS;
                 let seq = next[key as usize];
                 next[key as usize] += 1;
-                Record::new(Keyed { key, seq }).key(format!("k{key}"))
+                Record::new(Keyed { sender, key, seq }).key(format!("k{key}"))
             })
             .collect();
         producer.send_record_batch(records).unwrap();
@@ -212,8 +229,8 @@ fn receiver<S: Server>(server: &S, bus: &Broker, parked: &Queue<DeadLetter>) {
     let stop = stop_signal();
     say(format_args!("READY"));
     let report = |m: embus::Message<Keyed>| {
-        let Keyed { key, seq } = *m.payload();
-        say(format_args!("M {key} {seq}"));
+        let Keyed { sender, key, seq } = *m.payload();
+        say(format_args!("M {sender} {key} {seq}"));
     };
     loop {
         match reader.recv_timeout(Duration::from_millis(100)) {
@@ -298,11 +315,14 @@ fn spawn<S: Server>(
     Proc::spawn(CHILD_TEST, TAG, what, &env)
 }
 
-fn two_services<S: Server>() {
+/// Service B, then `senders` replicas of service A (each with its own store, and the same
+/// topic and group names) sending `each` messages: B gets each message once, in per-key order.
+fn services<S: Server>(prefix: &str, senders: u64, each: u64) {
     let Some(url) = S::probe() else { return };
     let started = Instant::now();
-    let server = S::create(&url, "two-services");
-    let dir = common::fresh_dir(&format!("bridge-two-services-{}", S::NAME));
+    let total = senders * each;
+    let server = S::create(&url, prefix);
+    let dir = common::fresh_dir(&format!("bridge-{prefix}-{}", S::NAME));
     let mut b = spawn(
         &server,
         "receiver",
@@ -311,81 +331,70 @@ fn two_services<S: Server>() {
         &[],
     );
     b.expect("READY", SILENCE);
-    let mut a = spawn(
-        &server,
-        "sender",
-        "service A".into(),
-        &dir.join("a.embus"),
-        &[],
-    );
-    let forwarded = numbers(&a.expect("DONE", SILENCE))[0];
-    a.succeed();
-    assert!(forwarded >= MESSAGES, "A's bridge confirmed {forwarded}");
-
-    // B: every message, then nothing left unacked at the server; then B stops.
-    let mut got: Vec<Keyed> = Vec::new();
-    let deadline = Instant::now() + LONG;
-    while (got.len() as u64) < MESSAGES {
+    let mut replicas: Vec<Proc> = (0..senders)
+        .map(|i| {
+            let env = [(SENDER_ENV, i.to_string()), (COUNT_ENV, each.to_string())];
+            let store = dir.join(format!("a{i}.embus"));
+            spawn(&server, "sender", format!("service A{i}"), &store, &env)
+        })
+        .collect();
+    for a in &mut replicas {
+        let forwarded = numbers(&a.expect("DONE", SILENCE))[0];
+        a.succeed();
         assert!(
-            Instant::now() < deadline,
-            "B received {} of {MESSAGES}",
-            got.len()
+            forwarded >= each,
+            "A's bridge confirmed {forwarded} of {each}"
         );
-        let line = b.line(SILENCE).expect("B ended early");
-        if let Some(rest) = line.strip_prefix("M ") {
-            let n = numbers(rest);
-            got.push(Keyed {
-                key: n[0],
-                seq: n[1],
-            });
-        }
     }
+
+    // The stream is complete now. Once B acked all of it remotely, B stored all of it (it acks
+    // only after the local commit): then B stops, reporting the rest of what it stored.
     wait_until("B acked everything at the server", LONG, || {
         server.unacked() == 0
     });
     b.tell_to_stop();
+    let mut got: Vec<Keyed> = Vec::new();
     let end = loop {
         let line = b.line(SILENCE).expect("B ended without END");
+        if let Some(rest) = line.strip_prefix("END ") {
+            break numbers(rest);
+        }
         if let Some(rest) = line.strip_prefix("M ") {
             let n = numbers(rest);
-            got.push(Keyed {
-                key: n[0],
-                seq: n[1],
-            });
-        } else if let Some(rest) = line.strip_prefix("END ") {
-            break numbers(rest);
+            let (sender, key, seq) = (n[0], n[1], n[2]);
+            got.push(Keyed { sender, key, seq });
         }
     };
     b.succeed();
 
-    // Exactly once, in per-key order: per key, 0, 1, 2, … with no gap or repeat.
-    let mut per_key: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for m in &got {
-        per_key.entry(m.key).or_default().push(m.seq);
+    if S::DEDUPES_BY_ID {
+        assert_eq!(
+            server.count(),
+            total,
+            "the server holds each message once (none dropped as a duplicate of another's)"
+        );
     }
-    assert_eq!(
-        got.len() as u64,
-        MESSAGES,
-        "B received {} messages",
-        got.len()
-    );
-    for (key, seqs) in &per_key {
+    assert_eq!(got.len() as u64, total, "B received each once");
+    // Exactly once, in per-key order: per sender and key, 0, 1, 2, … with no gap or repeat.
+    let mut per_key: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    for m in &got {
+        per_key.entry((m.sender, m.key)).or_default().push(m.seq);
+    }
+    for ((sender, key), seqs) in &per_key {
         if let Some(i) = (0..seqs.len()).find(|&i| seqs[i] != i as u64) {
             panic!(
-                "key {key}: at position {i} B got {} (order {:?}…)",
+                "A{sender} key {key}: at position {i} B got {} ({:?}…)",
                 seqs[i],
                 &seqs[i.saturating_sub(3)..(i + 3).min(seqs.len())]
             );
         }
     }
-    assert_eq!(per_key.len() as u64, KEYS);
-    assert_eq!(end[0], MESSAGES, "B's topic holds each once");
-    if S::DEDUPES_BY_ID {
-        assert_eq!(server.count(), MESSAGES, "the server holds each once");
-    }
+    assert_eq!(per_key.len() as u64, senders * KEYS);
+    assert_eq!(end[0], total, "B's topic holds each once");
     eprintln!(
-        "two services ({}): {MESSAGES} messages over {KEYS} keys from A to B in {:.1?}, each \
-         once and in key order; B's bridge relayed {} ({} dropped as duplicates)",
+        "{prefix} ({}): {total} messages from {senders} sender(s) over {KEYS} keys each to B \
+         in {:.1?}, each once and in key order; B's bridge relayed {} ({} dropped as \
+         duplicates)",
         S::NAME,
         started.elapsed(),
         end[1],
