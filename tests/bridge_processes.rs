@@ -101,6 +101,14 @@ fn nats_inbound_survives_kill_9() {
     inbound_survives_kill_9::<Nats>();
 }
 
+#[test]
+#[ignore = "known issue: `Bridge::stop` leaves the batch the JetStream pull consumer prefetched \
+            delivered and unacked; it comes back only after the consumer's ack wait (30 s), \
+            behind newer messages"]
+fn nats_inbound_clean_restart_keeps_stream_order() {
+    inbound_clean_restart::<Nats>();
+}
+
 // ===== the children =====
 
 /// A keyed message of the two-services test: its key and its number within the key.
@@ -680,4 +688,51 @@ fn inbound_survives_kill_9<S: Server>() {
 /// Kill cycles per crash test: `EMBUS_BRIDGE_CRASH_CYCLES`, default 20.
 fn cycles() -> u64 {
     env_u64("EMBUS_BRIDGE_CRASH_CYCLES").unwrap_or(20)
+}
+
+/// An inbound bridge stopped cleanly after a quarter of the stream, and started again with the
+/// consumer the bridge created (the defaults are under test): the second run stores the rest
+/// within 10 s (the server's ack wait is 30 s), and the topic ends in stream order.
+fn inbound_clean_restart<S: Server>() {
+    let Some(url) = S::probe() else { return };
+    let total = 2_000u64;
+    let server = S::create(&url, "restart-in");
+    let dir = common::fresh_dir(&format!("bridge-restart-in-{}", S::NAME));
+    let store = dir.join("in.embus");
+    for i in 0..total {
+        server.publish(Some(&format!("m-{i}")), &serde_json::to_vec(&i).unwrap());
+    }
+    for (run, goal) in [(0, total / 4), (1, total)] {
+        let what = format!("restart run {run}");
+        let mut child = spawn(&server, "crash-in", what.clone(), &store, &[]);
+        child.expect("READY", SILENCE);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stored = 0;
+        while stored < goal {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {stored} of {goal} stored after 10 s; {} unacked at the server",
+                server.unacked()
+            );
+            let line = child.line(SILENCE).expect("the child ended early");
+            if let Some(rest) = line.strip_prefix("P ") {
+                stored = numbers(rest)[1];
+            }
+        }
+        child.tell_to_stop();
+        while child.line(SILENCE).is_some() {}
+        child.succeed();
+    }
+    let bus = Broker::open(&store).unwrap();
+    let inbox = bus.topic_with::<u64>("inbox", dedupe_options()).unwrap();
+    let mut reader = inbox.subscribe(Start::Earliest).unwrap();
+    let order: Vec<u64> = (0..inbox.retained())
+        .map(|_| *reader.recv_timeout(common::WAIT).unwrap().payload())
+        .collect();
+    let first_late = order.windows(2).position(|w| w[0] > w[1]);
+    assert_eq!(first_late, None, "stored out of stream order");
+    assert_eq!(order, (0..total).collect::<Vec<_>>());
+    drop((reader, inbox));
+    bus.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
