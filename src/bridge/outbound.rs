@@ -174,10 +174,9 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         shared: &Shared,
     ) -> Result<Option<u64>, BridgeError> {
         let source = self.consumer.name();
-        let id = message.id().map_or_else(
-            || format!("{source}/{}/{}", message.partition(), message.offset()),
-            str::to_string,
-        );
+        let id = message
+            .id()
+            .map_or_else(|| derived_id(source, &message), str::to_string);
         let route = (self.route)(&Envelope {
             source,
             partition: message.partition(),
@@ -330,4 +329,22 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             None => self.sink.describe(""),
         }
     }
+}
+
+/// The id a message sent without one travels with: `source/partition/offset/timestamp` (the
+/// timestamp in nanoseconds since the Unix epoch, as stored with the record). Its place alone
+/// is not enough: two brokers with a topic of the same name (two replicas of a service, or a
+/// store file made anew) both start at offset 0, and the far side would drop the second
+/// broker's message as a duplicate of the first's. The timestamp is stored with the record, so
+/// a redelivery after a crash still carries the same id.
+fn derived_id<T>(source: &str, message: &Message<T>) -> String {
+    let nanos = message
+        .timestamp()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!(
+        "{source}/{}/{}/{nanos}",
+        message.partition(),
+        message.offset()
+    )
 }

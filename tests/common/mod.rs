@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod bridge_server;
 pub mod faulty;
 pub mod nats_admin;
 pub mod power;
+pub mod process;
 pub mod services;
 pub mod timed;
 pub mod waiting;

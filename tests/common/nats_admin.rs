@@ -114,4 +114,36 @@ impl NatsAdmin {
             info.num_pending + info.num_ack_pending as u64
         })
     }
+
+    /// Creates durable pull consumer `durable` on `stream` with explicit acks, delivering from
+    /// the start: a message not acked within `ack_wait` is delivered again, and at most
+    /// `max_ack_pending` are out unacked. (A bridge that finds it uses it as it is.)
+    pub fn create_consumer(
+        &self,
+        stream: &str,
+        durable: &str,
+        ack_wait: Duration,
+        max_ack_pending: i64,
+    ) {
+        self.runtime.block_on(async {
+            let s = self.js.get_stream(stream).await.unwrap();
+            s.create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some(durable.to_string()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        });
+    }
+
+    /// What the server says about durable consumer `durable` on `stream`.
+    pub fn consumer_info(&self, stream: &str, durable: &str) -> jetstream::consumer::Info {
+        self.runtime.block_on(async {
+            let s = self.js.get_stream(stream).await.unwrap();
+            s.consumer_info(durable).await.unwrap()
+        })
+    }
 }
