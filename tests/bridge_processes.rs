@@ -102,9 +102,6 @@ fn nats_inbound_survives_kill_9() {
 }
 
 #[test]
-#[ignore = "known issue: `Bridge::stop` leaves the batch the JetStream pull consumer prefetched \
-            delivered and unacked; it comes back only after the consumer's ack wait (30 s), \
-            behind newer messages"]
 fn nats_inbound_clean_restart_keeps_stream_order() {
     inbound_clean_restart::<Nats>();
 }

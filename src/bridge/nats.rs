@@ -49,6 +49,9 @@ const MSG_ID: &str = "Nats-Msg-Id";
 /// How long a publish waits for its `PubAck` before the bridge reconnects and publishes again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an inbound bridge's pull request asks the server to wait for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// Publishes a local consumer's messages to JetStream, acking each locally after its `PubAck`.
 ///
 /// Each message goes to the subject given to [`new`](Self::new), or the one
@@ -195,7 +198,7 @@ impl Inbound {
             filter: self.filter,
             ack_wait: self.ack_wait,
             window: self.common.window,
-            messages: None,
+            pull: None,
             lag: None,
         };
         inbound::start(source, target, dead_letters, self.common)
@@ -369,7 +372,8 @@ fn nats_header<'a>(name: &str, value: &'a [u8]) -> Result<(HeaderName, &'a str),
     }
 }
 
-type Messages = pull::Stream;
+/// A pull request in the making: stored, so a `next` cancelled while it is sent resumes it.
+type Fetch = std::pin::Pin<Box<dyn Future<Output = Result<pull::Batch, pull::BatchError>> + Send>>;
 
 struct Source {
     link: Link,
@@ -378,13 +382,67 @@ struct Source {
     filter: Option<String>,
     ack_wait: Duration,
     window: usize,
-    messages: Option<(jetstream::Context, Messages)>,
+    pull: Option<Pull>,
     lag: Option<u64>,
+}
+
+/// The connection's pull consumer, and the one pull request (batch) it has out, if any.
+///
+/// The bridge pulls one batch of at most `window` messages at a time, each asking the server to
+/// wait at most [`PULL_EXPIRES`], instead of a continuous stream: when it stops, it finishes the
+/// batch it has out, handing back (NAK) what it brings, so no pull request stays behind to take
+/// messages the next bridge would otherwise get at once.
+struct Pull {
+    context: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+    fetch: Option<Fetch>,
+    batch: Option<pull::Batch>,
+}
+
+impl Pull {
+    /// The next message of the current batch, pulling a new batch when it is done. `Ok(None)`
+    /// after an empty batch, to look at the connection.
+    async fn next(&mut self, window: usize) -> Result<Option<jetstream::Message>, Failure> {
+        if self.batch.is_none() {
+            let fetch = self.fetch.get_or_insert_with(|| {
+                let consumer = self.consumer.clone();
+                Box::pin(async move {
+                    consumer
+                        .batch()
+                        .max_messages(window)
+                        .expires(PULL_EXPIRES)
+                        .messages()
+                        .await
+                })
+            });
+            let batch = fetch.await;
+            self.fetch = None;
+            self.batch = Some(batch.map_err(|error| Failure::Retry(error.to_string()))?);
+        }
+        let Some(batch) = &mut self.batch else {
+            return Ok(None);
+        };
+        match batch.next().await {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(error)) => {
+                self.batch = None;
+                Err(Failure::Retry(error.to_string()))
+            }
+            None => {
+                self.batch = None;
+                Ok(None)
+            }
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.context.client().connection_state() == async_nats::connection::State::Connected
+    }
 }
 
 impl Remote for Source {
     async fn connect(&mut self) -> Result<(), BridgeError> {
-        self.messages = None;
+        self.pull = None;
         let context = self.link.connect().await?;
         let stream = context
             .get_stream(self.stream.as_str())
@@ -402,7 +460,9 @@ impl Remote for Source {
         let config = pull::Config {
             durable_name: Some(self.durable.clone()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            max_ack_pending: i64::try_from(self.window * 2).unwrap_or(i64::MAX),
+            // Room for what crashed bridges left unacked (it waits out the ack wait) on top of
+            // a live bridge's window, so a restart after a crash is not starved.
+            max_ack_pending: i64::try_from((self.window * 16).max(10_000)).unwrap_or(i64::MAX),
             filter_subject: self.filter.clone().unwrap_or_default(),
             ack_wait: self.ack_wait,
             ..pull::Config::default()
@@ -411,22 +471,36 @@ impl Remote for Source {
             .get_or_create_consumer(self.durable.as_str(), config)
             .await
             .map_err(|error| self.link.remote(&inbound::Source::describe(self), error))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.window)
-            .heartbeat(Duration::from_secs(2))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .map_err(|error| self.link.remote(&inbound::Source::describe(self), error))?;
-        self.messages = Some((context, messages));
+        self.pull = Some(Pull {
+            context,
+            consumer,
+            fetch: None,
+            batch: None,
+        });
         Ok(())
     }
 
     async fn close(&mut self) {
-        if let Some((context, _)) = &self.messages {
-            let _ = context.client().flush().await;
-        }
+        let Some(mut pull) = self.pull.take() else {
+            return;
+        };
+        // Finish the batch that is out, handing back (NAK) what it brings: the next bridge gets
+        // it at once and first, instead of after the ack wait behind newer messages. A batch
+        // ends after `window` deliveries or when it expires, whichever is first.
+        let window = self.window;
+        let hand_back = async {
+            while pull.fetch.is_some() || pull.batch.is_some() {
+                match pull.next(window).await {
+                    Ok(Some(message)) => {
+                        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PULL_EXPIRES * 2, hand_back).await;
+        let _ = pull.context.client().flush().await;
     }
 }
 
@@ -446,13 +520,19 @@ impl inbound::Source for Source {
     type Ack = Ack;
 
     async fn next(&mut self) -> Result<Incoming<Ack>, Failure> {
-        let Some((_, messages)) = &mut self.messages else {
+        let Some(pull) = &mut self.pull else {
             return Err(Failure::Retry("not connected".into()));
         };
-        let message = match messages.next().await {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return Err(Failure::Retry(error.to_string())),
-            None => return Err(Failure::Retry("the consumer's message stream ended".into())),
+        let message = loop {
+            if let Some(message) = pull.next(self.window).await? {
+                break message;
+            }
+            // An empty batch: fine, unless it was empty because the connection is down.
+            if !pull.connected() {
+                return Err(Failure::Retry(
+                    "the connection to the server was lost".into(),
+                ));
+            }
         };
         let info = message
             .info()
