@@ -31,7 +31,8 @@
 //! | outbound, group member or queue consumer (at least once) | confirm, then local ack; redelivery after a crash | NATS: once per `Nats-Msg-Id` within the stream's duplicate window; AMQP: at least once, `message_id` set for the consumer to dedupe |
 //! | inbound target with a dedupe window | local commit, then remote ack; redelivery after a crash | once per remote id within the window (NATS: `Nats-Msg-Id`, else stream/sequence; AMQP: `message_id`) |
 //! | inbound target without a dedupe window | same | at least once |
-//! | per-key order | one connection, publishes in order | kept, except that a message retried after a reconnect lands after later ones the server already stored |
+//! | per-key order, outbound | one connection, publishes in order | kept, except that a message published again after a reconnect can land after later ones the server already had |
+//! | per-key order, inbound | stored in the order received | kept across a clean stop (what was pulled and not stored is handed back first); after a crash or a lost connection, JetStream redelivers the unacked messages after the consumer's ack wait, behind newer ones |
 
 use std::fmt;
 use std::sync::Arc;
