@@ -183,7 +183,7 @@ fn inbound_stores_each_message_once_and_acks_it_remotely_after_the_local_commit(
             n: i,
             customer: "c".into(),
         };
-        // Messages without an id get stream/sequence; half carry their own.
+        // Messages without an id get stream/sequence/time; half carry their own.
         let id = i.is_multiple_of(2).then(|| format!("order-{i}"));
         stream.admin.publish(
             &stream.subject,
@@ -198,12 +198,17 @@ fn inbound_stores_each_message_once_and_acks_it_remotely_after_the_local_commit(
     let mut seen = Vec::new();
     while seen.len() < 200 {
         let m = reader.recv_timeout(LONG).expect("every message arrives");
-        let expected_id = if m.payload().n.is_multiple_of(2) {
-            format!("order-{}", m.payload().n)
+        let id = m.id().expect("every record carries the remote id");
+        if m.payload().n.is_multiple_of(2) {
+            assert_eq!(id, format!("order-{}", m.payload().n));
         } else {
-            format!("{}/{}", stream.name, m.payload().n + 1)
-        };
-        assert_eq!(m.id(), Some(expected_id.as_str()));
+            // stream/sequence/the server's timestamp in nanoseconds
+            let prefix = format!("{}/{}/", stream.name, m.payload().n + 1);
+            let stamp = id
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("id {id}"));
+            assert!(stamp.parse::<u128>().unwrap() > 0, "id {id}");
+        }
         seen.push(m.payload().n);
     }
     assert_eq!(seen, (0..200).collect::<Vec<_>>(), "in stream order");
@@ -531,4 +536,75 @@ fn stop_drains_what_is_in_flight_and_drop_stops_too() {
     });
     drop(relay);
     assert_eq!(stream.admin.count(&stream.name), 1000);
+}
+
+#[test]
+fn a_record_the_target_refuses_is_dead_lettered_and_the_rest_is_stored() {
+    let Some(url) = nats() else { return };
+    let stream = TestStream::new(&url, "in-refused");
+    let bus = Broker::memory();
+    // A compacted topic needs a key on every record.
+    let latest = bus
+        .topic_with::<u64>("latest", TopicOptions::default().compaction(true))
+        .unwrap();
+    let parked = bus.queue::<DeadLetter>("parked").unwrap();
+    let keyed = |key: &str, n: u64| {
+        let admin = &stream.admin;
+        admin.publish_with_header(&stream.subject, "Embus-Key", key, &n.to_string());
+    };
+    keyed("a", 1);
+    stream.admin.publish(&stream.subject, None, b"2"); // no key
+    keyed("b", 3);
+    let relay = bridge::Inbound::new(&url, &stream.name, "embus")
+        .start(latest.producer(), &parked)
+        .unwrap();
+    let letter = parked.consumer().recv_timeout(LONG).unwrap();
+    assert!(
+        letter.payload().reason.contains("latest"),
+        "{}",
+        letter.payload().reason
+    );
+    assert_eq!(letter.payload().payload, b"2");
+    wait_until("all three acked remotely", LONG, || {
+        stream.admin.unacked(&stream.name, "embus") == 0
+    });
+    assert_eq!(latest.retained(), 2);
+    assert!(
+        relay.is_running(),
+        "one refused record does not stop the bridge"
+    );
+    relay.stop().unwrap();
+}
+
+#[test]
+fn stop_and_drop_return_while_the_server_is_unreachable() {
+    let Some(url) = nats() else { return };
+    let stream = TestStream::new(&url, "stop-cut");
+    let proxy = Proxy::start(&url);
+    let bus = Broker::memory();
+    let jobs = bus.queue::<u64>("jobs").unwrap();
+    let inbox = bus.topic::<u64>("inbox").unwrap();
+    let parked = bus.queue::<DeadLetter>("parked").unwrap();
+    let out = bridge::Outbound::new(proxy.url(&url), &stream.subject)
+        .drain_timeout(Duration::from_secs(1))
+        .start(jobs.consumer(), &parked)
+        .unwrap();
+    let inbound = bridge::Inbound::new(proxy.url(&url), &stream.name, "embus")
+        .drain_timeout(Duration::from_secs(1))
+        .start(inbox.producer(), &parked)
+        .unwrap();
+    jobs.producer().send(1).unwrap();
+    wait_until("the first job relayed", LONG, || out.stats().forwarded == 1);
+    proxy.cut();
+    jobs.producer().send(2).unwrap();
+    let stopping = std::time::Instant::now();
+    out.stop().unwrap();
+    drop(inbound);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "stop and drop took {:?}",
+        stopping.elapsed()
+    );
+    // The unconfirmed job is still there for the next bridge.
+    assert_eq!(jobs.len() + jobs.in_flight(), 1);
 }

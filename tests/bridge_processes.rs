@@ -554,7 +554,7 @@ fn inbound_survives_kill_9<S: Server>() {
     let server = S::create(&url, "crash-in");
     let dir = common::fresh_dir(&format!("bridge-crash-in-{}", S::NAME));
     let store = dir.join("in.embus");
-    // Even numbers carry their own id, odd ones get the server's (stream/sequence on NATS).
+    // Even numbers carry their own id, odd ones get the server's (stream/sequence/time on NATS).
     let own_id = |i: u64| i.is_multiple_of(2) || !S::ASSIGNS_IDS;
     for i in 0..PREFILLED {
         let id = own_id(i).then(|| format!("m-{i}"));

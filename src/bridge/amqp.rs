@@ -73,6 +73,9 @@ use crate::{Consumer, Producer, Queue};
 /// How often an inbound bridge asks the server how many messages wait in its queue.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long closing a broken connection may take before it is abandoned.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -281,9 +284,18 @@ impl Server {
     async fn connect(&self, missing: &Missing<'_>) -> Result<Connection, BridgeError> {
         let properties =
             ConnectionProperties::default().with_connection_name("embus-bridge".into());
-        Connection::connect_uri(self.uri.clone(), properties)
-            .await
-            .map_err(|error| self.error(&error, missing))
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect_uri(self.uri.clone(), properties),
+        )
+        .await
+        {
+            Ok(connected) => connected.map_err(|error| self.error(&error, missing)),
+            Err(_) => Err(BridgeError::Connect {
+                server: self.name.clone(),
+                reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+            }),
+        }
     }
 
     /// A client or server error as a [`BridgeError`] naming this server and `missing`.
@@ -587,11 +599,12 @@ struct Ack(lapin::Acker);
 
 impl RemoteAck for Ack {
     async fn ack(self) -> Result<(), Failure> {
-        self.0
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|error| Failure::Retry(error.to_string()))
+        match self.0.ack(BasicAckOptions::default()).await {
+            Ok(true) => Ok(()),
+            // The channel it came on is gone: the server delivers it again.
+            Ok(false) => Err(Failure::Retry("the delivery's channel is closed".into())),
+            Err(error) => Err(Failure::Retry(error.to_string())),
+        }
     }
 }
 

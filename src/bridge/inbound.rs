@@ -17,11 +17,11 @@ use super::outbound::Failure;
 use super::{Bridge, BridgeError, Common, DeadLetter, KEY_HEADER, Shared};
 use crate::codec::CodecKind;
 use crate::record::{MAX_MESSAGE_ID_LEN, MESSAGE_ID, Payload};
-use crate::{Producer, Queue, Record};
+use crate::{Error, Producer, Queue, Record, SendError};
 
 /// One message as a source receives it.
 pub(crate) struct Incoming<A> {
-    /// The id redeliveries share (`Nats-Msg-Id` or stream/sequence, AMQP `message_id`).
+    /// The id redeliveries share (`Nats-Msg-Id` or stream/sequence/time, AMQP `message_id`).
     pub(crate) id: Option<String>,
     /// Its headers, with the key under [`KEY_HEADER`] if it has one.
     pub(crate) headers: Vec<(String, Vec<u8>)>,
@@ -67,6 +67,8 @@ pub(crate) fn start<T: Payload, S: Source>(
     let writer = Writer {
         target,
         dead_letters: dead_letters.producer(),
+        codec: relay.codec,
+        origin: relay.source.describe(),
     };
     Bridge::spawn(move |shared, ready| relay.run(writer, shared, ready))
 }
@@ -127,7 +129,7 @@ impl<S: Source> Relay<S> {
             tokio::select! {
                 biased;
                 () = shared.stopped(), if drain.is_none() => {
-                    drain = Some(tokio::time::Instant::now() + self.common.drain_timeout);
+                    drain = Some(super::drain_deadline(&self.common));
                 }
                 () = super::sleep_until(drain) => break Ok(()),
                 Some(stored) = done.recv() => match stored {
@@ -175,8 +177,9 @@ impl<S: Source> Relay<S> {
             shared.set_in_flight(waiting.len());
         };
         shared.set_in_flight(waiting.len());
-        while acks.next().await.is_some() {}
-        self.source.close().await;
+        let last_acks = async { while acks.next().await.is_some() {} };
+        let _ = tokio::time::timeout(super::CLOSE_TIMEOUT, last_acks).await;
+        super::close(&mut self.source).await;
         drop(to_writer);
         // With nothing waiting the writer is idle and ends at once; otherwise (the drain timed
         // out, or a send failed) it ends after its current batch, acked by no one: the server
@@ -243,10 +246,26 @@ impl<S: Source> Relay<S> {
     }
 }
 
+/// Whether a local send failure is about the broker or its store (stop the bridge; the
+/// messages stay unacked remotely) rather than about one record (dead-letter that record).
+fn fatal(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Closed
+            | Error::Deleted { .. }
+            | Error::Storage { .. }
+            | Error::Corrupt { .. }
+            | Error::Poisoned { .. }
+    )
+}
+
 /// The writer thread's side: stores batches in order, reporting how far it got.
 struct Writer<T> {
     target: Producer<T>,
     dead_letters: Producer<DeadLetter>,
+    codec: CodecKind,
+    /// The source, as dead letters name it.
+    origin: String,
 }
 
 impl<T: Payload> Writer<T> {
@@ -270,11 +289,7 @@ impl<T: Payload> Writer<T> {
                     Item::Dead(letter) => dead.push(letter),
                 }
             }
-            let letters = dead.len() as u64;
-            let stored = self.store(records, dead);
-            if stored.is_ok() {
-                shared.dead_lettered(letters);
-            }
+            let stored = self.store(records, dead, shared);
             let failed = stored.is_err();
             if written.send(stored.map(|()| upto)).is_err() || failed {
                 return;
@@ -282,17 +297,60 @@ impl<T: Payload> Writer<T> {
         }
     }
 
-    fn store(&self, records: Vec<Record<T>>, dead: Vec<DeadLetter>) -> Result<(), BridgeError> {
+    /// Stores `records` in the target and `dead` in the dead-letter queue. When the target
+    /// refuses the batch for something about one record (a compacted topic and a record without
+    /// a key, a payload the store cannot encode), stores them one by one and dead-letters the
+    /// refused ones with the reason, rather than stopping the bridge for good.
+    fn store(
+        &self,
+        records: Vec<Record<T>>,
+        mut dead: Vec<DeadLetter>,
+        shared: &Shared,
+    ) -> Result<(), BridgeError> {
+        if !records.is_empty() {
+            match self.target.send_record_batch(records) {
+                Ok(_) => {}
+                Err(SendError::Failed(records, error)) if !fatal(&error) => {
+                    for record in records {
+                        match self.target.send_record(record) {
+                            Ok(_) => {}
+                            Err(SendError::Failed(record, error)) if !fatal(&error) => {
+                                dead.push(self.refused(&record, &error));
+                            }
+                            Err(error) => return Err(super::send_failed(error)),
+                        }
+                    }
+                }
+                Err(error) => return Err(super::send_failed(error)),
+            }
+        }
         if !dead.is_empty() {
+            let letters = dead.len() as u64;
             self.dead_letters
                 .send_batch(dead)
                 .map_err(super::send_failed)?;
-        }
-        if !records.is_empty() {
-            self.target
-                .send_record_batch(records)
-                .map_err(super::send_failed)?;
+            shared.dead_lettered(letters);
         }
         Ok(())
+    }
+
+    /// A dead letter for a record the target refused, its payload encoded again by the codec.
+    fn refused(&self, record: &Record<T>, error: &Error) -> DeadLetter {
+        let mut payload = Vec::new();
+        let _ = self.codec.encode(record.payload(), &mut payload);
+        DeadLetter {
+            reason: format!("`{}` refused it: {error}", self.target.name()),
+            origin: self.origin.clone(),
+            target: self.target.name().to_string(),
+            id: record.message_id().map(str::to_string),
+            key: record.key_bytes().map(<[u8]>::to_vec),
+            headers: record
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != MESSAGE_ID)
+                .map(|(name, value)| (name.to_string(), value.to_vec()))
+                .collect(),
+            payload,
+        }
     }
 }

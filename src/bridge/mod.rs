@@ -29,7 +29,7 @@
 //! | Local side | Across the bridge | Far side |
 //! |---|---|---|
 //! | outbound, group member or queue consumer (at least once) | confirm, then local ack; redelivery after a crash | NATS: once per `Nats-Msg-Id` within the stream's duplicate window; AMQP: at least once, `message_id` set for the consumer to dedupe |
-//! | inbound target with a dedupe window | local commit, then remote ack; redelivery after a crash | once per remote id within the window (NATS: `Nats-Msg-Id`, else stream/sequence; AMQP: `message_id`) |
+//! | inbound target with a dedupe window | local commit, then remote ack; redelivery after a crash | once per remote id within the window (NATS: `Nats-Msg-Id`, else stream/sequence/time; AMQP: `message_id`) |
 //! | inbound target without a dedupe window | same | at least once |
 //! | per-key order, outbound | one connection, publishes in order | kept, except that a message published again after a reconnect can land after later ones the server already had |
 //! | per-key order, inbound | stored in the order received | kept across a clean stop (what was pulled and not stored is handed back first); after a crash or a lost connection, JetStream redelivers the unacked messages after the consumer's ack wait, behind newer ones |
@@ -321,6 +321,8 @@ pub(crate) struct Shared {
     dead_lettered: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
+    /// Connection losses since traffic last flowed: the reconnect backoff's attempt count.
+    losses: std::sync::atomic::AtomicU32,
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -339,6 +341,12 @@ impl Shared {
 
     pub(crate) fn forwarded(&self, n: u64) {
         self.forwarded.fetch_add(n, Ordering::Relaxed);
+        self.progress();
+    }
+
+    /// Traffic flowed (a confirm, a stored batch): the next loss reconnects at once again.
+    pub(crate) fn progress(&self) {
+        self.losses.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn set_in_flight(&self, n: usize) {
@@ -495,6 +503,10 @@ pub(crate) trait Remote: Send + 'static {
 
 /// Reconnects after a loss, waiting by the backoff between attempts. `false` if the bridge was
 /// told to stop and its drain timeout passed first.
+///
+/// The attempts count on from the last loss until traffic flows again ([`Shared::progress`]),
+/// so a connection that comes up and fails at once (a server that refuses the first publish
+/// again and again) backs off too, rather than reconnecting in a hot loop.
 pub(crate) async fn reconnect(
     remote: &mut impl Remote,
     shared: &Shared,
@@ -502,13 +514,16 @@ pub(crate) async fn reconnect(
     drain: &mut Option<tokio::time::Instant>,
 ) -> bool {
     shared.set_connected(false, false);
-    let mut attempt = 1;
     loop {
+        let attempt = shared
+            .losses
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         let wait = common.reconnect.delay(attempt);
         tokio::select! {
             biased;
             () = shared.stopped(), if drain.is_none() => {
-                *drain = Some(tokio::time::Instant::now() + common.drain_timeout);
+                *drain = Some(drain_deadline(common));
                 continue;
             }
             () = sleep_until(*drain) => return false,
@@ -521,9 +536,25 @@ pub(crate) async fn reconnect(
             }
             Err(error) => shared.error(error),
         }
-        attempt = attempt.saturating_add(1);
     }
 }
+
+/// When a bridge told to stop now gives up on what is still in flight.
+pub(crate) fn drain_deadline(common: &Common) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(common.drain_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Flushes and closes the client as a bridge ends, waiting at most [`CLOSE_TIMEOUT`]: a server
+/// that is down must not hold `stop` (or a drop) for ever.
+pub(crate) async fn close(remote: &mut impl Remote) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, remote.close()).await;
+}
+
+/// The longest a bridge waits for its last acks, and for its client to flush and close, when
+/// it ends.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -132,8 +132,10 @@ impl fmt::Debug for Outbound {
 ///
 /// The bridge creates the durable consumer on the stream if it does not exist (explicit acks,
 /// delivering from the start of the stream). Each record gets the message's `Nats-Msg-Id` as
-/// its [id](crate::Record::id), or `stream/sequence` without one, so a redelivery is dropped
-/// by the target's [dedupe window](crate::Dedupe); its key comes from `Embus-Key`.
+/// its [id](crate::Record::id), or `stream/sequence/time` without one (the time the server
+/// stored it, in nanoseconds, so that a stream of the same name made anew repeats no id), so a
+/// redelivery is dropped by the target's [dedupe window](crate::Dedupe); its key comes from
+/// `Embus-Key`.
 pub struct Inbound {
     url: String,
     stream: String,
@@ -237,7 +239,9 @@ impl Link {
     async fn connect(&self) -> Result<jetstream::Context, BridgeError> {
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
+            // The relay reconnects with its own backoff and a fresh client; the client's own
+            // attempts only ride out a blip, and then give up so nothing waits on it for ever.
+            .max_reconnects(Some(3));
         if let Some((user, password)) = &self.credentials {
             options = options.user_and_password(user.clone(), password.clone());
         }
@@ -311,6 +315,9 @@ impl outbound::Sink for Sink {
         let Some(context) = &self.context else {
             return Err(Failure::Retry("not connected".into()));
         };
+        if let Err(reason) = check_subject(&message.route) {
+            return Err(Failure::Reject(reason));
+        }
         let mut headers = HeaderMap::new();
         let key = message.key.iter().map(|key| (KEY_HEADER, key.as_slice()));
         let user = message
@@ -319,7 +326,7 @@ impl outbound::Sink for Sink {
             .map(|(n, v)| (n.as_str(), v.as_slice()));
         for (name, value) in key.chain(user) {
             let (name, value) = nats_header(name, value)?;
-            headers.insert(name, value);
+            headers.append(name, value);
         }
         headers.insert(MSG_ID, message.id.as_str());
         let publish = jetstream::message::PublishMessage::build()
@@ -332,17 +339,32 @@ impl outbound::Sink for Sink {
                 PublishErrorKind::MaxPayloadExceeded => Failure::Reject(error.to_string()),
                 _ => Failure::Retry(error.to_string()),
             })?;
+        let context = context.clone();
+        let subject = message.route.clone();
         Ok(Box::pin(async move {
-            match ack.await {
-                Ok(_) => Ok(()),
-                Err(error) => Err(match error.kind() {
-                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                        Failure::Retry(error.to_string())
+            let Err(error) = ack.await else {
+                return Ok(());
+            };
+            let reason = error.to_string();
+            Err(match error.kind() {
+                PublishErrorKind::StreamNotFound => {
+                    // "No responders": no stream takes the subject, or JetStream is not up
+                    // yet after a restart. Only a stream lookup that says so dead-letters it.
+                    match context.stream_by_subject(subject.as_str()).await {
+                        Err(lookup)
+                            if lookup.kind()
+                                == jetstream::context::GetStreamByNameErrorKind::NotFound =>
+                        {
+                            Failure::Reject(format!("{reason}: no stream captures `{subject}`"))
+                        }
+                        _ => Failure::Retry(reason),
                     }
-                    // No stream for the subject, or the stream refused the message.
-                    _ => Failure::Reject(error.to_string()),
-                }),
-            }
+                }
+                PublishErrorKind::Other if unavailable(&error) => Failure::Retry(reason),
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Failure::Retry(reason),
+                // The stream refused the message (limits, a sealed stream, ...).
+                _ => Failure::Reject(reason),
+            })
         }))
     }
 
@@ -354,6 +376,28 @@ impl outbound::Sink for Sink {
         };
         format!("{} subject `{subject}`", self.link.server)
     }
+}
+
+/// Whether a JetStream API error says "try again later" (503: no JetStream leader or quorum).
+fn unavailable(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| api.code() == 503)
+}
+
+/// A subject the bridge can publish to: dot-separated tokens, none empty, without spaces or
+/// wildcards. A derived subject that is not one dead-letters its message.
+fn check_subject(subject: &str) -> Result<(), String> {
+    let bad_token = subject.split('.').any(|token| {
+        token.is_empty()
+            || token == "*"
+            || token == ">"
+            || token.contains(|c: char| c.is_whitespace() || c.is_control())
+    });
+    if bad_token {
+        return Err(format!("`{subject}` is not a subject NATS can publish to"));
+    }
+    Ok(())
 }
 
 /// A header as NATS can carry it: an ASCII name without `:`, a value of text without line
@@ -534,13 +578,14 @@ impl inbound::Source for Source {
                 ));
             }
         };
+        // Without a Nats-Msg-Id, the stream, the sequence and when the server stored it: the
+        // same for every redelivery, and not repeated by a stream of that name made anew.
         let info = message
             .info()
             .map(|info| {
-                (
-                    info.pending,
-                    format!("{}/{}", info.stream, info.stream_sequence),
-                )
+                let stored = info.published.unix_timestamp_nanos();
+                let id = format!("{}/{}/{stored}", info.stream, info.stream_sequence);
+                (info.pending, id)
             })
             .ok();
         let (message, acker) = message.split();

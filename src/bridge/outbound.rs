@@ -127,7 +127,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             tokio::select! {
                 biased;
                 () = shared.stopped(), if drain.is_none() => {
-                    drain = Some(tokio::time::Instant::now() + self.common.drain_timeout);
+                    drain = Some(super::drain_deadline(&self.common));
                 }
                 () = super::sleep_until(drain) => break,
                 Some((seq, result)) = confirms.next() => match result {
@@ -161,7 +161,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             shared.set_in_flight(self.pending.len());
         }
         shared.set_in_flight(self.pending.len());
-        self.sink.close().await;
+        super::close(&mut self.sink).await;
         Ok(())
         // What is still pending is dropped here: released locally, redelivered next time.
     }

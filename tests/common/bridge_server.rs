@@ -18,8 +18,8 @@ pub trait Server: Sized {
     /// window). Without it, a crash between the confirm and the local ack stores a copy.
     const DEDUPES_BY_ID: bool;
     /// Whether an inbound bridge gives a message published without an id one that its
-    /// redeliveries share (JetStream: stream/sequence). Without it, only messages published with
-    /// an id can be deduplicated.
+    /// redeliveries share (JetStream: stream/sequence/time). Without it, only messages
+    /// published with an id can be deduplicated.
     const ASSIGNS_IDS: bool;
 
     /// The server's URL, or `None` (after a `SKIPPED:` line; the test returns).

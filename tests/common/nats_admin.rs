@@ -65,6 +65,21 @@ impl NatsAdmin {
             .unwrap();
     }
 
+    /// Publishes `payload` to `subject` with one header, and waits for its ack.
+    pub fn publish_with_header(&self, subject: &str, name: &str, value: &str, payload: &str) {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.as_bytes().to_vec().into())
+            .header(name, value);
+        self.runtime
+            .block_on(async {
+                self.js
+                    .send_publish(subject.to_string(), publish)
+                    .await?
+                    .await
+            })
+            .unwrap();
+    }
+
     /// How many messages stream `name` holds.
     pub fn count(&self, name: &str) -> u64 {
         self.runtime.block_on(async {
