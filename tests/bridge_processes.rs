@@ -132,6 +132,13 @@ fn nats_inbound_clean_restart_keeps_stream_order() {
     inbound_clean_restart::<Nats>();
 }
 
+/// On RabbitMQ a clean stop closes the connection, and the server requeues the prefetched
+/// messages in place at once (contrast the NATS issue above).
+#[test]
+fn amqp_inbound_clean_restart_keeps_stream_order() {
+    inbound_clean_restart::<Amqp>();
+}
+
 // ===== the children =====
 
 /// A keyed message of the two-services test: its key and its number within the key.
