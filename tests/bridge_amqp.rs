@@ -8,199 +8,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::amqp_admin::{AmqpAdmin, Got};
 use common::services::{Proxy, amqp, unique};
 use common::{WAIT, fresh_dir};
 use embus::bridge::amqp::{Inbound, Outbound};
 use embus::bridge::{BridgeError, DeadLetter, KEY_HEADER};
 use embus::{Broker, Dedupe, Record, Start, TopicOptions};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-
-/// The test's own client, on its own small runtime, to set up and inspect the server.
-struct Rabbit {
-    rt: tokio::runtime::Runtime,
-    _connection: Connection,
-    channel: Channel,
-    exchanges: Vec<String>,
-    queues: Vec<String>,
-}
-
-/// A message as the test reads it back from a queue.
-#[derive(Debug)]
-struct Got {
-    id: Option<String>,
-    key: Option<Vec<u8>>,
-    headers: BTreeMap<String, Vec<u8>>,
-    content_type: Option<String>,
-    payload: Vec<u8>,
-}
-
-impl Rabbit {
-    fn new(url: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (connection, channel) = rt.block_on(async {
-            let connection = Connection::connect(url, ConnectionProperties::default())
-                .await
-                .unwrap();
-            let channel = connection.create_channel().await.unwrap();
-            channel.confirm_select(Default::default()).await.unwrap();
-            (connection, channel)
-        });
-        Self {
-            rt,
-            _connection: connection,
-            channel,
-            exchanges: Vec::new(),
-            queues: Vec::new(),
-        }
-    }
-
-    /// A new direct exchange.
-    fn exchange(&mut self, prefix: &str) -> String {
-        let name = unique(prefix);
-        self.rt
-            .block_on(self.channel.exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            ))
-            .unwrap();
-        self.exchanges.push(name.clone());
-        name
-    }
-
-    /// A new durable queue, bound to `exchange` with `key` if given.
-    fn queue(&mut self, prefix: &str, binding: Option<(&str, &str)>) -> String {
-        let name = unique(prefix);
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        self.rt
-            .block_on(self.channel.queue_declare(
-                name.as_str().into(),
-                options,
-                FieldTable::default(),
-            ))
-            .unwrap();
-        if let Some((exchange, key)) = binding {
-            self.rt
-                .block_on(self.channel.queue_bind(
-                    name.as_str().into(),
-                    exchange.into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ))
-                .unwrap();
-        }
-        self.queues.push(name.clone());
-        name
-    }
-
-    /// Publishes to `queue` through the default exchange, with `id` as its message_id.
-    fn publish(&self, queue: &str, id: Option<&str>, key: Option<&str>, payload: &[u8]) {
-        let mut properties = BasicProperties::default().with_delivery_mode(2);
-        if let Some(id) = id {
-            properties = properties.with_message_id(id.into());
-        }
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "origin".into(),
-            AMQPValue::LongString(LongString::from("test")),
-        );
-        headers.insert("attempt".into(), AMQPValue::LongLongInt(3));
-        if let Some(key) = key {
-            headers.insert(KEY_HEADER.into(), AMQPValue::LongString(key.into()));
-        }
-        let confirm = self.rt.block_on(async {
-            self.channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    payload,
-                    properties.with_headers(headers),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap()
-        });
-        assert!(confirm.is_ack());
-    }
-
-    /// Messages ready in `queue`.
-    fn count(&self, queue: &str) -> u32 {
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.rt
-            .block_on(
-                self.channel
-                    .queue_declare(queue.into(), options, FieldTable::default()),
-            )
-            .unwrap()
-            .message_count()
-    }
-
-    /// Takes (and acks) every message now in `queue`.
-    fn drain(&self, queue: &str) -> Vec<Got> {
-        let mut got = Vec::new();
-        let options = BasicGetOptions { no_ack: true };
-        while let Some(message) = self
-            .rt
-            .block_on(self.channel.basic_get(queue.into(), options))
-            .unwrap()
-        {
-            let properties = &message.delivery.properties;
-            let mut headers: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            for (name, value) in properties.headers().clone().unwrap_or_default().inner() {
-                let AMQPValue::LongString(bytes) = value else {
-                    panic!("header {name} is not a byte string: {value:?}");
-                };
-                headers.insert(name.to_string(), bytes.as_bytes().to_vec());
-            }
-            got.push(Got {
-                id: properties.message_id().as_ref().map(ToString::to_string),
-                key: headers.remove(KEY_HEADER),
-                headers,
-                content_type: properties.content_type().as_ref().map(ToString::to_string),
-                payload: message.delivery.data.clone(),
-            });
-        }
-        got
-    }
-}
-
-impl Drop for Rabbit {
-    fn drop(&mut self) {
-        let channel = self.channel.clone();
-        let (queues, exchanges) = (self.queues.clone(), self.exchanges.clone());
-        self.rt.block_on(async move {
-            for queue in queues {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for exchange in exchanges {
-                let _ = channel
-                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-        });
-    }
-}
 
 /// Polls `condition` until it holds, panicking with `what` at the deadline.
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -248,7 +61,7 @@ fn record(i: u64) -> Record<u64> {
 #[test]
 fn outbound_relays_a_group_member_and_acks_after_confirms() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-out");
     let queue = rabbit.queue("embus-out", Some((&exchange, "orders")));
     let dir = fresh_dir("amqp-out-group");
@@ -288,7 +101,7 @@ fn outbound_relays_a_group_member_and_acks_after_confirms() {
 #[test]
 fn outbound_relays_a_queue_consumer_with_a_routing_function() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-outq");
     let queue = rabbit.queue("embus-outq", Some((&exchange, "jobs.k1")));
     let other = rabbit.queue("embus-outq", Some((&exchange, "jobs.other")));
@@ -330,7 +143,7 @@ fn outbound_relays_a_queue_consumer_with_a_routing_function() {
 #[test]
 fn inbound_stores_each_message_id_once_and_acks_after() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let queue = rabbit.queue("embus-in", None);
     let dir = fresh_dir("amqp-in");
     let broker = Broker::open(dir.join("bus.embus")).unwrap();
@@ -382,7 +195,7 @@ fn inbound_stores_each_message_id_once_and_acks_after() {
 #[test]
 fn bad_input_is_refused_with_a_typed_error_and_loses_nothing() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-bad");
     let queue = rabbit.queue("embus-bad", Some((&exchange, "k")));
     let broker = Broker::memory();
@@ -446,7 +259,7 @@ fn bad_input_is_refused_with_a_typed_error_and_loses_nothing() {
 #[test]
 fn undecodable_inbound_payload_is_dead_lettered_and_acked() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let queue = rabbit.queue("embus-undecodable", None);
     let broker = Broker::memory();
     let topic = broker.topic::<u64>("numbers").unwrap();
@@ -482,7 +295,7 @@ fn undecodable_inbound_payload_is_dead_lettered_and_acked() {
 #[test]
 fn unroutable_outbound_message_is_dead_lettered_once() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-unroutable");
     let queue = rabbit.queue("embus-unroutable", Some((&exchange, "bound")));
     let broker = Broker::memory();
@@ -536,7 +349,7 @@ fn unroutable_outbound_message_is_dead_lettered_once() {
 #[test]
 fn a_cut_connection_is_reconnected_in_both_directions() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-cut");
     let out_queue = rabbit.queue("embus-cut-out", Some((&exchange, "events")));
     let in_queue = rabbit.queue("embus-cut-in", None);
@@ -603,7 +416,7 @@ fn a_cut_connection_is_reconnected_in_both_directions() {
 #[test]
 fn stop_drains_what_is_in_flight() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let exchange = rabbit.exchange("embus-stop");
     let queue = rabbit.queue("embus-stop", Some((&exchange, "t")));
     let broker = Broker::memory();
@@ -640,7 +453,7 @@ fn stop_drains_what_is_in_flight() {
 #[test]
 fn inbound_stop_mid_stream_loses_nothing_and_a_restart_stores_the_rest_once() {
     let Some(url) = amqp() else { return };
-    let mut rabbit = Rabbit::new(&url);
+    let mut rabbit = AmqpAdmin::connect(&url);
     let queue = rabbit.queue("embus-in-stop", None);
     let dir = fresh_dir("amqp-in-stop");
     let broker = Broker::open(dir.join("bus.embus")).unwrap();

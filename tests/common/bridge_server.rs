@@ -1,13 +1,14 @@
 //! The servers the bridges relay through, as the multi-process bridge tests use them
-//! ([`Server`]): NATS JetStream ([`Nats`]) now.
+//! ([`Server`]): NATS JetStream ([`Nats`]) and RabbitMQ ([`Amqp`]).
 
 use std::time::Duration;
 
-use embus::bridge::{Bridge, DeadLetter, nats as nats_bridge};
+use embus::bridge::{Bridge, DeadLetter, amqp as amqp_bridge, nats as nats_bridge};
 use embus::{Consumer, Payload, Producer, Queue};
 
+use super::amqp_admin::AmqpAdmin;
 use super::nats_admin::NatsAdmin;
-use super::services::{nats, unique};
+use super::services::{amqp, nats, unique};
 
 /// A server the bridges relay through, as these tests use it: the parent creates what a test
 /// relays through and inspects it; a child attaches to it by name and starts bridges.
@@ -48,9 +49,11 @@ pub trait Server: Sized {
     fn publish(&self, id: Option<&str>, payload: &[u8]);
     /// Parent: how many messages the server holds.
     fn count(&self) -> u64;
-    /// Parent: every message the server holds: (message id, payload).
+    /// Parent, at the end of a test: every message the server holds, in order: (message id,
+    /// payload). It may take them (AMQP).
     fn stored(&self) -> Vec<(Option<String>, Vec<u8>)>;
-    /// Parent: messages the inbound bridge's source has not had acked.
+    /// Parent: messages the inbound bridge's source has not had acked, as far as the server
+    /// says: RabbitMQ counts only those not yet delivered, so 0 there does not mean all acked.
     fn unacked(&self) -> u64;
     /// Parent: deliveries to the inbound bridge so far, redeliveries included, if the server
     /// says (for the report only).
@@ -177,5 +180,114 @@ impl Drop for Nats {
         if let Some(admin) = &self.admin {
             admin.delete_stream(&self.stream);
         }
+    }
+}
+
+/// RabbitMQ: a durable direct exchange and a durable queue bound to it with the queue's name as
+/// the routing key. The outbound bridge publishes to the exchange, the inbound one consumes the
+/// queue.
+pub struct Amqp {
+    url: String,
+    exchange: String,
+    queue: String,
+    /// The parent's: it deletes the exchange and the queue on drop.
+    admin: Option<AmqpAdmin>,
+}
+
+impl Amqp {
+    fn admin(&self) -> &AmqpAdmin {
+        self.admin
+            .as_ref()
+            .expect("only the parent inspects the server")
+    }
+}
+
+impl Server for Amqp {
+    const NAME: &'static str = "amqp";
+    const DEDUPES_BY_ID: bool = false;
+    const ASSIGNS_IDS: bool = false;
+
+    fn probe() -> Option<String> {
+        amqp()
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn create(url: &str, prefix: &str) -> Self {
+        let mut admin = AmqpAdmin::connect(url);
+        let exchange = admin.exchange(prefix);
+        let queue = admin.queue(prefix, None);
+        admin.bind(&queue, &exchange, &queue);
+        Self {
+            url: url.to_string(),
+            exchange,
+            queue,
+            admin: Some(admin),
+        }
+    }
+
+    fn route(&self) -> String {
+        format!("{} {}", self.exchange, self.queue)
+    }
+
+    fn attach(url: &str, route: &str) -> Self {
+        let names: Vec<&str> = route.split_whitespace().collect();
+        let [exchange, queue] = names[..] else {
+            panic!("bad route {route:?}");
+        };
+        Self {
+            url: url.to_string(),
+            exchange: exchange.to_string(),
+            queue: queue.to_string(),
+            admin: None,
+        }
+    }
+
+    fn prepare_for_crashes(&self) {
+        // Nothing: RabbitMQ requeues what a consumer had not acked as soon as its connection
+        // closes, and a killed process's connection closes with it.
+    }
+
+    fn outbound<T: Payload>(&self, source: Consumer<T>, parked: &Queue<DeadLetter>) -> Bridge {
+        amqp_bridge::Outbound::new(&self.url, &self.exchange)
+            .routing_key(&self.queue)
+            .start(source, parked)
+            .expect("child: start the outbound bridge")
+    }
+
+    fn inbound<T: Payload>(
+        &self,
+        target: Producer<T>,
+        parked: &Queue<DeadLetter>,
+        window: usize,
+    ) -> Bridge {
+        amqp_bridge::Inbound::new(&self.url, &self.queue)
+            .window(window)
+            .start(target, parked)
+            .expect("child: start the inbound bridge")
+    }
+
+    fn publish(&self, id: Option<&str>, payload: &[u8]) {
+        self.admin().publish(&self.queue, id, None, payload);
+    }
+
+    fn count(&self) -> u64 {
+        u64::from(self.admin().count(&self.queue))
+    }
+
+    fn stored(&self) -> Vec<(Option<String>, Vec<u8>)> {
+        let all = self.admin().drain(&self.queue);
+        all.into_iter().map(|m| (m.id, m.payload)).collect()
+    }
+
+    fn unacked(&self) -> u64 {
+        // Without the management plugin, only the ready ones.
+        self.count()
+    }
+
+    fn deliveries(&self) -> Option<u64> {
+        None
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod amqp_admin;
 pub mod bridge_server;
 pub mod faulty;
 pub mod nats_admin;

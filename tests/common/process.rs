@@ -75,6 +75,12 @@ impl Proc {
         }
     }
 
+    /// The next line the child reports within `wait`, or `None` if there is none yet or it
+    /// ended.
+    pub fn try_line(&mut self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
     /// Reads lines until one starts with `prefix`; returns the rest of it. Fails the test if
     /// the child ends first, or stays silent for `limit`.
     pub fn expect(&mut self, prefix: &str, limit: Duration) -> String {
