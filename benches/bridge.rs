@@ -1,0 +1,615 @@
+//! The message bridges against their raw clients, measured side by side in one process.
+//!
+//! A plain `harness = false` binary, like `benches/throughput.rs`: interleaved rounds (raw
+//! first in even rounds, embus first in odd ones), the median rate of each side and the median,
+//! min and max of the per-round ratio embus ÷ raw. Absolute numbers drift on a shared VM (and
+//! the server shares it); only the ratio is gated.
+//!
+//! ```text
+//! cargo bench --bench bridge                          # full run (about a minute)
+//! EMBUS_BENCH_QUICK=1 cargo bench --bench bridge      # smoke run: N ÷ 10, 3 rounds
+//! cargo bench --bench bridge -- outbound              # sections whose name contains it
+//! EMBUS_BENCH_ROUNDS=9 cargo bench --bench bridge     # rounds per side (default 5, quick 3)
+//! EMBUS_BENCH_ONLY=embus cargo bench --bench bridge   # one side only (raw|embus), no ratios,
+//!                                                     # e.g. under `perf`
+//! ```
+//!
+//! Each far side ([`Far`]) is one server and its raw client; the same bodies
+//! ([`outbound`], [`latency`]) run against each. Today that is NATS JetStream ([`Nats`]); the
+//! AMQP bridge is a second `impl Far` (see the note at [`Far`]). A far side whose server is not
+//! reachable is skipped with a `SKIPPED:` line (a short TCP connect, as the tests probe).
+//!
+//! | section | side | what one run does |
+//! |---|---|---|
+//! | outbound | raw | the raw client (async-nats) connects, then publishes `N` small JSON events (about 50 bytes, encoded in the loop) with `Nats-Msg-Id`, at most `window` unconfirmed, and awaits every `PubAck` (a `FuturesUnordered` on a current-thread tokio runtime) |
+//! | outbound | embus memory | `N` events already in a memory topic; `nats::Outbound` with the same window starts from a group member; timed from `start` (which connects) until `stats().forwarded == N`, polled every 200 µs |
+//! | outbound | embus durable | the same from a durable broker (redb file under `target/bench-bridge`) |
+//! | latency | raw | one event every 1 ms, each published and its `PubAck` awaited; latency is from the publish call to a JetStream pull consumer on the stream receiving it |
+//! | latency | embus memory | one event every 1 ms, `send` to a memory topic whose group member an outbound bridge relays; latency is from the `send` call to the same pull consumer receiving it |
+//!
+//! Outbound: `N` = 20,000 (quick 2,000), window 256; each run gets a fresh stream (deduplicating
+//! by `Nats-Msg-Id`, as the bridge expects), deleted afterwards, and checks that it holds `N`
+//! messages. Latency: 2,000 events (quick 500) at 1 per ms, so that it measures the path, not a
+//! queue; p50 and p99, one run per side.
+
+#[path = "../tests/common/nats_admin.rs"]
+#[allow(dead_code)]
+mod nats_admin;
+#[path = "../tests/common/services.rs"]
+#[allow(dead_code)]
+mod services;
+
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use embus::bridge::{Bridge, DeadLetter, nats};
+use embus::{Broker, Consumer, Queue};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+
+/// How long a run may take before the bench gives up on it (a stuck bridge, a lost message).
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The payload: a small JSON object, as a service would publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Event {
+    n: u64,
+    kind: String,
+    amount: u64,
+}
+
+fn event(n: u64) -> Event {
+    Event {
+        n,
+        kind: "order.created".to_string(),
+        amount: n * 7 % 1000,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The far sides
+
+/// A fresh place on the server to publish to: a stream (NATS), or an exchange with a bound
+/// queue (AMQP). `subject` is the subject (NATS) or routing key (AMQP).
+struct Target {
+    name: String,
+    subject: String,
+}
+
+/// A raw publisher kept open across the paced sends of the latency section.
+trait RawSender {
+    /// Publishes one event and waits for its confirm.
+    fn send(&mut self, event: &Event);
+}
+
+/// One server with its raw client, and the embus bridge to it.
+///
+/// To add AMQP (`embus::bridge::amqp`): `struct Amqp { url, admin }` with a lapin connection on
+/// a current-thread runtime, and
+/// - `create`: declare a direct exchange `name` and a queue `name` bound with key `subject`;
+///   `delete` deletes both; `stored` is the queue's message count (`queue_declare` passive);
+/// - `raw_publish`: connect, `confirm_select`, then `basic_publish(name, subject, mandatory,
+///   json, BasicProperties::default().with_message_id(..))` keeping at most `window`
+///   `PublisherConfirm` futures in a `FuturesUnordered`, each awaited and checked `is_ack()`;
+/// - `bridge`: `amqp::Outbound::new(url, name).routing_key(subject).window(window).start(..)`;
+/// - `raw_sender`: the same channel, one publish + confirm per `send`;
+/// - `listen`: a thread with `basic_consume` (no-ack) on the queue, timestamping each delivery.
+///
+/// then push `Box::new(Amqp::new(url))` in `main` after the `services::amqp()` probe.
+trait Far {
+    /// The server, as the report names it.
+    fn name(&self) -> &'static str;
+    /// A fresh target, unique to this run.
+    fn create(&self) -> Target;
+    /// Deletes what [`create`](Self::create) made.
+    fn delete(&self, target: &Target);
+    /// How many messages the target holds.
+    fn stored(&self, target: &Target) -> u64;
+    /// The raw client connects and publishes `events` with confirms, at most `window`
+    /// unconfirmed; returns the time from before the connect to the last confirm.
+    fn raw_publish(&self, target: &Target, events: &[Event], window: usize) -> Duration;
+    /// Starts the embus outbound bridge from `source` to `target`.
+    fn bridge(
+        &self,
+        target: &Target,
+        source: Consumer<Event>,
+        dead_letters: &Queue<DeadLetter>,
+        window: usize,
+    ) -> Bridge;
+    /// A connected raw publisher to `target`.
+    fn raw_sender(&self, target: &Target) -> Box<dyn RawSender>;
+    /// A receiver on `target`, ready when this returns, that timestamps the first `count`
+    /// messages to arrive and returns `(event n, arrival)` for each.
+    fn listen(&self, target: &Target, count: usize) -> JoinHandle<Vec<(u64, Instant)>>;
+}
+
+/// A current-thread tokio runtime with I/O and timers.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// NATS JetStream through async-nats.
+struct Nats {
+    url: String,
+    admin: nats_admin::NatsAdmin,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Nats {
+    fn new(url: String) -> Self {
+        Self {
+            admin: nats_admin::NatsAdmin::connect(&url),
+            url,
+            runtime: runtime(),
+        }
+    }
+
+    /// A JetStream context configured as the bridge configures its own.
+    async fn context(url: &str, window: usize) -> jetstream::Context {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(window)
+            .backpressure_on_inflight(true)
+            .build(client)
+    }
+
+    /// The publish the bridge makes: JSON payload, `Nats-Msg-Id`.
+    fn message(event: &Event) -> jetstream::message::PublishMessage {
+        let payload = serde_json::to_vec(event).expect("JSON");
+        jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("events/0/{}", event.n))
+    }
+}
+
+impl Far for Nats {
+    fn name(&self) -> &'static str {
+        "NATS"
+    }
+
+    fn create(&self) -> Target {
+        let name = services::unique("bench_bridge").replace(['-', '.'], "_");
+        let subject = format!("{name}.events");
+        self.admin.create_stream(&name, &[&format!("{name}.>")]);
+        Target { name, subject }
+    }
+
+    fn delete(&self, target: &Target) {
+        self.admin.delete_stream(&target.name);
+    }
+
+    fn stored(&self, target: &Target) -> u64 {
+        self.admin.count(&target.name)
+    }
+
+    fn raw_publish(&self, target: &Target, events: &[Event], window: usize) -> Duration {
+        self.runtime.block_on(async {
+            let start = Instant::now();
+            let context = Self::context(&self.url, window).await;
+            let mut confirms = FuturesUnordered::new();
+            for event in events {
+                if confirms.len() >= window {
+                    let ack: Result<_, _> = confirms.next().await.expect("a confirm in flight");
+                    ack.expect("PubAck");
+                }
+                let confirm = context
+                    .send_publish(target.subject.clone(), Self::message(event))
+                    .await
+                    .expect("publish");
+                confirms.push(confirm.into_future());
+            }
+            while let Some(ack) = confirms.next().await {
+                ack.expect("PubAck");
+            }
+            start.elapsed()
+        })
+    }
+
+    fn bridge(
+        &self,
+        target: &Target,
+        source: Consumer<Event>,
+        dead_letters: &Queue<DeadLetter>,
+        window: usize,
+    ) -> Bridge {
+        nats::Outbound::new(&self.url, &target.subject)
+            .window(window)
+            .start(source, dead_letters)
+            .expect("start the NATS bridge")
+    }
+
+    fn raw_sender(&self, target: &Target) -> Box<dyn RawSender> {
+        let runtime = runtime();
+        let context = runtime.block_on(Self::context(&self.url, 256));
+        Box::new(NatsSender {
+            runtime,
+            context,
+            subject: target.subject.clone(),
+        })
+    }
+
+    fn listen(&self, target: &Target, count: usize) -> JoinHandle<Vec<(u64, Instant)>> {
+        let (ready, started) = mpsc::channel();
+        let url = self.url.clone();
+        let stream = target.name.clone();
+        let handle = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let context = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+                let stream = context.get_stream(&stream).await.expect("the stream");
+                let consumer: jetstream::consumer::PullConsumer = stream
+                    .create_consumer(jetstream::consumer::pull::Config {
+                        ack_policy: jetstream::consumer::AckPolicy::None,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("a pull consumer");
+                let mut messages = consumer.messages().await.expect("pull");
+                ready.send(()).expect("bench waiting");
+                let mut got = Vec::with_capacity(count);
+                while got.len() < count {
+                    let message = messages.next().await.expect("stream open").expect("msg");
+                    let at = Instant::now();
+                    let event: Event = serde_json::from_slice(&message.payload).expect("JSON");
+                    got.push((event.n, at));
+                }
+                got
+            })
+        });
+        started.recv().expect("the listener started");
+        handle
+    }
+}
+
+struct NatsSender {
+    runtime: tokio::runtime::Runtime,
+    context: jetstream::Context,
+    subject: String,
+}
+
+impl RawSender for NatsSender {
+    fn send(&mut self, event: &Event) {
+        self.runtime.block_on(async {
+            self.context
+                .send_publish(self.subject.clone(), Nats::message(event))
+                .await
+                .expect("publish")
+                .await
+                .expect("PubAck");
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound throughput
+
+/// Where the embus side's messages wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Local {
+    Memory,
+    Durable,
+}
+
+/// A broker of the given kind; durable files go under `dir`, one per run.
+fn broker(local: Local, dir: &std::path::Path) -> Broker {
+    match local {
+        Local::Memory => Broker::memory(),
+        Local::Durable => {
+            let path = dir.join(format!("{}.embus", services::unique("run")));
+            Broker::open(path).expect("open the durable broker")
+        }
+    }
+}
+
+/// One raw run: a fresh target, `n` events published, checked, deleted. Messages per second.
+fn raw_outbound(far: &dyn Far, n: u64, window: usize) -> f64 {
+    let events: Vec<Event> = (0..n).map(event).collect();
+    let target = far.create();
+    let elapsed = far.raw_publish(&target, &events, window);
+    assert_eq!(far.stored(&target), n, "raw: every event stored once");
+    far.delete(&target);
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// One embus run: `n` events stored locally (untimed), then a bridge relays them to a fresh
+/// target; timed from `start` to `forwarded == n`. Messages per second.
+fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std::path::Path) -> f64 {
+    let bus = broker(local, dir);
+    let topic = bus.topic::<Event>("events").expect("topic");
+    let parked = bus.queue::<DeadLetter>("parked").expect("queue");
+    let member = topic.join_group("to-far").expect("group");
+    let producer = topic.producer();
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<Event> = (sent..n.min(sent + 1000)).map(event).collect();
+        sent += batch.len() as u64;
+        if producer.send_batch(batch).is_err() {
+            panic!("local send failed");
+        }
+    }
+    let target = far.create();
+    let start = Instant::now();
+    let bridge = far.bridge(&target, member, &parked, window);
+    while bridge.stats().forwarded < n {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the bridge did not forward {n} in {LIMIT:?}: {:?}",
+            bridge.stats()
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = start.elapsed();
+    let stats = bridge.stats();
+    bridge.stop().expect("the bridge stops cleanly");
+    assert_eq!(
+        (stats.dead_lettered, stats.errors),
+        (0, 0),
+        "embus: {stats:?}"
+    );
+    assert_eq!(far.stored(&target), n, "embus: every event stored once");
+    far.delete(&target);
+    drop((topic, parked, producer));
+    bus.close().expect("close the broker");
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// A row of the outbound table.
+struct Row {
+    name: String,
+    raw: f64,
+    embus: f64,
+    ratio: f64,
+    min: f64,
+    max: f64,
+    target: Option<f64>,
+}
+
+/// Interleaved rounds of the raw client and the bridge from `local`.
+fn outbound(far: &dyn Far, ctx: &Ctx, local: Local) -> Row {
+    let label = match local {
+        Local::Memory => "memory",
+        Local::Durable => "durable",
+    };
+    let raw = || raw_outbound(far, ctx.n, ctx.window);
+    let embus = || embus_outbound(far, ctx.n, ctx.window, local, &ctx.dir);
+    // Warm-up: connections, the server's stream code, page cache.
+    let _ = raw();
+    let _ = embus();
+    let (mut raws, mut embuses, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ctx.rounds {
+        let (r, e) = if round % 2 == 0 {
+            let r = raw();
+            (r, embus())
+        } else {
+            let e = embus();
+            (raw(), e)
+        };
+        eprintln!(
+            "  {} outbound {label} round {round}: raw {r:>9.0}/s  embus {e:>9.0}/s  ratio {:.3}",
+            far.name(),
+            e / r
+        );
+        raws.push(r);
+        embuses.push(e);
+        ratios.push(e / r);
+    }
+    Row {
+        name: format!("{} outbound, {label} topic", far.name()),
+        raw: median(raws),
+        embus: median(embuses),
+        ratio: median(ratios.clone()),
+        min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        max: ratios.iter().copied().fold(0.0, f64::max),
+        target: (local == Local::Memory).then_some(0.8),
+    }
+}
+
+/// One side alone, for profiling (`EMBUS_BENCH_ONLY=raw|embus`).
+fn profile(far: &dyn Far, ctx: &Ctx, embus: bool) {
+    for round in 0..ctx.rounds {
+        let rate = if embus {
+            embus_outbound(far, ctx.n, ctx.window, Local::Memory, &ctx.dir)
+        } else {
+            raw_outbound(far, ctx.n, ctx.window)
+        };
+        let side = if embus { "embus" } else { "raw" };
+        println!("{} outbound {side} round {round}: {rate:.0}/s", far.name());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end latency
+
+/// p50 and p99 of a latency run, in microseconds.
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+}
+
+/// Sends `count` events, one every `PACE`, through `send`, while `far` listens on a fresh
+/// target; latency is from before each `send` call to the listener's receipt.
+fn paced(
+    far: &dyn Far,
+    target: &Target,
+    count: usize,
+    mut send: impl FnMut(&Event),
+) -> Percentiles {
+    const PACE: Duration = Duration::from_millis(1);
+    let listener = far.listen(target, count);
+    let mut sent_at = Vec::with_capacity(count);
+    let start = Instant::now();
+    for i in 0..count {
+        let due = start + PACE * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent_at.push(Instant::now());
+        send(&event(i as u64));
+    }
+    let received = listener.join().expect("the listener");
+    let mut micros: Vec<f64> = received
+        .iter()
+        .map(|(n, at)| {
+            at.saturating_duration_since(sent_at[*n as usize])
+                .as_secs_f64()
+                * 1e6
+        })
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// The raw client's end-to-end latency, then the bridge's (memory topic).
+fn latency(far: &dyn Far, ctx: &Ctx) -> (Percentiles, Percentiles) {
+    let target = far.create();
+    let mut sender = far.raw_sender(&target);
+    let raw = paced(far, &target, ctx.latency_n, |e| sender.send(e));
+    drop(sender);
+    far.delete(&target);
+
+    let target = far.create();
+    let bus = Broker::memory();
+    let topic = bus.topic::<Event>("events").expect("topic");
+    let parked = bus.queue::<DeadLetter>("parked").expect("queue");
+    let bridge = far.bridge(
+        &target,
+        topic.join_group("to-far").expect("group"),
+        &parked,
+        ctx.window,
+    );
+    let producer = topic.producer();
+    let embus = paced(far, &target, ctx.latency_n, |e| {
+        if producer.send(e.clone()).is_err() {
+            panic!("local send failed");
+        }
+    });
+    bridge.stop().expect("the bridge stops cleanly");
+    far.delete(&target);
+    (raw, embus)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The run's settings.
+struct Ctx {
+    n: u64,
+    window: usize,
+    rounds: usize,
+    latency_n: usize,
+    dir: PathBuf,
+}
+
+fn main() {
+    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
+    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 3 } else { 5 });
+    // `cargo bench` passes `--bench`; any other argument filters sections by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |section: &str| filters.is_empty() || filters.iter().any(|f| section.contains(f));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-bridge");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let ctx = Ctx {
+        n: if quick { 2_000 } else { 20_000 },
+        window: 256,
+        rounds,
+        latency_n: if quick { 500 } else { 2_000 },
+        dir,
+    };
+
+    let mut fars: Vec<Box<dyn Far>> = Vec::new();
+    if let Some(url) = services::nats() {
+        fars.push(Box::new(Nats::new(url)));
+    }
+    // AMQP: `if let Some(url) = services::amqp() { fars.push(Box::new(Amqp::new(url))); }`
+    if fars.is_empty() {
+        println!("SKIPPED: no bridge server is reachable; nothing to measure");
+        return;
+    }
+    println!(
+        "embus bridges vs raw clients: {} mode, N = {}, window {}, {} rounds per side",
+        if quick { "QUICK" } else { "full" },
+        ctx.n,
+        ctx.window,
+        ctx.rounds
+    );
+
+    if let Ok(only) = std::env::var("EMBUS_BENCH_ONLY") {
+        for far in &fars {
+            profile(far.as_ref(), &ctx, only == "embus");
+        }
+        return;
+    }
+
+    let mut rows = Vec::new();
+    let mut latencies = Vec::new();
+    for far in &fars {
+        if wanted("outbound") {
+            rows.push(outbound(far.as_ref(), &ctx, Local::Memory));
+            rows.push(outbound(far.as_ref(), &ctx, Local::Durable));
+        }
+        if wanted("latency") {
+            latencies.push((far.name(), latency(far.as_ref(), &ctx)));
+        }
+    }
+
+    if !rows.is_empty() {
+        println!(
+            "\n| outbound (msgs/s, confirmed) | raw | embus | ratio embus/raw [min–max] | target | verdict |"
+        );
+        println!("|---|---:|---:|---:|---:|---|");
+    }
+    for row in &rows {
+        let (target, verdict) = match row.target {
+            Some(t) if row.ratio >= t => (format!("≥{t:.2}"), "PASS"),
+            Some(t) if row.max >= t => (format!("≥{t:.2}"), "MISS (best round passes: noisy)"),
+            Some(t) => (format!("≥{t:.2}"), "MISS"),
+            None => ("-".to_string(), "(ref)"),
+        };
+        println!(
+            "| {} | {:.0} | {:.0} | {:.3} [{:.3}–{:.3}] | {target} | {verdict} |",
+            row.name, row.raw, row.embus, row.ratio, row.min, row.max
+        );
+    }
+    if !latencies.is_empty() {
+        println!(
+            "\n| end-to-end latency, {} msgs at 1/ms (µs) | raw p50 | raw p99 | embus p50 | embus p99 |",
+            ctx.latency_n
+        );
+        println!("|---|---:|---:|---:|---:|");
+    }
+    for (name, (raw, embus)) in &latencies {
+        println!(
+            "| {name}: publish → pull consumer | {:.0} | {:.0} | {:.0} | {:.0} |",
+            raw.p50, raw.p99, embus.p50, embus.p99
+        );
+    }
+    let _ = std::fs::remove_dir_all(&ctx.dir);
+}
