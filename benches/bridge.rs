@@ -12,6 +12,7 @@
 //! EMBUS_BENCH_ROUNDS=9 cargo bench --bench bridge     # rounds per side (default 5, quick 3)
 //! EMBUS_BENCH_ONLY=embus cargo bench --bench bridge   # one side only (raw|embus), no ratios,
 //!                                                     # e.g. under `perf`
+//! EMBUS_BENCH_N=100000 cargo bench --bench bridge     # messages per outbound run
 //! ```
 //!
 //! Each far side ([`Far`]) is one server and its raw client; the same bodies
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use embus::bridge::{Bridge, DeadLetter, nats};
-use embus::{Broker, Consumer, Queue};
+use embus::{Broker, Consumer, Queue, Retention, TopicOptions};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
@@ -323,7 +324,9 @@ fn raw_outbound(far: &dyn Far, n: u64, window: usize) -> f64 {
 /// target; timed from `start` to `forwarded == n`. Messages per second.
 fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std::path::Path) -> f64 {
     let bus = broker(local, dir);
-    let topic = bus.topic::<Event>("events").expect("topic");
+    // Unlimited retention: the group holds every event back until the bridge acks it.
+    let options = TopicOptions::default().retention(Retention::unlimited());
+    let topic = bus.topic_with::<Event>("events", options).expect("topic");
     let parked = bus.queue::<DeadLetter>("parked").expect("queue");
     let member = topic.join_group("to-far").expect("group");
     let producer = topic.producer();
@@ -537,7 +540,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the bench directory");
     let ctx = Ctx {
-        n: if quick { 2_000 } else { 20_000 },
+        n: std::env::var("EMBUS_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 2_000 } else { 20_000 }),
         window: 256,
         rounds,
         latency_n: if quick { 500 } else { 2_000 },
