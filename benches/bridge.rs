@@ -310,19 +310,21 @@ fn broker(local: Local, dir: &std::path::Path) -> Broker {
     }
 }
 
-/// One raw run: a fresh target, `n` events published, checked, deleted. Messages per second.
-fn raw_outbound(far: &dyn Far, n: u64, window: usize) -> f64 {
+/// One raw run: a fresh target, `n` events published, checked, deleted.
+fn raw_outbound(far: &dyn Far, n: u64, window: usize) -> Run {
     let events: Vec<Event> = (0..n).map(event).collect();
     let target = far.create();
+    let cpu = cpu_ns();
     let elapsed = far.raw_publish(&target, &events, window);
+    let cpu = cpu_ns().saturating_sub(cpu);
     assert_eq!(far.stored(&target), n, "raw: every event stored once");
     far.delete(&target);
-    n as f64 / elapsed.as_secs_f64()
+    Run::new(n, elapsed, cpu)
 }
 
 /// One embus run: `n` events stored locally (untimed), then a bridge relays them to a fresh
-/// target; timed from `start` to `forwarded == n`. Messages per second.
-fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std::path::Path) -> f64 {
+/// target; timed from `start` to `forwarded == n`.
+fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std::path::Path) -> Run {
     let bus = broker(local, dir);
     // Unlimited retention: the group holds every event back until the bridge acks it.
     let options = TopicOptions::default().retention(Retention::unlimited());
@@ -339,6 +341,7 @@ fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std:
         }
     }
     let target = far.create();
+    let cpu = cpu_ns();
     let start = Instant::now();
     let bridge = far.bridge(&target, member, &parked, window);
     while bridge.stats().forwarded < n {
@@ -350,6 +353,7 @@ fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std:
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_ns().saturating_sub(cpu);
     let stats = bridge.stats();
     bridge.stop().expect("the bridge stops cleanly");
     assert_eq!(
@@ -361,7 +365,37 @@ fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std:
     far.delete(&target);
     drop((topic, parked, producer));
     bus.close().expect("close the broker");
-    n as f64 / elapsed.as_secs_f64()
+    Run::new(n, elapsed, cpu)
+}
+
+/// CPU time used so far by this process's live threads, in nanoseconds (Linux
+/// `/proc/self/task/*/schedstat`; 0 elsewhere). Read around a run, it charges the run with
+/// what the client side spent: the raw client's thread, or the bridge's thread, the bench's
+/// polling and, for a durable broker, its writer thread. The server's CPU is not in it.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One outbound run: its rate, and the client side's CPU per message.
+#[derive(Clone, Copy)]
+struct Run {
+    rate: f64,
+    cpu_us: f64,
+}
+
+impl Run {
+    fn new(n: u64, elapsed: Duration, cpu_ns: u64) -> Self {
+        Self {
+            rate: n as f64 / elapsed.as_secs_f64(),
+            cpu_us: cpu_ns as f64 / 1e3 / n as f64,
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -379,6 +413,8 @@ struct Row {
     name: String,
     raw: f64,
     embus: f64,
+    raw_cpu: f64,
+    embus_cpu: f64,
     ratio: f64,
     min: f64,
     max: f64,
@@ -406,18 +442,25 @@ fn outbound(far: &dyn Far, ctx: &Ctx, local: Local) -> Row {
             (raw(), e)
         };
         eprintln!(
-            "  {} outbound {label} round {round}: raw {r:>9.0}/s  embus {e:>9.0}/s  ratio {:.3}",
+            "  {} outbound {label} round {round}: raw {:>7.0}/s {:>5.2} µs CPU/msg  \
+             embus {:>7.0}/s {:>5.2} µs CPU/msg  ratio {:.3}",
             far.name(),
-            e / r
+            r.rate,
+            r.cpu_us,
+            e.rate,
+            e.cpu_us,
+            e.rate / r.rate
         );
+        ratios.push(e.rate / r.rate);
         raws.push(r);
         embuses.push(e);
-        ratios.push(e / r);
     }
     Row {
         name: format!("{} outbound, {label} topic", far.name()),
-        raw: median(raws),
-        embus: median(embuses),
+        raw: median(raws.iter().map(|r| r.rate).collect()),
+        embus: median(embuses.iter().map(|r| r.rate).collect()),
+        raw_cpu: median(raws.iter().map(|r| r.cpu_us).collect()),
+        embus_cpu: median(embuses.iter().map(|r| r.cpu_us).collect()),
         ratio: median(ratios.clone()),
         min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
         max: ratios.iter().copied().fold(0.0, f64::max),
@@ -428,13 +471,18 @@ fn outbound(far: &dyn Far, ctx: &Ctx, local: Local) -> Row {
 /// One side alone, for profiling (`EMBUS_BENCH_ONLY=raw|embus`).
 fn profile(far: &dyn Far, ctx: &Ctx, embus: bool) {
     for round in 0..ctx.rounds {
-        let rate = if embus {
+        let run = if embus {
             embus_outbound(far, ctx.n, ctx.window, Local::Memory, &ctx.dir)
         } else {
             raw_outbound(far, ctx.n, ctx.window)
         };
         let side = if embus { "embus" } else { "raw" };
-        println!("{} outbound {side} round {round}: {rate:.0}/s", far.name());
+        println!(
+            "{} outbound {side} round {round}: {:.0}/s, {:.2} µs CPU/msg",
+            far.name(),
+            run.rate,
+            run.cpu_us
+        );
     }
 }
 
@@ -588,9 +636,9 @@ fn main() {
 
     if !rows.is_empty() {
         println!(
-            "\n| outbound (msgs/s, confirmed) | raw | embus | ratio embus/raw [min–max] | target | verdict |"
+            "\n| outbound (msgs/s, confirmed) | raw | embus | ratio embus/raw [min–max] | target | verdict | client CPU µs/msg raw | embus |"
         );
-        println!("|---|---:|---:|---:|---:|---|");
+        println!("|---|---:|---:|---:|---:|---|---:|---:|");
     }
     for row in &rows {
         let (target, verdict) = match row.target {
@@ -600,8 +648,15 @@ fn main() {
             None => ("-".to_string(), "(ref)"),
         };
         println!(
-            "| {} | {:.0} | {:.0} | {:.3} [{:.3}–{:.3}] | {target} | {verdict} |",
-            row.name, row.raw, row.embus, row.ratio, row.min, row.max
+            "| {} | {:.0} | {:.0} | {:.3} [{:.3}–{:.3}] | {target} | {verdict} | {:.2} | {:.2} |",
+            row.name,
+            row.raw,
+            row.embus,
+            row.ratio,
+            row.min,
+            row.max,
+            row.raw_cpu,
+            row.embus_cpu
         );
     }
     if !latencies.is_empty() {
