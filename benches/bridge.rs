@@ -324,7 +324,13 @@ fn raw_outbound(far: &dyn Far, n: u64, window: usize) -> Run {
 
 /// One embus run: `n` events stored locally (untimed), then a bridge relays them to a fresh
 /// target; timed from `start` to `forwarded == n`.
-fn embus_outbound(far: &dyn Far, n: u64, window: usize, local: Local, dir: &std::path::Path) -> Run {
+fn embus_outbound(
+    far: &dyn Far,
+    n: u64,
+    window: usize,
+    local: Local,
+    dir: &std::path::Path,
+) -> Run {
     let bus = broker(local, dir);
     // Unlimited retention: the group holds every event back until the bridge acks it.
     let options = TopicOptions::default().retention(Retention::unlimited());
@@ -649,14 +655,7 @@ fn main() {
         };
         println!(
             "| {} | {:.0} | {:.0} | {:.3} [{:.3}–{:.3}] | {target} | {verdict} | {:.2} | {:.2} |",
-            row.name,
-            row.raw,
-            row.embus,
-            row.ratio,
-            row.min,
-            row.max,
-            row.raw_cpu,
-            row.embus_cpu
+            row.name, row.raw, row.embus, row.ratio, row.min, row.max, row.raw_cpu, row.embus_cpu
         );
     }
     if !latencies.is_empty() {
