@@ -738,8 +738,13 @@ fn outbound(far: &dyn Far, ctx: &Ctx, local: Local) -> Row {
         };
         (Summary::of(&embuses), ratio)
     });
+    let name = if bridged {
+        format!("{} outbound, {label} topic", far.name())
+    } else {
+        format!("{} outbound (raw client only)", far.name())
+    };
     Row {
-        name: format!("{} outbound, {label} topic", far.name()),
+        name,
         raw: Summary::of(&raws),
         embus,
         target: (local == Local::Memory).then_some(0.8),
