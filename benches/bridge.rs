@@ -284,23 +284,30 @@ impl RawSender for NatsSender {
 /// RabbitMQ through lapin: a direct exchange and a durable queue bound to it, persistent
 /// messages published with `mandatory` and publisher confirms. embus's AMQP bridge is not in
 /// this tree yet: [`bridge`](Far::bridge) returns `None`, and only the raw side runs.
+///
+/// No connection stays open between operations, so no lapin I/O thread is alive while the other
+/// server's sections run on this 2-core machine.
 struct Amqp {
     url: String,
     runtime: tokio::runtime::Runtime,
-    channel: lapin::Channel,
-    _connection: lapin::Connection,
 }
 
 impl Amqp {
     fn new(url: String) -> Self {
-        let runtime = runtime();
-        let (connection, channel) = runtime.block_on(Self::connect(&url, false));
         Self {
             url,
-            runtime,
-            channel,
-            _connection: connection,
+            runtime: runtime(),
         }
+    }
+
+    /// Runs `op` on a channel of a connection made for it, and closes the connection.
+    fn admin<R>(&self, op: impl AsyncFnOnce(&lapin::Channel) -> R) -> R {
+        self.runtime.block_on(async {
+            let (connection, channel) = Self::connect(&self.url, false).await;
+            let result = op(&channel).await;
+            let _ = connection.close(200, "done".into()).await;
+            result
+        })
     }
 
     /// A connection and a channel, in confirm mode if `confirms`.
@@ -367,9 +374,9 @@ impl Far for Amqp {
             subject: "events".to_string(),
             name,
         };
-        self.runtime.block_on(async {
+        self.admin(async |channel| {
             let args = lapin::types::FieldTable::default;
-            self.channel
+            channel
                 .exchange_declare(
                     target.name.as_str().into(),
                     lapin::ExchangeKind::Direct,
@@ -382,11 +389,11 @@ impl Far for Amqp {
                 durable: true,
                 ..Default::default()
             };
-            self.channel
+            channel
                 .queue_declare(target.name.as_str().into(), durable, args())
                 .await
                 .expect("declare the queue");
-            self.channel
+            channel
                 .queue_bind(
                     target.name.as_str().into(),
                     target.name.as_str().into(),
@@ -401,27 +408,24 @@ impl Far for Amqp {
     }
 
     fn delete(&self, target: &Target) {
-        self.runtime.block_on(async {
-            let _ = self
-                .channel
+        self.admin(async |channel| {
+            let _ = channel
                 .queue_delete(target.name.as_str().into(), Default::default())
                 .await;
-            let _ = self
-                .channel
+            let _ = channel
                 .exchange_delete(target.name.as_str().into(), Default::default())
                 .await;
         });
     }
 
     fn stored(&self, target: &Target) -> u64 {
-        self.runtime.block_on(async {
+        self.admin(async |channel| {
             let passive = lapin::options::QueueDeclareOptions {
                 passive: true,
                 durable: true,
                 ..Default::default()
             };
-            let queue = self
-                .channel
+            let queue = channel
                 .queue_declare(target.name.as_str().into(), passive, Default::default())
                 .await
                 .expect("the queue");
@@ -468,7 +472,7 @@ impl Far for Amqp {
         Box::new(AmqpSender {
             runtime,
             channel,
-            _connection: connection,
+            connection,
             target: Target {
                 name: target.name.clone(),
                 subject: target.subject.clone(),
@@ -482,7 +486,7 @@ impl Far for Amqp {
         let queue = target.name.clone();
         let handle = std::thread::spawn(move || {
             runtime().block_on(async move {
-                let (_connection, channel) = Self::connect(&url, false).await;
+                let (connection, channel) = Self::connect(&url, false).await;
                 let no_ack = lapin::options::BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()
@@ -505,6 +509,7 @@ impl Far for Amqp {
                     let event: Event = serde_json::from_slice(&delivery.data).expect("JSON");
                     got.push((event.n, at));
                 }
+                let _ = connection.close(200, "done".into()).await;
                 got
             })
         });
@@ -516,8 +521,16 @@ impl Far for Amqp {
 struct AmqpSender {
     runtime: tokio::runtime::Runtime,
     channel: lapin::Channel,
-    _connection: lapin::Connection,
+    connection: lapin::Connection,
     target: Target,
+}
+
+impl Drop for AmqpSender {
+    fn drop(&mut self) {
+        let _ = self
+            .runtime
+            .block_on(self.connection.close(200, "done".into()));
+    }
 }
 
 impl RawSender for AmqpSender {
