@@ -15,12 +15,12 @@
 //! EMBUS_BENCH_N=100000 cargo bench --bench bridge     # messages per outbound run
 //! ```
 //!
-//! Each far side ([`Far`]) is one server and its raw client; the same bodies
-//! ([`outbound`], [`latency`]) run against each: NATS JetStream ([`Nats`], async-nats) and
-//! RabbitMQ ([`Amqp`], lapin). Until embus's AMQP bridge is in this tree, [`Amqp`]'s
-//! [`bridge`](Far::bridge) returns `None` and its rows show the raw client alone. A far side
-//! whose server is not reachable is skipped with a `SKIPPED:` line (a short TCP connect, as the
-//! tests probe).
+//! Each far side ([`Far`]) is one server and its raw client; the same bodies ([`outbound`],
+//! [`latency`]) run against each: NATS JetStream ([`jetstream::Nats`], async-nats, in
+//! `bridge/nats.rs`) and RabbitMQ ([`amqp::Amqp`], lapin, in `bridge/amqp.rs`). Until embus's
+//! AMQP bridge is in this tree, [`amqp::Amqp`]'s [`bridge`](Far::bridge) returns `None` and its
+//! row shows the raw client alone. A far side whose server is not reachable is skipped with a
+//! `SKIPPED:` line (a short TCP connect, as the tests probe).
 //!
 //! | section | side | what one run does |
 //! |---|---|---|
@@ -43,17 +43,17 @@ mod nats_admin;
 #[allow(dead_code)]
 mod services;
 
-use std::future::IntoFuture;
+#[path = "bridge/amqp.rs"]
+mod amqp;
+#[path = "bridge/nats.rs"]
+mod jetstream;
+
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
-use embus::bridge::{Bridge, DeadLetter, nats};
+use embus::bridge::{Bridge, DeadLetter};
 use embus::{Broker, Consumer, Queue, Retention, TopicOptions};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 /// How long a run may take before the bench gives up on it (a stuck bridge, a lost message).
@@ -126,420 +126,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// NATS JetStream through async-nats.
-struct Nats {
-    url: String,
-    admin: nats_admin::NatsAdmin,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Nats {
-    fn new(url: String) -> Self {
-        Self {
-            admin: nats_admin::NatsAdmin::connect(&url),
-            url,
-            runtime: runtime(),
-        }
-    }
-
-    /// A JetStream context configured as the bridge configures its own.
-    async fn context(url: &str, window: usize) -> jetstream::Context {
-        let client = async_nats::connect(url).await.expect("connect to NATS");
-        jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(5))
-            .max_ack_inflight(window)
-            .backpressure_on_inflight(true)
-            .build(client)
-    }
-
-    /// The publish the bridge makes: JSON payload, `Nats-Msg-Id`.
-    fn message(event: &Event) -> jetstream::message::PublishMessage {
-        let payload = serde_json::to_vec(event).expect("JSON");
-        jetstream::message::PublishMessage::build()
-            .payload(payload.into())
-            .message_id(format!("events/0/{}", event.n))
-    }
-}
-
-impl Far for Nats {
-    fn name(&self) -> &'static str {
-        "NATS"
-    }
-
-    fn create(&self) -> Target {
-        let name = services::unique("bench_bridge").replace(['-', '.'], "_");
-        let subject = format!("{name}.events");
-        self.admin.create_stream(&name, &[&format!("{name}.>")]);
-        Target { name, subject }
-    }
-
-    fn delete(&self, target: &Target) {
-        self.admin.delete_stream(&target.name);
-    }
-
-    fn stored(&self, target: &Target) -> u64 {
-        self.admin.count(&target.name)
-    }
-
-    fn raw_publish(&self, target: &Target, events: &[Event], window: usize) -> Duration {
-        self.runtime.block_on(async {
-            let start = Instant::now();
-            let context = Self::context(&self.url, window).await;
-            let mut confirms = FuturesUnordered::new();
-            for event in events {
-                if confirms.len() >= window {
-                    let ack: Result<_, _> = confirms.next().await.expect("a confirm in flight");
-                    ack.expect("PubAck");
-                }
-                let confirm = context
-                    .send_publish(target.subject.clone(), Self::message(event))
-                    .await
-                    .expect("publish");
-                confirms.push(confirm.into_future());
-            }
-            while let Some(ack) = confirms.next().await {
-                ack.expect("PubAck");
-            }
-            start.elapsed()
-        })
-    }
-
-    fn bridge(
-        &self,
-        target: &Target,
-        source: Consumer<Event>,
-        dead_letters: &Queue<DeadLetter>,
-        window: usize,
-    ) -> Option<Bridge> {
-        let bridge = nats::Outbound::new(&self.url, &target.subject)
-            .window(window)
-            .start(source, dead_letters)
-            .expect("start the NATS bridge");
-        Some(bridge)
-    }
-
-    fn raw_sender(&self, target: &Target) -> Box<dyn RawSender> {
-        let runtime = runtime();
-        let context = runtime.block_on(Self::context(&self.url, 256));
-        Box::new(NatsSender {
-            runtime,
-            context,
-            subject: target.subject.clone(),
-        })
-    }
-
-    fn listen(&self, target: &Target, count: usize) -> JoinHandle<Vec<(u64, Instant)>> {
-        let (ready, started) = mpsc::channel();
-        let url = self.url.clone();
-        let stream = target.name.clone();
-        let handle = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let context = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-                let stream = context.get_stream(&stream).await.expect("the stream");
-                let consumer: jetstream::consumer::PullConsumer = stream
-                    .create_consumer(jetstream::consumer::pull::Config {
-                        ack_policy: jetstream::consumer::AckPolicy::None,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("a pull consumer");
-                let mut messages = consumer.messages().await.expect("pull");
-                ready.send(()).expect("bench waiting");
-                let mut got = Vec::with_capacity(count);
-                while got.len() < count {
-                    let message = messages.next().await.expect("stream open").expect("msg");
-                    let at = Instant::now();
-                    let event: Event = serde_json::from_slice(&message.payload).expect("JSON");
-                    got.push((event.n, at));
-                }
-                got
-            })
-        });
-        started.recv().expect("the listener started");
-        handle
-    }
-}
-
-struct NatsSender {
-    runtime: tokio::runtime::Runtime,
-    context: jetstream::Context,
-    subject: String,
-}
-
-impl RawSender for NatsSender {
-    fn send(&mut self, event: &Event) {
-        self.runtime.block_on(async {
-            self.context
-                .send_publish(self.subject.clone(), Nats::message(event))
-                .await
-                .expect("publish")
-                .await
-                .expect("PubAck");
-        });
-    }
-}
-
-/// RabbitMQ through lapin: a direct exchange and a durable queue bound to it, persistent
-/// messages published with `mandatory` and publisher confirms. embus's AMQP bridge is not in
-/// this tree yet: [`bridge`](Far::bridge) returns `None`, and only the raw side runs.
-///
-/// No connection stays open between operations, so no lapin I/O thread is alive while the other
-/// server's sections run on this 2-core machine.
-struct Amqp {
-    url: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Amqp {
-    fn new(url: String) -> Self {
-        Self {
-            url,
-            runtime: runtime(),
-        }
-    }
-
-    /// Runs `op` on a channel of a connection made for it, and closes the connection.
-    fn admin<R>(&self, op: impl AsyncFnOnce(&lapin::Channel) -> R) -> R {
-        self.runtime.block_on(async {
-            let (connection, channel) = Self::connect(&self.url, false).await;
-            let result = op(&channel).await;
-            let _ = connection.close(200, "done".into()).await;
-            result
-        })
-    }
-
-    /// A connection and a channel, in confirm mode if `confirms`.
-    async fn connect(url: &str, confirms: bool) -> (lapin::Connection, lapin::Channel) {
-        let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
-        let channel = connection.create_channel().await.expect("a channel");
-        if confirms {
-            channel
-                .confirm_select(lapin::options::ConfirmSelectOptions::default())
-                .await
-                .expect("confirm mode");
-        }
-        (connection, channel)
-    }
-
-    /// Publishes one event as the bridge would: JSON, `message_id`, persistent, mandatory.
-    async fn publish(
-        channel: &lapin::Channel,
-        target: &Target,
-        event: &Event,
-    ) -> lapin::PublisherConfirm {
-        let payload = serde_json::to_vec(event).expect("JSON");
-        let properties = lapin::BasicProperties::default()
-            .with_message_id(format!("events/0/{}", event.n).into())
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2);
-        let options = lapin::options::BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
-        channel
-            .basic_publish(
-                target.name.as_str().into(),
-                target.subject.as_str().into(),
-                options,
-                &payload,
-                properties,
-            )
-            .await
-            .expect("publish")
-    }
-
-    /// A confirm that is an ack, and not a return (unroutable).
-    fn check(confirmation: lapin::Result<lapin::Confirmation>) {
-        let confirmation = confirmation.expect("a confirm");
-        assert!(confirmation.is_ack(), "nacked: {confirmation:?}");
-        assert!(
-            confirmation.take_message().is_none(),
-            "returned: unroutable"
-        );
-    }
-}
-
-impl Far for Amqp {
-    fn name(&self) -> &'static str {
-        "AMQP"
-    }
-
-    fn create(&self) -> Target {
-        let name = services::unique("bench-bridge");
-        let target = Target {
-            subject: "events".to_string(),
-            name,
-        };
-        self.admin(async |channel| {
-            let args = lapin::types::FieldTable::default;
-            channel
-                .exchange_declare(
-                    target.name.as_str().into(),
-                    lapin::ExchangeKind::Direct,
-                    lapin::options::ExchangeDeclareOptions::default(),
-                    args(),
-                )
-                .await
-                .expect("declare the exchange");
-            let durable = lapin::options::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
-            channel
-                .queue_declare(target.name.as_str().into(), durable, args())
-                .await
-                .expect("declare the queue");
-            channel
-                .queue_bind(
-                    target.name.as_str().into(),
-                    target.name.as_str().into(),
-                    target.subject.as_str().into(),
-                    lapin::options::QueueBindOptions::default(),
-                    args(),
-                )
-                .await
-                .expect("bind the queue");
-        });
-        target
-    }
-
-    fn delete(&self, target: &Target) {
-        self.admin(async |channel| {
-            let _ = channel
-                .queue_delete(target.name.as_str().into(), Default::default())
-                .await;
-            let _ = channel
-                .exchange_delete(target.name.as_str().into(), Default::default())
-                .await;
-        });
-    }
-
-    fn stored(&self, target: &Target) -> u64 {
-        self.admin(async |channel| {
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                durable: true,
-                ..Default::default()
-            };
-            let queue = channel
-                .queue_declare(target.name.as_str().into(), passive, Default::default())
-                .await
-                .expect("the queue");
-            u64::from(queue.message_count())
-        })
-    }
-
-    fn raw_publish(&self, target: &Target, events: &[Event], window: usize) -> Duration {
-        self.runtime.block_on(async {
-            let start = Instant::now();
-            let (connection, channel) = Self::connect(&self.url, true).await;
-            let mut confirms = FuturesUnordered::new();
-            for event in events {
-                if confirms.len() >= window {
-                    Self::check(confirms.next().await.expect("a confirm in flight"));
-                }
-                confirms.push(Self::publish(&channel, target, event).await);
-            }
-            while let Some(confirmation) = confirms.next().await {
-                Self::check(confirmation);
-            }
-            let elapsed = start.elapsed();
-            let _ = connection.close(200, "done".into()).await;
-            elapsed
-        })
-    }
-
-    fn bridge(
-        &self,
-        _target: &Target,
-        _source: Consumer<Event>,
-        _dead_letters: &Queue<DeadLetter>,
-        _window: usize,
-    ) -> Option<Bridge> {
-        // When `embus::bridge::amqp` lands:
-        // Some(amqp::Outbound::new(&self.url, &_target.name).routing_key(&_target.subject)
-        //     .window(_window).start(_source, _dead_letters).expect("start the AMQP bridge"))
-        None
-    }
-
-    fn raw_sender(&self, target: &Target) -> Box<dyn RawSender> {
-        let runtime = runtime();
-        let (connection, channel) = runtime.block_on(Self::connect(&self.url, true));
-        Box::new(AmqpSender {
-            runtime,
-            channel,
-            connection,
-            target: Target {
-                name: target.name.clone(),
-                subject: target.subject.clone(),
-            },
-        })
-    }
-
-    fn listen(&self, target: &Target, count: usize) -> JoinHandle<Vec<(u64, Instant)>> {
-        let (ready, started) = mpsc::channel();
-        let url = self.url.clone();
-        let queue = target.name.clone();
-        let handle = std::thread::spawn(move || {
-            runtime().block_on(async move {
-                let (connection, channel) = Self::connect(&url, false).await;
-                let no_ack = lapin::options::BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                };
-                let mut deliveries = channel
-                    .basic_consume(
-                        queue.as_str().into(),
-                        "bench".into(),
-                        no_ack,
-                        Default::default(),
-                    )
-                    .await
-                    .expect("consume");
-                ready.send(()).expect("bench waiting");
-                let mut got = Vec::with_capacity(count);
-                while got.len() < count {
-                    let delivery = deliveries.next().await.expect("consumer open");
-                    let at = Instant::now();
-                    let delivery = delivery.expect("a delivery");
-                    let event: Event = serde_json::from_slice(&delivery.data).expect("JSON");
-                    got.push((event.n, at));
-                }
-                let _ = connection.close(200, "done".into()).await;
-                got
-            })
-        });
-        started.recv().expect("the listener started");
-        handle
-    }
-}
-
-struct AmqpSender {
-    runtime: tokio::runtime::Runtime,
-    channel: lapin::Channel,
-    connection: lapin::Connection,
-    target: Target,
-}
-
-impl Drop for AmqpSender {
-    fn drop(&mut self) {
-        let _ = self
-            .runtime
-            .block_on(self.connection.close(200, "done".into()));
-    }
-}
-
-impl RawSender for AmqpSender {
-    fn send(&mut self, event: &Event) {
-        self.runtime.block_on(async {
-            let confirm = Amqp::publish(&self.channel, &self.target, event).await;
-            Amqp::check(confirm.await);
-        });
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -902,10 +488,10 @@ fn main() {
 
     let mut fars: Vec<Box<dyn Far>> = Vec::new();
     if let Some(url) = services::nats() {
-        fars.push(Box::new(Nats::new(url)));
+        fars.push(Box::new(jetstream::Nats::new(url)));
     }
     if let Some(url) = services::amqp() {
-        fars.push(Box::new(Amqp::new(url)));
+        fars.push(Box::new(amqp::Amqp::new(url)));
     }
     if fars.is_empty() {
         println!("SKIPPED: no bridge server is reachable; nothing to measure");
