@@ -94,8 +94,10 @@ struct Relay<T, S> {
     dead_letters: Producer<DeadLetter>,
     route: RouteFn,
     common: Common,
-    /// By the order they were taken in, which is the order they are published in.
-    pending: BTreeMap<u64, Pending<T>>,
+    /// By the order they were taken in, which is the order they are published in. Boxed: a
+    /// `Pending` is a few hundred bytes, and unboxed the map's nodes are large allocations whose
+    /// churn (and the value moves on every insert and remove) cost more than the relay's own work.
+    pending: BTreeMap<u64, Box<Pending<T>>>,
     next: u64,
 }
 
@@ -108,6 +110,10 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         let mut confirms: FuturesUnordered<ConfirmFut> = FuturesUnordered::new();
         let mut broken = false;
         let mut drain: Option<tokio::time::Instant> = None;
+        // Made once: a `Notified` made anew on every turn of the loop takes the `Notify`'s lock
+        // twice per message.
+        let stopped = shared.stopped();
+        tokio::pin!(stopped);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -126,7 +132,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             let room = drain.is_none() && self.pending.len() < self.common.window;
             tokio::select! {
                 biased;
-                () = shared.stopped(), if drain.is_none() => {
+                () = &mut stopped, if drain.is_none() => {
                     drain = Some(super::drain_deadline(&self.common));
                 }
                 () = super::sleep_until(drain) => break,
@@ -185,7 +191,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             headers: message.headers(),
             id: &id,
         });
-        let mut payload = Vec::new();
+        let mut payload = Vec::with_capacity(256);
         let encoded = self.common.codec.encode(message.payload(), &mut payload);
         let outgoing = Outgoing {
             id,
@@ -201,7 +207,8 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         };
         let seq = self.next;
         self.next += 1;
-        self.pending.insert(seq, Pending { message, outgoing });
+        self.pending
+            .insert(seq, Box::new(Pending { message, outgoing }));
         if let Err(error) = encoded {
             let reason = format!("cannot encode as {}: {error}", self.common.codec.name());
             self.dead_letter(seq, reason, shared).await?;
