@@ -45,7 +45,6 @@
 //! than a redelivery takes, at least once otherwise.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,7 +63,7 @@ use lapin::{
 };
 
 use super::inbound::{Incoming, RemoteAck, Source};
-use super::outbound::{Failure, Outgoing, Sink};
+use super::outbound::{Confirm, Failure, Outgoing, Sink};
 use super::{Bridge, BridgeError, Common, DeadLetter, Envelope, KEY_HEADER, RouteFn, redact};
 use crate::codec::CodecKind;
 use crate::record::Payload;
@@ -363,8 +362,6 @@ struct Publisher {
     link: Option<(Connection, Channel)>,
 }
 
-type ConfirmFuture = Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
-
 impl super::Remote for Publisher {
     async fn connect(&mut self) -> Result<(), BridgeError> {
         if let Some((connection, _)) = self.link.take() {
@@ -415,9 +412,7 @@ impl super::Remote for Publisher {
 }
 
 impl Sink for Publisher {
-    type Confirm = ConfirmFuture;
-
-    async fn publish(&mut self, message: &Outgoing) -> Result<ConfirmFuture, Failure> {
+    async fn publish(&mut self, message: &Outgoing) -> Result<Confirm, Failure> {
         let Some((_, channel)) = &self.link else {
             return Err(Failure::Retry("not connected".into()));
         };

@@ -38,7 +38,7 @@ use async_nats::{HeaderMap, HeaderName};
 use futures_util::StreamExt;
 
 use super::inbound::{self, Incoming, RemoteAck};
-use super::outbound::{self, Failure, Outgoing};
+use super::outbound::{self, Confirm, Failure, Outgoing};
 use super::{Bridge, BridgeError, Common, DeadLetter, Envelope, KEY_HEADER, Remote, RouteFn};
 use crate::record::Payload;
 use crate::{Consumer, Producer, Queue};
@@ -112,6 +112,7 @@ impl Outbound {
             link: Link::new(self.url, &self.common),
             subject: self.subject,
             context: None,
+            checked: String::new(),
         };
         outbound::start(sink, source, dead_letters, route, self.common)
     }
@@ -278,7 +279,10 @@ impl Link {
 struct Sink {
     link: Link,
     subject: String,
-    context: Option<jetstream::Context>,
+    /// Shared with the confirms, which look the stream up when one says "no responders".
+    context: Option<Arc<jetstream::Context>>,
+    /// The last subject found valid (routes rarely change between messages).
+    checked: String,
 }
 
 impl Remote for Sink {
@@ -297,7 +301,7 @@ impl Remote for Sink {
             }
             Err(error) => return Err(self.link.remote(&self.subject, error)),
         }
-        self.context = Some(context);
+        self.context = Some(Arc::new(context));
         Ok(())
     }
 
@@ -309,14 +313,13 @@ impl Remote for Sink {
 }
 
 impl outbound::Sink for Sink {
-    type Confirm = std::pin::Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
-
-    async fn publish(&mut self, message: &Outgoing) -> Result<Self::Confirm, Failure> {
+    async fn publish(&mut self, message: &Outgoing) -> Result<Confirm, Failure> {
         let Some(context) = &self.context else {
             return Err(Failure::Retry("not connected".into()));
         };
-        if let Err(reason) = check_subject(&message.route) {
-            return Err(Failure::Reject(reason));
+        if message.route != self.checked {
+            check_subject(&message.route).map_err(Failure::Reject)?;
+            self.checked.clone_from(&message.route);
         }
         let mut headers = HeaderMap::new();
         let key = message.key.iter().map(|key| (KEY_HEADER, key.as_slice()));
@@ -326,21 +329,23 @@ impl outbound::Sink for Sink {
             .map(|(n, v)| (n.as_str(), v.as_slice()));
         for (name, value) in key.chain(user) {
             let (name, value) = nats_header(name, value)?;
-            headers.append(name, value);
+            // A `String` known to hold no line break goes in as it is (a `&str` is scanned and
+            // copied character by character).
+            headers.append(name, value.to_string());
         }
-        headers.insert(MSG_ID, message.id.as_str());
+        headers.insert(MSG_ID, message.id.clone());
         let publish = jetstream::message::PublishMessage::build()
-            .payload(message.payload.clone().into())
+            .payload(message.payload.clone())
             .headers(headers);
+        let subject = async_nats::Subject::from(message.route.as_str());
         let ack = context
-            .send_publish(message.route.clone(), publish)
+            .send_publish(subject.clone(), publish)
             .await
             .map_err(|error| match error.kind() {
                 PublishErrorKind::MaxPayloadExceeded => Failure::Reject(error.to_string()),
                 _ => Failure::Retry(error.to_string()),
             })?;
-        let context = context.clone();
-        let subject = message.route.clone();
+        let context = Arc::clone(context);
         Ok(Box::pin(async move {
             let Err(error) = ack.await else {
                 return Ok(());

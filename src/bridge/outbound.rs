@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -25,7 +26,8 @@ pub(crate) struct Outgoing {
     pub(crate) key: Option<Vec<u8>>,
     /// The record's headers, without the message id (it travels natively).
     pub(crate) headers: Vec<(String, Vec<u8>)>,
-    pub(crate) payload: Vec<u8>,
+    /// Shared, not copied, with the client for each (re)publish.
+    pub(crate) payload: bytes::Bytes,
 }
 
 /// Why a publish or a receive did not succeed.
@@ -40,11 +42,8 @@ pub(crate) enum Failure {
 
 /// A remote publisher with confirms. Built on the caller's thread, used on the bridge's.
 pub(crate) trait Sink: super::Remote {
-    /// Resolves once the server confirmed (or refused) one message.
-    type Confirm: Future<Output = Result<(), Failure>> + 'static;
-
     /// Hands `message` to the client, in order; the returned future waits for its confirm.
-    async fn publish(&mut self, message: &Outgoing) -> Result<Self::Confirm, Failure>;
+    async fn publish(&mut self, message: &Outgoing) -> Result<Confirm, Failure>;
 
     /// The target as errors and dead letters name it: the server and the subject, or the
     /// exchange and routing key.
@@ -86,7 +85,23 @@ struct Pending<T> {
     outgoing: Outgoing,
 }
 
-type ConfirmFut = Pin<Box<dyn Future<Output = (u64, Result<(), Failure>)>>>;
+/// Resolves once the server confirmed (or refused) one message.
+pub(crate) type Confirm = Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
+
+/// A confirm with the number of the message it is for.
+struct Tagged {
+    seq: u64,
+    confirm: Confirm,
+}
+
+impl Future for Tagged {
+    type Output = (u64, Result<(), Failure>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let seq = self.seq;
+        self.confirm.as_mut().poll(cx).map(|result| (seq, result))
+    }
+}
 
 struct Relay<T, S> {
     sink: S,
@@ -107,7 +122,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         shared.set_connected(true, false);
         ready.ready();
 
-        let mut confirms: FuturesUnordered<ConfirmFut> = FuturesUnordered::new();
+        let mut confirms: FuturesUnordered<Tagged> = FuturesUnordered::new();
         let mut broken = false;
         let mut drain: Option<tokio::time::Instant> = None;
         // Made once: a `Notified` made anew on every turn of the loop takes the `Notify`'s lock
@@ -203,7 +218,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
                 .filter(|(name, _)| *name != MESSAGE_ID)
                 .map(|(name, value)| (name.to_string(), value.to_vec()))
                 .collect(),
-            payload,
+            payload: payload.into(),
         };
         let seq = self.next;
         self.next += 1;
@@ -221,7 +236,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
     async fn publish(
         &mut self,
         seq: u64,
-        confirms: &mut FuturesUnordered<ConfirmFut>,
+        confirms: &mut FuturesUnordered<Tagged>,
         shared: &Shared,
     ) -> Result<bool, BridgeError> {
         let Some(pending) = self.pending.get(&seq) else {
@@ -229,7 +244,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         };
         match self.sink.publish(&pending.outgoing).await {
             Ok(confirm) => {
-                confirms.push(Box::pin(async move { (seq, confirm.await) }));
+                confirms.push(Tagged { seq, confirm });
                 Ok(true)
             }
             Err(Failure::Reject(reason)) => {
@@ -247,7 +262,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
     /// the ones it already had by their id (NATS), or sees them twice (AMQP, at least once).
     async fn republish(
         &mut self,
-        confirms: &mut FuturesUnordered<ConfirmFut>,
+        confirms: &mut FuturesUnordered<Tagged>,
         shared: &Shared,
     ) -> Result<bool, BridgeError> {
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
@@ -290,7 +305,7 @@ impl<T: Payload, S: Sink> Relay<T, S> {
             id: Some(outgoing.id),
             key: outgoing.key,
             headers: outgoing.headers,
-            payload: outgoing.payload,
+            payload: outgoing.payload.to_vec(),
         };
         self.dead_letters
             .send_async(letter)
