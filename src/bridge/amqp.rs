@@ -343,15 +343,18 @@ impl Server {
     }
 }
 
-/// Closes a connection that is being replaced, without waiting on it for long.
-fn abandon(connection: Connection) {
-    tokio::spawn(close(connection, "reconnecting"));
+/// Closes a connection that is being replaced, in the background; see [`close`].
+fn abandon<P: Send + 'static>(connection: Connection, parts: P) {
+    tokio::spawn(close(connection, parts, "reconnecting"));
 }
 
 /// Closes a connection cleanly (the server requeues what it had not been acked), waiting at
-/// most [`CLOSE_TIMEOUT`].
-async fn close(connection: Connection, why: &'static str) {
+/// most [`CLOSE_TIMEOUT`], and only then drops `parts`, its channels and consumer: lapin can
+/// deadlock (two of its locks taken in opposite orders) when a consumer is dropped while its
+/// connection is still delivering to it.
+async fn close<P>(connection: Connection, parts: P, why: &'static str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, why.into())).await;
+    drop(parts);
 }
 
 /// The outbound client: one connection and one channel in confirm mode.
@@ -364,8 +367,8 @@ struct Publisher {
 
 impl super::Remote for Publisher {
     async fn connect(&mut self) -> Result<(), BridgeError> {
-        if let Some((connection, _)) = self.link.take() {
-            abandon(connection);
+        if let Some((connection, channel)) = self.link.take() {
+            abandon(connection, channel);
         }
         let exchange = self.exchange.to_string();
         let missing = Missing::Exchange(&exchange);
@@ -398,15 +401,15 @@ impl super::Remote for Publisher {
                 Ok(())
             }
             Err(error) => {
-                abandon(connection);
+                abandon(connection, ());
                 Err(self.server.error(&error, &missing))
             }
         }
     }
 
     async fn close(&mut self) {
-        if let Some((connection, _)) = self.link.take() {
-            close(connection, "bridge stopped").await;
+        if let Some((connection, channel)) = self.link.take() {
+            close(connection, channel, "bridge stopped").await;
         }
     }
 }
@@ -560,8 +563,10 @@ impl Subscriber {
 
 impl super::Remote for Subscriber {
     async fn connect(&mut self) -> Result<(), BridgeError> {
-        if let Some(connection) = self.link.take().and_then(|mut old| old.connection.take()) {
-            abandon(connection);
+        if let Some(mut old) = self.link.take()
+            && let Some(connection) = old.connection.take()
+        {
+            abandon(connection, old);
         }
         let queue = self.queue.to_string();
         let missing = Missing::Queue(&queue);
@@ -576,15 +581,17 @@ impl super::Remote for Subscriber {
                 Ok(())
             }
             Err(error) => {
-                abandon(connection);
+                abandon(connection, ());
                 Err(self.server.error(&error, &missing))
             }
         }
     }
 
     async fn close(&mut self) {
-        if let Some(connection) = self.link.take().and_then(|mut old| old.connection.take()) {
-            close(connection, "bridge stopped").await;
+        if let Some(mut old) = self.link.take()
+            && let Some(connection) = old.connection.take()
+        {
+            close(connection, old, "bridge stopped").await;
         }
     }
 }
