@@ -368,6 +368,7 @@ impl<T> Consumer<T> {
 
     /// Whether its messages are settled (a group member or a queue consumer): acking one
     /// moves something that outlives the consumer, unlike a plain subscriber's position.
+    #[cfg(any(feature = "nats", feature = "amqp"))]
     pub(crate) fn settles(&self) -> bool {
         !matches!(self.flavor, Flavor::Subscriber(_))
     }

@@ -92,7 +92,9 @@
 //! broker starts one writer thread (`embus-writer`) that owns the redb write transactions; it
 //! stops when the broker closes ([`Broker::close`] or dropping the last handle), after
 //! committing what was queued. Either kind starts a timer thread the first time an async
-//! receive waits for a real-time ack deadline; it stops on close.
+//! receive waits for a real-time ack deadline; it stops on close. A bridge
+//! (`bridge::nats`, `bridge::amqp`, features `nats` and `amqp`) runs on threads of its own
+//! (`embus-bridge`, and `embus-bridge-writer` inbound) until it is stopped.
 
 #![forbid(unsafe_code)]
 #![warn(

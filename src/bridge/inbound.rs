@@ -2,8 +2,8 @@
 //! client (a JetStream pull consumer, an AMQP queue); [`start`] runs the loop both share.
 //!
 //! The bridge's async task receives and decodes; a writer thread (`embus-bridge-writer`) stores
-//! what is waiting in one `send_record_batch` (one commit) and reports how far it got; only then
-//! does the task ack those messages remotely. A crash between the two leaves them unacked
+//! what is waiting in one `send_record_batch` (one commit, and one more for dead letters) and
+//! reports how far it got; only then does the task ack those messages remotely. A crash between the two leaves them unacked
 //! remotely, so the server delivers them again, and the target's dedupe window drops them by id.
 
 use std::collections::VecDeque;

@@ -61,7 +61,13 @@ mod outbound;
 pub const KEY_HEADER: &str = "Embus-Key";
 
 /// A running bridge: stop it with [`stop`](Self::stop), which drains what is in flight.
-/// Dropping it stops it the same way.
+/// Dropping it stops it the same way, and so blocks like `stop` (up to the drain timeout plus a
+/// few seconds to close the connection): drop it where blocking is fine, not on an async task
+/// that must not stall.
+///
+/// Threads: `embus-bridge` runs the bridge and its tokio runtime; an inbound bridge adds
+/// `embus-bridge-writer`, which stores what it receives; the AMQP client adds its own I/O
+/// thread (`lapin-io-loop`). All end when the bridge stops.
 pub struct Bridge {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<(), BridgeError>>>,
@@ -456,8 +462,11 @@ impl Bridge {
     }
 
     /// Stops taking new messages, waits (up to the drain timeout) for those in flight to be
-    /// settled on both sides, and returns. An unsettled message stays at its source, to be
-    /// redelivered when a bridge starts again.
+    /// settled on both sides, closes the connection (waiting at most 5 s for a server that is
+    /// down), and returns. An unsettled message stays at its source, to be redelivered when a
+    /// bridge starts again. If the drain timed out, an inbound bridge's writer thread may still
+    /// finish storing the batch it holds after `stop` returns; those messages are not acked
+    /// remotely, so the target's dedupe window drops them when they come again.
     ///
     /// # Errors
     /// The error that stopped the bridge earlier, if one did.
