@@ -55,14 +55,7 @@ impl NatsAdmin {
         if let Some(id) = id {
             publish = publish.message_id(id);
         }
-        self.runtime
-            .block_on(async {
-                self.js
-                    .send_publish(subject.to_string(), publish)
-                    .await?
-                    .await
-            })
-            .unwrap();
+        self.send(subject, publish);
     }
 
     /// Publishes `payload` to `subject` with one header, and waits for its ack.
@@ -70,6 +63,10 @@ impl NatsAdmin {
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload.as_bytes().to_vec().into())
             .header(name, value);
+        self.send(subject, publish);
+    }
+
+    fn send(&self, subject: &str, publish: jetstream::message::PublishMessage) {
         self.runtime
             .block_on(async {
                 self.js

@@ -160,8 +160,7 @@ pub fn run_child(
     commits
 }
 
-/// A small deterministic generator (xorshift64*), so a seed repeats a run.
-pub struct Rng(u64);
+pub use crate::common::process::{Rng, env_u64};
 
 impl Rng {
     /// When to kill a child: after `min..min + spread` commits, plus up to 4 ms.
@@ -169,31 +168,14 @@ impl Rng {
         let commits = min + self.below(spread) as usize;
         (commits, Duration::from_micros(self.below(4000)))
     }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-pub fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
 }
 
 /// The cycle count and a generator seeded from `EMBUS_CRASH_SEED` (or the time), announced.
 pub fn settings(test: &str) -> (u32, Rng) {
     let cycles = env_u64("EMBUS_CRASH_CYCLES").unwrap_or(20);
-    let seed = env_u64("EMBUS_CRASH_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("{test}: seed {seed} (EMBUS_CRASH_SEED repeats the kill points)");
-    (u32::try_from(cycles).unwrap(), Rng(seed.max(1)))
+    eprintln!("{test}: kill points");
+    (
+        u32::try_from(cycles).unwrap(),
+        Rng::from_env("EMBUS_CRASH_SEED"),
+    )
 }
