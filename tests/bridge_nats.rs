@@ -590,12 +590,13 @@ fn stop_and_drop_return_while_the_server_is_unreachable() {
     let jobs = bus.queue::<u64>("jobs").unwrap();
     let inbox = bus.topic::<u64>("inbox").unwrap();
     let parked = bus.queue::<DeadLetter>("parked").unwrap();
+    // Job 2 is taken and cannot be confirmed: the drain gives up on it after 1 s.
     let out = bridge::Outbound::new(proxy.url(&url), &stream.subject)
         .drain_timeout(Duration::from_secs(1))
         .start(jobs.consumer(), &parked)
         .unwrap();
+    // The default drain timeout (30 s): an idle bridge has nothing to drain, and does not wait.
     let inbound = bridge::Inbound::new(proxy.url(&url), &stream.name, "embus")
-        .drain_timeout(Duration::from_secs(1))
         .start(inbox.producer(), &parked)
         .unwrap();
     jobs.producer().send(1).unwrap();
@@ -606,7 +607,7 @@ fn stop_and_drop_return_while_the_server_is_unreachable() {
     out.stop().unwrap();
     drop(inbound);
     assert!(
-        stopping.elapsed() < Duration::from_secs(20),
+        stopping.elapsed() < Duration::from_secs(15),
         "stop and drop took {:?}",
         stopping.elapsed()
     );

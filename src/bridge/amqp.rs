@@ -531,6 +531,9 @@ impl Subscriber {
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
+        // Before consuming: a consumer dropped while its connection delivers can deadlock
+        // lapin (see `close`), so nothing that can fail comes after `basic_consume`.
+        let counter = connection.create_channel().await?;
         let consumer = channel
             .basic_consume(
                 self.queue.clone(),
@@ -539,7 +542,6 @@ impl Subscriber {
                 FieldTable::default(),
             )
             .await?;
-        let counter = connection.create_channel().await?;
         let queue = self.queue.clone();
         let lag = Arc::clone(&self.lag);
         let lag_task = tokio::spawn(async move {
@@ -613,7 +615,8 @@ impl RemoteAck for Ack {
 impl Source for Subscriber {
     type Ack = Ack;
 
-    async fn next(&mut self) -> Result<Incoming<Ack>, Failure> {
+    async fn next(&mut self, _room: usize) -> Result<Incoming<Ack>, Failure> {
+        // The server's prefetch (`basic_qos(window)`) already counts what is unacked.
         let Some(link) = &mut self.link else {
             return Err(Failure::Retry("not connected".into()));
         };

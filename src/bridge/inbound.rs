@@ -40,8 +40,10 @@ pub(crate) trait RemoteAck: 'static {
 pub(crate) trait Source: super::Remote {
     type Ack: RemoteAck;
 
-    /// The next message. Cancel safe: a call dropped before it resolves loses none.
-    async fn next(&mut self) -> Result<Incoming<Self::Ack>, Failure>;
+    /// The next message. Cancel safe: a call dropped before it resolves loses none. `room` is
+    /// how many more the relay can take now: a source that pulls in batches asks for no more,
+    /// so nothing it pulled sits unread while the relay waits for the local store.
+    async fn next(&mut self, room: usize) -> Result<Incoming<Self::Ack>, Failure>;
 
     /// Messages the server holds for this consumer and has not delivered, if it says.
     fn lag(&self) -> Option<u64>;
@@ -116,14 +118,17 @@ impl<S: Source> Relay<S> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
+            let idle = waiting.is_empty() && acks.is_empty();
+            if drain.is_some() && idle {
+                break Ok(());
+            }
             if broken {
-                if !super::reconnect(&mut self.source, &shared, &self.common, &mut drain).await {
+                let source = &mut self.source;
+                if !super::reconnect(source, &shared, &self.common, &mut drain, idle).await {
                     break Ok(());
                 }
                 broken = false;
-            }
-            if drain.is_some() && waiting.is_empty() && acks.is_empty() {
-                break Ok(());
+                continue;
             }
             let room = drain.is_none() && waiting.len() < self.common.window;
             tokio::select! {
@@ -151,7 +156,7 @@ impl<S: Source> Relay<S> {
                         shared.error(format!("{}: ack: {reason}", self.source.describe()));
                     }
                 }
-                incoming = self.source.next(), if room => match incoming {
+                incoming = self.source.next(self.common.window - waiting.len()), if room => match incoming {
                     Ok(incoming) => {
                         let (item, ack) = self.convert::<T>(incoming);
                         if to_writer.send((next, item)).is_err() {
@@ -247,15 +252,15 @@ impl<S: Source> Relay<S> {
 }
 
 /// Whether a local send failure is about the broker or its store (stop the bridge; the
-/// messages stay unacked remotely) rather than about one record (dead-letter that record).
+/// messages stay unacked remotely) rather than about one record (a compacted topic and no
+/// key, a payload the store cannot encode, a bad id: dead-letter that record).
 fn fatal(error: &Error) -> bool {
-    matches!(
+    !matches!(
         error,
-        Error::Closed
-            | Error::Deleted { .. }
-            | Error::Storage { .. }
-            | Error::Corrupt { .. }
-            | Error::Poisoned { .. }
+        Error::KeyRequired { .. }
+            | Error::Encode { .. }
+            | Error::Unsupported { .. }
+            | Error::InvalidMessageId { .. }
     )
 }
 

@@ -77,7 +77,8 @@ pub struct Bridge {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BridgeStats {
-    /// Messages relayed: confirmed by the server (outbound) or stored locally (inbound).
+    /// Messages relayed: confirmed by the server (outbound), or stored locally, in the target
+    /// or its dead-letter queue (inbound).
     pub forwarded: u64,
     /// Messages taken from the source and not yet settled on it.
     pub in_flight: u64,
@@ -99,7 +100,10 @@ pub struct BridgeStats {
 /// What a bridge could not deliver, kept in a local dead-letter queue instead of being lost.
 ///
 /// Outbound: a message the server refused (unroutable, rejected, not encodable). Inbound: a
-/// message whose payload did not decode as the target's type; `payload` holds its raw bytes.
+/// message whose payload did not decode as the target's type (`payload` holds its raw bytes),
+/// or one the target refused (a compacted topic and no key; `payload` is encoded again by the
+/// bridge's codec). A redelivery of a message after a crash can be dead-lettered again: once
+/// per delivery, not once per message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeadLetter {
@@ -511,7 +515,7 @@ pub(crate) trait Remote: Send + 'static {
 }
 
 /// Reconnects after a loss, waiting by the backoff between attempts. `false` if the bridge was
-/// told to stop and its drain timeout passed first.
+/// told to stop and either has nothing in flight (`idle`) or its drain timeout passed first.
 ///
 /// The attempts count on from the last loss until traffic flows again ([`Shared::progress`]),
 /// so a connection that comes up and fails at once (a server that refuses the first publish
@@ -521,9 +525,13 @@ pub(crate) async fn reconnect(
     shared: &Shared,
     common: &Common,
     drain: &mut Option<tokio::time::Instant>,
+    idle: bool,
 ) -> bool {
     shared.set_connected(false, false);
     loop {
+        if idle && (drain.is_some() || shared.stopping()) {
+            return false;
+        }
         let attempt = shared
             .losses
             .fetch_add(1, Ordering::Relaxed)

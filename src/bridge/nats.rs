@@ -568,12 +568,12 @@ impl RemoteAck for Ack {
 impl inbound::Source for Source {
     type Ack = Ack;
 
-    async fn next(&mut self) -> Result<Incoming<Ack>, Failure> {
+    async fn next(&mut self, room: usize) -> Result<Incoming<Ack>, Failure> {
         let Some(pull) = &mut self.pull else {
             return Err(Failure::Retry("not connected".into()));
         };
         let message = loop {
-            if let Some(message) = pull.next(self.window).await? {
+            if let Some(message) = pull.next(room.max(1)).await? {
                 break message;
             }
             // An empty batch: fine, unless it was empty because the connection is down.

@@ -132,17 +132,19 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if drain.is_some() && self.pending.is_empty() {
+                break;
+            }
             if broken {
                 confirms.clear();
                 shared.set_connected(false, false);
-                if !super::reconnect(&mut self.sink, &shared, &self.common, &mut drain).await {
-                    break; // stopping, and the drain timed out while disconnected
+                let idle = self.pending.is_empty();
+                let sink = &mut self.sink;
+                if !super::reconnect(sink, &shared, &self.common, &mut drain, idle).await {
+                    break; // told to stop with nothing to drain, or the drain timed out
                 }
                 broken = !self.republish(&mut confirms, &shared).await?;
                 continue;
-            }
-            if drain.is_some() && self.pending.is_empty() {
-                break;
             }
             let room = drain.is_none() && self.pending.len() < self.common.window;
             tokio::select! {
