@@ -290,10 +290,15 @@ impl Server {
         .await
         {
             Ok(connected) => connected.map_err(|error| self.error(&error, missing)),
-            Err(_) => Err(BridgeError::Connect {
-                server: self.name.clone(),
-                reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-            }),
+            Err(_) => Err(self.silent()),
+        }
+    }
+
+    /// The server did not answer a connection or its setup within [`CONNECT_TIMEOUT`].
+    fn silent(&self) -> BridgeError {
+        BridgeError::Connect {
+            server: self.name.clone(),
+            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
         }
     }
 
@@ -395,14 +400,18 @@ impl super::Remote for Publisher {
                 .await?;
             Ok::<_, lapin::Error>(channel)
         };
-        match setup.await {
-            Ok(channel) => {
+        match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+            Ok(Ok(channel)) => {
                 self.link = Some((connection, channel));
                 Ok(())
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 abandon(connection, ());
                 Err(self.server.error(&error, &missing))
+            }
+            Err(_) => {
+                abandon(connection, ());
+                Err(self.server.silent())
             }
         }
     }
@@ -573,7 +582,14 @@ impl super::Remote for Subscriber {
         let queue = self.queue.to_string();
         let missing = Missing::Queue(&queue);
         let connection = self.server.connect(&missing).await?;
-        match self.subscribe(&connection).await {
+        // Nothing can fail, nor be cancelled, after `basic_consume` in `subscribe`: a timeout
+        // never drops a live consumer.
+        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, self.subscribe(&connection)).await;
+        let Ok(subscribed) = subscribed else {
+            abandon(connection, ());
+            return Err(self.server.silent());
+        };
+        match subscribed {
             Ok((consumer, lag_task)) => {
                 self.link = Some(Subscription {
                     connection: Some(connection),

@@ -546,7 +546,13 @@ pub(crate) async fn reconnect(
             () = sleep_until(*drain) => return false,
             () = tokio::time::sleep(wait) => {}
         }
-        match remote.connect().await {
+        // A connect that hangs must not hold a stop past its drain deadline either.
+        let connected = tokio::select! {
+            biased;
+            () = sleep_until(*drain) => return false,
+            connected = remote.connect() => connected,
+        };
+        match connected {
             Ok(()) => {
                 shared.set_connected(true, true);
                 return true;
