@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::amqp_admin::{AmqpAdmin, Got};
 use common::services::{Proxy, amqp, unique};
@@ -15,13 +15,9 @@ use embus::bridge::amqp::{Inbound, Outbound};
 use embus::bridge::{BridgeError, DeadLetter, KEY_HEADER};
 use embus::{Broker, Dedupe, Record, Start, TopicOptions};
 
-/// Polls `condition` until it holds, panicking with `what` at the deadline.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `condition` until it holds, failing with `what` after 30 s.
+fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    common::services::wait_until(what, Duration::from_secs(30), condition);
 }
 
 /// Messages a group has acked: the sum of its positions.

@@ -6,96 +6,24 @@
 
 mod common;
 
-use std::io;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faulty::{Faults, Mode, faulty_builder, open_file, within};
+use common::faulty::{Faults, Mode, faulty_builder, within};
 use common::{WAIT, fresh_dir};
-use embus::redb::backends::FileBackend;
-use embus::redb::{BackendError, StorageBackend};
 use embus::{Broker, Dedupe, Error, QueueOptions, Record, SendError, TopicOptions};
 
 /// How long a scenario that used to deadlock may take.
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// redb's file backend, counting fsyncs.
-#[derive(Debug)]
-struct CountingBackend {
-    inner: FileBackend,
-    syncs: Arc<AtomicU64>,
-}
-
-impl StorageBackend for CountingBackend {
-    fn len(&self) -> Result<u64, io::Error> {
-        self.inner.len()
-    }
-
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.inner.read(offset, out)
-    }
-
-    fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> Result<(), io::Error> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync_data()
-    }
-
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.inner.write(offset, data)
-    }
-
-    fn close(&self) -> Result<(), io::Error> {
-        self.inner.close()
-    }
-
-    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.try_lock_range(start, end)
-    }
-
-    fn try_lock_shared_range(
-        &self,
-        start: Bound<u64>,
-        end: Bound<u64>,
-    ) -> Result<bool, BackendError> {
-        self.inner.try_lock_shared_range(start, end)
-    }
-
-    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_range(start, end)
-    }
-
-    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.lock_shared_range(start, end)
-    }
-
-    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.inner.unlock_range(start, end)
-    }
-
-    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.inner.query_lock_range(start, end)
-    }
-}
-
-/// A durable broker (`Durability::Immediate`) at `path` whose fsyncs `syncs` counts.
-fn counting_broker(path: &Path, syncs: &Arc<AtomicU64>) -> Broker {
-    let backend = CountingBackend {
-        inner: FileBackend::new(open_file(path)).unwrap(),
-        syncs: Arc::clone(syncs),
-    };
-    Broker::builder()
-        .path(path)
-        .storage_backend(backend)
-        .open()
-        .unwrap()
+/// A durable broker (`Durability::Immediate`) at `path` whose fsyncs `faults.syncs` counts
+/// (nothing is made to fail).
+fn counting_broker(path: &Path) -> (Broker, Arc<Faults>) {
+    let faults = Faults::new(Mode::Sticky);
+    (faulty_builder(path, &faults).open().unwrap(), faults)
 }
 
 /// Waits (up to `WAIT`) until a send on another thread has staged its record and waits for
@@ -193,8 +121,8 @@ const SENDS: u64 = 25;
 /// (commits carry four sends on average here; the bound leaves room for a loaded machine).
 fn sends_with_ids_share_commits(target: Target) -> u64 {
     let dir = fresh_dir(&format!("dedupe-commit-share-{target:?}"));
-    let syncs = Arc::new(AtomicU64::new(0));
-    let bus = counting_broker(&dir.join("bus.embus"), &syncs);
+    let (bus, faults) = counting_broker(&dir.join("bus.embus"));
+    let syncs = &faults.syncs;
     let producer = deduped_producer(&bus, target);
     bus.flush().unwrap();
     let before = syncs.load(Ordering::SeqCst);

@@ -129,6 +129,8 @@ pub struct Faults {
     pub fail_at: AtomicU64,
     /// Operations failed so far.
     pub failed: AtomicU64,
+    /// `sync_data` calls so far.
+    pub syncs: AtomicU64,
     /// While set, `sync_data` waits until it is cleared (holds the writer mid-commit).
     pub hold: Mutex<bool>,
     pub released: std::sync::Condvar,
@@ -164,6 +166,7 @@ impl Faults {
             ops: AtomicU64::new(0),
             fail_at: AtomicU64::new(u64::MAX),
             failed: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             hold: Mutex::new(false),
             released: std::sync::Condvar::new(),
             full: AtomicBool::new(false),
@@ -296,6 +299,7 @@ impl StorageBackend for FaultyBackend {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
         self.faults.wait_if_held();
         self.faults.check_full()?;
         match self.faults.check() {
