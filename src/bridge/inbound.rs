@@ -160,7 +160,12 @@ impl<S: Source> Relay<S> {
                     Ok(incoming) => {
                         let (item, ack) = self.convert::<T>(incoming);
                         if to_writer.send((next, item)).is_err() {
-                            break Err(BridgeError::Runtime("the bridge's writer stopped".into()));
+                            // The writer stopped on a failed local send: report that send.
+                            let why = std::iter::from_fn(|| done.try_recv().ok())
+                                .find_map(Result::err);
+                            break Err(why.unwrap_or_else(|| {
+                                BridgeError::Runtime("the bridge's writer stopped".into())
+                            }));
                         }
                         waiting.push_back((next, ack));
                         next += 1;

@@ -112,7 +112,7 @@ impl Outbound {
             link: Link::new(self.url, &self.common),
             subject: self.subject,
             context: None,
-            checked: String::new(),
+            checked: None,
         };
         outbound::start(sink, source, dead_letters, route, self.common)
     }
@@ -281,8 +281,9 @@ struct Sink {
     subject: String,
     /// Shared with the confirms, which look the stream up when one says "no responders".
     context: Option<Arc<jetstream::Context>>,
-    /// The last subject found valid (routes rarely change between messages).
-    checked: String,
+    /// The last subject found valid, kept to publish to again without checking or copying it
+    /// (routes rarely change between messages).
+    checked: Option<async_nats::Subject>,
 }
 
 impl Remote for Sink {
@@ -317,10 +318,15 @@ impl outbound::Sink for Sink {
         let Some(context) = &self.context else {
             return Err(Failure::Retry("not connected".into()));
         };
-        if message.route != self.checked {
-            check_subject(&message.route).map_err(Failure::Reject)?;
-            self.checked.clone_from(&message.route);
-        }
+        let subject = match &self.checked {
+            Some(subject) if subject.as_str() == message.route => subject.clone(),
+            _ => {
+                check_subject(&message.route).map_err(Failure::Reject)?;
+                let subject = async_nats::Subject::from(message.route.as_str());
+                self.checked = Some(subject.clone());
+                subject
+            }
+        };
         let mut headers = HeaderMap::new();
         let key = message.key.iter().map(|key| (KEY_HEADER, key.as_slice()));
         let user = message
@@ -337,7 +343,6 @@ impl outbound::Sink for Sink {
         let publish = jetstream::message::PublishMessage::build()
             .payload(message.payload.clone())
             .headers(headers);
-        let subject = async_nats::Subject::from(message.route.as_str());
         let ack = context
             .send_publish(subject.clone(), publish)
             .await
