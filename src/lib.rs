@@ -113,6 +113,7 @@ pub mod codec;
 mod error;
 mod options;
 mod record;
+pub mod stats;
 // Storage: bytes and ids (memory and redb backends).
 mod store;
 // The engine (`pub(crate)`): registry, topic logs, groups, queues, waiting.
@@ -151,6 +152,7 @@ pub use crate::record::{
     MESSAGE_ID, Payload, Receipt, Record,
 };
 pub use crate::select::{ReadyTimeoutError, Select};
+pub use crate::stats::Stats;
 pub use crate::topic::Topic;
 pub use crate::transaction::{AckError, CommitError, Transaction};
 /// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].

@@ -275,6 +275,12 @@ impl<T: Payload> Queue<T> {
         self.core.redrive(&to.core, limit)
     }
 
+    /// Adds a bridge's figures to the broker's snapshots while it lives.
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn add_reporter(&self, reporter: std::sync::Weak<dyn crate::engine::Reporter>) {
+        self.core.context.add_reporter(reporter);
+    }
+
     /// The capacity.
     pub fn capacity(&self) -> usize {
         self.core.options().capacity_limit()

@@ -72,7 +72,15 @@ pub(crate) fn start<T: Payload, S: Source>(
         codec: relay.codec,
         origin: relay.source.describe(),
     };
-    Bridge::spawn(move |shared, ready| relay.run(writer, shared, ready))
+    let name = format!(
+        "inbound {} -> `{}`",
+        relay.source.describe(),
+        relay.target_name
+    );
+    let shared = super::Shared::new(name, dead_letters);
+    Bridge::spawn(shared, move |shared, ready| {
+        relay.run(writer, shared, ready)
+    })
 }
 
 /// What the writer thread stores: a decoded record, or what did not decode.

@@ -73,29 +73,9 @@ pub struct Bridge {
     thread: Option<JoinHandle<Result<(), BridgeError>>>,
 }
 
-/// A bridge's counters at one moment, from [`Bridge::stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct BridgeStats {
-    /// Messages relayed: confirmed by the server (outbound), or stored locally, in the target
-    /// or its dead-letter queue (inbound).
-    pub forwarded: u64,
-    /// Messages taken from the source and not yet settled on it.
-    pub in_flight: u64,
-    /// Messages waiting at the source: the local consumer's [`lag`](crate::Consumer::lag)
-    /// (outbound), or what the server reports as pending for the remote consumer (inbound).
-    pub lag: u64,
-    /// Messages sent to the dead-letter queue.
-    pub dead_lettered: u64,
-    /// Errors met so far (connection losses, failed publishes and acks); the bridge kept going.
-    pub errors: u64,
-    /// Successful reconnections after a loss.
-    pub reconnects: u64,
-    /// Whether the bridge is connected now.
-    pub connected: bool,
-    /// The last error, as text (it names the server and the subject, exchange or queue).
-    pub last_error: Option<String>,
-}
+/// A bridge's counters at one moment, from [`Bridge::stats`] (and, for every running bridge
+/// of a broker, in [`Broker::stats`](crate::Broker::stats)).
+pub use crate::stats::BridgeStats;
 
 /// What a bridge could not deliver, kept in a local dead-letter queue instead of being lost.
 ///
@@ -323,6 +303,8 @@ pub(crate) fn redact(url: &str) -> String {
 /// What the bridge's thread and its handle share.
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// What it relays, for stats.
+    name: String,
     stop: AtomicBool,
     stop_signal: tokio::sync::Notify,
     forwarded: AtomicU64,
@@ -338,6 +320,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a bridge that relays what `name` says, reporting to the broker of
+    /// `dead_letters` while it lives.
+    pub(crate) fn new(name: String, dead_letters: &crate::Queue<DeadLetter>) -> Arc<Self> {
+        let shared = Arc::new(Self {
+            name,
+            ..Self::default()
+        });
+        let weak = Arc::downgrade(&shared);
+        dead_letters.add_reporter(weak);
+        shared
+    }
+
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -385,6 +379,7 @@ impl Shared {
 
     fn stats(&self) -> BridgeStats {
         BridgeStats {
+            name: self.name.clone(),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             lag: self.lag.load(Ordering::Relaxed),
@@ -397,16 +392,21 @@ impl Shared {
     }
 }
 
+impl crate::engine::Reporter for Shared {
+    fn report(&self) -> BridgeStats {
+        self.stats()
+    }
+}
+
 impl Bridge {
     /// Starts a bridge on its own thread with a single-threaded tokio runtime. `run` connects
     /// first and calls [`Ready::ready`]; an error before that (a wrong URL, bad credentials, a
     /// missing stream or exchange) is returned here. Then it relays until stopped.
-    pub(crate) fn spawn<F, Fut>(run: F) -> Result<Self, BridgeError>
+    pub(crate) fn spawn<F, Fut>(shared: Arc<Shared>, run: F) -> Result<Self, BridgeError>
     where
         F: FnOnce(Arc<Shared>, Ready) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), BridgeError>>,
     {
-        let shared = Arc::new(Shared::default());
         let (tx, started) = std::sync::mpsc::sync_channel(1);
         let sent = Arc::new(AtomicBool::new(false));
         let ours = Arc::clone(&shared);

@@ -67,6 +67,8 @@ pub(crate) fn start<T: Payload, S: Sink>(
             consumer.name()
         )));
     }
+    let name = format!("outbound `{}` -> {}", consumer.name(), sink.describe(""));
+    let shared = super::Shared::new(name, dead_letters);
     let relay = Relay {
         sink,
         consumer,
@@ -76,7 +78,7 @@ pub(crate) fn start<T: Payload, S: Sink>(
         pending: BTreeMap::new(),
         next: 0,
     };
-    Bridge::spawn(move |shared, ready| relay.run(shared, ready))
+    Bridge::spawn(shared, move |shared, ready| relay.run(shared, ready))
 }
 
 /// One message taken from the consumer and not yet settled there.

@@ -1,9 +1,42 @@
-//! Listing and deleting topics and queues.
+//! Listing and deleting topics and queues, and the broker's figures ([`Broker::stats`]).
 
 use super::Broker;
 use crate::error::Error;
 
 impl Broker {
+    /// A snapshot of the broker's figures: per topic its partitions (offsets, retained
+    /// messages and bytes, append rate), groups (members, assignment, position and lag per
+    /// partition, in flight, redeliveries, dead letters) and subscribers (lag); per queue its
+    /// ready, in-flight, delayed and dead-lettered messages, the age of the oldest ready one and
+    /// the ack and nack rates; the durable store's commit figures; and the running bridges.
+    ///
+    /// It is cheap (no message is read or decoded) and never stalls producers: each topic
+    /// partition, group and queue is read under its own lock, briefly, one after the other. So
+    /// each object's figures agree with each other, while two objects may be read a moment
+    /// apart. Rates are per second of the broker's clock, over the last minute
+    /// ([`stats`](crate::stats) explains the window). Only what was declared in this run is
+    /// listed ([`topics`](Self::topics) also lists what a durable file holds); a closed broker
+    /// lists none.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::memory();
+    /// let orders = bus.topic::<u32>("orders")?;
+    /// orders.producer().send_batch(vec![1, 2, 3])?;
+    /// let mut billing = orders.join_group("billing")?;
+    /// billing.recv()?.ack()?;
+    ///
+    /// let stats = bus.stats();
+    /// let topic = stats.topic("orders").unwrap();
+    /// assert_eq!(topic.messages(), 3);
+    /// assert_eq!(topic.group("billing").unwrap().lag, 2);
+    /// println!("{}", serde_json::to_string_pretty(&stats)?);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        self.context.stats()
+    }
+
     /// The names of every topic, sorted: those declared in this run, and (durable) those
     /// stored in the file by an earlier run and not declared yet.
     ///

@@ -53,6 +53,13 @@ pub(crate) struct Context {
     pub(crate) codec: CodecKind,
     /// Wakes async receives at real-time ack deadlines (a thread only once one waits).
     pub(crate) timer: Arc<Timer>,
+    /// Bridges relaying to or from this broker, for stats (dropped ones are skipped).
+    reporters: parking_lot::Mutex<Vec<std::sync::Weak<dyn Reporter>>>,
+}
+
+/// Something outside the engine that reports its figures in [`Context::stats`] (a bridge).
+pub(crate) trait Reporter: Send + Sync {
+    fn report(&self) -> crate::stats::BridgeStats;
 }
 
 /// Keeps the broker open; the last one dropped closes it. Held by the facade's `Broker`,
@@ -103,6 +110,8 @@ pub(crate) trait Control: Send + Sync {
     fn busy(&self, options: IdleOptions) -> Option<String>;
     /// The earliest ack deadline, for waits that must re-check when it passes.
     fn next_deadline(&self) -> Option<Nanos>;
+    /// Adds its figures to a snapshot, taking its own locks one at a time.
+    fn stats(&self, into: &mut crate::stats::Stats);
 }
 
 /// One attempt of a consumer's source to take a message.
@@ -164,6 +173,7 @@ impl Context {
             store,
             codec,
             timer: Arc::default(),
+            reporters: parking_lot::Mutex::default(),
         });
         let weak = Arc::downgrade(&context);
         context.clock.listen(weak);
@@ -215,6 +225,39 @@ impl Context {
         }
         self.idle.notify();
         result
+    }
+
+    /// A snapshot of every declared topic and queue, the store and the reporters: each read
+    /// under its own locks, one after the other (the registry's lock only to list them).
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        let mut stats = crate::stats::Stats {
+            at: self.clock.now(),
+            topics: Vec::new(),
+            queues: Vec::new(),
+            store: self.store.stats(),
+            bridges: Vec::new(),
+        };
+        for control in self.registry.controls() {
+            control.stats(&mut stats);
+        }
+        stats.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        stats.queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let reporters: Vec<_> = {
+            let mut reporters = self.reporters.lock();
+            reporters.retain(|r| r.strong_count() > 0);
+            reporters
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect()
+        };
+        stats.bridges = reporters.iter().map(|r| r.report()).collect();
+        stats
+    }
+
+    /// Adds `reporter` to the snapshots while it lives.
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn add_reporter(&self, reporter: std::sync::Weak<dyn Reporter>) {
+        self.reporters.lock().push(reporter);
     }
 
     /// Whether close has let the store publish all it will (see `settled`).

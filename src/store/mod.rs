@@ -468,4 +468,9 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// The file, for errors the engine reports about what it read (`<memory>` in memory mode).
     fn path(&self) -> PathBuf;
+
+    /// Its figures for a snapshot; `None` for a store that keeps nothing (the default).
+    fn stats(&self) -> Option<crate::stats::StoreStats> {
+        None
+    }
 }

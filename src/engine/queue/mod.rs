@@ -10,6 +10,7 @@ mod from_group;
 mod item;
 mod ready;
 mod state;
+mod stats;
 mod timed;
 mod tx;
 mod undecodable;
@@ -77,6 +78,8 @@ pub(crate) struct QueueCore<T> {
     pub(crate) context: Arc<Context>,
     /// Set once the queue is deleted.
     gone: Gone,
+    /// Acks and nacks, as rates for stats.
+    meters: Mutex<[crate::stats::Meter; 2]>,
 }
 
 /// A queue as the store's writer sees it.
@@ -140,6 +143,7 @@ impl<T: Payload> QueueCore<T> {
         state.start_ids_at(restored.end);
         let dedupe = deduped::restore(&log, options.dedupe_window(), &context)?;
         let ready = state.ready_len();
+        let meters = stats::meters(&context);
         let core = Arc::new_cyclic(|me: &Weak<Self>| Self {
             alarm: alarm::alarm(me, &context),
             name: name.to_owned(),
@@ -164,6 +168,7 @@ impl<T: Payload> QueueCore<T> {
             undecodable: Mutex::new(undecodable),
             context,
             gone: Gone::default(),
+            meters,
         });
         let mut state = core.state.lock();
         core.publish_hints(&mut state);
@@ -761,5 +766,9 @@ impl<T: Payload> Control for QueueCore<T> {
 
     fn next_deadline(&self) -> Option<Nanos> {
         self.state.lock().next_wake()
+    }
+
+    fn stats(&self, into: &mut crate::stats::Stats) {
+        into.queues.push(QueueCore::stats(self));
     }
 }

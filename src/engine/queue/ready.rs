@@ -88,6 +88,15 @@ impl<T> Ready<T> {
         }
     }
 
+    /// The message at the front of each level.
+    pub(crate) fn heads(&self) -> impl Iterator<Item = &Item<T>> {
+        let lists: &[VecDeque<Item<T>>] = match self {
+            Self::One(list) => std::slice::from_ref(list),
+            Self::Levels { levels, .. } => levels,
+        };
+        lists.iter().filter_map(VecDeque::front)
+    }
+
     fn lists(&mut self) -> &mut [VecDeque<Item<T>>] {
         match self {
             Self::One(list) => std::slice::from_mut(list),

@@ -100,6 +100,9 @@ pub(crate) struct QueueState<T> {
     /// Unacked deliveries per consumer, kept only when a prefetch limit is set.
     held: HashMap<u64, u32>,
     pub(crate) dead_lettered: u64,
+    /// Acks and nacks in this run (stats).
+    pub(crate) acked: u64,
+    pub(crate) nacked: u64,
     pub(crate) readers: Waiters,
     pub(crate) writers: Waiters,
 }
@@ -126,6 +129,8 @@ impl<T> QueueState<T> {
             in_flight: 0,
             held: HashMap::new(),
             dead_lettered: 0,
+            acked: 0,
+            nacked: 0,
             readers: Waiters::default(),
             writers: Waiters::default(),
         }
@@ -455,9 +460,17 @@ impl<T> QueueState<T> {
     /// already ended.
     pub(crate) fn ack(&mut self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
         match self.end(delivery, None) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.acked += 1;
+                Ok(())
+            }
             None => Err(self.why_ended(delivery)),
         }
+    }
+
+    /// The send timestamp of the message at the head of the ready list.
+    pub(crate) fn head_ts(&self) -> Option<Nanos> {
+        self.ready.heads().map(|item| item.ts).min()
     }
 
     /// Moves a live delivery's ack deadline to `deadline` (work in progress). Fails as
@@ -494,6 +507,7 @@ impl<T> QueueState<T> {
         let Some(ended) = self.end(delivery, Some(reason)) else {
             return Released::Stale(self.why_ended(delivery));
         };
+        self.nacked += u64::from(reason == Reason::Nack);
         let item = ended.item;
         let mut now = None;
         if let Some(expires) = ended.expires {

@@ -7,6 +7,7 @@ mod load;
 mod log;
 mod partition;
 mod retry;
+mod stats;
 mod subscriber;
 mod tx;
 
@@ -51,6 +52,8 @@ pub(crate) struct TopicCore<T> {
     pub(crate) context: Arc<Context>,
     /// Set once the topic is deleted.
     gone: Gone,
+    /// Per partition: appends, as rates for stats.
+    meters: Mutex<Vec<crate::stats::Meter>>,
 }
 
 /// A partition as the store's writer sees it.
@@ -114,6 +117,11 @@ impl<T: Payload> TopicCore<T> {
         for part in &partitions {
             part.lock().trim(&limits, now, None);
         }
+        let ticks = context.clock.ticks();
+        let meters = partitions
+            .iter()
+            .map(|part| crate::stats::Meter::new(ticks, part.lock().end()))
+            .collect();
         let dedupe = deduped::restore(name, options.dedupe_window(), &context)?;
         let stored_groups = context.store.groups(name)?;
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
@@ -142,6 +150,7 @@ impl<T: Payload> TopicCore<T> {
             coder: seam::Coder::new(name, context.codec),
             context,
             gone: Gone::default(),
+            meters: Mutex::new(meters),
         });
         let acked = if stored_groups.is_empty() {
             Vec::new()
@@ -617,6 +626,10 @@ impl<T: Payload> Control for TopicCore<T> {
     fn next_deadline(&self) -> Option<Nanos> {
         let groups: Vec<Arc<Group<T>>> = self.groups.lock().values().cloned().collect();
         groups.iter().filter_map(|g| g.next_deadline()).min()
+    }
+
+    fn stats(&self, into: &mut crate::stats::Stats) {
+        into.topics.push(TopicCore::stats(self));
     }
 }
 

@@ -28,16 +28,16 @@ impl<T: Payload> Subscriber<T> {
     /// the topic's policy).
     pub(crate) fn new(topic: Arc<TopicCore<T>>, start: Start, overflow: Option<Overflow>) -> Self {
         let blocks = overflow.map_or(topic.limits.block, |o| o == Overflow::Block);
+        let id = topic.context.next_id();
         let readers = topic
             .partitions
             .iter()
             .map(|part| {
                 let mut log = part.lock();
                 let at = topic.start_offset(&mut log, start);
-                part.reader(&mut log, at, blocks)
+                part.reader(&mut log, at, blocks, id)
             })
             .collect();
-        let id = topic.context.next_id();
         Self {
             topic,
             id,

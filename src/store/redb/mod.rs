@@ -41,6 +41,7 @@
 
 mod compact;
 mod delete;
+mod figures;
 mod handoff;
 mod ids;
 mod meta;
@@ -140,6 +141,8 @@ struct Inner {
     done: Mutex<Done>,
     changed: Condvar,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Commit figures, for stats.
+    figures: Mutex<figures::Figures>,
 }
 
 /// The redb-backed store of [`Broker::open`](crate::Broker::open).
@@ -189,6 +192,7 @@ impl DurableStore {
             }),
             changed: Condvar::new(),
             writer: Mutex::new(None),
+            figures: Mutex::default(),
         });
         let writer = Writer {
             db: inner.db.lock().clone().ok_or(Error::Closed)?,
@@ -646,6 +650,17 @@ impl Store for DurableStore {
 
     fn path(&self) -> PathBuf {
         self.inner.path.clone()
+    }
+
+    fn stats(&self) -> Option<crate::stats::StoreStats> {
+        let failed = self
+            .inner
+            .done
+            .lock()
+            .failed
+            .as_ref()
+            .map(|(_, c)| c.clone());
+        Some(self.inner.figures.lock().stats(&self.inner.path, failed))
     }
 }
 

@@ -215,10 +215,14 @@ impl Writer {
         if self.inner.done.lock().failed.is_some() {
             return Duration::ZERO; // poisoned: nothing more is written
         }
+        let records = records_in(batch.iter().map(|(_, r)| r));
         let started = Instant::now();
         // redb asserts on some damaged pages: a panic fails this commit like an error.
         let result = quiet::catch(|| self.commit(counts, batch, lent));
         let took = started.elapsed();
+        if matches!(result, Ok(Ok(()))) {
+            self.inner.figures.lock().committed(records, took);
+        }
         let mut done = self.inner.done.lock();
         match result {
             Ok(Ok(())) => done.committed = last_seq,
@@ -386,6 +390,22 @@ impl Writer {
             Err(e) => Err(e), // `ends` is stale now, but nothing is written after a failure
         }
     }
+}
+
+/// Records sent in a batch (transactions' included).
+fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
+    batch
+        .into_iter()
+        .map(|request| match request {
+            Request::Append { records, .. } => records.len() as u64,
+            Request::Many(requests) => records_in(requests),
+            Request::Return {
+                requests: Some(requests),
+                ..
+            } => records_in(requests),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the

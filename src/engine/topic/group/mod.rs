@@ -9,6 +9,7 @@
 
 mod member;
 mod settle;
+mod stats;
 mod tx;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +78,8 @@ struct Part {
     cursor: usize,
     /// The first unacked offset, as last published to the log's cursor.
     position: u64,
+    /// Deliveries that were not a message's first, in this run (stats).
+    redelivered: u64,
 }
 
 #[derive(Default)]
@@ -287,6 +290,7 @@ impl<T: Payload> Group<T> {
                 done: BTreeSet::new(),
                 cursor,
                 position: at,
+                redelivered: 0,
             })
             .collect();
         let state = GroupState {
@@ -456,6 +460,7 @@ impl<T> Group<T> {
         let deadline = self.ack_timeout.map(|t| ticks.get().saturating_add(t));
         let pending = part.pending.entry(offset).or_default();
         pending.count += 1;
+        part.redelivered += u64::from(pending.count > 1);
         pending.holder = Some(member);
         pending.deadline = deadline;
         let count = pending.count;

@@ -203,6 +203,8 @@ struct Cursor {
     blocks: bool,
     /// A consumer group's (retention by interest counts these).
     group: bool,
+    /// The subscriber it belongs to (its consumer id; 0 for a group's), for stats.
+    owner: u64,
 }
 
 /// A reader's position in one partition (a subscriber has one per partition).
@@ -279,10 +281,16 @@ impl<T> Partition<T> {
         self.log.lock()
     }
 
-    /// Registers a reader at `position` (under the lock); retention waits for it if it
-    /// `blocks`.
-    pub(crate) fn reader(&self, log: &mut Log<T>, position: u64, blocks: bool) -> Reader<T> {
-        let (cursor_slot, cursor) = log.add_cursor(position, blocks, false);
+    /// Registers subscriber `owner`'s reader at `position` (under the lock); retention waits
+    /// for it if it `blocks`.
+    pub(crate) fn reader(
+        &self,
+        log: &mut Log<T>,
+        position: u64,
+        blocks: bool,
+        owner: u64,
+    ) -> Reader<T> {
+        let (cursor_slot, cursor) = log.add_cursor(position, blocks, false, owner);
         Reader {
             next: position,
             segment: None,
@@ -427,6 +435,21 @@ impl<T> Log<T> {
 
     pub(crate) fn len(&self) -> usize {
         usize::try_from(self.end - self.base).unwrap_or(usize::MAX)
+    }
+
+    /// Retained bytes as byte retention counts them (0 without a byte limit).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Each plain subscriber's position here: (its consumer id, next offset, whether it
+    /// blocks retention).
+    pub(crate) fn subscriber_positions(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+        self.cursors
+            .iter()
+            .flatten()
+            .filter(|c| !c.group)
+            .map(|c| (c.owner, c.at.load(Ordering::Acquire), c.blocks))
     }
 
     /// The first offset held in memory; `base..hot` are read from the store.
@@ -665,7 +688,13 @@ impl<T> Log<T> {
         woken
     }
 
-    fn add_cursor(&mut self, position: u64, blocks: bool, group: bool) -> (usize, Arc<AtomicU64>) {
+    fn add_cursor(
+        &mut self,
+        position: u64,
+        blocks: bool,
+        group: bool,
+        owner: u64,
+    ) -> (usize, Arc<AtomicU64>) {
         let cursor = Arc::new(AtomicU64::new(position));
         self.blocking += usize::from(blocks);
         self.groups += usize::from(group);
@@ -680,6 +709,7 @@ impl<T> Log<T> {
             at: Arc::clone(&cursor),
             blocks,
             group,
+            owner,
         });
         (slot, cursor)
     }
@@ -687,7 +717,7 @@ impl<T> Log<T> {
     /// Registers a group's cursor (moved under the lock); retention waits for it if it
     /// `blocks`.
     pub(crate) fn add_group_cursor(&mut self, position: u64, blocks: bool) -> usize {
-        self.add_cursor(position, blocks, true).0
+        self.add_cursor(position, blocks, true, 0).0
     }
 
     /// Drops a group's cursor (a deleted group); returns the producers to wake.

@@ -68,7 +68,7 @@ fn readers_cross_segments_without_the_lock_and_report_lag_once() {
     let l = limits(Some(2 * SEGMENT), None, false);
     let mut reader = {
         let mut log = p.lock();
-        p.reader(&mut log, 0, l.block)
+        p.reader(&mut log, 0, l.block, 1)
     };
     append(&p, &l, 10);
     let mut seen = Vec::new();
@@ -110,7 +110,7 @@ fn the_writers_waiting_flag_clears_when_no_writer_waits() {
     let l = limits(Some(1000), None, true);
     let mut reader = {
         let mut log = p.lock();
-        p.reader(&mut log, 0, l.block)
+        p.reader(&mut log, 0, l.block, 1)
     };
     append(&p, &l, 10);
     let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
