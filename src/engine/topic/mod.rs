@@ -29,6 +29,7 @@ use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
+use crate::observe;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
 use crate::store::{Append, Commit, LogId, Sink, Stager};
@@ -266,6 +267,12 @@ impl<T: Payload> TopicCore<T> {
                 return Err((unsent.into_iter().map(|(_, r)| r).collect(), fail));
             }
         }
+        observe::traced! {
+            for r in receipts.iter().flatten() {
+                let (topic, partition, offset) = (self.name.as_str(), r.partition, r.offset);
+                observe::event!("embus::topic", TRACE, topic, partition, offset, "send");
+            }
+        }
         Ok(receipts.into_iter().flatten().collect())
     }
 
@@ -347,7 +354,17 @@ impl<T: Payload> TopicCore<T> {
         };
         let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.offset) {
-            (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
+            (Ok(ticket), Some(offset)) => {
+                observe::event!(
+                    "embus::topic",
+                    TRACE,
+                    topic = self.name.as_str(),
+                    partition,
+                    offset,
+                    "send"
+                );
+                return Ok((Receipt { partition, offset }, ticket));
+            }
             (Ok(_), None) if job.closed => self.closed(),
             (Ok(_), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
