@@ -237,10 +237,7 @@ impl Writer {
             .partition(|(seq, _)| failed || *seq <= last_seq);
         done.wakers = waiting;
         drop(done);
-        self.inner.changed.notify_all();
-        for (_, waker) in woken {
-            wake_guarded(|| waker.wake());
-        }
+        // Before the senders learn of it: what a send that returned did is already reported.
         observe::traced! {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             match failure {
@@ -250,6 +247,10 @@ impl Writer {
                 ),
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
+        }
+        self.inner.changed.notify_all();
+        for (_, waker) in woken {
+            wake_guarded(|| waker.wake());
         }
         took
     }
