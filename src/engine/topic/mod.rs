@@ -267,13 +267,9 @@ impl<T: Payload> TopicCore<T> {
                 return Err((unsent.into_iter().map(|(_, r)| r).collect(), fail));
             }
         }
-        observe::traced! {
-            for r in receipts.iter().flatten() {
-                let (topic, partition, offset) = (self.name.as_str(), r.partition, r.offset);
-                observe::event!("embus::topic", TRACE, topic, partition, offset, "send");
-            }
-        }
-        Ok(receipts.into_iter().flatten().collect())
+        let receipts: Vec<Receipt> = receipts.into_iter().flatten().collect();
+        observe::traced! { receipts.iter().for_each(|r| self.trace_send(r.partition, r.offset)); }
+        Ok(receipts)
     }
 
     /// Appends records from `pending` to `partition` under one lock while they have room;
@@ -355,14 +351,7 @@ impl<T: Payload> TopicCore<T> {
         let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.offset) {
             (Ok(ticket), Some(offset)) => {
-                observe::event!(
-                    "embus::topic",
-                    TRACE,
-                    topic = self.name.as_str(),
-                    partition,
-                    offset,
-                    "send"
-                );
+                observe::traced! { self.trace_send(partition, offset); }
                 return Ok((Receipt { partition, offset }, ticket));
             }
             (Ok(_), None) if job.closed => self.closed(),
