@@ -86,6 +86,20 @@
 //! Receives are cancel safe (a dropped `recv_async` loses no message) and a dropped
 //! `send_async` either sent or did not; see [`RecvFut`] and [`SendFut`].
 //!
+//! # Tracing
+//!
+//! A trace continues across the bus: [`Record::trace_context`] puts a W3C `traceparent`
+//! header ([`TraceContext`]) into a record and [`Message::trace_context`] reads it back; a
+//! bridge carries it on as it carries every header. With the `tracing` feature, embus also
+//! emits `tracing` events for send, deliver, ack, nack, redeliver, dead-letter, expiry,
+//! rebalance and durable commits, and warnings when a reader lags or the store is poisoned:
+//! [`observe`] lists them with their levels and fields.
+//!
+//! # Features
+//!
+//! - `tracing`: the events of [`observe`].
+//! - `nats`, `amqp`: the bridges, `bridge::nats` and `bridge::amqp`.
+//!
 //! # Threads
 //!
 //! A memory broker starts no thread; everything runs in the threads that call it. A durable
@@ -111,9 +125,11 @@
 mod clock;
 pub mod codec;
 mod error;
+pub mod observe;
 mod options;
 mod record;
 pub mod stats;
+mod trace_context;
 // Storage: bytes and ids (memory and redb backends).
 mod store;
 // The engine (`pub(crate)`): registry, topic logs, groups, queues, waiting.
@@ -154,6 +170,7 @@ pub use crate::record::{
 pub use crate::select::{ReadyTimeoutError, Select};
 pub use crate::stats::Stats;
 pub use crate::topic::Topic;
+pub use crate::trace_context::{TRACEPARENT, TraceContext, TraceParentError};
 pub use crate::transaction::{AckError, CommitError, Transaction};
 /// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
 pub use redb;

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use crate::engine::Delivery;
 use crate::error::Error;
 use crate::record::Headers;
+use crate::trace_context::{TRACEPARENT, TraceContext, TraceParentError};
 
 /// A received message: payload, key, headers, partition, offset, timestamp and delivery count.
 ///
@@ -40,6 +41,15 @@ macro_rules! record_accessors {
         /// The producer-chosen message id ([`Record::id`](crate::Record::id)), if it has one.
         pub fn id(&self) -> Option<&str> {
             self.delivery.headers().message_id()
+        }
+
+        /// The W3C trace context of its [`TRACEPARENT`](crate::TRACEPARENT) header
+        /// ([`Record::trace_context`](crate::Record::trace_context)): `None` without one,
+        /// `Some(Err(..))` if the header is not a valid `traceparent` (it is still in
+        /// [`headers`](Self::headers), untouched).
+        pub fn trace_context(&self) -> Option<Result<TraceContext, TraceParentError>> {
+            let value = self.delivery.headers().get(TRACEPARENT)?;
+            Some(TraceContext::from_header(value))
         }
 
         /// The partition (0 for a queue).

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::trace_context::{TRACEPARENT, TraceContext};
+
 /// The payload bound of every topic and queue: the same in memory and durable mode, so switching
 /// modes never breaks a build.
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -143,6 +145,26 @@ impl<T> Record<T> {
         let meta = self.meta_mut();
         meta.headers.remove(MESSAGE_ID);
         meta.headers.push(MESSAGE_ID, id.into());
+        self
+    }
+
+    /// Sets the W3C [`TRACEPARENT`] header to `context` (its `00-…` text), replacing one
+    /// already there, so that the consumer continues the trace
+    /// ([`Message::trace_context`](crate::Message::trace_context)). A `tracestate` header is
+    /// neither read nor changed: add it with [`header`](Self::header) if you carry one.
+    ///
+    /// ```
+    /// use embus::{Record, TraceContext, TRACEPARENT};
+    ///
+    /// let context = TraceContext::new_root();
+    /// let record = Record::new(7u64).trace_context(context);
+    /// assert_eq!(record.headers().get(TRACEPARENT), Some(context.to_string().as_bytes()));
+    /// ```
+    #[must_use]
+    pub fn trace_context(mut self, context: TraceContext) -> Self {
+        let meta = self.meta_mut();
+        meta.headers.remove(TRACEPARENT);
+        meta.headers.push(TRACEPARENT, context.to_string());
         self
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::queue::{ConsumerLink, DeliveryId, QueueItem, ReleaseReason};
 use super::topic::{Group, StoredRef, TopicCore, Why};
 use crate::error::{Ended, Error};
+use crate::observe;
 use crate::record::{Entry, Headers, Meta, NO_HEADERS, Nanos, to_system_time};
 
 /// A delivered message. Dropping it unsettled releases it for redelivery, like a nack.
@@ -195,10 +196,32 @@ impl<T> Delivery<T> {
             Settle::Nothing => Ok(()),
             Settle::Group(g) => {
                 g.group.ack(&g.topic, self.partition, self.offset);
+                observe::event!(
+                    "embus::topic",
+                    TRACE,
+                    topic = g.topic.name.as_str(),
+                    group = g.group.name(),
+                    partition = self.partition,
+                    offset = self.offset,
+                    delivery_count = self.delivery_count,
+                    "ack"
+                );
                 g.topic.context.store.can_record()
             }
             Settle::Queue(q) => {
                 let acked = q.link.queue.ack(q.delivery, q.id);
+                observe::traced! {
+                    if acked.is_ok() {
+                        observe::event!(
+                            "embus::queue",
+                            TRACE,
+                            queue = q.link.queue.name.as_str(),
+                            offset = self.offset,
+                            delivery_count = self.delivery_count,
+                            "ack"
+                        );
+                    }
+                }
                 q.settled(acked, self.offset)
             }
         }
@@ -254,12 +277,81 @@ impl<T> Delivery<T> {
                     delay,
                     why,
                 );
+                observe::event!(
+                    "embus::topic",
+                    DEBUG,
+                    topic = g.topic.name.as_str(),
+                    group = g.group.name(),
+                    partition = self.partition,
+                    offset = self.offset,
+                    delivery_count = self.delivery_count,
+                    reason = nack_reason(reason),
+                    "nack"
+                );
                 Settle::Group(g)
             }
             Settle::Queue(q) => {
                 let released = q.link.queue.release(q.delivery, reason, delay);
+                observe::traced! {
+                    if released.is_ok() {
+                        observe::event!(
+                            "embus::queue",
+                            DEBUG,
+                            queue = q.link.queue.name.as_str(),
+                            offset = self.offset,
+                            delivery_count = self.delivery_count,
+                            reason = nack_reason(reason),
+                            "nack"
+                        );
+                    }
+                }
                 Settle::Queue((q, released))
             }
+        }
+    }
+}
+
+observe::traced! {
+    impl<T> Delivery<T> {
+        /// Emits the `deliver` event of this delivery, just handed out from topic or queue
+        /// `name` (`redeliver` if it was delivered before).
+        pub(crate) fn trace_delivered(&self, name: &str) {
+            let (partition, offset) = (self.partition, self.offset);
+            let delivery_count = self.delivery_count;
+            let traceparent = observe::traceparent(self.headers());
+            let again = delivery_count > 1;
+            match &self.settle {
+                Settle::Queue(_) if again => observe::event!(
+                    "embus::queue", DEBUG,
+                    queue = name, offset, delivery_count, traceparent, "redeliver"
+                ),
+                Settle::Queue(_) => observe::event!(
+                    "embus::queue", TRACE,
+                    queue = name, offset, delivery_count, traceparent, "deliver"
+                ),
+                Settle::Group(g) if again => observe::event!(
+                    "embus::topic", DEBUG,
+                    topic = name, group = g.group.name(), partition, offset, delivery_count,
+                    traceparent, "redeliver"
+                ),
+                Settle::Group(g) => observe::event!(
+                    "embus::topic", TRACE,
+                    topic = name, group = g.group.name(), partition, offset, delivery_count,
+                    traceparent, "deliver"
+                ),
+                Settle::Nothing => observe::event!(
+                    "embus::topic", TRACE,
+                    topic = name, partition, offset, delivery_count, traceparent, "deliver"
+                ),
+            }
+        }
+    }
+
+    /// The `reason` of a `nack` event.
+    fn nack_reason(reason: ReleaseReason) -> &'static str {
+        match reason {
+            ReleaseReason::Nack => "nack",
+            _ => "dropped",
         }
     }
 }

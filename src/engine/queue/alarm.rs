@@ -15,6 +15,7 @@ use super::QueueCore;
 use super::state::{Item, QueueState, Reason};
 use crate::engine::Context;
 use crate::engine::notify::Woken;
+use crate::observe;
 use crate::record::{Nanos, Payload};
 use crate::store::Progress;
 
@@ -115,6 +116,14 @@ impl<T> QueueCore<T> {
     /// Deletes an expired message (no dead-letter queue): durably with the next commit, as
     /// an ack does.
     pub(super) fn drop_expired(&self, state: &mut QueueState<T>, item: Item<T>, woken: &mut Woken) {
+        observe::event!(
+            "embus::queue",
+            DEBUG,
+            queue = self.name.as_str(),
+            offset = item.id,
+            delivery_count = item.count,
+            "expire"
+        );
         self.context.store.progress(Progress::QueueAck {
             queue: &self.sink,
             id: item.id,

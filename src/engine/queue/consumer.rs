@@ -9,6 +9,7 @@ use super::state::Reason;
 use crate::engine::delivery::QueueAck;
 use crate::engine::notify::Wait;
 use crate::engine::{Delivery, Poll, Source};
+use crate::observe;
 use crate::record::Payload;
 use crate::store::Progress;
 
@@ -97,6 +98,11 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             && queue.earliest.load(Ordering::Acquire) == u64::MAX;
         queue.publish_hints(&mut state);
         drop(state);
+        observe::traced! {
+            if let Poll::Ready(delivery) = &poll {
+                delivery.trace_delivered(&queue.name);
+            }
+        }
         if wait.takes_locks() && !poll.is_ready() {
             // The feeders' deadlines are read again after registering: a feeder's first
             // delivery from here on wakes us (see `wake_dead_letters`), and one before is seen.

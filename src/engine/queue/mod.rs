@@ -29,6 +29,7 @@ use crate::engine::notify::{Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
+use crate::observe;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{Entry, Headers, Meta, Nanos, Payload, Receipt, Record, Timing};
 use crate::store::{Commit, LogId, Progress, Sink};
@@ -234,6 +235,12 @@ impl<T: Payload> QueueCore<T> {
         let stored = self.context.append(&mut job, Commit::Wait);
         let fail = match stored {
             Ok(_) if !job.ids.is_empty() => {
+                observe::traced! {
+                    for &offset in &job.ids {
+                        let queue = self.name.as_str();
+                        observe::event!("embus::queue", TRACE, queue, offset, "send");
+                    }
+                }
                 let receipt = |offset| Receipt {
                     partition: 0,
                     offset,
@@ -295,6 +302,13 @@ impl<T: Payload> QueueCore<T> {
         let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.id) {
             (Ok(ticket), Some(offset)) => {
+                observe::event!(
+                    "embus::queue",
+                    TRACE,
+                    queue = self.name.as_str(),
+                    offset,
+                    "send"
+                );
                 let receipt = Receipt {
                     partition: 0,
                     offset,
@@ -571,6 +585,17 @@ impl<T> QueueCore<T> {
             Reason::Expired => "expired",
         };
         headers.push_dead_letter(&from.name, reason, item.count);
+        observe::traced! {
+            let (queue, offset, delivery_count) = (from.name.as_str(), item.id, item.count);
+            if reason == "expired" {
+                observe::event!("embus::queue", DEBUG, queue, offset, delivery_count, "expire");
+            }
+            let dead_letter = self.name.as_str();
+            observe::event!(
+                "embus::queue", INFO,
+                queue, offset, delivery_count, reason, dead_letter, "dead_letter"
+            );
+        }
         self.occupied.fetch_add(1, Ordering::AcqRel);
         self.push_moved(item, from, headers);
     }

@@ -1,6 +1,7 @@
 //! Where a send to a topic starts: its message id is checked and, under a dedupe window, the
 //! window's ids are locked before any partition, while the record is checked and staged, and
-//! let go before any wait ([`dedupe`](crate::engine::dedupe) has the order).
+//! let go before any wait ([`dedupe`](crate::engine::dedupe) has the order); and the `send`
+//! event of every send that stored a message.
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -190,5 +191,15 @@ impl<T: Payload> Deduped<T> for TopicCore<T> {
 
     fn context(&self) -> &Context {
         &self.context
+    }
+}
+
+crate::observe::traced! {
+    impl<T> TopicCore<T> {
+        /// Emits the `send` event of a message stored at `partition`, `offset`.
+        pub(super) fn trace_send(&self, partition: u32, offset: u64) {
+            let topic = self.name.as_str();
+            crate::observe::event!("embus::topic", TRACE, topic, partition, offset, "send");
+        }
     }
 }

@@ -30,8 +30,10 @@ use crate::engine::notify::{Backoff, Deadline, Wait, Woken};
 use crate::engine::seam;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
+use crate::observe;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
+use crate::stats::Meter;
 use crate::store::{Append, Commit, LogId, Sink, Stager};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
@@ -53,7 +55,7 @@ pub(crate) struct TopicCore<T> {
     /// Set once the topic is deleted.
     gone: Gone,
     /// Per partition: appends, as rates for stats.
-    meters: Mutex<Vec<crate::stats::Meter>>,
+    meters: Mutex<Vec<Meter>>,
 }
 
 /// A partition as the store's writer sees it.
@@ -117,11 +119,7 @@ impl<T: Payload> TopicCore<T> {
         for part in &partitions {
             part.lock().trim(&limits, now, None);
         }
-        let ticks = context.clock.ticks();
-        let meters = partitions
-            .iter()
-            .map(|part| crate::stats::Meter::new(ticks, part.lock().end()))
-            .collect();
+        let meters = stats::meters(&partitions, &context);
         let dedupe = deduped::restore(name, options.dedupe_window(), &context)?;
         let stored_groups = context.store.groups(name)?;
         let mut names: Vec<&str> = stored_groups.iter().map(|(g, _, _)| g.as_str()).collect();
@@ -150,7 +148,7 @@ impl<T: Payload> TopicCore<T> {
             coder: seam::Coder::new(name, context.codec),
             context,
             gone: Gone::default(),
-            meters: Mutex::new(meters),
+            meters,
         });
         let acked = if stored_groups.is_empty() {
             Vec::new()
@@ -275,7 +273,9 @@ impl<T: Payload> TopicCore<T> {
                 return Err((unsent.into_iter().map(|(_, r)| r).collect(), fail));
             }
         }
-        Ok(receipts.into_iter().flatten().collect())
+        let receipts: Vec<Receipt> = receipts.into_iter().flatten().collect();
+        observe::traced! { receipts.iter().for_each(|r| self.trace_send(r.partition, r.offset)); }
+        Ok(receipts)
     }
 
     /// Appends records from `pending` to `partition` under one lock while they have room;
@@ -356,7 +356,10 @@ impl<T: Payload> TopicCore<T> {
         };
         let stored = self.context.append(&mut job, commit);
         let fail = match (stored, job.offset) {
-            (Ok(ticket), Some(offset)) => return Ok((Receipt { partition, offset }, ticket)),
+            (Ok(ticket), Some(offset)) => {
+                observe::traced! { self.trace_send(partition, offset); }
+                return Ok((Receipt { partition, offset }, ticket));
+            }
             (Ok(_), None) if job.closed => self.closed(),
             (Ok(_), None) => Fail::Full,
             (Err(e), None) => Fail::Failed(e),
@@ -453,29 +456,6 @@ impl<T: Payload> TopicCore<T> {
             }
             deadline.park(None);
         }
-    }
-
-    /// The retained offsets of `partition`: `earliest..next`.
-    pub(crate) fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
-        let mut log = self.partitions.get(partition as usize)?.lock();
-        self.trim_for_read(&mut log);
-        Some(log.base()..log.end())
-    }
-
-    /// How many messages are retained, over all partitions.
-    pub(crate) fn retained(&self) -> u64 {
-        let count = |log: &Partition<T>| {
-            let mut log = log.lock();
-            self.trim_for_read(&mut log);
-            log.len() as u64
-        };
-        self.partitions.iter().map(count).sum()
-    }
-
-    /// A group's first unacked offset per partition, if the group exists.
-    pub(crate) fn group_positions(&self, name: &str) -> Option<Vec<u64>> {
-        let group = self.groups.lock().get(name).cloned()?;
-        Some(group.positions())
     }
 
     /// Trims by age (when set) before a read, so readers never see expired messages.

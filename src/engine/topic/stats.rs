@@ -1,14 +1,48 @@
-//! A topic's figures for [`Broker::stats`](crate::Broker::stats): its partitions, groups and
+//! A topic's figures: those its handle reports (offsets, retained messages, group positions),
+//! and its part of [`Broker::stats`](crate::Broker::stats): its partitions, groups and
 //! subscribers, each partition read under its own lock, then each group under its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Group, TopicCore};
+use parking_lot::Mutex;
+
+use super::{Group, Partition, TopicCore};
+use crate::engine::Context;
 use crate::record::Payload;
-use crate::stats::{PartitionStats, SubscriberStats, TopicStats};
+use crate::stats::{Meter, PartitionStats, SubscriberStats, TopicStats};
+
+/// The append meters of a new topic's partitions, from their restored ends.
+pub(super) fn meters<T>(partitions: &[Partition<T>], context: &Context) -> Mutex<Vec<Meter>> {
+    let ticks = context.clock.ticks();
+    let meter = |part: &Partition<T>| Meter::new(ticks, part.lock().end());
+    Mutex::new(partitions.iter().map(meter).collect())
+}
 
 impl<T: Payload> TopicCore<T> {
+    /// The retained offsets of `partition`: `earliest..next`.
+    pub(crate) fn offsets(&self, partition: u32) -> Option<std::ops::Range<u64>> {
+        let mut log = self.partitions.get(partition as usize)?.lock();
+        self.trim_for_read(&mut log);
+        Some(log.base()..log.end())
+    }
+
+    /// How many messages are retained, over all partitions.
+    pub(crate) fn retained(&self) -> u64 {
+        let count = |log: &Partition<T>| {
+            let mut log = log.lock();
+            self.trim_for_read(&mut log);
+            log.len() as u64
+        };
+        self.partitions.iter().map(count).sum()
+    }
+
+    /// A group's first unacked offset per partition, if the group exists.
+    pub(crate) fn group_positions(&self, name: &str) -> Option<Vec<u64>> {
+        let group = self.groups.lock().get(name).cloned()?;
+        Some(group.positions())
+    }
+
     /// The topic's figures now.
     pub(crate) fn stats(&self) -> TopicStats {
         let ticks = self.context.clock.ticks();

@@ -7,6 +7,7 @@ use super::{Read, Reader, TopicCore};
 use crate::engine::notify::{Wait, Woken};
 use crate::engine::{Delivery, Poll, Source};
 use crate::error::RecvError;
+use crate::observe;
 use crate::options::{Overflow, Start};
 use crate::record::Payload;
 
@@ -91,10 +92,20 @@ impl<T: Payload> Source<T> for Subscriber<T> {
                 Read::Got(stored) => {
                     self.retry.succeeded(p as u32);
                     self.turn = (p + 1) % n;
-                    return Poll::Ready(Delivery::plain(stored, p as u32));
+                    let delivery = Delivery::plain(stored, p as u32);
+                    observe::traced! { delivery.trace_delivered(&topic.name); }
+                    return Poll::Ready(delivery);
                 }
                 Read::Lagged(skipped) => {
                     self.turn = p;
+                    observe::event!(
+                        "embus::topic",
+                        WARN,
+                        topic = topic.name.as_str(),
+                        partition = p as u32,
+                        skipped,
+                        "lagged"
+                    );
                     return Poll::Lagged(skipped);
                 }
                 Read::Undecodable(undecodable) => {

@@ -13,6 +13,7 @@ use super::schema::{
     seal_count, seal_named, seal_position, trim,
 };
 use super::{Counts, Inner, quiet};
+use crate::observe;
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
 use crate::store::format;
@@ -217,6 +218,7 @@ impl Writer {
         }
         let records = records_in(batch.iter().map(|(_, r)| r));
         let started = Instant::now();
+        observe::traced! { let requests = batch.len(); }
         // redb asserts on some damaged pages: a panic fails this commit like an error.
         let result = quiet::catch(|| self.commit(counts, batch, lent));
         let took = started.elapsed();
@@ -232,11 +234,24 @@ impl Writer {
             }
         }
         let failed = done.failed.is_some();
+        // Reported after the lock is let go (a failure is copied, once: the store is done).
+        observe::traced! { let failure = done.failed.as_ref().map(|(_, e)| e.clone()); }
         let (woken, waiting) = std::mem::take(&mut done.wakers)
             .into_iter()
             .partition(|(seq, _)| failed || *seq <= last_seq);
         done.wakers = waiting;
         drop(done);
+        // Before the senders learn of it: what a send that returned did is already reported.
+        observe::traced! {
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            match failure {
+                Some(error) => observe::event!(
+                    "embus::store", ERROR,
+                    requests, micros, error = error.as_str(), "poisoned"
+                ),
+                None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
+            }
+        }
         self.inner.changed.notify_all();
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());

@@ -11,6 +11,7 @@ use crate::engine::topic::retry::Retry;
 use crate::engine::topic::{Cold, TopicCore, not_due};
 use crate::engine::{Delivery, Poll, Source};
 use crate::error::{Deleted, Error, RecvError, Settle};
+use crate::observe;
 use crate::record::Payload;
 
 pub(crate) struct Member<T> {
@@ -28,7 +29,7 @@ pub(crate) struct Member<T> {
 impl<T: Payload> Member<T> {
     pub(crate) fn join(topic: Arc<TopicCore<T>>, group: Arc<Group<T>>) -> Self {
         let id = topic.context.next_id();
-        group.join(id, &mut Ticks::new(&topic.context.clock));
+        group.join(&topic, id);
         Self {
             topic,
             group,
@@ -94,6 +95,15 @@ impl<T: Payload> Member<T> {
                 drop(state);
                 woken.wake();
                 topic.context.idle.notify();
+                observe::event!(
+                    "embus::topic",
+                    WARN,
+                    topic = topic.name.as_str(),
+                    group = group.name.as_str(),
+                    partition = p as u32,
+                    skipped,
+                    "lagged"
+                );
                 return Some(Poll::Lagged(skipped));
             }
             let (offset, fresh) = match part.ready.pop_first() {
@@ -215,6 +225,11 @@ impl<T: Payload> Source<T> for Member<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         loop {
             if let Some(poll) = self.poll_once(wait) {
+                observe::traced! {
+                    if let Poll::Ready(delivery) = &poll {
+                        delivery.trace_delivered(&self.topic.name);
+                    }
+                }
                 return poll;
             }
         }

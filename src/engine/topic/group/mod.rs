@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::engine::deadlines::Deadlines;
 use crate::engine::notify::{Waiters, Woken};
 use crate::engine::queue::QueueCore;
+use crate::observe;
 use crate::options::GroupOptions;
 use crate::record::{Headers, Nanos, Payload, duration_nanos};
 use crate::store::Progress;
@@ -360,11 +361,23 @@ impl<T> Group<T> {
             .collect()
     }
 
-    fn join(&self, member: u64, ticks: &mut Ticks<'_>) {
+    fn join(&self, topic: &TopicCore<T>, member: u64) {
+        let mut ticks = Ticks::new(&topic.context.clock);
         let mut state = self.state.lock();
         state.members.push(member);
-        let woken = self.rebalance(&mut state, ticks);
+        let woken = self.rebalance(&mut state, &mut ticks);
+        observe::traced! { let members = state.members.len(); }
         drop(state);
+        observe::event!(
+            "embus::topic",
+            INFO,
+            topic = topic.name.as_str(),
+            group = self.name.as_str(),
+            member,
+            change = "join",
+            members,
+            "rebalance"
+        );
         woken.wake();
     }
 
@@ -374,7 +387,18 @@ impl<T> Group<T> {
         state.members.retain(|&m| m != member);
         state.waiters.remove(member);
         let woken = self.rebalance(&mut state, &mut ticks);
+        observe::traced! { let members = state.members.len(); }
         drop(state);
+        observe::event!(
+            "embus::topic",
+            INFO,
+            topic = topic.name.as_str(),
+            group = self.name.as_str(),
+            member,
+            change = "leave",
+            members,
+            "rebalance"
+        );
         for log in topic.partitions.iter() {
             log.lock().readers.remove(member);
         }

@@ -7,6 +7,7 @@ use super::{Group, GroupState, Part, Ticks};
 use crate::engine::notify::Woken;
 use crate::engine::topic::{Cold, TopicCore};
 use crate::error::Error;
+use crate::observe;
 use crate::options::Start;
 use crate::record::{Entry, Headers, Meta, Payload, Timing};
 use crate::store::Progress;
@@ -247,6 +248,18 @@ impl<T> Group<T> {
             moved.then_some((topic.name.as_str(), self.name.as_str(), partition, position));
         topic.context.idle.moved();
         dlq.push_group_dead_letter(ts, entry, &body, stored_position);
+        observe::event!(
+            "embus::topic",
+            INFO,
+            topic = topic.name.as_str(),
+            group = self.name.as_str(),
+            partition,
+            offset,
+            delivery_count = count,
+            reason = why.header(),
+            dead_letter = dlq.name.as_str(),
+            "dead_letter"
+        );
         Some(if moved {
             let mut log = topic.partitions[partition as usize].lock();
             part.moved_to(&mut log, topic, position)
