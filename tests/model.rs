@@ -11,7 +11,8 @@
 //!   queue. Checked: `Ok` vs `Full`, `Empty` vs exactly which message (payload, sequence number,
 //!   delivery count, timestamp, dead-letter headers), `len`, `delayed`, `in_flight`,
 //!   `dead_lettered`, `expired`, what `purge`, `peek` and `redrive` return, the dead-letter
-//!   queue's length and, at the end, its contents and headers.
+//!   queue's length and, at the end, its contents and headers; and `Broker::stats` (ready,
+//!   delayed, in flight, dead-lettered, expired, acks, nacks, consumers) after every step.
 //! - `topic_and_group_match_model`: a topic with 2-3 partitions, `Retention::messages(3..=6)`,
 //!   `Overflow::Lag`, one subscriber from `Earliest` and a group `g` of 1-4 members (`Lag`, no
 //!   backoff, 3 deliveries then the dead-letter queue `g.dead`). Ops: keyed and keyless sends
@@ -21,7 +22,8 @@
 //!   key placement, keyless round-robin), retained offsets, the subscriber's messages,
 //!   `Lagged { skipped }` and `lag()`, the group's assignment (one owner per partition, fair
 //!   shares), each member's messages and `lag()`, `group_position`, `groups()`, what `get`
-//!   returns, the group's dead letters after every step; at the end, after draining, every
+//!   returns, the group's dead letters, and `Broker::stats` (partitions, subscriber lag, group
+//!   positions, lag, in flight, redeliveries, dead letters, assignment) after every step; at the end, after draining, every
 //!   retained message reached the group (or a reset skipped it), the subscriber accounted for
 //!   every offset, and the dead letters carry the right payloads and headers.
 //!

@@ -181,6 +181,8 @@ struct QueueModel {
     /// Expired messages dropped (no dead-letter queue: `expired()`).
     expired: u64,
     acked: usize,
+    /// Nacks of live deliveries (stats).
+    nacked: u64,
     purged: usize,
     sent: usize,
     redriven: usize,
@@ -206,6 +208,7 @@ impl QueueModel {
             dead_lettered: 0,
             expired: 0,
             acked: 0,
+            nacked: 0,
             purged: 0,
             sent: 0,
             redriven: 0,
@@ -320,6 +323,7 @@ impl QueueModel {
         }
         delivery.live = false;
         delivery.why = Some(why);
+        self.nacked += u64::from(why == Why::Nack);
         let item = delivery.item.clone();
         if item.expires.is_some_and(|at| at <= self.now) {
             self.expire_item(item);
@@ -488,7 +492,7 @@ impl QueueModel {
 struct QueueRig {
     clock: ManualClock,
     start: SystemTime,
-    _bus: Broker,
+    bus: Broker,
     queue: Queue<u32>,
     dlq: Queue<u32>,
     consumers: Vec<(u64, Consumer<u32>)>,
@@ -527,7 +531,7 @@ impl QueueRig {
         Self {
             clock,
             start,
-            _bus: bus,
+            bus,
             queue,
             dlq,
             consumers,
@@ -737,6 +741,28 @@ impl QueueRig {
         same(self.queue.expired(), m.expired, "expired()", step, op)?;
         same(self.dlq.len(), m.dead.len(), "dlq.len()", step, op)?;
         same(self.dlq.in_flight(), 0, "dlq.in_flight()", step, op)?;
+        let stats = self.bus.stats();
+        let q = stats.queue("jobs").expect("the queue is in the snapshot");
+        let got = (q.ready, q.delayed, q.in_flight, q.dead_lettered, q.expired);
+        let want = (
+            m.ready_len() as u64,
+            m.waiting.len() as u64,
+            m.in_flight() as u64,
+            m.dead_lettered,
+            m.expired,
+        );
+        same(
+            got,
+            want,
+            "stats: ready, delayed, in flight, dead, expired",
+            step,
+            op,
+        )?;
+        let got = (q.acked, q.nacked, q.consumers);
+        let want = (m.acked as u64, m.nacked, self.consumers.len() as u64);
+        same(got, want, "stats: acked, nacked, consumers", step, op)?;
+        let dlq = stats.queue("dlq").expect("the dead-letter queue");
+        same(dlq.ready, m.dead.len() as u64, "stats: dlq ready", step, op)?;
         for (_, consumer) in &self.consumers {
             same(
                 consumer.lag(),

@@ -149,6 +149,8 @@ struct TopicModel {
     group_skipped: Vec<BTreeSet<u64>>,
     /// The group's dead letters, in order: payload, reason header, deliveries.
     dead: Vec<(u64, &'static str, u32)>,
+    /// Deliveries that were not a message's first (stats).
+    redelivered: u64,
 }
 
 impl TopicModel {
@@ -169,6 +171,7 @@ impl TopicModel {
             delivered: vec![BTreeSet::new(); n],
             group_skipped: vec![BTreeSet::new(); n],
             dead: Vec::new(),
+            redelivered: 0,
         }
     }
 
@@ -254,6 +257,7 @@ impl TopicModel {
                 .expect("a ready offset is pending");
             pending.count += 1;
             pending.holder = Some(member);
+            self.redelivered += u64::from(pending.count > 1);
             self.turns.insert(member, (p + 1) % n);
             return Expect::Msg {
                 partition: p as u32,
@@ -325,7 +329,7 @@ impl TopicModel {
 }
 
 struct TopicRig {
-    _bus: Broker,
+    bus: Broker,
     topic: Topic<u64>,
     dlq: Queue<u64>,
     sub: Consumer<u64>,
@@ -348,7 +352,7 @@ impl TopicRig {
         let sub = topic.subscribe(Start::Earliest).unwrap();
         let dlq = bus.queue::<u64>(GROUP_DLQ).unwrap();
         let mut rig = Self {
-            _bus: bus,
+            bus,
             topic,
             dlq,
             sub,
@@ -735,6 +739,7 @@ impl TopicRig {
             same(member.lag(), m.member_lag(*id), "member lag()", step, op)?;
         }
         same(self.dlq.len(), m.dead.len(), "group dead letters", step, op)?;
+        self.check_stats(step, op)?;
         same(
             self.topic.groups(),
             vec![GROUP.to_owned()],
@@ -743,6 +748,80 @@ impl TopicRig {
             op,
         )?;
         Ok(())
+    }
+
+    /// `Broker::stats` agrees with the model: partitions, the subscriber's lag, the group's
+    /// positions, lag, in-flight deliveries, redeliveries, dead letters and assignment.
+    fn check_stats(&self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
+        let m = &self.model;
+        let stats = self.bus.stats();
+        let topic = stats.topic("events").expect("the topic is in the snapshot");
+        let bounds: Vec<(u64, u64)> = m.logs.iter().map(|l| (l.base, l.end())).collect();
+        let got: Vec<(u64, u64, u64)> = (topic.partitions.iter())
+            .map(|p| (p.earliest, p.next, p.messages))
+            .collect();
+        let want: Vec<(u64, u64, u64)> = bounds.iter().map(|&(b, e)| (b, e, e - b)).collect();
+        same(got, want, "stats: partitions", step, op)?;
+        let lags: Vec<u64> = topic.subscribers.iter().map(|s| s.lag).collect();
+        same(lags, vec![m.sub_lag()], "stats: subscriber lag", step, op)?;
+        let group = topic.group(GROUP).expect("the group is in the snapshot");
+        let positions: Vec<u64> = group.partitions.iter().map(|p| p.position).collect();
+        same(positions, m.positions(), "stats: positions", step, op)?;
+        let lag = |(part, &(base, end)): (&GPart, &(u64, u64))| {
+            end - part.first_unacked().clamp(base, end)
+        };
+        let want: Vec<u64> = m.parts.iter().zip(&bounds).map(lag).collect();
+        let got: Vec<u64> = group.partitions.iter().map(|p| p.lag).collect();
+        same(got, want.clone(), "stats: lag per partition", step, op)?;
+        same(group.lag, want.iter().sum(), "stats: group lag", step, op)?;
+        let held = |part: &GPart| part.pending.values().filter(|p| p.holder.is_some()).count();
+        let want: Vec<u64> = m.parts.iter().map(|p| held(p) as u64).collect();
+        let got: Vec<u64> = group.partitions.iter().map(|p| p.in_flight).collect();
+        same(got, want, "stats: in flight per partition", step, op)?;
+        same(
+            group.redelivered,
+            m.redelivered,
+            "stats: redelivered",
+            step,
+            op,
+        )?;
+        same(
+            group.dead_lettered,
+            m.dead.len() as u64,
+            "stats: dead_lettered",
+            step,
+            op,
+        )?;
+        same(
+            group.members.len(),
+            self.members.len(),
+            "stats: members",
+            step,
+            op,
+        )?;
+        // Each member's partitions, as the snapshot assigns them and as the member says.
+        let mut by_owner: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for p in group.partitions.iter() {
+            if let Some(owner) = p.owner {
+                by_owner.entry(owner).or_default().push(p.partition);
+            }
+        }
+        let mut got: Vec<Vec<u32>> = by_owner.into_values().collect();
+        let mut want: Vec<Vec<u32>> = (self.members.iter())
+            .map(|(_, c)| c.partitions())
+            .filter(|p| !p.is_empty())
+            .collect();
+        got.sort();
+        want.sort();
+        same(got, want, "stats: assignment", step, op)?;
+        let dead = stats.queue(GROUP_DLQ).expect("the dead-letter queue");
+        same(
+            dead.ready,
+            self.dlq.len() as u64,
+            "stats: dlq ready",
+            step,
+            op,
+        )
     }
 
     /// Drains the subscriber and the group, then checks positions and delivery guarantees.
