@@ -156,7 +156,17 @@ fn outbound_from_a_queue_consumer_empties_the_queue_and_republishing_is_dropped_
         jobs.is_empty() && jobs.in_flight() == 0
     });
     assert_eq!(relay.stats().forwarded, 100);
+    // The broker's snapshot reports the running bridge, named by what it relays.
+    let bridges = bus.stats().bridges;
+    assert_eq!(bridges.len(), 1, "{bridges:?}");
+    assert_eq!(bridges[0], relay.stats());
+    let name = &bridges[0].name;
+    assert!(
+        name.starts_with("outbound `jobs` -> nats://") && name.contains(&stream.subject),
+        "{name}"
+    );
     relay.stop().unwrap();
+    assert!(bus.stats().bridges.is_empty(), "a stopped bridge is gone");
     assert_eq!(
         stream.admin.count(&stream.name),
         100,
