@@ -88,7 +88,8 @@ pub struct PartitionStats {
     pub earliest: u64,
     /// The offset the next message will get (the end of the log).
     pub next: u64,
-    /// Retained messages: `next - earliest`.
+    /// Retained messages: `next - earliest` (on a compacted topic, the offsets compaction
+    /// emptied count too, as they do in every lag here).
     pub messages: u64,
     /// Retained bytes as byte retention counts them (payload encoded, key and headers); only
     /// counted when the topic has a byte limit ([`Retention::bytes`](crate::Retention::bytes)),
