@@ -124,6 +124,7 @@ mod asynchronous;
 pub mod bridge;
 mod broker;
 mod consumer;
+pub mod inspect;
 mod message;
 mod producer;
 mod queue;
