@@ -66,7 +66,19 @@ pub struct StoreFile {
     reader: Reader,
 }
 
-/// Where [`StoreFile::read`] starts.
+/// Where [`StoreFile::read`] starts; parses from `earliest`, `latest`, an offset or an RFC 3339
+/// time, as `embus tail --from` takes it.
+///
+/// ```
+/// use embus::inspect::ReadFrom;
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// assert_eq!("latest".parse(), Ok(ReadFrom::Latest));
+/// assert_eq!("42".parse(), Ok(ReadFrom::Offset(42)));
+/// let at = UNIX_EPOCH + Duration::from_secs(1_796_551_200);
+/// assert_eq!("2026-12-06T10:00:00Z".parse(), Ok(ReadFrom::Time(at)));
+/// assert!("yesterday".parse::<ReadFrom>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
     /// The oldest stored message.
@@ -197,10 +209,44 @@ impl StoreFile {
         Ok(self.entries(name, logs, next, after, total))
     }
 
-    /// The messages of the topic or queue `cursor` names past where `cursor` stopped.
+    /// The messages of the topic or queue `cursor` names past where `cursor` stopped: how to
+    /// follow a store, opening it again while no broker holds it.
     ///
     /// # Errors
     /// As [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("embus-resume-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use embus::inspect::{ReadFrom, StoreFile};
+    ///
+    /// let path = dir.join("app.embus");
+    /// # let _ = std::fs::remove_file(&path);
+    /// let bus = embus::Broker::open(&path)?;
+    /// let orders = bus.topic::<u32>("orders")?;
+    /// orders.producer().send(1)?;
+    /// bus.close()?;
+    ///
+    /// let file = StoreFile::open(&path)?;
+    /// let mut seen = file.read("orders", &ReadFrom::Earliest)?;
+    /// assert_eq!(seen.by_ref().count(), 1);
+    /// let cursor = seen.cursor();
+    /// drop(file); // a broker cannot open the file while it is open here
+    ///
+    /// let bus = embus::Broker::open(&path)?;
+    /// bus.topic::<u32>("orders")?.producer().send(2)?;
+    /// bus.close()?;
+    ///
+    /// let file = StoreFile::open(&path)?;
+    /// let new: Vec<_> = file.resume(&cursor)?.collect::<Result<_, _>>()?;
+    /// assert_eq!(new.len(), 1);
+    /// assert_eq!(new[0].position(), 1);
+    /// # drop(file); std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn resume(&self, cursor: &Cursor) -> Result<Entries<'_>, Error> {
         let logs = self.logs(&cursor.name)?;
         let next = logs
@@ -225,6 +271,36 @@ impl StoreFile {
     /// [`Error::InvalidOption`] if `from` is `to`; [`Error::NotFound`] if either is not
     /// declared; [`Error::Mismatch`] if either is not a queue or their payload types differ;
     /// the file's errors as [`open`](Self::open) (another process may have opened it since).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("embus-redrive-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// use embus::QueueOptions;
+    ///
+    /// let path = dir.join("app.embus");
+    /// # let _ = std::fs::remove_file(&path);
+    /// let bus = embus::Broker::open(&path)?;
+    /// let options = QueueOptions::default().max_deliveries(1).dead_letter("jobs.dead");
+    /// let jobs = bus.queue_with::<String>("jobs", options)?;
+    /// jobs.producer().send("resize".to_owned())?;
+    /// let mut worker = jobs.consumer();
+    /// worker.recv()?.nack()?; // its last delivery: dead-lettered
+    /// bus.close()?;
+    ///
+    /// let file = embus::inspect::StoreFile::open(&path)?;
+    /// assert_eq!(file.redrive("jobs.dead", "jobs", None)?, 1);
+    ///
+    /// let bus = embus::Broker::open(&path)?;
+    /// let mut worker = bus.queue::<String>("jobs")?.consumer();
+    /// let again = worker.recv()?;
+    /// assert_eq!((again.payload().as_str(), again.delivery_count()), ("resize", 1));
+    /// again.ack()?;
+    /// # bus.close()?; std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     pub fn redrive(self, from: &str, to: &str, limit: Option<usize>) -> Result<usize, Error> {
         let path = self.path().to_owned();
         drop(self);

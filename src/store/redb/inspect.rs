@@ -351,3 +351,147 @@ fn read_records(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::{Database, TableDefinition};
+
+    use super::*;
+    use crate::store::redb::schema::{seal_count, seal_end, seal_named, seal_position};
+
+    /// A version 5 store written by hand: queue `jobs` with two records (the first delivered
+    /// twice), a group position, and what `damage` does to the first record's bytes.
+    fn write(path: &Path, mut damage: impl FnMut(&mut Vec<u8>)) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("format", FORMAT_VERSION).unwrap();
+            meta.insert(CLEAN, 1).unwrap();
+            let codec = seal_named(SETTINGS, "codec", b"json");
+            txn.open_table(SETTINGS)
+                .unwrap()
+                .insert("codec", codec.as_slice())
+                .unwrap();
+            let declaration = br#"{"version":2,"kind":"queue","payload":"Job","options":{}}"#;
+            let sealed = seal_named(DECLARATIONS, "jobs", declaration);
+            txn.open_table(DECLARATIONS)
+                .unwrap()
+                .insert("jobs", sealed.as_slice())
+                .unwrap();
+            let table = "embus.q.jobs";
+            let mut rows = txn.open_table(records(table)).unwrap();
+            for (id, payload) in [(3u64, &b"\"a\""[..]), (4, b"\"b\"")] {
+                let mut headers = Headers::new();
+                headers.push("h", [0xff]);
+                let mut value = format::body(Some(b"k"), &headers);
+                value.extend_from_slice(payload);
+                format::seal(&mut value, format::seed(logical(table)), id, 1_000 + id, 3);
+                if id == 3 {
+                    damage(&mut value);
+                }
+                rows.insert(id, value.as_slice()).unwrap();
+            }
+            let counts = "embus.c.jobs";
+            let sealed = seal_count(counts, 3, 2);
+            txn.open_table(deliveries(counts))
+                .unwrap()
+                .insert(3, sealed.as_slice())
+                .unwrap();
+            let end = seal_end(table, (5, 6));
+            txn.open_table(ENDS)
+                .unwrap()
+                .insert(table, end.as_slice())
+                .unwrap();
+            let position = seal_position("t", "g", 1, 9);
+            txn.open_table(GROUPS)
+                .unwrap()
+                .insert(("t", "g", 1), position.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("embus-unit-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_extents_records_counts_and_positions() {
+        let path = dir("inspect-reads").join("s.embus");
+        write(&path, |_| {});
+        let reader = open(&path).unwrap().unwrap();
+        assert_eq!((reader.codec(), reader.clean()), ("json", true));
+        assert_eq!(reader.declarations().unwrap()[0].0, "jobs");
+        let extent = reader.extent("embus.q.jobs").unwrap();
+        assert_eq!(
+            extent,
+            Extent {
+                first: Some(3),
+                last: Some(4),
+                rows: 2,
+                next: 5,
+                bytes: 6
+            }
+        );
+        assert_eq!(reader.extent("embus.c.jobs").unwrap().rows, 1);
+        assert_eq!(reader.extent("embus.q.none").unwrap(), Extent::default());
+        let rows = reader
+            .records("embus.q.jobs", Some("embus.c.jobs"), 0, 10)
+            .unwrap();
+        let read: Vec<_> = rows.iter().map(|r| (r.key, r.ts, r.deliveries)).collect();
+        assert_eq!(read, [(3, 1_003, 2), (4, 1_004, 0)]);
+        assert_eq!(rows[0].payload, b"\"a\"");
+        assert_eq!(rows[0].record_key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(rows[0].headers.get("h"), Some(&[0xff][..]));
+        let later = reader.records("embus.q.jobs", None, 4, 1).unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].key, 4);
+        assert_eq!(
+            reader.positions().unwrap(),
+            [("t".to_owned(), "g".to_owned(), 1, 9)]
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_corrupt_naming_table_and_row() {
+        let path = dir("inspect-damaged").join("s.embus");
+        write(&path, |value| {
+            let last = value.len() - 1;
+            value[last] ^= 1;
+        });
+        let reader = open(&path).unwrap().unwrap();
+        let err = reader.records("embus.q.jobs", None, 0, 10).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("`embus.q.jobs`, row `3`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_held_for_writing_is_none() {
+        let path = dir("inspect-held").join("s.embus");
+        write(&path, |_| {});
+        let held = Database::open(&path).unwrap();
+        assert!(open(&path).unwrap().is_none());
+        drop(held);
+        assert!(open(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_older_format_version_asks_for_an_upgrade() {
+        let path = dir("inspect-older").join("s.embus");
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: TableDefinition<'_, &str, u64> = TableDefinition::new("embus.meta");
+        txn.open_table(meta).unwrap().insert("format", 4).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let err = open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("Broker::open upgrades it"),
+            "{err}"
+        );
+    }
+}
