@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use embus::{Broker, QueueOptions};
 
-use common::{WAIT, fresh_dir};
+use common::fresh_dir;
 
 fn embus(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_embus"))
@@ -284,5 +284,4 @@ fn a_store_needing_recovery_is_refused_read_only() {
         "needs recovery, which a read-only open cannot do",
     );
     fails(&["inspect", file], 1, "Broker::open repairs it");
-    let _ = WAIT;
 }
