@@ -73,6 +73,15 @@
 //! and group positions ride the next commit without waiting for it (a crash can redeliver a
 //! message whose ack was not yet stored, never lose one).
 //!
+//! # Looking inside
+//!
+//! [`inspect`] reads a store file without a broker (read-only; a file a running broker holds is
+//! refused with an error that says so): topics, groups, queues and their figures, and the
+//! stored messages. The `embus` command-line tool (feature `cli`:
+//! `cargo install embus --features cli`) prints them: `embus inspect app.embus`,
+//! `embus tail app.embus orders --from 2026-12-06T10:00:00Z`, `embus dlq app.embus jobs.dead`,
+//! and moves dead letters back with `embus dlq app.embus jobs.dead --redrive jobs`.
+//!
 //! # It is not
 //!
 //! - a network broker: producers and consumers live in one process (one process at a time
@@ -141,6 +150,7 @@ mod asynchronous;
 pub mod bridge;
 mod broker;
 mod consumer;
+pub mod inspect;
 mod message;
 mod producer;
 mod queue;

@@ -32,7 +32,7 @@ fn layer(module: &[String]) -> Option<Layer> {
         "store" => Some(Layer::Store),
         "engine" => Some(Layer::Engine),
         "broker" | "topic" | "queue" | "producer" | "consumer" | "message" | "asynchronous"
-        | "select" => Some(Layer::Facade),
+        | "select" | "inspect" => Some(Layer::Facade),
         "bridge" => Some(Layer::Integration),
         _ => None,
     }

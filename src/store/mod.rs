@@ -21,6 +21,9 @@ mod redb;
 
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redb::{DurableStore, OpenWith, Options as DurableOptions};
+pub(crate) use self::redb::{
+    HELD, Reader, StoredRecord, counts_table, open_read_only, partition_table, queue_table, redrive,
+};
 
 use std::fmt;
 use std::path::PathBuf;

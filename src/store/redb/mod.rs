@@ -37,20 +37,25 @@
 //! its own handle on close.
 //!
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
-//! in [`open`]; the writer thread in [`writer`].
+//! in [`open`]; the writer thread in [`writer`]. The `embus` tool reads a file read-only
+//! through [`inspect`] and redrives a queue of a closed file with [`redrive`].
 
 mod compact;
 mod delete;
 mod figures;
 mod handoff;
 mod ids;
+mod inspect;
 mod meta;
 mod open;
 mod quiet;
+mod redrive;
 mod schema;
 mod upgrade;
 mod writer;
 
+pub(crate) use self::inspect::{HELD, Reader, StoredRecord, open as open_read_only};
+pub(crate) use self::redrive::redrive;
 pub(crate) use self::schema::{
     counts_table, ids_table, keys_table, logical, partition_table, queue_table,
 };

@@ -85,7 +85,7 @@ pub(super) fn shared(path: &Path, db: &Database, codec: &str) -> Result<(), Erro
 
 /// Opens a database, turning redb's failures (and its debug-build panics on some damaged
 /// files) into errors naming the path.
-fn guarded(
+pub(super) fn guarded(
     path: &Path,
     open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
 ) -> Result<Database, Error> {
@@ -111,7 +111,7 @@ fn guarded(
 /// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
 /// 0 in `embus.meta`), or it is of an older format version (checked once, as it is
 /// upgraded). A cleanly closed store is not scanned: opening stays as fast as the log is long.
-fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
+pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
     let unclean = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
         match txn.open_table(META) {

@@ -28,18 +28,21 @@ static HOOK: Once = Once::new();
 
 /// Runs `f`, catching a panic silently; returns the panic's message if it panicked.
 pub(super) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if QUIET.with(Cell::get) == 0 {
-                previous(info);
-            }
-        }));
-    });
+    HOOK.call_once(install);
     let depth = QUIET.with(|q| q.replace(q.get() + 1));
     let result = catch_unwind(AssertUnwindSafe(f));
     QUIET.with(|q| q.set(depth));
     result.map_err(|payload| message(payload.as_ref()))
+}
+
+/// Wraps the panic hook installed now in one that is silent inside [`catch`].
+fn install() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if QUIET.with(Cell::get) == 0 {
+            previous(info);
+        }
+    }));
 }
 
 /// Runs `f` (user code, inside a [`catch`]) with its panics printed as usual.
@@ -68,9 +71,9 @@ mod tests {
 
     #[test]
     fn only_panics_inside_catch_are_silenced() {
-        // The hook the wrapper finds and keeps (no other unit test reaches `catch`, so the
-        // wrapper is installed below, around this one): counts this test's panics, passes on
-        // any other.
+        // The hook the wrapper finds and keeps: counts this test's panics, passes on any
+        // other. Another unit test may have reached `catch` first (the wrapper then wraps the
+        // hook of that time, which this one replaces), so this test wraps its own hook.
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if message(info.payload()).starts_with("quiet-test") {
@@ -79,6 +82,7 @@ mod tests {
                 previous(info);
             }
         }));
+        install();
         assert_eq!(catch(|| 7), Ok(7));
         let caught = catch(|| -> u32 { panic!("quiet-test: damaged page") });
         assert_eq!(caught, Err("quiet-test: damaged page".to_owned()));
