@@ -120,6 +120,22 @@ fn lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// What redb stores for `table`'s rows: an 8-byte key and the record each.
+fn stored_bytes(file: &str, table: &str) -> String {
+    use embus::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let db = embus::redb::ReadOnlyDatabase::open(file).unwrap();
+    let txn = db.begin_read().unwrap();
+    let rows = txn
+        .open_table(TableDefinition::<u64, &[u8]>::new(table))
+        .unwrap();
+    let sum: usize = rows
+        .iter()
+        .unwrap()
+        .map(|r| 8 + r.unwrap().1.value().len())
+        .sum();
+    sum.to_string()
+}
+
 #[test]
 fn inspect_prints_the_golden_table() {
     let (_, file) = store("cli-inspect", CodecKind::Json);
@@ -130,6 +146,10 @@ fn inspect_prints_the_golden_table() {
             r#"{{{ack},{backoff},"capacity":65536,"dead_letter":{dlq},"dedupe":null,"max_deliveries":{max},"message_ttl":null,"prefetch":null,"priorities":null}}"#
         )
     };
+    let (bytes0, bytes1) = (
+        stored_bytes(&file, "embus.t.orders.0"),
+        stored_bytes(&file, "embus.t.orders.1"),
+    );
     let expected = format!(
         r#"store: {file}
 codec: json
@@ -138,8 +158,8 @@ closed cleanly: yes
 topic orders (Order)
   options: {{"compaction":false,"dedupe":null,"interest":false,"overflow":"Lag","partitions":2,"retention":{{"age":null,"bytes":null,"messages":65536}}}}
   partition  first  next  messages  bytes
-  0          0      2     2         0
-  1          0      1     1         0
+  0          0      2     2         {bytes0}
+  1          0      1     1         {bytes1}
   group billing (lag 2)
     options: {{{ack},{backoff},"dead_letter":null,"max_deliveries":null,"overflow":"Block","start":"Earliest"}}
     partition  position  lag

@@ -54,7 +54,8 @@ pub struct PartitionSummary {
     pub next_offset: u64,
     /// How many messages are retained.
     pub messages: u64,
-    /// The retained messages' counted bytes (what byte retention counts).
+    /// The bytes its retained messages take in the file: their keys and records (headers and
+    /// payloads included) as redb stores them, without the pages' own overhead.
     pub bytes: u64,
 }
 

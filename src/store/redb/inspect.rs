@@ -54,8 +54,9 @@ impl Drop for Reader {
     }
 }
 
-/// A log table's extent: its first and last stored keys, its row count, and its recorded end
-/// (next key) and counted bytes from `embus.ends`.
+/// A log table's extent: its first and last stored keys, its row count, the bytes its rows
+/// take (keys and records, as redb stores them), and its recorded end (next key) from
+/// `embus.ends`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Extent {
     pub(crate) first: Option<u64>,
@@ -252,7 +253,7 @@ impl Reader {
     /// The extent of log table `table` (a missing table is empty).
     pub(crate) fn extent(&self, table: &str) -> Result<Extent, Error> {
         self.read(|txn| {
-            let (next, bytes) = match existing(txn, ENDS)? {
+            let (next, _counted) = match existing(txn, ENDS)? {
                 Some(t) => match t.get(table)? {
                     Some(v) => open_end(table, v.value())?,
                     None => (0, 0),
@@ -262,7 +263,6 @@ impl Reader {
             let Some(rows) = existing(txn, records(table))? else {
                 return Ok(Extent {
                     next,
-                    bytes,
                     ..Extent::default()
                 });
             };
@@ -273,7 +273,7 @@ impl Reader {
                 last,
                 rows: rows.len()?,
                 next,
-                bytes,
+                bytes: rows.stats()?.stored_bytes(),
             })
         })
     }
@@ -427,6 +427,17 @@ mod tests {
         assert_eq!((reader.codec(), reader.clean()), ("json", true));
         assert_eq!(reader.declarations().unwrap()[0].0, "jobs");
         let extent = reader.extent("embus.q.jobs").unwrap();
+        // The bytes redb stores for the rows: an 8-byte key and the record each.
+        let stored: u64 = reader
+            .read(|txn| {
+                let rows = txn.open_table(records("embus.q.jobs"))?;
+                let mut sum = 0;
+                for row in rows.iter()? {
+                    sum += 8 + row?.1.value().len() as u64;
+                }
+                Ok(sum)
+            })
+            .unwrap();
         assert_eq!(
             extent,
             Extent {
@@ -434,7 +445,7 @@ mod tests {
                 last: Some(4),
                 rows: 2,
                 next: 5,
-                bytes: 6
+                bytes: stored
             }
         );
         assert_eq!(reader.extent("embus.c.jobs").unwrap().rows, 1);
