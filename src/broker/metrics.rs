@@ -417,6 +417,7 @@ impl Broker {
     /// bus.record_metrics();
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn record_metrics(&self) {
         record(&self.stats());
     }
