@@ -118,6 +118,9 @@
 //! receive waits for a real-time ack deadline; it stops on close. A bridge
 //! (`bridge::nats`, `bridge::amqp`, features `nats` and `amqp`) runs on threads of its own
 //! (`embus-bridge`, and `embus-bridge-writer` inbound) until it is stopped.
+//! `BrokerBuilder::metrics_every` (feature `metrics`) starts one thread (`embus-metrics`)
+//! that records the broker's figures into the `metrics` recorder on an interval; it does not
+//! keep the broker open, and stops when the broker closes.
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -159,6 +162,9 @@ mod topic;
 mod transaction;
 
 pub use crate::asynchronous::{CloseFut, RecvFut, RecvStream, SendFut, WaitIdleFut};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use crate::broker::metrics;
 pub use crate::broker::{Broker, BrokerBuilder};
 pub use crate::clock::ManualClock;
 pub use crate::consumer::{Consumer, IntoIter, Iter, TryIter};

@@ -1,6 +1,6 @@
 //! What [`Broker::stats`](crate::Broker::stats) reports: plain, `Serialize` snapshots of every
 //! topic (partitions, groups, subscribers), queue, the durable store and the bridges, and the
-//! [`Meter`] that turns counters into rates.
+//! `Meter` that turns counters into rates.
 //!
 //! Every figure is read from the object it describes, under that object's own lock, briefly;
 //! no lock is held across the whole walk, so a snapshot never stalls producers. Each object's

@@ -36,6 +36,8 @@ pub struct BrokerBuilder {
     database: Option<Arc<redb::Database>>,
     codec: CodecKind,
     payload_names: HashMap<TypeId, String>,
+    #[cfg(feature = "metrics")]
+    metrics_every: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for BrokerBuilder {
@@ -180,14 +182,55 @@ impl BrokerBuilder {
         self
     }
 
+    /// Records the broker's figures into the installed `metrics` recorder every `every` (real
+    /// time, whatever the [`clock`](Self::clock)), on a thread of its own (`embus-metrics`),
+    /// from the moment the broker opens until it closes: what
+    /// [`Broker::record_metrics`] does, called for you. The thread uses the global recorder
+    /// (`metrics::set_global_recorder`; a thread-local one is not seen there). It does not keep
+    /// the broker open, and closing the broker wakes it to stop at once (without waiting for
+    /// a recording in progress). See [`metrics`](crate::metrics) for the names.
+    ///
+    /// Off by default. [`open`](Self::open) refuses a zero interval
+    /// ([`Error::InvalidOption`]).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// // With a recorder installed (e.g. metrics-exporter-prometheus), the figures are there
+    /// // within 10 s of any change.
+    /// let bus = embus::Broker::builder().metrics_every(Duration::from_secs(10)).open()?;
+    /// bus.close()?; // the thread stops
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_every(mut self, every: std::time::Duration) -> Self {
+        self.metrics_every = Some(every);
+        self
+    }
+
     /// Opens the broker.
     ///
     /// # Errors
     /// None for a memory broker; for a durable one, as [`Broker::open`].
     /// [`Error::InvalidOption`] (option `database`) if [`database`](Self::database) is
     /// combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend) or
-    /// [`cache_size`](Self::cache_size).
+    /// [`cache_size`](Self::cache_size). With feature `metrics`: [`Error::InvalidOption`]
+    /// (option `metrics_every`) for a zero interval, [`Error::Storage`] if the metrics thread
+    /// cannot be started.
     pub fn open(self) -> Result<Broker, Error> {
+        #[cfg(feature = "metrics")]
+        let metrics = match self.metrics_every {
+            Some(every) if every.is_zero() => {
+                return Err(Error::InvalidOption {
+                    name: self.store_name(),
+                    option: "metrics_every",
+                    reason: "must be more than zero",
+                });
+            }
+            Some(every) => Some((every, self.store_name())),
+            None => None,
+        };
         let store: Arc<dyn Store> = match (self.path, self.backend, self.database) {
             (None, None, None) => Arc::new(MemoryStore),
             (path, backend, Some(db)) => {
@@ -231,11 +274,22 @@ impl BrokerBuilder {
                 Arc::new(DurableStore::open(&path, options)?)
             }
         };
-        Ok(Broker::from_parts(
-            self.clock,
-            store,
-            self.codec,
-            self.payload_names,
-        ))
+        let broker = Broker::from_parts(self.clock, store, self.codec, self.payload_names);
+        #[cfg(feature = "metrics")]
+        if let Some((every, store)) = metrics {
+            broker.start_metrics(every, &store)?;
+        }
+        Ok(broker)
+    }
+
+    /// What errors call the store: its path, the application's database, or `<memory>`.
+    #[cfg(feature = "metrics")]
+    fn store_name(&self) -> String {
+        match (&self.path, &self.database, &self.backend) {
+            (_, Some(_), _) => APPLICATION_DATABASE.to_owned(),
+            (Some(path), ..) => path.display().to_string(),
+            (None, None, Some(_)) => "<storage backend>".to_owned(),
+            (None, None, None) => "<memory>".to_owned(),
+        }
     }
 }

@@ -3,6 +3,8 @@
 
 mod admin;
 mod builder;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use self::builder::BrokerBuilder;
 
@@ -47,7 +49,8 @@ use crate::transaction::Transaction;
 /// timeouts and age retention are checked whenever a consumer or [`wait_idle`](Self::wait_idle)
 /// looks, and a waiting consumer wakes itself at the next ack deadline). The one exception is a
 /// timer thread, started the first time an async receive waits for a real-time ack deadline
-/// (a task cannot wake itself); it stops when the broker closes.
+/// (a task cannot wake itself); it stops when the broker closes. So does the metrics thread
+/// that `BrokerBuilder::metrics_every` (feature `metrics`) starts.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

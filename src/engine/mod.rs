@@ -55,7 +55,12 @@ pub(crate) struct Context {
     pub(crate) timer: Arc<Timer>,
     /// Bridges relaying to or from this broker, for stats (dropped ones are skipped).
     reporters: parking_lot::Mutex<Vec<std::sync::Weak<dyn Reporter>>>,
+    /// Run once by [`close`](Self::close) (stops the metrics thread).
+    on_close: parking_lot::Mutex<Vec<OnClose>>,
 }
+
+/// Something to run when the broker closes ([`Context::on_close`]).
+pub(crate) type OnClose = Box<dyn FnOnce() + Send>;
 
 /// Something outside the engine that reports its figures in [`Context::stats`] (a bridge).
 pub(crate) trait Reporter: Send + Sync {
@@ -174,6 +179,7 @@ impl Context {
             codec,
             timer: Arc::default(),
             reporters: parking_lot::Mutex::default(),
+            on_close: parking_lot::Mutex::default(),
         });
         let weak = Arc::downgrade(&context);
         context.clock.listen(weak);
@@ -216,6 +222,10 @@ impl Context {
             control.wake_all();
         }
         self.timer.close();
+        let on_close = std::mem::take(&mut *self.on_close.lock());
+        for f in on_close {
+            f();
+        }
         // Sends that staged before the flag was set are committed and published here; until
         // then a consumer that sees them staged keeps waiting (`has_settled`).
         let result = self.store.close();
@@ -258,6 +268,22 @@ impl Context {
     #[cfg(any(feature = "nats", feature = "amqp"))]
     pub(crate) fn add_reporter(&self, reporter: std::sync::Weak<dyn Reporter>) {
         self.reporters.lock().push(reporter);
+    }
+
+    /// Runs `f` when the broker closes, after the closed flag is set and blocked calls are
+    /// woken (at once if it is closed already). `f` runs on the closing thread, holding no
+    /// engine lock.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn on_close(&self, f: OnClose) {
+        let mut on_close = self.on_close.lock();
+        // `close` sets the flag before it takes the list: a hook pushed while the flag is
+        // clear is in the list it takes.
+        if self.is_closed() {
+            drop(on_close);
+            f();
+        } else {
+            on_close.push(f);
+        }
     }
 
     /// Whether close has let the store publish all it will (see `settled`).
