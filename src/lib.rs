@@ -75,6 +75,12 @@
 //!
 //! # Looking inside
 //!
+//! [`Broker::stats`] is one cheap, `Serialize` snapshot of a running broker: partitions, groups
+//! with lag, subscribers, queues, the store's commits and the bridges ([`stats`]). With the
+//! `tracing` feature the engine emits `tracing` events ([`observe`] lists them); a
+//! [`TraceContext`] carries a W3C `traceparent` across the bus. With the `metrics` feature,
+//! `Broker::record_metrics` feeds the snapshot to the `metrics` facade (`embus::metrics`).
+//!
 //! [`inspect`] reads a store file without a broker (read-only; a file a running broker holds is
 //! refused with an error that says so): topics, groups, queues and their figures, and the
 //! stored messages. The `embus` command-line tool (feature `cli`:

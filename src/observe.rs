@@ -33,7 +33,7 @@
 //! - `partition`, `offset`: where the message is stored (for a queue, `offset` is the message's
 //!   sequence number, as [`Message::offset`](crate::Message::offset)).
 //! - `delivery_count`: how many times the message has been delivered, this time included.
-//! - `traceparent`: the message's [`TRACEPARENT`] header, when it has one
+//! - `traceparent`: the message's [`TRACEPARENT`](crate::TRACEPARENT) header, when it has one
 //!   (text), so a consumer's events join the producer's trace.
 //! - `reason`: `nack` (a nack), `dropped` (a delivery dropped unsettled), `ack-timeout`,
 //!   `expired` (a message ttl passed) or `undecodable`, as the dead-letter reason header.
