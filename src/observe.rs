@@ -63,11 +63,11 @@
 //!
 //! # Locks
 //!
-//! Most events are emitted after the engine lets go of its locks. Two are emitted under the
-//! lock of the queue or group concerned: `expire` and a group's `dead_letter`; `commit` and
-//! `poisoned` run on a durable store's writer thread, between commits. A subscriber that
-//! blocks there stalls that queue, group or store: keep subscribers quick (or let them hand
-//! events to another thread, as `tracing-appender` does).
+//! Every event is emitted once the engine let go of its locks (an event that happens under
+//! one waits for it to be released), so a subscriber may call back into the broker, even
+//! `Broker::stats` or a send. `commit` and `poisoned` run on a durable store's writer thread,
+//! between commits: a subscriber that blocks there stalls the store's commits; keep
+//! subscribers quick (or let them hand events to another thread, as `tracing-appender` does).
 //!
 //! [`RecvError::Lagged`]: crate::RecvError::Lagged
 //! [`Error::Poisoned`]: crate::Error::Poisoned

@@ -195,17 +195,22 @@ impl<T> Delivery<T> {
         match std::mem::replace(&mut self.settle, Settle::Nothing) {
             Settle::Nothing => Ok(()),
             Settle::Group(g) => {
-                g.group.ack(&g.topic, self.partition, self.offset);
-                observe::event!(
-                    "embus::topic",
-                    TRACE,
-                    topic = g.topic.name.as_str(),
-                    group = g.group.name(),
-                    partition = self.partition,
-                    offset = self.offset,
-                    delivery_count = self.delivery_count,
-                    "ack"
-                );
+                let acked = g.group.ack(&g.topic, self.partition, self.offset);
+                observe::traced! {
+                    if acked {
+                        observe::event!(
+                            "embus::topic",
+                            TRACE,
+                            topic = g.topic.name.as_str(),
+                            group = g.group.name(),
+                            partition = self.partition,
+                            offset = self.offset,
+                            delivery_count = self.delivery_count,
+                            "ack"
+                        );
+                    }
+                }
+                let _ = acked;
                 g.topic.context.store.can_record()
             }
             Settle::Queue(q) => {
@@ -268,7 +273,7 @@ impl<T> Delivery<T> {
                     ReleaseReason::Nack => Why::Nack,
                     _ => Why::Dropped,
                 };
-                g.group.release(
+                let released = g.group.release(
                     &g.topic,
                     self.partition,
                     self.offset,
@@ -277,17 +282,22 @@ impl<T> Delivery<T> {
                     delay,
                     why,
                 );
-                observe::event!(
-                    "embus::topic",
-                    DEBUG,
-                    topic = g.topic.name.as_str(),
-                    group = g.group.name(),
-                    partition = self.partition,
-                    offset = self.offset,
-                    delivery_count = self.delivery_count,
-                    reason = nack_reason(reason),
-                    "nack"
-                );
+                observe::traced! {
+                    if released {
+                        observe::event!(
+                            "embus::topic",
+                            DEBUG,
+                            topic = g.topic.name.as_str(),
+                            group = g.group.name(),
+                            partition = self.partition,
+                            offset = self.offset,
+                            delivery_count = self.delivery_count,
+                            reason = nack_reason(reason),
+                            "nack"
+                        );
+                    }
+                }
+                let _ = released;
                 Settle::Group(g)
             }
             Settle::Queue(q) => {

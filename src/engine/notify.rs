@@ -115,27 +115,52 @@ impl Waiters {
 
     /// Takes every waiter; call [`Woken::wake`] after releasing the lock.
     pub(crate) fn take(&mut self) -> Woken {
-        Woken(std::mem::take(&mut self.0))
+        Woken::of(std::mem::take(&mut self.0))
     }
 }
 
-/// Waiters taken from a list, to be woken outside the lock.
+/// Waiters taken from a list, to be woken outside the lock; and (feature `tracing`) events
+/// that happened under it, emitted then too, since a subscriber may call back into the broker.
 #[must_use]
-pub(crate) struct Woken(Vec<(u64, Signal)>);
+pub(crate) struct Woken {
+    signals: Vec<(u64, Signal)>,
+    #[cfg(feature = "tracing")]
+    events: Vec<Box<dyn FnOnce() + Send + Sync>>,
+}
 
 impl Woken {
     pub(crate) fn none() -> Self {
-        Self(Vec::new())
+        Self::of(Vec::new())
+    }
+
+    fn of(signals: Vec<(u64, Signal)>) -> Self {
+        Self {
+            signals,
+            #[cfg(feature = "tracing")]
+            events: Vec::new(),
+        }
     }
 
     pub(crate) fn wake(self) {
-        for (_, signal) in self.0 {
+        for (_, signal) in self.signals {
             signal.wake();
+        }
+        #[cfg(feature = "tracing")]
+        for event in self.events {
+            event();
         }
     }
 
     pub(crate) fn join(&mut self, other: Woken) {
-        self.0.extend(other.0);
+        self.signals.extend(other.signals);
+        #[cfg(feature = "tracing")]
+        self.events.extend(other.events);
+    }
+
+    /// Emits `event` (a `tracing` event) once the locks are released, in [`wake`](Self::wake).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn then(&mut self, event: impl FnOnce() + Send + Sync + 'static) {
+        self.events.push(Box::new(event));
     }
 }
 

@@ -116,14 +116,19 @@ impl<T> QueueCore<T> {
     /// Deletes an expired message (no dead-letter queue): durably with the next commit, as
     /// an ack does.
     pub(super) fn drop_expired(&self, state: &mut QueueState<T>, item: Item<T>, woken: &mut Woken) {
-        observe::event!(
-            "embus::queue",
-            DEBUG,
-            queue = self.name.as_str(),
-            offset = item.id,
-            delivery_count = item.count,
-            "expire"
-        );
+        observe::traced! {
+            let (queue, offset, delivery_count) = (self.name.clone(), item.id, item.count);
+            woken.then(move || {
+                observe::event!(
+                    "embus::queue",
+                    DEBUG,
+                    queue = queue.as_str(),
+                    offset,
+                    delivery_count,
+                    "expire"
+                );
+            });
+        }
         self.context.store.progress(Progress::QueueAck {
             queue: &self.sink,
             id: item.id,

@@ -261,12 +261,12 @@ struct GroupSettle<T> {
 
 impl<T: Payload> Settle for GroupSettle<T> {
     fn ack(self: Box<Self>) -> Result<(), Error> {
-        self.group.ack(&self.topic, self.partition, self.offset);
+        let _ = self.group.ack(&self.topic, self.partition, self.offset);
         self.topic.context.store.can_record() // as a delivery's ack
     }
 
     fn release(self: Box<Self>) {
-        self.group.release(
+        let _ = self.group.release(
             &self.topic,
             self.partition,
             self.offset,

@@ -34,16 +34,17 @@ impl<T> Group<T> {
     /// Acks a delivery. Whoever holds it now, the work is done: an ack that comes after the
     /// delivery timed out (or after a nack) still acks the message if the group has not moved
     /// past it; if it was dead-lettered meanwhile, the ack does nothing.
-    pub(crate) fn ack(&self, topic: &TopicCore<T>, partition: u32, offset: u64) {
+    /// Returns whether it acked anything.
+    pub(crate) fn ack(&self, topic: &TopicCore<T>, partition: u32, offset: u64) -> bool {
         let mut state = self.state.lock();
         if state.deleted {
-            return;
+            return false;
         }
         let Some(part) = state.parts.get_mut(partition as usize) else {
-            return;
+            return false;
         };
         if part.remove(offset).is_none() {
-            return;
+            return false;
         }
         let woken = part.settle(
             &mut topic.partitions[partition as usize].lock(),
@@ -54,11 +55,12 @@ impl<T> Group<T> {
         drop(state);
         woken.wake();
         topic.context.idle.notify();
+        true
     }
 
     /// Ends `member`'s delivery of `offset` (if it still holds that very delivery, the
     /// `count`-th): dead-lettered past `max_deliveries`, else delivered again after `delay`
-    /// or the backoff.
+    /// or the backoff. Returns whether it ended one.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn release(
         &self,
@@ -69,18 +71,18 @@ impl<T> Group<T> {
         count: u32,
         delay: Option<Duration>,
         why: Why,
-    ) {
+    ) -> bool {
         let mut ticks = Ticks::new(&topic.context.clock);
         let mut state = self.state.lock();
         if state.deleted {
-            return;
+            return false;
         }
         let Some(part) = state.parts.get_mut(partition as usize) else {
-            return;
+            return false;
         };
         match part.pending.get(&offset) {
             Some(p) if p.holder == Some(member) && p.count == count => {}
-            _ => return,
+            _ => return false,
         }
         let mut woken =
             self.end_delivery(topic, &mut state, partition, offset, delay, why, &mut ticks);
@@ -89,6 +91,7 @@ impl<T> Group<T> {
         drop(state);
         woken.wake();
         topic.context.idle.notify();
+        true
     }
 
     /// A held delivery ended without an ack: dead-letter it or schedule its redelivery.
@@ -248,24 +251,32 @@ impl<T> Group<T> {
             moved.then_some((topic.name.as_str(), self.name.as_str(), partition, position));
         topic.context.idle.moved();
         dlq.push_group_dead_letter(ts, entry, &body, stored_position);
-        observe::event!(
-            "embus::topic",
-            INFO,
-            topic = topic.name.as_str(),
-            group = self.name.as_str(),
-            partition,
-            offset,
-            delivery_count = count,
-            reason = why.header(),
-            dead_letter = dlq.name.as_str(),
-            "dead_letter"
-        );
-        Some(if moved {
+        #[allow(unused_mut)] // an event joins it with the feature `tracing`
+        let mut woken = if moved {
             let mut log = topic.partitions[partition as usize].lock();
             part.moved_to(&mut log, topic, position)
         } else {
             Woken::none()
-        })
+        };
+        observe::traced! {
+            let names = (topic.name.clone(), self.name.clone(), dlq.name.clone());
+            woken.then(move || {
+                let (topic, group, dead_letter) = names;
+                observe::event!(
+                    "embus::topic",
+                    INFO,
+                    topic = topic.as_str(),
+                    group = group.as_str(),
+                    partition,
+                    offset,
+                    delivery_count = count,
+                    reason = why.header(),
+                    dead_letter = dead_letter.as_str(),
+                    "dead_letter"
+                );
+            });
+        }
+        Some(woken)
     }
 }
 
