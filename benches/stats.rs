@@ -170,6 +170,9 @@ fn order(n: usize, round: usize) -> Vec<usize> {
     v
 }
 
+/// A section of the bench.
+type Section = fn(&Ctx);
+
 struct Ctx {
     quick: bool,
     rounds: usize,
@@ -461,7 +464,7 @@ fn main() {
         if quick { "QUICK" } else { "full" },
         load()
     );
-    let sections: [(&str, fn(&Ctx)); 2] = [("latency", latency), ("producer", producer)];
+    let sections: [(&str, Section); 2] = [("latency", latency), ("producer", producer)];
     for (name, run) in sections {
         if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
             eprintln!("{name}:");
