@@ -436,7 +436,18 @@ fn producer(ctx: &Ctx) {
             if s == 0 { "" } else { "≥ 0.95" },
         );
     }
-    println!();
+    // The contention itself: back-to-back snapshots of the producer's broker against the same
+    // load on another broker, per CPU-second (scheduling cancels out).
+    let same: Vec<f64> = (0..ctx.rounds)
+        .map(|r| runs[1][r].cpu_rate / runs[4][r].cpu_rate)
+        .collect();
+    println!(
+        "\nback-to-back, this broker ÷ other broker, per CPU-s: {:.3} [{:.3}–{:.3}] \
+         (below 1: the snapshots slow the producer's own work: locks, cache lines)\n",
+        median(same.clone()),
+        same.iter().copied().fold(f64::INFINITY, f64::min),
+        same.iter().copied().fold(0.0, f64::max),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
