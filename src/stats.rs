@@ -197,9 +197,11 @@ pub struct StoreStats {
     pub file_bytes: Option<u64>,
     /// Commits in this run.
     pub commits: u64,
-    /// Records (messages) stored by those commits.
+    /// Records sent (plain sends, batches and transactions) stored by those commits; dead
+    /// letters and redriven messages are not counted.
     pub records: u64,
-    /// Records per commit over the recent commits (up to the last 1,024).
+    /// Records sent per commit over the recent commits (up to the last 1,024). Commits that
+    /// carry only acks or delivery counts count too, so a consumer-heavy load can read below 1.
     pub records_per_commit: f64,
     /// Commit latency (writing and fsync) over the recent commits: the median. In JSON:
     /// seconds.

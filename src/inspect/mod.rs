@@ -302,6 +302,27 @@ impl StoreFile {
     /// # Ok(()) }
     /// ```
     pub fn redrive(self, from: &str, to: &str, limit: Option<usize>) -> Result<usize, Error> {
+        // What can be told read-only is, so that a mistyped name or nothing to move leaves the
+        // file as it is (opening it for writing rewrites redb's header).
+        let summary = self.summary()?;
+        let known = |name: &str| {
+            let topic = summary.topics.iter().any(|t| t.name == name);
+            let queue = summary.queues.iter().find(|q| q.name == name);
+            match queue {
+                None if !topic => Err(Error::NotFound {
+                    name: name.to_owned(),
+                }),
+                queue => Ok(queue),
+            }
+        };
+        let (source, target) = (known(from)?, known(to)?);
+        if let (Some(source), Some(target)) = (source, target)
+            && from != to
+            && source.payload == target.payload
+            && (source.depth == 0 || limit == Some(0))
+        {
+            return Ok(0);
+        }
         let path = self.path().to_owned();
         drop(self);
         let now = crate::record::to_nanos(SystemTime::now());

@@ -81,7 +81,8 @@ pub struct GroupPartition {
     pub partition: u32,
     /// The first offset not yet acknowledged.
     pub position: u64,
-    /// How many messages lie between the position and the partition's end.
+    /// How many retained messages lie at or after the position (as
+    /// [`Broker::stats`](crate::Broker::stats) counts it).
     pub lag: u64,
 }
 
@@ -228,15 +229,18 @@ pub(super) fn summarize(reader: &Reader) -> Result<Summary, Error> {
         };
         let mut partitions = Vec::new();
         for (partition, position) in stored {
-            let end = topic
+            // Retained messages at or after the position, as the broker counts lag.
+            let (earliest, end) = topic
                 .partitions
                 .iter()
                 .find(|p| p.partition == partition)
-                .map_or(position, |p| p.next_offset);
+                .map_or((position, position), |p| {
+                    (p.first_offset.unwrap_or(p.next_offset), p.next_offset)
+                });
             partitions.push(GroupPartition {
                 partition,
                 position,
-                lag: end.saturating_sub(position),
+                lag: end - position.clamp(earliest.min(end), end),
             });
         }
         let options = groups

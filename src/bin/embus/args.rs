@@ -36,7 +36,8 @@ Options:
                 exclusively, so the file is reopened every 500 ms and read while no process
                 holds it: new messages appear once the broker closes the file (one notice on
                 stderr says it is waiting). Messages stored and removed (acked, trimmed)
-                while the broker ran are never seen.
+                while the broker ran are never seen. While it reads, the tool holds the
+                file too: an application opening it in that moment is refused (and told so).
   --json        JSON instead of a table
   --redrive TO  move the messages to queue TO (same payload type, not QUEUE itself)
   --limit N     move at most N messages

@@ -10,7 +10,7 @@ use crate::stats::StoreStats;
 const RECENT: usize = 1024;
 
 /// What the writer has committed; written once per commit, read by snapshots.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Figures {
     commits: u64,
     records: u64,
@@ -35,7 +35,8 @@ impl Figures {
         }
     }
 
-    /// The snapshot of a store at `path`, poisoned by `failed` if it is.
+    /// The snapshot of a store at `path`, poisoned by `failed` if it is (call it on a copy:
+    /// it reads the file's size and sorts the recent latencies).
     pub(super) fn stats(&self, path: &Path, failed: Option<String>) -> StoreStats {
         let mut latencies: Vec<u32> = self.recent.iter().map(|&(micros, _)| micros).collect();
         latencies.sort_unstable();

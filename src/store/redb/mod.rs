@@ -665,7 +665,10 @@ impl Store for DurableStore {
             .failed
             .as_ref()
             .map(|(_, c)| c.clone());
-        Some(self.inner.figures.lock().stats(&self.inner.path, failed))
+        // A copy, so the writer (which takes the lock after every commit) never waits for
+        // the file's metadata or the sort.
+        let figures = self.inner.figures.lock().clone();
+        Some(figures.stats(&self.inner.path, failed))
     }
 }
 

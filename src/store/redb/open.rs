@@ -20,7 +20,9 @@ pub(super) fn storage(path: &Path, e: impl Into<redb::Error>) -> Error {
     match e {
         redb::Error::DatabaseAlreadyOpen => Error::Storage {
             path: path.to_owned(),
-            message: "the file is open in another broker or process".to_owned(),
+            message: "the file is open in another broker or process (an `embus` tool reading \
+                      it holds it only while it reads)"
+                .to_owned(),
         },
         redb::Error::Corrupted(detail) => Error::Corrupt {
             path: path.to_owned(),
