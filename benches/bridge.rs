@@ -56,6 +56,10 @@ use embus::bridge::{Bridge, DeadLetter};
 use embus::{Broker, Consumer, Queue, Retention, TopicOptions};
 use serde::{Deserialize, Serialize};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Args, median};
+
 /// How long a run may take before the bench gives up on it (a stuck bridge, a lost message).
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -243,16 +247,6 @@ impl Run {
             rate: n as f64 / elapsed.as_secs_f64(),
             cpu_us: cpu_ns as f64 / 1e3 / n as f64,
         }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
     }
 }
 
@@ -461,17 +455,9 @@ struct Ctx {
 }
 
 fn main() {
-    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
-    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 3 } else { 5 });
-    // `cargo bench` passes `--bench`; any other argument filters sections by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let wanted = |section: &str| filters.is_empty() || filters.iter().any(|f| section.contains(f));
+    let args = Args::read((3, 5));
+    let (quick, rounds) = (args.quick, args.rounds);
+    let wanted = |section: &str| args.wants(section);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-bridge");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the bench directory");

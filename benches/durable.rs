@@ -88,6 +88,10 @@ use std::time::{Duration, Instant};
 use embus::redb::{self, TableDefinition};
 use embus::{Broker, Durability, Retention, Start, TopicOptions};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Args, load, median};
+
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
 #[path = "durable/tx.rs"]
 mod tx;
@@ -933,16 +937,6 @@ fn median_duration(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 /// Every run of every side, by round.
 struct Results {
     /// (key, unit, index of the side, per-round values), in first-seen order.
@@ -1059,14 +1053,6 @@ fn print_rule(widths: &[i32]) {
     print_row(widths, &cells);
 }
 
-/// The 1-minute load average (Linux), to show how busy the shared machine was.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "n/a".to_owned())
-}
-
 /// Runs matching sides alone (`EMBUS_BENCH_ONLY`), for profiling; no ratios.
 fn profile(ctx: &Ctx, sides: &[Side], only: &str) {
     for s in sides.iter().filter(|s| s.label.contains(only)) {
@@ -1085,16 +1071,8 @@ fn main() {
     if let Some(path) = std::env::var_os("EMBUS_BENCH_CHILD") {
         child(Path::new(&path));
     }
-    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
-    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 3 } else { 7 });
-    // `cargo bench` passes `--bench`; any other argument filters sections by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = Args::read((3, 7));
+    let (quick, rounds) = (args.quick, args.rounds);
     let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-durable"),
         PathBuf::from,
@@ -1139,7 +1117,7 @@ fn main() {
     let started = Instant::now();
     let mut done = Vec::new();
     for section in sections() {
-        if !filters.is_empty() && !filters.iter().any(|f| section.name.contains(f.as_str())) {
+        if !args.wants(section.name) {
             continue;
         }
         let Section {

@@ -42,6 +42,10 @@ use std::time::{Duration, Instant};
 
 use embus::{Broker, Consumer, Message, Start, TopicOptions};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Args, load, median};
+
 /// Topics of the shape, their partitions, groups, subscribers and queues.
 const TOPICS: usize = 100;
 const PARTITIONS: u32 = 8;
@@ -133,16 +137,6 @@ fn check(bus: &Broker) {
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 /// The `q` quantile of sorted durations (nearest rank).
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
@@ -151,14 +145,6 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-/// The 1-minute load average (Linux), to show how busy the shared machine was.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "n/a".to_owned())
 }
 
 /// Round `round`'s order of `n` sides: rotated by the round, reversed every other round.
@@ -453,16 +439,8 @@ fn producer(ctx: &Ctx) {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
-    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
-    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 3 } else { 7 });
-    // `cargo bench` passes `--bench`; any other argument filters sections by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = Args::read((3, 7));
+    let (quick, rounds) = (args.quick, args.rounds);
     let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-stats"),
         PathBuf::from,
@@ -477,7 +455,7 @@ fn main() {
     );
     let sections: [(&str, Section); 2] = [("latency", latency), ("producer", producer)];
     for (name, run) in sections {
-        if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+        if args.wants(name) {
             eprintln!("{name}:");
             run(&ctx);
         }

@@ -53,6 +53,10 @@ use embus::{Broker, Consumer, Overflow, Payload, Producer, QueueOptions, RecvErr
 use embus::{Start, TopicOptions};
 use serde::{Deserialize, Serialize};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Args, load, median};
+
 // ---------------------------------------------------------------------------------------------
 // Payloads
 
@@ -722,16 +726,6 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 struct Outcome {
     base_rate: f64,
     embus_rate: f64,
@@ -831,25 +825,9 @@ fn print_row(cells: &[&str; 9]) {
     println!("{line}");
 }
 
-/// The 1-minute load average (Linux), to show how busy the shared machine was.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "n/a".to_owned())
-}
-
 fn main() {
-    let quick = std::env::var_os("EMBUS_BENCH_QUICK").is_some_and(|v| v != "0");
-    let rounds: usize = std::env::var("EMBUS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 5 } else { 7 });
-    // `cargo bench` passes `--bench`; any other argument filters scenarios by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = Args::read((5, 7));
+    let (quick, rounds) = (args.quick, args.rounds);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "embus throughput vs baselines: {} mode, {rounds} rounds per side, {cpus} CPUs, load {}",
@@ -862,7 +840,7 @@ fn main() {
 
     let mut rows = Vec::new();
     for s in scenarios() {
-        if !filters.is_empty() && !filters.iter().any(|f| s.name.contains(f.as_str())) {
+        if !args.wants(s.name) {
             continue;
         }
         let n = if quick { s.n / 10 } else { s.n };

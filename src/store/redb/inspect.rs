@@ -13,8 +13,8 @@ use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetad
 use super::open::storage;
 use super::quiet;
 use super::schema::{
-    CLEAN, DECLARATIONS, ENDS, FORMAT_VERSION, GROUPS, META, PREFIX, SETTINGS, UPGRADES_FROM,
-    deliveries, existing, logical, open_count, open_end, open_named, open_position, records,
+    CLEAN, ENDS, FORMAT_VERSION, GROUPS, META, PREFIX, SETTINGS, UPGRADES_FROM, deliveries,
+    existing, logical, open_count, open_end, open_named, open_position, records,
 };
 use crate::error::Error;
 use crate::record::{Headers, Nanos};
@@ -220,21 +220,7 @@ impl Reader {
 
     /// Every declaration (topics, queues, groups as `topic/group`), in name order, checked.
     pub(crate) fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        self.read(|txn| {
-            let Some(table) = existing(txn, DECLARATIONS)? else {
-                return Ok(Vec::new());
-            };
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let name = k.value();
-                out.push((
-                    name.to_owned(),
-                    open_named(DECLARATIONS, name, v.value())?.to_vec(),
-                ));
-            }
-            Ok(out)
-        })
+        self.read(super::schema::declarations)
     }
 
     /// The partitions with a table of topic `topic`, ascending.
@@ -357,7 +343,9 @@ mod tests {
     use redb::{Database, TableDefinition};
 
     use super::*;
-    use crate::store::redb::schema::{seal_count, seal_end, seal_named, seal_position};
+    use crate::store::redb::schema::{
+        DECLARATIONS, seal_count, seal_end, seal_named, seal_position,
+    };
 
     /// A version 5 store written by hand: queue `jobs` with two records (the first delivered
     /// twice), a group position, and what `damage` does to the first record's bytes.

@@ -424,19 +424,7 @@ impl Store for DurableStore {
     }
 
     fn declarations(&self) -> Result<Vec<(String, Vec<u8>)>, Error> {
-        self.read(|txn| {
-            let Some(table) = existing(txn, DECLARATIONS)? else {
-                return Ok(Vec::new());
-            };
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let name = k.value();
-                let bytes = open_named(DECLARATIONS, name, v.value())?.to_vec();
-                out.push((name.to_owned(), bytes));
-            }
-            Ok(out)
-        })
+        self.read(schema::declarations)
     }
 
     fn delete(

@@ -218,6 +218,23 @@ pub(super) fn seal_named(
     meta::seal(table.name(), key.as_bytes(), value)
 }
 
+/// Every stored declaration, in name order, each checked: (name, the engine's bytes).
+pub(super) fn declarations(
+    txn: &redb::ReadTransaction,
+) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+    let Some(table) = existing(txn, DECLARATIONS)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let name = k.value();
+        let bytes = open_named(DECLARATIONS, name, v.value())?.to_vec();
+        out.push((name.to_owned(), bytes));
+    }
+    Ok(out)
+}
+
 /// A `&str`-keyed value of `embus.declarations` or `embus.settings`, checked.
 pub(super) fn open_named<'a>(
     table: TableDefinition<'_, &str, &[u8]>,

@@ -366,19 +366,25 @@ impl<T> Group<T> {
         let mut state = self.state.lock();
         state.members.push(member);
         let woken = self.rebalance(&mut state, &mut ticks);
-        observe::traced! { let members = state.members.len(); }
+        let members = state.members.len();
         drop(state);
+        self.rebalanced(topic, member, "join", members);
+        woken.wake();
+    }
+
+    /// The `rebalance` event: `member` joined or left, and the group has `members` now.
+    fn rebalanced(&self, topic: &TopicCore<T>, member: u64, change: &str, members: usize) {
+        let _ = (topic, member, change, members);
         observe::event!(
             "embus::topic",
             INFO,
             topic = topic.name.as_str(),
             group = self.name.as_str(),
             member,
-            change = "join",
+            change,
             members,
             "rebalance"
         );
-        woken.wake();
     }
 
     fn leave(&self, topic: &TopicCore<T>, member: u64) {
@@ -387,18 +393,9 @@ impl<T> Group<T> {
         state.members.retain(|&m| m != member);
         state.waiters.remove(member);
         let woken = self.rebalance(&mut state, &mut ticks);
-        observe::traced! { let members = state.members.len(); }
+        let members = state.members.len();
         drop(state);
-        observe::event!(
-            "embus::topic",
-            INFO,
-            topic = topic.name.as_str(),
-            group = self.name.as_str(),
-            member,
-            change = "leave",
-            members,
-            "rebalance"
-        );
+        self.rebalanced(topic, member, "leave", members);
         for log in topic.partitions.iter() {
             log.lock().readers.remove(member);
         }
