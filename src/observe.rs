@@ -74,8 +74,6 @@
 
 #[cfg(feature = "tracing")]
 use crate::record::Headers;
-#[cfg(feature = "tracing")]
-use crate::trace_context::TRACEPARENT;
 
 /// `event!("embus::queue", DEBUG, field = value, ..., "name")`: a `tracing` event with that
 /// target and level, with the feature; nothing at all (the arguments are not even evaluated)
@@ -110,6 +108,6 @@ pub(crate) use {event, traced};
 #[cfg(feature = "tracing")]
 pub(crate) fn traceparent(headers: &Headers) -> Option<&str> {
     headers
-        .get(TRACEPARENT)
+        .get(crate::trace_context::TRACEPARENT)
         .and_then(|v| std::str::from_utf8(v).ok())
 }
