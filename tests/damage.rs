@@ -5,13 +5,20 @@
 //! `Error::Corrupt` naming the file and the row, or a skipped record, never a wrong payload.
 
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+#[global_allocator]
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::WAIT;
+use counting_alloc::LARGEST;
 use embus::redb::{Database, ReadableTable, TableDefinition, TableError};
 use embus::{Broker, Error, Record, RecvTimeoutError, Retention, Start, TopicOptions};
 
@@ -257,9 +264,250 @@ fn a_flipped_bit_in_any_metadata_row_is_corrupt_naming_it() {
     assert_corrupt_naming(bus.topic::<String>("orders").map(|_| ()), "orders/billing/");
     bus.close().unwrap();
 
+    let path = copy("queue-end");
+    flip_end_bit(&path, "embus.q.jobs", 40);
+    let bus = Broker::open(&path).unwrap();
+    assert_corrupt_naming(bus.queue::<String>("jobs").map(|_| ()), "embus.q.jobs");
+    bus.close().unwrap();
+
     let path = copy("count");
     flip_first::<u64>(&path, "embus.c.jobs", |_| true);
     let bus = Broker::open(&path).unwrap();
     assert_corrupt_naming(bus.queue::<String>("jobs").map(|_| ()), "embus.c.jobs");
     bus.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages swapped between tables
+// ---------------------------------------------------------------------------------------------
+
+const PAGE: usize = 4096; // redb's default page size
+
+/// The leaf pages (type 1) of `bytes` that hold any of `payloads`, as bincode writes a short
+/// string (its length byte, then the bytes). Freed copies from earlier commits count too:
+/// redb writes a page anew each commit, so the live one is among them.
+fn leaf_pages<'a>(bytes: &[u8], payloads: impl Iterator<Item = &'a String>) -> Vec<usize> {
+    let mut pages = Vec::new();
+    for payload in payloads {
+        let mut needle = vec![u8::try_from(payload.len()).unwrap()];
+        needle.extend_from_slice(payload.as_bytes());
+        for (at, _) in bytes
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle.as_slice())
+        {
+            let page = at / PAGE * PAGE;
+            if bytes[page] == 1 && !pages.contains(&page) {
+                pages.push(page);
+            }
+        }
+    }
+    pages
+}
+
+/// Where a read of a damaged store ended: what it delivered, how many records it reported
+/// lost, and the queue's undecodable and ready messages; or the error that refused it.
+#[derive(Debug)]
+struct Outcome {
+    read: Vec<Read>,
+    lost: u64,
+    queue_undecodable: usize,
+    queue_ready: Vec<String>,
+}
+
+/// Opens `path` and reads everything back within `WAIT`, checking every payload delivered
+/// against `sent`; a clear error (naming the file) is the other acceptable outcome.
+fn read_checked(path: &Path, sent: &Sent) -> Result<Outcome, Error> {
+    let (path, sent) = (path.to_owned(), sent.clone());
+    within(WAIT, move || {
+        let bus = Broker::open(&path)?;
+        let result = read_everything(&bus, &sent);
+        let _ = bus.close(); // may report the damage; must not panic
+        result
+    })
+}
+
+fn read_everything(bus: &Broker, sent: &Sent) -> Result<Outcome, Error> {
+    let orders = bus.topic::<String>("orders")?;
+    let mut sub = orders.subscribe(Start::Earliest).unwrap();
+    let retained: u64 = (0..2)
+        .map(|p| orders.offsets(p).map_or(0, |r| r.end - r.start))
+        .sum();
+    let (mut read, mut lost, mut accounted) = (Vec::new(), 0, 0);
+    while accounted < retained {
+        match sub.recv_timeout(WAIT) {
+            Ok(m) => {
+                let at = (m.partition(), m.offset());
+                assert_eq!(
+                    Some(m.payload()),
+                    sent.get(&at),
+                    "{at:?} delivered a payload not written there"
+                );
+                read.push((at.0, at.1, m.payload().clone()));
+                accounted += 1;
+            }
+            Err(RecvTimeoutError::Lagged { skipped }) => {
+                (lost, accounted) = (lost + skipped, accounted + skipped);
+            }
+            Err(RecvTimeoutError::Undecodable(u)) => {
+                assert_eq!(u.name, "orders");
+                (lost, accounted) = (lost + 1, accounted + 1);
+            }
+            Err(RecvTimeoutError::Failed(f)) => {
+                assert!(f.to_string().contains(".embus"), "{f}");
+                break;
+            }
+            Err(e) => panic!("reading back: {e} after {accounted} of {retained} (a stall)"),
+        }
+    }
+    let jobs = bus.queue::<String>("jobs")?;
+    let mut worker = jobs.consumer();
+    let mut queue_ready = Vec::new();
+    while let Ok(m) = worker.try_recv() {
+        assert_eq!(
+            m.payload(),
+            "job",
+            "the queue delivered a payload never sent to it"
+        );
+        queue_ready.push(m.payload().clone());
+    }
+    Ok(Outcome {
+        read,
+        lost,
+        queue_undecodable: jobs.undecodable().len(),
+        queue_ready,
+    })
+}
+
+/// Copies the page at `from` over every page in `to`.
+fn swap_pages(path: &Path, from: usize, to: &[usize]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let page = bytes[from..from + PAGE].to_vec();
+    for &at in to {
+        bytes[at..at + PAGE].copy_from_slice(&page);
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_leaf_page_of_another_table_copied_over_is_reported_not_delivered() {
+    let (original, sent) = write_store("page-swap");
+    let bytes = std::fs::read(&original).unwrap();
+    let of = |p: u32| {
+        sent.iter()
+            .filter(move |((q, _), _)| *q == p)
+            .map(|(_, v)| v)
+    };
+    let job = "job".to_owned();
+    let (zero, one) = (leaf_pages(&bytes, of(0)), leaf_pages(&bytes, of(1)));
+    let queue = leaf_pages(&bytes, std::iter::once(&job));
+    assert!(!zero.is_empty() && !one.is_empty() && !queue.is_empty());
+    // Partition 1's page over partition 0's, the queue's over partition 0's, and partition
+    // 0's over the queue's.
+    let cases = [
+        ("p1-over-p0", one[0], &zero, "embus.t.orders.0"),
+        ("queue-over-p0", queue[0], &zero, "embus.t.orders.0"),
+        ("p0-over-queue", zero[0], &queue, "embus.q.jobs"),
+    ];
+    for (case, from, to, damaged) in cases {
+        let path = original.with_file_name(format!("{case}.store.embus"));
+        std::fs::copy(&original, &path).unwrap();
+        let to: Vec<usize> = to.iter().copied().filter(|&p| p != from).collect();
+        swap_pages(&path, from, &to);
+        match read_checked(&path, &sent) {
+            // What happens with this layout: the rows do not fit the table's recorded end.
+            Err(e) => assert_corrupt_naming(Err::<(), _>(e), damaged),
+            Ok(outcome) => {
+                // Noticed: a partition 0 record reported lost, or the queue's message
+                // reported undecodable, never delivered from the wrong table.
+                let noticed = if case == "p0-over-queue" {
+                    outcome.queue_undecodable > 0 && outcome.queue_ready.is_empty()
+                } else {
+                    outcome.lost > 0 && !outcome.read.iter().any(|(p, ..)| *p == 0)
+                };
+                assert!(noticed, "{case}: the swap went unnoticed: {outcome:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Huge length claims
+// ---------------------------------------------------------------------------------------------
+
+/// A record sealed as the store seals it (version 2, checksum bound to `table` and `key`), with
+/// `body` (key, headers, payload) as given: what damage that a checksum cannot catch (or a
+/// writer gone wrong) would store.
+fn sealed(table: &str, key: u64, body: &[u8]) -> Vec<u8> {
+    let mut value = vec![2, 0, 0, 0, 0];
+    value.extend_from_slice(&1_u64.to_le_bytes()); // timestamp
+    value.extend_from_slice(&8_u32.to_le_bytes()); // size
+    value.extend_from_slice(body);
+    let mut seed = crc32fast::Hasher::new();
+    seed.update(&u32::try_from(table.len()).unwrap().to_le_bytes());
+    seed.update(table.as_bytes());
+    let mut crc = crc32fast::Hasher::new_with_initial(seed.finalize());
+    crc.update(&key.to_le_bytes());
+    crc.update(&value[5..]);
+    value[1..5].copy_from_slice(&crc.finalize().to_le_bytes());
+    value
+}
+
+/// Little-endian u32s, then `rest`.
+fn fields(values: &[u32], rest: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    out.extend_from_slice(rest);
+    out
+}
+
+#[test]
+fn a_record_claiming_4_gb_is_reported_without_allocating_it() {
+    const HUGE: u32 = u32::MAX;
+    let (original, sent) = write_store("huge");
+    let payload = [3, b'a', b'b', b'c']; // bincode "abc"
+    // A string of 4 GB: bincode's u32 length marker (252), then the length.
+    let mut huge_string = vec![252];
+    huge_string.extend_from_slice(&HUGE.to_le_bytes());
+    let mut huge_value = vec![b'n'];
+    huge_value.extend_from_slice(&HUGE.to_le_bytes());
+    huge_value.extend_from_slice(&payload);
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("key length", fields(&[HUGE], &payload)),
+        ("header count", fields(&[0, HUGE], &payload)),
+        ("header name length", fields(&[0, 1, HUGE], &payload)),
+        ("header value length", fields(&[0, 1, 1], &huge_value)),
+        ("payload string length", fields(&[0, 0], &huge_string)),
+    ];
+    for (case, body) in cases {
+        let path = original.with_file_name(format!("huge {case}.store.embus"));
+        std::fs::copy(&original, &path).unwrap();
+        with_db(&path, |txn| {
+            let table = "embus.t.orders.0";
+            let row = sealed(table, 3, &body);
+            txn.open_table(records(table))
+                .unwrap()
+                .insert(3, row.as_slice())
+                .unwrap();
+            let mut jobs = txn.open_table(records("embus.q.jobs")).unwrap();
+            let id = jobs.first().unwrap().unwrap().0.value();
+            let row = sealed("embus.q.jobs", id, &body);
+            jobs.insert(id, row.as_slice()).unwrap();
+        });
+        LARGEST.store(0, Relaxed);
+        let outcome = read_checked(&path, &sent).unwrap();
+        assert_eq!(outcome.lost, 1, "{case}: {outcome:?}");
+        assert!(!outcome.read.iter().any(|(p, o, _)| (*p, *o) == (0, 3)));
+        assert_eq!(
+            (outcome.queue_undecodable, outcome.queue_ready.len()),
+            (1, 0),
+            "{case}"
+        );
+        // Nothing near the claimed size was allocated (the largest allocation of the test
+        // binary meanwhile: the store's own buffers are far below this).
+        let largest = LARGEST.load(Relaxed);
+        assert!(
+            largest < 64 << 20,
+            "{case}: an allocation of {largest} bytes"
+        );
+    }
 }

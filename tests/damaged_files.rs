@@ -1,9 +1,9 @@
 //! Damaged files: garbage, empty, truncated, overwritten and bit-flipped stores.
 //! `Broker::open` returns an error naming the path, or opens and then never panics, stalls or
-//! returns a payload that was not written where it is read. The overwritten and bit-flipped
-//! tests damage a fresh store at `EMBUS_DAMAGE_POSITIONS` (default 128) evenly spread offsets
-//! (raise it to search wider; the layout varies a little between runs, with how the first
-//! commits batch); another flips bit 0 and bit 4 of every byte in the head (entry count, value
+//! returns a payload that was not written where it is read. The truncated, overwritten and
+//! bit-flipped tests cut or damage a fresh store at `EMBUS_DAMAGE_POSITIONS` (default 128)
+//! evenly spread offsets (raise it to search wider; the layout varies a little between runs,
+//! with how the first commits batch), and print what happened and their slowest file; another flips bit 0 and bit 4 of every byte in the head (entry count, value
 //! ends, keys) of the page holding a given record. A store of another format version is
 //! `Error::Incompatible`; a redb file that is not a store is `Error::Corrupt`.
 
@@ -14,6 +14,7 @@ use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::faulty::{PARTITIONS, topic_options, try_within, within};
 use embus::redb::TableDefinition;
@@ -228,26 +229,45 @@ fn an_empty_file_opens_as_a_new_store() {
 }
 
 /// Damage `cases` (what, bytes) of the store `written` and open each: see [`open_damaged`].
-/// Every case runs; the failures are listed together.
-fn damaged(test: &str, dir: &Path, written: &Arc<Written>, cases: Vec<(String, Vec<u8>)>) {
+/// Every case runs; the failures are listed together. The cases are made one at a time (10,000
+/// copies of the store would take gigabytes), and each file is removed once it passed.
+fn damaged(
+    test: &str,
+    dir: &Path,
+    written: &Arc<Written>,
+    cases: impl Iterator<Item = (String, Vec<u8>)>,
+) {
+    let started = Instant::now();
     let mut outcomes: HashMap<&str, usize> = HashMap::new();
     let mut failures = Vec::new();
-    let count = cases.len();
-    for (i, (what, bytes)) in cases.into_iter().enumerate() {
+    let mut count = 0;
+    let mut slowest = (Duration::ZERO, String::new());
+    for (i, (what, bytes)) in cases.enumerate() {
+        count += 1;
         let path = dir.join(format!("damaged-{i}.embus"));
         std::fs::write(&path, bytes).unwrap();
         let written = Arc::clone(written);
-        let run = what.clone();
+        let (run, opened) = (what.clone(), path.clone());
+        let start = Instant::now();
         match try_within(common::WAIT, &what, move || {
-            open_damaged(&path, Some(&written), &run)
+            open_damaged(&opened, Some(&written), &run)
         }) {
-            Ok(outcome) => *outcomes.entry(outcome).or_default() += 1,
+            Ok(outcome) => {
+                *outcomes.entry(outcome).or_default() += 1;
+                let _ = std::fs::remove_file(&path);
+            }
             Err(failure) => failures.push(format!("damaged-{i}.embus: {failure}")),
+        }
+        if start.elapsed() > slowest.0 {
+            slowest = (start.elapsed(), what);
         }
     }
     eprintln!(
-        "{test} ({count} files): {outcomes:?}, {} failed",
-        failures.len()
+        "{test} ({count} files, {:.1?}): {outcomes:?}, {} failed; slowest {:.2?} ({})",
+        started.elapsed(),
+        failures.len(),
+        slowest.0,
+        slowest.1
     );
     // `Failed` ends a reader only where redb refuses the file: a few damaged files, not most
     // (a reader that gave up too early would end most runs that way).
@@ -301,9 +321,9 @@ fn kind_of(failure: &str) -> String {
         .collect()
 }
 
-/// Where to damage a file of `len` bytes: `EMBUS_DAMAGE_POSITIONS` (default 128) evenly spread
-/// offsets.
-fn positions(len: usize) -> impl Iterator<Item = usize> {
+/// Where to damage (or cut) a file of `len` bytes: `EMBUS_DAMAGE_POSITIONS` (default 128)
+/// evenly spread offsets.
+fn positions(len: usize) -> impl Iterator<Item = usize> + Clone {
     let n: usize = std::env::var("EMBUS_DAMAGE_POSITIONS")
         .ok()
         .map(|v| v.parse().expect("EMBUS_DAMAGE_POSITIONS is a number"))
@@ -316,14 +336,12 @@ fn truncated_stores_are_an_error_or_read_back_only_what_was_written() {
     let dir = common::fresh_dir("faults-truncated");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
-    let mut cases = Vec::new();
-    for (num, den) in [(1, 2), (1, 4), (3, 4), (1, 16), (15, 16)] {
-        let cut = len * num / den;
+    // The cuts at `EMBUS_DAMAGE_POSITIONS` spread lengths, then by one byte.
+    let cuts = positions(len).chain([len - 1]);
+    let cases = cuts.map(|cut| {
         let what = format!("truncated to {cut} of {len} bytes");
-        cases.push((what, written.bytes[..cut].to_vec()));
-    }
-    let what = "truncated by one byte".to_owned();
-    cases.push((what, written.bytes[..len - 1].to_vec()));
+        (what, written.bytes[..cut].to_vec())
+    });
     damaged("truncated", &dir, &written, cases);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -333,16 +351,15 @@ fn overwritten_stores_are_an_error_or_read_back_only_what_was_written() {
     let dir = common::fresh_dir("faults-overwritten");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
-    let mut cases = Vec::new();
-    for (k, at) in positions(len).enumerate() {
+    let spread = positions(len).enumerate().map(|(k, at)| {
         let mut bytes = written.bytes.clone();
         let end = (at + 512).min(len);
         bytes[at..end].copy_from_slice(&noise(k as u64 + 1, end - at));
-        cases.push((format!("512 random bytes written at {at} of {len}"), bytes));
-    }
+        (format!("512 random bytes written at {at} of {len}"), bytes)
+    });
     let mut header = written.bytes.clone();
     header[..512].copy_from_slice(&noise(99, 512));
-    cases.push(("the first 512 bytes overwritten".into(), header));
+    let cases = spread.chain([("the first 512 bytes overwritten".into(), header)]);
     damaged("overwritten", &dir, &written, cases);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -352,12 +369,11 @@ fn bit_flipped_stores_are_an_error_or_read_back_only_what_was_written() {
     let dir = common::fresh_dir("faults-bit-flipped");
     let written = Arc::new(write_store(&dir.join("valid.embus")));
     let len = written.bytes.len();
-    let mut cases = Vec::new();
-    for at in positions(len) {
+    let cases = positions(len).map(|at| {
         let mut bytes = written.bytes.clone();
         bytes[at] ^= 0x10;
-        cases.push((format!("one bit flipped at {at} of {len}"), bytes));
-    }
+        (format!("one bit flipped at {at} of {len}"), bytes)
+    });
     damaged("bit-flipped", &dir, &written, cases);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -402,7 +418,7 @@ fn bit_flips_in_a_record_page_are_an_error_or_read_back_only_what_was_written() 
             cases.push((what, damaged));
         }
     }
-    damaged("record page", &dir, &written, cases);
+    damaged("record page", &dir, &written, cases.into_iter());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
