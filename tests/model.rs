@@ -72,6 +72,12 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
+#[path = "common/power.rs"]
+#[allow(dead_code)]
+mod power;
+
+#[path = "model/durable.rs"]
+mod durable;
 #[path = "model/queue.rs"]
 mod queue;
 #[path = "model/topic.rs"]
@@ -130,27 +136,58 @@ fn same_settle(
     }
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn queue_matches_model(setup in q_setup(), ops in prop::collection::vec(q_op(), 1..150)) {
-        run_queue(setup, ops)?;
+/// Runs one property with [`config`] (failures persist to `tests/model.proptest-regressions`,
+/// as with `proptest!`), then prints what it did.
+fn check<S: Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut config = config();
+    config.source_file = Some(file!());
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let started = std::time::Instant::now();
+    let result = runner.run(&strategy, test);
+    let f = durable::figures();
+    eprintln!(
+        "{name}: {} cases ({} durable), {} steps, {} reopens, {} kills, {} messages checked \
+         after a reopen or kill, in {:?}",
+        f.cases,
+        f.durable,
+        f.steps,
+        f.reopens,
+        f.kills,
+        f.checked,
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
+}
 
-    #[test]
-    fn topic_and_group_match_model(
-        setup in t_setup(),
-        ops in prop::collection::vec(t_op(), 1..150),
-    ) {
-        run_topic(setup, ops)?;
-    }
+#[test]
+fn queue_matches_model() {
+    check(
+        "queue",
+        (q_setup(), prop::collection::vec(q_op(), 1..150)),
+        |(setup, ops)| run_queue(setup, ops),
+    );
+}
 
-    #[test]
-    fn transactions_and_dedupe_match_model(
-        setup in tx_setup(),
-        ops in prop::collection::vec(tx_op(), 1..150),
-    ) {
-        run_tx(setup, ops)?;
-    }
+#[test]
+fn topic_and_group_match_model() {
+    check(
+        "topic",
+        (t_setup(), prop::collection::vec(t_op(), 1..150)),
+        |(setup, ops)| run_topic(setup, ops),
+    );
+}
+
+#[test]
+fn transactions_and_dedupe_match_model() {
+    check(
+        "transactions",
+        (tx_setup(), prop::collection::vec(tx_op(), 1..150)),
+        |(setup, ops)| run_tx(setup, ops),
+    );
 }

@@ -1,6 +1,12 @@
 //! The queue model: one queue, its dead-letter queue, competing consumers, a manual clock.
 
+use super::durable::{Mode, Storage, bump, mode};
 use super::*;
+
+#[path = "queue_durable.rs"]
+mod queue_durable;
+
+use self::queue_durable::{Ev, Journal};
 
 // ---------------------------------------------------------------------------------------------
 // Queue
@@ -46,6 +52,10 @@ pub(super) enum QOp {
     Peek(usize),
     /// `dlq.redrive(&queue, n)`.
     Redrive(usize),
+    /// Closes the broker and opens the store again (durable modes).
+    Reopen,
+    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
+    Kill,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +69,7 @@ pub(super) struct QSetup {
     ttl: Option<u64>,
     /// With a dead-letter queue and `max_deliveries`; without, expired messages are dropped.
     dead_letters: bool,
+    mode: Mode,
 }
 
 pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
@@ -69,15 +80,18 @@ pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
         prop_oneof![Just(None), Just(Some(3u8))],
         prop_oneof![Just(None), Just(Some(20u64)), (5..60u64).prop_map(Some)],
         prop_oneof![3 => Just(true), 1 => Just(false)],
+        mode(),
     )
         .prop_map(
-            |(capacity, prefetch, consumers, priorities, ttl, dead_letters)| QSetup {
+            |(capacity, prefetch, consumers, priorities, ttl, dead_letters, mode)| QSetup {
                 capacity,
                 prefetch,
                 consumers,
                 priorities,
-                ttl,
+                // No expiry in crash cases (see `queue_durable.rs`).
+                ttl: ttl.filter(|_| mode != Mode::Crash),
                 dead_letters,
+                mode,
             },
         )
 }
@@ -108,6 +122,8 @@ pub(super) fn q_op() -> impl Strategy<Value = QOp> {
         1 => Just(QOp::Purge),
         1 => (0..=5usize).prop_map(QOp::Peek),
         1 => (1..=3usize).prop_map(QOp::Redrive),
+        1 => Just(QOp::Reopen),
+        1 => Just(QOp::Kill),
     ]
 }
 
@@ -144,6 +160,8 @@ struct QItem {
     level: usize,
     /// Clock seconds at which it expires, if ever.
     expires: Option<u64>,
+    /// Clock seconds at which its delay (`Record::delay`) ends, if it has one: stored with it.
+    due: Option<u64>,
     /// The dead-letter headers it carries, oldest first: (reason, deliveries).
     letters: Vec<(Why, u32)>,
 }
@@ -184,8 +202,11 @@ struct QueueModel {
     /// Nacks of live deliveries (stats).
     nacked: u64,
     purged: usize,
+    /// Messages sent, plus those the queue held when this run opened it.
     sent: usize,
     redriven: usize,
+    /// What the store holds for sure, and what it may hold since (durable modes).
+    journal: Journal,
     /// Consumers dropped so far (a late settle of what they held says so).
     dropped: BTreeSet<u64>,
 }
@@ -213,6 +234,7 @@ impl QueueModel {
             sent: 0,
             redriven: 0,
             dropped: BTreeSet::new(),
+            journal: Journal::default(),
         }
     }
 
@@ -291,15 +313,28 @@ impl QueueModel {
             count: 0,
             level: self.level(priority),
             expires,
+            due: delay.map(|d| self.now + d),
             letters: Vec::new(),
         };
-        self.enqueue(item, delay.map(|d| self.now + d));
+        let due = item.due;
+        self.enqueue(item, due);
+        // The send returned after its commit, which carried everything recorded before it.
+        self.journal.barrier(self.stored_now());
         Some(id)
     }
 
     /// Moves a message to the dead-letter queue.
     fn dead_letter(&mut self, mut item: QItem, why: Why) {
+        let (id, count) = (item.id, item.count);
         item.letters.push((why, item.count));
+        item.due = None;
+        self.journal.log(Ev::Move {
+            to_dlq: true,
+            id,
+            to_id: self.dead_next_id,
+            item: item.clone(),
+            count,
+        });
         self.dead.push_back((self.dead_next_id, item));
         self.dead_next_id += 1;
     }
@@ -311,6 +346,10 @@ impl QueueModel {
             self.dead_letter(item, Why::Expired);
         } else {
             self.expired += 1;
+            self.journal.log(Ev::Remove {
+                id: item.id,
+                count: item.count,
+            });
         }
     }
 
@@ -434,6 +473,8 @@ impl QueueModel {
         if delivery.live {
             delivery.live = false;
             self.acked += 1;
+            let (id, count) = (delivery.item.id, delivery.item.count);
+            self.journal.log(Ev::Remove { id, count });
         }
     }
 
@@ -458,6 +499,10 @@ impl QueueModel {
     fn purge(&mut self) -> usize {
         self.expire();
         let n = self.ready_len() + self.waiting.len();
+        let gone: Vec<(u64, u32)> = self.in_order().iter().map(|i| (i.id, i.count)).collect();
+        for (id, count) in gone {
+            self.journal.log(Ev::Remove { id, count });
+        }
         self.ready.iter_mut().for_each(VecDeque::clear);
         self.waiting.clear();
         self.purged += n;
@@ -468,7 +513,7 @@ impl QueueModel {
     fn redrive(&mut self, limit: usize) -> usize {
         let mut moved = 0;
         while moved < limit && self.occupied() < self.capacity {
-            let Some((_, letter)) = self.dead.pop_front() else {
+            let Some((from, letter)) = self.dead.pop_front() else {
                 break;
             };
             let id = self.next_id;
@@ -478,8 +523,16 @@ impl QueueModel {
                 count: 0,
                 level: 0,
                 expires: self.ttl.map(|t| letter.sent_at + t),
+                due: None,
                 ..letter
             };
+            self.journal.log(Ev::Move {
+                to_dlq: false,
+                id: from,
+                to_id: id,
+                item: item.clone(),
+                count: 0,
+            });
             self.enqueue(item, None);
             self.redriven += 1;
             moved += 1;
@@ -490,6 +543,8 @@ impl QueueModel {
 
 /// The system under test, next to its model.
 struct QueueRig {
+    setup: QSetup,
+    storage: Storage,
     clock: ManualClock,
     start: SystemTime,
     bus: Broker,
@@ -506,7 +561,31 @@ impl QueueRig {
     fn new(setup: &QSetup) -> Self {
         let clock = ManualClock::new();
         let start = clock.now();
-        let bus = Broker::builder().clock(clock.clone()).open().unwrap();
+        let storage = Storage::new(setup.mode, clock.clone());
+        let (bus, queue, dlq) = Self::attach(&storage, setup);
+        let consumers = (0..setup.consumers as u64)
+            .map(|id| (id, queue.consumer()))
+            .collect();
+        let mut model = QueueModel::new(setup);
+        model.journal.on = setup.mode == Mode::Crash;
+        Self {
+            setup: setup.clone(),
+            storage,
+            clock,
+            start,
+            bus,
+            queue,
+            dlq,
+            consumers,
+            next_consumer: setup.consumers as u64,
+            held: Vec::new(),
+            model,
+        }
+    }
+
+    /// Opens a broker on the storage and declares the queue and its dead-letter queue.
+    fn attach(storage: &Storage, setup: &QSetup) -> (Broker, Queue<u32>, Queue<u32>) {
+        let bus = storage.open();
         let mut options = QueueOptions::default()
             .capacity(setup.capacity)
             .ack_timeout(Duration::from_secs(ACK_TIMEOUT_SECS))
@@ -525,20 +604,24 @@ impl QueueRig {
         }
         let queue = bus.queue_with::<u32>("jobs", options).unwrap();
         let dlq = bus.queue::<u32>("dlq").unwrap();
-        let consumers = (0..setup.consumers as u64)
-            .map(|id| (id, queue.consumer()))
-            .collect();
-        Self {
-            clock,
-            start,
-            bus,
-            queue,
-            dlq,
-            consumers,
-            next_consumer: setup.consumers as u64,
-            held: Vec::new(),
-            model: QueueModel::new(setup),
+        (bus, queue, dlq)
+    }
+
+    /// Drops every handle of the old broker (what they held ends with it) and opens the
+    /// storage again, with new consumers.
+    fn replace_broker(&mut self) {
+        let (bus, queue, dlq) = Self::attach(&self.storage, &self.setup);
+        let old_bus = std::mem::replace(&mut self.bus, bus);
+        let old_queue = std::mem::replace(&mut self.queue, queue);
+        let old_dlq = std::mem::replace(&mut self.dlq, dlq);
+        drop(std::mem::take(&mut self.held));
+        let mut fresh = Vec::new();
+        for _ in 0..self.consumers.len() {
+            fresh.push((self.next_consumer, self.queue.consumer()));
+            self.next_consumer += 1;
         }
+        drop(std::mem::replace(&mut self.consumers, fresh));
+        drop((old_queue, old_dlq, old_bus));
     }
 
     /// Checks a received message against the model's delivery.
@@ -610,6 +693,7 @@ impl QueueRig {
     }
 
     fn apply(&mut self, op: &QOp, step: usize) -> Result<(), TestCaseError> {
+        self.model.journal.begin();
         match *op {
             QOp::Send(v) => {
                 let want = self.model.send(v, 0, None, None);
@@ -621,6 +705,8 @@ impl QueueRig {
                 delay,
                 ttl,
             } => {
+                // No expiry in crash cases (see `queue_durable.rs`).
+                let ttl = ttl.filter(|_| self.setup.mode != Mode::Crash);
                 let want = self.model.send(payload, priority, delay, ttl);
                 let mut record = Record::new(payload).priority(priority);
                 if let Some(secs) = delay {
@@ -699,6 +785,12 @@ impl QueueRig {
                     .collect();
                 same(got, want, "peek(n)", step, op)?;
             }
+            QOp::Reopen => self.reopen(step, op)?,
+            QOp::Kill => match self.setup.mode {
+                Mode::Memory => {}
+                Mode::Durable => self.reopen(step, op)?,
+                Mode::Crash => self.kill(step, op)?,
+            },
             QOp::Redrive(n) => {
                 if self.model.dead_letters {
                     let got = self.dlq.redrive(&self.queue, n).unwrap();
@@ -880,6 +972,11 @@ fn check_letters(
 }
 
 pub(super) fn run_queue(setup: QSetup, ops: Vec<QOp>) -> Result<(), TestCaseError> {
+    bump(|f| {
+        f.cases += 1;
+        f.durable += u64::from(setup.mode != Mode::Memory);
+        f.steps += ops.len() as u64;
+    });
     let mut rig = QueueRig::new(&setup);
     rig.check(0, &"start")?;
     for (step, op) in ops.iter().enumerate() {
