@@ -1,6 +1,10 @@
 //! The topic model: partitions, a subscriber from `Earliest`, and a consumer group.
 
+use super::durable::{Mode, Storage, bump, mode};
 use super::*;
+
+#[path = "topic_durable.rs"]
+mod topic_durable;
 
 // ---------------------------------------------------------------------------------------------
 // Topic, subscriber and consumer group
@@ -39,6 +43,10 @@ pub(super) enum TOp {
     /// Every member leaves (what they held is dropped), then `reset_group` to `Earliest`
     /// (`true`) or `Latest`.
     ResetGroup(bool),
+    /// Closes the broker and opens the store again (durable modes).
+    Reopen,
+    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
+    Kill,
 }
 
 #[derive(Debug, Clone)]
@@ -46,16 +54,22 @@ pub(super) struct TSetup {
     partitions: u32,
     retention: u64,
     members: usize,
+    mode: Mode,
 }
 
 pub(super) fn t_setup() -> impl Strategy<Value = TSetup> {
-    (2..=3u32, prop_oneof![Just(5u64), 3..=6u64], 1..=3usize).prop_map(
-        |(partitions, retention, members)| TSetup {
+    (
+        2..=3u32,
+        prop_oneof![Just(5u64), 3..=6u64],
+        1..=3usize,
+        mode(),
+    )
+        .prop_map(|(partitions, retention, members, mode)| TSetup {
             partitions,
             retention,
             members,
-        },
-    )
+            mode,
+        })
 }
 
 pub(super) fn t_op() -> impl Strategy<Value = TOp> {
@@ -72,6 +86,8 @@ pub(super) fn t_op() -> impl Strategy<Value = TOp> {
         1 => any::<Index>().prop_map(TOp::DropMessage),
         1 => (any::<Index>(), 0..8u64).prop_map(|(p, back)| TOp::Get(p, back)),
         1 => any::<bool>().prop_map(TOp::ResetGroup),
+        1 => Just(TOp::Reopen),
+        1 => Just(TOp::Kill),
     ]
 }
 
@@ -151,6 +167,14 @@ struct TopicModel {
     dead: Vec<(u64, &'static str, u32)>,
     /// Deliveries that were not a message's first (stats).
     redelivered: u64,
+    /// Dead letters moved in this run (stats).
+    dead_run: u64,
+    /// Since the last commit: the group's positions it held, per partition, and how many
+    /// dead letters there were (see `topic_durable.rs`).
+    since_commit: Vec<BTreeSet<u64>>,
+    dead_at_commit: usize,
+    /// Whether the group's declaration is surely stored.
+    group_stored: bool,
 }
 
 impl TopicModel {
@@ -172,6 +196,10 @@ impl TopicModel {
             group_skipped: vec![BTreeSet::new(); n],
             dead: Vec::new(),
             redelivered: 0,
+            dead_run: 0,
+            since_commit: vec![BTreeSet::from([0]); n],
+            dead_at_commit: 0,
+            group_stored: false,
         }
     }
 
@@ -290,6 +318,7 @@ impl TopicModel {
                 part.pending.remove(&offset);
                 self.dead
                     .push((self.logs[p].payloads[offset as usize], why, count));
+                self.dead_run += 1;
             } else {
                 pending.holder = None;
                 part.ready.insert(offset);
@@ -329,6 +358,8 @@ impl TopicModel {
 }
 
 struct TopicRig {
+    setup: TSetup,
+    storage: Storage,
     bus: Broker,
     topic: Topic<u64>,
     dlq: Queue<u64>,
@@ -342,16 +373,11 @@ struct TopicRig {
 
 impl TopicRig {
     fn new(setup: &TSetup) -> Result<Self, TestCaseError> {
-        let clock = ManualClock::new();
-        let bus = Broker::builder().clock(clock).open().unwrap();
-        let options = TopicOptions::default()
-            .partitions(setup.partitions)
-            .retention(Retention::messages(setup.retention))
-            .overflow(Overflow::Lag);
-        let topic = bus.topic_with::<u64>("events", options).unwrap();
-        let sub = topic.subscribe(Start::Earliest).unwrap();
-        let dlq = bus.queue::<u64>(GROUP_DLQ).unwrap();
+        let storage = Storage::new(setup.mode, ManualClock::new());
+        let (bus, topic, sub, dlq) = Self::attach(&storage, setup);
         let mut rig = Self {
+            setup: setup.clone(),
+            storage,
             bus,
             topic,
             dlq,
@@ -365,6 +391,23 @@ impl TopicRig {
             rig.join(0, &"setup")?;
         }
         Ok(rig)
+    }
+
+    /// Opens a broker on the storage; declares the topic, a subscriber and the group's
+    /// dead-letter queue.
+    fn attach(
+        storage: &Storage,
+        setup: &TSetup,
+    ) -> (Broker, Topic<u64>, Consumer<u64>, Queue<u64>) {
+        let bus = storage.open();
+        let options = TopicOptions::default()
+            .partitions(setup.partitions)
+            .retention(Retention::messages(setup.retention))
+            .overflow(Overflow::Lag);
+        let topic = bus.topic_with::<u64>("events", options).unwrap();
+        let sub = topic.subscribe(Start::Earliest).unwrap();
+        let dlq = bus.queue::<u64>(GROUP_DLQ).unwrap();
+        (bus, topic, sub, dlq)
     }
 
     fn join(&mut self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
@@ -617,6 +660,8 @@ impl TopicRig {
         }
         let offset = m.push(p as usize, payload);
         same(receipt.offset, offset, "receipt offset", step, op)?;
+        // The send returned after its commit, which carried every position recorded before.
+        m.commit_point();
         Ok(())
     }
 
@@ -703,7 +748,10 @@ impl TopicRig {
                 self.topic.reset_group(GROUP, start).unwrap();
                 self.model.reset(earliest);
             }
+            TOp::Reopen => self.reopen(false, step, op)?,
+            TOp::Kill => self.reopen(self.setup.mode == Mode::Crash, step, op)?,
         }
+        self.model.note_positions();
         Ok(())
     }
 
@@ -787,7 +835,7 @@ impl TopicRig {
         )?;
         same(
             group.dead_lettered,
-            m.dead.len() as u64,
+            m.dead_run,
             "stats: dead_lettered",
             step,
             op,
@@ -931,6 +979,11 @@ impl TopicRig {
 }
 
 pub(super) fn run_topic(setup: TSetup, ops: Vec<TOp>) -> Result<(), TestCaseError> {
+    bump(|f| {
+        f.cases += 1;
+        f.durable += u64::from(setup.mode != Mode::Memory);
+        f.steps += ops.len() as u64;
+    });
     let mut rig = TopicRig::new(&setup)?;
     rig.check(0, &"start")?;
     for (step, op) in ops.iter().enumerate() {
