@@ -231,7 +231,7 @@ fn a_trimmed_group_message_read_from_the_store_is_not_dead_lettered() {
         .retention(Retention::messages(2))
         .overflow(Overflow::Lag);
     let bus = Broker::open(&path).unwrap();
-    let topic = bus.topic_with::<u64>("events", options.clone()).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
     topic.producer().send_batch(vec![0, 1]).unwrap();
     bus.close().unwrap();
 

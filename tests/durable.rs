@@ -423,7 +423,7 @@ fn a_position_moved_past_held_trimmed_messages_survives_a_reopen() {
         .retention(Retention::messages(2))
         .overflow(Overflow::Lag);
     let bus = Broker::open(&path).unwrap();
-    let topic = bus.topic_with::<u64>("events", options.clone()).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
     let group = GroupOptions::default().overflow(Overflow::Lag);
     let mut member = topic.join_group_with("g", group.clone()).unwrap();
     topic.producer().send_batch(vec![0, 1]).unwrap();

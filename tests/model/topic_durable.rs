@@ -40,9 +40,9 @@ impl TopicModel {
     /// retained) and `dead` dead letters: nothing pending, nobody subscribed or joined.
     fn restore(&mut self, stored: &[u64], dead: usize) {
         self.dead.truncate(dead);
-        for p in 0..self.n() {
+        for (p, &stored) in stored.iter().enumerate() {
             let (base, end) = (self.logs[p].base, self.logs[p].end());
-            let at = stored[p].clamp(base, end);
+            let at = stored.clamp(base, end);
             // The group is past what is below its position: acked, dead-lettered, or
             // trimmed while nobody read it.
             let passed: Vec<u64> = (0..at).filter(|o| !self.delivered[p].contains(o)).collect();
