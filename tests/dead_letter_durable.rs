@@ -1,7 +1,8 @@
 //! Durable dead letters: one is stored from the message the broker holds, not copied from its
 //! source row (a source row that is damaged, or gone, when the message is dead-lettered must
 //! not make the dead letter vanish on the next open); a queue's undecodable messages can be
-//! moved to its dead-letter queue.
+//! moved to its dead-letter queue; a group message that retention trimmed is reported skipped,
+//! not dead-lettered, when it was read from the store.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::sync::atomic::Ordering;
 
 use common::WAIT;
 use common::faulty::{Faults, faulty_builder};
-use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions};
+use embus::{
+    Backoff, Broker, DEAD_LETTER_REASON, Error, GroupOptions, Overflow, QueueOptions, Retention,
+    TopicOptions, TryRecvError,
+};
 
 #[test]
 fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
@@ -210,5 +214,50 @@ fn a_stored_undecodable_dead_letter_is_never_delivered_as_a_payload() {
     let bus = Broker::open(&path).unwrap();
     let q = bus.queue::<String>("jobs.dead").unwrap();
     assert_eq!((q.len(), q.undecodable().len()), (0, 1));
+    bus.close().unwrap();
+}
+
+/// Found by the model (`tests/model/regressions.rs`): past `max_deliveries`, a group delivery
+/// whose message retention had trimmed meanwhile was copied to the dead-letter queue when the
+/// message lay below the log's hot tail (here: after a reopen), from the store's read cache;
+/// a memory broker, or a message still in memory, reports it skipped instead
+/// (`Lagged`). Both must do the same: a trimmed message is gone.
+#[test]
+fn a_trimmed_group_message_read_from_the_store_is_not_dead_lettered() {
+    let dir = common::fresh_dir("dead-letter-trimmed");
+    let path = dir.join("store.embus");
+    let options = TopicOptions::default()
+        .partitions(1)
+        .retention(Retention::messages(2))
+        .overflow(Overflow::Lag);
+    let bus = Broker::open(&path).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
+    topic.producer().send_batch(vec![0, 1]).unwrap();
+    bus.close().unwrap();
+
+    // Reopened: both messages are read from the store.
+    let bus = Broker::open(&path).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
+    let dead = bus.queue::<u64>("events.dead").unwrap();
+    let group = GroupOptions::default()
+        .overflow(Overflow::Lag)
+        .backoff(Backoff::none())
+        .max_deliveries(1)
+        .dead_letter("events.dead");
+    let mut member = topic.join_group_with("g", group).unwrap();
+    let first = member.try_recv().unwrap();
+    assert_eq!((first.offset(), *first.payload()), (0, 0));
+    topic.producer().send(2).unwrap(); // trims offset 0
+    assert_eq!(topic.offsets(0), Some(1..3));
+    first.nack().unwrap(); // its last delivery, but the message is gone
+    assert_eq!(dead.len(), 0, "a trimmed message was dead-lettered");
+    assert!(
+        matches!(member.try_recv(), Err(TryRecvError::Lagged { skipped: 1 })),
+        "the trimmed message is reported skipped"
+    );
+    let next = member.try_recv().unwrap();
+    assert_eq!((next.offset(), *next.payload()), (1, 1));
+    next.ack().unwrap();
+    drop(member);
     bus.close().unwrap();
 }

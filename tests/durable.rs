@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use embus::{Broker, Error, GroupOptions, QueueOptions, Retention, Start, TopicOptions};
+use embus::{Broker, Error, GroupOptions, Overflow, QueueOptions, Retention, Start, TopicOptions};
 
 #[test]
 fn topic_messages_options_and_group_positions_survive_a_reopen() {
@@ -409,4 +409,46 @@ fn seeking_by_time_into_the_stored_part_keeps_byte_retention_exact() {
     t.producer().send(vec![20; 99]).unwrap();
     assert_eq!(t.retained(), 20, "one in, one out");
     assert_eq!(t.offsets(0), Some(1..21));
+}
+
+/// Found by the model (`tests/model/regressions.rs`): when retention trimmed only messages a
+/// member held, the group moved past them (nothing to report skipped) but the new position
+/// was not stored, so a clean reopen went back and redelivered an acked message.
+#[test]
+fn a_position_moved_past_held_trimmed_messages_survives_a_reopen() {
+    let dir = common::fresh_dir("durable-held-trimmed");
+    let path = dir.join("store.embus");
+    let options = TopicOptions::default()
+        .partitions(1)
+        .retention(Retention::messages(2))
+        .overflow(Overflow::Lag);
+    let bus = Broker::open(&path).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
+    let group = GroupOptions::default().overflow(Overflow::Lag);
+    let mut member = topic.join_group_with("g", group.clone()).unwrap();
+    topic.producer().send_batch(vec![0, 1]).unwrap();
+    let held = member.try_recv().unwrap();
+    member.try_recv().unwrap().ack().unwrap(); // offset 1; the group stays at 0
+    topic.producer().send(2).unwrap(); // trims offset 0, still held
+    let next = member.try_recv().unwrap();
+    assert_eq!(
+        next.offset(),
+        2,
+        "the held trimmed message is not reported skipped"
+    );
+    assert_eq!(topic.group_position("g"), Some(vec![2]));
+    drop((held, next, member));
+    bus.close().unwrap();
+
+    let bus = Broker::open(&path).unwrap();
+    let topic = bus.topic_with::<u64>("events", options).unwrap();
+    assert_eq!(
+        topic.group_position("g"),
+        Some(vec![2]),
+        "the reopened group went back before an acked message"
+    );
+    let mut member = topic.join_group_with("g", group).unwrap();
+    assert_eq!(member.try_recv().unwrap().offset(), 2);
+    drop(member);
+    bus.close().unwrap();
 }

@@ -40,10 +40,26 @@
 //!
 //! Single-threaded and deterministic: time is a [`ManualClock`]; nothing sleeps.
 //!
+//! # Durable modes
+//!
+//! The queue and topic properties run half their cases in memory, a quarter on a durable
+//! store and a quarter on a durable store that can lose power (`model/durable.rs`, on the
+//! simulated disk of `tests/common/power.rs`). Two more ops: `Reopen` closes the broker and
+//! opens the store again, checked exactly (what came back, and everything after);
+//! `Kill` cuts the power at that step, checked against what must have been stored and what may
+//! have been (`model/queue_durable.rs`, `model/topic_durable.rs`). Clock advances run in every
+//! mode. Each property prints its figures (cases, durable cases, steps, reopens, kills,
+//! messages checked after a reopen or kill) to stderr; `--nocapture` shows them.
+//!
 //! # Cases
 //!
 //! Each property runs 256 cases by default. Set `EMBUS_MODEL_CASES` to change that, e.g.
-//! `EMBUS_MODEL_CASES=2000 cargo test --test model`.
+//! `EMBUS_MODEL_CASES=10000 cargo test --release --test model -- --nocapture`.
+//!
+//! # Regressions
+//!
+//! Every shrunk failure is replayed op by op as a named test in `model/regressions.rs`, with
+//! its postmortem.
 //!
 //! # What the model takes from the implementation
 //!
@@ -69,11 +85,18 @@ use embus::{
     Record, Retention, Start, Topic, TopicOptions, TryRecvError, TrySendError,
 };
 use proptest::prelude::*;
-use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
+#[path = "common/power.rs"]
+#[allow(dead_code)]
+mod power;
+
+#[path = "model/durable.rs"]
+mod durable;
 #[path = "model/queue.rs"]
 mod queue;
+#[path = "model/regressions.rs"]
+mod regressions;
 #[path = "model/topic.rs"]
 mod topic;
 #[path = "model/tx.rs"]
@@ -82,6 +105,24 @@ mod tx;
 use self::queue::{q_op, q_setup, run_queue};
 use self::topic::{run_topic, t_op, t_setup};
 use self::tx::{run_tx, tx_op, tx_setup};
+
+/// Picks one item of a collection whose length is known only when the op runs, as
+/// `proptest::sample::Index` does (same values, same shrinking), but written down as a plain
+/// `usize`, so that a shrunk failure replays as a named test (`model/regressions.rs`).
+#[derive(Debug, Clone, Copy)]
+struct Pick(usize);
+
+impl Pick {
+    /// The index in a collection of `len` items (`len > 0`): `len * self.0 / 2^64`.
+    fn index(self, len: usize) -> usize {
+        ((len as u128 * self.0 as u128) >> usize::BITS) as usize
+    }
+}
+
+/// Any [`Pick`].
+fn pick() -> impl Strategy<Value = Pick> {
+    any::<usize>().prop_map(Pick)
+}
 
 /// The default number of cases per property.
 const DEFAULT_CASES: u32 = 256;
@@ -130,27 +171,58 @@ fn same_settle(
     }
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn queue_matches_model(setup in q_setup(), ops in prop::collection::vec(q_op(), 1..150)) {
-        run_queue(setup, ops)?;
+/// Runs one property with [`config`] (failures persist to `tests/model.proptest-regressions`,
+/// as with `proptest!`), then prints what it did.
+fn check<S: Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut config = config();
+    config.source_file = Some(file!());
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let started = std::time::Instant::now();
+    let result = runner.run(&strategy, test);
+    let f = durable::figures();
+    eprintln!(
+        "{name}: {} cases ({} durable), {} steps, {} reopens, {} kills, {} messages checked \
+         after a reopen or kill, in {:?}",
+        f.cases,
+        f.durable,
+        f.steps,
+        f.reopens,
+        f.kills,
+        f.checked,
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
+}
 
-    #[test]
-    fn topic_and_group_match_model(
-        setup in t_setup(),
-        ops in prop::collection::vec(t_op(), 1..150),
-    ) {
-        run_topic(setup, ops)?;
-    }
+#[test]
+fn queue_matches_model() {
+    check(
+        "queue",
+        (q_setup(), prop::collection::vec(q_op(), 1..150)),
+        |(setup, ops)| run_queue(setup, ops),
+    );
+}
 
-    #[test]
-    fn transactions_and_dedupe_match_model(
-        setup in tx_setup(),
-        ops in prop::collection::vec(tx_op(), 1..150),
-    ) {
-        run_tx(setup, ops)?;
-    }
+#[test]
+fn topic_and_group_match_model() {
+    check(
+        "topic",
+        (t_setup(), prop::collection::vec(t_op(), 1..150)),
+        |(setup, ops)| run_topic(setup, ops),
+    );
+}
+
+#[test]
+fn transactions_and_dedupe_match_model() {
+    check(
+        "transactions",
+        (tx_setup(), prop::collection::vec(tx_op(), 1..150)),
+        |(setup, ops)| run_tx(setup, ops),
+    );
 }

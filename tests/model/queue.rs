@@ -1,6 +1,17 @@
 //! The queue model: one queue, its dead-letter queue, competing consumers, a manual clock.
 
+use super::durable::{Mode, Storage, bump, mode};
 use super::*;
+
+#[path = "queue_durable.rs"]
+mod queue_durable;
+#[path = "queue_rig.rs"]
+mod queue_rig;
+
+use self::queue_rig::QueueRig;
+pub(super) use self::queue_rig::run_queue;
+
+use self::queue_durable::{Ev, Journal};
 
 // ---------------------------------------------------------------------------------------------
 // Queue
@@ -29,13 +40,13 @@ pub(super) enum QOp {
     /// `try_recv` on consumer `c % consumers`.
     Recv(usize),
     /// Acks a held delivery.
-    Ack(Index),
+    Ack(Pick),
     /// Nacks a held delivery.
-    Nack(Index),
+    Nack(Pick),
     /// `nack_after` this many seconds.
-    NackAfter(Index, u64),
+    NackAfter(Pick, u64),
     /// Drops a held delivery unsettled.
-    DropMessage(Index),
+    DropMessage(Pick),
     /// Drops consumer `c % consumers` (its deliveries are released) and makes a new one.
     DropConsumer(usize),
     /// Advances the clock by this many seconds.
@@ -46,19 +57,24 @@ pub(super) enum QOp {
     Peek(usize),
     /// `dlq.redrive(&queue, n)`.
     Redrive(usize),
+    /// Closes the broker and opens the store again (durable modes).
+    Reopen,
+    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
+    Kill,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct QSetup {
-    capacity: usize,
-    prefetch: Option<u32>,
-    consumers: usize,
+    pub(super) capacity: usize,
+    pub(super) prefetch: Option<u32>,
+    pub(super) consumers: usize,
     /// Priority levels, if any.
-    priorities: Option<u8>,
+    pub(super) priorities: Option<u8>,
     /// The queue's message time-to-live in seconds, if any.
-    ttl: Option<u64>,
+    pub(super) ttl: Option<u64>,
     /// With a dead-letter queue and `max_deliveries`; without, expired messages are dropped.
-    dead_letters: bool,
+    pub(super) dead_letters: bool,
+    pub(super) mode: Mode,
 }
 
 pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
@@ -69,15 +85,18 @@ pub(super) fn q_setup() -> impl Strategy<Value = QSetup> {
         prop_oneof![Just(None), Just(Some(3u8))],
         prop_oneof![Just(None), Just(Some(20u64)), (5..60u64).prop_map(Some)],
         prop_oneof![3 => Just(true), 1 => Just(false)],
+        mode(),
     )
         .prop_map(
-            |(capacity, prefetch, consumers, priorities, ttl, dead_letters)| QSetup {
+            |(capacity, prefetch, consumers, priorities, ttl, dead_letters, mode)| QSetup {
                 capacity,
                 prefetch,
                 consumers,
                 priorities,
-                ttl,
+                // No expiry in crash cases (see `queue_durable.rs`).
+                ttl: ttl.filter(|_| mode != Mode::Crash),
                 dead_letters,
+                mode,
             },
         )
 }
@@ -98,16 +117,18 @@ pub(super) fn q_op() -> impl Strategy<Value = QOp> {
                 ttl
             }),
         6 => (0..3usize).prop_map(QOp::Recv),
-        3 => any::<Index>().prop_map(QOp::Ack),
-        2 => any::<Index>().prop_map(QOp::Nack),
-        1 => (any::<Index>(), 0..=6u64).prop_map(|(i, s)| QOp::NackAfter(i, s)),
-        1 => any::<Index>().prop_map(QOp::DropMessage),
+        3 => pick().prop_map(QOp::Ack),
+        2 => pick().prop_map(QOp::Nack),
+        1 => (pick(), 0..=6u64).prop_map(|(i, s)| QOp::NackAfter(i, s)),
+        1 => pick().prop_map(QOp::DropMessage),
         1 => (0..3usize).prop_map(QOp::DropConsumer),
         3 => prop_oneof![Just(1u64), Just(2), Just(5), Just(29), Just(30), Just(31), 0..=45u64]
             .prop_map(QOp::AdvanceClock),
         1 => Just(QOp::Purge),
         1 => (0..=5usize).prop_map(QOp::Peek),
         1 => (1..=3usize).prop_map(QOp::Redrive),
+        1 => Just(QOp::Reopen),
+        1 => Just(QOp::Kill),
     ]
 }
 
@@ -144,6 +165,8 @@ struct QItem {
     level: usize,
     /// Clock seconds at which it expires, if ever.
     expires: Option<u64>,
+    /// Clock seconds at which its delay (`Record::delay`) ends, if it has one: stored with it.
+    due: Option<u64>,
     /// The dead-letter headers it carries, oldest first: (reason, deliveries).
     letters: Vec<(Why, u32)>,
 }
@@ -184,8 +207,11 @@ struct QueueModel {
     /// Nacks of live deliveries (stats).
     nacked: u64,
     purged: usize,
+    /// Messages sent, plus those the queue held when this run opened it.
     sent: usize,
     redriven: usize,
+    /// What the store holds for sure, and what it may hold since (durable modes).
+    journal: Journal,
     /// Consumers dropped so far (a late settle of what they held says so).
     dropped: BTreeSet<u64>,
 }
@@ -213,6 +239,7 @@ impl QueueModel {
             sent: 0,
             redriven: 0,
             dropped: BTreeSet::new(),
+            journal: Journal::default(),
         }
     }
 
@@ -291,15 +318,28 @@ impl QueueModel {
             count: 0,
             level: self.level(priority),
             expires,
+            due: delay.map(|d| self.now + d),
             letters: Vec::new(),
         };
-        self.enqueue(item, delay.map(|d| self.now + d));
+        let due = item.due;
+        self.enqueue(item, due);
+        // The send returned after its commit, which carried everything recorded before it.
+        self.journal.barrier(self.stored_now());
         Some(id)
     }
 
     /// Moves a message to the dead-letter queue.
     fn dead_letter(&mut self, mut item: QItem, why: Why) {
+        let (id, count) = (item.id, item.count);
         item.letters.push((why, item.count));
+        item.due = None;
+        self.journal.log(Ev::Move {
+            to_dlq: true,
+            id,
+            to_id: self.dead_next_id,
+            item: item.clone(),
+            count,
+        });
         self.dead.push_back((self.dead_next_id, item));
         self.dead_next_id += 1;
     }
@@ -311,6 +351,10 @@ impl QueueModel {
             self.dead_letter(item, Why::Expired);
         } else {
             self.expired += 1;
+            self.journal.log(Ev::Remove {
+                id: item.id,
+                count: item.count,
+            });
         }
     }
 
@@ -434,6 +478,8 @@ impl QueueModel {
         if delivery.live {
             delivery.live = false;
             self.acked += 1;
+            let (id, count) = (delivery.item.id, delivery.item.count);
+            self.journal.log(Ev::Remove { id, count });
         }
     }
 
@@ -458,6 +504,10 @@ impl QueueModel {
     fn purge(&mut self) -> usize {
         self.expire();
         let n = self.ready_len() + self.waiting.len();
+        let gone: Vec<(u64, u32)> = self.in_order().iter().map(|i| (i.id, i.count)).collect();
+        for (id, count) in gone {
+            self.journal.log(Ev::Remove { id, count });
+        }
         self.ready.iter_mut().for_each(VecDeque::clear);
         self.waiting.clear();
         self.purged += n;
@@ -468,7 +518,7 @@ impl QueueModel {
     fn redrive(&mut self, limit: usize) -> usize {
         let mut moved = 0;
         while moved < limit && self.occupied() < self.capacity {
-            let Some((_, letter)) = self.dead.pop_front() else {
+            let Some((from, letter)) = self.dead.pop_front() else {
                 break;
             };
             let id = self.next_id;
@@ -478,413 +528,20 @@ impl QueueModel {
                 count: 0,
                 level: 0,
                 expires: self.ttl.map(|t| letter.sent_at + t),
+                due: None,
                 ..letter
             };
+            self.journal.log(Ev::Move {
+                to_dlq: false,
+                id: from,
+                to_id: id,
+                item: item.clone(),
+                count: 0,
+            });
             self.enqueue(item, None);
             self.redriven += 1;
             moved += 1;
         }
         moved
     }
-}
-
-/// The system under test, next to its model.
-struct QueueRig {
-    clock: ManualClock,
-    start: SystemTime,
-    bus: Broker,
-    queue: Queue<u32>,
-    dlq: Queue<u32>,
-    consumers: Vec<(u64, Consumer<u32>)>,
-    next_consumer: u64,
-    /// Deliveries the test holds, with their delivery numbers in the model.
-    held: Vec<(Message<u32>, usize)>,
-    model: QueueModel,
-}
-
-impl QueueRig {
-    fn new(setup: &QSetup) -> Self {
-        let clock = ManualClock::new();
-        let start = clock.now();
-        let bus = Broker::builder().clock(clock.clone()).open().unwrap();
-        let mut options = QueueOptions::default()
-            .capacity(setup.capacity)
-            .ack_timeout(Duration::from_secs(ACK_TIMEOUT_SECS))
-            .backoff(Backoff::schedule(BACKOFF_SECS.map(Duration::from_secs)));
-        if setup.dead_letters {
-            options = options.max_deliveries(MAX_DELIVERIES).dead_letter("dlq");
-        }
-        if let Some(n) = setup.prefetch {
-            options = options.prefetch(n);
-        }
-        if let Some(n) = setup.priorities {
-            options = options.priorities(n);
-        }
-        if let Some(secs) = setup.ttl {
-            options = options.message_ttl(Duration::from_secs(secs));
-        }
-        let queue = bus.queue_with::<u32>("jobs", options).unwrap();
-        let dlq = bus.queue::<u32>("dlq").unwrap();
-        let consumers = (0..setup.consumers as u64)
-            .map(|id| (id, queue.consumer()))
-            .collect();
-        Self {
-            clock,
-            start,
-            bus,
-            queue,
-            dlq,
-            consumers,
-            next_consumer: setup.consumers as u64,
-            held: Vec::new(),
-            model: QueueModel::new(setup),
-        }
-    }
-
-    /// Checks a received message against the model's delivery.
-    fn check_message(
-        &self,
-        msg: &Message<u32>,
-        item: &QItem,
-        step: usize,
-        op: &dyn Debug,
-    ) -> Result<(), TestCaseError> {
-        same(
-            (*msg.payload(), msg.offset(), msg.delivery_count()),
-            (item.payload, item.id, item.count),
-            "(payload, sequence number, delivery count)",
-            step,
-            op,
-        )?;
-        same(
-            msg.timestamp(),
-            self.start + Duration::from_secs(item.sent_at),
-            "timestamp",
-            step,
-            op,
-        )?;
-        check_letters(msg.headers(), &item.letters, step, op)
-    }
-
-    /// One `try_recv` on consumer `c`, checked against the model; the delivery is held.
-    fn recv(&mut self, c: usize, step: usize, op: &dyn Debug) -> Result<bool, TestCaseError> {
-        let id = self.consumers[c].0;
-        let want = self.model.recv(id);
-        let got = self.consumers[c].1.try_recv();
-        match (got, want) {
-            (Ok(msg), Some((d, item))) => {
-                self.check_message(&msg, &item, step, op)?;
-                self.held.push((msg, d));
-                Ok(true)
-            }
-            (Err(TryRecvError::Empty), None) => Ok(false),
-            (got, want) => Err(TestCaseError::fail(format!(
-                "step {step} ({op:?}), consumer {c}: got {got:?}, model expects {want:?}"
-            ))),
-        }
-    }
-
-    fn send(
-        &mut self,
-        record: Record<u32>,
-        want: Option<u64>,
-        step: usize,
-        op: &QOp,
-    ) -> Result<(), TestCaseError> {
-        let v = *record.payload();
-        match (self.queue.producer().try_send_record(record), want) {
-            (Ok(receipt), Some(id)) => same(
-                (receipt.partition, receipt.offset),
-                (0, id),
-                "receipt",
-                step,
-                op,
-            ),
-            (Err(TrySendError::Full(back)), None) => {
-                same(*back.payload(), v, "payload handed back", step, op)
-            }
-            (got, want) => Err(TestCaseError::fail(format!(
-                "step {step} ({op:?}): got {got:?}, model expects {want:?}"
-            ))),
-        }
-    }
-
-    fn apply(&mut self, op: &QOp, step: usize) -> Result<(), TestCaseError> {
-        match *op {
-            QOp::Send(v) => {
-                let want = self.model.send(v, 0, None, None);
-                self.send(Record::new(v), want, step, op)?;
-            }
-            QOp::SendTimed {
-                payload,
-                priority,
-                delay,
-                ttl,
-            } => {
-                let want = self.model.send(payload, priority, delay, ttl);
-                let mut record = Record::new(payload).priority(priority);
-                if let Some(secs) = delay {
-                    record = record.delay(Duration::from_secs(secs));
-                }
-                if let Some(secs) = ttl {
-                    record = record.ttl(Duration::from_secs(secs));
-                }
-                self.send(record, want, step, op)?;
-            }
-            QOp::Recv(c) => {
-                self.recv(c % self.consumers.len(), step, op)?;
-            }
-            QOp::Ack(i) => {
-                if !self.held.is_empty() {
-                    let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    let got = msg.ack();
-                    self.model.expire(); // the ack sees timeouts first
-                    same_settle(got, self.model.settle_result(d), "ack", step, op)?;
-                    self.model.ack(d);
-                }
-            }
-            QOp::Nack(i) | QOp::NackAfter(i, _) => {
-                if !self.held.is_empty() {
-                    let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    let (got, wait) = match *op {
-                        QOp::NackAfter(_, secs) => {
-                            (msg.nack_after(Duration::from_secs(secs)), Some(secs))
-                        }
-                        _ => (msg.nack(), None),
-                    };
-                    self.model.expire(); // the nack sees timeouts first
-                    same_settle(got, self.model.settle_result(d), "nack", step, op)?;
-                    self.model.release(d, Why::Nack, wait);
-                }
-            }
-            QOp::DropMessage(i) => {
-                if !self.held.is_empty() {
-                    let (msg, d) = self.held.remove(i.index(self.held.len()));
-                    drop(msg);
-                    self.model.expire();
-                    self.model.release(d, Why::Dropped, None);
-                }
-            }
-            QOp::DropConsumer(c) => {
-                let c = c % self.consumers.len();
-                let id = self.next_consumer;
-                self.next_consumer += 1;
-                let (old, consumer) =
-                    std::mem::replace(&mut self.consumers[c], (id, self.queue.consumer()));
-                drop(consumer);
-                self.model.drop_consumer(old);
-            }
-            QOp::AdvanceClock(secs) => {
-                self.clock.advance(Duration::from_secs(secs));
-                self.model.advance(secs);
-            }
-            QOp::Purge => {
-                let got = self.queue.purge().unwrap();
-                same(got, self.model.purge(), "purge()", step, op)?;
-            }
-            QOp::Peek(n) => {
-                let got: Vec<(u32, u64, u32)> = self
-                    .queue
-                    .peek(n)
-                    .iter()
-                    .map(|m| (*m.payload(), m.offset(), m.delivery_count()))
-                    .collect();
-                self.model.expire();
-                let want: Vec<(u32, u64, u32)> = self
-                    .model
-                    .in_order()
-                    .into_iter()
-                    .take(n)
-                    .map(|i| (i.payload, i.id, i.count))
-                    .collect();
-                same(got, want, "peek(n)", step, op)?;
-            }
-            QOp::Redrive(n) => {
-                if self.model.dead_letters {
-                    let got = self.dlq.redrive(&self.queue, n).unwrap();
-                    self.model.expire();
-                    same(got, self.model.redrive(n), "redrive()", step, op)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Compares every observable with the model.
-    fn check(&mut self, step: usize, op: &dyn Debug) -> Result<(), TestCaseError> {
-        let len = self.queue.len(); // processes what time did, as the model now does
-        self.model.expire();
-        let m = &self.model;
-        same(len, m.ready_len(), "queue.len()", step, op)?;
-        same(
-            self.queue.is_empty(),
-            m.ready_len() == 0,
-            "is_empty",
-            step,
-            op,
-        )?;
-        same(self.queue.delayed(), m.waiting.len(), "delayed()", step, op)?;
-        same(
-            self.queue.in_flight(),
-            m.in_flight(),
-            "in_flight()",
-            step,
-            op,
-        )?;
-        same(
-            self.queue.dead_lettered(),
-            m.dead_lettered,
-            "dead_lettered()",
-            step,
-            op,
-        )?;
-        same(self.queue.expired(), m.expired, "expired()", step, op)?;
-        same(self.dlq.len(), m.dead.len(), "dlq.len()", step, op)?;
-        same(self.dlq.in_flight(), 0, "dlq.in_flight()", step, op)?;
-        let stats = self.bus.stats();
-        let q = stats.queue("jobs").expect("the queue is in the snapshot");
-        let got = (q.ready, q.delayed, q.in_flight, q.dead_lettered, q.expired);
-        let want = (
-            m.ready_len() as u64,
-            m.waiting.len() as u64,
-            m.in_flight() as u64,
-            m.dead_lettered,
-            m.expired,
-        );
-        same(
-            got,
-            want,
-            "stats: ready, delayed, in flight, dead, expired",
-            step,
-            op,
-        )?;
-        let got = (q.acked, q.nacked, q.consumers);
-        let want = (m.acked as u64, m.nacked, self.consumers.len() as u64);
-        same(got, want, "stats: acked, nacked, consumers", step, op)?;
-        let dlq = stats.queue("dlq").expect("the dead-letter queue");
-        same(dlq.ready, m.dead.len() as u64, "stats: dlq ready", step, op)?;
-        for (_, consumer) in &self.consumers {
-            same(
-                consumer.lag(),
-                m.ready_len() as u64,
-                "consumer.lag()",
-                step,
-                op,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Settles everything, drains the queue and checks the dead-letter queue's contents.
-    fn finish(mut self) -> Result<(), TestCaseError> {
-        let op = &"final drain";
-        for (msg, d) in std::mem::take(&mut self.held) {
-            let got = msg.ack();
-            self.model.expire();
-            same_settle(got, self.model.settle_result(d), "ack", usize::MAX, op)?;
-            self.model.ack(d);
-        }
-        self.check(usize::MAX, op)?;
-        // Whatever waits comes due (and what has a time-to-live expires) within a minute.
-        self.clock.advance(Duration::from_secs(60));
-        self.model.advance(60);
-        self.check(usize::MAX, op)?;
-        while self.recv(0, usize::MAX, op)? {
-            let (msg, d) = self.held.pop().unwrap();
-            msg.ack().unwrap();
-            self.model.ack(d);
-        }
-        self.check(usize::MAX, op)?;
-        prop_assert_eq!(
-            self.queue.len() + self.queue.in_flight() + self.queue.delayed(),
-            0
-        );
-        let m = &self.model;
-        prop_assert_eq!(
-            m.sent + m.redriven,
-            m.acked + m.purged + m.expired as usize + m.dead_lettered as usize,
-            "every message sent or redriven was acked, purged, dropped as expired or \
-             dead-lettered"
-        );
-        let mut dead = self.dlq.consumer();
-        for (i, (id, item)) in self.model.dead.iter().enumerate() {
-            let msg = dead.try_recv();
-            prop_assert!(msg.is_ok(), "dead letter {} ({:?}): {:?}", i, item, msg);
-            let msg = msg.unwrap();
-            prop_assert_eq!(
-                (*msg.payload(), msg.offset(), msg.delivery_count()),
-                (item.payload, *id, 1),
-                "dead letter {}",
-                i
-            );
-            prop_assert_eq!(
-                msg.timestamp(),
-                self.start + Duration::from_secs(item.sent_at),
-                "dead letter {} keeps its timestamp",
-                i
-            );
-            check_letters(msg.headers(), &item.letters, i, op)?;
-            msg.ack().unwrap();
-        }
-        let rest = dead.try_recv();
-        prop_assert!(
-            matches!(rest, Err(TryRecvError::Empty)),
-            "dlq beyond the model: {:?}",
-            rest
-        );
-        Ok(())
-    }
-}
-
-/// Checks the dead-letter headers a message carries, oldest first.
-fn check_letters(
-    headers: &Headers,
-    letters: &[(Why, u32)],
-    step: usize,
-    op: &dyn Debug,
-) -> Result<(), TestCaseError> {
-    let values = |name: &str| -> Vec<Vec<u8>> {
-        headers
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_vec())
-            .collect()
-    };
-    same(
-        values(DEAD_LETTER_QUEUE),
-        vec![b"jobs".to_vec(); letters.len()],
-        "dead-letter queue headers",
-        step,
-        op,
-    )?;
-    same(
-        values(DEAD_LETTER_REASON),
-        letters
-            .iter()
-            .map(|(why, _)| why.header().as_bytes().to_vec())
-            .collect(),
-        "dead-letter reason headers",
-        step,
-        op,
-    )?;
-    same(
-        values(DEAD_LETTER_DELIVERIES),
-        letters
-            .iter()
-            .map(|(_, n)| n.to_string().into_bytes())
-            .collect(),
-        "dead-letter delivery headers",
-        step,
-        op,
-    )
-}
-
-pub(super) fn run_queue(setup: QSetup, ops: Vec<QOp>) -> Result<(), TestCaseError> {
-    let mut rig = QueueRig::new(&setup);
-    rig.check(0, &"start")?;
-    for (step, op) in ops.iter().enumerate() {
-        rig.apply(op, step)?;
-        rig.check(step, op)?;
-    }
-    rig.finish()
 }

@@ -21,8 +21,8 @@ pub(super) enum Window {
 
 #[derive(Debug, Clone)]
 pub(super) struct TxSetup {
-    capacity: usize,
-    window: Window,
+    pub(super) capacity: usize,
+    pub(super) window: Window,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub(super) enum TxOp {
         id: Option<u8>,
     },
     /// In the open transaction: the ack of a held source delivery.
-    Ack(Index),
+    Ack(Pick),
     Commit,
     Abort,
     /// `try_send_record` to `jobs`, outside any transaction.
@@ -86,7 +86,7 @@ pub(super) fn tx_op() -> impl Strategy<Value = TxOp> {
         4 => (any::<u32>(), an_id()).prop_map(|(payload, id)| TxOp::SendJob { payload, id }),
         3 => (any::<u32>(), 0..4u8, an_id())
             .prop_map(|(payload, key, id)| TxOp::SendEvent { payload, key, id }),
-        3 => any::<Index>().prop_map(TxOp::Ack),
+        3 => pick().prop_map(TxOp::Ack),
         3 => Just(TxOp::Commit),
         1 => Just(TxOp::Abort),
         2 => (any::<u32>(), an_id()).prop_map(|(payload, id)| TxOp::PlainJob { payload, id }),
@@ -252,6 +252,11 @@ fn model_commit(m: &mut Model, records: &[Pending]) -> Option<Vec<Want>> {
 }
 
 pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError> {
+    // Memory only (a durable mode is not modelled yet).
+    super::durable::bump(|f| {
+        f.cases += 1;
+        f.steps += ops.len() as u64;
+    });
     let clock = ManualClock::new();
     let bus = Broker::builder().clock(clock.clone()).open().unwrap();
     let dedupe = match setup.window {

@@ -58,8 +58,8 @@ impl<T: Payload> Member<T> {
 }
 
 impl<T: Payload> Member<T> {
-    /// One look at the member's partitions: `None` when it moved past a compacted gap and
-    /// must look again.
+    /// One look at the member's partitions: `None` when it moved past a compacted gap, or
+    /// past held messages that retention trimmed, and must look again.
     fn poll_once(&mut self, wait: Wait<'_>) -> Option<Poll<T>> {
         let group = &self.group;
         let topic = &self.topic;
@@ -88,7 +88,18 @@ impl<T: Payload> Member<T> {
             }
             let mut log = topic.partitions[p].lock();
             topic.trim_for_read(&mut log);
+            let before = part.first_unacked();
             let skipped = part.skip_trimmed(log.base());
+            if skipped == 0 && part.first_unacked() != before {
+                // Retention trimmed only held messages: nothing to report skipped, but the
+                // group moved past them, and that is stored as after a skip; then look again.
+                let woken = part.settle(&mut log, topic, &group.name, p as u32);
+                drop(log);
+                drop(state);
+                woken.wake();
+                topic.context.idle.notify();
+                return None;
+            }
             if skipped > 0 {
                 let woken = part.settle(&mut log, topic, &group.name, p as u32);
                 drop(log);

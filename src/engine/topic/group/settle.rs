@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Group, GroupState, Part, Ticks};
 use crate::engine::notify::Woken;
-use crate::engine::topic::{Cold, TopicCore};
+use crate::engine::topic::TopicCore;
 use crate::error::Error;
 use crate::observe;
 use crate::options::Start;
@@ -196,8 +196,9 @@ impl<T> Group<T> {
 
     /// Moves `offset` to the dead-letter queue, and the group past it: the dead letter and
     /// the group's new position ride one commit. `None` (and nothing changed) if there is no
-    /// dead-letter queue yet or the message cannot be copied (not readable now, or its payload
-    /// does not survive the codec): it is then redelivered instead.
+    /// dead-letter queue yet or the message cannot be copied (trimmed, not readable now, or its
+    /// payload does not survive the codec): it is then redelivered instead (a trimmed one is
+    /// reported skipped).
     fn dead_letter(
         &self,
         topic: &TopicCore<T>,
@@ -209,14 +210,9 @@ impl<T> Group<T> {
     ) -> Option<Woken> {
         let dlq = self.dead_letter.get()?;
         let mut log = topic.partitions[partition as usize].lock();
-        let stored = if offset < log.hot() {
-            match log.cold(offset) {
-                Cold::Got(stored) => stored,
-                Cold::Undecodable(_) | Cold::Failed(_) => return None,
-            }
-        } else {
-            log.stored(offset)?
-        };
+        // Retained messages only (`stored` checks the base): one that retention trimmed may
+        // still be in the store's read cache, but it is gone; it is reported skipped instead.
+        let stored = log.stored(offset)?;
         // The copy runs the payload's codec (the user's code): not under the partition's lock,
         // which producers take. The group's lock stays held, so the group cannot change.
         drop(log);
