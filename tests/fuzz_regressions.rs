@@ -33,7 +33,8 @@ fn fixtures() -> Vec<PathBuf> {
 /// and a second panic while that one unwinds (`BtreeExtractIf`'s drop) aborts the process,
 /// past embus's `catch_unwind`. A debug build of redb catches the damage at open (a
 /// `debug_assertions` walk of the freed tree), so the dev profile passes and a release build
-/// aborts: known, reported upstream as a class (redb #1330, #1334), see RELIABILITY.md.
+/// aborts. `freed-tree-abort-2.embus`: the same, with another first panic (an index out of
+/// bounds in redb's page manager, then a poisoned lock). Known, reported upstream as a class (redb #1330, #1334), see RELIABILITY.md.
 #[test]
 #[cfg_attr(
     not(debug_assertions),
