@@ -197,6 +197,15 @@ pub use crate::transaction::{AckError, CommitError, Transaction};
 /// The redb version embus stores with, for [`BrokerBuilder::storage_backend`].
 pub use redb;
 
+/// Hooks for the fuzz targets (`fuzz/`); only in builds with `--cfg fuzzing`.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::fuzz::record;
+}
+#[cfg(fuzzing)]
+mod fuzz;
+
 /// The README's examples, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
