@@ -7,11 +7,12 @@
 //! every crate, and tokio built with `cfg(loom)` drops `tokio::net`, which the AMQP bridge needs.
 //!
 //! Under loom:
-//! - `SeqCst` loads and stores get a `SeqCst` fence (after a store, before a load). Loom treats
-//!   `SeqCst` accesses as `AcqRel` (its README, "Unsupported features"), which would report the
-//!   store-then-load handshakes (`writers_waiting` against a reader's cursor) as lost wakeups
-//!   that the C++ total order on `SeqCst` accesses rules out; fences it does model. Weakening
-//!   either side to `Release`/`Acquire` drops the fence, so the models still catch that.
+//! - A `SeqCst` load that follows a `SeqCst` store on the same thread is preceded by a `SeqCst`
+//!   fence. Loom treats `SeqCst` accesses as `AcqRel` (its README, "Unsupported features"), so
+//!   it would report the store-then-load handshakes (`writers_waiting` against a reader's
+//!   cursor) as lost wakeups that the C++ total order on `SeqCst` accesses rules out; fences it
+//!   does model. Only that pair gets one: weakening either the store or the load of a side to
+//!   `Release`/`Acquire` drops the fence, and the models catch the lost wakeup.
 //! - `OnceLock` is std's behind a loom flag set with `Release` after the value and read with
 //!   `Acquire` before it: what std's `OnceLock` promises, made visible to loom, so a reader that
 //!   could see a slot before it is published finds it empty.
@@ -39,19 +40,27 @@ mod modelled {
     use std::sync::PoisonError;
     use std::sync::atomic::Ordering;
 
+    use std::cell::Cell;
+
     use loom::sync::atomic::fence;
 
-    /// A `SeqCst` load: a `SeqCst` fence, then the load (see the module docs).
+    loom::thread_local! {
+        /// This thread made a `SeqCst` store that no `SeqCst` fence follows yet.
+        static STORED: Cell<bool> = Cell::new(false);
+    }
+
+    /// Before a load: a `SeqCst` fence if it is `SeqCst` and a `SeqCst` store came before it
+    /// (see the module docs).
     fn before_load(order: Ordering) {
-        if order == Ordering::SeqCst {
+        if order == Ordering::SeqCst && STORED.with(|stored| stored.replace(false)) {
             fence(Ordering::SeqCst);
         }
     }
 
-    /// A `SeqCst` store: the store, then a `SeqCst` fence (see the module docs).
+    /// After a store: remembers a `SeqCst` one for the next `SeqCst` load.
     fn after_store(order: Ordering) {
         if order == Ordering::SeqCst {
-            fence(Ordering::SeqCst);
+            STORED.with(|stored| stored.set(true));
         }
     }
 
