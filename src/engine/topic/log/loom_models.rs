@@ -2,7 +2,8 @@
 //! producer waiting for room (`Block`) and a reader moving its cursor, and the published
 //! `end` and `base` that readers follow without the lock.
 //!
-//! Run with `RUSTFLAGS="--cfg embus_loom" cargo test --release --lib loom` (RELIABILITY.md).
+//! Run with `RUSTFLAGS="--cfg embus_loom" cargo test --lib loom_models` (add `--release` and
+//! `LOOM_MAX_PREEMPTIONS=5` for a deeper run; `.ci/run` runs the default bound of 3).
 //! `crate::engine::sync` swaps in loom's atomics, lock and threads, so these drive the real
 //! `Partition` and `Log`; segments hold 2 slots under loom, so readers cross `next` links.
 //! What stands in for the topic and the subscriber is a copy of their loops, minus backoff,
@@ -12,8 +13,15 @@
 //!
 //! Each model asserts that nobody stays parked while there is work (loom fails a model whose
 //! threads all block: a lost wakeup), and that a reader that sees `end > n` finds slot `n`
-//! set (a lock-free read that had to fall back to the lock where nothing was trimmed or
-//! delayed would mean it saw the end before the slot).
+//! set ([`assert_published`]; and, where nothing is trimmed or delayed, that a lock-free read
+//! never has to fall back to the lock).
+//!
+//! Each of these changes to `mod.rs` makes at least one model fail (checked by hand): the
+//! flag's store in `wait_for_room` or its load in `advance` weakened to `Release`/`Acquire`,
+//! or the store dropped; the cursor's store in `advance` or its load in `can_trim` weakened;
+//! `advance` not waking the writers it took; `remove_writer` clearing the flag while another
+//! writer waits; `push` not waking readers; `end` stored `Relaxed`, loaded `Relaxed`, or
+//! stored before the slot is set; a segment's `next` link set after `end`.
 
 use std::sync::Arc;
 
