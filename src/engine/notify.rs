@@ -8,11 +8,14 @@
 //! needs a futex wake per message. Nothing ever busy-waits unboundedly or sleeps to poll.
 
 use std::task::Waker;
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+// Loom's threads under `--cfg embus_loom`, so that the partition models park and unpark them.
+use crate::engine::sync::{Thread, current};
 
 /// How long an operation may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +98,7 @@ impl Waiters {
     pub(crate) fn register(&mut self, id: u64, wait: Wait<'_>) {
         let signal = match wait {
             Wait::No | Wait::Locked => return,
-            Wait::Thread => Signal::Thread(thread::current()),
+            Wait::Thread => Signal::Thread(current()),
             Wait::Task(waker) => Signal::Task(waker.clone()),
         };
         // The same id may come back from another thread, or with another waker.

@@ -64,6 +64,14 @@ impl<D: 'static> Guard for parking_lot::MutexGuard<'_, D> {
     }
 }
 
+/// The partition lock is loom's in the loom models (`crate::engine::sync`).
+#[cfg(embus_loom)]
+impl<D: 'static> Guard for crate::engine::sync::MutexGuard<'_, D> {
+    fn data(&mut self) -> &mut dyn Any {
+        &mut **self
+    }
+}
+
 /// Every lock a commit holds, by key.
 pub(crate) struct Held<'a> {
     guards: Vec<(LockKey, Box<dyn Guard + 'a>)>,

@@ -10,14 +10,12 @@
 //! weak, so a stalled reader pins at most one segment, never the chain after it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
-
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Arc, Weak};
 
 use self::cold::ColdStore;
 pub(crate) use self::cold::{Cold, Load, Loader, Row};
 use crate::engine::notify::{Wait, Waiters, Woken};
+use crate::engine::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock, Ordering};
 use crate::error::{Error, Undecodable};
 use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
@@ -26,8 +24,9 @@ use crate::store::Restored;
 mod cold;
 mod compact;
 
-/// Slots per segment: one allocation per this many messages.
-const SEGMENT: u64 = 128;
+/// Slots per segment: one allocation per this many messages (2 in the loom models, so that a
+/// few messages cross a segment's `next` link).
+const SEGMENT: u64 = if cfg!(embus_loom) { 2 } else { 128 };
 
 /// A retained message and its (monotone) timestamp.
 pub(crate) struct Stored<T> {
@@ -772,5 +771,7 @@ impl<T> Log<T> {
     }
 }
 
+#[cfg(all(test, embus_loom))]
+mod loom_models;
 #[cfg(test)]
 mod tests;
