@@ -8,14 +8,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use embus::{Broker, RecvTimeoutError, Start, TryRecvError};
+use embus::Broker;
+
+/// How the `open_file` fuzz target reads a store through (shared with it).
+#[path = "../fuzz/src/read_through.rs"]
+mod read_through;
 
 /// The variable that makes [`replay_child`] open a file.
 const CHILD: &str = "EMBUS_FUZZ_REPLAY";
-/// Most messages read from one topic or queue.
-const MOST: usize = 2_000;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/open_file");
@@ -74,52 +75,6 @@ fn replay_child() {
 /// What the `open_file` target does with a file (fuzz/src/open_file.rs).
 fn open_and_read(path: &Path) {
     let Ok(bus) = Broker::open(path) else { return };
-    let _ = bus.stats();
-    for name in bus.topics().unwrap_or_default() {
-        let Ok(topic) = bus.topic::<String>(&name) else {
-            continue;
-        };
-        let Ok(mut reader) = topic.subscribe(Start::Earliest) else {
-            continue;
-        };
-        let retained: u64 = (0..topic.partitions())
-            .filter_map(|p| topic.offsets(p))
-            .map(|r| r.end.saturating_sub(r.start))
-            .sum();
-        let mut accounted = 0u64;
-        while accounted < retained.min(MOST as u64) {
-            match reader.recv_timeout(Duration::from_secs(5)) {
-                Ok(_) | Err(RecvTimeoutError::Undecodable(_)) => accounted += 1,
-                Err(RecvTimeoutError::Lagged { skipped }) => accounted += skipped.max(1),
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("topic {name}: the reader stalls after {accounted} of {retained}")
-                }
-                Err(_) => break,
-            }
-        }
-        for group in topic.groups() {
-            if let Ok(mut member) = topic.join_group(&group) {
-                drain(|| member.try_recv().map(|m| drop(m.ack())));
-            }
-        }
-    }
-    for name in bus.queues().unwrap_or_default() {
-        let Ok(queue) = bus.queue::<String>(&name) else {
-            continue;
-        };
-        let _ = queue.peek(8);
-        let mut worker = queue.consumer();
-        drain(|| worker.try_recv().map(|m| drop(m.nack())));
-    }
-    let _ = bus.stats();
+    read_through::read_through(&bus);
     let _ = bus.close();
-}
-
-fn drain(mut next: impl FnMut() -> Result<(), TryRecvError>) {
-    for _ in 0..MOST {
-        match next() {
-            Ok(()) | Err(TryRecvError::Lagged { .. } | TryRecvError::Undecodable(_)) => {}
-            Err(_) => break,
-        }
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod open_file;
+pub mod read_through;
 
 use std::sync::Arc;
 

@@ -6,14 +6,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use embus::{Broker, QueueOptions, Record, RecvTimeoutError, Start, TopicOptions, TryRecvError};
+use embus::{Broker, QueueOptions, Record, TopicOptions};
 
 use crate::Shared;
 
-/// Most messages read from one topic or queue (a damaged count may claim billions).
-const MOST: usize = 2_000;
-/// How long a reader may wait for a retained message before it counts as stalled.
-const WAIT: Duration = Duration::from_secs(5);
 
 /// Runs one input: its first byte picks raw bytes (bit 0 clear) or patches (bit 0 set).
 pub fn run(input: &[u8]) {
@@ -63,58 +59,8 @@ pub fn open_and_read(bytes: &[u8]) {
     else {
         return;
     };
-    let _ = bus.stats();
-    for name in bus.topics().unwrap_or_default() {
-        let Ok(topic) = bus.topic::<String>(&name) else {
-            continue;
-        };
-        let Ok(mut reader) = topic.subscribe(Start::Earliest) else {
-            continue;
-        };
-        // Every retained offset is accounted for: a message, a lag, a damaged record; or
-        // the store says it cannot read on. Waiting longer than `WAIT` is a stall.
-        let retained: u64 = (0..topic.partitions())
-            .filter_map(|p| topic.offsets(p))
-            .map(|r| r.end.saturating_sub(r.start))
-            .sum();
-        let mut accounted = 0u64;
-        while accounted < retained.min(MOST as u64) {
-            match reader.recv_timeout(WAIT) {
-                Ok(_) | Err(RecvTimeoutError::Undecodable(_)) => accounted += 1,
-                Err(RecvTimeoutError::Lagged { skipped }) => accounted += skipped.max(1),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "topic {name}: the reader stalls after {accounted} of {retained} retained"
-                ),
-                Err(_) => break,
-            }
-        }
-        // Groups stored in the file: join each and read what it has.
-        for group in topic.groups() {
-            if let Ok(mut member) = topic.join_group(&group) {
-                drain(|| member.try_recv().map(|m| drop(m.ack())));
-            }
-        }
-    }
-    for name in bus.queues().unwrap_or_default() {
-        let Ok(queue) = bus.queue::<String>(&name) else {
-            continue;
-        };
-        let _ = queue.peek(8);
-        let mut worker = queue.consumer();
-        drain(|| worker.try_recv().map(|m| drop(m.nack())));
-    }
-    let _ = bus.stats();
+    crate::read_through::read_through(&bus);
     let _ = bus.close();
-}
-
-/// Calls `next` until it says `Empty` or fails, at most [`MOST`] times.
-fn drain(mut next: impl FnMut() -> Result<(), TryRecvError>) {
-    for _ in 0..MOST {
-        match next() {
-            Ok(()) | Err(TryRecvError::Lagged { .. } | TryRecvError::Undecodable(_)) => {}
-            Err(_) => break,
-        }
-    }
 }
 
 /// A small valid store: a keyed, headed topic with a group part way through, a queue with
