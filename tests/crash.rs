@@ -27,9 +27,10 @@
 //! sends): acknowledged sends may be lost there, but what is stored must still be a consistent
 //! prefix, and what consumers saw must survive.
 //!
-//! `EMBUS_CRASH_CYCLES=<n>` runs `n` cycles instead of 20 (each re-reads the whole file, so the
-//! cost grows with the square of `n`); `EMBUS_CRASH_SEED=<u64>` repeats a run's kill points
-//! (the seed is printed on stderr, with a line per cycle).
+//! `EMBUS_CRASH_CYCLES=<n>` runs `n` cycles instead of 20. Each cycle re-reads the whole file,
+//! so every `EMBUS_CRASH_FILE_CYCLES` cycles (default 200) the run starts again on a fresh file
+//! (a new model too), which keeps a long run's cost linear. `EMBUS_CRASH_SEED=<u64>` repeats a
+//! run's kill points (the seed is printed on stderr, with a line per cycle).
 
 mod common;
 
@@ -40,6 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::{Rng, env_u64, files as files_of};
 use embus::{
     Broker, Durability, QueueOptions, Record, Retention, Start, TopicOptions, TryRecvError,
 };
@@ -633,57 +635,36 @@ impl Model {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so a seed repeats a run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
 #[test]
 fn acknowledged_sends_survive_kill_9() {
-    let cycles = env_u64("EMBUS_CRASH_CYCLES").unwrap_or(20);
-    let seed = env_u64("EMBUS_CRASH_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        now.map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("crash: seed {seed} (EMBUS_CRASH_SEED repeats the kill points)");
-    let mut rng = Rng(seed.max(1));
+    let cycles = u32::try_from(env_u64("EMBUS_CRASH_CYCLES").unwrap_or(20)).unwrap();
+    let mut rng = Rng::from_env("EMBUS_CRASH_SEED");
     let dir = common::fresh_dir("crash");
-    let path = dir.join("crash.embus");
     let started = Instant::now();
-    let mut model = Model::default();
     let mut totals = Totals::default();
     let mut interval_cycles = 0;
-    for cycle in 0..cycles {
-        let cycle = u32::try_from(cycle).unwrap();
-        let interval = cycle % 10 == 9;
-        interval_cycles += u32::from(interval);
-        let target = 50 + rng.below(451) as usize;
-        let report = run_child(&path, cycle, interval, target);
-        model.check(&path, cycle, interval, &report, &mut totals);
+    let (mut files, mut records, mut queued) = (0, 0, 0);
+    for (file, file_cycles) in files_of(cycles) {
+        let path = dir.join(format!("crash-{file}.embus"));
+        let mut model = Model::default();
+        for cycle in file_cycles {
+            let interval = cycle % 10 == 9;
+            interval_cycles += u32::from(interval);
+            let target = 50 + rng.below(451) as usize;
+            let report = run_child(&path, cycle, interval, target);
+            model.check(&path, cycle, interval, &report, &mut totals);
+        }
+        files += 1;
+        records += model.topic.iter().map(Vec::len).sum::<usize>();
+        queued += model.queue.len();
+        let _ = std::fs::remove_file(&path);
     }
-    let records: usize = model.topic.iter().map(Vec::len).sum();
     eprintln!(
         "crash: {cycles} kill -9 cycles ({interval_cycles} with Interval durability) in {:.1?}: \
          {} acknowledged sends checked: {} found in place, {} queue messages gone after an ack \
          (and {} of earlier cycles), {} lost in Interval cycles; {} stored unacknowledged (in \
-         flight at the kill); {} receipts by consumers checked; the file ends with {records} \
-         topic records and {} queue messages",
+         flight at the kill); {} receipts by consumers checked; the {files} files ended with \
+         {records} topic records and {queued} queue messages",
         started.elapsed(),
         totals.acknowledged,
         totals.checked,
@@ -692,7 +673,6 @@ fn acknowledged_sends_survive_kill_9() {
         totals.lost_interval,
         totals.unacknowledged_stored,
         totals.seen,
-        model.queue.len(),
     );
     assert_eq!(
         totals.checked + totals.acked_gone + totals.lost_interval,

@@ -182,6 +182,17 @@ pub fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// The kill cycles `0..cycles` of a crash test, split into runs on one store file each, as
+/// `(file number, its cycles)`: `EMBUS_CRASH_FILE_CYCLES` cycles per file (default 200). Each
+/// cycle's check reads the whole file back, so one file for a long run would cost the square of
+/// its cycle count; a fresh file every few hundred cycles keeps a 1,000-cycle run linear.
+pub fn files(cycles: u32) -> impl Iterator<Item = (u32, std::ops::Range<u32>)> {
+    let per_file = env_u64("EMBUS_CRASH_FILE_CYCLES").unwrap_or(200);
+    let per_file = u32::try_from(per_file.max(1)).expect("EMBUS_CRASH_FILE_CYCLES fits a u32");
+    (0..cycles.div_ceil(per_file))
+        .map(move |file| (file, file * per_file..cycles.min((file + 1) * per_file)))
+}
+
 /// Parses the numbers of a report line.
 pub fn numbers(line: &str) -> Vec<u64> {
     line.split_whitespace()

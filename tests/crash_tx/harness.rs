@@ -160,7 +160,7 @@ pub fn run_child(
     commits
 }
 
-pub use crate::common::process::{Rng, env_u64};
+pub use crate::common::process::{Rng, env_u64, files};
 
 impl Rng {
     /// When to kill a child: after `min..min + spread` commits, plus up to 4 ms.
