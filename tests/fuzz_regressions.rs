@@ -36,7 +36,8 @@ fn fixtures() -> Vec<PathBuf> {
 /// `debug_assertions` walk of the freed tree), so only a release build aborts on it.
 /// `freed-tree-abort-2.embus`: the same, with another first panic (an index out of bounds in
 /// redb's page manager, then a poisoned lock); it aborts in debug builds too. Known and
-/// unfixed; upstream reports of the class: redb #1330, #1334. See RELIABILITY.md.
+/// unfixed (redb 5.0.0 aborts on both too); upstream reports of the class: redb #1330, #1334.
+/// `check_integrity(true)` avoids it (the next test). See RELIABILITY.md.
 #[test]
 #[ignore = "known, unfixed: redb aborts the process on these damaged freed trees \
             (RELIABILITY.md); run with --ignored"]
@@ -59,6 +60,25 @@ fn fuzz_found_store_files_neither_abort_nor_panic() {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// What an application that may meet such files does: `check_integrity(true)` finds the damage
+/// at open, before redb walks the freed tree (in-process: the check does not panic on them).
+#[test]
+fn fuzz_found_store_files_are_corrupt_at_open_with_check_integrity() {
+    let files = fixtures();
+    assert!(!files.is_empty(), "no fixtures found");
+    for file in files {
+        let dir = common::fresh_dir("fuzz-checked");
+        let path = dir.join("store.embus");
+        std::fs::copy(&file, &path).unwrap();
+        match Broker::builder().path(&path).check_integrity(true).open() {
+            Err(embus::Error::Corrupt { .. }) => {}
+            Err(other) => panic!("{}: expected Error::Corrupt, got {other:?}", file.display()),
+            Ok(_) => panic!("{}: opened despite check_integrity(true)", file.display()),
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

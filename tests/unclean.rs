@@ -2,7 +2,7 @@
 //! check before anything reads it: damage there is `Error::Corrupt` at `Broker::open`, before
 //! redb walks a damaged page (where it may panic, which `panic = "abort"` cannot survive). A
 //! store closed cleanly is not scanned (opening stays fast): its damage is found as records
-//! are read.
+//! are read, unless the broker is built with `check_integrity(true)`.
 
 mod common;
 
@@ -110,4 +110,53 @@ fn a_damaged_store_closed_cleanly_opens_and_reports_what_is_damaged() {
     }
     drop(sub);
     bus.close().unwrap();
+}
+
+#[test]
+fn check_integrity_finds_a_store_damaged_at_rest_after_a_clean_close() {
+    let path = common::fresh_dir("unclean-checked").join("store.embus");
+    write(&path, true);
+    // Undamaged: the check passes and everything is there.
+    let bus = Broker::builder()
+        .path(&path)
+        .check_integrity(true)
+        .open()
+        .unwrap();
+    assert_eq!(bus.topic::<String>("t").unwrap().retained(), RECORDS as u64);
+    bus.close().unwrap();
+    damage(&path);
+    match Broker::builder().path(&path).check_integrity(true).open() {
+        Err(e @ Error::Corrupt { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("store.embus") && text.contains("fails redb's integrity check"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected Error::Corrupt, got {other:?}"),
+        Ok(_) => panic!("a damaged store opened despite check_integrity(true)"),
+    }
+}
+
+#[test]
+fn check_integrity_cannot_be_asked_of_the_applications_database() {
+    let path = common::fresh_dir("unclean-app").join("app.redb");
+    let db = std::sync::Arc::new(embus::redb::Database::create(&path).unwrap());
+    let err = Broker::builder()
+        .database(db)
+        .check_integrity(true)
+        .open()
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOption {
+                option: "database",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("check_integrity"), "{err}");
 }

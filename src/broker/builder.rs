@@ -33,6 +33,7 @@ pub struct BrokerBuilder {
     durability: Durability,
     backend: Option<OpenWith>,
     cache_bytes: Option<usize>,
+    check_integrity: bool,
     database: Option<Arc<redb::Database>>,
     codec: CodecKind,
     payload_names: HashMap<TypeId, String>,
@@ -47,6 +48,7 @@ impl std::fmt::Debug for BrokerBuilder {
             .field("path", &self.path)
             .field("durability", &self.durability)
             .field("storage_backend", &self.backend.is_some())
+            .field("check_integrity", &self.check_integrity)
             .field("database", &self.database.is_some())
             .field("codec", &self.codec)
             .finish_non_exhaustive()
@@ -93,6 +95,31 @@ impl BrokerBuilder {
     /// redb's page cache size (redb's default: 1 GiB, allocated as it fills).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_bytes = Some(bytes);
+        self
+    }
+
+    /// With `true`, [`open`](Self::open) runs redb's integrity check (every page's checksum)
+    /// even on a store that was closed cleanly, and a damaged file is [`Error::Corrupt`] there,
+    /// before anything reads it. Off by default: a store that was not closed cleanly is always
+    /// checked, and a clean one is not, so that opening stays fast however long the log is
+    /// (the check reads the whole file). Turn it on where a file may have been damaged at rest
+    /// (a failing disk, a copy from elsewhere) and a damaged page must not reach redb: redb
+    /// panics on some of them (embus catches those panics, unless the build uses
+    /// `panic = "abort"`), and a few abort the process whatever the build (see
+    /// RELIABILITY.md, "Known limits").
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("embus-doc-check-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let bus = embus::Broker::builder()
+    ///     .path(dir.join("orders.embus"))
+    ///     .check_integrity(true)
+    ///     .open()?;
+    /// # drop(bus); std::fs::remove_dir_all(&dir)?; Ok(()) }
+    /// ```
+    pub fn check_integrity(mut self, always: bool) -> Self {
+        self.check_integrity = always;
         self
     }
 
@@ -215,7 +242,7 @@ impl BrokerBuilder {
     /// None for a memory broker; for a durable one, as [`Broker::open`].
     /// [`Error::InvalidOption`] (option `database`) if [`database`](Self::database) is
     /// combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend) or
-    /// [`cache_size`](Self::cache_size). With feature `metrics`: [`Error::InvalidOption`]
+    /// [`cache_size`](Self::cache_size) or [`check_integrity`](Self::check_integrity). With feature `metrics`: [`Error::InvalidOption`]
     /// (option `metrics_every`) for a zero interval, [`Error::Storage`] if the metrics thread
     /// cannot be started.
     pub fn open(self) -> Result<Broker, Error> {
@@ -240,6 +267,11 @@ impl BrokerBuilder {
                     Some("cannot be combined with `storage_backend` (the database has its own)")
                 } else if self.cache_bytes.is_some() {
                     Some("cannot be combined with `cache_size` (the database has its own cache)")
+                } else if self.check_integrity {
+                    Some(
+                        "cannot be combined with `check_integrity` (the application opened the \
+                         database; run `Database::check_integrity` before sharing it)",
+                    )
                 } else {
                     None
                 };
@@ -256,6 +288,7 @@ impl BrokerBuilder {
                     cache_bytes: None,
                     database: Some(db),
                     codec: self.codec.name(),
+                    check_integrity: false,
                 };
                 Arc::new(DurableStore::open(
                     Path::new(APPLICATION_DATABASE),
@@ -270,6 +303,7 @@ impl BrokerBuilder {
                     cache_bytes: self.cache_bytes,
                     database: None,
                     codec: self.codec.name(),
+                    check_integrity: self.check_integrity,
                 };
                 Arc::new(DurableStore::open(&path, options)?)
             }

@@ -99,6 +99,8 @@ pub(crate) struct Options {
     pub(crate) database: Option<Arc<Database>>,
     /// The payload codec's name, kept in the file: another codec cannot read its payloads.
     pub(crate) codec: &'static str,
+    /// Run redb's integrity check at open even if the store was closed cleanly.
+    pub(crate) check_integrity: bool,
 }
 
 /// Opens a redb database on a backend the caller chose.
@@ -175,7 +177,13 @@ impl DurableStore {
                 db
             }
             None => {
-                let db = open::database(path, options.backend, options.cache_bytes, options.codec);
+                let db = open::database(
+                    path,
+                    options.backend,
+                    options.cache_bytes,
+                    options.codec,
+                    options.check_integrity,
+                );
                 Arc::new(db?)
             }
         };

@@ -42,6 +42,7 @@ pub(super) fn database(
     backend: Option<OpenWith>,
     cache_bytes: Option<usize>,
     codec: &str,
+    always_check: bool,
 ) -> Result<Database, Error> {
     let mut builder = Database::builder();
     if let Some(bytes) = cache_bytes {
@@ -52,13 +53,13 @@ pub(super) fn database(
     let opened = quiet::catch(|| match backend {
         Some(open) => {
             let mut db = guarded(path, || open(&builder))?;
-            verify_if_unclean(path, &mut db)?;
+            verify(path, &mut db, always_check)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
         None if path.exists() => {
             let mut db = guarded(path, || builder.create(path))?;
-            verify_if_unclean(path, &mut db)?;
+            verify(path, &mut db, always_check)?;
             check_format(path, &db, codec)?;
             Ok(db)
         }
@@ -110,11 +111,12 @@ pub(super) fn guarded(
 }
 
 /// Runs redb's integrity check (every page's checksum, before anything reads a record) if
-/// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
-/// 0 in `embus.meta`), or it is of an older format version (checked once, as it is
-/// upgraded). A cleanly closed store is not scanned: opening stays as fast as the log is long.
-pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
-    let unclean = {
+/// `always` (`BrokerBuilder::check_integrity`) or if the store was not closed cleanly: its
+/// writer committed since it last closed (`"clean"` is 0 in `embus.meta`), or it is of an
+/// older format version (checked once, as it is upgraded). Otherwise a cleanly closed store is
+/// not scanned: opening stays as fast as the log is long.
+pub(super) fn verify(path: &Path, db: &mut Database, always: bool) -> Result<(), Error> {
+    let unclean = always || {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
         match txn.open_table(META) {
             Ok(t) => {
@@ -141,9 +143,14 @@ pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Er
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
             Err(Error::Corrupt {
                 path: path.to_owned(),
-                detail: format!(
-                    "the store was not closed cleanly and fails redb's integrity check: {detail}"
-                ),
+                detail: if always {
+                    format!("the store fails redb's integrity check: {detail}")
+                } else {
+                    format!(
+                        "the store was not closed cleanly and fails redb's integrity check: \
+                         {detail}"
+                    )
+                },
             })
         }
         Err(e) => Err(storage(path, e)),

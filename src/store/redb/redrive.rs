@@ -17,7 +17,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
-use super::open::{guarded, storage, verify_if_unclean};
+use super::open::{guarded, storage, verify};
 use super::quiet;
 use super::schema::{
     CLEAN, DECLARATIONS, FORMAT_VERSION, META, counts_table, deliveries, end_of, logical,
@@ -67,7 +67,7 @@ pub(crate) fn redrive(
     }
     let moved = quiet::catch(|| {
         let mut db = guarded(path, || Database::builder().open(path))?;
-        verify_if_unclean(path, &mut db)?;
+        verify(path, &mut db, false)?;
         let moved = apply(path, &db, from, to, limit, now);
         let closed = quiet::catch(move || drop(db));
         moved.and_then(|n| {
