@@ -3,8 +3,10 @@
 //! returns a payload that was not written where it is read. The truncated, overwritten and
 //! bit-flipped tests cut or damage a fresh store at `EMBUS_DAMAGE_POSITIONS` (default 128)
 //! evenly spread offsets (raise it to search wider; the layout varies a little between runs,
-//! with how the first commits batch), and print what happened and their slowest file; another flips bit 0 and bit 4 of every byte in the head (entry count, value
-//! ends, keys) of the page holding a given record. A store of another format version is
+//! with how the first commits batch), and print what happened and their slowest file;
+//! `EMBUS_DAMAGE_CHECK_INTEGRITY=1` opens each with `BrokerBuilder::check_integrity(true)`.
+//! Another test flips bit 0 and bit 4 of every byte in the head (entry count, value ends, keys)
+//! of the page holding a given record. A store of another format version is
 //! `Error::Incompatible`; a redb file that is not a store is `Error::Corrupt`.
 
 mod common;
@@ -63,7 +65,12 @@ fn write_store(path: &Path) -> Written {
 /// Returns what happened, for the summary.
 fn open_damaged(path: &Path, written: Option<&Written>, what: &str) -> &'static str {
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let opened = catch_unwind(AssertUnwindSafe(|| Broker::open(path)));
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Broker::builder()
+            .path(path)
+            .check_integrity(check_integrity())
+            .open()
+    }));
     let bus = match opened {
         Err(_) => panic!("{what}: Broker::open panicked"),
         Ok(Err(e)) => {
@@ -319,6 +326,14 @@ fn kind_of(failure: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_digit() { '#' } else { c })
         .collect()
+}
+
+/// `EMBUS_DAMAGE_CHECK_INTEGRITY=1`: every damaged file is opened with
+/// `BrokerBuilder::check_integrity(true)` (redb's integrity check at open), as an application
+/// that may meet files damaged at rest does. Without it (the default), a cleanly closed file is
+/// opened unchecked, as `Broker::open` does.
+fn check_integrity() -> bool {
+    std::env::var("EMBUS_DAMAGE_CHECK_INTEGRITY").is_ok_and(|v| v == "1")
 }
 
 /// Where to damage (or cut) a file of `len` bytes: `EMBUS_DAMAGE_POSITIONS` (default 128)
