@@ -185,13 +185,18 @@ fn check<S: Strategy>(
     let result = runner.run(&strategy, test);
     let f = durable::figures();
     eprintln!(
-        "{name}: {} cases ({} durable), {} steps, {} reopens, {} kills, {} messages checked \
-         after a reopen or kill, in {:?}",
+        "{name}: {} cases ({} durable), {} steps, {} reopens, {} kills ({} torn, {} of them with \
+         unsynced writes; {} during a commit, {} of them kept it), {} messages checked after a \
+         reopen or kill, in {:?}",
         f.cases,
         f.durable,
         f.steps,
         f.reopens,
         f.kills,
+        f.torn,
+        f.torn_writes,
+        f.mid_commit,
+        f.mid_commit_kept,
         f.checked,
         started.elapsed()
     );

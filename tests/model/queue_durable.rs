@@ -229,9 +229,15 @@ impl QueueRig {
         self.compare_all(step, op)
     }
 
-    /// Cuts the power, opens what the disk kept, finds which state it is and takes it up.
-    pub(super) fn kill(&mut self, step: usize, op: &QOp) -> Result<(), TestCaseError> {
-        self.storage.cut_power();
+    /// Cuts the power, opens what the disk kept (or a torn variant of it, `torn`), finds which
+    /// state it is and takes it up.
+    pub(super) fn kill(
+        &mut self,
+        torn: Option<u64>,
+        step: usize,
+        op: &QOp,
+    ) -> Result<(), TestCaseError> {
+        self.storage.cut_power(torn);
         self.replace_broker();
         let jobs = self.queue.peek(1 << 16);
         let dlq = self.dlq.peek(1 << 16);

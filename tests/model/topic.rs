@@ -1,6 +1,6 @@
 //! The topic model: partitions, a subscriber from `Earliest`, and a consumer group.
 
-use super::durable::{Mode, Storage, bump, mode};
+use super::durable::{Mode, Storage, bump, mode, torn};
 use super::*;
 
 #[path = "topic_durable.rs"]
@@ -50,8 +50,9 @@ pub(super) enum TOp {
     ResetGroup(bool),
     /// Closes the broker and opens the store again (durable modes).
     Reopen,
-    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
-    Kill,
+    /// Cuts the power and opens what the disk kept, or a torn variant of it drawn with this
+    /// seed (crash mode; a reopen in durable mode).
+    Kill { torn: Option<u64> },
 }
 
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ pub(super) fn t_op() -> impl Strategy<Value = TOp> {
         1 => (pick(), 0..8u64).prop_map(|(p, back)| TOp::Get(p, back)),
         1 => any::<bool>().prop_map(TOp::ResetGroup),
         1 => Just(TOp::Reopen),
-        1 => Just(TOp::Kill),
+        1 => torn().prop_map(|torn| TOp::Kill { torn }),
     ]
 }
 

@@ -66,19 +66,20 @@ impl TopicModel {
 }
 
 impl TopicRig {
-    /// Closes the broker (or cuts the power, `kill`) and opens the store again: checks what
-    /// came back and takes it up.
+    /// Closes the broker (or cuts the power, `kill`: `Some` with the torn variant's seed, if
+    /// any) and opens the store again: checks what came back and takes it up.
     pub(super) fn reopen(
         &mut self,
-        kill: bool,
+        kill: Option<Option<u64>>,
         step: usize,
         op: &TOp,
     ) -> Result<(), TestCaseError> {
         if !self.storage.durable() {
             return Ok(());
         }
-        if kill {
-            self.storage.cut_power();
+        let killed = kill.is_some();
+        if let Some(torn) = kill {
+            self.storage.cut_power(torn);
         } else {
             bump(|f| f.reopens += 1);
             self.bus.clone().close().unwrap();
@@ -95,7 +96,7 @@ impl TopicRig {
         // A group's declaration rides the next commit too: before one, a power cut forgets
         // it, and the rig's members declare it again (from `Earliest`, as before).
         prop_assert!(
-            got.is_some() || (kill && !m.group_stored),
+            got.is_some() || (killed && !m.group_stored),
             "step {} ({:?}): the group is gone",
             step,
             op
@@ -103,7 +104,7 @@ impl TopicRig {
         let stored = got.is_some();
         let got = got.unwrap_or_else(|| vec![0; m.n()]);
         let dead = self.dlq.len();
-        if kill {
+        if killed {
             for (p, &at) in got.iter().enumerate() {
                 let (base, end) = (m.logs[p].base, m.logs[p].end());
                 prop_assert!(
