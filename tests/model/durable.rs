@@ -111,9 +111,10 @@ pub(super) struct Figures {
     pub(super) torn: u64,
     /// ... with unsynced writes to tear (else it is the synced image).
     pub(super) torn_writes: u64,
-    /// Kills while a transaction's commit was under way (the transaction model) ...
+    /// Kills while a commit was under way (the transaction model: a transaction's; the queue
+    /// model: a send's) ...
     pub(super) mid_commit: u64,
-    /// ... that found the transaction stored (whole; else it is absent, whole).
+    /// ... that found it stored (whole; else it is absent, whole).
     pub(super) mid_commit_kept: u64,
     /// Messages whose presence (or absence) and contents were checked after a reopen or kill.
     pub(super) checked: u64,
