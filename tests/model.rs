@@ -56,11 +56,14 @@
 //!   (`model/queue_durable.rs`, `model/topic_durable.rs`, `model/tx_durable.rs`). With
 //!   `torn: Some(seed)` (half the kills) the store reopens a variant of the disk with some of
 //!   the writes since the last sync: torn (`torn_image`) or all of them whole, chosen and drawn
-//!   by the seed, so a shrunk case replays it; the promises are the same. In the transaction
-//!   model, `mid_commit: Some(n)` commits the open transaction as the power goes, after `n` of
-//!   its syncs: it must come back whole or not at all, never in part; every commit that
-//!   returned before is there whole, nothing of an open or aborted one is, and held source
-//!   deliveries come back ready.
+//!   by the seed, so a shrunk case replays it; the promises are the same. So that there is
+//!   something to tear, half the kills cut the power during a commit, after `n` (0-2) of its
+//!   syncs (redb syncs a commit's data, then its header): the queue and topic models'
+//!   `mid_send: Some(n)` sends one more message, which must come back or not, and the
+//!   transaction model's `mid_commit: Some(n)` commits the open transaction, which must come
+//!   back whole or not at all, never in part. In the transaction model every commit
+//!   that returned before is there whole, nothing of an open or aborted one is, and held
+//!   source deliveries come back ready.
 //!
 //! Clock advances run in every mode. Each property prints its figures to stderr
 //! (`--nocapture` shows them): cases, durable cases, steps, reopens, kills (torn ones, and

@@ -136,7 +136,11 @@ fn topic_power_cut_before_any_commit() {
         members: 1,
         mode: Mode::Crash,
     };
-    replay(run_topic(setup, vec![TOp::Kill { torn: None }]));
+    let kill = TOp::Kill {
+        torn: None,
+        mid_send: None,
+    };
+    replay(run_topic(setup, vec![kill]));
 }
 
 /// Postmortem (engine, fixed in `src/engine/topic/group/settle.rs`): after a reopen the

@@ -395,8 +395,8 @@ impl TopicRig {
                 self.model.reset(earliest);
             }
             TOp::Reopen => self.reopen(None, step, op)?,
-            TOp::Kill { torn } => {
-                let kill = (self.setup.mode == Mode::Crash).then_some(torn);
+            TOp::Kill { torn, mid_send } => {
+                let kill = (self.setup.mode == Mode::Crash).then_some((torn, mid_send));
                 self.reopen(kill, step, op)?;
             }
         }
