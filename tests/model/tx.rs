@@ -504,7 +504,8 @@ impl TxRig {
                         }
                     }
                 }
-                // The acks took effect: nothing to put back.
+                // The acks took effect: nothing to put back. A commit of duplicates only and
+                // no acks stores nothing (it waits for the originals' commits).
                 new_events > 0 || m.jobs_next > jobs_next || !acks.is_empty()
             }
             (Err(err), None) => {
