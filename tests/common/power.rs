@@ -1,7 +1,9 @@
-//! Simulated power loss, for `tests/power_loss.rs` and `tests/power_loss_tx.rs`: an in-memory
-//! redb backend ([`CrashBackend`]) whose durable image stops advancing after a chosen sync, the
-//! torn variants of a crash image, the `EMBUS_POWER_LOSS_TORN` setting, and a runner that turns
-//! a panic or a hang into an error ([`guarded`]).
+//! Simulated power loss, for `tests/power_loss.rs`, `tests/power_loss_tx.rs` and the model
+//! tests' crash mode (`tests/model/durable.rs`): an in-memory redb backend ([`CrashBackend`])
+//! whose durable image stops advancing after a chosen sync (or a number of syncs from now,
+//! [`CrashBackend::freeze_in`]), the torn variants of a crash image, the
+//! `EMBUS_POWER_LOSS_TORN` setting, and a runner that turns a panic or a hang into an error
+//! ([`guarded`]).
 
 use std::fmt;
 use std::io;
@@ -31,7 +33,8 @@ pub struct State {
     syncs: u64,
     /// The power is cut after this sync: `durable` no longer advances.
     freeze_after: Option<u64>,
-    /// Operations issued after sync `freeze_after` and before the next sync.
+    /// Operations issued after sync `freeze_after` and before the next sync; never frozen:
+    /// those issued since the last sync.
     unsynced: Vec<Op>,
 }
 
@@ -71,6 +74,15 @@ impl CrashBackend {
         backend
     }
 
+    /// Cuts the power after `more` syncs from now, as far as the disk is concerned: the
+    /// durable image stops there, and what is issued after it, until the next sync, may or may
+    /// not reach it ([`crash_image`](Self::crash_image)); the backend goes on serving its
+    /// broker.
+    pub fn freeze_in(&self, more: u64) {
+        let mut state = self.state();
+        state.freeze_after = Some(state.syncs + more);
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -86,9 +98,10 @@ impl CrashBackend {
         (state.durable.clone(), state.unsynced.clone())
     }
 
-    /// Records `op` if it was issued between the freeze point and the next sync.
+    /// Records `op` if it was issued between the freeze point and the next sync (never
+    /// frozen: since the last sync).
     fn issued(state: &mut State, op: impl FnOnce() -> Op) {
-        if state.freeze_after == Some(state.syncs) {
+        if state.freeze_after.is_none_or(|k| k == state.syncs) {
             state.unsynced.push(op());
         }
     }
@@ -126,8 +139,14 @@ impl StorageBackend for CrashBackend {
         let mut state = self.state();
         state.syncs += 1;
         if state.freeze_after.is_none_or(|k| state.syncs <= k) {
-            let State { live, durable, .. } = &mut *state;
+            let State {
+                live,
+                durable,
+                unsynced,
+                ..
+            } = &mut *state;
             durable.clone_from(live);
+            unsynced.clear();
         }
         Ok(())
     }
@@ -216,6 +235,18 @@ pub fn torn_image(durable: &[u8], unsynced: &[Op], variant: u64, rng: &mut Rng) 
                     apply_part(&mut image, *offset, data, a.min(b), a.max(b));
                 }
             },
+        }
+    }
+    image
+}
+
+/// Every unsynced operation reached the disk, whole: the power went as the sync was under way.
+pub fn landed_image(durable: &[u8], unsynced: &[Op]) -> Vec<u8> {
+    let mut image = durable.to_vec();
+    for op in unsynced {
+        match op {
+            Op::SetLen(len) => image.resize(*len as usize, 0),
+            Op::Write { offset, data } => apply_part(&mut image, *offset, data, 0, data.len()),
         }
     }
     image

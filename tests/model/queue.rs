@@ -1,6 +1,6 @@
 //! The queue model: one queue, its dead-letter queue, competing consumers, a manual clock.
 
-use super::durable::{Mode, Storage, bump, mode};
+use super::durable::{Mode, Storage, bump, mode, torn};
 use super::*;
 
 #[path = "queue_durable.rs"]
@@ -59,8 +59,13 @@ pub(super) enum QOp {
     Redrive(usize),
     /// Closes the broker and opens the store again (durable modes).
     Reopen,
-    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
-    Kill,
+    /// Cuts the power and opens what the disk kept, or a torn variant of it drawn with seed
+    /// `torn` (crash mode; a reopen in durable mode). With `mid_send: Some(n)`, one more
+    /// message is sent as the power goes, after `n` of its commit's syncs.
+    Kill {
+        torn: Option<u64>,
+        mid_send: Option<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +133,8 @@ pub(super) fn q_op() -> impl Strategy<Value = QOp> {
         1 => (0..=5usize).prop_map(QOp::Peek),
         1 => (1..=3usize).prop_map(QOp::Redrive),
         1 => Just(QOp::Reopen),
-        1 => Just(QOp::Kill),
+        1 => (torn(), prop_oneof![Just(None), (0..=2u8).prop_map(Some)])
+            .prop_map(|(torn, mid_send)| QOp::Kill { torn, mid_send }),
     ]
 }
 

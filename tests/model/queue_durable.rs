@@ -16,6 +16,8 @@
 //!   requests of the first `j` ops, plus some of op `j + 1`'s (the model does not claim an
 //!   order within one op). The queue and the dead-letter queue must show exactly one such
 //!   state, with each message's payload and sequence number: nothing unsent, nothing lost.
+//! - A message sent as the power goes (`Kill { mid_send: Some(n) }`: after `n` of its commit's
+//!   syncs) is one more request of the last op ([`Ev::Add`]): there or not.
 //! - A delivery count is at least what it was at the floor and at most what was handed out.
 //! - The next sequence numbers are those of that state (a move that was not stored leaves its
 //!   number to be handed out again).
@@ -29,6 +31,9 @@ use super::*;
 /// A change of what the store holds, requested by one op (a floor resets them).
 #[derive(Debug, Clone)]
 pub(super) enum Ev {
+    /// A message is sent, and the power goes as it commits (`Kill { mid_send }`): its send
+    /// did return, but the model does not count on it.
+    Add { id: u64, item: QItem },
     /// A message leaves the queue (ack, purge, expiry without a dead-letter queue).
     Remove { id: u64, count: u32 },
     /// A message moves between the queue and the dead-letter queue (`to_dlq`), in one commit;
@@ -55,6 +60,10 @@ pub(super) struct Stored {
 impl Stored {
     fn apply(&mut self, ev: &Ev) {
         match ev {
+            Ev::Add { id, item } => {
+                self.jobs.insert(*id, item.clone());
+                self.jobs_next = self.jobs_next.max(id + 1);
+            }
             Ev::Remove { id, .. } => {
                 self.jobs.remove(id);
             }
@@ -79,7 +88,7 @@ impl Stored {
 }
 
 /// The floor and the ops since (crash mode only).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Journal {
     pub(super) on: bool,
     floor: Stored,
@@ -129,6 +138,7 @@ impl Journal {
             let mut partial = state.clone();
             for ev in evs {
                 let stored = match ev {
+                    Ev::Add { id, .. } => jobs.contains_key(id),
                     Ev::Remove { id, .. } => !jobs.contains_key(id),
                     Ev::Move {
                         to_dlq, id, to_id, ..
@@ -229,9 +239,45 @@ impl QueueRig {
         self.compare_all(step, op)
     }
 
-    /// Cuts the power, opens what the disk kept, finds which state it is and takes it up.
-    pub(super) fn kill(&mut self, step: usize, op: &QOp) -> Result<(), TestCaseError> {
-        self.storage.cut_power();
+    /// Sends one more message as the power goes, after `syncs` of its commit's syncs: the
+    /// model takes it as sent, but not stored for sure (no floor: [`Ev::Add`]). Its id, if it
+    /// was sent.
+    fn send_as_the_power_goes(
+        &mut self,
+        syncs: u8,
+        step: usize,
+        op: &QOp,
+    ) -> Result<Option<u64>, TestCaseError> {
+        let journal = self.model.journal.clone();
+        self.storage.freeze_in(syncs);
+        let payload = u32::MAX - self.model.next_id as u32;
+        let want = self.model.send(payload, 0, None, None);
+        self.send(Record::new(payload), want, step, op)?;
+        let Some(id) = want else {
+            return Ok(None);
+        };
+        let item = self.model.stored_now().jobs[&id].clone();
+        self.model.journal = journal;
+        self.model.journal.log(Ev::Add { id, item });
+        bump(|f| f.mid_commit += 1);
+        Ok(Some(id))
+    }
+
+    /// Cuts the power (as one more message is sent, after `mid_send` of its commit's syncs),
+    /// opens what the disk kept (or a torn variant of it, `torn`), finds which state it is and
+    /// takes it up.
+    pub(super) fn kill(
+        &mut self,
+        torn: Option<u64>,
+        mid_send: Option<u8>,
+        step: usize,
+        op: &QOp,
+    ) -> Result<(), TestCaseError> {
+        let sent = match mid_send {
+            Some(syncs) => self.send_as_the_power_goes(syncs, step, op)?,
+            None => None,
+        };
+        self.storage.cut_power(torn);
         self.replace_broker();
         let jobs = self.queue.peek(1 << 16);
         let dlq = self.dlq.peek(1 << 16);
@@ -243,6 +289,9 @@ impl QueueRig {
             .journal
             .find(&ids(&jobs), &ids(&dlq))
             .map_err(|e| TestCaseError::fail(format!("step {step} ({op:?}): {e}")))?;
+        if sent.is_some_and(|id| found.jobs.contains_key(&id)) {
+            bump(|f| f.mid_commit_kept += 1);
+        }
         let now = self.model.stored_now();
         let mut stored = found;
         for m in &jobs {

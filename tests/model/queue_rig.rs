@@ -253,10 +253,10 @@ impl QueueRig {
                 same(got, want, "peek(n)", step, op)?;
             }
             QOp::Reopen => self.reopen(step, op)?,
-            QOp::Kill => match self.setup.mode {
+            QOp::Kill { torn, mid_send } => match self.setup.mode {
                 Mode::Memory => {}
                 Mode::Durable => self.reopen(step, op)?,
-                Mode::Crash => self.kill(step, op)?,
+                Mode::Crash => self.kill(torn, mid_send, step, op)?,
             },
             QOp::Redrive(n) => {
                 if self.model.dead_letters {

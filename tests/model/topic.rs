@@ -1,6 +1,6 @@
 //! The topic model: partitions, a subscriber from `Earliest`, and a consumer group.
 
-use super::durable::{Mode, Storage, bump, mode};
+use super::durable::{Mode, Storage, bump, mode, torn};
 use super::*;
 
 #[path = "topic_durable.rs"]
@@ -50,8 +50,13 @@ pub(super) enum TOp {
     ResetGroup(bool),
     /// Closes the broker and opens the store again (durable modes).
     Reopen,
-    /// Cuts the power and opens what the disk kept (crash mode; a reopen in durable mode).
-    Kill,
+    /// Cuts the power and opens what the disk kept, or a torn variant of it drawn with seed
+    /// `torn` (crash mode; a reopen in durable mode). With `mid_send: Some(n)`, one more
+    /// (keyless) message is sent as the power goes, after `n` of its commit's syncs.
+    Kill {
+        torn: Option<u64>,
+        mid_send: Option<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -92,12 +97,13 @@ pub(super) fn t_op() -> impl Strategy<Value = TOp> {
         1 => (pick(), 0..8u64).prop_map(|(p, back)| TOp::Get(p, back)),
         1 => any::<bool>().prop_map(TOp::ResetGroup),
         1 => Just(TOp::Reopen),
-        1 => Just(TOp::Kill),
+        1 => (torn(), prop_oneof![Just(None), (0..=2u8).prop_map(Some)])
+            .prop_map(|(torn, mid_send)| TOp::Kill { torn, mid_send }),
     ]
 }
 
 /// One partition's log: every payload ever sent (index = offset) and the oldest retained offset.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct PLog {
     payloads: Vec<u64>,
     base: u64,
@@ -117,7 +123,7 @@ struct Pending {
 }
 
 /// The group's state in one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct GPart {
     owner: Option<u64>,
     next: u64,
@@ -149,7 +155,7 @@ enum Expect {
     Empty,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TopicModel {
     retention: u64,
     logs: Vec<PLog>,

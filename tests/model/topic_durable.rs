@@ -8,7 +8,9 @@
 //! the dead letters do; the run's counters start again.
 //!
 //! After a power cut every send that returned `Ok` is there (each returned after its commit),
-//! so the partitions are exact. Positions and group dead letters ride the next commit: each
+//! so the partitions are exact; but for one more message sent as the power goes
+//! (`Kill { mid_send: Some(n) }`, after `n` of its commit's syncs): there or not, and the
+//! model takes up which. Positions and group dead letters ride the next commit: each
 //! partition's stored position is one the group held since the last send returned (or then),
 //! never one it did not hold, and the dead letters are those of then plus some of the later
 //! ones, in order (the final drain checks their payloads and headers). The group's declaration
@@ -66,19 +68,33 @@ impl TopicModel {
 }
 
 impl TopicRig {
-    /// Closes the broker (or cuts the power, `kill`) and opens the store again: checks what
-    /// came back and takes it up.
+    /// Closes the broker (or cuts the power, `kill`: `Some` with the torn variant's seed, if
+    /// any, and the syncs after which the power goes as one more message is sent, if any) and
+    /// opens the store again: checks what came back and takes it up.
     pub(super) fn reopen(
         &mut self,
-        kill: bool,
+        kill: Option<(Option<u64>, Option<u8>)>,
         step: usize,
         op: &TOp,
     ) -> Result<(), TestCaseError> {
         if !self.storage.durable() {
             return Ok(());
         }
-        if kill {
-            self.storage.cut_power();
+        let killed = kill.is_some();
+        // The model before a send the power cut, and its partition.
+        let mut before = None;
+        if let Some((torn, mid_send)) = kill {
+            if let Some(syncs) = mid_send {
+                let model = self.model.clone();
+                self.storage.freeze_in(syncs);
+                self.send(None, step, op)?;
+                let p = (0..model.n())
+                    .find(|&p| self.model.logs[p].end() > model.logs[p].end())
+                    .expect("the send went somewhere");
+                bump(|f| f.mid_commit += 1);
+                before = Some((model, p));
+            }
+            self.storage.cut_power(torn);
         } else {
             bump(|f| f.reopens += 1);
             self.bus.clone().close().unwrap();
@@ -90,12 +106,30 @@ impl TopicRig {
         self.dlq = dlq;
         self.topic = topic;
         self.bus = bus;
+        if let Some((model, p)) = before {
+            // The message sent as the power went is there, or not.
+            let end = self.topic.offsets(p as u32).unwrap().end;
+            if end == self.model.logs[p].end() {
+                bump(|f| f.mid_commit_kept += 1);
+            } else {
+                prop_assert_eq!(
+                    end,
+                    model.logs[p].end(),
+                    "step {} ({:?}): partition {}'s end after a power cut as a message was sent \
+                     there",
+                    step,
+                    op,
+                    p
+                );
+                self.model = model;
+            }
+        }
         let m = &self.model;
         let got = self.topic.group_position(GROUP);
         // A group's declaration rides the next commit too: before one, a power cut forgets
         // it, and the rig's members declare it again (from `Earliest`, as before).
         prop_assert!(
-            got.is_some() || (kill && !m.group_stored),
+            got.is_some() || (killed && !m.group_stored),
             "step {} ({:?}): the group is gone",
             step,
             op
@@ -103,7 +137,7 @@ impl TopicRig {
         let stored = got.is_some();
         let got = got.unwrap_or_else(|| vec![0; m.n()]);
         let dead = self.dlq.len();
-        if kill {
+        if killed {
             for (p, &at) in got.iter().enumerate() {
                 let (base, end) = (m.logs[p].base, m.logs[p].end());
                 prop_assert!(

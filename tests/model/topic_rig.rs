@@ -394,8 +394,11 @@ impl TopicRig {
                 self.topic.reset_group(GROUP, start).unwrap();
                 self.model.reset(earliest);
             }
-            TOp::Reopen => self.reopen(false, step, op)?,
-            TOp::Kill => self.reopen(self.setup.mode == Mode::Crash, step, op)?,
+            TOp::Reopen => self.reopen(None, step, op)?,
+            TOp::Kill { torn, mid_send } => {
+                let kill = (self.setup.mode == Mode::Crash).then_some((torn, mid_send));
+                self.reopen(kill, step, op)?;
+            }
         }
         self.model.note_positions();
         Ok(())

@@ -1,13 +1,17 @@
 //! The transaction model: a source queue consumed in transactions that send to a bounded
 //! queue and a 2-partition topic, both under the same kind of dedupe window; commits (that fit,
 //! or fail `Full` and are kept to retry), aborts, plain sends with ids, consumption, a manual
-//! clock.
+//! clock; in the durable modes, reopens and power cuts (`tx_durable.rs`).
 
 use std::collections::HashMap;
 
 use embus::{Dedupe, Receipt, Transaction};
 
+use super::durable::{Mode, Storage, bump, mode, torn};
 use super::*;
+
+#[path = "tx_durable.rs"]
+mod tx_durable;
 
 /// The dedupe window of both targets.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +27,7 @@ pub(super) enum Window {
 pub(super) struct TxSetup {
     pub(super) capacity: usize,
     pub(super) window: Window,
+    pub(super) mode: Mode,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +66,17 @@ pub(super) enum TxOp {
     ConsumeJob,
     /// Advances the clock by this many seconds.
     Advance(u64),
+    /// Closes the broker and opens the store again (durable modes): the open transaction and
+    /// the held source deliveries end with the old broker.
+    Reopen,
+    /// Cuts the power and opens what the disk kept, or a torn variant of it drawn with seed
+    /// `torn` (crash mode; a reopen in durable mode). With `mid_commit: Some(n)`, the open
+    /// transaction commits as the power goes: the disk keeps nothing synced after the
+    /// commit's `n`th sync (redb syncs twice per commit: its data, then its header).
+    Kill {
+        torn: Option<u64>,
+        mid_commit: Option<u8>,
+    },
 }
 
 pub(super) fn tx_setup() -> impl Strategy<Value = TxSetup> {
@@ -71,8 +87,13 @@ pub(super) fn tx_setup() -> impl Strategy<Value = TxSetup> {
             (1..=4usize).prop_map(Window::Last),
             (1..=10u64).prop_map(Window::Within),
         ],
+        mode(),
     )
-        .prop_map(|(capacity, window)| TxSetup { capacity, window })
+        .prop_map(|(capacity, window, mode)| TxSetup {
+            capacity,
+            window,
+            mode,
+        })
 }
 
 fn an_id() -> impl Strategy<Value = Option<u8>> {
@@ -94,18 +115,35 @@ pub(super) fn tx_op() -> impl Strategy<Value = TxOp> {
             .prop_map(|(payload, key, id)| TxOp::PlainEvent { payload, key, id }),
         2 => Just(TxOp::ConsumeJob),
         1 => prop_oneof![Just(1u64), Just(5), Just(10), 0..=12u64].prop_map(TxOp::Advance),
+        1 => Just(TxOp::Reopen),
+        1 => (torn(), prop_oneof![Just(None), (0..=2u8).prop_map(Some)])
+            .prop_map(|(torn, mid_commit)| TxOp::Kill { torn, mid_commit }),
     ]
 }
 
-/// One target's dedupe window, as `src/engine/dedupe.rs` keeps it.
-#[derive(Default)]
+/// One target's dedupe window, as `src/engine/dedupe.rs` keeps it, and in durable mode the
+/// rows its store holds (`src/store/redb/ids.rs`).
+#[derive(Debug, Clone, Default)]
 struct Win {
     /// Ids in the order remembered, with when.
     order: VecDeque<(u8, u64)>,
     by_id: BTreeMap<u8, (Receipt, u64)>,
+    /// Durable: the store's rows, id -> receipt and when. A row is written with its record's
+    /// commit, after deleting the rows of the ids that left the window since the last one
+    /// (`forgotten`); so the rows are the window plus what left it since.
+    rows: Option<BTreeMap<u8, (Receipt, u64)>>,
+    forgotten: Vec<u8>,
 }
 
 impl Win {
+    /// An empty window; `durable`: its store keeps rows.
+    fn new(durable: bool) -> Self {
+        Self {
+            rows: durable.then(BTreeMap::new),
+            ..Self::default()
+        }
+    }
+
     fn prune(&mut self, window: Window, now: u64) {
         while let Some(&(id, ts)) = self.order.front() {
             let too_many = matches!(window, Window::Last(n) if self.by_id.len() > n);
@@ -117,6 +155,9 @@ impl Win {
             self.order.pop_front();
             if self.by_id.get(&id).is_some_and(|(_, at)| *at == ts) {
                 self.by_id.remove(&id);
+                if self.rows.is_some() {
+                    self.forgotten.push(id);
+                }
             }
         }
     }
@@ -129,19 +170,47 @@ impl Win {
         self.by_id.get(&id).map(|(r, _)| *r)
     }
 
+    /// The message of `id` is stored as `receipt` at `now` (its row written first).
     fn remember(&mut self, window: Window, id: u8, receipt: Receipt, now: u64) {
         if matches!(window, Window::None) {
             return;
         }
+        if let Some(rows) = self.rows.as_mut() {
+            for gone in self.forgotten.drain(..) {
+                rows.remove(&gone);
+            }
+            rows.insert(id, (receipt, now));
+        }
         self.order.push_back((id, now));
         self.by_id.insert(id, (receipt, now));
+        self.prune(window, now);
+    }
+
+    /// The window as a reopened store restores it (`Ids::restore`): every row, in the order of
+    /// (time, partition, offset), then what the window drops as of `now`. The order is not the
+    /// order remembered when ids of one time went to both partitions: see
+    /// `regressions::tx_count_window_across_a_reopen_keeps_the_last_ids` (an embus bug the
+    /// model follows for now).
+    fn restore(&mut self, window: Window, now: u64) {
+        let Some(rows) = &self.rows else {
+            return;
+        };
+        let mut stored: Vec<(u64, u32, u64, u8)> = (rows.iter())
+            .map(|(&id, &(r, ts))| (ts, r.partition, r.offset, id))
+            .collect();
+        stored.sort_unstable();
+        self.order = stored.iter().map(|&(ts, _, _, id)| (id, ts)).collect();
+        self.by_id = (stored.iter())
+            .map(|&(ts, partition, offset, id)| (id, (Receipt { partition, offset }, ts)))
+            .collect();
+        self.forgotten.clear();
         self.prune(window, now);
     }
 }
 
 /// A record of the open transaction.
 #[derive(Debug, Clone, Copy)]
-enum Pending {
+pub(super) enum Pending {
     Job {
         payload: u32,
         id: Option<u8>,
@@ -156,6 +225,7 @@ enum Pending {
 /// A source delivery: payload, sequence number, deliveries so far.
 type Src = (u32, u64, u32);
 
+#[derive(Debug, Clone)]
 struct Model {
     window: Window,
     capacity: usize,
@@ -173,6 +243,30 @@ struct Model {
     events_ids: Win,
     /// The open transaction: its records in send order, and the deliveries it acks.
     tx: Option<(Vec<Pending>, Vec<Src>)>,
+    /// Durable: each source message's deliveries as of the last commit a call waited for
+    /// (delivery counts ride the next commit), by sequence number.
+    floor: BTreeMap<u64, u32>,
+    /// Durable: the jobs consumed since that commit (their acks ride the next one), in order.
+    consumed: Vec<(u32, u64)>,
+}
+
+impl Model {
+    /// Every source message not acked: sequence number -> payload and deliveries so far
+    /// (ready, held (`held`), or acked in the open transaction).
+    fn src_all(&self, held: &[Src]) -> BTreeMap<u64, (u32, u32)> {
+        let acked = self.tx.iter().flat_map(|(_, acks)| acks);
+        (self.src_ready.iter().chain(held).chain(acked))
+            .map(|&(payload, seq, count)| (seq, (payload, count)))
+            .collect()
+    }
+
+    /// A call just waited for its commit: everything recorded so far is stored.
+    fn barrier(&mut self, held: &[Src]) {
+        self.floor = (self.src_all(held).into_iter())
+            .map(|(seq, (_, count))| (seq, count))
+            .collect();
+        self.consumed.clear();
+    }
 }
 
 /// What the model expects of one record's receipt.
@@ -251,72 +345,233 @@ fn model_commit(m: &mut Model, records: &[Pending]) -> Option<Vec<Want>> {
     Some(receipts)
 }
 
-pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError> {
-    // Memory only (a durable mode is not modelled yet).
-    super::durable::bump(|f| {
-        f.cases += 1;
-        f.steps += ops.len() as u64;
-    });
-    let clock = ManualClock::new();
-    let bus = Broker::builder().clock(clock.clone()).open().unwrap();
-    let dedupe = match setup.window {
-        Window::None => None,
-        Window::Last(n) => Some(Dedupe::last(n as u64)),
-        Window::Within(secs) => Some(Dedupe::within(Duration::from_secs(secs))),
-    };
-    let src = bus
-        .queue_with::<u32>(
-            "src",
-            QueueOptions::default()
-                .no_ack_timeout()
-                .backoff(Backoff::none()),
-        )
-        .unwrap();
-    let mut jobs_options = QueueOptions::default().capacity(setup.capacity);
-    let mut events_options = TopicOptions::default().partitions(2);
-    if let Some(window) = dedupe {
-        jobs_options = jobs_options.dedupe(window);
-        events_options = events_options.dedupe(window);
+/// The broker's handles and what the test holds of them.
+struct Handles {
+    bus: Broker,
+    src: Queue<u32>,
+    jobs: Queue<u32>,
+    events: Topic<u32>,
+    /// The source queue's consumer.
+    worker: Consumer<u32>,
+    /// The consumer of `jobs`.
+    job_reader: Consumer<u32>,
+}
+
+/// The broker under test, side by side with the model.
+struct TxRig {
+    setup: TxSetup,
+    storage: Storage,
+    clock: ManualClock,
+    h: Handles,
+    /// Source deliveries held, not (yet) acked in a transaction.
+    held: Vec<(Message<u32>, Src)>,
+    tx: Option<Transaction>,
+    m: Model,
+}
+
+/// A record for `jobs` (no key) or `events`.
+fn record(payload: u32, key: Option<u8>, id: Option<u8>) -> Record<u32> {
+    let mut record = Record::new(payload);
+    if let Some(key) = key {
+        record = record.key(vec![key]);
     }
-    let jobs = bus.queue_with::<u32>("jobs", jobs_options).unwrap();
-    let events = bus.topic_with::<u32>("events", events_options).unwrap();
-    let mut worker = src.consumer();
-    let mut job_reader = jobs.consumer();
-    let mut held: Vec<(Message<u32>, Src)> = Vec::new();
-    let mut tx: Option<Transaction> = None;
-    let mut m = Model {
-        window: setup.window,
-        capacity: setup.capacity,
-        now: 1_000_000,
-        src_ready: VecDeque::new(),
-        src_next: 0,
-        jobs: VecDeque::new(),
-        jobs_next: 0,
-        events: [Vec::new(), Vec::new()],
-        key_partition: HashMap::new(),
-        jobs_ids: Win::default(),
-        events_ids: Win::default(),
-        tx: None,
-    };
-    let record = |payload: u32, key: Option<u8>, id: Option<u8>| {
-        let mut record = Record::new(payload);
-        if let Some(key) = key {
-            record = record.key(vec![key]);
+    if let Some(id) = id {
+        record = record.id(format!("id-{id}"));
+    }
+    record
+}
+
+impl TxRig {
+    fn new(setup: TxSetup) -> Self {
+        let clock = ManualClock::new();
+        let storage = Storage::new(setup.mode, clock.clone());
+        let h = Self::attach(&storage, &setup);
+        let durable = storage.durable();
+        let m = Model {
+            window: setup.window,
+            capacity: setup.capacity,
+            now: 1_000_000,
+            src_ready: VecDeque::new(),
+            src_next: 0,
+            jobs: VecDeque::new(),
+            jobs_next: 0,
+            events: [Vec::new(), Vec::new()],
+            key_partition: HashMap::new(),
+            jobs_ids: Win::new(durable),
+            events_ids: Win::new(durable),
+            tx: None,
+            floor: BTreeMap::new(),
+            consumed: Vec::new(),
+        };
+        Self {
+            setup,
+            storage,
+            clock,
+            h,
+            held: Vec::new(),
+            tx: None,
+            m,
         }
-        if let Some(id) = id {
-            record = record.id(format!("id-{id}"));
+    }
+
+    /// Opens the storage and declares the source queue, `jobs` and `events`.
+    fn attach(storage: &Storage, setup: &TxSetup) -> Handles {
+        let bus = storage.open();
+        let dedupe = match setup.window {
+            Window::None => None,
+            Window::Last(n) => Some(Dedupe::last(n as u64)),
+            Window::Within(secs) => Some(Dedupe::within(Duration::from_secs(secs))),
+        };
+        let src = bus
+            .queue_with::<u32>(
+                "src",
+                QueueOptions::default()
+                    .no_ack_timeout()
+                    .backoff(Backoff::none()),
+            )
+            .unwrap();
+        let mut jobs_options = QueueOptions::default().capacity(setup.capacity);
+        let mut events_options = TopicOptions::default().partitions(2);
+        if let Some(window) = dedupe {
+            jobs_options = jobs_options.dedupe(window);
+            events_options = events_options.dedupe(window);
         }
-        record
-    };
-    let has_window = !matches!(setup.window, Window::None);
-    for (step, op) in ops.iter().enumerate() {
+        let jobs = bus.queue_with::<u32>("jobs", jobs_options).unwrap();
+        let events = bus.topic_with::<u32>("events", events_options).unwrap();
+        let worker = src.consumer();
+        let job_reader = jobs.consumer();
+        Handles {
+            bus,
+            src,
+            jobs,
+            events,
+            worker,
+            job_reader,
+        }
+    }
+
+    /// The source deliveries held, as the model has them.
+    fn held(&self) -> Vec<Src> {
+        self.held.iter().map(|(_, src)| *src).collect()
+    }
+
+    /// Opens the storage again, then drops every handle of the old broker: the open
+    /// transaction (which releases its acks, in the old broker) and the held deliveries.
+    fn replace_broker(&mut self) {
+        let h = Self::attach(&self.storage, &self.setup);
+        let old = std::mem::replace(&mut self.h, h);
+        drop(self.tx.take());
+        drop(std::mem::take(&mut self.held));
+        drop(old);
+    }
+
+    /// Commits the open transaction, if any, and checks it against the model: its receipts,
+    /// or `Full` exactly when the model says it does not fit (then it stays open). Returns
+    /// whether the commit stored anything (records or acks: a call that waits for its
+    /// commit, a barrier if `barrier`).
+    fn commit(&mut self, barrier: bool, step: usize, op: &TxOp) -> Result<bool, TestCaseError> {
+        let Some(open) = self.tx.take() else {
+            return Ok(false);
+        };
+        let m = &mut self.m;
+        let (records, acks) = m.tx.take().unwrap_or_default();
+        let jobs_next = m.jobs_next;
+        let stored = match (open.commit(), model_commit(m, &records)) {
+            (Ok(receipts), Some(want)) => {
+                same(receipts.len(), records.len(), "receipts", step, op)?;
+                let has_window = !matches!(m.window, Window::None);
+                let mut new_events = 0;
+                for (at, (record, want)) in records.iter().zip(&want).enumerate() {
+                    let got = receipts[at];
+                    match (*record, *want) {
+                        (_, Want::Is(want)) => same(got, want, "receipt", step, op)?,
+                        (_, Want::SameAs(first)) => {
+                            same(got, receipts[first], "duplicate's receipt", step, op)?;
+                        }
+                        (Pending::Event { payload, key, id }, Want::NewEvent) => {
+                            let p = *m.key_partition.entry(key).or_insert(got.partition);
+                            same(got.partition, p, "key's partition", step, op)?;
+                            let offset = m.events[p as usize].len() as u64;
+                            same(got.offset, offset, "event offset", step, op)?;
+                            m.events[p as usize].push(payload);
+                            new_events += 1;
+                            if let Some(id) = id.filter(|_| has_window) {
+                                m.events_ids.remember(m.window, id, got, m.now);
+                            }
+                        }
+                        (Pending::Job { .. }, Want::NewEvent) => {
+                            unreachable!("the model names every job's receipt")
+                        }
+                    }
+                }
+                // The acks took effect: nothing to put back. A commit of duplicates only and
+                // no acks stores nothing (it waits for the originals' commits).
+                new_events > 0 || m.jobs_next > jobs_next || !acks.is_empty()
+            }
+            (Err(err), None) => {
+                prop_assert!(
+                    matches!(err.error(), Error::Full { name } if name == "jobs"),
+                    "step {step}: {err}"
+                );
+                // Kept, to commit later.
+                self.tx = Some(err.into_transaction());
+                m.tx = Some((records, acks));
+                false
+            }
+            (got, want) => {
+                return Err(TestCaseError::fail(format!(
+                    "step {step} ({op:?}): commit {:?}, model {want:?}",
+                    got.map_err(|e| e.to_string())
+                )));
+            }
+        };
+        if stored && barrier {
+            let held = self.held();
+            self.m.barrier(&held);
+        }
+        Ok(stored)
+    }
+
+    /// Runs one op on both sides.
+    fn step(&mut self, step: usize, op: &TxOp) -> Result<(), TestCaseError> {
+        match *op {
+            TxOp::Commit => {
+                self.commit(true, step, op)?;
+            }
+            TxOp::Advance(secs) => {
+                self.clock.advance(Duration::from_secs(secs));
+                self.m.now += secs;
+            }
+            TxOp::Reopen => self.reopen(step, op)?,
+            TxOp::Kill { torn, mid_commit } => match self.setup.mode {
+                Mode::Memory => {}
+                Mode::Durable => self.reopen(step, op)?,
+                Mode::Crash => self.kill(torn, mid_commit, step, op)?,
+            },
+            _ => {
+                if self.send_or_take(step, op)? {
+                    let held = self.held();
+                    self.m.barrier(&held);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs an op that sends, takes or settles outside a commit; `true` if it waited for a
+    /// commit of its own (a barrier).
+    fn send_or_take(&mut self, step: usize, op: &TxOp) -> Result<bool, TestCaseError> {
+        let has_window = !matches!(self.setup.window, Window::None);
+        let Self { h, m, held, tx, .. } = self;
+        let mut barrier = false;
         match *op {
             TxOp::Produce(v) => {
-                src.producer().send(v).unwrap();
+                h.src.producer().send(v).unwrap();
                 m.src_ready.push_back((v, m.src_next, 0));
                 m.src_next += 1;
+                barrier = true;
             }
-            TxOp::Take => match (worker.try_recv(), m.src_ready.pop_front()) {
+            TxOp::Take => match (h.worker.try_recv(), m.src_ready.pop_front()) {
                 (Ok(msg), Some((v, seq, count))) => {
                     let want = (v, seq, count + 1);
                     let got = (*msg.payload(), msg.offset(), msg.delivery_count());
@@ -332,82 +587,32 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                 }
             },
             TxOp::SendJob { payload, id } => {
-                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
-                open.send_record(&jobs.producer(), record(payload, None, id))
+                let open = tx.get_or_insert_with(|| h.bus.transaction().unwrap());
+                open.send_record(&h.jobs.producer(), record(payload, None, id))
                     .unwrap();
                 let (records, _) = m.tx.get_or_insert_with(Default::default);
                 records.push(Pending::Job { payload, id });
             }
             TxOp::SendEvent { payload, key, id } => {
-                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
-                open.send_record(&events.producer(), record(payload, Some(key), id))
+                let open = tx.get_or_insert_with(|| h.bus.transaction().unwrap());
+                open.send_record(&h.events.producer(), record(payload, Some(key), id))
                     .unwrap();
                 let (records, _) = m.tx.get_or_insert_with(Default::default);
                 records.push(Pending::Event { payload, key, id });
             }
             TxOp::Ack(index) => {
                 if held.is_empty() {
-                    continue;
+                    return Ok(false);
                 }
                 let (msg, src_model) = held.remove(index.index(held.len()));
-                let open = tx.get_or_insert_with(|| bus.transaction().unwrap());
+                let open = tx.get_or_insert_with(|| h.bus.transaction().unwrap());
                 open.ack(msg).unwrap();
                 let (_, acks) = m.tx.get_or_insert_with(Default::default);
                 acks.push(src_model);
             }
-            TxOp::Commit => {
-                let Some(open) = tx.take() else {
-                    continue;
-                };
-                let (records, acks) = m.tx.take().unwrap_or_default();
-                match (open.commit(), model_commit(&mut m, &records)) {
-                    (Ok(receipts), Some(want)) => {
-                        same(receipts.len(), records.len(), "receipts", step, op)?;
-                        for (at, (record, want)) in records.iter().zip(&want).enumerate() {
-                            let got = receipts[at];
-                            match (*record, *want) {
-                                (_, Want::Is(want)) => same(got, want, "receipt", step, op)?,
-                                (_, Want::SameAs(first)) => {
-                                    same(got, receipts[first], "duplicate's receipt", step, op)?;
-                                }
-                                (Pending::Event { payload, key, id }, Want::NewEvent) => {
-                                    let p = *m.key_partition.entry(key).or_insert(got.partition);
-                                    same(got.partition, p, "key's partition", step, op)?;
-                                    let offset = m.events[p as usize].len() as u64;
-                                    same(got.offset, offset, "event offset", step, op)?;
-                                    m.events[p as usize].push(payload);
-                                    if let Some(id) = id.filter(|_| has_window) {
-                                        m.events_ids.remember(m.window, id, got, m.now);
-                                    }
-                                }
-                                (Pending::Job { .. }, Want::NewEvent) => {
-                                    unreachable!("the model names every job's receipt")
-                                }
-                            }
-                        }
-                        // The acks took effect: nothing to put back.
-                        drop(acks);
-                    }
-                    (Err(err), None) => {
-                        prop_assert!(
-                            matches!(err.error(), Error::Full { name } if name == "jobs"),
-                            "step {step}: {err}"
-                        );
-                        // Kept, to commit later.
-                        tx = Some(err.into_transaction());
-                        m.tx = Some((records, acks));
-                    }
-                    (got, want) => {
-                        return Err(TestCaseError::fail(format!(
-                            "step {step} ({op:?}): commit {:?}, model {want:?}",
-                            got.map_err(|e| e.to_string())
-                        )));
-                    }
-                }
-            }
             TxOp::Abort => {
                 let Some(open) = tx.take() else {
-                    continue;
+                    return Ok(false);
                 };
                 open.abort();
                 let (_, acks) = m.tx.take().unwrap_or_default();
@@ -417,7 +622,7 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                 }
             }
             TxOp::PlainJob { payload, id } => {
-                let got = jobs.producer().try_send_record(record(payload, None, id));
+                let got = h.jobs.producer().try_send_record(record(payload, None, id));
                 let dup = id.and_then(|id| m.jobs_ids.seen(m.window, id, m.now));
                 match (got, dup) {
                     (Ok(r), Some(want)) => same(r, want, "duplicate's receipt", step, op)?,
@@ -429,6 +634,7 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                         if let Some(id) = id {
                             m.jobs_ids.remember(m.window, id, r, m.now);
                         }
+                        barrier = true;
                     }
                     (Err(TrySendError::Full(_)), None) => {
                         same(m.jobs.len(), m.capacity, "full at", step, op)?;
@@ -442,7 +648,8 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                 }
             }
             TxOp::PlainEvent { payload, key, id } => {
-                let got = events
+                let got = h
+                    .events
                     .producer()
                     .try_send_record(record(payload, Some(key), id))
                     .unwrap();
@@ -454,16 +661,18 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                         let offset = m.events[p as usize].len() as u64;
                         same(got.offset, offset, "event offset", step, op)?;
                         m.events[p as usize].push(payload);
-                        if let Some(id) = id {
+                        if let Some(id) = id.filter(|_| has_window) {
                             m.events_ids.remember(m.window, id, got, m.now);
                         }
+                        barrier = true;
                     }
                 }
             }
-            TxOp::ConsumeJob => match (job_reader.try_recv(), m.jobs.pop_front()) {
+            TxOp::ConsumeJob => match (h.job_reader.try_recv(), m.jobs.pop_front()) {
                 (Ok(msg), Some(want)) => {
                     same((*msg.payload(), msg.offset()), want, "job", step, op)?;
                     msg.ack().unwrap();
+                    m.consumed.push(want);
                 }
                 (Err(TryRecvError::Empty), None) => {}
                 (got, want) => {
@@ -473,40 +682,52 @@ pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError
                     )));
                 }
             },
-            TxOp::Advance(secs) => {
-                clock.advance(Duration::from_secs(secs));
-                m.now += secs;
+            TxOp::Commit | TxOp::Advance(_) | TxOp::Reopen | TxOp::Kill { .. } => {
+                unreachable!("run by `step`")
             }
         }
-        // Nothing of an open transaction shows; everything committed does.
-        same(jobs.len(), m.jobs.len(), "jobs.len()", step, op)?;
-        same(src.len(), m.src_ready.len(), "src.len()", step, op)?;
+        Ok(barrier)
+    }
+
+    /// Nothing of an open transaction shows; everything committed does.
+    fn check(&self, step: usize, op: &TxOp) -> Result<(), TestCaseError> {
+        let (h, m) = (&self.h, &self.m);
+        same(h.jobs.len(), m.jobs.len(), "jobs.len()", step, op)?;
+        same(h.src.len(), m.src_ready.len(), "src.len()", step, op)?;
         let acked = m.tx.as_ref().map_or(0, |(_, acks)| acks.len());
-        same(
-            src.in_flight(),
-            held.len() + acked,
-            "src.in_flight()",
-            step,
-            op,
-        )?;
+        let in_flight = self.held.len() + acked;
+        same(h.src.in_flight(), in_flight, "src.in_flight()", step, op)?;
         for p in 0..2u32 {
-            let end = events.offsets(p).unwrap().end;
-            same(
-                end,
-                m.events[p as usize].len() as u64,
-                "events' end",
-                step,
-                op,
-            )?;
+            let end = h.events.offsets(p).unwrap().end;
+            let want = m.events[p as usize].len() as u64;
+            same(end, want, "events' end", step, op)?;
         }
+        Ok(())
     }
-    // Every committed event, in order, per partition.
-    drop(tx);
-    let mut reader = events.subscribe(Start::Earliest).unwrap();
-    let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-    while let Ok(msg) = reader.try_recv() {
-        got[msg.partition() as usize].push(*msg.payload());
+
+    /// Every committed event, in order, per partition.
+    fn finish(mut self) -> Result<(), TestCaseError> {
+        drop(self.tx.take());
+        let mut reader = self.h.events.subscribe(Start::Earliest).unwrap();
+        let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        while let Ok(msg) = reader.try_recv() {
+            got[msg.partition() as usize].push(*msg.payload());
+        }
+        prop_assert_eq!(got, self.m.events);
+        Ok(())
     }
-    prop_assert_eq!(got, m.events);
-    Ok(())
+}
+
+pub(super) fn run_tx(setup: TxSetup, ops: Vec<TxOp>) -> Result<(), TestCaseError> {
+    bump(|f| {
+        f.cases += 1;
+        f.durable += u64::from(setup.mode != Mode::Memory);
+        f.steps += ops.len() as u64;
+    });
+    let mut rig = TxRig::new(setup);
+    for (step, op) in ops.iter().enumerate() {
+        rig.step(step, op)?;
+        rig.check(step, op)?;
+    }
+    rig.finish()
 }
