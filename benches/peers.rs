@@ -41,10 +41,13 @@
 //! deleted after it. Connections are made before the clock starts.
 //!
 //! Durability is not the same on every side, and the report says so:
-//! - embus `Immediate` fsyncs each batch before `send_batch` returns; acks ride the next commit.
-//! - Redis: AOF with `appendfsync always` fsyncs before replying to each pipelined batch (the
-//!   bench sets both with `CONFIG SET` and puts the old values back when it ends, panics
-//!   included).
+//! - embus `Immediate` fsyncs each batch before `send_batch` returns (a redb commit: two
+//!   fsyncs); acks ride the next commit.
+//! - Redis: AOF with `appendfsync always` fsyncs before it replies to what it has read. It
+//!   reads a client's pipeline 16 KiB at a time, so a pipeline of 1000 `XADD`s (about 160 KB)
+//!   costs it about ten fsyncs. The bench sets both with `CONFIG SET` and puts the old values
+//!   back when it ends, a panic included, but not when it is killed (Ctrl-C): then check
+//!   `CONFIG GET append*`.
 //! - RabbitMQ fsyncs persistent messages before confirming them.
 //! - NATS JetStream does not fsync by default (`sync_interval` 2 min): its figures are those of
 //!   writes to the page cache.
@@ -84,6 +87,9 @@ const VALUE: usize = 100;
 const BATCH: usize = 1000;
 /// The latency test's pause after each report.
 const PAUSE: Duration = Duration::from_micros(200);
+/// How long an e2e consumer waits for a message before it looks whether the producer has
+/// stopped (what it adds to a run's end, at most).
+const POLL: Duration = Duration::from_millis(2);
 /// How long a run may wait for its consumer before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -486,11 +492,11 @@ fn main() {
     }
     match services::nats() {
         Some(url) => peers.push(Rc::new(nats::Nats::new(url))),
-        None => println!("SKIPPED: NATS JetStream is not reachable (see the line above)"),
+        None => println!("SKIPPED: NATS JetStream is not reachable: no rows for it"),
     }
     match services::amqp() {
         Some(url) => peers.push(Rc::new(amqp::Rabbit::new(url))),
-        None => println!("SKIPPED: RabbitMQ is not reachable (see the line above)"),
+        None => println!("SKIPPED: RabbitMQ is not reachable: no rows for it"),
     }
     println!(
         "throughput runs send for {:?}, latency runs {} messages; medians of rounds [min–max]; \

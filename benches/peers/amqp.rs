@@ -1,7 +1,7 @@
 //! The RabbitMQ side of `benches/peers.rs` (lapin): a durable classic queue, persistent
 //! messages with publisher confirms (at most `BATCH` unconfirmed), manual acks.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -12,7 +12,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{BATCH, Ctx, Flow, Peer, e2e, payload, ping, runtime, seq_of, services};
+use super::{BATCH, Ctx, Flow, POLL, Peer, e2e, payload, ping, runtime, seq_of, services};
 
 /// RabbitMQ through lapin.
 pub(super) struct Rabbit {
@@ -186,7 +186,7 @@ impl Peer for Rabbit {
                     let mut acked = 0;
                     while !flow.done(acked) {
                         let next = deliveries.next();
-                        match tokio::time::timeout(Duration::from_millis(10), next).await {
+                        match tokio::time::timeout(POLL, next).await {
                             Ok(delivery) => {
                                 let delivery = delivery.expect("consumer open").expect("delivery");
                                 delivery

@@ -1,11 +1,11 @@
 //! The embus sides of `benches/peers.rs`: a durable broker (`Durability::Immediate`, a fresh
 //! file per run) and `Broker::memory()` for reference.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use embus::{Broker, Consumer, Durability, Producer, QueueOptions, Retention, TopicOptions};
 
-use super::{BATCH, Ctx, Flow, e2e, payload, ping, seq_of};
+use super::{BATCH, Ctx, Flow, POLL, e2e, payload, ping, seq_of};
 
 /// A broker of this run: durable in a fresh file (returned, to remove), or memory.
 fn broker(ctx: &Ctx, label: &str, durable: bool) -> (Broker, Option<std::path::PathBuf>) {
@@ -61,7 +61,7 @@ fn send_until(producer: &Producer<Vec<u8>>, from: u64, deadline: Instant) -> u64
 fn ack_until(consumer: &mut Consumer<Vec<u8>>, flow: &Flow) -> u64 {
     let mut acked = 0;
     while !flow.done(acked) {
-        match consumer.recv_timeout(Duration::from_millis(10)) {
+        match consumer.recv_timeout(POLL) {
             Ok(m) => {
                 m.ack().expect("ack");
                 acked += 1;

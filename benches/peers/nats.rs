@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::{BATCH, Ctx, Flow, Peer, e2e, payload, ping, runtime, seq_of, services};
+use super::{BATCH, Ctx, Flow, POLL, Peer, e2e, payload, ping, runtime, seq_of, services};
 
 /// NATS JetStream through async-nats.
 pub(super) struct Nats {
@@ -82,10 +82,14 @@ async fn pull(url: &str, stream: &str) -> consumer::pull::Stream {
 
 impl Nats {
     pub(super) fn new(url: String) -> Self {
-        Self {
-            url,
-            runtime: runtime(),
-        }
+        let runtime = runtime();
+        let client = runtime.block_on(async_nats::connect(&url));
+        let version = client.expect("connect to NATS").server_info().version;
+        println!(
+            "NATS {version} at {}: JetStream, file storage",
+            services::host_port(&url)
+        );
+        Self { url, runtime }
     }
 
     /// A fresh file-storage stream; returns its name and subject.
@@ -159,7 +163,7 @@ impl Peer for Nats {
                     let mut acked = 0;
                     while !flow.done(acked) {
                         let next = messages.next();
-                        match tokio::time::timeout(Duration::from_millis(10), next).await {
+                        match tokio::time::timeout(POLL, next).await {
                             Ok(message) => {
                                 let message = message.expect("pull open").expect("a message");
                                 message.ack().await.expect("ack");

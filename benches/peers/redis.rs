@@ -5,7 +5,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::resp::{Conn, Reply};
-use super::{BATCH, Ctx, Flow, Peer, e2e, payload, ping, seq_of, services};
+use super::{BATCH, Ctx, Flow, POLL, Peer, e2e, payload, ping, seq_of, services};
 
 /// Redis on this machine.
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -229,7 +229,7 @@ impl Peer for Redis {
                 flow.go();
                 let mut acked = 0;
                 while !flow.done(acked) {
-                    let entries = xreadgroup(&mut conn, &key, BATCH, 10);
+                    let entries = xreadgroup(&mut conn, &key, BATCH, POLL.as_millis() as u64);
                     if entries.is_empty() {
                         flow.check(acked);
                         continue;
