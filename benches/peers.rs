@@ -32,6 +32,7 @@
 //! | e2e | Redis | producer as in produce; consumer `XREADGROUP COUNT 1000`, then one `XACK` per message, pipelined |
 //! | e2e | NATS | producer as in produce; a durable pull consumer (explicit ack, batches of 1000), `ack` each |
 //! | e2e | RabbitMQ | producer as in produce; `basic_consume`, manual ack, prefetch 1000, `basic_ack` each |
+//! | produce, latency | disk | 4 KiB appends to a file in the bench directory, each followed by `fdatasync`: fsyncs per second, or the p50 and p99 of one (a reference: how fast the disk is in this round) |
 //! | latency | each | one message at a time: send (embus `send`, Redis `XADD`, NATS publish + `PubAck`, RabbitMQ publish + confirm) → the consumer has it; the consumer acks it, then reports; the producer waits for the report and 200 µs more before the next send |
 //!
 //! Throughput runs are time-boxed (1 s, quick 0.25 s, a quarter for the warm-up run of each
@@ -39,6 +40,11 @@
 //! messages over that time; e2e counts messages over the time from the start until the consumer
 //! has acked the last one. Each run gets a fresh file, stream, key or queue (unique names),
 //! deleted after it. Connections are made before the clock starts.
+//!
+//! The virtual disks this runs on change their fsync latency by several times within minutes,
+//! and every side here but embus memory and NATS waits for fsyncs, some more of them than
+//! others: a Redis pipeline needs about ten (below), an embus batch two. So the ratios move
+//! with the disk: the `disk` rows show how fast it was in each test.
 //!
 //! Durability is not the same on every side, and the report says so:
 //! - embus `Immediate` fsyncs each batch before `send_batch` returns (a redb commit: two
@@ -338,7 +344,41 @@ fn side(system: &str, role: Role, run: impl Fn(&Ctx, bool) -> Vec<f64> + 'static
     }
 }
 
-/// The sides of `test`: embus's first, then each reachable peer's.
+/// The disk's floor in this round: 4 KiB appends, each followed by `sync_data`, to a file in
+/// the bench directory (the servers' data directories may be on another disk: it is a gauge of
+/// how fast fsync is at the moment, which moves every figure here). Produce: fsyncs per second
+/// over the window; latency: p50 and p99 of `samples` fsyncs.
+fn disk(ctx: &Ctx, warm: bool, test: Test) -> Vec<f64> {
+    use std::io::Write;
+    let path = ctx.file("disk");
+    let mut file = std::fs::File::create(&path).expect("create the disk-floor file");
+    let block = [0x5Au8; 4096];
+    let mut sync = || {
+        let start = Instant::now();
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("sync_data");
+        start.elapsed()
+    };
+    let figures = if test == Test::Latency {
+        let mut times: Vec<Duration> = (0..ctx.samples(warm)).map(|_| sync()).collect();
+        times.sort();
+        [0.5, 0.99]
+            .iter()
+            .map(|&p| common::percentile(&times, p).as_secs_f64())
+            .collect()
+    } else {
+        let (start, mut n) = (Instant::now(), 0u64);
+        while start.elapsed() < ctx.window(warm) {
+            sync();
+            n += 1;
+        }
+        vec![n as f64 / start.elapsed().as_secs_f64()]
+    };
+    let _ = std::fs::remove_file(&path);
+    figures
+}
+
+/// The sides of `test`: embus's first, then each reachable peer's, then the disk's floor.
 fn sides(test: Test, peers: &[Rc<dyn Peer>]) -> Vec<Side> {
     let mut sides = match test {
         Test::Produce => vec![
@@ -374,6 +414,14 @@ fn sides(test: Test, peers: &[Rc<dyn Peer>]) -> Vec<Side> {
             Test::E2e => vec![peer.e2e(c, w)],
             Test::Latency => peer.latency(c, w),
         }));
+    }
+    let disk_side = match test {
+        Test::Produce => Some("disk: 4 KiB write + fdatasync (fsyncs/s)"),
+        Test::Latency => Some("disk: 4 KiB write + fdatasync"),
+        Test::E2e => None,
+    };
+    if let Some(system) = disk_side {
+        sides.push(side(system, Role::Reference, move |c, w| disk(c, w, test)));
     }
     sides
 }

@@ -21,8 +21,15 @@ fn broker(ctx: &Ctx, label: &str, durable: bool) -> (Broker, Option<std::path::P
     (bus, Some(path))
 }
 
-/// Closes `bus` and removes its file.
-fn finish(bus: Broker, path: Option<std::path::PathBuf>) {
+/// Closes `bus` and removes its file; for a durable run that is not a warm-up, prints the
+/// store's commits on stderr (where the time went).
+fn finish(bus: Broker, path: Option<std::path::PathBuf>, label: &str, warm: bool) {
+    if let Some(store) = bus.stats().store.filter(|_| !warm) {
+        eprintln!(
+            "    embus {label}: {} commits, {:.0} records/commit, commit p50 {:?} p99 {:?}",
+            store.commits, store.records_per_commit, store.commit_p50, store.commit_p99
+        );
+    }
     bus.close().expect("close");
     if let Some(path) = path {
         let _ = std::fs::remove_file(path);
@@ -84,7 +91,7 @@ pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
     let n = send_until(&producer, 1, start + ctx.window(warm));
     let rate = n as f64 / start.elapsed().as_secs_f64();
     drop((producer, topic));
-    finish(bus, path);
+    finish(bus, path, "produce", warm);
     rate
 }
 
@@ -109,7 +116,7 @@ pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
         },
     );
     drop((producer, queue));
-    finish(bus, path);
+    finish(bus, path, "e2e queue", warm);
     rate
 }
 
@@ -130,7 +137,7 @@ pub(super) fn e2e_group(ctx: &Ctx, warm: bool) -> f64 {
         },
     );
     drop((producer, member, topic));
-    finish(bus, path);
+    finish(bus, path, "e2e group", warm);
     rate
 }
 
@@ -159,6 +166,6 @@ pub(super) fn latency(ctx: &Ctx, warm: bool, durable: bool) -> Vec<f64> {
         },
     );
     drop((producer, consumer, queue));
-    finish(bus, path);
+    finish(bus, path, "latency", warm);
     figures
 }
