@@ -90,7 +90,9 @@ use embus::{Broker, Durability, Retention, Start, TopicOptions};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, load, median};
+use common::{
+    Args, Unit, format_value, fs_type, load, median, order, percentile, print_row, print_rule,
+};
 
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
 #[path = "durable/tx.rs"]
@@ -152,23 +154,6 @@ fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// The filesystem type holding `dir` (Linux: the longest matching mount in /proc/mounts).
-fn fs_type(dir: &Path) -> Option<String> {
-    let dir = dir.canonicalize().ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
-            let point = point.replace("\\040", " ");
-            dir.starts_with(&point)
-                .then(|| (point.len(), kind.to_owned()))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, kind)| kind)
-}
-
 /// A 100-byte payload carrying `seq` in its first 8 bytes.
 fn payload(seq: u64) -> Vec<u8> {
     let mut v = vec![0xA5; VALUE];
@@ -182,14 +167,6 @@ fn seq_of(payload: &[u8]) -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // Figures: what one run of a side reports
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unit {
-    /// Operations (messages, rows, fsyncs) per second.
-    Rate,
-    /// Seconds.
-    Time,
-}
 
 /// One measured figure of one run.
 struct Figure {
@@ -211,17 +188,6 @@ fn time(key: &'static str, value: Duration) -> Figure {
         key,
         value: value.as_secs_f64(),
         unit: Unit::Time,
-    }
-}
-
-fn format_value(value: f64, unit: Unit) -> String {
-    match unit {
-        Unit::Rate if value >= 1e6 => format!("{:.2} M/s", value / 1e6),
-        Unit::Rate if value >= 1e4 => format!("{:.1} k/s", value / 1e3),
-        Unit::Rate => format!("{value:.0} /s"),
-        Unit::Time if value.abs() < 1e-3 => format!("{:.1} µs", value * 1e6),
-        Unit::Time if value.abs() < 1.0 => format!("{:.2} ms", value * 1e3),
-        Unit::Time => format!("{value:.2} s"),
     }
 }
 
@@ -422,11 +388,6 @@ fn embus_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 
 // ---------------------------------------------------------------------------------------------
 // D7: live-consumer latency
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
 
 /// One producer sends `samples` messages, paced by the subscriber's reports; returns the
 /// end-to-end latencies (send start → `recv` returns) and the `send` calls' durations.
@@ -961,15 +922,6 @@ impl Results {
     }
 }
 
-/// The order of `k` sides in round `round`: rotated, and reversed every other round.
-fn order(round: usize, k: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..k).map(|i| (i + round) % k).collect();
-    if round % 2 == 1 {
-        v.reverse();
-    }
-    v
-}
-
 fn measure(ctx: &Ctx, sides: &[Side]) -> Results {
     // Warm-up: page in code, grow allocator arenas, spin up the CPU and the disk.
     for s in sides {
@@ -1028,29 +980,6 @@ fn judge(r: &Ratio, results: &Results) -> Option<RatioOutcome> {
         max,
         verdict,
     })
-}
-
-/// One Markdown table row; positive widths left-align, negative right-align.
-fn print_row(widths: &[i32], cells: &[&str]) {
-    let mut line = String::from("|");
-    for (cell, width) in cells.iter().zip(widths) {
-        let w = width.unsigned_abs() as usize;
-        if *width > 0 {
-            line.push_str(&format!(" {cell:<w$} |"));
-        } else {
-            line.push_str(&format!(" {cell:>w$} |"));
-        }
-    }
-    println!("{line}");
-}
-
-fn print_rule(widths: &[i32]) {
-    let rule: Vec<String> = widths
-        .iter()
-        .map(|w| "-".repeat(w.unsigned_abs() as usize))
-        .collect();
-    let cells: Vec<&str> = rule.iter().map(String::as_str).collect();
-    print_row(widths, &cells);
 }
 
 /// Runs matching sides alone (`EMBUS_BENCH_ONLY`), for profiling; no ratios.

@@ -1,6 +1,10 @@
 //! What every benchmark shares: its command line (`EMBUS_BENCH_QUICK`, `EMBUS_BENCH_ROUNDS`,
-//! name filters), the machine's load, and medians.
+//! name filters), the machine's load and disk, medians and percentiles, the order of sides in
+//! interleaved rounds, and Markdown table rows.
 #![allow(dead_code)] // each bench uses what it needs
+
+use std::path::Path;
+use std::time::Duration;
 
 /// What `cargo bench --bench <name> [filters]` asked for.
 pub struct Args {
@@ -46,6 +50,27 @@ pub fn load() -> String {
         .unwrap_or_else(|| "n/a".to_owned())
 }
 
+/// What a figure counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Operations (messages, rows, fsyncs) per second.
+    Rate,
+    /// Seconds.
+    Time,
+}
+
+/// A figure for the report: `12.3 k/s`, `1.45 ms`.
+pub fn format_value(value: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Rate if value >= 1e6 => format!("{:.2} M/s", value / 1e6),
+        Unit::Rate if value >= 1e4 => format!("{:.1} k/s", value / 1e3),
+        Unit::Rate => format!("{value:.0} /s"),
+        Unit::Time if value.abs() < 1e-3 => format!("{:.1} µs", value * 1e6),
+        Unit::Time if value.abs() < 1.0 => format!("{:.2} ms", value * 1e3),
+        Unit::Time => format!("{value:.2} s"),
+    }
+}
+
 /// The median (the mean of the middle two for an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -55,4 +80,60 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[m - 1] + v[m]) / 2.0
     }
+}
+
+/// The `p` quantile (0 to 1) of sorted durations: the nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// The filesystem type holding `dir` (Linux: the longest matching mount in /proc/mounts).
+pub fn fs_type(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            let point = point.replace("\\040", " ");
+            dir.starts_with(&point)
+                .then(|| (point.len(), kind.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// The order of `k` sides in round `round`: rotated, and reversed every other round.
+pub fn order(round: usize, k: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..k).map(|i| (i + round) % k).collect();
+    if round % 2 == 1 {
+        v.reverse();
+    }
+    v
+}
+
+/// One Markdown table row; positive widths left-align, negative right-align.
+pub fn print_row(widths: &[i32], cells: &[&str]) {
+    let mut line = String::from("|");
+    for (cell, width) in cells.iter().zip(widths) {
+        let w = width.unsigned_abs() as usize;
+        if *width > 0 {
+            line.push_str(&format!(" {cell:<w$} |"));
+        } else {
+            line.push_str(&format!(" {cell:>w$} |"));
+        }
+    }
+    println!("{line}");
+}
+
+/// A Markdown table's rule line under a [`print_row`] header.
+pub fn print_rule(widths: &[i32]) {
+    let rule: Vec<String> = widths
+        .iter()
+        .map(|w| "-".repeat(w.unsigned_abs() as usize))
+        .collect();
+    let cells: Vec<&str> = rule.iter().map(String::as_str).collect();
+    print_row(widths, &cells);
 }

@@ -1,0 +1,171 @@
+//! The embus sides of `benches/peers.rs`: a durable broker (`Durability::Immediate`, a fresh
+//! file per run) and `Broker::memory()` for reference.
+
+use std::time::Instant;
+
+use embus::{Broker, Consumer, Durability, Producer, QueueOptions, Retention, TopicOptions};
+
+use super::{BATCH, Ctx, Flow, POLL, e2e, payload, ping, seq_of};
+
+/// A broker of this run: durable in a fresh file (returned, to remove), or memory.
+fn broker(ctx: &Ctx, label: &str, durable: bool) -> (Broker, Option<std::path::PathBuf>) {
+    if !durable {
+        return (Broker::memory(), None);
+    }
+    let path = ctx.file(label);
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(Durability::Immediate)
+        .open()
+        .expect("open the durable broker");
+    (bus, Some(path))
+}
+
+/// Closes `bus` and removes its file; for a durable run that is not a warm-up, prints the
+/// store's commits on stderr (where the time went).
+fn finish(bus: Broker, path: Option<std::path::PathBuf>, label: &str, warm: bool) {
+    if let Some(store) = bus.stats().store.filter(|_| !warm) {
+        eprintln!(
+            "    embus {label}: {} commits, {:.0} records/commit, commit p50 {:?} p99 {:?}",
+            store.commits, store.records_per_commit, store.commit_p50, store.commit_p99
+        );
+    }
+    bus.close().expect("close");
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A one-partition topic; the memory one keeps the last 100k messages, the durable one all
+/// (no run pays for trimming).
+fn topic(bus: &Broker, durable: bool) -> embus::Topic<Vec<u8>> {
+    let retention = if durable {
+        Retention::unlimited()
+    } else {
+        Retention::messages(100_000)
+    };
+    let options = TopicOptions::default().partitions(1).retention(retention);
+    bus.topic_with::<Vec<u8>>("bench", options)
+        .expect("declare the topic")
+}
+
+/// Sends batches of `BATCH` from `from` until `deadline`; returns how many it sent.
+fn send_until(producer: &Producer<Vec<u8>>, from: u64, deadline: Instant) -> u64 {
+    let mut n = from;
+    loop {
+        let batch: Vec<Vec<u8>> = (n..n + BATCH as u64).map(payload).collect();
+        if producer.send_batch(batch).is_err() {
+            panic!("send_batch failed");
+        }
+        n += BATCH as u64;
+        if Instant::now() >= deadline {
+            return n - from;
+        }
+    }
+}
+
+/// Receives and acks until the flow is done; returns how many it acked.
+fn ack_until(consumer: &mut Consumer<Vec<u8>>, flow: &Flow) -> u64 {
+    let mut acked = 0;
+    while !flow.done(acked) {
+        match consumer.recv_timeout(POLL) {
+            Ok(m) => {
+                m.ack().expect("ack");
+                acked += 1;
+            }
+            Err(embus::RecvTimeoutError::Timeout) => flow.check(acked),
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    acked
+}
+
+/// Produce: `send_batch(BATCH)` for the window.
+pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
+    let (bus, path) = broker(ctx, "produce", durable);
+    let topic = topic(&bus, durable);
+    let producer = topic.producer();
+    // Untimed: the topic's declaration rides this commit.
+    producer.send(payload(0)).expect("warm send");
+    let start = Instant::now();
+    let n = send_until(&producer, 1, start + ctx.window(warm));
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop((producer, topic));
+    finish(bus, path, "produce", warm);
+    rate
+}
+
+/// End to end through a durable queue.
+pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
+    let (bus, path) = broker(ctx, "e2e-queue", true);
+    // Room for the whole window's backlog: the producer is not held back by the consumer.
+    let options = QueueOptions::default().capacity(4_000_000);
+    let queue = bus
+        .queue_with::<Vec<u8>>("bench", options)
+        .expect("declare the queue");
+    let producer = queue.producer();
+    let mut consumer = queue.consumer();
+    producer.send(payload(0)).expect("warm send");
+    consumer.recv().expect("warm recv").ack().expect("warm ack");
+    let rate = e2e(
+        ctx.window(warm),
+        |flow| send_until(&producer, 0, flow.go()),
+        |flow| {
+            flow.go();
+            ack_until(&mut consumer, flow)
+        },
+    );
+    drop((producer, queue));
+    finish(bus, path, "e2e queue", warm);
+    rate
+}
+
+/// End to end through a durable topic, the consumer a group member.
+pub(super) fn e2e_group(ctx: &Ctx, warm: bool) -> f64 {
+    let (bus, path) = broker(ctx, "e2e-group", true);
+    let topic = topic(&bus, true);
+    let mut member = topic.join_group("bench").expect("join the group");
+    let producer = topic.producer();
+    producer.send(payload(0)).expect("warm send");
+    member.recv().expect("warm recv").ack().expect("warm ack");
+    let rate = e2e(
+        ctx.window(warm),
+        |flow| send_until(&producer, 0, flow.go()),
+        |flow| {
+            flow.go();
+            ack_until(&mut member, flow)
+        },
+    );
+    drop((producer, member, topic));
+    finish(bus, path, "e2e group", warm);
+    rate
+}
+
+/// Latency through a queue: `send` one message, the consumer `recv`s and acks it.
+pub(super) fn latency(ctx: &Ctx, warm: bool, durable: bool) -> Vec<f64> {
+    let (bus, path) = broker(ctx, "latency", durable);
+    let queue = bus.queue::<Vec<u8>>("bench").expect("declare the queue");
+    let producer = queue.producer();
+    let mut consumer = queue.consumer();
+    let figures = ping(
+        ctx.samples(warm),
+        |seq| {
+            if producer.send(payload(seq)).is_err() {
+                panic!("send failed");
+            }
+        },
+        |listener, count| {
+            listener.ready();
+            for _ in 0..count {
+                let m = consumer.recv().expect("recv");
+                let at = Instant::now();
+                let seq = seq_of(m.payload());
+                m.ack().expect("ack");
+                listener.report(seq, at);
+            }
+        },
+    );
+    drop((producer, consumer, queue));
+    finish(bus, path, "latency", warm);
+    figures
+}
