@@ -91,7 +91,7 @@ use embus::{Broker, Durability, Retention, Start, TopicOptions};
 #[path = "common/mod.rs"]
 mod common;
 use common::{
-    Args, Unit, format_value, fs_type, load, median, order, percentile, print_row, print_rule,
+    Args, Unit, bench_dir, format_value, load, median, order, percentile, print_row, print_rule,
 };
 
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
@@ -1002,18 +1002,7 @@ fn main() {
     }
     let args = Args::read((3, 7));
     let (quick, rounds) = (args.quick, args.rounds);
-    let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-durable"),
-        PathBuf::from,
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the bench directory");
-    let fs = fs_type(&dir).unwrap_or_else(|| "unknown".to_owned());
-    assert!(
-        !matches!(fs.as_str(), "tmpfs" | "ramfs"),
-        "{} is on {fs}: fsync costs nothing there; set EMBUS_BENCH_DIR to a real disk",
-        dir.display()
-    );
+    let (dir, fs) = bench_dir("bench-durable");
     let ctx = Ctx {
         quick,
         rounds,

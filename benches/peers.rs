@@ -68,7 +68,7 @@ mod services;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, Unit, format_value, fs_type, load, median, order, print_row, print_rule};
+use common::{Args, Unit, bench_dir, format_value, load, median, order, print_row, print_rule};
 
 #[path = "peers/amqp.rs"]
 mod amqp;
@@ -81,7 +81,7 @@ mod redis;
 #[path = "peers/resp.rs"]
 mod resp;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, OnceLock};
@@ -487,26 +487,9 @@ fn ratios(sides: &[Side], values: &[Vec<Vec<f64>>], peer: usize, figure: usize) 
     cells.join("; ")
 }
 
-/// Creates the bench directory (never on tmpfs: fsync would cost nothing there).
-fn bench_dir() -> (PathBuf, String) {
-    let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-peers"),
-        PathBuf::from,
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the bench directory");
-    let fs = fs_type(&dir).unwrap_or_else(|| "unknown".to_owned());
-    assert!(
-        !matches!(fs.as_str(), "tmpfs" | "ramfs"),
-        "{} is on {fs}: fsync costs nothing there; set EMBUS_BENCH_DIR to a real disk",
-        dir.display()
-    );
-    (dir, fs)
-}
-
 fn main() {
     let args = Args::read((3, 7));
-    let (dir, fs) = bench_dir();
+    let (dir, fs) = bench_dir("bench-peers");
     let ctx = Ctx {
         rounds: args.rounds,
         window: if args.quick {

@@ -3,7 +3,7 @@
 //! interleaved rounds, and Markdown table rows.
 #![allow(dead_code)] // each bench uses what it needs
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What `cargo bench --bench <name> [filters]` asked for.
@@ -86,6 +86,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
+}
+
+/// Creates an empty bench directory, `EMBUS_BENCH_DIR` or `target/<default>`, and returns it
+/// with its filesystem type; refuses tmpfs and ramfs, where fsync costs nothing.
+pub fn bench_dir(default: &str) -> (PathBuf, String) {
+    let dir = std::env::var_os("EMBUS_BENCH_DIR").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(default)
+        },
+        PathBuf::from,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the bench directory");
+    let fs = fs_type(&dir).unwrap_or_else(|| "unknown".to_owned());
+    assert!(
+        !matches!(fs.as_str(), "tmpfs" | "ramfs"),
+        "{} is on {fs}: fsync costs nothing there; set EMBUS_BENCH_DIR to a real disk",
+        dir.display()
+    );
+    (dir, fs)
 }
 
 /// The filesystem type holding `dir` (Linux: the longest matching mount in /proc/mounts).
