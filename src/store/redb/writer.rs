@@ -1,7 +1,7 @@
 //! The writer thread: owns every write transaction, commits whatever has queued in one
 //! (group commit), then publishes the staged records and releases their senders.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,8 +261,22 @@ impl Writer {
 
     /// Lends a write transaction to the borrower behind `reply` and waits for it back; what
     /// other senders send meanwhile rides the same commit (it waits anyway: redb has one
-    /// writer). Borrowers that ask meanwhile are served next, in turn.
+    /// writer). Borrowers that ask meanwhile are served next, in turn, by this loop: not by
+    /// recursion, which borrowers that keep asking would drive until the stack overflows.
     fn lend(&mut self, reply: Sender<Result<WriteTransaction, String>>) {
+        let mut borrowers = VecDeque::from([reply]);
+        while let Some(reply) = borrowers.pop_front() {
+            self.lend_once(reply, &mut borrowers);
+        }
+    }
+
+    /// Lends one write transaction (see [`lend`](Self::lend)); borrowers that ask meanwhile
+    /// join `borrowers`.
+    fn lend_once(
+        &mut self,
+        reply: Sender<Result<WriteTransaction, String>>,
+        borrowers: &mut VecDeque<Sender<Result<WriteTransaction, String>>>,
+    ) {
         if let Some((_, cause)) = &self.inner.done.lock().failed {
             let _ = reply.send(Err(cause.clone()));
             return;
@@ -285,7 +299,6 @@ impl Writer {
             return; // the borrower is gone: its write transaction was dropped (aborted)
         }
         let mut held = Vec::new();
-        let mut lends = Vec::new();
         while let Ok((seq, request)) = self.rx.recv() {
             match request {
                 Request::Return { txn, requests } => {
@@ -303,16 +316,13 @@ impl Writer {
                     self.commit_reported(std::mem::take(&mut held), lent);
                     break;
                 }
-                Request::Lend(reply) => lends.push(reply),
+                Request::Lend(reply) => borrowers.push_back(reply),
                 request => held.push((seq, request)),
             }
         }
         if !held.is_empty() {
             // Every sender is gone without the transaction coming back: store what came.
             self.commit_reported(held, None);
-        }
-        for reply in lends {
-            self.lend(reply);
         }
     }
 
