@@ -258,3 +258,40 @@ fn a_format_4_store_shared_by_the_application_is_upgraded_in_place() {
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_format_5_database_is_upgraded_without_touching_tables_named_like_old_log_tables() {
+    let dir = common::fresh_dir("app-db-v5");
+    let db = app_database(&dir.join("app.redb"));
+    // The application's, named like a log table of format version 4 (which version 5 and on
+    // leave alone, the database being shared).
+    let mine: TableDefinition<'static, u64, &str> = TableDefinition::new("t.mine.0");
+    let meta: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
+    let txn = db.begin_write().unwrap();
+    txn.open_table(mine).unwrap().insert(1, "mine").unwrap();
+    txn.commit().unwrap();
+    let bus = Broker::builder().database(Arc::clone(&db)).open().unwrap();
+    use_broker(&bus);
+    bus.close().unwrap();
+    // As a version 5 build left it (the layout is the same but for dedupe id rows).
+    let txn = db.begin_write().unwrap();
+    txn.open_table(meta).unwrap().insert("format", 5).unwrap();
+    txn.commit().unwrap();
+    let before = table_names(&db);
+
+    let bus = Broker::builder().database(Arc::clone(&db)).open().unwrap();
+    check_restored(&bus, 0);
+    bus.close().unwrap();
+    assert_eq!(table_names(&db), before);
+    let txn = db.begin_read().unwrap();
+    let format = txn.open_table(meta).unwrap().get("format").unwrap();
+    assert_eq!(format.map(|v| v.value()), Some(6));
+    let table = txn.open_table(mine).unwrap();
+    assert_eq!(
+        table.get(1).unwrap().map(|v| v.value().to_owned()),
+        Some("mine".to_owned())
+    );
+    assert_eq!(orders(&db), expected_orders());
+    drop((table, txn, db));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -16,12 +16,24 @@
 //! `String` (capacity 50, `max_deliveries(5)`, dead-letter queue `jobs.dead`) where `job-1`
 //! was acked, `job-2` was in flight (delivered once) when the broker closed, and `job-3` was
 //! never delivered.
+//!
+//! `fixtures/v5.embus` was written by format version 5 (commit c7a2827, the last build whose
+//! dedupe id rows kept no order) with a small program on a `ManualClock` (from its start,
+//! 2026-01-01): a topic `events` of `u32` (2 partitions, `Dedupe::last(3)`) where ids `a` to
+//! `e` were sent one second apart, with payloads 0 to 4 and keys `k0` to `k4` (`a`, `b`, `c`
+//! went to partition 1 at offsets 0 to 2, `d`, `e` to partition 0 at offsets 0 and 1; the
+//! file keeps the rows of `b`, which had left the window, to `e`); then a queue `jobs` of
+//! `String` (`Dedupe::within(60 s)`) where `job-x` (id `x`) was sent at +5 s and `job-y` (id
+//! `y`) at +35 s.
 
 mod common;
 
 use std::path::PathBuf;
 
-use embus::{Broker, DEAD_LETTER_REASON, Error, QueueOptions, Retention, Start, TopicOptions};
+use embus::{
+    Broker, DEAD_LETTER_REASON, Error, ManualClock, QueueOptions, Record, Retention, Start,
+    TopicOptions,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,4 +425,63 @@ fn a_damaged_end_in_a_format_4_store_fails_the_upgrade_and_changes_nothing() {
         .unwrap()
         .value();
     assert_eq!(format, 4);
+}
+
+/// The format version the file at `path` records.
+fn format_version(path: &std::path::Path) -> u64 {
+    use embus::redb::{ReadableDatabase, TableDefinition};
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta: TableDefinition<&str, u64> = TableDefinition::new("embus.meta");
+    let table = txn.open_table(meta).unwrap();
+    table.get("format").unwrap().unwrap().value()
+}
+
+#[test]
+fn a_format_5_store_is_upgraded_and_its_dedupe_windows_keep_working() {
+    let path = copy_of("v5.embus", "v5");
+    // From the fixture's start: an id sent now is older than the rows of the fixture.
+    let clock = ManualClock::new();
+    let open = || {
+        let bus = Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let events = bus.topic::<u32>("events").unwrap();
+        let jobs = bus.queue::<String>("jobs").unwrap();
+        (bus, events, jobs)
+    };
+    let event = |id: &str, key: &str| Record::new(9).key(key).id(id);
+    let job = |id: &str| Record::new("again".to_owned()).id(id);
+    let at = |r: embus::Receipt| (r.partition, r.offset);
+
+    let (bus, events, jobs) = open();
+    let send = |r| at(events.producer().send_record(r).unwrap());
+    // The last three ids are duplicates, `b` (which had left the window) is not.
+    assert_eq!(send(event("c", "k2")), (1, 2));
+    assert_eq!(send(event("d", "k3")), (0, 0));
+    assert_eq!(send(event("e", "k4")), (0, 1));
+    assert_eq!(send(event("b", "k1")), (1, 3));
+    let send_job = |id| jobs.producer().send_record(job(id)).unwrap().offset;
+    assert_eq!((send_job("x"), send_job("y")), (0, 1));
+    clock.advance(std::time::Duration::from_secs(66)); // `x` (at +5 s) leaves the window
+    assert_eq!((send_job("y"), send_job("x")), (1, 2));
+    drop((events, jobs));
+    bus.close().unwrap();
+    assert_eq!(format_version(&path), 6);
+
+    // Reopened: `b`'s row (of the new layout, at an earlier time than the old rows) comes
+    // after the old rows of `c`, `d` and `e`: `c` left the window, `b` is kept.
+    let (bus, events, jobs) = open();
+    let send = |r| at(events.producer().send_record(r).unwrap());
+    assert_eq!(send(event("d", "k3")), (0, 0));
+    assert_eq!(send(event("e", "k4")), (0, 1));
+    assert_eq!(send(event("b", "k1")), (1, 3));
+    assert_eq!(send(event("c", "k2")), (1, 4));
+    let send_job = |id| jobs.producer().send_record(job(id)).unwrap().offset;
+    assert_eq!((send_job("y"), send_job("x")), (1, 2));
+    assert_eq!(events.retained(), 7);
+    drop((events, jobs));
+    bus.close().unwrap();
 }

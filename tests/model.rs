@@ -95,11 +95,12 @@
 //! `Lagged { skipped }` is matched to a partition by its count (ties: round-robin order).
 //!
 //! A reopened durable dedupe window holds what `Ids::restore` (`src/engine/dedupe.rs`) makes
-//! of the store's id rows: the ids ordered by time, partition and offset, then pruned. With
-//! ids of one time in both partitions of `events`, that is not the order they were sent, so a
-//! count window may keep other ids than the last ones: an embus bug, replayed (ignored) by
-//! `regressions::tx_count_window_across_a_reopen_keeps_the_last_ids`, which the model follows
-//! until it is fixed (`Win::restore` in `model/tx.rs`).
+//! of the store's id rows: the ids in the order they were remembered (each row keeps its
+//! sequence number in the window), then pruned, oldest first (`Win::restore` in
+//! `model/tx.rs`). Ids of one time in both partitions of `events` (a transaction, or sends
+//! under an unmoved clock) are the case that needs the sequence number: ordered by time,
+//! partition and offset, as up to format version 5, a count window kept other ids than the
+//! last ones (`regressions::tx_count_window_across_a_reopen_keeps_the_last_ids`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;

@@ -51,8 +51,12 @@
 //! With `rows` (a store that keeps bytes), the ids that leave the window are collected and
 //! handed to the store with the next id it writes ([`IdRow::forget`]), so the store's table
 //! holds the window plus what left it since, and pruning is one delete per id in a commit
-//! that happens anyway. On reopen, [`Ids::restore`] loads the table and applies the window
-//! as of now.
+//! that happens anyway. Each row carries the id's sequence number in the window
+//! ([`IdRow::seq`], taken under the window's lock), the order it was remembered in: the
+//! timestamps do not give it (a transaction, a batch, or sends at one reading of a manual
+//! clock remember ids of one time, in any partitions). On reopen, [`Ids::restore`] loads the
+//! table in that order, applies the window as of now (dropping the oldest first, as a send
+//! would have), and numbers new ids on from the largest stored.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -73,9 +77,13 @@ pub(crate) struct Ids {
     /// The count window.
     last: Option<usize>,
     by_id: HashMap<Box<str>, Seen>,
-    /// Ids in the order they were remembered (timestamps never go back on a clock that does
-    /// not; an entry whose id was remembered again later is skipped when it leaves).
-    order: VecDeque<(Box<str>, Nanos)>,
+    /// Ids in the order they were remembered, with their sequence numbers (timestamps never
+    /// go back on a clock that does not; an entry whose id was forgotten, or remembered again
+    /// later, is skipped when it leaves).
+    order: VecDeque<(Box<str>, u64)>,
+    /// The sequence number of the next id remembered: [`Ids::row`] writes it in the id's row,
+    /// so that a reopen restores the order.
+    next: u64,
     /// Whether the store keeps rows of the ids (durable): then `forgotten` collects the ids
     /// that left the window, for the next [`Ids::row`].
     rows: bool,
@@ -85,12 +93,13 @@ pub(crate) struct Ids {
     pub(crate) room_waiters: usize,
 }
 
-/// A remembered id: its message's receipt, when it was sent, and the commit that stores it
-/// (durable mode; it may still be pending).
+/// A remembered id: its message's receipt, when it was sent, its sequence number in the
+/// window, and the commit that stores it (durable mode; it may still be pending).
 #[derive(Clone, Copy)]
 struct Seen {
     receipt: Receipt,
     ts: Nanos,
+    seq: u64,
     commit: Option<Ticket>,
 }
 
@@ -112,16 +121,23 @@ impl Ids {
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             by_id: HashMap::new(),
             order: VecDeque::new(),
+            next: 0,
             rows,
             forgotten: Vec::new(),
             room_waiters: 0,
         }
     }
 
-    /// Loads the ids a durable store kept ([`Store::message_ids`](crate::store::Store)), and
-    /// drops those outside the window as of `now` (their rows go with the next send).
+    /// Loads the ids a durable store kept ([`Store::message_ids`](crate::store::Store)) in the
+    /// order they were remembered, and drops those outside the window as of `now`, oldest
+    /// first (their rows go with the next send). Rows of format version 5 or older have no
+    /// sequence number: they come first (all were written before any that has one), ordered
+    /// by time, partition and key as before. Later ids are numbered on from the largest
+    /// stored, so that their rows come after these at the next reopen.
     pub(crate) fn restore(&mut self, mut stored: Vec<StoredId>, now: Nanos) {
-        stored.sort_by_key(|s| (s.ts, s.partition, s.key));
+        // `None` sorts before every `Some`.
+        stored.sort_by_key(|s| (s.seq, s.ts, s.partition, s.key));
+        let after = stored.iter().filter_map(|s| s.seq).max().map(|seq| seq + 1);
         for s in stored {
             let receipt = Receipt {
                 partition: s.partition,
@@ -129,6 +145,7 @@ impl Ids {
             };
             self.insert(s.id, receipt, s.ts, None);
         }
+        self.next = self.next.max(after.unwrap_or(0));
         self.prune(now);
     }
 
@@ -163,13 +180,15 @@ impl Ids {
         }
     }
 
-    /// What a durable store writes with the staged record of `id` in `partition`: its row,
-    /// and the rows of the ids that left the window since the last one. `None` for a store
-    /// that keeps nothing.
+    /// What a durable store writes with the staged record of `id` in `partition`: its row
+    /// (with the sequence number the id gets as it is [remembered](Self::remember) next,
+    /// under the same lock), and the rows of the ids that left the window since the last
+    /// one. `None` for a store that keeps nothing.
     pub(crate) fn row(&mut self, id: &str, partition: u32) -> Option<IdRow> {
         self.rows.then(|| IdRow {
             id: id.into(),
             partition,
+            seq: self.next,
             forget: std::mem::take(&mut self.forgotten),
         })
     }
@@ -181,11 +200,15 @@ impl Ids {
         }
     }
 
+    /// Remembers `id` last in the order, with the next sequence number.
     fn insert(&mut self, id: Box<str>, receipt: Receipt, ts: Nanos, commit: Option<Ticket>) {
-        self.order.push_back((id.clone(), ts));
+        let seq = self.next;
+        self.next += 1;
+        self.order.push_back((id.clone(), seq));
         let seen = Seen {
             receipt,
             ts,
+            seq,
             commit,
         };
         self.by_id.insert(id, seen);
@@ -194,17 +217,21 @@ impl Ids {
     /// Drops the ids outside the window as of `now`, oldest first.
     fn prune(&mut self, now: Nanos) {
         let oldest = self.within.map(|w| now.saturating_sub(w));
-        while let Some((id, ts)) = self.order.front() {
-            let too_many = self.last.is_some_and(|n| self.by_id.len() > n);
-            let too_old = oldest.is_some_and(|oldest| *ts < oldest);
-            let stale = self.by_id.get(id).is_none_or(|s| s.ts != *ts);
-            if !(too_many || too_old || stale) {
-                break;
+        while let Some((id, seq)) = self.order.front() {
+            // `None`: a stale entry (its id was forgotten, or remembered again later).
+            let live = self.by_id.get(id).filter(|s| s.seq == *seq);
+            if let Some(seen) = live {
+                let too_many = self.last.is_some_and(|n| self.by_id.len() > n);
+                let too_old = oldest.is_some_and(|oldest| seen.ts < oldest);
+                if !(too_many || too_old) {
+                    break;
+                }
             }
-            let Some((id, ts)) = self.order.pop_front() else {
+            let live = live.is_some();
+            let Some((id, _)) = self.order.pop_front() else {
                 break;
             };
-            if self.by_id.get(&id).is_some_and(|s| s.ts == ts) {
+            if live {
                 self.by_id.remove(&id);
                 if self.rows {
                     self.forgotten.push(id);
@@ -507,6 +534,63 @@ mod tests {
             (original.receipt, original.commit),
             (at(0), Some(Ticket(7)))
         );
+    }
+
+    fn stored(id: &str, partition: u32, key: u64, ts: Nanos, seq: Option<u64>) -> StoredId {
+        StoredId {
+            id: id.into(),
+            partition,
+            key,
+            ts,
+            seq,
+        }
+    }
+
+    fn window(ids: &mut Ids, names: &[&str]) -> Vec<Option<u64>> {
+        names
+            .iter()
+            .map(|id| ids.seen(id, 0).map(|o| o.receipt.offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_restore_follows_the_order_remembered_not_time_and_partition() {
+        // `a` went to partition 1, then `b` to partition 0, at one time.
+        let mut ids = Ids::new(Dedupe::last(1), true);
+        let rows = vec![stored("b", 0, 7, 5, Some(4)), stored("a", 1, 3, 5, Some(3))];
+        ids.restore(rows, 5);
+        assert_eq!(window(&mut ids, &["a", "b"]), [None, Some(7)]);
+        // `a` left the window: its row goes with the next one, numbered after `b`'s.
+        let row = ids.row("c", 1).unwrap();
+        assert_eq!((row.seq, row.forget), (5, vec![Box::<str>::from("a")]));
+    }
+
+    #[test]
+    fn rows_without_an_order_come_first_by_time_partition_and_key() {
+        let mut ids = Ids::new(Dedupe::last(3), true);
+        let rows = vec![
+            stored("new", 0, 9, 1, Some(0)),
+            stored("old-2", 0, 2, 8, None),
+            stored("old-1", 1, 1, 8, None),
+            stored("old-0", 1, 0, 7, None),
+        ];
+        ids.restore(rows, 9);
+        let names = ["old-0", "old-1", "old-2", "new"];
+        assert_eq!(window(&mut ids, &names), [None, Some(1), Some(2), Some(9)]);
+        // Numbered after every stored row (restored ids are numbered anew, in order).
+        assert!(ids.row("next", 0).unwrap().seq > 0);
+    }
+
+    #[test]
+    fn a_stale_entry_of_one_time_does_not_drop_its_id_remembered_again() {
+        let mut ids = Ids::new(Dedupe::last(2), false);
+        ids.remember("a".into(), at(0), 0, None);
+        ids.remember("x".into(), at(1), 0, None);
+        ids.forget("a", at(0));
+        ids.remember("a".into(), at(2), 0, None);
+        ids.remember("y".into(), at(3), 0, None);
+        // `x` is the oldest id remembered: it leaves, not `a` (stale entry and all).
+        assert_eq!(window(&mut ids, &["x", "a", "y"]), [None, Some(2), Some(3)]);
     }
 
     #[test]

@@ -196,23 +196,28 @@ pub(crate) enum Progress<'a> {
 }
 
 /// A message id stored with its record in the same commit (dedupe): a durable store adds the
-/// row `id -> (partition, key, timestamp)` to the log's [ids table](LogId::ids_table), after
-/// deleting the rows of `forget`, ids that left the window since the last send.
+/// row `id -> (partition, key, timestamp, seq)` to the log's [ids table](LogId::ids_table),
+/// after deleting the rows of `forget`, ids that left the window since the last send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdRow {
     pub(crate) id: Box<str>,
     pub(crate) partition: u32,
+    /// The window's sequence number of the id: the order it was remembered in, across the
+    /// window's partitions (timestamps cannot tell ids of one clock reading apart).
+    pub(crate) seq: u64,
     pub(crate) forget: Vec<Box<str>>,
 }
 
-/// A stored message id read back ([`Store::message_ids`]): where its message was stored, and
-/// when.
+/// A stored message id read back ([`Store::message_ids`]): where its message was stored,
+/// when, and its place in the window's order (`None` for a row of format version 5 or
+/// older, which kept none: such rows come before every row that has one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredId {
     pub(crate) id: Box<str>,
     pub(crate) partition: u32,
     pub(crate) key: u64,
     pub(crate) ts: Nanos,
+    pub(crate) seq: Option<u64>,
 }
 
 /// One send, as the engine describes it to the store.

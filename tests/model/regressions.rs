@@ -253,19 +253,19 @@ fn topic_position_past_held_trimmed_messages_survives_a_reopen() {
     replay(run_topic(setup, ops));
 }
 
-/// Embus bug, not fixed (found by the durable transaction model): a durable count window
-/// restores its ids ordered by (time, partition, offset), not in the order they were sent. A
+/// Embus bug (found by the durable transaction model): a durable count window restored its
+/// ids ordered by (time, partition, offset), not in the order they were sent. A
 /// transaction (or batch, or sends at one clock reading) sends id `a` to partition 1, then `b`
 /// to partition 0, under `Dedupe::last(1)`: `b` is the last id, and before the reopen a
 /// duplicate of it returns its receipt. The store keeps both rows (`a` left the window; its row
 /// goes with the next id written), both of the same time; the reopened window sorts `b`
 /// (partition 0) first and drops it, keeping `a`: the duplicate of `b` is stored again, and
-/// `a` would count as a duplicate. The rows keep no order across partitions
-/// (`src/store/redb/ids.rs`: partition, offset, time); a fix stores one (a per-window
-/// sequence number in the row, a format change). The transaction model follows the
-/// implementation meanwhile (`Win::restore` in `model/tx.rs`).
+/// `a` would count as a duplicate. The rows kept no order across partitions
+/// (`src/store/redb/ids.rs`: partition, offset, time). Fixed by storing, in each id row, the
+/// window's sequence number of the id, taken under the window's lock, and restoring in that
+/// order (format version 6; rows of version 5 restore first, in their old order); the
+/// transaction model restores in send order too (`Win::restore` in `model/tx.rs`).
 #[test]
-#[ignore = "embus bug: a durable count window restores ids of one time in partition order"]
 fn tx_count_window_across_a_reopen_keeps_the_last_ids() {
     let storage = Storage::new(Mode::Durable, ManualClock::new());
     let options = || {

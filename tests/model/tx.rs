@@ -125,13 +125,16 @@ pub(super) fn tx_op() -> impl Strategy<Value = TxOp> {
 /// rows its store holds (`src/store/redb/ids.rs`).
 #[derive(Debug, Clone, Default)]
 struct Win {
-    /// Ids in the order remembered, with when.
+    /// Ids in the order remembered, with their sequence numbers.
     order: VecDeque<(u8, u64)>,
-    by_id: BTreeMap<u8, (Receipt, u64)>,
-    /// Durable: the store's rows, id -> receipt and when. A row is written with its record's
-    /// commit, after deleting the rows of the ids that left the window since the last one
-    /// (`forgotten`); so the rows are the window plus what left it since.
-    rows: Option<BTreeMap<u8, (Receipt, u64)>>,
+    /// Id -> receipt, when, and sequence number.
+    by_id: BTreeMap<u8, (Receipt, u64, u64)>,
+    /// The sequence number of the next id remembered.
+    next: u64,
+    /// Durable: the store's rows, id -> receipt, when and sequence number. A row is written
+    /// with its record's commit, after deleting the rows of the ids that left the window since
+    /// the last one (`forgotten`); so the rows are the window plus what left it since.
+    rows: Option<BTreeMap<u8, (Receipt, u64, u64)>>,
     forgotten: Vec<u8>,
 }
 
@@ -145,15 +148,18 @@ impl Win {
     }
 
     fn prune(&mut self, window: Window, now: u64) {
-        while let Some(&(id, ts)) = self.order.front() {
-            let too_many = matches!(window, Window::Last(n) if self.by_id.len() > n);
-            let too_old = matches!(window, Window::Within(w) if ts < now - w);
-            let stale = self.by_id.get(&id).is_none_or(|(_, at)| *at != ts);
-            if !(too_many || too_old || stale) {
-                break;
+        while let Some(&(id, seq)) = self.order.front() {
+            let live = self.by_id.get(&id).filter(|&&(_, _, s)| s == seq);
+            if let Some(&(_, ts, _)) = live {
+                let too_many = matches!(window, Window::Last(n) if self.by_id.len() > n);
+                let too_old = matches!(window, Window::Within(w) if ts < now - w);
+                if !(too_many || too_old) {
+                    break;
+                }
             }
+            let live = live.is_some();
             self.order.pop_front();
-            if self.by_id.get(&id).is_some_and(|(_, at)| *at == ts) {
+            if live {
                 self.by_id.remove(&id);
                 if self.rows.is_some() {
                     self.forgotten.push(id);
@@ -167,7 +173,7 @@ impl Win {
             return None;
         }
         self.prune(window, now);
-        self.by_id.get(&id).map(|(r, _)| *r)
+        self.by_id.get(&id).map(|(r, _, _)| *r)
     }
 
     /// The message of `id` is stored as `receipt` at `now` (its row written first).
@@ -175,33 +181,36 @@ impl Win {
         if matches!(window, Window::None) {
             return;
         }
+        let seq = self.next;
+        self.next += 1;
         if let Some(rows) = self.rows.as_mut() {
             for gone in self.forgotten.drain(..) {
                 rows.remove(&gone);
             }
-            rows.insert(id, (receipt, now));
+            rows.insert(id, (receipt, now, seq));
         }
-        self.order.push_back((id, now));
-        self.by_id.insert(id, (receipt, now));
+        self.order.push_back((id, seq));
+        self.by_id.insert(id, (receipt, now, seq));
         self.prune(window, now);
     }
 
-    /// The window as a reopened store restores it (`Ids::restore`): every row, in the order of
-    /// (time, partition, offset), then what the window drops as of `now`. The order is not the
-    /// order remembered when ids of one time went to both partitions: see
-    /// `regressions::tx_count_window_across_a_reopen_keeps_the_last_ids` (an embus bug the
-    /// model follows for now).
+    /// The window as a reopened store restores it (`Ids::restore`): every row, in the order
+    /// remembered (each row keeps its sequence number, whatever its time and partition), then
+    /// what the window drops as of `now`, oldest first; later ids are numbered on. (Up to
+    /// format version 5 the rows kept no order and were restored by time, partition and
+    /// offset: with ids of one time in both partitions, a count window kept other ids than
+    /// the last ones; `regressions::tx_count_window_across_a_reopen_keeps_the_last_ids`.)
     fn restore(&mut self, window: Window, now: u64) {
         let Some(rows) = &self.rows else {
             return;
         };
-        let mut stored: Vec<(u64, u32, u64, u8)> = (rows.iter())
-            .map(|(&id, &(r, ts))| (ts, r.partition, r.offset, id))
+        let mut stored: Vec<(u64, u8, Receipt, u64)> = (rows.iter())
+            .map(|(&id, &(r, ts, seq))| (seq, id, r, ts))
             .collect();
-        stored.sort_unstable();
-        self.order = stored.iter().map(|&(ts, _, _, id)| (id, ts)).collect();
+        stored.sort_unstable_by_key(|&(seq, ..)| seq);
+        self.order = stored.iter().map(|&(seq, id, ..)| (id, seq)).collect();
         self.by_id = (stored.iter())
-            .map(|&(ts, partition, offset, id)| (id, (Receipt { partition, offset }, ts)))
+            .map(|&(seq, id, r, ts)| (id, (r, ts, seq)))
             .collect();
         self.forgotten.clear();
         self.prune(window, now);

@@ -10,8 +10,9 @@
 //!   goes on from the last one handed out;
 //! - `events`: every committed event, per partition, in order;
 //! - both dedupe windows, as `Ids::restore` rebuilds them from the store's rows (the window and
-//!   the ids that left it since the last id written, ordered by time, partition and offset,
-//!   then pruned as of now; [`Win::restore`]); later sends with ids check them.
+//!   the ids that left it since the last id written, in the order remembered, which each row
+//!   keeps as a sequence number, then pruned as of now; [`Win::restore`]); later sends with
+//!   ids check them.
 //!
 //! After a power cut ([`TxRig::kill`]) every call that waited for its commit returned after it
 //! (a plain send, a commit with records or acks): its records, acks and ids are stored, whole.

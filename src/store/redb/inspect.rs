@@ -347,7 +347,7 @@ mod tests {
         DECLARATIONS, seal_count, seal_end, seal_named, seal_position,
     };
 
-    /// A version 5 store written by hand: queue `jobs` with two records (the first delivered
+    /// A store of this build's format version written by hand: queue `jobs` with two records (the first delivered
     /// twice), a group position, and what `damage` does to the first record's bytes.
     fn write(path: &Path, mut damage: impl FnMut(&mut Vec<u8>)) {
         let db = Database::create(path).unwrap();
@@ -480,17 +480,22 @@ mod tests {
 
     #[test]
     fn an_older_format_version_asks_for_an_upgrade() {
-        let path = dir("inspect-older").join("s.embus");
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        let meta: TableDefinition<'_, &str, u64> = TableDefinition::new("embus.meta");
-        txn.open_table(meta).unwrap().insert("format", 4).unwrap();
-        txn.commit().unwrap();
-        drop(db);
-        let err = open(&path).unwrap_err();
-        assert!(
-            err.to_string().contains("Broker::open upgrades it"),
-            "{err}"
-        );
+        for version in [4, 5] {
+            let path = dir(&format!("inspect-older-{version}")).join("s.embus");
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let meta: TableDefinition<'_, &str, u64> = TableDefinition::new("embus.meta");
+            txn.open_table(meta)
+                .unwrap()
+                .insert("format", version)
+                .unwrap();
+            txn.commit().unwrap();
+            drop(db);
+            let err = open(&path).unwrap_err();
+            assert!(
+                err.to_string().contains("Broker::open upgrades it"),
+                "{err}"
+            );
+        }
     }
 }

@@ -193,7 +193,8 @@ fn sync_parent(path: &Path) {
 
 /// Checks (or, in a new file, writes) the format version and the codec; upgrades a file of
 /// version 1 (bincode payloads, no settings), 2 (unsealed metadata), 3 or 4 (log tables
-/// without the prefix) to version 5 ([`upgrade`]). A file without `embus.meta` is new to
+/// without the prefix) or 5 (dedupe id rows without their order, which stay as they are) to
+/// version 6 ([`upgrade`]). A file without `embus.meta` is new to
 /// embus: empty, or an application's database with none of embus's tables, which gets them
 /// (its own tables are left alone); one with tables under the prefix but no format version is
 /// not a store embus wrote.
@@ -222,7 +223,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             Err(e) => return Err(storage(path, e)),
         };
         let stored_codec = match version {
-            Some(3 | 4 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
+            Some(3 | 4 | 5 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
             Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
             _ => None,
         };
@@ -263,7 +264,9 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
         if matches!(version, Some(1 | 2)) {
             upgrade::metadata(&txn)?;
         }
-        if version.is_some() {
+        // Version 5 is prefixed already, and may share its database with an application's
+        // tables, whatever their names.
+        if matches!(version, Some(1..=4)) {
             upgrade::prefix(&txn)?;
         }
         {

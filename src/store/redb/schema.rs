@@ -1,14 +1,14 @@
 //! The file's layout: format version, table names and definitions, and the bookkeeping of
 //! each log's end and retained bytes.
 //!
-//! # Layout (format version 5)
+//! # Layout (format version 6)
 //!
 //! Every table embus creates is named with the reserved prefix `embus.` ([`PREFIX`]), so an
 //! application database that embus shares
 //! ([`BrokerBuilder::database`](crate::BrokerBuilder::database)) keeps its own tables under
 //! any other name, and embus never opens, lists or changes them.
 //!
-//! - `embus.meta`: `"format" -> 5` (a plain `u64`, so every build can read which version it
+//! - `embus.meta`: `"format" -> 6` (a plain `u64`, so every build can read which version it
 //!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
 //!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
@@ -30,8 +30,9 @@
 //!   none of it. A file without these tables is the same format: they appear with compaction.
 //!
 //! - `embus.d.<topic or queue>` (with a dedupe window only): message id -> partition, key and
-//!   timestamp of its record ([`ids`](super::ids)), written in the record's commit. A file
-//!   without these tables is the same format: they appear with dedupe.
+//!   timestamp of its record, and the id's sequence number in the window (the order it was
+//!   remembered in; [`ids`](super::ids)), written in the record's commit. A file without
+//!   these tables is the same format: they appear with dedupe.
 //!
 //! Every value of `embus.settings`, `embus.declarations`, `embus.ends`, `embus.groups`, `embus.acked` and
 //! `embus.c.<queue>` is sealed with a checksum over table, key and value
@@ -56,13 +57,17 @@
 //! [`format`](crate::store::format)), which an older build must not meet: it refuses the file
 //! by its format version instead. Version 4 is version 5 with the log tables named without the
 //! prefix (`t.<topic>.<partition>`, `q.<queue>`, `c.<queue>`, `k.t.<topic>.<partition>`) and
-//! `embus.ends` keyed by those names.
+//! `embus.ends` keyed by those names. Version 5 is version 6 with `embus.d.` rows without the
+//! sequence number (20 bytes, not 28): version 6 still reads them (they restore before every
+//! row that has one, ordered by time, partition and key, as version 5 did), but a version 5
+//! build would take the longer rows for damaged ones, so the version number changed.
 //!
-//! Opening a file of any older version upgrades it to version 5 in one commit, with the new
-//! version number: the version 1 and 2 metadata is sealed as above, then every log table is
-//! renamed under the prefix (redb moves the table, never its rows) and each `embus.ends` row is
-//! checked and rekeyed to the new name. In a file of version 4 or older every table is
-//! embus's: those versions refused any other file.
+//! Opening a file of any older version upgrades it to version 6 in one commit, with the new
+//! version number: the version 1 and 2 metadata is sealed as above, then, in a file of
+//! version 4 or older, every log table is renamed under the prefix (redb moves the table,
+//! never its rows) and each `embus.ends` row is checked and rekeyed to the new name. In a file
+//! of version 4 or older every table is embus's: those versions refused any other file. A
+//! version 5 file needs nothing but the new version number (its id rows stay as they are).
 
 use std::collections::HashMap;
 
@@ -72,9 +77,9 @@ use super::meta;
 use crate::store::format;
 
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u64 = 5;
+pub(crate) const FORMAT_VERSION: u64 = 6;
 /// The older format versions this build opens, upgrading them.
-pub(crate) const UPGRADES_FROM: [u64; 4] = [1, 2, 3, 4];
+pub(crate) const UPGRADES_FROM: [u64; 5] = [1, 2, 3, 4, 5];
 
 /// The prefix of every table embus creates (format version 5 on).
 pub(crate) const PREFIX: &str = "embus.";
