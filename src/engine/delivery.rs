@@ -328,8 +328,18 @@ observe::traced! {
         pub(crate) fn trace_delivered(&self, name: &str) {
             let (partition, offset) = (self.partition, self.offset);
             let delivery_count = self.delivery_count;
-            let traceparent = observe::traceparent(self.headers());
             let again = delivery_count > 1;
+            // Only when a subscriber may want the event (one load otherwise): the header scan
+            // below is per delivery, and the events' own checks come after it.
+            let level = if again {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::TRACE
+            };
+            if !tracing::level_enabled!(level) {
+                return;
+            }
+            let traceparent = observe::traceparent(self.headers());
             match &self.settle {
                 Settle::Queue(_) if again => observe::event!(
                     "embus::queue", DEBUG,
