@@ -98,15 +98,16 @@ impl BrokerBuilder {
         self
     }
 
-    /// With `true`, [`open`](Self::open) runs redb's integrity check (every page's checksum)
-    /// even on a store that was closed cleanly, and a damaged file is [`Error::Corrupt`] there,
-    /// before anything reads it. Off by default: a store that was not closed cleanly is always
-    /// checked, and a clean one is not, so that opening stays fast however long the log is
-    /// (the check reads the whole file). Turn it on where a file may have been damaged at rest
-    /// (a failing disk, a copy from elsewhere) and a damaged page must not reach redb: redb
-    /// panics on some of them (embus catches those panics, unless the build uses
-    /// `panic = "abort"`), and a few abort the process whatever the build (see
-    /// RELIABILITY.md, "Known limits").
+    /// With `true`, [`open`](Self::open) has redb check the integrity of the file (every
+    /// page's checksum) as it opens it, even a store that was closed cleanly, before redb trusts
+    /// its own saved state or embus reads anything: a damaged file is [`Error::Corrupt`] there.
+    /// Off by default: a store that was not closed cleanly is always checked, and a clean one
+    /// is not, so that opening stays fast however long the log is (the check reads the whole
+    /// file). Turn it on where a file may have been damaged at rest (a failing disk, a copy
+    /// from elsewhere) and a damaged page must not reach redb: redb panics on some of them
+    /// (embus catches those panics, unless the build uses `panic = "abort"`), and a few abort
+    /// the process whatever the build (see RELIABILITY.md, "Known limits"). Ignored by a
+    /// memory broker.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -145,10 +146,10 @@ impl BrokerBuilder {
     /// responsible for it (for example [`redb::Database::check_integrity`] before sharing
     /// it).
     ///
-    /// Cannot be combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend)
-    /// or [`cache_size`](Self::cache_size): the application opened the database, with its
-    /// own file, backend and cache. [`open`](Self::open) says which with
-    /// [`Error::InvalidOption`].
+    /// Cannot be combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend),
+    /// [`cache_size`](Self::cache_size) or [`check_integrity`](Self::check_integrity): the
+    /// application opened the database, with its own file, backend, cache and checks.
+    /// [`open`](Self::open) says which with [`Error::InvalidOption`].
     ///
     /// ```
     /// use std::sync::Arc;
@@ -241,10 +242,10 @@ impl BrokerBuilder {
     /// # Errors
     /// None for a memory broker; for a durable one, as [`Broker::open`].
     /// [`Error::InvalidOption`] (option `database`) if [`database`](Self::database) is
-    /// combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend) or
-    /// [`cache_size`](Self::cache_size) or [`check_integrity`](Self::check_integrity). With feature `metrics`: [`Error::InvalidOption`]
-    /// (option `metrics_every`) for a zero interval, [`Error::Storage`] if the metrics thread
-    /// cannot be started.
+    /// combined with [`path`](Self::path), [`storage_backend`](Self::storage_backend),
+    /// [`cache_size`](Self::cache_size) or [`check_integrity`](Self::check_integrity). With
+    /// feature `metrics`: [`Error::InvalidOption`] (option `metrics_every`) for a zero
+    /// interval, [`Error::Storage`] if the metrics thread cannot be started.
     pub fn open(self) -> Result<Broker, Error> {
         #[cfg(feature = "metrics")]
         let metrics = match self.metrics_every {

@@ -35,6 +35,18 @@ pub(super) fn storage(path: &Path, e: impl Into<redb::Error>) -> Error {
     }
 }
 
+/// A store of an older format version that only a broker's open upgrades (the tools that
+/// read or edit a file in place do not).
+pub(super) fn upgrade_first(path: &Path, found: u64) -> Error {
+    Error::Storage {
+        path: path.to_owned(),
+        message: format!(
+            "embus format version {found} is older than this build's {FORMAT_VERSION}: open it \
+             once with the application (Broker::open upgrades it), then try again"
+        ),
+    }
+}
+
 /// Opens (or creates) the database at `path` (or on `backend`), checking its format version
 /// and codec.
 pub(super) fn database(
@@ -48,21 +60,28 @@ pub(super) fn database(
     if let Some(bytes) = cache_bytes {
         builder.set_cache_size(bytes);
     }
+    // `check_integrity(true)`: redb checks every page as it opens, before it reads its own
+    // saved state (a plain open trusts that, and may panic on it).
+    builder.set_check_integrity_on_open(always_check);
+    let finish = |opened: Result<Database, Error>| {
+        let mut db = opened.map_err(|e| match e {
+            Error::Corrupt { path, detail } if always_check => Error::Corrupt {
+                path,
+                detail: format!("the store fails redb's integrity check: {detail}"),
+            },
+            e => e,
+        })?;
+        if !always_check {
+            verify_if_unclean(path, &mut db)?;
+        }
+        check_format(path, &db, codec)?;
+        Ok(db)
+    };
     // Checking the format reads the file, and dropping a database that failed the check
     // runs redb's close: either may meet a damaged page, where redb may panic.
     let opened = quiet::catch(|| match backend {
-        Some(open) => {
-            let mut db = guarded(path, || open(&builder))?;
-            verify(path, &mut db, always_check)?;
-            check_format(path, &db, codec)?;
-            Ok(db)
-        }
-        None if path.exists() => {
-            let mut db = guarded(path, || builder.create(path))?;
-            verify(path, &mut db, always_check)?;
-            check_format(path, &db, codec)?;
-            Ok(db)
-        }
+        Some(open) => finish(guarded(path, || open(&builder))),
+        None if path.exists() => finish(guarded(path, || builder.create(path))),
         None => create(path, &builder, codec),
     });
     opened.unwrap_or_else(|panic| {
@@ -111,12 +130,13 @@ pub(super) fn guarded(
 }
 
 /// Runs redb's integrity check (every page's checksum, before anything reads a record) if
-/// `always` (`BrokerBuilder::check_integrity`) or if the store was not closed cleanly: its
-/// writer committed since it last closed (`"clean"` is 0 in `embus.meta`), or it is of an
-/// older format version (checked once, as it is upgraded). Otherwise a cleanly closed store is
-/// not scanned: opening stays as fast as the log is long.
-pub(super) fn verify(path: &Path, db: &mut Database, always: bool) -> Result<(), Error> {
-    let unclean = always || {
+/// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
+/// 0 in `embus.meta`), or it is of a format version whose upgrade rewrites tables (4 and
+/// older; checked once, as it is upgraded). A cleanly closed store is not scanned: opening
+/// stays as fast as the log is long (`BrokerBuilder::check_integrity` has redb check every
+/// open instead).
+pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
+    let unclean = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
         match txn.open_table(META) {
             Ok(t) => {
@@ -125,7 +145,8 @@ pub(super) fn verify(path: &Path, db: &mut Database, always: bool) -> Result<(),
                     Ok(value.map(|v| v.value()))
                 };
                 match get("format")? {
-                    Some(FORMAT_VERSION) => get(CLEAN)? == Some(0),
+                    // Version 5 has the clean flag too, and its upgrade rewrites nothing.
+                    Some(FORMAT_VERSION | 5) => get(CLEAN)? == Some(0),
                     Some(older) => UPGRADES_FROM.contains(&older),
                     None => false,
                 }
@@ -143,14 +164,9 @@ pub(super) fn verify(path: &Path, db: &mut Database, always: bool) -> Result<(),
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
             Err(Error::Corrupt {
                 path: path.to_owned(),
-                detail: if always {
-                    format!("the store fails redb's integrity check: {detail}")
-                } else {
-                    format!(
-                        "the store was not closed cleanly and fails redb's integrity check: \
-                         {detail}"
-                    )
-                },
+                detail: format!(
+                    "the store was not closed cleanly and fails redb's integrity check: {detail}"
+                ),
             })
         }
         Err(e) => Err(storage(path, e)),
