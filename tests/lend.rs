@@ -18,6 +18,8 @@ use embus::redb::TableDefinition;
 
 /// Names the store the child opens; without it [`lend_child`] returns at once.
 const CHILD: &str = "EMBUS_LEND_CHILD";
+/// Threads lending in the child (three: two asking during one loan must both be served).
+const THREADS: u64 = 3;
 /// Transactions per thread in the child.
 const LOANS: u64 = 2_000;
 const ROWS: TableDefinition<u64, u64> = TableDefinition::new("rows");
@@ -39,12 +41,12 @@ fn borrowers_that_keep_asking_do_not_grow_the_writers_stack() {
     // Every loan committed its row and its event.
     let bus = Broker::open(&path).unwrap();
     let topic = bus.topic::<u64>("placed").unwrap();
-    assert_eq!(topic.retained(), 2 * LOANS);
+    assert_eq!(topic.retained(), THREADS * LOANS);
     bus.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The child: two threads, each committing [`LOANS`] transactions that write a row through
+/// The child: [`THREADS`] threads, each committing [`LOANS`] transactions that write a row through
 /// `Transaction::redb` and send an event, back to back.
 #[test]
 fn lend_child() {
@@ -53,7 +55,7 @@ fn lend_child() {
     };
     let bus = Arc::new(Broker::open(&path).unwrap());
     let topic = bus.topic::<u64>("placed").unwrap();
-    let threads: Vec<_> = (0..2u64)
+    let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let (bus, placed) = (Arc::clone(&bus), topic.producer());
             std::thread::spawn(move || {

@@ -195,8 +195,8 @@ impl Writer {
                 last_took = self.commit_reported(batch, None);
                 last_commit = Instant::now();
             }
-            for reply in lends {
-                self.lend(reply);
+            if !lends.is_empty() {
+                self.lend(lends);
                 last_commit = Instant::now();
             }
         }
@@ -259,12 +259,13 @@ impl Writer {
         took
     }
 
-    /// Lends a write transaction to the borrower behind `reply` and waits for it back; what
-    /// other senders send meanwhile rides the same commit (it waits anyway: redb has one
-    /// writer). Borrowers that ask meanwhile are served next, in turn, by this loop: not by
-    /// recursion, which borrowers that keep asking would drive until the stack overflows.
-    fn lend(&mut self, reply: Sender<Result<WriteTransaction, String>>) {
-        let mut borrowers = VecDeque::from([reply]);
+    /// Lends a write transaction to each borrower behind `replies` in turn, and waits for it
+    /// back each time; what other senders send meanwhile rides the same commit (it waits
+    /// anyway: redb has one writer). Borrowers that ask meanwhile join the end of the line, so
+    /// each is served in the order it asked: by this loop, not by recursion, which borrowers
+    /// that keep asking would drive until the stack overflows.
+    fn lend(&mut self, replies: Vec<Sender<Result<WriteTransaction, String>>>) {
+        let mut borrowers = VecDeque::from(replies);
         while let Some(reply) = borrowers.pop_front() {
             self.lend_once(reply, &mut borrowers);
         }
