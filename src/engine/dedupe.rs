@@ -153,7 +153,11 @@ impl Ids {
     /// ids that left it).
     pub(crate) fn seen(&mut self, id: &str, now: Nanos) -> Option<Original> {
         self.prune(now);
-        self.by_id.get(id).map(|s| Original {
+        // Pruning stops at the oldest id still in the window; after a clock that went back
+        // across a reopen, an expired id may sit behind it (ids restore in send order).
+        let oldest = self.within.map(|w| now.saturating_sub(w));
+        let live = |s: &&Seen| oldest.is_none_or(|oldest| s.ts >= oldest);
+        self.by_id.get(id).filter(live).map(|s| Original {
             receipt: s.receipt,
             commit: s.commit,
         })
@@ -566,10 +570,26 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_id_behind_a_fresh_one_is_not_a_duplicate() {
+        // The clock went back across a reopen: `late` was sent after `early`, stamped earlier.
+        let mut ids = Ids::new(Dedupe::within(std::time::Duration::from_nanos(10)), true);
+        let rows = vec![
+            stored("early", 0, 1, 15, Some(0)),
+            stored("late", 0, 2, 3, Some(1)),
+        ];
+        ids.restore(rows, 20);
+        let seen = |ids: &mut Ids, id| ids.seen(id, 20).map(|o| o.receipt.offset);
+        assert_eq!(
+            (seen(&mut ids, "early"), seen(&mut ids, "late")),
+            (Some(1), None)
+        );
+    }
+
+    #[test]
     fn rows_without_an_order_come_first_by_time_partition_and_key() {
         let mut ids = Ids::new(Dedupe::last(3), true);
         let rows = vec![
-            stored("new", 0, 9, 1, Some(0)),
+            stored("new", 0, 9, 1, Some(100)),
             stored("old-2", 0, 2, 8, None),
             stored("old-1", 1, 1, 8, None),
             stored("old-0", 1, 0, 7, None),
@@ -577,8 +597,8 @@ mod tests {
         ids.restore(rows, 9);
         let names = ["old-0", "old-1", "old-2", "new"];
         assert_eq!(window(&mut ids, &names), [None, Some(1), Some(2), Some(9)]);
-        // Numbered after every stored row (restored ids are numbered anew, in order).
-        assert!(ids.row("next", 0).unwrap().seq > 0);
+        // Numbered after the largest stored number.
+        assert_eq!(ids.row("next", 0).unwrap().seq, 101);
     }
 
     #[test]

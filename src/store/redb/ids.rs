@@ -67,7 +67,13 @@ pub(super) fn load(txn: &ReadTransaction, name: &str) -> Result<Vec<StoredId>, r
                 let bytes: [u8; LEN] = meta::fixed(name, &id, value)?;
                 let (head, seq) = bytes.split_at(LEGACY_LEN);
                 let head = head.try_into().unwrap_or([0; LEGACY_LEN]);
-                (head, Some(u64_at(seq)))
+                // A window numbers its ids from 0, one per send: a number this high is damage
+                // (its CRC can be recomputed) and would overflow the numbers after it.
+                let seq = u64_at(seq);
+                if seq >= 1 << 63 {
+                    return Err(meta::damaged(name, &id, "sequence number out of range"));
+                }
+                (head, Some(seq))
             }
         };
         out.push(StoredId {
