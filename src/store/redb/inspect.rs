@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
-use super::open::storage;
+use super::open::{storage, upgrade_first};
 use super::quiet;
 use super::schema::{
     CLEAN, ENDS, FORMAT_VERSION, GROUPS, META, PREFIX, SETTINGS, UPGRADES_FROM, deliveries,
@@ -164,16 +164,10 @@ impl Reader {
             Ok((version, clean != Some(0), codec))
         })?;
         match version {
-            Some(FORMAT_VERSION) => {}
+            // Version 5 differs only in dedupe id rows, which nothing here reads.
+            Some(FORMAT_VERSION | 5) => {}
             Some(found) if UPGRADES_FROM.contains(&found) => {
-                return Err(Error::Storage {
-                    path,
-                    message: format!(
-                        "embus format version {found} is older than this build's \
-                         {FORMAT_VERSION}: open it once with the application (Broker::open \
-                         upgrades it), then try again"
-                    ),
-                });
+                return Err(upgrade_first(&path, found));
             }
             Some(found) => {
                 return Err(Error::Incompatible {
@@ -480,7 +474,7 @@ mod tests {
 
     #[test]
     fn an_older_format_version_asks_for_an_upgrade() {
-        for version in [4, 5] {
+        for version in [2, 4] {
             let path = dir(&format!("inspect-older-{version}")).join("s.embus");
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();

@@ -17,11 +17,11 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
-use super::open::{guarded, storage, verify};
+use super::open::{guarded, storage, upgrade_first, verify_if_unclean};
 use super::quiet;
 use super::schema::{
-    CLEAN, DECLARATIONS, FORMAT_VERSION, META, counts_table, deliveries, end_of, logical,
-    open_named, queue_table, records, save_ends,
+    CLEAN, DECLARATIONS, FORMAT_VERSION, META, UPGRADES_FROM, counts_table, deliveries, end_of,
+    logical, open_named, queue_table, records, save_ends,
 };
 use crate::error::Error;
 use crate::options::QueueOptions;
@@ -67,7 +67,7 @@ pub(crate) fn redrive(
     }
     let moved = quiet::catch(|| {
         let mut db = guarded(path, || Database::builder().open(path))?;
-        verify(path, &mut db, false)?;
+        verify_if_unclean(path, &mut db)?;
         let moved = apply(path, &db, from, to, limit, now);
         let closed = quiet::catch(move || drop(db));
         moved.and_then(|n| {
@@ -99,6 +99,9 @@ fn apply(
         let version = meta.get("format").map_err(|e| storage(path, e))?;
         version.map(|v| v.value())
     };
+    if let Some(found) = version.filter(|v| UPGRADES_FROM.contains(v)) {
+        return Err(upgrade_first(path, found));
+    }
     if version != Some(FORMAT_VERSION) {
         return Err(Error::Incompatible {
             path: path.to_owned(),
