@@ -97,11 +97,11 @@ pub(super) fn t_op() -> impl Strategy<Value = TOp> {
         1 => (pick(), 0..8u64).prop_map(|(p, back)| TOp::Get(p, back)),
         1 => any::<bool>().prop_map(TOp::ResetGroup),
         1 => Just(TOp::Reopen),
-        // `mid_send` is off: with it, about 1 run in 15 of 256 release cases found the group's
-        // position after the cut past every position the model held since the last commit
-        // (e.g. 34 against {26}, retained 33..36), and a replay does not fail every time. Not
-        // yet told apart: the model's account of that commit, or a bug. RELIABILITY.md, "Known
-        // limits"; turn it back on with `(0..=2u8).prop_map(Some)` to look into it.
+        // `mid_send` is off: with it, about 1 run in 15 of 256 release cases fails, because
+        // a commit can trim a row that only the next commit's record justifies (the writer
+        // trims to the partition's live base), so a cut between them leaves one message fewer
+        // than retention keeps and the group past it. RELIABILITY.md, "Known limits"; turn it
+        // back on with `(0..=2u8).prop_map(Some)` with the fix.
         1 => torn().prop_map(|torn| TOp::Kill { torn, mid_send: None }),
     ]
 }
