@@ -185,6 +185,17 @@ fn recv(p: &Partition<u64>, reader: &mut Reader<u64>, id: u64, strict: bool) -> 
 
 /// A partition holding offsets `0..=upto` under `l`, and a reader at 1 that read 0 under the
 /// lock (so it holds its segment and reads lock-free from then on).
+/// [`send`] on a thread of its own.
+fn spawn_send(
+    p: &Arc<Partition<u64>>,
+    l: Limits,
+    id: u64,
+    payload: u64,
+) -> thread::JoinHandle<u64> {
+    let p = Arc::clone(p);
+    thread::spawn(move || send(&p, &l, id, payload))
+}
+
 fn primed(l: &Limits, blocks: bool, upto: u64) -> (Arc<Partition<u64>>, Reader<u64>) {
     let p = Arc::new(Partition::new());
     let mut log = p.lock();
@@ -238,10 +249,7 @@ fn loom_a_blocked_producer_is_woken_by_a_lock_free_read() {
     model("a_blocked_producer_is_woken_by_a_lock_free_read", || {
         let l = limits(Some(2), true);
         let (p, mut reader) = primed(&l, true, 2);
-        let producer = {
-            let p = Arc::clone(&p);
-            thread::spawn(move || send(&p, &l, 100, 100))
-        };
+        let producer = spawn_send(&p, l, 100, 100);
         assert_eq!(drain(&p, &mut reader, 1..=3, true), [100]);
         assert_eq!(producer.join().unwrap(), 3);
         let log = p.lock();
@@ -260,10 +268,7 @@ fn loom_a_blocked_producer_is_woken_when_the_reader_takes_the_lock() {
         || {
             let l = limits(Some(1), true);
             let (p, mut reader) = primed(&l, true, 1);
-            let producer = {
-                let p = Arc::clone(&p);
-                thread::spawn(move || send(&p, &l, 100, 100))
-            };
+            let producer = spawn_send(&p, l, 100, 100);
             assert_eq!(drain(&p, &mut reader, 1..=2, false), [100]);
             assert_eq!(producer.join().unwrap(), 2);
             assert!(!p.published.writers_waiting.load(Ordering::SeqCst));
@@ -281,10 +286,7 @@ fn loom_two_blocked_producers_and_a_reader_drain() {
         let (p, mut reader) = primed(&l, true, 2);
         let producers: Vec<_> = [100, 200]
             .into_iter()
-            .map(|id| {
-                let p = Arc::clone(&p);
-                thread::spawn(move || send(&p, &l, id, id))
-            })
+            .map(|id| spawn_send(&p, l, id, id))
             .collect();
         let mut sent = drain(&p, &mut reader, 1..=4, true);
         sent.sort_unstable();
