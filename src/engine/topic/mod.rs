@@ -379,7 +379,7 @@ impl<T: Payload> TopicCore<T> {
         if self.context.is_closed() || self.gone.is_set() {
             return Err(true);
         }
-        if log.trim(&self.limits, now, Some(size)) {
+        if log.has_room(&self.limits, now, size) {
             Ok(())
         } else {
             Err(false) // no room under `Block`: declined
@@ -390,7 +390,7 @@ impl<T: Payload> TopicCore<T> {
     fn has_room(&self, log: &mut Log<T>, size: u32) -> bool {
         // Only age retention needs the time to make room.
         let now = self.limits.age.map_or(0, |_| self.context.clock.now());
-        log.trim(&self.limits, now, Some(size))
+        log.has_room(&self.limits, now, size)
     }
 
     /// Registers waiter `id` for room in `partition`, then re-checks under the same lock:
@@ -634,7 +634,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let mut log = self.topic.partitions[self.partition as usize].lock();
         match self.topic.room(&mut log, now, entry.size) {
             Ok(()) => {
-                let (at, woken) = log.push(now, entry);
+                let (at, woken) = log.append(&self.topic.limits, now, entry);
                 drop(log);
                 woken.wake();
                 self.offset = Some(at);
@@ -731,7 +731,7 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let mut log = self.topic.partitions[self.partition as usize].lock();
         let mut woken = Woken::none();
         self.take(&mut log, |log, _, entry| {
-            let (offset, readers) = log.push(now, entry);
+            let (offset, readers) = log.append(&self.topic.limits, now, entry);
             woken.join(readers);
             offset
         });

@@ -17,12 +17,14 @@ pub(crate) use self::cold::{Cold, Load, Loader, Row};
 use crate::engine::notify::{Wait, Waiters, Woken};
 use crate::engine::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock, Ordering};
 use crate::error::{Error, Undecodable};
-use crate::options::{Overflow, TopicOptions};
 use crate::record::{Entry, Nanos};
 use crate::store::Restored;
 
 mod cold;
 mod compact;
+mod retention;
+
+pub(crate) use self::retention::Limits;
 
 /// Slots per segment: one allocation per this many messages (2 in the loom models, so that a
 /// few messages cross a segment's `next` link).
@@ -87,34 +89,6 @@ impl<T> StoredRef<T> {
 
     pub(crate) fn offset(&self) -> u64 {
         self.offset
-    }
-}
-
-/// Retention limits in the engine's units.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) messages: Option<u64>,
-    pub(crate) bytes: Option<u64>,
-    pub(crate) age: Option<Nanos>,
-    /// `Overflow::Block`: the topic's default for its plain subscribers (each cursor says
-    /// whether it blocks).
-    pub(crate) block: bool,
-    /// Retention by interest: trim what every group acked.
-    pub(crate) interest: bool,
-}
-
-impl Limits {
-    pub(crate) fn new(options: &TopicOptions) -> Self {
-        let r = options.retention_limits();
-        Self {
-            messages: r.max_messages(),
-            bytes: r.max_bytes(),
-            age: r
-                .max_age()
-                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            block: options.overflow_policy() == Overflow::Block,
-            interest: options.is_retention_by_interest(),
-        }
     }
 }
 
@@ -479,43 +453,6 @@ impl<T> Log<T> {
         self.segment_of(offset)?.get(offset)
     }
 
-    /// Whether the oldest message may be trimmed now.
-    fn can_trim(&self) -> bool {
-        self.base < self.end
-            && (self.blocking == 0
-                || self
-                    .cursors
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.blocks)
-                    .all(|c| c.at.load(Ordering::SeqCst) > self.base))
-    }
-
-    /// Retention by interest: trims what every group has acked (nothing without a group).
-    /// Returns the producers to wake.
-    pub(crate) fn trim_acked(&mut self) -> Woken {
-        if self.groups == 0 {
-            return Woken::none();
-        }
-        let mut trimmed = false;
-        while self.can_trim()
-            && self
-                .cursors
-                .iter()
-                .flatten()
-                .filter(|c| c.group)
-                .all(|c| c.at.load(Ordering::SeqCst) > self.base)
-        {
-            self.pop();
-            trimmed = true;
-        }
-        if trimmed {
-            self.take_writers()
-        } else {
-            Woken::none()
-        }
-    }
-
     fn pop(&mut self) {
         // Sizes count only under a byte limit: without one they are all 0.
         if self.bytes > 0 {
@@ -537,48 +474,9 @@ impl<T> Log<T> {
         self.published.base.store(self.base, Ordering::Release);
     }
 
-    /// Trims what retention allows, making room for one more message of `size` bytes when
-    /// `incoming` is set. Returns whether that room exists (it may not under `Block`).
-    pub(crate) fn trim(&mut self, limits: &Limits, now: Nanos, incoming: Option<u32>) -> bool {
-        if let Some(age) = limits.age {
-            while self.can_trim()
-                && self
-                    .meta(self.base)
-                    .is_some_and(|(ts, _)| ts.saturating_add(age) <= now)
-            {
-                self.pop();
-            }
-        }
-        // Under `Block`, staged records (durable mode) hold their room already; under `Lag`
-        // they will trim what they must when they are published.
-        let (staged, staged_bytes) = if self.blocking > 0 {
-            (self.staged.len() as u64, self.staged_bytes)
-        } else {
-            (0, 0)
-        };
-        let (count, size) = incoming.map_or((staged, staged_bytes), |size| {
-            (staged + 1, staged_bytes + u64::from(size))
-        });
-        loop {
-            let len = self.end - self.base;
-            let over_count = limits.messages.is_some_and(|max| len + count > max);
-            // One message may exceed the byte limit alone (an empty log takes it).
-            let over_bytes = limits
-                .bytes
-                .is_some_and(|max| len + staged > 0 && self.bytes + size > max);
-            if !over_count && !over_bytes {
-                return true;
-            }
-            if !self.can_trim() {
-                return false;
-            }
-            self.pop();
-        }
-    }
-
     /// Appends a message (after [`trim`](Self::trim) made room) and returns its offset and the
     /// readers to wake.
-    pub(crate) fn push(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Woken) {
+    fn push(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Woken) {
         let offset = self.end;
         if self
             .segments
@@ -613,6 +511,13 @@ impl<T> Log<T> {
             self.compact();
         }
         (offset, self.readers.take())
+    }
+
+    /// Trims what `entry` pushes out (after [`has_room`](Self::has_room) found its room), then
+    /// pushes it.
+    pub(crate) fn append(&mut self, limits: &Limits, now: Nanos, entry: Entry<T>) -> (u64, Woken) {
+        self.trim(limits, now, Some(entry.size));
+        self.push(now, entry)
     }
 
     /// Drops whole segments beyond the newest `limit` messages from memory (they are stored).
@@ -676,9 +581,8 @@ impl<T> Log<T> {
                 break;
             };
             self.staged_bytes -= u64::from(stored.entry.size);
-            // Room was reserved when staging; this only trims what `Lag` lets go.
-            self.trim(limits, stored.ts, Some(stored.entry.size));
-            let (_, readers) = self.push(stored.ts, stored.entry);
+            // Committed now: it trims what it pushes out (its room was kept when staging).
+            let (_, readers) = self.append(limits, stored.ts, stored.entry);
             woken.join(readers);
         }
         // A published record is trimmable now, where a staged one was not: under `Block`, a

@@ -140,3 +140,54 @@ fn timestamps_stay_monotone_and_seekable() {
     assert_eq!(log.seek(11), 2);
     assert_eq!(log.seek(0), 0);
 }
+
+/// Staged records (durable mode, before their commit) trim nothing: the store trims its file
+/// to the base, and a record it may still lose must not justify a deletion. Found by the topic
+/// model's power cut during one more send: the cut kept a trim without the record behind it.
+#[test]
+fn staging_trims_nothing_until_published() {
+    let p = Partition::new();
+    let l = limits(Some(3), None, false);
+    append(&p, &l, 3);
+    let mut log = p.lock();
+    for _ in 0..2 {
+        assert!(log.has_room(&l, 0, 0));
+        let _ = log.stage(0, entry(0));
+    }
+    assert_eq!(
+        (log.base(), log.end()),
+        (0, 3),
+        "nothing published, nothing trimmed"
+    );
+    let _ = log.publish_staged(&l, 4);
+    assert_eq!(
+        (log.base(), log.end()),
+        (1, 4),
+        "the published record trims one"
+    );
+    let _ = log.publish_staged(&l, 5);
+    assert_eq!((log.base(), log.end()), (2, 5));
+}
+
+/// Under `Block`, staged records keep their room without trimming: a newcomer finds none when
+/// a cursor holds what they would push out.
+#[test]
+fn block_keeps_room_for_staged_records() {
+    let p = Partition::new();
+    let l = limits(Some(3), None, true);
+    let c = p.lock().add_group_cursor(0, l.block);
+    append(&p, &l, 2);
+    let mut log = p.lock();
+    assert!(log.has_room(&l, 0, 0));
+    let _ = log.stage(0, entry(0));
+    assert!(
+        !log.has_room(&l, 0, 0),
+        "the staged record took the last room"
+    );
+    let _ = log.set_cursor(c, 1);
+    assert!(log.has_room(&l, 0, 0), "offset 0 may go now");
+    assert_eq!(log.base(), 0, "but not before a record is published");
+    let _ = log.stage(0, entry(0));
+    let _ = log.publish_staged(&l, 4);
+    assert_eq!((log.base(), log.end()), (1, 4));
+}

@@ -1,0 +1,156 @@
+//! Retention: what a partition's log may trim (by count, bytes, age or interest), and whether
+//! a message has room (`Block`). Only committed causes trim: staged records (durable mode)
+//! keep their room without trimming until published, so the store never deletes a row that
+//! only a record it may still lose justifies.
+
+use super::Log;
+use crate::engine::notify::Woken;
+use crate::engine::sync::Ordering;
+use crate::options::{Overflow, TopicOptions};
+use crate::record::Nanos;
+
+/// Retention limits in the engine's units.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) messages: Option<u64>,
+    pub(crate) bytes: Option<u64>,
+    pub(crate) age: Option<Nanos>,
+    /// `Overflow::Block`: the topic's default for its plain subscribers (each cursor says
+    /// whether it blocks).
+    pub(crate) block: bool,
+    /// Retention by interest: trim what every group acked.
+    pub(crate) interest: bool,
+}
+
+impl Limits {
+    pub(crate) fn new(options: &TopicOptions) -> Self {
+        let r = options.retention_limits();
+        Self {
+            messages: r.max_messages(),
+            bytes: r.max_bytes(),
+            age: r
+                .max_age()
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            block: options.overflow_policy() == Overflow::Block,
+            interest: options.is_retention_by_interest(),
+        }
+    }
+}
+
+/// Whether `held` messages of `bytes` bytes, plus the `incoming` one (of that many bytes), are
+/// over `limits`. The incoming message may exceed the byte limit alone (an empty log takes it).
+fn over(limits: &Limits, held: u64, bytes: u64, incoming: Option<u32>) -> bool {
+    let (count, size) = incoming.map_or((0, 0), |size| (1, u64::from(size)));
+    let over_count = limits.messages.is_some_and(|max| held + count > max);
+    let over_bytes = limits
+        .bytes
+        .is_some_and(|max| held > 0 && bytes + size > max);
+    over_count || over_bytes
+}
+
+impl<T> Log<T> {
+    /// Whether the oldest message may be trimmed now.
+    fn can_trim(&self) -> bool {
+        self.can_trim_at(self.base)
+    }
+
+    /// Whether the messages up to `offset` may be trimmed now (every blocking reader is past
+    /// it).
+    fn can_trim_at(&self, offset: u64) -> bool {
+        offset < self.end
+            && (self.blocking == 0
+                || self
+                    .cursors
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.blocks)
+                    .all(|c| c.at.load(Ordering::SeqCst) > offset))
+    }
+
+    /// Retention by interest: trims what every group has acked (nothing without a group).
+    /// Returns the producers to wake.
+    pub(crate) fn trim_acked(&mut self) -> Woken {
+        if self.groups == 0 {
+            return Woken::none();
+        }
+        let mut trimmed = false;
+        while self.can_trim()
+            && self
+                .cursors
+                .iter()
+                .flatten()
+                .filter(|c| c.group)
+                .all(|c| c.at.load(Ordering::SeqCst) > self.base)
+        {
+            self.pop();
+            trimmed = true;
+        }
+        if trimmed {
+            self.take_writers()
+        } else {
+            Woken::none()
+        }
+    }
+
+    /// Trims what retention allows, making room for one more message of `size` bytes when
+    /// `incoming` is set (it is pushed next, under this lock). Returns whether that room exists
+    /// (it may not under `Block`).
+    ///
+    /// Staged records (durable mode) trim nothing here: until their commit, nothing they
+    /// would push out is trimmed, so the store never deletes a row that only a record it may
+    /// still lose justifies. They trim when published; [`has_room`](Self::has_room) keeps
+    /// their room under `Block`.
+    pub(crate) fn trim(&mut self, limits: &Limits, now: Nanos, incoming: Option<u32>) -> bool {
+        if let Some(age) = limits.age {
+            while self.can_trim()
+                && self
+                    .meta(self.base)
+                    .is_some_and(|(ts, _)| ts.saturating_add(age) <= now)
+            {
+                self.pop();
+            }
+        }
+        loop {
+            if !over(limits, self.end - self.base, self.bytes, incoming) {
+                return true;
+            }
+            if !self.can_trim() {
+                return false;
+            }
+            self.pop();
+        }
+    }
+
+    /// Trims what retention allows now, then says whether one more message of `size` bytes
+    /// would fit beside the staged records (whose room is kept under `Block`) once retention
+    /// trims what it may. Trims nothing for them: publishing does (see [`trim`](Self::trim)).
+    pub(crate) fn has_room(&mut self, limits: &Limits, now: Nanos, size: u32) -> bool {
+        self.trim(limits, now, None);
+        // Under `Lag`, staged records take nothing from a newcomer: they trim when published.
+        let (staged, staged_bytes) = if self.blocking > 0 {
+            (self.staged.len() as u64, self.staged_bytes)
+        } else {
+            (0, 0)
+        };
+        let (mut at, mut bytes) = (self.base, self.bytes);
+        loop {
+            if !over(
+                limits,
+                self.end - at + staged,
+                bytes + staged_bytes,
+                Some(size),
+            ) {
+                return true;
+            }
+            if !self.can_trim_at(at) {
+                return false;
+            }
+            // Sizes count only under a byte limit (as in `pop`).
+            if bytes > 0 {
+                let freed = self.meta(at).map_or(0, |(_, size)| size);
+                bytes = bytes.saturating_sub(u64::from(freed));
+            }
+            at += 1;
+        }
+    }
+}
