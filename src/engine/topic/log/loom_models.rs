@@ -16,9 +16,10 @@
 //! set ([`assert_published`]; and, where nothing is trimmed or delayed, that a lock-free read
 //! never has to fall back to the lock).
 //!
-//! Each of these changes to `mod.rs` makes at least one model fail (checked by hand): the
-//! flag's store in `wait_for_room` or its load in `advance` weakened to `Release`/`Acquire`,
-//! or the store dropped; the cursor's store in `advance` or its load in `can_trim` weakened;
+//! Each of these changes to `mod.rs` (and `retention.rs`) makes at least one model fail
+//! (checked by hand before room checks moved to `has_room`): the flag's store in
+//! `wait_for_room` or its load in `advance` weakened to `Release`/`Acquire`, or the store
+//! dropped; the cursor's store in `advance` or its load in `can_trim_at` weakened;
 //! `advance` not waking the writers it took; `remove_writer` clearing the flag while another
 //! writer waits; `push` not waking readers; `end` stored `Relaxed`, loaded `Relaxed`, or
 //! stored before the slot is set; a segment's `next` link set after `end`.
@@ -95,10 +96,10 @@ fn assert_published(p: &Partition<u64>, reader: &Reader<u64>) {
 /// lock; park only if that look found none), then try the append again.
 fn send(p: &Partition<u64>, l: &Limits, id: u64, payload: u64) -> u64 {
     loop {
-        // `publish_once`: room and the push under one lock; readers woken after it.
+        // `publish_once`: `has_room` and `append` under one lock; readers woken after it.
         let mut log = p.lock();
-        if log.trim(l, 0, Some(0)) {
-            let (offset, readers) = log.push(0, entry(payload));
+        if log.has_room(l, 0, 0) {
+            let (offset, readers) = log.append(l, 0, entry(payload));
             drop(log);
             readers.wake();
             return offset;
@@ -107,7 +108,7 @@ fn send(p: &Partition<u64>, l: &Limits, id: u64, payload: u64) -> u64 {
         // `wait_for_room_or`.
         loop {
             let mut log = p.lock();
-            if log.trim(l, 0, Some(0)) {
+            if log.has_room(l, 0, 0) {
                 log.remove_writer(id);
                 break;
             }
@@ -115,7 +116,7 @@ fn send(p: &Partition<u64>, l: &Limits, id: u64, payload: u64) -> u64 {
             // `register_writer`.
             let mut log = p.lock();
             log.wait_for_room(id, Wait::Thread);
-            let room = log.trim(l, 0, Some(0));
+            let room = log.has_room(l, 0, 0);
             if room {
                 log.remove_writer(id);
             }
@@ -200,13 +201,13 @@ fn primed(l: &Limits, blocks: bool, upto: u64) -> (Arc<Partition<u64>>, Reader<u
     let p = Arc::new(Partition::new());
     let mut log = p.lock();
     let mut reader = p.reader(&mut log, 0, blocks, 1);
-    assert!(log.trim(l, 0, Some(0)));
-    let _ = log.push(0, entry(0));
+    assert!(log.has_room(l, 0, 0));
+    let _ = log.append(l, 0, entry(0));
     let (read, _) = p.read_locked(&mut log, &mut reader, 1, Wait::No, || 0);
     assert!(matches!(read, Read::Got(ref got) if got.offset() == 0));
     for payload in 1..=upto {
-        assert!(log.trim(l, 0, Some(0)));
-        let _ = log.push(0, entry(payload));
+        assert!(log.has_room(l, 0, 0));
+        let _ = log.append(l, 0, entry(payload));
     }
     drop(log);
     assert!(reader.segment.is_some());

@@ -538,8 +538,8 @@ impl<T> Log<T> {
         }
     }
 
-    /// Durable mode: keeps a record (whose room [`trim`](Self::trim) found) aside until its
-    /// commit; returns its offset and timestamp.
+    /// Durable mode: keeps a record (whose room [`has_room`](Self::has_room) found) aside until
+    /// its commit; returns its offset and timestamp.
     pub(crate) fn stage(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Nanos) {
         let ts = now.max(self.last_ts).max(self.staged_ts);
         self.staged_ts = ts;
@@ -644,7 +644,8 @@ impl<T> Log<T> {
         self.take_writers()
     }
 
-    /// Registers producer `id` as waiting for room: call before re-checking with `trim`.
+    /// Registers producer `id` as waiting for room: call before re-checking with
+    /// [`has_room`](Self::has_room).
     pub(crate) fn wait_for_room(&mut self, id: u64, wait: Wait<'_>) {
         self.writers.register(id, wait);
         self.published.writers_waiting.store(true, Ordering::SeqCst);

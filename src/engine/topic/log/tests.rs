@@ -191,3 +191,27 @@ fn block_keeps_room_for_staged_records() {
     let _ = log.publish_staged(&l, 4);
     assert_eq!((log.base(), log.end()), (1, 4));
 }
+
+/// Pins current behaviour (review of 60c00a5, not a goal): room kept for a staged record under
+/// `Block` is virtual, so a blocking cursor that moves back before the commit publishes it (a
+/// group reset to `Earliest`, a new `Block` subscriber from `Earliest`) leaves the log over its
+/// limit. Before 60c00a5 the staging trim had already moved the base, and the log stayed at 3.
+#[test]
+fn block_cursor_moving_back_before_publish_overfills() {
+    let p = Partition::new();
+    let l = limits(Some(3), None, true);
+    let c = p.lock().add_group_cursor(0, l.block);
+    append(&p, &l, 3);
+    let mut log = p.lock();
+    let _ = log.set_cursor(c, 1);
+    assert!(log.has_room(&l, 0, 0), "offset 0 may go");
+    let _ = log.stage(0, entry(0));
+    let base = log.base();
+    let _ = log.set_cursor(c, base); // the group is reset to `Earliest`
+    let _ = log.publish_staged(&l, 4);
+    assert_eq!(
+        (log.base(), log.end(), log.len()),
+        (0, 4, 4),
+        "one over the limit of 3"
+    );
+}
