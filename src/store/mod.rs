@@ -299,8 +299,8 @@ pub(crate) trait Sink: Send + Sync {
     /// Makes the staged records with keys below `upto` visible, in key order.
     fn publish(&self, upto: u64);
     /// Rows below this key are no longer retained (topics); `None` for queues, whose rows go
-    /// one by one when acked. It moves only for what is committed (published records, time,
-    /// acks), never for a record still staged: a commit may delete the rows below it.
+    /// one by one when acked. It never moves for a record still staged (see
+    /// `engine::topic::log::retention`): a commit may delete the rows below it.
     fn floor(&self) -> Option<u64>;
 }
 

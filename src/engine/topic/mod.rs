@@ -386,7 +386,8 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// Whether `log` has room for one more message of `size` bytes, trimming what it may.
+    /// Whether `log` has room for one more message of `size` bytes (trimming what retention
+    /// allows now, nothing on the message's behalf).
     fn has_room(&self, log: &mut Log<T>, size: u32) -> bool {
         // Only age retention needs the time to make room.
         let now = self.limits.age.map_or(0, |_| self.context.clock.now());

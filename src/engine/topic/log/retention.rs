@@ -1,7 +1,7 @@
 //! Retention: what a partition's log may trim (by count, bytes, age or interest), and whether
-//! a message has room (`Block`). Only committed causes trim: staged records (durable mode)
-//! keep their room without trimming until published, so the store never deletes a row that
-//! only a record it may still lose justifies.
+//! a message has room (`Block`). Staged records (durable mode) keep their room without
+//! trimming until published, so the store never deletes a row that only a record it may still
+//! lose justifies.
 
 use super::Log;
 use crate::engine::notify::Woken;
