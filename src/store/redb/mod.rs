@@ -51,6 +51,8 @@ mod open;
 mod quiet;
 mod redrive;
 mod schema;
+#[cfg(test)]
+mod trim_tests;
 mod upgrade;
 mod writer;
 

@@ -133,6 +133,14 @@ pub(super) struct Writer {
     pub(super) in_use: bool,
 }
 
+/// The floors of the sinks the last commit published, read before the next batch was taken
+/// (see [`Writer::floors`]).
+struct Floors {
+    /// The last request numbered when they were read.
+    seq: u64,
+    floors: Vec<(Arc<dyn Sink>, u64)>,
+}
+
 /// Per sink touched by a commit: publish up to this key.
 struct Touched {
     sink: Arc<dyn Sink>,
@@ -150,6 +158,7 @@ impl Writer {
         // long the last commit took, for the linger below.
         let (mut peak, mut last_took) = (0usize, Duration::ZERO);
         while let Ok(first) = self.rx.recv() {
+            let floors = self.floors();
             let mut batch = vec![first];
             batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
             // How long to wait for more before committing. Interval mode: until the interval
@@ -190,9 +199,12 @@ impl Writer {
                 }
             }
             peak = batch.len().max(peak.saturating_sub(1));
+            // The floors hold only if every request numbered before they were read is in this
+            // batch (or an earlier one): not when the batch stopped at its limit before them.
+            let trims = (batch[batch.len() - 1].0 >= floors.seq).then_some(floors);
             let lends = take_lends(&mut batch);
             if !batch.is_empty() {
-                last_took = self.commit_reported(batch, None);
+                last_took = self.commit_reported(batch, None, trims);
                 last_commit = Instant::now();
             }
             if !lends.is_empty() {
@@ -202,12 +214,30 @@ impl Writer {
         }
     }
 
-    /// Commits `batch` (into the lent write transaction `lent` if one came back), then tells
-    /// its senders; returns how long the commit took.
+    /// The floors of the sinks to trim next, then the last request number handed out. A floor
+    /// moves only once the requests that justify it are sent, under the partition's lock that
+    /// reading it takes (a published record is committed; a group's ack, alone or in a
+    /// transaction, is sent before retention by interest trims), so every request behind a
+    /// floor read here is numbered at most `seq`: a commit that holds them all may trim to
+    /// it. A floor read during a commit may not: the ack behind it can still be queued behind
+    /// the batch, and a crash would keep the trim without the ack.
+    fn floors(&self) -> Floors {
+        let floors = self
+            .trim_next
+            .iter()
+            .filter_map(|sink| Some((Arc::clone(sink), sink.floor()?)))
+            .collect();
+        let seq = self.inner.order.lock().seq;
+        Floors { seq, floors }
+    }
+
+    /// Commits `batch` (into the lent write transaction `lent` if one came back) with the
+    /// retention `trims` it may apply, then tells its senders; returns how long the commit took.
     fn commit_reported(
         &mut self,
         batch: Vec<(u64, Request)>,
         lent: Option<Box<WriteTransaction>>,
+        trims: Option<Floors>,
     ) -> Duration {
         let first_seq = batch[0].0;
         let last_seq = batch[batch.len() - 1].0;
@@ -220,7 +250,7 @@ impl Writer {
         let started = Instant::now();
         observe::traced! { let requests = batch.len(); }
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let result = quiet::catch(|| self.commit(counts, batch, lent));
+        let result = quiet::catch(|| self.commit(counts, batch, lent, trims));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -314,7 +344,7 @@ impl Writer {
                             None
                         }
                     };
-                    self.commit_reported(std::mem::take(&mut held), lent);
+                    self.commit_reported(std::mem::take(&mut held), lent, None);
                     break;
                 }
                 Request::Lend(reply) => borrowers.push_back(reply),
@@ -323,16 +353,18 @@ impl Writer {
         }
         if !held.is_empty() {
             // Every sender is gone without the transaction coming back: store what came.
-            self.commit_reported(held, None);
+            self.commit_reported(held, None, None);
         }
     }
 
-    /// Writes and commits one batch, then publishes what it stored.
+    /// Writes and commits one batch with the retention `trims` it may apply, then publishes
+    /// what it stored. Without trims, the sinks to trim wait for the next commit.
     fn commit(
         &mut self,
         counts: Counts,
         batch: Vec<(u64, Request)>,
         lent: Option<Box<WriteTransaction>>,
+        trims: Option<Floors>,
     ) -> Result<(), redb::Error> {
         let mut txn = match lent {
             Some(txn) => *txn, // the application's writes are in it already
@@ -374,14 +406,14 @@ impl Writer {
             &mut dirty,
             &mut deletes,
         );
-        let trimmed = &self.trim_next;
+        let floors = trims.as_ref().map_or(&[][..], |t| &t.floors[..]);
         let result = written.and_then(|()| {
             let mut saved: Vec<&str> = dirty.iter().map(String::as_str).collect();
-            let sinks = touched.iter().map(|t| &t.sink).chain(trimmed);
-            for sink in sinks {
-                if let Some(floor) = sink.floor() {
-                    trim(&txn, sink.log().table(), floor, &mut ends)?;
-                }
+            for (sink, floor) in floors {
+                trim(&txn, sink.log().table(), *floor, &mut ends)?;
+            }
+            let sinks = touched.iter().map(|t| &t.sink);
+            for sink in sinks.chain(floors.iter().map(|(sink, _)| sink)) {
                 if !saved.contains(&sink.log().table()) {
                     saved.push(sink.log().table());
                 }
@@ -398,16 +430,20 @@ impl Writer {
             Ok(()) => {
                 self.ends = ends;
                 self.in_use = !closing;
-                self.trim_next.clear();
+                if trims.is_some() {
+                    self.trim_next.clear();
+                }
                 for delete in deletes {
                     self.deleted.extend(delete.sinks);
                 }
                 let deleted = &self.deleted;
+                self.trim_next.retain(|s| !is_deleted(deleted, s));
                 touched.retain(|t| !is_deleted(deleted, &t.sink));
                 for t in touched {
                     // The records are stored whatever a consumer's waker does when woken.
                     wake_guarded(|| t.sink.publish(t.upto));
-                    if t.sink.floor().is_some() {
+                    let known = self.trim_next.iter().any(|s| Arc::ptr_eq(s, &t.sink));
+                    if !known && t.sink.floor().is_some() {
                         self.trim_next.push(t.sink);
                     }
                 }

@@ -293,6 +293,9 @@ impl<T: Payload> Group<T> {
     pub(crate) fn delete(&self, topic: &TopicCore<T>) {
         let mut state = self.state.lock();
         state.deleted = true;
+        // Before the cursors go: retention may trim what they held only once this is sent
+        // (the writer trims the file to floors whose causes it holds; `store::redb::writer`).
+        topic.context.store.forget_group(&topic.name, &self.name);
         let mut woken = state.waiters.take();
         for (part, log) in state.parts.iter().zip(topic.partitions.iter()) {
             let mut log = log.lock();
@@ -303,7 +306,6 @@ impl<T: Payload> Group<T> {
                 woken.join(log.trim_acked());
             }
         }
-        topic.context.store.forget_group(&topic.name, &self.name);
         drop(state);
         woken.wake();
         topic.context.idle.notify();
