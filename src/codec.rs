@@ -75,8 +75,9 @@ pub struct Bincode;
 
 impl Codec for Bincode {
     fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
-            .map(drop)
+        // Straight into the `Vec` (bincode writes a `Vec<u8>` payload byte by byte: through
+        // `std::io::Write` each byte also pays an `io::Result` and a byte count).
+        bincode::serde::encode_into_writer(value, VecWriter(out), bincode::config::standard())
             .map_err(|e| CodecError(e.to_string()))
     }
 
@@ -94,6 +95,17 @@ impl Codec for Bincode {
                 bytes.len() - used
             )))
         }
+    }
+}
+
+/// A bincode writer appending to a `Vec`.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
