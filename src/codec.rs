@@ -109,6 +109,16 @@ impl bincode::enc::write::Writer for VecWriter<'_> {
     }
 }
 
+/// What [`Bincode`] writes for a `Vec<u8>`, written in one go: through serde a `Vec<u8>` is a
+/// sequence, its length encoded as a `usize` (a varint in the standard configuration) and then
+/// each byte by itself, one write per byte. The same bytes, byte for byte.
+pub(crate) fn bincode_bytes(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::encode_into_writer(bytes.len(), VecWriter(out), bincode::config::standard())
+        .map_err(|e| CodecError(e.to_string()))?;
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
 /// JSON through `serde_json`: self-describing, so it carries every serde shape (tagged and
 /// untagged enums, `flatten`, `skip_serializing_if`) and tolerates added (`#[serde(default)]`)
 /// and removed fields. Larger and slower than [`Bincode`].
@@ -233,6 +243,19 @@ impl std::io::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bincode_bytes_writes_what_bincode_writes() {
+        // Around each varint boundary: one byte up to 250, then 0xFB + u16, 0xFC + u32.
+        for len in [0, 1, 100, 250, 251, 252, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
+            let mut serde = b"body".to_vec();
+            Bincode::encode(&payload, &mut serde).unwrap();
+            let mut fast = b"body".to_vec();
+            bincode_bytes(&payload, &mut fast).unwrap();
+            assert_eq!(fast, serde, "{len} bytes");
+        }
+    }
 
     #[test]
     fn counts_like_bincode_standard() {

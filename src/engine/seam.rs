@@ -10,11 +10,11 @@
 //! hands the message back. Release builds check each topic's or queue's first stored payload;
 //! debug builds check every one.
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::codec::CodecKind;
+use crate::codec::{self, CodecKind};
 use crate::error::{Error, Undecodable};
 use crate::record::{Entry, Headers, NO_HEADERS, Nanos, Payload, Timing};
 use crate::store::{Loaded, format};
@@ -88,12 +88,16 @@ impl<T: Payload> Coder<T> {
         let room = self.room.load(Ordering::Relaxed);
         let mut out = format::body_with_room(key, headers, timing, room);
         let start = out.len();
-        self.codec
-            .encode(payload, &mut out)
-            .map_err(|e| Error::Encode {
-                name: self.name.clone(),
-                message: e.0,
-            })?;
+        // Raw bytes skip serde's byte-by-byte path (the same bytes: see `bincode_bytes`).
+        let bytes = (payload as &dyn Any).downcast_ref::<Vec<u8>>();
+        match (self.codec, bytes) {
+            (CodecKind::Bincode, Some(bytes)) => codec::bincode_bytes(bytes, &mut out),
+            (codec, _) => codec.encode(payload, &mut out),
+        }
+        .map_err(|e| Error::Encode {
+            name: self.name.clone(),
+            message: e.0,
+        })?;
         let used = (out.len() - start).min(ROOM_LIMIT);
         if used != room {
             self.room.store(used, Ordering::Relaxed);
