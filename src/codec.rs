@@ -75,8 +75,9 @@ pub struct Bincode;
 
 impl Codec for Bincode {
     fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
-            .map(drop)
+        // Straight into the `Vec` (bincode writes a `Vec<u8>` payload byte by byte: through
+        // `std::io::Write` each byte also pays an `io::Result` and a byte count).
+        bincode::serde::encode_into_writer(value, VecWriter(out), bincode::config::standard())
             .map_err(|e| CodecError(e.to_string()))
     }
 
@@ -95,6 +96,27 @@ impl Codec for Bincode {
             )))
         }
     }
+}
+
+/// A bincode writer appending to a `Vec`.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// What [`Bincode`] writes for a `Vec<u8>`, written in one go: through serde a `Vec<u8>` is a
+/// sequence, its length encoded as a `usize` (a varint in the standard configuration) and then
+/// each byte by itself, one write per byte. The same bytes, byte for byte.
+pub(crate) fn bincode_bytes(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::encode_into_writer(bytes.len(), VecWriter(out), bincode::config::standard())
+        .map_err(|e| CodecError(e.to_string()))?;
+    out.extend_from_slice(bytes);
+    Ok(())
 }
 
 /// JSON through `serde_json`: self-describing, so it carries every serde shape (tagged and
@@ -221,6 +243,19 @@ impl std::io::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bincode_bytes_writes_what_bincode_writes() {
+        // Around each varint boundary: one byte up to 250, then 0xFB + u16, 0xFC + u32.
+        for len in [0, 1, 100, 250, 251, 252, 65_535, 65_536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
+            let mut serde = b"body".to_vec();
+            Bincode::encode(&payload, &mut serde).unwrap();
+            let mut fast = b"body".to_vec();
+            bincode_bytes(&payload, &mut fast).unwrap();
+            assert_eq!(fast, serde, "{len} bytes");
+        }
+    }
 
     #[test]
     fn counts_like_bincode_standard() {

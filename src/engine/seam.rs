@@ -10,11 +10,11 @@
 //! hands the message back. Release builds check each topic's or queue's first stored payload;
 //! debug builds check every one.
 
-use std::any::type_name;
+use std::any::{Any, type_name};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::codec::CodecKind;
+use crate::codec::{self, CodecKind};
 use crate::error::{Error, Undecodable};
 use crate::record::{Entry, Headers, NO_HEADERS, Nanos, Payload, Timing};
 use crate::store::{Loaded, format};
@@ -25,10 +25,16 @@ pub(crate) struct Coder<T> {
     codec: CodecKind,
     /// Whether a payload has passed the round-trip check.
     checked: AtomicBool,
+    /// The payload bytes of the last encode (at most [`ROOM_LIMIT`]): the room the next
+    /// body is allocated with, so the codec's writes do not reallocate it.
+    room: AtomicUsize,
     /// [`encode`](Self::encode), for code that cannot name `T: Payload` ([`Self::encode_any`]).
     erased: Encode<T>,
     _payload: PhantomData<fn(T) -> T>,
 }
+
+/// The most room a body is allocated with for its payload ahead of encoding it.
+const ROOM_LIMIT: usize = 64 << 10;
 
 type Encode<T> = fn(&Coder<T>, &T, Option<&[u8]>, &Headers) -> Result<Vec<u8>, Error>;
 
@@ -51,6 +57,7 @@ impl<T: Payload> Coder<T> {
             name: name.to_owned(),
             codec,
             checked: AtomicBool::new(false),
+            room: AtomicUsize::new(0),
             erased: Self::encode,
             _payload: PhantomData,
         }
@@ -78,14 +85,23 @@ impl<T: Payload> Coder<T> {
         headers: &Headers,
         timing: &Timing,
     ) -> Result<Vec<u8>, Error> {
-        let mut out = format::body_timed(key, headers, timing);
+        let room = self.room.load(Ordering::Relaxed);
+        let mut out = format::body_with_room(key, headers, timing, room);
         let start = out.len();
-        self.codec
-            .encode(payload, &mut out)
-            .map_err(|e| Error::Encode {
-                name: self.name.clone(),
-                message: e.0,
-            })?;
+        // Raw bytes skip serde's byte-by-byte path (the same bytes: see `bincode_bytes`).
+        let bytes = (payload as &dyn Any).downcast_ref::<Vec<u8>>();
+        match (self.codec, bytes) {
+            (CodecKind::Bincode, Some(bytes)) => codec::bincode_bytes(bytes, &mut out),
+            (codec, _) => codec.encode(payload, &mut out),
+        }
+        .map_err(|e| Error::Encode {
+            name: self.name.clone(),
+            message: e.0,
+        })?;
+        let used = (out.len() - start).min(ROOM_LIMIT);
+        if used != room {
+            self.room.store(used, Ordering::Relaxed);
+        }
         if cfg!(debug_assertions) || !self.checked.load(Ordering::Relaxed) {
             self.check(&out[start..])?;
             self.checked.store(true, Ordering::Relaxed);

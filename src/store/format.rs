@@ -54,46 +54,57 @@ pub(crate) const HEAD: usize = 17;
 
 /// `HEAD` zero bytes, then key and headers: the payload's bytes go after them.
 pub(crate) fn body(key: Option<&[u8]>, headers: &Headers) -> Vec<u8> {
-    let mut out = vec![0; HEAD];
-    match key {
-        Some(key) => {
-            put_len(&mut out, key.len() + 1);
-            out.extend_from_slice(key);
-        }
-        None => put_len(&mut out, 0),
-    }
-    put_headers(&mut out, headers);
-    out
+    body_with_room(key, headers, &Timing::default(), 0)
 }
 
 /// As [`body`], with the record's timing: version 3 if it has any (see the module docs),
 /// else exactly [`body`].
+#[cfg(any(test, fuzzing))]
 pub(crate) fn body_timed(key: Option<&[u8]>, headers: &Headers, timing: &Timing) -> Vec<u8> {
-    if *timing == Timing::default() {
-        return body(key, headers);
-    }
-    let mut out = vec![0; HEAD];
-    out[0] = TIMED_VERSION;
-    let (mut flags, mut values) = (0u8, Vec::with_capacity(2));
-    match timing.due {
-        Some(Due::After(delay)) => {
-            flags |= DELAY;
-            values.push(duration_nanos(delay));
+    body_with_room(key, headers, timing, 0)
+}
+
+/// As [`body_timed`], allocated with room for `room` more bytes (the payload the codec
+/// appends), so appending them does not reallocate.
+pub(crate) fn body_with_room(
+    key: Option<&[u8]>,
+    headers: &Headers,
+    timing: &Timing,
+    room: usize,
+) -> Vec<u8> {
+    let timed = *timing != Timing::default();
+    let header_bytes: usize = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+    let timing_bytes = if timed { 2 + 2 * 8 } else { 0 };
+    let len = HEAD + timing_bytes + 4 + key.map_or(0, <[u8]>::len) + 4 + header_bytes;
+    let mut out = Vec::with_capacity(len + room);
+    out.resize(HEAD, 0);
+    if timed {
+        out[0] = TIMED_VERSION;
+        let (mut flags, mut values) = (0u8, [0u64; 2]);
+        let mut n = 0;
+        match timing.due {
+            Some(Due::After(delay)) => {
+                flags |= DELAY;
+                values[n] = duration_nanos(delay);
+                n += 1;
+            }
+            Some(Due::At(time)) => {
+                flags |= DUE_AT;
+                values[n] = to_nanos(time);
+                n += 1;
+            }
+            None => {}
         }
-        Some(Due::At(time)) => {
-            flags |= DUE_AT;
-            values.push(to_nanos(time));
+        if let Some(ttl) = timing.ttl {
+            flags |= TTL;
+            values[n] = duration_nanos(ttl);
+            n += 1;
         }
-        None => {}
-    }
-    if let Some(ttl) = timing.ttl {
-        flags |= TTL;
-        values.push(duration_nanos(ttl));
-    }
-    out.push(flags);
-    out.push(timing.priority);
-    for value in values {
-        out.extend_from_slice(&value.to_le_bytes());
+        out.push(flags);
+        out.push(timing.priority);
+        for value in &values[..n] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
     }
     match key {
         Some(key) => {

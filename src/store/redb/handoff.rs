@@ -29,6 +29,9 @@ impl Stager for Collect<'_> {
         if self.sink.is_none() {
             self.sink = Some(Arc::clone(sink));
         }
+        if self.run.is_empty() {
+            self.run.reserve(self.bodies.len()); // at most one record per body
+        }
         // `Append::stage` stages at most the records `encode` returned: asserted, since an
         // empty value here would store an empty record.
         let Some(value) = self.bodies.next() else {

@@ -249,8 +249,11 @@ impl Writer {
         let records = records_in(batch.iter().map(|(_, r)| r));
         let started = Instant::now();
         observe::traced! { let requests = batch.len(); }
+        // The stored values, dropped once the senders are told (freeing a commit's worth of
+        // them is no reason to keep a sender waiting).
+        let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let result = quiet::catch(|| self.commit(counts, batch, lent, trims));
+        let result = quiet::catch(|| self.commit(counts, batch, lent, trims, &mut spent));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -286,6 +289,7 @@ impl Writer {
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
         }
+        drop(spent);
         took
     }
 
@@ -358,13 +362,15 @@ impl Writer {
     }
 
     /// Writes and commits one batch with the retention `trims` it may apply, then publishes
-    /// what it stored. Without trims, the sinks to trim wait for the next commit.
+    /// what it stored; the appended values are left in `spent`. Without trims, the sinks to
+    /// trim wait for the next commit.
     fn commit(
         &mut self,
         counts: Counts,
         batch: Vec<(u64, Request)>,
         lent: Option<Box<WriteTransaction>>,
         trims: Option<Floors>,
+        spent: &mut Vec<Vec<u8>>,
     ) -> Result<(), redb::Error> {
         let mut txn = match lent {
             Some(txn) => *txn, // the application's writes are in it already
@@ -405,6 +411,7 @@ impl Writer {
             &mut ends,
             &mut dirty,
             &mut deletes,
+            spent,
         );
         let floors = trims.as_ref().map_or(&[][..], |t| &t.floors[..]);
         let result = written.and_then(|()| {
@@ -537,7 +544,9 @@ fn flatten(batch: Vec<(u64, Request)>) -> Vec<(u64, Request)> {
 
 /// Writes a batch's requests. Appends are grouped per table (one table open each); the rest
 /// apply in order (an ack or a move only ever follows the commit of what it refers to).
-/// Deletes are handed back, to apply last; requests of deleted sinks are dropped.
+/// Deletes are handed back, to apply last; requests of deleted sinks are dropped. The appended
+/// values end in `spent`.
+#[allow(clippy::too_many_arguments)]
 fn write_batch(
     txn: &WriteTransaction,
     batch: Vec<(u64, Request)>,
@@ -546,8 +555,9 @@ fn write_batch(
     ends: &mut HashMap<String, (u64, u64)>,
     dirty: &mut Vec<String>,
     deletes: &mut Vec<super::delete::Delete>,
+    spent: &mut Vec<Vec<u8>>,
 ) -> Result<(), redb::Error> {
-    let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::new();
+    let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::with_capacity(spent.capacity());
     // Message ids of the appended records (dedupe): `(sink, row, key, ts)`.
     let mut ids: Vec<(Arc<dyn Sink>, IdRow, u64, Nanos)> = Vec::new();
     for (_, request) in flatten(batch) {
@@ -730,6 +740,7 @@ fn write_batch(
             if let Some(compaction) = compaction.as_mut() {
                 compaction.stored(&mut table, key, &value)?;
             }
+            spent.push(value);
         }
         drop(table);
         let freed = compaction.map_or(0, |c| c.freed);
