@@ -33,8 +33,10 @@ pub(crate) struct Coder<T> {
     _payload: PhantomData<fn(T) -> T>,
 }
 
-/// The most room a body is allocated with for its payload ahead of encoding it.
-const ROOM_LIMIT: usize = 64 << 10;
+/// The most room a body is allocated with for its payload ahead of encoding it (small: one
+/// large payload must not make every later small one allocate as much; a larger one grows
+/// its body as it is written).
+const ROOM_LIMIT: usize = 4 << 10;
 
 type Encode<T> = fn(&Coder<T>, &T, Option<&[u8]>, &Headers) -> Result<Vec<u8>, Error>;
 
