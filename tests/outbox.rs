@@ -5,7 +5,7 @@ mod common;
 use std::sync::mpsc;
 
 use common::{WAIT, fresh_dir};
-use embus::redb::{ReadableTable, TableDefinition};
+use embus::redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use embus::{Broker, Error, SendError, Start, TryRecvError};
 
 const ORDERS: TableDefinition<u64, &str> = TableDefinition::new("orders");
@@ -154,6 +154,37 @@ fn a_table_error_in_the_application_rolls_everything_back() {
             .is_none()
     );
     drop(tx);
+    drop(bus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Retention trims the file when every commit is an outbox transaction's (the writer lends
+/// its write transaction and commits what comes back): the partition's rows stay near the
+/// limit instead of growing with every send.
+#[test]
+fn retention_trims_the_file_under_outbox_sends_alone() {
+    use embus::{Retention, TopicOptions};
+    let dir = fresh_dir("outbox-retention");
+    let bus = Broker::open(dir.join("bus.embus")).unwrap();
+    let options = TopicOptions::default().retention(Retention::messages(5));
+    let events = bus.topic_with::<u64>("events", options).unwrap();
+    for id in 0..30 {
+        let mut tx = bus.transaction().unwrap();
+        insert_order(&mut tx, id, "a");
+        tx.send(&events.producer(), id).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(events.retained(), 5);
+    // The file holds the retained rows and at most one commit's more (trims ride the next
+    // commit), read through the next loan.
+    let rows: TableDefinition<u64, &[u8]> = TableDefinition::new("embus.t.events.0");
+    let mut tx = bus.transaction().unwrap();
+    let stored = tx.redb().unwrap().open_table(rows).unwrap().len().unwrap();
+    drop(tx);
+    assert!(
+        (5..=6).contains(&stored),
+        "{stored} rows stored for 5 retained"
+    );
     drop(bus);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -330,6 +330,9 @@ impl Writer {
                 return;
             }
         };
+        // Everything sent before these were read is committed or comes before the loan's
+        // return (the requests of a batch commit before its loans).
+        let floors = self.floors();
         if reply.send(Ok(txn)).is_err() {
             return; // the borrower is gone: its write transaction was dropped (aborted)
         }
@@ -348,7 +351,7 @@ impl Writer {
                             None
                         }
                     };
-                    self.commit_reported(std::mem::take(&mut held), lent, None);
+                    self.commit_reported(std::mem::take(&mut held), lent, Some(floors));
                     break;
                 }
                 Request::Lend(reply) => borrowers.push_back(reply),
