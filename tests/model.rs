@@ -58,9 +58,8 @@
 //!   the writes since the last sync: torn (`torn_image`) or all of them whole, chosen and drawn
 //!   by the seed, so a shrunk case replays it; the promises are the same. So that there is
 //!   something to tear, half the kills cut the power during a commit, after `n` (0-2) of its
-//!   syncs (redb syncs a commit's data, then its header): the queue model's (and, switched
-//!   off for now, the topic model's; see `model/topic.rs`) `mid_send: Some(n)` sends one more
-//!   message, which must come back or not, and the
+//!   syncs (redb syncs a commit's data, then its header): the queue and topic models'
+//!   `mid_send: Some(n)` sends one more message, which must come back or not, and the
 //!   transaction model's `mid_commit: Some(n)` commits the open transaction, which must come
 //!   back whole or not at all, never in part. In the transaction model every commit
 //!   that returned before is there whole, nothing of an open or aborted one is, and held

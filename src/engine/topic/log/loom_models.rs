@@ -184,8 +184,6 @@ fn recv(p: &Partition<u64>, reader: &mut Reader<u64>, id: u64, strict: bool) -> 
     }
 }
 
-/// A partition holding offsets `0..=upto` under `l`, and a reader at 1 that read 0 under the
-/// lock (so it holds its segment and reads lock-free from then on).
 /// [`send`] on a thread of its own.
 fn spawn_send(
     p: &Arc<Partition<u64>>,
@@ -197,6 +195,8 @@ fn spawn_send(
     thread::spawn(move || send(&p, &l, id, payload))
 }
 
+/// A partition holding offsets `0..=upto` under `l`, and a reader at 1 that read 0 under the
+/// lock (so it holds its segment and reads lock-free from then on).
 fn primed(l: &Limits, blocks: bool, upto: u64) -> (Arc<Partition<u64>>, Reader<u64>) {
     let p = Arc::new(Partition::new());
     let mut log = p.lock();

@@ -169,14 +169,20 @@ fn staging_trims_nothing_until_published() {
     assert_eq!((log.base(), log.end()), (2, 5));
 }
 
+/// A `Block` partition of 3 messages holding `n`, and a group cursor at 0 holding them all.
+fn blocked_at_0(n: u64) -> (Partition<u64>, Limits, usize) {
+    let p = Partition::new();
+    let l = limits(Some(3), None, true);
+    let c = p.lock().add_group_cursor(0, l.block);
+    append(&p, &l, n);
+    (p, l, c)
+}
+
 /// Under `Block`, staged records keep their room without trimming: a newcomer finds none when
 /// a cursor holds what they would push out.
 #[test]
 fn block_keeps_room_for_staged_records() {
-    let p = Partition::new();
-    let l = limits(Some(3), None, true);
-    let c = p.lock().add_group_cursor(0, l.block);
-    append(&p, &l, 2);
+    let (p, l, c) = blocked_at_0(2);
     let mut log = p.lock();
     assert!(log.has_room(&l, 0, 0));
     let _ = log.stage(0, entry(0));
@@ -200,10 +206,7 @@ fn block_keeps_room_for_staged_records() {
 /// row that only a record it may still lose justifies.
 #[test]
 fn block_cursor_moving_back_before_publish_overfills() {
-    let p = Partition::new();
-    let l = limits(Some(3), None, true);
-    let c = p.lock().add_group_cursor(0, l.block);
-    append(&p, &l, 3);
+    let (p, l, c) = blocked_at_0(3);
     let mut log = p.lock();
     let _ = log.set_cursor(c, 1);
     assert!(log.has_room(&l, 0, 0), "offset 0 may go");
