@@ -13,8 +13,8 @@ use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetad
 use super::open::{storage, upgrade_first};
 use super::quiet;
 use super::schema::{
-    CLEAN, ENDS, FORMAT_VERSION, GROUPS, META, PREFIX, SETTINGS, UPGRADES_FROM, deliveries,
-    existing, logical, open_count, open_end, open_named, open_position, records,
+    CLEAN, ENDS, FORMAT_VERSION, GROUPS, META, SETTINGS, UPGRADES_FROM, deliveries, existing,
+    logical, open_count, open_end, open_named, open_position, partition_prefix, records,
 };
 use crate::error::Error;
 use crate::record::{Headers, Nanos};
@@ -219,7 +219,7 @@ impl Reader {
 
     /// The partitions with a table of topic `topic`, ascending.
     pub(crate) fn partition_tables(&self, topic: &str) -> Result<Vec<u32>, Error> {
-        let prefix = format!("{PREFIX}t.{topic}.");
+        let prefix = partition_prefix(topic);
         self.read(|txn| {
             let mut out: Vec<u32> = txn
                 .list_tables()?

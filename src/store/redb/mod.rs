@@ -53,6 +53,7 @@ mod redrive;
 mod schema;
 #[cfg(test)]
 mod trim_tests;
+mod trims;
 mod upgrade;
 mod writer;
 
@@ -79,6 +80,7 @@ use self::schema::{
     ACKED, DECLARATIONS, ENDS, GROUPS, deliveries, open_acked, open_count, open_end, open_named,
     open_position, records,
 };
+use self::trims::Trims;
 use self::writer::{Request, Writer};
 use super::format;
 use super::{
@@ -214,7 +216,7 @@ impl DurableStore {
             inner: Arc::clone(&inner),
             rx,
             ends: HashMap::new(),
-            trim_next: Vec::new(),
+            trims: Trims::default(),
             deleted: Vec::new(),
             in_use: false,
         };

@@ -251,7 +251,12 @@ pub(super) fn open_named<'a>(
 
 /// The table of a topic partition.
 pub(crate) fn partition_table(topic: &str, partition: u32) -> String {
-    format!("{PREFIX}t.{topic}.{partition}")
+    format!("{}{partition}", partition_prefix(topic))
+}
+
+/// What the tables of `topic`'s partitions start with (the partition number follows).
+pub(crate) fn partition_prefix(topic: &str) -> String {
+    format!("{PREFIX}t.{topic}.")
 }
 
 /// The table of a queue.

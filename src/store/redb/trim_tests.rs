@@ -12,7 +12,7 @@ use super::schema::records;
 use super::{DurableStore, Options};
 use crate::error::Error;
 use crate::options::Durability;
-use crate::store::{Append, Commit, LogId, Sink, Stager, Store};
+use crate::store::{Append, Commit, LogId, Progress, Sink, Stager, Store};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -54,6 +54,18 @@ impl Sink for FakeSink {
             hook();
         }
         Some(self.floor.load(Ordering::SeqCst))
+    }
+}
+
+/// A store that commits every send at once.
+fn options() -> Options {
+    Options {
+        durability: Durability::Immediate,
+        backend: None,
+        cache_bytes: None,
+        database: None,
+        codec: "test",
+        check_integrity: false,
     }
 }
 
@@ -111,20 +123,7 @@ fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
 fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
     let path = std::env::temp_dir().join(format!("embus-trims-{}.embus", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let store = Arc::new(
-        DurableStore::open(
-            &path,
-            Options {
-                durability: Durability::Immediate,
-                backend: None,
-                cache_bytes: None,
-                database: None,
-                codec: "test",
-                check_integrity: false,
-            },
-        )
-        .unwrap(),
-    );
+    let store = Arc::new(DurableStore::open(&path, options()).unwrap());
     let (trimmed, other, ack) = (FakeSink::new("t"), FakeSink::new("o"), FakeSink::new("a"));
     append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
     // When the writer reads `trimmed`'s floor: "an ack" is sent (a record to `ack`, not
@@ -164,6 +163,57 @@ fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
     store.flush().unwrap();
     assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
     assert_eq!(keys(&store, &ack), [0]);
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A floor that moves after the writer read it (an ack with retention by interest, during the
+/// commit) is applied by the next commit, even one that publishes nothing, such as close's:
+/// the file does not keep rows its log trimmed until the log publishes again.
+#[test]
+fn a_floor_that_moves_after_it_was_read_is_applied_by_the_next_commit() {
+    let path = std::env::temp_dir().join(format!("embus-trims-moved-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let (trimmed, other) = (FakeSink::new("t"), FakeSink::new("o"));
+    append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
+    // The next commit reads floor 0; it moves to 5 right after that read.
+    let hook_trimmed = Arc::clone(&trimmed);
+    *trimmed.on_floor.lock() = Some(Box::new(move || {
+        let moved = Arc::clone(&hook_trimmed);
+        *hook_trimmed.on_floor.lock() = Some(Box::new(move || {
+            moved.floor.store(5, Ordering::SeqCst);
+        }));
+    }));
+    append(&store, &other, 0..1, Commit::Wait);
+    assert_eq!(keys(&store, &trimmed), (0..10).collect::<Vec<_>>());
+    store.flush().unwrap(); // a commit with nothing to publish
+    assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A group's new position nominates its partition: the commit after it trims the file to the
+/// floor that retention by interest moved to once the ack was sent, though nothing was
+/// published into it since.
+#[test]
+fn a_group_position_nominates_its_partition_for_the_next_commit() {
+    let path = std::env::temp_dir().join(format!("embus-trims-acked-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let trimmed = FakeSink::new("t");
+    append(&store, &trimmed, 0..10, Commit::Wait);
+    store.flush().unwrap(); // trims to floor 0, and forgets the log until it publishes
+    store.progress(Progress::GroupPosition {
+        topic: "t",
+        group: "g",
+        partition: 0,
+        offset: 5,
+    });
+    trimmed.floor.store(5, Ordering::SeqCst); // what the ack let retention trim
+    store.flush().unwrap(); // holds the position
+    store.flush().unwrap(); // the commit after it
+    assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
     drop(store);
     let _ = std::fs::remove_file(&path);
 }

@@ -12,6 +12,7 @@ use super::schema::{
     ACKED, CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_acked,
     seal_count, seal_named, seal_position, trim,
 };
+use super::trims::{Floors, Trims};
 use super::{Counts, Inner, quiet};
 use crate::observe;
 use crate::options::Durability;
@@ -122,23 +123,14 @@ pub(super) struct Writer {
     pub(super) rx: Receiver<(u64, Request)>,
     /// Per table: next key and retained bytes, as stored.
     pub(super) ends: HashMap<String, (u64, u64)>,
-    /// Sinks published by the last commit: their retention is applied to the file in the next
-    /// one (whatever it holds: `close` always makes one).
-    pub(super) trim_next: Vec<Arc<dyn Sink>>,
+    /// The logs whose retention the next commit applies to the file.
+    pub(super) trims: Trims,
     /// Sinks of deleted topics and queues: what they still send is dropped (kept for the
     /// writer's life, so their addresses are not reused).
     pub(super) deleted: Vec<Arc<dyn Sink>>,
     /// Whether the file says it is in use (`"clean"` is 0): the first commit says so, a
     /// [`Request::Close`] undoes it.
     pub(super) in_use: bool,
-}
-
-/// The floors of the sinks the last commit published, read before the next batch was taken
-/// (see [`Writer::floors`]).
-struct Floors {
-    /// The last request numbered when they were read.
-    seq: u64,
-    floors: Vec<(Arc<dyn Sink>, u64)>,
 }
 
 /// Per sink touched by a commit: publish up to this key.
@@ -158,7 +150,7 @@ impl Writer {
         // long the last commit took, for the linger below.
         let (mut peak, mut last_took) = (0usize, Duration::ZERO);
         while let Ok(first) = self.rx.recv() {
-            let floors = self.floors();
+            let mut floors = self.floors();
             let mut batch = vec![first];
             batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
             // How long to wait for more before committing. Interval mode: until the interval
@@ -199,6 +191,13 @@ impl Writer {
                 }
             }
             peak = batch.len().max(peak.saturating_sub(1));
+            self.trims.nominate_acked(&batch);
+            if batch.iter().any(|(_, r)| matches!(r, Request::Close)) {
+                // The last commit: it trims every log to where it is (nothing follows close,
+                // so a floor read now has all its causes in this batch or before).
+                self.trims.nominate_all();
+                floors = self.floors();
+            }
             // The floors hold only if every request numbered before they were read is in this
             // batch (or an earlier one): not when the batch stopped at its limit before them.
             let trims = (batch[batch.len() - 1].0 >= floors.seq).then_some(floors);
@@ -214,21 +213,9 @@ impl Writer {
         }
     }
 
-    /// The floors of the sinks to trim next, then the last request number handed out. A floor
-    /// moves only once the requests that justify it are sent, under the partition's lock that
-    /// reading it takes (a published record is committed; a group's ack, alone or in a
-    /// transaction, is sent before retention by interest trims), so every request behind a
-    /// floor read here is numbered at most `seq`: a commit that holds them all may trim to
-    /// it. A floor read during a commit may not: the ack behind it can still be queued behind
-    /// the batch, and a crash would keep the trim without the ack.
+    /// The floors of the logs to trim next ([`Trims::floors`]).
     fn floors(&self) -> Floors {
-        let floors = self
-            .trim_next
-            .iter()
-            .filter_map(|sink| Some((Arc::clone(sink), sink.floor()?)))
-            .collect();
-        let seq = self.inner.order.lock().seq;
-        Floors { seq, floors }
+        self.trims.floors(|| self.inner.order.lock().seq)
     }
 
     /// Commits `batch` (into the lent write transaction `lent` if one came back) with the
@@ -440,23 +427,18 @@ impl Writer {
             Ok(()) => {
                 self.ends = ends;
                 self.in_use = !closing;
-                if trims.is_some() {
-                    self.trim_next.clear();
-                }
                 for delete in deletes {
                     self.deleted.extend(delete.sinks);
                 }
                 let deleted = &self.deleted;
-                self.trim_next.retain(|s| !is_deleted(deleted, s));
                 touched.retain(|t| !is_deleted(deleted, &t.sink));
-                for t in touched {
+                for t in &touched {
                     // The records are stored whatever a consumer's waker does when woken.
                     wake_guarded(|| t.sink.publish(t.upto));
-                    let known = self.trim_next.iter().any(|s| Arc::ptr_eq(s, &t.sink));
-                    if !known && t.sink.floor().is_some() {
-                        self.trim_next.push(t.sink);
-                    }
                 }
+                let published = touched.iter().map(|t| &t.sink);
+                self.trims
+                    .committed(trims.as_ref(), published, |s| is_deleted(deleted, s));
                 Ok(())
             }
             Err(e) => Err(e), // `ends` is stale now, but nothing is written after a failure
