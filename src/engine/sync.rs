@@ -30,6 +30,20 @@ pub(crate) use std::thread::{Thread, current};
 
 pub(crate) use std::sync::atomic::Ordering;
 
+/// A value alone on its cache lines (128 bytes: adjacent-line prefetchers pull lines in pairs),
+/// so that a line one thread writes on every message is not one another thread reads.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 #[cfg(embus_loom)]
 pub(crate) use self::modelled::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock};
 #[cfg(embus_loom)]

@@ -3,9 +3,10 @@
 //! retention, `Block` or `Lag`.
 //!
 //! Producers append under the partition's lock: they set the next slot of the tail segment (a
-//! `OnceLock`, written once) and then publish the new end offset. A reader that is caught up
-//! needs no lock at all: it loads the end offset, reads the slot from the segment it holds, and
-//! follows the segment's `next` link. Trimming moves the published base; a whole segment is
+//! `OnceLock`, written once) and then publish the new end offset. A reader needs no lock while
+//! there are messages: it checks the slot itself in the segment it holds (a set slot is
+//! published), follows the segment's `next` link, and loads the end offset only at a slot not
+//! yet set, so the line the producer writes on every message is not the one it reads. Trimming moves the published base; a whole segment is
 //! freed once every offset in it is below the base and no reader holds it. Segment links are
 //! weak, so a stalled reader pins at most one segment, never the chain after it.
 
@@ -15,7 +16,7 @@ use std::sync::{Arc, Weak};
 use self::cold::ColdStore;
 pub(crate) use self::cold::{Cold, Load, Loader, Row};
 use crate::engine::notify::{Wait, Waiters, Woken};
-use crate::engine::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock, Ordering};
+use crate::engine::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock, Ordering, Padded};
 use crate::error::{Error, Undecodable};
 use crate::record::{Entry, Nanos};
 use crate::store::Restored;
@@ -36,7 +37,10 @@ pub(crate) struct Stored<T> {
     pub(crate) entry: Entry<T>,
 }
 
-/// `SEGMENT` consecutive offsets from `start`.
+/// `SEGMENT` consecutive offsets from `start`. Aligned so that its `Arc`'s reference counts,
+/// which readers change on every message, are not on the line the producer reads `start` and
+/// `slots` from.
+#[repr(align(128))]
 pub(crate) struct Segment<T> {
     start: u64,
     slots: Box<[OnceLock<Stored<T>>]>,
@@ -92,20 +96,24 @@ impl<T> StoredRef<T> {
     }
 }
 
-/// What the log publishes for lock-free readers.
+/// What the log publishes for lock-free readers, each on lines of its own: the producer writes
+/// `end` (and `base`, once full) on every message, and readers check `writers_waiting` on every
+/// message.
 #[derive(Default)]
 struct Published {
     /// Offsets below this are set (slots are written before `end` moves past them).
-    end: AtomicU64,
+    end: Padded<AtomicU64>,
     /// Offsets below this are trimmed.
-    base: AtomicU64,
+    base: Padded<AtomicU64>,
     /// A producer waits for room (`Block`): readers that move their cursor must wake it.
-    writers_waiting: AtomicBool,
+    writers_waiting: Padded<AtomicBool>,
 }
 
-/// One partition: the log behind its lock, and what readers may look at without it.
+/// One partition: the log behind its lock, and what readers may look at without it. The lock
+/// has lines of its own: lock-free readers load `published` on every look, and a producer
+/// takes the lock on every send.
 pub(crate) struct Partition<T> {
-    log: Mutex<Log<T>>,
+    log: Padded<Mutex<Log<T>>>,
     published: Arc<Published>,
 }
 
@@ -137,6 +145,10 @@ pub(crate) struct Log<T> {
     cursors: Vec<Option<Cursor>>,
     /// How many cursors block (`Overflow::Block`), and how many are groups'.
     blocking: usize,
+    /// No blocking cursor is below this (a cached bound: lock-free readers only move their
+    /// cursors forward; cursors moved or added under the lock lower it), so retention reads
+    /// the cursors, lines the readers write, only on reaching it.
+    floor: std::cell::Cell<u64>,
     groups: usize,
     /// Consumers waiting for a message.
     pub(crate) readers: Waiters,
@@ -167,6 +179,12 @@ pub(crate) fn not_due<T>(stored: &Stored<T>, now: impl FnOnce() -> Nanos) -> Opt
     stored.entry.meta.as_ref()?;
     let due = stored.entry.timing().due_at(stored.ts)?;
     (due > now()).then_some(due)
+}
+
+/// Whether `stored` waits for a due time (decided under the lock, with the clock).
+fn is_delayed<T>(stored: &Stored<T>) -> bool {
+    let meta = stored.entry.meta.as_ref();
+    meta.is_some_and(|m| m.timing.due.is_some())
 }
 
 /// A reader's position as retention sees it.
@@ -231,12 +249,13 @@ impl<T> Partition<T> {
             cursors: Vec::new(),
             compaction: None,
             blocking: 0,
+            floor: std::cell::Cell::new(0),
             groups: 0,
             readers: Waiters::default(),
             writers: Waiters::default(),
         };
         Self {
-            log: Mutex::new(log),
+            log: Padded(Mutex::new(log)),
             published,
         }
     }
@@ -282,29 +301,43 @@ impl<T> Partition<T> {
     /// means take the lock and use [`read_locked`](Self::read_locked).
     #[inline]
     pub(crate) fn read_fast(&self, reader: &mut Reader<T>) -> Option<Read<T>> {
-        if reader.next >= self.published.end.load(Ordering::Acquire) {
-            return Some(Read::Empty);
-        }
         // Retention may trim past a reader that does not block it (`Overflow::Lag`).
         if !reader.blocks && reader.next < self.published.base.load(Ordering::Acquire) {
             return None;
         }
-        let segment = reader.segment.as_ref()?;
-        if reader.next >= segment.start + SEGMENT {
-            let next = segment.next.get().and_then(Weak::upgrade)?;
-            reader.segment = Some(next);
-        }
-        let segment = reader.segment.as_ref()?;
-        let meta = segment.get(reader.next)?.entry.meta.as_ref();
-        if meta.is_some_and(|m| m.timing.due.is_some()) {
-            return None; // delayed: decided under the lock, with the time
+        let delayed = match Self::held_slot(reader) {
+            Some(stored) => is_delayed(stored),
+            None => {
+                // Nothing seen: empty, unless the end is past it now, which makes the segment
+                // link and slot visible (`push` sets them before it moves the end).
+                if reader.next >= self.published.end.load(Ordering::Acquire) {
+                    return Some(Read::Empty);
+                }
+                is_delayed(Self::held_slot(reader)?)
+            }
+        };
+        if delayed {
+            return None; // decided under the lock, with the time
         }
         let got = StoredRef {
-            segment: Arc::clone(segment),
+            segment: Arc::clone(reader.segment.as_ref()?),
             offset: reader.next,
         };
         self.advance(reader);
         Some(Read::Got(got))
+    }
+
+    /// The slot of `reader`'s next offset, if it is set and in the segment the reader holds or
+    /// the one linked after it (which the reader then holds). A set slot is published: only
+    /// `push` sets slots, and it publishes them.
+    #[inline]
+    fn held_slot(reader: &mut Reader<T>) -> Option<&Stored<T>> {
+        let segment = reader.segment.as_ref()?;
+        if reader.next >= segment.start + SEGMENT {
+            let next = segment.next.get()?.upgrade()?;
+            reader.segment = Some(next);
+        }
+        reader.segment.as_ref()?.get(reader.next)
     }
 
     /// Reads the next message under the lock, registering waiter `id` as `wait` says when there
@@ -599,6 +632,9 @@ impl<T> Log<T> {
         owner: u64,
     ) -> (usize, Arc<AtomicU64>) {
         let cursor = Arc::new(AtomicU64::new(position));
+        if blocks {
+            self.lower_floor(position);
+        }
         self.blocking += usize::from(blocks);
         self.groups += usize::from(group);
         let slot = match self.cursors.iter().position(Option::is_none) {
@@ -632,6 +668,9 @@ impl<T> Log<T> {
     pub(crate) fn set_cursor(&mut self, slot: usize, position: u64) -> Woken {
         if let Some(Some(c)) = self.cursors.get(slot) {
             c.at.store(position, Ordering::SeqCst);
+            if c.blocks {
+                self.lower_floor(position); // it may have moved back
+            }
         }
         self.take_writers()
     }

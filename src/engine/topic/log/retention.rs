@@ -55,16 +55,28 @@ impl<T> Log<T> {
     }
 
     /// Whether the messages up to `offset` may be trimmed now (every blocking reader is past
-    /// it).
+    /// it). Reads the cursors only when `offset` reaches the cached floor: a "yes" below it
+    /// stays true, and every "no" comes from the cursors themselves, so a producer's re-check
+    /// after registering to wait for room sees every move a reader made before it.
     fn can_trim_at(&self, offset: u64) -> bool {
         offset < self.end
-            && (self.blocking == 0
-                || self
+            && (self.blocking == 0 || offset < self.floor.get() || {
+                let floor = self
                     .cursors
                     .iter()
                     .flatten()
                     .filter(|c| c.blocks)
-                    .all(|c| c.at.load(Ordering::SeqCst) > offset))
+                    .map(|c| c.at.load(Ordering::SeqCst))
+                    .min()
+                    .unwrap_or(u64::MAX);
+                self.floor.set(floor);
+                offset < floor
+            })
+    }
+
+    /// A blocking cursor is at `position` now (added, or moved under the lock, maybe back).
+    pub(super) fn lower_floor(&self, position: u64) {
+        self.floor.set(self.floor.get().min(position));
     }
 
     /// Retention by interest: trims what every group has acked (nothing without a group).
