@@ -14,6 +14,7 @@ pub(crate) mod notify;
 pub(crate) mod queue;
 mod registry;
 pub(crate) mod seam;
+mod slot;
 pub(crate) mod sync;
 pub(crate) mod timer;
 pub(crate) mod topic;

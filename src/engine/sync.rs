@@ -1,5 +1,5 @@
 //! The synchronization under the lock-free partition reads — atomics, the partition lock,
-//! write-once slots and thread parking — routed through loom under `--cfg embus_loom`, the way
+//! write-once links and slots, and thread parking — routed through loom under `--cfg embus_loom`, the way
 //! tokio's `loom` facade is, so that the loom models in `topic::log` check the real code.
 //!
 //! Normal builds re-export `std` and `parking_lot` unchanged: nothing here costs anything
@@ -24,7 +24,7 @@ pub(crate) use parking_lot::{Mutex, MutexGuard};
 #[cfg(not(embus_loom))]
 pub(crate) use std::sync::OnceLock;
 #[cfg(not(embus_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 #[cfg(not(embus_loom))]
 pub(crate) use std::thread::{Thread, current};
 
@@ -47,7 +47,38 @@ impl<T> std::ops::Deref for Padded<T> {
 #[cfg(embus_loom)]
 pub(crate) use self::modelled::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock};
 #[cfg(embus_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+#[cfg(embus_loom)]
+pub(crate) use loom::sync::atomic::AtomicU8;
+#[cfg(embus_loom)]
 pub(crate) use loom::thread::{Thread, current};
+
+/// std's `UnsafeCell` with loom's closure API, so that [`Slot`](super::slot::Slot)'s accesses
+/// are checked under loom and cost nothing otherwise.
+#[cfg(not(embus_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(embus_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.0.into_inner()
+    }
+
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 #[cfg(embus_loom)]
 mod modelled {
@@ -149,12 +180,6 @@ mod modelled {
             self.value.set(value)?;
             self.set.store(true, Ordering::Release);
             Ok(())
-        }
-
-        pub(crate) fn take(&mut self) -> Option<T> {
-            // `&mut`: nobody else looks; the flag only has to say "empty" again.
-            self.set.store(false, Ordering::Relaxed);
-            self.value.take()
         }
     }
 }

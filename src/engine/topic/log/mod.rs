@@ -3,7 +3,7 @@
 //! retention, `Block` or `Lag`.
 //!
 //! Producers append under the partition's lock: they set the next slot of the tail segment (a
-//! `OnceLock`, written once) and then publish the new end offset. A reader needs no lock while
+//! [`Slot`], written once) and then publish the new end offset. A reader needs no lock while
 //! there are messages: it checks the slot itself in the segment it holds (a set slot is
 //! published), follows the segment's `next` link, and loads the end offset only at a slot not
 //! yet set, so the line the producer writes on every message is not the one it reads. Trimming moves the published base; a whole segment is
@@ -16,6 +16,7 @@ use std::sync::{Arc, Weak};
 use self::cold::ColdStore;
 pub(crate) use self::cold::{Cold, Load, Loader, Row};
 use crate::engine::notify::{Wait, Waiters, Woken};
+use crate::engine::slot::Slot;
 use crate::engine::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, OnceLock, Ordering, Padded};
 use crate::error::{Error, Undecodable};
 use crate::record::{Entry, Nanos};
@@ -43,7 +44,7 @@ pub(crate) struct Stored<T> {
 #[repr(align(128))]
 pub(crate) struct Segment<T> {
     start: u64,
-    slots: Box<[OnceLock<Stored<T>>]>,
+    slots: Box<[Slot<Stored<T>>]>,
     next: OnceLock<Weak<Segment<T>>>,
 }
 
@@ -66,7 +67,7 @@ impl<T> Segment<T> {
     fn new(start: u64) -> Self {
         Self {
             start,
-            slots: (0..SEGMENT).map(|_| OnceLock::new()).collect(),
+            slots: (0..SEGMENT).map(|_| Slot::new()).collect(),
             next: OnceLock::new(),
         }
     }
