@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::schema::partition_prefix;
-use super::writer::Request;
 use crate::store::Sink;
 
 /// The floors of the nominated logs, read before the batch they may trim with was complete.
@@ -53,14 +52,13 @@ impl Trims {
         Floors { seq: seq(), floors }
     }
 
-    /// Nominates the partitions in which `batch` moves a group's position (or deletes a
-    /// group), for the commit after it: the trim that allows is made by then (under the lock
+    /// Nominates the partitions in which a batch moves a group's position, `(topic,
+    /// partition)` (every partition for `None`: a group deleted), for the commit after it: the trim that allows is made by then (under the lock
     /// that reading the floor takes).
-    pub(super) fn nominate_acked(&mut self, batch: &[(u64, Request)]) {
-        let mut moved = Vec::new();
-        for (_, request) in batch {
-            positions(request, &mut moved);
-        }
+    pub(super) fn nominate_acked<'t>(
+        &mut self,
+        moved: impl Iterator<Item = (&'t str, Option<u32>)>,
+    ) {
         for (topic, partition) in moved {
             let prefix = partition_prefix(topic);
             self.nominate(|sink| {
@@ -109,26 +107,5 @@ impl Trims {
                 self.next.push(Arc::clone(sink));
             }
         }
-    }
-}
-
-/// The partitions in which `request` moves a group's position: `(topic, partition)`, every
-/// partition when `None` (a group deleted).
-fn positions<'r>(request: &'r Request, moved: &mut Vec<(&'r str, Option<u32>)>) {
-    match request {
-        Request::Position {
-            topic, partition, ..
-        }
-        | Request::GroupDeadLetter {
-            position: Some((topic, _, partition, _)),
-            ..
-        } => moved.push((topic, Some(*partition))),
-        Request::ForgetGroup(topic, _) => moved.push((topic, None)),
-        Request::Many(requests) => {
-            for request in requests {
-                positions(request, moved);
-            }
-        }
-        _ => {}
     }
 }

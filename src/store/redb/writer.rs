@@ -106,6 +106,29 @@ pub(super) enum Request {
     Close,
 }
 
+impl Request {
+    /// The partitions in which this moves a group's position: `(topic, partition)`, every
+    /// partition for `None` (a group deleted).
+    fn positions<'r>(&'r self, moved: &mut Vec<(&'r str, Option<u32>)>) {
+        match self {
+            Self::Position {
+                topic, partition, ..
+            }
+            | Self::GroupDeadLetter {
+                position: Some((topic, _, partition, _)),
+                ..
+            } => moved.push((topic, Some(*partition))),
+            Self::ForgetGroup(topic, _) => moved.push((topic, None)),
+            Self::Many(requests) => {
+                for request in requests {
+                    request.positions(moved);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// One staged record: key, timestamp, counted size and bytes (sealed by the writer), and the
 /// message id to store with it (dedupe, [`ids`](super::ids)).
 pub(super) struct Staged {
@@ -191,7 +214,11 @@ impl Writer {
                 }
             }
             peak = batch.len().max(peak.saturating_sub(1));
-            self.trims.nominate_acked(&batch);
+            let mut moved = Vec::new();
+            for (_, request) in &batch {
+                request.positions(&mut moved);
+            }
+            self.trims.nominate_acked(moved.into_iter());
             if batch.iter().any(|(_, r)| matches!(r, Request::Close)) {
                 // The last commit: it trims every log to where it is (nothing follows close,
                 // so a floor read now has all its causes in this batch or before).
