@@ -1,17 +1,9 @@
 //! Time for timestamps, ack timeouts and age retention: the system clock or a [`ManualClock`].
 //!
-//! Three readings: wall-clock time ([`Clock::now`]) ages messages for retention and decides
-//! when delayed ones fall due; the coarse wall clock ([`Clock::stamp`]) stamps messages; and
+//! Two readings: wall-clock time ([`Clock::now`]) stamps messages and ages them for retention;
 //! monotonic time ([`Clock::ticks`]) times ack deadlines, so a step of the system clock (NTP,
 //! a suspended laptop, an operator) redelivers nothing early and holds nothing back. A
-//! [`ManualClock`] drives all three.
-//!
-//! The coarse clock is the kernel's (`CLOCK_REALTIME_COARSE` on Linux): it moves once per tick
-//! (1–4 ms) and costs about 3 ns to read, where the precise one costs about 27 ns, most of a
-//! memory send's clock budget. Kafka stamps in milliseconds too. A record whose delay or
-//! time-to-live counts from its stamp gets a precise one, so it never falls due or expires
-//! early; [`BrokerBuilder::precise_timestamps`](crate::BrokerBuilder::precise_timestamps) stamps
-//! every topic message precisely (queue messages always are).
+//! [`ManualClock`] drives both.
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -128,29 +120,16 @@ impl fmt::Debug for ManualClock {
 /// The broker's time source.
 #[derive(Clone, Debug, Default)]
 pub(crate) enum Clock {
-    /// The system clocks, stamping with the coarse wall clock.
     #[default]
     System,
-    /// The system clocks, stamping with the precise wall clock.
-    SystemPrecise,
     Manual(ManualClock),
 }
 
 impl Clock {
-    /// Wall-clock time for a message's timestamp: coarse (see the module docs) unless
-    /// `precise`, or the broker stamps precisely.
-    #[inline]
-    pub(crate) fn stamp(&self, precise: bool) -> Nanos {
-        match self {
-            Self::System if !precise => coarse_wall(),
-            _ => self.now(),
-        }
-    }
-
     /// Wall-clock time: message timestamps and retention by age.
     pub(crate) fn now(&self) -> Nanos {
         match self {
-            Self::System | Self::SystemPrecise => wall(),
+            Self::System => wall(),
             Self::Manual(clock) => clock.nanos(),
         }
     }
@@ -159,7 +138,7 @@ impl Clock {
     /// clock's own time).
     pub(crate) fn ticks(&self) -> Nanos {
         match self {
-            Self::System | Self::SystemPrecise => since_base(Instant::now()),
+            Self::System => since_base(Instant::now()),
             Self::Manual(clock) => clock.nanos(),
         }
     }
@@ -175,9 +154,7 @@ impl Clock {
     /// manual clock, whose deadlines pass only through `advance` (which wakes waiters itself).
     pub(crate) fn wake_at(&self, deadline: Nanos) -> Option<Instant> {
         match self {
-            Self::System | Self::SystemPrecise => {
-                base().checked_add(Duration::from_nanos(deadline))
-            }
+            Self::System => base().checked_add(Duration::from_nanos(deadline)),
             Self::Manual(_) => None,
         }
     }
@@ -199,26 +176,6 @@ fn wall() -> Nanos {
     #[cfg(test)]
     let now = now.saturating_add_signed(WALL_STEP.get());
     now
-}
-
-/// The system's coarse wall-clock time: never ahead of [`wall`], behind it by at most one
-/// kernel tick.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn coarse_wall() -> Nanos {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    let now = u64::try_from(ts.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0));
-    #[cfg(test)]
-    let now = now.saturating_add_signed(WALL_STEP.get());
-    now
-}
-
-/// Elsewhere, the precise clock.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn coarse_wall() -> Nanos {
-    wall()
 }
 
 #[cfg(test)]

@@ -62,11 +62,7 @@ macro_rules! record_accessors {
             self.delivery.offset()
         }
 
-        /// When the broker accepted the message, on its clock. Within a partition, timestamps
-        /// never go back. On the system clock, a topic message's has the kernel tick's
-        /// resolution (1–4 ms on Linux) and is never ahead of the send, unless the broker was
-        /// built with [`precise_timestamps`](crate::BrokerBuilder::precise_timestamps) or the
-        /// message's delay or time-to-live counts from it; a queue message's is precise.
+        /// When the broker accepted the message, on its clock.
         pub fn timestamp(&self) -> SystemTime {
             self.delivery.timestamp()
         }

@@ -60,12 +60,6 @@ impl Timing {
         })
     }
 
-    /// Whether a delay or time-to-live counts from the record's timestamp, which must then be
-    /// precise (see [`Clock::stamp`](crate::clock::Clock::stamp)).
-    pub(crate) fn counts_from_stamp(&self) -> bool {
-        matches!(self.due, Some(Due::After(_))) || self.ttl.is_some()
-    }
-
     /// When a record stored at `ts` expires, if it has a time-to-live.
     pub(crate) fn expires_at(&self, ts: Nanos) -> Option<Nanos> {
         self.ttl.map(|ttl| ts.saturating_add(duration_nanos(ttl)))
@@ -349,11 +343,6 @@ pub(crate) struct Meta {
     pub(crate) key: Option<Box<[u8]>>,
     pub(crate) headers: Headers,
     pub(crate) timing: Timing,
-}
-
-/// Whether a record with `meta` needs a precise timestamp ([`Timing::counts_from_stamp`]).
-pub(crate) fn stamps_precisely(meta: Option<&Meta>) -> bool {
-    meta.is_some_and(|m| m.timing.counts_from_stamp())
 }
 
 /// One stored message: shared (by `Arc`) between the log and every consumer holding it.

@@ -67,29 +67,6 @@ impl BrokerBuilder {
         self
     }
 
-    /// Stamps every topic message with the precise system clock (about 25 ns more per send)
-    /// rather than the coarse one, which moves once per kernel tick (1–4 ms on Linux; other
-    /// systems always stamp precisely). Messages whose delay or time-to-live counts from
-    /// their stamp, and queue messages, are stamped precisely either way. Timestamps stay
-    /// monotone within a partition in both modes. A [`clock`](Self::clock) replaces the
-    /// system clock, and this setting with it.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let bus = embus::Broker::builder().precise_timestamps(true).open()?;
-    /// # drop(bus); Ok(()) }
-    /// ```
-    pub fn precise_timestamps(mut self, precise: bool) -> Self {
-        if let Clock::System | Clock::SystemPrecise = self.clock {
-            self.clock = if precise {
-                Clock::SystemPrecise
-            } else {
-                Clock::System
-            };
-        }
-        self
-    }
-
     /// Makes the broker durable on the redb file at `path` (created if missing).
     pub fn path(mut self, path: impl AsRef<Path>) -> Self {
         self.path = Some(path.as_ref().to_owned());

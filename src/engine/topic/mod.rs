@@ -32,7 +32,7 @@ use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::observe;
 use crate::options::{IdleOptions, Start, TopicOptions};
-use crate::record::{Entry, Meta, Nanos, Payload, Receipt, Record, stamps_precisely, to_nanos};
+use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
 use crate::stats::Meter;
 use crate::store::{Append, Commit, LogId, Sink, Stager};
 
@@ -371,13 +371,6 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
-    /// The timestamp for records with `metas`: the coarse clock, unless one's delay or
-    /// time-to-live counts from it (see [`Clock::stamp`](crate::clock::Clock::stamp)).
-    fn stamp<'m>(&self, metas: impl IntoIterator<Item = Option<&'m Meta>>) -> Nanos {
-        let precise = metas.into_iter().any(stamps_precisely);
-        self.context.clock.stamp(precise)
-    }
-
     /// Room for `size` more bytes in `log` now, under its lock: `Err(closed)` if none.
     fn room(&self, log: &mut Log<T>, now: Nanos, size: u32) -> Result<(), bool> {
         // Under the lock that close's wake-up takes: a consumer's last look after close sees
@@ -638,7 +631,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.stamp([entry.meta.as_deref()]);
+        let now = self.topic.context.clock.now();
         let mut log = self.topic.partitions[self.partition as usize].lock();
         match self.topic.room(&mut log, now, entry.size) {
             Ok(()) => {
@@ -666,7 +659,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.stamp([entry.meta.as_deref()]);
+        let now = self.topic.context.clock.now();
         let p = self.partition as usize;
         let mut log = self.topic.partitions[p].lock();
         match self.topic.room(&mut log, now, entry.size) {
@@ -709,18 +702,9 @@ struct RunJob<'a, 'b, T> {
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
-    /// The timestamp for the pending records.
-    fn stamp(&self) -> Nanos {
-        let metas = self
-            .pending
-            .iter()
-            .map(|(_, record)| record.meta.as_deref());
-        self.topic.stamp(metas)
-    }
-
     /// Under the partition lock: moves records that have room out of `pending`, in order.
     fn take(&mut self, log: &mut Log<T>, mut put: impl FnMut(&mut Log<T>, usize, Entry<T>) -> u64) {
-        let now = self.stamp();
+        let now = self.topic.context.clock.now();
         while let Some((_, record)) = self.pending.front() {
             let size = self.topic.size_of(record);
             match self.topic.room(log, now, size) {
@@ -744,7 +728,7 @@ impl<T: Payload> RunJob<'_, '_, T> {
 
 impl<T: Payload> Append for RunJob<'_, '_, T> {
     fn publish(&mut self) {
-        let now = self.stamp();
+        let now = self.topic.context.clock.now();
         let mut log = self.topic.partitions[self.partition as usize].lock();
         let mut woken = Woken::none();
         self.take(&mut log, |log, _, entry| {
@@ -767,7 +751,7 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
         let p = self.partition as usize;
         let sink = &self.topic.sinks[p];
         let mut log = self.topic.partitions[p].lock();
-        let now = self.stamp();
+        let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
         self.take(&mut log, |log, index, entry| {
             let size = entry.size;
