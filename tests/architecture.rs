@@ -380,3 +380,26 @@ fn nothing_outside_codec_names_bincode() {
         "files naming the bincode crate: {naming:?}"
     );
 }
+
+/// `unsafe` code lives in `engine::slot` alone (issue #16 allows one such module): the crate
+/// says `#![deny(unsafe_code)]`, and only that module may allow it.
+#[test]
+fn only_the_slot_module_has_unsafe_code() {
+    let g = graph();
+    let unsafe_files: Vec<String> = g
+        .files
+        .iter()
+        .filter(|f| f.module != ["engine", "slot"])
+        .filter(|f| {
+            let code = code(&f.text);
+            code.contains("unsafe ") || code.contains("allow(unsafe_code)")
+        })
+        .map(|f| f.path.display().to_string())
+        .collect();
+    assert!(
+        unsafe_files.is_empty(),
+        "unsafe code outside engine::slot: {unsafe_files:?}"
+    );
+    let lib = g.files.iter().find(|f| f.module.is_empty()).unwrap();
+    assert!(code(&lib.text).contains("#![deny(unsafe_code)]"));
+}

@@ -13,9 +13,10 @@
 //!   visible, and nothing writes it after that;
 //! - drop (with `&mut`, so alone) drops the value only if it was written.
 //!
-//! Loom models check it (`loom_models` at the bottom, and the partition models in
-//! `topic::log`, which run on it through [`sync`](super::sync)'s loom cell), and so does Miri:
-//! `cargo +nightly miri test --lib engine::slot`.
+//! Loom models check `set` against `get` (`loom_models` at the bottom, and the partition models
+//! in `topic::log`, which run on it through [`sync`](super::sync)'s loom cell); `take` and drop
+//! need `&mut`, which loom cannot trace through a std `Arc`, so Miri checks those, with the
+//! rest: `cargo +nightly miri test --lib engine::slot` (and `engine::topic::log`).
 
 #![allow(unsafe_code)]
 
@@ -61,7 +62,10 @@ impl<T> Slot<T> {
         )
     }
 
-    /// Sets the value, or hands it back if the slot was set (or is being set) already.
+    /// Sets the value, or hands it back if the slot was set already, or is being set by
+    /// another thread right now (unlike `OnceLock`, it does not wait for that one: the log
+    /// sets each slot once, under the partition lock). Nothing between the exchange and the
+    /// `READY` store can unwind, so a slot never stays half-written.
     #[inline]
     pub(crate) fn set(&self, value: T) -> Result<(), T> {
         if self

@@ -13,9 +13,11 @@
 //!   cursor) as lost wakeups that the C++ total order on `SeqCst` accesses rules out; fences it
 //!   does model. Only that pair gets one: weakening either the store or the load of a side to
 //!   `Release`/`Acquire` drops the fence, and the models catch the lost wakeup.
-//! - `OnceLock` is std's behind a loom flag set with `Release` after the value and read with
-//!   `Acquire` before it: what std's `OnceLock` promises, made visible to loom, so a reader that
-//!   could see a slot before it is published finds it empty.
+//! - `OnceLock` (a segment's `next` link) is std's behind a loom flag set with `Release` after
+//!   the value and read with `Acquire` before it: what std's `OnceLock` promises, made visible
+//!   to loom, so a reader that could see a link before it is published finds it empty.
+//! - `UnsafeCell` and `AtomicU8` are loom's, so that loom checks the accesses of the
+//!   write-once slots ([`Slot`](super::slot::Slot)) that hold the messages.
 //! - `Mutex` is loom's (parking_lot's cannot be modelled); `Thread` and `current` are loom's, so
 //!   that waiters park and unpark loom threads.
 

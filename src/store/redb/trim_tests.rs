@@ -217,3 +217,31 @@ fn a_group_position_nominates_its_partition_for_the_next_commit() {
     drop(store);
     let _ = std::fs::remove_file(&path);
 }
+
+/// Review (426e77a): a group position that reaches the writer while it lends its write
+/// transaction (`tx.redb()`) rides the loan's commit, which never calls `nominate_acked`: the
+/// floor it let retention by interest move is not applied to the file by any later commit
+/// (only by the next publish into the log), which is what the commit set out to fix.
+#[test]
+fn a_group_position_sent_during_a_loan_nominates_its_partition() {
+    let path = std::env::temp_dir().join(format!("embus-trims-lent-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let trimmed = FakeSink::new("t");
+    append(&store, &trimmed, 0..10, Commit::Wait);
+    store.flush().unwrap(); // trims to floor 0, and forgets the log until it publishes
+    let lent = store.lend_writer().unwrap();
+    store.progress(Progress::GroupPosition {
+        topic: "t",
+        group: "g",
+        partition: 0,
+        offset: 5,
+    });
+    trimmed.floor.store(5, Ordering::SeqCst); // what the ack let retention trim
+    store.give_back_writer(lent); // the loan's commit holds the position
+    store.flush().unwrap(); // the commit after it
+    store.flush().unwrap();
+    assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}

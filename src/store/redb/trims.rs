@@ -3,8 +3,10 @@
 //!
 //! A log is nominated for the next commit when a commit publishes into it (its own retention
 //! may have trimmed), when a commit carries a group's new position in it (retention by
-//! interest trims once the ack is sent), and at close, which trims every log to where it is.
-//! It stays nominated while its floor keeps moving.
+//! interest trims once the ack is sent), and at close, which trims every log it knows to where
+//! it is. It stays nominated while its floor keeps moving. The writer knows a log once a
+//! commit has published into it since the store opened: a log restored at open and only acked
+//! since is trimmed in the file by its next publish, not before.
 
 use std::sync::Arc;
 

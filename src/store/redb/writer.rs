@@ -214,14 +214,11 @@ impl Writer {
                 }
             }
             peak = batch.len().max(peak.saturating_sub(1));
-            let mut moved = Vec::new();
-            for (_, request) in &batch {
-                request.positions(&mut moved);
-            }
-            self.trims.nominate_acked(moved.into_iter());
+            self.nominate_acked(&batch);
             if batch.iter().any(|(_, r)| matches!(r, Request::Close)) {
-                // The last commit: it trims every log to where it is (nothing follows close,
-                // so a floor read now has all its causes in this batch or before).
+                // Close's commit trims every log it knows to where it is. A floor read now may
+                // count on requests sent after the batch (a send racing close): then the seq
+                // rule below keeps the floors from this commit, and the next one trims.
                 self.trims.nominate_all();
                 floors = self.floors();
             }
@@ -238,6 +235,16 @@ impl Writer {
                 last_commit = Instant::now();
             }
         }
+    }
+
+    /// Nominates the partitions in which `batch` moves a group's position, for the commit
+    /// after it ([`Trims::nominate_acked`]).
+    fn nominate_acked(&mut self, batch: &[(u64, Request)]) {
+        let mut moved = Vec::new();
+        for (_, request) in batch {
+            request.positions(&mut moved);
+        }
+        self.trims.nominate_acked(moved.into_iter());
     }
 
     /// The floors of the logs to trim next ([`Trims::floors`]).
@@ -365,6 +372,7 @@ impl Writer {
                             None
                         }
                     };
+                    self.nominate_acked(&held);
                     self.commit_reported(std::mem::take(&mut held), lent, Some(floors));
                     break;
                 }
