@@ -641,7 +641,7 @@ fn scenarios() -> Vec<Scenario> {
             baseline: "crossbeam bounded(1024), no ack",
             embus: "capacity(1024), ack each",
             n: 2_000_000,
-            target: 0.33,
+            target: 0.4,
             gate: true,
             run_baseline: Box::new(|n| drive::<u64, _, _>(n, crossbeam(2), One, true)),
             run_embus: Box::new(|n| {
@@ -699,7 +699,7 @@ fn scenarios() -> Vec<Scenario> {
             baseline: "tokio mpsc::channel(1024)",
             embus: "Block, 1024 retained",
             n: 2_000_000,
-            target: 0.7,
+            target: 0.8,
             gate: true,
             run_baseline: Box::new(|n| drive_async::<u64, _, _>(n, tokio_mpsc(), Each, true)),
             run_embus: Box::new(|n| {

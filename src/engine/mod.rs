@@ -89,6 +89,7 @@ impl Drop for Life {
 pub(crate) struct Gone(AtomicBool);
 
 impl Gone {
+    #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
@@ -195,6 +196,7 @@ impl Context {
         })
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -116,8 +116,13 @@ impl Waiters {
         self.0.is_empty()
     }
 
-    /// Takes every waiter; call [`Woken::wake`] after releasing the lock.
+    /// Takes every waiter; call [`Woken::wake`] after releasing the lock. An empty list keeps
+    /// its capacity (most sends find nobody waiting).
+    #[inline]
     pub(crate) fn take(&mut self) -> Woken {
+        if self.0.is_empty() {
+            return Woken::none();
+        }
         Woken::of(std::mem::take(&mut self.0))
     }
 }
@@ -132,6 +137,7 @@ pub(crate) struct Woken {
 }
 
 impl Woken {
+    #[inline]
     pub(crate) fn none() -> Self {
         Self::of(Vec::new())
     }
