@@ -56,11 +56,19 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         queue.expire_feeders(); // their timed-out deliveries are this queue's dead letters
-        if !wait.takes_locks() && queue.nothing_to_deliver() {
-            // Nothing ready: don't take the lock (timeouts are processed when registering).
-            return Poll::Empty;
+        let mut read = None;
+        if !wait.takes_locks() {
+            match queue.nothing_to_deliver() {
+                // Nothing ready: don't take the lock (timeouts are processed when registering).
+                Ok(()) => return Poll::Empty,
+                Err(now) => read = now,
+            }
         }
-        let now = queue.timed_now(); // before the lock: the index files deadlines in order
+        // Before the lock: the index files deadlines in order. One clock read per look.
+        let now = match read {
+            Some(now) if queue.ack_timeout.is_some() => Some(now),
+            _ => queue.timed_now(),
+        };
         let mut own_deadline = None;
         let mut state = queue.state.lock();
         let (dead, woken) = queue.expire(&mut state, now);

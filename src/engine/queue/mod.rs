@@ -464,13 +464,22 @@ impl<T> QueueCore<T> {
         self.earliest.store(earliest, Ordering::Release);
     }
 
-    /// Whether a lock-free look may skip the lock: nothing ready and nothing timed passed.
-    fn nothing_to_deliver(&self) -> bool {
+    /// Whether a lock-free look may skip the lock (nothing ready and nothing timed passed):
+    /// `Err` if it may not, with the time if it read the clock, for the look to go on with.
+    fn nothing_to_deliver(&self) -> Result<(), Option<Nanos>> {
         if self.ready.load(Ordering::Acquire) > 0 {
-            return false;
+            return Err(None);
         }
         let earliest = self.earliest.load(Ordering::Acquire);
-        earliest == u64::MAX || self.context.clock.ticks() < earliest
+        if earliest == u64::MAX {
+            return Ok(());
+        }
+        let now = self.context.clock.ticks();
+        if now < earliest {
+            Ok(())
+        } else {
+            Err(Some(now))
+        }
     }
 
     /// The monotonic time, if this queue has ack timeouts to check (a clock read costs
@@ -492,7 +501,24 @@ impl<T> QueueCore<T> {
 
     /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts),
     /// makes due messages ready and moves expired ones on.
+    #[inline]
     fn expire(
+        &self,
+        state: &mut QueueState<T>,
+        now: Option<Nanos>,
+    ) -> (Vec<(Item<T>, Reason)>, Woken) {
+        // Stale entries never stay in front: no ack deadline passed before the front's. The
+        // common case, decided without a call.
+        let due = now.is_some_and(|now| state.next_deadline().is_some_and(|at| at <= now));
+        if !due && !state.has_timed() {
+            return (Vec::new(), Woken::none());
+        }
+        self.expire_slow(state, now)
+    }
+
+    /// [`expire`](Self::expire) when something may be due.
+    #[inline(never)]
+    fn expire_slow(
         &self,
         state: &mut QueueState<T>,
         now: Option<Nanos>,
@@ -559,11 +585,18 @@ impl<T> QueueCore<T> {
     }
 
     /// Moves dead letters on and wakes whoever a release freed, outside the lock.
+    #[inline]
     fn after_release(&self, dead: Vec<(Item<T>, Reason)>, woken: Woken) {
         woken.wake();
         if dead.is_empty() {
             return;
         }
+        self.move_dead(dead);
+    }
+
+    /// Moves dead letters on (see [`after_release`](Self::after_release)).
+    #[inline(never)]
+    fn move_dead(&self, dead: Vec<(Item<T>, Reason)>) {
         // A deleted queue's messages went with it, those in flight too: none is moved on (a
         // durable store would not record the move, so memory and file would disagree).
         if let Some(dlq) = self.dead_letter.as_ref().filter(|_| !self.is_deleted()) {
