@@ -70,6 +70,8 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
             _ => queue.timed_now(),
         };
         let mut own_deadline = None;
+        // The delivery's handle, counted before the lock rather than under it.
+        let link = Arc::clone(&self.link);
         let mut state = queue.state.lock();
         let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
@@ -84,11 +86,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                     id,
                     count,
                 });
-                let ack = QueueAck {
-                    link: Arc::clone(&self.link),
-                    delivery,
-                    id,
-                };
+                let ack = QueueAck { link, delivery, id };
                 Poll::Ready(Delivery::queue(item, ack))
             }
             None => {

@@ -7,6 +7,7 @@ mod append;
 mod consumer;
 mod deduped;
 mod from_group;
+mod hints;
 mod item;
 mod ready;
 mod state;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use self::append::{QueueJob, QueueRunJob};
+use self::hints::Padded;
 use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
 use crate::engine::dedupe::Ids;
@@ -50,14 +52,16 @@ pub(crate) struct QueueCore<T> {
     pub(crate) name: String,
     options: QueueOptions,
     ack_timeout: Option<Nanos>,
-    state: Mutex<QueueState<T>>,
+    /// The lock and each atomic below that every thread writes sit on cache lines of their
+    /// own, apart from the fields that are only read ([`Padded`]).
+    state: Padded<Mutex<QueueState<T>>>,
     /// Unacked messages (ready + in flight), reserved before a message is stored.
-    occupied: AtomicUsize,
+    occupied: Padded<AtomicUsize>,
     /// Ready messages, published under the lock so consumers can skip it when there are none.
-    ready: AtomicUsize,
+    ready: Padded<AtomicUsize>,
     /// The earliest ack deadline, due time or expiry (`u64::MAX`: none), so a lock-free look
     /// knows when a message may be ready without anyone having sent it.
-    earliest: AtomicU64,
+    earliest: Padded<AtomicU64>,
     /// Wakes this queue from the broker's timer when a due time or expiry passes (system
     /// clock only: a manual clock's advance wakes it), under this waiter id.
     alarm: Option<(std::task::Waker, u64)>,
@@ -152,10 +156,10 @@ impl<T: Payload> QueueCore<T> {
                 .ack_timeout_duration()
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             options,
-            state: Mutex::new(state),
-            occupied: AtomicUsize::new(occupied),
-            ready: AtomicUsize::new(ready),
-            earliest: AtomicU64::new(u64::MAX),
+            state: Padded(Mutex::new(state)),
+            occupied: Padded(AtomicUsize::new(occupied)),
+            ready: Padded(AtomicUsize::new(ready)),
+            earliest: Padded(AtomicU64::new(u64::MAX)),
             dead_letter,
             dedupe,
             sink: Arc::new(QueueSink {
@@ -450,38 +454,6 @@ impl<T> QueueCore<T> {
         self.state.lock().writers.remove(id);
     }
 
-    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline, due
-    /// time or expiry; sets the broker's timer for the next due time or expiry.
-    fn publish_hints(&self, state: &mut QueueState<T>) {
-        self.ready.store(state.ready_len(), Ordering::Release);
-        let earliest = state.next_deadline().unwrap_or(u64::MAX);
-        let earliest = if state.has_timed() {
-            self.arm(state);
-            earliest.min(state.next_timed().unwrap_or(u64::MAX))
-        } else {
-            earliest
-        };
-        self.earliest.store(earliest, Ordering::Release);
-    }
-
-    /// Whether a lock-free look may skip the lock (nothing ready and nothing timed passed):
-    /// `Err` if it may not, with the time if it read the clock, for the look to go on with.
-    fn nothing_to_deliver(&self) -> Result<(), Option<Nanos>> {
-        if self.ready.load(Ordering::Acquire) > 0 {
-            return Err(None);
-        }
-        let earliest = self.earliest.load(Ordering::Acquire);
-        if earliest == u64::MAX {
-            return Ok(());
-        }
-        let now = self.context.clock.ticks();
-        if now < earliest {
-            Ok(())
-        } else {
-            Err(Some(now))
-        }
-    }
-
     /// The monotonic time, if this queue has ack timeouts to check (a clock read costs
     /// ~30 ns).
     fn timed_now(&self) -> Option<Nanos> {
@@ -688,6 +660,8 @@ impl<T> QueueCore<T> {
             woken.join(self.left(&mut state));
         }
         drop(state);
+        // The message goes after unlocking (the lock is not held across its reference count).
+        let acked = acked.map(drop);
         if acked.is_ok() {
             self.context.store.progress(Progress::QueueAck {
                 queue: &self.sink,
