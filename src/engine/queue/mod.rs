@@ -58,10 +58,11 @@ pub(crate) struct QueueCore<T> {
     state: Padded<Mutex<QueueState<T>>>,
     /// Unacked messages (ready + in flight), reserved before a message is stored.
     occupied: Padded<AtomicUsize>,
-    /// Ready messages, published under the lock so consumers can skip it when there are none.
-    ready: Padded<AtomicUsize>,
-    /// The earliest ack deadline, due time or expiry (`u64::MAX`: none), so a lock-free look
-    /// knows when a message may be ready without anyone having sent it.
+    /// Whether any message is ready, published under the lock so consumers can skip it when
+    /// none is.
+    ready: Padded<AtomicBool>,
+    /// No later than the earliest ack deadline, due time or expiry (`u64::MAX`: none), so a
+    /// lock-free look knows when a message may be ready without anyone having sent it.
     earliest: Padded<AtomicU64>,
     /// Wakes this queue from the broker's timer when a due time or expiry passes (system
     /// clock only: a manual clock's advance wakes it), under this waiter id.
@@ -159,7 +160,7 @@ impl<T: Payload> QueueCore<T> {
             options,
             state: Padded(Mutex::new(state)),
             occupied: Padded(AtomicUsize::new(occupied)),
-            ready: Padded(AtomicUsize::new(ready)),
+            ready: Padded(AtomicBool::new(ready > 0)),
             earliest: Padded(AtomicU64::new(u64::MAX)),
             dead_letter,
             dedupe,
