@@ -150,7 +150,20 @@ impl Woken {
         }
     }
 
+    /// Wakes them all (nothing to do, without a call, when there are none: the common case).
+    #[inline]
     pub(crate) fn wake(self) {
+        #[cfg(feature = "tracing")]
+        let none = self.signals.is_empty() && self.events.is_empty();
+        #[cfg(not(feature = "tracing"))]
+        let none = self.signals.is_empty();
+        if !none {
+            self.wake_all();
+        }
+    }
+
+    #[inline(never)]
+    fn wake_all(self) {
         for (_, signal) in self.signals {
             signal.wake();
         }
@@ -160,8 +173,13 @@ impl Woken {
         }
     }
 
+    /// Adds `other`'s waiters (taking its list as it is when this one is empty: no copy).
     pub(crate) fn join(&mut self, other: Woken) {
-        self.signals.extend(other.signals);
+        if self.signals.is_empty() {
+            self.signals = other.signals;
+        } else {
+            self.signals.extend(other.signals);
+        }
         #[cfg(feature = "tracing")]
         self.events.extend(other.events);
     }

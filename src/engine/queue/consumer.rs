@@ -56,12 +56,22 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         queue.expire_feeders(); // their timed-out deliveries are this queue's dead letters
-        if !wait.takes_locks() && queue.nothing_to_deliver() {
-            // Nothing ready: don't take the lock (timeouts are processed when registering).
-            return Poll::Empty;
+        let mut read = None;
+        if !wait.takes_locks() {
+            match queue.nothing_to_deliver() {
+                // Nothing ready: don't take the lock (timeouts are processed when registering).
+                Ok(()) => return Poll::Empty,
+                Err(now) => read = now,
+            }
         }
-        let now = queue.timed_now(); // before the lock: the index files deadlines in order
+        // Before the lock: the index files deadlines in order. One clock read per look.
+        let now = match read {
+            Some(now) if queue.ack_timeout.is_some() => Some(now),
+            _ => queue.timed_now(),
+        };
         let mut own_deadline = None;
+        // The delivery's handle, counted before the lock rather than under it.
+        let link = Arc::clone(&self.link);
         let mut state = queue.state.lock();
         let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
@@ -76,11 +86,7 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                     id,
                     count,
                 });
-                let ack = QueueAck {
-                    link: Arc::clone(&self.link),
-                    delivery,
-                    id,
-                };
+                let ack = QueueAck { link, delivery, id };
                 Poll::Ready(Delivery::queue(item, ack))
             }
             None => {

@@ -6,7 +6,9 @@ mod alarm;
 mod append;
 mod consumer;
 mod deduped;
+mod feeders;
 mod from_group;
+mod hints;
 mod item;
 mod ready;
 mod state;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use self::append::{QueueJob, QueueRunJob};
+use self::hints::Padded;
 use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
 use crate::engine::dedupe::Ids;
@@ -50,14 +53,17 @@ pub(crate) struct QueueCore<T> {
     pub(crate) name: String,
     options: QueueOptions,
     ack_timeout: Option<Nanos>,
-    state: Mutex<QueueState<T>>,
+    /// The lock and each atomic below that every thread writes sit on cache lines of their
+    /// own, apart from the fields that are only read ([`Padded`]).
+    state: Padded<Mutex<QueueState<T>>>,
     /// Unacked messages (ready + in flight), reserved before a message is stored.
-    occupied: AtomicUsize,
-    /// Ready messages, published under the lock so consumers can skip it when there are none.
-    ready: AtomicUsize,
-    /// The earliest ack deadline, due time or expiry (`u64::MAX`: none), so a lock-free look
-    /// knows when a message may be ready without anyone having sent it.
-    earliest: AtomicU64,
+    occupied: Padded<AtomicUsize>,
+    /// Whether any message is ready, published under the lock so consumers can skip it when
+    /// none is.
+    ready: Padded<AtomicBool>,
+    /// No later than the earliest ack deadline, due time or expiry (`u64::MAX`: none), so a
+    /// lock-free look knows when a message may be ready without anyone having sent it.
+    earliest: Padded<AtomicU64>,
     /// Wakes this queue from the broker's timer when a due time or expiry passes (system
     /// clock only: a manual clock's advance wakes it), under this waiter id.
     alarm: Option<(std::task::Waker, u64)>,
@@ -152,10 +158,10 @@ impl<T: Payload> QueueCore<T> {
                 .ack_timeout_duration()
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             options,
-            state: Mutex::new(state),
-            occupied: AtomicUsize::new(occupied),
-            ready: AtomicUsize::new(ready),
-            earliest: AtomicU64::new(u64::MAX),
+            state: Padded(Mutex::new(state)),
+            occupied: Padded(AtomicUsize::new(occupied)),
+            ready: Padded(AtomicBool::new(ready > 0)),
+            earliest: Padded(AtomicU64::new(u64::MAX)),
             dead_letter,
             dedupe,
             sink: Arc::new(QueueSink {
@@ -358,41 +364,6 @@ impl<T> QueueCore<T> {
         &self.options
     }
 
-    /// Records that `source` dead-letters into this queue.
-    pub(crate) fn add_feeder(&self, source: &Arc<Self>) {
-        let mut feeders = self.feeders.lock();
-        feeders.retain(|f| f.strong_count() > 0 && !std::ptr::eq(f.as_ptr(), Arc::as_ptr(source)));
-        feeders.push(Arc::downgrade(source));
-        self.has_feeders.store(true, Ordering::Release);
-    }
-
-    /// Records that a consumer group dead-letters into this queue: its messages are parked
-    /// dead letters, not work (see `busy`).
-    pub(crate) fn add_group_feeder(&self) {
-        self.has_feeders.store(true, Ordering::Release);
-    }
-
-    fn feeders(&self) -> Vec<Arc<Self>> {
-        self.feeders
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-
-    /// Processes the feeders' ack timeouts, so their dead letters arrive here without anyone
-    /// looking at the feeders; returns their earliest next deadline.
-    fn expire_feeders(&self) -> Option<Nanos> {
-        if !self.has_feeders.load(Ordering::Acquire) {
-            return None;
-        }
-        let feeders = self.feeders();
-        feeders
-            .iter()
-            .filter_map(|f| f.with_expired(|s| s.next_wake()))
-            .min()
-    }
-
     /// Takes one unit of capacity, if there is one.
     fn reserve(&self) -> bool {
         let capacity = self.options.capacity_limit();
@@ -450,29 +421,6 @@ impl<T> QueueCore<T> {
         self.state.lock().writers.remove(id);
     }
 
-    /// Publishes what lock-free looks need: the ready count and the earliest ack deadline, due
-    /// time or expiry; sets the broker's timer for the next due time or expiry.
-    fn publish_hints(&self, state: &mut QueueState<T>) {
-        self.ready.store(state.ready_len(), Ordering::Release);
-        let earliest = state.next_deadline().unwrap_or(u64::MAX);
-        let earliest = if state.has_timed() {
-            self.arm(state);
-            earliest.min(state.next_timed().unwrap_or(u64::MAX))
-        } else {
-            earliest
-        };
-        self.earliest.store(earliest, Ordering::Release);
-    }
-
-    /// Whether a lock-free look may skip the lock: nothing ready and nothing timed passed.
-    fn nothing_to_deliver(&self) -> bool {
-        if self.ready.load(Ordering::Acquire) > 0 {
-            return false;
-        }
-        let earliest = self.earliest.load(Ordering::Acquire);
-        earliest == u64::MAX || self.context.clock.ticks() < earliest
-    }
-
     /// The monotonic time, if this queue has ack timeouts to check (a clock read costs
     /// ~30 ns).
     fn timed_now(&self) -> Option<Nanos> {
@@ -492,7 +440,24 @@ impl<T> QueueCore<T> {
 
     /// Releases every delivery whose ack timeout has passed by `now` (`None`: no timeouts),
     /// makes due messages ready and moves expired ones on.
+    #[inline]
     fn expire(
+        &self,
+        state: &mut QueueState<T>,
+        now: Option<Nanos>,
+    ) -> (Vec<(Item<T>, Reason)>, Woken) {
+        // Stale entries never stay in front: no ack deadline passed before the front's. The
+        // common case, decided without a call.
+        let due = now.is_some_and(|now| state.next_deadline().is_some_and(|at| at <= now));
+        if !due && !state.has_timed() {
+            return (Vec::new(), Woken::none());
+        }
+        self.expire_slow(state, now)
+    }
+
+    /// [`expire`](Self::expire) when something may be due.
+    #[inline(never)]
+    fn expire_slow(
         &self,
         state: &mut QueueState<T>,
         now: Option<Nanos>,
@@ -559,11 +524,18 @@ impl<T> QueueCore<T> {
     }
 
     /// Moves dead letters on and wakes whoever a release freed, outside the lock.
+    #[inline]
     fn after_release(&self, dead: Vec<(Item<T>, Reason)>, woken: Woken) {
         woken.wake();
         if dead.is_empty() {
             return;
         }
+        self.move_dead(dead);
+    }
+
+    /// Moves dead letters on (see [`after_release`](Self::after_release)).
+    #[inline(never)]
+    fn move_dead(&self, dead: Vec<(Item<T>, Reason)>) {
         // A deleted queue's messages went with it, those in flight too: none is moved on (a
         // durable store would not record the move, so memory and file would disagree).
         if let Some(dlq) = self.dead_letter.as_ref().filter(|_| !self.is_deleted()) {
@@ -655,6 +627,8 @@ impl<T> QueueCore<T> {
             woken.join(self.left(&mut state));
         }
         drop(state);
+        // The message goes after unlocking (the lock is not held across its reference count).
+        let acked = acked.map(drop);
         if acked.is_ok() {
             self.context.store.progress(Progress::QueueAck {
                 queue: &self.sink,

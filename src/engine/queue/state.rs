@@ -456,13 +456,13 @@ impl<T> QueueState<T> {
         }
     }
 
-    /// Acks a delivery: the message is gone. Fails as [`check`](Self::check) if it had
-    /// already ended.
-    pub(crate) fn ack(&mut self, delivery: DeliveryId) -> Result<(), Option<Reason>> {
+    /// Acks a delivery: the message is gone (returned, for the caller to drop after
+    /// unlocking). Fails as [`check`](Self::check) if it had already ended.
+    pub(crate) fn ack(&mut self, delivery: DeliveryId) -> Result<Item<T>, Option<Reason>> {
         match self.end(delivery, None) {
-            Some(_) => {
+            Some(ended) => {
                 self.acked += 1;
-                Ok(())
+                Ok(ended.item)
             }
             None => Err(self.why_ended(delivery)),
         }

@@ -1,0 +1,74 @@
+//! What a queue publishes for lock-free looks (the ready count and the earliest deadline), and
+//! [`Padded`], which keeps the atomics every thread writes off each other's cache lines.
+
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+
+use super::QueueCore;
+use super::state::QueueState;
+use crate::record::Nanos;
+
+/// A value on cache lines of its own (128 bytes: a pair of lines, as adjacent-line prefetch
+/// fetches them), so that writing it does not evict the fields next to it from other cores.
+#[repr(align(128))]
+pub(super) struct Padded<T>(pub(super) T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// How far behind the published earliest time may fall before it is raised (1 ms): a look
+/// may then take the lock for nothing for at most that long before a deadline.
+const RAISE_AFTER: Nanos = 1_000_000;
+
+impl<T> QueueCore<T> {
+    /// Publishes what lock-free looks need: whether anything is ready, and a time no later than
+    /// the earliest ack deadline, due time or expiry; sets the broker's timer for the next due
+    /// time or expiry.
+    ///
+    /// Stores are kept rare, since every other thread's look reads these lines: whether
+    /// anything is ready is stored when it changes (not the count, which changes with every
+    /// send and delivery), and the earliest time is lowered at once but raised only once it
+    /// is [`RAISE_AFTER`] behind (not with every ack), or to "none". A time kept low only
+    /// sends a look to the lock, which finds nothing. Every store is under the lock, so a
+    /// plain load there sees the last one.
+    pub(super) fn publish_hints(&self, state: &mut QueueState<T>) {
+        let ready = state.ready_len() > 0;
+        if self.ready.load(Ordering::Relaxed) != ready {
+            self.ready.store(ready, Ordering::Release);
+        }
+        let earliest = state.next_deadline().unwrap_or(u64::MAX);
+        let earliest = if state.has_timed() {
+            self.arm(state);
+            earliest.min(state.next_timed().unwrap_or(u64::MAX))
+        } else {
+            earliest
+        };
+        let published = self.earliest.load(Ordering::Relaxed);
+        if earliest < published || earliest - published >= RAISE_AFTER {
+            self.earliest.store(earliest, Ordering::Release);
+        }
+    }
+
+    /// Whether a lock-free look may skip the lock (nothing ready and nothing timed passed):
+    /// `Err` if it may not, with the time if it read the clock, for the look to go on with.
+    pub(super) fn nothing_to_deliver(&self) -> Result<(), Option<Nanos>> {
+        if self.ready.load(Ordering::Acquire) {
+            return Err(None);
+        }
+        let earliest = self.earliest.load(Ordering::Acquire);
+        if earliest == u64::MAX {
+            return Ok(());
+        }
+        let now = self.context.clock.ticks();
+        if now < earliest {
+            Ok(())
+        } else {
+            Err(Some(now))
+        }
+    }
+}
