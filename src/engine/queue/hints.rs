@@ -1,25 +1,11 @@
-//! What a queue publishes for lock-free looks (the ready count and the earliest deadline), and
-//! [`Padded`], which keeps the atomics every thread writes off each other's cache lines.
+//! What a queue publishes for lock-free looks: whether anything is ready, and the earliest
+//! deadline.
 
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 
 use super::QueueCore;
 use super::state::QueueState;
 use crate::record::Nanos;
-
-/// A value on cache lines of its own (128 bytes: a pair of lines, as adjacent-line prefetch
-/// fetches them), so that writing it does not evict the fields next to it from other cores.
-#[repr(align(128))]
-pub(super) struct Padded<T>(pub(super) T);
-
-impl<T> Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
 
 /// How far behind the published earliest time may fall before it is raised (1 ms): a look
 /// may then take the lock for nothing for at most that long before a deadline.

@@ -24,12 +24,12 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use self::append::{QueueJob, QueueRunJob};
-use self::hints::Padded;
 use self::state::{Item, QueueState, Reason, Released};
 use self::undecodable::SetAside;
 use crate::engine::dedupe::Ids;
 use crate::engine::notify::{Deadline, Wait, Woken};
 use crate::engine::seam;
+use crate::engine::sync::Padded;
 use crate::engine::{Context, Control, Fail, Gone, Sent};
 use crate::error::Error;
 use crate::observe;
