@@ -38,10 +38,7 @@ pub(crate) struct Stored<T> {
     pub(crate) entry: Entry<T>,
 }
 
-/// `SEGMENT` consecutive offsets from `start`. Aligned so that its `Arc`'s reference counts,
-/// which readers change on every message, are not on the line the producer reads `start` and
-/// `slots` from.
-#[repr(align(128))]
+/// `SEGMENT` consecutive offsets from `start`.
 pub(crate) struct Segment<T> {
     start: u64,
     slots: Box<[Slot<Stored<T>>]>,
