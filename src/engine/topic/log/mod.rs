@@ -6,9 +6,10 @@
 //! [`Slot`], written once) and then publish the new end offset. A reader needs no lock while
 //! there are messages: it checks the slot itself in the segment it holds (a set slot is
 //! published), follows the segment's `next` link, and loads the end offset only at a slot not
-//! yet set, so the line the producer writes on every message is not the one it reads. Trimming moves the published base; a whole segment is
-//! freed once every offset in it is below the base and no reader holds it. Segment links are
-//! weak, so a stalled reader pins at most one segment, never the chain after it.
+//! yet set, so the line the producer writes on every message is not the one it reads.
+//! Trimming moves the published base; a whole segment is freed once every offset in it is
+//! below the base and no reader holds it. Segment links are weak, so a stalled reader pins at
+//! most one segment, never the chain after it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
