@@ -285,7 +285,7 @@ fn a_format_5_database_is_upgraded_without_touching_tables_named_like_old_log_ta
     assert_eq!(table_names(&db), before);
     let txn = db.begin_read().unwrap();
     let format = txn.open_table(meta).unwrap().get("format").unwrap();
-    assert_eq!(format.map(|v| v.value()), Some(6));
+    assert_eq!(format.map(|v| v.value()), Some(7));
     let table = txn.open_table(mine).unwrap();
     assert_eq!(
         table.get(1).unwrap().map(|v| v.value().to_owned()),

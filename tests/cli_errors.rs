@@ -116,7 +116,7 @@ fn a_store_of_a_newer_format_version_is_refused() {
     fails(
         &["inspect", &file],
         1,
-        "has embus format version 99; this build reads version 6",
+        "has embus format version 99; this build reads version 7",
     );
 }
 
@@ -258,7 +258,7 @@ fn leave_a_store_needing_recovery() {
     let txn = db.begin_write().unwrap();
     let meta: embus::redb::TableDefinition<'_, &str, u64> =
         embus::redb::TableDefinition::new("embus.meta");
-    txn.open_table(meta).unwrap().insert("format", 6).unwrap();
+    txn.open_table(meta).unwrap().insert("format", 7).unwrap();
     txn.commit().unwrap();
     std::process::exit(0); // no close: redb must recover the file
 }

@@ -469,7 +469,7 @@ fn a_format_5_store_is_upgraded_and_its_dedupe_windows_keep_working() {
     assert_eq!((send_job("y"), send_job("x")), (1, 2));
     drop((events, jobs));
     bus.close().unwrap();
-    assert_eq!(format_version(&path), 6);
+    assert_eq!(format_version(&path), 7);
 
     // Reopened: `b`'s row (of the new layout, at an earlier time than the old rows) comes
     // after the old rows of `c`, `d` and `e`: `c` left the window, `b` is kept.

@@ -529,15 +529,18 @@ fn branch_pages(bytes: &[u8]) -> Vec<(usize, usize)> {
 
 /// A store whose topic `orders` spans ~100 leaf pages, closed cleanly, then damaged as the
 /// two overwrite positions of `tests/damaged_files.rs` that took seconds: the first child
-/// pointer of the topic's branch page claims a page of order 20 (4 GiB; redb's largest).
+/// pointer of the topic's branch page claims a page of order 20 (4 GiB; redb's largest). The
+/// topic is compacted (each record's key its own, so all kept) for one row per record: a
+/// plain topic would store the batch in a few rows.
 fn store_with_a_4_gib_child(test: &str) -> PathBuf {
     let path = common::fresh_dir(test).join("store.embus");
     let bus = Broker::open(&path).unwrap();
-    let topic = bus
-        .topic_with::<String>("orders", TopicOptions::default().partitions(1))
-        .unwrap();
-    let payloads = (0..3000).map(|i| format!("{i:0100}")).collect();
-    topic.producer().send_batch(payloads).unwrap();
+    let options = TopicOptions::default().partitions(1).compaction(true);
+    let topic = bus.topic_with::<String>("orders", options).unwrap();
+    let records = (0..3000)
+        .map(|i| Record::new(format!("{i:0100}")).key(format!("k{i}")))
+        .collect();
+    topic.producer().send_record_batch(records).unwrap();
     drop(topic);
     bus.close().unwrap();
     let mut bytes = std::fs::read(&path).unwrap();

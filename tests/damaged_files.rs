@@ -462,7 +462,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             let mut table = txn.open_table(meta).unwrap();
             assert_eq!(
                 table.insert("format", 99).unwrap().map(|v| v.value()),
-                Some(6)
+                Some(7)
             );
         }
         txn.commit().unwrap();
@@ -475,7 +475,7 @@ fn a_store_of_another_format_version_is_incompatible() {
             path: named,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*expected, 6);
+            assert_eq!(*expected, 7);
             assert_eq!(named, &path);
         }
         other => panic!("expected Error::Incompatible, got {other:?}"),

@@ -198,7 +198,7 @@ impl StoreFile {
                 ReadFrom::Offset(n) => *n,
             };
             if start < end {
-                total += e.rows;
+                total += e.records;
             }
             next.push((*partition, start));
         }

@@ -159,7 +159,7 @@ pub(super) fn summarize(reader: &Reader) -> Result<Summary, Error> {
         let d = declared(path, &name, &bytes)?;
         if d.queue {
             let extent = reader.extent(&queue_table(&name))?;
-            let delivered = reader.extent(&counts_table(&name))?.rows;
+            let delivered = reader.extent(&counts_table(&name))?.records;
             let dead_letter_queue = d
                 .options
                 .get("dead_letter")
@@ -169,7 +169,7 @@ pub(super) fn summarize(reader: &Reader) -> Result<Summary, Error> {
                 name,
                 payload: d.payload,
                 options: d.options,
-                depth: extent.rows,
+                depth: extent.records,
                 delivered,
                 next_id: extent.next.max(extent.last.map_or(0, |l| l + 1)),
                 dead_letter_queue,
@@ -192,7 +192,7 @@ pub(super) fn summarize(reader: &Reader) -> Result<Summary, Error> {
                     partition,
                     first_offset: e.first,
                     next_offset: e.next.max(e.last.map_or(0, |l| l + 1)),
-                    messages: e.rows,
+                    messages: e.records,
                     bytes: e.bytes,
                 });
             }

@@ -51,6 +51,8 @@ pub(crate) const TIMED_VERSION: u8 = 3;
 const UNBOUND_VERSION: u8 = 1;
 /// Bytes before the body.
 pub(crate) const HEAD: usize = 17;
+/// The first byte of a batch row ([`batch`](super::batch)): no record version.
+pub(crate) const BATCH: u8 = 16;
 
 /// `HEAD` zero bytes, then key and headers: the payload's bytes go after them.
 pub(crate) fn body(key: Option<&[u8]>, headers: &Headers) -> Vec<u8> {
@@ -186,6 +188,8 @@ pub(crate) enum Bad {
     Version(u8),
     Checksum,
     Truncated,
+    /// A batch row ([`batch`](super::batch)) whose header is damaged, read as one record.
+    Batch,
 }
 
 impl std::fmt::Display for Bad {
@@ -198,6 +202,7 @@ impl std::fmt::Display for Bad {
             ),
             Self::Checksum => f.write_str("record checksum mismatch"),
             Self::Truncated => f.write_str("record truncated"),
+            Self::Batch => f.write_str("record batch damaged"),
         }
     }
 }
@@ -209,6 +214,7 @@ pub(crate) fn open(seed: u32, key: u64, value: &[u8]) -> Result<Row<'_>, Bad> {
     let seed = match version {
         RECORD_VERSION | TIMED_VERSION => Some(seed),
         UNBOUND_VERSION => None,
+        BATCH => return Err(Bad::Batch),
         version => return Err(Bad::Version(version)),
     };
     let crc = r.u32()?;

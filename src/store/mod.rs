@@ -15,6 +15,7 @@
 //! [`MemoryStore`] keeps nothing: the in-memory logs are the truth, `append` just publishes, and
 //! payloads are never encoded. [`DurableStore`] (redb) commits first, then publishes.
 
+pub(crate) mod batch;
 pub(crate) mod format;
 mod memory;
 mod redb;

@@ -54,14 +54,14 @@ impl Drop for Reader {
     }
 }
 
-/// A log table's extent: its first and last stored keys, its row count, the bytes its rows
-/// take (keys and records, as redb stores them), and its recorded end (next key) from
-/// `embus.ends`.
+/// A log table's extent: its first and last stored keys (offsets: a batch row's last is its
+/// last record's), how many records (or other rows) it holds, the bytes its rows take (keys and
+/// records, as redb stores them), and its recorded end (next key) from `embus.ends`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Extent {
     pub(crate) first: Option<u64>,
     pub(crate) last: Option<u64>,
-    pub(crate) rows: u64,
+    pub(crate) records: u64,
     pub(crate) next: u64,
     pub(crate) bytes: u64,
 }
@@ -164,8 +164,9 @@ impl Reader {
             Ok((version, clean != Some(0), codec))
         })?;
         match version {
-            // Version 5 differs only in dedupe id rows, which nothing here reads.
-            Some(FORMAT_VERSION | 5) => {}
+            // Version 5 differs only in dedupe id rows, which nothing here reads, and version 6
+            // only in having no batch rows.
+            Some(FORMAT_VERSION | 5 | 6) => {}
             Some(found) if UPGRADES_FROM.contains(&found) => {
                 return Err(upgrade_first(&path, found));
             }
@@ -246,12 +247,13 @@ impl Reader {
                     ..Extent::default()
                 });
             };
+            let seed = format::seed(logical(table));
             let first = rows.first()?.map(|(k, _)| k.value());
-            let last = rows.last()?.map(|(k, _)| k.value());
+            let last = super::rows::last(&rows, seed)?.map(|(offset, _)| offset);
             Ok(Extent {
                 first,
                 last,
-                rows: rows.len()?,
+                records: super::rows::count(&rows, seed)?,
                 next,
                 bytes: rows.stats()?.stored_bytes(),
             })
@@ -304,14 +306,15 @@ fn read_records(
     };
     let seed = format::seed(logical(table));
     let mut out: Vec<StoredRecord> = Vec::new();
-    for row in rows.range(from..)?.take(limit) {
-        let (k, v) = row?;
-        let key = k.value();
+    super::rows::visit(&rows, seed, (from, u64::MAX), |key, value| {
+        if out.len() >= limit {
+            return Ok(false);
+        }
         if key < from || out.last().is_some_and(|r| r.key >= key) {
             let what = "key out of order";
             return Err(super::meta::damaged(table, key, what));
         }
-        let record = format::open(seed, key, v.value())
+        let record = format::open(seed, key, value)
             .map_err(|bad| super::meta::damaged(table, key, &bad.to_string()))?;
         let deliveries = match &counts {
             Some((name, t)) => match t.get(key)? {
@@ -328,7 +331,8 @@ fn read_records(
             payload: record.payload.to_vec(),
             deliveries,
         });
-    }
+        Ok(true)
+    })?;
     Ok(out)
 }
 
@@ -425,12 +429,12 @@ mod tests {
             Extent {
                 first: Some(3),
                 last: Some(4),
-                rows: 2,
+                records: 2,
                 next: 5,
                 bytes: stored
             }
         );
-        assert_eq!(reader.extent("embus.c.jobs").unwrap().rows, 1);
+        assert_eq!(reader.extent("embus.c.jobs").unwrap().records, 1);
         assert_eq!(reader.extent("embus.q.none").unwrap(), Extent::default());
         let rows = reader
             .records("embus.q.jobs", Some("embus.c.jobs"), 0, 10)

@@ -50,6 +50,7 @@ mod meta;
 mod open;
 mod quiet;
 mod redrive;
+mod rows;
 mod schema;
 #[cfg(test)]
 mod trim_tests;
@@ -486,11 +487,11 @@ impl Store for DurableStore {
             };
             let (first, last, last_ts) = match txn.open_table(records(table)) {
                 Ok(t) => {
-                    let last = t.last()?;
-                    let last_ts = last.as_ref().map_or(0, |(k, v)| {
-                        format::open(log.seed(), k.value(), v.value()).map_or(0, |row| row.ts)
+                    let last = rows::last(&t, log.seed())?;
+                    let last_ts = last.as_ref().map_or(0, |(offset, value)| {
+                        format::open(log.seed(), *offset, value).map_or(0, |row| row.ts)
                     });
-                    let last = last.map(|(k, _)| k.value());
+                    let last = last.map(|(offset, _)| offset);
                     (t.first()?.map(|(k, _)| k.value()), last, last_ts)
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => (None, None, 0),
@@ -587,9 +588,7 @@ impl Store for DurableStore {
                 Some(Err(e)) => return Err(e.into()),
             };
             let mut out: Vec<Loaded> = Vec::new();
-            for row in rows.range(from..to)? {
-                let (k, v) = row?;
-                let key = k.value();
+            rows::visit(&rows, log.seed(), (from, to), |key, value| {
                 in_order(table, out.last().map(|l| l.key), key, from..to)?;
                 let deliveries = match &deliveries {
                     Some(c) => match c.get(key)? {
@@ -600,11 +599,12 @@ impl Store for DurableStore {
                 };
                 out.push(Loaded {
                     key,
-                    value: v.value().to_vec(),
+                    value: value.to_vec(),
                     deliveries,
                     seed: log.seed(),
                 });
-            }
+                Ok(true)
+            })?;
             Ok(out)
         })
     }

@@ -145,8 +145,9 @@ pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Er
                     Ok(value.map(|v| v.value()))
                 };
                 match get("format")? {
-                    // Version 5 has the clean flag too, and its upgrade rewrites nothing.
-                    Some(FORMAT_VERSION | 5) => get(CLEAN)? == Some(0),
+                    // Versions 5 and 6 have the clean flag too, and their upgrade rewrites
+                    // nothing.
+                    Some(FORMAT_VERSION | 5 | 6) => get(CLEAN)? == Some(0),
                     Some(older) => UPGRADES_FROM.contains(&older),
                     None => false,
                 }
@@ -209,8 +210,8 @@ fn sync_parent(path: &Path) {
 
 /// Checks (or, in a new file, writes) the format version and the codec; upgrades a file of
 /// version 1 (bincode payloads, no settings), 2 (unsealed metadata), 3 or 4 (log tables
-/// without the prefix) or 5 (dedupe id rows without their order, which stay as they are) to
-/// version 6 ([`upgrade`]). A file without `embus.meta` is new to
+/// without the prefix), 5 (dedupe id rows without their order, which stay as they are) or 6
+/// (no batch rows) to version 7 ([`upgrade`]). A file without `embus.meta` is new to
 /// embus: empty, or an application's database with none of embus's tables, which gets them
 /// (its own tables are left alone); one with tables under the prefix but no format version is
 /// not a store embus wrote.
@@ -239,7 +240,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             Err(e) => return Err(storage(path, e)),
         };
         let stored_codec = match version {
-            Some(3 | 4 | 5 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
+            Some(3..=6 | FORMAT_VERSION) => stored_codec(&txn).map_err(|e| storage(path, e))?,
             Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
             _ => None,
         };

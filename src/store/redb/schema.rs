@@ -1,20 +1,25 @@
 //! The file's layout: format version, table names and definitions, and the bookkeeping of
 //! each log's end and retained bytes.
 //!
-//! # Layout (format version 6)
+//! # Layout (format version 7)
 //!
 //! Every table embus creates is named with the reserved prefix `embus.` ([`PREFIX`]), so an
 //! application database that embus shares
 //! ([`BrokerBuilder::database`](crate::BrokerBuilder::database)) keeps its own tables under
 //! any other name, and embus never opens, lists or changes them.
 //!
-//! - `embus.meta`: `"format" -> 6` (a plain `u64`, so every build can read which version it
+//! - `embus.meta`: `"format" -> 7` (a plain `u64`, so every build can read which version it
 //!   is); `"clean" -> ` 1 once the broker closed cleanly, 0 from its first commit on (opening
 //!   a store left at 0 runs redb's integrity check first).
 //! - `embus.settings`: `"codec" -> ` the payload codec's name (`bincode` or `json`).
 //! - `embus.declarations`: name -> the engine's declaration bytes (kind, payload type name and
 //!   options).
-//! - `embus.t.<topic>.<partition>`: offset -> record ([`format`](crate::store::format)).
+//! - `embus.t.<topic>.<partition>`: offset -> record ([`format`](crate::store::format)), or
+//!   first offset -> a batch of the consecutive records from there
+//!   ([`batch`](crate::store::batch)): the records one commit stores in a partition of a topic
+//!   that is not compacted, when there are at least two. Its first row's key is always the
+//!   partition's oldest retained offset: a trim that leaves part of a batch stores that part
+//!   again, keyed by its first offset.
 //! - `embus.q.<queue>`: id -> record; `embus.c.<queue>`: id -> deliveries so far (u32,
 //!   delivered messages only).
 //! - `embus.ends`: table (its full name, `embus.t.…` or `embus.q.…`) -> next key and retained
@@ -62,12 +67,16 @@
 //! row that has one, ordered by time, partition and key, as version 5 did), but a version 5
 //! build would take the longer rows for damaged ones, so the version number changed.
 //!
-//! Opening a file of any older version upgrades it to version 6 in one commit, with the new
+//! Version 6 is version 7 without batch rows, which a version 6 build would take for damaged
+//! records: version 7 reads its rows as they are.
+//!
+//! Opening a file of any older version upgrades it to version 7 in one commit, with the new
 //! version number: the version 1 and 2 metadata is sealed as above, then, in a file of
 //! version 4 or older, every log table is renamed under the prefix (redb moves the table,
 //! never its rows) and each `embus.ends` row is checked and rekeyed to the new name. In a file
 //! of version 4 or older every table is embus's: those versions refused any other file. A
-//! version 5 file needs nothing but the new version number (its id rows stay as they are).
+//! version 5 or 6 file needs nothing but the new version number (its id rows stay as they
+//! are).
 
 use std::collections::HashMap;
 
@@ -77,9 +86,9 @@ use super::meta;
 use crate::store::format;
 
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u64 = 6;
+pub(crate) const FORMAT_VERSION: u64 = 7;
 /// The older format versions this build opens, upgrading them.
-pub(crate) const UPGRADES_FROM: [u64; 5] = [1, 2, 3, 4, 5];
+pub(crate) const UPGRADES_FROM: [u64; 6] = [1, 2, 3, 4, 5, 6];
 
 /// The prefix of every table embus creates (format version 5 on).
 pub(crate) const PREFIX: &str = "embus.";
@@ -310,7 +319,7 @@ pub(super) fn end_of<'a>(
     Ok(ends.entry(table.to_owned()).or_default())
 }
 
-/// Deletes the rows of `table` below `floor`.
+/// Deletes the records of `table` below `floor`.
 pub(super) fn trim(
     txn: &WriteTransaction,
     table: &str,
@@ -321,12 +330,7 @@ pub(super) fn trim(
     if rows.first()?.is_none_or(|(k, _)| k.value() >= floor) {
         return Ok(());
     }
-    let mut freed = 0u64;
-    let seed = format::seed(logical(table));
-    rows.retain_in(..floor, |key, value| {
-        freed += u64::from(format::open(seed, key, value).map_or(0, |r| r.size));
-        false
-    })?;
+    let freed = super::rows::trim(&mut rows, format::seed(logical(table)), floor)?;
     drop(rows);
     let end = end_of(txn, ends, table)?;
     end.1 = end.1.saturating_sub(freed);

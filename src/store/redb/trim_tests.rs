@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use redb::ReadableTable;
 
 use super::schema::records;
 use super::{DurableStore, Options};
@@ -99,7 +98,7 @@ fn append(store: &DurableStore, sink: &Arc<FakeSink>, keys: Range<u64>, commit: 
     store.append(&mut Job { sink, keys }, commit).unwrap();
 }
 
-/// The keys of `sink`'s rows in the file (none before its first commit).
+/// The offsets of `sink`'s records in the file (none before its first commit).
 fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
     let table = sink.log.table().to_owned();
     store
@@ -108,9 +107,12 @@ fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 rows => rows?,
             };
-            rows.iter()?
-                .map(|row| Ok(row?.0.value()))
-                .collect::<Result<Vec<u64>, redb::Error>>()
+            let mut out = Vec::new();
+            super::rows::visit(&rows, sink.log.seed(), (0, u64::MAX), |offset, _| {
+                out.push(offset);
+                Ok(true)
+            })?;
+            Ok(out)
         })
         .unwrap()
 }

@@ -1,10 +1,11 @@
-//! Upgrading a file of an older format version to version 6 in place, in the commit that
+//! Upgrading a file of an older format version to version 7 in place, in the commit that
 //! records the new version: a version 1 or 2 file's metadata rows are sealed with their
 //! checksums ([`metadata`]); then every file of version 4 or older has its log tables moved
 //! under the reserved prefix ([`prefix`]). The records, whose checksums are bound to their
 //! tables' logical names (and, from version 1, still read), are left as they are: the upgrade
 //! never reads the log. A version 5 file changes only its version number: its dedupe id rows,
-//! which lack the order of version 6, are read as they are ([`ids`](super::ids)).
+//! which lack the order of version 6, are read as they are ([`ids`](super::ids)). So does a
+//! version 6 file: its rows are lone records, which version 7 reads as it did.
 
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 

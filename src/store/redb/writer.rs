@@ -755,13 +755,25 @@ fn write_batch(
         let log = t.sink.log();
         let mut table = txn.open_table(records(log.table()))?;
         let mut compaction = super::compact::Compaction::open(txn, log)?;
+        // A plain partition's records go in batch rows; a compacted one's, replaced one by
+        // one, and a queue's, acked one by one, in rows of their own.
+        let mut run = super::rows::Run::default();
+        let batches = compaction.is_none() && log.counts_table().is_empty();
         while let Some((_, value, key)) = appends.next_if(|(of, _, _)| *of == at) {
+            if batches {
+                if !run.takes(key, &value) {
+                    run.store(&mut table, log.seed(), spent)?;
+                }
+                run.push(key, value);
+                continue;
+            }
             table.insert(key, value.as_slice())?;
             if let Some(compaction) = compaction.as_mut() {
                 compaction.stored(&mut table, key, &value)?;
             }
             spent.push(value);
         }
+        run.store(&mut table, log.seed(), spent)?;
         drop(table);
         let freed = compaction.map_or(0, |c| c.freed);
         let end = end_of(txn, ends, log.table())?;

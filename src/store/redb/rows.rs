@@ -1,0 +1,154 @@
+//! A log table's rows as records: from format version 7 a plain partition stores the records
+//! of one commit in batch rows ([`batch`]), which these helpers write, read a record at a time
+//! and trim; every other row (a queue's, a compacted partition's, an older file's) is a lone
+//! record, which they read as a batch of one.
+
+use redb::ReadableTable;
+
+use crate::store::batch;
+
+/// Consecutive records of one partition bound for one row ([`batch`]).
+#[derive(Default)]
+pub(super) struct Run {
+    key: u64,
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Run {
+    /// Whether record `key` (sealed `value`) may join this row.
+    pub(super) fn takes(&self, key: u64, value: &[u8]) -> bool {
+        self.records.is_empty()
+            || (key == self.key + self.records.len() as u64
+                && self.records.len() < batch::MOST_RECORDS
+                && self.bytes + value.len() <= batch::MOST_BYTES)
+    }
+
+    pub(super) fn push(&mut self, key: u64, value: Vec<u8>) {
+        if self.records.is_empty() {
+            self.key = key;
+            self.bytes = 0;
+        }
+        self.bytes += value.len();
+        self.records.push(value);
+    }
+
+    /// Stores the row (a lone record as it is) and empties the run; the records' buffers go
+    /// to `spent`.
+    pub(super) fn store(
+        &mut self,
+        table: &mut redb::Table<'_, u64, &'static [u8]>,
+        seed: u32,
+        spent: &mut Vec<Vec<u8>>,
+    ) -> Result<(), redb::Error> {
+        match self.records.as_slice() {
+            [] => {}
+            [lone] => {
+                table.insert(self.key, lone.as_slice())?;
+            }
+            records => {
+                table.insert(self.key, batch::seal(seed, self.key, records).as_slice())?;
+            }
+        }
+        spent.append(&mut self.records);
+        Ok(())
+    }
+}
+
+/// Visits the records of offsets `from..to` of `rows` (a log table whose checksum seed is
+/// `seed`) in order, as `(offset, bytes)`, until `visit` says to stop: a batch row's records
+/// one by one, including the row that starts below `from` and holds it. A batch row whose
+/// header is damaged is visited once, whole, at its key (its bytes do not open as a record).
+pub(super) fn visit(
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    seed: u32,
+    (from, to): (u64, u64),
+    mut visit: impl FnMut(u64, &[u8]) -> Result<bool, redb::Error>,
+) -> Result<(), redb::Error> {
+    let mut row = |key: u64, value: &[u8]| -> Result<bool, redb::Error> {
+        let Ok(records) = batch::records(seed, key, value) else {
+            return if (from..to).contains(&key) {
+                visit(key, value)
+            } else {
+                Ok(true)
+            };
+        };
+        for (offset, record) in records.skip_while(|(offset, _)| *offset < from) {
+            if offset >= to || !visit(offset, record)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if from > 0
+        && let Some(before) = rows.range(..from)?.next_back()
+    {
+        let (key, value) = before?;
+        if batch::is_batch(value.value()) && !row(key.value(), value.value())? {
+            return Ok(());
+        }
+    }
+    for stored in rows.range(from..to)? {
+        let (key, value) = stored?;
+        if !row(key.value(), value.value())? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The last record of `rows` (a log table whose checksum seed is `seed`): its offset and
+/// bytes, or the last row's key and bytes if its batch header is damaged.
+pub(super) fn last(
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    seed: u32,
+) -> Result<Option<(u64, Vec<u8>)>, redb::Error> {
+    let Some((key, value)) = rows.last()? else {
+        return Ok(None);
+    };
+    let (key, value) = (key.value(), value.value());
+    let last = batch::records(seed, key, value)
+        .ok()
+        .and_then(Iterator::last)
+        .unwrap_or((key, value));
+    Ok(Some((last.0, last.1.to_vec())))
+}
+
+/// How many records `rows` holds (a log table whose checksum seed is `seed`): its rows, with
+/// each batch row counted for its records.
+pub(super) fn count(
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    seed: u32,
+) -> Result<u64, redb::Error> {
+    let mut n = 0;
+    for stored in rows.iter()? {
+        let (key, value) = stored?;
+        n += batch::span(seed, key.value(), value.value());
+    }
+    Ok(n)
+}
+
+/// Deletes the records of `rows` below `floor` (a batch row that holds `floor` keeps its
+/// records from there, rekeyed `floor`); returns their counted bytes.
+pub(super) fn trim(
+    rows: &mut redb::Table<'_, u64, &'static [u8]>,
+    seed: u32,
+    floor: u64,
+) -> Result<u64, redb::Error> {
+    let tail = match rows.range(..floor)?.next_back() {
+        Some(stored) => {
+            let (key, value) = stored?;
+            batch::tail(seed, key.value(), value.value(), floor)
+        }
+        None => None,
+    };
+    let mut freed = 0u64;
+    rows.retain_in(..floor, |key, value| {
+        freed += batch::size_below(seed, key, value, floor);
+        false
+    })?;
+    if let Some(tail) = tail {
+        rows.insert(floor, tail.as_slice())?;
+    }
+    Ok(freed)
+}
