@@ -13,6 +13,7 @@
 //! EMBUS_BENCH_QUICK=1 cargo bench --bench durable      # smoke run: short windows, 3 rounds
 //! cargo bench --bench durable -- open                  # sections whose name contains it
 //! cargo bench --bench durable -- tx                    # the transaction sections
+//! cargo bench --bench durable -- e2e                   # issue #16's E1: producer → consumer
 //! EMBUS_BENCH_ROUNDS=9 cargo bench --bench durable     # rounds (default 7, quick 3)
 //! EMBUS_BENCH_ONLY=D1 cargo bench --bench durable      # sides whose label contains it, no
 //!                                                      # ratios (e.g. under `perf`)
@@ -28,6 +29,9 @@
 //! | commit | D1 / D2 10ms | as D1 / D2 with `Durability::Interval(10 ms)` |
 //! | batch | F2 | raw redb, 1000 rows (sequential keys, 100-byte values) per transaction, quick repair |
 //! | batch | D3 | embus `send_batch` of 1000 messages, `Immediate` |
+//! | e2e | E1 queue | a `Queue<Vec<u8>>`, `Immediate`: one producer thread doing `send_batch` of 1000 for the window, one consumer thread doing `recv` + `ack` of each; counts messages acked |
+//! | e2e | F2 | as in batch: E1's floor, in the same rounds |
+//! | e2e | E1 group | as E1 queue on a topic (one partition, unlimited retention), the consumer a group member (`join_group`) |
 //! | latency | D7 | one producer, one live subscriber (`Start::Latest`): end-to-end latency (send start → `recv` returns) and the `send` call's duration, p50 and p99 |
 //! | latency | D7 memory | the same in `Broker::memory()` |
 //! | tx-outbox | T1 outbox | a `Broker::transaction` inserting one row (100-byte value) into the application's own table through `Transaction::redb` and sending one message, committed; broker built with `BrokerBuilder::database` on the application's redb file, `Immediate` |
@@ -47,7 +51,8 @@
 //! drop, which both commit once more), so `Interval` mode is charged for making every counted
 //! send durable. Rates count messages (rows) per second. The embus topics of the throughput
 //! rows have one partition and unlimited retention, so no run pays for trimming, as the raw
-//! redb rows do not.
+//! redb rows do not. E1's producer stops at the end of the window; its clock stops when the
+//! consumer has acked every message sent and the broker is closed.
 //!
 //! D7 paces the producer: after each send it waits for the subscriber to report the message,
 //! then pauses 200 µs, so every message finds the subscriber parked in `recv` (a live consumer
@@ -91,20 +96,21 @@ use embus::{Broker, Durability, Retention, Start, TopicOptions};
 #[path = "common/mod.rs"]
 mod common;
 use common::{
-    Args, Unit, bench_dir, format_value, load, median, order, percentile, print_row, print_rule,
+    Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, percentile,
+    print_row, print_rule, seq_of, unlimited_topic,
 };
 
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
 #[path = "durable/tx.rs"]
 mod tx;
 
+/// The end-to-end section (`e2e`), apart for the same reason.
+#[path = "durable/e2e.rs"]
+mod e2e;
+
 // ---------------------------------------------------------------------------------------------
 // Settings and files
 
-/// Bytes of every message and row value.
-const VALUE: usize = 100;
-/// Messages (rows) per batch in F2 and D3.
-const BATCH: usize = 1000;
 /// Producer threads in D2.
 const THREADS: usize = 16;
 /// The relaxed mode's commit interval.
@@ -154,15 +160,15 @@ fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// A 100-byte payload carrying `seq` in its first 8 bytes.
-fn payload(seq: u64) -> Vec<u8> {
-    let mut v = vec![0xA5; VALUE];
-    v[..8].copy_from_slice(&seq.to_le_bytes());
-    v
-}
-
-fn seq_of(payload: &[u8]) -> u64 {
-    u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"))
+/// A fresh durable broker in a fresh file.
+fn durable_broker(ctx: &Ctx, label: &str, durability: Durability) -> (PathBuf, Broker) {
+    let path = ctx.file(label);
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(durability)
+        .open()
+        .expect("open the durable broker");
+    (path, bus)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,6 +227,15 @@ fn fsync_floor(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     vec![rate("F0", n, elapsed)]
 }
 
+/// The F2 side (of the batch and the e2e sections).
+fn f2() -> Side {
+    side(
+        "F2",
+        "redb 1000 rows/txn, Immediate, quick repair",
+        |c, w| raw_redb(c, w, "F2", BATCH, true),
+    )
+}
+
 /// F1 / F2: raw redb, `per_txn` rows of sequential keys per `Immediate` commit.
 fn raw_redb(
     ctx: &Ctx,
@@ -273,18 +288,8 @@ fn embus_topic(
     label: &str,
     durability: Durability,
 ) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
-    let path = ctx.file(label);
-    let bus = Broker::builder()
-        .path(&path)
-        .durability(durability)
-        .open()
-        .expect("open the durable broker");
-    let options = TopicOptions::default()
-        .partitions(1)
-        .retention(Retention::unlimited());
-    let topic = bus
-        .topic_with::<Vec<u8>>("bench", options)
-        .expect("declare the topic");
+    let (path, bus) = durable_broker(ctx, label, durability);
+    let topic = unlimited_topic(&bus, "bench");
     topic.producer().send(payload(0)).expect("warm send");
     (path, bus, topic)
 }
@@ -487,13 +492,8 @@ struct Store {
 
 /// Builds a store of `n` retained messages with `send_batch`, and closes it cleanly.
 fn build_store(ctx: &Ctx, n: u64) -> Store {
-    let path = ctx.file(&format!("open-{n}"));
     let started = Instant::now();
-    let bus = Broker::builder()
-        .path(&path)
-        .durability(Durability::Interval(INTERVAL))
-        .open()
-        .expect("open the store to build");
+    let (path, bus) = durable_broker(ctx, &format!("open-{n}"), Durability::Interval(INTERVAL));
     let options = TopicOptions::default()
         .partitions(1)
         .retention(Retention::messages(2_000_000));
@@ -710,16 +710,13 @@ fn sections() -> Vec<Section> {
         Section {
             name: "batch",
             sides: vec![
-                side(
-                    "F2",
-                    "redb 1000 rows/txn, Immediate, quick repair",
-                    |c, w| raw_redb(c, w, "F2", BATCH, true),
-                ),
+                f2(),
                 side("D3", "embus send_batch(1000), Immediate", embus_batch),
             ],
             ratios: vec![ratio("D3 / F2", "D3", "F2", Some(AtLeast(0.8)))],
             setup: None,
         },
+        e2e::section(),
         Section {
             name: "latency",
             sides: vec![

@@ -68,7 +68,11 @@ mod services;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, Unit, bench_dir, format_value, load, median, order, print_row, print_rule};
+use common::flow::{Flow, POLL, e2e};
+use common::{
+    Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, print_row,
+    print_rule, seq_of,
+};
 
 #[path = "peers/amqp.rs"]
 mod amqp;
@@ -83,33 +87,12 @@ mod resp;
 
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Barrier, OnceLock};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Bytes of every message.
-const VALUE: usize = 100;
-/// Messages per batch, pipeline or confirm window.
-const BATCH: usize = 1000;
 /// The latency test's pause after each report.
 const PAUSE: Duration = Duration::from_micros(200);
-/// How long an e2e consumer waits for a message before it looks whether the producer has
-/// stopped (what it adds to a run's end, at most).
-const POLL: Duration = Duration::from_millis(2);
-/// How long a run may wait for its consumer before the bench gives up.
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// A 100-byte payload carrying `seq` in its first 8 bytes.
-fn payload(seq: u64) -> Vec<u8> {
-    let mut v = vec![0xA5; VALUE];
-    v[..8].copy_from_slice(&seq.to_le_bytes());
-    v
-}
-
-/// The sequence number [`payload`] put in.
-fn seq_of(payload: &[u8]) -> u64 {
-    u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"))
-}
 
 /// A current-thread tokio runtime with I/O and timers (one per client thread).
 fn runtime() -> tokio::runtime::Runtime {
@@ -153,70 +136,7 @@ impl Ctx {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The drivers every side runs through
-
-/// The two threads of an end-to-end run: they start together, the producer stops at the
-/// deadline, and the consumer stops once it has acked all the producer sent.
-struct Flow {
-    barrier: Barrier,
-    window: Duration,
-    start: OnceLock<Instant>,
-    /// What the producer sent, once it has stopped (`u64::MAX` until then).
-    total: AtomicU64,
-}
-
-impl Flow {
-    /// Waits until both threads are connected; returns when the producer stops sending.
-    fn go(&self) -> Instant {
-        self.barrier.wait();
-        let now = Instant::now();
-        *self.start.get_or_init(|| now) + self.window
-    }
-
-    /// Whether a consumer that has acked `acked` messages is done.
-    fn done(&self, acked: u64) -> bool {
-        acked >= self.total.load(Ordering::Acquire)
-    }
-
-    /// Panics once a consumer has waited too long (a lost message).
-    fn check(&self, acked: u64) {
-        let start = self.start.get().copied().unwrap_or_else(Instant::now);
-        assert!(
-            start.elapsed() < LIMIT,
-            "the consumer acked {acked} of {} in {LIMIT:?}",
-            self.total.load(Ordering::Acquire)
-        );
-    }
-}
-
-/// Runs `produce` and `consume` on two threads; each connects, calls [`Flow::go`], then sends
-/// until the deadline (returning how many it sent) or receives and acks until [`Flow::done`]
-/// (returning how many it acked). Returns messages per second from the start to the last ack.
-fn e2e(
-    window: Duration,
-    produce: impl FnOnce(&Flow) -> u64 + Send,
-    consume: impl FnOnce(&Flow) -> u64 + Send,
-) -> f64 {
-    let flow = Flow {
-        barrier: Barrier::new(2),
-        window,
-        start: OnceLock::new(),
-        total: AtomicU64::new(u64::MAX),
-    };
-    let (sent, (acked, end)) = std::thread::scope(|s| {
-        let consumer = s.spawn(|| (consume(&flow), Instant::now()));
-        let producer = s.spawn(|| {
-            let sent = produce(&flow);
-            flow.total.store(sent, Ordering::Release);
-            sent
-        });
-        let sent = producer.join().expect("the producer thread");
-        (sent, consumer.join().expect("the consumer thread"))
-    });
-    assert_eq!(acked, sent, "the consumer acked what the producer sent");
-    let start = *flow.start.get().expect("started");
-    sent as f64 / end.duration_since(start).as_secs_f64()
-}
+// The drivers every side runs through (the e2e run is `common::flow`'s, shared with durable)
 
 /// The consumer's side of a latency run.
 struct Listener {

@@ -1,10 +1,41 @@
 //! What every benchmark shares: its command line (`EMBUS_BENCH_QUICK`, `EMBUS_BENCH_ROUNDS`,
 //! name filters), the machine's load and disk, medians and percentiles, the order of sides in
-//! interleaved rounds, and Markdown table rows.
+//! interleaved rounds, Markdown table rows, the 100-byte payload, and (in [`flow`]) the
+//! end-to-end run of `benches/durable.rs` and `benches/peers.rs`.
 #![allow(dead_code)] // each bench uses what it needs
+
+pub mod flow;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Bytes of every [`payload`].
+pub const VALUE: usize = 100;
+/// Messages per batch where a bench sends in batches (`benches/peers.rs`: also per pipeline
+/// or confirm window; `benches/durable.rs`: also raw redb rows per transaction in F2).
+pub const BATCH: usize = 1000;
+
+/// A [`VALUE`]-byte payload carrying `seq` in its first 8 bytes.
+pub fn payload(seq: u64) -> Vec<u8> {
+    let mut v = vec![0xA5; VALUE];
+    v[..8].copy_from_slice(&seq.to_le_bytes());
+    v
+}
+
+/// The sequence number [`payload`] put in.
+pub fn seq_of(payload: &[u8]) -> u64 {
+    u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"))
+}
+
+/// Declares topic `name` on `bus` with one partition and unlimited retention, so no run pays
+/// for trimming.
+pub fn unlimited_topic(bus: &embus::Broker, name: &str) -> embus::Topic<Vec<u8>> {
+    let options = embus::TopicOptions::default()
+        .partitions(1)
+        .retention(embus::Retention::unlimited());
+    bus.topic_with::<Vec<u8>>(name, options)
+        .expect("declare the topic")
+}
 
 /// What `cargo bench --bench <name> [filters]` asked for.
 pub struct Args {

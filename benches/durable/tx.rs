@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embus::redb::{self, TableDefinition};
-use embus::{Broker, Durability, GroupOptions, Message, Retention, Start, TopicOptions};
+use embus::{Broker, Durability, GroupOptions, Message, Start};
 
-use super::{Ctx, Figure, embus_topic, payload, rate, remove, seq_of, timed};
+use super::{
+    Ctx, Figure, durable_broker, embus_topic, payload, rate, remove, seq_of, timed, unlimited_topic,
+};
 
 /// Messages per T2 transaction (and `send_batch`).
 const SENDS: usize = 100;
@@ -39,12 +41,7 @@ fn app_broker(ctx: &Ctx, key: &str) -> (std::path::PathBuf, Broker, embus::Topic
         .durability(Durability::Immediate)
         .open()
         .expect("open the broker on the application database");
-    let options = TopicOptions::default()
-        .partitions(1)
-        .retention(Retention::unlimited());
-    let topic = bus
-        .topic_with::<Vec<u8>>("placed", options)
-        .expect("declare the topic");
+    let topic = unlimited_topic(&bus, "placed");
     topic.producer().send(payload(0)).expect("warm send");
     (path, bus, topic)
 }
@@ -273,21 +270,9 @@ struct Pipeline {
 }
 
 fn pipeline(ctx: &Ctx, key: &str, n: u64) -> Pipeline {
-    let path = ctx.file(key);
-    let bus = Broker::builder()
-        .path(&path)
-        .durability(Durability::Immediate)
-        .open()
-        .expect("open the durable broker");
-    let options = TopicOptions::default()
-        .partitions(1)
-        .retention(Retention::unlimited());
-    let input = bus
-        .topic_with::<Vec<u8>>("input", options)
-        .expect("declare the input topic");
-    let output = bus
-        .topic_with::<Vec<u8>>("output", options)
-        .expect("declare the output topic");
+    let (path, bus) = durable_broker(ctx, key, Durability::Immediate);
+    let input = unlimited_topic(&bus, "input");
+    let output = unlimited_topic(&bus, "output");
     let producer = input.producer();
     let mut sent = 0u64;
     while sent < n {

@@ -203,7 +203,8 @@ impl Peer for Rabbit {
                     acked
                 })
             },
-        );
+        )
+        .rate();
         self.delete(&queue);
         rate
     }

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use embus::{Broker, Consumer, Durability, Producer, QueueOptions, Retention, TopicOptions};
+use embus::{Broker, Durability, Retention, TopicOptions};
 
-use super::{BATCH, Ctx, Flow, POLL, e2e, payload, ping, seq_of};
+use super::common::flow::{self, send_until};
+use super::{Ctx, payload, ping, seq_of};
 
 /// A broker of this run: durable in a fresh file (returned, to remove), or memory.
 fn broker(ctx: &Ctx, label: &str, durable: bool) -> (Broker, Option<std::path::PathBuf>) {
@@ -49,37 +50,6 @@ fn topic(bus: &Broker, durable: bool) -> embus::Topic<Vec<u8>> {
         .expect("declare the topic")
 }
 
-/// Sends batches of `BATCH` from `from` until `deadline`; returns how many it sent.
-fn send_until(producer: &Producer<Vec<u8>>, from: u64, deadline: Instant) -> u64 {
-    let mut n = from;
-    loop {
-        let batch: Vec<Vec<u8>> = (n..n + BATCH as u64).map(payload).collect();
-        if producer.send_batch(batch).is_err() {
-            panic!("send_batch failed");
-        }
-        n += BATCH as u64;
-        if Instant::now() >= deadline {
-            return n - from;
-        }
-    }
-}
-
-/// Receives and acks until the flow is done; returns how many it acked.
-fn ack_until(consumer: &mut Consumer<Vec<u8>>, flow: &Flow) -> u64 {
-    let mut acked = 0;
-    while !flow.done(acked) {
-        match consumer.recv_timeout(POLL) {
-            Ok(m) => {
-                m.ack().expect("ack");
-                acked += 1;
-            }
-            Err(embus::RecvTimeoutError::Timeout) => flow.check(acked),
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-    acked
-}
-
 /// Produce: `send_batch(BATCH)` for the window.
 pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
     let (bus, path) = broker(ctx, "produce", durable);
@@ -98,24 +68,7 @@ pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
 /// End to end through a durable queue.
 pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
     let (bus, path) = broker(ctx, "e2e-queue", true);
-    // Room for the whole window's backlog: the producer is not held back by the consumer.
-    let options = QueueOptions::default().capacity(4_000_000);
-    let queue = bus
-        .queue_with::<Vec<u8>>("bench", options)
-        .expect("declare the queue");
-    let producer = queue.producer();
-    let mut consumer = queue.consumer();
-    producer.send(payload(0)).expect("warm send");
-    consumer.recv().expect("warm recv").ack().expect("warm ack");
-    let rate = e2e(
-        ctx.window(warm),
-        |flow| send_until(&producer, 0, flow.go()),
-        |flow| {
-            flow.go();
-            ack_until(&mut consumer, flow)
-        },
-    );
-    drop((producer, queue));
+    let rate = flow::embus_queue(&bus, ctx.window(warm)).rate();
     finish(bus, path, "e2e queue", warm);
     rate
 }
@@ -123,20 +76,7 @@ pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
 /// End to end through a durable topic, the consumer a group member.
 pub(super) fn e2e_group(ctx: &Ctx, warm: bool) -> f64 {
     let (bus, path) = broker(ctx, "e2e-group", true);
-    let topic = topic(&bus, true);
-    let mut member = topic.join_group("bench").expect("join the group");
-    let producer = topic.producer();
-    producer.send(payload(0)).expect("warm send");
-    member.recv().expect("warm recv").ack().expect("warm ack");
-    let rate = e2e(
-        ctx.window(warm),
-        |flow| send_until(&producer, 0, flow.go()),
-        |flow| {
-            flow.go();
-            ack_until(&mut member, flow)
-        },
-    );
-    drop((producer, member, topic));
+    let rate = flow::embus_group(&bus, ctx.window(warm)).rate();
     finish(bus, path, "e2e group", warm);
     rate
 }

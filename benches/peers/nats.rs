@@ -175,7 +175,8 @@ impl Peer for Nats {
                     acked
                 })
             },
-        );
+        )
+        .rate();
         self.delete(&name);
         rate
     }

@@ -245,7 +245,8 @@ impl Peer for Redis {
                 }
                 acked
             },
-        );
+        )
+        .rate();
         admin.call(&[b"DEL", key.as_bytes()]);
         rate
     }
