@@ -713,7 +713,7 @@ fn sections() -> Vec<Section> {
                 f2(),
                 side("D3", "embus send_batch(1000), Immediate", embus_batch),
             ],
-            ratios: vec![ratio("D3 / F2", "D3", "F2", Some(AtLeast(0.8)))],
+            ratios: vec![ratio("D3 / F2", "D3", "F2", Some(AtLeast(0.9)))],
             setup: None,
         },
         e2e::section(),

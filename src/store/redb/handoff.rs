@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use super::DurableStore;
 use super::writer::{Request, Staged};
-use super::{DurableStore, count_key};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;
@@ -131,14 +131,14 @@ impl DurableStore {
         match change {
             Progress::QueueAck { queue, id } => {
                 // The ack deletes the row: a count still waiting is moot.
-                self.inner.counts.lock().remove(&count_key(queue, id));
+                self.inner.pending.lock().forget(queue, id);
                 Request::Ack {
                     queue: Arc::clone(queue),
                     id,
                 }
             }
             // Coalesced by `progress`, never part of a transaction.
-            Progress::QueueDelivery { .. } => Request::Counts,
+            Progress::QueueDelivery { .. } => Request::Pending,
             Progress::DeadLetter {
                 queue,
                 id,
@@ -149,7 +149,7 @@ impl DurableStore {
                 ts,
                 size,
             } => {
-                self.inner.counts.lock().remove(&count_key(queue, id));
+                self.inner.pending.lock().forget(queue, id);
                 Request::DeadLetter {
                     queue: Arc::clone(queue),
                     id,

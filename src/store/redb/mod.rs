@@ -7,8 +7,8 @@
 //! (a partition or a queue): the engine gives each its key (offset or id) and keeps the record
 //! aside, and the store hands the bytes to the writer, numbered in order, still under that
 //! lock. The writer takes everything queued, writes it in one transaction (acks, dead-letter
-//! moves, group positions and trims ride along, and the delivery counts waiting, coalesced
-//! per message in `Inner::counts`), commits, then publishes
+//! moves, group positions and trims ride along, and the delivery counts and acks waiting,
+//! coalesced in `Inner::pending`), commits, then publishes
 //! the staged records to the in-memory logs in key order, and only then marks them committed.
 //! So nothing is visible before it is stored, and concurrent sends share one fsync.
 //!
@@ -48,15 +48,16 @@ mod ids;
 mod inspect;
 mod meta;
 mod open;
+mod pending;
 mod quiet;
 mod redrive;
 mod rows;
 mod schema;
-#[cfg(test)]
-mod trim_tests;
 mod trims;
 mod upgrade;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 pub(crate) use self::inspect::{HELD, Reader, StoredRecord, open as open_read_only};
 pub(crate) use self::redrive::redrive;
@@ -76,6 +77,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::handoff::Collect;
 use self::open::storage;
+use self::pending::Pending;
 use self::schema::existing;
 use self::schema::{
     ACKED, DECLARATIONS, ENDS, GROUPS, deliveries, open_acked, open_count, open_end, open_named,
@@ -131,20 +133,10 @@ struct Done {
     lent_to: Option<std::thread::ThreadId>,
 }
 
-/// Delivery counts not yet written, per (queue sink, message id): the latest count wins.
-pub(super) type Counts = HashMap<(usize, u64), (Arc<dyn Sink>, u32)>;
-
-/// Where a message's pending delivery count is kept: its queue's sink (by address: the entry
-/// holds the sink, so the address is not reused meanwhile) and its id.
-fn count_key(queue: &Arc<dyn Sink>, id: u64) -> (usize, u64) {
-    (Arc::as_ptr(queue).cast::<()>() as usize, id)
-}
-
 struct Inner {
     path: PathBuf,
-    /// Delivery counts for the next commit, coalesced per message (a nack storm must not
-    /// queue one request per delivery); an ack or dead-lettering drops the message's entry.
-    counts: Mutex<Counts>,
+    /// Queue delivery counts and acks for the next commit, coalesced ([`pending`]).
+    pending: Mutex<Pending>,
     /// `None` once closed: the file is released even while consumers still hold the broker's
     /// parts.
     db: Mutex<Option<Arc<Database>>>,
@@ -195,7 +187,7 @@ impl DurableStore {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
-            counts: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             db: Mutex::new(Some(db)),
             durability: options.durability,
             order: Mutex::new(Order {
@@ -386,14 +378,18 @@ impl Store for DurableStore {
     }
 
     fn progress(&self, change: Progress<'_>) {
-        if let Progress::QueueDelivery { queue, id, count } = change {
-            // Coalesced: a redelivery storm costs one entry per message, not per delivery.
-            let mut counts = self.inner.counts.lock();
-            let first = counts.is_empty();
-            counts.insert(count_key(queue, id), (Arc::clone(queue), count));
-            drop(counts);
+        // Coalesced: a redelivery storm costs one entry per message, not per delivery, and a
+        // consumer acking each message one entry per ack, not a request.
+        let first = match change {
+            Progress::QueueDelivery { queue, id, count } => {
+                Some(self.inner.pending.lock().count(queue, id, count))
+            }
+            Progress::QueueAck { queue, id } => Some(self.inner.pending.lock().ack(queue, id)),
+            _ => None,
+        };
+        if let Some(first) = first {
             if first {
-                let _ = self.send(Request::Counts); // wakes the writer
+                let _ = self.send(Request::Pending); // wakes the writer
             }
             return;
         }

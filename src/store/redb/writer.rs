@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use redb::{Database, ReadableTable, WriteTransaction};
 
+use super::pending::Pending;
 use super::schema::{
     ACKED, CLEAN, DECLARATIONS, GROUPS, META, deliveries, end_of, records, save_ends, seal_acked,
-    seal_count, seal_named, seal_position, trim,
+    seal_named, seal_position, trim,
 };
 use super::trims::{Floors, Trims};
-use super::{Counts, Inner, quiet};
+use super::{Inner, quiet};
 use crate::observe;
 use crate::options::Durability;
 use crate::record::{Headers, Nanos};
@@ -34,8 +35,9 @@ pub(super) enum Request {
         queue: Arc<dyn Sink>,
         id: u64,
     },
-    /// Delivery counts are waiting in `Inner::counts` (sent when they stop being empty).
-    Counts,
+    /// Delivery counts or acks are waiting in `Inner::pending` (sent when it stops being
+    /// empty).
+    Pending,
     DeadLetter {
         queue: Arc<dyn Sink>,
         id: u64,
@@ -244,6 +246,9 @@ impl Writer {
         for (_, request) in batch {
             request.positions(&mut moved);
         }
+        // A consumer acking each message sends a position per message: one nomination each.
+        moved.sort_unstable();
+        moved.dedup();
         self.trims.nominate_acked(moved.into_iter());
     }
 
@@ -262,8 +267,9 @@ impl Writer {
     ) -> Duration {
         let first_seq = batch[0].0;
         let last_seq = batch[batch.len() - 1].0;
-        // Taken after the batch: an ack or dead letter in it dropped its message's count.
-        let counts = std::mem::take(&mut *self.inner.counts.lock());
+        // Taken after the batch: an ack or dead letter in it dropped its message's count, and
+        // it holds every ack made before any request in the batch.
+        let pending = std::mem::take(&mut *self.inner.pending.lock());
         if self.inner.done.lock().failed.is_some() {
             return Duration::ZERO; // poisoned: nothing more is written
         }
@@ -274,7 +280,7 @@ impl Writer {
         // them is no reason to keep a sender waiting).
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let result = quiet::catch(|| self.commit(counts, batch, lent, trims, &mut spent));
+        let result = quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -391,7 +397,7 @@ impl Writer {
     /// trim wait for the next commit.
     fn commit(
         &mut self,
-        counts: Counts,
+        pending: Pending,
         batch: Vec<(u64, Request)>,
         lent: Option<Box<WriteTransaction>>,
         trims: Option<Floors>,
@@ -403,18 +409,7 @@ impl Writer {
         };
         txn.set_quick_repair(true);
         // Before the batch: an ack in it removes what a count written here would leave.
-        let mut counts: Vec<_> = counts.into_iter().collect();
-        counts.sort_unstable_by_key(|(key, _)| *key);
-        for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
-            if is_deleted(&self.deleted, &run[0].1.0) {
-                continue; // a deleted queue's consumer still at work
-            }
-            let mut table = txn.open_table(deliveries(run[0].1.0.log().counts_table()))?;
-            let name = run[0].1.0.log().counts_table();
-            for ((_, id), (_, count)) in run {
-                table.insert(*id, seal_count(name, *id, *count).as_slice())?;
-            }
-        }
+        pending.write(&txn, |queue| is_deleted(&self.deleted, queue))?;
         let mut touched: Vec<Touched> = Vec::new();
         let closing = batch.iter().any(|(_, r)| matches!(r, Request::Close));
         let marker = match (closing, self.in_use) {
@@ -578,6 +573,9 @@ fn write_batch(
     spent: &mut Vec<Vec<u8>>,
 ) -> Result<(), redb::Error> {
     let mut appends: Vec<(usize, Vec<u8>, u64)> = Vec::with_capacity(spent.capacity());
+    // Group positions, the last of each (topic, group, partition) since the last request
+    // that writes or removes positions otherwise: only the last one's row would remain.
+    let mut positions: Vec<(String, String, u32, u64)> = Vec::new();
     // Message ids of the appended records (dedupe): `(sink, row, key, ts)`.
     let mut ids: Vec<(Arc<dyn Sink>, IdRow, u64, Nanos)> = Vec::new();
     for (_, request) in flatten(batch) {
@@ -668,6 +666,9 @@ fn write_batch(
                 mut record,
                 position,
             } => {
+                if position.is_some() {
+                    write_positions(txn, &mut positions)?;
+                }
                 let seed = to.log().seed();
                 format::seal(&mut record.value, seed, record.key, record.ts, record.size);
                 let to = to.log().table();
@@ -707,6 +708,7 @@ fn write_batch(
                     .retain_in((t, g, partition, 0)..(t, g, partition, below), |_, _| false)?;
             }
             Request::ForgetGroup(topic, group) => {
+                write_positions(txn, &mut positions)?;
                 let (t, g) = (topic.as_str(), group.as_str());
                 txn.open_table(ACKED)?
                     .retain_in((t, g, 0, 0)..=(t, g, u32::MAX, u64::MAX), |_, _| false)?;
@@ -730,11 +732,13 @@ fn write_batch(
                 partition,
                 offset,
             } => {
-                let sealed = seal_position(&topic, &group, partition, offset);
-                txn.open_table(GROUPS)?.insert(
-                    (topic.as_str(), group.as_str(), partition),
-                    sealed.as_slice(),
-                )?;
+                let same = |p: &&mut (String, String, u32, u64)| {
+                    p.0 == topic && p.1 == group && p.2 == partition
+                };
+                match positions.iter_mut().find(same) {
+                    Some(p) => p.3 = offset,
+                    None => positions.push((topic, group, partition, offset)),
+                }
             }
             Request::Declare(name, bytes) => {
                 let sealed = seal_named(DECLARATIONS, &name, &bytes);
@@ -743,12 +747,13 @@ fn write_batch(
             }
             Request::Sync
             | Request::Close
-            | Request::Counts
+            | Request::Pending
             | Request::Many(_)
             | Request::Lend(_)
             | Request::Return { .. } => {}
         }
     }
+    write_positions(txn, &mut positions)?;
     appends.sort_by_key(|(at, _, _)| *at); // stable: keys stay ascending per table
     let mut appends = appends.into_iter().peekable();
     for (at, t) in touched.iter().enumerate() {
@@ -784,4 +789,23 @@ fn write_batch(
         .iter()
         .map(|(sink, row, key, ts)| (sink.log().ids_table(), row, *key, *ts));
     super::ids::write(txn, ids.collect())
+}
+
+/// Writes the group positions kept so far (see `write_batch`), and forgets them.
+fn write_positions(
+    txn: &WriteTransaction,
+    positions: &mut Vec<(String, String, u32, u64)>,
+) -> Result<(), redb::Error> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(GROUPS)?;
+    for (topic, group, partition, offset) in positions.drain(..) {
+        let sealed = seal_position(&topic, &group, partition, offset);
+        table.insert(
+            (topic.as_str(), group.as_str(), partition),
+            sealed.as_slice(),
+        )?;
+    }
+    Ok(())
 }

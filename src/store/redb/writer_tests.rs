@@ -1,13 +1,15 @@
-//! The writer's retention trims, against sinks the tests control: a commit trims a log's file
-//! rows only to a floor whose causes it holds.
+//! The writer against sinks the tests control: a commit trims a log's file rows only to a
+//! floor whose causes it holds; group positions and queue acks coalesced within a commit leave
+//! the rows the requests one by one would.
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use redb::ReadableTable;
 
-use super::schema::records;
+use super::schema::{GROUPS, deliveries, existing, open_position, records};
 use super::{DurableStore, Options};
 use crate::error::Error;
 use crate::options::Durability;
@@ -19,6 +21,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 /// publishes into it.
 struct FakeSink {
     log: LogId,
+    /// A queue's: no floor (its acks delete its rows).
+    queue: bool,
     floor: AtomicU64,
     on_floor: Mutex<Option<Hook>>,
     on_publish: Mutex<Option<Hook>>,
@@ -26,8 +30,17 @@ struct FakeSink {
 
 impl FakeSink {
     fn new(topic: &str) -> Arc<Self> {
+        Self::of(LogId::partition(topic, 0), false)
+    }
+
+    fn queue(name: &str) -> Arc<Self> {
+        Self::of(LogId::queue(name), true)
+    }
+
+    fn of(log: LogId, queue: bool) -> Arc<Self> {
         Arc::new(Self {
-            log: LogId::partition(topic, 0),
+            log,
+            queue,
             floor: AtomicU64::new(0),
             on_floor: Mutex::new(None),
             on_publish: Mutex::new(None),
@@ -52,7 +65,7 @@ impl Sink for FakeSink {
         if let Some(hook) = hook {
             hook();
         }
-        Some(self.floor.load(Ordering::SeqCst))
+        (!self.queue).then(|| self.floor.load(Ordering::SeqCst))
     }
 }
 
@@ -234,6 +247,110 @@ fn position_nominates(name: &str, lend: bool) {
     store.flush().unwrap(); // holds the position, or is the commit after the loan's
     store.flush().unwrap(); // the commit after it
     assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The stored position of group `g` in partition 0 of `t`.
+fn stored_position(store: &DurableStore) -> Option<u64> {
+    let key = ("t", "g", 0);
+    store
+        .read(|txn| {
+            let Some(table) = existing(txn, GROUPS)? else {
+                return Ok(None);
+            };
+            let value = table.get(key)?;
+            value.map(|v| open_position(key, v.value())).transpose()
+        })
+        .unwrap()
+}
+
+/// Runs `requests` with the writer lent, so that they all ride one commit, then flushes.
+fn in_one_commit(store: &DurableStore, requests: impl FnOnce()) {
+    let lent = store.lend_writer().unwrap();
+    requests();
+    store.give_back_writer(lent);
+    store.flush().unwrap();
+}
+
+/// A consumer acking each message sends a position each: the commit that holds them writes
+/// the last, and a group forgotten between them keeps only what came after.
+#[test]
+fn positions_in_one_commit_leave_the_last_one_written() {
+    let path = std::env::temp_dir().join(format!("embus-positions-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let position = |offset| Progress::GroupPosition {
+        topic: "t",
+        group: "g",
+        partition: 0,
+        offset,
+    };
+    in_one_commit(&store, || {
+        store.progress(position(5));
+        store.progress(position(9));
+    });
+    assert_eq!(stored_position(&store), Some(9));
+    // A position may move back (a reset): the last one sent wins, whatever its value.
+    in_one_commit(&store, || {
+        store.progress(position(3));
+        store.forget_group("t", "g");
+        store.progress(position(7));
+        store.progress(position(4));
+    });
+    assert_eq!(stored_position(&store), Some(4));
+    in_one_commit(&store, || {
+        store.progress(position(8));
+        store.forget_group("t", "g");
+    });
+    assert_eq!(stored_position(&store), None);
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Acks kept aside (not sent one request each) are in the commit after them: the rows and
+/// delivery counts of the acked messages are gone, the others stay.
+#[test]
+fn coalesced_acks_delete_their_rows_and_counts() {
+    let path = std::env::temp_dir().join(format!("embus-acks-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let jobs = FakeSink::queue("jobs");
+    append(&store, &jobs, 0..6, Commit::Wait);
+    let queue: Arc<dyn Sink> = Arc::clone(&jobs) as Arc<dyn Sink>;
+    for id in [1, 2, 4] {
+        let count = 2;
+        store.progress(Progress::QueueDelivery {
+            queue: &queue,
+            id,
+            count,
+        });
+    }
+    store.flush().unwrap();
+    for id in [0, 1, 3] {
+        store.progress(Progress::QueueAck { queue: &queue, id });
+    }
+    store.progress(Progress::QueueDelivery {
+        queue: &queue,
+        id: 5,
+        count: 1,
+    });
+    store.progress(Progress::QueueAck {
+        queue: &queue,
+        id: 5,
+    }); // its count is moot
+    store.flush().unwrap();
+    assert_eq!(keys(&store, &jobs), [2, 4]);
+    let counted = store
+        .read(|txn| {
+            let table = txn.open_table(deliveries(jobs.log.counts_table()))?;
+            table
+                .iter()?
+                .map(|row| Ok(row?.0.value()))
+                .collect::<Result<Vec<u64>, redb::Error>>()
+        })
+        .unwrap();
+    assert_eq!(counted, [2, 4]);
     drop(store);
     let _ = std::fs::remove_file(&path);
 }
