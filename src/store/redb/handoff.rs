@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::DurableStore;
-use super::writer::{Request, Staged};
+use super::request::{Request, Staged};
 use crate::error::Error;
 use crate::options::Durability;
 use crate::record::Nanos;

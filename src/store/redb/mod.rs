@@ -51,10 +51,12 @@ mod open;
 mod pending;
 mod quiet;
 mod redrive;
+mod request;
 mod rows;
 mod schema;
 mod trims;
 mod upgrade;
+mod write;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -78,13 +80,14 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use self::handoff::Collect;
 use self::open::storage;
 use self::pending::Pending;
+use self::request::Request;
 use self::schema::existing;
 use self::schema::{
     ACKED, DECLARATIONS, ENDS, GROUPS, deliveries, open_acked, open_count, open_end, open_named,
     open_position, records,
 };
 use self::trims::Trims;
-use self::writer::{Request, Writer};
+use self::writer::Writer;
 use super::format;
 use super::{
     Append, Commit, Lent, Loaded, LogId, Progress, Restored, Sink, Store, StoredId, Ticket, TxJob,

@@ -5,7 +5,7 @@
 //! them all after it took its batch, so a commit holds every entry made before any request it
 //! holds, and writes them before the batch's own requests.
 //!
-//! [`Request::Pending`]: super::writer::Request::Pending
+//! [`Request::Pending`]: super::request::Request::Pending
 
 use std::collections::HashMap;
 use std::sync::Arc;
