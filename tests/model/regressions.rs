@@ -90,6 +90,32 @@ fn queue_redrive_of_expired_messages() {
     }
 }
 
+/// Postmortem (store, this session's coalesced acks): a redriven dead letter is in its queue
+/// at once, before the commit that moves its row; purging it acked it, and the ack, kept aside
+/// for the next commit, was written before that commit's move: the row came back at the
+/// reopen. Acks kept aside are now written after the batch's own requests.
+#[test]
+fn queue_purge_of_a_redriven_dead_letter_survives_a_reopen() {
+    let setup = QSetup {
+        ttl: Some(30),
+        dead_letters: true,
+        ..plain_queue(8, 2, Mode::Durable)
+    };
+    let ops = vec![
+        QOp::SendTimed {
+            payload: 0,
+            priority: 0,
+            delay: None,
+            ttl: Some(1),
+        },
+        QOp::AdvanceClock(1),
+        QOp::Redrive(1),
+        QOp::Purge,
+        QOp::Reopen,
+    ];
+    replay(run_queue(setup, ops));
+}
+
 /// Postmortem (commit 3f5efb7): the last nack is of a message retention trimmed while it was
 /// held, at its third delivery: it is not copied to the dead-letter queue but reported
 /// skipped (`Lagged`), as any trimmed message of a `Lag` group. The durable twin of this

@@ -3,7 +3,9 @@
 //! delivery) and the acks (a consumer acking each message must not send one request each).
 //! The first entry after a commit wakes the writer ([`Request::Pending`]); the writer takes
 //! them all after it took its batch, so a commit holds every entry made before any request it
-//! holds, and writes them before the batch's own requests.
+//! holds. It writes the counts before the batch's own requests (an ack or a dead letter in
+//! the batch removes a count) and the acks after them: an ack may be of a message that a
+//! request of the same batch moved into the queue (a redriven dead letter is visible at once).
 //!
 //! [`Request::Pending`]: super::request::Request::Pending
 
@@ -57,12 +59,13 @@ impl Pending {
         self.counts.remove(&key(queue, id));
     }
 
-    /// Writes the counts, then the acks, in `txn`, skipping the queues `deleted` says are.
-    pub(super) fn write(
+    /// Writes the counts in `txn`, skipping the queues `deleted` says are; returns the acks,
+    /// to write after the batch.
+    pub(super) fn write_counts(
         self,
         txn: &WriteTransaction,
         deleted: impl Fn(&Arc<dyn Sink>) -> bool,
-    ) -> Result<(), redb::Error> {
+    ) -> Result<Acks, redb::Error> {
         let mut counts: Vec<_> = self.counts.into_iter().collect();
         counts.sort_unstable_by_key(|(key, _)| *key);
         for run in counts.chunk_by(|a, b| a.0.0 == b.0.0) {
@@ -76,7 +79,22 @@ impl Pending {
                 table.insert(*id, seal_count(name, *id, *count).as_slice())?;
             }
         }
-        let mut acks = self.acks;
+        Ok(Acks(self.acks))
+    }
+}
+
+/// Acks taken with the counts, written after the batch ([`Pending::write_counts`]).
+pub(super) struct Acks(Vec<(Key, Arc<dyn Sink>)>);
+
+impl Acks {
+    /// Deletes each acked message's row and count in `txn`, skipping the queues `deleted` says
+    /// are.
+    pub(super) fn write(
+        self,
+        txn: &WriteTransaction,
+        deleted: impl Fn(&Arc<dyn Sink>) -> bool,
+    ) -> Result<(), redb::Error> {
+        let mut acks = self.0;
         acks.sort_unstable_by_key(|(key, _)| *key);
         for run in acks.chunk_by(|a, b| a.0.0 == b.0.0) {
             let queue = &run[0].1;

@@ -280,8 +280,9 @@ impl Writer {
             None => self.db.begin_write()?,
         };
         txn.set_quick_repair(true);
-        // Before the batch: an ack in it removes what a count written here would leave.
-        pending.write(&txn, |queue| is_deleted(&self.deleted, queue))?;
+        // Counts before the batch (an ack in it removes what a count written here would
+        // leave), acks after it (it may have moved an acked message into its queue).
+        let acks = pending.write_counts(&txn, |queue| is_deleted(&self.deleted, queue))?;
         let mut touched: Vec<Touched> = Vec::new();
         let closing = batch.iter().any(|(_, r)| matches!(r, Request::Close));
         let marker = match (closing, self.in_use) {
@@ -304,7 +305,8 @@ impl Writer {
             &mut dirty,
             &mut deletes,
             spent,
-        );
+        )
+        .and_then(|()| acks.write(&txn, |queue| is_deleted(&self.deleted, queue)));
         let floors = trims.as_ref().map_or(&[][..], |t| &t.floors[..]);
         let result = written.and_then(|()| {
             let mut saved: Vec<&str> = dirty.iter().map(String::as_str).collect();
