@@ -249,11 +249,11 @@ impl Reader {
             };
             let seed = format::seed(logical(table));
             let first = rows.first()?.map(|(k, _)| k.value());
-            let last = super::rows::last(&rows, seed)?.map(|(offset, _)| offset);
+            let last = super::rows::last(&rows, seed, next)?.map(|(offset, _)| offset);
             Ok(Extent {
                 first,
                 last,
-                records: super::rows::count(&rows, seed)?,
+                records: super::rows::count(&rows, seed, next)?,
                 next,
                 bytes: rows.stats()?.stored_bytes(),
             })

@@ -387,7 +387,10 @@ impl Store for DurableStore {
             Progress::QueueDelivery { queue, id, count } => {
                 Some(self.inner.pending.lock().count(queue, id, count))
             }
-            Progress::QueueAck { queue, id } => Some(self.inner.pending.lock().ack(queue, id)),
+            Progress::QueueAck { queue, id } => {
+                let seq = self.inner.order.lock().seq;
+                Some(self.inner.pending.lock().ack(queue, id, seq))
+            }
             _ => None,
         };
         if let Some(first) = first {
@@ -486,7 +489,7 @@ impl Store for DurableStore {
             };
             let (first, last, last_ts) = match txn.open_table(records(table)) {
                 Ok(t) => {
-                    let last = rows::last(&t, log.seed())?;
+                    let last = rows::last(&t, log.seed(), end)?;
                     let last_ts = last.as_ref().map_or(0, |(offset, value)| {
                         format::open(log.seed(), *offset, value).map_or(0, |row| row.ts)
                     });

@@ -97,48 +97,72 @@ pub(super) fn visit(
     Ok(())
 }
 
-/// The last record of `rows` (a log table whose checksum seed is `seed`): its offset and
-/// bytes, or the last row's key and bytes if its batch header is damaged.
+/// The last record of `rows` (a log table whose checksum seed is `seed`, recorded end `end`):
+/// its offset and bytes. A last row whose batch header is damaged comes back whole: how many
+/// offsets it held is unknown, so it is taken to reach the end (its readers report them lost,
+/// as for a damaged row in the middle), with bytes that do not open as a record.
 pub(super) fn last(
     rows: &impl ReadableTable<u64, &'static [u8]>,
     seed: u32,
+    end: u64,
 ) -> Result<Option<(u64, Vec<u8>)>, redb::Error> {
     let Some((key, value)) = rows.last()? else {
         return Ok(None);
     };
     let (key, value) = (key.value(), value.value());
-    let last = batch::records(seed, key, value)
-        .ok()
-        .and_then(Iterator::last)
-        .unwrap_or((key, value));
+    let last = match batch::records(seed, key, value) {
+        Ok(records) => records.last().unwrap_or((key, value)),
+        Err(_) => (key.max(end.saturating_sub(1)), value),
+    };
     Ok(Some((last.0, last.1.to_vec())))
 }
 
-/// How many records `rows` holds (a log table whose checksum seed is `seed`): its rows, with
-/// each batch row counted for its records.
+/// How many records `rows` holds (a log table whose checksum seed is `seed`, recorded end
+/// `end`): its rows, with each batch row counted for its records, and one whose header is
+/// damaged for the offsets up to the next row's key (or the end).
 pub(super) fn count(
     rows: &impl ReadableTable<u64, &'static [u8]>,
     seed: u32,
+    end: u64,
 ) -> Result<u64, redb::Error> {
     let mut n = 0;
+    // A damaged row's key: its span is known at the next row.
+    let mut damaged: Option<u64> = None;
     for stored in rows.iter()? {
         let (key, value) = stored?;
-        n += batch::span(seed, key.value(), value.value());
+        let (key, value) = (key.value(), value.value());
+        if let Some(at) = damaged.take() {
+            n += key.saturating_sub(at).max(1);
+        }
+        match batch::records(seed, key, value) {
+            Ok(records) => n += records.len() as u64,
+            Err(_) => damaged = Some(key),
+        }
+    }
+    if let Some(at) = damaged {
+        n += end.saturating_sub(at).max(1);
     }
     Ok(n)
 }
 
 /// Deletes the records of `rows` below `floor` (a batch row that holds `floor` keeps its
-/// records from there, rekeyed `floor`); returns their counted bytes.
+/// records from there, rekeyed `floor`; one whose header is damaged, which cannot be split,
+/// stays whole, so that its offsets are still reported lost); returns their counted bytes.
 pub(super) fn trim(
     rows: &mut redb::Table<'_, u64, &'static [u8]>,
     seed: u32,
-    floor: u64,
+    mut floor: u64,
 ) -> Result<u64, redb::Error> {
     let tail = match rows.range(..floor)?.next_back() {
         Some(stored) => {
             let (key, value) = stored?;
-            batch::tail(seed, key.value(), value.value(), floor)
+            let (key, value) = (key.value(), value.value());
+            if batch::is_batch(value) && batch::records(seed, key, value).is_err() {
+                floor = key;
+                None
+            } else {
+                batch::tail(seed, key, value, floor)
+            }
         }
         None => None,
     };

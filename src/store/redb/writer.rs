@@ -19,7 +19,7 @@ use crate::options::Durability;
 use crate::store::Sink;
 
 /// At most this many requests go into one commit.
-const MAX_BATCH: usize = 1 << 14;
+pub(super) const MAX_BATCH: usize = 1 << 14;
 
 /// The writer thread: owns every write transaction.
 pub(super) struct Writer {
@@ -140,8 +140,9 @@ impl Writer {
         let first_seq = batch[0].0;
         let last_seq = batch[batch.len() - 1].0;
         // Taken after the batch: an ack or dead letter in it dropped its message's count, and
-        // it holds every ack made before any request in the batch.
-        let pending = std::mem::take(&mut *self.inner.pending.lock());
+        // it holds every ack made before any request in the batch (and none made after a
+        // request beyond it: those wait for its commit).
+        let pending = self.inner.pending.lock().take_upto(last_seq);
         if self.inner.done.lock().failed.is_some() {
             return Duration::ZERO; // poisoned: nothing more is written
         }

@@ -354,3 +354,127 @@ fn coalesced_acks_delete_their_rows_and_counts() {
     drop(store);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A message moved to another queue (a dead letter, a redrive, a group's dead letter) is ready
+/// there at once, before the move commits (`QueueCore::push_moved`, `push_group_dead_letter`):
+/// a consumer may ack it while the move still waits for its commit. The ack, kept aside, must
+/// not be written before the move that inserts the row: the acked message would come back on
+/// the next open (even after a clean close).
+#[test]
+fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
+    let path = std::env::temp_dir().join(format!("embus-moved-ack-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let jobs = FakeSink::queue("jobs");
+    let dead = FakeSink::queue("dead");
+    append(&store, &jobs, 0..1, Commit::Wait);
+    let (from, to): (Arc<dyn Sink>, Arc<dyn Sink>) = (
+        Arc::clone(&jobs) as Arc<dyn Sink>,
+        Arc::clone(&dead) as Arc<dyn Sink>,
+    );
+    let headers = crate::record::Headers::new();
+    let body = || Ok(vec![0; 32]);
+    in_one_commit(&store, || {
+        // The engine sends the move under the target's lock, then the message is ready there.
+        store.progress(Progress::DeadLetter {
+            queue: &from,
+            id: 0,
+            to: &to,
+            to_id: 0,
+            headers: &headers,
+            body: &body,
+            ts: 0,
+            size: 32,
+        });
+        store.progress(Progress::QueueAck { queue: &to, id: 0 });
+    });
+    assert_eq!(keys(&store, &jobs), Vec::<u64>::new(), "moved out");
+    assert_eq!(
+        keys(&store, &dead),
+        Vec::<u64>::new(),
+        "moved in, then acked"
+    );
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// As above, for a group's dead letter into a queue.
+#[test]
+fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
+    let path = std::env::temp_dir().join(format!("embus-group-ack-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = DurableStore::open(&path, options()).unwrap();
+    let dead = FakeSink::queue("dead");
+    let to: Arc<dyn Sink> = Arc::clone(&dead) as Arc<dyn Sink>;
+    in_one_commit(&store, || {
+        store.progress(Progress::GroupDeadLetter {
+            to: &to,
+            to_id: 0,
+            body: &[0; 32],
+            ts: 0,
+            size: 32,
+            position: None,
+        });
+        store.progress(Progress::QueueAck { queue: &to, id: 0 });
+    });
+    assert_eq!(keys(&store, &dead), Vec::<u64>::new(), "stored, then acked");
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// As above, when the move is not in the commit that takes the ack: a batch stops at its limit
+/// (`MAX_BATCH` requests), and the acks kept aside that it takes may have been made after
+/// requests it does not hold. An ack must not be written in a commit before the one of a
+/// request sent before it.
+#[test]
+fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_move() {
+    let path = std::env::temp_dir().join(format!("embus-cut-ack-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let store = Arc::new(DurableStore::open(&path, options()).unwrap());
+    let (jobs, dead, other) = (
+        FakeSink::queue("jobs"),
+        FakeSink::queue("dead"),
+        FakeSink::new("o"),
+    );
+    append(&store, &jobs, 0..1, Commit::Wait);
+    // On the writer thread, after the next commit: more requests than one batch takes, then
+    // the move, then its ack (the moved message was ready at once).
+    let (hook_store, from, to) = (
+        Arc::clone(&store),
+        Arc::clone(&jobs) as Arc<dyn Sink>,
+        Arc::clone(&dead) as Arc<dyn Sink>,
+    );
+    *other.on_publish.lock() = Some(Box::new(move || {
+        for offset in 0..super::writer::MAX_BATCH as u64 {
+            hook_store.progress(Progress::GroupPosition {
+                topic: "t",
+                group: "g",
+                partition: 0,
+                offset,
+            });
+        }
+        let headers = crate::record::Headers::new();
+        hook_store.progress(Progress::DeadLetter {
+            queue: &from,
+            id: 0,
+            to: &to,
+            to_id: 0,
+            headers: &headers,
+            body: &|| Ok(vec![0; 32]),
+            ts: 0,
+            size: 32,
+        });
+        hook_store.progress(Progress::QueueAck { queue: &to, id: 0 });
+    }));
+    append(&store, &other, 0..1, Commit::Wait);
+    store.flush().unwrap();
+    store.flush().unwrap();
+    assert_eq!(keys(&store, &jobs), Vec::<u64>::new(), "moved out");
+    assert_eq!(
+        keys(&store, &dead),
+        Vec::<u64>::new(),
+        "moved in, then acked"
+    );
+    drop(store);
+    let _ = std::fs::remove_file(&path);
+}
