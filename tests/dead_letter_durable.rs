@@ -16,6 +16,15 @@ use embus::{
     Retention, TopicOptions, TryRecvError,
 };
 
+/// Queue `jobs`, whose first nack dead-letters a message to `jobs.dead`, and that queue.
+fn dead_lettered_at_once(bus: &Broker) -> (embus::Queue<String>, embus::Queue<String>) {
+    let options = QueueOptions::default()
+        .max_deliveries(1)
+        .dead_letter("jobs.dead");
+    let jobs = bus.queue_with::<String>("jobs", options).unwrap();
+    (jobs, bus.queue::<String>("jobs.dead").unwrap())
+}
+
 #[test]
 fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
     let dir = common::fresh_dir("dead-letter-durable");
@@ -27,11 +36,7 @@ fn a_dead_letter_survives_a_reopen_when_its_source_row_is_damaged() {
         .cache_size(0) // every read reaches the backend
         .open()
         .unwrap();
-    let options = QueueOptions::default()
-        .max_deliveries(1)
-        .dead_letter("jobs.dead");
-    let jobs = bus.queue_with::<String>("jobs", options).unwrap();
-    let dead = bus.queue::<String>("jobs.dead").unwrap();
+    let (jobs, dead) = dead_lettered_at_once(&bus);
     jobs.producer().send(marker.to_owned()).unwrap();
     let mut worker = jobs.consumer();
     let m = worker.recv_timeout(WAIT).unwrap();
@@ -276,11 +281,7 @@ fn a_dead_letter_acked_before_its_move_commits_stays_acked_after_a_clean_close()
             .durability(Durability::Interval(Duration::from_millis(300)))
             .open()
             .unwrap();
-        let options = QueueOptions::default()
-            .max_deliveries(1)
-            .dead_letter("jobs.dead");
-        let jobs = bus.queue_with::<String>("jobs", options).unwrap();
-        let dead = bus.queue::<String>("jobs.dead").unwrap();
+        let (jobs, dead) = dead_lettered_at_once(&bus);
         jobs.producer().send("job".to_owned()).unwrap();
         bus.flush().unwrap();
         let mut worker = jobs.consumer();

@@ -111,6 +111,29 @@ fn append(store: &DurableStore, sink: &Arc<FakeSink>, keys: Range<u64>, commit: 
     store.append(&mut Job { sink, keys }, commit).unwrap();
 }
 
+/// A fresh file for test `name` (any file of an earlier run removed).
+fn fresh_file(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("embus-{name}-{}.embus", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Moves message 0 of queue `from` to id 0 of queue `to` (a dead letter), as the engine sends
+/// it.
+fn move_dead_letter(store: &DurableStore, from: &Arc<dyn Sink>, to: &Arc<dyn Sink>) {
+    let headers = crate::record::Headers::new();
+    store.progress(Progress::DeadLetter {
+        queue: from,
+        id: 0,
+        to,
+        to_id: 0,
+        headers: &headers,
+        body: &|| Ok(vec![0; 32]),
+        ts: 0,
+        size: 32,
+    });
+}
+
 /// The offsets of `sink`'s records in the file (none before its first commit).
 fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
     let table = sink.log.table().to_owned();
@@ -136,8 +159,7 @@ fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
 /// commit that holds what was sent before the floor moved.
 #[test]
 fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
-    let path = std::env::temp_dir().join(format!("embus-trims-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("trims");
     let store = Arc::new(DurableStore::open(&path, options()).unwrap());
     let (trimmed, other, ack) = (FakeSink::new("t"), FakeSink::new("o"), FakeSink::new("a"));
     append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
@@ -187,8 +209,7 @@ fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
 /// the file does not keep rows its log trimmed until the log publishes again.
 #[test]
 fn a_floor_that_moves_after_it_was_read_is_applied_by_the_next_commit() {
-    let path = std::env::temp_dir().join(format!("embus-trims-moved-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("trims-moved");
     let store = DurableStore::open(&path, options()).unwrap();
     let (trimmed, other) = (FakeSink::new("t"), FakeSink::new("o"));
     append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
@@ -226,9 +247,7 @@ fn a_group_position_sent_during_a_loan_nominates_its_partition() {
 /// Sends a group's position in a log that nothing publishes into, during a loan if `lend`,
 /// and checks that the commits after it trim the file to the floor the ack moved.
 fn position_nominates(name: &str, lend: bool) {
-    let file = format!("embus-trims-{name}-{}.embus", std::process::id());
-    let path = std::env::temp_dir().join(file);
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file(&format!("trims-{name}"));
     let store = DurableStore::open(&path, options()).unwrap();
     let trimmed = FakeSink::new("t");
     append(&store, &trimmed, 0..10, Commit::Wait);
@@ -277,8 +296,7 @@ fn in_one_commit(store: &DurableStore, requests: impl FnOnce()) {
 /// the last, and a group forgotten between them keeps only what came after.
 #[test]
 fn positions_in_one_commit_leave_the_last_one_written() {
-    let path = std::env::temp_dir().join(format!("embus-positions-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("positions");
     let store = DurableStore::open(&path, options()).unwrap();
     let position = |offset| Progress::GroupPosition {
         topic: "t",
@@ -312,8 +330,7 @@ fn positions_in_one_commit_leave_the_last_one_written() {
 /// delivery counts of the acked messages are gone, the others stay.
 #[test]
 fn coalesced_acks_delete_their_rows_and_counts() {
-    let path = std::env::temp_dir().join(format!("embus-acks-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("acks");
     let store = DurableStore::open(&path, options()).unwrap();
     let jobs = FakeSink::queue("jobs");
     append(&store, &jobs, 0..6, Commit::Wait);
@@ -362,8 +379,7 @@ fn coalesced_acks_delete_their_rows_and_counts() {
 /// the next open (even after a clean close).
 #[test]
 fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
-    let path = std::env::temp_dir().join(format!("embus-moved-ack-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("moved-ack");
     let store = DurableStore::open(&path, options()).unwrap();
     let jobs = FakeSink::queue("jobs");
     let dead = FakeSink::queue("dead");
@@ -372,20 +388,9 @@ fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
         Arc::clone(&jobs) as Arc<dyn Sink>,
         Arc::clone(&dead) as Arc<dyn Sink>,
     );
-    let headers = crate::record::Headers::new();
-    let body = || Ok(vec![0; 32]);
     in_one_commit(&store, || {
         // The engine sends the move under the target's lock, then the message is ready there.
-        store.progress(Progress::DeadLetter {
-            queue: &from,
-            id: 0,
-            to: &to,
-            to_id: 0,
-            headers: &headers,
-            body: &body,
-            ts: 0,
-            size: 32,
-        });
+        move_dead_letter(&store, &from, &to);
         store.progress(Progress::QueueAck { queue: &to, id: 0 });
     });
     assert_eq!(keys(&store, &jobs), Vec::<u64>::new(), "moved out");
@@ -401,8 +406,7 @@ fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
 /// As above, for a group's dead letter into a queue.
 #[test]
 fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
-    let path = std::env::temp_dir().join(format!("embus-group-ack-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("group-ack");
     let store = DurableStore::open(&path, options()).unwrap();
     let dead = FakeSink::queue("dead");
     let to: Arc<dyn Sink> = Arc::clone(&dead) as Arc<dyn Sink>;
@@ -428,8 +432,7 @@ fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
 /// request sent before it.
 #[test]
 fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_move() {
-    let path = std::env::temp_dir().join(format!("embus-cut-ack-{}.embus", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = fresh_file("cut-ack");
     let store = Arc::new(DurableStore::open(&path, options()).unwrap());
     let (jobs, dead, other) = (
         FakeSink::queue("jobs"),
@@ -453,17 +456,7 @@ fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_mov
                 offset,
             });
         }
-        let headers = crate::record::Headers::new();
-        hook_store.progress(Progress::DeadLetter {
-            queue: &from,
-            id: 0,
-            to: &to,
-            to_id: 0,
-            headers: &headers,
-            body: &|| Ok(vec![0; 32]),
-            ts: 0,
-            size: 32,
-        });
+        move_dead_letter(&hook_store, &from, &to);
         hook_store.progress(Progress::QueueAck { queue: &to, id: 0 });
     }));
     append(&store, &other, 0..1, Commit::Wait);
