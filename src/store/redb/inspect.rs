@@ -247,13 +247,20 @@ impl Reader {
                     ..Extent::default()
                 });
             };
-            let seed = format::seed(logical(table));
             let first = rows.first()?.map(|(k, _)| k.value());
-            let last = super::rows::last(&rows, seed, next)?.map(|(offset, _)| offset);
+            // Only a partition's table has batch rows (a queue's are lone records, and a
+            // counts table's are not records).
+            let (last, records) = if logical(table).starts_with("t.") {
+                let seed = format::seed(logical(table));
+                let last = super::rows::last(&rows, seed, next)?.map(|(offset, _)| offset);
+                (last, super::rows::count(&rows, seed, next)?)
+            } else {
+                (rows.last()?.map(|(k, _)| k.value()), rows.len()?)
+            };
             Ok(Extent {
                 first,
                 last,
-                records: super::rows::count(&rows, seed, next)?,
+                records,
                 next,
                 bytes: rows.stats()?.stored_bytes(),
             })
