@@ -25,6 +25,15 @@
 //! file keeps the rows of `b`, which had left the window, to `e`); then a queue `jobs` of
 //! `String` (`Dedupe::within(60 s)`) where `job-x` (id `x`) was sent at +5 s and `job-y` (id
 //! `y`) at +35 s.
+//!
+//! `fixtures/v6.embus` was written by format version 6 (commit 80e27a7, the last build that
+//! stored every record of a topic in a row of its own) with a small program on a
+//! `ManualClock`: a topic `orders` of `u64` (2 partitions, `Retention::unlimited()`) holding
+//! 300 records sent with one `send_batch`, payload `n` at offset `n / 2` of partition `n % 2`
+//! (round robin), each in a lone row; group `billing` acked offsets 0 to 9 of partition 0 (the
+//! messages of partition 1 it received were released unacked); a queue `jobs` of `String`
+//! where `job-1` was acked, `job-2` was delivered once and dropped without an ack, and `job-3`
+//! was never delivered.
 
 mod common;
 
@@ -484,4 +493,173 @@ fn a_format_5_store_is_upgraded_and_its_dedupe_windows_keep_working() {
     assert_eq!(events.retained(), 7);
     drop((events, jobs));
     bus.close().unwrap();
+}
+
+/// Every record of topic `orders` read from the start by one subscriber, as (partition,
+/// offset, payload), sorted; `count` are expected (and no more).
+fn all_orders(bus: &Broker, count: usize) -> Vec<(u32, u64, u64)> {
+    let orders = bus.topic::<u64>("orders").unwrap();
+    let mut all = orders.subscribe(Start::Earliest).unwrap();
+    let mut seen: Vec<(u32, u64, u64)> = (0..count)
+        .map(|_| {
+            let m = all.recv_timeout(common::WAIT).unwrap();
+            (m.partition(), m.offset(), *m.payload())
+        })
+        .collect();
+    assert!(all.try_recv().is_err(), "{count} records, no more");
+    seen.sort_unstable();
+    seen
+}
+
+/// Payloads `range` as the version 6 fixture's round robin placed them: payload `n` at offset
+/// `n / 2` of partition `n % 2`.
+fn round_robin(range: std::ops::Range<u64>) -> Vec<(u32, u64, u64)> {
+    let mut placed: Vec<(u32, u64, u64)> = range
+        .map(|n| (u32::try_from(n % 2).unwrap(), n / 2, n))
+        .collect();
+    placed.sort_unstable();
+    placed
+}
+
+/// Queue `jobs` of the version 6 fixture holds `job-2` and `job-3`, after `reopens` earlier
+/// reads that each delivered (and released) both once more.
+fn check_version_6_jobs(bus: &Broker, reopens: u32) {
+    let jobs = bus.queue::<String>("jobs").unwrap();
+    let mut worker = jobs.consumer();
+    let held: Vec<_> = (0..2)
+        .map(|_| worker.recv_timeout(common::WAIT).unwrap())
+        .collect();
+    let got: Vec<(&str, u32)> = held
+        .iter()
+        .map(|m| (m.payload().as_str(), m.delivery_count()))
+        .collect();
+    assert_eq!(got, [("job-2", 2 + reopens), ("job-3", 1 + reopens)]);
+    assert!(worker.try_recv().is_err(), "two jobs left");
+    drop(held); // released again
+}
+
+/// What the inspector counts in each partition of topic `orders` of the file at `path`:
+/// (first offset, next offset, messages).
+fn inspected_orders(path: &std::path::Path) -> Vec<(Option<u64>, u64, u64)> {
+    let summary = embus::inspect::StoreFile::open(path)
+        .unwrap()
+        .summary()
+        .unwrap();
+    let orders = summary.topics.iter().find(|t| t.name == "orders").unwrap();
+    orders
+        .partitions
+        .iter()
+        .map(|p| (p.first_offset, p.next_offset, p.messages))
+        .collect()
+}
+
+/// The keys of the rows of partition `partition` of topic `orders` in the file at `path`:
+/// (lone records, batch rows), told apart by a batch row's first byte (16).
+fn orders_rows(path: &std::path::Path, partition: u32) -> (Vec<u64>, Vec<u64>) {
+    use embus::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    let db = embus::redb::Database::create(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let name = format!("embus.t.orders.{partition}");
+    let rows: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(&name);
+    let table = txn.open_table(rows).unwrap();
+    let (mut lone, mut batch) = (Vec::new(), Vec::new());
+    for row in table.iter().unwrap() {
+        let (key, value) = row.unwrap();
+        if value.value().first() == Some(&16) {
+            batch.push(key.value());
+        } else {
+            lone.push(key.value());
+        }
+    }
+    (lone, batch)
+}
+
+#[test]
+fn a_format_6_store_opens_and_mixes_lone_and_batch_rows() {
+    let path = copy_of("v6.embus", "v6");
+    assert_eq!(format_version(&path), 6);
+    assert_eq!(inspected_orders(&path), [(Some(0), 150, 150); 2]);
+    for partition in 0..2 {
+        assert_eq!(orders_rows(&path, partition), ((0..150).collect(), vec![]));
+    }
+    let clock = ManualClock::new();
+    let open = || {
+        Broker::builder()
+            .path(&path)
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+
+    let bus = open();
+    let orders = bus.topic::<u64>("orders").unwrap();
+    assert_eq!(
+        orders.options(),
+        TopicOptions::default()
+            .partitions(2)
+            .retention(Retention::unlimited())
+    );
+    // Every record in its own (lone) row, each at its offset.
+    assert_eq!(all_orders(&bus, 300), round_robin(0..300));
+    // Group `billing` acked offsets 0 to 9 of partition 0 and nothing of partition 1.
+    assert_eq!(orders.group_position("billing"), Some(vec![10, 0]));
+    {
+        let mut billing = orders.join_group("billing").unwrap();
+        let mut held = Vec::new();
+        let first_of_0 = loop {
+            let m = billing.recv_timeout(common::WAIT).unwrap();
+            if m.partition() == 0 {
+                break (m.offset(), *m.payload());
+            }
+            held.push((m.offset(), *m.payload()));
+        };
+        assert_eq!(first_of_0, (10, 20));
+        if let Some(&first_of_1) = held.first() {
+            assert_eq!(first_of_1, (0, 1));
+        }
+    } // nothing acked: the group's position stays where the fixture left it
+    assert_eq!(orders.group_position("billing"), Some(vec![10, 0]));
+    check_version_6_jobs(&bus, 0);
+
+    // One more batch: its records go into batch rows after the lone rows.
+    let receipts = orders.producer().send_batch((300..600).collect()).unwrap();
+    let placed: Vec<(u32, u64)> = receipts.iter().map(|r| (r.partition, r.offset)).collect();
+    let expected: Vec<(u32, u64)> = (300..600u64)
+        .map(|n| (u32::try_from(n % 2).unwrap(), n / 2))
+        .collect();
+    assert_eq!(placed, expected);
+    drop(orders);
+    bus.close().unwrap();
+    assert_eq!(format_version(&path), 7);
+    assert_eq!(inspected_orders(&path), [(Some(0), 300, 300); 2]);
+    // The old rows are kept as they are; the new records are in batch rows after them.
+    for partition in 0..2 {
+        let (lone, batch) = orders_rows(&path, partition);
+        assert_eq!(lone, (0..150).collect::<Vec<u64>>());
+        assert_eq!(batch.first(), Some(&150), "{batch:?}");
+        assert!(batch.len() < 150, "{batch:?}");
+    }
+
+    // Reopened: lone rows then batch rows, every record at its offset with its payload.
+    let bus = open();
+    assert_eq!(all_orders(&bus, 600), round_robin(0..600));
+    let orders = bus.topic::<u64>("orders").unwrap();
+    assert_eq!(orders.retained(), 600);
+    assert_eq!(orders.group_position("billing"), Some(vec![10, 0]));
+    // From the middle of the lone rows, across into the batch rows.
+    let mut from = orders.subscribe(Start::Offset(140)).unwrap();
+    let mut tail: Vec<(u32, u64, u64)> = (0..2 * 160)
+        .map(|_| {
+            let m = from.recv_timeout(common::WAIT).unwrap();
+            (m.partition(), m.offset(), *m.payload())
+        })
+        .collect();
+    tail.sort_unstable();
+    let mut expected_tail = round_robin(280..600);
+    expected_tail.sort_unstable();
+    assert_eq!(tail, expected_tail);
+    check_version_6_jobs(&bus, 1);
+    drop((orders, from));
+    bus.close().unwrap();
+    assert_eq!(format_version(&path), 7);
 }
