@@ -42,19 +42,19 @@ pub(crate) fn is_batch(value: &[u8]) -> bool {
 
 /// One row of `records` (each already sealed for its offset, `key` and on) for `key` in the
 /// table of `seed`.
-pub(crate) fn seal(seed: u32, key: u64, records: &[Vec<u8>]) -> Vec<u8> {
-    let body: usize = records.iter().map(Vec::len).sum();
+pub(crate) fn seal(seed: u32, key: u64, records: &[impl AsRef<[u8]>]) -> Vec<u8> {
+    let body: usize = records.iter().map(|r| r.as_ref().len()).sum();
     let mut out = Vec::with_capacity(HEAD + 4 * records.len() + body);
     out.push(BATCH);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len(records.len()).to_le_bytes());
     for record in records {
-        out.extend_from_slice(&len(record.len()).to_le_bytes());
+        out.extend_from_slice(&len(record.as_ref().len()).to_le_bytes());
     }
     let crc = checksum(seed, key, &out[5..]);
     out[1..5].copy_from_slice(&crc.to_le_bytes());
     for record in records {
-        out.extend_from_slice(record);
+        out.extend_from_slice(record.as_ref());
     }
     out
 }
@@ -148,15 +148,15 @@ impl ExactSizeIterator for Records<'_> {}
 /// once the offsets below `from` are trimmed: a lone record's own bytes, or a smaller batch
 /// keyed `from`; `None` if none is left.
 pub(crate) fn tail(seed: u32, key: u64, value: &[u8], from: u64) -> Option<Vec<u8>> {
-    let kept: Vec<Vec<u8>> = records(seed, key, value)
+    let kept: Vec<&[u8]> = records(seed, key, value)
         .ok()?
         .filter(|(offset, _)| *offset >= from)
-        .map(|(_, record)| record.to_vec())
+        .map(|(_, record)| record)
         .collect();
-    match kept.len() {
-        0 => None,
-        1 => kept.into_iter().next(),
-        _ => Some(seal(seed, from, &kept)),
+    match kept.as_slice() {
+        [] => None,
+        [lone] => Some(lone.to_vec()),
+        kept => Some(seal(seed, from, kept)),
     }
 }
 
