@@ -213,6 +213,15 @@ fn a_slow_reader_far_behind_the_memory_tail_reads_from_the_store_without_lag() {
         let m = slow.recv_timeout(common::WAIT).unwrap();
         assert_eq!((m.offset(), *m.payload()), (expected, expected));
     }
+    // Without waiting, from an offset that is not a chunk's first: the last chunk read back
+    // ends where memory begins, short, and a reader holding it must not take its empty slots
+    // for the end of the log.
+    let mut polled = t.subscribe(Start::Offset(5)).unwrap();
+    for expected in 5..n {
+        let m = polled.try_recv().unwrap();
+        assert_eq!((m.offset(), *m.payload()), (expected, expected));
+    }
+    assert!(polled.try_recv().is_err(), "all {n} read");
     for expected in 0..n {
         let m = group.recv_timeout(common::WAIT).unwrap();
         assert_eq!((m.offset(), *m.payload()), (expected, expected));

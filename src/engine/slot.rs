@@ -1,35 +1,39 @@
-//! `Slot`: a cell written once and then read by any thread, for the partition log's messages.
-//! The crate's only `unsafe` code is here.
+//! `Slots`: cells written once, in order, by one [`Writer`], and then read by any thread, for
+//! the partition log's messages. The crate's only `unsafe` code is here.
 //!
 //! `std::sync::OnceLock` does the same safely, but its `set` takes two read-modify-writes and
 //! an out-of-line call through `Once` (about a tenth of a memory topic send, measured with
-//! perf). A slot takes one compare-exchange, on the cache line it is about to write anyway.
-//!
-//! The state goes `EMPTY → WRITING → READY`, each step once:
-//! - `set` wins the exchange `EMPTY → WRITING` (Acquire), or hands the value back: so at most
-//!   one thread ever writes the value, and only while no reader may look at it;
-//! - it then writes the value and stores `READY` with Release;
+//! perf). A compare-exchange per slot, which an earlier version took, still stalls the
+//! producer: the reader that waits for the message has the slot's line, and a locked
+//! instruction must own it before it retires, where plain stores queue in the store buffer
+//! (half the time of a memory topic's `append`, measured with perf). So a slot is written with
+//! plain stores, and the [`Writer`] proves that nobody else writes it:
+//! - each `Slots` has a [`Writer`] made with it, matched by a process-unique id, and not
+//!   `Clone`; it only moves forward, so each slot is written at most once, and only while no
+//!   reader may look at it (its state is `EMPTY`);
+//! - the writer writes the value and then stores `READY` with Release;
 //! - `get` reads the value only after loading `READY` with Acquire, which makes the write
 //!   visible, and nothing writes it after that;
-//! - drop (with `&mut`, so alone) drops the value only if it was written.
+//! - `take` and drop (with `&mut`, so alone) take or drop the value only if it was written;
+//!   a taken slot is `EMPTY` again, but the writer is past it, so it is never written again.
 //!
-//! Loom models check `set` against `get` (`loom_models` at the bottom, and the partition models
-//! in `topic::log`, which run on it through [`sync`](super::sync)'s loom cell); `take` and drop
-//! need `&mut`, which loom cannot trace through a std `Arc`, so Miri checks those, with the
-//! rest: `cargo +nightly miri test --lib engine::slot` (and `engine::topic::log`).
+//! Loom models check the writer against `get` (`loom_models` at the bottom, and the partition
+//! models in `topic::log`, which run on it through [`sync`](super::sync)'s loom cell); `take`
+//! and drop need `&mut`, which loom cannot trace through a std `Arc`, so Miri checks those, with
+//! the rest: `cargo +nightly miri test --lib engine::slot` (and `engine::topic::log`).
 
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::AtomicU64 as IdCounter;
 
 use super::sync::{AtomicU8, Ordering, UnsafeCell};
 
 const EMPTY: u8 = 0;
-const WRITING: u8 = 1;
 const READY: u8 = 2;
 
-/// A value set at most once, then shared.
-pub(crate) struct Slot<T> {
+/// A value set at most once (by the [`Writer`] of the [`Slots`] it is in), then shared.
+struct Slot<T> {
     state: AtomicU8,
     value: UnsafeCell<MaybeUninit<T>>,
 }
@@ -39,17 +43,90 @@ pub(crate) struct Slot<T> {
 // `OnceLock<T>` requires for the same sharing.
 unsafe impl<T: Send + Sync> Sync for Slot<T> {}
 
-impl<T> Slot<T> {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: AtomicU8::new(EMPTY),
-            value: UnsafeCell::new(MaybeUninit::uninit()),
-        }
+/// A fixed run of write-once slots, written in order by their one [`Writer`].
+pub(crate) struct Slots<T> {
+    /// Matches the writer made with these slots (ids are never reused).
+    id: u64,
+    slots: Box<[Slot<T>]>,
+}
+
+/// The only writer of one [`Slots`]: the next index it may write (it never goes back).
+#[derive(Debug)]
+pub(crate) struct Writer {
+    id: u64,
+    next: usize,
+}
+
+/// Where slot ids come from: one per [`Slots`], never reused (a `u64` does not wrap).
+static NEXT_ID: IdCounter = IdCounter::new(0);
+
+impl<T> Slots<T> {
+    /// `len` empty slots and their writer.
+    pub(crate) fn new(len: usize) -> (Self, Writer) {
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slots = (0..len)
+            .map(|_| Slot {
+                state: AtomicU8::new(EMPTY),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        (Self { id, slots }, Writer { id, next: 0 })
     }
 
+    /// The value at `index`, once written.
+    #[inline]
+    pub(crate) fn get(&self, index: usize) -> Option<&T> {
+        self.slots.get(index)?.get()
+    }
+
+    /// Each slot's value, in order (`None` where none is written).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Option<&T>> {
+        self.slots.iter().map(Slot::get)
+    }
+
+    /// Writes `value` at `index` through `writer`, or hands it back if `writer` is not these
+    /// slots' writer, `index` is out of range, or the writer is already past it. The writer
+    /// moves past `index` (the slots it skipped stay empty for good).
+    #[inline]
+    pub(crate) fn write(&self, writer: &mut Writer, index: usize, value: T) -> Result<(), T> {
+        let Some(slot) = self.slots.get(index) else {
+            return Err(value);
+        };
+        if writer.id != self.id || index < writer.next {
+            return Err(value);
+        }
+        writer.next = index + 1;
+        // SAFETY: only this writer writes these slots (the ids match, and a writer is made
+        // once, with its slots), and it has never been at `index` (it only moves forward), so
+        // this is the slot's only write, and no reader looks at the value before `READY`,
+        // stored below. `take` (with `&mut`) may have emptied the slot since, but the writer
+        // was past it by then.
+        slot.value.with_mut(|cell| unsafe {
+            (*cell).write(value);
+        });
+        slot.state.store(READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes each value that `keep` refuses out (compaction), leaving those slots empty;
+    /// returns whether any value stays.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(usize, &T) -> bool) -> bool {
+        let mut kept = false;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            match slot.get().map(|value| keep(index, value)) {
+                Some(false) => drop(slot.take()),
+                Some(true) => kept = true,
+                None => {}
+            }
+        }
+        kept
+    }
+}
+
+impl<T> Slot<T> {
     /// The value, once set.
     #[inline]
-    pub(crate) fn get(&self) -> Option<&T> {
+    fn get(&self) -> Option<&T> {
         if self.state.load(Ordering::Acquire) != READY {
             return None;
         }
@@ -62,32 +139,8 @@ impl<T> Slot<T> {
         )
     }
 
-    /// Sets the value, or hands it back if the slot was set already, or is being set by
-    /// another thread right now (unlike `OnceLock`, it does not wait for that one: the log
-    /// sets each slot once, under the partition lock). Nothing between the exchange and the
-    /// `READY` store can unwind, so a slot never stays half-written.
-    #[inline]
-    pub(crate) fn set(&self, value: T) -> Result<(), T> {
-        if self
-            .state
-            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(value);
-        }
-        // SAFETY: winning `EMPTY → WRITING` makes this the only write the slot will ever have,
-        // and no reader looks at the value before `READY`, stored below.
-        self.value.with_mut(|slot| unsafe {
-            (*slot).write(value);
-        });
-        self.state.store(READY, Ordering::Release);
-        Ok(())
-    }
-}
-
-impl<T> Slot<T> {
     /// Takes the value out (compaction), leaving the slot empty.
-    pub(crate) fn take(&mut self) -> Option<T> {
+    fn take(&mut self) -> Option<T> {
         if self.state.load(Ordering::Acquire) != READY {
             return None;
         }
@@ -121,7 +174,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
-    use super::Slot;
+    use super::Slots;
 
     /// Counts its drops.
     struct Counted(Arc<AtomicUsize>);
@@ -133,76 +186,94 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_set_once_and_hands_a_second_value_back() {
-        let slot = Slot::new();
-        assert_eq!(slot.get(), None);
-        assert_eq!(slot.set(String::from("first")), Ok(()));
+    fn a_writer_writes_each_slot_once_in_order_and_hands_the_rest_back() {
+        let (slots, mut writer) = Slots::new(3);
+        assert_eq!(slots.get(0), None);
+        assert_eq!(slots.write(&mut writer, 0, "first"), Ok(()));
+        assert_eq!(slots.write(&mut writer, 0, "again"), Err("again"));
+        assert_eq!(slots.write(&mut writer, 2, "skips one"), Ok(()));
+        assert_eq!(slots.write(&mut writer, 1, "back"), Err("back"));
         assert_eq!(
-            slot.set(String::from("second")),
-            Err(String::from("second"))
+            slots.write(&mut writer, 3, "past the end"),
+            Err("past the end")
         );
-        assert_eq!(slot.get().map(String::as_str), Some("first"));
+        let seen: Vec<_> = slots.iter().collect();
+        assert_eq!(seen, [Some(&"first"), None, Some(&"skips one")]);
     }
 
     #[test]
-    fn a_taken_value_leaves_the_slot_empty() {
-        let mut slot = Slot::new();
-        assert_eq!(slot.take(), None);
-        assert!(slot.set(Box::new(7)).is_ok());
-        assert_eq!(slot.take(), Some(Box::new(7)));
-        assert_eq!(slot.get(), None);
-        assert_eq!(slot.take(), None);
+    fn another_slots_writer_is_refused() {
+        let (slots, _writer) = Slots::new(2);
+        let (_other, mut other_writer) = Slots::<u32>::new(2);
+        assert_eq!(slots.write(&mut other_writer, 0, 7), Err(7));
+        assert_eq!(slots.get(0), None);
     }
 
     #[test]
-    fn a_set_value_is_dropped_once_and_an_empty_slot_drops_nothing() {
+    fn retain_takes_refused_values_and_the_writer_never_writes_them_again() {
+        let (mut slots, mut writer) = Slots::new(3);
+        for (i, value) in [10, 11, 12].into_iter().enumerate() {
+            assert!(slots.write(&mut writer, i, Box::new(value)).is_ok());
+        }
+        assert!(slots.retain(|i, v| i == 1 && **v == 11));
+        let seen: Vec<_> = slots.iter().map(|v| v.map(|v| **v)).collect();
+        assert_eq!(seen, [None, Some(11), None]);
+        assert_eq!(slots.write(&mut writer, 0, Box::new(1)), Err(Box::new(1)));
+        assert!(!slots.retain(|_, _| false), "nothing left");
+    }
+
+    #[test]
+    fn a_written_value_is_dropped_once_and_an_empty_slot_drops_nothing() {
         let drops = Arc::new(AtomicUsize::new(0));
-        drop(Slot::<Counted>::new());
+        drop(Slots::<Counted>::new(2));
         assert_eq!(drops.load(StdOrdering::SeqCst), 0);
-        let slot = Slot::new();
-        assert!(slot.set(Counted(Arc::clone(&drops))).is_ok());
-        let Err(refused) = slot.set(Counted(Arc::clone(&drops))) else {
-            panic!("set twice");
+        let (slots, mut writer) = Slots::new(2);
+        assert!(
+            slots
+                .write(&mut writer, 0, Counted(Arc::clone(&drops)))
+                .is_ok()
+        );
+        let Err(refused) = slots.write(&mut writer, 0, Counted(Arc::clone(&drops))) else {
+            panic!("written twice");
         };
         drop(refused);
         assert_eq!(drops.load(StdOrdering::SeqCst), 1, "the refused value");
-        drop(slot);
-        assert_eq!(drops.load(StdOrdering::SeqCst), 2, "the set value, once");
+        drop(slots);
+        assert_eq!(
+            drops.load(StdOrdering::SeqCst),
+            2,
+            "the written value, once"
+        );
+        let (mut slots, mut writer) = Slots::new(1);
+        assert!(
+            slots
+                .write(&mut writer, 0, Counted(Arc::clone(&drops)))
+                .is_ok()
+        );
+        slots.retain(|_, _| false);
+        assert_eq!(drops.load(StdOrdering::SeqCst), 3, "taken by retain");
+        drop(slots);
+        assert_eq!(drops.load(StdOrdering::SeqCst), 3, "not dropped again");
     }
 
     /// A reader on another thread sees the whole value once it sees it at all (Miri checks
     /// the accesses for data races).
     #[test]
     fn a_reader_sees_the_value_written_on_another_thread() {
-        let slot = Arc::new(Slot::new());
-        let writer = {
-            let slot = Arc::clone(&slot);
-            std::thread::spawn(move || slot.set(vec![1u64, 2, 3]).is_ok())
+        let (slots, mut writer) = Slots::new(1);
+        let slots = Arc::new(slots);
+        let written = {
+            let slots = Arc::clone(&slots);
+            std::thread::spawn(move || slots.write(&mut writer, 0, vec![1u64, 2, 3]).is_ok())
         };
         let seen = loop {
-            if let Some(value) = slot.get() {
+            if let Some(value) = slots.get(0) {
                 break value.clone();
             }
             std::thread::yield_now();
         };
         assert_eq!(seen, [1, 2, 3]);
-        assert!(writer.join().unwrap());
-    }
-
-    /// Two threads race to set: exactly one wins, and the other gets its value back.
-    #[test]
-    fn racing_setters_have_one_winner() {
-        let slot = Arc::new(Slot::new());
-        let setters: Vec<_> = (0..2u32)
-            .map(|i| {
-                let slot = Arc::clone(&slot);
-                std::thread::spawn(move || slot.set(i).is_ok())
-            })
-            .collect();
-        let won: Vec<bool> = setters.into_iter().map(|s| s.join().unwrap()).collect();
-        assert_eq!(won.iter().filter(|&&w| w).count(), 1);
-        let winner = u32::from(won[1]);
-        assert_eq!(slot.get(), Some(&winner));
+        assert!(written.join().unwrap());
     }
 }
 
@@ -211,27 +282,28 @@ mod loom_models {
     use loom::sync::Arc;
     use loom::thread;
 
-    use super::Slot;
+    use super::Slots;
 
-    /// A reader racing the write sees nothing or the whole value; a second setter racing the
-    /// first gets its value back; every value is dropped once (loom checks the cell's
-    /// accesses and leaks).
+    /// A reader racing the writer sees nothing or the whole value of each slot (loom checks
+    /// the cell's accesses and leaks), and once it sees the second it sees the first.
     #[test]
-    fn loom_slot_set_get_race() {
+    fn loom_slots_write_get_race() {
         loom::model(|| {
-            let slot = Arc::new(Slot::new());
-            let (a, b) = (Arc::clone(&slot), Arc::clone(&slot));
-            let first = thread::spawn(move || a.set(Arc::new(1u64)).is_ok());
-            let second = thread::spawn(move || b.set(Arc::new(2u64)).is_ok());
-            let seen = slot.get().map(|v| **v);
-            assert!(matches!(seen, None | Some(1 | 2)));
-            let (first, second) = (first.join().unwrap(), second.join().unwrap());
-            assert!(first ^ second, "exactly one setter wins");
-            let value = **slot.get().expect("set by now");
-            assert_eq!(value, if first { 1 } else { 2 });
-            if let Some(seen) = seen {
-                assert_eq!(seen, value, "a reader saw a value other than the one set");
+            let (slots, mut writer) = Slots::new(2);
+            let slots = Arc::new(slots);
+            let written = Arc::clone(&slots);
+            let writing = thread::spawn(move || {
+                assert!(written.write(&mut writer, 0, Arc::new(1u64)).is_ok());
+                assert!(written.write(&mut writer, 1, Arc::new(2u64)).is_ok());
+            });
+            let second = slots.get(1).map(|v| **v);
+            let first = slots.get(0).map(|v| **v);
+            assert!(matches!(second, None | Some(2)));
+            if second.is_some() {
+                assert_eq!(first, Some(1), "the second slot was seen before the first");
             }
+            writing.join().unwrap();
+            assert_eq!(slots.get(0).map(|v| **v), Some(1));
         });
     }
 }

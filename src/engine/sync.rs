@@ -17,7 +17,7 @@
 //!   the value and read with `Acquire` before it: what std's `OnceLock` promises, made visible
 //!   to loom, so a reader that could see a link before it is published finds it empty.
 //! - `UnsafeCell` and `AtomicU8` are loom's, so that loom checks the accesses of the
-//!   write-once slots ([`Slot`](super::slot::Slot)) that hold the messages.
+//!   write-once slots ([`Slots`](super::slot::Slots)) that hold the messages.
 //! - `Mutex` is loom's (parking_lot's cannot be modelled); `Thread` and `current` are loom's, so
 //!   that waiters park and unpark loom threads.
 
@@ -55,7 +55,7 @@ pub(crate) use loom::sync::atomic::AtomicU8;
 #[cfg(embus_loom)]
 pub(crate) use loom::thread::{Thread, current};
 
-/// std's `UnsafeCell` with loom's closure API, so that [`Slot`](super::slot::Slot)'s accesses
+/// std's `UnsafeCell` with loom's closure API, so that [`Slots`](super::slot::Slots)' accesses
 /// are checked under loom and cost nothing otherwise.
 #[cfg(not(embus_loom))]
 #[derive(Debug)]

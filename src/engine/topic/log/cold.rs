@@ -136,7 +136,7 @@ impl<T> ColdStore<T> {
             return;
         }
         for (offset, slot) in (segment.start..).zip(segment.slots.iter()) {
-            if let Some(s) = slot.get() {
+            if let Some(s) = slot {
                 self.index.push(offset, s.ts, s.entry.size, INDEX_LIMIT);
             }
         }

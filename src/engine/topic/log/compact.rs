@@ -80,14 +80,11 @@ impl<T> Log<T> {
                     continue;
                 }
             };
-            let mut live = false;
-            for (offset, slot) in (owned.start..).zip(owned.slots.iter_mut()) {
-                match slot.get().map(|s| compactor.is_latest(&s.entry, offset)) {
-                    Some(false) => drop(slot.take()),
-                    Some(true) => live = true,
-                    None => {}
-                }
-            }
+            owned.appended = false; // it has gaps from now on
+            let start = owned.start;
+            let live = owned
+                .slots
+                .retain(|i, s| compactor.is_latest(&s.entry, start + i as u64));
             if live {
                 // A new allocation: links to the old one (a reader's `next`) no longer
                 // upgrade, so such readers find their place again under the lock.

@@ -22,7 +22,8 @@
 //! dropped; the cursor's store in `advance` or its load in `can_trim_at` weakened;
 //! `advance` not waking the writers it took; `remove_writer` clearing the flag while another
 //! writer waits; `push` not waking readers; `end` stored `Relaxed`, loaded `Relaxed`, or
-//! stored before the slot is set; a segment's `next` link set after `end`.
+//! stored before the slot is set; a segment's `next` link set after `end`. (`end` loaded or
+//! stored `Relaxed` re-checked after readers began deciding "empty" from an empty slot.)
 
 use std::sync::Arc;
 
@@ -352,5 +353,38 @@ fn loom_a_lagging_reader_accounts_for_every_offset() {
             }
         }
         producer.join().unwrap();
+    });
+}
+
+/// A reader that knows a send finished (it joined the producer: any happens-before will do)
+/// reads it lock-free: an empty slot in the segment it holds means "not appended yet" only
+/// until the slot's write is visible, never after. Two sends cross a segment's `next` link.
+#[test]
+fn loom_a_send_that_happened_before_is_read_lock_free() {
+    model("a_send_that_happened_before_is_read_lock_free", || {
+        let l = limits(None, false);
+        let (p, mut reader) = primed(&l, false, 0);
+        let first = spawn_send(&p, l, 100, 100);
+        // Racing the append: empty, or the message; never a fall back to the lock.
+        let raced = p.read_fast(&mut reader);
+        assert!(
+            matches!(raced, Some(Read::Empty | Read::Got(_))),
+            "an appended segment decides without the lock"
+        );
+        let had = usize::from(matches!(raced, Some(Read::Got(_))));
+        assert_eq!(first.join().unwrap(), 1);
+        let second = spawn_send(&p, l, 101, 101);
+        assert_eq!(second.join().unwrap(), 2);
+        for offset in 1 + had as u64..=2 {
+            match p.read_fast(&mut reader) {
+                Some(Read::Got(got)) => assert_eq!(got.offset(), offset),
+                Some(Read::Empty) => panic!("offset {offset} was sent before but read empty"),
+                _ => {
+                    // Crossing to the next segment may need the lock (its link is weak).
+                    let (read, _) = p.read_locked(&mut p.lock(), &mut reader, 1, Wait::No, || 0);
+                    assert!(matches!(read, Read::Got(ref got) if got.offset() == offset));
+                }
+            }
+        }
     });
 }

@@ -220,3 +220,48 @@ fn block_cursor_moving_back_before_publish_overfills() {
         "one over the limit of 3"
     );
 }
+
+fn keyed(key: &str) -> Entry<u64> {
+    Entry {
+        payload: 0,
+        meta: Some(Box::new(crate::record::Meta {
+            key: Some(key.as_bytes().into()),
+            ..Default::default()
+        })),
+        size: 0,
+    }
+}
+
+/// A reader holding a segment that compaction rebuilt with gaps does not take a gap for the
+/// end of the log: only a segment being appended to says "empty" from an empty slot.
+#[test]
+fn a_lock_free_reader_does_not_stop_at_a_compaction_gap() {
+    let p = Partition::new().compacted(true);
+    let l = limits(None, None, false);
+    {
+        let mut log = p.lock();
+        let _ = log.push(0, keyed("kept"));
+        // Offsets 1..=2·SEGMENT all have one key: each supersedes the one before, and the
+        // pass compacts the first segment, leaving only offset 0 in it.
+        for _ in 0..2 * SEGMENT {
+            assert!(log.trim(&l, 0, Some(0)));
+            let _ = log.push(0, keyed("same"));
+        }
+        assert!(log.get(1).is_none(), "offset 1 was compacted away");
+    }
+    let mut reader = {
+        let mut log = p.lock();
+        p.reader(&mut log, 0, l.block, 1)
+    };
+    let (first, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
+    assert!(matches!(first, Read::Got(g) if g.offset() == 0));
+    assert!(
+        p.read_fast(&mut reader).is_none(),
+        "a gap in a rebuilt segment is decided under the lock"
+    );
+    let (next, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
+    assert!(
+        matches!(next, Read::Got(g) if g.offset() == SEGMENT),
+        "the first offset kept"
+    );
+}
