@@ -326,34 +326,52 @@ fn loom_a_reader_that_sees_the_end_finds_the_slot() {
 #[test]
 fn loom_a_lagging_reader_accounts_for_every_offset() {
     model("a_lagging_reader_accounts_for_every_offset", || {
-        let l = limits(Some(1), false);
-        let (p, mut reader) = primed(&l, false, 1);
-        let producer = {
-            let p = Arc::clone(&p);
-            thread::spawn(move || {
-                for payload in 2..=3 {
-                    assert_eq!(send(&p, &l, 100, payload), payload);
-                }
-            })
-        };
-        let mut next = 1;
-        while next <= 3 {
-            match recv(&p, &mut reader, 1, false) {
-                Got::Message { offset, payload } => {
-                    assert_eq!((offset, payload), (next, next), "in order, its own slot");
-                    next += 1;
-                }
-                Got::Lagged(skipped) => {
-                    assert!(
-                        skipped > 0 && next + skipped <= 3,
-                        "skipped {skipped} at {next}"
-                    );
-                    next += skipped;
-                }
+        lagging_reader(1, 1);
+    });
+}
+
+/// As above with five kept, so that the published base runs ahead of the log's (by a quarter
+/// of what is retained): the reader starts between the two, where the lock decides.
+#[test]
+fn loom_a_lagging_reader_below_the_published_base_accounts_for_every_offset() {
+    model(
+        "a_lagging_reader_below_the_published_base_accounts_for_every_offset",
+        || lagging_reader(5, 5),
+    );
+}
+
+/// A `Lag` partition keeping `kept` messages, primed up to `upto`, and a producer sending the
+/// next two while the reader at 1 follows: every offset once, as a message or in a lag.
+fn lagging_reader(kept: u64, upto: u64) {
+    let l = limits(Some(kept), false);
+    let (p, mut reader) = primed(&l, false, upto);
+    let producer = {
+        let p = Arc::clone(&p);
+        thread::spawn(move || {
+            for payload in upto + 1..=upto + 2 {
+                assert_eq!(send(&p, &l, 100, payload), payload);
+            }
+        })
+    };
+    let mut next = 1;
+    while next <= upto + 2 {
+        match recv(&p, &mut reader, 1, false) {
+            Got::Message { offset, payload } => {
+                assert_eq!((offset, payload), (next, next), "in order, its own slot");
+                next += 1;
+            }
+            Got::Lagged(skipped) => {
+                assert!(
+                    skipped > 0 && next + skipped <= upto + 2,
+                    "skipped {skipped} at {next}"
+                );
+                next += skipped;
             }
         }
-        producer.join().unwrap();
-    });
+    }
+    producer.join().unwrap();
+    let log = p.lock();
+    assert!(p.published.base.load(Ordering::SeqCst) >= log.base());
 }
 
 /// A reader that knows a send finished (it joined the producer: any happens-before will do)

@@ -110,13 +110,14 @@ impl<T> StoredRef<T> {
 }
 
 /// What the log publishes for lock-free readers, each on lines of its own: the producer writes
-/// `end` (and `base`, once full) on every message, and readers check `writers_waiting` on every
-/// message.
+/// `end` on every message (and `base`, once full, every few dozen), and readers check
+/// `writers_waiting` on every message.
 #[derive(Default)]
 struct Published {
     /// Offsets below this are set (slots are written before `end` moves past them).
     end: Padded<AtomicU64>,
-    /// Offsets below this are trimmed.
+    /// Offsets below this may be trimmed: at or above the log's base, raised ahead of it (see
+    /// [`Log::pop`]), so that this line changes once per many trims, not on every send.
     base: Padded<AtomicU64>,
     /// A producer waits for room (`Block`): readers that move their cursor must wake it.
     writers_waiting: Padded<AtomicBool>,
@@ -129,6 +130,9 @@ pub(crate) struct Partition<T> {
     log: Padded<Mutex<Log<T>>>,
     published: Arc<Published>,
 }
+
+/// Trims between two stores of the published base, at most (see [`Log::pop`]).
+const BASE_AHEAD: u64 = 64;
 
 /// Durable mode: messages per partition kept in memory (whole segments beyond it are dropped,
 /// and read back from the store if a reader needs them).
@@ -150,6 +154,8 @@ pub(crate) struct Log<T> {
     staged_ts: Nanos,
     /// Segments covering at least `base..end`, oldest first.
     segments: VecDeque<Arc<Segment<T>>>,
+    /// What `published.base` says: at or above `base`.
+    base_bound: u64,
     /// The writer of the newest segment's slots, and the offset after that segment's last
     /// (kept here, so that appending reads nothing a reader writes). While that offset is past
     /// the end, the newest segment is the last in `segments`; once the end reaches it, the
@@ -261,6 +267,7 @@ impl<T> Partition<T> {
             staged_bytes: 0,
             staged_ts: 0,
             segments: VecDeque::new(),
+            base_bound: base,
             tail: None,
             bytes,
             last_ts,
@@ -320,7 +327,8 @@ impl<T> Partition<T> {
     /// means take the lock and use [`read_locked`](Self::read_locked).
     #[inline]
     pub(crate) fn read_fast(&self, reader: &mut Reader<T>) -> Option<Read<T>> {
-        // Retention may trim past a reader that does not block it (`Overflow::Lag`).
+        // Retention may trim past a reader that does not block it (`Overflow::Lag`): near the
+        // base, the lock decides.
         if !reader.blocks && reader.next < self.published.base.load(Ordering::Acquire) {
             return None;
         }
@@ -532,7 +540,17 @@ impl<T> Log<T> {
         {
             self.segments.pop_front();
         }
-        self.published.base.store(self.base, Ordering::Release);
+        if self.base > self.base_bound {
+            // Announce a bound ahead of the base: readers below it take the lock, which knows
+            // the base exactly, and readers past it see this line change once per `ahead`
+            // trims. Never more than a quarter of what is retained ahead, so a reader that
+            // keeps up stays past it.
+            let ahead = ((self.end - self.base) / 4).min(BASE_AHEAD);
+            self.base_bound = self.base + ahead;
+            self.published
+                .base
+                .store(self.base_bound, Ordering::Release);
+        }
     }
 
     /// Appends a message (after [`trim`](Self::trim) made room) and returns its offset and the

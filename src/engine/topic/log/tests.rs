@@ -265,3 +265,41 @@ fn a_lock_free_reader_does_not_stop_at_a_compaction_gap() {
         "the first offset kept"
     );
 }
+
+/// Under `Lag`, the published base runs ahead of the log's, so that readers well past it do not
+/// see it change on every trim; a reader between the two is sent to the lock, which knows the
+/// base exactly: it gets each retained message, then the exact lag.
+#[test]
+fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
+    let p = Partition::new();
+    let l = limits(Some(400), None, false);
+    let mut near = {
+        let mut log = p.lock();
+        p.reader(&mut log, 0, l.block, 1)
+    };
+    append(&p, &l, 401); // one trim: 1..401 kept
+    let published = p.published.base.load(Ordering::SeqCst);
+    assert_eq!(
+        published,
+        1 + BASE_AHEAD,
+        "ahead of the base by up to a quarter retained"
+    );
+    let (lagged, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
+    assert!(matches!(lagged, Read::Lagged(1)));
+    // At 1, below the published bound: the lock decides, and gives the message.
+    assert!(p.read_fast(&mut near).is_none());
+    let (got, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
+    assert!(matches!(got, Read::Got(g) if g.offset() == 1));
+    // Past the bound: lock-free, and the bound does not move until the base passes it.
+    let mut far = {
+        let mut log = p.lock();
+        p.reader(&mut log, 200, l.block, 2)
+    };
+    let _ = p.read_locked(&mut p.lock(), &mut far, 0, Wait::No, || 0);
+    assert!(matches!(p.read_fast(&mut far), Some(Read::Got(g)) if g.offset() == 201));
+    append(&p, &l, published - 1); // the base reaches the bound, not past it
+    assert_eq!(p.lock().base(), published);
+    assert_eq!(p.published.base.load(Ordering::SeqCst), published);
+    append(&p, &l, 1);
+    assert!(p.published.base.load(Ordering::SeqCst) > p.lock().base());
+}
