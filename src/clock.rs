@@ -169,9 +169,14 @@ struct Base {
 
 fn base() -> &'static Base {
     static BASE: std::sync::OnceLock<Base> = std::sync::OnceLock::new();
-    BASE.get_or_init(|| Base {
-        instant: Instant::now(),
-        ticks: system::monotonic(),
+    BASE.get_or_init(|| {
+        // Ticks first: the instant is then a little later, so a wake at `instant + d` comes
+        // when the ticks are at or just past `d`, never before.
+        let ticks = system::monotonic();
+        Base {
+            instant: Instant::now(),
+            ticks,
+        }
     })
 }
 

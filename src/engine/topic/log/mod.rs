@@ -110,8 +110,8 @@ impl<T> StoredRef<T> {
 }
 
 /// What the log publishes for lock-free readers, each on lines of its own: the producer writes
-/// `end` on every message (and `base`, once full, every few dozen), and readers check
-/// `writers_waiting` on every message.
+/// `end` on every message (and `base` once per up to 64 trims: see [`Log::pop`]), and readers
+/// check `writers_waiting` on every message.
 #[derive(Default)]
 struct Published {
     /// Offsets below this are set (slots are written before `end` moves past them).

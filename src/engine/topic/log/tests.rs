@@ -286,10 +286,16 @@ fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
     );
     let (lagged, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
     assert!(matches!(lagged, Read::Lagged(1)));
-    // At 1, below the published bound: the lock decides, and gives the message.
-    assert!(p.read_fast(&mut near).is_none());
     let (got, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
     assert!(matches!(got, Read::Got(g) if g.offset() == 1));
+    // At 2, holding its segment but below the published bound: the lock decides.
+    assert!(near.segment.is_some());
+    assert!(
+        p.read_fast(&mut near).is_none(),
+        "below the bound, never lock-free"
+    );
+    let (got, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
+    assert!(matches!(got, Read::Got(g) if g.offset() == 2));
     // Past the bound: lock-free, and the bound does not move until the base passes it.
     let mut far = {
         let mut log = p.lock();
