@@ -20,7 +20,27 @@ impl Proc {
     /// Runs test `test` of this test binary (alone, `--exact`) with `env`; `what` names it in
     /// failures. Only the lines it prints starting with `tag` are reported, without it.
     pub fn spawn(test: &str, tag: &'static str, what: String, env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        Self::spawn_with(&[], test, tag, what, env)
+    }
+
+    /// As [`spawn`](Self::spawn), run through the command `prefix` names (`taskset -c 0`, say;
+    /// none if empty).
+    pub fn spawn_with(
+        prefix: &[&str],
+        test: &str,
+        tag: &'static str,
+        what: String,
+        env: &[(&str, String)],
+    ) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command
             .args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
             .stdin(Stdio::piped())
