@@ -17,9 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::process::Proc;
-use embus::{
-    Broker, GroupOptions, Overflow, QueueOptions, RecvError, Retention, Start, TopicOptions,
-};
+use embus::{Broker, Overflow, QueueOptions, RecvError, Retention, Start, TopicOptions};
 
 const CHILD: &str = "one_core_child";
 const CHILD_ENV: &str = "EMBUS_ONE_CORE_CHILD";
@@ -240,9 +238,7 @@ fn group(n: u64) -> String {
     let topic = bus
         .topic_with::<u64>("keyed", TopicOptions::default().partitions(3))
         .unwrap();
-    let members: Vec<_> = (0..2)
-        .map(|_| topic.join_group_with("g", GroupOptions::default()).unwrap())
-        .collect();
+    let members: Vec<_> = (0..2).map(|_| topic.join_group("g").unwrap()).collect();
     let members: Vec<_> = members
         .into_iter()
         .map(|mut member| {
