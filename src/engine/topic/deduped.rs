@@ -104,7 +104,7 @@ impl<T: Payload> TopicCore<T> {
             return self.try_publish_with(partition, record, id, wait, None);
         };
         let now = self.context.clock.now();
-        if self.context.is_closed() || self.gone.is_set() {
+        if self.ended_for_sends() {
             return Err((record, self.closed()));
         }
         if let Some(original) = ids.seen(&message_id, now) {
@@ -154,7 +154,7 @@ impl<T: Payload> Deduped<T> for TopicCore<T> {
         };
         let mut ids = window.lock();
         let now = self.context.clock.now();
-        if self.context.is_closed() || self.gone.is_set() {
+        if self.ended_for_sends() {
             return Err((record, self.closed())); // a duplicate is no way around a close
         }
         if let Some(original) = ids.seen(id, now) {

@@ -371,12 +371,17 @@ impl<T: Payload> TopicCore<T> {
         }
     }
 
+    /// Closed or deleted: asked under a partition's lock, the lock that close's wake-up takes,
+    /// so a consumer's last look after close sees every push that returned a receipt. So does
+    /// delete's: a send that got past the flag has handed its records to the store before the
+    /// delete is.
+    fn ended_for_sends(&self) -> bool {
+        self.context.is_closed() || self.gone.is_set()
+    }
+
     /// Room for `size` more bytes in `log` now, under its lock: `Err(closed)` if none.
     fn room(&self, log: &mut Log<T>, now: Nanos, size: u32) -> Result<(), bool> {
-        // Under the lock that close's wake-up takes: a consumer's last look after close sees
-        // every push that returned a receipt. So does delete's: a send that got past the flag
-        // has handed its records to the store before the delete is.
-        if self.context.is_closed() || self.gone.is_set() {
+        if self.ended_for_sends() {
             return Err(true);
         }
         if log.has_room(&self.limits, now, size) {
@@ -404,7 +409,7 @@ impl<T: Payload> TopicCore<T> {
         wait: Wait<'_>,
     ) -> Result<bool, Fail> {
         let mut log = self.partitions[partition as usize].lock();
-        if self.context.is_closed() || self.gone.is_set() {
+        if self.ended_for_sends() {
             return Err(self.closed());
         }
         log.wait_for_room(id, wait);
@@ -433,7 +438,7 @@ impl<T: Payload> TopicCore<T> {
         let mut backoff = Backoff::new();
         loop {
             let mut log = self.partitions[partition as usize].lock();
-            if self.context.is_closed() || self.gone.is_set() {
+            if self.ended_for_sends() {
                 return Err(self.closed());
             }
             if self.has_room(&mut log, size) {
@@ -633,17 +638,18 @@ impl<T: Payload> Append for OneJob<'_, T> {
         };
         let now = self.topic.context.clock.now();
         let mut log = self.topic.partitions[self.partition as usize].lock();
-        match self.topic.room(&mut log, now, entry.size) {
-            Ok(()) => {
-                let (at, woken) = log.append(&self.topic.limits, now, entry);
+        if self.topic.ended_for_sends() {
+            self.closed = true;
+            self.entry = Some(entry);
+            return;
+        }
+        match log.try_append(&self.topic.limits, now, entry) {
+            Ok((at, woken)) => {
                 drop(log);
                 woken.wake();
                 self.offset = Some(at);
             }
-            Err(closed) => {
-                self.closed = closed;
-                self.entry = Some(entry);
-            }
+            Err(entry) => self.entry = Some(entry), // no room under `Block`: declined
         }
     }
 

@@ -97,10 +97,9 @@ fn assert_published(p: &Partition<u64>, reader: &Reader<u64>) {
 /// lock; park only if that look found none), then try the append again.
 fn send(p: &Partition<u64>, l: &Limits, id: u64, payload: u64) -> u64 {
     loop {
-        // `publish_once`: `has_room` and `append` under one lock; readers woken after it.
+        // `publish_once`: `try_append` under one lock; readers woken after it.
         let mut log = p.lock();
-        if log.has_room(l, 0, 0) {
-            let (offset, readers) = log.append(l, 0, entry(payload));
+        if let Ok((offset, readers)) = log.try_append(l, 0, entry(payload)) {
             drop(log);
             readers.wake();
             return offset;

@@ -1,13 +1,13 @@
 //! Retention: what a partition's log may trim (by count, bytes, age or interest), and whether
-//! a message has room (`Block`). Staged records (durable mode) keep their room without
-//! trimming until published, so the store never deletes a row that only a record it may still
-//! lose justifies.
+//! a message has room (`Block`), appending it if it has. Staged records (durable mode) keep
+//! their room without trimming until published, so the store never deletes a row that only a
+//! record it may still lose justifies.
 
 use super::Log;
 use crate::engine::notify::Woken;
 use crate::engine::sync::Ordering;
 use crate::options::{Overflow, TopicOptions};
-use crate::record::Nanos;
+use crate::record::{Entry, Nanos};
 
 /// Retention limits in the engine's units.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +130,36 @@ impl<T> Log<T> {
                 return false;
             }
             self.pop();
+        }
+    }
+
+    /// Appends `entry` if it has room now (as [`has_room`](Self::has_room) then
+    /// [`append`](Self::append)), or hands it back.
+    #[inline]
+    pub(crate) fn try_append(
+        &mut self,
+        limits: &Limits,
+        now: Nanos,
+        entry: Entry<T>,
+    ) -> Result<(u64, Woken), Entry<T>> {
+        // A count limit alone, held to, and nothing staged: making room for one message pops
+        // at most one (which `trim` does only if it may), so one pass decides and trims, where
+        // `has_room` and `append` would run the checks twice.
+        let held = self.end - self.base;
+        if limits.bytes.is_none()
+            && self.staged.is_empty()
+            && limits.messages.is_none_or(|max| held <= max)
+        {
+            return if self.trim(limits, now, Some(entry.size)) {
+                Ok(self.push(now, entry))
+            } else {
+                Err(entry)
+            };
+        }
+        if self.has_room(limits, now, entry.size) {
+            Ok(self.append(limits, now, entry))
+        } else {
+            Err(entry)
         }
     }
 

@@ -309,3 +309,38 @@ fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
     append(&p, &l, 1);
     assert!(p.published.base.load(Ordering::SeqCst) > p.lock().base());
 }
+
+/// `try_append` trims only for a message it takes: declined under `Block`, the log is as it
+/// was, by count (one pass) and by bytes (where making room could take several trims, and
+/// the first ones must not happen if the last cannot).
+#[test]
+fn try_append_trims_nothing_for_a_message_it_declines() {
+    let p = Partition::new();
+    let l = limits(Some(2), None, true);
+    let c = p.lock().add_group_cursor(0, l.block);
+    append(&p, &l, 2);
+    {
+        let mut log = p.lock();
+        assert!(
+            log.try_append(&l, 0, entry(0)).is_err(),
+            "the cursor at 0 holds it full"
+        );
+        assert_eq!((log.base(), log.end()), (0, 2));
+        let _ = log.set_cursor(c, 1);
+        assert!(log.try_append(&l, 0, entry(0)).is_ok());
+        assert_eq!((log.base(), log.end()), (1, 3));
+    }
+    let p = Partition::new();
+    let l = limits(None, Some(10), true);
+    let c = p.lock().add_group_cursor(0, l.block);
+    let mut log = p.lock();
+    for _ in 0..2 {
+        assert!(log.try_append(&l, 0, entry(4)).is_ok());
+    }
+    let _ = log.set_cursor(c, 1); // only the first of the two is past every cursor
+    assert!(
+        log.try_append(&l, 0, entry(8)).is_err(),
+        "8 + 8 needs both gone"
+    );
+    assert_eq!((log.base(), log.bytes()), (0, 8), "nothing trimmed for it");
+}
