@@ -297,6 +297,7 @@ impl Context {
 
     /// Stores and publishes a send ([`Store::append`]), then tells a wait for idle that work
     /// moved (before the sender can go on to ack what it consumed).
+    #[inline]
     pub(crate) fn append(
         &self,
         job: &mut dyn Append,
