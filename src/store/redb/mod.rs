@@ -70,6 +70,7 @@ pub(crate) use self::schema::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -117,9 +118,9 @@ pub(crate) struct Options {
 pub(crate) type OpenWith =
     Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
 
-/// The sender side, numbered: requests reach the writer in `seq` order.
+/// The sender side: requests reach the writer in the order of their numbers, handed out under
+/// this lock ([`Inner::sent`]).
 struct Order {
-    seq: u64,
     tx: Option<Sender<(u64, Request)>>,
 }
 
@@ -145,6 +146,10 @@ struct Inner {
     db: Mutex<Option<Arc<Database>>>,
     durability: Durability,
     order: Mutex<Order>,
+    /// The last request number handed out: stored under `order`'s lock once its request is
+    /// queued, and read without it (Acquire) by a queue ack, which needs a number at least that
+    /// of every request its message depends on, and by the writer's trim floors.
+    sent: AtomicU64,
     done: Mutex<Done>,
     changed: Condvar,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -193,10 +198,8 @@ impl DurableStore {
             pending: Mutex::new(Pending::default()),
             db: Mutex::new(Some(db)),
             durability: options.durability,
-            order: Mutex::new(Order {
-                seq: 0,
-                tx: Some(tx),
-            }),
+            order: Mutex::new(Order { tx: Some(tx) }),
+            sent: AtomicU64::new(0),
             done: Mutex::new(Done {
                 committed: 0,
                 failed: None,
@@ -228,11 +231,11 @@ impl DurableStore {
     }
 
     fn send(&self, request: Request) -> Option<u64> {
-        let mut order = self.inner.order.lock();
+        let order = self.inner.order.lock();
         let tx = order.tx.as_ref()?;
-        let seq = order.seq + 1;
+        let seq = self.inner.sent.load(Ordering::Relaxed) + 1; // only written under this lock
         tx.send((seq, request)).ok()?;
-        order.seq = seq;
+        self.inner.sent.store(seq, Ordering::Release);
         Some(seq)
     }
 
@@ -388,7 +391,7 @@ impl Store for DurableStore {
                 Some(self.inner.pending.lock().count(queue, id, count))
             }
             Progress::QueueAck { queue, id } => {
-                let seq = self.inner.order.lock().seq;
+                let seq = self.inner.sent.load(Ordering::Acquire);
                 Some(self.inner.pending.lock().ack(queue, id, seq))
             }
             _ => None,

@@ -126,7 +126,8 @@ impl Writer {
 
     /// The floors of the logs to trim next ([`Trims::floors`]).
     fn floors(&self) -> Floors {
-        self.trims.floors(|| self.inner.order.lock().seq)
+        self.trims
+            .floors(|| self.inner.sent.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Commits `batch` (into the lent write transaction `lent` if one came back) with the
