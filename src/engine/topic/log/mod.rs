@@ -154,8 +154,6 @@ pub(crate) struct Log<T> {
     staged_ts: Nanos,
     /// Segments covering at least `base..end`, oldest first.
     segments: VecDeque<Arc<Segment<T>>>,
-    /// What `published.base` says: at or above `base`.
-    base_bound: u64,
     /// The writer of the newest segment's slots, and the offset after that segment's last
     /// (kept here, so that appending reads nothing a reader writes). While that offset is past
     /// the end, the newest segment is the last in `segments`; once the end reaches it, the
@@ -267,7 +265,6 @@ impl<T> Partition<T> {
             staged_bytes: 0,
             staged_ts: 0,
             segments: VecDeque::new(),
-            base_bound: base,
             tail: None,
             bytes,
             last_ts,
@@ -540,16 +537,16 @@ impl<T> Log<T> {
         {
             self.segments.pop_front();
         }
-        if self.base > self.base_bound {
+        // Only this lock's holder stores the published base: its own last store.
+        if self.base > self.published.base.load(Ordering::Relaxed) {
             // Announce a bound ahead of the base: readers below it take the lock, which knows
             // the base exactly, and readers past it see this line change once per `ahead`
             // trims. Never more than a quarter of what is retained ahead, so a reader that
             // keeps up stays past it.
             let ahead = ((self.end - self.base) / 4).min(BASE_AHEAD);
-            self.base_bound = self.base + ahead;
             self.published
                 .base
-                .store(self.base_bound, Ordering::Release);
+                .store(self.base + ahead, Ordering::Release);
         }
     }
 
