@@ -79,16 +79,12 @@ fn check_restored(bus: &Broker, reopens: u32) {
         .collect();
     events.sort();
     assert_eq!(events, ["order 1", "order 2"]);
-    let jobs = bus.queue::<String>("jobs").unwrap();
-    let mut worker = jobs.consumer();
-    let held: Vec<_> = (0..2)
-        .map(|_| worker.recv_timeout(common::WAIT).unwrap())
-        .collect();
-    let got: Vec<(&str, u32)> = held
-        .iter()
-        .map(|m| (m.payload().as_str(), m.delivery_count()))
-        .collect();
-    assert_eq!(got, [("pack 1", 2 + reopens), ("pack 2", 1 + reopens)]);
+    let held = common::hold::<String>(bus, "jobs", 2);
+    let want = [
+        ("pack 1".to_owned(), 2 + reopens),
+        ("pack 2".to_owned(), 1 + reopens),
+    ];
+    assert_eq!(held.seen, want); // released again as `held` drops
 }
 
 fn expected_orders() -> Vec<(u64, String)> {

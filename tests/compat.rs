@@ -514,17 +514,13 @@ fn round_robin(range: std::ops::Range<u64>) -> Vec<(u32, u64, u64)> {
 /// and `job-3`, after `reopens` earlier reads that each delivered (and released) both once
 /// more.
 fn check_jobs(bus: &Broker, reopens: u32) {
-    let jobs = bus.queue::<String>("jobs").unwrap();
-    let mut worker = jobs.consumer();
-    let held: Vec<_> = (0..2)
-        .map(|_| worker.recv_timeout(common::WAIT).unwrap())
-        .collect();
-    let got: Vec<(&str, u32)> = held
-        .iter()
-        .map(|m| (m.payload().as_str(), m.delivery_count()))
-        .collect();
-    assert_eq!(got, [("job-2", 2 + reopens), ("job-3", 1 + reopens)]);
-    assert!(worker.try_recv().is_err(), "two jobs left");
+    let mut held = common::hold::<String>(bus, "jobs", 2);
+    let want = [
+        ("job-2".to_owned(), 2 + reopens),
+        ("job-3".to_owned(), 1 + reopens),
+    ];
+    assert_eq!(held.seen, want);
+    assert!(held.consumer.try_recv().is_err(), "two jobs left");
     drop(held); // released again
 }
 

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use embus::{Broker, BrokerBuilder, Consumer, Error, ManualClock, Payload};
+use embus::{Broker, BrokerBuilder, Consumer, Error, ManualClock, Message, Payload};
 
 /// How long a test waits for something that should happen promptly. Generous, because CI
 /// machines are shared; a passing test never waits this long.
@@ -62,6 +62,37 @@ pub fn take<T: Payload + Clone>(consumer: &mut Consumer<T>, n: usize) -> Vec<T> 
             payload
         })
         .collect()
+}
+
+/// Messages received and held unsettled by [`hold`].
+pub struct Held<T> {
+    pub consumer: Consumer<T>,
+    /// Released when dropped.
+    pub messages: Vec<Message<T>>,
+    /// Each one's payload and delivery count, in order.
+    pub seen: Vec<(T, u32)>,
+}
+
+/// Receives `n` messages from queue `name` of `bus` (each within `WAIT`) and holds them
+/// unsettled.
+pub fn hold<T: Payload + Clone>(bus: &Broker, name: &str, n: usize) -> Held<T> {
+    let mut consumer = bus.queue::<T>(name).unwrap().consumer();
+    let held: Vec<Message<T>> = (0..n)
+        .map(|i| {
+            consumer
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|e| panic!("message {i} of {n} from {name}: {e}"))
+        })
+        .collect();
+    let seen = held
+        .iter()
+        .map(|m| (m.payload().clone(), m.delivery_count()))
+        .collect();
+    Held {
+        consumer,
+        messages: held,
+        seen,
+    }
 }
 
 /// Asserts `result` is `Error::Mismatch` for `name`, and that its message names it; returns

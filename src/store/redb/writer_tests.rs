@@ -111,11 +111,36 @@ fn append(store: &DurableStore, sink: &Arc<FakeSink>, keys: Range<u64>, commit: 
     store.append(&mut Job { sink, keys }, commit).unwrap();
 }
 
-/// A fresh file for test `name` (any file of an earlier run removed).
-fn fresh_file(name: &str) -> std::path::PathBuf {
+/// A store on a fresh file for test `name` (any file of an earlier run removed), closed and
+/// its file removed when the test drops it.
+struct Fresh {
+    store: Option<Arc<DurableStore>>,
+    path: std::path::PathBuf,
+}
+
+fn fresh_store(name: &str) -> Fresh {
     let path = std::env::temp_dir().join(format!("embus-{name}-{}.embus", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    path
+    let store = Arc::new(DurableStore::open(&path, options()).unwrap());
+    Fresh {
+        store: Some(store),
+        path,
+    }
+}
+
+impl std::ops::Deref for Fresh {
+    type Target = Arc<DurableStore>;
+
+    fn deref(&self) -> &Self::Target {
+        self.store.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        drop(self.store.take());
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Moves message 0 of queue `from` to id 0 of queue `to` (a dead letter), as the engine sends
@@ -159,8 +184,7 @@ fn keys(store: &DurableStore, sink: &FakeSink) -> Vec<u64> {
 /// commit that holds what was sent before the floor moved.
 #[test]
 fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
-    let path = fresh_file("trims");
-    let store = Arc::new(DurableStore::open(&path, options()).unwrap());
+    let store = fresh_store("trims");
     let (trimmed, other, ack) = (FakeSink::new("t"), FakeSink::new("o"), FakeSink::new("a"));
     append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
     // When the writer reads `trimmed`'s floor: "an ack" is sent (a record to `ack`, not
@@ -200,8 +224,6 @@ fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
     store.flush().unwrap();
     assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
     assert_eq!(keys(&store, &ack), [0]);
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// A floor that moves after the writer read it (an ack with retention by interest, during the
@@ -209,8 +231,7 @@ fn a_trim_commits_with_what_was_sent_before_its_floor_moved() {
 /// the file does not keep rows its log trimmed until the log publishes again.
 #[test]
 fn a_floor_that_moves_after_it_was_read_is_applied_by_the_next_commit() {
-    let path = fresh_file("trims-moved");
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store("trims-moved");
     let (trimmed, other) = (FakeSink::new("t"), FakeSink::new("o"));
     append(&store, &trimmed, 0..10, Commit::Wait); // published: trimmed next commit
     // The next commit reads floor 0; it moves to 5 right after that read.
@@ -225,8 +246,6 @@ fn a_floor_that_moves_after_it_was_read_is_applied_by_the_next_commit() {
     assert_eq!(keys(&store, &trimmed), (0..10).collect::<Vec<_>>());
     store.flush().unwrap(); // a commit with nothing to publish
     assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// A group's new position nominates its partition: the commit after it trims the file to the
@@ -247,8 +266,7 @@ fn a_group_position_sent_during_a_loan_nominates_its_partition() {
 /// Sends a group's position in a log that nothing publishes into, during a loan if `lend`,
 /// and checks that the commits after it trim the file to the floor the ack moved.
 fn position_nominates(name: &str, lend: bool) {
-    let path = fresh_file(&format!("trims-{name}"));
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store(&format!("trims-{name}"));
     let trimmed = FakeSink::new("t");
     append(&store, &trimmed, 0..10, Commit::Wait);
     store.flush().unwrap(); // trims to floor 0, and forgets the log until it publishes
@@ -266,8 +284,6 @@ fn position_nominates(name: &str, lend: bool) {
     store.flush().unwrap(); // holds the position, or is the commit after the loan's
     store.flush().unwrap(); // the commit after it
     assert_eq!(keys(&store, &trimmed), (5..10).collect::<Vec<_>>());
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// The stored position of group `g` in partition 0 of `t`.
@@ -296,8 +312,7 @@ fn in_one_commit(store: &DurableStore, requests: impl FnOnce()) {
 /// the last, and a group forgotten between them keeps only what came after.
 #[test]
 fn positions_in_one_commit_leave_the_last_one_written() {
-    let path = fresh_file("positions");
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store("positions");
     let position = |offset| Progress::GroupPosition {
         topic: "t",
         group: "g",
@@ -322,16 +337,13 @@ fn positions_in_one_commit_leave_the_last_one_written() {
         store.forget_group("t", "g");
     });
     assert_eq!(stored_position(&store), None);
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// Acks kept aside (not sent one request each) are in the commit after them: the rows and
 /// delivery counts of the acked messages are gone, the others stay.
 #[test]
 fn coalesced_acks_delete_their_rows_and_counts() {
-    let path = fresh_file("acks");
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store("acks");
     let jobs = FakeSink::queue("jobs");
     append(&store, &jobs, 0..6, Commit::Wait);
     let queue: Arc<dyn Sink> = Arc::clone(&jobs) as Arc<dyn Sink>;
@@ -368,8 +380,6 @@ fn coalesced_acks_delete_their_rows_and_counts() {
         })
         .unwrap();
     assert_eq!(counted, [2, 4]);
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// A message moved to another queue (a dead letter, a redrive, a group's dead letter) is ready
@@ -379,8 +389,7 @@ fn coalesced_acks_delete_their_rows_and_counts() {
 /// the next open (even after a clean close).
 #[test]
 fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
-    let path = fresh_file("moved-ack");
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store("moved-ack");
     let jobs = FakeSink::queue("jobs");
     let dead = FakeSink::queue("dead");
     append(&store, &jobs, 0..1, Commit::Wait);
@@ -399,15 +408,12 @@ fn an_ack_of_a_moved_message_in_the_commit_of_its_move_deletes_it() {
         Vec::<u64>::new(),
         "moved in, then acked"
     );
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// As above, for a group's dead letter into a queue.
 #[test]
 fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
-    let path = fresh_file("group-ack");
-    let store = DurableStore::open(&path, options()).unwrap();
+    let store = fresh_store("group-ack");
     let dead = FakeSink::queue("dead");
     let to: Arc<dyn Sink> = Arc::clone(&dead) as Arc<dyn Sink>;
     in_one_commit(&store, || {
@@ -422,8 +428,6 @@ fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
         store.progress(Progress::QueueAck { queue: &to, id: 0 });
     });
     assert_eq!(keys(&store, &dead), Vec::<u64>::new(), "stored, then acked");
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
 
 /// As above, when the move is not in the commit that takes the ack: a batch stops at its limit
@@ -432,8 +436,7 @@ fn an_ack_of_a_group_dead_letter_in_the_commit_that_stores_it_deletes_it() {
 /// request sent before it.
 #[test]
 fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_move() {
-    let path = fresh_file("cut-ack");
-    let store = Arc::new(DurableStore::open(&path, options()).unwrap());
+    let store = fresh_store("cut-ack");
     let (jobs, dead, other) = (
         FakeSink::queue("jobs"),
         FakeSink::queue("dead"),
@@ -468,6 +471,4 @@ fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_mov
         Vec::<u64>::new(),
         "moved in, then acked"
     );
-    drop(store);
-    let _ = std::fs::remove_file(&path);
 }
