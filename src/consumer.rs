@@ -373,6 +373,16 @@ impl<T> Consumer<T> {
         !matches!(self.flavor, Flavor::Subscriber(_))
     }
 
+    /// Its broker's store instance: outbound bridges' derived message ids name it.
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn store_instance(&self) -> u64 {
+        match &self.flavor {
+            Flavor::Subscriber(s) => s.store_instance(),
+            Flavor::Member(m) => m.store_instance(),
+            Flavor::Queue(q) => q.store_instance(),
+        }
+    }
+
     /// Forgets this consumer's waker registrations (a dropped future leaves none behind).
     pub(crate) fn unregister(&mut self) {
         match &mut self.flavor {

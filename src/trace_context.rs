@@ -235,8 +235,9 @@ fn new_span_id() -> [u8; 8] {
 }
 
 /// A random, non-zero `u64`: std's randomly keyed SipHash over a process-wide counter, the
-/// time and the thread (no extra crate; every `RandomState` has fresh keys per thread).
-fn random_u64() -> u64 {
+/// time and the thread (no extra crate; every `RandomState` has fresh keys per thread). Span
+/// ids, and stores' instance numbers.
+pub(crate) fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     loop {
         let mut hasher = RandomState::new().build_hasher();

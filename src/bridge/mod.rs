@@ -11,8 +11,10 @@
 //! - **Outbound** publishes each message with the server's confirm (the JetStream `PubAck`,
 //!   AMQP publisher confirms with `mandatory`) and acks it locally only after that confirm, with
 //!   at most `window` messages in flight. Each carries its id ([`Record::id`](crate::Record::id),
-//!   else `source/partition/offset/timestamp`, the timestamp in nanoseconds as stored with the
-//!   record, so that two brokers with a topic of the same name do not share ids) as
+//!   else `source/instance/partition/offset/timestamp`: the instance is a random number the
+//!   source broker's store draws when it is created and keeps, and the timestamp is in
+//!   nanoseconds as stored with the record, so that two brokers with a topic of the same name
+//!   do not share ids) as
 //!   `Nats-Msg-Id` or AMQP `message_id`, so a redelivery after a crash is a duplicate the far
 //!   side can drop.
 //! - **Inbound** receives with manual acks and a prefetch, stores each message locally with its

@@ -71,6 +71,7 @@ pub(crate) fn start<T: Payload, S: Sink>(
     let shared = super::Shared::new(name, dead_letters);
     let relay = Relay {
         sink,
+        instance: consumer.store_instance(),
         consumer,
         dead_letters: dead_letters.producer(),
         route,
@@ -107,6 +108,8 @@ impl Future for Tagged {
 
 struct Relay<T, S> {
     sink: S,
+    /// The source broker's store instance, for [`derived_id`].
+    instance: u64,
     consumer: Consumer<T>,
     dead_letters: Producer<DeadLetter>,
     route: RouteFn,
@@ -199,9 +202,10 @@ impl<T: Payload, S: Sink> Relay<T, S> {
         shared: &Shared,
     ) -> Result<Option<u64>, BridgeError> {
         let source = self.consumer.name();
-        let id = message
-            .id()
-            .map_or_else(|| derived_id(source, &message), str::to_string);
+        let id = message.id().map_or_else(
+            || derived_id(source, self.instance, &message),
+            str::to_string,
+        );
         let route = (self.route)(&Envelope {
             source,
             partition: message.partition(),
@@ -357,19 +361,22 @@ impl<T: Payload, S: Sink> Relay<T, S> {
     }
 }
 
-/// The id a message sent without one travels with: `source/partition/offset/timestamp` (the
+/// The id a message sent without one travels with:
+/// `source/instance/partition/offset/timestamp` (the store's instance number in hex, the
 /// timestamp in nanoseconds since the Unix epoch, as stored with the record). Its place alone
 /// is not enough: two brokers with a topic of the same name (two replicas of a service, or a
 /// store file made anew) both start at offset 0, and the far side would drop the second
-/// broker's message as a duplicate of the first's. The timestamp is stored with the record, so
-/// a redelivery after a crash still carries the same id.
-fn derived_id<T>(source: &str, message: &Message<T>) -> String {
+/// broker's message as a duplicate of the first's. Nor is the timestamp: it has the coarse
+/// clock's resolution, so two replicas stamp their first messages alike within a tick. The
+/// instance number tells the brokers apart, and the timestamp a topic deleted and declared
+/// again in one store. Both are stored, so a redelivery after a crash carries the same id.
+fn derived_id<T>(source: &str, instance: u64, message: &Message<T>) -> String {
     let nanos = message
         .timestamp()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos());
     format!(
-        "{source}/{}/{}/{nanos}",
+        "{source}/{instance:016x}/{}/{}/{nanos}",
         message.partition(),
         message.offset()
     )

@@ -260,7 +260,7 @@ impl BrokerBuilder {
             None => None,
         };
         let store: Arc<dyn Store> = match (self.path, self.backend, self.database) {
-            (None, None, None) => Arc::new(MemoryStore),
+            (None, None, None) => Arc::new(MemoryStore::new()),
             (path, backend, Some(db)) => {
                 let conflict = if path.is_some() {
                     Some("cannot be combined with `path` (the database is the file)")

@@ -78,7 +78,7 @@ impl Broker {
     pub fn memory() -> Self {
         Self::from_parts(
             Clock::System,
-            Arc::new(MemoryStore),
+            Arc::new(MemoryStore::new()),
             CodecKind::default(),
             Default::default(),
         )

@@ -8,10 +8,24 @@ use super::{Append, Commit, Lent, Loaded, LogId, Progress, Restored, Sink, Store
 use crate::error::Error;
 
 /// The store of [`Broker::memory`](crate::Broker::memory).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct MemoryStore;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemoryStore {
+    instance: u64,
+}
+
+impl MemoryStore {
+    pub(crate) fn new() -> Self {
+        Self {
+            instance: crate::trace_context::random_u64(),
+        }
+    }
+}
 
 impl Store for MemoryStore {
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
     fn append(&self, job: &mut dyn Append, _commit: Commit) -> Result<Option<Ticket>, Error> {
         job.publish();
         Ok(None)

@@ -360,6 +360,11 @@ pub(crate) enum Commit {
 /// engine lock is held; `progress` may be (it only queues the change for the next commit,
 /// never waits for I/O: an ack does not wait for its own fsync).
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
+    /// A random number that tells this store apart from any other: drawn when it is created,
+    /// and kept in the file by a durable store, so it is the same after a restart or a crash.
+    /// Outbound bridges put it in the ids of messages sent without one.
+    fn instance(&self) -> u64;
+
     /// Stores the job's records (durably, for a durable store) and publishes them; `commit`
     /// says whether a durable store waits for the commit or returns a ticket.
     fn append(&self, job: &mut dyn Append, commit: Commit) -> Result<Option<Ticket>, Error>;

@@ -153,6 +153,12 @@ impl<T> QueueConsumer<T> {
         &self.link.queue.name
     }
 
+    /// Its broker's store instance ([`Store::instance`](crate::store::Store::instance)).
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn store_instance(&self) -> u64 {
+        self.link.queue.context.store.instance()
+    }
+
     /// Forgets this consumer's waker registrations.
     pub(crate) fn unregister(&mut self) {
         self.link.queue.state.lock().readers.remove(self.id);

@@ -155,6 +155,12 @@ impl<T> Subscriber<T> {
         &self.topic.name
     }
 
+    /// Its broker's store instance ([`Store::instance`](crate::store::Store::instance)).
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn store_instance(&self) -> u64 {
+        self.topic.context.store.instance()
+    }
+
     /// After a wait ended with a result: with several partitions, the registrations on the
     /// others are still there (a send only takes its own partition's list).
     pub(crate) fn finish_wait(&mut self) {

@@ -52,6 +52,10 @@ impl FakeStore {
 }
 
 impl Store for FakeStore {
+    fn instance(&self) -> u64 {
+        1
+    }
+
     fn append(&self, job: &mut dyn Append, _commit: Commit) -> Result<Option<Ticket>, Error> {
         job.publish();
         Ok(None)

@@ -139,6 +139,8 @@ struct Done {
 
 struct Inner {
     path: PathBuf,
+    /// [`Store::instance`], kept in the file.
+    instance: u64,
     /// Queue delivery counts and acks for the next commit, coalesced ([`pending`]).
     pending: Mutex<Pending>,
     /// `None` once closed: the file is released even while consumers still hold the broker's
@@ -176,25 +178,26 @@ impl DurableStore {
     /// Opens (or creates) the store at `path`, checks its format version and codec, and starts
     /// the writer.
     pub(crate) fn open(path: &Path, options: Options) -> Result<Self, Error> {
-        let db = match options.database {
+        let (db, instance) = match options.database {
             Some(db) => {
-                open::shared(path, &db, options.codec)?;
-                db
+                let instance = open::shared(path, &db, options.codec)?;
+                (db, instance)
             }
             None => {
-                let db = open::database(
+                let (db, instance) = open::database(
                     path,
                     options.backend,
                     options.cache_bytes,
                     options.codec,
                     options.check_integrity,
-                );
-                Arc::new(db?)
+                )?;
+                (Arc::new(db), instance)
             }
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
+            instance,
             pending: Mutex::new(Pending::default()),
             db: Mutex::new(Some(db)),
             durability: options.durability,
@@ -318,6 +321,10 @@ impl DurableStore {
 }
 
 impl Store for DurableStore {
+    fn instance(&self) -> u64 {
+        self.inner.instance
+    }
+
     fn append(&self, job: &mut dyn Append, commit: Commit) -> Result<Option<Ticket>, Error> {
         // Checked before staging: a send refused here has handed nothing to the writer. Every
         // send waits for its commit somewhere (here, in `settle`, or polling as an async send

@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, TableHandle};
 
 use super::schema::existing;
 use super::schema::{
-    CLEAN, FORMAT_VERSION, META, PREFIX, SETTINGS, UPGRADES_FROM, open_named, seal_named,
+    CLEAN, FORMAT_VERSION, INSTANCE, META, PREFIX, SETTINGS, UPGRADES_FROM, open_named, seal_named,
 };
 use super::upgrade;
 use super::{OpenWith, quiet};
@@ -55,7 +55,7 @@ pub(super) fn database(
     cache_bytes: Option<usize>,
     codec: &str,
     always_check: bool,
-) -> Result<Database, Error> {
+) -> Result<(Database, u64), Error> {
     let mut builder = Database::builder();
     if let Some(bytes) = cache_bytes {
         builder.set_cache_size(bytes);
@@ -74,8 +74,8 @@ pub(super) fn database(
         if !always_check {
             verify_if_unclean(path, &mut db)?;
         }
-        check_format(path, &db, codec)?;
-        Ok(db)
+        let instance = check_format(path, &db, codec)?;
+        Ok((db, instance))
     };
     // Checking the format reads the file, and dropping a database that failed the check
     // runs redb's close: either may meet a damaged page, where redb may panic.
@@ -95,7 +95,8 @@ pub(super) fn database(
 /// Checks (or upgrades, or creates) the store in an application's database `db`, named `path`
 /// in errors. redb's integrity check after an unclean shutdown is not run: it needs the
 /// database to itself, so opening it is the application's to do.
-pub(super) fn shared(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
+/// Returns the store's instance number, as [`check_format`].
+pub(super) fn shared(path: &Path, db: &Database, codec: &str) -> Result<u64, Error> {
     let checked = quiet::catch(|| check_format(path, db, codec));
     checked.unwrap_or_else(|panic| {
         Err(Error::Corrupt {
@@ -177,19 +178,19 @@ pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Er
 /// Creates a new store under a temporary name and renames it into place once its format
 /// version is committed, so a failure or crash while creating never leaves a half-written
 /// file at `path` that would not open again.
-fn create(path: &Path, builder: &redb::Builder, codec: &str) -> Result<Database, Error> {
+fn create(path: &Path, builder: &redb::Builder, codec: &str) -> Result<(Database, u64), Error> {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".creating");
     let temporary = path.with_file_name(name);
     let _ = std::fs::remove_file(&temporary); // left by a crash while creating
     let created = guarded(path, || builder.create(&temporary)).and_then(|db| {
-        check_format(path, &db, codec)?;
+        let instance = check_format(path, &db, codec)?;
         std::fs::rename(&temporary, path).map_err(|e| Error::Storage {
             path: path.to_owned(),
             message: format!("cannot move the new store into place: {e}"),
         })?;
         sync_parent(path);
-        Ok(db)
+        Ok((db, instance))
     });
     if created.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -215,8 +216,12 @@ fn sync_parent(path: &Path) {
 /// embus: empty, or an application's database with none of embus's tables, which gets them
 /// (its own tables are left alone); one with tables under the prefix but no format version is
 /// not a store embus wrote.
-fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
-    let (version, stored_codec) = {
+///
+/// Returns the store's instance number ([`Store::instance`](crate::store::Store::instance)):
+/// drawn when the store is created (or, for a store from before it had one, at its first open
+/// since) and kept under [`INSTANCE`] in `embus.meta`.
+fn check_format(path: &Path, db: &Database, codec: &str) -> Result<u64, Error> {
+    let (version, stored_codec, instance) = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
         let version = match txn.open_table(META) {
             Ok(t) => t
@@ -244,7 +249,11 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             Some(2) => old_codec(&txn).map_err(|e| storage(path, e))?,
             _ => None,
         };
-        (version, stored_codec)
+        let instance = match version {
+            Some(_) => stored_instance(&txn).map_err(|e| storage(path, e))?,
+            None => None,
+        };
+        (version, stored_codec, instance)
     };
     let stored_codec = match (version, stored_codec) {
         (Some(1), _) => "bincode".to_owned(), // version 1 had only bincode
@@ -271,11 +280,12 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
             requested: codec.to_owned(),
         });
     }
-    if version == Some(FORMAT_VERSION) {
-        return Ok(());
+    if let (Some(FORMAT_VERSION), Some(instance)) = (version, instance) {
+        return Ok(instance);
     }
-    // A new store, or an upgrade: one commit writes the version and the codec, and seals an
-    // older file's metadata.
+    let instance = instance.unwrap_or_else(crate::trace_context::random_u64);
+    // A new store, an upgrade, or a store without an instance number yet: one commit writes
+    // the version, the codec and the instance number, and seals an older file's metadata.
     let write = || -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
         if matches!(version, Some(1 | 2)) {
@@ -289,6 +299,7 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
         {
             let mut meta = txn.open_table(META)?;
             meta.insert("format", FORMAT_VERSION)?;
+            meta.insert(INSTANCE, instance)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let sealed = seal_named(SETTINGS, "codec", codec.as_bytes());
             settings.insert("codec", sealed.as_slice())?;
@@ -296,7 +307,16 @@ fn check_format(path: &Path, db: &Database, codec: &str) -> Result<(), Error> {
         txn.commit()?;
         Ok(())
     };
-    write().map_err(|e| storage(path, e))
+    write().map_err(|e| storage(path, e))?;
+    Ok(instance)
+}
+
+/// The instance number a store names in `embus.meta`, if it has one yet.
+fn stored_instance(txn: &redb::ReadTransaction) -> Result<Option<u64>, redb::Error> {
+    let Some(meta) = existing(txn, META)? else {
+        return Ok(None);
+    };
+    Ok(meta.get(INSTANCE)?.map(|v| v.value()))
 }
 
 /// The codec a file of version 3 or later names, checked.

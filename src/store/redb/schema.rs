@@ -96,6 +96,8 @@ pub(crate) const PREFIX: &str = "embus.";
 pub(super) const META: TableDefinition<'static, &str, u64> = TableDefinition::new("embus.meta");
 /// The key in [`META`] of the clean-shutdown marker.
 pub(super) const CLEAN: &str = "clean";
+/// The key in [`META`] of the store's instance number (`Store::instance`).
+pub(super) const INSTANCE: &str = "instance";
 pub(super) const DECLARATIONS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("embus.declarations");
 pub(super) const ENDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("embus.ends");

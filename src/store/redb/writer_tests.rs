@@ -472,3 +472,33 @@ fn an_ack_made_after_a_move_beyond_the_batch_limit_is_not_written_before_the_mov
         "moved in, then acked"
     );
 }
+
+#[test]
+fn a_store_keeps_its_instance_number_and_another_draws_its_own() {
+    let store = fresh_store("instance"); // removes the file when dropped, at the end
+    let instance = store.instance();
+    assert_ne!(fresh_store("instance-other").instance(), instance);
+    store.close().unwrap(); // releases the file
+    let reopen = || {
+        let again = DurableStore::open(&store.path, options()).unwrap();
+        let instance = again.instance();
+        again.close().unwrap();
+        instance
+    };
+    assert_eq!(reopen(), instance, "kept across a reopen");
+    // A store from before instance numbers draws one at its next open, and keeps it.
+    let db = redb::Database::open(&store.path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let removed = txn
+        .open_table(super::schema::META)
+        .unwrap()
+        .remove(super::schema::INSTANCE)
+        .unwrap()
+        .map(|v| v.value());
+    assert_eq!(removed, Some(instance));
+    txn.commit().unwrap();
+    drop(db);
+    let drawn = reopen();
+    assert_ne!(drawn, instance);
+    assert_eq!(reopen(), drawn, "kept once drawn");
+}

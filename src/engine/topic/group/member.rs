@@ -295,6 +295,12 @@ impl<T> Member<T> {
         &self.topic.name
     }
 
+    /// Its broker's store instance ([`Store::instance`](crate::store::Store::instance)).
+    #[cfg(any(feature = "nats", feature = "amqp"))]
+    pub(crate) fn store_instance(&self) -> u64 {
+        self.topic.context.store.instance()
+    }
+
     /// After a wait ended with a result: registrations on the group and the other partitions
     /// are still there.
     pub(crate) fn finish_wait(&mut self) {
