@@ -1,7 +1,8 @@
 //! Time for timestamps, ack timeouts and age retention: the system clock or a [`ManualClock`].
 //!
-//! Two readings: wall-clock time ([`Clock::now`]) stamps messages and ages them for retention;
-//! monotonic time ([`Clock::ticks`]) times ack deadlines, so a step of the system clock (NTP,
+//! Two readings: wall-clock time ([`Clock::now`]) ages messages for retention, and stamps them
+//! ([`Clock::stamp`], from the coarse wall clock unless asked for precision); monotonic time
+//! ([`Clock::ticks`]) times ack deadlines, so a step of the system clock (NTP,
 //! a suspended laptop, an operator) redelivers nothing early and holds nothing back. A
 //! [`ManualClock`] drives both.
 
@@ -118,18 +119,50 @@ impl fmt::Debug for ManualClock {
 }
 
 /// The broker's time source.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) enum Clock {
-    #[default]
-    System,
+    /// The system's clocks; message stamps from the coarse wall clock unless `precise`
+    /// ([`BrokerBuilder::precise_timestamps`](crate::BrokerBuilder::precise_timestamps)).
+    System {
+        precise: bool,
+    },
     Manual(ManualClock),
 }
 
+impl Default for Clock {
+    fn default() -> Self {
+        Self::System { precise: false }
+    }
+}
+
 impl Clock {
+    /// A new message's timestamp: wall-clock time as [`now`](Self::now) reads it, but from the
+    /// coarse wall clock (about 3 ns where the precise one takes 23, on every send), so behind
+    /// by less than its resolution (the kernel tick, 1–4 ms on Linux; Kafka stamps in
+    /// milliseconds). Precise when the broker was asked for precise stamps, and when `exact`:
+    /// a record's own delay and time-to-live count from its stamp, and a delay is never cut
+    /// short.
+    pub(crate) fn stamp(&self, exact: bool) -> Nanos {
+        match self {
+            Self::System { precise: false } if !exact => wall_coarse(),
+            _ => self.now(),
+        }
+    }
+
+    /// How far behind the time it was taken at a [`stamp`](Self::stamp) may be: a tick of the
+    /// coarse clock (its resolution), or 0 when stamps are precise. A seek by time starts this
+    /// much earlier, so it misses no message sent at or after its time.
+    pub(crate) fn stamp_lag(&self) -> Nanos {
+        match self {
+            Self::System { precise: false } => system::coarse_resolution(),
+            _ => 0,
+        }
+    }
+
     /// Wall-clock time: message timestamps and retention by age.
     pub(crate) fn now(&self) -> Nanos {
         match self {
-            Self::System => wall(),
+            Self::System { .. } => wall(),
             Self::Manual(clock) => clock.nanos(),
         }
     }
@@ -138,7 +171,7 @@ impl Clock {
     /// clock's own time).
     pub(crate) fn ticks(&self) -> Nanos {
         match self {
-            Self::System => system::monotonic().saturating_sub(base().ticks),
+            Self::System { .. } => system::monotonic().saturating_sub(base().ticks),
             Self::Manual(clock) => clock.nanos(),
         }
     }
@@ -154,7 +187,7 @@ impl Clock {
     /// manual clock, whose deadlines pass only through `advance` (which wakes waiters itself).
     pub(crate) fn wake_at(&self, deadline: Nanos) -> Option<Instant> {
         match self {
-            Self::System => base().instant.checked_add(Duration::from_nanos(deadline)),
+            Self::System { .. } => base().instant.checked_add(Duration::from_nanos(deadline)),
             Self::Manual(_) => None,
         }
     }
@@ -192,6 +225,26 @@ mod system {
         nanos(rustix::time::clock_gettime(rustix::time::ClockId::Realtime))
     }
 
+    /// `CLOCK_REALTIME_COARSE`: the wall clock as of the last kernel tick, read without the
+    /// time counter.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn realtime_coarse() -> Nanos {
+        nanos(rustix::time::clock_gettime(
+            rustix::time::ClockId::RealtimeCoarse,
+        ))
+    }
+
+    /// The coarse wall clock's resolution (the kernel tick), read once.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) fn coarse_resolution() -> Nanos {
+        static RESOLUTION: std::sync::OnceLock<Nanos> = std::sync::OnceLock::new();
+        *RESOLUTION.get_or_init(|| {
+            nanos(rustix::time::clock_getres(
+                rustix::time::ClockId::RealtimeCoarse,
+            ))
+        })
+    }
+
     /// `CLOCK_MONOTONIC`, the clock `Instant` reads on Linux.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(super) fn monotonic() -> Nanos {
@@ -216,6 +269,18 @@ mod system {
         crate::record::to_nanos(std::time::SystemTime::now())
     }
 
+    /// No coarse clock to read here: the precise one.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn realtime_coarse() -> Nanos {
+        realtime()
+    }
+
+    /// No coarse clock here: stamps are precise.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn coarse_resolution() -> Nanos {
+        0
+    }
+
     /// Nanoseconds since the first call.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     pub(super) fn monotonic() -> Nanos {
@@ -227,7 +292,17 @@ mod system {
 
 /// The system's wall-clock time (in unit tests, stepped by [`step_wall_clock`] on this thread).
 fn wall() -> Nanos {
-    let now = system::realtime();
+    stepped(system::realtime())
+}
+
+/// As [`wall`], from the coarse clock.
+fn wall_coarse() -> Nanos {
+    stepped(system::realtime_coarse())
+}
+
+/// A wall-clock reading as this thread sees it: in unit tests, stepped by [`step_wall_clock`].
+#[cfg_attr(not(test), inline(always))]
+fn stepped(now: Nanos) -> Nanos {
     #[cfg(test)]
     let now = now.saturating_add_signed(WALL_STEP.get());
     now
@@ -262,8 +337,43 @@ mod tests {
     }
 
     #[test]
+    fn stamps_are_coarse_unless_precision_is_asked_for() {
+        let precise = [
+            (Clock::System { precise: true }, false),
+            (Clock::default(), true),
+        ];
+        let mut behind = 0;
+        for _ in 0..1000 {
+            let before = to_nanos(SystemTime::now());
+            let coarse = Clock::default().stamp(false);
+            let exact = precise.iter().map(|(clock, exact)| clock.stamp(*exact));
+            let exact: Vec<Nanos> = exact.collect();
+            let after = to_nanos(SystemTime::now());
+            // Behind by less than a kernel tick (at most 10 ms, at 100 Hz), never ahead.
+            let tick = 10_000_000;
+            assert!(
+                before - tick < coarse && coarse <= after,
+                "{before} {coarse} {after}"
+            );
+            behind += usize::from(coarse < before);
+            for at in exact {
+                assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+            }
+        }
+        // The coarse clock is what was read: it lags a precise reading taken just before it
+        // except at the instant of a tick.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert!(
+            behind > 500,
+            "only {behind} of 1000 coarse stamps were behind"
+        );
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = behind;
+    }
+
+    #[test]
     fn ticks_move_with_instants_and_map_back_to_them() {
-        let clock = Clock::System;
+        let clock = Clock::default();
         let (a0, t0, b0) = (Instant::now(), clock.ticks(), Instant::now());
         while b0.elapsed() < Duration::from_millis(2) {
             std::hint::spin_loop();

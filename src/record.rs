@@ -52,6 +52,12 @@ pub(crate) struct Timing {
 }
 
 impl Timing {
+    /// Whether a delay or time-to-live counts from the record's stamp, which must then be
+    /// precise ([`Clock::stamp`](crate::clock::Clock::stamp)).
+    pub(crate) fn counts_from_stamp(&self) -> bool {
+        matches!(self.due, Some(Due::After(_))) || self.ttl.is_some()
+    }
+
     /// When a record stored at `ts` becomes due, if it was delayed.
     pub(crate) fn due_at(&self, ts: Nanos) -> Option<Nanos> {
         self.due.map(|due| match due {
@@ -64,6 +70,11 @@ impl Timing {
     pub(crate) fn expires_at(&self, ts: Nanos) -> Option<Nanos> {
         self.ttl.map(|ttl| ts.saturating_add(duration_nanos(ttl)))
     }
+}
+
+/// Whether a record's (or entry's) delay or time-to-live counts from its stamp.
+fn counts_from_stamp(meta: Option<&Meta>) -> bool {
+    meta.is_some_and(|m| m.timing.counts_from_stamp())
 }
 
 /// A duration in nanoseconds, saturating.
@@ -217,6 +228,12 @@ impl<T> Record<T> {
         self.meta.get_or_insert_with(Box::default)
     }
 
+    /// Whether its delay or time-to-live counts from its stamp
+    /// ([`Timing::counts_from_stamp`]).
+    pub(crate) fn counts_from_stamp(&self) -> bool {
+        counts_from_stamp(self.meta.as_deref())
+    }
+
     /// The key, as a slice.
     pub(crate) fn key_ref(&self) -> Option<&[u8]> {
         self.meta.as_ref().and_then(|m| m.key.as_deref())
@@ -360,6 +377,12 @@ impl<T> Entry<T> {
             meta: record.meta,
             size,
         }
+    }
+
+    /// Whether its delay or time-to-live counts from its stamp
+    /// ([`Timing::counts_from_stamp`]).
+    pub(crate) fn counts_from_stamp(&self) -> bool {
+        counts_from_stamp(self.meta.as_deref())
     }
 
     /// The record's timing (default when it had none).

@@ -67,6 +67,33 @@ impl BrokerBuilder {
         self
     }
 
+    /// With `true`, message timestamps are read from the precise wall clock, to the nanosecond.
+    ///
+    /// By default a timestamp comes from the system's coarse wall clock: a read of about 3 ns
+    /// where the precise clock takes about 23, on every send, and behind the precise time by
+    /// less than the kernel's tick (1–4 ms on Linux; Kafka stamps in milliseconds). Either
+    /// way, timestamps never go backwards within a partition, and a record with its own
+    /// [`delay`](crate::Record::delay) or [`ttl`](crate::Record::ttl), or sent to a queue with
+    /// a [`message_ttl`](crate::QueueOptions::message_ttl), is stamped precisely, so a delay
+    /// is never cut short. Ignored with a [`clock`](Self::clock): a manual clock is exact.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = embus::Broker::builder().precise_timestamps(true).open()?;
+    /// let before = std::time::SystemTime::now();
+    /// let t = bus.topic::<u32>("latency")?;
+    /// let mut sub = t.subscribe(embus::Start::Earliest)?;
+    /// t.producer().send(1)?;
+    /// assert!(sub.recv()?.timestamp() >= before);
+    /// # Ok(()) }
+    /// ```
+    pub fn precise_timestamps(mut self, on: bool) -> Self {
+        if let Clock::System { precise } = &mut self.clock {
+            *precise = on;
+        }
+        self
+    }
+
     /// Makes the broker durable on the redb file at `path` (created if missing).
     pub fn path(mut self, path: impl AsRef<Path>) -> Self {
         self.path = Some(path.as_ref().to_owned());

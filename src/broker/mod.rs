@@ -77,7 +77,7 @@ impl Broker {
     /// ```
     pub fn memory() -> Self {
         Self::from_parts(
-            Clock::System,
+            Clock::default(),
             Arc::new(MemoryStore::new()),
             CodecKind::default(),
             Default::default(),

@@ -634,7 +634,11 @@ pub enum Start {
     /// reports [`RecvError::Lagged`](crate::RecvError::Lagged) with how many are gone; beyond the
     /// end of a partition, reading starts at its end.
     Offset(u64),
-    /// The first message whose timestamp is at or after this time.
+    /// The first message whose timestamp is at or after this time, less the resolution of
+    /// timestamps: a tick of the coarse clock (1–4 ms on Linux), unless the broker stamps
+    /// precisely ([`BrokerBuilder::precise_timestamps`](crate::BrokerBuilder::precise_timestamps),
+    /// or a [`ManualClock`](crate::ManualClock)). So no message sent at or after this time is
+    /// missed, and one sent less than a tick before it may come too.
     Time(#[serde(with = "signed_time")] SystemTime),
 }
 

@@ -160,15 +160,16 @@ pub enum Backend {
 impl Backend {
     /// A new broker on this backend, on the system clock.
     pub fn bus(self) -> Bus {
-        self.open(Broker::builder())
+        self.bus_with(Broker::builder())
     }
 
     /// A new broker on this backend, on `clock`.
     pub fn bus_with_clock(self, clock: ManualClock) -> Bus {
-        self.open(Broker::builder().clock(clock))
+        self.bus_with(Broker::builder().clock(clock))
     }
 
-    fn open(self, builder: BrokerBuilder) -> Bus {
+    /// A new broker on this backend, as `builder` configures it (given no path).
+    pub fn bus_with(self, builder: BrokerBuilder) -> Bus {
         match self {
             Self::Memory => Bus {
                 broker: Some(builder.open().unwrap()),

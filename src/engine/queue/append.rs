@@ -36,7 +36,8 @@ pub(super) struct QueueRunJob<'a, T> {
 impl<T: Payload> Append for QueueRunJob<'_, T> {
     fn publish(&mut self) {
         let queue = self.queue;
-        let Some((now, mut state)) = queue.lock_open() else {
+        let exact = self.entries.iter().any(|e| e.counts_from_stamp());
+        let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
         let ids = self.entries.drain(..).map(|e| state.push(now, e, None));
@@ -55,7 +56,8 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
 
     fn stage(&mut self, stager: &mut dyn Stager) {
         let queue = self.queue;
-        let Some((now, mut state)) = queue.lock_open() else {
+        let exact = self.entries.iter().any(|e| e.counts_from_stamp());
+        let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
         let mut ids = Vec::with_capacity(self.entries.len());
@@ -122,11 +124,13 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// The time and the queue's lock, unless the broker is closed: checked under the lock
-    /// that close's wake-up takes, so a consumer's last look after close sees every message
-    /// that returned a receipt.
-    fn lock_open(&self) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
-        let now = self.context.clock.now();
+    /// The stamp for new messages (precise if `exact`, one of them has a delay or
+    /// time-to-live, or the queue has a time-to-live) and the queue's lock, unless the broker
+    /// is closed: checked under the lock that close's wake-up takes, so a consumer's last look
+    /// after close sees every message that returned a receipt.
+    fn lock_open(&self, exact: bool) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
+        let exact = exact || self.options.message_ttl_duration().is_some();
+        let now = self.context.clock.stamp(exact);
         let state = self.state.lock();
         (!self.is_shut()).then_some((now, state))
     }
@@ -135,7 +139,8 @@ impl<T> QueueCore<T> {
 impl<T: Payload> Append for QueueJob<'_, T> {
     fn publish(&mut self) {
         let queue = self.queue;
-        let Some((now, mut state)) = queue.lock_open() else {
+        let exact = self.entry.as_ref().is_some_and(|e| e.counts_from_stamp());
+        let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
         let Some(entry) = self.entry.take() else {
@@ -158,7 +163,8 @@ impl<T: Payload> Append for QueueJob<'_, T> {
 
     fn stage(&mut self, stager: &mut dyn Stager) {
         let queue = self.queue;
-        let Some((now, mut state)) = queue.lock_open() else {
+        let exact = self.entry.as_ref().is_some_and(|e| e.counts_from_stamp());
+        let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
         let Some(entry) = self.entry.take() else {

@@ -201,7 +201,10 @@ impl<T: Payload> TopicCore<T> {
             Start::Earliest => log.base(),
             Start::Latest => log.end(),
             Start::Offset(offset) => offset.min(log.end()),
-            Start::Time(time) => log.seek(to_nanos(time)),
+            // A message sent at or after `time` may be stamped up to the stamps' lag before it.
+            Start::Time(time) => {
+                log.seek(to_nanos(time).saturating_sub(self.context.clock.stamp_lag()))
+            }
         }
     }
 
@@ -636,7 +639,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.context.clock.now();
+        let now = self.topic.context.clock.stamp(entry.counts_from_stamp());
         let mut log = self.topic.partitions[self.partition as usize].lock();
         if self.topic.ended_for_sends() {
             self.closed = true;
@@ -665,7 +668,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.context.clock.now();
+        let now = self.topic.context.clock.stamp(entry.counts_from_stamp());
         let p = self.partition as usize;
         let mut log = self.topic.partitions[p].lock();
         match self.topic.room(&mut log, now, entry.size) {
@@ -708,9 +711,19 @@ struct RunJob<'a, 'b, T> {
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
+    /// The stamp for the run: precise if a record's delay or time-to-live counts from it.
+    fn stamp(&self) -> Nanos {
+        let exact = self.pending.iter().any(|(_, r)| r.counts_from_stamp());
+        self.topic.context.clock.stamp(exact)
+    }
+
     /// Under the partition lock: moves records that have room out of `pending`, in order.
-    fn take(&mut self, log: &mut Log<T>, mut put: impl FnMut(&mut Log<T>, usize, Entry<T>) -> u64) {
-        let now = self.topic.context.clock.now();
+    fn take(
+        &mut self,
+        log: &mut Log<T>,
+        now: Nanos,
+        mut put: impl FnMut(&mut Log<T>, usize, Entry<T>) -> u64,
+    ) {
         while let Some((_, record)) = self.pending.front() {
             let size = self.topic.size_of(record);
             match self.topic.room(log, now, size) {
@@ -734,10 +747,10 @@ impl<T: Payload> RunJob<'_, '_, T> {
 
 impl<T: Payload> Append for RunJob<'_, '_, T> {
     fn publish(&mut self) {
-        let now = self.topic.context.clock.now();
+        let now = self.stamp();
         let mut log = self.topic.partitions[self.partition as usize].lock();
         let mut woken = Woken::none();
-        self.take(&mut log, |log, _, entry| {
+        self.take(&mut log, now, |log, _, entry| {
             let (offset, readers) = log.append(&self.topic.limits, now, entry);
             woken.join(readers);
             offset
@@ -756,10 +769,10 @@ impl<T: Payload> Append for RunJob<'_, '_, T> {
     fn stage(&mut self, stager: &mut dyn Stager) {
         let p = self.partition as usize;
         let sink = &self.topic.sinks[p];
+        let now = self.stamp();
         let mut log = self.topic.partitions[p].lock();
-        let now = self.topic.context.clock.now();
         let mut staged = std::mem::take(&mut self.staged);
-        self.take(&mut log, |log, index, entry| {
+        self.take(&mut log, now, |log, index, entry| {
             let size = entry.size;
             let (offset, ts) = log.stage(now, entry);
             stager.record(sink, offset, ts, size, None);

@@ -153,7 +153,7 @@ fn topic(store: FakeStore) -> (Arc<TopicCore<u64>>, Arc<FakeStore>) {
 fn topic_with(store: FakeStore, options: TopicOptions) -> (Arc<TopicCore<u64>>, Arc<FakeStore>) {
     let store = Arc::new(store);
     let context = Context::new(
-        Clock::System,
+        Clock::default(),
         Arc::clone(&store) as Arc<dyn Store>,
         CodecKind::Bincode,
         HashMap::new(),
