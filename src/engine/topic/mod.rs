@@ -335,6 +335,7 @@ impl<T: Payload> TopicCore<T> {
     /// Stores and appends `record` if there is room now ([`Fail::Full`] otherwise), with the
     /// dedupe window's ids locked if it has an id (they are written with it); unless `commit`
     /// is [`Commit::Wait`], a durable store's commit may still be pending (the ticket).
+    #[inline]
     fn publish_once(
         &self,
         partition: u32,

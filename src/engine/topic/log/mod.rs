@@ -519,6 +519,7 @@ impl<T> Log<T> {
         self.segment_of(offset)?.get(offset)
     }
 
+    #[inline]
     fn pop(&mut self) {
         // Sizes count only under a byte limit: without one they are all 0.
         if self.bytes > 0 {
@@ -552,6 +553,7 @@ impl<T> Log<T> {
 
     /// Appends a message (after [`trim`](Self::trim) made room) and returns its offset and the
     /// readers to wake.
+    #[inline]
     fn push(&mut self, now: Nanos, entry: Entry<T>) -> (u64, Woken) {
         let offset = self.end;
         // Segments leave only once every offset in them is below the end, so the last one
