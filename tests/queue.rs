@@ -710,3 +710,41 @@ fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock(b
     assert_eq!((*again.payload(), again.delivery_count()), (1, 2));
     drop(held);
 }
+
+both_backends!(an_ack_timeout_on_the_system_clock_never_passes_early);
+/// A busy queue's looks and acks read the coarse clock, up to a tick behind: a deadline set
+/// from it adds that tick, so the timeout never passes early (only up to a tick late).
+fn an_ack_timeout_on_the_system_clock_never_passes_early(backend: Backend) {
+    let timeout = Duration::from_millis(10);
+    let bus = backend.bus();
+    let options = QueueOptions::default().ack_timeout(timeout);
+    let jobs = bus.queue_with::<u32>("jobs", options).unwrap();
+    let (mut first, mut second) = (jobs.consumer(), jobs.consumer());
+    for i in 0..20 {
+        jobs.producer().send(i).unwrap();
+        // Each delivery at another point between two kernel ticks (a redelivery is seen at a
+        // tick, and the next delivery would otherwise follow it at once).
+        let spin_until = Instant::now() + Duration::from_micros(u64::from(i) * 450 % 4_000);
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let before = Instant::now();
+        let held = first.try_recv().unwrap();
+        let deadline = before + WAIT;
+        let again = loop {
+            match second.try_recv() {
+                Ok(m) => break m,
+                Err(TryRecvError::Empty) if Instant::now() < deadline => thread::yield_now(),
+                Err(e) => panic!("the timed-out delivery never came back: {e}"),
+            }
+        };
+        let waited = before.elapsed();
+        assert!(
+            waited >= timeout,
+            "redelivered {waited:?} after the delivery"
+        );
+        assert_eq!((*again.payload(), again.delivery_count()), (i, 2));
+        again.ack().unwrap();
+        drop(held);
+    }
+}

@@ -438,7 +438,9 @@ impl QueueOptions {
     }
 
     /// How long a consumer may hold a delivery before it is redelivered. Default 30 s, on the
-    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it).
+    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it). On the system clock
+    /// it is kept to the kernel tick: a delivery times out no sooner than `timeout` after it
+    /// was handed out, and up to a tick (1–4 ms on Linux) later.
     #[must_use]
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = Some(timeout);

@@ -10,6 +10,8 @@ use crate::error::Error;
 /// The store of [`Broker::memory`](crate::Broker::memory).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MemoryStore {
+    /// [`Store::instance`] (read by bridges only).
+    #[cfg_attr(not(any(feature = "nats", feature = "amqp")), allow(dead_code))]
     instance: u64,
 }
 

@@ -363,6 +363,7 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// A random number that tells this store apart from any other: drawn when it is created,
     /// and kept in the file by a durable store, so it is the same after a restart or a crash.
     /// Outbound bridges put it in the ids of messages sent without one.
+    #[cfg_attr(not(any(feature = "nats", feature = "amqp")), allow(dead_code))]
     fn instance(&self) -> u64;
 
     /// Stores the job's records (durably, for a durable store) and publishes them; `commit`

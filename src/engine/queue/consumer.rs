@@ -64,19 +64,22 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
                 Err(now) => read = now,
             }
         }
-        // Before the lock: the index files deadlines in order. One clock read per look.
+        // Before the lock: the index files deadlines in order. One clock read per look: coarse
+        // for a look that will not park, with the tick it may lag by added to the deadline it
+        // sets (never early); precise for one that may park until a deadline.
         let now = match read {
             Some(now) if queue.ack_timeout.is_some() => Some(now),
-            _ => queue.timed_now(),
+            _ if wait.takes_locks() => queue.timed_now().map(|now| (now, 0)),
+            _ => queue.timed_now_coarse(),
         };
         let mut own_deadline = None;
         // The delivery's handle, counted before the lock rather than under it.
         let link = Arc::clone(&self.link);
         let mut state = queue.state.lock();
-        let (dead, woken) = queue.expire(&mut state, now);
+        let (dead, woken) = queue.expire(&mut state, now.map(|(now, _)| now));
         let deadline = now
             .zip(queue.ack_timeout)
-            .map(|(now, t)| now.saturating_add(t));
+            .map(|((now, lag), t)| now.saturating_add(t).saturating_add(lag));
         let delivered = state.deliver(self.id, queue.options.prefetch_limit(), deadline);
         let poll = match delivered {
             Some((item, delivery)) => {

@@ -41,8 +41,11 @@ impl<T> QueueCore<T> {
     }
 
     /// Whether a lock-free look may skip the lock (nothing ready and nothing timed passed):
-    /// `Err` if it may not, with the time if it read the clock, for the look to go on with.
-    pub(super) fn nothing_to_deliver(&self) -> Result<(), Option<Nanos>> {
+    /// `Err` if it may not, with the time if it read the clock (coarse, with its lag: see
+    /// [`Clock::ticks_coarse`](crate::clock::Clock::ticks_coarse)), for the look to go on with.
+    /// A look that finds nothing here does not park: the one that registers to wait takes the
+    /// lock and reads the precise clock.
+    pub(super) fn nothing_to_deliver(&self) -> Result<(), Option<(Nanos, Nanos)>> {
         if self.ready.load(Ordering::Acquire) {
             return Err(None);
         }
@@ -50,11 +53,11 @@ impl<T> QueueCore<T> {
         if earliest == u64::MAX {
             return Ok(());
         }
-        let now = self.context.clock.ticks();
+        let (now, lag) = self.context.clock.ticks_coarse();
         if now < earliest {
             Ok(())
         } else {
-            Err(Some(now))
+            Err(Some((now, lag)))
         }
     }
 }

@@ -139,7 +139,8 @@ struct Done {
 
 struct Inner {
     path: PathBuf,
-    /// [`Store::instance`], kept in the file.
+    /// [`Store::instance`], kept in the file (read by bridges only).
+    #[cfg_attr(not(any(feature = "nats", feature = "amqp")), allow(dead_code))]
     instance: u64,
     /// Queue delivery counts and acks for the next commit, coalesced ([`pending`]).
     pending: Mutex<Pending>,
