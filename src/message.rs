@@ -62,10 +62,9 @@ macro_rules! record_accessors {
             self.delivery.offset()
         }
 
-        /// When the broker accepted the message, on its clock: to the coarse wall clock's
-        /// resolution (1–4 ms on Linux) unless the broker was built with
-        /// [`precise_timestamps`](crate::BrokerBuilder::precise_timestamps). In a topic,
-        /// never earlier than the message before it in the same partition.
+        /// When the broker accepted the message, on its clock (a few milliseconds behind with
+        /// [`coarse_timestamps`](crate::BrokerBuilder::coarse_timestamps)). In a topic, never
+        /// earlier than the message before it in the same partition.
         pub fn timestamp(&self) -> SystemTime {
             self.delivery.timestamp()
         }

@@ -72,9 +72,10 @@ impl Timing {
     }
 }
 
-/// Whether a record's (or entry's) delay or time-to-live counts from its stamp.
+/// Whether anything of a record's (or entry's) counts from its stamp: a delay or a
+/// time-to-live, or a dedupe window (it has a message id).
 fn counts_from_stamp(meta: Option<&Meta>) -> bool {
-    meta.is_some_and(|m| m.timing.counts_from_stamp())
+    meta.is_some_and(|m| m.timing.counts_from_stamp() || m.headers.message_id().is_some())
 }
 
 /// A duration in nanoseconds, saturating.
@@ -228,8 +229,8 @@ impl<T> Record<T> {
         self.meta.get_or_insert_with(Box::default)
     }
 
-    /// Whether its delay or time-to-live counts from its stamp
-    /// ([`Timing::counts_from_stamp`]).
+    /// Whether its delay, time-to-live or dedupe window counts from its stamp (see
+    /// [`Clock::stamp`](crate::clock::Clock::stamp)).
     pub(crate) fn counts_from_stamp(&self) -> bool {
         counts_from_stamp(self.meta.as_deref())
     }
@@ -379,8 +380,8 @@ impl<T> Entry<T> {
         }
     }
 
-    /// Whether its delay or time-to-live counts from its stamp
-    /// ([`Timing::counts_from_stamp`]).
+    /// Whether its delay, time-to-live or dedupe window counts from its stamp (see
+    /// [`Clock::stamp`](crate::clock::Clock::stamp)).
     pub(crate) fn counts_from_stamp(&self) -> bool {
         counts_from_stamp(self.meta.as_deref())
     }

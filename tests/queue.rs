@@ -712,8 +712,8 @@ fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock(b
 }
 
 both_backends!(an_ack_timeout_on_the_system_clock_never_passes_early);
-/// A busy queue's looks and acks read the coarse clock, up to a tick behind: a deadline set
-/// from it adds that tick, so the timeout never passes early (only up to a tick late).
+/// A busy queue's lock-free looks and acks read the coarse clock, which lags: only to see a
+/// timeout late, never to set a deadline, so a timeout never passes early.
 fn an_ack_timeout_on_the_system_clock_never_passes_early(backend: Backend) {
     let timeout = Duration::from_millis(10);
     let bus = backend.bus();
@@ -722,8 +722,9 @@ fn an_ack_timeout_on_the_system_clock_never_passes_early(backend: Backend) {
     let (mut first, mut second) = (jobs.consumer(), jobs.consumer());
     for i in 0..20 {
         jobs.producer().send(i).unwrap();
-        // Each delivery at another point between two kernel ticks (a redelivery is seen at a
-        // tick, and the next delivery would otherwise follow it at once).
+        // Each delivery at another point between two kernel ticks (a redelivery seen by the
+        // coarse clock is seen at a tick, and the next delivery would otherwise follow it at
+        // once): a deadline set from the coarse clock would then come early.
         let spin_until = Instant::now() + Duration::from_micros(u64::from(i) * 450 % 4_000);
         while Instant::now() < spin_until {
             std::hint::spin_loop();

@@ -14,7 +14,7 @@
 //!   else `source/instance/partition/offset/timestamp`: the instance is a random number the
 //!   source broker's store draws when it is created and keeps, and the timestamp is in
 //!   nanoseconds as stored with the record, so that two brokers with a topic of the same name
-//!   do not share ids) as
+//!   do not share ids; give each replica its own store, not a copy of one) as
 //!   `Nats-Msg-Id` or AMQP `message_id`, so a redelivery after a crash is a duplicate the far
 //!   side can drop.
 //! - **Inbound** receives with manual acks and a prefetch, stores each message locally with its

@@ -366,10 +366,11 @@ impl<T: Payload, S: Sink> Relay<T, S> {
 /// timestamp in nanoseconds since the Unix epoch, as stored with the record). Its place alone
 /// is not enough: two brokers with a topic of the same name (two replicas of a service, or a
 /// store file made anew) both start at offset 0, and the far side would drop the second
-/// broker's message as a duplicate of the first's. Nor is the timestamp: it has the coarse
-/// clock's resolution, so two replicas stamp their first messages alike within a tick. The
-/// instance number tells the brokers apart, and the timestamp a topic deleted and declared
-/// again in one store. Both are stored, so a redelivery after a crash carries the same id.
+/// broker's message as a duplicate of the first's. Nor is the timestamp, with coarse stamps
+/// (`BrokerBuilder::coarse_timestamps`): two replicas stamp their first messages alike. The
+/// instance number tells the brokers apart (unless one's store is a copy of the other's),
+/// and the timestamp mostly tells apart a topic deleted and declared again in one store. Both
+/// are stored, so a redelivery after a crash carries the same id.
 fn derived_id<T>(source: &str, instance: u64, message: &Message<T>) -> String {
     let nanos = message
         .timestamp()

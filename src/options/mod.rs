@@ -438,9 +438,9 @@ impl QueueOptions {
     }
 
     /// How long a consumer may hold a delivery before it is redelivered. Default 30 s, on the
-    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it). On the system clock
-    /// it is kept to the kernel tick: a delivery times out no sooner than `timeout` after it
-    /// was handed out, and up to a tick (1–4 ms on Linux) later.
+    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it). A delivery times
+    /// out no sooner than `timeout` after it was handed out; an ack that comes a little later,
+    /// before any look has seen the timeout pass, may still count.
     #[must_use]
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = Some(timeout);
@@ -636,11 +636,10 @@ pub enum Start {
     /// reports [`RecvError::Lagged`](crate::RecvError::Lagged) with how many are gone; beyond the
     /// end of a partition, reading starts at its end.
     Offset(u64),
-    /// The first message whose timestamp is at or after this time, less the resolution of
-    /// timestamps: a tick of the coarse clock (1–4 ms on Linux), unless the broker stamps
-    /// precisely ([`BrokerBuilder::precise_timestamps`](crate::BrokerBuilder::precise_timestamps),
-    /// or a [`ManualClock`](crate::ManualClock)). So no message sent at or after this time is
-    /// missed, and one sent less than a tick before it may come too.
+    /// The first message whose timestamp is at or after this time. With
+    /// [`coarse_timestamps`](crate::BrokerBuilder::coarse_timestamps), whose stamps may lag,
+    /// a second earlier: no message sent at or after this time is missed, and ones sent up to
+    /// a second before it may come too.
     Time(#[serde(with = "signed_time")] SystemTime),
 }
 

@@ -124,8 +124,8 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// The stamp for new messages (precise if `exact`, one of them has a delay or
-    /// time-to-live, or the queue has a time-to-live) and the queue's lock, unless the broker
+    /// The stamp for new messages (precise if `exact`, something of one of them counts from
+    /// it, or the queue has a time-to-live) and the queue's lock, unless the broker
     /// is closed: checked under the lock that close's wake-up takes, so a consumer's last look
     /// after close sees every message that returned a receipt.
     fn lock_open(&self, exact: bool) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {

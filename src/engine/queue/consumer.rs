@@ -56,30 +56,21 @@ impl<T: Payload> Source<T> for QueueConsumer<T> {
     fn poll(&mut self, wait: Wait<'_>) -> Poll<T> {
         let queue = &self.link.queue;
         queue.expire_feeders(); // their timed-out deliveries are this queue's dead letters
-        let mut read = None;
-        if !wait.takes_locks() {
-            match queue.nothing_to_deliver() {
-                // Nothing ready: don't take the lock (timeouts are processed when registering).
-                Ok(()) => return Poll::Empty,
-                Err(now) => read = now,
-            }
+        if !wait.takes_locks() && queue.nothing_to_deliver() {
+            // Nothing ready: don't take the lock (timeouts are processed when registering).
+            return Poll::Empty;
         }
-        // Before the lock: the index files deadlines in order. One clock read per look: coarse
-        // for a look that will not park, with the tick it may lag by added to the deadline it
-        // sets (never early); precise for one that may park until a deadline.
-        let now = match read {
-            Some(now) if queue.ack_timeout.is_some() => Some(now),
-            _ if wait.takes_locks() => queue.timed_now().map(|now| (now, 0)),
-            _ => queue.timed_now_coarse(),
-        };
+        // Before the lock: the index files deadlines in order. One precise clock read per
+        // look: a deadline set from a coarse one could come early.
+        let now = queue.timed_now();
         let mut own_deadline = None;
         // The delivery's handle, counted before the lock rather than under it.
         let link = Arc::clone(&self.link);
         let mut state = queue.state.lock();
-        let (dead, woken) = queue.expire(&mut state, now.map(|(now, _)| now));
+        let (dead, woken) = queue.expire(&mut state, now);
         let deadline = now
             .zip(queue.ack_timeout)
-            .map(|((now, lag), t)| now.saturating_add(t).saturating_add(lag));
+            .map(|(now, t)| now.saturating_add(t));
         let delivered = state.deliver(self.id, queue.options.prefetch_limit(), deadline);
         let poll = match delivered {
             Some((item, delivery)) => {

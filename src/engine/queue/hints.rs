@@ -40,24 +40,15 @@ impl<T> QueueCore<T> {
         }
     }
 
-    /// Whether a lock-free look may skip the lock (nothing ready and nothing timed passed):
-    /// `Err` if it may not, with the time if it read the clock (coarse, with its lag: see
-    /// [`Clock::ticks_coarse`](crate::clock::Clock::ticks_coarse)), for the look to go on with.
-    /// A look that finds nothing here does not park: the one that registers to wait takes the
-    /// lock and reads the precise clock.
-    pub(super) fn nothing_to_deliver(&self) -> Result<(), Option<(Nanos, Nanos)>> {
+    /// Whether a lock-free look may skip the lock: nothing is ready, and nothing timed has
+    /// passed by the coarse clock ([`Clock::ticks_coarse`](crate::clock::Clock::ticks_coarse):
+    /// a deadline may be seen late here, never early). A look that finds nothing does not
+    /// park on it: the one that registers to wait takes the lock and reads the precise clock.
+    pub(super) fn nothing_to_deliver(&self) -> bool {
         if self.ready.load(Ordering::Acquire) {
-            return Err(None);
+            return false;
         }
         let earliest = self.earliest.load(Ordering::Acquire);
-        if earliest == u64::MAX {
-            return Ok(());
-        }
-        let (now, lag) = self.context.clock.ticks_coarse();
-        if now < earliest {
-            Ok(())
-        } else {
-            Err(Some((now, lag)))
-        }
+        earliest == u64::MAX || self.context.clock.ticks_coarse() < earliest
     }
 }

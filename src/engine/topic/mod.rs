@@ -201,9 +201,9 @@ impl<T: Payload> TopicCore<T> {
             Start::Earliest => log.base(),
             Start::Latest => log.end(),
             Start::Offset(offset) => offset.min(log.end()),
-            // A message sent at or after `time` may be stamped up to the stamps' lag before it.
+            // A message sent at or after `time` may have a coarse stamp that lags it.
             Start::Time(time) => {
-                log.seek(to_nanos(time).saturating_sub(self.context.clock.stamp_lag()))
+                log.seek(to_nanos(time).saturating_sub(self.context.clock.seek_margin()))
             }
         }
     }
@@ -712,7 +712,7 @@ struct RunJob<'a, 'b, T> {
 }
 
 impl<T: Payload> RunJob<'_, '_, T> {
-    /// The stamp for the run: precise if a record's delay or time-to-live counts from it.
+    /// The stamp for the run: precise if something of a record's counts from it.
     fn stamp(&self) -> Nanos {
         let exact = self.pending.iter().any(|(_, r)| r.counts_from_stamp());
         self.topic.context.clock.stamp(exact)
