@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{Backend, WAIT, both_backends};
-use embus::{Broker, QueueOptions, Record, Start};
+use embus::{Broker, GroupOptions, QueueOptions, Record, Start};
 
 /// How much earlier a seek by time starts with coarse stamps (`Start::Time`'s docs).
 const SEEK_MARGIN: Duration = Duration::from_secs(1);
@@ -109,7 +109,14 @@ fn a_seek_by_time_misses_no_message_sent_at_or_after_it(backend: Backend) {
         for i in 0..backend.scale(200) {
             let time = SystemTime::now();
             producer.send(i).unwrap();
-            let mut sub = topic.subscribe(Start::Time(time)).unwrap();
+            // A subscriber, or a new group (every other round), starting at the time.
+            let mut sub = match i % 2 {
+                0 => topic.subscribe(Start::Time(time)).unwrap(),
+                _ => {
+                    let options = GroupOptions::default().start(Start::Time(time));
+                    topic.join_group_with(&format!("g{i}"), options).unwrap()
+                }
+            };
             let first = sub.try_recv().expect("the message sent after the time");
             if coarse {
                 // Earlier ones too, from up to the margin before the time.
