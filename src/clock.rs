@@ -151,7 +151,7 @@ impl Clock {
     /// that a message sent at or after the time is not missed for a stamp that lagged.
     pub(crate) fn seek_margin(&self) -> Nanos {
         match self {
-            Self::System { coarse: true } => COARSE_SEEK_MARGIN,
+            Self::System { coarse: true } if system::HAS_COARSE => COARSE_SEEK_MARGIN,
             _ => 0,
         }
     }
@@ -205,7 +205,7 @@ impl Clock {
 /// How much earlier a seek by time starts with coarse stamps: far more than the coarse clock
 /// lags (a kernel tick, 1–10 ms, and at times tens of milliseconds on a loaded machine or in a
 /// VM, as measured here), so that a miss would take the kernel's clock to stall for a second.
-pub(crate) const COARSE_SEEK_MARGIN: Nanos = 1_000_000_000;
+const COARSE_SEEK_MARGIN: Nanos = 1_000_000_000;
 
 /// Where monotonic ticks count from: one moment, as an `Instant` (to park until a deadline) and
 /// as a monotonic reading (to count ticks from).
@@ -238,6 +238,9 @@ mod system {
     pub(super) fn realtime() -> Nanos {
         nanos(rustix::time::clock_gettime(rustix::time::ClockId::Realtime))
     }
+
+    /// Whether the coarse clocks below are read (else they are the precise ones).
+    pub(super) const HAS_COARSE: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
     /// `CLOCK_REALTIME_COARSE`: the wall clock as of the last kernel tick, read without the
     /// time counter.

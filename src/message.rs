@@ -62,8 +62,9 @@ macro_rules! record_accessors {
             self.delivery.offset()
         }
 
-        /// When the broker accepted the message, on its clock (a few milliseconds behind with
-        /// [`coarse_timestamps`](crate::BrokerBuilder::coarse_timestamps)). In a topic, never
+        /// When the broker accepted the message, on its clock (with
+        /// [`coarse_timestamps`](crate::BrokerBuilder::coarse_timestamps), usually a few
+        /// milliseconds behind, at times tens). In a topic, never
         /// earlier than the message before it in the same partition.
         pub fn timestamp(&self) -> SystemTime {
             self.delivery.timestamp()
@@ -102,7 +103,9 @@ impl<T> Message<T> {
     ///
     /// # Errors
     /// - [`Error::DeliveryEnded`]: a queue delivery had already ended, so this did nothing: its
-    ///   ack timeout passed ([`Ended::AckTimeout`](crate::Ended::AckTimeout)), or the
+    ///   ack timeout passed ([`Ended::AckTimeout`](crate::Ended::AckTimeout); one that passed
+    ///   by less than the coarse clock lags may still be acked, see
+    ///   [`ack_timeout`](crate::QueueOptions::ack_timeout)), or the
     ///   [`Consumer`](crate::Consumer) that received it was dropped
     ///   ([`Ended::ConsumerDropped`](crate::Ended::ConsumerDropped)). The message is delivered
     ///   again (or dead-lettered).

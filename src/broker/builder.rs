@@ -74,14 +74,16 @@ impl BrokerBuilder {
     /// A coarse stamp is never ahead of the send, and usually behind it by less than the
     /// kernel's tick (1–10 ms on Linux), but on a loaded machine or in a VM at times by tens of
     /// milliseconds. So that no message sent at or after a time is missed,
-    /// [`Start::Time`](crate::Start::Time) then starts a second earlier; the inspector's
-    /// `--from` filters exactly. Timestamps stay monotone within a partition, and a record
+    /// [`Start::Time`](crate::Start::Time) on this broker starts a second earlier (not on one
+    /// that reopens the store without this option, nor the inspector's `--from`, which may
+    /// then miss messages sent just after the time). Age retention may drop a message as much
+    /// earlier as its stamp lagged. Timestamps stay monotone within a partition, and a record
     /// with its own [`delay`](crate::Record::delay), [`ttl`](crate::Record::ttl) or
     /// [`id`](crate::Record::id), or sent to a queue with a
     /// [`message_ttl`](crate::QueueOptions::message_ttl), is still stamped precisely, so no
     /// delay is cut short and no expiry or dedupe window ends early. Ignored with a
     /// [`clock`](Self::clock) (a manual clock is exact), and outside Linux and Android (no
-    /// coarse clock is read there).
+    /// coarse clock is read there, and seeks are not widened).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,7 +91,7 @@ impl BrokerBuilder {
     /// let t = bus.topic::<u32>("metrics")?;
     /// let mut sub = t.subscribe(embus::Start::Earliest)?;
     /// t.producer().send(1)?;
-    /// assert!(sub.recv()?.timestamp() <= std::time::SystemTime::now()); // never ahead
+    /// assert!(sub.recv()?.timestamp() <= std::time::SystemTime::now());
     /// # Ok(()) }
     /// ```
     pub fn coarse_timestamps(mut self, on: bool) -> Self {

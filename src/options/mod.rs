@@ -438,9 +438,11 @@ impl QueueOptions {
     }
 
     /// How long a consumer may hold a delivery before it is redelivered. Default 30 s, on the
-    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it). A delivery times
-    /// out no sooner than `timeout` after it was handed out; an ack that comes a little later,
-    /// before any look has seen the timeout pass, may still count.
+    /// broker's clock (so [`ManualClock`](crate::ManualClock) drives it), measured from just
+    /// before the delivery. On the system clock, [`ack`](crate::Message::ack) and the looks
+    /// that do not wait (`try_recv`) check it against the coarse monotonic clock, which may
+    /// lag by a kernel tick or, under load, tens of milliseconds: they may see a timeout that
+    /// late (an ack then still counts), never early. A receive that waits sees it on time.
     #[must_use]
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = Some(timeout);

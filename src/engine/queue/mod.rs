@@ -427,6 +427,13 @@ impl<T> QueueCore<T> {
         self.ack_timeout.map(|_| self.context.clock.ticks())
     }
 
+    /// As [`timed_now`](Self::timed_now), from the coarse clock (~3 ns, not ~23): for a check
+    /// that may see a timeout late, never early
+    /// ([`Clock::ticks_coarse`](crate::clock::Clock::ticks_coarse)).
+    fn timed_now_coarse(&self) -> Option<Nanos> {
+        self.ack_timeout.map(|_| self.context.clock.ticks_coarse())
+    }
+
     /// Runs `f` after processing expired ack timeouts.
     fn with_expired<R>(&self, f: impl FnOnce(&mut QueueState<T>) -> R) -> R {
         let now = self.timed_now();
@@ -618,10 +625,10 @@ impl<T> QueueCore<T> {
     /// Acks a delivery; fails with why, if known, if it had already ended (timed out, or its
     /// consumer dropped).
     pub(crate) fn ack(&self, delivery: DeliveryId, id: u64) -> Result<(), Option<Reason>> {
-        // Outside the lock. Coarse (~3 ns, not ~23): a timeout is seen here late, never early.
-        let now = self.ack_timeout.map(|_| self.context.clock.ticks_coarse());
+        let now = self.timed_now_coarse(); // outside the lock
         let mut state = self.state.lock();
-        // A delivery whose timeout passed is no longer acked, even if nobody looked yet.
+        // A delivery whose timeout passed (by the coarse clock) is no longer acked, even if
+        // nobody looked yet.
         let (dead, mut woken) = self.expire(&mut state, now);
         let acked = state.ack(delivery);
         if acked.is_ok() {
