@@ -138,11 +138,12 @@ impl Default for Clock {
 impl Clock {
     /// A new message's timestamp: wall-clock time as [`now`](Self::now) reads it. From the
     /// coarse wall clock (about 3 ns where the precise one takes 23, on every send) if the
-    /// broker was asked for coarse stamps, unless `exact`: a record's delay, time-to-live or
-    /// dedupe window counts from its stamp, which must not lag.
-    pub(crate) fn stamp(&self, exact: bool) -> Nanos {
+    /// broker was asked for coarse stamps, unless `exact` says so: a record's delay,
+    /// time-to-live or dedupe window counts from its stamp, which must not lag. `exact` is
+    /// asked only then, so a broker with precise stamps looks at no record for it.
+    pub(crate) fn stamp(&self, exact: impl FnOnce() -> bool) -> Nanos {
         match self {
-            Self::System { coarse: true } if !exact => wall_coarse(),
+            Self::System { coarse: true } if !exact() => wall_coarse(),
             _ => self.now(),
         }
     }
@@ -357,8 +358,8 @@ mod tests {
         let mut behind = 0;
         for _ in 0..1000 {
             let before = to_nanos(SystemTime::now());
-            let lagging = coarse.stamp(false);
-            let exact = precise.iter().map(|(clock, exact)| clock.stamp(*exact));
+            let lagging = coarse.stamp(|| false);
+            let exact = precise.iter().map(|(clock, exact)| clock.stamp(|| *exact));
             let exact: Vec<Nanos> = exact.collect();
             let after = to_nanos(SystemTime::now());
             // Never ahead; behind by far less than the seek margin.

@@ -17,7 +17,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::process::Proc;
-use embus::{Broker, Overflow, QueueOptions, RecvError, Retention, Start, TopicOptions};
+use embus::{
+    Broker, Consumer, Message, Overflow, QueueOptions, RecvError, Retention, Start, TopicOptions,
+};
 
 const CHILD: &str = "one_core_child";
 const CHILD_ENV: &str = "EMBUS_ONE_CORE_CHILD";
@@ -171,6 +173,18 @@ fn topic_lag(n: u64) -> String {
     format!("(received, lagged) {counts:?}")
 }
 
+/// Hands each message `consumer` receives to `each` until the broker closes; any other error
+/// fails the scenario.
+fn until_closed(consumer: &mut Consumer<u64>, mut each: impl FnMut(Message<u64>)) {
+    loop {
+        match consumer.recv() {
+            Ok(m) => each(m),
+            Err(RecvError::Disconnected) => return,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// A queue of 16, two producers, three consumers that nack every seventh delivery once: each
 /// message is acked exactly once (counted and summed), and the nacked come back.
 fn queue_nack(n: u64) -> String {
@@ -186,16 +200,10 @@ fn queue_nack(n: u64) -> String {
             let mut consumer = queue.consumer();
             let (acked, sum, redelivered) = (acked.clone(), sum.clone(), redelivered.clone());
             thread::spawn(move || {
-                loop {
-                    let m = match consumer.recv() {
-                        Ok(m) => m,
-                        Err(RecvError::Disconnected) => return,
-                        Err(e) => panic!("{e}"),
-                    };
+                until_closed(&mut consumer, |m| {
                     let payload = *m.payload();
                     if m.delivery_count() == 1 && payload % 7 == 0 {
-                        m.nack().unwrap();
-                        continue;
+                        return m.nack().unwrap();
                     }
                     if m.delivery_count() > 1 {
                         redelivered.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +211,7 @@ fn queue_nack(n: u64) -> String {
                     m.ack().unwrap();
                     acked.fetch_add(1, Ordering::Relaxed);
                     sum.fetch_add(payload, Ordering::Relaxed);
-                }
+                });
             })
         })
         .collect();
@@ -244,16 +252,11 @@ fn group(n: u64) -> String {
         .map(|mut member| {
             thread::spawn(move || {
                 let mut seen = Vec::new();
-                loop {
-                    match member.recv() {
-                        Ok(m) => {
-                            seen.push(*m.payload());
-                            m.ack().unwrap();
-                        }
-                        Err(RecvError::Disconnected) => return seen,
-                        Err(e) => panic!("{e}"),
-                    }
-                }
+                until_closed(&mut member, |m| {
+                    seen.push(*m.payload());
+                    m.ack().unwrap();
+                });
+                seen
             })
         })
         .collect();

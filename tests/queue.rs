@@ -697,16 +697,7 @@ fn try_recv_redelivers_a_delivery_whose_ack_timeout_passed_on_the_system_clock(b
     let mut first = jobs.consumer();
     let held = first.try_recv().unwrap();
     let mut second = jobs.consumer();
-    let deadline = std::time::Instant::now() + WAIT;
-    let again = loop {
-        match second.try_recv() {
-            Ok(m) => break m,
-            Err(TryRecvError::Empty) if std::time::Instant::now() < deadline => {
-                std::thread::yield_now()
-            }
-            Err(e) => panic!("the timed-out delivery never came back: {e}"),
-        }
-    };
+    let again = try_recv_redelivered(&mut second);
     assert_eq!((*again.payload(), again.delivery_count()), (1, 2));
     drop(held);
 }
@@ -731,14 +722,7 @@ fn an_ack_timeout_on_the_system_clock_never_passes_early(backend: Backend) {
         }
         let before = Instant::now();
         let held = first.try_recv().unwrap();
-        let deadline = before + WAIT;
-        let again = loop {
-            match second.try_recv() {
-                Ok(m) => break m,
-                Err(TryRecvError::Empty) if Instant::now() < deadline => thread::yield_now(),
-                Err(e) => panic!("the timed-out delivery never came back: {e}"),
-            }
-        };
+        let again = try_recv_redelivered(&mut second);
         let waited = before.elapsed();
         assert!(
             waited >= timeout,
@@ -747,5 +731,18 @@ fn an_ack_timeout_on_the_system_clock_never_passes_early(backend: Backend) {
         assert_eq!((*again.payload(), again.delivery_count()), (i, 2));
         again.ack().unwrap();
         drop(held);
+    }
+}
+
+/// `try_recv`s (never waiting, so only the looks that do not park) until a timed-out delivery
+/// comes back, for up to `WAIT`.
+fn try_recv_redelivered(consumer: &mut embus::Consumer<u32>) -> embus::Message<u32> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match consumer.try_recv() {
+            Ok(m) => return m,
+            Err(TryRecvError::Empty) if Instant::now() < deadline => thread::yield_now(),
+            Err(e) => panic!("the timed-out delivery never came back: {e}"),
+        }
     }
 }

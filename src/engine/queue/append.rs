@@ -36,7 +36,8 @@ pub(super) struct QueueRunJob<'a, T> {
 impl<T: Payload> Append for QueueRunJob<'_, T> {
     fn publish(&mut self) {
         let queue = self.queue;
-        let exact = self.entries.iter().any(|e| e.counts_from_stamp());
+        let entries = &self.entries;
+        let exact = || entries.iter().any(|e| e.counts_from_stamp());
         let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
@@ -56,7 +57,8 @@ impl<T: Payload> Append for QueueRunJob<'_, T> {
 
     fn stage(&mut self, stager: &mut dyn Stager) {
         let queue = self.queue;
-        let exact = self.entries.iter().any(|e| e.counts_from_stamp());
+        let entries = &self.entries;
+        let exact = || entries.iter().any(|e| e.counts_from_stamp());
         let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
@@ -124,13 +126,16 @@ impl<T> QueueCore<T> {
         result
     }
 
-    /// The stamp for new messages (precise if `exact`, something of one of them counts from
-    /// it, or the queue has a time-to-live) and the queue's lock, unless the broker
-    /// is closed: checked under the lock that close's wake-up takes, so a consumer's last look
+    /// The stamp for new messages (precise if the queue has a time-to-live or `exact` says
+    /// something of one of them counts from it; asked only of coarse stamps) and the queue's
+    /// lock, unless the broker is closed: checked under the lock that close's wake-up takes, so a consumer's last look
     /// after close sees every message that returned a receipt.
-    fn lock_open(&self, exact: bool) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
-        let exact = exact || self.options.message_ttl_duration().is_some();
-        let now = self.context.clock.stamp(exact);
+    fn lock_open(
+        &self,
+        exact: impl FnOnce() -> bool,
+    ) -> Option<(Nanos, MutexGuard<'_, QueueState<T>>)> {
+        let ttl = self.options.message_ttl_duration().is_some();
+        let now = self.context.clock.stamp(|| ttl || exact());
         let state = self.state.lock();
         (!self.is_shut()).then_some((now, state))
     }
@@ -139,7 +144,8 @@ impl<T> QueueCore<T> {
 impl<T: Payload> Append for QueueJob<'_, T> {
     fn publish(&mut self) {
         let queue = self.queue;
-        let exact = self.entry.as_ref().is_some_and(|e| e.counts_from_stamp());
+        let entry = &self.entry;
+        let exact = || entry.as_ref().is_some_and(|e| e.counts_from_stamp());
         let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };
@@ -163,7 +169,8 @@ impl<T: Payload> Append for QueueJob<'_, T> {
 
     fn stage(&mut self, stager: &mut dyn Stager) {
         let queue = self.queue;
-        let exact = self.entry.as_ref().is_some_and(|e| e.counts_from_stamp());
+        let entry = &self.entry;
+        let exact = || entry.as_ref().is_some_and(|e| e.counts_from_stamp());
         let Some((now, mut state)) = queue.lock_open(exact) else {
             return;
         };

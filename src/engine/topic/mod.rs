@@ -640,7 +640,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.context.clock.stamp(entry.counts_from_stamp());
+        let now = self.topic.context.clock.stamp(|| entry.counts_from_stamp());
         let mut log = self.topic.partitions[self.partition as usize].lock();
         if self.topic.ended_for_sends() {
             self.closed = true;
@@ -669,7 +669,7 @@ impl<T: Payload> Append for OneJob<'_, T> {
         let Some(entry) = self.entry.take() else {
             return;
         };
-        let now = self.topic.context.clock.stamp(entry.counts_from_stamp());
+        let now = self.topic.context.clock.stamp(|| entry.counts_from_stamp());
         let p = self.partition as usize;
         let mut log = self.topic.partitions[p].lock();
         match self.topic.room(&mut log, now, entry.size) {
@@ -714,7 +714,7 @@ struct RunJob<'a, 'b, T> {
 impl<T: Payload> RunJob<'_, '_, T> {
     /// The stamp for the run: precise if something of a record's counts from it.
     fn stamp(&self) -> Nanos {
-        let exact = self.pending.iter().any(|(_, r)| r.counts_from_stamp());
+        let exact = || self.pending.iter().any(|(_, r)| r.counts_from_stamp());
         self.topic.context.clock.stamp(exact)
     }
 

@@ -51,10 +51,7 @@ fn byte_retention_counts_sizes() {
 
 #[test]
 fn block_keeps_what_a_cursor_needs() {
-    let p = Partition::new();
-    let l = limits(Some(2), None, true);
-    let c = p.lock().add_group_cursor(0, l.block);
-    append(&p, &l, 2);
+    let (p, l, c) = blocked_at_0(3);
     let mut log = p.lock();
     assert!(!log.trim(&l, 0, Some(0)), "cursor at 0 holds the log full");
     let _ = log.set_cursor(c, 1);
@@ -315,20 +312,17 @@ fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
 /// the first ones must not happen if the last cannot).
 #[test]
 fn try_append_trims_nothing_for_a_message_it_declines() {
-    let p = Partition::new();
-    let l = limits(Some(2), None, true);
-    let c = p.lock().add_group_cursor(0, l.block);
-    append(&p, &l, 2);
     {
+        let (p, l, c) = blocked_at_0(3);
         let mut log = p.lock();
         assert!(
             log.try_append(&l, 0, entry(0)).is_err(),
             "the cursor at 0 holds it full"
         );
-        assert_eq!((log.base(), log.end()), (0, 2));
+        assert_eq!((log.base(), log.end()), (0, 3));
         let _ = log.set_cursor(c, 1);
         assert!(log.try_append(&l, 0, entry(0)).is_ok());
-        assert_eq!((log.base(), log.end()), (1, 3));
+        assert_eq!((log.base(), log.end()), (1, 4));
     }
     let p = Partition::new();
     let l = limits(None, Some(10), true);
