@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use common::process::Proc;
 use embus::{
-    Broker, Consumer, Message, Overflow, QueueOptions, RecvError, Retention, Start, TopicOptions,
+    Broker, Consumer, Message, Overflow, QueueOptions, RecvError, Retention, Start, Topic,
+    TopicOptions,
 };
 
 const CHILD: &str = "one_core_child";
@@ -103,13 +104,18 @@ fn sum_below(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
 }
 
-/// `Block`, eight retained, three subscribers: each gets every offset in order, its own payload.
-fn topic_block(n: u64) -> String {
-    let bus = Broker::memory();
+/// A topic `name` on `bus` retaining eight messages under `Block`.
+fn block_of_eight(bus: &Broker, name: &str) -> Topic<u64> {
     let options = TopicOptions::default()
         .retention(Retention::messages(8))
         .overflow(Overflow::Block);
-    let topic = bus.topic_with::<u64>("block", options).unwrap();
+    bus.topic_with(name, options).unwrap()
+}
+
+/// `Block`, eight retained, three subscribers: each gets every offset in order, its own payload.
+fn topic_block(n: u64) -> String {
+    let bus = Broker::memory();
+    let topic = block_of_eight(&bus, "block");
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let mut sub = topic.subscribe(Start::Earliest).unwrap();
@@ -288,10 +294,7 @@ fn async_topic(n: u64) -> String {
         .build()
         .unwrap();
     let bus = Broker::memory();
-    let options = TopicOptions::default()
-        .retention(Retention::messages(8))
-        .overflow(Overflow::Block);
-    let topic = bus.topic_with::<u64>("async", options).unwrap();
+    let topic = block_of_eight(&bus, "async");
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let mut sub = topic.subscribe(Start::Earliest).unwrap();

@@ -27,6 +27,11 @@ fn append(p: &Partition<u64>, l: &Limits, n: u64) {
     }
 }
 
+/// A reader `id` of `p` starting at `offset`, blocking as `l` says.
+fn reader_at(p: &Partition<u64>, l: &Limits, offset: u64, id: u64) -> Reader<u64> {
+    p.reader(&mut p.lock(), offset, l.block, id)
+}
+
 #[test]
 fn count_retention_trims_oldest_and_keeps_offsets() {
     let p = Partition::new();
@@ -63,10 +68,7 @@ fn block_keeps_what_a_cursor_needs() {
 fn readers_cross_segments_without_the_lock_and_report_lag_once() {
     let p = Partition::new();
     let l = limits(Some(2 * SEGMENT), None, false);
-    let mut reader = {
-        let mut log = p.lock();
-        p.reader(&mut log, 0, l.block, 1)
-    };
+    let mut reader = reader_at(&p, &l, 0, 1);
     append(&p, &l, 10);
     let mut seen = Vec::new();
     loop {
@@ -105,10 +107,7 @@ fn readers_cross_segments_without_the_lock_and_report_lag_once() {
 fn the_writers_waiting_flag_clears_when_no_writer_waits() {
     let p = Partition::new();
     let l = limits(Some(1000), None, true);
-    let mut reader = {
-        let mut log = p.lock();
-        p.reader(&mut log, 0, l.block, 1)
-    };
+    let mut reader = reader_at(&p, &l, 0, 1);
     append(&p, &l, 10);
     let _ = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
     {
@@ -246,10 +245,7 @@ fn a_lock_free_reader_does_not_stop_at_a_compaction_gap() {
         }
         assert!(log.get(1).is_none(), "offset 1 was compacted away");
     }
-    let mut reader = {
-        let mut log = p.lock();
-        p.reader(&mut log, 0, l.block, 1)
-    };
+    let mut reader = reader_at(&p, &l, 0, 1);
     let (first, _) = p.read_locked(&mut p.lock(), &mut reader, 0, Wait::No, || 0);
     assert!(matches!(first, Read::Got(g) if g.offset() == 0));
     assert!(
@@ -270,10 +266,7 @@ fn a_lock_free_reader_does_not_stop_at_a_compaction_gap() {
 fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
     let p = Partition::new();
     let l = limits(Some(400), None, false);
-    let mut near = {
-        let mut log = p.lock();
-        p.reader(&mut log, 0, l.block, 1)
-    };
+    let mut near = reader_at(&p, &l, 0, 1);
     append(&p, &l, 401); // one trim: 1..401 kept
     let published = p.published.base.load(Ordering::SeqCst);
     assert_eq!(
@@ -294,10 +287,7 @@ fn the_published_base_runs_ahead_and_readers_below_it_take_the_lock() {
     let (got, _) = p.read_locked(&mut p.lock(), &mut near, 0, Wait::No, || 0);
     assert!(matches!(got, Read::Got(g) if g.offset() == 2));
     // Past the bound: lock-free, and the bound does not move until the base passes it.
-    let mut far = {
-        let mut log = p.lock();
-        p.reader(&mut log, 200, l.block, 2)
-    };
+    let mut far = reader_at(&p, &l, 200, 2);
     let _ = p.read_locked(&mut p.lock(), &mut far, 0, Wait::No, || 0);
     assert!(matches!(p.read_fast(&mut far), Some(Read::Got(g)) if g.offset() == 201));
     append(&p, &l, published - 1); // the base reaches the bound, not past it
