@@ -22,10 +22,11 @@
 //!   messages);
 //! - consumer group positions never move back and never pass a partition's end.
 //!
-//! Then the next cycle runs on the same file. Every tenth cycle uses
-//! `Durability::Interval(20 ms)` (and is killed only after consumers have seen some of its
-//! sends): acknowledged sends may be lost there, but what is stored must still be a consistent
-//! prefix, and what consumers saw must survive.
+//! Then the next cycle runs on the same file. Every third cycle (the second of three) commits
+//! in one phase (`BrokerBuilder::two_phase_commit(false)`: one fsync per commit). Every tenth
+//! cycle uses `Durability::Interval(20 ms)` (and is killed only after consumers have seen some
+//! of its sends): acknowledged sends may be lost there, but what is stored must still be a
+//! consistent prefix, and what consumers saw must survive.
 //!
 //! `EMBUS_CRASH_CYCLES=<n>` runs `n` cycles instead of 20. Each cycle re-reads the whole file,
 //! so every `EMBUS_CRASH_FILE_CYCLES` cycles (default 200) the run starts again on a fresh file
@@ -52,6 +53,8 @@ const CHILD_ENV: &str = "EMBUS_CRASH_CHILD";
 const CYCLE_ENV: &str = "EMBUS_CRASH_CYCLE";
 /// `interval` for `Durability::Interval(20 ms)`; anything else is `Immediate`.
 const DURABILITY_ENV: &str = "EMBUS_CRASH_DURABILITY";
+/// `one` for one-phase commits (`BrokerBuilder::two_phase_commit(false)`).
+const PHASES_ENV: &str = "EMBUS_CRASH_PHASES";
 /// Starts every line the child reports on (the test harness prints its own lines too).
 const TAG: &str = "@crash";
 
@@ -101,9 +104,11 @@ fn crash_child() {
         Ok("interval") => Durability::Interval(Duration::from_millis(20)),
         _ => Durability::Immediate,
     };
+    let two_phase = std::env::var(PHASES_ENV).as_deref() != Ok("one");
     let bus = Broker::builder()
         .path(&path)
         .durability(durability)
+        .two_phase_commit(two_phase)
         .open()
         .expect("child: open");
     let topic = bus
@@ -231,7 +236,7 @@ impl Drop for Reaper {
 
 /// Runs one child on `path` until it has acknowledged `target` sends, kills it, and returns
 /// everything it reported (lines already written when it died included).
-fn run_child(path: &Path, cycle: u32, interval: bool, target: usize) -> Report {
+fn run_child(path: &Path, cycle: u32, interval: bool, two_phase: bool, target: usize) -> Report {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
         .args([
@@ -247,6 +252,7 @@ fn run_child(path: &Path, cycle: u32, interval: bool, target: usize) -> Report {
             DURABILITY_ENV,
             if interval { "interval" } else { "immediate" },
         )
+        .env(PHASES_ENV, if two_phase { "two" } else { "one" })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -642,7 +648,7 @@ fn acknowledged_sends_survive_kill_9() {
     let dir = common::fresh_dir("crash");
     let started = Instant::now();
     let mut totals = Totals::default();
-    let mut interval_cycles = 0;
+    let (mut interval_cycles, mut one_phase_cycles) = (0, 0);
     let (mut files, mut records, mut queued) = (0, 0, 0);
     for (file, file_cycles) in files_of(cycles) {
         let path = dir.join(format!("crash-{file}.embus"));
@@ -650,8 +656,10 @@ fn acknowledged_sends_survive_kill_9() {
         for cycle in file_cycles {
             let interval = cycle % 10 == 9;
             interval_cycles += u32::from(interval);
+            let two_phase = cycle % 3 != 1;
+            one_phase_cycles += u32::from(!two_phase);
             let target = 50 + rng.below(451) as usize;
-            let report = run_child(&path, cycle, interval, target);
+            let report = run_child(&path, cycle, interval, two_phase, target);
             model.check(&path, cycle, interval, &report, &mut totals);
         }
         files += 1;
@@ -660,7 +668,8 @@ fn acknowledged_sends_survive_kill_9() {
         let _ = std::fs::remove_file(&path);
     }
     eprintln!(
-        "crash: {cycles} kill -9 cycles ({interval_cycles} with Interval durability) in {:.1?}: \
+        "crash: {cycles} kill -9 cycles ({interval_cycles} with Interval durability, \
+         {one_phase_cycles} with one-phase commits) in {:.1?}: \
          {} acknowledged sends checked: {} found in place, {} queue messages gone after an ack \
          (and {} of earlier cycles), {} lost in Interval cycles; {} stored unacknowledged (in \
          flight at the kill); {} receipts by consumers checked; the {files} files ended with \

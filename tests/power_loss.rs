@@ -21,6 +21,8 @@
 //!   file is accepted too), never panic or hang; every acknowledged send must be at its receipt
 //!   offset with its payload (queue messages: unless acked); nothing may be present that was
 //!   never sent; per-partition offsets are contiguous from 0; the reopened store takes a send.
+//! - All of it twice: with the default two-phase commits (two fsyncs each), and with
+//!   `BrokerBuilder::two_phase_commit(false)` (one fsync each, its syncs counted afresh).
 //!
 //! `EMBUS_POWER_LOSS_TORN=<variants>[,<seed>]` sets how many torn variants each sync point gets
 //! (default 3, the first being the deterministic "last write torn in half" one) and the decimal
@@ -55,6 +57,9 @@ struct Acked {
 
 #[derive(Debug, Default)]
 struct Run {
+    /// Whether the broker committed in two phases (the default), or one
+    /// (`BrokerBuilder::two_phase_commit(false)`); the reopen does the same.
+    two_phase: bool,
     /// Syncs when `open` returned: the store's first complete commit is in by then.
     open_syncs: u64,
     topic: Vec<Acked>,
@@ -73,14 +78,21 @@ fn payload(i: usize) -> String {
     format!("message {i} {}", "x".repeat(i * 7 % 40))
 }
 
-fn open_on(backend: CrashBackend) -> Result<Broker, embus::Error> {
-    Broker::builder().path(PATH).storage_backend(backend).open()
+fn open_on(backend: CrashBackend, two_phase: bool) -> Result<Broker, embus::Error> {
+    Broker::builder()
+        .path(PATH)
+        .storage_backend(backend)
+        .two_phase_commit(two_phase)
+        .open()
 }
 
 /// Runs the workload on `backend`; every send must succeed (the backend never fails).
-fn workload(backend: &CrashBackend) -> Run {
-    let mut run = Run::default();
-    let bus = open_on(backend.clone()).unwrap_or_else(|e| panic!("workload: open: {e}"));
+fn workload(backend: &CrashBackend, two_phase: bool) -> Run {
+    let mut run = Run {
+        two_phase,
+        ..Run::default()
+    };
+    let bus = open_on(backend.clone(), two_phase).unwrap_or_else(|e| panic!("workload: open: {e}"));
     run.open_syncs = backend.syncs();
     let topic = bus.topic_with::<String>("t", topic_options()).unwrap();
     let queue = bus.queue::<String>("q").unwrap();
@@ -183,7 +195,7 @@ struct Tally {
 
 /// Reopens `image` (the power cut after sync `k` of `run`) and checks it; `Err` says why not.
 fn check_image(image: Vec<u8>, run: &Run, k: u64, tally: &mut Tally) -> Result<(), String> {
-    let bus = match open_on(CrashBackend::from_image(image)) {
+    let bus = match open_on(CrashBackend::from_image(image), run.two_phase) {
         Ok(bus) => bus,
         Err(e) if k < run.open_syncs => {
             let message = e.to_string();
@@ -352,9 +364,45 @@ fn check_image(image: Vec<u8>, run: &Run, k: u64, tally: &mut Tally) -> Result<(
 
 #[test]
 fn power_loss_at_every_sync_point_loses_nothing_acknowledged() {
+    cut_power_at_every_sync_point(true);
+}
+
+/// One fsync per commit instead of two: a commit the cut interrupted fails its checksums and
+/// is rolled back whole, and every commit whose fsync returned is there.
+#[test]
+fn power_loss_with_one_phase_commits_loses_nothing_acknowledged() {
+    cut_power_at_every_sync_point(false);
+}
+
+/// What the option is for: a single send costs one fsync, not two.
+#[test]
+fn a_one_phase_commit_syncs_once() {
+    const N: u64 = 20;
+    let syncs = |two_phase| {
+        let backend = CrashBackend::frozen_after(None);
+        let bus = open_on(backend.clone(), two_phase).unwrap();
+        let producer = bus.topic::<String>("t").unwrap().producer();
+        producer.send(payload(0)).unwrap(); // the declaration's commit
+        let before = backend.syncs();
+        for i in 0..N as usize {
+            producer.send(payload(i)).unwrap();
+        }
+        backend.syncs() - before
+    };
+    let (one, two) = (syncs(false), syncs(true));
+    eprintln!("{N} sends: {one} fsyncs with one-phase commits, {two} with two");
+    // Give or take a sync as the file grows.
+    assert!((N..=N + 2).contains(&one), "one fsync per send: {one}");
+    assert!(
+        (2 * N..=2 * N + 2).contains(&two),
+        "two per send by default: {two}"
+    );
+}
+
+fn cut_power_at_every_sync_point(two_phase: bool) {
     let started = Instant::now();
     let (variants, seed) = torn_settings();
-    let reference = guarded(|| workload(&CrashBackend::frozen_after(None)))
+    let reference = guarded(move || workload(&CrashBackend::frozen_after(None), two_phase))
         .unwrap_or_else(|e| panic!("reference run: {e}"));
     let total = reference.syncs;
     assert!(
@@ -369,7 +417,7 @@ fn power_loss_at_every_sync_point_loses_nothing_acknowledged() {
         tally.sync_points += 1;
         let backend = CrashBackend::frozen_after(Some(k));
         let run_backend = backend.clone();
-        let run = match guarded(move || workload(&run_backend)) {
+        let run = match guarded(move || workload(&run_backend, two_phase)) {
             Ok(run) => run,
             Err(e) => {
                 failures.push(format!("crash after sync {k}: workload: {e}"));
@@ -410,10 +458,11 @@ fn power_loss_at_every_sync_point_loses_nothing_acknowledged() {
         }
     }
     eprintln!(
-        "power loss: {} sync points tried (0..={total}; the store's first commit is in after \
+        "power loss ({}-phase commits): {} sync points tried (0..={total}; the store's first commit is in after \
          sync {}), {} images reopened ({} opened, {} refused with an error before the first \
          commit), {} acknowledged messages checked present, {} not-yet-acknowledged messages \
          found anyway, {variants} torn variants per sync point (seed {seed}), in {:?}",
+        if two_phase { "two" } else { "one" },
         tally.sync_points,
         reference.open_syncs,
         tally.images,

@@ -112,6 +112,9 @@ pub(crate) struct Options {
     pub(crate) codec: &'static str,
     /// Run redb's integrity check at open even if the store was closed cleanly.
     pub(crate) check_integrity: bool,
+    /// Commit in two phases, two fsyncs (see
+    /// [`BrokerBuilder::two_phase_commit`](crate::BrokerBuilder::two_phase_commit)).
+    pub(crate) two_phase: bool,
 }
 
 /// Opens a redb database on a backend the caller chose.
@@ -222,6 +225,7 @@ impl DurableStore {
             trims: Trims::default(),
             deleted: Vec::new(),
             in_use: false,
+            quick_repair: options.two_phase,
         };
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())

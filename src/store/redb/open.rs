@@ -3,6 +3,8 @@
 //! own database ([`shared`]) gets the same check and upgrade, and embus's tables on first use.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, TableHandle};
 
@@ -63,15 +65,29 @@ pub(super) fn database(
     // `check_integrity(true)`: redb checks every page as it opens, before it reads its own
     // saved state (a plain open trusts that, and may panic on it).
     builder.set_check_integrity_on_open(always_check);
+    // One-phase commits save no allocator state (`Writer::quick_repair`), so after a crash
+    // redb repairs as it opens: it verifies every page's checksum (falling back to the
+    // previous commit if the last one does not verify) and rebuilds its allocator. That is
+    // the check `verify_if_unclean` would run again.
+    let repaired = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&repaired);
+    builder.set_repair_callback(move |_| flag.store(true, Ordering::Relaxed));
     let finish = |opened: Result<Database, Error>| {
         let mut db = opened.map_err(|e| match e {
             Error::Corrupt { path, detail } if always_check => Error::Corrupt {
                 path,
                 detail: format!("the store fails redb's integrity check: {detail}"),
             },
+            Error::Corrupt { path, detail } if repaired.load(Ordering::Relaxed) => Error::Corrupt {
+                path,
+                detail: format!(
+                    "the store was not closed cleanly and fails redb's integrity check: \
+                         {detail}"
+                ),
+            },
             e => e,
         })?;
-        if !always_check {
+        if !always_check && !repaired.load(Ordering::Relaxed) {
             verify_if_unclean(path, &mut db)?;
         }
         let instance = check_format(path, &db, codec)?;

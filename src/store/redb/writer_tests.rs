@@ -78,6 +78,7 @@ fn options() -> Options {
         database: None,
         codec: "test",
         check_integrity: false,
+        two_phase: true,
     }
 }
 
