@@ -25,6 +25,7 @@
 //! | commit | F0 | appends 4 KiB with `write` + `File::sync_data` in a loop: the disk's fsync floor |
 //! | commit | F1 qr / F1 | raw redb, one row (`u64` key, 100-byte value) per `Durability::Immediate` transaction, with and without `set_quick_repair(true)` (embus commits with it) |
 //! | commit | D1 | embus `send` of a 100-byte `Vec<u8>`, one producer, `Durability::Immediate` |
+//! | commit | D1 1pc | as D1 with `BrokerBuilder::two_phase_commit(false)` (one fsync per commit; its floor is F1) |
 //! | commit | D2 | 16 producer threads, each sending one message at a time, `Immediate` |
 //! | commit | D1 / D2 10ms | as D1 / D2 with `Durability::Interval(10 ms)` |
 //! | batch | F2 | raw redb, 1000 rows (sequential keys, 100-byte values) per transaction, quick repair |
@@ -33,6 +34,8 @@
 //! | e2e | F2 | as in batch: E1's floor, in the same rounds |
 //! | e2e | E1 group | as E1 queue on a topic (one partition, unlimited retention), the consumer a group member (`join_group`) |
 //! | latency | D7 | one producer, one live subscriber (`Start::Latest`): end-to-end latency (send start → `recv` returns) and the `send` call's duration, p50 and p99 |
+//! | latency | F0 latency | one 4 KiB write + `sync_data` at a time, paced like D7: L1's floor (the gate is D7's send p50 over its p50) |
+//! | latency | D7 1pc | as D7 with `two_phase_commit(false)`: the `send` call's duration |
 //! | latency | D7 memory | the same in `Broker::memory()` |
 //! | tx-outbox | T1 outbox | a `Broker::transaction` inserting one row (100-byte value) into the application's own table through `Transaction::redb` and sending one message, committed; broker built with `BrokerBuilder::database` on the application's redb file, `Immediate` |
 //! | tx-outbox | T1 send | embus `send` of one message at a time, the same broker setup |
@@ -43,7 +46,7 @@
 //! | tx-ctp | T3 tx | consume-transform-produce: one group member on a topic of 100k stored inputs (quick: 20k) receives 1000, and one transaction sends their 1000 outputs to another topic and acks the 1000 inputs; `Immediate` |
 //! | tx-ctp | T3 plain | the same loop without a transaction: receive 1000, `send_batch` their outputs, then `ack` each input |
 //! | tx-ctp | T3 paired | T3 tx and T3 plain in one run, on two pipelines, alternating batch by batch (the gate) |
-//! | open | open | `Broker::open` + `bus.topic` + the first `recv` of a `Start::Earliest` subscriber, on a store of 10k vs 1M retained messages (quick: 10k vs 200k), after a clean close and after a kill -9 |
+//! | open | open | `Broker::open` + `bus.topic` + the first `recv` of a `Start::Earliest` subscriber, on a store of 10k vs 1M retained messages (quick: 10k vs 200k), after a clean close and after a kill -9 (of a child with one-phase commits too: `open large kill 1pc`) |
 //!
 //! Throughput runs are time-boxed (1 s each, quick 0.25 s): each opens a fresh file (untimed),
 //! makes one untimed write (table creation; embus: the topic's declaration), then runs the clock
@@ -162,10 +165,21 @@ fn remove(path: &Path) {
 
 /// A fresh durable broker in a fresh file.
 fn durable_broker(ctx: &Ctx, label: &str, durability: Durability) -> (PathBuf, Broker) {
+    durable_broker_with(ctx, label, durability, true)
+}
+
+/// As [`durable_broker`], with one-phase commits if `two_phase` is false.
+fn durable_broker_with(
+    ctx: &Ctx,
+    label: &str,
+    durability: Durability,
+    two_phase: bool,
+) -> (PathBuf, Broker) {
     let path = ctx.file(label);
     let bus = Broker::builder()
         .path(&path)
         .durability(durability)
+        .two_phase_commit(two_phase)
         .open()
         .expect("open the durable broker");
     (path, bus)
@@ -288,7 +302,17 @@ fn embus_topic(
     label: &str,
     durability: Durability,
 ) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
-    let (path, bus) = durable_broker(ctx, label, durability);
+    embus_topic_with(ctx, label, durability, true)
+}
+
+/// As [`embus_topic`], with one-phase commits if `two_phase` is false.
+fn embus_topic_with(
+    ctx: &Ctx,
+    label: &str,
+    durability: Durability,
+    two_phase: bool,
+) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
+    let (path, bus) = durable_broker_with(ctx, label, durability, two_phase);
     let topic = unlimited_topic(&bus, "bench");
     topic.producer().send(payload(0)).expect("warm send");
     (path, bus, topic)
@@ -322,9 +346,15 @@ fn timed(
     vec![rate(key, n, elapsed)]
 }
 
-/// D1: one producer, `send` one at a time.
-fn embus_single(ctx: &Ctx, warm: bool, key: &'static str, durability: Durability) -> Vec<Figure> {
-    let store = embus_topic(ctx, key, durability);
+/// D1: one producer, `send` one at a time (one-phase commits if `two_phase` is false).
+fn embus_single(
+    ctx: &Ctx,
+    warm: bool,
+    key: &'static str,
+    durability: Durability,
+    two_phase: bool,
+) -> Vec<Figure> {
+    let store = embus_topic_with(ctx, key, durability, two_phase);
     timed(ctx, warm, key, store, |_, producer, n| {
         if producer.send(payload(n)).is_err() {
             panic!("send failed");
@@ -445,9 +475,9 @@ fn ping(bus: &Broker, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
     (e2e, sends.split_off(WARM))
 }
 
-fn latency_durable(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let path = ctx.file("d7");
-    let bus = Broker::open(&path).expect("open the durable broker");
+/// D7 (one-phase commits if `two_phase` is false: D7 1pc, which reports the send only).
+fn latency_durable(ctx: &Ctx, warm: bool, two_phase: bool) -> Vec<Figure> {
+    let (path, bus) = durable_broker_with(ctx, "d7", Durability::Immediate, two_phase);
     let samples = if warm { 20 } else { ctx.samples };
     let (mut e2e, mut sends) = ping(&bus, samples);
     bus.close().expect("close");
@@ -455,6 +485,12 @@ fn latency_durable(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     e2e.sort();
     sends.sort();
     let (e2e50, send50) = (percentile(&e2e, 0.5), percentile(&sends, 0.5));
+    if !two_phase {
+        return vec![
+            time("D7 1pc send p50", send50),
+            time("D7 1pc send p99", percentile(&sends, 0.99)),
+        ];
+    }
     let diff = e2e50.as_secs_f64() - send50.as_secs_f64();
     vec![
         time("D7 e2e p50", e2e50),
@@ -466,6 +502,33 @@ fn latency_durable(ctx: &Ctx, warm: bool) -> Vec<Figure> {
             unit: Unit::Time,
         },
     ]
+}
+
+/// L1's floor: one 4 KiB write + `sync_data` at a time, paced as D7 paces its sends.
+fn fsync_latency(ctx: &Ctx, warm: bool) -> Vec<Figure> {
+    let path = ctx.file("f0-latency");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .expect("create the F0 file");
+    let block = [0x5Au8; 4096];
+    let samples = if warm { 20 } else { ctx.samples };
+    let mut took: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            file.write_all(&block).expect("write");
+            file.sync_data().expect("sync_data");
+            let took = start.elapsed();
+            std::thread::sleep(Duration::from_micros(200));
+            took
+        })
+        .collect();
+    drop(file);
+    remove(&path);
+    took.sort();
+    vec![time("F0 fsync p50", percentile(&took, 0.5))]
 }
 
 fn latency_memory(ctx: &Ctx, warm: bool) -> Vec<Figure> {
@@ -553,12 +616,13 @@ fn timed_open(store: &Store) -> Duration {
     elapsed
 }
 
-/// Lets a child process open `store`, send a few messages and get SIGKILLed; returns once it
-/// is dead.
-fn kill_child(store: &Store) {
+/// Lets a child process open `store` (with one-phase commits if `two_phase` is false), send a
+/// few messages and get SIGKILLed; returns once it is dead.
+fn kill_child(store: &Store, two_phase: bool) {
     let exe = std::env::current_exe().expect("the bench binary");
     let mut child = Command::new(exe)
         .env("EMBUS_BENCH_CHILD", &store.path)
+        .env("EMBUS_BENCH_CHILD_TWO_PHASE", two_phase.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -581,7 +645,12 @@ fn kill_child(store: &Store) {
 /// The child: opens the store, sends `CHILD_SENDS` messages (`Immediate`), says `sent <end>`
 /// and waits to be killed.
 fn child(path: &Path) -> ! {
-    let bus = Broker::open(path).expect("child: open");
+    let two_phase = std::env::var("EMBUS_BENCH_CHILD_TWO_PHASE").map_or(true, |v| v != "false");
+    let bus = Broker::builder()
+        .path(path)
+        .two_phase_commit(two_phase)
+        .open()
+        .expect("child: open");
     let topic = bus.topic::<Vec<u8>>(OPEN_TOPIC).expect("child: topic");
     let producer = topic.producer();
     let mut end = 0;
@@ -680,8 +749,13 @@ fn sections() -> Vec<Section> {
                     |c, w| raw_redb(c, w, "F1 qr", 1, true),
                 ),
                 side("D1", "embus send, 1 producer, Immediate", |c, w| {
-                    embus_single(c, w, "D1", Durability::Immediate)
+                    embus_single(c, w, "D1", Durability::Immediate, true)
                 }),
+                side(
+                    "D1 1pc",
+                    "embus send, 1 producer, Immediate, one-phase commits",
+                    |c, w| embus_single(c, w, "D1 1pc", Durability::Immediate, false),
+                ),
                 side("D2", "embus send, 16 producers, Immediate", |c, w| {
                     embus_concurrent(c, w, "D2", Durability::Immediate)
                 }),
@@ -693,11 +767,13 @@ fn sections() -> Vec<Section> {
                 side(
                     "D1 10ms",
                     "embus send, 1 producer, Interval(10ms)",
-                    move |c, w| embus_single(c, w, "D1 10ms", relaxed),
+                    move |c, w| embus_single(c, w, "D1 10ms", relaxed, true),
                 ),
             ],
             ratios: vec![
                 ratio("D1 / F1 qr", "D1", "F1 qr", Some(AtLeast(0.8))),
+                ratio("D1 1pc / F1 (no qr)", "D1 1pc", "F1", Some(AtLeast(0.8))),
+                ratio("D1 1pc / D1", "D1 1pc", "D1", None),
                 ratio("D2 / D1", "D2", "D1", Some(AtLeast(10.0))),
                 ratio("D1 10ms / D1", "D1 10ms", "D1", None),
                 ratio("D2 10ms / D1", "D2 10ms", "D1", None),
@@ -720,7 +796,13 @@ fn sections() -> Vec<Section> {
         Section {
             name: "latency",
             sides: vec![
-                side("D7", "durable (Immediate): send → recv", latency_durable),
+                side("D7", "durable (Immediate): send → recv", |c, w| {
+                    latency_durable(c, w, true)
+                }),
+                side("F0 latency", "one 4 KiB write + sync_data", fsync_latency),
+                side("D7 1pc", "as D7, one-phase commits: send", |c, w| {
+                    latency_durable(c, w, false)
+                }),
                 side("D7 memory", "Broker::memory(): send → recv", latency_memory),
             ],
             ratios: vec![
@@ -731,6 +813,18 @@ fn sections() -> Vec<Section> {
                     Some(AtMost(2.0)),
                 ),
                 ratio("D7 e2e p50 / send p50", "D7 e2e p50", "D7 send p50", None),
+                ratio(
+                    "L1: D7 send p50 / fsync p50",
+                    "D7 send p50",
+                    "F0 fsync p50",
+                    Some(AtMost(2.5)),
+                ),
+                ratio(
+                    "L1 1pc: D7 1pc send p50 / fsync p50",
+                    "D7 1pc send p50",
+                    "F0 fsync p50",
+                    Some(AtMost(2.5)),
+                ),
             ],
             setup: None,
         },
@@ -836,6 +930,12 @@ fn sections() -> Vec<Section> {
                     "open small kill",
                     Some(AtMost(2.0)),
                 ),
+                ratio(
+                    "open large, kill -9: 1pc / 2pc",
+                    "open large kill 1pc",
+                    "open large kill",
+                    None,
+                ),
             ],
             setup: Some(Box::new(open_sides)),
         },
@@ -856,11 +956,11 @@ fn open_sides(ctx: &Ctx) -> Vec<Side> {
             vec![time(key, median_duration(opens.collect()))]
         }
     };
-    let killed = |key: &'static str, store: &Arc<Store>| {
+    let killed = |key: &'static str, store: &Arc<Store>, two_phase: bool| {
         let store = Arc::clone(store);
         move |_: &Ctx, _: bool| {
             let opens = (0..OPEN_SAMPLES).map(|_| {
-                kill_child(&store);
+                kill_child(&store, two_phase);
                 timed_open(&store)
             });
             vec![time(key, median_duration(opens.collect()))]
@@ -880,12 +980,17 @@ fn open_sides(ctx: &Ctx) -> Vec<Side> {
         side(
             "open small kill",
             "open + topic + first recv, after kill -9",
-            killed("open small kill", &small),
+            killed("open small kill", &small, true),
         ),
         side(
             "open large kill",
             "open + topic + first recv, after kill -9",
-            killed("open large kill", &large),
+            killed("open large kill", &large, true),
+        ),
+        side(
+            "open large kill 1pc",
+            "open + topic + first recv, after kill -9 of one-phase commits",
+            killed("open large kill 1pc", &large, false),
         ),
     ]
 }

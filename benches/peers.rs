@@ -34,6 +34,7 @@
 //! | e2e | RabbitMQ | producer as in produce; `basic_consume`, manual ack, prefetch 1000, `basic_ack` each |
 //! | each | disk | 4 KiB appends to a file in the bench directory, each followed by `fdatasync`: fsyncs per second, or the p50 and p99 of one (a reference: how fast the disk is in this round) |
 //! | latency | each | one message at a time: send (embus `send`, Redis `XADD`, NATS publish + `PubAck`, RabbitMQ publish + confirm) → the consumer has it; the consumer acks it, then reports; the producer waits for the report and 200 µs more before the next send |
+//! | latency | embus 1pc | as embus durable, with `two_phase_commit(false)`: one fsync per commit, where the default takes two |
 //!
 //! Throughput runs are time-boxed (1 s, quick 0.25 s, a quarter for the warm-up run of each
 //! side): the producer sends until the window has passed; produce counts sent (confirmed)
@@ -303,10 +304,10 @@ fn sides(test: Test, peers: &[Rc<dyn Peer>]) -> Vec<Side> {
     let mut sides = match test {
         Test::Produce => vec![
             side("embus durable", Role::Embus("durable"), |c, w| {
-                vec![local::produce(c, w, true)]
+                vec![local::produce(c, w, local::Store::Durable)]
             }),
             side("embus memory", Role::Reference, |c, w| {
-                vec![local::produce(c, w, false)]
+                vec![local::produce(c, w, local::Store::Memory)]
             }),
         ],
         Test::E2e => vec![
@@ -319,10 +320,15 @@ fn sides(test: Test, peers: &[Rc<dyn Peer>]) -> Vec<Side> {
         ],
         Test::Latency => vec![
             side("embus durable queue", Role::Embus("durable"), |c, w| {
-                local::latency(c, w, true)
+                local::latency(c, w, local::Store::Durable)
             }),
+            side(
+                "embus durable queue, one-phase commits",
+                Role::Embus("1pc"),
+                |c, w| local::latency(c, w, local::Store::OnePhase),
+            ),
             side("embus memory queue", Role::Reference, |c, w| {
-                local::latency(c, w, false)
+                local::latency(c, w, local::Store::Memory)
             }),
         ],
     };

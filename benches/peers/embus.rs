@@ -1,5 +1,5 @@
 //! The embus sides of `benches/peers.rs`: a durable broker (`Durability::Immediate`, a fresh
-//! file per run) and `Broker::memory()` for reference.
+//! file per run; for latency, with one-phase commits too) and `Broker::memory()` for reference.
 
 use std::time::Instant;
 
@@ -8,15 +8,26 @@ use embus::{Broker, Durability, Retention, TopicOptions};
 use super::common::flow::{self, send_until};
 use super::{Ctx, payload, ping, seq_of};
 
+/// Where a run's broker keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Store {
+    Memory,
+    /// A fresh file, committing in two phases (the default).
+    Durable,
+    /// A fresh file, committing in one phase (`two_phase_commit(false)`: one fsync).
+    OnePhase,
+}
+
 /// A broker of this run: durable in a fresh file (returned, to remove), or memory.
-fn broker(ctx: &Ctx, label: &str, durable: bool) -> (Broker, Option<std::path::PathBuf>) {
-    if !durable {
+fn broker(ctx: &Ctx, label: &str, store: Store) -> (Broker, Option<std::path::PathBuf>) {
+    if store == Store::Memory {
         return (Broker::memory(), None);
     }
     let path = ctx.file(label);
     let bus = Broker::builder()
         .path(&path)
         .durability(Durability::Immediate)
+        .two_phase_commit(store == Store::Durable)
         .open()
         .expect("open the durable broker");
     (bus, Some(path))
@@ -51,9 +62,9 @@ fn topic(bus: &Broker, durable: bool) -> embus::Topic<Vec<u8>> {
 }
 
 /// Produce: `send_batch(BATCH)` for the window.
-pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
-    let (bus, path) = broker(ctx, "produce", durable);
-    let topic = topic(&bus, durable);
+pub(super) fn produce(ctx: &Ctx, warm: bool, store: Store) -> f64 {
+    let (bus, path) = broker(ctx, "produce", store);
+    let topic = topic(&bus, store != Store::Memory);
     let producer = topic.producer();
     // Untimed: the topic's declaration rides this commit.
     producer.send(payload(0)).expect("warm send");
@@ -67,7 +78,7 @@ pub(super) fn produce(ctx: &Ctx, warm: bool, durable: bool) -> f64 {
 
 /// End to end through a durable queue.
 pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
-    let (bus, path) = broker(ctx, "e2e-queue", true);
+    let (bus, path) = broker(ctx, "e2e-queue", Store::Durable);
     let rate = flow::embus_queue(&bus, ctx.window(warm)).rate();
     finish(bus, path, "e2e queue", warm);
     rate
@@ -75,15 +86,15 @@ pub(super) fn e2e_queue(ctx: &Ctx, warm: bool) -> f64 {
 
 /// End to end through a durable topic, the consumer a group member.
 pub(super) fn e2e_group(ctx: &Ctx, warm: bool) -> f64 {
-    let (bus, path) = broker(ctx, "e2e-group", true);
+    let (bus, path) = broker(ctx, "e2e-group", Store::Durable);
     let rate = flow::embus_group(&bus, ctx.window(warm)).rate();
     finish(bus, path, "e2e group", warm);
     rate
 }
 
 /// Latency through a queue: `send` one message, the consumer `recv`s and acks it.
-pub(super) fn latency(ctx: &Ctx, warm: bool, durable: bool) -> Vec<f64> {
-    let (bus, path) = broker(ctx, "latency", durable);
+pub(super) fn latency(ctx: &Ctx, warm: bool, store: Store) -> Vec<f64> {
+    let (bus, path) = broker(ctx, "latency", store);
     let queue = bus.queue::<Vec<u8>>("bench").expect("declare the queue");
     let producer = queue.producer();
     let mut consumer = queue.consumer();
