@@ -22,7 +22,7 @@
 //!
 //! | section | side | what one run does |
 //! |---|---|---|
-//! | commit | F0 | appends 4 KiB with `write` + `File::sync_data` in a loop: the disk's fsync floor |
+//! | commit | F0 | overwrites 4 KiB blocks of a preallocated file with `write` + `File::sync_data` in a loop: the disk's fsync floor (no size change to sync, as in most redb commits) |
 //! | commit | F1 qr / F1 | raw redb, one row (`u64` key, 100-byte value) per `Durability::Immediate` transaction, with and without `set_quick_repair(true)` (embus commits with it) |
 //! | commit | D1 | embus `send` of a 100-byte `Vec<u8>`, one producer, `Durability::Immediate` |
 //! | commit | D1 1pc | as D1 with `BrokerBuilder::two_phase_commit(false)` (one fsync per commit; its floor is F1) |
@@ -34,8 +34,9 @@
 //! | e2e | F2 | as in batch: E1's floor, in the same rounds |
 //! | e2e | E1 group | as E1 queue on a topic (one partition, unlimited retention), the consumer a group member (`join_group`) |
 //! | latency | D7 | one producer, one live subscriber (`Start::Latest`): end-to-end latency (send start → `recv` returns) and the `send` call's duration, p50 and p99 |
-//! | latency | F0 latency | one 4 KiB write + `sync_data` at a time, paced like D7: L1's floor (the gate is D7's send p50 over its p50) |
+//! | latency | F0 latency | one such 4 KiB overwrite + `sync_data` at a time, paced like D7: L1's floor (the gate is D7's send p50 over its p50) |
 //! | latency | D7 1pc | as D7 with `two_phase_commit(false)`: the `send` call's duration |
+//! | latency | F1 qr latency / F1 latency | raw redb, one row per commit, one commit at a time paced like D7, with and without quick repair: what redb itself adds to L1's floor |
 //! | latency | D7 memory | the same in `Broker::memory()` |
 //! | tx-outbox | T1 outbox | a `Broker::transaction` inserting one row (100-byte value) into the application's own table through `Transaction::redb` and sending one message, committed; broker built with `BrokerBuilder::database` on the application's redb file, `Immediate` |
 //! | tx-outbox | T1 send | embus `send` of one message at a time, the same broker setup |
@@ -85,22 +86,18 @@
 //! that the end offset is what was sent (the killed child's acknowledged sends included). The
 //! files stay in the OS page cache throughout: these are warm opens.
 
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use embus::redb::{self, TableDefinition};
-use embus::{Broker, Durability, Retention, Start, TopicOptions};
+use embus::{Broker, Durability};
 
 #[path = "common/mod.rs"]
 mod common;
 use common::{
-    Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, percentile,
-    print_row, print_rule, seq_of, unlimited_topic,
+    Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, print_row,
+    print_rule, seq_of, unlimited_topic,
 };
 
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
@@ -111,6 +108,19 @@ mod tx;
 #[path = "durable/e2e.rs"]
 mod e2e;
 
+/// The latency section (`latency`: D7 and L1).
+#[path = "durable/latency.rs"]
+mod latency;
+
+/// The open section (`open`), and the child process it kills.
+#[path = "durable/open.rs"]
+mod open;
+
+/// The floors: raw fsync and raw redb (F0, F1, F2).
+#[path = "durable/floors.rs"]
+mod floors;
+use floors::{FsyncFile, f2, fsync_floor, raw_redb};
+
 // ---------------------------------------------------------------------------------------------
 // Settings and files
 
@@ -118,15 +128,6 @@ mod e2e;
 const THREADS: usize = 16;
 /// The relaxed mode's commit interval.
 const INTERVAL: Duration = Duration::from_millis(10);
-/// The topic of the open section.
-const OPEN_TOPIC: &str = "orders";
-/// Messages the killed child sends before it says so.
-const CHILD_SENDS: u64 = 8;
-/// Opens per run of an open side (the run reports their median).
-const OPEN_SAMPLES: usize = 3;
-
-/// The raw redb rows' table.
-const ROWS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("rows");
 
 struct Ctx {
     quick: bool,
@@ -163,13 +164,8 @@ fn remove(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// A fresh durable broker in a fresh file.
-fn durable_broker(ctx: &Ctx, label: &str, durability: Durability) -> (PathBuf, Broker) {
-    durable_broker_with(ctx, label, durability, true)
-}
-
-/// As [`durable_broker`], with one-phase commits if `two_phase` is false.
-fn durable_broker_with(
+/// A fresh durable broker in a fresh file, committing in one phase if `two_phase` is false.
+fn durable_broker(
     ctx: &Ctx,
     label: &str,
     durability: Durability,
@@ -212,107 +208,17 @@ fn time(key: &'static str, value: Duration) -> Figure {
 }
 
 // ---------------------------------------------------------------------------------------------
-// F0, F1, F2: the floors
-
-/// F0: 4 KiB appends, each followed by `sync_data`.
-fn fsync_floor(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let path = ctx.file("f0");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .expect("create the F0 file");
-    let block = [0x5Au8; 4096];
-    let window = ctx.window(warm);
-    let mut n = 0u64;
-    let start = Instant::now();
-    loop {
-        file.write_all(&block).expect("write");
-        file.sync_data().expect("sync_data");
-        n += 1;
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(file);
-    let elapsed = start.elapsed();
-    remove(&path);
-    vec![rate("F0", n, elapsed)]
-}
-
-/// The F2 side (of the batch and the e2e sections).
-fn f2() -> Side {
-    side(
-        "F2",
-        "redb 1000 rows/txn, Immediate, quick repair",
-        |c, w| raw_redb(c, w, "F2", BATCH, true),
-    )
-}
-
-/// F1 / F2: raw redb, `per_txn` rows of sequential keys per `Immediate` commit.
-fn raw_redb(
-    ctx: &Ctx,
-    warm: bool,
-    key: &'static str,
-    per_txn: usize,
-    quick_repair: bool,
-) -> Vec<Figure> {
-    let path = ctx.file(key);
-    let db = redb::Database::create(&path).expect("create the redb file");
-    let value = payload(0);
-    let commit = |next: &mut u64| {
-        let mut txn = db.begin_write().expect("begin_write");
-        txn.set_durability(redb::Durability::Immediate)
-            .expect("Immediate");
-        txn.set_quick_repair(quick_repair);
-        {
-            let mut table = txn.open_table(ROWS).expect("open_table");
-            for _ in 0..per_txn {
-                table.insert(*next, value.as_slice()).expect("insert");
-                *next += 1;
-            }
-        }
-        txn.commit().expect("commit");
-    };
-    let mut next = 0u64;
-    commit(&mut next); // untimed: creates the table
-    let first = next;
-    let window = ctx.window(warm);
-    let start = Instant::now();
-    loop {
-        commit(&mut next);
-        if start.elapsed() >= window {
-            break;
-        }
-    }
-    drop(db);
-    let elapsed = start.elapsed();
-    remove(&path);
-    vec![rate(key, next - first, elapsed)]
-}
-
-// ---------------------------------------------------------------------------------------------
 // D1, D2, D3: embus throughput
 
-/// A fresh durable broker and its one-partition, unlimited-retention topic, with one message
-/// sent (untimed: the topic's declaration rides that commit).
+/// A fresh durable broker (as [`durable_broker`]) and its one-partition, unlimited-retention
+/// topic, with one message sent (untimed: the topic's declaration rides that commit).
 fn embus_topic(
-    ctx: &Ctx,
-    label: &str,
-    durability: Durability,
-) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
-    embus_topic_with(ctx, label, durability, true)
-}
-
-/// As [`embus_topic`], with one-phase commits if `two_phase` is false.
-fn embus_topic_with(
     ctx: &Ctx,
     label: &str,
     durability: Durability,
     two_phase: bool,
 ) -> (PathBuf, Broker, embus::Topic<Vec<u8>>) {
-    let (path, bus) = durable_broker_with(ctx, label, durability, two_phase);
+    let (path, bus) = durable_broker(ctx, label, durability, two_phase);
     let topic = unlimited_topic(&bus, "bench");
     topic.producer().send(payload(0)).expect("warm send");
     (path, bus, topic)
@@ -354,7 +260,7 @@ fn embus_single(
     durability: Durability,
     two_phase: bool,
 ) -> Vec<Figure> {
-    let store = embus_topic_with(ctx, key, durability, two_phase);
+    let store = embus_topic(ctx, key, durability, two_phase);
     timed(ctx, warm, key, store, |_, producer, n| {
         if producer.send(payload(n)).is_err() {
             panic!("send failed");
@@ -370,7 +276,7 @@ fn embus_concurrent(
     key: &'static str,
     durability: Durability,
 ) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, key, durability);
+    let (path, bus, topic) = embus_topic(ctx, key, durability, true);
     let window = ctx.window(warm);
     let barrier = Barrier::new(THREADS);
     let results: Vec<(Instant, u64)> = std::thread::scope(|s| {
@@ -411,7 +317,7 @@ fn embus_concurrent(
 
 /// D3: one producer, `send_batch` of `BATCH`.
 fn embus_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let store = embus_topic(ctx, "D3", Durability::Immediate);
+    let store = embus_topic(ctx, "D3", Durability::Immediate, true);
     timed(ctx, warm, "D3", store, |_, producer, n| {
         let batch: Vec<Vec<u8>> = (n..n + BATCH as u64).map(payload).collect();
         if producer.send_batch(batch).is_err() {
@@ -419,255 +325,6 @@ fn embus_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
         }
         BATCH as u64
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// D7: live-consumer latency
-
-/// One producer sends `samples` messages, paced by the subscriber's reports; returns the
-/// end-to-end latencies (send start → `recv` returns) and the `send` calls' durations.
-fn ping(bus: &Broker, samples: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let options = TopicOptions::default()
-        .partitions(1)
-        .retention(Retention::messages(4096));
-    let topic = bus
-        .topic_with::<Vec<u8>>("latency", options)
-        .expect("declare the topic");
-    let producer = topic.producer();
-    let mut sub = topic.subscribe(Start::Latest).expect("subscribe");
-    const WARM: usize = 5;
-    let total = samples + WARM;
-    let (report, reports) = crossbeam_channel::bounded::<()>(1);
-    let pause = Duration::from_micros(200);
-    let (starts, mut sends, received) = std::thread::scope(|s| {
-        let consumer = s.spawn(move || {
-            let mut received = Vec::with_capacity(total);
-            for i in 0..total {
-                let m = sub.recv().expect("recv");
-                let at = Instant::now();
-                assert_eq!(seq_of(m.payload()), i as u64, "messages out of order");
-                received.push(at);
-                report.send(()).expect("producer alive");
-            }
-            received
-        });
-        let mut starts = Vec::with_capacity(total);
-        let mut sends = Vec::with_capacity(total);
-        for i in 0..total {
-            let msg = payload(i as u64);
-            let start = Instant::now();
-            if producer.send(msg).is_err() {
-                panic!("send failed");
-            }
-            sends.push(start.elapsed());
-            starts.push(start);
-            reports.recv().expect("consumer alive");
-            std::thread::sleep(pause);
-        }
-        (starts, sends, consumer.join().expect("consumer thread"))
-    });
-    let e2e = received
-        .iter()
-        .zip(&starts)
-        .skip(WARM)
-        .map(|(r, s)| r.saturating_duration_since(*s))
-        .collect();
-    (e2e, sends.split_off(WARM))
-}
-
-/// D7 (one-phase commits if `two_phase` is false: D7 1pc, which reports the send only).
-fn latency_durable(ctx: &Ctx, warm: bool, two_phase: bool) -> Vec<Figure> {
-    let (path, bus) = durable_broker_with(ctx, "d7", Durability::Immediate, two_phase);
-    let samples = if warm { 20 } else { ctx.samples };
-    let (mut e2e, mut sends) = ping(&bus, samples);
-    bus.close().expect("close");
-    remove(&path);
-    e2e.sort();
-    sends.sort();
-    let (e2e50, send50) = (percentile(&e2e, 0.5), percentile(&sends, 0.5));
-    if !two_phase {
-        return vec![
-            time("D7 1pc send p50", send50),
-            time("D7 1pc send p99", percentile(&sends, 0.99)),
-        ];
-    }
-    let diff = e2e50.as_secs_f64() - send50.as_secs_f64();
-    vec![
-        time("D7 e2e p50", e2e50),
-        time("D7 e2e p99", percentile(&e2e, 0.99)),
-        time("D7 send p50", send50),
-        Figure {
-            key: "D7 e2e−send p50",
-            value: diff,
-            unit: Unit::Time,
-        },
-    ]
-}
-
-/// L1's floor: one 4 KiB write + `sync_data` at a time, paced as D7 paces its sends.
-fn fsync_latency(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let path = ctx.file("f0-latency");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .expect("create the F0 file");
-    let block = [0x5Au8; 4096];
-    let samples = if warm { 20 } else { ctx.samples };
-    let mut took: Vec<Duration> = (0..samples)
-        .map(|_| {
-            let start = Instant::now();
-            file.write_all(&block).expect("write");
-            file.sync_data().expect("sync_data");
-            let took = start.elapsed();
-            std::thread::sleep(Duration::from_micros(200));
-            took
-        })
-        .collect();
-    drop(file);
-    remove(&path);
-    took.sort();
-    vec![time("F0 fsync p50", percentile(&took, 0.5))]
-}
-
-fn latency_memory(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let bus = Broker::memory();
-    let samples = if warm { 20 } else { ctx.samples };
-    let (mut e2e, _) = ping(&bus, samples);
-    bus.close().expect("close");
-    e2e.sort();
-    vec![
-        time("D7 mem e2e p50", percentile(&e2e, 0.5)),
-        time("D7 mem e2e p99", percentile(&e2e, 0.99)),
-    ]
-}
-
-// ---------------------------------------------------------------------------------------------
-// Open time
-
-/// A built store of the open section.
-struct Store {
-    path: PathBuf,
-    /// The end offset it should reopen with.
-    end: std::sync::Mutex<u64>,
-}
-
-/// Builds a store of `n` retained messages with `send_batch`, and closes it cleanly.
-fn build_store(ctx: &Ctx, n: u64) -> Store {
-    let started = Instant::now();
-    let (path, bus) = durable_broker(ctx, &format!("open-{n}"), Durability::Interval(INTERVAL));
-    let options = TopicOptions::default()
-        .partitions(1)
-        .retention(Retention::messages(2_000_000));
-    let topic = bus
-        .topic_with::<Vec<u8>>(OPEN_TOPIC, options)
-        .expect("declare the topic");
-    let producer = topic.producer();
-    let mut sent = 0u64;
-    while sent < n {
-        let k = (n - sent).min(BATCH as u64);
-        let batch: Vec<Vec<u8>> = (sent..sent + k).map(payload).collect();
-        if producer.send_batch(batch).is_err() {
-            panic!("send_batch failed");
-        }
-        sent += k;
-    }
-    drop(producer);
-    drop(topic);
-    bus.close().expect("close");
-    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-    eprintln!(
-        "  built {} ({n} messages, {:.1} MiB) in {:.1} s",
-        path.display(),
-        size as f64 / (1 << 20) as f64,
-        started.elapsed().as_secs_f64()
-    );
-    Store {
-        path,
-        end: std::sync::Mutex::new(n),
-    }
-}
-
-/// Times open + `topic` + the first `recv` from `Earliest`, checks what it found, and closes
-/// (untimed).
-fn timed_open(store: &Store) -> Duration {
-    let start = Instant::now();
-    let bus = Broker::open(&store.path).expect("reopen the store");
-    let topic = bus.topic::<Vec<u8>>(OPEN_TOPIC).expect("the stored topic");
-    let mut sub = topic.subscribe(Start::Earliest).expect("subscribe");
-    let first = sub.recv().expect("the first message");
-    let elapsed = start.elapsed();
-    assert_eq!(
-        (first.offset(), seq_of(first.payload())),
-        (0, 0),
-        "the first message"
-    );
-    let end = topic.offsets(0).expect("partition 0").end;
-    let expected = *store.end.lock().expect("end");
-    assert_eq!(
-        end,
-        expected,
-        "{}: end offset after reopen (acknowledged sends lost?)",
-        store.path.display()
-    );
-    drop((first, sub, topic));
-    bus.close().expect("close");
-    elapsed
-}
-
-/// Lets a child process open `store` (with one-phase commits if `two_phase` is false), send a
-/// few messages and get SIGKILLed; returns once it is dead.
-fn kill_child(store: &Store, two_phase: bool) {
-    let exe = std::env::current_exe().expect("the bench binary");
-    let mut child = Command::new(exe)
-        .env("EMBUS_BENCH_CHILD", &store.path)
-        .env("EMBUS_BENCH_CHILD_TWO_PHASE", two_phase.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("child stdout"))
-        .read_line(&mut line)
-        .expect("read the child's line");
-    let end: u64 = line
-        .strip_prefix("sent ")
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the child said {line:?}"));
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().expect("reap the child");
-    assert!(!status.success(), "the child was killed: {status}");
-    *store.end.lock().expect("end") = end;
-}
-
-/// The child: opens the store, sends `CHILD_SENDS` messages (`Immediate`), says `sent <end>`
-/// and waits to be killed.
-fn child(path: &Path) -> ! {
-    let two_phase = std::env::var("EMBUS_BENCH_CHILD_TWO_PHASE").map_or(true, |v| v != "false");
-    let bus = Broker::builder()
-        .path(path)
-        .two_phase_commit(two_phase)
-        .open()
-        .expect("child: open");
-    let topic = bus.topic::<Vec<u8>>(OPEN_TOPIC).expect("child: topic");
-    let producer = topic.producer();
-    let mut end = 0;
-    for _ in 0..CHILD_SENDS {
-        let next = topic.offsets(0).expect("partition 0").end;
-        match producer.send(payload(next)) {
-            Ok(receipt) => end = receipt.offset + 1,
-            Err(_) => panic!("child: send failed"),
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "sent {end}").expect("child: stdout");
-    out.flush().expect("child: flush");
-    drop(out);
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,7 +388,7 @@ fn ratio(
 }
 
 fn sections() -> Vec<Section> {
-    use Target::{AtLeast, AtMost};
+    use Target::AtLeast;
     let relaxed = Durability::Interval(INTERVAL);
     vec![
         Section {
@@ -793,41 +450,7 @@ fn sections() -> Vec<Section> {
             setup: None,
         },
         e2e::section(),
-        Section {
-            name: "latency",
-            sides: vec![
-                side("D7", "durable (Immediate): send → recv", |c, w| {
-                    latency_durable(c, w, true)
-                }),
-                side("F0 latency", "one 4 KiB write + sync_data", fsync_latency),
-                side("D7 1pc", "as D7, one-phase commits: send", |c, w| {
-                    latency_durable(c, w, false)
-                }),
-                side("D7 memory", "Broker::memory(): send → recv", latency_memory),
-            ],
-            ratios: vec![
-                ratio(
-                    "D7 (e2e−send p50) / mem e2e p50",
-                    "D7 e2e−send p50",
-                    "D7 mem e2e p50",
-                    Some(AtMost(2.0)),
-                ),
-                ratio("D7 e2e p50 / send p50", "D7 e2e p50", "D7 send p50", None),
-                ratio(
-                    "L1: D7 send p50 / fsync p50",
-                    "D7 send p50",
-                    "F0 fsync p50",
-                    Some(AtMost(2.5)),
-                ),
-                ratio(
-                    "L1 1pc: D7 1pc send p50 / fsync p50",
-                    "D7 1pc send p50",
-                    "F0 fsync p50",
-                    Some(AtMost(2.5)),
-                ),
-            ],
-            setup: None,
-        },
+        latency::section(),
         Section {
             name: "tx-outbox",
             sides: vec![
@@ -914,90 +537,8 @@ fn sections() -> Vec<Section> {
             ],
             setup: None,
         },
-        Section {
-            name: "open",
-            sides: Vec::new(),
-            ratios: vec![
-                ratio(
-                    "open large / small, clean",
-                    "open large clean",
-                    "open small clean",
-                    Some(AtMost(2.0)),
-                ),
-                ratio(
-                    "open large / small, kill -9",
-                    "open large kill",
-                    "open small kill",
-                    Some(AtMost(2.0)),
-                ),
-                ratio(
-                    "open large, kill -9: 1pc / 2pc",
-                    "open large kill 1pc",
-                    "open large kill",
-                    None,
-                ),
-            ],
-            setup: Some(Box::new(open_sides)),
-        },
+        open::section(),
     ]
-}
-
-/// Builds the open section's stores and returns its sides.
-fn open_sides(ctx: &Ctx) -> Vec<Side> {
-    let (small, large) = ctx.open_sizes;
-    let small = Arc::new(build_store(ctx, small));
-    let large = Arc::new(build_store(ctx, large));
-    // One open is a few milliseconds, mostly fsyncs: each run reports the median of
-    // `OPEN_SAMPLES` opens.
-    let clean = |key: &'static str, store: &Arc<Store>| {
-        let store = Arc::clone(store);
-        move |_: &Ctx, _: bool| {
-            let opens = (0..OPEN_SAMPLES).map(|_| timed_open(&store));
-            vec![time(key, median_duration(opens.collect()))]
-        }
-    };
-    let killed = |key: &'static str, store: &Arc<Store>, two_phase: bool| {
-        let store = Arc::clone(store);
-        move |_: &Ctx, _: bool| {
-            let opens = (0..OPEN_SAMPLES).map(|_| {
-                kill_child(&store, two_phase);
-                timed_open(&store)
-            });
-            vec![time(key, median_duration(opens.collect()))]
-        }
-    };
-    vec![
-        side(
-            "open small clean",
-            "open + topic + first recv, clean close",
-            clean("open small clean", &small),
-        ),
-        side(
-            "open large clean",
-            "open + topic + first recv, clean close",
-            clean("open large clean", &large),
-        ),
-        side(
-            "open small kill",
-            "open + topic + first recv, after kill -9",
-            killed("open small kill", &small, true),
-        ),
-        side(
-            "open large kill",
-            "open + topic + first recv, after kill -9",
-            killed("open large kill", &large, true),
-        ),
-        side(
-            "open large kill 1pc",
-            "open + topic + first recv, after kill -9 of one-phase commits",
-            killed("open large kill 1pc", &large, false),
-        ),
-    ]
-}
-
-fn median_duration(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Every run of every side, by round.
@@ -1100,7 +641,7 @@ fn profile(ctx: &Ctx, sides: &[Side], only: &str) {
 
 fn main() {
     if let Some(path) = std::env::var_os("EMBUS_BENCH_CHILD") {
-        child(Path::new(&path));
+        open::child(Path::new(&path));
     }
     let args = Args::read((3, 7));
     let (quick, rounds) = (args.quick, args.rounds);

@@ -23,6 +23,9 @@
 //!   is there that was never sent, or twice; per-partition offsets are contiguous from 0; the
 //!   reopened store commits another outbox transaction.
 //!
+//! All of it twice: with the default two-phase commits, and with
+//! `BrokerBuilder::two_phase_commit(false)`.
+//!
 //! `EMBUS_POWER_LOSS_TORN=<variants>[,<seed>]` sets the torn variants per sync point, as for
 //! `tests/power_loss.rs` (default 3).
 
@@ -77,6 +80,9 @@ struct Plain {
 
 #[derive(Debug, Default)]
 struct Run {
+    /// Whether the broker committed in two phases (the default), or one
+    /// (`BrokerBuilder::two_phase_commit(false)`); the reopen does the same.
+    two_phase: bool,
     /// Syncs when the broker was open: the store's first complete commit is in by then.
     open_syncs: u64,
     outbox: Vec<Outbox>,
@@ -89,22 +95,26 @@ struct Run {
 }
 
 /// The application's database on `backend`, and a broker sharing it.
-fn open_on(backend: CrashBackend) -> Result<(Arc<Database>, Broker), String> {
+fn open_on(backend: CrashBackend, two_phase: bool) -> Result<(Arc<Database>, Broker), String> {
     let db = embus::redb::Builder::new()
         .create_with_backend(backend)
         .map_err(|e| format!("open the database: {e}"))?;
     let db = Arc::new(db);
     let bus = Broker::builder()
         .database(Arc::clone(&db))
+        .two_phase_commit(two_phase)
         .open()
         .map_err(|e| format!("open the broker: {e}"))?;
     Ok((db, bus))
 }
 
 /// Runs the workload on `backend`; everything must succeed (the backend never fails).
-fn workload(backend: &CrashBackend) -> Run {
-    let mut run = Run::default();
-    let (db, bus) = open_on(backend.clone()).unwrap_or_else(|e| panic!("workload: {e}"));
+fn workload(backend: &CrashBackend, two_phase: bool) -> Run {
+    let mut run = Run {
+        two_phase,
+        ..Run::default()
+    };
+    let (db, bus) = open_on(backend.clone(), two_phase).unwrap_or_else(|e| panic!("workload: {e}"));
     run.open_syncs = backend.syncs();
     let placed = bus.topic_with::<String>("placed", topic_options()).unwrap();
     let mail = bus.queue::<String>("mail").unwrap();
@@ -228,7 +238,7 @@ fn queued<T: Payload + Clone>(queue: &Queue<T>, name: &str) -> Result<HashMap<u6
 
 /// Reopens `image` (the power cut after sync `k` of `run`) and checks it; `Err` says why not.
 fn check_image(image: Vec<u8>, run: &Run, k: u64, tally: &mut Tally) -> Result<(), String> {
-    let (db, bus) = match open_on(CrashBackend::from_image(image)) {
+    let (db, bus) = match open_on(CrashBackend::from_image(image), run.two_phase) {
         Ok(opened) => opened,
         // redb refusing an image from before the database's first complete commit; the broker
         // must open on any database that opened (its first commit is one redb commit).
@@ -409,9 +419,20 @@ fn check_image(image: Vec<u8>, run: &Run, k: u64, tally: &mut Tally) -> Result<(
 
 #[test]
 fn power_loss_at_every_sync_point_keeps_rows_and_messages_together() {
+    cut_power_at_every_sync_point(true);
+}
+
+/// The same with one-phase commits: the broker's commits (the lent transactions included)
+/// fsync once.
+#[test]
+fn power_loss_with_one_phase_commits_keeps_rows_and_messages_together() {
+    cut_power_at_every_sync_point(false);
+}
+
+fn cut_power_at_every_sync_point(two_phase: bool) {
     let started = Instant::now();
     let (variants, seed) = torn_settings();
-    let reference = guarded(|| workload(&CrashBackend::frozen_after(None)))
+    let reference = guarded(move || workload(&CrashBackend::frozen_after(None), two_phase))
         .unwrap_or_else(|e| panic!("reference run: {e}"));
     let total = reference.syncs;
     assert!(
@@ -425,7 +446,7 @@ fn power_loss_at_every_sync_point_keeps_rows_and_messages_together() {
         tally.sync_points += 1;
         let backend = CrashBackend::frozen_after(Some(k));
         let run_backend = backend.clone();
-        let run = match guarded(move || workload(&run_backend)) {
+        let run = match guarded(move || workload(&run_backend, two_phase)) {
             Ok(run) => Arc::new(run),
             Err(e) => {
                 failures.push(format!("crash after sync {k}: workload: {e}"));
@@ -464,10 +485,11 @@ fn power_loss_at_every_sync_point_keeps_rows_and_messages_together() {
         }
     }
     eprintln!(
-        "power loss (outbox): {} sync points tried (0..={total}; the store's first commit is in \
+        "power loss (outbox, {}-phase commits): {} sync points tried (0..={total}; the store's first commit is in \
          after sync {}), {} images reopened ({} opened, {} refused before the first commit), {} \
          acknowledged commits checked present, {} not-yet-acknowledged outbox commits found \
          whole, {variants} torn variants per sync point (seed {seed}), in {:?}",
+        if two_phase { "two" } else { "one" },
         tally.sync_points,
         reference.open_syncs,
         tally.images,

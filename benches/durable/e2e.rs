@@ -24,7 +24,7 @@ fn run(
     key: &'static str,
     flow: fn(&Broker, Duration) -> Tally,
 ) -> Vec<Figure> {
-    let (path, bus) = durable_broker(ctx, key, Durability::Immediate);
+    let (path, bus) = durable_broker(ctx, key, Durability::Immediate, true);
     let tally = flow(&bus, ctx.window(warm));
     bus.close().expect("close");
     let elapsed = tally.start.elapsed();

@@ -193,7 +193,7 @@ pub(super) fn outbox_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 
 /// T2 paired: the transaction of `SENDS` and `send_batch` of `SENDS`, alternating.
 pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let (path, bus, topic) = embus_topic(ctx, "T2p tx", Durability::Immediate);
+    let (path, bus, topic) = embus_topic(ctx, "T2p tx", Durability::Immediate, true);
     let producer = topic.producer();
     let tx_lane = Lane::new("T2 tx paired", (path, bus), move |bus, i| {
         let mut tx = bus.transaction().expect("begin a transaction");
@@ -206,7 +206,7 @@ pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
         tx.commit().expect("commit");
         SENDS as u64
     });
-    let (path, bus, topic2) = embus_topic(ctx, "T2p batch", Durability::Immediate);
+    let (path, bus, topic2) = embus_topic(ctx, "T2p batch", Durability::Immediate, true);
     let producer = topic2.producer();
     let batch = Lane::new("T2 batch paired", (path, bus), move |_, i| {
         let first = i * SENDS as u64;
@@ -226,7 +226,7 @@ pub(super) fn sends_paired(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 
 /// T2 batch: `send_batch` of `SENDS`.
 pub(super) fn sends_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let store = embus_topic(ctx, "T2 batch", Durability::Immediate);
+    let store = embus_topic(ctx, "T2 batch", Durability::Immediate, true);
     timed(ctx, warm, "T2 batch", store, |_, producer, n| {
         let batch: Vec<Vec<u8>> = (n..n + SENDS as u64).map(payload).collect();
         if producer.send_batch(batch).is_err() {
@@ -238,7 +238,7 @@ pub(super) fn sends_batch(ctx: &Ctx, warm: bool) -> Vec<Figure> {
 
 /// T2 tx: a transaction of `SENDS` sends to one topic, committed.
 pub(super) fn sends_tx(ctx: &Ctx, warm: bool) -> Vec<Figure> {
-    let store = embus_topic(ctx, "T2 tx", Durability::Immediate);
+    let store = embus_topic(ctx, "T2 tx", Durability::Immediate, true);
     timed(ctx, warm, "T2 tx", store, |bus, producer, n| {
         let mut tx = bus.transaction().expect("begin a transaction");
         for seq in n..n + SENDS as u64 {
@@ -270,7 +270,7 @@ struct Pipeline {
 }
 
 fn pipeline(ctx: &Ctx, key: &str, n: u64) -> Pipeline {
-    let (path, bus) = durable_broker(ctx, key, Durability::Immediate);
+    let (path, bus) = durable_broker(ctx, key, Durability::Immediate, true);
     let input = unlimited_topic(&bus, "input");
     let output = unlimited_topic(&bus, "output");
     let producer = input.producer();

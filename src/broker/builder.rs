@@ -162,20 +162,28 @@ impl BrokerBuilder {
     }
 
     /// With `false`, each commit fsyncs once instead of twice: redb's one-phase commit with
-    /// checksums instead of its two-phase commit with quick repair (the default). This about
-    /// halves the latency of a single `send` under [`Durability::Immediate`] and doubles one
-    /// producer's rate of single sends (a `send_batch` or many producers sharing commits gain
-    /// less, as the fsync is shared). Every send that returned `Ok` still survives a crash or
-    /// a power cut. Ignored by a memory broker.
+    /// checksums instead of its two-phase commit with quick repair (the default); a commit
+    /// that grows the file still syncs once more. This takes about a third off the latency of
+    /// a single `send` under [`Durability::Immediate`] and nearly doubles one producer's rate
+    /// of single sends (a `send_batch`, or producers sharing commits, gain less: they share
+    /// the fsync). Every send that returned `Ok` still survives a crash or a power cut.
+    /// Ignored by a memory broker.
     ///
-    /// What it gives up: after a crash, redb cannot tell a last commit whose pages were
-    /// damaged on the disk since (a failing disk, or one that acknowledged writes it had not
-    /// made) from one that a power cut interrupted before its fsync returned. It rolls such a
-    /// commit back, and its sends are lost without an error; with two phases, the open
-    /// fails with [`Error::Corrupt`]. Damage to anything older is found either way. Opening
-    /// after a crash checks the whole file in both modes (see
-    /// [`check_integrity`](Self::check_integrity)), and the `embus` tool cannot read a
-    /// store left unclean by one-phase commits until a broker has opened it once.
+    /// What it gives up:
+    /// - After a crash, redb cannot tell a last commit whose pages were damaged on the disk
+    ///   since (a failing disk, or one that acknowledged writes it had not made) from one a
+    ///   power cut interrupted before its fsync returned. It rolls such a commit back, and
+    ///   its sends are lost without an error; with two phases the open fails with
+    ///   [`Error::Corrupt`]. Damage to anything older is found either way.
+    /// - redb's checksums are not cryptographic. Its documentation describes a theoretical
+    ///   attack on one-phase commits by someone who controls the data written, the order
+    ///   pages reach the disk and when the machine crashes: a commit left half-written that
+    ///   still verifies. Keep two phases where payloads may come from such an attacker.
+    ///
+    /// Opening after a crash checks the whole file in both modes (redb's repair does it for
+    /// a one-phase store, see [`check_integrity`](Self::check_integrity)), and the `embus`
+    /// tool's read-only commands cannot open a store that one-phase commits left unclean
+    /// until a broker (or `embus dlq --redrive`) has opened it once.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -225,7 +225,7 @@ impl DurableStore {
             trims: Trims::default(),
             deleted: Vec::new(),
             in_use: false,
-            quick_repair: options.two_phase,
+            two_phase: options.two_phase,
         };
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())

@@ -2,7 +2,7 @@
 //! and codec, and turning redb's failures into errors that name the path. An application's
 //! own database ([`shared`]) gets the same check and upgrade, and embus's tables on first use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -65,31 +65,18 @@ pub(super) fn database(
     // `check_integrity(true)`: redb checks every page as it opens, before it reads its own
     // saved state (a plain open trusts that, and may panic on it).
     builder.set_check_integrity_on_open(always_check);
-    // One-phase commits save no allocator state (`Writer::quick_repair`), so after a crash
-    // redb repairs as it opens: it verifies every page's checksum (falling back to the
-    // previous commit if the last one does not verify) and rebuilds its allocator. That is
-    // the check `verify_if_unclean` would run again.
-    let repaired = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&repaired);
-    builder.set_repair_callback(move |_| flag.store(true, Ordering::Relaxed));
+    let unclean = (!always_check).then(|| Unclean::watch(&mut builder));
     let finish = |opened: Result<Database, Error>| {
-        let mut db = opened.map_err(|e| match e {
-            Error::Corrupt { path, detail } if always_check => Error::Corrupt {
-                path,
-                detail: format!("the store fails redb's integrity check: {detail}"),
-            },
-            Error::Corrupt { path, detail } if repaired.load(Ordering::Relaxed) => Error::Corrupt {
-                path,
-                detail: format!(
-                    "the store was not closed cleanly and fails redb's integrity check: \
-                         {detail}"
-                ),
-            },
-            e => e,
-        })?;
-        if !always_check && !repaired.load(Ordering::Relaxed) {
-            verify_if_unclean(path, &mut db)?;
-        }
+        let db = match &unclean {
+            Some(unclean) => unclean.check(path, opened)?,
+            None => opened.map_err(|e| match e {
+                Error::Corrupt { path, detail } => Error::Corrupt {
+                    path,
+                    detail: format!("the store fails redb's integrity check: {detail}"),
+                },
+                e => e,
+            })?,
+        };
         let instance = check_format(path, &db, codec)?;
         Ok((db, instance))
     };
@@ -146,13 +133,62 @@ pub(super) fn guarded(
     }
 }
 
+/// The check of a store that was not closed cleanly, for an open through a builder it
+/// [`watch`](Self::watch)es.
+pub(super) struct Unclean {
+    /// Whether redb repaired the file while opening it.
+    repaired: Arc<AtomicBool>,
+}
+
+impl Unclean {
+    /// Watches `builder`'s opens for redb's repair. A store whose last commit saved no
+    /// allocator state (one-phase commits, `Writer::two_phase`) is repaired as redb opens it
+    /// after a crash: redb verifies every page's checksum, falling back to the previous
+    /// commit if the last one does not verify, and rebuilds its allocator.
+    pub(super) fn watch(builder: &mut redb::Builder) -> Self {
+        let repaired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&repaired);
+        builder.set_repair_callback(move |_| flag.store(true, Ordering::Relaxed));
+        Self { repaired }
+    }
+
+    /// Checks the database `opened` if it was not closed cleanly: redb's repair did, if it
+    /// ran (its failure is this check's), and [`verify_if_unclean`] does otherwise, rather
+    /// than read the whole file a second time.
+    pub(super) fn check(
+        &self,
+        path: &Path,
+        opened: Result<Database, Error>,
+    ) -> Result<Database, Error> {
+        let repaired = || self.repaired.load(Ordering::Relaxed);
+        let mut db = opened.map_err(|e| match e {
+            Error::Corrupt { path, detail } if repaired() => unclean_corrupt(path, &detail),
+            e => e,
+        })?;
+        if !repaired() {
+            verify_if_unclean(path, &mut db)?;
+        }
+        Ok(db)
+    }
+}
+
+/// A store that was not closed cleanly and failed the check at open.
+fn unclean_corrupt(path: PathBuf, detail: &str) -> Error {
+    Error::Corrupt {
+        path,
+        detail: format!(
+            "the store was not closed cleanly and fails redb's integrity check: {detail}"
+        ),
+    }
+}
+
 /// Runs redb's integrity check (every page's checksum, before anything reads a record) if
 /// the store was not closed cleanly: its writer committed since it last closed (`"clean"` is
 /// 0 in `embus.meta`), or it is of a format version whose upgrade rewrites tables (4 and
 /// older; checked once, as it is upgraded). A cleanly closed store is not scanned: opening
 /// stays as fast as the log is long (`BrokerBuilder::check_integrity` has redb check every
 /// open instead).
-pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
+fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Error> {
     let unclean = {
         let txn = db.begin_read().map_err(|e| storage(path, e))?;
         match txn.open_table(META) {
@@ -180,12 +216,7 @@ pub(super) fn verify_if_unclean(path: &Path, db: &mut Database) -> Result<(), Er
     match db.check_integrity() {
         Ok(_) => Ok(()),
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
-            Err(Error::Corrupt {
-                path: path.to_owned(),
-                detail: format!(
-                    "the store was not closed cleanly and fails redb's integrity check: {detail}"
-                ),
-            })
+            Err(unclean_corrupt(path.to_owned(), &detail))
         }
         Err(e) => Err(storage(path, e)),
     }

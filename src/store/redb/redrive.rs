@@ -17,7 +17,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 
-use super::open::{guarded, storage, upgrade_first, verify_if_unclean};
+use super::open::{Unclean, guarded, storage, upgrade_first};
 use super::quiet;
 use super::schema::{
     CLEAN, DECLARATIONS, FORMAT_VERSION, META, UPGRADES_FROM, counts_table, deliveries, end_of,
@@ -66,8 +66,9 @@ pub(crate) fn redrive(
         });
     }
     let moved = quiet::catch(|| {
-        let mut db = guarded(path, || Database::builder().open(path))?;
-        verify_if_unclean(path, &mut db)?;
+        let mut builder = Database::builder();
+        let unclean = Unclean::watch(&mut builder);
+        let db = unclean.check(path, guarded(path, || builder.open(path)))?;
         let moved = apply(path, &db, from, to, limit, now);
         let closed = quiet::catch(move || drop(db));
         moved.and_then(|n| {

@@ -36,12 +36,12 @@ pub(super) struct Writer {
     /// Whether the file says it is in use (`"clean"` is 0): the first commit says so, a
     /// [`Request::Close`] undoes it.
     pub(super) in_use: bool,
-    /// Whether commits are two-phase and save redb's allocator state (`set_quick_repair`):
+    /// Whether commits are two-phase and save redb's allocator state (redb's quick repair):
     /// a second fsync per commit, so that a commit whose pages were damaged on disk is
     /// refused as corrupt rather than taken for one a power cut interrupted (and rolled
     /// back), and redb need not rebuild its allocator after a crash
     /// ([`Options::two_phase`](super::Options)).
-    pub(super) quick_repair: bool,
+    pub(super) two_phase: bool,
 }
 
 impl Writer {
@@ -224,10 +224,7 @@ impl Writer {
             return;
         }
         let txn = match quiet::catch(|| self.db.begin_write()) {
-            Ok(Ok(mut txn)) => {
-                txn.set_quick_repair(self.quick_repair);
-                txn
-            }
+            Ok(Ok(txn)) => txn, // set up for its commit when it comes back
             Ok(Err(e)) => {
                 let _ = reply.send(Err(e.to_string()));
                 return;
@@ -287,7 +284,7 @@ impl Writer {
             Some(txn) => *txn, // the application's writes are in it already
             None => self.db.begin_write()?,
         };
-        txn.set_quick_repair(self.quick_repair);
+        txn.set_quick_repair(self.two_phase);
         // Counts before the batch (an ack in it removes what a count written here would
         // leave), acks after it (it may have moved an acked message into its queue).
         let acks = pending.write_counts(&txn, |queue| is_deleted(&self.deleted, queue))?;
