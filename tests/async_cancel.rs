@@ -85,6 +85,15 @@ async fn within<F: Future>(fut: F) -> F::Output {
 
 /// The three kinds of consumer, each with a producer for what it reads. Topics have two
 /// partitions, so a waiting consumer is registered in more than one place.
+/// Sends `value`, and returns its receipt once every consumer the send wakes has been woken: a
+/// durable broker's writer wakes them just after the send returns, before it commits again
+/// (`Broker::flush` waits for a commit).
+fn send_woken(bus: &Broker, producer: &Producer<u32>, value: u32) -> embus::Receipt {
+    let receipt = producer.send(value).unwrap();
+    bus.flush().unwrap();
+    receipt
+}
+
 fn each_consumer(bus: &Broker) -> Vec<(&'static str, Producer<u32>, Consumer<u32>)> {
     let two = TopicOptions::default().partitions(2);
     let queue = bus.queue::<u32>("q").unwrap();
@@ -142,7 +151,7 @@ fn a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing(backend: B
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
-        producer.send(7).unwrap();
+        send_woken(&bus, &producer, 7);
         assert_eq!(
             counter.wakes(),
             1,
@@ -260,7 +269,7 @@ fn a_pending_recv_async_is_woken_exactly_once_by_a_send(backend: Backend) {
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
         assert_eq!(counter.wakes(), 0, "{what}");
-        producer.send(1).unwrap();
+        send_woken(&bus, &producer, 1);
         assert_eq!(counter.wakes(), 1, "{what}: woken by the send");
         match poll_once(&mut fut, &waker) {
             Poll::Ready(Ok(m)) => {
@@ -292,8 +301,8 @@ fn a_recv_async_dropped_while_pending_leaves_no_waker(backend: Backend) {
             "{what}: a clone of the dropped future's waker is still held"
         );
         // Sends to both partitions (round-robin) wake nobody.
-        producer.send(1).unwrap();
-        producer.send(2).unwrap();
+        send_woken(&bus, &producer, 1);
+        send_woken(&bus, &producer, 2);
         assert_eq!(counter.wakes(), 0, "{what}: a dropped future was woken");
         assert_eq!(consumer.lag(), 2, "{what}");
     }
@@ -307,7 +316,7 @@ fn a_completed_recv_async_leaves_no_waker_on_other_partitions(backend: Backend) 
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
-        let receipt = producer.send(1).unwrap();
+        let receipt = send_woken(&bus, &producer, 1);
         assert_eq!(receipt.partition, 0, "{what}: round-robin starts at 0");
         assert_eq!(counter.wakes(), 1, "{what}");
         match poll_once(&mut fut, &waker) {
@@ -317,7 +326,7 @@ fn a_completed_recv_async_leaves_no_waker_on_other_partitions(backend: Backend) 
         drop(fut);
         drop(waker);
         let held = Arc::strong_count(&counter) - 1;
-        assert_eq!(producer.send(2).unwrap().partition, 1, "{what}");
+        assert_eq!(send_woken(&bus, &producer, 2).partition, 1, "{what}");
         let woken_again = counter.wakes() - 1;
         if held != 0 || woken_again != 0 {
             stale.push(format!(
@@ -343,7 +352,7 @@ fn a_dropped_stream_leaves_no_waker_on_other_partitions(backend: Backend) {
     let mut stream = consumer.stream();
     let mut cx = Context::from_waker(&waker);
     assert!(stream.poll_next_unpin(&mut cx).is_pending());
-    assert_eq!(producer.send(1).unwrap().partition, 0);
+    assert_eq!(send_woken(&bus, &producer, 1).partition, 0);
     assert_eq!(counter.wakes(), 1);
     assert!(matches!(
         stream.poll_next_unpin(&mut cx),
@@ -356,7 +365,7 @@ fn a_dropped_stream_leaves_no_waker_on_other_partitions(backend: Backend) {
         1,
         "the dropped stream's waker is still held"
     );
-    assert_eq!(producer.send(2).unwrap().partition, 1);
+    assert_eq!(send_woken(&bus, &producer, 2).partition, 1);
     assert_eq!(counter.wakes(), 1, "a dropped stream was woken");
 }
 
@@ -371,7 +380,7 @@ fn a_dropped_pending_stream_leaves_no_waker(backend: Backend) {
         drop(stream);
         drop(waker);
         assert_eq!(Arc::strong_count(&counter), 1, "{what}: waker still held");
-        producer.send(1).unwrap();
+        send_woken(&bus, &producer, 1);
         assert_eq!(counter.wakes(), 0, "{what}: a dropped stream was woken");
     }
 }
@@ -386,7 +395,7 @@ fn a_later_poll_with_a_new_waker_replaces_the_old_one(backend: Backend) {
     let mut fut = consumer.recv_async();
     assert!(poll_once(&mut fut, &first_waker).is_pending());
     assert!(poll_once(&mut fut, &second_waker).is_pending()); // e.g. moved to another task
-    queue.producer().send(1).unwrap();
+    send_woken(&bus, &queue.producer(), 1);
     assert_eq!(
         (first.wakes(), second.wakes()),
         (0, 1),

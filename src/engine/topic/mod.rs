@@ -34,7 +34,7 @@ use crate::observe;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
 use crate::stats::Meter;
-use crate::store::{Append, Commit, LogId, Sink, Stager};
+use crate::store::{Append, Commit, LogId, Sink, Stager, Wake};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
 pub(crate) struct TopicCore<T> {
@@ -70,14 +70,10 @@ impl<T: Payload> Sink for PartitionSink<T> {
         &self.log
     }
 
-    fn publish(&self, upto: u64) {
-        let Some(topic) = self.topic.upgrade() else {
-            return;
-        };
+    fn publish(&self, upto: u64) -> Option<Wake> {
+        let topic = self.topic.upgrade()?;
         let mut log = topic.partitions[self.partition as usize].lock();
-        let woken = log.publish_staged(&topic.limits, upto);
-        drop(log);
-        woken.wake();
+        log.publish_staged(&topic.limits, upto).deferred()
     }
 
     fn floor(&self) -> Option<u64> {

@@ -16,7 +16,7 @@ use super::write::{Touched, is_deleted, write_batch};
 use super::{Inner, quiet};
 use crate::observe;
 use crate::options::Durability;
-use crate::store::Sink;
+use crate::store::{Sink, Wake};
 
 /// At most this many requests go into one commit.
 pub(super) const MAX_BATCH: usize = 1 << 14;
@@ -157,10 +157,12 @@ impl Writer {
         let started = Instant::now();
         observe::traced! { let requests = batch.len(); }
         // The stored values, dropped once the senders are told (freeing a commit's worth of
-        // them is no reason to keep a sender waiting).
+        // them is no reason to keep a sender waiting), and the consumers to wake then.
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
+        let mut wakes = Vec::new();
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let result = quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent));
+        let result =
+            quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent, &mut wakes));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -195,6 +197,9 @@ impl Writer {
         self.inner.changed.notify_all();
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
+        }
+        for wake in wakes {
+            wake_guarded(wake);
         }
         drop(spent);
         took
@@ -270,8 +275,8 @@ impl Writer {
     }
 
     /// Writes and commits one batch with the retention `trims` it may apply, then publishes
-    /// what it stored; the appended values are left in `spent`. Without trims, the sinks to
-    /// trim wait for the next commit.
+    /// what it stored; the appended values are left in `spent`, the consumers to wake in
+    /// `wakes`. Without trims, the sinks to trim wait for the next commit.
     fn commit(
         &mut self,
         pending: Pending,
@@ -279,6 +284,7 @@ impl Writer {
         lent: Option<Box<WriteTransaction>>,
         trims: Option<Floors>,
         spent: &mut Vec<Vec<u8>>,
+        wakes: &mut Vec<Wake>,
     ) -> Result<(), redb::Error> {
         let mut txn = match lent {
             Some(txn) => *txn, // the application's writes are in it already
@@ -343,7 +349,7 @@ impl Writer {
                 touched.retain(|t| !is_deleted(deleted, &t.sink));
                 for t in &touched {
                     // The records are stored whatever a consumer's waker does when woken.
-                    wake_guarded(|| t.sink.publish(t.upto));
+                    wake_guarded(|| wakes.extend(t.sink.publish(t.upto)));
                 }
                 let published = touched.iter().map(|t| &t.sink);
                 self.trims
