@@ -154,15 +154,19 @@ impl Writer {
             return Duration::ZERO; // poisoned: nothing more is written
         }
         let records = records_in(batch.iter().map(|(_, r)| r));
+        // A flush (or close) returns only once the consumers woken by what it commits are.
+        let flushes = batch
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Sync | Request::Close));
         let started = Instant::now();
         observe::traced! { let requests = batch.len(); }
         // The stored values, dropped once the senders are told (freeing a commit's worth of
         // them is no reason to keep a sender waiting), and the consumers to wake then.
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
-        let mut wakes = Vec::new();
+        let mut wakes = Wakes(Vec::new());
         // redb asserts on some damaged pages: a panic fails this commit like an error.
         let result =
-            quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent, &mut wakes));
+            quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent, &mut wakes.0));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -194,13 +198,14 @@ impl Writer {
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
         }
+        if flushes {
+            wakes.wake();
+        }
         self.inner.changed.notify_all();
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
         }
-        for wake in wakes {
-            wake_guarded(wake);
-        }
+        wakes.wake();
         drop(spent);
         took
     }
@@ -375,6 +380,25 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// The consumers a commit's publishing found waiting ([`Sink::publish`]), woken when this is
+/// dropped: after the commit's senders are told, and whatever happens in between (the records
+/// are visible, and nobody else will wake them).
+struct Wakes(Vec<Wake>);
+
+impl Wakes {
+    fn wake(&mut self) {
+        for wake in self.0.drain(..) {
+            wake_guarded(wake);
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake();
+    }
 }
 
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
