@@ -2,9 +2,7 @@
 //! a dropped `send_async` has either sent or not, and no dropped future leaves a waker behind.
 //!
 //! Futures are polled by hand with a counting `Waker`, so "woken" and "not woken" are exact
-//! counts read right after the call that would wake (wakes happen inside that call; a durable
-//! send's consumers are woken just after it returns, so those counts are read after
-//! `send_woken`, which flushes).
+//! counts read right after the call that would wake (wakes happen inside that call).
 
 mod common;
 
@@ -85,44 +83,6 @@ async fn within<F: Future>(fut: F) -> F::Output {
     }
 }
 
-/// Sends `value`, and returns its receipt once every consumer the send wakes has been woken: a
-/// durable broker's writer wakes them just after the send returns, and `Broker::flush`
-/// returns after that.
-fn send_woken(bus: &Broker, producer: &Producer<u32>, value: u32) -> embus::Receipt {
-    let receipt = producer.send(value).unwrap();
-    bus.flush().unwrap();
-    receipt
-}
-
-/// `Broker::flush` returns once the consumers waiting for what it committed are woken, under
-/// `Durability::Interval` too, where the send returned before its commit and shares the
-/// flush's.
-#[test]
-fn a_flush_returns_after_waking_the_consumers_of_what_it_committed() {
-    let path = common::fresh_dir("flush-wakes").join("bus.embus");
-    let bus = Broker::builder()
-        .path(&path)
-        .durability(embus::Durability::Interval(std::time::Duration::from_secs(
-            3600,
-        )))
-        .open()
-        .unwrap();
-    let topic = bus.topic::<u32>("t").unwrap();
-    for round in 0..10 {
-        let (counter, waker) = counting_waker();
-        let mut subs: Vec<_> = (0..2000)
-            .map(|_| topic.subscribe(Start::Latest).unwrap())
-            .collect();
-        let mut futs: Vec<_> = subs.iter_mut().map(|s| s.recv_async()).collect();
-        for fut in &mut futs {
-            assert!(poll_once(fut, &waker).is_pending());
-        }
-        topic.producer().send(round).unwrap();
-        bus.flush().unwrap();
-        assert_eq!(counter.wakes(), futs.len(), "round {round}");
-    }
-}
-
 /// The three kinds of consumer, each with a producer for what it reads. Topics have two
 /// partitions, so a waiting consumer is registered in more than one place.
 fn each_consumer(bus: &Broker) -> Vec<(&'static str, Producer<u32>, Consumer<u32>)> {
@@ -182,7 +142,7 @@ fn a_recv_async_woken_then_dropped_before_its_next_poll_loses_nothing(backend: B
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
-        send_woken(&bus, &producer, 7);
+        producer.send(7).unwrap();
         assert_eq!(
             counter.wakes(),
             1,
@@ -300,7 +260,7 @@ fn a_pending_recv_async_is_woken_exactly_once_by_a_send(backend: Backend) {
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
         assert_eq!(counter.wakes(), 0, "{what}");
-        send_woken(&bus, &producer, 1);
+        producer.send(1).unwrap();
         assert_eq!(counter.wakes(), 1, "{what}: woken by the send");
         match poll_once(&mut fut, &waker) {
             Poll::Ready(Ok(m)) => {
@@ -332,8 +292,8 @@ fn a_recv_async_dropped_while_pending_leaves_no_waker(backend: Backend) {
             "{what}: a clone of the dropped future's waker is still held"
         );
         // Sends to both partitions (round-robin) wake nobody.
-        send_woken(&bus, &producer, 1);
-        send_woken(&bus, &producer, 2);
+        producer.send(1).unwrap();
+        producer.send(2).unwrap();
         assert_eq!(counter.wakes(), 0, "{what}: a dropped future was woken");
         assert_eq!(consumer.lag(), 2, "{what}");
     }
@@ -347,7 +307,7 @@ fn a_completed_recv_async_leaves_no_waker_on_other_partitions(backend: Backend) 
         let (counter, waker) = counting_waker();
         let mut fut = consumer.recv_async();
         assert!(poll_once(&mut fut, &waker).is_pending(), "{what}");
-        let receipt = send_woken(&bus, &producer, 1);
+        let receipt = producer.send(1).unwrap();
         assert_eq!(receipt.partition, 0, "{what}: round-robin starts at 0");
         assert_eq!(counter.wakes(), 1, "{what}");
         match poll_once(&mut fut, &waker) {
@@ -357,7 +317,7 @@ fn a_completed_recv_async_leaves_no_waker_on_other_partitions(backend: Backend) 
         drop(fut);
         drop(waker);
         let held = Arc::strong_count(&counter) - 1;
-        assert_eq!(send_woken(&bus, &producer, 2).partition, 1, "{what}");
+        assert_eq!(producer.send(2).unwrap().partition, 1, "{what}");
         let woken_again = counter.wakes() - 1;
         if held != 0 || woken_again != 0 {
             stale.push(format!(
@@ -383,7 +343,7 @@ fn a_dropped_stream_leaves_no_waker_on_other_partitions(backend: Backend) {
     let mut stream = consumer.stream();
     let mut cx = Context::from_waker(&waker);
     assert!(stream.poll_next_unpin(&mut cx).is_pending());
-    assert_eq!(send_woken(&bus, &producer, 1).partition, 0);
+    assert_eq!(producer.send(1).unwrap().partition, 0);
     assert_eq!(counter.wakes(), 1);
     assert!(matches!(
         stream.poll_next_unpin(&mut cx),
@@ -396,7 +356,7 @@ fn a_dropped_stream_leaves_no_waker_on_other_partitions(backend: Backend) {
         1,
         "the dropped stream's waker is still held"
     );
-    assert_eq!(send_woken(&bus, &producer, 2).partition, 1);
+    assert_eq!(producer.send(2).unwrap().partition, 1);
     assert_eq!(counter.wakes(), 1, "a dropped stream was woken");
 }
 
@@ -411,7 +371,7 @@ fn a_dropped_pending_stream_leaves_no_waker(backend: Backend) {
         drop(stream);
         drop(waker);
         assert_eq!(Arc::strong_count(&counter), 1, "{what}: waker still held");
-        send_woken(&bus, &producer, 1);
+        producer.send(1).unwrap();
         assert_eq!(counter.wakes(), 0, "{what}: a dropped stream was woken");
     }
 }
@@ -426,7 +386,7 @@ fn a_later_poll_with_a_new_waker_replaces_the_old_one(backend: Backend) {
     let mut fut = consumer.recv_async();
     assert!(poll_once(&mut fut, &first_waker).is_pending());
     assert!(poll_once(&mut fut, &second_waker).is_pending()); // e.g. moved to another task
-    send_woken(&bus, &queue.producer(), 1);
+    queue.producer().send(1).unwrap();
     assert_eq!(
         (first.wakes(), second.wakes()),
         (0, 1),

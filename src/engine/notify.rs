@@ -173,16 +173,6 @@ impl Woken {
         }
     }
 
-    /// As a [`Wake`](crate::store::Wake) for the store's writer to call later; `None` if there
-    /// is nothing to wake.
-    pub(crate) fn deferred(self) -> Option<crate::store::Wake> {
-        #[cfg(feature = "tracing")]
-        let none = self.signals.is_empty() && self.events.is_empty();
-        #[cfg(not(feature = "tracing"))]
-        let none = self.signals.is_empty();
-        (!none).then(|| Box::new(move || self.wake_all()) as crate::store::Wake)
-    }
-
     /// Adds `other`'s waiters (taking its list as it is when this one is empty: no copy).
     pub(crate) fn join(&mut self, other: Woken) {
         if self.signals.is_empty() {

@@ -293,18 +293,12 @@ pub(crate) trait TxLog {
     fn seal(&mut self) -> Option<Ticket>;
 }
 
-/// Consumers a [`Sink::publish`] found waiting, to wake once the commit's senders are told.
-pub(crate) type Wake = Box<dyn FnOnce() + Send>;
-
 /// A log the writer publishes into after a commit: a topic partition or a queue.
 pub(crate) trait Sink: Send + Sync {
     /// Which log it is.
     fn log(&self) -> &LogId;
-    /// Makes the staged records with keys below `upto` visible, in key order, before the
-    /// commit's senders are told (a send that returned finds its records visible). Returns the
-    /// consumers waiting for them, if any: the writer wakes them after telling the senders,
-    /// which then need not wait for a CPU behind the consumers on a busy machine.
-    fn publish(&self, upto: u64) -> Option<Wake>;
+    /// Makes the staged records with keys below `upto` visible, in key order.
+    fn publish(&self, upto: u64);
     /// Rows below this key are no longer retained (topics); `None` for queues, whose rows go
     /// one by one when acked. It never moves for a record still staged (see
     /// `engine::topic::log::retention`): a commit may delete the rows below it.

@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::observe;
 use crate::options::{IdleOptions, QueueOptions};
 use crate::record::{Entry, Headers, Meta, Nanos, Payload, Receipt, Record, Timing};
-use crate::store::{Commit, LogId, Progress, Sink, Wake};
+use crate::store::{Commit, LogId, Progress, Sink};
 
 pub(crate) use self::consumer::{ConsumerLink, QueueConsumer};
 pub(crate) use self::state::{DeliveryId, Item as QueueItem, Reason as ReleaseReason};
@@ -100,12 +100,16 @@ impl<T: Payload> Sink for QueueSink<T> {
         &self.log
     }
 
-    fn publish(&self, upto: u64) -> Option<Wake> {
-        let queue = self.queue.upgrade()?;
+    fn publish(&self, upto: u64) {
+        let Some(queue) = self.queue.upgrade() else {
+            return;
+        };
         let mut state = queue.state.lock();
         state.publish_staged(upto);
         queue.publish_hints(&mut state);
-        state.readers.take().deferred()
+        let woken = state.readers.take();
+        drop(state);
+        woken.wake();
     }
 
     fn floor(&self) -> Option<u64> {

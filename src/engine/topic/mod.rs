@@ -34,7 +34,7 @@ use crate::observe;
 use crate::options::{IdleOptions, Start, TopicOptions};
 use crate::record::{Entry, Nanos, Payload, Receipt, Record, to_nanos};
 use crate::stats::Meter;
-use crate::store::{Append, Commit, LogId, Sink, Stager, Wake};
+use crate::store::{Append, Commit, LogId, Sink, Stager};
 
 /// The engine of one topic, shared by its handles, producers and consumers.
 pub(crate) struct TopicCore<T> {
@@ -70,10 +70,14 @@ impl<T: Payload> Sink for PartitionSink<T> {
         &self.log
     }
 
-    fn publish(&self, upto: u64) -> Option<Wake> {
-        let topic = self.topic.upgrade()?;
+    fn publish(&self, upto: u64) {
+        let Some(topic) = self.topic.upgrade() else {
+            return;
+        };
         let mut log = topic.partitions[self.partition as usize].lock();
-        log.publish_staged(&topic.limits, upto).deferred()
+        let woken = log.publish_staged(&topic.limits, upto);
+        drop(log);
+        woken.wake();
     }
 
     fn floor(&self) -> Option<u64> {

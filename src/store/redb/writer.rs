@@ -16,7 +16,7 @@ use super::write::{Touched, is_deleted, write_batch};
 use super::{Inner, quiet};
 use crate::observe;
 use crate::options::Durability;
-use crate::store::{Sink, Wake};
+use crate::store::Sink;
 
 /// At most this many requests go into one commit.
 pub(super) const MAX_BATCH: usize = 1 << 14;
@@ -154,19 +154,13 @@ impl Writer {
             return Duration::ZERO; // poisoned: nothing more is written
         }
         let records = records_in(batch.iter().map(|(_, r)| r));
-        // A flush (or close) returns only once the consumers woken by what it commits are.
-        let flushes = batch
-            .iter()
-            .any(|(_, r)| matches!(r, Request::Sync | Request::Close));
         let started = Instant::now();
         observe::traced! { let requests = batch.len(); }
         // The stored values, dropped once the senders are told (freeing a commit's worth of
-        // them is no reason to keep a sender waiting), and the consumers to wake then.
+        // them is no reason to keep a sender waiting).
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
-        let mut wakes = Wakes(Vec::new());
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let result =
-            quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent, &mut wakes.0));
+        let result = quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent));
         let took = started.elapsed();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
@@ -198,14 +192,10 @@ impl Writer {
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
         }
-        if flushes {
-            wakes.wake();
-        }
         self.inner.changed.notify_all();
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
         }
-        wakes.wake();
         drop(spent);
         took
     }
@@ -280,8 +270,8 @@ impl Writer {
     }
 
     /// Writes and commits one batch with the retention `trims` it may apply, then publishes
-    /// what it stored; the appended values are left in `spent`, the consumers to wake in
-    /// `wakes`. Without trims, the sinks to trim wait for the next commit.
+    /// what it stored; the appended values are left in `spent`. Without trims, the sinks to
+    /// trim wait for the next commit.
     fn commit(
         &mut self,
         pending: Pending,
@@ -289,7 +279,6 @@ impl Writer {
         lent: Option<Box<WriteTransaction>>,
         trims: Option<Floors>,
         spent: &mut Vec<Vec<u8>>,
-        wakes: &mut Vec<Wake>,
     ) -> Result<(), redb::Error> {
         let mut txn = match lent {
             Some(txn) => *txn, // the application's writes are in it already
@@ -354,7 +343,7 @@ impl Writer {
                 touched.retain(|t| !is_deleted(deleted, &t.sink));
                 for t in &touched {
                     // The records are stored whatever a consumer's waker does when woken.
-                    wake_guarded(|| wakes.extend(t.sink.publish(t.upto)));
+                    wake_guarded(|| t.sink.publish(t.upto));
                 }
                 let published = touched.iter().map(|t| &t.sink);
                 self.trims
@@ -380,25 +369,6 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
             _ => 0,
         })
         .sum()
-}
-
-/// The consumers a commit's publishing found waiting ([`Sink::publish`]), woken when this is
-/// dropped: after the commit's senders are told, and whatever happens in between (the records
-/// are visible, and nobody else will wake them).
-struct Wakes(Vec<Wake>);
-
-impl Wakes {
-    fn wake(&mut self) {
-        for wake in self.0.drain(..) {
-            wake_guarded(wake);
-        }
-    }
-}
-
-impl Drop for Wakes {
-    fn drop(&mut self) {
-        self.wake();
-    }
 }
 
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the

@@ -13,7 +13,7 @@ use super::schema::{GROUPS, deliveries, existing, open_position, records};
 use super::{DurableStore, Options};
 use crate::error::Error;
 use crate::options::Durability;
-use crate::store::{Append, Commit, LogId, Progress, Sink, Stager, Store, Wake};
+use crate::store::{Append, Commit, LogId, Progress, Sink, Stager, Store};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -53,12 +53,11 @@ impl Sink for FakeSink {
         &self.log
     }
 
-    fn publish(&self, _upto: u64) -> Option<Wake> {
+    fn publish(&self, _upto: u64) {
         let hook = self.on_publish.lock().take();
         if let Some(hook) = hook {
             hook();
         }
-        None
     }
 
     fn floor(&self) -> Option<u64> {
