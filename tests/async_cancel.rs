@@ -83,6 +83,35 @@ async fn within<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// `Broker::flush` returns once the consumers waiting for what it committed are woken, under
+/// `Durability::Interval` too, where the send returned before its commit and shares the
+/// flush's.
+#[test]
+fn a_flush_returns_after_waking_the_consumers_of_what_it_committed() {
+    let path = common::fresh_dir("flush-wakes").join("bus.embus");
+    let bus = Broker::builder()
+        .path(&path)
+        .durability(embus::Durability::Interval(std::time::Duration::from_secs(
+            3600,
+        )))
+        .open()
+        .unwrap();
+    let topic = bus.topic::<u32>("t").unwrap();
+    for round in 0..10 {
+        let (counter, waker) = counting_waker();
+        let mut subs: Vec<_> = (0..2000)
+            .map(|_| topic.subscribe(Start::Latest).unwrap())
+            .collect();
+        let mut futs: Vec<_> = subs.iter_mut().map(|s| s.recv_async()).collect();
+        for fut in &mut futs {
+            assert!(poll_once(fut, &waker).is_pending());
+        }
+        topic.producer().send(round).unwrap();
+        bus.flush().unwrap();
+        assert_eq!(counter.wakes(), futs.len(), "round {round}");
+    }
+}
+
 /// The three kinds of consumer, each with a producer for what it reads. Topics have two
 /// partitions, so a waiting consumer is registered in more than one place.
 fn each_consumer(bus: &Broker) -> Vec<(&'static str, Producer<u32>, Consumer<u32>)> {

@@ -218,6 +218,12 @@ pub(super) fn section() -> Section {
                 "F1 commit p50",
                 None,
             ),
+            ratio(
+                "D7 e2e / raw redb qr commit",
+                "D7 e2e p50",
+                "F1 qr commit p50",
+                None,
+            ),
         ],
         setup: None,
     }

@@ -270,8 +270,9 @@ impl Broker {
     /// far, is committed to the file: a durability point under
     /// [`Durability::Interval`](crate::Durability::Interval), where `send` returns before its
     /// commit. Returns at once in memory mode and does nothing more under `Immediate` than
-    /// commit pending acks. Called on the writer thread itself (from a waker it runs), it
-    /// cannot wait for its own commit: it asks for it and returns.
+    /// commit pending acks. Consumers waiting for anything committed up to its commit have been
+    /// woken by the time it returns. Called on the writer thread itself (from a waker it runs),
+    /// it cannot wait for its own commit: it asks for it and returns.
     ///
     /// # Errors
     /// [`Error::Poisoned`] if a commit failed; [`Error::Closed`] is not an error here (close
