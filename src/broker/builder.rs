@@ -163,7 +163,7 @@ impl BrokerBuilder {
 
     /// With `false`, each commit fsyncs once instead of twice: redb's one-phase commit with
     /// checksums instead of its two-phase commit with quick repair (the default); a commit
-    /// that grows the file still syncs once more. This takes about a third off the latency of
+    /// that grows the file still syncs once more. This takes about 40 % off the latency of
     /// a single `send` under [`Durability::Immediate`] and nearly doubles one producer's rate
     /// of single sends (a `send_batch`, or producers sharing commits, gain less: they share
     /// the fsync). Every send that returned `Ok` still survives a crash or a power cut.
