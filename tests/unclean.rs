@@ -71,17 +71,11 @@ fn a_damaged_store_left_by_a_failed_commit_is_corrupt_at_open() {
     let path = common::fresh_dir("unclean").join("store.embus");
     write(&path, false);
     damage(&path);
-    match Broker::open(&path) {
-        Err(e @ Error::Corrupt { .. }) => {
-            let text = e.to_string();
-            assert!(
-                text.contains("store.embus") && text.contains("integrity check"),
-                "{text}"
-            );
-        }
-        Err(other) => panic!("expected Error::Corrupt, got {other:?}"),
-        Ok(_) => panic!("a damaged store left unclean opened without a check"),
-    }
+    assert_corrupt(
+        Broker::open(&path),
+        "integrity check",
+        "left unclean, without a check",
+    );
 }
 
 #[test]
@@ -139,16 +133,28 @@ fn check_integrity_finds_a_store_damaged_at_rest_after_a_clean_close() {
     assert_eq!(bus.topic::<String>("t").unwrap().retained(), RECORDS as u64);
     bus.close().unwrap();
     damage(&path);
-    match Broker::builder().path(&path).check_integrity(true).open() {
+    let opened = Broker::builder().path(&path).check_integrity(true).open();
+    assert_corrupt(
+        opened,
+        "fails redb's integrity check",
+        "despite check_integrity(true)",
+    );
+}
+
+/// Asserts `opened` failed with `Error::Corrupt` naming the store and saying `says`; `what`
+/// says what opened otherwise.
+#[track_caller]
+fn assert_corrupt(opened: Result<Broker, Error>, says: &str, what: &str) {
+    match opened {
         Err(e @ Error::Corrupt { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("store.embus") && text.contains("fails redb's integrity check"),
+                text.contains("store.embus") && text.contains(says),
                 "{text}"
             );
         }
         Err(other) => panic!("expected Error::Corrupt, got {other:?}"),
-        Ok(_) => panic!("a damaged store opened despite check_integrity(true)"),
+        Ok(_) => panic!("a damaged store opened {what}"),
     }
 }
 
@@ -182,17 +188,12 @@ fn with_one_phase_commits_damage_before_the_last_commit_is_corrupt_at_open() {
     let path = common::fresh_dir("unclean-1pc").join("store.embus");
     write_with(&path, false, false, 1);
     damage(&path);
-    match Broker::builder().path(&path).two_phase_commit(false).open() {
-        Err(e @ Error::Corrupt { .. }) => {
-            let text = e.to_string();
-            assert!(
-                text.contains("store.embus") && text.contains("integrity check"),
-                "{text}"
-            );
-        }
-        Err(other) => panic!("expected Error::Corrupt, got {other:?}"),
-        Ok(_) => panic!("a store damaged before its last commit opened"),
-    }
+    let opened = Broker::builder().path(&path).two_phase_commit(false).open();
+    assert_corrupt(
+        opened,
+        "integrity check",
+        "although damaged before its last commit",
+    );
 }
 
 /// What one-phase commits give up (`BrokerBuilder::two_phase_commit`'s docs): a last commit

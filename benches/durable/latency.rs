@@ -96,43 +96,39 @@ fn latency_durable(ctx: &Ctx, warm: bool, two_phase: bool) -> Vec<Figure> {
 /// its sends.
 fn fsync_latency(ctx: &Ctx, warm: bool) -> Vec<Figure> {
     let mut file = FsyncFile::create(ctx, "f0-latency");
+    let p50 = paced_p50(ctx, warm, || file.sync_block());
+    file.remove();
+    vec![time("F0 fsync p50", p50)]
+}
+
+/// The p50 of `op`'s duration over a run's samples, with D7's pause after each.
+fn paced_p50(ctx: &Ctx, warm: bool, mut op: impl FnMut()) -> Duration {
     let samples = if warm { 20 } else { ctx.samples };
     let mut took: Vec<Duration> = (0..samples)
         .map(|_| {
             let start = Instant::now();
-            file.sync_block();
+            op();
             let took = start.elapsed();
             std::thread::sleep(PAUSE);
             took
         })
         .collect();
-    file.remove();
     took.sort();
-    vec![time("F0 fsync p50", percentile(&took, 0.5))]
+    percentile(&took, 0.5)
 }
 
 /// The redb floor of L1: one row per raw redb commit, one commit at a time, paced as D7 (one
 /// phase, or two with quick repair as embus's default).
 fn redb_latency(ctx: &Ctx, warm: bool, quick_repair: bool) -> Vec<Figure> {
     let mut raw = RawRedb::create(ctx, "f1-latency", quick_repair);
-    let samples = if warm { 20 } else { ctx.samples };
-    let mut took: Vec<Duration> = (0..samples)
-        .map(|_| {
-            let start = Instant::now();
-            raw.commit(1);
-            let took = start.elapsed();
-            std::thread::sleep(PAUSE);
-            took
-        })
-        .collect();
+    let p50 = paced_p50(ctx, warm, || raw.commit(1));
     raw.remove();
-    took.sort();
     let key = if quick_repair {
         "F1 qr commit p50"
     } else {
         "F1 commit p50"
     };
-    vec![time(key, percentile(&took, 0.5))]
+    vec![time(key, p50)]
 }
 
 /// D7 memory: as D7 in `Broker::memory()`.
