@@ -405,6 +405,42 @@ fn a_dropped_pending_stream_leaves_no_waker(backend: Backend) {
     }
 }
 
+/// A waker that panics when woken: the application's bug.
+struct Panicking;
+
+impl Wake for Panicking {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics when woken");
+    }
+}
+
+both_backends!(a_panicking_waker_strands_no_other_waiter);
+fn a_panicking_waker_strands_no_other_waiter(backend: Backend) {
+    let bus = backend.bus();
+    let topic = bus
+        .topic_with::<u32>("t", TopicOptions::default().partitions(1))
+        .unwrap();
+    let mut first = topic.subscribe(Start::Latest).unwrap();
+    let mut second = topic.subscribe(Start::Latest).unwrap();
+    let panicking = Waker::from(Arc::new(Panicking));
+    let (counter, waker) = counting_waker();
+    let mut bad = first.recv_async();
+    let mut good = second.recv_async();
+    assert!(poll_once(&mut bad, &panicking).is_pending()); // registered first: woken first
+    assert!(poll_once(&mut good, &waker).is_pending());
+    // The panic reaches the send in memory (the message is in by then); durable, the writer
+    // catches it.
+    let producer = topic.producer();
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| producer.send(1)));
+    assert_eq!(sent.is_err(), !backend.is_durable(), "where the panic went");
+    bus.flush().unwrap();
+    assert_eq!(counter.wakes(), 1, "the other waiter was woken");
+    match poll_once(&mut good, &waker) {
+        Poll::Ready(Ok(m)) => assert_eq!(*m.payload(), 1),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
 both_backends!(a_later_poll_with_a_new_waker_replaces_the_old_one);
 fn a_later_poll_with_a_new_waker_replaces_the_old_one(backend: Backend) {
     let bus = backend.bus();

@@ -162,14 +162,23 @@ impl Woken {
         }
     }
 
+    /// Wakes every waiter even if a task's waker (the application's code) panics: the first
+    /// panic goes on once all are woken, so one bad waker strands no other waiter.
     #[inline(never)]
     fn wake_all(self) {
+        let mut panicked = None;
         for (_, signal) in self.signals {
-            signal.wake();
+            let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| signal.wake()));
+            if let (Err(panic), None) = (woke, &panicked) {
+                panicked = Some(panic);
+            }
         }
         #[cfg(feature = "tracing")]
         for event in self.events {
             event();
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
         }
     }
 
