@@ -15,6 +15,8 @@ use crate::store::{IdRow, Lent, Progress, Sink, Stager, Store, Ticket, TxJob, Tx
 /// Collects what a job stages and hands it to the writer as one request.
 pub(super) struct Collect<'a> {
     pub(super) store: &'a DurableStore,
+    /// Whether the sender waits for the commit next ([`DurableStore::send_to_wait`]).
+    pub(super) waits: bool,
     pub(super) bodies: std::vec::IntoIter<Vec<u8>>,
     pub(super) sink: Option<Arc<dyn Sink>>,
     pub(super) run: Vec<Staged>,
@@ -51,7 +53,13 @@ impl Stager for Collect<'_> {
             return;
         };
         let records = std::mem::take(&mut self.run);
-        match self.store.send(Request::Append { sink, records }) {
+        let request = Request::Append { sink, records };
+        let sent = if self.waits {
+            self.store.send_to_wait(request)
+        } else {
+            self.store.send(request)
+        };
+        match sent {
             Some(seq) => self.last = Some(seq),
             None => self.refused = true,
         }

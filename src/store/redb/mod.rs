@@ -46,6 +46,7 @@ mod figures;
 mod handoff;
 mod ids;
 mod inspect;
+mod line;
 mod meta;
 mod open;
 mod pending;
@@ -73,12 +74,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::handoff::Collect;
+use self::line::{Line, Then};
 use self::open::storage;
 use self::pending::Pending;
 use self::request::Request;
@@ -121,12 +123,6 @@ pub(crate) struct Options {
 pub(crate) type OpenWith =
     Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
 
-/// The sender side: requests reach the writer in the order of their numbers, handed out under
-/// this lock ([`Inner::sent`]).
-struct Order {
-    tx: Option<Sender<(u64, Request)>>,
-}
-
 /// What the writer has done.
 struct Done {
     /// Every request up to this number is committed and published.
@@ -151,8 +147,9 @@ struct Inner {
     /// parts.
     db: Mutex<Option<Arc<Database>>>,
     durability: Durability,
-    order: Mutex<Order>,
-    /// The last request number handed out: stored under `order`'s lock once its request is
+    /// The requests for the writer, and the writer's state ([`line`]).
+    line: Line,
+    /// The last request number handed out: stored under `line`'s lock once its request is
     /// queued, and read without it (Acquire) by a queue ack, which needs a number at least that
     /// of every request its message depends on, and by the writer's trim floors.
     sent: AtomicU64,
@@ -198,14 +195,13 @@ impl DurableStore {
                 (Arc::new(db), instance)
             }
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             instance,
             pending: Mutex::new(Pending::default()),
             db: Mutex::new(Some(db)),
             durability: options.durability,
-            order: Mutex::new(Order { tx: Some(tx) }),
+            line: Line::new(),
             sent: AtomicU64::new(0),
             done: Mutex::new(Done {
                 committed: 0,
@@ -217,19 +213,22 @@ impl DurableStore {
             writer: Mutex::new(None),
             figures: Mutex::default(),
         });
-        let writer = Writer {
+        inner.line.install(Writer {
             db: inner.db.lock().clone().ok_or(Error::Closed)?,
             inner: Arc::clone(&inner),
-            rx,
             ends: HashMap::new(),
             trims: Trims::default(),
             deleted: Vec::new(),
             in_use: false,
             two_phase: options.two_phase,
-        };
+            peak: 0,
+            last_took: Duration::ZERO,
+            last_commit: Instant::now(),
+        });
+        let thread = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())
-            .spawn(move || writer.run())
+            .spawn(move || writer::run(&thread))
             .map_err(|e| Error::Storage {
                 path: path.to_owned(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -238,17 +237,27 @@ impl DurableStore {
         Ok(Self { inner })
     }
 
+    /// Queues `request` for the writer thread; its number, or `None` once closed.
     fn send(&self, request: Request) -> Option<u64> {
-        let order = self.inner.order.lock();
-        let tx = order.tx.as_ref()?;
-        let seq = self.inner.sent.load(Ordering::Relaxed) + 1; // only written under this lock
-        tx.send((seq, request)).ok()?;
-        self.inner.sent.store(seq, Ordering::Release);
-        Some(seq)
+        self.inner.line.push(request, &self.inner.sent, Then::Ring)
     }
 
-    /// Waits until request `seq` is committed (`Ok`) or failed.
+    /// Queues `request` for a commit the caller waits for next ([`wait`](Self::wait)): with
+    /// `Immediate` durability, the caller commits it if nobody else is committing ([`line`]).
+    fn send_to_wait(&self, request: Request) -> Option<u64> {
+        let then = match self.inner.durability {
+            Durability::Immediate => Then::Lead,
+            Durability::Interval(_) => Then::Ring,
+        };
+        self.inner.line.push(request, &self.inner.sent, then)
+    }
+
+    /// Waits until request `seq` is committed (`Ok`) or failed; with `Immediate` durability,
+    /// commits on this thread what is queued if nobody else is committing.
     fn wait(&self, seq: u64) -> Result<(), Error> {
+        if matches!(self.inner.durability, Durability::Immediate) {
+            writer::lead(&self.inner);
+        }
         let mut done = self.inner.done.lock();
         loop {
             if let Poll::Ready(result) = self.outcome(&done, seq) {
@@ -270,11 +279,10 @@ impl DurableStore {
         }
     }
 
-    /// Whether this is the writer thread (running a waker of a task or thread it woke).
+    /// Whether this thread is committing (running a waker of a task or thread it woke): the
+    /// writer thread, or a sender committing its own send.
     fn on_writer_thread(&self) -> bool {
-        let current = std::thread::current().id();
-        let writer = self.inner.writer.lock();
-        writer.as_ref().is_some_and(|h| h.thread().id() == current)
+        self.inner.line.held_here()
     }
 
     fn poisoned(&self, cause: &str) -> Error {
@@ -338,6 +346,7 @@ impl Store for DurableStore {
         self.check_can_wait(immediate)?;
         let mut collect = Collect {
             store: self,
+            waits: matches!(commit, Commit::Wait),
             bodies: job.encode()?.into_iter(),
             sink: None,
             run: Vec::new(),
@@ -431,7 +440,7 @@ impl Store for DurableStore {
     }
 
     fn can_record(&self) -> Result<(), Error> {
-        if self.inner.order.lock().tx.is_none() {
+        if !self.inner.line.is_open() {
             return Err(Error::Closed);
         }
         self.check_healthy()
@@ -471,7 +480,7 @@ impl Store for DurableStore {
             sinks,
             topic,
         };
-        match self.send(request) {
+        match self.send_to_wait(request) {
             // From a waker the writer runs: it commits once that returns.
             Some(_) if self.on_writer_thread() => self.check_healthy(),
             Some(seq) => self.wait(seq),
@@ -628,7 +637,7 @@ impl Store for DurableStore {
 
     fn flush(&self) -> Result<(), Error> {
         self.check_can_wait(true)?;
-        match self.send(Request::Sync) {
+        match self.send_to_wait(Request::Sync) {
             // The writer cannot wait for itself (a waker it ran flushes): the commit follows
             // once the waker returns.
             Some(_) if self.on_writer_thread() => self.check_healthy(),
@@ -645,7 +654,7 @@ impl Store for DurableStore {
             // join, itself. Once this returns it commits what is queued (the close mark
             // last), sees the channel closed and ends, releasing the file.
             let _ = self.send(Request::Close);
-            self.inner.order.lock().tx = None;
+            self.inner.line.close();
             drop(self.inner.writer.lock().take()); // detached: it ends on its own
             let db = self.inner.db.lock().take();
             let _ = quiet::catch(move || drop(db));
@@ -653,11 +662,11 @@ impl Store for DurableStore {
         }
         // The last commit marks the store closed cleanly (a commit after it, from a send
         // racing with close, marks it in use again).
-        let result = match self.send(Request::Close) {
+        let result = match self.send_to_wait(Request::Close) {
             Some(seq) => self.wait(seq),
             None => self.check_healthy(),
         };
-        self.inner.order.lock().tx = None; // the writer drains what is queued, then stops
+        self.inner.line.close(); // the writer drains what is queued, then stops
         if let Some(handle) = self.inner.writer.lock().take()
             && handle.join().is_err()
         {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use redb::{Database, WriteTransaction};
 
 use super::pending::Pending;
@@ -25,7 +25,6 @@ pub(super) const MAX_BATCH: usize = 1 << 14;
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
     pub(super) inner: Arc<Inner>,
-    pub(super) rx: Receiver<(u64, Request)>,
     /// Per table: next key and retained bytes, as stored.
     pub(super) ends: HashMap<String, (u64, u64)>,
     /// The logs whose retention the next commit applies to the file.
@@ -42,78 +41,159 @@ pub(super) struct Writer {
     /// back), and redb need not rebuild its allocator after a crash
     /// ([`Options::two_phase`](super::Options)).
     pub(super) two_phase: bool,
+    /// The most requests a recent commit carried (decaying by one per commit), how long the
+    /// last commit took, and when it ended: the writer thread's linger ([`Writer::round`]).
+    pub(super) peak: usize,
+    pub(super) last_took: Duration,
+    pub(super) last_commit: Instant,
+}
+
+/// Runs the writer thread: it takes the baton whenever there is something to commit that no
+/// sender is committing ([`Line`]), until the store closes.
+pub(super) fn run(inner: &Inner) {
+    while let Some(writer) = inner.line.wait_for_work() {
+        let mut baton = Baton::new(inner, writer);
+        baton.round(true);
+    }
+}
+
+/// Commits one round as a sender about to wait for its commit, if nobody holds the baton: no
+/// wake of the writer thread, nor one back. A panic in it poisons the store, as it would on
+/// the writer thread, and the sender's wait then fails.
+pub(super) fn lead(inner: &Inner) {
+    let Some(writer) = inner.line.lead() else {
+        return;
+    };
+    let mut baton = Baton::new(inner, writer);
+    let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| baton.round(false)));
+    if round.is_err() {
+        baton.poison();
+    }
+}
+
+/// The writer's state in hand: given back to the line when dropped, after failing every
+/// waiting and later send if it is dropped by a panic (it should not be: commits and wakers
+/// are guarded), instead of leaving them waiting forever.
+struct Baton<'a> {
+    inner: &'a Inner,
+    writer: Option<Box<Writer>>,
+}
+
+impl<'a> Baton<'a> {
+    fn new(inner: &'a Inner, writer: Box<Writer>) -> Self {
+        Self {
+            inner,
+            writer: Some(writer),
+        }
+    }
+
+    fn round(&mut self, by_writer: bool) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.round(by_writer);
+        }
+    }
+
+    /// Fails every waiting and later send: the writer panicked mid-round, so its state may
+    /// be half changed.
+    fn poison(&self) {
+        let mut done = self.inner.done.lock();
+        if done.failed.is_none() {
+            done.failed = Some((done.committed + 1, "the writer panicked".to_owned()));
+        }
+        let wakers = std::mem::take(&mut done.wakers);
+        drop(done);
+        self.inner.changed.notify_all();
+        for (_, waker) in wakers {
+            wake_guarded(|| waker.wake());
+        }
+    }
+}
+
+impl Drop for Baton<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.poison();
+        }
+        if let Some(writer) = self.writer.take() {
+            self.inner.line.give_back(writer);
+        }
+    }
 }
 
 impl Writer {
-    pub(super) fn run(mut self) {
-        let inner = Arc::clone(&self.inner);
-        let _fuse = Fuse(&inner);
-        let mut last_commit = Instant::now();
-        // The most requests a recent commit carried (decaying by one per commit), and how
-        // long the last commit took, for the linger below.
-        let (mut peak, mut last_took) = (0usize, Duration::ZERO);
-        while let Ok(first) = self.rx.recv() {
-            let mut floors = self.floors();
-            let mut batch = vec![first];
-            batch.extend(self.rx.try_iter().take(MAX_BATCH - 1));
-            // How long to wait for more before committing. Interval mode: until the interval
-            // since the last commit has passed. Immediate mode: when fewer requests came than
-            // recent commits carried, a little (half a commit, at most 2 ms), because the
-            // senders the last commit released are about to send again; otherwise concurrent
-            // senders split into groups that alternate, each paying a whole commit. A single
-            // sender never waits (its commits carry one request).
-            let (until, enough) = match self.inner.durability {
-                Durability::Interval(every) => (Some(last_commit + every), MAX_BATCH),
-                Durability::Immediate if batch.len() < peak => {
-                    let linger = (last_took / 2).min(Duration::from_millis(2));
-                    (Some(Instant::now() + linger), peak.min(MAX_BATCH))
-                }
-                Durability::Immediate => (None, 0),
-            };
-            // A flush (close, tests) or a borrower waiting for the writer commits now.
-            let flushing = batch
-                .iter()
-                .any(|(_, r)| matches!(r, Request::Sync | Request::Close | Request::Lend(_)));
-            if let Some(until) = until.filter(|_| !flushing) {
-                while batch.len() < enough {
-                    match self.rx.recv_deadline(until) {
-                        // A flush (close, tests) commits now, whatever the interval; so does
-                        // one a borrower waits behind.
-                        Ok(request)
-                            if matches!(
-                                request.1,
-                                Request::Sync | Request::Close | Request::Lend(_)
-                            ) =>
-                        {
-                            batch.push(request);
-                            break;
-                        }
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
+    /// Whether recent commits carried one request each: a single sender at a time.
+    pub(super) fn alone(&self) -> bool {
+        self.peak <= 1
+    }
+
+    /// Takes what is queued (at most [`MAX_BATCH`] requests) and commits it. The writer thread
+    /// (`by_writer`) may linger for more first and serves loans; a sender commits at once and
+    /// stops before a loan.
+    fn round(&mut self, by_writer: bool) {
+        let line = &self.inner.line;
+        let mut floors = self.floors();
+        let mut batch = line.take(MAX_BATCH, by_writer);
+        if batch.is_empty() {
+            return;
+        }
+        // How long to wait for more before committing. Interval mode: until the interval
+        // since the last commit has passed. Immediate mode: when fewer requests came than
+        // recent commits carried, a little (half a commit, at most 2 ms), because the senders
+        // the last commit released are about to send again; otherwise concurrent senders
+        // split into groups that alternate, each paying a whole commit. A single sender never
+        // waits (its commits carry one request), nor does one committing its own send.
+        let (until, enough) = match self.inner.durability {
+            _ if !by_writer => (None, 0),
+            Durability::Interval(every) => (Some(self.last_commit + every), MAX_BATCH),
+            Durability::Immediate if batch.len() < self.peak => {
+                let linger = (self.last_took / 2).min(Duration::from_millis(2));
+                (Some(Instant::now() + linger), self.peak.min(MAX_BATCH))
+            }
+            Durability::Immediate => (None, 0),
+        };
+        // A flush (close, tests) or a borrower waiting for the writer commits now.
+        let flushing = batch
+            .iter()
+            .any(|(_, r)| matches!(r, Request::Sync | Request::Close | Request::Lend(_)));
+        if let Some(until) = until.filter(|_| !flushing) {
+            while batch.len() < enough {
+                match line.next(Some(until)) {
+                    // A flush (close, tests) commits now, whatever the interval; so does one
+                    // a borrower waits behind.
+                    Some(request)
+                        if matches!(
+                            request.1,
+                            Request::Sync | Request::Close | Request::Lend(_)
+                        ) =>
+                    {
+                        batch.push(request);
+                        break;
                     }
+                    Some(request) => batch.push(request),
+                    None => break,
                 }
             }
-            peak = batch.len().max(peak.saturating_sub(1));
-            self.nominate_acked(&batch);
-            if batch.iter().any(|(_, r)| matches!(r, Request::Close)) {
-                // Close's commit trims every log it knows to where it is. A floor read now may
-                // count on requests sent after the batch (a send racing close): then the seq
-                // rule below keeps the floors from this commit, and the next one trims.
-                self.trims.nominate_all();
-                floors = self.floors();
-            }
-            // The floors hold only if every request numbered before they were read is in this
-            // batch (or an earlier one): not when the batch stopped at its limit before them.
-            let trims = (batch[batch.len() - 1].0 >= floors.seq).then_some(floors);
-            let lends = take_lends(&mut batch);
-            if !batch.is_empty() {
-                last_took = self.commit_reported(batch, None, trims);
-                last_commit = Instant::now();
-            }
-            if !lends.is_empty() {
-                self.lend(lends);
-                last_commit = Instant::now();
-            }
+        }
+        self.peak = batch.len().max(self.peak.saturating_sub(1));
+        self.nominate_acked(&batch);
+        if batch.iter().any(|(_, r)| matches!(r, Request::Close)) {
+            // Close's commit trims every log it knows to where it is. A floor read now may
+            // count on requests sent after the batch (a send racing close): then the seq rule
+            // below keeps the floors from this commit, and the next one trims.
+            self.trims.nominate_all();
+            floors = self.floors();
+        }
+        // The floors hold only if every request numbered before they were read is in this
+        // batch (or an earlier one): not when the batch stopped at its limit before them.
+        let trims = (batch[batch.len() - 1].0 >= floors.seq).then_some(floors);
+        let lends = take_lends(&mut batch);
+        if !batch.is_empty() {
+            self.last_took = self.commit_reported(batch, None, trims);
+            self.last_commit = Instant::now();
+        }
+        if !lends.is_empty() {
+            self.lend(lends);
+            self.last_commit = Instant::now();
         }
     }
 
@@ -241,7 +321,7 @@ impl Writer {
             return; // the borrower is gone: its write transaction was dropped (aborted)
         }
         let mut held = Vec::new();
-        while let Ok((seq, request)) = self.rx.recv() {
+        while let Some((seq, request)) = self.inner.line.next(None) {
             match request {
                 Request::Return { txn, requests } => {
                     let lent = match requests {
@@ -375,28 +455,6 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
 /// writer thread, on which every durable send depends.
 pub(super) fn wake_guarded(wake: impl FnOnce()) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quiet::loud(wake)));
-}
-
-/// Fails every waiting and later send if the writer thread ever ends by a panic (it should
-/// not: commits and wakers are guarded), instead of leaving them waiting forever.
-struct Fuse<'a>(&'a Inner);
-
-impl Drop for Fuse<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let mut done = self.0.done.lock();
-        if done.failed.is_none() {
-            done.failed = Some((done.committed + 1, "the writer thread panicked".to_owned()));
-        }
-        let wakers = std::mem::take(&mut done.wakers);
-        drop(done);
-        self.0.changed.notify_all();
-        for (_, waker) in wakers {
-            wake_guarded(|| waker.wake());
-        }
-    }
 }
 
 /// Takes the borrowers' requests out of `batch`, in order.

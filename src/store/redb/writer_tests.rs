@@ -503,3 +503,92 @@ fn a_store_keeps_its_instance_number_and_another_draws_its_own() {
     assert_ne!(drawn, instance);
     assert_eq!(reopen(), drawn, "kept once drawn");
 }
+
+/// How long a test waits for the writer thread before it fails.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until the writer thread is parked with nothing queued: a send made then is the only
+/// one that can take the baton.
+fn until_parked(store: &DurableStore) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !store.inner.line.writer_parked() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never parked"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Sets `sink`'s publish hook to report the thread it runs on, after running `then`.
+fn report_publish(
+    sink: &FakeSink,
+    then: impl FnOnce() + Send + 'static,
+) -> std::sync::mpsc::Receiver<Option<String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    *sink.on_publish.lock() = Some(Box::new(move || {
+        then();
+        let _ = tx.send(std::thread::current().name().map(str::to_owned));
+    }));
+    rx
+}
+
+/// A lone sender that waits for its commit commits it on its own thread, with no wake of the
+/// writer thread and none back; what a waker run there does cannot wait for that commit (a
+/// flush returns at once instead of hanging the sender). A send nobody waits for (an async
+/// send polls its ticket) is the writer thread's.
+#[test]
+fn a_lone_waiting_sender_commits_its_own_send() {
+    let store = fresh_store("lead");
+    let sink = FakeSink::new("t");
+    until_parked(&store);
+    let flusher = Arc::clone(&store);
+    let (flushed_tx, flushed) = std::sync::mpsc::channel();
+    let published_on = report_publish(&sink, move || {
+        let _ = flushed_tx.send(flusher.flush().map_err(|e| e.to_string()));
+    });
+    let (store_in, sink_in) = (Arc::clone(&store), Arc::clone(&sink));
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sender".to_owned())
+        .spawn(move || {
+            append(&store_in, &sink_in, 0..1, Commit::Wait);
+            let _ = sent_tx.send(());
+        })
+        .unwrap();
+    sent.recv_timeout(WAIT)
+        .expect("the send never returned: a waker it ran waited for its own commit");
+    assert_eq!(published_on.recv().unwrap().as_deref(), Some("sender"));
+    assert_eq!(flushed.recv().unwrap(), Ok(()));
+    assert_eq!(keys(&store, &sink), [0]);
+
+    until_parked(&store);
+    let published_on = report_publish(&sink, || {});
+    let sink_dyn: Arc<dyn Sink> = Arc::clone(&sink) as Arc<dyn Sink>;
+    let job = &mut Job {
+        sink: sink_dyn,
+        keys: 1..2,
+    };
+    let ticket = store.append(job, Commit::Poll).unwrap().expect("a ticket");
+    let thread = std::thread::current();
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread)));
+    let deadline = std::time::Instant::now() + WAIT;
+    while store.poll_stored(ticket, &waker).is_pending() {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::park_timeout(WAIT);
+    }
+    assert_eq!(
+        published_on.recv().unwrap().as_deref(),
+        Some("embus-writer")
+    );
+    assert_eq!(keys(&store, &sink), [0, 1]);
+}
+
+/// Unparks a thread when woken.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
