@@ -17,26 +17,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::ThreadId;
 use std::time::Instant;
 
+#[cfg(not(embus_loom))]
 use crossbeam_utils::Backoff;
+#[cfg(not(embus_loom))]
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+#[cfg(embus_loom)]
+use super::line_loom::{Backoff, Condvar, Mutex, MutexGuard};
 use super::request::Request;
 use super::writer::Writer;
 
+/// The baton's state: the writer's ([`Writer`]), or a model's (`line_loom`).
+pub(super) trait Alone {
+    /// Whether recent commits carried one request each: a single sender at a time.
+    fn alone(&self) -> bool;
+}
+
 /// The requests waiting for the writer, numbered in order, and who may take them.
-pub(super) struct Line {
-    state: Mutex<State>,
+pub(super) struct Line<W = Writer> {
+    state: Mutex<State<W>>,
     /// Rung for the writer thread when there is something only it will do.
     bell: Condvar,
 }
 
-struct State {
+struct State<W> {
     requests: VecDeque<(u64, Request)>,
     /// `false` once the store closes: nothing more is queued, and the writer thread ends once
     /// the line is empty.
     open: bool,
     /// The writer's state while nobody commits.
-    baton: Option<Box<Writer>>,
+    baton: Option<Box<W>>,
     /// The thread holding the baton, and whether it is the writer thread.
     holder: Option<(ThreadId, bool)>,
     /// Whether the writer thread waits for the bell (idle, lingering for more, or waiting for
@@ -44,7 +54,7 @@ struct State {
     listening: bool,
 }
 
-impl State {
+impl<W: Alone> State<W> {
     /// Whether a sender about to wait takes the baton: if nobody holds it, the line starts
     /// with something a sender commits (not a loan, which the writer thread serves), and
     /// recent commits carried one request each. Concurrent senders leave it to the writer
@@ -70,7 +80,7 @@ pub(super) enum Then {
     Ring,
 }
 
-impl Line {
+impl<W: Alone> Line<W> {
     /// A line whose baton nobody may take until it is [`install`](Self::install)ed.
     pub(super) fn new() -> Self {
         Self {
@@ -86,7 +96,7 @@ impl Line {
     }
 
     /// Hands the line the writer's state, before anything is queued.
-    pub(super) fn install(&self, writer: Writer) {
+    pub(super) fn install(&self, writer: W) {
         self.state.lock().baton = Some(Box::new(writer));
     }
 
@@ -140,7 +150,7 @@ impl Line {
     }
 
     /// The baton for a sender, if it [`leads`](State::leads).
-    pub(super) fn lead(&self) -> Option<Box<Writer>> {
+    pub(super) fn lead(&self) -> Option<Box<W>> {
         let mut state = self.state.lock();
         if !state.leads() {
             return None;
@@ -151,7 +161,7 @@ impl Line {
 
     /// The baton for the writer thread, once there is something to commit; `None` once the
     /// line is closed and empty, with the writer's state dropped (the file released).
-    pub(super) fn wait_for_work(&self) -> Option<Box<Writer>> {
+    pub(super) fn wait_for_work(&self) -> Option<Box<W>> {
         let mut state = self.state.lock();
         let backoff = Backoff::new();
         loop {
@@ -167,18 +177,49 @@ impl Line {
                     return None;
                 }
             }
-            if !backoff.is_completed() {
-                MutexGuard::unlocked(&mut state, || backoff.snooze());
-                continue;
-            }
-            state.listening = true;
-            self.bell.wait(&mut state);
-            state.listening = false;
+            self.listen(&mut state, &backoff, None);
         }
     }
 
+    /// For the writer thread: waits a little (`backoff`), then parks until rung or `until`
+    /// passes; returns whether it has.
+    fn listen(
+        &self,
+        state: &mut MutexGuard<'_, State<W>>,
+        backoff: &Backoff,
+        until: Option<Instant>,
+    ) -> bool {
+        if !backoff.is_completed() && until.is_none_or(|until| Instant::now() < until) {
+            MutexGuard::unlocked(state, || backoff.snooze());
+            return false;
+        }
+        state.listening = true;
+        let timed_out = match until {
+            Some(until) => self.bell.wait_until(state, until).timed_out(),
+            None => {
+                self.bell.wait(state);
+                false
+            }
+        };
+        state.listening = false;
+        timed_out
+    }
+
+    /// Ends the line after the writer thread died: what is queued is dropped (a borrower
+    /// waiting for a loan learns the store is closed; the store is poisoned, so no sender
+    /// waits for the rest), and so is the writer's state, which releases the file.
+    pub(super) fn abandon(&self) {
+        let mut state = self.state.lock();
+        state.open = false;
+        let requests = std::mem::take(&mut state.requests);
+        let writer = state.baton.take();
+        drop(state);
+        drop(requests);
+        drop(writer);
+    }
+
     /// Puts the baton back; the writer thread takes what is left.
-    pub(super) fn give_back(&self, writer: Box<Writer>) {
+    pub(super) fn give_back(&self, writer: Box<W>) {
         let mut state = self.state.lock();
         state.baton = Some(writer);
         state.holder = None;
@@ -216,20 +257,7 @@ impl Line {
             if !state.open {
                 return None;
             }
-            if !backoff.is_completed() && until.is_none_or(|until| Instant::now() < until) {
-                MutexGuard::unlocked(&mut state, || backoff.snooze());
-                continue;
-            }
-            state.listening = true;
-            let timed_out = match until {
-                Some(until) => self.bell.wait_until(&mut state, until).timed_out(),
-                None => {
-                    self.bell.wait(&mut state);
-                    false
-                }
-            };
-            state.listening = false;
-            if timed_out {
+            if self.listen(&mut state, &backoff, until) {
                 return state.requests.pop_front();
             }
         }

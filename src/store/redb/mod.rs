@@ -47,6 +47,8 @@ mod handoff;
 mod ids;
 mod inspect;
 mod line;
+#[cfg(embus_loom)]
+mod line_loom;
 mod meta;
 mod open;
 mod pending;
@@ -229,9 +231,12 @@ impl DurableStore {
         let handle = std::thread::Builder::new()
             .name("embus-writer".to_owned())
             .spawn(move || writer::run(&thread))
-            .map_err(|e| Error::Storage {
-                path: path.to_owned(),
-                message: format!("cannot start the writer thread: {e}"),
+            .map_err(|e| {
+                inner.line.abandon(); // the writer's state holds the store: release the file
+                Error::Storage {
+                    path: path.to_owned(),
+                    message: format!("cannot start the writer thread: {e}"),
+                }
             })?;
         *inner.writer.lock() = Some(handle);
         Ok(Self { inner })
@@ -245,17 +250,24 @@ impl DurableStore {
     /// Queues `request` for a commit the caller waits for next ([`wait`](Self::wait)): with
     /// `Immediate` durability, the caller commits it if nobody else is committing ([`line`]).
     fn send_to_wait(&self, request: Request) -> Option<u64> {
-        let then = match self.inner.durability {
-            Durability::Immediate => Then::Lead,
-            Durability::Interval(_) => Then::Ring,
+        let then = if self.commits_here() {
+            Then::Lead
+        } else {
+            Then::Ring
         };
         self.inner.line.push(request, &self.inner.sent, then)
+    }
+
+    /// Whether a sender waiting for its commit may commit it itself: with `Immediate`
+    /// durability (an `Interval` commit waits for its interval, on the writer thread).
+    fn commits_here(&self) -> bool {
+        matches!(self.inner.durability, Durability::Immediate)
     }
 
     /// Waits until request `seq` is committed (`Ok`) or failed; with `Immediate` durability,
     /// commits on this thread what is queued if nobody else is committing.
     fn wait(&self, seq: u64) -> Result<(), Error> {
-        if matches!(self.inner.durability, Durability::Immediate) {
+        if self.commits_here() {
             writer::lead(&self.inner);
         }
         let mut done = self.inner.done.lock();
@@ -667,15 +679,16 @@ impl Store for DurableStore {
             None => self.check_healthy(),
         };
         self.inner.line.close(); // the writer drains what is queued, then stops
-        if let Some(handle) = self.inner.writer.lock().take()
-            && handle.join().is_err()
-        {
-            return Err(self.poisoned("the writer thread panicked"));
-        }
-        // Releases the file (readers mid-chunk finish first). redb's close may meet a page it
-        // panicked on earlier: that must not reach the caller of `close` or of a drop.
+        let handle = self.inner.writer.lock().take();
+        let died = handle.is_some_and(|h| h.join().is_err());
+        // Releases the file (readers mid-chunk finish first), even after the writer thread
+        // died. redb's close may meet a page it panicked on earlier: that must not reach the
+        // caller of `close` or of a drop.
         let db = self.inner.db.lock().take();
         let _ = quiet::catch(move || drop(db));
+        if died {
+            return Err(self.poisoned("the writer thread panicked"));
+        }
         result.and_then(|()| self.check_healthy())
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use redb::{Database, WriteTransaction};
 
+use super::line::Alone;
 use super::pending::Pending;
 use super::request::Request;
 use super::schema::{CLEAN, META, save_ends, trim};
@@ -51,9 +52,23 @@ pub(super) struct Writer {
 /// Runs the writer thread: it takes the baton whenever there is something to commit that no
 /// sender is committing ([`Line`]), until the store closes.
 pub(super) fn run(inner: &Inner) {
+    let _abandon = Abandon(inner);
     while let Some(writer) = inner.line.wait_for_work() {
         let mut baton = Baton::new(inner, writer);
         baton.round(true);
+    }
+}
+
+/// Ends the line if the writer thread dies (by a panic: it should not, commits and wakers are
+/// guarded): nobody else would serve a loan queued on it, nor drop the writer's state, which
+/// holds the file open.
+struct Abandon<'a>(&'a Inner);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.line.abandon();
+        }
     }
 }
 
@@ -120,12 +135,13 @@ impl Drop for Baton<'_> {
     }
 }
 
-impl Writer {
-    /// Whether recent commits carried one request each: a single sender at a time.
-    pub(super) fn alone(&self) -> bool {
+impl Alone for Writer {
+    fn alone(&self) -> bool {
         self.peak <= 1
     }
+}
 
+impl Writer {
     /// Takes what is queued (at most [`MAX_BATCH`] requests) and commits it. The writer thread
     /// (`by_writer`) may linger for more first and serves loans; a sender commits at once and
     /// stops before a loan.

@@ -592,3 +592,27 @@ impl std::task::Wake for Unpark {
         self.0.unpark();
     }
 }
+
+/// A panic that ends the writer thread fails the loan queued behind it (no other thread serves
+/// loans) instead of leaving its borrower waiting, and releases the file.
+#[test]
+fn a_writer_thread_that_dies_strands_no_loan_and_releases_the_file() {
+    let store = fresh_store("writer-dies");
+    let sink = FakeSink::new("t");
+    append(&store, &sink, 0..1, Commit::Wait); // published: its floor is read next round
+    *sink.on_floor.lock() = Some(Box::new(|| panic!("a floor that panics")));
+    until_parked(&store);
+    let lender = Arc::clone(&store);
+    let (tx, loaned) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lender.lend().map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let loan = loaned
+        .recv_timeout(WAIT)
+        .expect("the borrower still waits for a writer thread that died");
+    assert!(loan.is_err(), "{loan:?}");
+    assert!(matches!(store.close(), Err(Error::Poisoned { .. })));
+    let again = DurableStore::open(&store.path, options()).expect("the file is released");
+    assert_eq!(keys(&again, &sink), [0]);
+    again.close().unwrap();
+}
