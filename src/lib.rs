@@ -118,9 +118,13 @@
 //! # Threads
 //!
 //! A memory broker starts no thread; everything runs in the threads that call it. A durable
-//! broker starts one writer thread (`embus-writer`) that owns the redb write transactions; it
-//! stops when the broker closes ([`Broker::close`] or dropping the last handle), after
-//! committing what was queued. Either kind starts a timer thread the first time an async
+//! broker starts one writer thread (`embus-writer`) that commits to the redb file; it stops
+//! when the broker closes ([`Broker::close`] or dropping the last handle), after committing
+//! what was queued. Under [`Durability::Immediate`], a blocking call that waits for its
+//! commit while nothing else is committing and senders come one at a time (`send`, `flush`,
+//! a transaction's commit) commits on the calling thread instead, saving two thread wake-ups;
+//! that thread then also wakes the consumers waiting for what it committed (their wakers run
+//! there, as they would on the writer thread). Either kind starts a timer thread the first time an async
 //! receive waits for a real-time ack deadline; it stops on close. A bridge
 //! (`bridge::nats`, `bridge::amqp`, features `nats` and `amqp`) runs on threads of its own
 //! (`embus-bridge`, and `embus-bridge-writer` inbound) until it is stopped.

@@ -2,7 +2,7 @@
 //! (`embus::observe` lists them), and a `traceparent` header reaches the `deliver` event.
 //!
 //! A hand-written subscriber, installed once as the global default (the durable store's
-//! events come from its writer thread), records every `embus` event; each test uses topic and
+//! events come from the thread committing: its writer thread, or a lone sender), records every `embus` event; each test uses topic and
 //! queue names of its own and looks only at the events that name them.
 #![cfg(feature = "tracing")]
 
@@ -122,7 +122,7 @@ fn events(name: &str, key: &str, value: &str) -> Vec<Seen> {
         .collect()
 }
 
-/// Waits (up to `WAIT`) for an event that `wanted` picks: the store's events come from its
+/// Waits (up to `WAIT`) for an event that `wanted` picks: the store's events may come from its
 /// writer thread.
 #[track_caller]
 fn wait_for(what: &str, wanted: impl Fn(&Seen) -> bool) -> Seen {

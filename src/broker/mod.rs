@@ -39,9 +39,9 @@ use crate::transaction::Transaction;
 /// error: a durable broker waits there for its writer to commit what is queued (an fsync) and
 /// stop, so the file is released when the drop returns. In async code, call
 /// [`close_async`](Self::close_async) first, so no runtime thread blocks on an fsync. A drop
-/// on the writer thread itself (a waker it runs owns the last handle) cannot wait for itself:
-/// the writer then commits what is queued after the waker returns and releases the file when
-/// it ends.
+/// on the thread committing (a waker it runs owns the last handle: the writer thread, or a
+/// sender committing its own send) cannot wait for itself: the writer then commits what is
+/// queued after the waker returns and releases the file when it ends.
 ///
 /// # Threads
 ///
@@ -271,8 +271,9 @@ impl Broker {
     /// [`Durability::Interval`](crate::Durability::Interval), where `send` returns before its
     /// commit. Returns at once in memory mode and does nothing more under `Immediate` than
     /// commit pending acks. Consumers waiting for anything committed up to its commit have been
-    /// woken by the time it returns. Called on the writer thread itself (from a waker it runs),
-    /// it cannot wait for its own commit: it asks for it and returns.
+    /// woken by the time it returns. Called on the thread committing (from a waker it runs: the
+    /// writer thread, or a sender committing its own send), it cannot wait for its own commit:
+    /// it asks for it and returns.
     ///
     /// # Errors
     /// [`Error::Poisoned`] if a commit failed; [`Error::Closed`] is not an error here (close

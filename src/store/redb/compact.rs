@@ -1,10 +1,11 @@
-//! Compaction of a compacted topic's stored rows, by the writer thread: each key's latest
+//! Compaction of a compacted topic's stored rows, by the writer: each key's latest
 //! offset is kept in the partition's key table (`embus.k.t.<topic>.<partition>`), and the row a new
 //! record supersedes is deleted in the commit that stores the new one.
 //!
 //! So the table holds one row per key (gaps between them), the work is one index update and
-//! one delete per record, done on the writer thread (never on a producer's thread, never
-//! under an engine lock), and a reopen needs nothing of it: the index is on disk.
+//! one delete per record, done in the commit (by the thread committing: the writer thread, or
+//! a lone sender waiting for that commit anyway; never under an engine lock), and a reopen
+//! needs nothing of it: the index is on disk.
 
 use redb::{Table, WriteTransaction};
 

@@ -59,7 +59,7 @@ impl<W: Alone> State<W> {
     /// with something a sender commits (not a loan, which the writer thread serves), and
     /// recent commits carried one request each. Concurrent senders leave it to the writer
     /// thread, which lingers to group them ([`Writer::round`]): a sender committing whatever
-    /// queued before it would split each group in two, and cost a third of their throughput.
+    /// queued before it would split each group in two.
     ///
     /// A sender that pushed, seeing this, and rang no bell asks it again in `lead`: it says
     /// the same unless a round ran in between, which took the sender's request or rang the

@@ -1,5 +1,5 @@
-//! `DurableStore`: the redb file behind a durable broker, and the writer thread that owns its
-//! write transactions (group commit).
+//! `DurableStore`: the redb file behind a durable broker, and the writer that owns its write
+//! transactions (group commit).
 //!
 //! # Write path
 //!
@@ -11,6 +11,11 @@
 //! coalesced in `Inner::pending`), commits, then publishes
 //! the staged records to the in-memory logs in key order, and only then marks them committed.
 //! So nothing is visible before it is stored, and concurrent sends share one fsync.
+//!
+//! The writer is its state, held by one thread at a time ([`line`]): the writer thread, or,
+//! when nobody else is committing and senders come one at a time, a sender about to wait for
+//! its commit (`Immediate`), which commits on its own thread and so saves two thread wake-ups.
+//! Whichever thread commits also publishes, and runs the wakers of the consumers waiting.
 //!
 //! With [`Durability::Immediate`](crate::Durability::Immediate) a send returns once its commit
 //! is durable. With [`Durability::Interval`](crate::Durability::Interval) it returns once the
@@ -37,7 +42,7 @@
 //! its own handle on close.
 //!
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
-//! in [`open`]; the writer thread in [`writer`]. The `embus` tool reads a file read-only
+//! in [`open`]; the writer in [`writer`], and the line of requests it takes from in [`line`]. The `embus` tool reads a file read-only
 //! through [`inspect`] and redrives a queue of a closed file with [`redrive`].
 
 mod compact;
@@ -660,11 +665,12 @@ impl Store for DurableStore {
 
     fn close(&self) -> Result<(), Error> {
         // The thread holding a loan closes (dropping the last handle with a transaction open):
-        // it cannot wait for the writer either. Its loan aborts as the writer's channel closes.
+        // it cannot wait for the writer either. Its loan aborts as the writer's line closes.
         if self.on_writer_thread() || self.is_borrower() {
-            // A waker the writer ran dropped the last handle: the writer cannot wait for, or
-            // join, itself. Once this returns it commits what is queued (the close mark
-            // last), sees the channel closed and ends, releasing the file.
+            // A waker run by the thread committing dropped the last handle: it cannot wait
+            // for, or join, itself. Once this returns, what is queued is committed (the close
+            // mark last) and the writer thread sees the line closed and ends, releasing the
+            // file.
             let _ = self.send(Request::Close);
             self.inner.line.close();
             drop(self.inner.writer.lock().take()); // detached: it ends on its own

@@ -1,4 +1,4 @@
-//! Queue progress waiting for the next commit, coalesced outside the writer's channel: the
+//! Queue progress waiting for the next commit, coalesced outside the writer's line: the
 //! delivery counts (the latest per message: a nack storm must not queue one request per
 //! delivery) and the acks (a consumer acking each message must not send one request each).
 //! The first entry after a commit wakes the writer ([`Request::Pending`]); the writer takes

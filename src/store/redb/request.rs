@@ -1,4 +1,4 @@
-//! The requests the writer thread takes from its channel, in order: records to store,
+//! The requests the writer takes from its line ([`line`](super::line)), in order: records to store,
 //! consumer progress, declarations, deletes, loans and their returns.
 
 use std::sync::Arc;

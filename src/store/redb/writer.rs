@@ -1,5 +1,7 @@
-//! The writer thread: owns every write transaction, commits whatever has queued in one
-//! (group commit), then publishes the staged records and releases their senders.
+//! The writer: owns every write transaction, commits whatever has queued in one (group
+//! commit), then publishes the staged records and releases their senders. Its state is the
+//! [`line`](super::line)'s baton: the writer thread runs it ([`run`]), and so does a lone
+//! sender about to wait for its own commit ([`lead`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use crate::store::Sink;
 /// At most this many requests go into one commit.
 pub(super) const MAX_BATCH: usize = 1 << 14;
 
-/// The writer thread: owns every write transaction.
+/// The writer's state: owns every write transaction.
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
     pub(super) inner: Arc<Inner>,
