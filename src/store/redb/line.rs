@@ -25,16 +25,16 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(embus_loom)]
 use super::line_loom::{Backoff, Condvar, Mutex, MutexGuard};
 use super::request::Request;
-use super::writer::Writer;
 
-/// The baton's state: the writer's ([`Writer`]), or a model's (`line_loom`).
+/// The baton's state: the writer's ([`Writer`](super::writer::Writer)), or a model's
+/// ([`loom_models`](super::loom_models)).
 pub(super) trait Alone {
     /// Whether recent commits carried one request each: a single sender at a time.
     fn alone(&self) -> bool;
 }
 
 /// The requests waiting for the writer, numbered in order, and who may take them.
-pub(super) struct Line<W = Writer> {
+pub(super) struct Line<W> {
     state: Mutex<State<W>>,
     /// Rung for the writer thread when there is something only it will do.
     bell: Condvar,
@@ -58,7 +58,7 @@ impl<W: Alone> State<W> {
     /// Whether a sender about to wait takes the baton: if nobody holds it, the line starts
     /// with something a sender commits (not a loan, which the writer thread serves), and
     /// recent commits carried one request each. Concurrent senders leave it to the writer
-    /// thread, which lingers to group them ([`Writer::round`]): a sender committing whatever
+    /// thread, which lingers to group them (`Writer::round`): a sender committing whatever
     /// queued before it would split each group in two.
     ///
     /// A sender that pushed, seeing this, and rang no bell asks it again in `lead`: it says

@@ -54,6 +54,8 @@ mod inspect;
 mod line;
 #[cfg(embus_loom)]
 mod line_loom;
+#[cfg(all(test, embus_loom))]
+mod loom_models;
 mod meta;
 mod open;
 mod pending;
@@ -155,7 +157,7 @@ struct Inner {
     db: Mutex<Option<Arc<Database>>>,
     durability: Durability,
     /// The requests for the writer, and the writer's state ([`line`]).
-    line: Line,
+    line: Line<Writer>,
     /// The last request number handed out: stored under `line`'s lock once its request is
     /// queued, and read without it (Acquire) by a queue ack, which needs a number at least that
     /// of every request its message depends on, and by the writer's trim floors.
