@@ -121,8 +121,8 @@
 //! broker starts one writer thread (`embus-writer`) that commits to the redb file; it stops
 //! when the broker closes ([`Broker::close`] or dropping the last handle), after committing
 //! what was queued. Under [`Durability::Immediate`], a blocking call that waits for its
-//! commit while nothing else is committing and senders come one at a time (`send`, `flush`,
-//! a transaction's commit) commits on the calling thread instead, saving two thread wake-ups;
+//! commit while nothing else is committing and senders come one at a time (`send`, `flush`)
+//! commits on the calling thread instead, saving two thread wake-ups;
 //! that thread then also wakes the consumers waiting for what it committed (their wakers run
 //! there, as they would on the writer thread). Either kind starts a timer thread the first time an async
 //! receive waits for a real-time ack deadline; it stops on close. A bridge

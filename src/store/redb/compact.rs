@@ -4,8 +4,9 @@
 //!
 //! So the table holds one row per key (gaps between them), the work is one index update and
 //! one delete per record, done in the commit (by the thread committing: the writer thread, or
-//! a lone sender waiting for that commit anyway; never under an engine lock), and a reopen
-//! needs nothing of it: the index is on disk.
+//! a lone sender waiting for that commit anyway; never under an engine lock, but for a
+//! deleting thread's hold on the registry while its delete commits), and a reopen needs
+//! nothing of it: the index is on disk.
 
 use redb::{Table, WriteTransaction};
 

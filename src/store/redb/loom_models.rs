@@ -27,7 +27,9 @@ impl Alone for Baton {
 struct Bus {
     line: Line<Baton>,
     sent: AtomicU64,
-    committed: Mutex<Vec<u64>>,
+    /// Request numbers in the order they were done, and whether each was a loan answered
+    /// (not a commit).
+    committed: Mutex<Vec<(u64, bool)>>,
     changed: Condvar,
 }
 
@@ -43,14 +45,37 @@ impl Bus {
         })
     }
 
-    /// One round with the baton in hand, as `Writer::round` takes its batch.
+    /// One round with the baton in hand, as `Writer::round` takes its batch: it commits what
+    /// it took but the loans, then serves each loan as `Writer::lend_once` does: it lends
+    /// (the borrower is answered), then takes what comes next ([`Line::next`]) until the
+    /// borrower's return, which commits with what came meanwhile.
     fn round(&self, baton: Box<Baton>, by_writer: bool) {
-        let batch = self.line.take(usize::MAX, by_writer);
-        let mut committed = self.committed.lock().unwrap();
-        committed.extend(batch.iter().map(|(seq, _)| *seq));
-        drop(committed);
-        self.changed.notify_all();
+        let (lends, batch): (Vec<_>, Vec<_>) = self
+            .line
+            .take(usize::MAX, by_writer)
+            .into_iter()
+            .partition(|(_, r)| matches!(r, Request::Lend(_)));
+        self.commit(batch.iter().map(|(seq, _)| *seq), false);
+        for (seq, _) in lends {
+            self.commit([seq], true);
+            let mut held = Vec::new();
+            while let Some((seq, request)) = self.line.next(None) {
+                held.push(seq);
+                if matches!(request, Request::Declare(..)) {
+                    break; // the return
+                }
+            }
+            self.commit(held, false);
+        }
         self.line.give_back(baton);
+    }
+
+    /// Marks `seqs` done: committed, or (`lent`) a loan answered.
+    fn commit(&self, seqs: impl IntoIterator<Item = u64>, lent: bool) {
+        let mut done = self.committed.lock().unwrap();
+        done.extend(seqs.into_iter().map(|seq| (seq, lent)));
+        drop(done);
+        self.changed.notify_all();
     }
 
     /// A send: queued, then (`Then::Lead`) committed here if this sender leads, then
@@ -62,16 +87,31 @@ impl Bus {
         {
             self.round(baton, false);
         }
+        self.wait(seq);
+    }
+
+    /// A transaction's loan: asked for, received, and given back (the return stands in as a
+    /// declaration).
+    fn borrow(&self) {
+        let (reply, _) = crossbeam_channel::bounded(1); // the committer only counts it
+        let lend = Request::Lend(reply);
+        self.wait(self.line.push(lend, &self.sent, Then::Ring).expect("open"));
+        let back = Request::Declare("return".to_owned(), Vec::new());
+        self.wait(self.line.push(back, &self.sent, Then::Ring).expect("open"));
+    }
+
+    fn wait(&self, seq: u64) {
         let mut committed = self.committed.lock().unwrap();
-        while !committed.contains(&seq) {
+        while !committed.iter().any(|(done, _)| *done == seq) {
             committed = self.changed.wait(committed).unwrap();
         }
     }
 }
 
 /// Runs the writer thread and senders `a` and `b` to the end, in every interleaving up to
-/// `LOOM_MAX_PREEMPTIONS` preemptions (3 unless set); checks the commits.
-fn model(alone: bool, a: (fn() -> Request, Then), b: (fn() -> Request, Then)) {
+/// `LOOM_MAX_PREEMPTIONS` preemptions (3 unless set); checks that every request committed
+/// once, in number order.
+fn model(alone: bool, a: fn(&Bus), b: fn(&Bus)) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = builder.preemption_bound.or(Some(3));
     builder.check(move || {
@@ -86,49 +126,44 @@ fn model(alone: bool, a: (fn() -> Request, Then), b: (fn() -> Request, Then)) {
         };
         let other = {
             let bus = Arc::clone(&bus);
-            loom::thread::spawn(move || bus.send(b.0(), b.1))
+            loom::thread::spawn(move || b(&bus))
         };
-        bus.send(a.0(), a.1);
+        a(&bus);
         other.join().unwrap();
         bus.line.close();
         writer.join().unwrap();
-        assert_eq!(*bus.committed.lock().unwrap(), [1, 2]);
+        let sent = bus.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let done = bus.committed.lock().unwrap();
+        let commits: Vec<u64> = done.iter().filter(|(_, lent)| !lent).map(|d| d.0).collect();
+        assert!(commits.is_sorted(), "committed out of order: {done:?}");
+        let mut every: Vec<u64> = done.iter().map(|d| d.0).collect();
+        every.sort_unstable();
+        assert_eq!(every, (1..=sent).collect::<Vec<_>>(), "each once: {done:?}");
     });
+}
+
+fn lead(bus: &Bus) {
+    bus.send(Request::Sync, Then::Lead);
 }
 
 #[test]
 fn two_leading_senders_alone() {
-    model(
-        true,
-        (|| Request::Sync, Then::Lead),
-        (|| Request::Sync, Then::Lead),
-    );
+    model(true, lead, lead);
 }
 
 #[test]
 fn a_leading_sender_and_an_async_one() {
-    model(
-        true,
-        (|| Request::Sync, Then::Lead),
-        (|| Request::Pending, Then::Ring),
-    );
+    model(true, lead, |bus| bus.send(Request::Pending, Then::Ring));
 }
 
 #[test]
 fn leading_senders_while_commits_carry_several() {
-    model(
-        false,
-        (|| Request::Sync, Then::Lead),
-        (|| Request::Sync, Then::Lead),
-    );
+    model(false, lead, lead);
 }
 
-/// A loan is the writer thread's: a sender behind one leaves it, and is committed after.
+/// A loan is the writer thread's: a sender behind one leaves it, and is committed with its
+/// return or after; the writer thread waiting for the return is rung for it.
 #[test]
-fn a_leading_sender_behind_a_loan() {
-    fn lend() -> Request {
-        let (reply, _) = crossbeam_channel::bounded(1); // the committer only counts it
-        Request::Lend(reply)
-    }
-    model(true, (|| Request::Sync, Then::Lead), (lend, Then::Ring));
+fn a_leading_sender_and_a_loan() {
+    model(true, lead, Bus::borrow);
 }

@@ -459,10 +459,11 @@ impl Store for DurableStore {
     }
 
     fn can_record(&self) -> Result<(), Error> {
+        self.check_healthy()?; // a poisoned store says why, even once its line has ended
         if !self.inner.line.is_open() {
             return Err(Error::Closed);
         }
-        self.check_healthy()
+        Ok(())
     }
 
     fn declared(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {

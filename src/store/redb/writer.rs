@@ -88,9 +88,9 @@ pub(super) fn lead(inner: &Inner) {
     }
 }
 
-/// The writer's state in hand: given back to the line when dropped, after failing every
-/// waiting and later send if it is dropped by a panic (it should not be: commits and wakers
-/// are guarded), instead of leaving them waiting forever.
+/// The writer's state in hand: given back to the line when dropped; dropped by a panic (it
+/// should not be: commits and wakers are guarded), it fails every waiting and later send
+/// instead of leaving them waiting forever, and ends the line.
 struct Baton<'a> {
     inner: &'a Inner,
     writer: Option<Box<Writer>>,
@@ -128,10 +128,17 @@ impl<'a> Baton<'a> {
 
 impl Drop for Baton<'_> {
     fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
         if std::thread::panicking() {
+            // Only the writer thread unwinds with the baton (a sender's round is caught in
+            // `lead`): it is dying, so the line ends here, before a sender could take the
+            // baton back and leave it in a line nobody drains.
             self.poison();
-        }
-        if let Some(writer) = self.writer.take() {
+            self.inner.line.abandon();
+            drop(writer);
+        } else {
             self.inner.line.give_back(writer);
         }
     }
