@@ -297,7 +297,9 @@ pub(crate) trait TxLog {
 pub(crate) trait Sink: Send + Sync {
     /// Which log it is.
     fn log(&self) -> &LogId;
-    /// Makes the staged records with keys below `upto` visible, in key order.
+    /// Makes the staged records with keys below `upto` visible, in key order, and wakes the
+    /// consumers waiting for them (on the thread committing), before the commit's senders are
+    /// told: a send that returned finds its records visible.
     fn publish(&self, upto: u64);
     /// Rows below this key are no longer retained (topics); `None` for queues, whose rows go
     /// one by one when acked. It never moves for a record still staged (see

@@ -36,6 +36,9 @@ pub(super) trait Alone {
 /// The requests waiting for the writer, numbered in order, and who may take them.
 pub(super) struct Line<W> {
     state: Mutex<State<W>>,
+    /// The last request number handed out: stored under the state's lock once its request is
+    /// queued, and read without it ([`sent`](Self::sent)).
+    sent: AtomicU64,
     /// Rung for the writer thread when there is something only it will do.
     bell: Condvar,
 }
@@ -92,7 +95,15 @@ impl<W: Alone> Line<W> {
                 listening: false,
             }),
             bell: Condvar::new(),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// The last request number handed out (Acquire): a queue ack needs a number at least that
+    /// of every request its message depends on, and the writer's trim floors one at least that
+    /// of every request behind them.
+    pub(super) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
     }
 
     /// Hands the line the writer's state, before anything is queued.
@@ -100,15 +111,15 @@ impl<W: Alone> Line<W> {
         self.state.lock().baton = Some(Box::new(writer));
     }
 
-    /// Queues `request` with the next number (stored in `sent`), or `None` once closed.
-    pub(super) fn push(&self, request: Request, sent: &AtomicU64, then: Then) -> Option<u64> {
+    /// Queues `request` with the next number, or `None` once closed.
+    pub(super) fn push(&self, request: Request, then: Then) -> Option<u64> {
         let mut state = self.state.lock();
         if !state.open {
             return None;
         }
-        let seq = sent.load(Ordering::Relaxed) + 1; // only written under this lock
+        let seq = self.sent.load(Ordering::Relaxed) + 1; // only written under this lock
         state.requests.push_back((seq, request));
-        sent.store(seq, Ordering::Release);
+        self.sent.store(seq, Ordering::Release);
         // A sender holding the baton hands over what it leaves when done; one about to take
         // it ([`lead`](Self::lead)) commits this too.
         let ring = match state.holder {

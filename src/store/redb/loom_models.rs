@@ -5,7 +5,6 @@
 //! "commits" it, and wakes the senders waiting for their numbers.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use loom::sync::{Condvar, Mutex};
 
@@ -26,7 +25,6 @@ impl Alone for Baton {
 /// The line, and what has been committed (in commit order).
 struct Bus {
     line: Line<Baton>,
-    sent: AtomicU64,
     /// Request numbers in the order they were done, and whether each was a loan answered
     /// (not a commit).
     committed: Mutex<Vec<(u64, bool)>>,
@@ -39,7 +37,6 @@ impl Bus {
         line.install(Baton { alone });
         Arc::new(Self {
             line,
-            sent: AtomicU64::new(0),
             committed: Mutex::new(Vec::new()),
             changed: Condvar::new(),
         })
@@ -81,7 +78,7 @@ impl Bus {
     /// A send: queued, then (`Then::Lead`) committed here if this sender leads, then
     /// waited for.
     fn send(&self, request: Request, then: Then) {
-        let seq = self.line.push(request, &self.sent, then).expect("open");
+        let seq = self.line.push(request, then).expect("open");
         if then == Then::Lead
             && let Some(baton) = self.line.lead()
         {
@@ -95,9 +92,9 @@ impl Bus {
     fn borrow(&self) {
         let (reply, _) = crossbeam_channel::bounded(1); // the committer only counts it
         let lend = Request::Lend(reply);
-        self.wait(self.line.push(lend, &self.sent, Then::Ring).expect("open"));
+        self.wait(self.line.push(lend, Then::Ring).expect("open"));
         let back = Request::Declare("return".to_owned(), Vec::new());
-        self.wait(self.line.push(back, &self.sent, Then::Ring).expect("open"));
+        self.wait(self.line.push(back, Then::Ring).expect("open"));
     }
 
     fn wait(&self, seq: u64) {
@@ -132,7 +129,7 @@ fn model(alone: bool, a: fn(&Bus), b: fn(&Bus)) {
         other.join().unwrap();
         bus.line.close();
         writer.join().unwrap();
-        let sent = bus.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let sent = bus.line.sent();
         let done = bus.committed.lock().unwrap();
         let commits: Vec<u64> = done.iter().filter(|(_, lent)| !lent).map(|d| d.0).collect();
         assert!(commits.is_sorted(), "committed out of order: {done:?}");

@@ -80,7 +80,6 @@ pub(crate) use self::schema::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -158,10 +157,6 @@ struct Inner {
     durability: Durability,
     /// The requests for the writer, and the writer's state ([`line`]).
     line: Line<Writer>,
-    /// The last request number handed out: stored under `line`'s lock once its request is
-    /// queued, and read without it (Acquire) by a queue ack, which needs a number at least that
-    /// of every request its message depends on, and by the writer's trim floors.
-    sent: AtomicU64,
     done: Mutex<Done>,
     changed: Condvar,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -211,7 +206,6 @@ impl DurableStore {
             db: Mutex::new(Some(db)),
             durability: options.durability,
             line: Line::new(),
-            sent: AtomicU64::new(0),
             done: Mutex::new(Done {
                 committed: 0,
                 failed: None,
@@ -251,7 +245,7 @@ impl DurableStore {
 
     /// Queues `request` for the writer thread; its number, or `None` once closed.
     fn send(&self, request: Request) -> Option<u64> {
-        self.inner.line.push(request, &self.inner.sent, Then::Ring)
+        self.inner.line.push(request, Then::Ring)
     }
 
     /// Queues `request` for a commit the caller waits for next ([`wait`](Self::wait)): with
@@ -262,7 +256,7 @@ impl DurableStore {
         } else {
             Then::Ring
         };
-        self.inner.line.push(request, &self.inner.sent, then)
+        self.inner.line.push(request, then)
     }
 
     /// Whether a sender waiting for its commit may commit it itself: with `Immediate`
@@ -431,7 +425,7 @@ impl Store for DurableStore {
                 Some(self.inner.pending.lock().count(queue, id, count))
             }
             Progress::QueueAck { queue, id } => {
-                let seq = self.inner.sent.load(Ordering::Acquire);
+                let seq = self.inner.line.sent();
                 Some(self.inner.pending.lock().ack(queue, id, seq))
             }
             _ => None,

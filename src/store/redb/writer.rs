@@ -69,6 +69,7 @@ struct Abandon<'a>(&'a Inner);
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            poison(self.0); // what it drops fails its senders, rather than leaving them waiting
             self.0.line.abandon();
         }
     }
@@ -84,7 +85,7 @@ pub(super) fn lead(inner: &Inner) {
     let mut baton = Baton::new(inner, writer);
     let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| baton.round(false)));
     if round.is_err() {
-        baton.poison();
+        poison(inner);
     }
 }
 
@@ -109,20 +110,20 @@ impl<'a> Baton<'a> {
             writer.round(by_writer);
         }
     }
+}
 
-    /// Fails every waiting and later send: the writer panicked mid-round, so its state may
-    /// be half changed.
-    fn poison(&self) {
-        let mut done = self.inner.done.lock();
-        if done.failed.is_none() {
-            done.failed = Some((done.committed + 1, "the writer panicked".to_owned()));
-        }
-        let wakers = std::mem::take(&mut done.wakers);
-        drop(done);
-        self.inner.changed.notify_all();
-        for (_, waker) in wakers {
-            wake_guarded(|| waker.wake());
-        }
+/// Fails every waiting and later send: the writer panicked, so its state may be half
+/// changed.
+fn poison(inner: &Inner) {
+    let mut done = inner.done.lock();
+    if done.failed.is_none() {
+        done.failed = Some((done.committed + 1, "the writer panicked".to_owned()));
+    }
+    let wakers = std::mem::take(&mut done.wakers);
+    drop(done);
+    inner.changed.notify_all();
+    for (_, waker) in wakers {
+        wake_guarded(|| waker.wake());
     }
 }
 
@@ -135,7 +136,7 @@ impl Drop for Baton<'_> {
             // Only the writer thread unwinds with the baton (a sender's round is caught in
             // `lead`): it is dying, so the line ends here, before a sender could take the
             // baton back and leave it in a line nobody drains.
-            self.poison();
+            poison(self.inner);
             self.inner.line.abandon();
             drop(writer);
         } else {
@@ -176,21 +177,11 @@ impl Writer {
             }
             Durability::Immediate => (None, 0),
         };
-        // A flush (close, tests) or a borrower waiting for the writer commits now.
-        let flushing = batch
-            .iter()
-            .any(|(_, r)| matches!(r, Request::Sync | Request::Close | Request::Lend(_)));
+        let flushing = batch.iter().any(|(_, r)| commits_now(r));
         if let Some(until) = until.filter(|_| !flushing) {
             while batch.len() < enough {
                 match line.next(Some(until)) {
-                    // A flush (close, tests) commits now, whatever the interval; so does one
-                    // a borrower waits behind.
-                    Some(request)
-                        if matches!(
-                            request.1,
-                            Request::Sync | Request::Close | Request::Lend(_)
-                        ) =>
-                    {
+                    Some(request) if commits_now(&request.1) => {
                         batch.push(request);
                         break;
                     }
@@ -237,8 +228,7 @@ impl Writer {
 
     /// The floors of the logs to trim next ([`Trims::floors`]).
     fn floors(&self) -> Floors {
-        self.trims
-            .floors(|| self.inner.sent.load(std::sync::atomic::Ordering::Acquire))
+        self.trims.floors(|| self.inner.line.sent())
     }
 
     /// Commits `batch` (into the lent write transaction `lent` if one came back) with the
@@ -474,6 +464,12 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Whether `request` ends a linger: a flush (close, tests) commits now, whatever the
+/// interval; so does one a borrower waits behind.
+fn commits_now(request: &Request) -> bool {
+    matches!(request, Request::Sync | Request::Close | Request::Lend(_))
 }
 
 /// Runs `wake`, which calls wakers of tasks (user code): a panic there must not stop the
