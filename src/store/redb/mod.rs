@@ -81,10 +81,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, current};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Mutex, MutexGuard};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::handoff::Collect;
@@ -131,13 +131,32 @@ pub(crate) struct Options {
 pub(crate) type OpenWith =
     Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
 
+/// Wakes a thread waiting in [`DurableStore::wait`] for its commit.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's [`Unpark`], made once.
+    static UNPARK: Waker = Waker::from(Arc::new(Unpark(current())));
+}
+
 /// What the writer has done.
 struct Done {
     /// Every request up to this number is committed and published.
     committed: u64,
     /// The first failed commit: requests from this number on are not stored.
     failed: Option<(u64, String)>,
-    /// Tasks waiting for a request number (`send_async`).
+    /// Tasks (`send_async`) and threads ([`DurableStore::wait`]) waiting for a request
+    /// number.
     wakers: Vec<(u64, Waker)>,
     /// The thread a write transaction is lent to ([`Store::lend`]): it must not wait for a
     /// commit, which waits for it.
@@ -158,7 +177,6 @@ struct Inner {
     /// The requests for the writer, and the writer's state ([`line`]).
     line: Line<Writer>,
     done: Mutex<Done>,
-    changed: Condvar,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Commit figures, for stats.
     figures: Mutex<figures::Figures>,
@@ -212,7 +230,6 @@ impl DurableStore {
                 wakers: Vec::new(),
                 lent_to: None,
             }),
-            changed: Condvar::new(),
             writer: Mutex::new(None),
             figures: Mutex::default(),
         });
@@ -225,6 +242,7 @@ impl DurableStore {
             in_use: false,
             two_phase: options.two_phase,
             peak: 0,
+            expect: 0,
             last_took: Duration::ZERO,
             last_commit: Instant::now(),
         });
@@ -272,14 +290,25 @@ impl DurableStore {
             writer::lead(&self.inner);
         }
         let mut done = self.inner.done.lock();
+        let mut listed = false;
         loop {
             if let Poll::Ready(result) = self.outcome(&done, seq) {
-                return result;
+                return result; // its waker is gone: taken with the commit or the failure
             }
             if done.lent_to == Some(std::thread::current().id()) {
                 return Err(Error::TransactionOpen); // the commit waits for this very thread
             }
-            self.inner.changed.wait(&mut done);
+            // Listed by name, not waiting on a condition variable all senders share: a commit
+            // that releases 16 senders unparks them all at once, where each would otherwise
+            // take `done`'s lock in turn before the next could wake, which kept the next
+            // commit's senders coming for longer than the commit took.
+            if !listed {
+                let unpark = UNPARK.try_with(Waker::clone); // gone in a thread's last moments
+                let unpark = unpark.unwrap_or_else(|_| Waker::from(Arc::new(Unpark(current()))));
+                done.wakers.push((seq, unpark));
+                listed = true;
+            }
+            MutexGuard::unlocked(&mut done, std::thread::park);
         }
     }
 

@@ -47,6 +47,11 @@ pub(super) struct Writer {
     /// The most requests a recent commit carried (decaying by one per commit), how long the
     /// last commit took, and when it ended: the writer thread's linger ([`Writer::round`]).
     pub(super) peak: usize,
+    /// The requests the next commit may expect: the sends the last commit released, whose
+    /// senders are about to send again, and the requests queued while it ran. More than
+    /// [`peak`](Self::peak) when concurrent senders split into groups that alternate (each
+    /// commit carries one group while the other queues).
+    pub(super) expect: usize,
     pub(super) last_took: Duration,
     pub(super) last_commit: Instant,
 }
@@ -121,7 +126,6 @@ fn poison(inner: &Inner) {
     }
     let wakers = std::mem::take(&mut done.wakers);
     drop(done);
-    inner.changed.notify_all();
     for (_, waker) in wakers {
         wake_guarded(|| waker.wake());
     }
@@ -164,18 +168,20 @@ impl Writer {
         }
         // How long to wait for more before committing. Interval mode: until the interval
         // since the last commit has passed. Immediate mode: when fewer requests came than
-        // recent commits carried, a little (half a commit, at most 2 ms), because the senders
-        // the last commit released are about to send again; otherwise concurrent senders
-        // split into groups that alternate, each paying a whole commit. A single sender never
-        // waits (its commits carry one request), nor does one committing its own send.
+        // recent commits carried, or than the last commit released and saw queue while it
+        // ran, a little (half a commit, at most 2 ms), because the senders it released are
+        // about to send again; otherwise concurrent senders split into groups that alternate,
+        // each paying a whole commit. A single sender never waits (its commits carry one
+        // request and release one), nor does one committing its own send.
         let (until, enough) = match self.inner.durability {
             _ if !by_writer => (None, 0),
             Durability::Interval(every) => (Some(self.last_commit + every), MAX_BATCH),
-            Durability::Immediate if batch.len() < self.peak => {
-                let linger = (self.last_took / 2).min(Duration::from_millis(2));
-                (Some(Instant::now() + linger), self.peak.min(MAX_BATCH))
+            Durability::Immediate => {
+                match linger(batch.len(), self.peak.max(self.expect), self.last_took) {
+                    Some((wait, enough)) => (Some(Instant::now() + wait), enough),
+                    None => (None, 0),
+                }
             }
-            Durability::Immediate => (None, 0),
         };
         let flushing = batch.iter().any(|(_, r)| commits_now(r));
         if let Some(until) = until.filter(|_| !flushing) {
@@ -255,8 +261,13 @@ impl Writer {
         // them is no reason to keep a sender waiting).
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
         // redb asserts on some damaged pages: a panic fails this commit like an error.
+        let sends = batch.iter();
+        let sends = sends.filter(|(_, r)| matches!(r, Request::Append { .. }));
+        let released = sends.count();
         let result = quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent));
         let took = started.elapsed();
+        // Before any sender is told: what is queued now came while the commit ran.
+        self.expect = released + self.inner.line.len();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
         }
@@ -287,7 +298,6 @@ impl Writer {
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
         }
-        self.inner.changed.notify_all();
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
         }
@@ -464,6 +474,15 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// In `Immediate` mode, how long the writer thread waits for more requests before it commits
+/// the `batch` it took, and how many are enough: none while it has as many as recent commits
+/// carried or `expected` ([`Writer::expect`]), else until that many came or half the last
+/// commit's time (`took`, at most 2 ms) passed.
+pub(super) fn linger(batch: usize, expected: usize, took: Duration) -> Option<(Duration, usize)> {
+    let enough = expected.min(MAX_BATCH);
+    (batch < enough).then(|| ((took / 2).min(Duration::from_millis(2)), enough))
 }
 
 /// Whether `request` ends a linger: a flush (close, tests) commits now, whatever the

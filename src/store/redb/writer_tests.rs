@@ -616,3 +616,27 @@ fn a_writer_thread_that_dies_strands_no_loan_and_releases_the_file() {
     assert_eq!(keys(&again, &sink), [0]);
     again.close().unwrap();
 }
+
+/// The writer thread's linger in `Immediate` mode: a batch short of what is expected waits (at
+/// most half the last commit, capped at 2 ms) for that many; a full one, or a lone sender's,
+/// commits at once.
+#[test]
+fn a_batch_short_of_the_expected_senders_waits_for_them() {
+    use super::writer::linger;
+    use std::time::Duration;
+    let took = Duration::from_micros(600);
+    // Two groups of 8 alternating: the 8 queued during the last commit wait for the 8 it
+    // released.
+    assert_eq!(linger(8, 16, took), Some((Duration::from_micros(300), 16)));
+    assert_eq!(linger(16, 16, took), None);
+    assert_eq!(linger(1, 1, took), None, "a lone sender never waits");
+    assert_eq!(linger(0, 0, took), None);
+    let slow = Duration::from_millis(40);
+    assert_eq!(linger(1, 2, slow), Some((Duration::from_millis(2), 2)));
+    let many = super::writer::MAX_BATCH;
+    assert_eq!(
+        linger(many, many + 10, took),
+        None,
+        "never more than a batch holds"
+    );
+}
