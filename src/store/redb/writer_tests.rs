@@ -571,7 +571,7 @@ fn a_lone_waiting_sender_commits_its_own_send() {
     };
     let ticket = store.append(job, Commit::Poll).unwrap().expect("a ticket");
     let thread = std::thread::current();
-    let waker = std::task::Waker::from(Arc::new(Unpark(thread)));
+    let waker = std::task::Waker::from(Arc::new(super::Unpark(thread)));
     let deadline = std::time::Instant::now() + WAIT;
     while store.poll_stored(ticket, &waker).is_pending() {
         assert!(std::time::Instant::now() < deadline, "never committed");
@@ -582,15 +582,6 @@ fn a_lone_waiting_sender_commits_its_own_send() {
         Some("embus-writer")
     );
     assert_eq!(keys(&store, &sink), [0, 1]);
-}
-
-/// Unparks a thread when woken.
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
 }
 
 /// A panic that ends the writer thread fails the loan queued behind it (no other thread serves
