@@ -154,11 +154,6 @@ impl<W: Alone> Line<W> {
         state.listening && state.baton.is_some() && state.requests.is_empty()
     }
 
-    /// How many requests are queued.
-    pub(super) fn len(&self) -> usize {
-        self.state.lock().requests.len()
-    }
-
     /// Whether this thread holds the baton (a waker it runs must not wait for a commit).
     pub(super) fn held_here(&self) -> bool {
         let current = std::thread::current().id();

@@ -15,7 +15,8 @@
 //! The writer is its state, held by one thread at a time ([`line`]): the writer thread, or,
 //! when nobody else is committing and senders come one at a time, a sender about to wait for
 //! its commit (`Immediate`), which commits on its own thread and so saves two thread wake-ups.
-//! Whichever thread commits also publishes, and runs the wakers of the consumers waiting.
+//! Whichever thread commits also publishes, runs the wakers of the consumers waiting, and
+//! unparks the senders it released.
 //!
 //! With [`Durability::Immediate`](crate::Durability::Immediate) a send returns once its commit
 //! is durable. With [`Durability::Interval`](crate::Durability::Interval) it returns once the
@@ -81,7 +82,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::thread::{JoinHandle, current};
+use std::thread::{JoinHandle, Thread, current};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -131,33 +132,19 @@ pub(crate) struct Options {
 pub(crate) type OpenWith =
     Box<dyn FnOnce(&redb::Builder) -> Result<Database, redb::DatabaseError> + Send>;
 
-/// Wakes a thread waiting in [`DurableStore::wait`] for its commit.
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-thread_local! {
-    /// This thread's [`Unpark`], made once.
-    static UNPARK: Waker = Waker::from(Arc::new(Unpark(current())));
-}
-
 /// What the writer has done.
 struct Done {
     /// Every request up to this number is committed and published.
     committed: u64,
     /// The first failed commit: requests from this number on are not stored.
     failed: Option<(u64, String)>,
-    /// Tasks (`send_async`) and threads ([`DurableStore::wait`]) waiting for a request
-    /// number.
+    /// Tasks waiting for a request number (`send_async`).
     wakers: Vec<(u64, Waker)>,
+    /// Threads waiting for a request number ([`DurableStore::wait`]), each unparked by name:
+    /// a commit that releases 16 senders wakes them all at once, where with a condition
+    /// variable they shared each woke only after the one before took and let go of its lock.
+    /// How many wait when a commit ends is what the next one may expect (`Writer::expect`).
+    sleepers: Vec<(u64, Thread)>,
     /// The thread a write transaction is lent to ([`Store::lend`]): it must not wait for a
     /// commit, which waits for it.
     lent_to: Option<std::thread::ThreadId>,
@@ -228,6 +215,7 @@ impl DurableStore {
                 committed: 0,
                 failed: None,
                 wakers: Vec::new(),
+                sleepers: Vec::new(),
                 lent_to: None,
             }),
             writer: Mutex::new(None),
@@ -293,19 +281,13 @@ impl DurableStore {
         let mut listed = false;
         loop {
             if let Poll::Ready(result) = self.outcome(&done, seq) {
-                return result; // its waker is gone: taken with the commit or the failure
+                return result; // no longer listed: taken with the commit or the failure
             }
             if done.lent_to == Some(std::thread::current().id()) {
                 return Err(Error::TransactionOpen); // the commit waits for this very thread
             }
-            // Listed by name, not waiting on a condition variable all senders share: a commit
-            // that releases 16 senders unparks them all at once, where each would otherwise
-            // take `done`'s lock in turn before the next could wake, which kept the next
-            // commit's senders coming for longer than the commit took.
             if !listed {
-                let unpark = UNPARK.try_with(Waker::clone); // gone in a thread's last moments
-                let unpark = unpark.unwrap_or_else(|_| Waker::from(Arc::new(Unpark(current()))));
-                done.wakers.push((seq, unpark));
+                done.sleepers.push((seq, current()));
                 listed = true;
             }
             MutexGuard::unlocked(&mut done, std::thread::park);

@@ -47,10 +47,11 @@ pub(super) struct Writer {
     /// The most requests a recent commit carried (decaying by one per commit), how long the
     /// last commit took, and when it ended: the writer thread's linger ([`Writer::round`]).
     pub(super) peak: usize,
-    /// The requests the next commit may expect: the sends the last commit released, whose
-    /// senders are about to send again, and the requests queued while it ran. More than
-    /// [`peak`](Self::peak) when concurrent senders split into groups that alternate (each
-    /// commit carries one group while the other queues).
+    /// The requests the next commit may expect: one from each sender that waited for a
+    /// commit as the last one ended, those it released (about to send again) and those queued
+    /// behind it. Async senders and acks are not counted: nobody waits for them. More than
+    /// [`peak`](Self::peak) when concurrent senders split into groups that alternate, each
+    /// commit carrying one while the other queues ([`linger`]).
     pub(super) expect: usize,
     pub(super) last_took: Duration,
     pub(super) last_commit: Instant,
@@ -125,7 +126,11 @@ fn poison(inner: &Inner) {
         done.failed = Some((done.committed + 1, "the writer panicked".to_owned()));
     }
     let wakers = std::mem::take(&mut done.wakers);
+    let sleepers = std::mem::take(&mut done.sleepers);
     drop(done);
+    for (_, thread) in sleepers {
+        thread.unpark();
+    }
     for (_, waker) in wakers {
         wake_guarded(|| waker.wake());
     }
@@ -167,12 +172,8 @@ impl Writer {
             return;
         }
         // How long to wait for more before committing. Interval mode: until the interval
-        // since the last commit has passed. Immediate mode: when fewer requests came than
-        // recent commits carried, or than the last commit released and saw queue while it
-        // ran, a little (half a commit, at most 2 ms), because the senders it released are
-        // about to send again; otherwise concurrent senders split into groups that alternate,
-        // each paying a whole commit. A single sender never waits (its commits carry one
-        // request and release one), nor does one committing its own send.
+        // since the last commit has passed. Immediate mode: see `linger`. A sender committing
+        // its own send never waits.
         let (until, enough) = match self.inner.durability {
             _ if !by_writer => (None, 0),
             Durability::Interval(every) => (Some(self.last_commit + every), MAX_BATCH),
@@ -261,13 +262,8 @@ impl Writer {
         // them is no reason to keep a sender waiting).
         let mut spent = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
         // redb asserts on some damaged pages: a panic fails this commit like an error.
-        let sends = batch.iter();
-        let sends = sends.filter(|(_, r)| matches!(r, Request::Append { .. }));
-        let released = sends.count();
         let result = quiet::catch(|| self.commit(pending, batch, lent, trims, &mut spent));
         let took = started.elapsed();
-        // Before any sender is told: what is queued now came while the commit ran.
-        self.expect = released + self.inner.line.len();
         if matches!(result, Ok(Ok(()))) {
             self.inner.figures.lock().committed(records, took);
         }
@@ -282,10 +278,10 @@ impl Writer {
         let failed = done.failed.is_some();
         // Reported after the lock is let go (a failure is copied, once: the store is done).
         observe::traced! { let failure = done.failed.as_ref().map(|(_, e)| e.clone()); }
-        let (woken, waiting) = std::mem::take(&mut done.wakers)
-            .into_iter()
-            .partition(|(seq, _)| failed || *seq <= last_seq);
-        done.wakers = waiting;
+        // The senders waiting as the commit ends: those it released and those queued behind.
+        self.expect = done.sleepers.len();
+        let woken = released(&mut done.wakers, failed, last_seq);
+        let sleepers = released(&mut done.sleepers, failed, last_seq);
         drop(done);
         // Before the senders learn of it: what a send that returned did is already reported.
         observe::traced! {
@@ -297,6 +293,9 @@ impl Writer {
                 ),
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
+        }
+        for (_, thread) in sleepers {
+            thread.unpark();
         }
         for (_, waker) in woken {
             wake_guarded(|| waker.wake());
@@ -476,10 +475,23 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
         .sum()
 }
 
+/// Takes from `list` the entries whose request number a commit up to `last_seq` covers (every
+/// one if the store `failed`).
+fn released<T>(list: &mut Vec<(u64, T)>, failed: bool, last_seq: u64) -> Vec<(u64, T)> {
+    let (woken, waiting) = std::mem::take(list)
+        .into_iter()
+        .partition(|(seq, _)| failed || *seq <= last_seq);
+    *list = waiting;
+    woken
+}
+
 /// In `Immediate` mode, how long the writer thread waits for more requests before it commits
 /// the `batch` it took, and how many are enough: none while it has as many as recent commits
-/// carried or `expected` ([`Writer::expect`]), else until that many came or half the last
-/// commit's time (`took`, at most 2 ms) passed.
+/// carried or as were `expected` ([`Writer::expect`]), else until that many came or half the
+/// last commit's time (`took`, at most 2 ms) passed. The senders the last commit released are
+/// about to send again; without the wait, concurrent senders split into groups that
+/// alternate, each paying a whole commit. A single sender never waits: its commits carry one
+/// request, and one sender waits as each ends.
 pub(super) fn linger(batch: usize, expected: usize, took: Duration) -> Option<(Duration, usize)> {
     let enough = expected.min(MAX_BATCH);
     (batch < enough).then(|| ((took / 2).min(Duration::from_millis(2)), enough))

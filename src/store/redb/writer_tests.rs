@@ -571,7 +571,7 @@ fn a_lone_waiting_sender_commits_its_own_send() {
     };
     let ticket = store.append(job, Commit::Poll).unwrap().expect("a ticket");
     let thread = std::thread::current();
-    let waker = std::task::Waker::from(Arc::new(super::Unpark(thread)));
+    let waker = std::task::Waker::from(Arc::new(Unpark(thread)));
     let deadline = std::time::Instant::now() + WAIT;
     while store.poll_stored(ticket, &waker).is_pending() {
         assert!(std::time::Instant::now() < deadline, "never committed");
@@ -582,6 +582,15 @@ fn a_lone_waiting_sender_commits_its_own_send() {
         Some("embus-writer")
     );
     assert_eq!(keys(&store, &sink), [0, 1]);
+}
+
+/// Unparks a thread when woken.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 /// A panic that ends the writer thread fails the loan queued behind it (no other thread serves
@@ -630,4 +639,40 @@ fn a_batch_short_of_the_expected_senders_waits_for_them() {
         None,
         "never more than a batch holds"
     );
+}
+
+/// Senders waiting for one commit are each unparked when it ends, and none stays listed.
+#[test]
+fn waiting_senders_return_after_their_commit_and_none_stays_listed() {
+    let store = fresh_store("sleepers");
+    let sink = FakeSink::new("t");
+    let lent = store.lend_writer().unwrap(); // the senders' requests ride the loan's commit
+    let (done, returned) = std::sync::mpsc::channel();
+    for i in 0..16u64 {
+        let (store, sink, done) = (Arc::clone(&store), Arc::clone(&sink), done.clone());
+        std::thread::spawn(move || {
+            append(&store, &sink, i..i + 1, Commit::Wait);
+            let _ = done.send(i);
+        });
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while store.inner.done.lock().sleepers.len() < 16 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the senders never waited"
+        );
+        std::thread::yield_now();
+    }
+    assert!(
+        returned.try_recv().is_err(),
+        "a send returned before its commit"
+    );
+    store.give_back_writer(lent);
+    for _ in 0..16 {
+        returned
+            .recv_timeout(WAIT)
+            .expect("a sender was never woken");
+    }
+    assert!(store.inner.done.lock().sleepers.is_empty());
+    assert_eq!(keys(&store, &sink), (0..16).collect::<Vec<_>>());
 }
