@@ -26,7 +26,7 @@
 //! | commit | F1 qr / F1 | raw redb, one row (`u64` key, 100-byte value) per `Durability::Immediate` transaction, with and without `set_quick_repair(true)` (embus commits with it) |
 //! | commit | D1 | embus `send` of a 100-byte `Vec<u8>`, one producer, `Durability::Immediate` |
 //! | commit | D1 1pc | as D1 with `BrokerBuilder::two_phase_commit(false)` (one fsync per commit; its floor is F1) |
-//! | commit | D2 | 16 producer threads, each sending one message at a time, `Immediate` |
+//! | commit | D2 | 16 producer threads, each sending one message at a time, `Immediate`; with the sends the recent commits carried (`D2 sends/commit`, from `Broker::stats`) |
 //! | commit | D1 / D2 10ms | as D1 / D2 with `Durability::Interval(10 ms)` |
 //! | batch | F2 | raw redb, 1000 rows (sequential keys, 100-byte values) per transaction, quick repair |
 //! | batch | D3 | embus `send_batch` of 1000 messages, `Immediate` |
@@ -306,13 +306,26 @@ fn embus_concurrent(
             .map(|t| t.join().expect("producer thread"))
             .collect()
     });
+    // How many sends the recent commits carried: all sixteen when they share each commit.
+    let per_commit = bus.stats().store.map_or(0.0, |s| s.records_per_commit);
     bus.close().expect("close");
     let start = results.iter().map(|r| r.0).min().expect("a thread");
     let elapsed = start.elapsed();
     drop(topic);
     remove(&path);
     let n = results.iter().map(|r| r.1).sum();
-    vec![rate(key, n, elapsed)]
+    let shared = match key {
+        "D2" => "D2 sends/commit",
+        _ => "D2 10ms sends/commit",
+    };
+    vec![
+        rate(key, n, elapsed),
+        Figure {
+            key: shared,
+            value: per_commit,
+            unit: Unit::Count,
+        },
+    ]
 }
 
 /// D3: one producer, `send_batch` of `BATCH`.

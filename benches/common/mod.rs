@@ -88,6 +88,8 @@ pub enum Unit {
     Rate,
     /// Seconds.
     Time,
+    /// A plain number (sends per commit).
+    Count,
 }
 
 /// A figure for the report: `12.3 k/s`, `1.45 ms`.
@@ -99,6 +101,7 @@ pub fn format_value(value: f64, unit: Unit) -> String {
         Unit::Time if value.abs() < 1e-3 => format!("{:.1} µs", value * 1e6),
         Unit::Time if value.abs() < 1.0 => format!("{:.2} ms", value * 1e3),
         Unit::Time => format!("{value:.2} s"),
+        Unit::Count => format!("{value:.1}"),
     }
 }
 
