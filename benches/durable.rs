@@ -269,11 +269,12 @@ fn embus_single(
     })
 }
 
-/// D2: `THREADS` producers, each sending one at a time.
+/// D2: `THREADS` producers, each sending one at a time; figures `key` (the rate) and `shared`
+/// (the sends the recent commits carried).
 fn embus_concurrent(
     ctx: &Ctx,
     warm: bool,
-    key: &'static str,
+    (key, shared): (&'static str, &'static str),
     durability: Durability,
 ) -> Vec<Figure> {
     let (path, bus, topic) = embus_topic(ctx, key, durability, true);
@@ -314,10 +315,6 @@ fn embus_concurrent(
     drop(topic);
     remove(&path);
     let n = results.iter().map(|r| r.1).sum();
-    let shared = match key {
-        "D2" => "D2 sends/commit",
-        _ => "D2 10ms sends/commit",
-    };
     vec![
         rate(key, n, elapsed),
         Figure {
@@ -427,12 +424,14 @@ fn sections() -> Vec<Section> {
                     |c, w| embus_single(c, w, "D1 1pc", Durability::Immediate, false),
                 ),
                 side("D2", "embus send, 16 producers, Immediate", |c, w| {
-                    embus_concurrent(c, w, "D2", Durability::Immediate)
+                    embus_concurrent(c, w, ("D2", "D2 sends/commit"), Durability::Immediate)
                 }),
                 side(
                     "D2 10ms",
                     "embus send, 16 producers, Interval(10ms)",
-                    move |c, w| embus_concurrent(c, w, "D2 10ms", relaxed),
+                    move |c, w| {
+                        embus_concurrent(c, w, ("D2 10ms", "D2 10ms sends/commit"), relaxed)
+                    },
                 ),
                 side(
                     "D1 10ms",

@@ -122,12 +122,12 @@
 //! when the broker closes ([`Broker::close`] or dropping the last handle), after committing
 //! what was queued. Under [`Durability::Immediate`], a blocking call that waits for its
 //! commit while nothing else is committing and senders come one at a time (`send`, `flush`)
-//! commits on the calling thread instead, saving two thread wake-ups;
-//! that thread then also wakes the consumers waiting for what it committed (their wakers run
-//! there, as they would on the writer thread). Either kind starts a timer thread the first time an async
-//! receive waits for a real-time ack deadline; it stops on close. A bridge
-//! (`bridge::nats`, `bridge::amqp`, features `nats` and `amqp`) runs on threads of its own
-//! (`embus-bridge`, and `embus-bridge-writer` inbound) until it is stopped.
+//! commits on the calling thread instead, saving two thread wake-ups; that thread then also
+//! wakes the consumers waiting for what it committed (their wakers run there, as they would on
+//! the writer thread). Either kind starts a timer thread the first time an async receive waits
+//! for a real-time ack deadline; it stops on close. A bridge (`bridge::nats`, `bridge::amqp`,
+//! features `nats` and `amqp`) runs on threads of its own (`embus-bridge`, and
+//! `embus-bridge-writer` inbound) until it is stopped.
 //! `BrokerBuilder::metrics_every` (feature `metrics`) starts one thread (`embus-metrics`)
 //! that records the broker's figures into the `metrics` recorder on an interval; it does not
 //! keep the broker open, and stops when the broker closes.

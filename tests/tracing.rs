@@ -2,8 +2,9 @@
 //! (`embus::observe` lists them), and a `traceparent` header reaches the `deliver` event.
 //!
 //! A hand-written subscriber, installed once as the global default (the durable store's
-//! events come from the thread committing: its writer thread, or a lone sender), records every `embus` event; each test uses topic and
-//! queue names of its own and looks only at the events that name them.
+//! events come from the thread committing: its writer thread, or a lone sender), records every
+//! `embus` event; each test uses topic and queue names of its own and looks only at the events
+//! that name them.
 #![cfg(feature = "tracing")]
 
 mod common;

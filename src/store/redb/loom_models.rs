@@ -1,8 +1,8 @@
 //! Loom models of the writer's [`Line`] (`--cfg embus_loom`, with the shim of
-//! [`line_loom`](super::line_loom)). A writer thread and two senders on one line: every request commits once, in number
-//! order, and no thread stays parked while there is work (loom fails a model in which
-//! every thread is blocked). A committer stands for the writer: it takes what is queued,
-//! "commits" it, and wakes the senders waiting for their numbers.
+//! [`line_loom`](super::line_loom)). A writer thread and two senders on one line: every
+//! request commits once, in number order, and no thread stays parked while there is work
+//! (loom fails a model in which every thread is blocked). A committer stands for the writer:
+//! it takes what is queued, "commits" it, and wakes the senders waiting for their numbers.
 
 use std::sync::Arc;
 

@@ -43,8 +43,9 @@
 //! its own handle on close.
 //!
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
-//! in [`open`]; the writer in [`writer`], and the line of requests it takes from in [`line`]. The `embus` tool reads a file read-only
-//! through [`inspect`] and redrives a queue of a closed file with [`redrive`].
+//! in [`open`]; the writer in [`writer`], and the line of requests it takes from in [`line`].
+//! The `embus` tool reads a file read-only through [`inspect`] and redrives a queue of a
+//! closed file with [`redrive`].
 
 mod compact;
 mod delete;

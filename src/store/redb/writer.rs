@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::Waker;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -75,8 +77,7 @@ struct Abandon<'a>(&'a Inner);
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            poison(self.0); // what it drops fails its senders, rather than leaving them waiting
-            self.0.line.abandon();
+            end(self.0);
         }
     }
 }
@@ -125,9 +126,22 @@ fn poison(inner: &Inner) {
     if done.failed.is_none() {
         done.failed = Some((done.committed + 1, "the writer panicked".to_owned()));
     }
-    let wakers = std::mem::take(&mut done.wakers);
     let sleepers = std::mem::take(&mut done.sleepers);
+    let wakers = std::mem::take(&mut done.wakers);
     drop(done);
+    tell(sleepers, wakers);
+}
+
+/// Ends the line of a writer thread that dies: poisons first, so that the requests the line
+/// drops fail their senders rather than leave them waiting.
+fn end(inner: &Inner) {
+    poison(inner);
+    inner.line.abandon();
+}
+
+/// Tells the senders waiting for a commit that it ended (or failed): unparks the threads, then
+/// wakes the tasks (user code, guarded).
+fn tell(sleepers: Vec<(u64, Thread)>, wakers: Vec<(u64, Waker)>) {
     for (_, thread) in sleepers {
         thread.unpark();
     }
@@ -145,8 +159,7 @@ impl Drop for Baton<'_> {
             // Only the writer thread unwinds with the baton (a sender's round is caught in
             // `lead`): it is dying, so the line ends here, before a sender could take the
             // baton back and leave it in a line nobody drains.
-            poison(self.inner);
-            self.inner.line.abandon();
+            end(self.inner);
             drop(writer);
         } else {
             self.inner.line.give_back(writer);
@@ -294,12 +307,7 @@ impl Writer {
                 None => observe::event!("embus::store", DEBUG, requests, micros, "commit"),
             }
         }
-        for (_, thread) in sleepers {
-            thread.unpark();
-        }
-        for (_, waker) in woken {
-            wake_guarded(|| waker.wake());
-        }
+        tell(sleepers, woken);
         drop(spent);
         took
     }
@@ -478,11 +486,8 @@ fn records_in<'a>(batch: impl IntoIterator<Item = &'a Request>) -> u64 {
 /// Takes from `list` the entries whose request number a commit up to `last_seq` covers (every
 /// one if the store `failed`).
 fn released<T>(list: &mut Vec<(u64, T)>, failed: bool, last_seq: u64) -> Vec<(u64, T)> {
-    let (woken, waiting) = std::mem::take(list)
-        .into_iter()
-        .partition(|(seq, _)| failed || *seq <= last_seq);
-    *list = waiting;
-    woken
+    list.extract_if(.., |(seq, _)| failed || *seq <= last_seq)
+        .collect()
 }
 
 /// In `Immediate` mode, how long the writer thread waits for more requests before it commits
