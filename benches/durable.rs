@@ -15,8 +15,8 @@
 //! cargo bench --bench durable -- tx                    # the transaction sections
 //! cargo bench --bench durable -- e2e                   # issue #16's E1: producer → consumer
 //! EMBUS_BENCH_ROUNDS=9 cargo bench --bench durable     # rounds (default 7, quick 3)
-//! EMBUS_BENCH_ONLY=D1 cargo bench --bench durable      # sides whose label contains it, no
-//!                                                      # ratios (e.g. under `perf`)
+//! EMBUS_BENCH_ONLY=D1 cargo bench --bench durable      # the side labelled so, else those whose
+//!                                                      # label contains it; no ratios (`perf`)
 //! EMBUS_BENCH_DIR=/some/disk cargo bench ...           # where the files go (never tmpfs)
 //! ```
 //!
@@ -637,9 +637,14 @@ fn judge(r: &Ratio, results: &Results) -> Option<RatioOutcome> {
     })
 }
 
-/// Runs matching sides alone (`EMBUS_BENCH_ONLY`), for profiling; no ratios.
+/// Runs matching sides alone (`EMBUS_BENCH_ONLY`), for profiling; no ratios. A label equal to
+/// `only` is the one side run (`D2`, not `D2 10ms` too); else every label containing it.
 fn profile(ctx: &Ctx, sides: &[Side], only: &str) {
-    for s in sides.iter().filter(|s| s.label.contains(only)) {
+    let exact = sides.iter().any(|s| s.label == only);
+    for s in sides
+        .iter()
+        .filter(|s| s.label == only || !exact && s.label.contains(only))
+    {
         for round in 0..ctx.rounds {
             let figures = (s.run)(ctx, false);
             let shown: Vec<String> = figures
