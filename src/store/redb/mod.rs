@@ -50,6 +50,7 @@
 mod compact;
 mod delete;
 mod figures;
+mod file;
 mod handoff;
 mod ids;
 mod inspect;

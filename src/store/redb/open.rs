@@ -84,7 +84,7 @@ pub(super) fn database(
     // runs redb's close: either may meet a damaged page, where redb may panic.
     let opened = quiet::catch(|| match backend {
         Some(open) => finish(guarded(path, || open(&builder))),
-        None if path.exists() => finish(guarded(path, || builder.create(path))),
+        None if path.exists() => finish(guarded(path, || super::file::create(&builder, path))),
         None => create(path, &builder, codec),
     });
     opened.unwrap_or_else(|panic| {
@@ -230,7 +230,7 @@ fn create(path: &Path, builder: &redb::Builder, codec: &str) -> Result<(Database
     name.push(".creating");
     let temporary = path.with_file_name(name);
     let _ = std::fs::remove_file(&temporary); // left by a crash while creating
-    let created = guarded(path, || builder.create(&temporary)).and_then(|db| {
+    let created = guarded(path, || super::file::create(builder, &temporary)).and_then(|db| {
         let instance = check_format(path, &db, codec)?;
         std::fs::rename(&temporary, path).map_err(|e| Error::Storage {
             path: path.to_owned(),
