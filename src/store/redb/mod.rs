@@ -43,7 +43,8 @@
 //! its own handle on close.
 //!
 //! The file's layout is in [`schema`] (older versions are upgraded by [`upgrade`]); opening it
-//! in [`open`]; the writer in [`writer`], and the line of requests it takes from in [`line`].
+//! in [`open`], on the backend of [`file`] (zeros ahead of redb's writes into space it grew the
+//! file by); the writer in [`writer`], and the line of requests it takes from in [`line`].
 //! The `embus` tool reads a file read-only through [`inspect`] and redrives a queue of a
 //! closed file with [`redrive`].
 
