@@ -56,7 +56,8 @@ impl ZeroAhead {
         })
     }
 
-    /// The frontier, read from the file the first time.
+    /// The frontier, read from the file the first time (an error leaves it unread: the zeros
+    /// are best effort, and redb's own call goes ahead).
     fn frontier<'a>(
         &self,
         frontier: &'a mut Option<Frontier>,
@@ -94,10 +95,12 @@ impl StorageBackend for ZeroAhead {
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let mut guard = self.frontier.lock();
-        let frontier = self.frontier(&mut guard)?;
+        let _ = self.frontier(&mut guard); // unread (a failed stat): no zeros, nothing else
         self.file.set_len(len)?;
-        frontier.len = len;
-        frontier.written = frontier.written.min(len);
+        if let Some(frontier) = guard.as_mut() {
+            frontier.len = len;
+            frontier.written = frontier.written.min(len);
+        }
         Ok(())
     }
 
@@ -114,8 +117,9 @@ impl StorageBackend for ZeroAhead {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         let end = offset.saturating_add(data.len() as u64);
         let mut guard = self.frontier.lock();
-        let frontier = self.frontier(&mut guard)?;
-        if end > frontier.written {
+        if let Ok(frontier) = self.frontier(&mut guard)
+            && end > frontier.written
+        {
             if offset > frontier.written && offset - frontier.written <= AHEAD {
                 self.zero(frontier.written, offset.min(frontier.len));
             }
