@@ -172,13 +172,18 @@ pub(super) fn create(
     builder: &redb::Builder,
     path: &std::path::Path,
 ) -> Result<redb::Database, DatabaseError> {
-    let file = std::fs::OpenOptions::new()
+    builder.create_with_backend(ZeroAhead::new(open(path)?)?)
+}
+
+/// Opens the file at `path` for reading and writing, creating it if need be, as
+/// `redb::Builder::create` does.
+fn open(path: &std::path::Path) -> Result<File, std::io::Error> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)?;
-    builder.create_with_backend(ZeroAhead::new(file)?)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -213,13 +218,7 @@ mod tests {
 
         fn file(&self, name: &str) -> (PathBuf, File) {
             let path = self.0.join(name);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .expect("file");
+            let file = open(&path).expect("file");
             (path, file)
         }
     }
