@@ -144,8 +144,23 @@ impl<T> Log<T> {
     ) -> Result<(u64, Woken), Entry<T>> {
         // A count limit alone, held to, and nothing staged: making room for one message pops
         // at most one (which `trim` does only if it may), so one pass decides and trims, where
-        // `has_room` and `append` would run the checks twice.
+        // `has_room` and `append` would run the checks twice. Without an age limit too, that
+        // pass is one comparison (the common case, on every send).
         let held = self.end - self.base;
+        if limits.bytes.is_none() && limits.age.is_none() && self.staged.is_empty() {
+            match limits.messages {
+                None => return Ok(self.push(now, entry)),
+                Some(max) if held < max => return Ok(self.push(now, entry)),
+                Some(max) if held == max => {
+                    if !self.can_trim() {
+                        return Err(entry);
+                    }
+                    self.pop();
+                    return Ok(self.push(now, entry));
+                }
+                Some(_) => {} // over the limit: the general path trims down to it
+            }
+        }
         if limits.bytes.is_none()
             && self.staged.is_empty()
             && limits.messages.is_none_or(|max| held <= max)
