@@ -129,8 +129,14 @@ impl Waiters {
 
 /// Waiters taken from a list, to be woken outside the lock; and (feature `tracing`) events
 /// that happened under it, emitted then too, since a subscriber may call back into the broker.
+/// Nothing to wake is a null pointer, so that the common case (every send that finds nobody
+/// waiting) costs one branch to wake and nothing to drop.
 #[must_use]
-pub(crate) struct Woken {
+pub(crate) struct Woken(Option<Box<Taken>>);
+
+/// What a [`Woken`] holds when it is not empty.
+#[derive(Default)]
+struct Taken {
     signals: Vec<(u64, Signal)>,
     #[cfg(feature = "tracing")]
     events: Vec<Box<dyn FnOnce() + Send + Sync>>,
@@ -139,64 +145,79 @@ pub(crate) struct Woken {
 impl Woken {
     #[inline]
     pub(crate) fn none() -> Self {
-        Self::of(Vec::new())
+        Self(None)
     }
 
     fn of(signals: Vec<(u64, Signal)>) -> Self {
-        Self {
+        if signals.is_empty() {
+            return Self::none();
+        }
+        Self(Some(Box::new(Taken {
             signals,
             #[cfg(feature = "tracing")]
             events: Vec::new(),
-        }
+        })))
     }
 
     /// Wakes them all (nothing to do, without a call, when there are none: the common case).
     #[inline]
     pub(crate) fn wake(self) {
-        #[cfg(feature = "tracing")]
-        let none = self.signals.is_empty() && self.events.is_empty();
-        #[cfg(not(feature = "tracing"))]
-        let none = self.signals.is_empty();
-        if !none {
-            self.wake_all();
+        if let Some(taken) = self.0 {
+            (*taken).wake_all();
         }
     }
 
+    /// Adds `other`'s waiters (taking its list as it is when this one is empty: no copy).
+    pub(crate) fn join(&mut self, other: Woken) {
+        let Some(other) = other.0 else {
+            return;
+        };
+        let Some(taken) = self.0.as_mut() else {
+            self.0 = Some(other);
+            return;
+        };
+        let Taken {
+            signals,
+            #[cfg(feature = "tracing")]
+            events,
+        } = *other;
+        taken.signals.extend(signals);
+        #[cfg(feature = "tracing")]
+        taken.events.extend(events);
+    }
+
+    /// Emits `event` (a `tracing` event) once the locks are released, in [`wake`](Self::wake).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn then(&mut self, event: impl FnOnce() + Send + Sync + 'static) {
+        let taken = self.0.get_or_insert_with(Box::default);
+        taken.events.push(Box::new(event));
+    }
+}
+
+impl Taken {
     /// Wakes every waiter even if a task's waker (the application's code) panics: the first
     /// panic goes on once all are woken, so one bad waker strands no other waiter.
     #[inline(never)]
     fn wake_all(self) {
+        let Taken {
+            signals,
+            #[cfg(feature = "tracing")]
+            events,
+        } = self;
         let mut panicked = None;
-        for (_, signal) in self.signals {
+        for (_, signal) in signals {
             let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| signal.wake()));
             if let (Err(panic), None) = (woke, &panicked) {
                 panicked = Some(panic);
             }
         }
         #[cfg(feature = "tracing")]
-        for event in self.events {
+        for event in events {
             event();
         }
         if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
-    }
-
-    /// Adds `other`'s waiters (taking its list as it is when this one is empty: no copy).
-    pub(crate) fn join(&mut self, other: Woken) {
-        if self.signals.is_empty() {
-            self.signals = other.signals;
-        } else {
-            self.signals.extend(other.signals);
-        }
-        #[cfg(feature = "tracing")]
-        self.events.extend(other.events);
-    }
-
-    /// Emits `event` (a `tracing` event) once the locks are released, in [`wake`](Self::wake).
-    #[cfg(feature = "tracing")]
-    pub(crate) fn then(&mut self, event: impl FnOnce() + Send + Sync + 'static) {
-        self.events.push(Box::new(event));
     }
 }
 
