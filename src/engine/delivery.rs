@@ -325,20 +325,25 @@ observe::traced! {
     impl<T> Delivery<T> {
         /// Emits the `deliver` event of this delivery, just handed out from topic or queue
         /// `name` (`redeliver` if it was delivered before).
+        #[inline]
         pub(crate) fn trace_delivered(&self, name: &str) {
-            let (partition, offset) = (self.partition, self.offset);
-            let delivery_count = self.delivery_count;
-            let again = delivery_count > 1;
-            // Only when a subscriber may want the event (one load otherwise): the header scan
-            // below is per delivery, and the events' own checks come after it.
-            let level = if again {
+            // Only when a subscriber may want the event (one inlined load otherwise): the
+            // header scan is per delivery, and the events' own checks come after it.
+            let level = if self.delivery_count > 1 {
                 tracing::Level::DEBUG
             } else {
                 tracing::Level::TRACE
             };
-            if !tracing::level_enabled!(level) {
-                return;
+            if tracing::level_enabled!(level) {
+                self.emit_delivered(name);
             }
+        }
+
+        /// [`trace_delivered`](Self::trace_delivered)'s event, once it may be wanted.
+        fn emit_delivered(&self, name: &str) {
+            let (partition, offset) = (self.partition, self.offset);
+            let delivery_count = self.delivery_count;
+            let again = delivery_count > 1;
             let traceparent = observe::traceparent(self.headers());
             match &self.settle {
                 Settle::Queue(_) if again => observe::event!(
