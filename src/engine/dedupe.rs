@@ -249,7 +249,7 @@ impl Ids {
 
 /// The message id of `record`, checked: `Err` ([`Error::InvalidMessageId`] naming `name`) if
 /// its [`MESSAGE_ID`] header is empty, too long or not UTF-8. Costs one inlined branch for a
-/// record without key or headers (asked twice per send).
+/// record without key, headers or timing (a topic send asks twice).
 #[inline]
 pub(crate) fn id_of<'a, T>(record: &'a Record<T>, name: &str) -> Result<Option<&'a str>, Error> {
     match record.meta.as_deref() {

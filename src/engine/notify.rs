@@ -167,7 +167,7 @@ impl Woken {
         }
     }
 
-    /// Adds `other`'s waiters (taking its list as it is when this one is empty: no copy).
+    /// Adds `other`'s waiters and events (taking them as they are when this one has none).
     pub(crate) fn join(&mut self, other: Woken) {
         let Some(other) = other.0 else {
             return;

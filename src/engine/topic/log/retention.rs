@@ -142,10 +142,10 @@ impl<T> Log<T> {
         now: Nanos,
         entry: Entry<T>,
     ) -> Result<(u64, Woken), Entry<T>> {
-        // A count limit alone, held to, and nothing staged: making room for one message pops
-        // at most one (which `trim` does only if it may), so one pass decides and trims, where
-        // `has_room` and `append` would run the checks twice. Without an age limit too, that
-        // pass is one comparison (the common case, on every send).
+        // No byte or age limit and nothing staged (the default retention, on every send): the
+        // count alone decides. Under it, push; at it, pop the oldest if every blocking reader
+        // is past it (`trim`'s rule), then push; over it (possible only after staged records
+        // were published), the general path below.
         let held = self.end - self.base;
         if limits.bytes.is_none() && limits.age.is_none() && self.staged.is_empty() {
             match limits.messages {
@@ -161,6 +161,9 @@ impl<T> Log<T> {
                 Some(_) => {} // over the limit: the general path trims down to it
             }
         }
+        // With an age limit too, still no bytes, held to the count and nothing staged: `trim`
+        // drops what expired, then pops at most one for the count, and only if it may, so one
+        // pass decides and trims where `has_room` and `append` would run the checks twice.
         if limits.bytes.is_none()
             && self.staged.is_empty()
             && limits.messages.is_none_or(|max| held <= max)

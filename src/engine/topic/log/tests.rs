@@ -328,3 +328,44 @@ fn try_append_trims_nothing_for_a_message_it_declines() {
     );
     assert_eq!((log.base(), log.bytes()), (0, 8), "nothing trimmed for it");
 }
+
+/// `try_append` with a count limit alone decides and trims exactly as its general path does:
+/// the same limits plus an age limit that never expires take that path. Counts 0 to 3, under
+/// `Block` and `Lag`, with a cursor that stalls and then catches up.
+#[test]
+fn try_append_by_count_alone_matches_the_general_path() {
+    for max in 0..4 {
+        for block in [false, true] {
+            let fast = limits(Some(max), None, block);
+            let general = Limits {
+                age: Some(Nanos::MAX),
+                ..fast
+            };
+            let logs = [Partition::new(), Partition::new()];
+            let cursors = logs
+                .each_ref()
+                .map(|p| p.lock().add_group_cursor(0, block));
+            for step in 0..60u64 {
+                let mut outcomes = Vec::new();
+                for ((p, l), c) in logs.iter().zip([&fast, &general]).zip(cursors) {
+                    let mut log = p.lock();
+                    if step % 7 == 6 {
+                        // The cursor catches up with everything sent so far.
+                        let end = log.end();
+                        let _ = log.set_cursor(c, end);
+                    }
+                    let taken = log.try_append(l, step, entry(0)).map(|(at, _)| at).ok();
+                    outcomes.push((taken, log.base(), log.end()));
+                }
+                assert_eq!(
+                    outcomes[0], outcomes[1],
+                    "max {max}, block {block}, step {step}: (taken, base, end) by count alone, \
+                     then by the general path"
+                );
+            }
+            // Only `Block` declines, and a count of 0, which holds nothing.
+            let declined = logs[0].lock().end() < 60;
+            assert_eq!(declined, block || max == 0, "max {max}, block {block}");
+        }
+    }
+}
