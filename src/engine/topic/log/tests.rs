@@ -342,9 +342,7 @@ fn try_append_by_count_alone_matches_the_general_path() {
                 ..fast
             };
             let logs = [Partition::new(), Partition::new()];
-            let cursors = logs
-                .each_ref()
-                .map(|p| p.lock().add_group_cursor(0, block));
+            let cursors = logs.each_ref().map(|p| p.lock().add_group_cursor(0, block));
             for step in 0..60u64 {
                 let mut outcomes = Vec::new();
                 for ((p, l), c) in logs.iter().zip([&fast, &general]).zip(cursors) {
