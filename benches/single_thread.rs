@@ -27,6 +27,9 @@ use embus::{Broker, Overflow, QueueOptions, Retention, Start, TopicOptions};
 mod common;
 use common::{Args, load, median};
 
+/// A scenario: its name, and its embus side (`n` messages, the time they took).
+type Scenario = (&'static str, fn(u64) -> Duration);
+
 /// Messages sent, then received, before the loop goes round again.
 const RUN: u64 = 512;
 
@@ -110,7 +113,7 @@ fn main() {
     println!("ns per message (send + receive), medians; ratio = crossbeam ns ÷ embus ns\n");
     println!("| scenario | crossbeam ns | embus ns | ratio [min–max] |");
     println!("|---|---|---|---|");
-    let scenarios: [(&str, fn(u64) -> Duration); 2] = [("topic", topic), ("queue + ack", queue)];
+    let scenarios: [Scenario; 2] = [("topic", topic), ("queue + ack", queue)];
     for (name, embus) in scenarios {
         if !args.wants(name) {
             continue;
