@@ -190,30 +190,16 @@ fn open(path: &std::path::Path) -> Result<File, std::io::Error> {
 mod tests {
     use std::path::PathBuf;
 
+    use proptest::prelude::*;
+
     use super::*;
-
-    /// splitmix64: a deterministic sequence.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % n
-        }
-    }
 
     /// A fresh directory of this test's own, removed when dropped.
     struct Dir(PathBuf);
 
     impl Dir {
         fn new(test: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("embus-{test}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("dir");
-            Self(dir)
+            Self(crate::store::redb::scratch_dir(test))
         }
 
         fn file(&self, name: &str) -> (PathBuf, File) {
@@ -240,50 +226,70 @@ mod tests {
         usize::try_from(offset).expect("small")
     }
 
-    /// Whatever redb writes (within the file, past its end, nothing), grows and shrinks, the
-    /// file reads back as a plain file would: its writes, and zeros everywhere else.
-    #[test]
-    fn the_file_reads_back_as_written_whatever_the_zeros() {
-        let dir = Dir::new("file-model");
-        let page = 4096;
-        for seed in 0..4 {
-            let (_, file) = dir.file(&format!("model-{seed}"));
+    /// One call redb makes, its numbers reduced against the file's pages when it runs.
+    #[derive(Debug, Clone)]
+    enum Call {
+        /// Grow or shrink to this many pages (up to 4 MiB: writes land near the frontier and
+        /// far past it).
+        SetLen(u64),
+        /// A page this many pages past the end, which extends the file.
+        PastEnd(u64),
+        /// Nothing, at a page within the file or at its end.
+        Empty(u64),
+        /// Up to four pages from a page within the file.
+        Within(u64, u64),
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        prop_oneof![
+            1 => (1..=1024u64).prop_map(Call::SetLen),
+            1 => (0..64u64).prop_map(Call::PastEnd),
+            1 => any::<u64>().prop_map(Call::Empty),
+            7 => (any::<u64>(), 1..=4u64).prop_map(|(at, n)| Call::Within(at, n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        /// Whatever redb writes (within the file, past its end, nothing), grows and shrinks,
+        /// the file reads back as a plain file would: its writes, and zeros everywhere else.
+        #[test]
+        fn the_file_reads_back_as_written_whatever_the_zeros(
+            calls in prop::collection::vec(call(), 1..150),
+        ) {
+            let dir = Dir::new("file-model");
+            let (_, file) = dir.file("model");
             let backend = ZeroAhead::new(file).expect("backend");
+            let page = 4096;
             let mut model: Vec<u8> = Vec::new();
-            let mut rng = Rng(seed);
-            for step in 0..150u64 {
+            for (step, call) in calls.iter().enumerate() {
                 let byte = u8::try_from(step % 255 + 1).expect("fits");
                 let pages = model.len() as u64 / page;
-                match rng.below(20) {
-                    // Grow or shrink, in pages, up to 4 MiB: writes land near the frontier
-                    // and far past it.
-                    0 | 1 => {
-                        let len = (rng.below(1024) + 1) * page;
-                        backend.set_len(len).expect("set_len");
-                        model.resize(at(len), 0);
+                match *call {
+                    Call::SetLen(len) => {
+                        backend.set_len(len * page).expect("set_len");
+                        model.resize(at(len * page), 0);
                     }
-                    // Past the end, which extends the file.
-                    2 => {
-                        let offset = (pages + rng.below(64)) * page;
+                    Call::PastEnd(gap) => {
+                        let offset = (pages + gap) * page;
                         backend.write(offset, &[byte; 4096]).expect("write");
                         model.resize(at(offset), 0);
                         model.extend_from_slice(&[byte; 4096]);
                     }
-                    3 => backend
-                        .write(rng.below(pages + 1) * page, &[])
-                        .expect("write"),
-                    _ if pages > 0 => {
-                        let offset = rng.below(pages) * page;
-                        let n = (rng.below(4) + 1).min(pages - offset / page) * page;
+                    Call::Empty(to) => backend.write(to % (pages + 1) * page, &[]).expect("write"),
+                    Call::Within(from, n) if pages > 0 => {
+                        let offset = from % pages * page;
+                        let n = n.min(pages - offset / page) * page;
                         let data = vec![byte; at(n)];
                         backend.write(offset, &data).expect("write");
                         model[at(offset)..at(offset + n)].copy_from_slice(&data);
                     }
-                    _ => {}
+                    Call::Within(..) => {}
                 }
                 let read = contents(&backend);
-                assert_eq!(read.len(), model.len(), "length, seed {seed} step {step}");
-                assert!(read == model, "contents, seed {seed} step {step}");
+                prop_assert_eq!(read.len(), model.len(), "length at step {}", step);
+                prop_assert!(read == model, "contents at step {}", step);
             }
         }
     }

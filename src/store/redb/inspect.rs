@@ -351,6 +351,7 @@ mod tests {
     use crate::store::redb::schema::{
         DECLARATIONS, seal_count, seal_end, seal_named, seal_position,
     };
+    use crate::store::redb::scratch_dir;
 
     /// A store of this build's format version written by hand: queue `jobs` with two records (the first delivered
     /// twice), a group position, and what `damage` does to the first record's bytes.
@@ -405,16 +406,9 @@ mod tests {
         txn.commit().unwrap();
     }
 
-    fn dir(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("embus-unit-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn reads_extents_records_counts_and_positions() {
-        let path = dir("inspect-reads").join("s.embus");
+        let path = scratch_dir("inspect-reads").join("s.embus");
         write(&path, |_| {});
         let reader = open(&path).unwrap().unwrap();
         assert_eq!((reader.codec(), reader.clean()), ("json", true));
@@ -462,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_is_corrupt_naming_table_and_row() {
-        let path = dir("inspect-damaged").join("s.embus");
+        let path = scratch_dir("inspect-damaged").join("s.embus");
         write(&path, |value| {
             let last = value.len() - 1;
             value[last] ^= 1;
@@ -475,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_file_held_for_writing_is_none() {
-        let path = dir("inspect-held").join("s.embus");
+        let path = scratch_dir("inspect-held").join("s.embus");
         write(&path, |_| {});
         let held = Database::open(&path).unwrap();
         assert!(open(&path).unwrap().is_none());
@@ -486,7 +480,7 @@ mod tests {
     #[test]
     fn an_older_format_version_asks_for_an_upgrade() {
         for version in [2, 4] {
-            let path = dir(&format!("inspect-older-{version}")).join("s.embus");
+            let path = scratch_dir(&format!("inspect-older-{version}")).join("s.embus");
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             let meta: TableDefinition<'_, &str, u64> = TableDefinition::new("embus.meta");

@@ -48,6 +48,15 @@
 //! The `embus` tool reads a file read-only through [`inspect`] and redrives a queue of a
 //! closed file with [`redrive`].
 
+/// An empty directory for unit test `test` of this module (emptied if an earlier run left it).
+#[cfg(test)]
+fn scratch_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("embus-unit-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
 mod compact;
 mod delete;
 mod figures;
