@@ -97,7 +97,7 @@ use embus::{Broker, Durability};
 mod common;
 use common::{
     Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, print_row,
-    print_rule, seq_of, unlimited_topic,
+    print_rule, range, seq_of, unlimited_topic,
 };
 
 /// The transaction sections (`tx-…`): kept apart, this file being long enough.
@@ -613,8 +613,7 @@ fn judge(r: &Ratio, results: &Results) -> Option<RatioOutcome> {
     }
     let ratios: Vec<f64> = num.iter().zip(den).map(|(n, d)| n / d).collect();
     let med = median(ratios.clone());
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (min, max) = range(&ratios);
     let verdict = match r.target {
         None => "(ref)",
         Some(t) => {

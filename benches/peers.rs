@@ -72,7 +72,7 @@ mod common;
 use common::flow::{Flow, POLL, e2e};
 use common::{
     Args, BATCH, Unit, bench_dir, format_value, load, median, order, payload, print_row,
-    print_rule, seq_of,
+    print_rule, range, seq_of,
 };
 
 #[path = "peers/amqp.rs"]
@@ -374,13 +374,6 @@ fn measure(ctx: &Ctx, test: Test, sides: &[Side]) -> Vec<Vec<Vec<f64>>> {
         eprintln!("{line}");
     }
     values
-}
-
-/// min and max of `v`.
-fn range(v: &[f64]) -> (f64, f64) {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
 }
 
 /// The ratio cell of a peer's row: each embus side ÷ the peer, per round.

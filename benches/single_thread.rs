@@ -25,7 +25,7 @@ use embus::{Broker, Overflow, QueueOptions, Retention, Start, TopicOptions};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, load, median};
+use common::{Args, load, median, order, range};
 
 /// A scenario: its name, and its embus side (`n` messages, the time they took).
 type Scenario = (&'static str, fn(u64) -> Duration);
@@ -129,7 +129,7 @@ fn main() {
         for round in 0..args.rounds {
             // A/B, then B/A: neither side always runs first.
             let (mut b, mut e) = (None, None);
-            for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            for side in order(round, 2) {
                 match side {
                     0 if runs("baseline") => b = Some(nanos_per_message(crossbeam(n), n)),
                     1 if runs("embus") => e = Some(nanos_per_message(embus(n), n)),
@@ -152,9 +152,7 @@ fn main() {
         let ratio = if ratios.is_empty() {
             "—".to_owned()
         } else {
-            let (min, max) = ratios
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            let (min, max) = range(&ratios);
             format!("{:.3} [{min:.3}–{max:.3}]", median(ratios.clone()))
         };
         println!("| {name} | {} | {} | {ratio} |", show(&base), show(&ours));

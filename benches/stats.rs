@@ -44,7 +44,7 @@ use embus::{Broker, Consumer, Message, Start, TopicOptions};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, load, median};
+use common::{Args, load, median, order};
 
 /// Topics of the shape, their partitions, groups, subscribers and queues.
 const TOPICS: usize = 100;
@@ -147,15 +147,6 @@ fn micros(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-/// Round `round`'s order of `n` sides: rotated by the round, reversed every other round.
-fn order(n: usize, round: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).map(|i| (i + round) % n).collect();
-    if round % 2 == 1 {
-        v.reverse();
-    }
-    v
-}
-
 /// A section of the bench.
 type Section = fn(&Ctx);
 
@@ -194,7 +185,7 @@ fn latency(ctx: &Ctx) {
     let mut all: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut round_p50: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..ctx.rounds {
-        for s in order(2, round) {
+        for s in order(round, 2) {
             let mut samples = Vec::with_capacity(calls);
             time_calls(sides[s].1, calls, &mut samples);
             samples.sort_unstable();
@@ -371,7 +362,7 @@ fn producer(ctx: &Ctx) {
     }
     let mut runs: Vec<Vec<Run>> = (0..SIDES.len()).map(|_| Vec::new()).collect();
     for round in 0..ctx.rounds {
-        for s in order(SIDES.len(), round) {
+        for s in order(round, SIDES.len()) {
             runs[s].push(produce(&bus, &other, SIDES[s].1, window));
         }
         let line: Vec<String> = (0..SIDES.len())

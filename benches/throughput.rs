@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Args, load, median};
+use common::{Args, load, median, range};
 
 // ---------------------------------------------------------------------------------------------
 // Payloads
@@ -786,8 +786,7 @@ fn measure(s: &Scenario, n: u64, rounds: usize) -> Outcome {
         embus.push(e);
     }
     let ratio = median(ratios.clone());
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(0.0, f64::max);
+    let (min, max) = range(&ratios);
     // §8: fail only when the median misses and the best round misses too.
     let verdict = match (ratio >= s.target, max >= s.target, s.gate) {
         (true, _, true) => "PASS",

@@ -116,6 +116,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The smallest and largest of `v` (for a median's `[min–max]`).
+pub fn range(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
 /// The `p` quantile (0 to 1) of sorted durations: the nearest rank.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
@@ -161,10 +168,13 @@ pub fn fs_type(dir: &Path) -> Option<String> {
         .map(|(_, kind)| kind)
 }
 
-/// The order of `k` sides in round `round`: rotated, and reversed every other round.
+/// The order of `k` sides in round `round`: rotated by one each round, and reversed in every
+/// other run of `k` rounds, so that each side runs in each position, after each other side,
+/// equally often. (Reversing every other round instead undoes the rotation when `k` is 2: the
+/// same side then always ran first.)
 pub fn order(round: usize, k: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..k).map(|i| (i + round) % k).collect();
-    if round % 2 == 1 {
+    if k > 0 && (round / k) % 2 == 1 {
         v.reverse();
     }
     v
